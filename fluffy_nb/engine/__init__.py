@@ -1,0 +1,91 @@
+"""fluffy_nb.engine: the pure-asyncio Fluffy Agent Flow engine.
+
+Layering: this package imports only the standard library, pydantic, psutil and networkx.
+It never imports IPython, ipywidgets, plotly or pandas (a test enforces it); the notebook
+layer observes the engine through its events and display hooks (``_hooks``).
+"""
+
+from ._agent import Agent, StateResult
+from ._checkpoint import FORMAT_VERSION, Checkpoint, HumanAnswerRecord
+from ._clock import Clock, ManualClock, SystemClock
+from ._context import Context
+from ._errors import (
+    AgentRunningError,
+    BlockingRunError,
+    CheckpointError,
+    ConfigurationError,
+    CoordinationError,
+    DeadlockError,
+    DependencyCycleError,
+    DependencyTimeoutError,
+    DuplicateStateError,
+    FluffyError,
+    HumanInputError,
+    HumanTimeoutError,
+    InvalidStateResultError,
+    MaxStepsExceededError,
+    ResourceError,
+    RunTimeoutError,
+    SerializationError,
+    StateFailedError,
+    StateNotFoundError,
+    StateTimeoutError,
+    TypedDataError,
+)
+from ._events import EventBus
+from ._policies import DependencyConfig, DependencyLifecycle, DependencyType, RetryPolicy
+from ._resources import ResourcePool, ResourceRequirements, ResourceType
+from ._result import RunResult
+from ._state import StateBuilder, StateMetadata, state
+from ._status import AgentStatus, Priority, StateStatus
+from ._typed import TypedContextData, register_type
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Agent",
+    "AgentRunningError",
+    "AgentStatus",
+    "BlockingRunError",
+    "Checkpoint",
+    "CheckpointError",
+    "Clock",
+    "ConfigurationError",
+    "Context",
+    "CoordinationError",
+    "DeadlockError",
+    "DependencyConfig",
+    "DependencyCycleError",
+    "DependencyLifecycle",
+    "DependencyTimeoutError",
+    "DependencyType",
+    "DuplicateStateError",
+    "EventBus",
+    "FluffyError",
+    "HumanAnswerRecord",
+    "HumanInputError",
+    "HumanTimeoutError",
+    "InvalidStateResultError",
+    "ManualClock",
+    "MaxStepsExceededError",
+    "Priority",
+    "ResourceError",
+    "ResourcePool",
+    "ResourceRequirements",
+    "ResourceType",
+    "RetryPolicy",
+    "RunResult",
+    "RunTimeoutError",
+    "SerializationError",
+    "StateBuilder",
+    "StateFailedError",
+    "StateMetadata",
+    "StateNotFoundError",
+    "StateResult",
+    "StateStatus",
+    "StateTimeoutError",
+    "SystemClock",
+    "TypedContextData",
+    "TypedDataError",
+    "register_type",
+    "state",
+]

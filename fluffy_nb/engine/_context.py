@@ -1,0 +1,187 @@
+"""Context: the data a state reads and writes, shared by all states of a run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._errors import TypedDataError
+from ._typed import check_typed_value, replace_fields
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+
+class Context:
+    """What a state function receives: shared key/value state, typed data, and its identity.
+
+    Plain values: ``set_state``/``get_state``/``remove_state``/``has_state``. Typed values
+    (dataclasses, pydantic models): ``set_typed``/``get_typed``/``update_typed``. Attribute
+    access reads and writes shared state too (``ctx.result = 1``), for code ported from
+    class-based engines.
+
+    Example:
+        >>> async def step(ctx: Context):
+        ...     ctx.set_state("greeting", "hi")
+        ...     return "next"
+    """
+
+    __slots__ = ("_shared", "_typed", "_agent", "state_name", "attempt", "run_id")
+
+    def __init__(
+        self,
+        shared: dict[str, Any] | None = None,
+        typed: dict[str, Any] | None = None,
+        *,
+        agent: Agent | None = None,
+        state_name: str = "",
+        attempt: int = 1,
+        run_id: str = "",
+    ) -> None:
+        object.__setattr__(self, "_shared", {} if shared is None else shared)
+        object.__setattr__(self, "_typed", {} if typed is None else typed)
+        object.__setattr__(self, "_agent", agent)
+        object.__setattr__(self, "state_name", state_name)
+        object.__setattr__(self, "attempt", attempt)
+        object.__setattr__(self, "run_id", run_id)
+
+    # -- plain state -------------------------------------------------------------------
+    def set_state(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key`` for this and later states."""
+        self._shared[key] = value
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        """The value under ``key``, or ``default`` when there is none."""
+        return self._shared.get(key, default)
+
+    def remove_state(self, key: str) -> bool:
+        """Remove ``key``; returns whether it was there."""
+        return self._shared.pop(key, _MISSING) is not _MISSING
+
+    def has_state(self, key: str) -> bool:
+        """Whether ``key`` holds a value."""
+        return key in self._shared
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Alias of :meth:`get_state` (dict-style)."""
+        return self._shared.get(key, default)
+
+    def keys(self) -> list[str]:
+        """The keys of plain shared state."""
+        return list(self._shared)
+
+    # -- typed data --------------------------------------------------------------------
+    def set_typed(self, key: str, value: Any) -> None:
+        """Store a dataclass instance or pydantic model under ``key``."""
+        check_typed_value(key, value)
+        self._typed[key] = value
+
+    def get_typed(self, key: str, expected_type: type[T]) -> T:
+        """The typed value under ``key``, checked to be an ``expected_type``.
+
+        Raises:
+            TypedDataError: nothing is stored under ``key``, or it is of another type.
+        """
+        try:
+            value = self._typed[key]
+        except KeyError:
+            raise TypedDataError(
+                f"get_typed({key!r}): no typed value under {key!r}; store one first with "
+                f"context.set_typed({key!r}, {expected_type.__name__}(...))"
+            ) from None
+        if not isinstance(value, expected_type):
+            raise TypedDataError(
+                f"get_typed({key!r}, {expected_type.__name__}): the value is a "
+                f"{type(value).__name__}, not a {expected_type.__name__}"
+            )
+        return value
+
+    def update_typed(self, key: str, **changes: Any) -> Any:
+        """Replace fields of the typed value under ``key``; returns the new value."""
+        try:
+            current = self._typed[key]
+        except KeyError:
+            raise TypedDataError(f"update_typed({key!r}): no typed value under {key!r}") from None
+        updated = replace_fields(key, current, changes)
+        self._typed[key] = updated
+        return updated
+
+    def has_typed(self, key: str) -> bool:
+        """Whether a typed value is stored under ``key``."""
+        return key in self._typed
+
+    # -- people ------------------------------------------------------------------------
+    async def human_in_the_loop(
+        self,
+        prompt: str,
+        timeout: float | None = None,
+        validator: Callable[[Any], Any] | None = None,
+        default: Any = None,
+        choices: Sequence[str] | None = None,
+        schema: type | None = None,
+    ) -> Any:
+        """Ask a person and wait for the answer; other states keep running meanwhile.
+
+        Args:
+            prompt: What to ask (shown as text, never as HTML).
+            timeout: Seconds to wait; then ``default`` is used, or ``HumanTimeoutError``
+                is raised when there is no default.
+            validator: Called with the answer; returning False (or raising) rejects it and
+                the person is asked again with the reason shown.
+            default: Answer used on timeout.
+            choices: Allowed answers, shown as buttons.
+            schema: A pydantic model; the answer is an instance of it.
+        """
+        if self._agent is None:
+            raise RuntimeError("human_in_the_loop needs a context created by a running agent")
+        return await self._agent._ask_human(
+            self,
+            prompt,
+            timeout=timeout,
+            validator=validator,
+            default=default,
+            choices=choices,
+            schema=schema,
+        )
+
+    # -- attribute-style access ----------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        shared = object.__getattribute__(self, "_shared")
+        try:
+            return shared[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in Context.__slots__:
+            object.__setattr__(self, name, value)
+        else:
+            self._shared[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        if not self.remove_state(name):
+            raise AttributeError(name)
+
+    @property
+    def agent(self) -> Agent | None:
+        """The agent running this state."""
+        return self._agent
+
+    @property
+    def shared_state(self) -> dict[str, Any]:
+        """The shared key/value dict itself (read it; write through set_state)."""
+        return self._shared
+
+    @property
+    def typed_data(self) -> dict[str, Any]:
+        """The typed values, by key."""
+        return self._typed
+
+    def __repr__(self) -> str:
+        return (
+            f"Context(state={self.state_name!r}, keys={sorted(self._shared)!r}, "
+            f"typed={sorted(self._typed)!r})"
+        )

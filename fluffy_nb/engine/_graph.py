@@ -1,0 +1,290 @@
+"""The state graph the engine reads from code, and the fan-out/join bookkeeping.
+
+Edges come from three places: string constants naming states in a state function's code
+(``return "next"``, ``return ["a", "b"]``), declared hints (``@state(next=...)``) and
+dependencies, and edges observed while running. The notebook draws the same graph.
+
+Join rule. States returned together in a list form a *fan-out*; each becomes a branch.
+When a branch names a next state X while other branches of the same fan-out are still
+alive and could still reach X (X is that branch's state or reachable from it in the graph),
+the branch waits at X. X starts once, when no other branch of the fan-out can reach it any
+more; all branches waiting there continue as that one run of X. A state that is already
+queued and not yet started absorbs a branch that names it. When a fan-out is down to one
+branch, that branch carries on as the branch that fanned out, so joins nest.
+Names built at run time (f-strings) are invisible to the reader: declare them with
+``@state(next=[...])`` or dependencies if they are join targets.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterable
+from types import CodeType
+from typing import Any
+
+
+def code_strings(func: Callable[..., Any]) -> set[str]:
+    """Every string constant in ``func``'s code, nested functions and lambdas included."""
+    seen: set[str] = set()
+    target = getattr(func, "__func__", func)
+    target = getattr(target, "__wrapped__", target)
+    code = getattr(target, "__code__", None)
+    if code is None:
+        call = getattr(type(target), "__call__", None)
+        code = getattr(call, "__code__", None)
+    if code is None:
+        return seen
+    stack: list[CodeType] = [code]
+    while stack:
+        c = stack.pop()
+        for const in c.co_consts:
+            if isinstance(const, str):
+                seen.add(const)
+            elif isinstance(const, tuple):
+                seen.update(x for x in const if isinstance(x, str))
+            elif isinstance(const, CodeType):
+                stack.append(const)
+    # closures of wrappers (e.g. StateBuilder) hold the real function
+    for cell in getattr(target, "__closure__", None) or ():
+        try:
+            inner = cell.cell_contents
+        except ValueError:
+            continue
+        if callable(inner) and hasattr(inner, "__code__") and inner is not target:
+            seen |= code_strings(inner)
+    return seen
+
+
+class StateGraph:
+    """Directed graph of states with cached reachability.
+
+    Example:
+        >>> g = StateGraph()
+        >>> g.add_edge("a", "b"); g.add_edge("b", "c")
+        >>> g.reaches("a", "c")
+        True
+    """
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, None] = {}
+        self.edges: dict[str, dict[str, str]] = {}  # src -> {dst: kind}
+        self._reach: dict[str, frozenset[str]] = {}
+        self.version = 0
+
+    def add_node(self, name: str) -> None:
+        """Add a state (no edges)."""
+        if name not in self.nodes:
+            self.nodes[name] = None
+            self.edges.setdefault(name, {})
+            self._changed()
+
+    def add_edge(self, src: str, dst: str, kind: str = "code") -> bool:
+        """Add ``src -> dst``; returns whether it was new."""
+        out = self.edges.setdefault(src, {})
+        if dst in out:
+            return False
+        out[dst] = kind
+        self.nodes.setdefault(src, None)
+        self.nodes.setdefault(dst, None)
+        self._changed()
+        return True
+
+    def _changed(self) -> None:
+        self._reach.clear()
+        self.version += 1
+
+    def successors(self, name: str) -> list[str]:
+        """Direct successors of ``name``."""
+        return list(self.edges.get(name, ()))
+
+    def descendants(self, name: str) -> frozenset[str]:
+        """Every state reachable from ``name`` (not including it unless on a cycle)."""
+        cached = self._reach.get(name)
+        if cached is not None:
+            return cached
+        seen: set[str] = set()
+        stack = list(self.edges.get(name, ()))
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(self.edges.get(n, ()))
+        result = frozenset(seen)
+        self._reach[name] = result
+        return result
+
+    def reaches(self, src: str, dst: str) -> bool:
+        """Whether a branch now at ``src`` may still get to ``dst``."""
+        return src == dst or dst in self.descendants(src)
+
+    def edge_list(self) -> list[tuple[str, str, str]]:
+        """All edges as ``(src, dst, kind)``."""
+        return [(s, d, k) for s, outs in self.edges.items() for d, k in outs.items()]
+
+
+class Group:
+    """A fan-out: the branches started by one list return (or the run's start states)."""
+
+    __slots__ = ("id", "parent", "active", "members", "joins")
+
+    def __init__(self, gid: int, parent: Token | None) -> None:
+        self.id = gid
+        self.parent = parent
+        self.active: Counter[str] = Counter()  # state -> live branches there (not waiting)
+        self.members: set[Token] = set()
+        self.joins: dict[str, list[Token]] = {}
+
+    def size(self) -> int:
+        """Live branches: running/queued ones plus those waiting at joins."""
+        return len(self.members) + sum(len(v) for v in self.joins.values())
+
+
+class Token:
+    """One branch of execution; ``state`` is where it is now."""
+
+    __slots__ = ("id", "group", "state")
+
+    def __init__(self, tid: int, group: Group, state: str) -> None:
+        self.id = tid
+        self.group = group
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"Token({self.id}, {self.state!r}, group={self.group.id})"
+
+
+Starter = Callable[[str, Token], None]
+
+
+class Joins:
+    """Moves branches along the graph and decides when a join state may start.
+
+    ``start(state, token)`` is called for every state run that should begin;
+    ``is_pending(state)`` tells whether an unstarted run of ``state`` exists. The engine
+    calls :meth:`finished` when a run ends with the names it returned.
+    """
+
+    def __init__(self, graph: StateGraph, start: Starter, is_pending: Callable[[str], bool]) -> None:
+        self.graph = graph
+        self._start = start
+        self._is_pending = is_pending
+        self._ids = itertools.count(1)
+        self.root = Group(0, None)
+
+    # -- entering and leaving states --------------------------------------------------
+    def _enter(self, token: Token, state: str) -> None:
+        token.state = state
+        token.group.active[state] += 1
+        token.group.members.add(token)
+
+    def _leave(self, token: Token) -> None:
+        group = token.group
+        active = group.active
+        n = active[token.state] - 1
+        if n > 0:
+            active[token.state] = n
+        else:
+            del active[token.state]
+        group.members.discard(token)
+
+    # -- public moves -----------------------------------------------------------------
+    def begin(self, states: Iterable[str]) -> list[Token]:
+        """Start ``states`` as branches of the root fan-out."""
+        tokens = [self.add_branch(s) for s in states]
+        for t in tokens:
+            self._start(t.state, t)
+        return tokens
+
+    def add_branch(self, state: str) -> Token:
+        """A new live branch in the root fan-out, at ``state`` (caller starts it)."""
+        t = Token(next(self._ids), self.root, state)
+        self._enter(t, state)
+        return t
+
+    def finished(self, token: Token, names: tuple[str, ...]) -> None:
+        """The run of ``token.state`` returned ``names``: route the branch onward."""
+        group = token.group
+        if len(names) > 1:
+            # the branch stays alive, at its state, while its sub-fan-out runs
+            sub = Group(next(self._ids), token)
+            children = [Token(next(self._ids), sub, n) for n in names]
+            for child in children:
+                self._enter(child, child.state)
+            for child in children:
+                self._leave(child)
+                self._route(child, child.state)
+            self._changed(sub)
+            return
+        self._leave(token)
+        if names:
+            self._route(token, names[0])
+        self._changed(group)
+
+    def ended(self, token: Token) -> None:
+        """The branch ended without a result (cancelled or failed)."""
+        group = token.group
+        if token in group.members:
+            self._leave(token)
+        self._changed(group)
+
+    # -- the join rule ----------------------------------------------------------------
+    def _may_reach(self, group: Group, target: str) -> bool:
+        reaches = self.graph.reaches
+        for s in group.active:
+            if reaches(s, target):
+                return True
+        for j in group.joins:
+            if j != target and reaches(j, target):
+                return True
+        return False
+
+    def _route(self, token: Token, target: str) -> None:
+        group = token.group
+        if self._is_pending(target):
+            return  # an unstarted run of target absorbs this branch
+        if target in group.joins or self._may_reach(group, target):
+            group.joins.setdefault(target, []).append(token)
+            return
+        self._enter(token, target)
+        self._start(target, token)
+
+    def _changed(self, group: Group) -> None:
+        while True:
+            for target in list(group.joins):
+                if self._may_reach(group, target):
+                    continue
+                carrier = group.joins.pop(target)[0]
+                if not self._is_pending(target):
+                    self._enter(carrier, target)
+                    self._start(target, carrier)
+            parent = group.parent
+            if parent is None:
+                return
+            size = group.size()
+            if size == 0:
+                # the whole fan-out ended, and with it the branch that made it
+                group.parent = None
+                group = parent.group
+                self._leave(parent)
+                continue
+            if size == 1 and not group.joins:
+                # one branch left: it carries on in place of the branch that fanned out
+                (last,) = group.members
+                group.parent = None
+                pgroup = parent.group
+                self._leave(parent)
+                last.group = pgroup
+                pgroup.active[last.state] += 1
+                pgroup.members.add(last)
+                group = pgroup
+                continue
+            return
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-safe summary of the live branches of the root fan-out."""
+        root = self.root
+        return {
+            "active": dict(root.active),
+            "joins": {k: len(v) for k, v in root.joins.items()},
+        }

@@ -1,0 +1,27 @@
+"""Extension points the upper layers fill in, so the engine never imports them.
+
+The notebook layer registers display renderers (``_repr_mimebundle_`` of engine objects)
+and the top-level package registers the history-frame factory; the engine only looks here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+#: type -> function(obj, include, exclude) returning a MIME bundle, or None to fall back
+renderers: dict[type, Callable[..., dict[str, Any] | None]] = {}
+
+#: factory(agent_or_store, **filters) building a DataFrame of checkpoint history
+history_frame: Callable[..., Any] | None = None
+
+
+def mimebundle(obj: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    """The richest registered bundle for ``obj``; ``text/plain`` repr when none applies."""
+    for cls in type(obj).__mro__:
+        render = renderers.get(cls)
+        if render is not None:
+            bundle = render(obj, include, exclude)
+            if bundle:
+                return bundle
+    return {"text/plain": repr(obj)}

@@ -1,0 +1,827 @@
+"""The run loop: launching states, retries, timeouts, joins, dependencies, failure.
+
+Push model: there is no central polling loop. When a state's task ends it routes its
+branch onward (``_graph.Joins``), which launches the next states directly; ``run()`` just
+awaits a future that resolves when no work is left. This keeps a transition to one task
+creation plus a little bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import inspect
+import itertools
+import logging
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from ._checkpoint import Checkpoint, HumanAnswerRecord, encode_shared, encode_typed_data
+from ._context import Context
+from ._errors import (
+    AgentRunningError,
+    DependencyCycleError,
+    DependencyTimeoutError,
+    InvalidStateResultError,
+    MaxStepsExceededError,
+    RunTimeoutError,
+    StateFailedError,
+    StateNotFoundError,
+    StateTimeoutError,
+)
+from ._events import (
+    CheckpointSaved,
+    RunFinished,
+    RunStarted,
+    StateBlocked,
+    StateCancelled,
+    StateFailed,
+    StateFinished,
+    StateRetrying,
+    StateScheduled,
+    StateStarted,
+)
+from ._graph import Joins, Token
+from ._policies import DependencyLifecycle, DependencyType
+from ._result import RunResult
+from ._status import AgentStatus, StateStatus
+from ._typed import decode_typed
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+
+log = logging.getLogger("fluffy_nb")
+_ids = itertools.count(1)
+
+
+class Execution:
+    """One run of one state (including its retries)."""
+
+    __slots__ = ("id", "state", "token", "task", "attempt", "source", "cancel_reason", "requeue", "deadline")
+
+    def __init__(self, state: str, token: Token, source: str | None) -> None:
+        self.id = next(_ids)
+        self.state = state
+        self.token = token
+        self.task: asyncio.Task[None] | None = None
+        self.attempt = 0
+        self.source = source
+        self.cancel_reason: str | None = None
+        self.requeue = False
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def __lt__(self, other: Execution) -> bool:
+        return self.id < other.id
+
+    def __repr__(self) -> str:
+        return f"Execution({self.state!r}, id={self.id}, attempt={self.attempt})"
+
+
+class RunnerMixin:
+    """Scheduling half of :class:`Agent` (kept apart to keep modules small)."""
+
+    # attributes provided by Agent
+    name: str
+    states: dict[str, Any]
+    state_metadata: dict[str, Any]
+
+    def _init_run_state(self: Agent) -> None:
+        self.run_id = ""
+        self._shared: dict[str, Any] = dict(self._initial)
+        self._typed: dict[str, Any] = {}
+        self.completed_states: list[str] = []
+        self._completed_set: set[str] = set()
+        self.completion_counts: Counter[str] = Counter()
+        self._last_completed: dict[str, float] = {}
+        self._ended: set[str] = set()
+        self._consumed: Counter[tuple[str, str]] = Counter()
+        self._last_started: dict[str, float] = {}
+        self._running_states: dict[int, Execution] = {}
+        self.priority_queue: list[tuple[int, Execution]] = []
+        self._pending: dict[str, Execution] = {}
+        self._parked: list[Execution] = []
+        self._human_answers: list[HumanAnswerRecord] = []
+        self._steps = 0
+        self._sequence = 0
+        self._failure: BaseException | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._paused = False
+        self._run_active = False
+        self._restored: Checkpoint | None = None
+        self._started_at = 0.0
+        self._joins = Joins(self.graph, self._start, self._is_pending)
+        self._last_checkpoint_id: str | None = None
+
+    # -- run --------------------------------------------------------------------------------
+    async def run(
+        self: Agent,
+        timeout: float | None = None,
+        cleanup_timeout: float | None = 10.0,
+        *,
+        start: str | list[str] | None = None,
+        initial_context: dict[str, Any] | None = None,
+    ) -> RunResult:
+        """Run the workflow until no state is left to run.
+
+        Args:
+            timeout: Fail with ``RunTimeoutError`` after this many seconds.
+            cleanup_timeout: How long cancelled states get to finish their cleanup.
+            start: Start state(s) instead of those found from the graph.
+            initial_context: Shared values every state sees from the start.
+
+        Returns:
+            A :class:`RunResult` with the final data and status.
+
+        Raises:
+            StateFailedError: a state failed for good (the original exception is chained).
+            RunTimeoutError: the run took longer than ``timeout``.
+            AgentRunningError: the agent is already running.
+        """
+        from ._policies import check_timeout
+
+        if self._run_active:
+            raise AgentRunningError(
+                f"agent {self.name!r} is already running; await the running run (or its "
+                "handle) instead of starting a second one"
+            )
+        timeout = check_timeout("run(timeout)", timeout)
+        cleanup_timeout = check_timeout("run(cleanup_timeout)", cleanup_timeout)
+        self._collect_class_states()
+        self._check_dependency_cycles()
+        self._check_resources()
+        restored = self._restored
+        starts = self._start_states(start) if restored is None else []
+        if restored is None:
+            self._init_run_state()
+            self._shared.update(initial_context or {})
+            self.run_id = uuid.uuid4().hex
+            for meta in self.state_metadata.values():
+                meta.reset()
+        else:
+            self._restored = None
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        self._run_active = True
+        self._paused = False
+        self.status = AgentStatus.RUNNING
+        self._started_at = self.clock.monotonic()
+        if self.resource_pool is not None and hasattr(self.resource_pool, "bind_preemption"):
+            self.resource_pool.bind_preemption(self._preempt)
+        bus = self.events
+        if bus.active:
+            bus.publish(RunStarted(self.name, self.run_id, self._started_at, tuple(starts)))
+        interval_task = None
+        if self.checkpoint_interval:
+            interval_task = loop.create_task(self._interval_checkpoints(self.checkpoint_interval))
+        try:
+            if restored is not None:
+                self._relaunch(restored)
+            else:
+                self._joins.begin(starts)
+                for name, spec in self.states.items():
+                    if spec.dependencies and name not in starts and name not in self._pending:
+                        token = self._joins.add_branch(name)
+                        self._start(name, token)
+            self._check_done()
+            if timeout is None:
+                await self._done
+            else:
+                done, _ = await asyncio.wait({self._done}, timeout=timeout)
+                if not done:
+                    await self._shutdown(cleanup_timeout, "run timeout")
+                    self._failure = RunTimeoutError(
+                        f"agent {self.name!r} did not finish within run(timeout={timeout}); "
+                        f"still running: {sorted(self._names_in_flight())}. Raise the timeout or "
+                        "give slow states their own timeout"
+                    )
+        except asyncio.CancelledError:
+            await self._shutdown(cleanup_timeout, "run cancelled")
+            self._finish_run(AgentStatus.CANCELLED, None)
+            raise
+        finally:
+            if interval_task is not None:
+                interval_task.cancel()
+            self._run_active = False
+        if self._failure is not None:
+            failure = self._failure
+            if self.status is not AgentStatus.CANCELLED:
+                self._finish_run(AgentStatus.FAILED, failure)
+                raise failure
+        elif self.status is not AgentStatus.CANCELLED:
+            self._finish_run(AgentStatus.COMPLETED, None)
+        return RunResult.from_agent(self)
+
+    def _finish_run(self: Agent, status: AgentStatus, error: BaseException | None) -> None:
+        self.status = status
+        for ex in self._parked:
+            meta = self.state_metadata[ex.state]
+            meta.status = StateStatus.CANCELLED
+            if self.events.active:
+                self.events.publish(StateCancelled(self.name, self.run_id, self.clock.monotonic(), ex.state,
+                                                   "dependencies were never satisfied"))
+        if self.store is not None or self.durable:
+            trigger = {"completed": "completion", "failed": "failure", "cancelled": "cancel"}[status.value]
+            self._save_checkpoint(trigger, error=error)
+        if self.events.active:
+            now = self.clock.monotonic()
+            self.events.publish(RunFinished(self.name, self.run_id, now, status.value,
+                                            None if error is None else f"{type(error).__name__}: {error}",
+                                            now - self._started_at))
+
+    def _start_states(self: Agent, start: str | list[str] | None) -> list[str]:
+        if start is not None:
+            names = [start] if isinstance(start, str) else list(start)
+            for n in names:
+                if n not in self.states:
+                    raise StateNotFoundError(f"run(start={n!r}): agent {self.name!r} has no state {n!r}")
+            return names
+        targets = {dst for src, dst, _ in self.graph.edge_list() if src != dst}
+        starts = [n for n, s in self.states.items() if not s.dependencies and n not in targets]
+        if not starts and self.states:
+            starts = [next(iter(self.states))]
+        return starts
+
+    def _check_dependency_cycles(self: Agent) -> None:
+        import networkx as nx
+
+        g = nx.DiGraph()
+        for name, spec in self.states.items():
+            for dep, cfg in spec.dependencies.items():
+                if cfg.type is not DependencyType.PARALLEL:
+                    g.add_edge(dep, name)
+        try:
+            cycle = nx.find_cycle(g)
+        except nx.NetworkXNoCycle:
+            return
+        names = [a for a, _ in cycle] + [cycle[0][0]]
+        raise DependencyCycleError(
+            f"agent {self.name!r}: dependencies form a cycle {' -> '.join(names)}, so none of "
+            "these states could ever start; remove one of these dependencies", names[:-1]
+        )
+
+    def _check_resources(self: Agent) -> None:
+        pool = self.resource_pool
+        if pool is None:
+            return
+        for name, spec in self.states.items():
+            if spec.resources is not None:
+                pool.check(name, spec.resources)
+
+    # -- scheduling -----------------------------------------------------------------------
+    def _is_pending(self, state: str) -> bool:
+        return state in self._pending
+
+    def _start(self: Agent, state: str, token: Token, source: str | None = None) -> None:
+        """Create a run of ``state`` for ``token`` and launch, queue or park it."""
+        ex = Execution(state, token, source)
+        self._pending[state] = ex
+        meta = self.state_metadata[state]
+        spec = self.states[state]
+        if self.events.active:
+            self.events.publish(StateScheduled(self.name, self.run_id, self.clock.monotonic(), state, source))
+        if spec.dependencies and not self._deps_satisfied(ex, spec):
+            meta.status = StateStatus.BLOCKED
+            self._park(ex, spec)
+            return
+        self._enqueue(ex)
+
+    def _enqueue(self: Agent, ex: Execution) -> None:
+        meta = self.state_metadata[ex.state]
+        meta.status = StateStatus.READY
+        limit = self.max_concurrent
+        if self._paused or (limit is not None and len(self._running_states) >= limit):
+            heapq.heappush(self.priority_queue, (-self.states[ex.state].priority, ex))
+        else:
+            self._launch(ex)
+
+    def _launch(self: Agent, ex: Execution) -> None:
+        self._running_states[ex.id] = ex
+        ex.task = asyncio.get_running_loop().create_task(self._execute(ex))
+
+    def _dispatch(self: Agent) -> None:
+        queue = self.priority_queue
+        limit = self.max_concurrent
+        while queue and not self._paused and (limit is None or len(self._running_states) < limit):
+            _, ex = heapq.heappop(queue)
+            self._launch(ex)
+
+    def _check_done(self) -> None:
+        if self._running_states:
+            return
+        if self._paused:
+            if self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
+            return
+        if self.priority_queue:
+            return
+        done = self._done
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    def _names_in_flight(self) -> set[str]:
+        return {ex.state for ex in self._running_states.values()} | {ex.state for _, ex in self.priority_queue}
+
+    # -- dependencies ---------------------------------------------------------------------------
+    def _active(self, state: str) -> bool:
+        return state in self._pending or any(ex.state == state for ex in self._running_states.values())
+
+    def _deps_satisfied(self: Agent, ex: Execution, spec: Any) -> bool:
+        now = self.clock.monotonic()
+        for dep, cfg in spec.dependencies.items():
+            if cfg.condition is not None and not cfg.condition(self):
+                return False
+            kind = cfg.type
+            if kind is DependencyType.PARALLEL:
+                continue
+            if kind is DependencyType.OPTIONAL:
+                if self._active(dep):
+                    return False
+                continue
+            if kind is DependencyType.SEQUENTIAL:
+                if self._active(dep) or dep not in self._ended:
+                    return False
+                continue
+            count = self.completion_counts[dep]
+            if count == 0:
+                return False
+            if cfg.lifecycle is DependencyLifecycle.PERIODIC and count <= self._consumed[(spec.name, dep)]:
+                return False
+            if cfg.expiry is not None and now - self._last_completed.get(dep, now) > cfg.expiry:
+                return False
+            if cfg.interval is not None:
+                last = self._last_started.get(spec.name)
+                if last is not None and now - last < cfg.interval:
+                    return False
+        return True
+
+    def _park(self: Agent, ex: Execution, spec: Any) -> None:
+        self._parked.append(ex)
+        if self.events.active:
+            waits = ", ".join(f"{d} ({c.type.value})" for d, c in spec.dependencies.items())
+            self.events.publish(StateBlocked(self.name, self.run_id, self.clock.monotonic(), ex.state,
+                                             f"waiting for dependencies: {waits}"))
+        timeouts = [(c.timeout, d) for d, c in spec.dependencies.items() if c.timeout]
+        if timeouts:
+            seconds, dep = min(timeouts)
+            loop = asyncio.get_running_loop()
+            ex.deadline = loop.call_later(seconds, self._dependency_timed_out, ex, dep, seconds)
+        for dep, cfg in spec.dependencies.items():
+            if cfg.type is DependencyType.PARALLEL and not self._active(dep) and dep not in self._completed_set:
+                self._start(dep, self._joins.add_branch(dep), ex.state)
+
+    def _recheck_parked(self: Agent) -> None:
+        still = []
+        ready = []
+        for ex in self._parked:
+            (ready if self._deps_satisfied(ex, self.states[ex.state]) else still).append(ex)
+        self._parked = still
+        for ex in ready:
+            if ex.deadline is not None:
+                ex.deadline.cancel()
+            self._enqueue(ex)
+
+    def _dependency_timed_out(self: Agent, ex: Execution, dep: str, seconds: float) -> None:
+        if ex not in self._parked:
+            return
+        self._parked.remove(ex)
+        self._pending.pop(ex.state, None)
+        self.state_metadata[ex.state].status = StateStatus.TIMEOUT
+        err = DependencyTimeoutError(
+            f"state {ex.state!r} waited {seconds}s for its dependency {dep!r}, which did not "
+            "complete; make sure something runs it, or raise the DependencyConfig timeout"
+        )
+        self._fail_run(ex.state, err)
+
+    # -- executing one state ----------------------------------------------------------------------
+    async def _execute(self: Agent, ex: Execution) -> None:
+        name = ex.state
+        spec = self.states[name]
+        meta = self.state_metadata[name]
+        clock = self.clock
+        bus = self.events
+        gates = self._gates.get(name)
+        pool = self.resource_pool if spec.resources is not None else None
+        owner = name
+        if (pool is not None or gates) and name in self._held_owners(ex):
+            owner = f"{name}#{ex.id}"
+        held: list[Any] = []
+        outcome: tuple[str, Any] = ("cancelled", None)
+        try:
+            if pool is not None:
+                await self._pass_gate(ex, pool, owner, held, spec.resources)
+            if gates:
+                for gate in gates:
+                    await self._pass_gate(ex, gate, owner, held, None)
+            if self._pending.get(name) is ex:
+                del self._pending[name]
+            for dep, cfg in spec.dependencies.items():
+                if cfg.lifecycle is DependencyLifecycle.PERIODIC:
+                    self._consumed[(name, dep)] = self.completion_counts[dep]
+            self._last_started[name] = clock.monotonic()
+            is_async = spec.options["is_async"]
+            executor = spec.options.get("executor") or self.executor
+            while True:
+                ex.attempt += 1
+                meta.attempts += 1
+                meta.status = StateStatus.RUNNING
+                t0 = clock.monotonic()
+                meta.started_at = clock.time()
+                if bus.active:
+                    bus.publish(StateStarted(self.name, self.run_id, t0, name, ex.attempt))
+                ctx = Context(self._shared, self._typed, agent=self, state_name=name, attempt=ex.attempt,
+                              run_id=self.run_id)
+                timer = None
+                try:
+                    if spec.timeout is not None:
+                        async with asyncio.timeout(spec.timeout) as timer:
+                            result = await self._call(spec, ctx, is_async, executor)
+                    elif executor is None and is_async:
+                        result = await spec.func(ctx)
+                    else:
+                        result = await self._call(spec, ctx, is_async, executor)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    duration = clock.monotonic() - t0
+                    timed_out = timer is not None and timer.expired()
+                    if timed_out:
+                        exc = StateTimeoutError(
+                            f"state {name!r} took longer than its timeout of {spec.timeout}s", name
+                        )
+                    policy = spec.retry_policy
+                    meta.last_error = f"{type(exc).__name__}: {exc}"
+                    if policy is not None and policy.should_retry(exc, ex.attempt - 1):
+                        delay = policy.delay(ex.attempt)
+                        meta.status = StateStatus.RETRYING
+                        meta.retries += 1
+                        if bus.active:
+                            now = clock.monotonic()
+                            bus.publish(StateFailed(self.name, self.run_id, now, name, ex.attempt, duration,
+                                                    str(exc), type(exc).__name__, False, timed_out))
+                            bus.publish(StateRetrying(self.name, self.run_id, now, name, ex.attempt + 1,
+                                                      delay, str(exc)))
+                        if delay > 0:
+                            await clock.sleep(delay)
+                        continue
+                    meta.status = StateStatus.TIMEOUT if timed_out else StateStatus.FAILED
+                    meta.failures += 1
+                    if bus.active:
+                        bus.publish(StateFailed(self.name, self.run_id, clock.monotonic(), name, ex.attempt,
+                                                duration, str(exc), type(exc).__name__, True, timed_out))
+                    outcome = ("failed", exc)
+                    break
+                duration = clock.monotonic() - t0
+                outcome = ("ok", (result, duration))
+                break
+        except asyncio.CancelledError:
+            outcome = ("cancelled", None)
+        finally:
+            for gate in reversed(held):
+                gate.release(owner)
+            self._running_states.pop(ex.id, None)
+            if self._pending.get(name) is ex:
+                del self._pending[name]
+        kind, value = outcome
+        if kind == "ok":
+            self._finish_state(ex, meta, *value)
+        elif kind == "failed":
+            self._ended.add(name)
+            self._fail_run(name, value, attempts=ex.attempt)
+        else:
+            self._cancelled(ex, meta)
+        self._dispatch()
+        self._check_done()
+
+    async def _call(self: Agent, spec: Any, ctx: Context, is_async: bool, executor: Any) -> Any:
+        if executor is not None:
+            return await self._resolve_executor(executor).run_state(spec, ctx)
+        result = spec.func(ctx)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _resolve_executor(self: Agent, executor: Any) -> Any:
+        if isinstance(executor, str):
+            default = self.executor
+            if default is not None and getattr(default, "name", None) == executor:
+                return default
+            raise StateNotFoundError(
+                f"executor {executor!r} was asked for, but agent {self.name!r} has no executor of that "
+                "name; pass Agent(..., executor=DaskExecutor(...))"
+            )
+        return executor
+
+    async def _pass_gate(self: Agent, ex: Execution, gate: Any, owner: str, held: list[Any], req: Any) -> None:
+        args = (owner,) if req is None else (owner, req)
+        if not gate.try_acquire(*args):
+            meta = self.state_metadata[ex.state]
+            meta.status = StateStatus.BLOCKED
+            if self.events.active:
+                self.events.publish(StateBlocked(self.name, self.run_id, self.clock.monotonic(), ex.state,
+                                                 f"waiting for {gate!r}"))
+            if req is None:
+                await gate.acquire(owner)
+            else:
+                await gate.acquire(owner, req, self.states[ex.state].priority)
+        held.append(gate)
+
+    def _held_owners(self, me: Execution) -> set[str]:
+        return {ex.state for ex in self._running_states.values() if ex is not me}
+
+    # -- outcomes -------------------------------------------------------------------------------
+    def _normalize(self: Agent, name: str, result: Any) -> tuple[str, ...]:
+        if result is None:
+            return ()
+        if isinstance(result, str):
+            names: tuple[str, ...] = (result,)
+        elif isinstance(result, (list, tuple)) and all(isinstance(r, str) for r in result):
+            names = tuple(dict.fromkeys(result))
+        else:
+            raise InvalidStateResultError(
+                f"state {name!r} returned {result!r} ({type(result).__name__}); a state must return "
+                "the next state's name, a list of names to run in parallel, or None to end"
+            )
+        states = self.states
+        for n in names:
+            if n not in states:
+                known = ", ".join(sorted(states)[:12])
+                raise StateNotFoundError(
+                    f"state {name!r} returned {n!r}, which is not a state of agent {self.name!r} "
+                    f"(known: {known}); add it with agent.add_state({n!r}, func) or fix the name"
+                )
+        return names
+
+    def _finish_state(self: Agent, ex: Execution, meta: Any, result: Any, duration: float) -> None:
+        name = ex.state
+        try:
+            names = self._normalize(name, result)
+        except (InvalidStateResultError, StateNotFoundError) as exc:
+            meta.status = StateStatus.FAILED
+            self._fail_run(name, exc, wrap=False)
+            return
+        meta.status = StateStatus.COMPLETED
+        meta.runs += 1
+        meta.last_duration = duration
+        meta.finished_at = self.clock.time()
+        if len(meta.durations) < 10_000:
+            meta.durations.append(duration)
+        if name not in self._completed_set:
+            self._completed_set.add(name)
+            self.completed_states.append(name)
+        self.completion_counts[name] += 1
+        self._last_completed[name] = self.clock.monotonic()
+        self._ended.add(name)
+        self._steps += 1
+        graph = self.graph
+        for n in names:
+            if n not in graph.edges.get(name, ()):
+                graph.add_edge(name, n, "runtime")
+        if self.events.active:
+            self.events.publish(StateFinished(self.name, self.run_id, self.clock.monotonic(), name, ex.attempt,
+                                              duration, names))
+        if self._failure is not None:
+            return
+        if self._steps >= self.max_steps and names:
+            self._fail_run(name, MaxStepsExceededError(
+                f"agent {self.name!r} ran {self._steps} states, the max_steps limit; state {name!r} "
+                f"wanted to continue to {list(names)}. If the loop is intended, raise "
+                "Agent(max_steps=...); otherwise give the loop an exit condition"
+            ), wrap=False)
+            return
+        self._joins.finished(ex.token, names)
+        if self._parked:
+            self._recheck_parked()
+        spec = self.states[name]
+        if spec.dependencies and any(
+            c.lifecycle is DependencyLifecycle.PERIODIC for c in spec.dependencies.values()
+        ) and name not in self._pending:
+            self._start(name, self._joins.add_branch(name))
+        if self.durable and self.store is not None:
+            self._save_checkpoint("state")
+
+    def _cancelled(self: Agent, ex: Execution, meta: Any) -> None:
+        if ex.requeue:
+            ex.requeue = False
+            ex.attempt = 0
+            self._pending[ex.state] = ex
+            meta.status = StateStatus.READY
+            heapq.heappush(self.priority_queue, (-self.states[ex.state].priority, ex))
+            return
+        meta.status = StateStatus.CANCELLED
+        self._ended.add(ex.state)
+        if self.events.active:
+            self.events.publish(StateCancelled(self.name, self.run_id, self.clock.monotonic(), ex.state,
+                                               ex.cancel_reason or "cancelled"))
+        if self._failure is None and self._run_active:
+            self._joins.ended(ex.token)
+            if self._parked:
+                self._recheck_parked()
+
+    def _fail_run(self: Agent, state: str, exc: BaseException, *, attempts: int = 1, wrap: bool = True) -> None:
+        if self._failure is not None:
+            return
+        if wrap:
+            err: BaseException = StateFailedError(
+                f"state {state!r} failed after {attempts} attempt(s): {type(exc).__name__}: {exc}", state
+            )
+            err.__cause__ = exc
+        else:
+            err = exc
+        self._failure = err
+        for other in list(self._running_states.values()):
+            if other.task is not None and other.task is not asyncio.current_task():
+                other.cancel_reason = f"run failed in state {state!r}"
+                other.task.cancel()
+        self._clear_waiting("run failed")
+        done = self._done
+        if not self._running_states and done is not None and not done.done():
+            done.set_result(None)
+
+    def _clear_waiting(self: Agent, reason: str) -> None:
+        for _, ex in self.priority_queue:
+            self.state_metadata[ex.state].status = StateStatus.CANCELLED
+        for ex in self._parked:
+            if ex.deadline is not None:
+                ex.deadline.cancel()
+        self.priority_queue.clear()
+        self._pending.clear()
+        self._parked = []
+
+    async def _shutdown(self: Agent, cleanup_timeout: float | None, reason: str) -> None:
+        tasks = []
+        me = asyncio.current_task()
+        for ex in list(self._running_states.values()):
+            if ex.task is not None and not ex.task.done() and ex.task is not me:
+                ex.cancel_reason = reason
+                ex.task.cancel()
+                tasks.append(ex.task)
+        self._clear_waiting(reason)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=cleanup_timeout)
+            if pending:
+                log.warning("fluffy_nb: %d state(s) of %r did not finish cleanup within %ss: %s",
+                            len(pending), self.name, cleanup_timeout, [t.get_name() for t in pending])
+
+    # -- control ---------------------------------------------------------------------------------
+    def _preempt(self: Agent, owner: str) -> bool:
+        for ex in self._running_states.values():
+            if (ex.state == owner or f"{ex.state}#{ex.id}" == owner) and ex.task is not None:
+                ex.requeue = True
+                ex.cancel_reason = "preempted"
+                ex.task.cancel()
+                return True
+        return False
+
+    async def pause(self: Agent, timeout: float | None = None) -> Checkpoint:
+        """Stop starting states, let running ones finish, and return a checkpoint.
+
+        Args:
+            timeout: Running states still busy after this many seconds are cancelled and
+                queued to run again on :meth:`resume`.
+        """
+        if not self._run_active:
+            raise AgentRunningError(f"pause(): agent {self.name!r} is not running")
+        self._paused = True
+        if self._running_states:
+            self._drained = asyncio.get_running_loop().create_future()
+            done, _ = await asyncio.wait({self._drained}, timeout=timeout)
+            if not done:
+                for ex in list(self._running_states.values()):
+                    if ex.task is not None:
+                        ex.requeue = True
+                        ex.cancel_reason = "paused"
+                        ex.task.cancel()
+                await self._drained
+        self.status = AgentStatus.PAUSED
+        return self._save_checkpoint("pause")
+
+    async def resume(self: Agent) -> RunResult | None:
+        """Continue a paused run (returns at once), or run a restored checkpoint to the end."""
+        if self._run_active:
+            if not self._paused:
+                return None
+            self._paused = False
+            self.status = AgentStatus.RUNNING
+            self._dispatch()
+            self._check_done()
+            return None
+        return await self.run()
+
+    def cancel_state(self: Agent, name: str) -> bool:
+        """Cancel the running, queued or waiting runs of state ``name``; returns whether any was."""
+        if name not in self.states:
+            raise StateNotFoundError(f"cancel_state({name!r}): agent {self.name!r} has no state {name!r}")
+        found = False
+        for ex in list(self._running_states.values()):
+            if ex.state == name and ex.task is not None:
+                ex.cancel_reason = "cancel_state"
+                ex.task.cancel()
+                found = True
+        queued = [(p, ex) for p, ex in self.priority_queue if ex.state == name]
+        parked = [ex for ex in self._parked if ex.state == name]
+        if queued or parked:
+            self.priority_queue = [(p, ex) for p, ex in self.priority_queue if ex.state != name]
+            heapq.heapify(self.priority_queue)
+            self._parked = [ex for ex in self._parked if ex.state != name]
+            self._pending.pop(name, None)
+            for ex in [e for _, e in queued] + parked:
+                self._cancelled(ex, self.state_metadata[name])
+            found = True
+            self._check_done()
+        return found
+
+    async def cancel_all(self: Agent, cleanup_timeout: float | None = 10.0) -> None:
+        """Cancel every running and waiting state; the run ends with status CANCELLED."""
+        if not self._run_active:
+            return
+        self.status = AgentStatus.CANCELLED
+        self._failure = None
+        await self._shutdown(cleanup_timeout, "cancel_all")
+        self._finish_run(AgentStatus.CANCELLED, None)
+        done = self._done
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def _make_checkpoint(self: Agent, trigger: str, error: BaseException | None = None) -> Checkpoint:
+        frontier = [ex.state for ex in self._running_states.values()]
+        frontier += [ex.state for _, ex in sorted(self.priority_queue)]
+        frontier += [ex.state for ex in self._parked]
+        self._sequence += 1
+        return Checkpoint(
+            parent_id=self._last_checkpoint_id,
+            agent_name=self.name,
+            run_id=self.run_id or "not-started",
+            timestamp=self.clock.time(),
+            sequence=self._sequence,
+            trigger=trigger,
+            agent_status=self.status,
+            state_status={n: m.status for n, m in self.state_metadata.items()},
+            completed_states=list(self.completed_states),
+            completion_counts=dict(self.completion_counts),
+            state_attempts={n: m.attempts for n, m in self.state_metadata.items() if m.attempts},
+            pending=frontier,
+            scheduler={"joins": self._joins.snapshot()["joins"], "steps": self._steps},
+            shared_state=encode_shared(self._shared),
+            typed_data=encode_typed_data(self._typed),
+            human_answers=list(self._human_answers),
+            steps=self._steps,
+            error=None if error is None else f"{type(error).__name__}: {error}",
+        )
+
+    def _save_checkpoint(self: Agent, trigger: str, error: BaseException | None = None) -> Checkpoint:
+        cp = self._make_checkpoint(trigger, error)
+        self._last_checkpoint_id = cp.checkpoint_id
+        if self.store is not None:
+            self.store.put(cp)
+        if self.events.active:
+            self.events.publish(CheckpointSaved(self.name, self.run_id, self.clock.monotonic(), cp.checkpoint_id,
+                                                trigger, len(cp.completed_states)))
+        return cp
+
+    async def _interval_checkpoints(self: Agent, seconds: float) -> None:
+        while True:
+            await self.clock.sleep(seconds)
+            if self._run_active:
+                self._save_checkpoint("interval")
+
+    def _load_checkpoint(self: Agent, cp: Checkpoint) -> None:
+        self._init_run_state()
+        self.run_id = cp.run_id
+        self._shared = dict(cp.shared_state)
+        self._typed = {k: decode_typed(k, v) for k, v in cp.typed_data.items()}
+        self.completed_states = list(cp.completed_states)
+        self._completed_set = set(cp.completed_states)
+        self._ended = set(cp.completed_states)
+        self.completion_counts = Counter(cp.completion_counts or dict.fromkeys(cp.completed_states, 1))
+        self._human_answers = list(cp.human_answers)
+        self._steps = cp.steps
+        self._sequence = cp.sequence
+        self._last_checkpoint_id = cp.checkpoint_id
+        for name, meta in self.state_metadata.items():
+            meta.reset()
+            status = cp.state_status.get(name)
+            if status is not None:
+                meta.status = status
+            meta.attempts = cp.state_attempts.get(name, 0)
+        self.status = AgentStatus.PAUSED if cp.pending else cp.agent_status
+        self._restored = cp
+
+    def _relaunch(self: Agent, cp: Checkpoint) -> None:
+        """Start the frontier of a restored checkpoint as branches of the root fan-out."""
+        joins = dict(cp.scheduler.get("joins", {}))
+        for name in cp.pending:
+            if name in self._pending:
+                continue
+            token = self._joins.add_branch(name)
+            self._start(name, token)
+        root = self._joins.root
+        for target, count in joins.items():
+            if target in self.states:
+                for _ in range(int(count)):
+                    t = Token(-1, root, target)
+                    root.joins.setdefault(target, []).append(t)
+        if joins:
+            self._joins._changed(root)

@@ -1,0 +1,143 @@
+"""The ``@state`` decorator, :class:`StateBuilder`, and per-state runtime metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ._resources import ResourceRequirements
+from ._status import StateStatus
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STATE_MARK = "_fluffy_state_options"
+
+
+def state(func: F | None = None, /, **options: Any) -> Any:
+    """Mark a function (or a method of an ``Agent`` subclass) as a state.
+
+    Works bare (``@state``), with options (``@state(retry_policy=..., next=["b"])``) and in
+    the call form ``state(func=wrapper, **options)``. Options are those of
+    ``Agent.add_state``; also ``name=``, ``depends_on=[...]`` (REQUIRED dependencies) and
+    the shorthands ``cpu=``, ``memory=``, ``gpu=`` for resources.
+
+    Example:
+        >>> class Pipeline(Agent):
+        ...     @state(next=["report"])
+        ...     async def load(self, ctx):
+        ...         return "report"
+    """
+    if func is None and "func" in options:
+        func = options.pop("func")
+    if func is None:
+        return lambda f: state(f, **options)
+    setattr(func, STATE_MARK, normalize_options(options))
+    return func
+
+
+def normalize_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Fold decorator spellings into ``add_state`` keyword arguments."""
+    opts = dict(options)
+    depends_on = opts.pop("depends_on", None)
+    if depends_on:
+        deps = dict(opts.get("dependencies") or {})
+        for d in depends_on:
+            deps.setdefault(d, "required")
+        opts["dependencies"] = deps
+    shorthand = {k: opts.pop(k) for k in ("cpu", "memory", "gpu") if k in opts}
+    if shorthand and "resources" not in opts:
+        opts["resources"] = ResourceRequirements(
+            cpu_units=shorthand.get("cpu", 1.0),
+            memory_mb=shorthand.get("memory", 100.0),
+            gpu_units=shorthand.get("gpu", 0.0),
+        )
+    return opts
+
+
+def state_options(func: Any) -> dict[str, Any] | None:
+    """The options ``@state`` attached to ``func`` (or its underlying function), if any."""
+    target = getattr(func, "__func__", func)
+    return getattr(target, STATE_MARK, None)
+
+
+class StateBuilder:
+    """Fluent construction of state options; subclass it for house rules.
+
+    ``build(func)`` returns ``state(func=func, **self.kwargs)``.
+
+    Example:
+        >>> class Worker(Agent):
+        ...     @StateBuilder().with_retry(max_retries=2).with_timeout(30).build
+        ...     async def fetch(self, ctx):
+        ...         return None
+    """
+
+    def __init__(self) -> None:
+        self.kwargs: dict[str, Any] = {}
+
+    def with_resources(self, resources: ResourceRequirements | None = None, **amounts: Any) -> StateBuilder:
+        """Resource requirements (an object, or ``cpu_units=``, ``memory_mb=``...)."""
+        self.kwargs["resources"] = resources or ResourceRequirements(**amounts)
+        return self
+
+    def with_retry(self, policy: Any = None, **kwargs: Any) -> StateBuilder:
+        """A ``RetryPolicy`` (an object, or its keyword arguments)."""
+        from ._policies import RetryPolicy
+
+        self.kwargs["retry_policy"] = policy or RetryPolicy(**kwargs)
+        return self
+
+    def with_timeout(self, seconds: float) -> StateBuilder:
+        """Per-state timeout in seconds."""
+        self.kwargs["timeout"] = seconds
+        return self
+
+    def with_priority(self, priority: int) -> StateBuilder:
+        """Scheduling priority (``Priority`` member or int)."""
+        self.kwargs["priority"] = priority
+        return self
+
+    def depends_on(self, *names: str) -> StateBuilder:
+        """REQUIRED dependencies on the named states."""
+        self.kwargs.setdefault("depends_on", []).extend(names)
+        return self
+
+    def with_dependencies(self, dependencies: dict[str, Any]) -> StateBuilder:
+        """Dependencies as accepted by ``add_state``."""
+        self.kwargs["dependencies"] = dependencies
+        return self
+
+    def with_next(self, *names: str) -> StateBuilder:
+        """Declare the states this one may lead to (for the graph and joins)."""
+        self.kwargs["next"] = list(names)
+        return self
+
+    def build(self, func: F) -> F:
+        """Mark ``func`` as a state with the collected options."""
+        return state(func, **self.kwargs)  # type: ignore[no-any-return]
+
+
+@dataclass
+class StateMetadata:
+    """Runtime facts about one state: status, attempts, timing, last error."""
+
+    name: str
+    status: StateStatus = StateStatus.PENDING
+    attempts: int = 0
+    runs: int = 0
+    retries: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    last_duration: float | None = None
+    durations: list[float] = field(default_factory=list)
+
+    def reset(self) -> None:
+        """Back to a fresh PENDING state for a new run."""
+        self.status = StateStatus.PENDING
+        self.attempts = self.runs = self.retries = self.failures = 0
+        self.last_error = None
+        self.started_at = self.finished_at = self.last_duration = None
+        self.durations.clear()

@@ -1,0 +1,122 @@
+"""Typed context data and the registry that lets it round-trip through JSON.
+
+A typed value is stored in checkpoints as ``{"type": <registered name>, "data": {...}}``.
+Loading looks the name up in this registry only: nothing found in data is ever imported.
+Subclasses of :class:`TypedContextData` register themselves; other dataclasses and pydantic
+models register when first stored with ``Context.set_typed`` or with :func:`register_type`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from ._errors import SerializationError, TypedDataError
+
+T = TypeVar("T")
+
+_REGISTRY: dict[str, type] = {}
+
+
+def type_key(cls: type) -> str:
+    """The registry name of ``cls``: ``module.QualName``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_type(cls: type[T], name: str | None = None) -> type[T]:
+    """Make a dataclass or pydantic model restorable from checkpoints.
+
+    Usable as a decorator. ``name`` defaults to ``module.QualName``; give a stable one if the
+    class may move between modules.
+    """
+    if not (dataclasses.is_dataclass(cls) or _is_pydantic(cls) or issubclass(cls, TypedContextData)):
+        raise TypedDataError(
+            f"register_type({cls.__name__}): only dataclasses and pydantic models can be typed "
+            "context data; decorate the class with @dataclass or subclass pydantic.BaseModel"
+        )
+    _REGISTRY[name or type_key(cls)] = cls
+    return cls
+
+
+def registered_types() -> dict[str, type]:
+    """A copy of the registry (name -> class)."""
+    return dict(_REGISTRY)
+
+
+def _is_pydantic(obj: Any) -> bool:
+    return hasattr(obj, "model_validate") and hasattr(obj, "model_dump")
+
+
+class TypedContextData:
+    """Base for typed context values; subclasses are registered for checkpoint round-trips.
+
+    Use it with ``@dataclass`` (as the spec does) or together with pydantic models.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class UserProfile(TypedContextData):
+        ...     name: str
+        ...     age: int
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[type_key(cls)] = cls
+
+
+def check_typed_value(key: str, value: Any) -> None:
+    """Raise unless ``value`` is a dataclass instance or pydantic model."""
+    if isinstance(value, type) or not (dataclasses.is_dataclass(value) or _is_pydantic(value)):
+        raise TypedDataError(
+            f"set_typed({key!r}, ...): {type(value).__name__} is not a dataclass instance or "
+            "pydantic model; use set_state for plain values"
+        )
+
+
+def replace_fields(key: str, value: Any, changes: dict[str, Any]) -> Any:
+    """Return a copy of ``value`` with ``changes`` applied (validated for pydantic models)."""
+    if _is_pydantic(value):
+        fields = type(value).model_fields
+        unknown = [k for k in changes if k not in fields]
+        if unknown:
+            raise TypedDataError(f"update_typed({key!r}): {type(value).__name__} has no field {unknown[0]!r}")
+        return type(value).model_validate({**value.model_dump(), **changes})
+    names = {f.name for f in dataclasses.fields(value)}
+    unknown = [k for k in changes if k not in names]
+    if unknown:
+        raise TypedDataError(
+            f"update_typed({key!r}): {type(value).__name__} has no field {unknown[0]!r}; "
+            f"fields are {sorted(names)}"
+        )
+    return dataclasses.replace(value, **changes)
+
+
+def encode_typed(key: str, value: Any) -> dict[str, Any]:
+    """Encode a typed value as ``{"type": name, "data": {...}}`` for a checkpoint."""
+    cls = type(value)
+    name = next((n for n, c in _REGISTRY.items() if c is cls), None)
+    if name is None:
+        name = type_key(cls)
+        _REGISTRY[name] = cls
+    if _is_pydantic(value):
+        data = value.model_dump(mode="json")
+    else:
+        data = dataclasses.asdict(value)
+    return {"type": name, "data": data}
+
+
+def decode_typed(key: str, payload: dict[str, Any]) -> Any:
+    """Rebuild a typed value from a checkpoint, using only registered classes."""
+    name = payload.get("type")
+    cls = _REGISTRY.get(str(name))
+    if cls is None:
+        raise SerializationError(
+            f"typed context key {key!r} holds type {name!r}, which is not registered in this "
+            "process; define the class (subclass TypedContextData) or call "
+            "fluffy_nb.register_type(cls) before restoring"
+        )
+    data = payload.get("data", {})
+    if _is_pydantic(cls):
+        return cls.model_validate(data)  # type: ignore[attr-defined]
+    return cls(**data)
