@@ -10,10 +10,16 @@ from typing import Any
 
 from .engine import *  # noqa: F403 - the engine's public API is ours
 from .engine import __all__ as _engine_all
+from .engine.coordination import *  # noqa: F403
+from .engine.coordination import __all__ as _coordination_all
+from .engine.monitoring import *  # noqa: F403
+from .engine.monitoring import __all__ as _monitoring_all
+from .store import *  # noqa: F403
+from .store import __all__ as _store_all
 
 __version__ = "0.1.0"
 
-__all__ = [*_engine_all, "__version__", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = [*_engine_all, *_coordination_all, *_monitoring_all, *_store_all, "__version__", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def load_ipython_extension(ipython: Any) -> None:

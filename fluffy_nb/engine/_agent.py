@@ -29,7 +29,10 @@ from ._hitl import HumanLoop
 from ._hooks import mimebundle
 from ._policies import RetryPolicy, StateSpec, check_timeout, normalize_dependencies
 from ._resources import ResourcePool, ResourceRequirements
+from ._checkpointing import CheckpointMixin
+from ._handle import BackgroundMixin
 from ._runner import RunnerMixin
+from .coordination._mixin import CoordinationMixin
 from ._state import StateMetadata, normalize_options, state_options
 from ._status import AgentStatus, Priority
 
@@ -37,7 +40,7 @@ StateResult = str | list[str] | None
 """What a state returns: the next state's name, names to run concurrently, or None."""
 
 
-class Agent(RunnerMixin):
+class Agent(RunnerMixin, CheckpointMixin, BackgroundMixin, CoordinationMixin):
     """A workflow: named async states that hand control to each other.
 
     Args:
