@@ -419,7 +419,9 @@ class RunnerMixin:
                     self._consumed[(name, dep)] = self.completion_counts[dep]
             self._last_started[name] = clock.monotonic()
             is_async = spec.options["is_async"]
-            executor = spec.options.get("executor") or self.executor
+            executor = spec.options.get("executor")
+            if executor is None and spec.options.get("remote"):
+                executor = self.executor
             while True:
                 ex.attempt += 1
                 meta.attempts += 1
@@ -503,7 +505,7 @@ class RunnerMixin:
     def _resolve_executor(self: Agent, executor: Any) -> Any:
         if isinstance(executor, str):
             default = self.executor
-            if default is not None and getattr(default, "name", None) == executor:
+            if default is not None and executor in (getattr(default, "name", None), "default"):
                 return default
             raise StateNotFoundError(
                 f"executor {executor!r} was asked for, but agent {self.name!r} has no executor of that "
