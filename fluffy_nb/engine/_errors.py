@@ -107,3 +107,7 @@ class HumanTimeoutError(HumanInputError, TimeoutError):
 
 class BlockingRunError(FluffyError, RuntimeError):
     """A blocking call (``run_sync``) would have to wait for a person inside a running loop."""
+
+
+class FluffyWarning(UserWarning):
+    """Warnings fluffy_nb issues (tests turn them into errors)."""
