@@ -100,6 +100,7 @@ class Agent(RunnerMixin, CheckpointMixin, BackgroundMixin, CoordinationMixin):
         self.states: dict[str, StateSpec] = {}
         self.state_metadata: dict[str, StateMetadata] = {}
         self._code_names: dict[str, set[str]] = {}
+        self._mentions: dict[str, set[str]] = {}  # string constant -> states whose code has it
         self._gates: dict[str, list[Any]] = {}
         self._initial: dict[str, Any] = {}
         self._human = HumanLoop(self)
@@ -208,11 +209,13 @@ class Agent(RunnerMixin, CheckpointMixin, BackgroundMixin, CoordinationMixin):
         graph.add_node(name)
         strings = code_strings(spec.func)
         self._code_names[name] = strings
+        mentions = self._mentions
         for target in strings:
+            mentions.setdefault(target, set()).add(name)
             if target in self.states:
                 graph.add_edge(name, target, "code")
-        for other, names in self._code_names.items():
-            if name in names and other != name:
+        for other in mentions.get(name, ()):
+            if other != name:
                 graph.add_edge(other, name, "code")
         for target in spec.next_hint:
             graph.add_edge(name, target, "declared")
@@ -241,6 +244,7 @@ class Agent(RunnerMixin, CheckpointMixin, BackgroundMixin, CoordinationMixin):
         del self.states[name]
         del self.state_metadata[name]
         self._code_names.pop(name, None)
+        self._mentions = {}
         self.graph = StateGraph()
         for spec in self.states.values():
             self._add_to_graph(spec)
