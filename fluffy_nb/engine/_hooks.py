@@ -15,6 +15,16 @@ renderers: dict[type, Callable[..., dict[str, Any] | None]] = {}
 #: factory(agent_or_store, **filters) building a DataFrame of checkpoint history
 history_frame: Callable[..., Any] | None = None
 
+#: called as fn(handle, exc) when a background run (agent.start()) fails; None: it is logged
+background_error: Callable[[Any, BaseException], Any] | None = None
+
+#: called as fn(handle) synchronously inside agent.start() (the notebook shows the run there)
+run_started: Callable[[Any], Any] | None = None
+
+#: called as fn(agent) -> responder or None, to pick who answers human_in_the_loop when the
+#: agent has no explicit responder (the notebook layer returns a widget responder in a kernel)
+default_responder: Callable[[Any], Any] | None = None
+
 
 def mimebundle(obj: Any, include: Any = None, exclude: Any = None) -> dict[str, Any]:
     """The richest registered bundle for ``obj``; ``text/plain`` repr when none applies."""
