@@ -277,9 +277,9 @@ class Agent(RunnerMixin, CheckpointMixin, BackgroundMixin, CoordinationMixin):
         """Open human-in-the-loop requests, oldest first."""
         return self._human.pending()
 
-    def answer(self, request_id: str, value: Any) -> None:
-        """Answer an open human-in-the-loop request (for services and tests)."""
-        self._human.answer(request_id, value)
+    def answer(self, request_id: str, value: Any, *, source: str = "person") -> bool:
+        """Answer an open human-in-the-loop request; False if the validator rejected it."""
+        return self._human.answer(request_id, value, source=source)
 
     # -- checkpoints ------------------------------------------------------------------------
     def create_checkpoint(self, trigger: str = "manual") -> Checkpoint:

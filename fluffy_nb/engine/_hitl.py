@@ -1,28 +1,62 @@
-"""Human-in-the-loop protocol (engine side): requests, answers and responders.
+"""Human-in-the-loop protocol (engine side): requests, answers, replay, and responders.
 
-Minimal core: a request is created, announced as an event, and answered through
-``HumanLoop.answer``. Responders (console, scripted, widget) build on it.
+``await context.human_in_the_loop(prompt, ...)`` lands in :meth:`HumanLoop.ask`: it opens a
+:class:`HumanRequest`, publishes ``HumanRequested``, hands the request to the agent's
+*responder* and waits (polling every 0.25 s, so a kernel interrupt cancels it) until an
+answer is accepted, the timeout passes, or the state is cancelled (``HumanWithdrawn``).
+
+An answer arrives through :meth:`HumanLoop.answer` (``agent.answer(request_id, value)``,
+``request.answer(value)``) from anywhere on the loop. It is checked against ``choices``, the
+pydantic ``schema`` and the ``validator``; a rejected answer publishes ``HumanRejected``,
+keeps the request open and asks the responder again with ``request.rejection`` set.
+
+Accepted answers are recorded as :class:`HumanAnswerRecord` in ``agent._human_answers``, so
+checkpoints carry them; a restored run replays them by (state, position of the question in
+that state's execution) instead of asking again. When a state completes, its records stop
+being replayable, so a state that runs again in a loop asks again.
+
+Responders (who answers) are small objects with ``on_request(request)`` and, optionally,
+``attach(agent)`` (called once before the first request) and ``on_closed(request)`` (called
+when a request is answered, withdrawn or timed out). Here: :class:`ScriptedResponder` (tests,
+demos, nbval), :class:`ConsoleResponder` (terminals; reads input in a daemon thread so other
+states keep running) and :class:`ProgrammaticResponder` (services: ``next_request()`` +
+``agent.answer``). The widget responder lives in ``fluffy_nb.notebook``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import itertools
-from collections.abc import Callable, Sequence
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ._errors import HumanTimeoutError
-from ._events import HumanAnswered, HumanRequested
+from . import _hooks
+from ._checkpoint import HumanAnswerRecord, check_json_value
+from ._errors import FluffyError, HumanInputError, HumanTimeoutError
+from ._events import HumanAnswered, HumanRejected, HumanRequested, HumanWithdrawn
+from ._status import StateStatus
 
 if TYPE_CHECKING:
     from ._agent import Agent
     from ._context import Context
 
+POLL_SECONDS = 0.25
+_TIMED_OUT: Any = object()
+_MISSING: Any = object()
 
-@dataclass
+
+@dataclass(eq=False)
 class HumanRequest:
-    """An open question to a person."""
+    """An open question to a person.
+
+    ``status`` is ``open``, then ``answered``, ``timed_out`` or ``withdrawn``; ``rejection``
+    holds the reason the last answer was rejected (None before any rejection).
+    """
 
     request_id: str
     state: str
@@ -30,10 +64,66 @@ class HumanRequest:
     timeout: float | None = None
     default: Any = None
     choices: tuple[str, ...] | None = None
-    schema: type | None = None
-    validator: Callable[[Any], Any] | None = None
+    schema: type | None = field(default=None, repr=False)
+    validator: Callable[[Any], Any] | None = field(default=None, repr=False)
+    sequence: int = 0
     asked_at: float = 0.0
+    deadline: float | None = field(default=None, repr=False)
+    status: str = "open"
+    rejection: str | None = None
+    tries: int = 0
+    value: Any = field(default=None, repr=False)
+    source: str | None = None
     future: asyncio.Future[Any] = field(default=None, repr=False)  # type: ignore[assignment]
+    _loop: HumanLoop | None = field(default=None, repr=False)
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the request still waits for an answer."""
+        return self.status == "open"
+
+    def answer(self, value: Any, *, source: str = "person") -> bool:
+        """Answer this request; True if accepted, False if rejected (see ``rejection``)."""
+        assert self._loop is not None, "request is not attached to an agent"
+        return self._loop.answer(self.request_id, value, source=source)
+
+    def fail(self, error: BaseException) -> None:
+        """Make the asking state raise ``error`` (a responder that cannot answer)."""
+        assert self._loop is not None, "request is not attached to an agent"
+        self._loop.fail(self.request_id, error)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the timeout (None without a timeout)."""
+        if self.deadline is None or self._loop is None:
+            return None
+        return max(0.0, self.deadline - self._loop._agent.clock.monotonic())
+
+
+@runtime_checkable
+class Responder(Protocol):
+    """Who answers human-in-the-loop requests.
+
+    ``on_request(request)`` is called (on the event loop, never inside ``ask``) when a request
+    opens and again after each rejected answer; it must not block: start a task or thread,
+    or show a form, and answer later with ``request.answer(value)``. Optional methods:
+    ``attach(agent)`` once before the first request, ``on_closed(request)`` when a request is
+    answered, times out or is withdrawn.
+    """
+
+    def on_request(self, request: HumanRequest) -> None: ...
+
+
+@dataclass(frozen=True)
+class HumanLoopStatistics:
+    """Counts of one agent's human-in-the-loop traffic."""
+
+    asked: int
+    answered: int
+    rejected: int
+    timed_out: int
+    withdrawn: int
+    replayed: int
+    open: int
 
 
 class HumanLoop:
@@ -43,16 +133,186 @@ class HumanLoop:
         self._agent = agent
         self._open: dict[str, HumanRequest] = {}
         self._ids = itertools.count(1)
+        self._seq: weakref.WeakKeyDictionary[asyncio.Task[Any], list[int]] = weakref.WeakKeyDictionary()
+        self._attached: Any = None
+        self._auto: Any = None
+        self._counts = dict.fromkeys(("asked", "answered", "rejected", "timed_out", "withdrawn", "replayed"), 0)
 
+    # -- inspection -------------------------------------------------------------------------
     def pending(self) -> list[HumanRequest]:
         """Requests waiting for an answer, oldest first."""
         return list(self._open.values())
 
-    def answer(self, request_id: str, value: Any) -> None:
-        """Answer an open request."""
-        req = self._open[request_id]
-        if not req.future.done():
-            req.future.set_result(value)
+    def get(self, request_id: str) -> HumanRequest | None:
+        """The open request with this id, or None."""
+        return self._open.get(request_id)
+
+    def statistics(self) -> HumanLoopStatistics:
+        """How many requests were asked, answered, rejected, timed out, withdrawn, replayed."""
+        return HumanLoopStatistics(**self._counts, open=len(self._open))
+
+    def __repr__(self) -> str:
+        c = self._counts
+        return (f"<HumanLoop agent={self._agent.name!r} open={len(self._open)} asked={c['asked']} "
+                f"answered={c['answered']} rejected={c['rejected']}>")
+
+    # -- responders --------------------------------------------------------------------------
+    def responder(self) -> Any:
+        """The responder in charge: ``Agent(responder=...)``, else chosen for the environment.
+
+        A notebook kernel gets widgets (through ``_hooks.default_responder``, which the notebook
+        layer registers), a terminal gets :class:`ConsoleResponder`, anything else
+        :class:`ProgrammaticResponder` (answer with ``agent.answer``).
+        """
+        chosen = self._agent.responder
+        if chosen is None:
+            if self._auto is None:
+                hook = _hooks.default_responder
+                auto = hook(self._agent) if hook is not None else None
+                if auto is None:
+                    stdin = sys.stdin
+                    tty = stdin is not None and hasattr(stdin, "isatty") and _isatty(stdin)
+                    auto = ConsoleResponder() if tty else ProgrammaticResponder()
+                self._auto = auto
+            chosen = self._auto
+        if chosen is not self._attached:
+            attach = getattr(chosen, "attach", None)
+            if attach is not None:
+                attach(self._agent)
+            self._attached = chosen
+        return chosen
+
+    def _deliver(self, req: HumanRequest) -> None:
+        if not req.is_open:
+            return
+        try:
+            self.responder().on_request(req)
+        except Exception as exc:  # a broken responder must fail the question, not hang it
+            self.fail(req.request_id, HumanInputError(
+                f"state {req.state!r}: the responder failed on {req.prompt!r}: {type(exc).__name__}: {exc}"
+            ))
+
+    def _closed(self, req: HumanRequest) -> None:
+        on_closed = getattr(self._attached, "on_closed", None)
+        if on_closed is not None:
+            try:
+                on_closed(req)
+            except Exception:
+                pass
+
+    # -- answering ---------------------------------------------------------------------------
+    def answer(self, request_id: str, value: Any, *, source: str = "person") -> bool:
+        """Answer an open request; True if accepted, False if rejected (the person is asked again).
+
+        Raises:
+            HumanInputError: no open request has this id (answered, withdrawn or unknown).
+        """
+        req = self._open.get(request_id)
+        if req is None or not req.is_open or req.future.done():
+            open_ids = sorted(self._open)
+            raise HumanInputError(
+                f"answer({request_id!r}): no open request with that id (open: {open_ids}); "
+                "it was answered, withdrawn or timed out, or the id is wrong"
+            )
+        req.tries += 1
+        try:
+            value = self._check(req, value)
+        except _Rejected as rej:
+            self._reject(req, value, str(rej))
+            return False
+        self._accept(req, value, source)
+        return True
+
+    def fail(self, request_id: str, error: BaseException) -> None:
+        """Make the state waiting on ``request_id`` raise ``error``."""
+        req = self._open.get(request_id)
+        if req is not None and not req.future.done():
+            req.future.set_exception(error)
+
+    def _check(self, req: HumanRequest, value: Any) -> Any:
+        if req.choices is not None and value not in req.choices:
+            raise _Rejected(f"{value!r} is not one of the choices {list(req.choices)}")
+        schema = req.schema
+        if schema is not None and not isinstance(value, schema):
+            if not isinstance(value, Mapping):
+                raise _Rejected(f"expected the fields of {schema.__name__}, got {type(value).__name__}")
+            try:
+                value = schema.model_validate(dict(value))  # type: ignore[attr-defined]
+            except Exception as exc:
+                raise _Rejected(_pydantic_message(exc)) from None
+        if req.validator is not None:
+            try:
+                ok = req.validator(value)
+            except FluffyError:
+                raise
+            except Exception as exc:
+                raise _Rejected(str(exc) or type(exc).__name__) from None
+            if ok is False:
+                raise _Rejected(f"{_short(value)} was rejected by the validator; please answer again")
+        return value
+
+    def _reject(self, req: HumanRequest, value: Any, message: str) -> None:
+        agent = self._agent
+        req.rejection = message
+        self._counts["rejected"] += 1
+        if agent.events.active:
+            agent.events.publish(HumanRejected(agent.name, agent.run_id, agent.clock.monotonic(), req.state,
+                                               req.request_id, value, message))
+        asyncio.get_running_loop().call_soon(self._deliver, req)
+
+    def _accept(self, req: HumanRequest, value: Any, source: str) -> None:
+        agent = self._agent
+        req.status, req.value, req.source, req.rejection = "answered", value, source, None
+        self._counts["answered"] += 1
+        self._record(req, value, source)
+        req.future.set_result(value)
+        if agent.events.active:
+            now = agent.clock.monotonic()
+            agent.events.publish(HumanAnswered(agent.name, agent.run_id, now, req.state, req.request_id, value,
+                                               source, agent.clock.time() - req.asked_at))
+        self._closed(req)
+
+    def _record(self, req: HumanRequest, value: Any, source: str) -> None:
+        stored, replayable = value, True
+        if hasattr(value, "model_dump"):
+            stored = value.model_dump(mode="json")
+        try:
+            stored = check_json_value(f"answer to {req.prompt!r}", stored)
+        except FluffyError:
+            stored, replayable = repr(value), False
+        self._agent._human_answers.append(HumanAnswerRecord(
+            request_id=req.request_id, state=req.state, sequence=req.sequence, prompt=req.prompt,
+            value=stored, source=source, asked_at=req.asked_at, answered_at=self._agent.clock.time(),
+            replayable=replayable,
+        ))
+
+    def state_completed(self, state: str) -> None:
+        """A state finished: its answers are history now, a later run of it asks again."""
+        answers = self._agent._human_answers
+        if any(r.state == state and r.replayable for r in answers):
+            self._agent._human_answers = [
+                r.model_copy(update={"replayable": False}) if r.state == state and r.replayable else r
+                for r in answers
+            ]
+
+    # -- asking ------------------------------------------------------------------------------
+    def _next_sequence(self, ctx: Context) -> int:
+        task = asyncio.current_task()
+        if task is None:
+            return 0
+        slot = self._seq.get(task)
+        if slot is None or slot[0] != ctx.attempt:
+            slot = [ctx.attempt, 0]
+            self._seq[task] = slot
+        seq = slot[1]
+        slot[1] += 1
+        return seq
+
+    def _replay(self, state: str, sequence: int) -> HumanAnswerRecord | None:
+        for rec in reversed(self._agent._human_answers):
+            if rec.replayable and rec.state == state and rec.sequence == sequence:
+                return rec
+        return None
 
     async def ask(
         self,
@@ -65,32 +325,313 @@ class HumanLoop:
         choices: Sequence[str] | None,
         schema: type | None,
     ) -> Any:
-        """Create a request and wait for its answer."""
+        """Create a request, hand it to the responder, and wait for an accepted answer."""
         agent = self._agent
-        rid = f"{agent.run_id[:8]}-{next(self._ids)}"
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        state = ctx.state_name
+        _check_args(state, prompt, timeout, validator, choices, schema)
+        if getattr(agent, "_blocking_run", False):
+            from ._handle import blocking_error
+
+            raise blocking_error(agent, state, str(prompt))
+        seq = self._next_sequence(ctx)
+        replay = self._replay(state, seq)
+        if replay is not None:
+            self._counts["replayed"] += 1
+            value = replay.value
+            if schema is not None and isinstance(value, Mapping):
+                value = schema.model_validate(dict(value))  # type: ignore[attr-defined]
+            if agent.events.active:
+                agent.events.publish(HumanAnswered(agent.name, agent.run_id, agent.clock.monotonic(), state,
+                                                   replay.request_id, value, "replay", 0.0))
+            return value
+        loop = asyncio.get_running_loop()
+        clock = agent.clock
+        rid = f"{(agent.run_id or 'run')[:8]}-{next(self._ids)}"
         req = HumanRequest(
-            rid, ctx.state_name, str(prompt), timeout, default,
-            tuple(choices) if choices else None, schema, validator, agent.clock.time(), fut,
+            rid, state, str(prompt), timeout, default, tuple(choices) if choices is not None else None,
+            schema, validator, seq, clock.time(), None if timeout is None else clock.monotonic() + timeout,
+            future=loop.create_future(), _loop=self,
         )
         self._open[rid] = req
+        self._counts["asked"] += 1
+        meta = agent.state_metadata.get(state)
+        if meta is not None:
+            meta.status = StateStatus.WAITING_FOR_HUMAN
         bus = agent.events
         if bus.active:
-            bus.publish(HumanRequested(agent.name, agent.run_id, agent.clock.monotonic(), ctx.state_name,
-                                       rid, req.prompt, req.choices, timeout, default))
+            bus.publish(HumanRequested(agent.name, agent.run_id, clock.monotonic(), state, rid, req.prompt,
+                                       req.choices, timeout, default))
+        loop.call_soon(self._deliver, req)
         try:
-            if timeout is None:
-                value = await fut
-            else:
-                done, _ = await asyncio.wait({fut}, timeout=timeout)
-                if not done:
-                    if default is None:
-                        raise HumanTimeoutError(f"state {ctx.state_name!r}: nobody answered {prompt!r} within {timeout}s")
-                    value = default
-                else:
-                    value = fut.result()
+            value = await self._wait(req)
+        except asyncio.CancelledError:
+            self._withdraw(req, "withdrawn")
+            raise
+        except BaseException:
+            self._withdraw(req, "withdrawn")
+            raise
         finally:
             self._open.pop(rid, None)
-        if bus.active:
-            bus.publish(HumanAnswered(agent.name, agent.run_id, agent.clock.monotonic(), ctx.state_name, rid, value))
+            if meta is not None and meta.status is StateStatus.WAITING_FOR_HUMAN:
+                meta.status = StateStatus.RUNNING
+        if value is _TIMED_OUT:
+            if default is None:
+                self._withdraw(req, "timed_out")
+                raise HumanTimeoutError(
+                    f"state {state!r}: nobody answered {req.prompt!r} within {timeout}s and there is no "
+                    "default; pass default=... to continue without an answer, or a longer timeout"
+                )
+            req.status, req.value, req.source = "answered", default, "default"
+            self._counts["answered"] += 1
+            self._record(req, default, "default")
+            if bus.active:
+                bus.publish(HumanAnswered(agent.name, agent.run_id, clock.monotonic(), state, rid, default,
+                                          "default", clock.time() - req.asked_at))
+            self._closed(req)
+            return default
         return value
+
+    async def _wait(self, req: HumanRequest) -> Any:
+        fut = req.future
+        timer = None
+        if req.timeout is not None:
+            timer = asyncio.get_running_loop().create_task(self._agent.clock.sleep(req.timeout))
+        waiting: set[asyncio.Future[Any]] = {fut} if timer is None else {fut, timer}
+        try:
+            while True:
+                await asyncio.wait(waiting, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+                if fut.done():
+                    return fut.result()
+                if timer is not None and timer.done():
+                    return _TIMED_OUT
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _withdraw(self, req: HumanRequest, status: str) -> None:
+        if req.status != "open":
+            return
+        req.status = status
+        self._counts["timed_out" if status == "timed_out" else "withdrawn"] += 1
+        if not req.future.done():
+            req.future.cancel()
+        agent = self._agent
+        if agent.events.active:
+            agent.events.publish(HumanWithdrawn(agent.name, agent.run_id, agent.clock.monotonic(), req.state,
+                                                req.request_id))
+        self._closed(req)
+
+
+class _Rejected(Exception):
+    pass
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (ValueError, OSError):
+        return False
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _pydantic_message(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        parts = []
+        for err in errors():
+            loc = ".".join(str(p) for p in err.get("loc", ())) or "value"
+            parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+        if parts:
+            return "; ".join(parts)
+    return str(exc)
+
+
+def _check_args(state: str, prompt: Any, timeout: Any, validator: Any, choices: Any, schema: Any) -> None:
+    from ._errors import ConfigurationError
+
+    where = f"state {state!r}: human_in_the_loop"
+    if not isinstance(prompt, str):
+        raise ConfigurationError(f"{where}(prompt={prompt!r}): the prompt must be a string")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ConfigurationError(f"{where}(timeout={timeout!r}): use a number of seconds > 0, or None to wait")
+    if validator is not None and not callable(validator):
+        raise ConfigurationError(f"{where}(validator={validator!r}): must be a callable taking the answer")
+    if choices is not None and (isinstance(choices, str) or not isinstance(choices, Iterable) or not list(choices)):
+        raise ConfigurationError(f"{where}(choices={choices!r}): pass a non-empty list such as ['yes', 'no']")
+    if schema is not None and not (isinstance(schema, type) and hasattr(schema, "model_validate")):
+        raise ConfigurationError(f"{where}(schema={schema!r}): pass a pydantic model class")
+
+
+# -- responders ---------------------------------------------------------------------------------
+class ProgrammaticResponder:
+    """Answers come from code: ``agent.answer(request_id, value)`` (services, tests).
+
+    Also queues every request it is handed, so a service can ``await next_request()``.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[HumanRequest] = []
+        self._queue: asyncio.Queue[HumanRequest] | None = None
+
+    def on_request(self, request: HumanRequest) -> None:
+        """Queue the request (again after a rejection)."""
+        self.requests.append(request)
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        self._queue.put_nowait(request)
+
+    async def next_request(self) -> HumanRequest:
+        """The next request handed to this responder (waits for one)."""
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        return await self._queue.get()
+
+    def __repr__(self) -> str:
+        return f"ProgrammaticResponder(handed={len(self.requests)})"
+
+
+class ScriptedResponder:
+    """Answers from a script: a list (in order) or a mapping prompt -> answer.
+
+    A mapping value may be a list (successive answers to the same prompt, e.g. after a
+    rejection); any answer may be a callable ``fn(request) -> value``. When the script has no
+    answer, the asking state raises :class:`HumanInputError` (or ``default`` is used).
+
+    Example:
+        >>> responder = ScriptedResponder({"Approve?": "yes"})
+        >>> # agent = Agent("review", responder=responder)
+    """
+
+    def __init__(self, answers: Sequence[Any] | Mapping[str, Any], *, default: Any = _MISSING,
+                 source: str = "script") -> None:
+        self._mapping = isinstance(answers, Mapping)
+        if self._mapping:
+            self._answers: dict[str, list[Any]] = {
+                k: list(v) if isinstance(v, list) else [v] for k, v in answers.items()  # type: ignore[union-attr]
+            }
+        else:
+            self._queue = list(answers)
+        self._default = default
+        self.source = source
+        self.asked: list[HumanRequest] = []
+        self._given: dict[str, Any] = {}
+
+    def on_request(self, request: HumanRequest) -> None:
+        """Answer at once from the script."""
+        self.asked.append(request)
+        value = self._next(request)
+        if request.rejection is not None and value is self._given.get(request.request_id, _MISSING):
+            request.fail(HumanInputError(
+                f"ScriptedResponder: the scripted answer {_short(value)} to {request.prompt!r} was rejected "
+                f"({request.rejection}) and the script has no other answer"
+            ))
+            return
+        self._given[request.request_id] = value
+        if value is _MISSING:
+            request.fail(HumanInputError(
+                f"ScriptedResponder has no answer for {request.prompt!r} (state {request.state!r}); "
+                "add one to the script"
+            ))
+            return
+        if callable(value):
+            value = value(request)
+        request.answer(value, source=self.source)
+
+    def _next(self, request: HumanRequest) -> Any:
+        if self._mapping:
+            queue = self._answers.get(request.prompt)
+            if queue:
+                return queue.pop(0) if len(queue) > 1 else queue[0]
+            return self._default
+        if self._queue:
+            return self._queue.pop(0)
+        return self._default
+
+    def __repr__(self) -> str:
+        left = sum(len(v) for v in self._answers.values()) if self._mapping else len(self._queue)
+        return f"ScriptedResponder(asked={len(self.asked)}, scripted={left})"
+
+
+class ConsoleResponder:
+    """Asks in the terminal. ``input()`` runs in a daemon thread, so other states keep running.
+
+    Questions are asked one at a time, in order. ``choices`` accept the text or its number;
+    a ``schema`` is asked field by field (empty keeps the field's default); an empty answer
+    uses the request's default when it has one.
+
+    Args:
+        input: Reads one line given a prompt (default: ``builtins.input``).
+        output: Writes one line (default: ``print`` to stdout).
+    """
+
+    def __init__(self, input: Callable[[str], str] | None = None,  # noqa: A002
+                 output: Callable[[str], Any] | None = None) -> None:
+        self._input = input or builtins.input
+        self._output = output or (lambda line: print(line, flush=True))
+        self._lock: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def on_request(self, request: HumanRequest) -> None:
+        """Queue the question for the console."""
+        task = asyncio.get_running_loop().create_task(self._ask(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, text: str) -> str:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[str] = loop.create_future()
+
+        def work() -> None:
+            try:
+                line = self._input(text)
+            except BaseException as exc:  # EOFError, KeyboardInterrupt in the thread
+                error = exc
+                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_exception(error))
+                return
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(line))
+
+        threading.Thread(target=work, name="fluffy-console-input", daemon=True).start()
+        return await fut
+
+    async def _ask(self, req: HumanRequest) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if not req.is_open:
+                return
+            if req.rejection:
+                self._output(f"  rejected: {req.rejection}")
+            head = f"[{req.state}] {req.prompt}"
+            if req.choices:
+                head += "  " + " ".join(f"{i}) {c}" for i, c in enumerate(req.choices, 1))
+            if req.default is not None:
+                head += f"  (default: {req.default!r})"
+            try:
+                if req.schema is not None:
+                    self._output(head)
+                    value: Any = {}
+                    for name in req.schema.model_fields:  # type: ignore[attr-defined]
+                        raw = await self._read(f"  {name}: ")
+                        if raw.strip():
+                            value[name] = raw.strip()
+                else:
+                    raw = (await self._read(head + "\n> ")).strip()
+                    value = raw
+                    if not raw and req.default is not None:
+                        value = req.default
+                    elif req.choices and raw.isdigit() and 1 <= int(raw) <= len(req.choices):
+                        value = req.choices[int(raw) - 1]
+            except EOFError:
+                if req.is_open:
+                    req.fail(HumanInputError(f"state {req.state!r}: the console closed before {req.prompt!r} "
+                                             "was answered"))
+                return
+            if req.is_open and not req.future.done():
+                req.answer(value)
+
+    def __repr__(self) -> str:
+        return f"ConsoleResponder(asking={len(self._tasks)})"

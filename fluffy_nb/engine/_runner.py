@@ -571,6 +571,8 @@ class RunnerMixin:
             self._completed_set.add(name)
             self.completed_states.append(name)
         self.completion_counts[name] += 1
+        if self._human_answers:
+            self._human.state_completed(name)
         self._last_completed[name] = self.clock.monotonic()
         self._ended.add(name)
         self._steps += 1
