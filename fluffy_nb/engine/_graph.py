@@ -69,7 +69,9 @@ class StateGraph:
     def __init__(self) -> None:
         self.nodes: dict[str, None] = {}
         self.edges: dict[str, dict[str, str]] = {}  # src -> {dst: kind}
+        self.redges: dict[str, set[str]] = {}  # dst -> {src}
         self._reach: dict[str, frozenset[str]] = {}
+        self._ancestors: dict[str, frozenset[str]] = {}
         self.version = 0
 
     def add_node(self, name: str) -> None:
@@ -85,14 +87,34 @@ class StateGraph:
         if dst in out:
             return False
         out[dst] = kind
+        self.redges.setdefault(dst, set()).add(src)
         self.nodes.setdefault(src, None)
         self.nodes.setdefault(dst, None)
         self._changed()
         return True
 
     def _changed(self) -> None:
-        self._reach.clear()
+        if self._reach:
+            self._reach.clear()
+        if self._ancestors:
+            self._ancestors.clear()
         self.version += 1
+
+    def ancestors(self, name: str) -> frozenset[str]:
+        """Every state from which ``name`` can be reached."""
+        cached = self._ancestors.get(name)
+        if cached is not None:
+            return cached
+        seen: set[str] = set()
+        stack = list(self.redges.get(name, ()))
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(self.redges.get(n, ()))
+        result = frozenset(seen)
+        self._ancestors[name] = result
+        return result
 
     def successors(self, name: str) -> list[str]:
         """Direct successors of ``name``."""
@@ -230,14 +252,23 @@ class Joins:
 
     # -- the join rule ----------------------------------------------------------------
     def _may_reach(self, group: Group, target: str) -> bool:
-        reaches = self.graph.reaches
-        for s in group.active:
-            if reaches(s, target):
+        active = group.active
+        if target in active:
+            return True
+        if not active and not group.joins:
+            return False
+        if len(active) <= 8:
+            reaches = self.graph.reaches
+            return any(reaches(s, target) for s in active) or any(
+                j != target and reaches(j, target) for j in group.joins
+            )
+        ancestors = self.graph.ancestors(target)
+        if len(active) <= len(ancestors):
+            if any(s in ancestors for s in active):
                 return True
-        for j in group.joins:
-            if j != target and reaches(j, target):
-                return True
-        return False
+        elif any(a in active for a in ancestors):
+            return True
+        return any(j != target and j in ancestors for j in group.joins)
 
     def _route(self, token: Token, target: str) -> None:
         group = token.group

@@ -1,0 +1,199 @@
+"""Engine overhead beside raw asyncio, measured in the same process.
+
+Workloads (state bodies do nothing, so the figures are pure orchestration cost):
+  chain      1,000 states, each naming the next          -> microseconds per transition
+  fanout     1 -> 1,000 parallel states -> 1 join         -> microseconds per state
+  fanout10k  1 -> 10,000 parallel states (no join)        -> total ms and peak memory
+
+Baselines, hand-written asyncio doing the same work:
+  task     each state as its own task (``create_task`` + await), the next looked up in a
+           dict: what an engine needs for per-state cancellation and timeouts
+  await    each state awaited inline (no task): the floor of any asyncio program
+
+Run: ``python benchmarks/bench_engine.py [--repeat N]``. Prints medians and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable
+
+from fluffy_nb import Agent
+
+CHAIN = 1_000
+FAN = 1_000
+FAN_BIG = 10_000
+
+
+# -- fluffy_nb workloads -------------------------------------------------------------------
+def chain_agent(n: int) -> Agent:
+    agent = Agent("bench_chain", max_steps=n + 10)
+    for i in range(n):
+        nxt = f"s{i + 1}" if i + 1 < n else None
+
+        async def step(ctx, nxt=nxt):  # type: ignore[no-untyped-def]
+            return nxt
+
+        agent.add_state(f"s{i}", step)
+    return agent
+
+
+def fanout_agent(n: int, join: bool) -> Agent:
+    agent = Agent("bench_fanout", max_steps=n + 10)
+    names = [f"w{i}" for i in range(n)]
+
+    async def start(ctx):  # type: ignore[no-untyped-def]
+        return names
+
+    async def work_join(ctx):  # type: ignore[no-untyped-def]
+        return "join"
+
+    async def work_end(ctx):  # type: ignore[no-untyped-def]
+        return None
+
+    async def join_state(ctx):  # type: ignore[no-untyped-def]
+        return None
+
+    agent.add_state("start", start)
+    for name in names:
+        agent.add_state(name, work_join if join else work_end)
+    if join:
+        agent.add_state("join", join_state)
+    return agent
+
+
+async def run_agent(agent: Agent) -> None:
+    await agent.run(start="start" if "start" in agent.states else "s0")
+
+
+# -- raw asyncio baselines -----------------------------------------------------------------
+async def raw_chain_task(n: int) -> None:
+    nxt = {f"s{i}": (f"s{i + 1}" if i + 1 < n else None) for i in range(n)}
+
+    async def step(name: str) -> str | None:
+        return nxt[name]
+
+    loop = asyncio.get_running_loop()
+    cur: str | None = "s0"
+    while cur is not None:
+        cur = await loop.create_task(step(cur))
+
+
+async def raw_chain_await(n: int) -> None:
+    nxt = {f"s{i}": (f"s{i + 1}" if i + 1 < n else None) for i in range(n)}
+
+    async def step(name: str) -> str | None:
+        return nxt[name]
+
+    cur: str | None = "s0"
+    while cur is not None:
+        cur = await step(cur)
+
+
+async def raw_fanout(n: int, join: bool) -> None:
+    async def work() -> str | None:
+        return "join" if join else None
+
+    async def join_state() -> None:
+        return None
+
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*[loop.create_task(work()) for _ in range(n)])
+    if join:
+        await loop.create_task(join_state())
+
+
+# -- measuring -----------------------------------------------------------------------------
+def measure(make: Callable[[], Awaitable[None]], repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        asyncio.run(make())  # type: ignore[arg-type]
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure_agent(build: Callable[[], Agent], repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        agent = build()
+        gc.collect()
+
+        async def go(agent: Agent = agent) -> float:
+            t0 = time.perf_counter()
+            await run_agent(agent)
+            return time.perf_counter() - t0
+
+        times.append(asyncio.run(go()))
+    return times
+
+
+def measure_loop_only(make: Callable[[], Awaitable[None]], repeat: int) -> list[float]:
+    """Time inside a running loop (excludes asyncio.run start-up, like measure_agent)."""
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+
+        async def go() -> float:
+            t0 = time.perf_counter()
+            await make()
+            return time.perf_counter() - t0
+
+        times.append(asyncio.run(go()))
+    return times
+
+
+def peak_memory_mb(run: Callable[[], None]) -> float:
+    gc.collect()
+    tracemalloc.start()
+    run()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=9, help="runs per figure (median is reported)")
+    args = parser.parse_args()
+    r = args.repeat
+    med = statistics.median
+
+    rows: list[tuple[str, str, float, float, str]] = []
+
+    chain = med(measure_agent(lambda: chain_agent(CHAIN), r)) / CHAIN * 1e6
+    chain_task = med(measure_loop_only(lambda: raw_chain_task(CHAIN), r)) / CHAIN * 1e6
+    chain_await = med(measure_loop_only(lambda: raw_chain_await(CHAIN), r)) / CHAIN * 1e6
+    rows.append(("chain 1,000", "us/transition", chain, chain_task, f"{chain / chain_await:.0f}x bare await"))
+
+    fan = med(measure_agent(lambda: fanout_agent(FAN, join=True), r)) / (FAN + 2) * 1e6
+    fan_raw = med(measure_loop_only(lambda: raw_fanout(FAN, join=True), r)) / (FAN + 2) * 1e6
+    rows.append(("fan-out 1,000 + join", "us/state", fan, fan_raw, ""))
+
+    big_r = max(3, r // 3)
+    big = med(measure_agent(lambda: fanout_agent(FAN_BIG, join=False), big_r)) * 1e3
+    big_raw = med(measure_loop_only(lambda: raw_fanout(FAN_BIG, join=False), big_r)) * 1e3
+    rows.append(("fan-out 10,000", "ms total", big, big_raw, ""))
+
+    agent = fanout_agent(FAN_BIG, join=False)
+    mem = peak_memory_mb(lambda: asyncio.run(run_agent(agent)))
+    mem_raw = peak_memory_mb(lambda: asyncio.run(raw_fanout(FAN_BIG, join=False)))
+    rows.append(("fan-out 10,000 peak mem", "MB (tracemalloc)", mem, mem_raw, "run only; states registered before"))
+
+    print(f"fluffy_nb engine vs raw asyncio, medians of {r} runs ({big_r} for 10k)\n")
+    header = f"{'workload':<26}{'unit':<18}{'fluffy_nb':>12}{'raw asyncio':>14}{'ratio':>8}  note"
+    print(header)
+    print("-" * len(header))
+    for name, unit, ours, raw, note in rows:
+        print(f"{name:<26}{unit:<18}{ours:>12.2f}{raw:>14.2f}{ours / raw:>7.1f}x  {note}")
+    print("\nraw asyncio = one task per state, next state looked up in a dict (see module docstring)")
+
+
+if __name__ == "__main__":
+    main()
