@@ -1,0 +1,41 @@
+# Two commands matter:  `make lab` (set up + open the teaching notebooks in JupyterLab)
+# and `make test` (set up + run every test). `make demo` runs the headless demo instead.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fluffy-installed
+
+.PHONY: lab demo test test-fast bench lint browser-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev,browser]"
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+demo: $(STAMP)
+	$(PY) -m fluffy_nb
+
+browser-deps:
+	bash scripts/install-browser-deps.sh
+
+test: $(STAMP) browser-deps
+	FLUFFY_NB_AUTOANSWER=1 $(PY) -m pytest -p no:cacheprovider -q -ra tests
+	FLUFFY_NB_AUTOANSWER=1 $(PY) -m pytest -p no:cacheprovider -q --nbval-lax --sanitize-with tests/notebooks/sanitize.cfg notebooks
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider -q -m "not slow and not browser and not kernel" tests
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check fluffy_nb tests benchmarks
+	$(VENV)/bin/mypy fluffy_nb
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info artifacts
