@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._checkpoint import Checkpoint, encode_shared, encode_typed_data
 from ._events import CheckpointSaved
 from ._graph import Token
+from ._status import AgentStatus
 from ._typed import decode_typed
 
 if TYPE_CHECKING:

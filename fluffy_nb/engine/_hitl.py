@@ -262,7 +262,7 @@ class HumanLoop:
 
     def _accept(self, req: HumanRequest, value: Any, source: str) -> None:
         agent = self._agent
-        req.status, req.value, req.source, req.rejection = "answered", value, source, None
+        req.status, req.value, req.source = "answered", value, source
         self._counts["answered"] += 1
         self._record(req, value, source)
         req.future.set_result(value)

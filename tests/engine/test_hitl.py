@@ -1,0 +1,390 @@
+"""Human in the loop, engine side: responders, validation, timeouts, withdrawal, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+
+import pytest
+from pydantic import BaseModel
+
+from fluffy_nb import Agent, Checkpoint, HumanInputError, HumanTimeoutError, ManualClock, StateFailedError, StateStatus
+from fluffy_nb.engine import _hooks
+from fluffy_nb.engine._events import (
+    HumanAnswered,
+    HumanRejected,
+    HumanRequested,
+    HumanWithdrawn,
+    StateFinished,
+)
+from fluffy_nb.engine._hitl import ConsoleResponder, ProgrammaticResponder, ScriptedResponder
+
+
+class Order(BaseModel):
+    item: str
+    quantity: int
+
+
+def asking_agent(responder, **ask):
+    agent = Agent("review", responder=responder)
+
+    async def approve(ctx):
+        ctx.set_state("answer", await ctx.human_in_the_loop("Approve?", **ask))
+
+    agent.add_state("approve", approve)
+    return agent
+
+
+# -- scripted -------------------------------------------------------------------------------------
+async def test_scripted_list_answers_questions_in_order_and_records_them():
+    agent = Agent("two", responder=ScriptedResponder(["alice", "42"]))
+
+    async def ask(ctx):
+        ctx.set_state("name", await ctx.human_in_the_loop("Name?"))
+        ctx.set_state("age", await ctx.human_in_the_loop("Age?"))
+
+    agent.add_state("ask", ask)
+    result = await agent.run()
+    assert (result["name"], result["age"]) == ("alice", "42")
+    records = agent.create_checkpoint().human_answers
+    assert [(r.prompt, r.value, r.source, r.sequence) for r in records] == [
+        ("Name?", "alice", "script", 0),
+        ("Age?", "42", "script", 1),
+    ]
+    assert all(r.answered_at >= r.asked_at for r in records)
+
+
+async def test_validator_rejection_is_announced_and_the_person_is_asked_again(record):
+    responder = ScriptedResponder({"Approve?": ["maybe", "yes"]})
+    agent = asking_agent(responder, validator=lambda v: v in ("yes", "no"))
+    log = record(agent)
+    result = await agent.run()
+    assert result["answer"] == "yes"
+    [rejected] = log.of(HumanRejected)
+    assert rejected.value == "maybe"
+    assert "rejected" in rejected.message
+    assert len(responder.asked) == 2 and responder.asked[1].rejection == rejected.message
+    assert [e.value for e in log.of(HumanAnswered)] == ["yes"]
+
+
+async def test_validator_that_raises_shows_its_message():
+    def positive(value):
+        if int(value) <= 0:
+            raise ValueError("must be a positive number")
+        return True
+
+    responder = ProgrammaticResponder()
+    agent = asking_agent(responder, validator=positive)
+    handle = agent.start()
+    request = await responder.next_request()
+    assert agent.answer(request.request_id, "-3") is False
+    assert request.rejection == "must be a positive number"
+    again = await responder.next_request()
+    assert again is request
+    assert agent.answer(request.request_id, "3") is True
+    assert (await handle)["answer"] == "3"
+
+
+async def test_choices_reject_answers_outside_them():
+    responder = ProgrammaticResponder()
+    agent = asking_agent(responder, choices=["approve", "reject"])
+    handle = agent.start()
+    request = await responder.next_request()
+    assert request.choices == ("approve", "reject")
+    assert agent.answer(request.request_id, "whatever") is False
+    assert "not one of the choices" in request.rejection
+    assert agent.answer(request.request_id, "reject") is True
+    assert (await handle)["answer"] == "reject"
+
+
+async def test_schema_answer_is_validated_into_the_model():
+    responder = ScriptedResponder({"Approve?": [{"item": "pen", "quantity": "many"}, {"item": "pen", "quantity": "3"}]})
+    agent = asking_agent(responder, schema=Order)
+    result = await agent.run()
+    assert result["answer"] == Order(item="pen", quantity=3)
+    assert "quantity" in responder.asked[1].rejection
+    assert agent._human_answers[0].value == {"item": "pen", "quantity": 3}
+
+
+async def test_rejected_script_answer_without_another_fails_clearly():
+    agent = asking_agent(ScriptedResponder({"Approve?": "maybe"}), choices=["yes", "no"])
+    with pytest.raises(StateFailedError) as info:
+        await agent.run()
+    assert isinstance(info.value.__cause__, HumanInputError)
+    assert "maybe" in str(info.value.__cause__)
+
+
+async def test_scripted_responder_without_an_answer_fails_the_state():
+    agent = asking_agent(ScriptedResponder({"Other?": "x"}))
+    with pytest.raises(StateFailedError) as info:
+        await agent.run()
+    assert "no answer for 'Approve?'" in str(info.value.__cause__)
+
+
+async def test_answering_an_unknown_request_raises_naming_it():
+    agent = Agent("idle")
+    with pytest.raises(HumanInputError, match="nope"):
+        agent.answer("nope", 1)
+
+
+# -- timeouts -----------------------------------------------------------------------------------
+async def test_timeout_uses_the_default(record):
+    clock = ManualClock()
+    agent = asking_agent(ProgrammaticResponder(), timeout=30, default="auto-approved")
+    agent.clock = clock
+    log = record(agent)
+    handle = agent.start()
+    await clock.wait_for_sleepers()
+    assert agent.pending_requests()[0].remaining() == 30
+    await clock.advance(29)
+    assert not handle.done()
+    await clock.advance(1)
+    result = await handle
+    assert result["answer"] == "auto-approved"
+    [answered] = log.of(HumanAnswered)
+    assert answered.source == "default"
+    assert agent.create_checkpoint().human_answers[0].source == "default"
+
+
+async def test_timeout_without_default_raises_human_timeout_error(record):
+    clock = ManualClock()
+    agent = asking_agent(ProgrammaticResponder(), timeout=5)
+    agent.clock = clock
+    log = record(agent)
+    handle = agent.start()
+    await clock.wait_for_sleepers()
+    await clock.advance(5)
+    with pytest.raises(StateFailedError) as info:
+        await handle
+    assert isinstance(info.value.__cause__, HumanTimeoutError)
+    assert "Approve?" in str(info.value.__cause__) and "default" in str(info.value.__cause__)
+    assert len(log.of(HumanWithdrawn)) == 1
+    assert agent.pending_requests() == []
+
+
+# -- waiting, cancellation, parallel progress ---------------------------------------------------
+async def test_state_is_waiting_for_human_while_asked_then_running_again():
+    responder = ProgrammaticResponder()
+    agent = Agent("status", responder=responder)
+    seen = []
+
+    async def ask(ctx):
+        await ctx.human_in_the_loop("Go?")
+        seen.append(agent.state_metadata["ask"].status)
+
+    agent.add_state("ask", ask)
+    handle = agent.start()
+    request = await responder.next_request()
+    assert agent.state_metadata["ask"].status is StateStatus.WAITING_FOR_HUMAN
+    request.answer("go")
+    await handle
+    assert seen == [StateStatus.RUNNING]
+
+
+async def test_cancelling_the_state_withdraws_its_request(record):
+    responder = ProgrammaticResponder()
+    agent = asking_agent(responder)
+    log = record(agent)
+    handle = agent.start()
+    request = await responder.next_request()
+    assert agent.cancel_state("approve")
+    await handle
+    assert request.status == "withdrawn"
+    assert [e.request_id for e in log.of(HumanWithdrawn)] == [request.request_id]
+    assert agent.pending_requests() == []
+    with pytest.raises(HumanInputError):
+        agent.answer(request.request_id, "late")
+
+
+async def test_cancelling_the_run_withdraws_open_requests(record):
+    responder = ProgrammaticResponder()
+    agent = asking_agent(responder)
+    log = record(agent)
+    handle = agent.start()
+    await responder.next_request()
+    handle.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handle
+    assert handle.status == "cancelled"
+    assert len(log.of(HumanWithdrawn)) == 1
+    assert agent.pending_requests() == []
+
+
+async def test_parallel_state_keeps_working_while_another_waits_for_a_person(record):
+    responder = ProgrammaticResponder()
+    agent = Agent("parallel", responder=responder)
+    worker_done = asyncio.Event()
+
+    async def fan(ctx):
+        return ["ask", "work"]
+
+    async def ask(ctx):
+        ctx.set_state("answer", await ctx.human_in_the_loop("Ship it?"))
+
+    async def work(ctx):
+        for i in range(50):
+            ctx.set_state("progress", i)
+            await asyncio.sleep(0)
+
+    agent.add_state("fan", fan)
+    agent.add_state("ask", ask)
+    agent.add_state("work", work)
+    agent.events.subscribe(lambda e: isinstance(e, StateFinished) and e.state == "work" and worker_done.set())
+    log = record(agent)
+    handle = agent.start()
+    request = await responder.next_request()
+    await worker_done.wait()
+    assert request.is_open
+    assert agent.state_metadata["ask"].status is StateStatus.WAITING_FOR_HUMAN
+    assert agent.get_state("progress") == 49
+    request.answer("yes")
+    result = await handle
+    assert result["answer"] == "yes"
+    order = [(type(e).__name__, getattr(e, "state", "")) for e in log if isinstance(e, (StateFinished, HumanAnswered))]
+    assert order.index(("StateFinished", "work")) < order.index(("HumanAnswered", "ask"))
+
+
+# -- checkpoints and replay ---------------------------------------------------------------------
+def two_questions(agent: Agent, asked: list[str]) -> None:
+    async def ask(ctx):
+        first = await ctx.human_in_the_loop("First?")
+        asked.append("between")
+        second = await ctx.human_in_the_loop("Second?")
+        ctx.set_state("answers", [first, second])
+
+    agent.add_state("ask", ask)
+
+
+async def test_restored_run_replays_recorded_answers_instead_of_asking_again():
+    responder = ProgrammaticResponder()
+    first_run = Agent("replay", responder=responder)
+    two_questions(first_run, [])
+    handle = first_run.start()
+    (await responder.next_request()).answer("one")
+    second = await responder.next_request()
+    assert second.prompt == "Second?"
+    checkpoint = Checkpoint.from_json(first_run.create_checkpoint().to_json())
+    handle.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handle
+    assert [r.value for r in checkpoint.human_answers] == ["one"]
+    assert checkpoint.pending == ["ask"]
+
+    script = ScriptedResponder({"Second?": "two"})
+    restored = Agent("replay", responder=script)
+    two_questions(restored, [])
+    await restored.restore_from_checkpoint(checkpoint)
+    result = await restored.run()
+    assert result["answers"] == ["one", "two"]
+    assert [r.prompt for r in script.asked] == ["Second?"]
+
+
+async def test_state_run_again_in_a_loop_asks_again():
+    script = ScriptedResponder(["a", "b"])
+    agent = Agent("loop", responder=script)
+
+    async def ask(ctx):
+        got = ctx.get_state("got", []) + [await ctx.human_in_the_loop("Again?")]
+        ctx.set_state("got", got)
+        return "ask" if len(got) < 2 else None
+
+    agent.add_state("ask", ask)
+    result = await agent.run()
+    assert result["got"] == ["a", "b"]
+    assert len(script.asked) == 2
+    assert not any(r.replayable for r in agent.create_checkpoint().human_answers)
+
+
+# -- console ------------------------------------------------------------------------------------
+async def test_console_reads_off_the_loop_so_other_states_keep_running():
+    typed = threading.Event()
+    lines: list[str] = []
+    prompts: list[str] = []
+
+    def fake_input(prompt: str) -> str:
+        prompts.append(prompt)
+        assert typed.wait(10), "test never released the console"
+        return "2"
+
+    agent = Agent("console", responder=ConsoleResponder(input=fake_input, output=lines.append))
+    other_done = asyncio.Event()
+
+    async def fan(ctx):
+        return ["ask", "other"]
+
+    async def ask(ctx):
+        ctx.set_state("answer", await ctx.human_in_the_loop("Deploy <now>?", choices=["no", "yes"]))
+
+    async def other(ctx):
+        await asyncio.sleep(0)
+        other_done.set()
+
+    for name, fn in (("fan", fan), ("ask", ask), ("other", other)):
+        agent.add_state(name, fn)
+    handle = agent.start()
+    await other_done.wait()  # finished while the console thread is blocked in input()
+    assert agent.pending_requests()
+    typed.set()
+    result = await handle
+    assert result["answer"] == "yes"
+    assert "Deploy <now>?" in prompts[0] and "2) yes" in prompts[0]
+
+
+async def test_console_reports_rejection_and_asks_again():
+    answers = iter(["0", "7"])
+    lines: list[str] = []
+    agent = asking_agent(ConsoleResponder(input=lambda _p: next(answers), output=lines.append),
+                         validator=lambda v: int(v) > 5)
+    result = await agent.run()
+    assert result["answer"] == "7"
+    assert any("rejected" in line for line in lines)
+
+
+async def test_console_asks_schema_fields_one_by_one():
+    answers = iter(["pen", "3"])
+    agent = asking_agent(ConsoleResponder(input=lambda _p: next(answers), output=lambda _l: None), schema=Order)
+    assert (await agent.run())["answer"] == Order(item="pen", quantity=3)
+
+
+# -- choosing the responder ---------------------------------------------------------------------
+async def test_explicit_responder_wins_over_the_environment(monkeypatch):
+    monkeypatch.setattr(_hooks, "default_responder", lambda agent: pytest.fail("hook must not be asked"))
+    agent = asking_agent(ScriptedResponder(["ok"]))
+    assert (await agent.run())["answer"] == "ok"
+
+
+async def test_registered_hook_picks_the_responder(monkeypatch):
+    chosen = ScriptedResponder(["from hook"])
+    monkeypatch.setattr(_hooks, "default_responder", lambda agent: chosen)
+    agent = asking_agent(None)
+    assert (await agent.run())["answer"] == "from hook"
+    assert agent._human.responder() is chosen
+
+
+def test_terminal_gets_console_and_no_terminal_gets_programmatic(monkeypatch):
+    monkeypatch.setattr(_hooks, "default_responder", None)
+
+    class Tty:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    monkeypatch.setattr(sys, "stdin", Tty(True))
+    assert isinstance(Agent("t")._human.responder(), ConsoleResponder)
+    monkeypatch.setattr(sys, "stdin", Tty(False))
+    assert isinstance(Agent("n")._human.responder(), ProgrammaticResponder)
+
+
+async def test_request_event_carries_what_a_form_needs(record):
+    agent = asking_agent(ScriptedResponder(["yes"]), choices=["yes", "no"], timeout=60, default="no")
+    log = record(agent)
+    await agent.run()
+    [requested] = log.of(HumanRequested)
+    assert (requested.prompt, requested.choices, requested.timeout, requested.default) == (
+        "Approve?", ("yes", "no"), 60, "no"
+    )
+    stats = agent._human.statistics()
+    assert (stats.asked, stats.answered, stats.open) == (1, 1, 0)
