@@ -1,0 +1,170 @@
+"""MemoryStore: checkpoints kept in this process (tests, notebooks that need no file).
+
+It behaves exactly like the file-backed store: ``get`` returns a fresh checkpoint loaded
+from JSON (so mutating it never changes what is stored), newer formats and damaged entries
+raise ``CheckpointError``. The JSON is produced lazily, the first time an entry is read or
+measured, so a durable run on a MemoryStore pays only for the snapshot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+from ..engine._checkpoint import Checkpoint
+from ..engine._errors import CheckpointError
+from ._base import CheckpointInfo, RunInfo
+
+_builtin_list = list
+
+
+class _Entry:
+    __slots__ = ("cp", "text", "order")
+
+    def __init__(self, cp: Checkpoint, order: int) -> None:
+        self.cp: Checkpoint | None = cp
+        self.text: str | None = None
+        self.order = order
+
+    def json(self) -> str:
+        if self.text is None:
+            assert self.cp is not None
+            self.text = self.cp.model_dump_json()
+            self.cp = None
+        return self.text
+
+
+class MemoryStore:
+    """Checkpoints in memory, gone when the process ends.
+
+    Example:
+        >>> store = MemoryStore()
+        >>> # agent = Agent("etl", store=store, durable=True); await agent.run()
+        >>> # store.list(agent_name="etl")
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._meta: dict[str, CheckpointInfo] = {}
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+
+    # -- sync -------------------------------------------------------------------------
+    def put(self, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint`` (an id already stored is left as it is)."""
+        if not isinstance(checkpoint, Checkpoint):
+            raise CheckpointError(f"MemoryStore.put({checkpoint!r}): pass a Checkpoint")
+        with self._lock:
+            if checkpoint.checkpoint_id in self._entries:
+                return
+            self._entries[checkpoint.checkpoint_id] = _Entry(checkpoint, next(self._order))
+            self._meta[checkpoint.checkpoint_id] = CheckpointInfo.from_checkpoint(checkpoint, -1)
+
+    def get(self, checkpoint_id: str) -> Checkpoint:
+        """The checkpoint with ``checkpoint_id`` (a fresh copy).
+
+        Raises:
+            CheckpointError: no such checkpoint, or its data cannot be loaded.
+        """
+        with self._lock:
+            entry = self._entries.get(checkpoint_id)
+            if entry is None:
+                raise CheckpointError(
+                    f"MemoryStore has no checkpoint {checkpoint_id!r}; list them with store.list()"
+                )
+            text = entry.json()
+        try:
+            return Checkpoint.from_json(text)
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {checkpoint_id!r} in MemoryStore cannot be loaded: {exc}") from None
+
+    def list(self, agent_name: str | None = None, run_id: str | None = None) -> list[CheckpointInfo]:
+        """Checkpoints, filtered by agent and/or run, ordered by (run start, sequence)."""
+        with self._lock:
+            rows = [
+                (info, self._entries[cid]) for cid, info in self._meta.items()
+                if (agent_name is None or info.agent_name == agent_name) and (run_id is None or info.run_id == run_id)
+            ]
+            starts: dict[str, tuple[float, int]] = {}
+            for info, entry in rows:
+                key = (info.timestamp, entry.order)
+                old = starts.get(info.run_id)
+                starts[info.run_id] = key if old is None else min(old, key)
+            rows.sort(key=lambda r: (starts[r[0].run_id], r[0].sequence, r[1].order))
+            out = []
+            for info, entry in rows:
+                if info.size_bytes < 0:
+                    size = len(entry.json().encode())
+                    info = _replace_size(info, size)
+                    self._meta[info.checkpoint_id] = info
+                out.append(info)
+            return out
+
+    def latest(self, agent_name: str, run_id: str | None = None) -> Checkpoint | None:
+        """The last checkpoint of ``agent_name`` (of its latest run, or of ``run_id``), or None."""
+        infos = self.list(agent_name, run_id)
+        return self.get(infos[-1].checkpoint_id) if infos else None
+
+    def runs(self, agent_name: str | None = None) -> list[RunInfo]:
+        """The runs in this store, ordered by start."""
+        return runs_from_infos(self.list(agent_name))
+
+    def flush(self) -> None:
+        """Nothing to write out: puts are visible at once."""
+
+    def close(self) -> None:
+        """Nothing to release (the data stays readable)."""
+
+    # -- async twins ------------------------------------------------------------------------
+    async def aput(self, checkpoint: Checkpoint) -> None:
+        """Async twin of :meth:`put`."""
+        self.put(checkpoint)
+
+    async def aget(self, checkpoint_id: str) -> Checkpoint:
+        """Async twin of :meth:`get`."""
+        return self.get(checkpoint_id)
+
+    async def alist(self, agent_name: str | None = None, run_id: str | None = None) -> list[CheckpointInfo]:
+        """Async twin of :meth:`list`."""
+        return self.list(agent_name, run_id)
+
+    async def alatest(self, agent_name: str, run_id: str | None = None) -> Checkpoint | None:
+        """Async twin of :meth:`latest`."""
+        return self.latest(agent_name, run_id)
+
+    def statistics(self) -> dict[str, Any]:
+        """How many checkpoints and runs are stored."""
+        with self._lock:
+            return {"checkpoints": len(self._entries), "runs": len({i.run_id for i in self._meta.values()})}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return f"MemoryStore(checkpoints={s['checkpoints']}, runs={s['runs']})"
+
+
+def _replace_size(info: CheckpointInfo, size: int) -> CheckpointInfo:
+    from dataclasses import replace
+
+    return replace(info, size_bytes=size)
+
+
+def runs_from_infos(infos: _builtin_list[CheckpointInfo]) -> _builtin_list[RunInfo]:
+    """Group an ordered listing into runs (in order of first appearance)."""
+    groups: dict[str, _builtin_list[CheckpointInfo]] = {}
+    for info in infos:
+        groups.setdefault(info.run_id, []).append(info)
+    return [
+        RunInfo(
+            run_id=rid,
+            agent_name=rows[0].agent_name,
+            started=min(r.timestamp for r in rows),
+            last_timestamp=max(r.timestamp for r in rows),
+            checkpoints=len(rows),
+            last_status=rows[-1].agent_status,
+        )
+        for rid, rows in groups.items()
+    ]

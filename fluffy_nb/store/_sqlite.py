@@ -1,0 +1,434 @@
+"""SQLiteStore: the embedded default store, one SQLite file in WAL mode.
+
+Layout: one table ``checkpoints`` (the checkpoint JSON in a TEXT column beside the fields a
+listing needs), indexed on (agent, run, sequence) and (run, sequence); ``PRAGMA user_version``
+is the schema version. Several agents, threads and processes may write one file: each
+writer uses short ``BEGIN IMMEDIATE`` transactions and waits for the lock (``busy_timeout``).
+
+Durability guarantee (what "a state counted as completed in the store is really there" means):
+
+* A checkpoint is *in the store* once its transaction committed. Every reader (this or any
+  other process) sees exactly the committed checkpoints, so "completed in the store" is
+  never a promise about data still on its way.
+* ``synchronous=NORMAL`` in WAL mode: a commit is written to the WAL file before it returns,
+  so it survives the death of the process (a killed kernel, SIGKILL, a segfault). Only an
+  operating-system crash or power loss can lose the last few commits; pass
+  ``synchronous="FULL"`` to fsync every commit if that matters more than speed.
+* ``write_behind=True`` (default): ``put`` only snapshots and queues; a writer thread
+  serializes and commits queued checkpoints in batches (one transaction per batch), so the
+  event loop never waits for the disk. The loss window on a kill is what is still queued,
+  typically the last checkpoint or two: those states run again on resume, nothing that was
+  committed does. ``flush()`` waits until everything queued is committed; reads flush first
+  (read-your-writes), and the engine flushes at pause, completion, failure and cancel, so a
+  run that returned is entirely in the store. ``write_behind=False`` commits inside ``put``.
+* A damaged file (not SQLite, truncated, failing ``quick_check``) or a newer schema raises
+  ``CheckpointError`` naming the path at open, before anything is written to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import os
+import sqlite3
+import threading
+import weakref
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from ..engine._checkpoint import Checkpoint
+from ..engine._errors import CheckpointError
+from ._base import CheckpointInfo, RunInfo
+
+SCHEMA_VERSION = 1
+_HEADER = b"SQLite format 3\x00"
+_QUICK_CHECK_LIMIT = 64 * 1024 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    checkpoint_id   TEXT PRIMARY KEY,
+    parent_id       TEXT,
+    agent_name      TEXT NOT NULL,
+    run_id          TEXT NOT NULL,
+    sequence        INTEGER NOT NULL,
+    timestamp       REAL NOT NULL,
+    trigger         TEXT NOT NULL,
+    agent_status    TEXT NOT NULL,
+    completed_count INTEGER NOT NULL,
+    pending         TEXT NOT NULL,
+    size_bytes      INTEGER NOT NULL,
+    error           TEXT,
+    format_version  INTEGER NOT NULL,
+    data            TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS checkpoints_agent_run_seq ON checkpoints(agent_name, run_id, sequence);
+CREATE INDEX IF NOT EXISTS checkpoints_run_seq ON checkpoints(run_id, sequence);
+"""
+
+_INSERT = "INSERT OR IGNORE INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INFO_COLUMNS = (
+    "c.checkpoint_id, c.parent_id, c.agent_name, c.run_id, c.sequence, c.timestamp, c.trigger, "
+    "c.agent_status, c.completed_count, c.pending, c.size_bytes, c.error"
+)
+
+_open_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:  # pragma: no cover - runs at interpreter exit
+    for store in list(_open_stores):
+        try:
+            store.close()
+        except Exception:
+            pass
+
+
+def _row(cp: Checkpoint) -> tuple[Any, ...]:
+    text = cp.model_dump_json()
+    return (
+        cp.checkpoint_id, cp.parent_id, cp.agent_name, cp.run_id, cp.sequence, cp.timestamp, cp.trigger,
+        cp.agent_status.value, len(cp.completed_states), json.dumps(cp.pending), len(text.encode()),
+        cp.error, cp.format_version, text,
+    )
+
+
+def _check_file(path: Path) -> None:
+    """Refuse a file that is not an intact SQLite database, without opening it for writing."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise CheckpointError(f"SQLiteStore({str(path)!r}): that is a directory; give a file path like 'runs.db'")
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if not header.startswith(_HEADER):
+        raise CheckpointError(
+            f"SQLiteStore({str(path)!r}): the file is not a SQLite database (bad header); it was left "
+            "untouched. Point the store at a new file, or restore the file from a backup"
+        )
+    if len(header) < 100:
+        raise CheckpointError(f"SQLiteStore({str(path)!r}): the file is truncated ({size} bytes); it was left untouched")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if page_size < 512 or size % page_size or (pages and size < pages * page_size):
+        raise CheckpointError(
+            f"SQLiteStore({str(path)!r}): the file is truncated or damaged ({size} bytes, page size "
+            f"{page_size}, {pages} pages in the header); it was left untouched. Restore it from a backup "
+            "or use a new file"
+        )
+
+
+class SQLiteStore:
+    """Checkpoints in one SQLite file (WAL mode), safe for several agents and processes.
+
+    Args:
+        path: The database file (created if missing), e.g. a file beside the notebook.
+        write_behind: Commit from a writer thread (default) instead of inside ``put``.
+        synchronous: SQLite ``synchronous`` level: ``"NORMAL"`` (survives process death) or
+            ``"FULL"`` (also survives power loss, slower).
+        busy_timeout: Seconds a writer waits for another writer's lock before failing.
+
+    Example:
+        >>> import tempfile, os
+        >>> store = SQLiteStore(os.path.join(tempfile.mkdtemp(), "runs.db"))
+        >>> store.list()
+        []
+        >>> store.close()
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        write_behind: bool = True,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        if str(synchronous).upper() not in ("NORMAL", "FULL", "EXTRA"):
+            raise CheckpointError(f"SQLiteStore(synchronous={synchronous!r}): use 'NORMAL' or 'FULL'")
+        self.path = Path(path)
+        self.write_behind = write_behind
+        self.synchronous = str(synchronous).upper()
+        self.busy_timeout = float(busy_timeout)
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        _check_file(self.path)
+        self._lock = threading.Lock()
+        self._con = self._open(check=existed)
+        self._cond = threading.Condition()
+        self._queue: deque[Checkpoint] = deque()
+        self._queued = 0
+        self._written = 0
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._closed = False
+        _open_stores.add(self)
+
+    # -- connections -------------------------------------------------------------------
+    def _fail(self, exc: BaseException, doing: str) -> CheckpointError:
+        return CheckpointError(
+            f"SQLiteStore({str(self.path)!r}): {doing} failed: {type(exc).__name__}: {exc}. If the file is "
+            "damaged, restore it from a backup or point the store at a new file"
+        )
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        return con
+
+    def _open(self, check: bool) -> sqlite3.Connection:
+        try:
+            con = self._connect()
+        except sqlite3.Error as exc:
+            raise self._fail(exc, "opening the file") from None
+        try:
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise CheckpointError(
+                    f"SQLiteStore({str(self.path)!r}) was written by a newer fluffy_nb (store schema "
+                    f"{version}, this one reads {SCHEMA_VERSION}); upgrade fluffy_nb to open it"
+                )
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if version == 0 and tables - {"checkpoints"}:
+                raise CheckpointError(
+                    f"SQLiteStore({str(self.path)!r}): the file is a SQLite database of something else "
+                    f"(tables {sorted(tables)}); it was left untouched. Use a separate file for checkpoints"
+                )
+            if check and self.path.stat().st_size <= _QUICK_CHECK_LIMIT:
+                result = con.execute("PRAGMA quick_check").fetchone()[0]
+                if result != "ok":
+                    raise CheckpointError(
+                        f"SQLiteStore({str(self.path)!r}): the file is damaged (quick_check: {result}); it "
+                        "was left untouched. Restore it from a backup or use a new file"
+                    )
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute(f"PRAGMA synchronous={self.synchronous}")
+            if version < SCHEMA_VERSION:
+                con.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+        except CheckpointError:
+            con.close()
+            raise
+        except sqlite3.Error as exc:
+            con.close()
+            raise self._fail(exc, "opening the store") from None
+        return con
+
+    # -- writing --------------------------------------------------------------------------
+    def put(self, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint``: queued for the writer thread, or committed at once.
+
+        Raises:
+            CheckpointError: the store is closed, or an earlier write failed.
+        """
+        if not isinstance(checkpoint, Checkpoint):
+            raise CheckpointError(f"SQLiteStore.put({checkpoint!r}): pass a Checkpoint")
+        if self._closed or self._closing:
+            raise CheckpointError(f"SQLiteStore({str(self.path)!r}) is closed; open a new SQLiteStore to write")
+        self._raise_write_error()
+        if not self.write_behind:
+            self._commit([checkpoint], self._con, self._lock)
+            return
+        with self._cond:
+            self._queue.append(checkpoint)
+            self._queued += 1
+            self._cond.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._writer, name=f"fluffy-sqlite-{self.path.name}", daemon=True)
+            self._thread.start()
+
+    def _commit(self, batch: list[Checkpoint], con: sqlite3.Connection, lock: threading.Lock | None) -> None:
+        rows = [_row(cp) for cp in batch]
+        if lock is not None:
+            lock.acquire()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.executemany(_INSERT, rows)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._fail(exc, f"writing {len(rows)} checkpoint(s)") from None
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _writer(self) -> None:
+        try:
+            con = self._connect()
+            con.execute(f"PRAGMA synchronous={self.synchronous}")
+        except sqlite3.Error as exc:
+            con, self._error = None, self._fail(exc, "opening the writer connection")
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    break
+                batch = list(self._queue)
+                self._queue.clear()
+            try:
+                if con is None:
+                    raise self._error or CheckpointError("no writer connection")
+                self._commit(batch, con, None)
+            except BaseException as exc:
+                self._error = exc
+            with self._cond:
+                self._written += len(batch)
+                self._cond.notify_all()
+        if con is not None:
+            con.close()
+
+    def flush(self) -> None:
+        """Wait until every checkpoint ``put`` so far is committed.
+
+        Raises:
+            CheckpointError: a queued write failed (the message says why).
+        """
+        if self._thread is not None:
+            with self._cond:
+                target = self._queued
+                while self._written < target:
+                    self._cond.wait()
+        self._raise_write_error()
+
+    def _raise_write_error(self) -> None:
+        err = self._error
+        if err is not None:
+            self._error = None
+            if isinstance(err, CheckpointError):
+                raise err
+            raise self._fail(err, "a background write")
+
+    # -- reading --------------------------------------------------------------------------
+    def _query(self, sql: str, args: tuple[Any, ...], doing: str) -> list[tuple[Any, ...]]:
+        if self._closed:
+            raise CheckpointError(f"SQLiteStore({str(self.path)!r}) is closed; open a new SQLiteStore to read it")
+        self.flush()
+        with self._lock:
+            try:
+                return self._con.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise self._fail(exc, doing) from None
+
+    def get(self, checkpoint_id: str) -> Checkpoint:
+        """The checkpoint with ``checkpoint_id``.
+
+        Raises:
+            CheckpointError: no such checkpoint, or its data is damaged or of a newer format.
+        """
+        rows = self._query("SELECT data FROM checkpoints WHERE checkpoint_id = ?", (checkpoint_id,),
+                           f"reading checkpoint {checkpoint_id!r}")
+        if not rows:
+            raise CheckpointError(
+                f"SQLiteStore({str(self.path)!r}) has no checkpoint {checkpoint_id!r}; list them with store.list()"
+            )
+        try:
+            return Checkpoint.from_json(rows[0][0])
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"checkpoint {checkpoint_id!r} in {str(self.path)!r} cannot be loaded: {exc}"
+            ) from None
+
+    @staticmethod
+    def _where(agent_name: str | None, run_id: str | None) -> tuple[str, tuple[Any, ...]]:
+        conds, args = [], []
+        if agent_name is not None:
+            conds.append("agent_name = ?")
+            args.append(agent_name)
+        if run_id is not None:
+            conds.append("run_id = ?")
+            args.append(run_id)
+        return (" WHERE " + " AND ".join(conds)) if conds else "", tuple(args)
+
+    def _ordered(self, columns: str, agent_name: str | None, run_id: str | None, tail: str) -> str:
+        where, _ = self._where(agent_name, run_id)
+        cwhere = where.replace("agent_name", "c.agent_name").replace("run_id", "c.run_id")
+        return (
+            "WITH r AS (SELECT run_id, MIN(timestamp) AS started, MIN(rowid) AS first FROM checkpoints"
+            f"{where} GROUP BY run_id) SELECT {columns} FROM checkpoints c JOIN r ON c.run_id = r.run_id"
+            f"{cwhere} {tail}"
+        )
+
+    def list(self, agent_name: str | None = None, run_id: str | None = None) -> list[CheckpointInfo]:
+        """Checkpoints, filtered by agent and/or run, ordered by (run start, sequence)."""
+        _, args = self._where(agent_name, run_id)
+        sql = self._ordered(_INFO_COLUMNS, agent_name, run_id, "ORDER BY r.started, r.first, c.sequence, c.rowid")
+        rows = self._query(sql, args + args, "listing checkpoints")
+        return [CheckpointInfo(*r[:9], tuple(json.loads(r[9])), *r[10:]) for r in rows]
+
+    def latest(self, agent_name: str, run_id: str | None = None) -> Checkpoint | None:
+        """The last checkpoint of ``agent_name`` (of its latest run, or of ``run_id``), or None."""
+        _, args = self._where(agent_name, run_id)
+        sql = self._ordered("c.checkpoint_id", agent_name, run_id,
+                            "ORDER BY r.started DESC, r.first DESC, c.sequence DESC, c.rowid DESC LIMIT 1")
+        rows = self._query(sql, args + args, "finding the latest checkpoint")
+        return self.get(rows[0][0]) if rows else None
+
+    def runs(self, agent_name: str | None = None) -> list[RunInfo]:
+        """The runs in this store, ordered by start."""
+        where, args = self._where(agent_name, None)
+        sql = (
+            "SELECT run_id, agent_name, MIN(timestamp), MAX(timestamp), COUNT(*), "
+            "(SELECT agent_status FROM checkpoints l WHERE l.run_id = c.run_id "
+            " ORDER BY l.sequence DESC, l.rowid DESC LIMIT 1) "
+            f"FROM checkpoints c{where} GROUP BY run_id ORDER BY MIN(timestamp), MIN(rowid)"
+        )
+        return [RunInfo(*r) for r in self._query(sql, args, "listing runs")]
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer thread and close the file."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+            if self._thread is not None:
+                self._thread.join()
+            with self._lock:
+                self._con.close()
+            self._closed = True
+            _open_stores.discard(self)
+
+    # -- async twins ------------------------------------------------------------------------
+    async def aput(self, checkpoint: Checkpoint) -> None:
+        """Async twin of :meth:`put` (never waits for the disk with write-behind)."""
+        if self.write_behind:
+            self.put(checkpoint)
+        else:
+            await asyncio.to_thread(self.put, checkpoint)
+
+    async def aget(self, checkpoint_id: str) -> Checkpoint:
+        """Async twin of :meth:`get` (runs in a thread)."""
+        return await asyncio.to_thread(self.get, checkpoint_id)
+
+    async def alist(self, agent_name: str | None = None, run_id: str | None = None) -> list[CheckpointInfo]:
+        """Async twin of :meth:`list` (runs in a thread)."""
+        return await asyncio.to_thread(self.list, agent_name, run_id)
+
+    async def alatest(self, agent_name: str, run_id: str | None = None) -> Checkpoint | None:
+        """Async twin of :meth:`latest` (runs in a thread)."""
+        return await asyncio.to_thread(self.latest, agent_name, run_id)
+
+    # -- inspection ---------------------------------------------------------------------------
+    def statistics(self) -> dict[str, Any]:
+        """Checkpoints and runs stored, writes still queued, file size."""
+        queued = self._queued - self._written
+        if self._closed:
+            return {"path": str(self.path), "closed": True, "queued": queued}
+        rows = self._query("SELECT COUNT(*), COUNT(DISTINCT run_id) FROM checkpoints", (), "counting")
+        return {"path": str(self.path), "checkpoints": rows[0][0], "runs": rows[0][1], "queued": queued,
+                "bytes": self.path.stat().st_size if self.path.exists() else 0}
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("write-behind" if self.write_behind else "synchronous")
+        return f"SQLiteStore({str(self.path)!r}, {state}, queued={self._queued - self._written})"
