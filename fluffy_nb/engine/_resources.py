@@ -1,11 +1,17 @@
 """Resource requirements and the pool that admits states against them.
 
-(Minimal admission; see issue 5 for priority ordering, preemption, quotas and sampling.)
+A :class:`ResourcePool` holds finite amounts of CPU, memory, I/O, network and GPU. Before a
+state with ``resources=ResourceRequirements(...)`` runs, the engine asks the pool for its
+request; if it does not fit, the state is BLOCKED until it does. Waiting states are admitted
+highest priority first (with aging, so a low priority is not starved forever); with
+``enable_preemption`` a waiting state may cancel and requeue running ``preemptible`` states of
+lower priority; with ``enable_quotas`` per-state or per-group caps apply (:meth:`set_quota`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass
 from enum import Flag, auto
 from typing import Any
@@ -26,9 +32,28 @@ class ResourceType(Flag):
     ALL = CPU | MEMORY | IO | NETWORK | GPU
 
 
+_TYPES = (ResourceType.CPU, ResourceType.MEMORY, ResourceType.IO, ResourceType.NETWORK, ResourceType.GPU)
+_UNITS = {ResourceType.CPU: "CPU units", ResourceType.MEMORY: "MB of memory", ResourceType.IO: "I/O weight",
+          ResourceType.NETWORK: "network weight", ResourceType.GPU: "GPU units"}
+_EPS = 1e-9
+
+
 @dataclass(frozen=True)
 class ResourceRequirements:
-    """What one run of a state needs from the pool while it runs."""
+    """What one run of a state needs from the pool while it runs.
+
+    Args:
+        cpu_units: CPU cores.
+        memory_mb: Memory in MB.
+        io_weight: Share of the pool's I/O capacity.
+        network_weight: Share of the pool's network capacity.
+        gpu_units: GPUs.
+        priority: Admission priority when states wait for the pool (higher first).
+        timeout: Seconds one attempt of the state may take.
+        resource_types: Which of the amounts above count (default: all).
+        preemptible: A waiting state of higher priority may cancel and requeue this one
+            (only when the pool has ``enable_preemption``).
+    """
 
     cpu_units: float = 1.0
     memory_mb: float = 100.0
@@ -58,8 +83,73 @@ class ResourceRequirements:
         return {t: a for t, a in all_amounts.items() if t in self.resource_types and a > 0}
 
 
+@dataclass(frozen=True, slots=True)
+class UsageStats:
+    """Usage of one resource type (``pool.get_usage_stats()[ResourceType.CPU]``)."""
+
+    total: float
+    current_usage: float
+    peak_usage: float
+    available: float
+    utilization: float
+    waiting: int
+    """How many waiting states ask for this type."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    """Counters of a :class:`ResourcePool` since it was made (or :meth:`ResourcePool.reset_statistics`)."""
+
+    admitted: int
+    admitted_at_once: int
+    waited: int
+    waiting: int
+    running: int
+    peak_waiting: int
+    preemptions: int
+    rejected: int
+    total_wait_time: float
+    max_wait_time: float
+
+
+class _Waiter:
+    __slots__ = ("owner", "amounts", "priority", "since", "seq", "future", "preemptible")
+
+    def __init__(self, owner: str, amounts: dict[ResourceType, float], priority: int, since: float, seq: int,
+                 future: asyncio.Future[None], preemptible: bool) -> None:
+        self.owner = owner
+        self.amounts = amounts
+        self.priority = priority
+        self.since = since
+        self.seq = seq
+        self.future = future
+        self.preemptible = preemptible
+
+
+def _state_of(owner: str) -> str:
+    return owner.split("#", 1)[0]
+
+
 class ResourcePool:
-    """Finite amounts of CPU, memory, I/O, network and GPU that states are admitted against."""
+    """Finite amounts of CPU, memory, I/O, network and GPU that states are admitted against.
+
+    Args:
+        total_cpu: CPU units (cores) in the pool.
+        total_memory: Memory in MB.
+        total_io: I/O capacity (weights of running states add up to at most this).
+        total_network: Network capacity.
+        total_gpu: GPU units.
+        enable_preemption: A waiting state may cancel and requeue running states whose
+            requirements say ``preemptible=True`` and whose priority is lower.
+        enable_quotas: Apply the caps set with :meth:`set_quota`.
+        aging_interval: A waiting state gains one priority level per this many seconds of
+            waiting, so low priorities are not starved forever (None: no aging).
+        clock: Time source for waits and aging (default: the agent's clock once bound).
+
+    Example:
+        >>> pool = ResourcePool(total_cpu=8.0, total_memory=16384, enable_preemption=True)
+        >>> # agent = Agent("train", resource_pool=pool)
+    """
 
     def __init__(
         self,
@@ -70,57 +160,337 @@ class ResourcePool:
         total_gpu: float = 0.0,
         enable_preemption: bool = False,
         enable_quotas: bool = False,
+        *,
+        aging_interval: float | None = 10.0,
+        clock: Any = None,
     ) -> None:
-        self.totals = {
-            ResourceType.CPU: float(total_cpu),
-            ResourceType.MEMORY: float(total_memory),
-            ResourceType.IO: float(total_io),
-            ResourceType.NETWORK: float(total_network),
-            ResourceType.GPU: float(total_gpu),
-        }
-        self.used = dict.fromkeys(self.totals, 0.0)
+        totals = (total_cpu, total_memory, total_io, total_network, total_gpu)
+        for label, v in zip(("total_cpu", "total_memory", "total_io", "total_network", "total_gpu"), totals,
+                            strict=True):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ConfigurationError(f"ResourcePool({label}={v!r}): must be a number >= 0")
+        if aging_interval is not None and not aging_interval > 0:
+            raise ConfigurationError(f"ResourcePool(aging_interval={aging_interval!r}): must be > 0 or None")
+        self.totals: dict[ResourceType, float] = {t: float(v) for t, v in zip(_TYPES, totals, strict=True)}
+        self.used: dict[ResourceType, float] = dict.fromkeys(_TYPES, 0.0)
+        self.peak: dict[ResourceType, float] = dict.fromkeys(_TYPES, 0.0)
         self.enable_preemption = enable_preemption
         self.enable_quotas = enable_quotas
+        self.aging_interval = aging_interval
+        self.clock = clock
         self._allocations: dict[str, dict[ResourceType, float]] = {}
-        self._changed = asyncio.Event()
+        self._holders: dict[str, tuple[int, bool]] = {}  # owner -> (priority, preemptible)
+        self._waiters: list[_Waiter] = []
+        self._quotas: dict[str, dict[ResourceType, float]] = {}
+        self._preempting: set[str] = set()
+        self._preempt: Any = None
+        self._amount_cache: dict[int, tuple[ResourceRequirements, dict[ResourceType, float]]] = {}
+        self._seq = itertools.count()
+        self.reset_statistics()
 
-    def check(self, state: str, req: ResourceRequirements) -> None:
-        """Raise ``ResourceError`` if ``req`` could never fit in this pool."""
-        for rtype, amount in req.amounts().items():
-            if amount > self.totals[rtype]:
-                raise ResourceError(
-                    f"state {state!r} asks for {amount:g} {rtype.name} but the pool has only "
-                    f"{self.totals[rtype]:g}; lower the request or enlarge the ResourcePool"
-                )
+    @classmethod
+    def from_machine(cls, **kwargs: Any) -> ResourcePool:
+        """A pool sized from this machine: logical CPUs, total memory (MB), and NVML GPUs if any.
 
-    def try_acquire(self, owner: str, req: ResourceRequirements) -> bool:
-        """Take ``req`` for ``owner`` if it fits now; never waits."""
-        amounts = req.amounts()
-        if any(self.used[t] + a > self.totals[t] + 1e-9 for t, a in amounts.items()):
-            return False
-        for t, a in amounts.items():
-            self.used[t] += a
-        self._allocations[owner] = amounts
+        Keyword arguments override the measured totals (e.g. ``total_io=50``) or set options.
+        """
+        import psutil
+
+        sizes: dict[str, Any] = {
+            "total_cpu": float(psutil.cpu_count(logical=True) or 1),
+            "total_memory": psutil.virtual_memory().total / 2**20,
+            "total_gpu": float(_gpu_count()),
+        }
+        sizes.update(kwargs)
+        return cls(**sizes)
+
+    def reset_statistics(self) -> None:
+        """Zero the counters :meth:`statistics` reports."""
+        self._admitted = self._at_once = self._waited = self._preemptions = self._rejected = 0
+        self._peak_waiting = 0
+        self._wait_total = self._wait_max = 0.0
+
+    # -- quotas ---------------------------------------------------------------------------------
+    def set_quota(self, state_or_prefix: str, resource: ResourceType, amount: float) -> None:
+        """Cap what a state, or a group of states, may hold at once (needs ``enable_quotas``).
+
+        Args:
+            state_or_prefix: A state name, or a prefix: the cap applies to the sum held by
+                every state whose name starts with it (``"chunk_"`` covers ``chunk_0``...).
+            resource: A single :class:`ResourceType` (e.g. ``ResourceType.GPU``).
+            amount: The cap, in that resource's units.
+        """
+        if resource not in _TYPES:
+            raise ConfigurationError(f"set_quota({state_or_prefix!r}, {resource!r}): pass one ResourceType, "
+                                     "e.g. ResourceType.CPU")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
+            raise ConfigurationError(f"set_quota({state_or_prefix!r}, amount={amount!r}): must be a number >= 0")
+        if not self.enable_quotas:
+            raise ConfigurationError(f"set_quota({state_or_prefix!r}): this pool was made without "
+                                     "enable_quotas=True, so quotas would not apply")
+        self._quotas.setdefault(state_or_prefix, {})[resource] = float(amount)
+
+    def get_quotas(self) -> dict[str, dict[ResourceType, float]]:
+        """The caps set with :meth:`set_quota`."""
+        return {k: dict(v) for k, v in self._quotas.items()}
+
+    def _quota_ok(self, owner: str, amounts: dict[ResourceType, float]) -> bool:
+        state = _state_of(owner)
+        for key, caps in self._quotas.items():
+            if not state.startswith(key):
+                continue
+            for t, cap in caps.items():
+                want = amounts.get(t, 0.0)
+                if not want:
+                    continue
+                held = sum(a.get(t, 0.0) for o, a in self._allocations.items() if _state_of(o).startswith(key))
+                if held + want > cap + _EPS:
+                    return False
         return True
 
-    async def acquire(self, owner: str, req: ResourceRequirements, priority: int = 1) -> None:
-        """Wait until ``req`` fits, then take it for ``owner``."""
-        while not self.try_acquire(owner, req):
-            self._changed.clear()
-            await self._changed.wait()
+    # -- admission ------------------------------------------------------------------------------
+    def _amounts(self, req: ResourceRequirements) -> dict[ResourceType, float]:
+        hit = self._amount_cache.get(id(req))
+        if hit is not None and hit[0] is req:
+            return hit[1]
+        amounts = req.amounts()
+        if len(self._amount_cache) > 4096:
+            self._amount_cache.clear()
+        self._amount_cache[id(req)] = (req, amounts)
+        return amounts
+
+    def check(self, state: str, req: ResourceRequirements) -> None:
+        """Raise ``ResourceError`` if ``req`` could never fit in this pool (or in its quota)."""
+        for rtype, amount in self._amounts(req).items():
+            total = self.totals[rtype]
+            if amount > total + _EPS:
+                self._rejected += 1
+                raise ResourceError(
+                    f"state {state!r} asks for {amount:g} {_UNITS[rtype]} ({rtype.name}) but the pool has "
+                    f"only {total:g} in total; lower the state's ResourceRequirements or enlarge the ResourcePool"
+                )
+            if self.enable_quotas:
+                for key, caps in self._quotas.items():
+                    cap = caps.get(rtype)
+                    if cap is not None and state.startswith(key) and amount > cap + _EPS:
+                        self._rejected += 1
+                        raise ResourceError(
+                            f"state {state!r} asks for {amount:g} {_UNITS[rtype]} ({rtype.name}) but its quota "
+                            f"{key!r} allows only {cap:g}; lower the request or raise the quota"
+                        )
+
+    def _fits(self, amounts: dict[ResourceType, float]) -> bool:
+        used, totals = self.used, self.totals
+        for t, a in amounts.items():
+            if used[t] + a > totals[t] + _EPS:
+                return False
+        return True
+
+    def _take(self, owner: str, amounts: dict[ResourceType, float], priority: int, preemptible: bool) -> None:
+        used, peak = self.used, self.peak
+        for t, a in amounts.items():
+            u = used[t] + a
+            used[t] = u
+            if u > peak[t]:
+                peak[t] = u
+        self._allocations[owner] = amounts
+        self._holders[owner] = (priority, preemptible)
+        self._admitted += 1
+
+    def try_acquire(self, owner: str, req: ResourceRequirements) -> bool:
+        """Take ``req`` for ``owner`` if it fits now and nobody waits ahead of it; never waits."""
+        if self._waiters:
+            return False
+        amounts = self._amounts(req)
+        if not self._fits(amounts) or (self._quotas and self.enable_quotas and not self._quota_ok(owner, amounts)):
+            return False
+        self._take(owner, amounts, int(req.priority), req.preemptible)
+        self._at_once += 1
+        return True
+
+    async def acquire(self, owner: str, req: ResourceRequirements, priority: int | None = None) -> None:
+        """Wait until ``req`` fits (and every state ahead of it was admitted), then take it.
+
+        Args:
+            owner: Who holds the allocation (the state name).
+            req: What to take.
+            priority: Admission priority (default: ``req.priority``); higher goes first.
+        """
+        if self.try_acquire(owner, req):
+            return
+        prio = int(req.priority if priority is None else priority)
+        loop = asyncio.get_running_loop()
+        w = _Waiter(owner, self._amounts(req), prio, self._now(), next(self._seq), loop.create_future(),
+                    req.preemptible)
+        self._waiters.append(w)
+        self._peak_waiting = max(self._peak_waiting, len(self._waiters))
+        self._waited += 1
+        try:
+            self._schedule()
+            while not w.future.done():
+                if self.aging_interval is None:
+                    await asyncio.shield(w.future)
+                else:  # re-rank now and then: aging may let this waiter go first
+                    sleeper = asyncio.ensure_future(self._sleep(self.aging_interval))
+                    try:
+                        await asyncio.wait({w.future, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        sleeper.cancel()
+                    if not w.future.done():
+                        self._schedule()
+        except BaseException:
+            if w in self._waiters:
+                self._waiters.remove(w)
+                self._schedule()
+            elif w.future.done() and not w.future.cancelled():
+                self.release(owner)  # admitted just as we were cancelled
+            raise
+        waited = self._now() - w.since
+        self._wait_total += waited
+        self._wait_max = max(self._wait_max, waited)
+
+    def _now(self) -> float:
+        if self.clock is None:
+            return asyncio.get_running_loop().time()
+        return self.clock.monotonic()
+
+    async def _sleep(self, seconds: float) -> None:
+        if self.clock is None:
+            await asyncio.sleep(seconds)
+        else:
+            await self.clock.sleep(seconds)
+
+    def _effective(self, w: _Waiter, now: float) -> float:
+        if self.aging_interval is None:
+            return float(w.priority)
+        return w.priority + (now - w.since) / self.aging_interval
+
+    def _schedule(self) -> None:
+        """Admit waiters in order of (aged) priority; the first that does not fit blocks the rest."""
+        if not self._waiters:
+            return
+        now = self._now()
+        self._waiters.sort(key=lambda w: (-self._effective(w, now), w.seq))
+        while self._waiters:
+            head = self._waiters[0]
+            if head.future.done():
+                self._waiters.pop(0)
+                continue
+            if self._fits(head.amounts) and (not self._quotas or not self.enable_quotas
+                                             or self._quota_ok(head.owner, head.amounts)):
+                self._waiters.pop(0)
+                self._take(head.owner, head.amounts, head.priority, head.preemptible)
+                head.future.set_result(None)
+                continue
+            if self.enable_preemption:
+                self._preempt_for(head)
+            return
+
+    def _preempt_for(self, head: _Waiter) -> None:
+        """Cancel running preemptible states of lower priority if that makes ``head`` fit."""
+        if self._preempt is None:
+            return
+        freed = dict.fromkeys(_TYPES, 0.0)
+        for owner in self._preempting:
+            for t, a in self._allocations.get(owner, {}).items():
+                freed[t] += a
+        if all(self.used[t] - freed[t] + a <= self.totals[t] + _EPS for t, a in head.amounts.items()):
+            return  # enough is already being freed
+        victims = sorted(
+            (o for o, (p, pre) in self._holders.items() if pre and p < head.priority and o not in self._preempting),
+            key=lambda o: (self._holders[o][0], -list(self._allocations).index(o)),
+        )
+        chosen = []
+        for owner in victims:
+            if not any(self._allocations[owner].get(t, 0.0) for t in head.amounts):
+                continue
+            chosen.append(owner)
+            for t, a in self._allocations[owner].items():
+                freed[t] += a
+            if all(self.used[t] - freed[t] + a <= self.totals[t] + _EPS for t, a in head.amounts.items()):
+                break
+        else:
+            return  # even preempting every candidate would not make room
+        for owner in chosen:
+            if self._preempt(owner):
+                self._preempting.add(owner)
+                self._preemptions += 1
 
     def release(self, owner: str) -> None:
-        """Give back what ``owner`` holds (no-op if nothing)."""
+        """Give back what ``owner`` holds and admit whoever fits now (no-op if nothing)."""
         amounts = self._allocations.pop(owner, None)
-        if amounts:
-            for t, a in amounts.items():
-                self.used[t] -= a
-            self._changed.set()
-
-    def get_state_allocations(self) -> dict[str, dict[ResourceType, float]]:
-        """What each running state holds."""
-        return {k: dict(v) for k, v in self._allocations.items()}
+        if amounts is None:
+            return
+        self._holders.pop(owner, None)
+        self._preempting.discard(owner)
+        used = self.used
+        for t, a in amounts.items():
+            used[t] = max(0.0, used[t] - a)
+        if self._waiters:
+            self._schedule()
 
     def bind_preemption(self, callback: Any) -> None:
-        """Called by the agent: ``callback(owner)`` cancels and requeues a running state."""
+        """Called by the agent: ``callback(owner) -> bool`` cancels and requeues a running state.
+
+        The pool also adopts the agent's clock (for aging) unless it was given one.
+        """
         self._preempt = callback
+        if self.clock is None:
+            self.clock = getattr(getattr(callback, "__self__", None), "clock", None)
+
+    # -- inspection -----------------------------------------------------------------------------
+    def get_usage_stats(self) -> dict[ResourceType, UsageStats]:
+        """Usage per resource type: total, current, peak, available, utilization, waiting."""
+        out = {}
+        for t in _TYPES:
+            total, used = self.totals[t], self.used[t]
+            out[t] = UsageStats(
+                total=total, current_usage=used, peak_usage=self.peak[t], available=max(0.0, total - used),
+                utilization=(used / total) if total else 0.0,
+                waiting=sum(1 for w in self._waiters if t in w.amounts),
+            )
+        return out
+
+    def get_state_allocations(self) -> dict[str, dict[ResourceType, float]]:
+        """What each admitted state holds right now."""
+        return {k: dict(v) for k, v in self._allocations.items()}
+
+    def get_waiting_states(self) -> list[str]:
+        """States waiting for the pool, in the order they would be admitted."""
+        now = self._now() if self._waiters else 0.0
+        ranked = sorted(self._waiters, key=lambda w: (-self._effective(w, now), w.seq))
+        return [w.owner for w in ranked]
+
+    def statistics(self) -> PoolStatistics:
+        """Counters since the pool was made: admissions, waits, preemptions, wait times."""
+        return PoolStatistics(
+            admitted=self._admitted, admitted_at_once=self._at_once, waited=self._waited,
+            waiting=len(self._waiters), running=len(self._allocations), peak_waiting=self._peak_waiting,
+            preemptions=self._preemptions, rejected=self._rejected, total_wait_time=self._wait_total,
+            max_wait_time=self._wait_max,
+        )
+
+    def __repr__(self) -> str:
+        parts = []
+        for t in _TYPES:
+            if self.totals[t] or self.used[t]:
+                parts.append(f"{t.name}={self.used[t]:g}/{self.totals[t]:g}")
+        flags = "".join([" preemption" if self.enable_preemption else "", " quotas" if self.enable_quotas else ""])
+        return (f"<ResourcePool {' '.join(parts)} running={len(self._allocations)} "
+                f"waiting={len(self._waiters)}{flags}>")
+
+
+def _gpu_count() -> int:
+    """GPUs NVML reports, or 0 when NVML (``pynvml``) is not installed or finds no driver."""
+    try:
+        import pynvml  # type: ignore[import-not-found]
+    except ImportError:
+        return 0
+    try:
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver / no device: treat as no GPU
+        return 0
