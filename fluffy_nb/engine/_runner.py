@@ -237,11 +237,24 @@ class RunnerMixin:
             return names
         targets = {dst for src, dst, _ in self.graph.edge_list() if src != dst}
         starts = [n for n, s in self.states.items() if not s.dependencies and n not in targets]
+        if len(starts) > 1:
+            # A name built at run time (return f"process_chunk_{i}") leaves its prefix
+            # ("process_chunk_") in the code that builds it: such states are targets too.
+            owners: dict[str, set[str]] = {}
+            for other, strings in self._code_names.items():
+                for s in strings:
+                    if len(s) >= 3 and s not in self.states:
+                        owners.setdefault(s, set()).add(other)
+            starts = [n for n in starts if not any(
+                owners.get(n[:k], {n}) - {n} for k in range(3, len(n))
+            )] or starts
         if not starts and self.states:
             starts = [next(iter(self.states))]
         return starts
 
     def _check_dependency_cycles(self: Agent) -> None:
+        if not any(spec.dependencies for spec in self.states.values()):
+            return  # nothing to check: skip importing networkx (~0.3 s on a first run)
         import networkx as nx
 
         g = nx.DiGraph()
@@ -376,9 +389,29 @@ class RunnerMixin:
             (ready if self._deps_satisfied(ex, self.states[ex.state]) else still).append(ex)
         self._parked = still
         for ex in ready:
+            if self._feeders_alive(ex.state):
+                still.append(ex)  # a join too: wait for the branches still heading here
+                continue
             if ex.deadline is not None:
                 ex.deadline.cancel()
             self._enqueue(ex)
+
+    def _feeders_alive(self: Agent, state: str) -> bool:
+        """Whether a running or queued state may still route to ``state`` (not via dependencies).
+
+        A state gated by dependencies that branches also name (the spec's ``merge_results``,
+        which depends on ``process_chunk`` while the chunk states return it) runs once, after
+        those branches, instead of once per arriving branch.
+        """
+        graph = self.graph
+        feeders = {src for src in graph.redges.get(state, ()) if graph.edges[src][state] != "dependency"}
+        if not feeders:
+            return False
+        for ex in itertools.chain(self._running_states.values(), (e for _, e in self.priority_queue)):
+            s = ex.state
+            if s != state and (s in feeders or any(graph.reaches(s, f) for f in feeders)):
+                return True
+        return False
 
     def _dependency_timed_out(self: Agent, ex: Execution, dep: str, seconds: float) -> None:
         if ex not in self._parked:
@@ -635,11 +668,30 @@ class RunnerMixin:
         for other in list(self._running_states.values()):
             if other.task is not None and other.task is not asyncio.current_task():
                 other.cancel_reason = f"run failed in state {state!r}"
-                other.task.cancel()
+                self._cancel_task(other)
         self._clear_waiting("run failed")
         done = self._done
         if not self._running_states and done is not None and not done.done():
             done.set_result(None)
+
+    def _cancel_task(self: Agent, ex: Execution) -> None:
+        """Cancel the task of ``ex``. A task cancelled before its first step never runs
+        ``_execute``'s ``finally``, so its bookkeeping is done once the task is done."""
+        task = ex.task
+        if task is None:
+            return
+        if inspect.getcoroutinestate(task.get_coro()) == inspect.CORO_CREATED:
+            task.add_done_callback(lambda _t: self._never_started(ex))
+        task.cancel()
+
+    def _never_started(self: Agent, ex: Execution) -> None:
+        if self._running_states.pop(ex.id, None) is None:
+            return
+        if self._pending.get(ex.state) is ex:
+            del self._pending[ex.state]
+        self._cancelled(ex, self.state_metadata[ex.state])
+        self._dispatch()
+        self._check_done()
 
     def _clear_waiting(self: Agent, reason: str) -> None:
         for _, ex in self.priority_queue:
@@ -657,7 +709,7 @@ class RunnerMixin:
         for ex in list(self._running_states.values()):
             if ex.task is not None and not ex.task.done() and ex.task is not me:
                 ex.cancel_reason = reason
-                ex.task.cancel()
+                self._cancel_task(ex)
                 tasks.append(ex.task)
         self._clear_waiting(reason)
         if tasks:
@@ -672,7 +724,7 @@ class RunnerMixin:
             if (ex.state == owner or f"{ex.state}#{ex.id}" == owner) and ex.task is not None:
                 ex.requeue = True
                 ex.cancel_reason = "preempted"
-                ex.task.cancel()
+                self._cancel_task(ex)
                 return True
         return False
 
@@ -694,7 +746,7 @@ class RunnerMixin:
                     if ex.task is not None:
                         ex.requeue = True
                         ex.cancel_reason = "paused"
-                        ex.task.cancel()
+                        self._cancel_task(ex)
                 await self._drained
         self.status = AgentStatus.PAUSED
         return self._save_checkpoint("pause")
@@ -719,7 +771,7 @@ class RunnerMixin:
         for ex in list(self._running_states.values()):
             if ex.state == name and ex.task is not None:
                 ex.cancel_reason = "cancel_state"
-                ex.task.cancel()
+                self._cancel_task(ex)
                 found = True
         queued = [(p, ex) for p, ex in self.priority_queue if ex.state == name]
         parked = [ex for ex in self._parked if ex.state == name]
