@@ -44,7 +44,7 @@ class CheckpointHistory(list):  # type: ignore[type-arg]
                        f"{'time':8}  id"]
         shown = list(enumerate(self))
         if len(shown) > 20:
-            shown = shown[:10] + [(-1, None)] + shown[-9:]
+            shown = [*shown[:10], (-1, None), *shown[-9:]]
         for i, r in shown:
             if r is None:
                 lines.append("  ...")

@@ -20,7 +20,7 @@ _builtin_list = list
 
 
 class _Entry:
-    __slots__ = ("cp", "text", "order")
+    __slots__ = ("cp", "order", "text")
 
     def __init__(self, cp: Checkpoint, order: int) -> None:
         self.cp: Checkpoint | None = cp

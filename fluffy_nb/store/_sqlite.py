@@ -111,7 +111,9 @@ def _check_file(path: Path) -> None:
             "untouched. Point the store at a new file, or restore the file from a backup"
         )
     if len(header) < 100:
-        raise CheckpointError(f"SQLiteStore({str(path)!r}): the file is truncated ({size} bytes); it was left untouched")
+        raise CheckpointError(
+            f"SQLiteStore({str(path)!r}): the file is truncated ({size} bytes); it was left untouched"
+        )
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")

@@ -1,0 +1,184 @@
+"""SQLiteStore beyond the conformance suite: files that survive, damaged files, shared files."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fluffy_nb.engine import Checkpoint, CheckpointError
+from fluffy_nb.store import SQLiteStore
+
+
+def cp(run: str = "r1", seq: int = 1, **kw: object) -> Checkpoint:
+    return Checkpoint(agent_name="a", run_id=run, sequence=seq, timestamp=100.0 + seq,
+                      shared_state={"blob": "x" * 2000, "seq": seq}, **kw)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Path:
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path)
+    for i in range(1, 41):
+        store.put(cp(seq=i))
+    store.close()
+    return path
+
+
+def test_checkpoints_survive_closing_and_reopening(filled: Path) -> None:
+    store = SQLiteStore(filled)
+    assert [r.sequence for r in store.list("a")] == list(range(1, 41))
+    assert store.latest("a").shared_state["seq"] == 40
+    store.close()
+
+
+def test_file_uses_wal_mode(filled: Path) -> None:
+    store = SQLiteStore(filled)
+    con = sqlite3.connect(filled)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
+    store.close()
+
+
+def test_file_that_is_not_sqlite_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are my notes, not a database\n" * 50)
+    before = digest(path)
+    with pytest.raises(CheckpointError, match=r"notes\.db.*not a SQLite database"):
+        SQLiteStore(path)
+    assert digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
+def test_truncated_file_is_refused_and_left_untouched(filled: Path) -> None:
+    data = filled.read_bytes()
+    filled.write_bytes(data[: len(data) // 2 + 100])
+    before = digest(filled)
+    with pytest.raises(CheckpointError, match=r"runs\.db.*truncated"):
+        SQLiteStore(filled)
+    assert digest(filled) == before
+
+
+def test_file_with_damaged_pages_is_refused_and_left_untouched(filled: Path) -> None:
+    data = bytearray(filled.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    for p in range(1, len(data) // page):  # keep page 1 (header, schema); scramble the others
+        data[p * page: p * page + 64] = bytes(range(64))
+    filled.write_bytes(bytes(data))
+    before = digest(filled)
+    with pytest.raises(CheckpointError, match=r"runs\.db"):
+        SQLiteStore(filled).list()
+    assert digest(filled) == before
+
+
+def test_sqlite_file_of_another_program_is_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE users (name TEXT)")
+    con.commit()
+    con.close()
+    before = digest(path)
+    with pytest.raises(CheckpointError, match="something else"):
+        SQLiteStore(path)
+    assert digest(path) == before
+
+
+def test_store_written_by_a_newer_schema_is_refused(filled: Path) -> None:
+    con = sqlite3.connect(filled)
+    con.execute("PRAGMA user_version = 99")
+    con.close()
+    with pytest.raises(CheckpointError, match="newer fluffy_nb"):
+        SQLiteStore(filled)
+
+
+def test_directory_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="directory"):
+        SQLiteStore(tmp_path)
+
+
+def test_closed_store_refuses_writes(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "x.db")
+    store.put(cp())
+    store.close()
+    with pytest.raises(CheckpointError, match="closed"):
+        store.put(cp(seq=2))
+    assert [r.sequence for r in SQLiteStore(tmp_path / "x.db").list()] == [1]
+
+
+def test_flush_commits_everything_queued_so_another_connection_sees_it(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    store = SQLiteStore(path)
+    for i in range(1, 101):
+        store.put(cp(seq=i))
+    store.flush()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == 100
+    con.close()
+    assert store.statistics()["queued"] == 0
+    store.close()
+
+
+def test_failed_background_write_is_reported_on_the_next_call(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    store = SQLiteStore(path)
+    store.put(cp())
+    store.flush()
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE checkpoints")  # the writer's next insert must fail
+    con.close()
+    store.put(cp(seq=2))
+    with pytest.raises(CheckpointError, match=r"x\.db.*writing 1 checkpoint"):
+        store.flush()
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from fluffy_nb.engine import Checkpoint
+    from fluffy_nb.store import SQLiteStore
+    path, run, write_behind = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    store = SQLiteStore(path, write_behind=write_behind, busy_timeout=60)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for i in range(1, 151):
+        store.put(Checkpoint(agent_name="shared", run_id=run, sequence=i, timestamp=float(i),
+                             shared_state={"i": i, "pad": "p" * 500}))
+    store.close()
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("write_behind", [True, False])
+def test_two_processes_writing_one_file_lose_nothing(tmp_path: Path, write_behind: bool) -> None:
+    path = tmp_path / "shared.db"
+    SQLiteStore(path).close()  # create it; each writer opens it as an existing store
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), run, "1" if write_behind else "0"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for run in ("p1", "p2")
+    ]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:  # release both at once
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    for p in procs:
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0
+        assert out.strip() == "done"
+    store = SQLiteStore(path)
+    for run in ("p1", "p2"):
+        assert [r.sequence for r in store.list(run_id=run)] == list(range(1, 151))
+        assert store.latest("shared", run_id=run).shared_state["i"] == 150
+    assert len(store.runs("shared")) == 2
+    store.close()
