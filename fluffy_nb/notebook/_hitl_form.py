@@ -1,0 +1,328 @@
+"""Widget forms for human-in-the-loop requests: :class:`HumanForm`, :class:`FormsArea`, :class:`WidgetResponder`.
+
+One form per open request, under the running cell (or inside the run's live view, which
+embeds :meth:`FormsArea.for_agent`). The prompt is shown as escaped text; the input fits the
+request: one button per choice, one widget per field of a pydantic schema, or a text box.
+A countdown shows how long is left and the default that will be used. A rejected answer
+shows the validator's message; an accepted one collapses the form to a one-line record.
+
+Jupyter facts this follows (see DESIGN.md, "Human in the loop"): a busy ipykernel 7.4 cell
+drops all but the first of several widget value updates, so inputs use
+``continuous_update=False`` and ONE submit handler reads every field and answers in one go
+(a choice is a single button click: one message). Forms never ``print`` or use ``with out:``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import html
+import typing
+import warnings
+import weakref
+from typing import Any
+
+import ipywidgets as widgets
+
+from ..engine import _hooks
+from ..engine._errors import FluffyWarning, HumanInputError
+from ..engine._events import Event, HumanAnswered, HumanRejected, HumanRequested, HumanWithdrawn
+from ..engine._hitl import HumanRequest
+
+_ERROR_STYLE = "color:#b00020"
+_MUTED_STYLE = "color:#666"
+
+
+def _text(value: Any, limit: int = 200) -> str:
+    """``value`` as escaped HTML text, shortened."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return html.escape(text)
+
+
+def _field_widget(name: str, info: Any) -> widgets.Widget:
+    """The input widget for one pydantic field (values stay on the kernel side until submit)."""
+    annotation = info.annotation
+    label = info.title or name
+    has_default = not info.is_required()
+    default = info.default if has_default else None
+    origin = typing.get_origin(annotation)
+    style = {"description_width": "initial"}
+    if annotation is bool:
+        return widgets.Checkbox(value=bool(default), description=label, indent=False)
+    if origin is typing.Literal:
+        options = list(typing.get_args(annotation))
+        return widgets.Dropdown(options=options, value=default if default in options else options[0],
+                                description=label, style=style)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        options = [(str(m.value), m.value) for m in annotation]
+        value = default.value if isinstance(default, enum.Enum) else options[0][1]
+        return widgets.Dropdown(options=options, value=value, description=label, style=style)
+    return widgets.Text(value="" if default is None else str(default), description=label,
+                        placeholder=getattr(annotation, "__name__", ""), continuous_update=False, style=style)
+
+
+class HumanForm(widgets.VBox):
+    """The form answering one :class:`HumanRequest`.
+
+    Attributes:
+        request: The request it answers.
+        submit: The submit button (None for choices, where each choice is a button).
+        choice_buttons: One button per choice.
+        fields: Field name -> input widget (a schema), or ``{"answer": Text}``.
+        message: Shows the rejection reason.
+        countdown: Time left and the default (only with a timeout).
+    """
+
+    def __init__(self, request: HumanRequest) -> None:
+        self.request = request
+        self.closed = False
+        self._ticker: asyncio.Task[None] | None = None
+        header = widgets.HTML(
+            f'<span style="{_MUTED_STYLE}">{_text(request.state)}</span> &nbsp;<b>{_text(request.prompt, 2000)}</b>'
+        )
+        self.message = widgets.HTML("")
+        self.countdown = widgets.HTML("")
+        self.fields: dict[str, widgets.Widget] = {}
+        self.choice_buttons: list[widgets.Button] = []
+        self.submit: widgets.Button | None = None
+        body: list[widgets.Widget] = []
+        if request.choices is not None:
+            for choice in request.choices:
+                button = widgets.Button(description=str(choice), tooltip=str(choice))
+                button.on_click(lambda _b, value=choice: self._answer(value))
+                self.choice_buttons.append(button)
+            body.append(widgets.HBox(self.choice_buttons))
+        else:
+            if request.schema is not None:
+                for name, info in request.schema.model_fields.items():  # type: ignore[attr-defined]
+                    self.fields[name] = _field_widget(name, info)
+            else:
+                self.fields["answer"] = widgets.Text(placeholder="your answer", continuous_update=False)
+            self.submit = widgets.Button(description="Submit", button_style="primary")
+            self.submit.on_click(lambda _b: self._answer(self.values()))
+            body.extend(self.fields.values())
+            body.append(self.submit)
+        children = [header, *body, self.message]
+        if request.timeout is not None:
+            children.append(self.countdown)
+            self._tick()
+        super().__init__(children, layout=widgets.Layout(border="1px solid #ccc", padding="4px", margin="2px 0"))
+        if request.rejection:
+            self.show_rejection(request.rejection)
+        if request.timeout is not None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                self._ticker = loop.create_task(self._count_down())
+
+    # -- reading and answering -----------------------------------------------------------------
+    def values(self) -> Any:
+        """What the form holds: the text (plain request) or a dict of fields (schema)."""
+        if self.request.schema is None:
+            return self.fields["answer"].value
+        out = {}
+        for name, widget in self.fields.items():
+            value = widget.value
+            if isinstance(widget, widgets.Text) and value == "":
+                continue  # empty: the field's default applies (or pydantic says it is missing)
+            out[name] = value
+        return out
+
+    def _answer(self, value: Any) -> None:
+        if self.closed:
+            return
+        try:
+            self.request.answer(value, source="person")
+        except HumanInputError:
+            self.collapse("closed before this answer arrived", ok=False)
+
+    # -- showing state ---------------------------------------------------------------------------
+    def show_rejection(self, message: str) -> None:
+        """Show why the last answer was rejected."""
+        self.message.value = f'<span style="{_ERROR_STYLE}">✗ {_text(message, 1000)}</span>'
+
+    def _tick(self) -> None:
+        req = self.request
+        left = req.remaining()
+        then = (f"then the default {_text(req.default)} is used" if req.default is not None
+                else "then the state fails (no default)")
+        seconds = req.timeout if left is None else left
+        self.countdown.value = f'<span style="{_MUTED_STYLE}">⏱ {seconds:.0f} s left, {then}</span>'
+
+    async def _count_down(self) -> None:
+        while not self.closed and self.request.is_open:
+            self._tick()
+            await asyncio.sleep(1.0)
+
+    def collapse(self, text: str, *, ok: bool = True) -> None:
+        """Replace the form by a one-line record of what happened."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        mark = "✓" if ok else "✗"
+        line = widgets.HTML(
+            f'<span style="{_MUTED_STYLE}">{mark} {_text(self.request.state)}: {_text(self.request.prompt)}'
+            f" → {text}</span>"
+        )
+        self.children = (line,)
+        self.layout = widgets.Layout(padding="0 4px")
+
+    def __repr__(self) -> str:
+        return f"<HumanForm {self.request.request_id} {self.request.prompt!r} closed={self.closed}>"
+
+
+_areas: weakref.WeakKeyDictionary[Any, FormsArea] = weakref.WeakKeyDictionary()
+
+
+class FormsArea(widgets.VBox):
+    """All human-in-the-loop forms of one agent; follows the agent's events.
+
+    Requests open forms, rejections show their message, answers and withdrawals collapse
+    forms into one-line records. Use :meth:`for_agent` to share one area between the live
+    view (which embeds it and sets ``shown = True``) and the :class:`WidgetResponder`.
+    """
+
+    def __init__(self, agent: Any) -> None:
+        super().__init__([])
+        self.agent = agent
+        self.forms: dict[str, HumanForm] = {}
+        self.shown = False
+        self._unsubscribe = agent.events.subscribe(self._on_event)
+        for request in agent.pending_requests():
+            self.show(request)
+
+    @classmethod
+    def for_agent(cls, agent: Any) -> FormsArea:
+        """The agent's forms area (created on first use)."""
+        area = _areas.get(agent)
+        if area is None:
+            area = _areas[agent] = cls(agent)
+        return area
+
+    def show(self, request: HumanRequest) -> HumanForm:
+        """The form of ``request`` (added if new; a re-ask shows the rejection)."""
+        form = self.forms.get(request.request_id)
+        if form is None:
+            form = self.forms[request.request_id] = HumanForm(request)
+            self.children = (*self.children, form)
+        elif request.rejection:
+            form.show_rejection(request.rejection)
+        return form
+
+    def open_forms(self) -> list[HumanForm]:
+        """Forms still waiting for an answer."""
+        return [f for f in self.forms.values() if not f.closed]
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, HumanRequested):
+            request = self.agent._human.get(event.request_id)
+            if request is not None:
+                self.show(request)
+        elif isinstance(event, HumanRejected):
+            form = self.forms.get(event.request_id)
+            if form is not None:
+                form.show_rejection(event.message)
+        elif isinstance(event, HumanAnswered):
+            form = self.forms.get(event.request_id)
+            answer = _text(event.value)
+            how = {"person": "", "default": " (default, nobody answered in time)", "replay": " (replayed)"}
+            note = how.get(event.source, f" ({_text(event.source)})")
+            took = f" after {event.waited:.1f} s" if event.source == "person" else ""
+            if form is not None:
+                form.collapse(f"<b>{answer}</b>{note}{took}")
+        elif isinstance(event, HumanWithdrawn):
+            form = self.forms.get(event.request_id)
+            if form is not None:
+                request = form.request
+                why = "nobody answered in time" if request.status == "timed_out" else "withdrawn (state cancelled)"
+                form.collapse(why, ok=False)
+
+    def close(self) -> None:
+        """Stop following the agent and close the widgets."""
+        self._unsubscribe()
+        _areas.pop(self.agent, None)
+        for form in self.forms.values():
+            form.collapse("closed", ok=False)
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"<FormsArea agent={self.agent.name!r} open={len(self.open_forms())} forms={len(self.forms)}>"
+
+
+class WidgetResponder:
+    """Answers human-in-the-loop requests with widget forms under the running cell.
+
+    Forms live in the agent's :class:`FormsArea`; if no live view has embedded it, the
+    responder displays it (once) when the first request opens.
+
+    Args:
+        display: Display the forms area when nothing else shows it.
+    """
+
+    def __init__(self, *, display: bool = True) -> None:
+        self.display = display
+        self.area: FormsArea | None = None
+        self._agent: Any = None
+
+    def attach(self, agent: Any) -> None:
+        """Bind to ``agent`` and create (or reuse) its forms area."""
+        self._agent = agent
+        self.area = FormsArea.for_agent(agent)
+
+    def on_request(self, request: HumanRequest) -> None:
+        """Show (or refresh) the request's form."""
+        area = self.area
+        if area is None:
+            raise HumanInputError("WidgetResponder.on_request before attach(agent)")
+        area.show(request)
+        if self.display and not area.shown:
+            area.shown = True
+            _check_kernel(self._agent)
+            from IPython.display import display
+
+            display(area)
+
+    def __repr__(self) -> str:
+        return f"WidgetResponder(area={self.area!r})"
+
+
+def _check_kernel(agent: Any) -> None:
+    """Warn when a blocking run asks a person on an ipykernel that cannot deliver the answer."""
+    handle = getattr(agent, "handle", None)
+    if handle is not None and not handle.done():
+        return  # background run: the kernel is idle, widget messages flow everywhere
+    try:
+        import ipykernel
+    except ImportError:
+        return
+    parts = tuple(int(p) for p in ipykernel.__version__.split(".")[:2] if p.isdigit())
+    if parts < (7, 4):
+        warnings.warn(
+            f"agent {agent.name!r} asks a person inside a blocking `await agent.run()`, but ipykernel "
+            f"{ipykernel.__version__} does not deliver widget clicks to a busy cell (>= 7.4 does). Start the "
+            "run in the background instead: `handle = agent.start()` (or %%fluffy), then `await handle`",
+            FluffyWarning, stacklevel=2,
+        )
+
+
+def notebook_responder(agent: Any) -> WidgetResponder | None:
+    """``_hooks.default_responder``: widgets when running inside a Jupyter kernel, else None."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return None
+    return WidgetResponder()
+
+
+def install() -> None:
+    """Make agents without an explicit responder answer through widgets inside a kernel."""
+    _hooks.default_responder = notebook_responder

@@ -1,0 +1,220 @@
+"""Widget forms for human-in-the-loop requests, driven like a person would (no kernel needed)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+import ipywidgets as widgets
+import pytest
+from pydantic import BaseModel
+
+from fluffy_nb import Agent, ManualClock
+from fluffy_nb.engine import _hooks
+from fluffy_nb.engine._events import HumanRequested
+from fluffy_nb.notebook._hitl_form import FormsArea, HumanForm, WidgetResponder, install, notebook_responder
+
+
+class Shipment(BaseModel):
+    destination: str
+    crates: int
+    express: bool = False
+    carrier: Literal["ups", "dhl"] = "dhl"
+
+
+def agent_asking(prompt: str = "Approve?", **ask) -> tuple[Agent, WidgetResponder]:
+    responder = WidgetResponder(display=False)
+    agent = Agent("forms", responder=responder)
+
+    async def approve(ctx):
+        ctx.set_state("answer", await ctx.human_in_the_loop(prompt, **ask))
+
+    agent.add_state("approve", approve)
+    return agent, responder
+
+
+async def first_form(agent: Agent, responder: WidgetResponder) -> HumanForm:
+    requested = asyncio.Event()
+    agent.events.subscribe(lambda e: isinstance(e, HumanRequested) and requested.set())
+    await requested.wait()
+    for _ in range(3):  # the responder is handed the request on the next loop iteration
+        if responder.area is not None and responder.area.open_forms():
+            break
+        await asyncio.sleep(0)
+    return responder.area.open_forms()[0]
+
+
+def html_of(widget: widgets.Widget) -> str:
+    out = []
+    for child in getattr(widget, "children", ()):
+        out.append(html_of(child))
+    if isinstance(widget, widgets.HTML):
+        out.append(widget.value)
+    return "\n".join(out)
+
+
+async def test_prompt_with_script_renders_as_text():
+    agent, responder = agent_asking('<script>alert("x")</script> & go?')
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    shown = html_of(form)
+    assert "<script>" not in shown
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; go?" in shown
+    handle.cancel()
+
+
+async def test_text_form_submit_answers_the_state_and_collapses_to_a_record():
+    agent, responder = agent_asking()
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    assert form.fields["answer"].continuous_update is False
+    form.fields["answer"].value = "ship <it>"
+    form.submit.click()
+    result = await handle
+    assert result["answer"] == "ship <it>"
+    assert form.closed and len(form.children) == 1
+    assert "ship &lt;it&gt;" in form.children[0].value and "Approve?" in form.children[0].value
+
+
+async def test_choices_are_buttons_and_one_click_answers():
+    agent, responder = agent_asking(choices=["approve", "reject"])
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    assert form.submit is None
+    assert [b.description for b in form.choice_buttons] == ["approve", "reject"]
+    form.choice_buttons[1].click()
+    assert (await handle)["answer"] == "reject"
+
+
+async def test_validator_rejection_shows_its_message_and_the_form_stays_open():
+    def long_enough(value):
+        if len(value) < 5:
+            raise ValueError("at least 5 characters, please")
+        return True
+
+    agent, responder = agent_asking(validator=long_enough)
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    form.fields["answer"].value = "no"
+    form.submit.click()
+    assert "at least 5 characters, please" in form.message.value
+    assert not form.closed and not handle.done()
+    form.fields["answer"].value = "absolutely"
+    form.submit.click()
+    assert (await handle)["answer"] == "absolutely"
+
+
+async def test_schema_form_has_one_widget_per_field_validated_by_pydantic():
+    agent, responder = agent_asking("Where to?", schema=Shipment)
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    assert list(form.fields) == ["destination", "crates", "express", "carrier"]
+    assert isinstance(form.fields["express"], widgets.Checkbox)
+    assert isinstance(form.fields["carrier"], widgets.Dropdown)
+    form.fields["destination"].value = "Oslo"
+    form.fields["crates"].value = "a dozen"
+    form.submit.click()
+    assert "crates" in form.message.value and not form.closed
+    form.fields["crates"].value = "12"
+    form.fields["express"].value = True
+    form.submit.click()
+    assert (await handle)["answer"] == Shipment(destination="Oslo", crates=12, express=True, carrier="dhl")
+
+
+async def test_parallel_requests_show_as_separate_forms():
+    responder = WidgetResponder(display=False)
+    agent = Agent("many", responder=responder)
+    both = asyncio.Event()
+    asked = []
+
+    def on_event(event):
+        if isinstance(event, HumanRequested):
+            asked.append(event)
+            if len(asked) == 2:
+                both.set()
+
+    agent.events.subscribe(on_event)
+
+    async def fan(ctx):
+        return ["left", "right"]
+
+    async def left(ctx):
+        ctx.set_state("left", await ctx.human_in_the_loop("Left?"))
+
+    async def right(ctx):
+        ctx.set_state("right", await ctx.human_in_the_loop("Right?"))
+
+    for name, fn in (("fan", fan), ("left", left), ("right", right)):
+        agent.add_state(name, fn)
+    handle = agent.start()
+    await both.wait()
+    await asyncio.sleep(0)
+    forms = responder.area.open_forms()
+    assert sorted(f.request.prompt for f in forms) == ["Left?", "Right?"]
+    assert len(responder.area.children) == 2
+    for form in forms:
+        form.fields["answer"].value = form.request.prompt.lower()
+        form.submit.click()
+    result = await handle
+    assert (result["left"], result["right"]) == ("left?", "right?")
+    assert responder.area.open_forms() == []
+
+
+async def test_countdown_shows_time_left_and_the_default_then_records_it():
+    clock = ManualClock()
+    agent, responder = agent_asking(timeout=30, default="auto")
+    agent.clock = clock
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    assert "30 s left" in form.countdown.value and "auto" in form.countdown.value
+    await clock.wait_for_sleepers()
+    await clock.advance(30)
+    assert (await handle)["answer"] == "auto"
+    assert form.closed and "default" in form.children[0].value
+
+
+async def test_cancelled_state_collapses_its_form_as_withdrawn():
+    agent, responder = agent_asking()
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    agent.cancel_state("approve")
+    await handle
+    assert form.closed and "withdrawn" in form.children[0].value
+    form.submit.click()  # a late click does nothing
+
+
+async def test_responder_displays_the_forms_area_once(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    responder = WidgetResponder()
+    agent = Agent("display", responder=responder)
+
+    async def ask(ctx):
+        await ctx.human_in_the_loop("One?")
+        await ctx.human_in_the_loop("Two?")
+
+    agent.add_state("ask", ask)
+    handle = agent.start()
+    for prompt in ("One?", "Two?"):
+        form = await first_form(agent, responder)
+        assert form.request.prompt == prompt
+        form.fields["answer"].value = "x"
+        form.submit.click()
+    await handle
+    assert shown == [responder.area]
+    assert FormsArea.for_agent(agent) is responder.area
+
+
+def test_outside_a_kernel_the_hook_leaves_the_choice_to_the_engine(monkeypatch):
+    monkeypatch.setattr(_hooks, "default_responder", None)
+    install()
+    assert _hooks.default_responder is notebook_responder
+    assert notebook_responder(Agent("plain")) is None
+
+
+@pytest.fixture(autouse=True)
+def _close_widgets():
+    yield
+    widgets.Widget.close_all()
