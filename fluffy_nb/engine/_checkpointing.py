@@ -201,13 +201,23 @@ class CheckpointMixin:
     def restore(self: Agent, checkpoint: Any) -> Checkpoint:
         """Load a checkpoint (object, dict, id or history row) so ``run()``/``resume()`` continue it.
 
-        The run keeps its run id: new checkpoints extend that run's history.
+        The run keeps its run id: new checkpoints extend that run's history (numbered after
+        its last stored checkpoint, with the restored checkpoint as parent).
 
         Raises:
             AgentRunningError: the agent is running.
             CheckpointError: unknown id, newer format, or states this agent does not have.
         """
-        return self._restore_checked(checkpoint, "restore")
+        cp = self._restore_checked(checkpoint, "restore")
+        self._continue_sequence(cp)
+        return cp
+
+    def _continue_sequence(self: Agent, cp: Checkpoint) -> None:
+        """Number new checkpoints of a restored run after the run's last stored one."""
+        if self.store is not None:
+            rows = self.store.list(agent_name=cp.agent_name, run_id=cp.run_id)
+            if rows:
+                self._sequence = max(self._sequence, max(r.sequence for r in rows))
 
     def fork(self: Agent, checkpoint: Any) -> None:
         """Start a NEW run from a checkpoint; the original run's history stays as it was.
@@ -253,6 +263,7 @@ class CheckpointMixin:
                     cp = await store.aget(info.checkpoint_id)
                     break
         self._restore_checked(cp, "resume_latest")
+        self._continue_sequence(cp)
         if not cp.pending and cp.agent_status is AgentStatus.COMPLETED:
             self._restored = None  # nothing left to run; a later run() starts afresh
             return RunResult.from_agent(self)
