@@ -149,6 +149,9 @@ class RunnerMixin:
         self._collect_class_states()
         self._check_dependency_cycles()
         self._check_resources()
+        from ._executor import check_executors
+
+        await check_executors(self)
         restored = self._restored
         starts = self._start_states(start) if restored is None else []
         if restored is None:
