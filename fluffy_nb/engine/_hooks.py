@@ -15,6 +15,9 @@ renderers: dict[type, Callable[..., dict[str, Any] | None]] = {}
 #: factory(agent_or_store, **filters) building a DataFrame of checkpoint history
 history_frame: Callable[..., Any] | None = None
 
+#: observer(agent) called by ``Agent.run()`` just before its RunStarted event (monitors subscribe here)
+run_observers: list[Callable[[Any], Any]] = []
+
 #: called as fn(handle, exc) when a background run (agent.start()) fails; None: it is logged
 background_error: Callable[[Any, BaseException], Any] | None = None
 

@@ -17,6 +17,7 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from . import _hooks
 from ._checkpoint import Checkpoint, HumanAnswerRecord
 from ._context import Context
 from ._errors import (
@@ -170,6 +171,8 @@ class RunnerMixin:
         self._started_at = self.clock.monotonic()
         if self.resource_pool is not None and hasattr(self.resource_pool, "bind_preemption"):
             self.resource_pool.bind_preemption(self._preempt)
+        for observe in _hooks.run_observers:  # monitors subscribe before RunStarted
+            observe(self)
         bus = self.events
         if bus.active:
             bus.publish(RunStarted(self.name, self.run_id, self._started_at, tuple(starts)))

@@ -1,0 +1,441 @@
+"""Metric records and the event-driven collector behind ``agent_monitor``.
+
+:class:`MetricAggregation` is one series of numbers (count, sum, avg, min, max, current and
+p50/p95/p99). :class:`AgentMetrics` subscribes to one or more agents' event buses and folds the
+events into a two-level dictionary of aggregations, the shape the spec reads::
+
+    metrics["throughput"]["states_per_second"]["avg"]
+    metrics["timing"]["total_execution"]["p95"]          # milliseconds
+    metrics["timing"]["state_fetch"]["p50"]              # milliseconds, one key per state
+    metrics["resources"]["used_CPU"]["current"]          # percent of one core (measured)
+    metrics["errors"]["count"]["sum"]
+
+Every leaf is ``MetricAggregation.to_dict()``, so ``for cat, m in d.items(): for k, v in m.items():
+v["avg"]`` always works. Times are milliseconds, rates per second, memory in MB.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ._errors import ConfigurationError
+from ._events import (
+    Event,
+    ResourceSample,
+    RunFinished,
+    RunStarted,
+    StateBlocked,
+    StateCancelled,
+    StateFailed,
+    StateFinished,
+    StateRetrying,
+    StateScheduled,
+    StateStarted,
+)
+from ._sampler import acquire_shared, attribute, release_shared
+
+
+class MetricType(enum.Flag):
+    """Which metric categories to collect; combine with ``|``."""
+
+    TIMING = enum.auto()
+    RESOURCES = enum.auto()
+    STATE = enum.auto()
+    THROUGHPUT = enum.auto()
+    DEPENDENCY = enum.auto()
+    LATENCY = enum.auto()
+    ERRORS = enum.auto()
+    ALL = TIMING | RESOURCES | STATE | THROUGHPUT | DEPENDENCY | LATENCY | ERRORS
+
+
+#: the dictionary key of each category, and the leaves that are always present (zero until fed)
+CATEGORIES: dict[MetricType, tuple[str, tuple[str, ...]]] = {
+    MetricType.TIMING: ("timing", ("total_execution",)),
+    MetricType.RESOURCES: ("resources", ("used_CPU", "used_MEMORY", "system_CPU", "system_MEMORY",
+                                         "allocated_CPU", "allocated_MEMORY")),
+    MetricType.STATE: ("state", ("transitions", "completed", "failed", "cancelled", "retries", "success_rate")),
+    MetricType.THROUGHPUT: ("throughput", ("states_per_second", "concurrent_states", "completed_states")),
+    MetricType.DEPENDENCY: ("dependency", ("resolution_time", "blocked_states")),
+    MetricType.LATENCY: ("latency", ("schedule_to_start", "state_execution")),
+    MetricType.ERRORS: ("errors", ("count", "retries", "failures", "timeouts")),
+}
+
+_WINDOW = 10_000
+
+
+class MetricAggregation:
+    """Running statistics of one metric.
+
+    ``count``, ``sum``, ``min`` and ``max`` cover every value ever added; percentiles are over
+    the most recent 10,000 (linear interpolation between closest ranks). Empty: all zero.
+
+    Example:
+        >>> m = MetricAggregation()
+        >>> for v in (10, 20, 30, 40):
+        ...     m.add(v)
+        >>> m.avg, m.p50, m.current
+        (25.0, 25.0, 40.0)
+    """
+
+    __slots__ = ("_recent", "_sorted", "count", "current", "max", "min", "sum")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum = 0.0
+        self.min = 0.0
+        self.max = 0.0
+        self.current = 0.0
+        self._recent: deque[float] = deque(maxlen=_WINDOW)
+        self._sorted: list[float] | None = None
+
+    def add(self, value: float) -> None:
+        """Record one value."""
+        v = float(value)
+        if math.isnan(v):
+            return
+        if self.count == 0:
+            self.min = self.max = v
+        else:
+            self.min = min(self.min, v)
+            self.max = max(self.max, v)
+        self.count += 1
+        self.sum += v
+        self.current = v
+        self._recent.append(v)
+        self._sorted = None
+
+    @property
+    def avg(self) -> float:
+        """Mean of all values (0.0 when empty)."""
+        return self.sum / self.count if self.count else 0.0
+
+    def percentile(self, q: float) -> float:
+        """The ``q``-th percentile (0-100) of the recent values."""
+        if not self._recent:
+            return 0.0
+        if self._sorted is None:
+            self._sorted = sorted(self._recent)
+        data = self._sorted
+        pos = (len(data) - 1) * q / 100.0
+        lo = math.floor(pos)
+        hi = min(lo + 1, len(data) - 1)
+        return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+    @property
+    def p50(self) -> float:
+        """Median."""
+        return self.percentile(50)
+
+    @property
+    def p95(self) -> float:
+        """95th percentile."""
+        return self.percentile(95)
+
+    @property
+    def p99(self) -> float:
+        """99th percentile."""
+        return self.percentile(99)
+
+    def merge(self, other: MetricAggregation) -> None:
+        """Fold ``other``'s values into this one (exact for count/sum/min/max)."""
+        if other.count == 0:
+            return
+        if self.count == 0:
+            self.min, self.max = other.min, other.max
+        else:
+            self.min, self.max = min(self.min, other.min), max(self.max, other.max)
+        self.count += other.count
+        self.sum += other.sum
+        self.current = other.current
+        self._recent.extend(other._recent)
+        self._sorted = None
+
+    def to_dict(self) -> dict[str, float]:
+        """``count, sum, avg, min, max, current, p50, p95, p99`` as a plain dict."""
+        return {"count": self.count, "sum": self.sum, "avg": self.avg, "min": self.min, "max": self.max,
+                "current": self.current, "p50": self.p50, "p95": self.p95, "p99": self.p99}
+
+    def __repr__(self) -> str:
+        return (f"MetricAggregation(count={self.count}, avg={self.avg:.4g}, min={self.min:.4g}, "
+                f"max={self.max:.4g}, p95={self.p95:.4g})")
+
+
+class _StateStats:
+    __slots__ = (
+        "agent",
+        "attempts",
+        "cancelled",
+        "completed",
+        "durations",
+        "errors",
+        "failures",
+        "retries",
+        "state",
+    )
+
+    def __init__(self, agent: str, state: str) -> None:
+        self.agent, self.state = agent, state
+        self.durations = MetricAggregation()
+        self.completed = self.attempts = self.errors = self.retries = self.failures = self.cancelled = 0
+
+
+class AgentMetrics:
+    """Collects metrics from agents' events; :meth:`snapshot` returns the spec's dictionary.
+
+    Args:
+        agent: An agent to watch right away (more with :meth:`watch`).
+        metrics: The categories to include (``MetricType`` flags).
+        sample_interval: Seconds between psutil samples while a watched agent runs, when
+            ``RESOURCES`` is collected (None: do not sample; ``ResourceSample`` events
+            published by others are still counted).
+
+    Example:
+        >>> metrics = AgentMetrics(agent)             # doctest: +SKIP
+        >>> await agent.run()                         # doctest: +SKIP
+        >>> metrics.snapshot()["timing"]["total_execution"]["avg"]   # doctest: +SKIP
+        12.7
+        >>> metrics.per_state()                       # doctest: +SKIP
+        [{'agent': 'etl', 'state': 'load', 'runs': 1, 'p95_ms': 3.1, ...}]
+    """
+
+    def __init__(self, agent: Any = None, metrics: MetricType = MetricType.ALL, *,
+                 sample_interval: float | None = 0.5) -> None:
+        if not isinstance(metrics, MetricType):
+            raise ConfigurationError(
+                f"metrics={metrics!r}: pass MetricType flags, e.g. MetricType.TIMING | MetricType.ERRORS"
+            )
+        self.metric_types = metrics
+        self.sample_interval = sample_interval
+        self.agents: dict[str, Any] = {}
+        self._subscriptions: list[tuple[Any, Callable[[], None], bool]] = []
+        self.data: dict[str, dict[str, MetricAggregation]] = {}
+        for flag, (key, leaves) in CATEGORIES.items():
+            if flag in metrics:
+                self.data[key] = {leaf: MetricAggregation() for leaf in leaves}
+        self._states: dict[tuple[str, str], _StateStats] = {}
+        self._runs: dict[str, list[float]] = {}  # run_id -> [start time, states finished]
+        self._scheduled: dict[tuple[str, str], float] = {}
+        self._blocked: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._executing: dict[str, set[str]] = {}
+        self._samples: deque[ResourceSample] = deque(maxlen=3600)
+        self._window_start: float | None = None
+        self._window_finished = 0
+        self._clock: Any = None
+        if agent is not None:
+            self.watch(agent)
+
+    # -- attaching -------------------------------------------------------------------------------
+    def watch(self, agent: Any) -> AgentMetrics:
+        """Observe ``agent``'s events from now on (idempotent). Returns self."""
+        if any(a is agent for a, _, _ in self._subscriptions):
+            return self
+        sampled = MetricType.RESOURCES in self.metric_types and self.sample_interval is not None
+        unsubscribe = agent.events.subscribe(self)
+        if sampled:
+            acquire_shared(agent, self.sample_interval or 0.5)
+        self._subscriptions.append((agent, unsubscribe, sampled))
+        self.agents[agent.name] = agent
+        if self._clock is None:
+            self._clock = agent.clock
+        if getattr(agent, "_run_active", False) and agent.run_id not in self._runs:
+            self._runs[agent.run_id] = [agent._started_at, 0]  # watching a run already under way
+            if self._window_start is None:
+                self._window_start = agent._started_at
+        return self
+
+    def close(self) -> None:
+        """Stop observing every agent (the collected numbers stay)."""
+        for agent, unsubscribe, sampled in self._subscriptions:
+            unsubscribe()
+            if sampled:
+                release_shared(agent)
+        self._subscriptions.clear()
+
+    def __enter__(self) -> AgentMetrics:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- events ---------------------------------------------------------------------------------
+    def _add(self, category: str, name: str, value: float) -> None:
+        cat = self.data.get(category)
+        if cat is not None:
+            leaf = cat.get(name)
+            if leaf is None:
+                leaf = cat[name] = MetricAggregation()
+            leaf.add(value)
+
+    def _stats(self, event: Any) -> _StateStats:
+        key = (event.agent, event.state)
+        st = self._states.get(key)
+        if st is None:
+            st = self._states[key] = _StateStats(event.agent, event.state)
+        return st
+
+    def __call__(self, event: Event) -> None:
+        """Fold one event into the metrics (this object is the bus subscriber)."""
+        key = (event.run_id, getattr(event, "state", ""))
+        if isinstance(event, StateStarted):
+            st = self._stats(event)
+            st.attempts += 1
+            scheduled = self._scheduled.pop(key, None)
+            if scheduled is not None:
+                self._add("latency", "schedule_to_start", (event.time - scheduled) * 1000)
+            blocked = self._blocked.pop(key, None)
+            if blocked is not None and blocked[1]:
+                self._add("dependency", "resolution_time", (event.time - blocked[0]) * 1000)
+            running = self._executing.setdefault(event.run_id, set())
+            running.add(event.state)
+            self._add("throughput", "concurrent_states", len(running))
+            self._allocation(event)
+        elif isinstance(event, StateFinished):
+            st = self._stats(event)
+            st.completed += 1
+            ms = event.duration * 1000
+            st.durations.add(ms)
+            self._add("timing", f"state_{event.state}", ms)
+            self._add("latency", "state_execution", ms)
+            self._add("state", "completed", 1)
+            self._add("state", "success_rate", 1.0)
+            self._add("state", "transitions", len(event.next_states))
+            self._ended(event)
+            run = self._runs.get(event.run_id)
+            if run is not None:
+                run[1] += 1
+            self._window_finished += 1
+        elif isinstance(event, StateFailed):
+            st = self._stats(event)
+            st.errors += 1
+            self._add("errors", "count", 1)
+            if event.timed_out:
+                self._add("errors", "timeouts", 1)
+            if event.final:
+                st.failures += 1
+                self._add("errors", "failures", 1)
+                self._add("state", "failed", 1)
+                self._add("state", "success_rate", 0.0)
+            self._ended(event)
+        elif isinstance(event, StateRetrying):
+            self._stats(event).retries += 1
+            self._add("errors", "retries", 1)
+            self._add("state", "retries", 1)
+        elif isinstance(event, StateScheduled):
+            self._scheduled[key] = event.time
+        elif isinstance(event, StateBlocked):
+            dependency = event.reason.startswith("waiting for dependencies")
+            if dependency:
+                self._scheduled.pop(key, None)
+            if key not in self._blocked:
+                self._blocked[key] = (event.time, dependency)
+            self._add("dependency", "blocked_states", len(self._blocked))
+        elif isinstance(event, StateCancelled):
+            self._stats(event).cancelled += 1
+            self._add("state", "cancelled", 1)
+            self._scheduled.pop(key, None)
+            self._blocked.pop(key, None)
+            self._ended(event)
+        elif isinstance(event, ResourceSample):
+            self._samples.append(event)
+            self._add("resources", "used_CPU", event.process_cpu)
+            self._add("resources", "used_MEMORY", event.process_memory_mb)
+            self._add("resources", "system_CPU", event.system_cpu)
+            self._add("resources", "system_MEMORY", event.system_memory_percent)
+            if event.gpu:
+                self._add("resources", "used_GPU", sum(event.gpu) / len(event.gpu))
+        elif isinstance(event, RunStarted):
+            self._runs[event.run_id] = [event.time, 0]
+            if self._window_start is None:
+                self._window_start = event.time
+        elif isinstance(event, RunFinished):
+            self._add("timing", "total_execution", event.duration * 1000)
+            run = self._runs.pop(event.run_id, None)
+            if run is not None:
+                self._add("throughput", "completed_states", run[1])
+                if event.duration > 0:
+                    self._add("throughput", "states_per_second", run[1] / event.duration)
+            self._executing.pop(event.run_id, None)
+            for k in [k for k in self._scheduled if k[0] == event.run_id]:
+                del self._scheduled[k]
+            for k in [k for k in self._blocked if k[0] == event.run_id]:
+                del self._blocked[k]
+
+    def _ended(self, event: Any) -> None:
+        running = self._executing.get(event.run_id)
+        if running is not None:
+            running.discard(event.state)
+        self._allocation(event)
+
+    def _allocation(self, event: Any) -> None:
+        """Declared resources of the states executing now (to set beside the measured ones)."""
+        if "resources" not in self.data:
+            return
+        agent = self.agents.get(event.agent)
+        if agent is None or getattr(agent.states.get(event.state), "resources", None) is None:
+            return  # the allocation changes only when a state that declared resources starts or ends
+        totals: dict[str, float] = {"CPU": 0.0, "MEMORY": 0.0}
+        for name in self._executing.get(event.run_id, ()):
+            spec = agent.states.get(name)
+            req = getattr(spec, "resources", None)
+            if req is not None:
+                for rtype, amount in req.amounts().items():
+                    totals[rtype.name] = totals.get(rtype.name, 0.0) + amount
+        for rname, amount in totals.items():
+            self._add("resources", f"allocated_{rname}", amount)
+
+    # -- reading ----------------------------------------------------------------------------------
+    def tick(self, now: float | None = None) -> None:
+        """Close a realtime window at clock time ``now`` (default: the watched agents' clock).
+
+        Records the window's states/second when a run was active in it.
+        """
+        if now is None:
+            if self._clock is None:
+                return
+            now = self._clock.monotonic()
+        start = self._window_start
+        if start is not None and now > start and (self._runs or self._window_finished):
+            self._add("throughput", "states_per_second", self._window_finished / (now - start))
+        self._window_start = now if self._runs else None
+        self._window_finished = 0
+
+    def snapshot(self) -> dict[str, dict[str, dict[str, float]]]:
+        """The metrics now: ``{category: {metric: MetricAggregation.to_dict()}}``."""
+        return {cat: {name: agg.to_dict() for name, agg in leaves.items()} for cat, leaves in self.data.items()}
+
+    def per_state(self) -> list[dict[str, Any]]:
+        """One record per state: runs, attempts, errors, retries, failures, duration percentiles (ms).
+
+        With resource samples, also the average/peak process CPU and memory while it ran.
+        """
+        usage = {r["state"]: r for r in attribute(self._samples)}
+        rows = []
+        for (agent, name), st in self._states.items():
+            d = st.durations
+            row: dict[str, Any] = {
+                "agent": agent, "state": name, "runs": st.completed, "attempts": st.attempts,
+                "errors": st.errors, "retries": st.retries, "failures": st.failures, "cancelled": st.cancelled,
+                "mean_ms": d.avg, "p50_ms": d.p50, "p95_ms": d.p95, "p99_ms": d.p99, "max_ms": d.max,
+            }
+            u = usage.get(name)
+            if u is not None:
+                row.update({k: v for k, v in u.items() if k != "state"})
+            rows.append(row)
+        return rows
+
+    def merge_into(self, target: dict[str, dict[str, MetricAggregation]]) -> None:
+        """Fold this collector's aggregations into ``target`` (used to aggregate several agents)."""
+        for cat, leaves in self.data.items():
+            dest = target.setdefault(cat, {})
+            for name, agg in leaves.items():
+                dest.setdefault(name, MetricAggregation()).merge(agg)
+
+    def __repr__(self) -> str:
+        names = ", ".join(self.agents) or "none"
+        done = sum(st.completed for st in self._states.values())
+        errors = sum(st.errors for st in self._states.values())
+        return f"<AgentMetrics agents=[{names}] states_finished={done} errors={errors}>"
