@@ -19,8 +19,8 @@ from fluffy_nb.engine import (
     StateFailedError,
     StateStatus,
     TypedContextData,
+    _hooks,
 )
-from fluffy_nb.engine import _hooks
 from fluffy_nb.engine._history import CheckpointHistory
 from fluffy_nb.store import MemoryStore, SQLiteStore
 
@@ -96,7 +96,8 @@ async def test_checkpoint_interval_checkpoints_periodically_while_running() -> N
     rows = store.list("tick")
     assert [r.trigger for r in rows] == ["interval", "interval"]
     assert [r.timestamp - rows[0].timestamp for r in rows] == [0, 5]
-    assert rows[0].pending == ("wait",) and rows[0].agent_status == "running"
+    assert rows[0].pending == ("wait",)
+    assert rows[0].agent_status == "running"
     gate.set()
     await task
     await clock.advance(20)  # the interval task ended with the run
@@ -122,7 +123,8 @@ async def test_pause_failure_and_cancel_each_leave_a_checkpoint(store: Any) -> N
     await asyncio.sleep(0)
     gate.set()
     paused = await pausing
-    assert paused.trigger == "pause" and paused.pending == ["boom"]
+    assert paused.trigger == "pause"
+    assert paused.pending == ["boom"]
     assert store.get(paused.checkpoint_id).to_dict() == paused.to_dict()
     await agent.resume()
     with pytest.raises(StateFailedError):
@@ -201,7 +203,8 @@ async def test_checkpoint_naming_unknown_states_is_refused_and_agent_unchanged(s
     before = store.list()
     with pytest.raises(CheckpointError, match=r"names states \['s2', 's3'\].*does not have"):
         smaller.restore(cp)
-    assert smaller.status is AgentStatus.IDLE and smaller.completed_states == []
+    assert smaller.status is AgentStatus.IDLE
+    assert smaller.completed_states == []
     assert store.list() == before
 
 
@@ -236,7 +239,8 @@ async def test_fork_starts_a_new_run_and_leaves_the_original_history_alone(store
     assert result["total"] == 6
     assert store.list(run_id=original_run) == original
     fork_rows = store.list(run_id=agent.run_id)
-    assert fork_rows[0].trigger == "fork" and fork_rows[0].parent_id == source.checkpoint_id
+    assert fork_rows[0].trigger == "fork"
+    assert fork_rows[0].parent_id == source.checkpoint_id
     assert fork_rows[0].pending == ("s2",)
     assert store.get(fork_rows[0].checkpoint_id).metadata["forked_from"] == source.checkpoint_id
     assert [r.run_id for r in store.runs("f")] == [original_run, agent.run_id]
@@ -249,11 +253,13 @@ async def test_diff_names_changed_keys_statuses_and_completions(store: Any) -> N
     rows = agent.history()
     d = agent.diff(rows[0], rows[2])
     assert d.changed == ("total", "tally")
-    assert d.added == () and d.removed == ()
+    assert d.added == ()
+    assert d.removed == ()
     assert d.completed_added == ("s1", "s2")
     assert d.status_changes == {"s1": ("ready", "completed"), "s2": ("pending", "completed")}
     text = repr(d)
-    assert "changed      total, tally" in text and "s2: pending -> completed" in text
+    assert "changed      total, tally" in text
+    assert "s2: pending -> completed" in text
     assert agent.diff(rows[1], rows[1]).empty
 
 
@@ -291,8 +297,10 @@ async def test_resume_latest_after_a_failure_reruns_only_the_failed_state(store:
     chain(fixed, 5, calls)
     result = await fixed.resume_latest(store)
     assert calls == Counter({"s3": 1, "s4": 1})
-    assert result.status is AgentStatus.COMPLETED and result["total"] == 10
-    assert fixed.store is store and fixed.run_id == broken.run_id
+    assert result.status is AgentStatus.COMPLETED
+    assert result["total"] == 10
+    assert fixed.store is store
+    assert fixed.run_id == broken.run_id
     assert store.latest("job").agent_status is AgentStatus.COMPLETED
 
 
@@ -307,7 +315,8 @@ async def test_resume_latest_of_a_completed_run_runs_nothing(store: Any) -> None
     chain(again, 3, calls)
     result = await again.resume_latest()
     assert calls == Counter()
-    assert result["total"] == 3 and result.status is AgentStatus.COMPLETED
+    assert result["total"] == 3
+    assert result.status is AgentStatus.COMPLETED
     assert len(store.list()) == count
 
 
