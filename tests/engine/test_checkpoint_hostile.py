@@ -50,7 +50,7 @@ def base(**kw: Any) -> dict[str, Any]:
 
 def test_the_payload_is_live_so_the_other_tests_mean_something(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    pickle.loads(base64.b64decode(base64.b64encode(pickle.dumps(WritesMarker(str(marker))))))  # noqa: S301
+    pickle.loads(base64.b64decode(base64.b64encode(pickle.dumps(WritesMarker(str(marker))))))
     assert marker.read_text() == "pwned"
 
 
