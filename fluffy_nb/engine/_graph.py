@@ -11,6 +11,9 @@ the branch waits at X. X starts once, when no other branch of the fan-out can re
 more; all branches waiting there continue as that one run of X. A state that is already
 queued and not yet started absorbs a branch that names it. When a fan-out is down to one
 branch, that branch carries on as the branch that fanned out, so joins nest.
+The states named in one list all start at once, even if one can reach another (the rule
+applies to where branches go next). Branches waiting only for each other (their join
+targets reach one another in a loop, and no branch of the fan-out is running) all start.
 Names built at run time (f-strings) are invisible to the reader: declare them with
 ``@state(next=[...])`` or dependencies if they are join targets.
 """
@@ -234,8 +237,12 @@ class Joins:
             for child in children:
                 self._enter(child, child.state)
             for child in children:
-                self._leave(child)
-                self._route(child, child.state)
+                # the states of a list return all start now ("run both in parallel"), even
+                # when one can reach another (in a loop they would otherwise wait for each other)
+                if self._is_pending(child.state):
+                    self._leave(child)  # an unstarted run of it absorbs this branch
+                else:
+                    self._start(child.state, child)
             self._changed(sub)
             return
         self._leave(token)
@@ -289,6 +296,14 @@ class Joins:
                 if not self._is_pending(target):
                     self._enter(carrier, target)
                     self._start(target, carrier)
+            if group.joins and not group.active:
+                # only waiting branches are left, at targets that reach each other (a loop):
+                # nothing else can arrive, so each target starts now instead of never
+                for target in list(group.joins):
+                    carrier = group.joins.pop(target)[0]
+                    if not self._is_pending(target):
+                        self._enter(carrier, target)
+                        self._start(target, carrier)
             parent = group.parent
             if parent is None:
                 return

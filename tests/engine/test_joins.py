@@ -1,0 +1,225 @@
+"""The state graph read from code, and the join rule (fan-out / fan-in)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fluffy_nb import Agent, Context
+from fluffy_nb.engine._events import StateFinished, StateStarted
+from fluffy_nb.engine._graph import StateGraph, code_strings
+
+
+def build(agent, **funcs):
+    """Add states; targets of ``to()`` helpers are declared (closure values are invisible to the reader)."""
+    for name, func in funcs.items():
+        agent.add_state(name, func, next=getattr(func, "targets", None))
+    return agent
+
+
+def to(target, log=None, wait=None):
+    async def step(ctx: Context):
+        if wait is not None:
+            await wait.wait()
+        if log is not None:
+            log.append(ctx.state_name)
+        return target
+
+    step.targets = [] if target is None else [target] if isinstance(target, str) else list(target)
+    return step
+
+
+# -- the graph ------------------------------------------------------------------------------
+def test_code_strings_finds_names_in_returns_lists_and_nested_functions():
+    async def f(ctx):
+        def inner():
+            return "deep"
+
+        if ctx:
+            return ["a", "b"]
+        return "c"
+
+    assert {"a", "b", "c", "deep"} <= code_strings(f)
+
+
+def test_graph_reachability_follows_edges_and_cycles():
+    g = StateGraph()
+    g.add_edge("a", "b")
+    g.add_edge("b", "c")
+    g.add_edge("c", "b")
+    assert g.reaches("a", "c") and not g.reaches("c", "a")
+    assert g.descendants("b") == {"b", "c"}
+    assert g.ancestors("c") == {"a", "b", "c"}
+    assert g.add_edge("a", "b") is False
+
+
+def test_agent_graph_has_edges_from_code_declared_hints_and_dependencies():
+    agent = Agent("g")
+
+    async def a(ctx):
+        return ["b", "c"]
+
+    async def b(ctx):
+        return None
+
+    async def c(ctx):
+        return None
+
+    agent.add_state("b", b, next=["c"])
+    agent.add_state("a", a)  # added after its targets
+    agent.add_state("c", c, dependencies=["b"])
+    edges = set(agent.graph.edge_list())
+    assert {("a", "b", "code"), ("a", "c", "code"), ("b", "c", "declared")} <= edges
+    assert agent.graph.edges["b"]["c"] in ("declared", "dependency")
+
+
+# -- joins -----------------------------------------------------------------------------------
+async def test_fan_in_runs_the_join_once_after_every_branch(record):
+    agent = build(
+        Agent("join"),
+        start=to(["a", "b", "c"]),
+        a=to("join"),
+        b=to("join"),
+        c=to("join"),
+        join=to(None),
+    )
+    log = record(agent)
+    result = await agent.run()
+    assert result.state_runs["join"] == 1
+    names = [(type(e).__name__, e.state) for e in log if isinstance(e, (StateStarted, StateFinished))]
+    join_start = names.index(("StateStarted", "join"))
+    assert {s for kind, s in names[:join_start] if kind == "StateFinished"} == {"start", "a", "b", "c"}
+
+
+async def test_join_waits_for_a_branch_that_ends_without_naming_it():
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    async def quiet(ctx):
+        await gate.wait()
+        order.append("quiet")
+        return None
+
+    async def loud(ctx):
+        order.append("loud")
+        gate.set()
+        return "join"
+
+    async def slow_to_join(ctx):
+        return "join"
+
+    agent = build(Agent("j2"), start=to(["loud", "quiet"]), loud=loud, quiet=quiet, join=to(None, order))
+    await agent.run()
+    # quiet never names join, but could have: join waits for it too
+    assert order == ["loud", "quiet", "join"]
+
+
+async def test_join_reached_through_branches_of_different_length():
+    order: list[str] = []
+    agent = build(
+        Agent("lengths"),
+        start=to(["x1", "y"]),
+        x1=to("x2", order),
+        x2=to("x3", order),
+        x3=to("join", order),
+        y=to("join", order),
+        join=to(None, order),
+    )
+    result = await agent.run()
+    assert order[-1] == "join" and result.state_runs["join"] == 1
+    assert sorted(order[:-1]) == ["x1", "x2", "x3", "y"]
+
+
+async def test_nested_fan_outs_join_inside_then_outside():
+    order: list[str] = []
+    agent = build(
+        Agent("nested"),
+        start=to(["left", "right"]),
+        left=to(["l1", "l2"], order),
+        l1=to("left_join", order),
+        l2=to("left_join", order),
+        left_join=to("final", order),
+        right=to("final", order),
+        final=to(None, order),
+    )
+    result = await agent.run()
+    assert result.state_runs == {"start": 1, "left": 1, "l1": 1, "l2": 1, "left_join": 1, "right": 1, "final": 1}
+    assert order.index("left_join") > max(order.index("l1"), order.index("l2"))
+    assert order[-1] == "final"
+
+
+async def test_independent_parallel_chains_are_not_serialised():
+    """x1 waits for y2 (the other chain's second step): a serialising scheduler deadlocks."""
+    y2_done = asyncio.Event()
+    order: list[str] = []
+
+    async def y2(ctx):
+        order.append("y2")
+        y2_done.set()
+        return None
+
+    agent = build(
+        Agent("chains"),
+        start=to(["x1", "y1"]),
+        x1=to("x2", order, wait=y2_done),
+        x2=to(None, order),
+        y1=to("y2", order),
+        y2=y2,
+    )
+    await asyncio.wait_for(agent.run(), 5)
+    assert order == ["y1", "y2", "x1", "x2"]
+
+
+async def test_two_separate_fan_outs_in_a_row_each_join_once():
+    agent = build(
+        Agent("twice"),
+        s=to(["a", "b"]),
+        a=to("m1"),
+        b=to("m1"),
+        m1=to(["c", "d"]),
+        c=to("m2"),
+        d=to("m2"),
+        m2=to(None),
+    )
+    result = await agent.run()
+    assert result.state_runs == {"s": 1, "a": 1, "b": 1, "m1": 1, "c": 1, "d": 1, "m2": 1}
+
+
+async def test_join_inside_a_loop_runs_once_per_round():
+    rounds = []
+
+    async def merge(ctx):
+        n = ctx.get_state("round", 0) + 1
+        ctx.set_state("round", n)
+        rounds.append(n)
+        return "fan" if n < 3 else None
+
+    agent = build(Agent("loop_join"), fan=to(["a", "b"]), a=to("merge"), b=to("merge"), merge=merge)
+    result = await agent.run()
+    assert rounds == [1, 2, 3]
+    assert result.state_runs == {"fan": 3, "a": 3, "b": 3, "merge": 3}
+
+
+async def test_thousand_wide_fan_out_joins_once():
+    n = 1000
+    agent = Agent("wide")
+
+    async def fan(ctx):
+        return [f"w{i}" for i in range(n)]
+
+    async def worker(ctx):
+        ctx.set_state(ctx.state_name, True)
+        return "join"
+
+    seen = []
+
+    async def join(ctx):
+        seen.append(sum(1 for i in range(n) if ctx.get_state(f"w{i}")))
+        return None
+
+    agent.add_state("fan", fan)
+    for i in range(n):
+        agent.add_state(f"w{i}", worker)
+    agent.add_state("join", join)
+    result = await agent.run()
+    assert seen == [n]
+    assert result.state_runs["join"] == 1

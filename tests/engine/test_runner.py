@@ -1,0 +1,283 @@
+"""The run loop: sequencing, concurrency, loops, max_concurrent, events, results."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fluffy_nb import Agent, AgentStatus, Context, RunResult, StateStatus
+from fluffy_nb.engine._events import RunFinished, RunStarted, StateFinished, StateScheduled, StateStarted
+
+
+async def test_list_return_runs_states_concurrently():
+    both_running = asyncio.Event()
+    running = set()
+
+    async def start(ctx):
+        return ["a", "b"]
+
+    async def meet(ctx):
+        running.add(ctx.state_name)
+        if len(running) == 2:
+            both_running.set()
+        await asyncio.wait_for(both_running.wait(), 2)  # only passes if the other runs meanwhile
+        return None
+
+    agent = Agent("meet")
+    agent.add_state("start", start)
+    agent.add_state("a", meet)
+    agent.add_state("b", meet)
+    await agent.run()
+    assert running == {"a", "b"}
+
+
+async def test_retry_loop_really_reruns_the_state():
+    attempts: list[int] = []
+
+    async def draft(ctx):
+        n = ctx.get_state("drafts", 0) + 1
+        ctx.set_state("drafts", n)
+        attempts.append(n)
+        return "check"
+
+    async def check(ctx):
+        return "draft" if ctx.get_state("drafts") < 3 else "done"
+
+    async def done(ctx):
+        return None
+
+    agent = Agent("loop")
+    for f in (draft, check, done):
+        agent.add_state(f.__name__, f)
+    result = await agent.run()
+    assert attempts == [1, 2, 3]
+    assert result.state_runs == {"draft": 3, "check": 3, "done": 1}
+    assert agent.state_metadata["draft"].runs == 3
+    assert agent.completed_states == ["draft", "check", "done"]  # each listed once
+
+
+async def test_max_concurrent_is_never_exceeded_as_seen_by_the_states():
+    running = 0
+    peak = 0
+    release = asyncio.Event()
+
+    async def fan(ctx):
+        return [f"w{i}" for i in range(8)]
+
+    async def worker(ctx):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 3:
+            release.set()
+        await release.wait()
+        await asyncio.sleep(0)
+        running -= 1
+        return None
+
+    agent = Agent("limited", max_concurrent=3)
+    agent.add_state("fan", fan)
+    for i in range(8):
+        agent.add_state(f"w{i}", worker)
+    result = await asyncio.wait_for(agent.run(), 5)
+    assert peak == 3
+    assert sum(result.state_runs.values()) == 9
+
+
+async def test_sync_state_functions_work_too():
+    def step(ctx):
+        ctx.set_state("x", 1)
+        return "after"
+
+    async def after(ctx):
+        return None
+
+    agent = Agent("sync")
+    agent.add_state("step", step)
+    agent.add_state("after", after)
+    await agent.run()
+    assert agent.get_state("x") == 1 and agent.completed_states == ["step", "after"]
+
+
+async def test_every_state_emits_scheduled_started_finished_in_order(record):
+    async def a(ctx):
+        return ["b", "c"]
+
+    async def b(ctx):
+        return None
+
+    async def c(ctx):
+        return None
+
+    agent = Agent("events")
+    for f in (a, b, c):
+        agent.add_state(f.__name__, f)
+    log = record(agent)
+    await agent.run()
+    for name in "abc":
+        assert log.kinds(name) == ["StateScheduled", "StateStarted", "StateFinished"]
+    assert isinstance(log[0], RunStarted) and isinstance(log[-1], RunFinished)
+    assert log[-1].status == "completed"
+    assert log.of(StateFinished, "a")[0].next_states == ("b", "c")
+
+
+async def test_thousand_wide_fan_out_loses_and_reorders_no_event(record):
+    n = 1000
+
+    async def fan(ctx):
+        return [f"w{i}" for i in range(n)]
+
+    async def worker(ctx):
+        await asyncio.sleep(0)
+        return None
+
+    agent = Agent("wide_events")
+    agent.add_state("fan", fan)
+    for i in range(n):
+        agent.add_state(f"w{i}", worker)
+    log = record(agent)
+    await agent.run()
+    per_state: dict[str, list[str]] = {}
+    for e in log:
+        if isinstance(e, (StateScheduled, StateStarted, StateFinished)):
+            per_state.setdefault(e.state, []).append(type(e).__name__)
+    assert len(per_state) == n + 1
+    assert all(k == ["StateScheduled", "StateStarted", "StateFinished"] for k in per_state.values())
+    times = [e.time for e in log]
+    assert times == sorted(times)
+
+
+async def test_unsubscribed_observer_gets_nothing_more(record):
+    agent = Agent("unsub")
+
+    async def a(ctx):
+        return None
+
+    agent.add_state("a", a)
+    seen = []
+    unsubscribe = agent.events.subscribe(seen.append)
+    await agent.run()
+    count = len(seen)
+    assert count > 0
+    unsubscribe()
+    await agent.run()
+    assert len(seen) == count
+    assert agent.events.active is False
+
+
+async def test_a_raising_subscriber_does_not_break_the_run(caplog):
+    agent = Agent("bad_observer")
+
+    async def a(ctx):
+        return None
+
+    agent.add_state("a", a)
+
+    def broken(event):
+        raise RuntimeError("observer bug")
+
+    agent.events.subscribe(broken)
+    result = await agent.run()
+    assert result.status is AgentStatus.COMPLETED
+    assert "observer bug" in caplog.text
+
+
+async def test_run_returns_a_result_and_a_second_run_starts_fresh():
+    async def count(ctx):
+        ctx.set_state("n", ctx.get_state("n", 0) + 1)
+        return None
+
+    agent = Agent("twice")
+    agent.set_state("n", 10)  # set before run: an input of every run
+    agent.add_state("count", count)
+    first = await agent.run()
+    second = await agent.run()
+    assert isinstance(first, RunResult)
+    assert first.status is AgentStatus.COMPLETED and first["n"] == 11
+    assert second.get_state("n") == 11
+    assert first.run_id != second.run_id
+    assert agent.state_metadata["count"].runs == 1
+
+
+async def test_run_with_start_and_initial_context():
+    order = []
+
+    async def a(ctx):
+        order.append("a")
+        return "b"
+
+    async def b(ctx):
+        order.append(("b", ctx.get_state("seed")))
+        return None
+
+    agent = Agent("start")
+    agent.add_state("a", a)
+    agent.add_state("b", b)
+    await agent.run(start="b", initial_context={"seed": 7})
+    assert order == [("b", 7)]
+
+
+async def test_start_states_are_those_nothing_leads_to_in_add_order():
+    order = []
+
+    def mk(name, target=None):
+        async def f(ctx):
+            order.append(name)
+            return target
+
+        return f
+
+    agent = Agent("starts")
+    agent.add_state("b_target", mk("b_target"))
+    agent.add_state("first", mk("first", "b_target"), next=["b_target"])
+    agent.add_state("second", mk("second"))
+    agent.add_state("needs", mk("needs"), dependencies=["second"])
+    result = await agent.run()
+    assert order[:2] == ["first", "second"]
+    assert set(result.state_runs) == {"first", "second", "b_target", "needs"}
+
+
+async def test_state_statuses_and_agent_status_while_running(record):
+    seen = {}
+
+    async def a(ctx):
+        seen["agent"] = agent.status
+        seen["a"] = agent.state_metadata["a"].status
+        return "b"
+
+    async def b(ctx):
+        seen["a_later"] = agent.state_metadata["a"].status
+        return None
+
+    agent = Agent("status")
+    agent.add_state("a", a)
+    agent.add_state("b", b)
+    statuses_at_events = []
+    agent.events.subscribe(lambda e: statuses_at_events.append((type(e).__name__, getattr(e, "state", None),
+                                                               agent.state_metadata["b"].status)))
+    await agent.run()
+    assert seen == {"agent": AgentStatus.RUNNING, "a": StateStatus.RUNNING, "a_later": StateStatus.COMPLETED}
+    b_seen = [(k, st) for k, s, st in statuses_at_events if s == "b"]
+    assert b_seen == [
+        ("StateScheduled", StateStatus.PENDING),
+        ("StateStarted", StateStatus.RUNNING),
+        ("StateFinished", StateStatus.COMPLETED),
+    ]
+    assert agent.status is AgentStatus.COMPLETED
+
+
+async def test_no_subscriber_run_of_a_long_chain_is_quick_enough_to_not_hang():
+    n = 2000
+    agent = Agent("chain")
+
+    for i in range(n):
+        nxt = f"s{i + 1}" if i + 1 < n else None
+
+        async def step(ctx: Context, nxt=nxt):
+            return nxt
+
+        agent.add_state(f"s{i}", step)
+    t0 = time.perf_counter()
+    result = await agent.run(start="s0")
+    assert result.steps == n
+    assert time.perf_counter() - t0 < 10  # generous: this is a hang guard, not a benchmark
