@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from fluffy_nb import Agent, ManualClock, ResourceRequirements, StateFailedError
+from fluffy_nb.engine._errors import ConfigurationError
 from fluffy_nb.engine.monitoring import (
     AgentMetrics,
     MetricAggregation,
@@ -19,7 +20,6 @@ from fluffy_nb.engine.monitoring import (
     agent_monitor,
     current_monitor,
 )
-from fluffy_nb.engine._errors import ConfigurationError
 
 LEAF_KEYS = {"count", "sum", "avg", "min", "max", "current", "p50", "p95", "p99"}
 ALL_CATEGORIES = {"timing", "resources", "state", "throughput", "dependency", "latency", "errors"}

@@ -89,8 +89,8 @@ async def test_sampler_samples_while_the_agent_runs_and_attributes_usage_to_stat
     assert [r["running"] for r in rows] == [("load",), ("load",), ("train",), ()]
     assert [r["time"] for r in rows] == [0.5, 1.0, 1.5, 1.5]
     assert rows[0]["process_memory_mb"] == pytest.approx(200.0)
-    assert rows[0]["system_cpu"] == 50.0 and rows[0]["system_memory_percent"] == 40.0
-    assert rows[0]["run_id"] == agent.run_id and rows[0]["agent"] == "sampled"
+    assert (rows[0]["system_cpu"], rows[0]["system_memory_percent"]) == (50.0, 40.0)
+    assert (rows[0]["run_id"], rows[0]["agent"]) == (agent.run_id, "sampled")
     published = events.of(ResourceSample)
     assert [s.process_cpu for s in published] == [10.0, 30.0, 90.0, 50.0]
     per_state = {r["state"]: r for r in sampler.per_state()}
@@ -128,10 +128,12 @@ async def test_explicit_start_stop_without_an_agent():
     await clock.wait_for_sleepers(1)
     await clock.advance(2.0)
     final = sampler.stop()
-    assert final is not None and final.process_cpu == 7.0 and final.gpu == (12.0, 30.0)
+    assert final is not None
+    assert (final.process_cpu, final.gpu) == (7.0, (12.0, 30.0))
     assert [r["process_cpu"] for r in sampler.samples()] == [5.0, 7.0]
     assert sampler.stop() is None  # stopping twice is harmless
-    assert "stopped" in repr(sampler) and "samples=2" in repr(sampler)
+    assert "stopped" in repr(sampler)
+    assert "samples=2" in repr(sampler)
 
 
 async def test_real_psutil_numbers_are_sane():
