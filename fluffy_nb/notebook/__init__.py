@@ -1,1 +1,72 @@
-"""fluffy_nb.notebook: the Jupyter layer (magics, live views, widget human-in-the-loop forms)."""
+"""fluffy_nb.notebook: the Jupyter layer (magics, live views, widget human-in-the-loop forms).
+
+Importing it registers the rich displays of engine objects (``engine._hooks.renderers``) and
+the history-frame factory (``agent.history()`` returns a DataFrame). ``%load_ext fluffy_nb``
+also registers the magics, the ``%%fluffy ... --run`` input transformer, the live view of
+``agent.start()`` runs, the background-error display and the widget human-in-the-loop responder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import _hooks
+from ._display import register as _register_displays
+from ._figures import resource_figure, timeline_figure
+from ._graphview import graph_figure, graph_markdown, graph_mermaid, graph_svg
+from ._history import diff_rows, fork_row, history_frame, restore_row, state_metrics_frame
+from ._liveview import LiveView
+from ._magics import FluffyMagics, start_run
+from ._tracker import RunTracker
+
+__all__ = [
+    "FluffyMagics",
+    "LiveView",
+    "RunTracker",
+    "diff_rows",
+    "fork_row",
+    "graph_figure",
+    "graph_markdown",
+    "graph_mermaid",
+    "graph_svg",
+    "history_frame",
+    "load_ipython_extension",
+    "resource_figure",
+    "restore_row",
+    "start_run",
+    "state_metrics_frame",
+    "timeline_figure",
+    "unload_ipython_extension",
+]
+
+_register_displays()
+_hooks.history_frame = history_frame
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext fluffy_nb``: magics, transformer, live views of background runs, widget forms."""
+    from . import _hooks_impl
+    from ._magics import await_blocking_runs
+
+    ipython.register_magics(FluffyMagics)
+    if await_blocking_runs not in ipython.input_transformers_post:
+        ipython.input_transformers_post.append(await_blocking_runs)
+    _hooks_impl.install()
+    try:
+        from ._hitl_form import install as _install_forms
+    except ImportError:  # the widget responder is optional
+        return
+    _install_forms()
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext fluffy_nb``: remove what :func:`load_ipython_extension` added."""
+    from . import _hooks_impl
+    from ._magics import await_blocking_runs
+
+    if await_blocking_runs in ipython.input_transformers_post:
+        ipython.input_transformers_post.remove(await_blocking_runs)
+    magics = ipython.magics_manager.magics
+    for kind in ("line", "cell"):
+        magics[kind].pop("fluffy", None)
+    _hooks_impl.uninstall()

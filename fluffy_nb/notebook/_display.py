@@ -1,0 +1,103 @@
+"""Rich displays of engine objects: Agent, RunResult, Checkpoint and RunHandle.
+
+The engine's ``_repr_mimebundle_`` methods look up ``engine._hooks.renderers``;
+:func:`register` fills it when the notebook layer is imported. Every bundle has a useful
+``text/plain``; the Agent adds its graph as mermaid (``text/vnd.mermaid``), inline SVG
+(``text/html``, works in exported HTML) and, for graphs small enough, plotly JSON.
+User text shown as HTML is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from ..engine import _hooks
+from ..engine._agent import Agent
+from ..engine._checkpoint import Checkpoint
+from ..engine._handle import RunHandle
+from ..engine._result import RunResult
+from ._graphview import PLOTLY_REPR_LIMIT, graph_figure, graph_mermaid, graph_svg, graph_text
+from ._layout import graph_layout, status_color
+
+
+def _filter(bundle: dict[str, Any], include: Any, exclude: Any) -> dict[str, Any]:
+    if include:
+        bundle = {k: v for k, v in bundle.items() if k in include}
+    if exclude:
+        bundle = {k: v for k, v in bundle.items() if k not in exclude}
+    return bundle
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    try:
+        text = json.dumps(value, default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def agent_bundle(agent: Agent, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    """An Agent: summary and graph (text, mermaid, SVG, and plotly when small)."""
+    from ._figures import to_bundle
+
+    bundle: dict[str, Any] = {
+        "text/plain": f"{agent!r}\n{graph_text(agent)}",
+        "text/vnd.mermaid": graph_mermaid(agent),
+        "text/html": (f'<div style="font-family:sans-serif"><b>{html.escape(agent.name)}</b>: '
+                      f"{len(agent.states)} states, status {html.escape(agent.status.value)}</div>"
+                      + graph_svg(agent)),
+    }
+    wanted = include is None or "application/vnd.plotly.v1+json" in include
+    if wanted and agent.states and len(graph_layout(agent.graph).nodes) <= PLOTLY_REPR_LIMIT:
+        bundle["application/vnd.plotly.v1+json"] = to_bundle(graph_figure(agent))["application/vnd.plotly.v1+json"]
+    return _filter(bundle, include, exclude)
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>{v}</td></tr>"
+                   for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def result_bundle(result: RunResult, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    """A RunResult: status, duration, states, and the final shared data (escaped, shortened)."""
+    status = result.status.value
+    colour = status_color("completed" if status == "completed" else "failed")
+    rows = [("status", f'<b style="color:{colour}">{html.escape(status)}</b>'),
+            ("duration", f"{result.duration:.3f} s"),
+            ("states completed", f"{len(result.completed_states)} ({result.steps} runs)")]
+    for key in list(result.shared_state)[:20]:
+        rows.append((key, f"<code>{html.escape(_short(result.shared_state[key]))}</code>"))
+    if len(result.shared_state) > 20:
+        rows.append(("…", f"{len(result.shared_state) - 20} more keys"))
+    head = f"<div style='font-family:sans-serif'><b>RunResult of {html.escape(result.agent_name)}</b></div>"
+    return _filter({"text/plain": repr(result), "text/html": head + _table(rows)}, include, exclude)
+
+
+def checkpoint_bundle(cp: Checkpoint, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    """A Checkpoint: what it holds, in a small table."""
+    rows = [("agent", html.escape(cp.agent_name)), ("run", html.escape(cp.run_id[:12])),
+            ("sequence", str(cp.sequence)), ("trigger", html.escape(cp.trigger)),
+            ("status", html.escape(cp.agent_status.value)),
+            ("completed", html.escape(", ".join(cp.completed_states[:12]))
+             + (f" … ({len(cp.completed_states)})" if len(cp.completed_states) > 12 else "")),
+            ("pending", html.escape(", ".join(cp.pending[:12]) or "-")),
+            ("keys", html.escape(", ".join(list(cp.shared_state)[:20]) or "-"))]
+    if cp.error:
+        rows.append(("error", f'<span style="color:{status_color("failed")}">{html.escape(cp.error)}</span>'))
+    return _filter({"text/plain": repr(cp), "text/html": _table(rows)}, include, exclude)
+
+
+def handle_bundle(handle: RunHandle, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    """A RunHandle: its one-line status (the live view shows the rest)."""
+    return _filter({"text/plain": repr(handle)}, include, exclude)
+
+
+def register() -> None:
+    """Install the renderers in ``engine._hooks`` (idempotent)."""
+    _hooks.renderers[Agent] = agent_bundle
+    _hooks.renderers[RunResult] = result_bundle
+    _hooks.renderers[Checkpoint] = checkpoint_bundle
+    _hooks.renderers[RunHandle] = handle_bundle

@@ -1,0 +1,203 @@
+"""Timeline (Gantt) and resource-usage figures of a run, from a :class:`RunTracker`.
+
+The timeline shows one bar per state attempt, so overlapping bars are parallel work; past
+``GANTT_LIMIT`` attempts it switches to a step chart of how many states ran at once (what a
+Gantt of 10,000 bars would say anyway, at a fraction of the bytes). The resource figure plots
+measured process and system CPU and memory against the CPU the running states *declared*.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from ._layout import TEMPLATE as _TEMPLATE
+from ._layout import status_color
+
+#: more attempts than this (or more distinct states than GANTT_ROWS) -> concurrency chart
+GANTT_LIMIT = 400
+GANTT_ROWS = 40
+
+_OUTCOMES = {
+    "completed": ("done", status_color("completed")),
+    "running": ("running", status_color("running")),
+    "retried": ("failed, retried", status_color("retrying")),
+    "failed": ("failed", status_color("failed")),
+    "timeout": ("timed out", status_color("timeout")),
+    "cancelled": ("cancelled", status_color("cancelled")),
+}
+
+
+def _now(tracker: Any) -> float:
+    return tracker.duration if tracker.duration is not None else tracker.elapsed()
+
+
+def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
+    """A Gantt chart of the run's state attempts (or a concurrency chart for huge runs).
+
+    Args:
+        tracker: The run's :class:`RunTracker`.
+        height: Figure height in pixels (default: from the number of rows).
+    """
+    import plotly.graph_objects as go
+
+    spans = list(tracker.spans)
+    now = _now(tracker)
+    rows = list(dict.fromkeys(s.state for s in spans))
+    fig = go.Figure()
+    if len(spans) <= GANTT_LIMIT and len(rows) <= GANTT_ROWS:
+        for outcome, (label, colour) in _OUTCOMES.items():
+            mine = [s for s in spans if s.outcome == outcome]
+            if not mine:
+                continue
+            ends = [s.end if s.end is not None else now for s in mine]
+            fig.add_trace(go.Bar(
+                orientation="h", y=[s.state for s in mine], base=[s.start for s in mine],
+                x=[max(e - s.start, 1e-4) for s, e in zip(mine, ends, strict=True)], name=label,
+                marker={"color": colour, "line": {"color": "#333", "width": 0.5}},
+                hovertext=[f"{html.escape(s.state)} attempt {s.attempt}: {label}<br>{s.start:.3f}s -> {e:.3f}s"
+                           + (f"<br>waited for a person {s.waited:.1f}s" if s.waited else "")
+                           for s, e in zip(mine, ends, strict=True)],
+                hoverinfo="text",
+            ))
+        fig.update_layout(barmode="overlay", bargap=0.25)
+        fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(rows)), title=None)
+        h = height or int(min(560, 110 + 28 * max(1, len(rows))))
+        title = f"timeline - {len(spans)} state runs, up to {_max_parallel(spans, now)} at once"
+    else:
+        xs, ys, done_x, done_y = _concurrency(spans, now)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"shape": "hv", "color": status_color("running")},
+                                 fill="tozeroy", name="running at once"))
+        fig.add_trace(go.Scatter(x=done_x, y=done_y, mode="lines", yaxis="y2",
+                                 line={"color": status_color("completed"), "width": 2}, name="finished (total)"))
+        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "finished", "rangemode": "tozero"})
+        fig.update_yaxes(title="running", rangemode="tozero", selector={"anchor": "x"})
+        h = height or 260
+        title = (f"timeline - {len(spans):,} state runs (too many for bars): up to "
+                 f"{max(ys) if ys else 0:,} at once")
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 14}}, height=h, template=_TEMPLATE,
+        margin={"l": 10, "r": 10, "t": 40, "b": 35}, legend={"orientation": "h", "y": -0.18, "x": 0},
+        xaxis={"title": "seconds since start", "rangemode": "tozero"},
+    )
+    return fig
+
+
+def _max_parallel(spans: list[Any], now: float) -> int:
+    _, ys, _, _ = _concurrency(spans, now)
+    return max(ys) if ys else 0
+
+
+def _concurrency(spans: list[Any], now: float) -> tuple[list[float], list[int], list[float], list[int]]:
+    points: list[tuple[float, int]] = []
+    for s in spans:
+        points.append((s.start, 1))
+        points.append((s.end if s.end is not None else now, -1))
+    points.sort()
+    xs: list[float] = [0.0]
+    ys: list[int] = [0]
+    done_x: list[float] = [0.0]
+    done_y: list[int] = [0]
+    level = finished = 0
+    step = max(1, len(points) // 600)  # at most ~600 points on the wire
+    for i, (t, d) in enumerate(points):
+        level += d
+        if d < 0:
+            finished += 1
+        if i % step == 0 or i == len(points) - 1:
+            xs.append(t)
+            ys.append(level)
+            done_x.append(t)
+            done_y.append(finished)
+    return xs, ys, done_x, done_y
+
+
+def declared_cpu(agent: Any, running: tuple[str, ...]) -> float:
+    """CPU percent the running states asked for (``cpu_units`` x 100, psutil's scale)."""
+    total = 0.0
+    for name in running:
+        spec = agent.states.get(name)
+        if spec is not None and spec.resources is not None:
+            total += spec.resources.cpu_units * 100.0
+    return total
+
+
+def resource_figure(tracker: Any, *, height: int = 280) -> Any:
+    """Measured CPU and memory over the run, beside the CPU the running states declared."""
+    import plotly.graph_objects as go
+
+    samples = list(tracker.samples)
+    t0 = tracker.t0 or (samples[0].time if samples else 0.0)
+    x = [s.time - t0 for s in samples]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=x, y=[s.process_cpu for s in samples], name="process CPU %",
+                             line={"color": "#2f80ed", "width": 2}))
+    fig.add_trace(go.Scatter(x=x, y=[s.system_cpu for s in samples], name="system CPU %",
+                             line={"color": "#828282", "dash": "dash"}))
+    if any(spec.resources is not None for spec in tracker.agent.states.values()):
+        fig.add_trace(go.Scatter(x=x, y=[declared_cpu(tracker.agent, s.running) for s in samples],
+                                 name="declared CPU % (running states)", line={"color": "#f2994a", "dash": "dot",
+                                                                                "shape": "hv"}))
+    fig.add_trace(go.Scatter(x=x, y=[s.process_memory_mb for s in samples], name="process memory MB",
+                             yaxis="y2", line={"color": "#9b51e0", "width": 2}))
+    ngpu = max((len(s.gpu) for s in samples), default=0)
+    for g in range(ngpu):
+        fig.add_trace(go.Scatter(x=x, y=[s.gpu[g] if g < len(s.gpu) else None for s in samples],
+                                 name=f"GPU {g} %", line={"color": "#27ae60"}))
+    last = samples[-1] if samples else None
+    title = "resources" if last is None else (
+        f"resources - process {last.process_cpu:.0f}% CPU, {last.process_memory_mb:.0f} MB; "
+        f"system {last.system_cpu:.0f}% CPU, {last.system_memory_percent:.0f}% memory")
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 14}}, height=height, template=_TEMPLATE,
+        margin={"l": 10, "r": 10, "t": 40, "b": 35}, legend={"orientation": "h", "y": -0.22, "x": 0},
+        xaxis={"title": "seconds since start", "rangemode": "tozero"},
+        yaxis={"title": "CPU %", "rangemode": "tozero"},
+        yaxis2={"title": "MB", "overlaying": "y", "side": "right", "rangemode": "tozero", "showgrid": False},
+    )
+    if not samples:
+        fig.add_annotation(text="no samples yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return fig
+
+
+def declared_vs_measured(tracker: Any) -> list[dict[str, Any]]:
+    """Per state: what it declared (CPU units, memory MB) and what was measured while it ran.
+
+    Measured numbers come from the samples taken while the state was running; concurrent
+    states share the process, so a sample counts for each of them (``shared`` says how often).
+    """
+    acc: dict[str, list[float]] = {}
+    for s in tracker.samples:
+        for name in s.running:
+            a = acc.setdefault(name, [0, 0, 0.0, 0.0])
+            a[0] += 1
+            a[1] += len(s.running) > 1
+            a[2] += s.process_cpu
+            a[3] = max(a[3], s.process_memory_mb)
+    rows = []
+    for name, spec in tracker.agent.states.items():
+        res = spec.resources
+        n, shared, cpu, mem = acc.get(name, (0, 0, 0.0, 0.0))
+        if res is None and not n:
+            continue
+        rows.append({
+            "state": name,
+            "declared_cpu": None if res is None else res.cpu_units,
+            "measured_cpu": cpu / n / 100.0 if n else None,
+            "declared_memory_mb": None if res is None else res.memory_mb,
+            "measured_peak_memory_mb": mem if n else None,
+            "samples": int(n), "shared": int(shared),
+        })
+    return rows
+
+
+def to_bundle(fig: Any) -> dict[str, Any]:
+    """A figure as a plotly MIME bundle (what JupyterLab's plotly renderer draws), no JavaScript."""
+    import json
+
+    import plotly.io as pio
+
+    data = json.loads(pio.to_json(fig, validate=False, engine="json"))
+    data.setdefault("config", {"displaylogo": False, "responsive": True})
+    title = data["layout"].get("title", {}).get("text", "figure")
+    return {"application/vnd.plotly.v1+json": data, "text/plain": f"<{title}>"}

@@ -1,0 +1,261 @@
+"""The state graph drawn three ways, all offline: plotly, mermaid text, and inline SVG.
+
+Nodes are coloured by status (the shared vocabulary in ``_layout``); edges are styled by how
+they were found (from code, declared, dependency, seen at run time). Plotly is the rich view,
+mermaid is for JupyterLab >= 4.1 and Markdown, and the SVG is the static snapshot that shows
+in exported HTML, nbviewer and anywhere without JavaScript.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from ._layout import EDGE_STYLE, STATUS_STYLE, Layout, dominant_status, graph_layout, status_color, status_label
+from ._layout import TEMPLATE as _TEMPLATE
+
+#: graphs with more drawn nodes than this get no plotly figure in an Agent's repr (mermaid/SVG still)
+PLOTLY_REPR_LIMIT = 150
+
+
+def agent_statuses(agent: Any, tracker: Any = None) -> dict[str, str]:
+    """State -> display status, from a tracker when there is one, else the agent's metadata."""
+    if tracker is not None:
+        return tracker.status
+    return {name: meta.status.value for name, meta in agent.state_metadata.items()}
+
+
+def _node_status(lay: Layout, node_id: str, status: Mapping[str, str]) -> tuple[str, Counter[str]]:
+    members = lay.nodes[node_id].members
+    counts = Counter(status.get(m, "pending") for m in members)
+    return dominant_status(counts), counts
+
+
+def _counts_text(counts: Counter[str]) -> str:
+    return ", ".join(f"{n:,} {status_label(s)}" for s, n in counts.most_common())
+
+
+def _hover(agent: Any, name: str, status: str) -> str:
+    meta = agent.state_metadata.get(name)
+    lines = [f"<b>{html.escape(name)}</b>", f"status: {status_label(status)}"]
+    if meta is not None:
+        if meta.attempts:
+            lines.append(f"attempts: {meta.attempts}, runs: {meta.runs}")
+        if meta.last_duration is not None:
+            lines.append(f"last run: {meta.last_duration:.3f}s")
+        if meta.last_error:
+            lines.append("error: " + html.escape(meta.last_error[:200]))
+    return "<br>".join(lines)
+
+
+def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -> Any:
+    """A plotly figure of the agent's state graph, nodes coloured by status.
+
+    Args:
+        agent: The agent (its ``graph`` includes edges seen at run time).
+        tracker: A :class:`RunTracker` for live statuses (default: the agent's metadata).
+        title: Figure title (default: the agent's name and state count).
+
+    Returns:
+        A ``plotly.graph_objects.Figure``.
+    """
+    import plotly.graph_objects as go
+
+    lay = graph_layout(agent.graph)
+    status = agent_statuses(agent, tracker)
+    fig = go.Figure()
+    # edges: arrows as annotations; cycles (back edges) bend below the nodes
+    annotations = []
+    kinds_seen: set[str] = set()
+    for src, dst, kind, back in lay.edges:
+        label, colour, dash = EDGE_STYLE.get(kind, EDGE_STYLE["code"])
+        kinds_seen.add(kind)
+        x0, y0 = lay.position(src)
+        x1, y1 = lay.position(dst)
+        if back or src == dst:
+            # a curved return path drawn as a line, with the arrowhead as an annotation
+            if src == dst:
+                xs = [x0 + 0.12 * math.cos(t / 10 * 2 * math.pi) for t in range(11)]
+                ys = [y0 + 0.35 + 0.2 * math.sin(t / 10 * 2 * math.pi) for t in range(11)]
+            else:
+                depth = 0.55 + 0.1 * abs(x1 - x0)
+                xs = [x0 + (x1 - x0) * t / 12 for t in range(13)]
+                ys = [y0 + (y1 - y0) * t / 12 - depth * math.sin(math.pi * t / 12) for t in range(13)]
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
+                                     line={"color": colour, "dash": dash, "width": 1.5}))
+            if src != dst:
+                annotations.append({"x": xs[-1], "y": ys[-1], "ax": xs[-3], "ay": ys[-3], "xref": "x",
+                                    "yref": "y", "axref": "x", "ayref": "y", "showarrow": True, "text": "",
+                                    "arrowhead": 2, "arrowsize": 1.3, "arrowwidth": 1.5,
+                                    "arrowcolor": colour, "standoff": 14})
+            continue
+        annotations.append({"x": x1, "y": y1, "ax": x0, "ay": y0, "xref": "x", "yref": "y", "axref": "x",
+                            "ayref": "y", "showarrow": True, "text": "", "arrowhead": 2, "arrowsize": 1.3,
+                            "arrowwidth": 1.5 if kind != "runtime" else 2, "arrowcolor": colour,
+                            "standoff": 14, "startstandoff": 14})
+    for kind in EDGE_STYLE:
+        if kind in kinds_seen:
+            label, colour, dash = EDGE_STYLE[kind]
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"edge: {label}",
+                                     line={"color": colour, "dash": dash, "width": 2}, legendgroup="edges"))
+    # nodes: one trace per status so the legend explains the colours
+    by_status: dict[str, list[tuple[str, float, float, str, str]]] = {}
+    for nid, node in lay.nodes.items():
+        st, counts = _node_status(lay, nid, status)
+        x, y = lay.position(nid)
+        if node.is_group:
+            text = f"{node.label}<br>{_counts_text(counts)}"
+            hover = f"<b>{node.label}</b> (layer {node.layer})<br>{_counts_text(counts)}"
+        else:
+            text = html.escape(node.label)
+            hover = _hover(agent, nid, st)
+        by_status.setdefault(st, []).append((nid, x, y, text, hover))
+    for st in STATUS_STYLE:
+        pts = by_status.get(st)
+        if not pts:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[p[1] for p in pts], y=[p[2] for p in pts], text=[p[3] for p in pts],
+            hovertext=[p[4] for p in pts], hoverinfo="text", mode="markers+text", textposition="top center",
+            name=status_label(st), legendgroup="status",
+            marker={"size": [34 if lay.nodes[p[0]].is_group else 24 for p in pts],
+                    "symbol": ["square" if lay.nodes[p[0]].is_group else "circle" for p in pts],
+                    "color": status_color(st), "line": {"color": "#333", "width": 1}},
+            textfont={"size": 12},
+        ))
+    total = len(agent.graph.nodes)
+    xs = [lay.position(n)[0] for n in lay.nodes] or [0.0]
+    ys = [lay.position(n)[1] for n in lay.nodes] or [0.0]
+    height = int(min(640, max(260, 90 * max(1, lay.widest) + 140)))
+    fig.update_layout(
+        title={"text": title if title is not None else f"{html.escape(agent.name)} - {total} states",
+               "x": 0.01, "font": {"size": 15}},
+        showlegend=True, annotations=annotations, height=height, template=_TEMPLATE,
+        margin={"l": 20, "r": 20, "t": 50, "b": 20}, hovermode="closest",
+        legend={"yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.01, "font": {"size": 11},
+                "tracegroupgap": 12},
+        xaxis={"visible": False, "range": [min(xs) - 0.5, max(xs) + 0.5]},
+        yaxis={"visible": False, "range": [min(ys) - 0.9, max(ys) + 0.7]},
+    )
+    return fig
+
+
+# -- mermaid -------------------------------------------------------------------------------
+def _mermaid_text(text: str) -> str:
+    for a, b in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;"), ("\n", " ")):
+        text = text.replace(a, b)
+    return text
+
+
+_MERMAID_ARROW = {"code": "-->", "declared": "-.->", "dependency": "-. depends .->", "runtime": "==>"}
+
+
+def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR") -> str:
+    """The state graph as mermaid ``flowchart`` text, statuses as classes.
+
+    Labels are quoted and escaped (``"``, ``#``, ``<``, ``>`` become mermaid entities), node ids
+    are generated, so any state name is safe.
+    """
+    lay = graph_layout(agent.graph)
+    status = agent_statuses(agent, tracker)
+    ids = {nid: f"n{i}" for i, nid in enumerate(lay.nodes)}
+    lines = [f"flowchart {direction}"]
+    used: set[str] = set()
+    for nid, node in lay.nodes.items():
+        st, counts = _node_status(lay, nid, status)
+        used.add(st)
+        label = node.label if not node.is_group else f"{node.label}: {_counts_text(counts)}"
+        shape = ('["', '"]') if not node.is_group else ('[["', '"]]')
+        lines.append(f"    {ids[nid]}{shape[0]}{_mermaid_text(label)}{shape[1]}:::{st}")
+    for src, dst, kind, _back in lay.edges:
+        lines.append(f"    {ids[src]} {_MERMAID_ARROW.get(kind, '-->')} {ids[dst]}")
+    for st in STATUS_STYLE:
+        if st in used:
+            text_colour = "#000" if st in ("pending", "ready", "blocked") else "#fff"
+            lines.append(f"    classDef {st} fill:{status_color(st)},stroke:#333,color:{text_colour}")
+    return "\n".join(lines)
+
+
+def graph_markdown(agent: Any, tracker: Any = None) -> str:
+    """The mermaid graph as a fenced Markdown block (JupyterLab >= 4.1 draws it)."""
+    return "```mermaid\n" + graph_mermaid(agent, tracker) + "\n```"
+
+
+# -- SVG --------------------------------------------------------------------------------------
+def graph_svg(agent: Any, tracker: Any = None, *, width: int = 720) -> str:
+    """A self-contained SVG of the graph (no JavaScript, no network): the static snapshot."""
+    lay = graph_layout(agent.graph)
+    status = agent_statuses(agent, tracker)
+    if not lay.nodes:
+        return ('<svg xmlns="http://www.w3.org/2000/svg" width="200" height="30">'
+                '<text x="4" y="20">(no states)</text></svg>')
+    xs = [lay.position(n)[0] for n in lay.nodes]
+    ys = [lay.position(n)[1] for n in lay.nodes]
+    span_x = max(xs) - min(xs) or 1.0
+    col = min(170.0, (width - 120) / span_x) if len(set(xs)) > 1 else 0.0
+    row = 64.0
+    height = int((max(ys) - min(ys)) * row + 110)
+    real_width = int(span_x * col + 140) if col else 240
+
+    def px(nid: str) -> tuple[float, float]:
+        x, y = lay.position(nid)
+        return 70 + (x - min(xs)) * col, 40 + (max(ys) - y) * row
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{real_width}" height="{height + 22}" '
+           'font-family="sans-serif" font-size="12">',
+           '<defs><marker id="fa" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+           'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#666"/></marker></defs>']
+    for src, dst, kind, back in lay.edges:
+        _, colour, dash = EDGE_STYLE.get(kind, EDGE_STYLE["code"])
+        (x0, y0), (x1, y1) = px(src), px(dst)
+        d = {"dash": ' stroke-dasharray="6,4"', "dot": ' stroke-dasharray="2,3"'}.get(dash, "")
+        if src == dst:
+            path = f"M {x0 - 6} {y0 - 14} C {x0 - 30} {y0 - 50}, {x0 + 30} {y0 - 50}, {x0 + 6} {y0 - 14}"
+        elif back:
+            path = f"M {x0} {y0 + 14} Q {(x0 + x1) / 2} {max(y0, y1) + 60} {x1} {y1 + 14}"
+        else:
+            dx, dy = x1 - x0, y1 - y0
+            n = math.hypot(dx, dy) or 1.0
+            path = f"M {x0 + dx / n * 15:.1f} {y0 + dy / n * 15:.1f} L {x1 - dx / n * 15:.1f} {y1 - dy / n * 15:.1f}"
+        out.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.5"{d} marker-end="url(#fa)"/>')
+    for nid, node in lay.nodes.items():
+        st, counts = _node_status(lay, nid, status)
+        x, y = px(nid)
+        label = node.label if not node.is_group else f"{node.label}: {_counts_text(counts)}"
+        tip = html.escape(f"{label} ({status_label(st)})")
+        if node.is_group:
+            out.append(f'<rect x="{x - 16}" y="{y - 16}" width="32" height="32" rx="4" fill="{status_color(st)}" '
+                       f'stroke="#333"><title>{tip}</title></rect>')
+        else:
+            out.append(f'<circle cx="{x}" cy="{y}" r="12" fill="{status_color(st)}" stroke="#333">'
+                       f"<title>{tip}</title></circle>")
+        out.append(f'<text x="{x}" y="{y - 19}" text-anchor="middle">{html.escape(label[:40])}</text>')
+    lx = 6.0
+    for st in STATUS_STYLE:
+        if st in status.values():
+            out.append(f'<circle cx="{lx + 6}" cy="{height + 10}" r="5" fill="{status_color(st)}" stroke="#333"/>')
+            out.append(f'<text x="{lx + 14}" y="{height + 14}">{html.escape(status_label(st))}</text>')
+            lx += 22 + 7 * len(status_label(st))
+    out.append("</svg>")
+    return "".join(out)
+
+
+def graph_text(agent: Any, tracker: Any = None, *, limit: int = 30) -> str:
+    """A plain-text summary: one line per state with its status and where it leads."""
+    status = agent_statuses(agent, tracker)
+    succ: dict[str, list[str]] = {}
+    for src, dst, kind in agent.graph.edge_list():
+        succ.setdefault(src, []).append(dst + ("*" if kind == "runtime" else ""))
+    lines = []
+    for i, name in enumerate(agent.graph.nodes):
+        if i >= limit:
+            lines.append(f"  ... and {len(agent.graph.nodes) - limit} more states")
+            break
+        nxt = ", ".join(succ.get(name, [])[:6]) or "(end)"
+        if len(succ.get(name, [])) > 6:
+            nxt += f", ... ({len(succ[name])})"
+        lines.append(f"  {name} [{status_label(status.get(name, 'pending'))}] -> {nxt}")
+    return "\n".join(lines)

@@ -1,0 +1,205 @@
+"""Checkpoint history and per-state metrics as pandas DataFrames; restore, fork and diff by row.
+
+:func:`history_frame` is what ``agent.history()`` returns in a notebook (the top-level
+package registers it as ``engine._hooks.history_frame``): one row per checkpoint, typed
+columns. The frame remembers the store it came from, so :func:`restore_row`,
+:func:`fork_row` and :func:`diff_rows` take a row number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from ..engine._checkpoint import Checkpoint
+from ..engine._errors import CheckpointError, ConfigurationError
+from ..engine._history import diff_checkpoints
+from ..engine._status import AgentStatus, StateStatus
+
+#: the columns of a history frame, in order
+HISTORY_COLUMNS = ["checkpoint_id", "run_id", "sequence", "timestamp", "trigger", "status", "completed",
+                   "pending", "keys_changed", "size_bytes", "error", "parent_id"]
+_TRIGGERS = ["manual", "pause", "interval", "state", "failure", "completion", "cancel", "fork"]
+#: more rows than this and ``keys_changed`` is not computed (it loads every checkpoint)
+KEYS_CHANGED_LIMIT = 2000
+
+
+class _Source:
+    """Where a frame's checkpoints live; survives pandas' deep copies of ``attrs`` by identity."""
+
+    __slots__ = ("agent_name", "store")
+
+    def __init__(self, store: Any, agent_name: str | None) -> None:
+        self.store = store
+        self.agent_name = agent_name
+
+    def __deepcopy__(self, memo: Any) -> _Source:
+        return self
+
+    def __repr__(self) -> str:
+        return f"<checkpoints of {self.agent_name or 'all agents'} in {self.store!r}>"
+
+
+def _rows_and_store(source: Any, run_id: str | None) -> tuple[list[Any], Any, str | None]:
+    from ..engine._agent import Agent
+
+    if isinstance(source, Agent):
+        store = source._require_store("history")
+        return list(store.list(agent_name=source.name, run_id=run_id)), store, source.name
+    if hasattr(source, "list") and hasattr(source, "get"):
+        return list(source.list(run_id=run_id)), source, None
+    if isinstance(source, Iterable):
+        items = list(source)
+        if all(isinstance(c, Checkpoint) for c in items):
+            from ..store._memory import MemoryStore
+
+            mem = MemoryStore()
+            for c in items:
+                mem.put(c)
+            return list(mem.list(run_id=run_id)), mem, None
+        if all(hasattr(c, "checkpoint_id") and hasattr(c, "completed_count") for c in items):
+            return [r for r in items if run_id is None or r.run_id == run_id], None, None
+    raise ConfigurationError(
+        f"history_frame({source!r}): pass an Agent with a store, a checkpoint store, or a list of "
+        "Checkpoints / CheckpointInfo rows"
+    )
+
+
+def _keys_changed(store: Any, rows: list[Any]) -> list[list[str] | None]:
+    if store is None or len(rows) > KEYS_CHANGED_LIMIT:
+        return [None] * len(rows)
+    cache: dict[str, Checkpoint] = {}
+
+    def load(cid: str | None) -> Checkpoint | None:
+        if cid is None:
+            return None
+        if cid not in cache:
+            try:
+                cache[cid] = store.get(cid)
+            except (CheckpointError, KeyError):
+                return None
+        return cache[cid]
+
+    out: list[list[str] | None] = []
+    for r in rows:
+        cp = load(r.checkpoint_id)
+        if cp is None:
+            out.append(None)
+            continue
+        parent = load(r.parent_id)
+        now = {**cp.shared_state, **cp.typed_data}
+        before = {} if parent is None else {**parent.shared_state, **parent.typed_data}
+        out.append(sorted(k for k in {*now, *before} if now.get(k, ...) != before.get(k, ...)))
+    return out
+
+
+def history_frame(source: Any, run_id: str | None = None, **_filters: Any) -> pd.DataFrame:
+    """One row per checkpoint, oldest first, with typed columns.
+
+    Columns: ``checkpoint_id``, ``run_id``, ``sequence`` (int), ``timestamp`` (datetime64, UTC),
+    ``trigger`` (categorical), ``status`` (categorical: the agent's status then), ``completed``
+    (int: states completed), ``pending`` (int: states in flight), ``keys_changed`` (list: data
+    keys that differ from the parent checkpoint), ``size_bytes`` (int), ``error``, ``parent_id``.
+
+    Args:
+        source: An Agent (its store, its checkpoints), a store (every agent), or a list of
+            Checkpoints / ``CheckpointInfo`` rows.
+        run_id: Only this run.
+
+    Example:
+        >>> # frame = history_frame(agent); restore_row(agent, frame, 3)
+    """
+    rows, store, agent_name = _rows_and_store(source, run_id)
+    rows.sort(key=lambda r: (r.timestamp, r.sequence))
+    frame = pd.DataFrame({
+        "checkpoint_id": pd.Series([r.checkpoint_id for r in rows], dtype="object"),
+        "run_id": pd.Series([r.run_id for r in rows], dtype="object"),
+        "sequence": pd.Series([r.sequence for r in rows], dtype="int64"),
+        "timestamp": pd.to_datetime(pd.Series([r.timestamp for r in rows], dtype="float64"), unit="s", utc=True),
+        "trigger": pd.Categorical([r.trigger for r in rows],
+                                  categories=list(dict.fromkeys([*_TRIGGERS, *(r.trigger for r in rows)]))),
+        "status": pd.Categorical([str(r.agent_status) for r in rows], categories=[s.value for s in AgentStatus]),
+        "completed": pd.Series([r.completed_count for r in rows], dtype="int64"),
+        "pending": pd.Series([len(r.pending) for r in rows], dtype="int64"),
+        "keys_changed": pd.Series(_keys_changed(store, rows), dtype="object"),
+        "size_bytes": pd.Series([r.size_bytes for r in rows], dtype="int64"),
+        "error": pd.Series([r.error for r in rows], dtype="object"),
+        "parent_id": pd.Series([r.parent_id for r in rows], dtype="object"),
+    }, columns=HISTORY_COLUMNS)
+    frame.attrs["fluffy_source"] = _Source(store, agent_name)
+    return frame
+
+
+def _checkpoint_at(frame: pd.DataFrame, i: int, agent: Any = None) -> Checkpoint:
+    if not -len(frame) <= i < len(frame):
+        raise CheckpointError(f"row {i} is not in this history frame (it has {len(frame)} rows: 0..{len(frame) - 1})")
+    cid = frame["checkpoint_id"].iloc[i]
+    source = frame.attrs.get("fluffy_source")
+    store = getattr(source, "store", None) or getattr(agent, "store", None)
+    if store is None:
+        raise CheckpointError(f"row {i} ({cid[:12]}): this frame does not know its store; build it with "
+                              "history_frame(agent) or history_frame(store)")
+    return store.get(cid)
+
+
+def restore_row(agent: Any, frame: pd.DataFrame, i: int) -> Checkpoint:
+    """Restore ``agent`` to the checkpoint in row ``i``; ``agent.run()``/``resume()`` continue it."""
+    return agent.restore(_checkpoint_at(frame, i, agent))
+
+
+def fork_row(agent: Any, frame: pd.DataFrame, i: int) -> Checkpoint:
+    """Fork a new run of ``agent`` from row ``i`` (the original run's history stays as it was)."""
+    cp = _checkpoint_at(frame, i, agent)
+    agent.fork(cp)
+    return cp
+
+
+def diff_rows(frame: pd.DataFrame, i: int, j: int) -> pd.DataFrame:
+    """What changed from row ``i`` to row ``j``: one row per data key, status or completion change.
+
+    Columns: ``change`` (added, removed, changed, status, completed), ``key``, ``before``, ``after``.
+    """
+    a, b = _checkpoint_at(frame, i), _checkpoint_at(frame, j)
+    d = diff_checkpoints(a, b)
+    da = {**a.shared_state, **a.typed_data}
+    db = {**b.shared_state, **b.typed_data}
+    records: list[tuple[str, str, Any, Any]] = []
+    records += [("added", k, None, db[k]) for k in d.added]
+    records += [("removed", k, da[k], None) for k in d.removed]
+    records += [("changed", k, da[k], db[k]) for k in d.changed]
+    records += [("status", s, old, new) for s, (old, new) in d.status_changes.items()]
+    records += [("completed", s, False, True) for s in d.completed_added]
+    records += [("completed", s, True, False) for s in d.completed_removed]
+    out = pd.DataFrame(records, columns=["change", "key", "before", "after"])
+    out["change"] = pd.Categorical(out["change"], categories=["added", "removed", "changed", "status", "completed"])
+    out.attrs["diff"] = d
+    return out
+
+
+def state_metrics_frame(agent: Any) -> pd.DataFrame:
+    """Per-state metrics of the agent's last run, indexed by state.
+
+    Columns: ``status`` (categorical), ``runs``, ``attempts``, ``retries``, ``failures`` (int),
+    ``p50``/``p95``/``p99``/``mean``/``max`` duration in seconds (float, NaN if never finished),
+    ``last_error``.
+    """
+    import numpy as np
+
+    rows = []
+    for name, meta in agent.state_metadata.items():
+        d = np.asarray(meta.durations, dtype="float64")
+        q = np.percentile(d, [50, 95, 99]) if d.size else [np.nan] * 3
+        rows.append({"state": name, "status": meta.status.value, "runs": meta.runs, "attempts": meta.attempts,
+                     "retries": meta.retries, "failures": meta.failures, "p50": q[0], "p95": q[1], "p99": q[2],
+                     "mean": d.mean() if d.size else np.nan, "max": d.max() if d.size else np.nan,
+                     "last_error": meta.last_error})
+    frame = pd.DataFrame(rows, columns=["state", "status", "runs", "attempts", "retries", "failures", "p50", "p95",
+                                        "p99", "mean", "max", "last_error"]).set_index("state")
+    frame["status"] = pd.Categorical(frame["status"], categories=[s.value for s in StateStatus])
+    for col in ("runs", "attempts", "retries", "failures"):
+        frame[col] = frame[col].astype("int64")
+    for col in ("p50", "p95", "p99", "mean", "max"):
+        frame[col] = frame[col].astype("float64")
+    return frame

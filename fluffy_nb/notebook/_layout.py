@@ -1,0 +1,223 @@
+"""Layered layout of a state graph, and the status vocabulary every view shares.
+
+The layout is a small Sugiyama-style pass over :class:`~fluffy_nb.engine._graph.StateGraph`:
+back edges (cycles) are found by a depth-first search from the start states and left out of
+the layering; every state goes to the layer after its deepest predecessor (longest path);
+states inside a layer are ordered by the barycentre of their predecessors (two sweeps).
+Layers wider than ``max_per_layer`` collapse into one *group* node ("10,000 states"), so a
+huge fan-out stays one readable column. Layouts are cached per graph version.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: display status -> (label, fill colour); the order is the legend order
+STATUS_STYLE: dict[str, tuple[str, str]] = {
+    "pending": ("pending", "#d4d4d4"),
+    "ready": ("ready", "#9ecae1"),
+    "blocked": ("blocked", "#f2c94c"),
+    "running": ("running", "#2f80ed"),
+    "retrying": ("retrying", "#f2994a"),
+    "waiting_for_human": ("waiting for a person", "#9b51e0"),
+    "completed": ("done", "#27ae60"),
+    "failed": ("failed", "#eb5757"),
+    "timeout": ("timed out", "#a50f15"),
+    "cancelled": ("cancelled", "#828282"),
+}
+
+#: when a group holds states of several statuses, its colour is the most pressing one
+STATUS_URGENCY = ["failed", "timeout", "waiting_for_human", "retrying", "running", "blocked", "ready",
+                  "cancelled", "pending", "completed"]
+
+#: edge kind -> (label, colour, plotly dash)
+EDGE_STYLE: dict[str, tuple[str, str, str]] = {
+    "code": ("from code", "#7f8c8d", "solid"),
+    "declared": ("declared next", "#7f8c8d", "dash"),
+    "dependency": ("dependency", "#2d6cdf", "dot"),
+    "runtime": ("seen at run time", "#e67e22", "solid"),
+}
+
+
+#: a small plotly template (white, light grid): plotly's named templates cost a deep copy per figure
+TEMPLATE: dict[str, Any] = {"layout": {
+    "paper_bgcolor": "white", "plot_bgcolor": "white", "font": {"color": "#2a3f5f"},
+    "xaxis": {"gridcolor": "#ebf0f8", "zerolinecolor": "#ebf0f8", "linecolor": "#ebf0f8"},
+    "yaxis": {"gridcolor": "#ebf0f8", "zerolinecolor": "#ebf0f8", "linecolor": "#ebf0f8"},
+}}
+
+
+def status_label(status: str) -> str:
+    """The words shown for a status key (``completed`` -> ``done``)."""
+    return STATUS_STYLE.get(status, (status, ""))[0]
+
+
+def status_color(status: str) -> str:
+    """The fill colour of a status key."""
+    return STATUS_STYLE.get(status, ("", "#bdbdbd"))[1]
+
+
+def dominant_status(counts: Mapping[str, int]) -> str:
+    """The most pressing status present in ``counts`` (a group's colour)."""
+    for s in STATUS_URGENCY:
+        if counts.get(s):
+            return s
+    return "pending"
+
+
+@dataclass
+class Node:
+    """One drawn node: a state, or a group standing for a wide layer."""
+
+    id: str
+    label: str
+    layer: int
+    order: float
+    members: tuple[str, ...]
+
+    @property
+    def is_group(self) -> bool:
+        """Whether this node stands for several states."""
+        return len(self.members) != 1 or self.members[0] != self.id
+
+
+@dataclass
+class Layout:
+    """Positions of nodes and the edges between them (``back`` edges close a cycle)."""
+
+    nodes: dict[str, Node] = field(default_factory=dict)
+    edges: list[tuple[str, str, str, bool]] = field(default_factory=list)  # src, dst, kind, back
+    owner: dict[str, str] = field(default_factory=dict)  # state -> node id
+    layers: int = 0
+    widest: int = 0
+
+    def position(self, node_id: str) -> tuple[float, float]:
+        """``(x, y)``: x is the layer, y the place in the layer (centred on 0)."""
+        n = self.nodes[node_id]
+        return float(n.layer), -float(n.order)
+
+
+def _back_edges(nodes: list[str], succ: Mapping[str, Iterable[str]], starts: list[str]) -> set[tuple[str, str]]:
+    """Edges that point back to a node on the current DFS path (iterative DFS)."""
+    colour: dict[str, int] = {}
+    back: set[tuple[str, str]] = set()
+    for root in [*starts, *nodes]:
+        if root in colour:
+            continue
+        colour[root] = 1
+        stack = [(root, iter(succ.get(root, ())))]
+        while stack:
+            node, it = stack[-1]
+            for nxt in it:
+                c = colour.get(nxt, 0)
+                if c == 1:
+                    back.add((node, nxt))
+                elif c == 0:
+                    colour[nxt] = 1
+                    stack.append((nxt, iter(succ.get(nxt, ()))))
+                    break
+            else:
+                colour[node] = 2
+                stack.pop()
+    return back
+
+
+def compute_layout(nodes: Iterable[str], edges: Iterable[tuple[str, str, str]], *, max_per_layer: int = 12) -> Layout:
+    """Lay out a graph left to right in layers.
+
+    Args:
+        nodes: State names in registration order (the first ones are the start states).
+        edges: ``(src, dst, kind)`` triples.
+        max_per_layer: Layers with more states than this collapse into one group node.
+
+    Example:
+        >>> lay = compute_layout(["a", "b", "c"], [("a", "b", "code"), ("b", "c", "code"), ("c", "a", "code")])
+        >>> [lay.nodes[n].layer for n in "abc"], [e for e in lay.edges if e[3]]
+        ([0, 1, 2], [('c', 'a', 'code', True)])
+    """
+    known = dict.fromkeys(nodes)
+    edge_list = [(s, d, k) for s, d, k in edges]
+    for s, d, _ in edge_list:
+        known.setdefault(s)
+        known.setdefault(d)
+    names = list(known)
+    succ: dict[str, list[str]] = {n: [] for n in names}
+    for s, d, _ in edge_list:
+        if s != d:
+            succ[s].append(d)
+    targets = {d for s, d, _ in edge_list if s != d}
+    starts = [n for n in names if n not in targets] or names[:1]
+    back = _back_edges(names, succ, starts)
+    preds: dict[str, list[str]] = {n: [] for n in names}
+    for s, d, _ in edge_list:
+        if s != d and (s, d) not in back:
+            preds[d].append(s)
+    # longest-path layering over the acyclic part (Kahn's order)
+    indeg = {n: len(preds[n]) for n in names}
+    layer = dict.fromkeys(names, 0)
+    queue = [n for n in names if indeg[n] == 0]
+    i = 0
+    while i < len(queue):
+        n = queue[i]
+        i += 1
+        for d in succ[n]:
+            if (n, d) in back:
+                continue
+            layer[d] = max(layer[d], layer[n] + 1)
+            indeg[d] -= 1
+            if indeg[d] == 0:
+                queue.append(d)
+    by_layer: dict[int, list[str]] = {}
+    for n in names:
+        by_layer.setdefault(layer[n], []).append(n)
+    # barycentre ordering: place each node near the mean position of its predecessors
+    pos: dict[str, float] = {}
+    for lay_i in sorted(by_layer):
+        members = by_layer[lay_i]
+        if lay_i > 0 and len(members) > 1:
+            index = {n: j for j, n in enumerate(members)}
+
+            def key(n: str, index: dict[str, int] = index) -> tuple[float, int]:
+                ps = [pos[p] for p in preds[n] if p in pos]
+                return (sum(ps) / len(ps) if ps else float(index[n]), index[n])
+
+            members.sort(key=key)
+        for j, n in enumerate(members):
+            pos[n] = j - (len(members) - 1) / 2
+    lay = Layout(layers=len(by_layer))
+    for lay_i, members in sorted(by_layer.items()):
+        if len(members) > max_per_layer:
+            gid = f"group:{lay_i}"
+            lay.nodes[gid] = Node(gid, f"{len(members):,} states", lay_i, 0.0, tuple(members))
+            for n in members:
+                lay.owner[n] = gid
+            lay.widest = max(lay.widest, 1)
+        else:
+            for n in members:
+                lay.nodes[n] = Node(n, n, lay_i, pos[n], (n,))
+                lay.owner[n] = n
+            lay.widest = max(lay.widest, len(members))
+    seen: set[tuple[str, str]] = set()
+    for s, d, k in edge_list:
+        a, b = lay.owner[s], lay.owner[d]
+        if (a, b) in seen:
+            continue
+        seen.add((a, b))
+        lay.edges.append((a, b, k, (s, d) in back or a == b))
+    return lay
+
+
+_cache: weakref.WeakKeyDictionary[Any, tuple[int, int, Layout]] = weakref.WeakKeyDictionary()
+
+
+def graph_layout(graph: Any, *, max_per_layer: int = 12) -> Layout:
+    """The (cached) layout of an engine ``StateGraph``; recomputed when the graph changes."""
+    hit = _cache.get(graph)
+    if hit is not None and hit[0] == graph.version and hit[1] == max_per_layer:
+        return hit[2]
+    lay = compute_layout(list(graph.nodes), graph.edge_list(), max_per_layer=max_per_layer)
+    _cache[graph] = (graph.version, max_per_layer, lay)
+    return lay

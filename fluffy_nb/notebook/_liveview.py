@@ -1,0 +1,323 @@
+"""LiveView: one ipywidgets box per run, under the cell, redrawn from the agent's events.
+
+What it shows, top to bottom: a header (status, progress, elapsed, what runs and waits), a
+progress bar, the state graph coloured by status, a timeline of state attempts, measured
+resource usage beside declared, the human-in-the-loop forms, and the result or the error.
+
+Redraws are coalesced. Events only update the :class:`RunTracker` (a few dict writes); one
+ticker task redraws at most every ``interval`` seconds (0.1 s: 10/s) and only what changed.
+Figures are costlier, so they redraw at most every ``figure_interval`` seconds, stretched
+to five times their own drawing cost, so drawing never takes more than ~20% of the loop.
+
+Jupyter facts followed (DESIGN.md): plotly figures are re-displayed as static plotly JSON into
+``Output`` widgets through ``outputs=`` (never ``with out:``, never a ``FigureWidget``: ~5 MB
+of JavaScript per instance). Without a widget frontend (nbval, plain IPython, exported HTML)
+the view's display carries a static snapshot (``text/html`` with an inline SVG graph, and a
+``text/plain`` summary); when the run ends the display is updated with the final snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import time
+import traceback
+import weakref
+from typing import Any
+
+import ipywidgets as widgets
+
+from ._figures import declared_vs_measured, resource_figure, timeline_figure, to_bundle
+from ._graphview import graph_figure, graph_svg
+from ._layout import STATUS_STYLE, status_color, status_label
+from ._tracker import RunTracker
+
+log = logging.getLogger("fluffy_nb")
+
+#: agent -> its newest live view (the background-error hook and %fluffy monitor find it here)
+views: weakref.WeakKeyDictionary[Any, LiveView] = weakref.WeakKeyDictionary()
+
+
+def _forms_area(agent: Any) -> Any:
+    """The agent's human-in-the-loop forms area (``_hitl_form.FormsArea``), or an empty slot."""
+    try:
+        from ._hitl_form import FormsArea
+    except ImportError:  # SLOT: the HITL forms area goes here when _hitl_form is absent
+        return widgets.VBox([])
+    area = FormsArea.for_agent(agent)
+    area.shown = True
+    return area
+
+
+class LiveView:
+    """The live view of an agent's run (an ipywidgets ``VBox`` in ``.widget``).
+
+    Args:
+        agent: The agent to watch; create the view before the run starts, or attach to a
+            running one.
+        interval: Smallest time between two redraws (seconds).
+        figure_interval: Smallest time between two figure redraws (seconds).
+        sample_interval: Seconds between resource samples (psutil).
+        graph: Show the state graph.
+
+    Example:
+        >>> # view = LiveView(agent); view.display(); handle = agent.start(); view.attach(handle)
+    """
+
+    def __init__(self, agent: Any, *, interval: float = 0.1, figure_interval: float = 0.5,
+                 sample_interval: float = 0.5, graph: bool = True) -> None:
+        self.agent = agent
+        self.tracker = RunTracker(agent)
+        self.interval = interval
+        self.figure_interval = figure_interval
+        self.sample_interval = sample_interval
+        self.handle: Any = None
+        self.redraws = 0
+        self.figure_redraws = 0
+        self.figure_cost = 0.0
+        self._drawn_version = -1
+        self._fig_version = -1
+        self._fig_at = 0.0
+        self._graph_version = -1
+        self._ticker: asyncio.Task[None] | None = None
+        self._sampler: Any = None
+        self._display: Any = None
+        self._final = False
+        self.header = widgets.HTML()
+        self.progress = widgets.IntProgress(value=0, min=0, max=max(1, len(agent.states)),
+                                            layout=widgets.Layout(width="100%"))
+        self.graph_out = widgets.Output(layout=widgets.Layout(display="" if graph else "none"))
+        self.timeline_out = widgets.Output()
+        self.resources_out = widgets.Output()
+        self.usage = widgets.HTML()
+        self.forms = _forms_area(agent)
+        self.result_out = widgets.Output()
+        self.widget = widgets.VBox([self.header, self.progress, self.graph_out, self.timeline_out,
+                                    self.resources_out, self.usage, self.forms, self.result_out])
+        views[agent] = self
+        self.redraw(force=True)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def attach(self, handle: Any) -> LiveView:
+        """Follow a run: redraw while it goes, show its result or error when it ends."""
+        self.handle = handle
+        self._start_sampler()
+        self._start_ticker()
+        handle.add_done_callback(self._on_done)
+        return self
+
+    def _start_ticker(self) -> None:
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="fluffy_nb live view")
+
+    def _start_sampler(self) -> None:
+        if self._sampler is not None:
+            return
+        try:
+            from ..engine._sampler import acquire_shared
+        except ImportError:
+            return
+        self._sampler = acquire_shared(self.agent, self.sample_interval)
+        if getattr(self.agent, "_run_active", False) and not self._sampler.running:
+            self._sampler.start()
+
+    def _stop_sampler(self) -> None:
+        if self._sampler is not None:
+            from ..engine._sampler import release_shared
+
+            self._sampler = None
+            release_shared(self.agent)
+
+    async def _tick(self) -> None:
+        try:
+            while not self._final:
+                await asyncio.sleep(self.interval)
+                self.redraw()
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # a view must never break a run
+            log.exception("fluffy_nb live view redraw failed")
+
+    def _on_done(self, handle: Any) -> None:
+        task = getattr(handle, "task", handle)
+        if task.cancelled():
+            self.finish(None, cancelled=True)
+        else:
+            exc = task.exception()
+            self.finish(exc, result=None if exc is not None else task.result())
+
+    def finish(self, error: BaseException | None = None, *, result: Any = None, cancelled: bool = False) -> None:
+        """Draw the final state: figures, and the result or the error (with its traceback)."""
+        if self._final:
+            if error is not None and self.tracker.exception is None:
+                self._show_error(error)
+            return
+        self._final = True
+        self._stop_sampler()
+        if error is not None:
+            self.tracker.exception = error
+            self._show_error(error)
+        elif cancelled:
+            self.result_out.outputs = ({"output_type": "stream", "name": "stdout", "text": "run cancelled\n"},)
+        elif result is not None:
+            self.result_out.outputs = ({"output_type": "display_data", "metadata": {},
+                                        "data": {"text/plain": repr(result)}},)
+        self.redraw(force=True)
+        if self._ticker is not None and self._ticker is not asyncio.current_task():
+            self._ticker.cancel()
+        self.tracker.close()
+        if self._display is not None:
+            try:
+                self._display.update(self)
+            except Exception:
+                log.debug("fluffy_nb: updating the live view's display failed", exc_info=True)
+
+    def _show_error(self, error: BaseException) -> None:
+        self.tracker.exception = error
+        tb = traceback.format_exception(error)
+        self.result_out.outputs = ({"output_type": "error", "ename": type(error).__name__,
+                                    "evalue": str(error), "traceback": [line.rstrip("\n") for line in tb]},)
+
+    # -- drawing ----------------------------------------------------------------------------------
+    def redraw(self, *, force: bool = False) -> None:
+        """Bring the widgets up to date with the tracker (cheap parts always, figures when due)."""
+        tr = self.tracker
+        if not force and tr.version == self._drawn_version and not self._running():
+            return
+        self.redraws += 1
+        self._drawn_version = tr.version
+        header = self._header_html()
+        if header != self.header.value:
+            self.header.value = header
+        done, known = tr.progress()
+        known = max(known, 1)
+        if (done, known) != (self.progress.value, self.progress.max):
+            with self.progress.hold_sync():
+                self.progress.max = known
+                self.progress.value = min(done, known)
+                self.progress.bar_style = self._bar_style()
+        now = time.perf_counter()
+        due = now - self._fig_at >= max(self.figure_interval, 5 * self.figure_cost)
+        if force or (due and tr.version != self._fig_version):
+            self._fig_version = tr.version
+            self._draw_figures()
+            self.figure_cost = time.perf_counter() - now
+            self._fig_at = time.perf_counter()
+
+    def _running(self) -> bool:
+        return self.tracker.run_status == "running"  # elapsed time keeps moving
+
+    def _bar_style(self) -> str:
+        return {"completed": "success", "failed": "danger", "cancelled": "warning"}.get(self.tracker.run_status, "info")
+
+    def _draw_figures(self) -> None:
+        self.figure_redraws += 1
+        tr = self.tracker
+        if self.graph_out.layout.display != "none":
+            self.graph_out.outputs = (_display_data(to_bundle(graph_figure(self.agent, tr))),)
+        if tr.spans:
+            self.timeline_out.outputs = (_display_data(to_bundle(timeline_figure(tr))),)
+        if tr.samples:
+            self.resources_out.outputs = (_display_data(to_bundle(resource_figure(tr))),)
+            self.usage.value = usage_table_html(tr)
+
+    def _header_html(self) -> str:
+        tr = self.tracker
+        colour = {"completed": status_color("completed"), "failed": status_color("failed"),
+                  "running": status_color("running")}.get(tr.run_status, "#555")
+        text = html.escape(tr.summary())
+        err = ""
+        if tr.error:
+            err = f'<div style="color:{status_color("failed")}">{html.escape(tr.error[:500])}</div>'
+        waiting = ""
+        if tr.waiting:
+            asks = "; ".join(html.escape(f"{e.state}: {e.prompt[:80]}") for e in list(tr.waiting.values())[:3])
+            waiting = f'<div style="color:{status_color("waiting_for_human")}">waiting for a person - {asks}</div>'
+        return (f'<div style="font-family:sans-serif"><b style="color:{colour}">&#9679;</b> '
+                f"<b>{text}</b>{err}{waiting}</div>")
+
+    # -- display -------------------------------------------------------------------------------
+    def display(self) -> LiveView:
+        """Display the view under the current cell (updated with a final snapshot at the end)."""
+        from IPython.display import display
+
+        self._display = display(self, display_id=True)
+        return self
+
+    def snapshot_html(self) -> str:
+        """A static HTML picture of the run: header, progress, SVG graph, counts, error."""
+        tr = self.tracker
+        done, known = tr.progress()
+        pct = 100.0 * done / max(known, 1)
+        counts = tr.counts()
+        chips = " ".join(
+            f'<span style="background:{status_color(s)};padding:1px 6px;border-radius:8px;'
+            f'color:{"#000" if s in ("pending", "ready", "blocked") else "#fff"}">'
+            f"{counts[s]:,} {status_label(s)}</span>"
+            for s in STATUS_STYLE if counts[s])
+        err = ""
+        if tr.exception is not None or tr.error:
+            text = tr.error or f"{type(tr.exception).__name__}: {tr.exception}"
+            err = f'<pre style="color:{status_color("failed")};white-space:pre-wrap">{html.escape(text)}</pre>'
+        return (f'<div style="font-family:sans-serif">{self._header_html()}'
+                f'<div style="background:#eee;width:100%;height:8px;margin:4px 0">'
+                f'<div style="background:{status_color("completed")};width:{pct:.1f}%;height:8px"></div></div>'
+                f"<div>{chips}</div>{graph_svg(self.agent, tr)}{usage_table_html(tr)}{err}</div>")
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        data = dict(self.widget._repr_mimebundle_() or {})
+        data["text/plain"] = self.text_summary()
+        data["text/html"] = self.snapshot_html()
+        return data
+
+    def text_summary(self) -> str:
+        """The run in plain text (the snapshot for terminals and text-only frontends)."""
+        from ._graphview import graph_text
+
+        tr = self.tracker
+        lines = [tr.summary(), graph_text(self.agent, tr)]
+        if tr.error:
+            lines.append(f"error: {tr.error}")
+        return "\n".join(lines)
+
+    def statistics(self) -> dict[str, Any]:
+        """How much drawing this view has done (redraws, figure redraws, last figure cost)."""
+        return {"redraws": self.redraws, "figure_redraws": self.figure_redraws,
+                "figure_cost": self.figure_cost, "events": self.tracker.events_seen}
+
+    def close(self) -> None:
+        """Stop following the agent and close the widgets."""
+        self._final = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self._stop_sampler()
+        self.tracker.close()
+        self.widget.close()
+
+    def __repr__(self) -> str:
+        return f"<LiveView {self.tracker.summary()} redraws={self.redraws}>"
+
+
+def _display_data(bundle: dict[str, Any]) -> dict[str, Any]:
+    return {"output_type": "display_data", "data": bundle, "metadata": {}}
+
+
+def usage_table_html(tracker: Any) -> str:
+    """Declared vs measured resources per state, as an escaped HTML table (empty without samples)."""
+    rows = declared_vs_measured(tracker)
+    if not rows:
+        return ""
+
+    def fmt(v: Any, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    body = "".join(
+        f"<tr><td>{html.escape(r['state'])}</td><td>{fmt(r['declared_cpu'], '.2f')}</td>"
+        f"<td>{fmt(r['measured_cpu'], '.2f')}</td><td>{fmt(r['declared_memory_mb'], '.0f')}</td>"
+        f"<td>{fmt(r['measured_peak_memory_mb'], '.0f')}</td><td>{r['samples']}</td></tr>"
+        for r in rows[:30])
+    more = f"<div>... {len(rows) - 30} more states</div>" if len(rows) > 30 else ""
+    return ('<table style="font-size:12px"><thead><tr><th>state</th><th>declared CPU</th><th>measured CPU '
+            "(cores, shared)</th><th>declared MB</th><th>measured peak MB (process)</th><th>samples</th></tr>"
+            f"</thead><tbody>{body}</tbody></table>{more}")

@@ -1,0 +1,293 @@
+"""The ``%%fluffy`` cell magic and the ``%fluffy`` line magics (thin: parse, then delegate).
+
+Which functions of a ``%%fluffy NAME`` cell become states (the rule, exactly):
+
+1. The cell runs in the user namespace like any cell. Then every name the cell bound to a
+   function *defined in this cell* is looked at, in the order the functions appear.
+2. A function decorated with ``@state`` / ``@state(...)`` is a state (sync or async), named
+   after the function or ``@state(name=...)``; the decorator's options apply.
+3. An undecorated ``async def`` whose name does not start with ``_`` and that takes exactly
+   one required positional parameter (the context) is a state too.
+4. Everything else is a helper: names starting with ``_``, plain ``def`` functions, async
+   functions with another signature, and anything imported or defined in other cells.
+
+Running: ``--background`` starts the run as a task on the kernel's loop and returns its
+:class:`~fluffy_nb.engine._handle.RunHandle` at once (the kernel stays idle, so widget
+messages and human-in-the-loop forms flow); ``--run`` blocks the cell until the run ends
+and shows its RunResult. A magic cannot ``await``, so ``--run`` works through an input
+transformer: a ``%%fluffy ... --run`` cell becomes ``await get_ipython().run_cell_magic(...)``
+and the magic returns the handle for IPython's autoawait to wait on (with ``%autoawait off``
+or called directly, ``--run`` returns the handle, like ``--background``). Without either flag
+the cell only defines the agent and shows its graph.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import inspect
+import keyword
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ..engine._agent import Agent
+from ..engine._handle import RunHandle
+from ..engine._state import state_options
+
+COMMANDS = ("graph", "status", "history", "restore", "resume", "monitor")
+
+
+def is_state_function(name: str, func: Any) -> bool:
+    """Whether ``func`` (bound to ``name`` in a ``%%fluffy`` cell) is a state by the rule above."""
+    if not inspect.isfunction(func):
+        return False
+    if state_options(func) is not None:
+        return True
+    if name.startswith("_") or not inspect.iscoroutinefunction(func):
+        return False
+    params = list(inspect.signature(func).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return len(positional) >= 1 and len(required) == 1 and required[0] is positional[0]
+
+
+def _open_store(path: str) -> Any:
+    from ..store import MemoryStore, SQLiteStore
+
+    return MemoryStore() if path == ":memory:" else SQLiteStore(path)
+
+
+@magics_class
+class FluffyMagics(Magics):
+    """``%%fluffy NAME [options]`` and ``%fluffy COMMAND NAME``."""
+
+    @magic_arguments()
+    @argument("name", help="Name of the agent; it is put into the notebook's namespace under this name.")
+    @argument("--run", action="store_true", help="Run it and wait in this cell; shows the RunResult.")
+    @argument("--background", action="store_true",
+              help="Run it in the background and return its RunHandle at once (`await` it later).")
+    @argument("--store", metavar="PATH", help="Checkpoint to this SQLite file (':memory:' keeps them in memory).")
+    @argument("--durable", action="store_true", help="Checkpoint after every state (needs --store).")
+    @argument("--max-concurrent", type=int, metavar="N", help="At most N states run at once.")
+    @argument("--timeout", type=float, metavar="S", help="Fail the run after S seconds.")
+    @argument("--start", metavar="STATE", action="append", help="Start here instead of the graph's start states.")
+    @argument("--no-live", action="store_true", help="No live view under the cell.")
+    @cell_magic("fluffy")
+    def fluffy_cell(self, line: str, cell: str) -> Any:
+        """Turn the state functions of this cell into agent NAME (see the module docstring for the rule)."""
+        __tracebackhide__ = True
+        args = parse_argstring(self.fluffy_cell, line)
+        name = args.name
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise UsageError(f"%%fluffy {name!r}: the agent's name must be a Python identifier, e.g. %%fluffy pipeline")
+        if args.max_concurrent is not None and args.max_concurrent < 1:
+            raise UsageError(f"%%fluffy {name} --max-concurrent {args.max_concurrent}: must be 1 or more")
+        if args.timeout is not None and args.timeout <= 0:
+            raise UsageError(f"%%fluffy {name} --timeout {args.timeout}: must be a number of seconds > 0")
+        if args.durable and not args.store:
+            raise UsageError(f"%%fluffy {name} --durable: needs --store PATH to checkpoint to")
+        old = self.shell.user_ns.get(name)
+        if isinstance(old, Agent) and old._run_active:
+            raise UsageError(f"agent {name!r} is still running; `{name}.handle.cancel()` it or wait for it "
+                             "before redefining it")
+        states = self._run_cell(cell)
+        if not states:
+            raise UsageError(
+                f"%%fluffy {name}: the cell defines no state functions. A state is an `async def` taking one "
+                "context argument (e.g. `async def fetch(ctx): return 'parse'`) or a function decorated "
+                "with @state; names starting with _ are helpers"
+            )
+        store = _open_store(args.store) if args.store else None
+        agent = Agent(name, max_concurrent=args.max_concurrent, store=store, durable=args.durable)
+        for fname, func in states:
+            agent.add_state((state_options(func) or {}).get("name") or fname, func)
+        for s in args.start or ():
+            if s not in agent.states:
+                raise UsageError(f"%%fluffy {name} --start {s}: no such state; the cell defines "
+                                 f"{', '.join(agent.states)}")
+        self.shell.user_ns[name] = agent
+        if not (args.run or args.background):
+            return agent
+        kwargs: dict[str, Any] = {"timeout": args.timeout}
+        if args.start:
+            kwargs["start"] = args.start if len(args.start) > 1 else args.start[0]
+        return start_run(agent, live=not args.no_live, **kwargs)
+
+    def _run_cell(self, cell: str) -> list[tuple[str, Any]]:
+        """Execute the cell in the user namespace; return the state functions it defined."""
+        __tracebackhide__ = True
+        shell = self.shell
+        source = shell.transform_cell(cell)
+        filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
+        code = compile(source, filename, "exec", flags=shell.compile.flags, dont_inherit=True)
+        ns = shell.user_ns
+        try:
+            exec(code, shell.user_global_ns, ns)
+        except Exception as exc:
+            # show the cell's own frames, like a normal cell's traceback
+            tb = exc.__traceback__
+            while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+                tb = tb.tb_next
+            raise exc.with_traceback(tb or exc.__traceback__) from exc.__cause__
+        found = []
+        for fname, value in list(ns.items()):
+            code_obj = getattr(value, "__code__", None)
+            if code_obj is not None and code_obj.co_filename == filename and is_state_function(fname, value):
+                found.append((code_obj.co_firstlineno, fname, value))
+        found.sort(key=lambda t: t[0])
+        return [(fname, value) for _, fname, value in found]
+
+    @magic_arguments()
+    @argument("command", choices=COMMANDS,
+              help="graph: draw it; status: per-state metrics; history: checkpoints as a DataFrame; "
+                   "restore: load a checkpoint (row number or id); resume: continue a restored/paused run "
+                   "or the latest stored one; monitor: a live view of its current run.")
+    @argument("name", help="The agent's name in the notebook.")
+    @argument("target", nargs="?", help="restore: the history row number or checkpoint id.")
+    @argument("--run-id", metavar="ID", help="history: only this run.")
+    @argument("--store", metavar="PATH", help="resume: continue the latest run stored in this SQLite file.")
+    @argument("--mermaid", action="store_true", help="graph: mermaid Markdown instead of the figure.")
+    @argument("--no-live", action="store_true", help="resume: no live view.")
+    @line_magic("fluffy")
+    def fluffy_line(self, line: str) -> Any:
+        """``%fluffy graph|status|history|restore|resume|monitor NAME``."""
+        if not line.strip():
+            raise UsageError("usage: %fluffy {" + "|".join(COMMANDS) + "} NAME; %%fluffy NAME defines an agent")
+        args = parse_argstring(self.fluffy_line, line)
+        agent = self._agent(args.name)
+        from . import _history
+        from ._liveview import LiveView
+
+        if args.command == "graph":
+            from IPython.display import Markdown
+
+            from ._graphview import graph_markdown
+
+            return Markdown(graph_markdown(agent)) if args.mermaid else _AgentGraph(agent)
+        if args.command == "status":
+            return _history.state_metrics_frame(agent)
+        if args.command == "history":
+            if agent.store is None:
+                raise UsageError(f"agent {args.name!r} has no checkpoint store; define it with "
+                                 f"%%fluffy {args.name} --store runs.db")
+            return _history.history_frame(agent, run_id=args.run_id)
+        if args.command == "restore":
+            if args.target is None:
+                raise UsageError(f"%fluffy restore {args.name} ROW: give a history row number or a checkpoint id")
+            if agent.store is None:
+                raise UsageError(f"agent {args.name!r} has no checkpoint store to restore from")
+            if args.target.lstrip("-").isdigit():
+                frame = _history.history_frame(agent)
+                return _history.restore_row(agent, frame, int(args.target))
+            return agent.restore(args.target)
+        if args.command == "resume":
+            return self._resume(agent, args)
+        view = LiveView(agent)  # monitor
+        view.display()
+        handle = agent.handle
+        if handle is not None and not handle.done():
+            view.attach(handle)
+        else:
+            view.finish(None)
+        return None
+
+    def _agent(self, name: str) -> Agent:
+        agent = self.shell.user_ns.get(name)
+        if not isinstance(agent, Agent):
+            known = [k for k, v in self.shell.user_ns.items() if isinstance(v, Agent) and not k.startswith("_")]
+            hint = f" (agents here: {', '.join(known)})" if known else ""
+            raise UsageError(f"no agent named {name!r} in this notebook{hint}; define one with %%fluffy {name}")
+        return agent
+
+    def _resume(self, agent: Agent, args: Any) -> Any:
+        if agent._run_active:
+            if not agent._paused:
+                raise UsageError(f"agent {agent.name!r} is running, not paused; nothing to resume")
+            _spawn(agent.resume())
+            return agent.handle
+        if agent._restored is not None:
+            return start_run(agent, live=not args.no_live)
+        store = _open_store(args.store) if args.store else agent.store
+        if store is None:
+            raise UsageError(f"agent {agent.name!r} has nothing to resume: restore a checkpoint first "
+                             f"(%fluffy restore {agent.name} ROW) or give --store PATH")
+        return start_run(agent, live=not args.no_live, coro=agent.resume_latest(store))
+
+
+class _AgentGraph:
+    """What ``%fluffy graph`` returns: the agent's graph bundle (plotly, mermaid, SVG, text)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from ._display import agent_bundle
+
+        return agent_bundle(self.agent, include, exclude)
+
+
+def _spawn(coro: Any) -> asyncio.Task[Any]:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        coro.close()
+        raise UsageError("this needs a running event loop (a Jupyter kernel); in plain IPython use "
+                         "`await agent.run()`") from None
+    return loop.create_task(coro)
+
+
+def start_run(agent: Agent, *, live: bool = True, coro: Any = None, **run_kwargs: Any) -> RunHandle:
+    """Start ``agent`` in the background (with a live view under the cell) and return its handle.
+
+    Args:
+        agent: The agent to run.
+        live: Show a :class:`LiveView` of the run.
+        coro: Run this coroutine (e.g. ``agent.resume_latest(store)``) instead of ``agent.run()``.
+        **run_kwargs: Passed to ``agent.start()`` (``timeout``, ``start``...).
+
+    Raises:
+        UsageError: no event loop is running (plain IPython between cells).
+    """
+    from . import _hooks_impl
+    from ._liveview import LiveView
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        if coro is not None:
+            coro.close()
+        raise UsageError(
+            f"agent {agent.name!r}: a background run needs a running event loop (a Jupyter kernel); "
+            "in plain IPython use --run (IPython's autoawait waits for it) or `await agent.run()`"
+        ) from None
+    view = LiveView(agent).display() if live else None
+    with _hooks_impl.managed(agent):
+        if coro is None:
+            handle = agent.start(**{k: v for k, v in run_kwargs.items() if v is not None})
+        else:
+            handle = RunHandle(agent, asyncio.get_running_loop().create_task(coro, name=f"fluffy:{agent.name}"))
+            agent._handle = handle
+    if view is not None:
+        view.attach(handle)
+    return handle
+
+
+def await_blocking_runs(lines: list[str]) -> list[str]:
+    """IPython input transformer: ``%%fluffy NAME --run`` cells await the run they start."""
+    if not lines or not lines[0].startswith("get_ipython().run_cell_magic('fluffy',"):
+        return lines
+    try:
+        call = ast.parse("".join(lines)).body[0].value  # type: ignore[attr-defined]
+        line = ast.literal_eval(call.args[1])
+        args = parse_argstring(FluffyMagics.fluffy_cell, line)
+    except Exception:  # let the magic itself report bad arguments
+        return lines
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if not args.run or args.background or shell is None or not getattr(shell, "autoawait", False):
+        return lines
+    return ["await " + lines[0], *lines[1:]]

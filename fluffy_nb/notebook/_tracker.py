@@ -1,0 +1,239 @@
+"""RunTracker: what the views know about one run, kept up to date from the agent's events.
+
+The tracker is the only event subscriber of a view. Each event does O(1) bookkeeping and
+bumps ``version``; nothing is drawn here. Views compare ``version`` with what they last drew
+and redraw on their own ticker, so a run of 10,000 states costs the engine a few
+microseconds per event and the frontend a bounded number of redraws.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+from ..engine._events import (
+    CheckpointSaved,
+    Event,
+    HumanAnswered,
+    HumanRequested,
+    HumanWithdrawn,
+    ResourceSample,
+    RunFinished,
+    RunStarted,
+    StateAdded,
+    StateBlocked,
+    StateCancelled,
+    StateFailed,
+    StateFinished,
+    StateRetrying,
+    StateScheduled,
+    StateStarted,
+)
+
+
+@dataclass
+class Span:
+    """One attempt of one state on the timeline (times in seconds since the run started)."""
+
+    state: str
+    attempt: int
+    start: float
+    end: float | None = None
+    outcome: str = "running"  # running, completed, failed, retried, cancelled, timeout
+    waited: float = 0.0  # seconds of it spent waiting for a person
+
+
+class RunTracker:
+    """Collects statuses, spans, samples and checkpoints of an agent's runs.
+
+    Args:
+        agent: The agent to observe (subscribes to ``agent.events`` at once).
+        max_spans: Spans kept for the timeline (oldest dropped beyond it).
+
+    Example:
+        >>> from fluffy_nb import Agent
+        >>> agent = Agent("t")
+        >>> tracker = RunTracker(agent)
+        >>> tracker.counts()
+        Counter()
+        >>> tracker.close()
+    """
+
+    def __init__(self, agent: Any, *, max_spans: int = 20_000) -> None:
+        self.agent = agent
+        self.version = 0
+        self.status: dict[str, str] = {}
+        self.spans: deque[Span] = deque(maxlen=max_spans)
+        self._open: dict[str, Span] = {}
+        self.samples: deque[ResourceSample] = deque(maxlen=3600)
+        self.checkpoints: list[CheckpointSaved] = []
+        self.waiting: dict[str, HumanRequested] = {}
+        self.run_id = ""
+        self.run_status = "idle"
+        self.error: str | None = None
+        self.exception: BaseException | None = None
+        self.t0: float | None = None  # clock.monotonic() at run start
+        self.wall0: float | None = None  # time.perf_counter() at run start (elapsed while running)
+        self.duration: float | None = None
+        self.completed_runs = 0
+        self.retries = 0
+        self.failures = 0
+        self.events_seen = 0
+        self._reset_statuses()
+        self._handlers = {
+            RunStarted: self._run_started, RunFinished: self._run_finished, StateAdded: self._added,
+            StateScheduled: self._scheduled, StateBlocked: self._blocked, StateStarted: self._started,
+            StateFinished: self._finished, StateFailed: self._failed, StateRetrying: self._retrying,
+            StateCancelled: self._cancelled, HumanRequested: self._asked, HumanAnswered: self._answered,
+            HumanWithdrawn: self._withdrawn, CheckpointSaved: self._checkpoint, ResourceSample: self._sample,
+        }
+        self._unsubscribe = agent.events.subscribe(self.on_event)
+        if getattr(agent, "_run_active", False):  # attached to a run already going
+            self.run_id = agent.run_id
+            self.run_status = "running"
+            self.t0 = agent._started_at
+            self.wall0 = time.perf_counter() - (agent.clock.monotonic() - agent._started_at)
+            for name, meta in agent.state_metadata.items():
+                self.status[name] = meta.status.value
+
+    def _reset_statuses(self) -> None:
+        self.status = {name: "pending" for name in self.agent.states}
+
+    def close(self) -> None:
+        """Stop observing the agent."""
+        self._unsubscribe()
+
+    # -- events ----------------------------------------------------------------------------
+    def on_event(self, event: Event) -> None:
+        """Update from one engine event (the bus calls this)."""
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+            self.events_seen += 1
+            self.version += 1
+
+    def _rel(self, t: float) -> float:
+        return t - self.t0 if self.t0 is not None else 0.0
+
+    def _run_started(self, e: RunStarted) -> None:
+        self._reset_statuses()
+        self.spans.clear()
+        self._open.clear()
+        self.samples.clear()
+        self.checkpoints.clear()
+        self.waiting.clear()
+        self.run_id, self.run_status, self.error, self.exception = e.run_id, "running", None, None
+        self.t0, self.wall0, self.duration = e.time, time.perf_counter(), None
+        self.completed_runs = self.retries = self.failures = 0
+
+    def _run_finished(self, e: RunFinished) -> None:
+        self.run_status, self.error, self.duration = e.status, e.error, e.duration
+        end = self._rel(e.time)
+        for span in self._open.values():
+            span.end, span.outcome = end, "cancelled"
+        self._open.clear()
+        self.waiting.clear()
+
+    def _added(self, e: StateAdded) -> None:
+        self.status.setdefault(e.state, "pending")
+
+    def _scheduled(self, e: StateScheduled) -> None:
+        self.status[e.state] = "ready"
+
+    def _blocked(self, e: StateBlocked) -> None:
+        self.status[e.state] = "blocked"
+
+    def _started(self, e: StateStarted) -> None:
+        self.status[e.state] = "running"
+        span = Span(e.state, e.attempt, self._rel(e.time))
+        self._open[e.state] = span
+        self.spans.append(span)
+
+    def _close(self, state: str, t: float, outcome: str) -> None:
+        span = self._open.pop(state, None)
+        if span is not None:
+            span.end, span.outcome = self._rel(t), outcome
+
+    def _finished(self, e: StateFinished) -> None:
+        self.status[e.state] = "completed"
+        self.completed_runs += 1
+        self._close(e.state, e.time, "completed")
+
+    def _failed(self, e: StateFailed) -> None:
+        if e.final:
+            self.status[e.state] = "timeout" if e.timed_out else "failed"
+            self.failures += 1
+        self._close(e.state, e.time, ("timeout" if e.timed_out else "failed") if e.final else "retried")
+
+    def _retrying(self, e: StateRetrying) -> None:
+        self.status[e.state] = "retrying"
+        self.retries += 1
+
+    def _cancelled(self, e: StateCancelled) -> None:
+        self.status[e.state] = "cancelled"
+        self._close(e.state, e.time, "cancelled")
+
+    def _asked(self, e: HumanRequested) -> None:
+        self.status[e.state] = "waiting_for_human"
+        self.waiting[e.request_id] = e
+
+    def _answered(self, e: HumanAnswered) -> None:
+        asked = self.waiting.pop(e.request_id, None)
+        if self.status.get(e.state) == "waiting_for_human":
+            self.status[e.state] = "running"
+        span = self._open.get(e.state)
+        if span is not None and asked is not None:
+            span.waited += max(0.0, e.time - asked.time)
+
+    def _withdrawn(self, e: HumanWithdrawn) -> None:
+        self.waiting.pop(e.request_id, None)
+
+    def _checkpoint(self, e: CheckpointSaved) -> None:
+        self.checkpoints.append(e)
+
+    def _sample(self, e: ResourceSample) -> None:
+        self.samples.append(e)
+
+    # -- queries ------------------------------------------------------------------------------
+    def counts(self) -> Counter[str]:
+        """How many states are in each status."""
+        return Counter(self.status.values())
+
+    def elapsed(self) -> float:
+        """Seconds the run has taken so far (its duration once finished)."""
+        if self.duration is not None:
+            return self.duration
+        if self.wall0 is None:
+            return 0.0
+        return time.perf_counter() - self.wall0
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has ended."""
+        return self.run_status in ("completed", "failed", "cancelled")
+
+    def progress(self) -> tuple[int, int]:
+        """``(done, known)``: states that reached an end status, and states known so far."""
+        c = self.counts()
+        done = c["completed"] + c["failed"] + c["timeout"] + c["cancelled"]
+        return done, len(self.status)
+
+    def summary(self) -> str:
+        """One line: status, progress, elapsed, what runs and waits."""
+        c = self.counts()
+        done, known = self.progress()
+        parts = [f"{self.agent.name}: {self.run_status}", f"{done}/{known} states",
+                 f"{self.elapsed():.1f}s"]
+        for key, label in (("running", "running"), ("retrying", "retrying"), ("blocked", "blocked"),
+                           ("waiting_for_human", "waiting for a person"), ("failed", "failed"),
+                           ("timeout", "timed out"), ("cancelled", "cancelled")):
+            if c[key]:
+                parts.append(f"{c[key]} {label}")
+        if self.retries:
+            parts.append(f"{self.retries} retries")
+        return " · ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"<RunTracker {self.summary()} events={self.events_seen}>"
