@@ -194,10 +194,11 @@ class RunnerMixin:
             else:
                 done, _ = await asyncio.wait({self._done}, timeout=timeout)
                 if not done:
+                    in_flight = sorted(self._names_in_flight())  # before shutdown empties it
                     await self._shutdown(cleanup_timeout, "run timeout")
                     self._failure = RunTimeoutError(
                         f"agent {self.name!r} did not finish within run(timeout={timeout}); "
-                        f"still running: {sorted(self._names_in_flight())}. Raise the timeout or "
+                        f"still running: {in_flight}. Raise the timeout or "
                         "give slow states their own timeout"
                     )
         except asyncio.CancelledError:
@@ -655,7 +656,9 @@ class RunnerMixin:
         if self.events.active:
             self.events.publish(StateCancelled(self.name, self.run_id, self.clock.monotonic(), ex.state,
                                                ex.cancel_reason or "cancelled"))
-        if self._failure is None and self._run_active:
+        if self._failure is None and self._run_active and ex.cancel_reason in (None, "cancel_state"):
+            # only a state cancelled on its own ends its branch (joins may go on); a run that
+            # is shutting down (cancel_all, run timeout, cancelled run) starts nothing more
             self._joins.ended(ex.token)
             if self._parked:
                 self._recheck_parked()
