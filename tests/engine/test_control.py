@@ -1,0 +1,336 @@
+"""Execution control: run/state timeouts, cleanup, pause/resume, cancel_state, cancel_all, statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from fluffy_nb import (
+    Agent,
+    AgentRunningError,
+    AgentStatus,
+    Checkpoint,
+    RetryPolicy,
+    RunTimeoutError,
+    StateFailedError,
+    StateNotFoundError,
+    StateStatus,
+    StateTimeoutError,
+)
+from fluffy_nb.engine._events import StateCancelled, StateStarted
+
+
+async def forever(ctx):
+    await asyncio.Event().wait()
+
+
+async def done(ctx):
+    return None
+
+
+async def started(log, state):
+    """Wait until ``state`` has started (according to the event log)."""
+    for _ in range(1000):
+        if log.of(StateStarted, state):
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{state} never started")
+
+
+# -- timeouts --------------------------------------------------------------------------------
+async def test_run_timeout_cancels_running_states_and_lets_them_clean_up():
+    cleaned = asyncio.Event()
+
+    async def stuck(ctx):
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.set()
+
+    agent = Agent("timeout")
+    agent.add_state("stuck", stuck)
+    with pytest.raises(RunTimeoutError, match="stuck") as info:
+        await agent.run(timeout=0.05)
+    assert "timeout=0.05" in str(info.value)
+    assert cleaned.is_set()
+    assert agent.status is AgentStatus.FAILED
+    assert agent.state_metadata["stuck"].status is StateStatus.CANCELLED
+    assert agent._running_states == {}
+
+
+async def test_cleanup_timeout_bounds_how_long_cleanup_may_take(caplog):
+    cleanup_forever = asyncio.Event()
+
+    async def stubborn(ctx):
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await cleanup_forever.wait()  # a cleanup that never finishes
+            raise
+
+    agent = Agent("cleanup")
+    agent.add_state("stubborn", stubborn)
+    with caplog.at_level(logging.WARNING, logger="fluffy_nb"), pytest.raises(RunTimeoutError):
+        await asyncio.wait_for(agent.run(timeout=0.02, cleanup_timeout=0.02), 5)
+    assert "did not finish cleanup" in caplog.text
+    cleanup_forever.set()  # let the stubborn task end
+    await asyncio.sleep(0)
+
+
+async def test_state_timeout_marks_the_state_timeout_and_chains_state_timeout_error(record):
+    agent = Agent("state_timeout")
+    agent.add_state("slow", forever, timeout=0.02)
+    log = record(agent)
+    with pytest.raises(StateFailedError) as info:
+        await asyncio.wait_for(agent.run(), 5)
+    assert isinstance(info.value.__cause__, StateTimeoutError)
+    assert "0.02" in str(info.value.__cause__)
+    assert agent.state_metadata["slow"].status is StateStatus.TIMEOUT
+    assert log.kinds("slow")[-1] == "StateFailed" and log[-2].timed_out is True
+
+
+async def test_state_timeout_is_retried_by_its_retry_policy():
+    calls = []
+
+    async def slow_then_fast(ctx):
+        calls.append(ctx.attempt)
+        if ctx.attempt == 1:
+            await asyncio.Event().wait()
+        return None
+
+    agent = Agent("timeout_retry")
+    agent.add_state(
+        "s", slow_then_fast, timeout=0.02, retry_policy=RetryPolicy(max_retries=1, initial_delay=0, jitter=False)
+    )
+    await asyncio.wait_for(agent.run(), 5)
+    assert calls == [1, 2]
+    assert agent.state_metadata["s"].status is StateStatus.COMPLETED
+
+
+# -- pause / resume ---------------------------------------------------------------------------------
+async def test_pause_lets_running_states_finish_starts_nothing_new_and_returns_a_checkpoint(record):
+    gate = asyncio.Event()
+
+    async def a(ctx):
+        await gate.wait()
+        ctx.set_state("a_done", True)
+        return "b"
+
+    async def b(ctx):
+        return None
+
+    agent = Agent("pausing")
+    agent.add_state("a", a)
+    agent.add_state("b", b)
+    log = record(agent)
+    run = asyncio.create_task(agent.run())
+    await started(log, "a")
+    pausing = asyncio.create_task(agent.pause())
+    await asyncio.sleep(0)
+    assert not pausing.done()  # waits for a to finish
+    gate.set()
+    checkpoint = await asyncio.wait_for(pausing, 5)
+
+    assert isinstance(checkpoint, Checkpoint)
+    assert checkpoint.trigger == "pause"
+    assert checkpoint.pending == ["b"]
+    assert checkpoint.completed_states == ["a"]
+    assert agent.status is AgentStatus.PAUSED
+    assert agent.state_metadata["b"].status is StateStatus.READY
+    assert len(agent.priority_queue) == 1 and not agent._running_states
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not log.of(StateStarted, "b") and not run.done()
+
+    assert await agent.resume() is None  # resuming a live run returns at once
+    result = await asyncio.wait_for(run, 5)
+    assert result.status is AgentStatus.COMPLETED
+    assert result.completed_states == ["a", "b"]
+
+
+async def test_pause_with_timeout_requeues_busy_states_and_resume_reruns_them(record):
+    runs = []
+
+    async def busy(ctx):
+        runs.append(ctx.attempt)
+        if len(runs) == 1:
+            await asyncio.Event().wait()
+        return None
+
+    agent = Agent("pause_timeout")
+    agent.add_state("busy", busy)
+    log = record(agent)
+    run = asyncio.create_task(agent.run())
+    await started(log, "busy")
+    checkpoint = await asyncio.wait_for(agent.pause(timeout=0.02), 5)
+    assert checkpoint.pending == ["busy"]
+    assert agent.state_metadata["busy"].status is StateStatus.READY
+    await agent.resume()
+    await asyncio.wait_for(run, 5)
+    assert len(runs) == 2 and agent.status is AgentStatus.COMPLETED
+
+
+async def test_pause_when_not_running_is_refused():
+    agent = Agent("idle")
+    agent.add_state("a", done)
+    with pytest.raises(AgentRunningError, match="not running"):
+        await agent.pause()
+
+
+# -- cancellation --------------------------------------------------------------------------------
+async def test_cancel_state_cancels_one_running_state_and_the_run_goes_on(record):
+    cleaned = []
+
+    async def fan(ctx):
+        return ["victim", "other"]
+
+    async def victim(ctx):
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.append("victim")
+
+    async def other(ctx):
+        return "after"
+
+    agent = Agent("cancel_one")
+    agent.add_state("fan", fan)
+    agent.add_state("victim", victim)
+    agent.add_state("other", other)
+    agent.add_state("after", done)
+    log = record(agent)
+    run = asyncio.create_task(agent.run())
+    await started(log, "victim")
+    assert agent.cancel_state("victim") is True
+    result = await asyncio.wait_for(run, 5)
+    assert cleaned == ["victim"]
+    assert agent.state_metadata["victim"].status is StateStatus.CANCELLED
+    assert log.of(StateCancelled, "victim")[0].reason == "cancel_state"
+    assert result.status is AgentStatus.COMPLETED
+    assert set(result.completed_states) == {"fan", "other", "after"}
+
+
+async def test_cancel_state_of_a_queued_state_means_it_never_runs(record):
+    gate = asyncio.Event()
+
+    async def fan(ctx):
+        return ["first", "queued"]
+
+    async def first(ctx):
+        await gate.wait()
+        return None
+
+    agent = Agent("cancel_queued", max_concurrent=1)
+    agent.add_state("fan", fan)
+    agent.add_state("first", first)
+    agent.add_state("queued", done)
+    log = record(agent)
+    run = asyncio.create_task(agent.run())
+    await started(log, "first")
+    assert agent.state_metadata["queued"].status is StateStatus.READY
+    assert [ex.state for _, ex in agent.priority_queue] == ["queued"]
+    assert agent.cancel_state("queued") is True
+    assert agent.state_metadata["queued"].status is StateStatus.CANCELLED
+    gate.set()
+    await asyncio.wait_for(run, 5)
+    assert not log.of(StateStarted, "queued")
+    assert agent.status is AgentStatus.COMPLETED
+
+
+def test_cancel_state_of_an_unknown_state():
+    with pytest.raises(StateNotFoundError, match="'ghost'"):
+        Agent("x").cancel_state("ghost")
+
+
+async def test_cancel_all_ends_the_run_cancelled_and_starts_nothing_more(record):
+    async def fan(ctx):
+        return ["quick", "slow"]
+
+    async def quick(ctx):
+        return "join"
+
+    agent = Agent("cancel_all")
+    agent.add_state("fan", fan)
+    agent.add_state("quick", quick)
+    agent.add_state("slow", forever, next=["join"])
+    agent.add_state("join", done)
+    log = record(agent)
+    run = asyncio.create_task(agent.run())
+    await started(log, "slow")
+    while not agent.state_metadata["quick"].status is StateStatus.COMPLETED:
+        await asyncio.sleep(0)
+    await agent.cancel_all()
+    result = await asyncio.wait_for(run, 5)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert result.status is AgentStatus.CANCELLED and agent.status is AgentStatus.CANCELLED
+    assert agent.state_metadata["slow"].status is StateStatus.CANCELLED
+    assert not log.of(StateStarted, "join"), "a join started after cancel_all"
+    assert agent._running_states == {}
+    assert log[-1].status == "cancelled"
+
+
+async def test_cancelling_the_run_task_cancels_its_states():
+    cleaned = asyncio.Event()
+
+    async def stuck(ctx):
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.set()
+
+    agent = Agent("outer_cancel")
+    agent.add_state("stuck", stuck)
+    run = asyncio.create_task(agent.run())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert cleaned.is_set()
+    assert agent.status is AgentStatus.CANCELLED
+
+
+# -- statuses ----------------------------------------------------------------------------------------
+async def test_statuses_are_true_at_each_moment(record):
+    """READY while waiting for a slot, RUNNING inside, RETRYING between attempts, then COMPLETED."""
+    gate = asyncio.Event()
+    seen = {}
+
+    async def fan(ctx):
+        return ["holder", "waiter"]
+
+    async def holder(ctx):
+        seen["waiter_while_queued"] = agent.state_metadata["waiter"].status
+        seen["metrics"] = {"running": len(agent._running_states), "pending": len(agent.priority_queue)}
+        await gate.wait()
+        return None
+
+    async def waiter(ctx):
+        seen["waiter_inside"] = agent.state_metadata["waiter"].status
+        if ctx.attempt == 1:
+            raise ValueError("once")
+        return None
+
+    agent = Agent("statuses", max_concurrent=1)
+    agent.add_state("fan", fan)
+    agent.add_state("holder", holder)
+    agent.add_state("waiter", waiter, retry_policy=RetryPolicy(max_retries=1, initial_delay=0, jitter=False))
+    at_retry = []
+    agent.events.subscribe(
+        lambda e: at_retry.append(agent.state_metadata["waiter"].status) if type(e).__name__ == "StateRetrying" else None
+    )
+    run = asyncio.create_task(agent.run())
+    while "metrics" not in seen:
+        await asyncio.sleep(0)
+    assert agent.status is AgentStatus.RUNNING
+    gate.set()
+    await asyncio.wait_for(run, 5)
+    assert seen["waiter_while_queued"] is StateStatus.READY
+    assert seen["metrics"] == {"running": 1, "pending": 1}
+    assert seen["waiter_inside"] is StateStatus.RUNNING
+    assert at_retry == [StateStatus.RETRYING]
+    assert agent.state_metadata["waiter"].status is StateStatus.COMPLETED
+    assert agent.state_metadata["waiter"].retries == 1
