@@ -79,6 +79,7 @@ class LiveView:
         self._drawn_version = -1
         self._fig_version = -1
         self._fig_at = 0.0
+        self._header_at = 0.0
         self._graph_version = -1
         self._ticker: asyncio.Task[None] | None = None
         self._sampler: Any = None
@@ -183,13 +184,15 @@ class LiveView:
     def redraw(self, *, force: bool = False) -> None:
         """Bring the widgets up to date with the tracker (cheap parts always, figures when due)."""
         tr = self.tracker
-        if not force and tr.version == self._drawn_version and not self._running():
-            return
+        now = time.perf_counter()
+        if not force and tr.version == self._drawn_version and not (self._running() and now - self._header_at >= 1.0):
+            return  # nothing new; only the elapsed time moves, shown once a second
         self.redraws += 1
         self._drawn_version = tr.version
         header = self._header_html()
         if header != self.header.value:
             self.header.value = header
+            self._header_at = now
         done, known = tr.progress()
         known = max(known, 1)
         if (done, known) != (self.progress.value, self.progress.max):
@@ -197,7 +200,6 @@ class LiveView:
                 self.progress.max = known
                 self.progress.value = min(done, known)
                 self.progress.bar_style = self._bar_style()
-        now = time.perf_counter()
         due = now - self._fig_at >= max(self.figure_interval, 5 * self.figure_cost)
         if force or (due and tr.version != self._fig_version):
             self._fig_version = tr.version
