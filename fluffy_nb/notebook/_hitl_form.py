@@ -79,7 +79,7 @@ class HumanForm(widgets.VBox):
         self.request = request
         self.closed = False
         self._ticker: asyncio.Task[None] | None = None
-        header = widgets.HTML(
+        header = self.header = widgets.HTML(
             f'<span style="{_MUTED_STYLE}">{_text(request.state)}</span> &nbsp;<b>{_text(request.prompt, 2000)}</b>'
         )
         self.message = widgets.HTML("")
@@ -166,12 +166,11 @@ class HumanForm(widgets.VBox):
         if self._ticker is not None:
             self._ticker.cancel()
         mark = "✓" if ok else "✗"
-        line = widgets.HTML(
-            f'<span style="{_MUTED_STYLE}">{mark} {_text(self.request.state)}: {_text(self.request.prompt)}'
-            f" → {text}</span>"
-        )
+        line = self.header  # reused: collapsing opens no new widgets, so it costs few messages
+        line.value = (f'<span style="{_MUTED_STYLE}">{mark} {_text(self.request.state)}: {_text(self.request.prompt)}'
+                      f" → {text}</span>")
         self.children = (line,)
-        self.layout = widgets.Layout(padding="0 4px")
+        self.layout.border = ""
 
     def __repr__(self) -> str:
         return f"<HumanForm {self.request.request_id} {self.request.prompt!r} closed={self.closed}>"
@@ -220,6 +219,16 @@ class FormsArea(widgets.VBox):
         return [f for f in self.forms.values() if not f.closed]
 
     def _on_event(self, event: Event) -> None:
+        if isinstance(event, (HumanAnswered, HumanWithdrawn)):
+            # redraw after the waiting state has resumed: the person's answer is never delayed by the UI
+            try:
+                asyncio.get_running_loop().call_later(0.0, self._handle, event)
+                return
+            except RuntimeError:
+                pass
+        self._handle(event)
+
+    def _handle(self, event: Event) -> None:
         if isinstance(event, HumanRequested):
             request = self.agent._human.get(event.request_id)
             if request is not None:
