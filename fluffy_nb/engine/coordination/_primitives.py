@@ -59,9 +59,13 @@ def _check_positive(what: str, value: Any, *, allow_none: bool = True) -> float 
     return float(value)
 
 
+async def _sleep_until(clock: Clock, deadline: float) -> None:
+    await clock.sleep(max(deadline - clock.monotonic(), 0.0))
+
+
 async def _race(fut: asyncio.Future[Any], clock: Clock, seconds: float) -> None:
     """Wait until ``fut`` is done or ``seconds`` passed on ``clock`` (whichever first)."""
-    sleeper = asyncio.ensure_future(clock.sleep(max(seconds, 0.0)))
+    sleeper = asyncio.ensure_future(_sleep_until(clock, clock.monotonic() + seconds))
     try:
         await asyncio.wait({fut, sleeper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -96,11 +100,14 @@ class Primitive:
         self._timeouts += 1
         return CoordinationError(
             f"{owner!r} waited {waited:g}s for {self.kind.value} {self.name!r} (wait_timeout={self.wait_timeout:g}); "
-            f"{self._why_blocked()}. Raise wait_timeout or make the holders finish sooner"
+            f"{self._why_blocked()}. {self._fix_hint()}"
         )
 
     def _why_blocked(self) -> str:
         return "it stayed unavailable"
+
+    def _fix_hint(self) -> str:
+        return "Raise wait_timeout or make the holders finish sooner"
 
     @contextlib.asynccontextmanager
     async def hold(self, ctx_or_owner: Any, *args: Any) -> AsyncIterator[None]:
@@ -422,6 +429,9 @@ class Barrier(Primitive):
     def _why_blocked(self) -> str:
         return f"only {len(self._arrived)} of {self.max_count} arrived"
 
+    def _fix_hint(self) -> str:
+        return f"Make sure {self.max_count} runs reach it, lower max_count, or raise wait_timeout"
+
     def status(self) -> dict[str, Any]:
         """State (open/waiting), arrivals waiting, generation and counters."""
         return {
@@ -556,6 +566,9 @@ class Quota(Primitive):
 
     def _why_blocked(self) -> str:
         return f"{self.used:g} of {self.quota_limit:g} already used this period"
+
+    def _fix_hint(self) -> str:
+        return "Raise quota_limit or wait_timeout, or use less per run"
 
     def status(self) -> dict[str, Any]:
         """State (available/exhausted), users this period, wait count, used and remaining."""

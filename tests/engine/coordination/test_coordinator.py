@@ -1,0 +1,87 @@
+"""The coordinator: spec entry points, status shape, cleanup of leaked holds, in-state allocation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fluffy_nb.engine import Agent, CoordinationError, ManualClock, StateNotFoundError
+from fluffy_nb.engine.coordination import (
+    PrimitiveType,
+    RateLimitStrategy,
+    ResourceAllocation,
+    create_coordinated_agent,
+    enhance_agent,
+)
+
+
+def test_create_and_enhance_give_agents_with_a_coordinator():
+    clock = ManualClock()
+    agent = create_coordinated_agent("coordinated_workflow", max_concurrent=2, clock=clock)
+    assert isinstance(agent, Agent) and agent.max_concurrent == 2
+    assert agent._coordinator.clock is clock
+    plain = Agent("my_workflow")
+    assert enhance_agent(plain) is plain
+    assert plain._coordinator is plain._coordinator
+
+
+async def test_status_has_the_spec_shape_for_primitives_limiters_and_detector():
+    agent = create_coordinated_agent("status")
+    agent.add_state_coordination("database_write", PrimitiveType.MUTEX, ttl=30.0)
+    agent.add_state_coordination("heavy_process", PrimitiveType.SEMAPHORE, max_count=3)
+    agent.add_state_coordination("gpu_task", PrimitiveType.QUOTA, quota_limit=16.0, ttl=3600.0)
+    agent.add_state_rate_limit("api_call", max_rate=100.0, strategy=RateLimitStrategy.SLIDING_WINDOW,
+                               window_size=60.0)
+    status = await agent.get_coordination_status()
+    for name in ("database_write", "heavy_process", "gpu_task"):
+        entry = status["primitives"][name]
+        assert {"state", "owners", "wait_count"} <= set(entry)
+    assert status["primitives"]["heavy_process"]["state"] == "free"
+    assert status["rate_limiters"]["api_call"]["available"] == 6000
+    assert status["deadlock_detector"]["cycle_count"] == 0
+
+
+async def test_cleanup_drops_a_hold_whose_state_finished_without_releasing():
+    agent = create_coordinated_agent("leak")
+    lock = agent.add_coordination("lock", PrimitiveType.MUTEX)
+
+    async def forgetful(ctx):
+        await lock.acquire(ctx.state_name)  # never released
+
+    agent.add_state("forgetful", forgetful)
+    await agent.run()
+    assert lock.owners == ["forgetful"]
+    assert agent._coordinator.cleanup() == 1
+    assert lock.owners == []
+
+
+async def test_resource_allocation_without_context_finds_the_primitive_by_name():
+    agent = create_coordinated_agent("alloc")
+    quota = agent.add_coordination("tokens_budget", PrimitiveType.QUOTA, quota_limit=50.0, ttl=60.0)
+    async with ResourceAllocation("tokens_budget", 20.0) as alloc:
+        assert alloc.primitive is quota
+    assert quota.remaining == 30.0
+    with pytest.raises(CoordinationError, match="no coordination primitive"):
+        async with ResourceAllocation("no_such_budget", 1.0):
+            pass
+
+
+async def test_resource_allocation_holds_a_mutex_for_the_block():
+    agent = create_coordinated_agent("alloc_mutex")
+    lock = agent.add_coordination("printer", PrimitiveType.MUTEX)
+    seen = []
+
+    async def job(ctx):
+        async with ResourceAllocation("printer", context=ctx):
+            seen.append(lock.owners)
+
+    agent.add_state("job", job)
+    await asyncio.wait_for(agent.run(), 5)
+    assert seen == [["job"]] and lock.owners == []
+
+
+def test_unknown_primitive_name_is_a_clear_error():
+    agent = create_coordinated_agent("unknown")
+    with pytest.raises(StateNotFoundError, match="no coordination primitive 'db'"):
+        agent.coordination("db")
