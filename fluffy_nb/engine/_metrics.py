@@ -12,6 +12,24 @@ events into a two-level dictionary of aggregations, the shape the spec reads::
 
 Every leaf is ``MetricAggregation.to_dict()``, so ``for cat, m in d.items(): for k, v in m.items():
 v["avg"]`` always works. Times are milliseconds, rates per second, memory in MB.
+
+The leaves (each a series; "per X" says what one value is):
+
+=============  =====================================================================================
+timing         ``total_execution`` (per run), ``state_<name>`` (per finished run of that state)
+throughput     ``states_per_second`` (per run, and per realtime window while a run is active),
+               ``concurrent_states`` (executing states, at each state start),
+               ``completed_states`` (per run)
+latency        ``schedule_to_start`` (queue/admission wait of each start), ``state_execution`` (all states)
+state          ``completed``, ``failed``, ``cancelled``, ``retries`` (counters: ``sum`` is the count),
+               ``success_rate`` (1 per success, 0 per final failure: ``avg`` is the rate),
+               ``transitions`` (next states named by each finished state)
+dependency     ``resolution_time`` (from parked on dependencies to start), ``blocked_states`` (waiting now)
+resources      ``used_CPU`` / ``used_MEMORY`` (this process: % of one core / MB, measured by psutil),
+               ``system_CPU`` / ``system_MEMORY`` (machine, percent), ``used_GPU`` (NVML, if any),
+               ``allocated_<TYPE>`` (declared ``ResourceRequirements`` of the states executing)
+errors         ``count`` (failed attempts, retried or not), ``retries``, ``failures`` (final), ``timeouts``
+=============  =====================================================================================
 """
 
 from __future__ import annotations
@@ -95,13 +113,14 @@ class MetricAggregation:
     def add(self, value: float) -> None:
         """Record one value."""
         v = float(value)
-        if math.isnan(v):
+        if v != v:  # NaN
             return
         if self.count == 0:
             self.min = self.max = v
-        else:
-            self.min = min(self.min, v)
-            self.max = max(self.max, v)
+        elif v < self.min:
+            self.min = v
+        elif v > self.max:
+            self.max = v
         self.count += 1
         self.sum += v
         self.current = v
@@ -164,6 +183,77 @@ class MetricAggregation:
                 f"max={self.max:.4g}, p95={self.p95:.4g})")
 
 
+class Tally(MetricAggregation):
+    """A :class:`MetricAggregation` of 0/1 values kept as two counts: counters and success rates.
+
+    ``add(1)`` counts an occurrence, ``add(0)`` a non-occurrence; the statistics are exact.
+    """
+
+    __slots__ = ("ones", "zeros")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ones = 0
+        self.zeros = 0
+
+    def add(self, value: float) -> None:
+        """Record a 1 (truthy) or a 0."""
+        if value:
+            self.ones += 1
+            self.current = 1.0
+        else:
+            self.zeros += 1
+            self.current = 0.0
+
+    def _sync(self) -> None:
+        self.count = self.ones + self.zeros
+        self.sum = float(self.ones)
+        self.min = 0.0 if self.zeros or not self.ones else 1.0
+        self.max = 1.0 if self.ones else 0.0
+
+    @property
+    def avg(self) -> float:
+        """Share of ones."""
+        n = self.ones + self.zeros
+        return self.ones / n if n else 0.0
+
+    def percentile(self, q: float) -> float:
+        """Exact percentile of ``zeros`` zeros followed by ``ones`` ones."""
+        n = self.ones + self.zeros
+        if n == 0:
+            return 0.0
+        pos = (n - 1) * q / 100.0
+        lo = math.floor(pos)
+        v_lo = 0.0 if lo < self.zeros else 1.0
+        v_hi = 0.0 if min(lo + 1, n - 1) < self.zeros else 1.0
+        return v_lo + (v_hi - v_lo) * (pos - lo)
+
+    def merge(self, other: MetricAggregation) -> None:
+        """Fold another tally in."""
+        if isinstance(other, Tally):
+            self.ones += other.ones
+            self.zeros += other.zeros
+            if other.ones + other.zeros:
+                self.current = other.current
+        else:
+            raise TypeError("a Tally merges only with another Tally")
+
+    def to_dict(self) -> dict[str, float]:
+        """``count, sum, avg, min, max, current, p50, p95, p99`` as a plain dict."""
+        self._sync()
+        return super().to_dict()
+
+    def __repr__(self) -> str:
+        return f"Tally(ones={self.ones}, zeros={self.zeros})"
+
+
+#: leaves that only ever receive 0/1 values
+TALLIES = {
+    "state": {"completed", "failed", "cancelled", "retries", "success_rate"},
+    "errors": {"count", "retries", "failures", "timeouts"},
+}
+
+
 class _StateStats:
     __slots__ = (
         "agent",
@@ -211,11 +301,12 @@ class AgentMetrics:
         self.metric_types = metrics
         self.sample_interval = sample_interval
         self.agents: dict[str, Any] = {}
-        self._subscriptions: list[tuple[Any, Callable[[], None], bool]] = []
+        self._subscriptions: dict[int, tuple[Any, Callable[[], None], bool]] = {}  # id(agent) -> ...
         self.data: dict[str, dict[str, MetricAggregation]] = {}
         for flag, (key, leaves) in CATEGORIES.items():
             if flag in metrics:
-                self.data[key] = {leaf: MetricAggregation() for leaf in leaves}
+                tallies = TALLIES.get(key, set())
+                self.data[key] = {leaf: Tally() if leaf in tallies else MetricAggregation() for leaf in leaves}
         self._states: dict[tuple[str, str], _StateStats] = {}
         self._runs: dict[str, list[float]] = {}  # run_id -> [start time, states finished]
         self._scheduled: dict[tuple[str, str], float] = {}
@@ -225,22 +316,36 @@ class AgentMetrics:
         self._window_start: float | None = None
         self._window_finished = 0
         self._clock: Any = None
+        self._declared = False  # some watched state declares ResourceRequirements
+        d = self.data
+        self._timing = d.get("timing")
+        self._latency = d.get("latency")
+        self._state = d.get("state")
+        self._throughput = d.get("throughput")
+        self._errors = d.get("errors")
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            StateScheduled: self._on_scheduled, StateStarted: self._on_started,
+            StateFinished: self._on_finished, StateFailed: self._on_failed, StateRetrying: self._on_retrying,
+            StateBlocked: self._on_blocked, StateCancelled: self._on_cancelled, ResourceSample: self._on_sample,
+            RunStarted: self._on_run_started, RunFinished: self._on_run_finished,
+        }
         if agent is not None:
             self.watch(agent)
 
     # -- attaching -------------------------------------------------------------------------------
     def watch(self, agent: Any) -> AgentMetrics:
         """Observe ``agent``'s events from now on (idempotent). Returns self."""
-        if any(a is agent for a, _, _ in self._subscriptions):
+        if id(agent) in self._subscriptions:
             return self
         sampled = MetricType.RESOURCES in self.metric_types and self.sample_interval is not None
         unsubscribe = agent.events.subscribe(self)
         if sampled:
             acquire_shared(agent, self.sample_interval or 0.5)
-        self._subscriptions.append((agent, unsubscribe, sampled))
+        self._subscriptions[id(agent)] = (agent, unsubscribe, sampled)
         self.agents[agent.name] = agent
         if self._clock is None:
             self._clock = agent.clock
+        self._check_declared(agent)
         if getattr(agent, "_run_active", False) and agent.run_id not in self._runs:
             self._runs[agent.run_id] = [agent._started_at, 0]  # watching a run already under way
             if self._window_start is None:
@@ -249,7 +354,7 @@ class AgentMetrics:
 
     def close(self) -> None:
         """Stop observing every agent (the collected numbers stay)."""
-        for agent, unsubscribe, sampled in self._subscriptions:
+        for agent, unsubscribe, sampled in self._subscriptions.values():
             unsubscribe()
             if sampled:
                 release_shared(agent)
@@ -279,90 +384,133 @@ class AgentMetrics:
 
     def __call__(self, event: Event) -> None:
         """Fold one event into the metrics (this object is the bus subscriber)."""
-        key = (event.run_id, getattr(event, "state", ""))
-        if isinstance(event, StateStarted):
-            st = self._stats(event)
-            st.attempts += 1
-            scheduled = self._scheduled.pop(key, None)
-            if scheduled is not None:
-                self._add("latency", "schedule_to_start", (event.time - scheduled) * 1000)
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def _on_scheduled(self, event: StateScheduled) -> None:
+        self._scheduled[(event.run_id, event.state)] = event.time
+
+    def _on_started(self, event: StateStarted) -> None:
+        self._stats(event).attempts += 1
+        key = (event.run_id, event.state)
+        scheduled = self._scheduled.pop(key, None)
+        if scheduled is not None and self._latency is not None:
+            self._latency["schedule_to_start"].add((event.time - scheduled) * 1000)
+        if self._blocked:
             blocked = self._blocked.pop(key, None)
             if blocked is not None and blocked[1]:
                 self._add("dependency", "resolution_time", (event.time - blocked[0]) * 1000)
-            running = self._executing.setdefault(event.run_id, set())
-            running.add(event.state)
-            self._add("throughput", "concurrent_states", len(running))
-            self._allocation(event)
-        elif isinstance(event, StateFinished):
-            st = self._stats(event)
-            st.completed += 1
-            ms = event.duration * 1000
-            st.durations.add(ms)
-            self._add("timing", f"state_{event.state}", ms)
-            self._add("latency", "state_execution", ms)
-            self._add("state", "completed", 1)
-            self._add("state", "success_rate", 1.0)
-            self._add("state", "transitions", len(event.next_states))
-            self._ended(event)
-            run = self._runs.get(event.run_id)
-            if run is not None:
-                run[1] += 1
-            self._window_finished += 1
-        elif isinstance(event, StateFailed):
-            st = self._stats(event)
-            st.errors += 1
-            self._add("errors", "count", 1)
+        running = self._executing.get(event.run_id)
+        if running is None:
+            running = self._executing[event.run_id] = set()
+        running.add(event.state)
+        if self._throughput is not None:
+            self._throughput["concurrent_states"].add(len(running))
+        self._allocation(event)
+
+    def _on_finished(self, event: StateFinished) -> None:
+        st = self._stats(event)
+        st.completed += 1
+        ms = event.duration * 1000
+        st.durations.add(ms)
+        timing = self._timing
+        if timing is not None:
+            name = "state_" + event.state
+            leaf = timing.get(name)
+            if leaf is None:
+                leaf = timing[name] = MetricAggregation()
+            leaf.add(ms)
+        if self._latency is not None:
+            self._latency["state_execution"].add(ms)
+        state = self._state
+        if state is not None:
+            state["completed"].add(1)
+            state["success_rate"].add(1)
+            state["transitions"].add(len(event.next_states))
+        self._ended(event)
+        run = self._runs.get(event.run_id)
+        if run is not None:
+            run[1] += 1
+        self._window_finished += 1
+
+    def _on_failed(self, event: StateFailed) -> None:
+        st = self._stats(event)
+        st.errors += 1
+        errors, state = self._errors, self._state
+        if errors is not None:
+            errors["count"].add(1)
             if event.timed_out:
-                self._add("errors", "timeouts", 1)
-            if event.final:
-                st.failures += 1
-                self._add("errors", "failures", 1)
-                self._add("state", "failed", 1)
-                self._add("state", "success_rate", 0.0)
-            self._ended(event)
-        elif isinstance(event, StateRetrying):
-            self._stats(event).retries += 1
-            self._add("errors", "retries", 1)
-            self._add("state", "retries", 1)
-        elif isinstance(event, StateScheduled):
-            self._scheduled[key] = event.time
-        elif isinstance(event, StateBlocked):
-            dependency = event.reason.startswith("waiting for dependencies")
-            if dependency:
-                self._scheduled.pop(key, None)
-            if key not in self._blocked:
-                self._blocked[key] = (event.time, dependency)
-            self._add("dependency", "blocked_states", len(self._blocked))
-        elif isinstance(event, StateCancelled):
-            self._stats(event).cancelled += 1
-            self._add("state", "cancelled", 1)
+                errors["timeouts"].add(1)
+        if event.final:
+            st.failures += 1
+            if errors is not None:
+                errors["failures"].add(1)
+            if state is not None:
+                state["failed"].add(1)
+                state["success_rate"].add(0)
+        self._ended(event)
+
+    def _on_retrying(self, event: StateRetrying) -> None:
+        self._stats(event).retries += 1
+        if self._errors is not None:
+            self._errors["retries"].add(1)
+        if self._state is not None:
+            self._state["retries"].add(1)
+
+    def _on_blocked(self, event: StateBlocked) -> None:
+        key = (event.run_id, event.state)
+        dependency = event.reason.startswith("waiting for dependencies")
+        if dependency:
             self._scheduled.pop(key, None)
-            self._blocked.pop(key, None)
-            self._ended(event)
-        elif isinstance(event, ResourceSample):
-            self._samples.append(event)
-            self._add("resources", "used_CPU", event.process_cpu)
-            self._add("resources", "used_MEMORY", event.process_memory_mb)
-            self._add("resources", "system_CPU", event.system_cpu)
-            self._add("resources", "system_MEMORY", event.system_memory_percent)
-            if event.gpu:
-                self._add("resources", "used_GPU", sum(event.gpu) / len(event.gpu))
-        elif isinstance(event, RunStarted):
-            self._runs[event.run_id] = [event.time, 0]
-            if self._window_start is None:
-                self._window_start = event.time
-        elif isinstance(event, RunFinished):
-            self._add("timing", "total_execution", event.duration * 1000)
-            run = self._runs.pop(event.run_id, None)
-            if run is not None:
-                self._add("throughput", "completed_states", run[1])
-                if event.duration > 0:
-                    self._add("throughput", "states_per_second", run[1] / event.duration)
-            self._executing.pop(event.run_id, None)
-            for k in [k for k in self._scheduled if k[0] == event.run_id]:
-                del self._scheduled[k]
-            for k in [k for k in self._blocked if k[0] == event.run_id]:
-                del self._blocked[k]
+        if key not in self._blocked:
+            self._blocked[key] = (event.time, dependency)
+        self._add("dependency", "blocked_states", len(self._blocked))
+
+    def _on_cancelled(self, event: StateCancelled) -> None:
+        self._stats(event).cancelled += 1
+        if self._state is not None:
+            self._state["cancelled"].add(1)
+        key = (event.run_id, event.state)
+        self._scheduled.pop(key, None)
+        self._blocked.pop(key, None)
+        self._ended(event)
+
+    def _on_sample(self, event: ResourceSample) -> None:
+        self._samples.append(event)
+        self._add("resources", "used_CPU", event.process_cpu)
+        self._add("resources", "used_MEMORY", event.process_memory_mb)
+        self._add("resources", "system_CPU", event.system_cpu)
+        self._add("resources", "system_MEMORY", event.system_memory_percent)
+        if event.gpu:
+            self._add("resources", "used_GPU", sum(event.gpu) / len(event.gpu))
+
+    def _on_run_started(self, event: RunStarted) -> None:
+        agent = self.agents.get(event.agent)
+        if agent is not None and not self._declared:
+            self._check_declared(agent)
+        self._runs[event.run_id] = [event.time, 0]
+        if self._window_start is None:
+            self._window_start = event.time
+
+    def _on_run_finished(self, event: RunFinished) -> None:
+        self._add("timing", "total_execution", event.duration * 1000)
+        run = self._runs.pop(event.run_id, None)
+        if run is not None:
+            self._add("throughput", "completed_states", run[1])
+            if event.duration > 0:
+                self._add("throughput", "states_per_second", run[1] / event.duration)
+        self._executing.pop(event.run_id, None)
+        for k in [k for k in self._scheduled if k[0] == event.run_id]:
+            del self._scheduled[k]
+        for k in [k for k in self._blocked if k[0] == event.run_id]:
+            del self._blocked[k]
+
+    def _check_declared(self, agent: Any) -> None:
+        if "resources" in self.data and any(
+            getattr(spec, "resources", None) is not None for spec in agent.states.values()
+        ):
+            self._declared = True
 
     def _ended(self, event: Any) -> None:
         running = self._executing.get(event.run_id)
@@ -372,7 +520,7 @@ class AgentMetrics:
 
     def _allocation(self, event: Any) -> None:
         """Declared resources of the states executing now (to set beside the measured ones)."""
-        if "resources" not in self.data:
+        if not self._declared:
             return
         agent = self.agents.get(event.agent)
         if agent is None or getattr(agent.states.get(event.state), "resources", None) is None:
@@ -432,7 +580,9 @@ class AgentMetrics:
         for cat, leaves in self.data.items():
             dest = target.setdefault(cat, {})
             for name, agg in leaves.items():
-                dest.setdefault(name, MetricAggregation()).merge(agg)
+                if name not in dest:
+                    dest[name] = type(agg)()
+                dest[name].merge(agg)
 
     def __repr__(self) -> str:
         names = ", ".join(self.agents) or "none"
