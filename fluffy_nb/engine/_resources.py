@@ -113,7 +113,7 @@ class PoolStatistics:
 
 
 class _Waiter:
-    __slots__ = ("owner", "amounts", "priority", "since", "seq", "future", "preemptible")
+    __slots__ = ("amounts", "future", "owner", "preemptible", "priority", "seq", "since")
 
     def __init__(self, owner: str, amounts: dict[ResourceType, float], priority: int, since: float, seq: int,
                  future: asyncio.Future[None], preemptible: bool) -> None:

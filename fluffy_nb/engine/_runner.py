@@ -304,6 +304,8 @@ class RunnerMixin:
             self._park(ex, spec)
             return
         self._enqueue(ex)
+        if spec.dependencies:
+            self._start_parallel_deps(ex, spec)  # also when nothing else made it wait
 
     def _enqueue(self: Agent, ex: Execution) -> None:
         meta = self.state_metadata[ex.state]
@@ -385,6 +387,10 @@ class RunnerMixin:
             seconds, dep = min(timeouts)
             loop = asyncio.get_running_loop()
             ex.deadline = loop.call_later(seconds, self._dependency_timed_out, ex, dep, seconds)
+        self._start_parallel_deps(ex, spec)
+
+    def _start_parallel_deps(self: Agent, ex: Execution, spec: Any) -> None:
+        """PARALLEL dependencies start together with the state (unless running or done)."""
         for dep, cfg in spec.dependencies.items():
             if cfg.type is DependencyType.PARALLEL and not self._active(dep) and dep not in self._completed_set:
                 self._start(dep, self._joins.add_branch(dep), ex.state)
@@ -517,6 +523,10 @@ class RunnerMixin:
                 break
         except asyncio.CancelledError:
             outcome = ("cancelled", None)
+        except Exception as exc:  # a gate refused (deadlock, barrier timeout, quota): fail, never hang
+            meta.status = StateStatus.FAILED
+            meta.last_error = f"{type(exc).__name__}: {exc}"
+            outcome = ("failed", exc)
         finally:
             for gate in reversed(held):
                 gate.release(owner)

@@ -48,7 +48,10 @@ async def test_request_larger_than_pool_fails_at_run_start_naming_state_resource
     with pytest.raises(ResourceError) as info:
         await agent.run()
     msg = str(info.value)
-    assert "'train'" in msg and "4" in msg and "CPU" in msg and "only 2" in msg
+    assert "'train'" in msg
+    assert "4" in msg
+    assert "CPU" in msg
+    assert "only 2" in msg
     assert ran == []
 
 
@@ -298,7 +301,8 @@ def test_pool_from_machine_matches_psutil_and_reads_well():
     assert stats[ResourceType.CPU].total == float(psutil.cpu_count(logical=True))
     assert stats[ResourceType.MEMORY].total == pytest.approx(psutil.virtual_memory().total / 2**20, rel=0.01)
     assert stats[ResourceType.IO].total == 50
-    assert "CPU=0/" in repr(pool) and "waiting=0" in repr(pool)
+    assert "CPU=0/" in repr(pool)
+    assert "waiting=0" in repr(pool)
     s = pool.statistics()
     assert (s.admitted, s.waiting, s.preemptions) == (0, 0, 0)
 

@@ -134,7 +134,7 @@ class Primitive:
 
 
 class _Waiter:
-    __slots__ = ("owner", "future", "since", "amount")
+    __slots__ = ("amount", "future", "owner", "since")
 
     def __init__(self, owner: str, future: asyncio.Future[None], since: float, amount: float = 1.0) -> None:
         self.owner = owner

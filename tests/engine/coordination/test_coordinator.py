@@ -19,7 +19,8 @@ from fluffy_nb.engine.coordination import (
 def test_create_and_enhance_give_agents_with_a_coordinator():
     clock = ManualClock()
     agent = create_coordinated_agent("coordinated_workflow", max_concurrent=2, clock=clock)
-    assert isinstance(agent, Agent) and agent.max_concurrent == 2
+    assert isinstance(agent, Agent)
+    assert agent.max_concurrent == 2
     assert agent._coordinator.clock is clock
     plain = Agent("my_workflow")
     assert enhance_agent(plain) is plain
@@ -78,7 +79,8 @@ async def test_resource_allocation_holds_a_mutex_for_the_block():
 
     agent.add_state("job", job)
     await asyncio.wait_for(agent.run(), 5)
-    assert seen == [["job"]] and lock.owners == []
+    assert seen == [["job"]]
+    assert lock.owners == []
 
 
 def test_unknown_primitive_name_is_a_clear_error():

@@ -47,12 +47,15 @@ async def test_two_states_holding_what_the_other_waits_for_are_reported_as_a_dea
     err = info.value.__cause__
     assert isinstance(err, DeadlockError)
     assert sorted(err.cycle) == ["audit", "transfer"]
-    assert "'accounts'" in str(err) and "'ledger'" in str(err) and "same order" in str(err)
+    assert "'accounts'" in str(err)
+    assert "'ledger'" in str(err)
+    assert "same order" in str(err)
     status = await agent.get_coordination_status()
     detector = status["deadlock_detector"]
     assert detector["cycle_count"] == 1
     assert sorted(detector["cycles"][0]) == ["audit", "transfer"]
-    assert status["primitives"]["accounts"]["owners"] == [] and status["primitives"]["ledger"]["owners"] == []
+    assert status["primitives"]["accounts"]["owners"] == []
+    assert status["primitives"]["ledger"]["owners"] == []
 
 
 async def test_a_state_catching_the_deadlock_lets_the_other_finish():
@@ -106,11 +109,13 @@ async def test_waiting_for_a_running_holder_is_not_a_deadlock():
     detector = DeadlockDetector()
     m1, m2 = Mutex("m1"), Mutex("m2")
     m1.detector = m2.detector = detector
-    assert m1.try_acquire("a") and m2.try_acquire("b")
+    assert m1.try_acquire("a")
+    assert m2.try_acquire("b")
     waiting = asyncio.create_task(m1.acquire("b"))  # b waits for a, but a is not waiting: fine
     for _ in range(5):
         await asyncio.sleep(0)
-    assert not waiting.done() and detector.cycle_count == 0
+    assert not waiting.done()
+    assert detector.cycle_count == 0
     assert detector.wait_for_graph().has_edge("b", "a")
     m1.release("a")
     await asyncio.wait_for(waiting, 5)
@@ -122,7 +127,8 @@ async def test_a_ttl_hold_in_the_cycle_is_not_a_deadlock_because_it_expires():
     m1 = Mutex("m1", ttl=5.0, clock=clock)
     m2 = Mutex("m2", clock=clock)
     m1.detector = m2.detector = detector
-    assert m1.try_acquire("a") and m2.try_acquire("b")
+    assert m1.try_acquire("a")
+    assert m2.try_acquire("b")
     a_waits = asyncio.create_task(m2.acquire("a"))
     for _ in range(5):
         await asyncio.sleep(0)
@@ -141,12 +147,15 @@ async def test_semaphore_cycle_is_a_deadlock_only_when_every_holder_waits():
     sem = Semaphore("slots", 2)
     lock = Mutex("lock")
     sem.detector = lock.detector = detector
-    assert sem.try_acquire("a") and sem.try_acquire("b") and lock.try_acquire("c")
+    assert sem.try_acquire("a")
+    assert sem.try_acquire("b")
+    assert lock.try_acquire("c")
     a_waits = asyncio.create_task(lock.acquire("a"))  # a waits for c
     c_waits = asyncio.create_task(sem.acquire("c"))  # c waits for a or b; b still runs
     for _ in range(5):
         await asyncio.sleep(0)
-    assert detector.cycle_count == 0 and not c_waits.done()
+    assert detector.cycle_count == 0
+    assert not c_waits.done()
     assert detector.detect()  # the graph has the a -> c -> a cycle, yet b can free a slot
     sem.release("b")
     await asyncio.wait_for(c_waits, 5)

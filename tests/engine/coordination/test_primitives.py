@@ -70,9 +70,11 @@ async def test_semaphore_never_exceeds_three_holders(record):
     await until(lambda: agent.coordination("heavy").status()["wait_count"] == 9, "nine wait")
     assert inside == 3
     status = (await agent.get_coordination_status())["primitives"]["heavy"]
-    assert len(status["owners"]) == 3 and status["state"] == "contended"
+    assert len(status["owners"]) == 3
+    assert status["state"] == "contended"
     blocked = [n for n in names if agent.state_metadata[n].status is StateStatus.BLOCKED]
-    assert len(blocked) == 9 and len(log.of(StateBlocked)) == 9
+    assert len(blocked) == 9
+    assert len(log.of(StateBlocked)) == 9
     let_go.set()
     await asyncio.wait_for(run, 5)
     assert peak == 3
@@ -130,7 +132,8 @@ async def test_barrier_releases_all_arrivals_at_once():
     assert passed == []  # nobody passes before the fourth arrives
     late_go.set()
     await until(lambda: len(passed) == 4, "all four passed")
-    assert barrier.generation == 1 and barrier.status()["wait_count"] == 0
+    assert barrier.generation == 1
+    assert barrier.status()["wait_count"] == 0
     await asyncio.wait_for(run, 5)
     assert sorted(passed) == ["c0", "c1", "c2", "c3"]
 
@@ -151,7 +154,8 @@ async def test_barrier_wait_timeout_fails_the_run_with_coordination_error():
         await asyncio.wait_for(run, 5)
     cause = info.value.__cause__
     assert isinstance(cause, CoordinationError)
-    assert "'sync'" in str(cause) and "only 2 of 3 arrived" in str(cause)
+    assert "'sync'" in str(cause)
+    assert "only 2 of 3 arrived" in str(cause)
 
 
 async def test_lease_expires_after_ttl_and_is_taken_over():
@@ -175,7 +179,8 @@ async def test_lease_expires_after_ttl_and_is_taken_over():
     await until(lambda: lease.status()["wait_count"] == 1, "b waits for the lease")
     assert lease.owners == ["a"]
     await clock.advance(9.9)
-    assert b_started_at == [] and agent.state_metadata["b"].status is StateStatus.BLOCKED
+    assert b_started_at == []
+    assert agent.state_metadata["b"].status is StateStatus.BLOCKED
     await clock.advance(0.2)
     await until(lambda: b_started_at, "b took the lease over")
     assert b_started_at[0] == pytest.approx(10.0)
@@ -193,9 +198,11 @@ async def test_lease_renewed_in_time_is_kept():
     await clock.advance(8.0)
     assert lease.renew("a")
     await clock.advance(8.0)
-    assert lease.holds("a") and not lease.try_acquire("b")
+    assert lease.holds("a")
+    assert not lease.try_acquire("b")
     await clock.advance(2.5)
-    assert not lease.holds("a") and lease.try_acquire("b")
+    assert not lease.holds("a")
+    assert lease.try_acquire("b")
     assert not lease.renew("a")
 
 
@@ -226,7 +233,8 @@ async def test_quota_admits_its_limit_then_waits_for_the_reset():
     run = asyncio.create_task(agent.run())
     quota = agent.coordination("api")
     await until(lambda: len(ran_at) == 3 and quota.status()["wait_count"] == 2, "three ran, two wait")
-    assert quota.status()["state"] == "exhausted" and quota.remaining == 0
+    assert quota.status()["state"] == "exhausted"
+    assert quota.remaining == 0
     await clock.advance(59.0)
     assert len(ran_at) == 3
     await clock.advance(1.0)
@@ -266,7 +274,8 @@ async def test_resource_allocation_consumes_its_amount_of_a_quota_in_state():
     assert agent.coordination("shared_resource").remaining == 0
     await clock.advance(60.0)
     await asyncio.wait_for(run, 5)
-    assert used[-1] == 60.0 and len(used) == 11
+    assert used[-1] == 60.0
+    assert len(used) == 11
 
 
 async def test_state_with_two_primitives_holds_both_while_it_runs():
@@ -282,7 +291,8 @@ async def test_state_with_two_primitives_holds_both_while_it_runs():
     agent.add_state_coordination("write", PrimitiveType.SEMAPHORE, max_count=2, name="cache")
     await agent.run()
     assert seen == {"db": ["write"], "cache": ["write"]}
-    assert agent.coordination("db").owners == [] and agent.coordination("cache").owners == []
+    assert agent.coordination("db").owners == []
+    assert agent.coordination("cache").owners == []
 
 
 async def test_reset_coordination_releases_holders_and_fails_waiters():
@@ -294,7 +304,8 @@ async def test_reset_coordination_releases_holders_and_fails_waiters():
     await agent.reset_coordination()
     with pytest.raises(CoordinationError, match="reset"):
         await waiter
-    assert mutex.owners == [] and mutex.try_acquire("fresh")
+    assert mutex.owners == []
+    assert mutex.try_acquire("fresh")
 
 
 async def test_wait_timeout_on_a_mutex_raises_coordination_error_naming_the_holder():
@@ -306,7 +317,8 @@ async def test_wait_timeout_on_a_mutex_raises_coordination_error_naming_the_hold
     await clock.advance(2.0)
     with pytest.raises(CoordinationError, match=r"held by \['slow'\]"):
         await waiter
-    assert mutex.status()["wait_count"] == 0 and mutex.statistics().timeouts == 1
+    assert mutex.status()["wait_count"] == 0
+    assert mutex.statistics().timeouts == 1
 
 
 def test_status_statistics_and_repr_read_well():
@@ -321,7 +333,7 @@ def test_status_statistics_and_repr_read_well():
     quota.try_acquire("x", 4)
     assert repr(quota) == "<Quota 'api' used 4/10 (resets every 60s) waiting=0>"
     assert quota.status()["remaining"] == 6
-    with pytest.raises(Exception, match="frozen|cannot assign"):
+    with pytest.raises(Exception, match=r"frozen|cannot assign"):
         sem.statistics().acquisitions = 5  # type: ignore[misc]
 
 

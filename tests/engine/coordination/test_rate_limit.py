@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -45,7 +46,8 @@ async def test_token_bucket_10_per_second_admits_30_plus_the_burst_over_3_second
     run.cancel()
     await asyncio.gather(run, return_exceptions=True)
     stats = agent._coordinator.rate_limiters["api_call"].statistics()
-    assert stats.admitted_at_once == 5 and stats.delayed >= 30
+    assert stats.admitted_at_once == 5
+    assert stats.delayed >= 30
 
 
 async def test_token_bucket_default_burst_is_one_seconds_worth():
@@ -70,14 +72,15 @@ async def test_sliding_window_limit_is_rate_times_window():
     clock = ManualClock()
     limiter = RateLimiter("x", 2.0, RateLimitStrategy.SLIDING_WINDOW, window_size=5.0, clock=clock)
     times = await greedy_admissions(limiter, clock, 4.9)
-    assert len(times) == 10 and limiter.limit == 10
+    assert len(times) == 10
+    assert limiter.limit == 10
 
 
 async def test_leaky_bucket_spaces_admissions_evenly():
     clock = ManualClock()
     limiter = RateLimiter("x", 10.0, RateLimitStrategy.LEAKY_BUCKET, clock=clock)
     times = await greedy_admissions(limiter, clock, 3.0)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 0.1 - 1e-6
     assert 30 <= len(times) <= 31
 
