@@ -518,3 +518,58 @@ async def test_a_failing_callback_does_not_break_the_workflow(caplog):
 
     assert await run() == "done"
     assert "dashboard down" in caplog.text
+
+
+def test_tally_counts_and_rates_are_exact():
+    from fluffy_nb.engine._metrics import Tally
+
+    t = Tally()
+    for v in (1, 1, 0, 1):
+        t.add(v)
+    d = t.to_dict()
+    assert (d["count"], d["sum"], d["avg"], d["min"], d["max"], d["current"]) == (4, 3.0, 0.75, 0.0, 1.0, 1.0)
+    reference = MetricAggregation()
+    for v in (0, 1, 1, 1):
+        reference.add(v)
+    assert (d["p50"], d["p95"], d["p99"]) == (reference.p50, reference.p95, reference.p99)
+
+
+async def test_watching_a_run_already_under_way_still_counts_its_throughput():
+    clock = ManualClock()
+    agent = Agent("late", clock=clock)
+    started = asyncio.Event()
+
+    async def first(ctx):
+        started.set()
+        await clock.sleep(1.0)
+        return "second"
+
+    async def second(ctx):
+        return None
+
+    agent.add_state("first", first)
+    agent.add_state("second", second)
+    run = asyncio.create_task(agent.run())
+    await started.wait()
+    metrics = AgentMetrics(agent, sample_interval=None)  # attached mid-run
+    await clock.wait_for_sleepers(1)
+    await clock.advance(1.0)
+    await run
+    snap = metrics.snapshot()
+    assert snap["throughput"]["states_per_second"]["current"] == pytest.approx(2.0)  # 2 states in 1 s
+    assert snap["timing"]["total_execution"]["current"] == pytest.approx(1000.0)
+
+
+async def test_per_state_rows_carry_measured_usage_from_resource_samples():
+    from fluffy_nb.engine._events import ResourceSample
+
+    agent = one_state_agent("usage")
+    metrics = AgentMetrics(agent, sample_interval=None)
+    for cpu in (40.0, 60.0):  # as a sampler would publish them while "step" runs
+        agent.events.publish(ResourceSample("usage", "r1", 0.0, cpu, 250.0, 10.0, 20.0, ("step",)))
+    await agent.run()
+    (row,) = metrics.per_state()
+    assert row["runs"] == 1
+    assert row["avg_process_cpu"] == pytest.approx(50.0)
+    assert row["max_process_memory_mb"] == 250.0
+    assert metrics.snapshot()["resources"]["used_CPU"]["max"] == 60.0
