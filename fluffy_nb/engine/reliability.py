@@ -45,6 +45,7 @@ __all__ = [
     "CircuitOpenError",
     "CircuitState",
     "Saga",
+    "SagaStatistics",
     "SagaStep",
     "with_fallbacks",
 ]
@@ -446,6 +447,18 @@ class Bulkhead:
 
 
 # -- saga -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SagaStatistics:
+    """What the last run of a :class:`Saga` did."""
+
+    name: str
+    steps: tuple[str, ...]
+    completed: tuple[str, ...]
+    failed_step: str | None
+    compensated: tuple[str, ...]
+    compensation_errors: tuple[tuple[str, str], ...]
+
+
 @dataclass
 class SagaStep:
     """One step of a :class:`Saga`: ``action(*args)`` and the ``compensation(*args)`` that undoes it."""
@@ -547,11 +560,13 @@ class Saga:
         run_saga.__name__ = run_saga.__qualname__ = self.name.replace(" ", "_")
         return run_saga
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> SagaStatistics:
         """The last run: completed, compensated, failed step and failed compensations."""
-        return {"steps": [s.name for s in self.steps], "completed": list(self.completed),
-                "failed_step": self.failed_step, "compensated": list(self.compensated),
-                "compensation_errors": {k: f"{type(v).__name__}: {v}" for k, v in self.compensation_errors.items()}}
+        return SagaStatistics(
+            self.name, tuple(s.name for s in self.steps), tuple(self.completed), self.failed_step,
+            tuple(self.compensated),
+            tuple((k, f"{type(v).__name__}: {v}") for k, v in self.compensation_errors.items()),
+        )
 
     def __repr__(self) -> str:
         tail = f" failed_at={self.failed_step!r} compensated={self.compensated}" if self.failed_step else ""

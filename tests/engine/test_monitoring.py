@@ -573,3 +573,12 @@ async def test_per_state_rows_carry_measured_usage_from_resource_samples():
     assert row["avg_process_cpu"] == pytest.approx(50.0)
     assert row["max_process_memory_mb"] == 250.0
     assert metrics.snapshot()["resources"]["used_CPU"]["max"] == 60.0
+
+
+def test_the_specs_import_spelling_gives_these_names():
+    import importlib
+
+    importlib.import_module("fluffy_nb.compat")  # opt in to the seed module names
+    seed = importlib.import_module("agent_monitor")
+    assert (seed.agent_monitor, seed.MetricType, seed.MetricAggregation, seed.RealTimeMetrics) == (
+        agent_monitor, MetricType, MetricAggregation, RealTimeMetrics)

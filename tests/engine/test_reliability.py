@@ -361,7 +361,9 @@ async def test_a_failing_compensation_is_recorded_and_the_others_still_run():
         await saga.run(agent.context)
     assert log == ["do flight", "do hotel", "undo flight"]
     assert list(saga.compensation_errors) == ["hotel"]
-    assert saga.statistics()["compensation_errors"] == {"hotel": "OSError: cannot cancel hotel"}
+    stats = saga.statistics()
+    assert stats.compensation_errors == (("hotel", "OSError: cannot cancel hotel"),)
+    assert (stats.failed_step, stats.completed, stats.compensated) == ("car", ("flight", "hotel"), ("flight",))
 
 
 async def test_saga_as_a_state_undoes_bookings_when_the_run_fails():
