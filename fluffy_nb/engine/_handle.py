@@ -44,7 +44,7 @@ class RunHandle:
         >>> # result = await handle           # later: the RunResult
     """
 
-    __slots__ = ("agent", "task", "_reported", "__weakref__")
+    __slots__ = ("__weakref__", "_reported", "agent", "task")
 
     def __init__(self, agent: Agent, task: asyncio.Task[RunResult]) -> None:
         self.agent = agent

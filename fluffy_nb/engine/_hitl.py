@@ -74,7 +74,7 @@ class HumanRequest:
     tries: int = 0
     value: Any = field(default=None, repr=False)
     source: str | None = None
-    future: asyncio.Future[Any] = field(default=None, repr=False)  # type: ignore[assignment]
+    future: asyncio.Future[Any] = field(default=None, repr=False)  # type: ignore[arg-type]
     _loop: HumanLoop | None = field(default=None, repr=False)
 
     @property
@@ -568,7 +568,7 @@ class ConsoleResponder:
         output: Writes one line (default: ``print`` to stdout).
     """
 
-    def __init__(self, input: Callable[[str], str] | None = None,  # noqa: A002
+    def __init__(self, input: Callable[[str], str] | None = None,
                  output: Callable[[str], Any] | None = None) -> None:
         self._input = input or builtins.input
         self._output = output or (lambda line: print(line, flush=True))
@@ -589,10 +589,17 @@ class ConsoleResponder:
             try:
                 line = self._input(text)
             except BaseException as exc:  # EOFError, KeyboardInterrupt in the thread
-                error = exc
-                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_exception(error))
+                loop.call_soon_threadsafe(settle, None, exc)
                 return
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(line))
+            loop.call_soon_threadsafe(settle, line, None)
+
+        def settle(line: str | None, error: BaseException | None) -> None:
+            if fut.done():
+                return
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(line or "")
 
         threading.Thread(target=work, name="fluffy-console-input", daemon=True).start()
         return await fut

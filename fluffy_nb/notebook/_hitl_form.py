@@ -209,7 +209,7 @@ class FormsArea(widgets.VBox):
         form = self.forms.get(request.request_id)
         if form is None:
             form = self.forms[request.request_id] = HumanForm(request)
-            self.children = (*self.children, form)
+            self.children = (*self.children, form)  # type: ignore[has-type]
         elif request.rejection:
             form.show_rejection(request.rejection)
         return form

@@ -41,7 +41,8 @@ async def test_start_returns_at_once_and_await_gives_the_result():
     gate = asyncio.Event()
     agent = gated_agent(gate)
     handle = agent.start()
-    assert isinstance(handle, RunHandle) and agent.handle is handle
+    assert isinstance(handle, RunHandle)
+    assert agent.handle is handle
     assert not handle.done()
     await asyncio.sleep(0)
     assert handle.status == "running"
@@ -49,10 +50,12 @@ async def test_start_returns_at_once_and_await_gives_the_result():
         handle.result()
     gate.set()
     result = await handle
-    assert isinstance(result, RunResult) and result["done"] is True
+    assert isinstance(result, RunResult)
+    assert result["done"] is True
     assert handle.result() is result
     assert handle.status == "completed"
-    assert "'bg'" in repr(handle) and "completed" in repr(handle)
+    assert "'bg'" in repr(handle)
+    assert "completed" in repr(handle)
 
 
 async def test_starting_a_running_agent_again_is_refused():
@@ -77,8 +80,10 @@ async def test_failing_background_run_is_reported_through_the_hook(monkeypatch):
     with pytest.raises(StateFailedError):
         await handle
     assert len(reported) == 1
-    assert reported[0][0] is handle and isinstance(reported[0][1], StateFailedError)
-    assert handle.status == "failed" and "boom" in repr(handle)
+    assert reported[0][0] is handle
+    assert isinstance(reported[0][1], StateFailedError)
+    assert handle.status == "failed"
+    assert "boom" in repr(handle)
     assert isinstance(handle.exception(), StateFailedError)
 
 
@@ -168,4 +173,6 @@ def test_run_sync_inside_a_running_loop_refuses_to_wait_for_a_person():
         asyncio.run(cell())
     """)
     assert out.startswith("refused:")
-    assert "Approve?" in out and "agent.start()" in out and "%%fluffy" in out
+    assert "Approve?" in out
+    assert "agent.start()" in out
+    assert "%%fluffy" in out

@@ -64,7 +64,8 @@ async def test_validator_rejection_is_announced_and_the_person_is_asked_again(re
     [rejected] = log.of(HumanRejected)
     assert rejected.value == "maybe"
     assert "rejected" in rejected.message
-    assert len(responder.asked) == 2 and responder.asked[1].rejection == rejected.message
+    assert len(responder.asked) == 2
+    assert responder.asked[1].rejection == rejected.message
     assert [e.value for e in log.of(HumanAnswered)] == ["yes"]
 
 
@@ -158,7 +159,8 @@ async def test_timeout_without_default_raises_human_timeout_error(record):
     with pytest.raises(StateFailedError) as info:
         await handle
     assert isinstance(info.value.__cause__, HumanTimeoutError)
-    assert "Approve?" in str(info.value.__cause__) and "default" in str(info.value.__cause__)
+    assert "Approve?" in str(info.value.__cause__)
+    assert "default" in str(info.value.__cause__)
     assert len(log.of(HumanWithdrawn)) == 1
     assert agent.pending_requests() == []
 
@@ -285,7 +287,7 @@ async def test_state_run_again_in_a_loop_asks_again():
     agent = Agent("loop", responder=script)
 
     async def ask(ctx):
-        got = ctx.get_state("got", []) + [await ctx.human_in_the_loop("Again?")]
+        got = [*ctx.get_state("got", []), await ctx.human_in_the_loop("Again?")]
         ctx.set_state("got", got)
         return "ask" if len(got) < 2 else None
 
@@ -328,7 +330,8 @@ async def test_console_reads_off_the_loop_so_other_states_keep_running():
     typed.set()
     result = await handle
     assert result["answer"] == "yes"
-    assert "Deploy <now>?" in prompts[0] and "2) yes" in prompts[0]
+    assert "Deploy <now>?" in prompts[0]
+    assert "2) yes" in prompts[0]
 
 
 async def test_console_reports_rejection_and_asks_again():

@@ -148,8 +148,9 @@ class KernelDriver:
 
     def updates_to(self, comm_id: str) -> list[dict[str, Any]]:
         """State updates the kernel sent for widget ``comm_id``."""
-        return [m["content"]["data"]["state"] for m in self.iopub if m["msg_type"] == "comm_msg"
-                and m["content"]["comm_id"] == comm_id and m["content"]["data"].get("method") in ("update", "echo_update")]
+        return [m["content"]["data"]["state"] for m in self.iopub
+                if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
+                and m["content"]["data"].get("method") in ("update", "echo_update")]
 
 
 def start_kernel() -> KernelDriver:

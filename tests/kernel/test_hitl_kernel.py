@@ -32,7 +32,8 @@ def test_background_run_is_answered_through_the_widget_form(kernel):
     text = kernel.wait_widget("TextModel", placeholder="your answer")
     submit = kernel.wait_widget("ButtonModel", description="Submit")
     [(_, header)] = [w for w in kernel.widgets("HTMLModel") if "Approve" in w[1]["value"]]
-    assert "&lt;b&gt;deploy&lt;/b&gt;" in header["value"] and "<b>deploy</b>" not in header["value"]
+    assert "&lt;b&gt;deploy&lt;/b&gt;" in header["value"]
+    assert "<b>deploy</b>" not in header["value"]
     display = kernel.wait_for(lambda m: m["msg_type"] == "display_data"
                               and "application/vnd.jupyter.widget-view+json" in m["content"]["data"])
     assert display["parent_header"]["msg_id"] == cell  # the forms show under the cell that started the run
@@ -43,7 +44,8 @@ def test_background_run_is_answered_through_the_widget_form(kernel):
     out = kernel.run('result = await handle\nprint(result["decision"], handle.status)\nprint(events)')
     first, second = out.splitlines()
     assert first == "ship it completed"
-    assert "HumanRequested" in second and "HumanAnswered" in second
+    assert "HumanRequested" in second
+    assert "HumanAnswered" in second
 
 
 VALIDATED = """
@@ -112,7 +114,8 @@ def test_stop_button_cancels_a_waiting_prompt_cleanly(kernel):
     out = kernel.run("print(agent.status.value, len(agent.pending_requests()))\nprint(events)")
     first, second = out.splitlines()
     assert first == "cancelled 0"
-    assert "HumanWithdrawn" in second and "HumanAnswered" not in second
+    assert "HumanWithdrawn" in second
+    assert "HumanAnswered" not in second
     # the kernel is still usable and the agent asks again in a new run
     before = len(kernel.widgets("ButtonModel", description="Submit"))
     kernel.run("handle = agent.start()")

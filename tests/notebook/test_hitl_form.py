@@ -72,8 +72,10 @@ async def test_text_form_submit_answers_the_state_and_collapses_to_a_record():
     form.submit.click()
     result = await handle
     assert result["answer"] == "ship <it>"
-    assert form.closed and len(form.children) == 1
-    assert "ship &lt;it&gt;" in form.children[0].value and "Approve?" in form.children[0].value
+    assert form.closed
+    assert len(form.children) == 1
+    assert "ship &lt;it&gt;" in form.children[0].value
+    assert "Approve?" in form.children[0].value
 
 
 async def test_choices_are_buttons_and_one_click_answers():
@@ -98,7 +100,8 @@ async def test_validator_rejection_shows_its_message_and_the_form_stays_open():
     form.fields["answer"].value = "no"
     form.submit.click()
     assert "at least 5 characters, please" in form.message.value
-    assert not form.closed and not handle.done()
+    assert not form.closed
+    assert not handle.done()
     form.fields["answer"].value = "absolutely"
     form.submit.click()
     assert (await handle)["answer"] == "absolutely"
@@ -114,7 +117,8 @@ async def test_schema_form_has_one_widget_per_field_validated_by_pydantic():
     form.fields["destination"].value = "Oslo"
     form.fields["crates"].value = "a dozen"
     form.submit.click()
-    assert "crates" in form.message.value and not form.closed
+    assert "crates" in form.message.value
+    assert not form.closed
     form.fields["crates"].value = "12"
     form.fields["express"].value = True
     form.submit.click()
@@ -166,11 +170,13 @@ async def test_countdown_shows_time_left_and_the_default_then_records_it():
     agent.clock = clock
     handle = agent.start()
     form = await first_form(agent, responder)
-    assert "30 s left" in form.countdown.value and "auto" in form.countdown.value
+    assert "30 s left" in form.countdown.value
+    assert "auto" in form.countdown.value
     await clock.wait_for_sleepers()
     await clock.advance(30)
     assert (await handle)["answer"] == "auto"
-    assert form.closed and "default" in form.children[0].value
+    assert form.closed
+    assert "default" in form.children[0].value
 
 
 async def test_cancelled_state_collapses_its_form_as_withdrawn():
@@ -179,7 +185,8 @@ async def test_cancelled_state_collapses_its_form_as_withdrawn():
     form = await first_form(agent, responder)
     agent.cancel_state("approve")
     await handle
-    assert form.closed and "withdrawn" in form.children[0].value
+    assert form.closed
+    assert "withdrawn" in form.children[0].value
     form.submit.click()  # a late click does nothing
 
 
