@@ -1,0 +1,290 @@
+"""Dependencies: REQUIRED, OPTIONAL, PARALLEL, SEQUENTIAL; ONCE/PERIODIC, condition, expiry, interval, timeout."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fluffy_nb import (
+    Agent,
+    AgentStatus,
+    DependencyConfig,
+    DependencyLifecycle,
+    DependencyTimeoutError,
+    DependencyType,
+    ManualClock,
+    StateFailedError,
+    StateStatus,
+)
+from fluffy_nb.engine._events import StateBlocked, StateCancelled, StateStarted
+
+
+def recorder(order, name, gate=None, target=None):
+    async def f(ctx):
+        order.append(f"{name}:start")
+        if gate is not None:
+            await gate.wait()
+        order.append(f"{name}:end")
+        return target
+
+    return f
+
+
+async def test_required_dependency_blocks_until_it_completes(record):
+    gate = asyncio.Event()
+    order: list[str] = []
+    agent = Agent("required")
+    agent.add_state("dep", recorder(order, "dep", gate))
+    agent.add_state("x", recorder(order, "x"), dependencies={"dep": DependencyType.REQUIRED})
+    log = record(agent)
+    run = asyncio.create_task(agent.run())
+    while not log.of(StateStarted, "dep"):
+        await asyncio.sleep(0)
+    assert agent.state_metadata["x"].status is StateStatus.BLOCKED
+    assert "dep (required)" in log.of(StateBlocked, "x")[0].reason
+    gate.set()
+    await asyncio.wait_for(run, 5)
+    assert order == ["dep:start", "dep:end", "x:start", "x:end"]
+
+
+async def test_list_of_names_means_required():
+    order: list[str] = []
+    agent = Agent("list")
+    agent.add_state("x", recorder(order, "x"), dependencies=["a", "b"])
+    agent.add_state("a", recorder(order, "a"))
+    agent.add_state("b", recorder(order, "b"))
+    await agent.run()
+    assert order[-2:] == ["x:start", "x:end"]
+
+
+async def test_required_dependency_that_never_runs_leaves_the_state_cancelled(record):
+    async def start(ctx):
+        if ctx.get_state("never_true"):
+            return "untaken"
+        return None
+
+    agent = Agent("unsatisfied")
+    agent.add_state("start", start)
+    agent.add_state("untaken", recorder([], "untaken"))
+    agent.add_state("x", recorder([], "x"), dependencies={"untaken": DependencyType.REQUIRED})
+    log = record(agent)
+    result = await asyncio.wait_for(agent.run(), 5)
+    assert result.status is AgentStatus.COMPLETED
+    assert agent.state_metadata["x"].status is StateStatus.CANCELLED
+    assert "never satisfied" in log.of(StateCancelled, "x")[0].reason
+
+
+async def test_optional_dependency_not_scheduled_does_not_wait():
+    order: list[str] = []
+
+    async def start(ctx):
+        order.append("start")
+        if ctx.get_state("never_true"):
+            return "maybe"
+        return None
+
+    agent = Agent("optional_absent")
+    agent.add_state("start", start)
+    agent.add_state("maybe", recorder(order, "maybe"))
+    agent.add_state("x", recorder(order, "x"), dependencies={"start": "required", "maybe": DependencyType.OPTIONAL})
+    result = await asyncio.wait_for(agent.run(), 5)
+    assert order == ["start", "x:start", "x:end"]
+    assert result.status is AgentStatus.COMPLETED
+
+
+async def test_optional_dependency_that_is_running_is_waited_for():
+    gate = asyncio.Event()
+    order: list[str] = []
+    agent = Agent("optional_running")
+    agent.add_state("maybe", recorder(order, "maybe", gate))
+    agent.add_state("x", recorder(order, "x"), dependencies={"maybe": DependencyType.OPTIONAL})
+    run = asyncio.create_task(agent.run())
+    while "maybe:start" not in order:
+        await asyncio.sleep(0)
+    assert agent.state_metadata["x"].status is StateStatus.BLOCKED
+    gate.set()
+    await asyncio.wait_for(run, 5)
+    assert order == ["maybe:start", "maybe:end", "x:start", "x:end"]
+
+
+async def test_parallel_dependency_is_started_alongside_and_not_waited_for():
+    release_bg = asyncio.Event()
+    order: list[str] = []
+
+    async def x(ctx):
+        order.append("x")
+        release_bg.set()  # x runs while background is still running
+        return None
+
+    async def start(ctx):
+        if ctx.get_state("never_true"):
+            return "background"  # so background is no start state: only x's dependency starts it
+        return None
+
+    agent = Agent("parallel_dep")
+    agent.add_state("start", start)
+    agent.add_state("x", x, dependencies={"background": DependencyType.PARALLEL})
+    agent.add_state("background", recorder(order, "background", release_bg))
+    result = await asyncio.wait_for(agent.run(), 5)
+    assert "x" in order and order.index("x") < order.index("background:end")
+    assert result.state_runs["background"] == 1
+    assert agent.state_metadata["background"].status is StateStatus.COMPLETED
+
+
+async def test_sequential_dependency_never_overlaps():
+    gate = asyncio.Event()
+    order: list[str] = []
+    agent = Agent("sequential")
+    agent.add_state("previous_step", recorder(order, "previous_step", gate))
+    agent.add_state("x", recorder(order, "x"), dependencies={"previous_step": DependencyType.SEQUENTIAL})
+    run = asyncio.create_task(agent.run())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert order == ["previous_step:start"]
+    gate.set()
+    await asyncio.wait_for(run, 5)
+    assert order == ["previous_step:start", "previous_step:end", "x:start", "x:end"]
+
+
+async def test_condition_gates_the_dependency():
+    order: list[str] = []
+
+    async def dep(ctx):
+        order.append("dep")
+        return "flip"
+
+    async def flip(ctx):
+        ctx.set_state("ready", True)
+        order.append("flip")
+        return None
+
+    agent = Agent("condition")
+    agent.add_state("dep", dep)
+    agent.add_state("flip", flip)
+    agent.add_state(
+        "x",
+        recorder(order, "x"),
+        dependencies={"dep": DependencyConfig(condition=lambda agent: agent.get_state("ready") is True)},
+    )
+    await agent.run()
+    assert order == ["dep", "flip", "x:start", "x:end"]
+
+
+@pytest.mark.parametrize(("expiry", "runs"), [(5, False), (20, True)])
+async def test_expired_completion_does_not_satisfy(expiry, runs):
+    clock = ManualClock()
+    order: list[str] = []
+
+    async def dep(ctx):
+        order.append("dep")
+        return "slow"
+
+    async def slow(ctx):
+        await clock.sleep(10)  # the dependency's completion is now 10 s old
+        ctx.set_state("go", True)
+        return None
+
+    agent = Agent("expiry", clock=clock)
+    agent.add_state("dep", dep)
+    agent.add_state("slow", slow)
+    agent.add_state(
+        "x",
+        recorder(order, "x"),
+        dependencies={"dep": DependencyConfig(expiry=expiry, condition=lambda a: a.get_state("go") is True)},
+    )
+    run = asyncio.create_task(agent.run())
+    await clock.wait_for_sleepers(1)
+    await clock.advance(10)
+    await asyncio.wait_for(run, 5)
+    assert ("x:end" in order) is runs
+    assert agent.state_metadata["x"].status is (StateStatus.COMPLETED if runs else StateStatus.CANCELLED)
+
+
+async def test_dependency_timeout_fails_with_dependency_timeout_error():
+    agent = Agent("dep_timeout")
+
+    async def stuck(ctx):
+        await asyncio.Event().wait()
+
+    agent.add_state("dep", stuck)
+    agent.add_state("x", recorder([], "x"), dependencies={"dep": DependencyConfig(timeout=0.02)})
+    with pytest.raises(StateFailedError) as info:
+        await asyncio.wait_for(agent.run(), 5)
+    cause = info.value.__cause__
+    assert isinstance(cause, DependencyTimeoutError)
+    assert "'x'" in str(cause) and "'dep'" in str(cause) and "0.02" in str(cause)
+    assert agent.state_metadata["x"].status is StateStatus.TIMEOUT
+    assert agent.state_metadata["dep"].status is StateStatus.CANCELLED
+
+
+@pytest.mark.parametrize(("lifecycle", "expected"), [(DependencyLifecycle.ONCE, 1), (DependencyLifecycle.PERIODIC, 3)])
+async def test_once_runs_once_periodic_runs_after_each_completion(lifecycle, expected):
+    async def tick(ctx):
+        n = ctx.get_state("n", 0) + 1
+        ctx.set_state("n", n)
+        return "pause" if n < 3 else None
+
+    async def pause(ctx):
+        await asyncio.sleep(0)
+        return "tick"
+
+    seen: list[int] = []
+
+    async def x(ctx):
+        seen.append(ctx.get_state("n"))
+        return None
+
+    agent = Agent("lifecycle")
+    agent.add_state("tick", tick)
+    agent.add_state("pause", pause)
+    agent.add_state("x", x, dependencies={"tick": DependencyConfig(lifecycle=lifecycle)})
+    await asyncio.wait_for(agent.run(start="tick"), 5)
+    assert len(seen) == expected
+    assert seen[0] == 1
+
+
+async def test_periodic_interval_limits_how_often_the_dependent_runs():
+    clock = ManualClock()
+    seen: list[int] = []
+
+    async def tick(ctx):
+        n = ctx.get_state("n", 0) + 1
+        ctx.set_state("n", n)
+        return "wait" if n < 4 else None
+
+    async def wait(ctx):
+        await clock.sleep(100)  # ticks 100 s apart; interval 150 s lets every other one through
+        return "tick"
+
+    async def x(ctx):
+        seen.append(ctx.get_state("n"))
+        return None
+
+    agent = Agent("interval", clock=clock)
+    agent.add_state("tick", tick)
+    agent.add_state("wait", wait)
+    agent.add_state("x", x, dependencies={"tick": DependencyConfig(lifecycle=DependencyLifecycle.PERIODIC, interval=150)})
+    run = asyncio.create_task(agent.run(start="tick"))
+    for _ in range(3):
+        await clock.wait_for_sleepers(1)
+        await clock.advance(100)
+    await asyncio.wait_for(run, 5)
+    assert seen == [1, 3]
+
+
+def test_dependency_spellings_and_bad_values():
+    from fluffy_nb import ConfigurationError
+
+    agent = Agent("spell")
+
+    async def f(ctx):
+        return None
+
+    spec = agent.add_state("x", f, dependencies={"a": "optional", "b": DependencyType.SEQUENTIAL})
+    assert spec.dependencies["a"].type is DependencyType.OPTIONAL
+    assert spec.dependencies["b"].type is DependencyType.SEQUENTIAL
+    with pytest.raises(ConfigurationError, match="'y'.*'a'"):
+        agent.add_state("y", f, dependencies={"a": 3})
+    with pytest.raises(ConfigurationError, match="DependencyType"):
+        DependencyConfig(type="required")
