@@ -1,0 +1,181 @@
+"""``%%fluffy`` and ``%fluffy`` through a real IPython ``InteractiveShell``."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+from fluffy_nb import Agent, AgentStatus, Checkpoint, RunResult, StateFailedError
+from fluffy_nb.notebook._magics import is_state_function
+
+PIPELINE = '''%%fluffy pipeline{flags}
+from fluffy_nb import state
+
+async def fetch(ctx):
+    ctx.set_state("rows", 3)
+    return ["clean", "check"]
+
+async def clean(ctx):
+    return "report"
+
+@state(max_retries=1)
+async def check(ctx):
+    if ctx.attempt < 2:
+        raise ValueError("flaky")
+    return "report"
+
+async def report(ctx, verbose=False):
+    ctx.set_state("done", await _helper())
+
+async def _helper():
+    return True
+
+async def _private_state_like(ctx):
+    return None
+
+def plain(ctx):
+    return None
+
+async def two_args(ctx, other):
+    return None
+'''
+
+
+@pytest.fixture(scope="module")
+def ip():
+    shell = InteractiveShell.instance()
+    assert shell.run_cell("%load_ext fluffy_nb").success
+    return shell
+
+
+def run(ip, cell):
+    """Run a cell; return (result value, exception raised in it)."""
+    res = ip.run_cell(cell)
+    return res.result, res.error_in_exec or res.error_before_exec
+
+
+def test_cell_defines_agent_from_its_state_functions_only(ip):
+    value, err = run(ip, PIPELINE.format(flags=""))
+    assert err is None
+    agent = ip.user_ns["pipeline"]
+    assert value is agent
+    assert isinstance(agent, Agent)
+    assert list(agent.states) == ["fetch", "clean", "check", "report"]  # helpers excluded, cell order
+    assert agent.states["check"].retry_policy.max_retries == 1  # @state options apply
+    edges = {(s, d) for s, d, _ in agent.graph.edge_list()}
+    assert {("fetch", "clean"), ("fetch", "check"), ("clean", "report"), ("check", "report")} <= edges
+    assert agent.status is AgentStatus.IDLE  # defining does not run
+
+
+def test_run_flag_waits_for_the_run_and_returns_its_result(ip):
+    value, err = run(ip, PIPELINE.format(flags=" --run"))
+    assert err is None
+    assert isinstance(value, RunResult)
+    assert value.status is AgentStatus.COMPLETED
+    assert value["done"] is True
+    assert ip.user_ns["pipeline"].state_metadata["check"].attempts == 2
+
+
+def test_run_flag_raises_the_runs_error_in_the_cell(ip):
+    _, err = run(ip, '%%fluffy failing --run\nasync def step(ctx):\n    raise KeyError("missing")\n')
+    assert isinstance(err, StateFailedError)
+    assert "missing" in str(err)
+
+
+def test_background_without_running_loop_raises_usage_error(ip):
+    _, err = run(ip, "%%fluffy later --background\nasync def step(ctx):\n    return None\n")
+    assert isinstance(err, UsageError)
+    assert "--run" in str(err)
+
+
+@pytest.mark.parametrize(("line", "needle"), [
+    ("%%fluffy", "name"),
+    ("%%fluffy 9lives", "identifier"),
+    ("%%fluffy ok --max-concurrent 0", "--max-concurrent"),
+    ("%%fluffy ok --max-concurrent many", "invalid int"),
+    ("%%fluffy ok --timeout -1", "--timeout"),
+    ("%%fluffy ok --durable", "--store"),
+    ("%%fluffy ok --bogus", "unrecognized"),
+    ("%%fluffy ok --start nowhere", "nowhere"),
+])
+def test_bad_cell_arguments_raise_usage_error(ip, line, needle):
+    _, err = run(ip, line + "\nasync def step(ctx):\n    return None\n")
+    assert isinstance(err, UsageError)
+    assert needle in str(err)
+
+
+def test_cell_without_states_says_what_a_state_is(ip):
+    _, err = run(ip, "%%fluffy empty\ndef helper(x):\n    return x\n")
+    assert isinstance(err, UsageError)
+    assert "async def" in str(err)
+
+
+def test_exception_in_cell_code_shows_a_normal_traceback(ip, capsys):
+    _, err = run(ip, '%%fluffy broken\nasync def step(ctx):\n    return None\nx = 1\nraise LookupError("bad line")\n')
+    assert isinstance(err, LookupError)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)  # no colours
+    assert "LookupError" in out
+    assert 'raise LookupError("bad line")' in out  # the cell's own source line is shown
+    assert "_run_cell" not in out  # the magic's frames are hidden
+
+
+@pytest.mark.parametrize(("line", "needle"), [
+    ("%fluffy", "usage"),
+    ("%fluffy draw pipeline", "invalid choice"),
+    ("%fluffy graph nobody", "no agent named 'nobody'"),
+    ("%fluffy history pipeline", "no checkpoint store"),
+    ("%fluffy restore pipeline", "history row number"),
+    ("%fluffy restore pipeline 0", "no checkpoint store"),
+    ("%fluffy resume pipeline", "nothing to resume"),
+])
+def test_bad_line_magic_arguments_raise_usage_error(ip, line, needle):
+    run(ip, PIPELINE.format(flags=""))
+    _, err = run(ip, line)
+    assert isinstance(err, UsageError)
+    assert needle in str(err)
+
+
+def test_line_magics_graph_status_history_restore(ip, tmp_path):
+    db = tmp_path / "runs.db"
+    _, err = run(ip, PIPELINE.format(flags=f" --run --store {db} --durable"))
+    assert err is None
+    graph, err = run(ip, "%fluffy graph pipeline")
+    assert err is None
+    bundle = graph._repr_mimebundle_()
+    assert "flowchart LR" in bundle["text/vnd.mermaid"]
+    assert "application/vnd.plotly.v1+json" in bundle
+    status, _ = run(ip, "%fluffy status pipeline")
+    assert status.loc["check", "retries"] == 1
+    assert status.loc["report", "status"] == "completed"
+    history, _ = run(ip, "%fluffy history pipeline")
+    assert list(history["trigger"])[-1] == "completion"
+    assert history["completed"].is_monotonic_increasing
+    cp, err = run(ip, "%fluffy restore pipeline 1")
+    assert err is None
+    assert isinstance(cp, Checkpoint)
+    assert cp.checkpoint_id == history["checkpoint_id"].iloc[1]
+    assert ip.user_ns["pipeline"].completed_states == cp.completed_states
+
+
+def test_state_rule_on_plain_functions():
+    async def ctx_only(ctx):
+        return None
+
+    async def with_default(ctx, retries=3):
+        return None
+
+    async def no_args():
+        return None
+
+    async def star(*args):
+        return None
+
+    assert is_state_function("ctx_only", ctx_only)
+    assert is_state_function("with_default", with_default)
+    assert not is_state_function("_ctx_only", ctx_only)
+    assert not is_state_function("no_args", no_args)
+    assert not is_state_function("star", star)
+    assert not is_state_function("len", len)
