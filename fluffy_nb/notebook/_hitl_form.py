@@ -278,11 +278,13 @@ class WidgetResponder:
         self.display = display
         self.area: FormsArea | None = None
         self._agent: Any = None
+        self._checked = False
 
     def attach(self, agent: Any) -> None:
         """Bind to ``agent`` and create (or reuse) its forms area."""
         self._agent = agent
         self.area = FormsArea.for_agent(agent)
+        self._checked = False
 
     def on_request(self, request: HumanRequest) -> None:
         """Show (or refresh) the request's form."""
@@ -290,9 +292,11 @@ class WidgetResponder:
         if area is None:
             raise HumanInputError("WidgetResponder.on_request before attach(agent)")
         area.show(request)
+        if not self._checked:
+            self._checked = True
+            _check_kernel(self._agent)
         if self.display and not area.shown:
             area.shown = True
-            _check_kernel(self._agent)
             from IPython.display import display
 
             display(area)
@@ -335,3 +339,9 @@ def notebook_responder(agent: Any) -> WidgetResponder | None:
 def install() -> None:
     """Make agents without an explicit responder answer through widgets inside a kernel."""
     _hooks.default_responder = notebook_responder
+
+
+def uninstall() -> None:
+    """Undo :func:`install`."""
+    if _hooks.default_responder is notebook_responder:
+        _hooks.default_responder = None

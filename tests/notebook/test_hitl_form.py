@@ -11,8 +11,16 @@ from pydantic import BaseModel
 
 from fluffy_nb import Agent, ManualClock
 from fluffy_nb.engine import _hooks
+from fluffy_nb.engine._errors import FluffyWarning
 from fluffy_nb.engine._events import HumanRequested
-from fluffy_nb.notebook._hitl_form import FormsArea, HumanForm, WidgetResponder, install, notebook_responder
+from fluffy_nb.notebook._hitl_form import (
+    FormsArea,
+    HumanForm,
+    WidgetResponder,
+    install,
+    notebook_responder,
+    uninstall,
+)
 
 
 class Shipment(BaseModel):
@@ -219,6 +227,34 @@ def test_outside_a_kernel_the_hook_leaves_the_choice_to_the_engine(monkeypatch):
     install()
     assert _hooks.default_responder is notebook_responder
     assert notebook_responder(Agent("plain")) is None
+    uninstall()
+    assert _hooks.default_responder is None
+
+
+async def test_blocking_run_on_an_old_ipykernel_warns_and_points_to_the_background_mode(monkeypatch):
+    import ipykernel
+
+    monkeypatch.setattr(ipykernel, "__version__", "6.29.5")
+    agent, responder = agent_asking()
+    task = asyncio.ensure_future(agent.run())
+    with pytest.warns(FluffyWarning, match="agent.start"):
+        form = await first_form(agent, responder)
+    form.fields["answer"].value = "ok"
+    form.submit.click()
+    assert (await task)["answer"] == "ok"
+
+
+async def test_background_run_on_an_old_ipykernel_does_not_warn(monkeypatch, recwarn):
+    import ipykernel
+
+    monkeypatch.setattr(ipykernel, "__version__", "6.29.5")
+    agent, responder = agent_asking()
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    form.fields["answer"].value = "ok"
+    form.submit.click()
+    await handle
+    assert not [w for w in recwarn if issubclass(w.category, FluffyWarning)]
 
 
 @pytest.fixture(autouse=True)
