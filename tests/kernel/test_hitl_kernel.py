@@ -121,3 +121,18 @@ def test_stop_button_cancels_a_waiting_prompt_cleanly(kernel):
     kernel.run("handle = agent.start()")
     kernel.wait_for(lambda m: len(kernel.widgets("ButtonModel", description="Submit")) > before, what="a new form")
     assert kernel.run("print(len(agent.pending_requests()))\nhandle.cancel()").strip() == "1"
+
+
+def test_load_ext_picks_widget_forms_inside_the_live_view(kernel):
+    kernel.run("%load_ext fluffy_nb")
+    kernel.run('''
+from fluffy_nb import Agent
+agent = Agent("approval")  # no responder: chosen for the environment
+async def review(ctx):
+    ctx.set_state("decision", await ctx.human_in_the_loop("Approve?", choices=["yes", "no"]))
+agent.add_state("review", review)
+handle = agent.start()
+''')
+    kernel.click(kernel.wait_widget("ButtonModel", description="yes"))
+    out = kernel.run('r = await handle\nprint(r["decision"], type(agent._human.responder()).__name__)')
+    assert out.split() == ["yes", "WidgetResponder"]
