@@ -327,17 +327,10 @@ class ResourcePool:
         self._waited += 1
         try:
             self._schedule()
-            while not w.future.done():
-                if self.aging_interval is None:
-                    await asyncio.shield(w.future)
-                else:  # re-rank now and then: aging may let this waiter go first
-                    sleeper = asyncio.ensure_future(self._sleep(self.aging_interval))
-                    try:
-                        await asyncio.wait({w.future, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        sleeper.cancel()
-                    if not w.future.done():
-                        self._schedule()
+            if not w.future.done():
+                # aging needs no timer: ranks are recomputed from waiting times whenever
+                # room appears (a release) or a state arrives, the only moments they matter
+                await asyncio.shield(w.future)
         except BaseException:
             if w in self._waiters:
                 self._waiters.remove(w)
@@ -353,12 +346,6 @@ class ResourcePool:
         if self.clock is None:
             return asyncio.get_running_loop().time()
         return self.clock.monotonic()
-
-    async def _sleep(self, seconds: float) -> None:
-        if self.clock is None:
-            await asyncio.sleep(seconds)
-        else:
-            await self.clock.sleep(seconds)
 
     def _effective(self, w: _Waiter, now: float) -> float:
         if self.aging_interval is None:

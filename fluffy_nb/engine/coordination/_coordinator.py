@@ -147,10 +147,11 @@ class _CleanupDetector:
         return self._coord.deadlock_detector.detection_interval
 
     def begin_wait(self, owner: str, prim: Any) -> None:
-        self._coord.cleanup(force=False)
         self._coord.deadlock_detector.begin_wait(owner, prim)
 
     def check(self, owner: str, prim: Any) -> None:
+        if self._coord.cleanup(force=False):  # a leaked hold was dropped: the wait may be over
+            return
         self._coord.deadlock_detector.check(owner, prim)
 
     def end_wait(self, owner: str) -> None:

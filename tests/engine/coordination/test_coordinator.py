@@ -87,3 +87,30 @@ def test_unknown_primitive_name_is_a_clear_error():
     agent = create_coordinated_agent("unknown")
     with pytest.raises(StateNotFoundError, match="no coordination primitive 'db'"):
         agent.coordination("db")
+
+
+async def test_a_waiter_stuck_behind_a_leaked_hold_gets_it_within_cleanup_interval():
+    clock = ManualClock()
+    agent = create_coordinated_agent("leak_wait", clock=clock)
+    agent._coordinator.cleanup_interval = 30.0
+    lock = agent.add_coordination("lock", PrimitiveType.MUTEX)
+    got_it_at: list[float] = []
+
+    async def forgetful(ctx):
+        await lock.acquire(ctx.state_name)  # never released
+        return "patient"
+
+    async def patient(ctx):
+        async with lock.hold(ctx):
+            got_it_at.append(clock.monotonic())
+
+    agent.add_state("forgetful", forgetful)
+    agent.add_state("patient", patient)
+    run = asyncio.create_task(agent.run())
+    await clock.wait_for_sleepers(1)
+    assert lock.status()["waiters"] == ["patient"]
+    for _ in range(30):
+        await clock.advance(1.0)
+    await asyncio.wait_for(run, 5)
+    assert got_it_at == [30.0]
+    assert agent._coordinator.cleaned == 1
