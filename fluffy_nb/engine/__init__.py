@@ -34,6 +34,7 @@ from ._errors import (
     TypedDataError,
 )
 from ._events import EventBus
+from ._hitl import ConsoleResponder, HumanRequest, ProgrammaticResponder, ScriptedResponder
 from ._policies import DependencyConfig, DependencyLifecycle, DependencyType, RetryPolicy
 from ._resources import ResourcePool, ResourceRequirements, ResourceType
 from ._result import RunResult
@@ -50,6 +51,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "Clock",
+    "ConsoleResponder",
     "ConfigurationError",
     "Context",
     "CoordinationError",
@@ -65,11 +67,13 @@ __all__ = [
     "FluffyWarning",
     "HumanAnswerRecord",
     "HumanInputError",
+    "HumanRequest",
     "HumanTimeoutError",
     "InvalidStateResultError",
     "ManualClock",
     "MaxStepsExceededError",
     "Priority",
+    "ProgrammaticResponder",
     "ResourceError",
     "ResourcePool",
     "ResourceRequirements",
@@ -77,6 +81,7 @@ __all__ = [
     "RetryPolicy",
     "RunResult",
     "RunTimeoutError",
+    "ScriptedResponder",
     "SerializationError",
     "StateBuilder",
     "StateFailedError",
