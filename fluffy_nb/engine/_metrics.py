@@ -99,7 +99,7 @@ class MetricAggregation:
         (25.0, 25.0, 40.0)
     """
 
-    __slots__ = ("_recent", "_sorted", "count", "current", "max", "min", "sum")
+    __slots__ = ("_cached", "_recent", "_sorted", "count", "current", "max", "min", "sum")
 
     def __init__(self) -> None:
         self.count = 0
@@ -109,6 +109,7 @@ class MetricAggregation:
         self.current = 0.0
         self._recent: deque[float] = deque(maxlen=_WINDOW)
         self._sorted: list[float] | None = None
+        self._cached: dict[str, float] | None = None
 
     def add(self, value: float) -> None:
         """Record one value."""
@@ -126,6 +127,7 @@ class MetricAggregation:
         self.current = v
         self._recent.append(v)
         self._sorted = None
+        self._cached = None
 
     @property
     def avg(self) -> float:
@@ -134,8 +136,9 @@ class MetricAggregation:
 
     def percentile(self, q: float) -> float:
         """The ``q``-th percentile (0-100) of the recent values."""
-        if not self._recent:
-            return 0.0
+        recent = self._recent
+        if len(recent) < 2:
+            return recent[0] if recent else 0.0
         if self._sorted is None:
             self._sorted = sorted(self._recent)
         data = self._sorted
@@ -172,11 +175,17 @@ class MetricAggregation:
         self.current = other.current
         self._recent.extend(other._recent)
         self._sorted = None
+        self._cached = None
 
     def to_dict(self) -> dict[str, float]:
-        """``count, sum, avg, min, max, current, p50, p95, p99`` as a plain dict."""
-        return {"count": self.count, "sum": self.sum, "avg": self.avg, "min": self.min, "max": self.max,
-                "current": self.current, "p50": self.p50, "p95": self.p95, "p99": self.p99}
+        """``count, sum, avg, min, max, current, p50, p95, p99`` as a plain dict (a fresh copy)."""
+        cached = self._cached
+        if cached is None:
+            cached = self._cached = {
+                "count": self.count, "sum": self.sum, "avg": self.avg, "min": self.min, "max": self.max,
+                "current": self.current, "p50": self.p50, "p95": self.p95, "p99": self.p99,
+            }
+        return dict(cached)
 
     def __repr__(self) -> str:
         return (f"MetricAggregation(count={self.count}, avg={self.avg:.4g}, min={self.min:.4g}, "
@@ -198,6 +207,7 @@ class Tally(MetricAggregation):
 
     def add(self, value: float) -> None:
         """Record a 1 (truthy) or a 0."""
+        self._cached = None
         if value:
             self.ones += 1
             self.current = 1.0
@@ -231,6 +241,7 @@ class Tally(MetricAggregation):
     def merge(self, other: MetricAggregation) -> None:
         """Fold another tally in."""
         if isinstance(other, Tally):
+            self._cached = None
             self.ones += other.ones
             self.zeros += other.zeros
             if other.ones + other.zeros:
