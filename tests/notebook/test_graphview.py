@@ -1,0 +1,109 @@
+"""The state graph: layered layout, plotly figure, mermaid text, SVG snapshot, Agent display."""
+
+from __future__ import annotations
+
+import fluffy_nb.notebook  # noqa: F401 - registers the displays
+from fluffy_nb import Agent
+from fluffy_nb.notebook._graphview import graph_figure, graph_markdown, graph_mermaid, graph_svg, graph_text
+from fluffy_nb.notebook._layout import compute_layout
+
+
+def make_agent(name: str = "flow") -> Agent:
+    agent = Agent(name)
+
+    async def fetch(ctx):
+        return ["parse", "check"]
+
+    async def parse(ctx):
+        return "report"
+
+    async def check(ctx):
+        return "report" if ctx.get_state("ok") else "fetch"
+
+    async def report(ctx):
+        return None
+
+    for f in (fetch, parse, check, report):
+        agent.add_state(f.__name__, f)
+    return agent
+
+
+def test_layers_follow_the_longest_path_and_cycles_become_back_edges():
+    lay = compute_layout(["a", "b", "c", "d"], [("a", "b", "code"), ("b", "c", "code"), ("a", "c", "code"),
+                                                ("c", "a", "runtime"), ("d", "d", "code")])
+    assert [lay.nodes[n].layer for n in "abc"] == [0, 1, 2]
+    back = {(s, d) for s, d, _, is_back in lay.edges if is_back}
+    assert back == {("c", "a"), ("d", "d")}
+
+
+def test_wide_layer_collapses_into_one_group_node():
+    names = ["start"] + [f"w{i}" for i in range(500)] + ["end"]
+    edges = [("start", f"w{i}", "runtime") for i in range(500)] + [(f"w{i}", "end", "code") for i in range(500)]
+    lay = compute_layout(names, edges, max_per_layer=12)
+    assert len(lay.nodes) == 3
+    group = lay.nodes["group:1"]
+    assert len(group.members) == 500
+    assert group.label == "500 states"
+    assert {(s, d) for s, d, _, _ in lay.edges} == {("start", "group:1"), ("group:1", "end")}
+
+
+def test_plotly_figure_colours_nodes_by_status_with_a_legend():
+    agent = make_agent()
+    agent.state_metadata["fetch"].status = agent.state_metadata["fetch"].status.__class__("completed")
+    fig = graph_figure(agent)
+    legend = {t.name for t in fig.data if t.name}
+    assert {"done", "pending", "edge: from code"} <= legend
+    done = next(t for t in fig.data if t.name == "done")
+    assert list(done.text) == ["fetch"]
+    assert done.marker.color == "#27ae60"
+
+
+def test_mermaid_quotes_and_escapes_labels():
+    agent = Agent("odd")
+
+    async def step(ctx):
+        return None
+
+    agent.add_state('say "hi" <now> #1', step)
+    text = graph_mermaid(agent)
+    assert text.startswith("flowchart LR")
+    assert '["say #quot;hi#quot; #lt;now#gt; #35;1"]:::pending' in text
+    assert graph_markdown(agent).startswith("```mermaid\n")
+
+
+def test_mermaid_marks_edge_kinds():
+    agent = make_agent()
+    agent.graph.add_edge("report", "parse", "runtime")
+    text = graph_mermaid(agent)
+    assert "n0 --> n1" in text  # fetch -> parse, from code
+    assert "==>" in text  # the runtime edge
+
+
+def test_svg_snapshot_escapes_state_names_and_needs_no_script():
+    agent = Agent("x")
+
+    async def step(ctx):
+        return None
+
+    agent.add_state("<script>alert(1)</script>", step)
+    svg = graph_svg(agent)
+    assert svg.startswith("<svg")
+    assert "<script>" not in svg
+    assert "&lt;script&gt;" in svg
+
+
+def test_agent_display_bundle_has_text_mermaid_svg_and_plotly():
+    agent = make_agent()
+    bundle = agent._repr_mimebundle_()
+    assert bundle["text/plain"].startswith("<Agent 'flow'")
+    assert "fetch [pending] -> parse, check" in bundle["text/plain"]
+    assert "flowchart" in bundle["text/vnd.mermaid"]
+    assert "<svg" in bundle["text/html"]
+    assert bundle["application/vnd.plotly.v1+json"]["data"]
+    only_text = agent._repr_mimebundle_(include=["text/plain"])
+    assert set(only_text) == {"text/plain"}
+
+
+def test_graph_text_lists_each_state_with_where_it_leads():
+    text = graph_text(make_agent())
+    assert "check [pending] -> fetch, report" in text

@@ -1,0 +1,151 @@
+"""LiveView and RunTracker on real runs (no frontend: widgets build and update, nothing is sent)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fluffy_nb import Agent, ResourceRequirements
+from fluffy_nb.notebook import LiveView, RunTracker
+from fluffy_nb.notebook._figures import GANTT_LIMIT, declared_vs_measured, resource_figure, timeline_figure
+
+
+def fan_out(n: int) -> Agent:
+    agent = Agent(f"fan{n}")
+    names = [f"w{i}" for i in range(n)]
+
+    async def dispatch(ctx):
+        return names
+
+    async def work(ctx):
+        return None
+
+    agent.add_state("dispatch", dispatch)
+    for name in names:
+        agent.add_state(name, work)
+    return agent
+
+
+async def test_tracker_follows_statuses_spans_and_retries():
+    agent = Agent("t")
+    gate = asyncio.Event()
+
+    async def first(ctx):
+        return ["slow", "flaky"]
+
+    async def slow(ctx):
+        await gate.wait()
+
+    async def flaky(ctx):
+        if ctx.attempt < 2:
+            raise ValueError("once")
+        gate.set()
+
+    agent.add_state("first", first)
+    agent.add_state("slow", slow)
+    agent.add_state("flaky", flaky, max_retries=1)
+    tracker = RunTracker(agent)
+    await agent.run()
+    assert tracker.status == {"first": "completed", "slow": "completed", "flaky": "completed"}
+    assert tracker.retries == 1
+    outcomes = [(s.state, s.attempt, s.outcome) for s in tracker.spans]
+    assert ("flaky", 1, "retried") in outcomes
+    assert ("flaky", 2, "completed") in outcomes
+    slow_span = next(s for s in tracker.spans if s.state == "slow")
+    flaky_span = next(s for s in tracker.spans if s.state == "flaky" and s.attempt == 2)
+    assert slow_span.start <= flaky_span.end <= slow_span.end  # they overlapped: parallel
+    assert tracker.progress() == (3, 3)
+    assert tracker.summary().startswith("t: completed · 3/3 states")
+
+
+async def test_live_view_redraws_are_coalesced_on_a_large_run():
+    agent = fan_out(3000)
+    view = LiveView(agent, interval=0.05)
+    started = time.perf_counter()
+    handle = agent.start()
+    view.attach(handle)
+    await handle
+    elapsed = time.perf_counter() - started
+    await asyncio.sleep(0)  # let the done-callback draw the final state
+    assert view.tracker.events_seen >= 3 * 3001  # every event seen...
+    assert view.redraws <= elapsed / 0.05 + 3  # ...but at most one redraw per tick, plus start and end
+    assert view.progress.value == view.progress.max == 3001
+    assert view.progress.bar_style == "success"
+    assert "fan3000: completed" in view.header.value
+
+
+async def test_failing_run_shows_error_with_traceback_in_the_view():
+    agent = Agent("bad")
+
+    async def step(ctx):
+        raise ValueError("no <good>")
+
+    agent.add_state("step", step)
+    view = LiveView(agent)
+    handle = agent.start()
+    view.attach(handle)
+    done = asyncio.Event()
+    handle.add_done_callback(lambda h: done.set())
+    await done.wait()
+    await asyncio.sleep(0)
+    [out] = view.result_out.outputs
+    assert out["output_type"] == "error"
+    assert out["ename"] == "StateFailedError"
+    assert any("ValueError: no <good>" in line for line in out["traceback"])
+    assert "no &lt;good&gt;" in view.header.value
+    assert view.progress.bar_style == "danger"
+
+
+async def test_static_snapshot_for_frontends_without_widgets():
+    agent = fan_out(3)
+    view = LiveView(agent)
+    view.attach(agent.start())
+    await agent.handle
+    await asyncio.sleep(0)
+    bundle = view._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/plain"].startswith("fan3: completed · 4/4 states")
+    html = bundle["text/html"]
+    assert "<svg" in html
+    assert "4 done" in html
+
+
+async def test_timeline_switches_to_concurrency_chart_for_huge_runs():
+    agent = fan_out(GANTT_LIMIT + 10)
+    tracker = RunTracker(agent)
+    await agent.run()
+    fig = timeline_figure(tracker)
+    assert "too many for bars" in fig.layout.title.text
+    assert {t.name for t in fig.data} == {"running at once", "finished (total)"}
+    small = fan_out(3)
+    tracker = RunTracker(small)
+    await small.run()
+    fig = timeline_figure(tracker)
+    assert {t.type for t in fig.data} == {"bar"}
+    assert set(fig.data[0].y) == {"dispatch", "w0", "w1", "w2"}
+
+
+async def test_resource_view_puts_declared_beside_measured():
+    agent = Agent("res")
+    gate = asyncio.Event()
+
+    async def heavy(ctx):
+        from fluffy_nb.engine._sampler import UsageSampler
+
+        sampler = UsageSampler(agent, interval=60)  # samples now, and once more when closed
+        sampler.sample()
+        sampler.close()
+        gate.set()
+
+    agent.add_state("heavy", heavy, resources=ResourceRequirements(cpu_units=2, memory_mb=512))
+    tracker = RunTracker(agent)
+    await agent.run()
+    assert gate.is_set()
+    [row] = declared_vs_measured(tracker)
+    assert row["state"] == "heavy"
+    assert row["declared_cpu"] == 2
+    assert row["declared_memory_mb"] == 512
+    assert row["samples"] == len(tracker.samples) >= 1
+    assert row["measured_peak_memory_mb"] > 0
+    names = {t.name for t in resource_figure(tracker).data}
+    assert {"process CPU %", "system CPU %", "declared CPU % (running states)", "process memory MB"} <= names
