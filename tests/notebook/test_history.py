@@ -72,7 +72,7 @@ async def test_restore_row_then_run_continues_from_that_checkpoint():
 
 
 async def test_fork_row_starts_a_new_run_and_keeps_the_old_history():
-    agent, store = await failed_run()
+    agent, _ = await failed_run()
     frame = history_frame(agent)
     old_run = frame["run_id"].iloc[0]
     fork_row(agent, frame, 0)
