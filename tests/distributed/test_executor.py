@@ -319,7 +319,9 @@ async def test_a_gpu_request_on_a_cluster_without_gpus_fails_fast(plain: Cluster
 
 
 async def test_higher_priority_states_start_first_when_the_worker_is_busy() -> None:
-    async for c in _cluster(None, nthreads=1):
+    clusters = _cluster(None, nthreads=1)
+    c = await anext(clusters)
+    try:
         order = Shared([])
         release = Shared(threading.Event())
         blocker_started = asyncio.Event()
@@ -334,7 +336,8 @@ async def test_higher_priority_states_start_first_when_the_worker_is_busy() -> N
 
         async def unblock(ctx: Any) -> None:
             await blocker_started.wait()
-            await until(lambda: len(c.scheduler.tasks) == 3)  # blocker + the two queued states reached Dask
+            # blocker running, the two others waiting in the worker's ready queue
+            await until(lambda: len(c.workers[0].state.tasks) == 3)
             release.obj.set()
 
         agent = Agent("prio", executor=c.executor)
@@ -344,3 +347,5 @@ async def test_higher_priority_states_start_first_when_the_worker_is_busy() -> N
         agent.add_state("unblock", unblock)
         await agent.run(start=["blocker", "unblock", "low", "high"])
         assert order.obj == ["high", "low"]
+    finally:
+        await clusters.aclose()

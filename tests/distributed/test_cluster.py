@@ -1,0 +1,187 @@
+"""DaskExecutor against real worker processes: one 2-process LocalCluster for the module.
+
+Started once with ``DaskExecutor.local`` (each worker: 2 threads, GPU=1), so these tests
+cover what only separate processes show: bodies pickled by value, resources enforced by
+Dask, a worker killed mid-state, SIGINT ignored. The crash test runs last (its worker is
+restarted by its nanny).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import dask
+import pytest
+import pytest_asyncio
+
+from fluffy_nb import Agent, ResourceError, ResourceRequirements, RetryPolicy
+from fluffy_nb.distributed import DaskExecutor, WorkerLostError
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def executor() -> AsyncIterator[DaskExecutor]:
+    with dask.config.set({"distributed.scheduler.locks.lease-timeout": "3s",
+                          "distributed.scheduler.locks.lease-validation-interval": "1s"}):
+        ex = await DaskExecutor.local(n_workers=2, threads_per_worker=2, resources={"GPU": 1})
+    try:
+        yield ex
+    finally:
+        await ex.close()
+
+
+def _gpu_body(ctx: Any) -> None:
+    start = time.time()
+    time.sleep(0.3)
+    ctx.set_state(ctx.state_name, [os.getpid(), start, time.time()])
+
+
+async def test_two_gpu_states_on_one_gpu_worker_never_overlap(executor: DaskExecutor) -> None:
+    agent = Agent("gpus", executor=executor)
+    names = [f"train{i}" for i in range(4)]
+    for n in names:
+        agent.add_state(n, _gpu_body, remote=True, resources=ResourceRequirements(gpu_units=1))
+    await agent.run(start=names)
+
+    by_worker: dict[int, list[tuple[float, float]]] = {}
+    for n in names:
+        pid, start, end = agent.get_state(n)
+        assert pid != os.getpid()
+        by_worker.setdefault(pid, []).append((start, end))
+    # each worker has 2 threads, so without the GPU=1 resource two of these would overlap
+    for spans in by_worker.values():
+        spans.sort()
+        for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False):
+            assert end <= next_start, f"GPU states overlapped on one worker: {spans}"
+
+
+async def test_a_request_no_worker_satisfies_fails_before_anything_runs(executor: DaskExecutor) -> None:
+    agent = Agent("toobig", executor=executor)
+    agent.add_state("train", _gpu_body, remote=True, resources=ResourceRequirements(gpu_units=2))
+    with pytest.raises(ResourceError, match=r"state 'train' asks Dask for \{'GPU': 2\}"):
+        await agent.run()
+    assert agent.get_state("train") is None
+
+
+async def test_an_async_body_runs_on_a_worker_processes_event_loop(executor: DaskExecutor) -> None:
+    async def probe(ctx: Any) -> None:
+        import asyncio
+
+        from distributed import get_worker
+
+        asyncio.get_running_loop()
+        ctx.set_state("where", {"pid": os.getpid(), "main_thread": threading.current_thread()
+                                is threading.main_thread(), "worker": get_worker().address})
+
+    agent = Agent("async", executor=executor)
+    agent.add_state("probe", probe, remote=True)
+    await agent.run()
+    where = agent.get_state("where")
+    assert where["pid"] != os.getpid()
+    assert where["main_thread"] is True  # the worker's loop thread, not its task thread pool
+
+
+async def test_a_closure_defined_in_main_runs_on_the_cluster(executor: DaskExecutor) -> None:
+    script = textwrap.dedent(f"""
+        import asyncio, json, os
+        from dataclasses import dataclass
+        from fluffy_nb import Agent, Context
+        from fluffy_nb.distributed import DaskExecutor
+
+        @dataclass
+        class Stats:  # a class only this __main__ has
+            total: int
+
+        def make_body(factor):
+            def scale(ctx):
+                ctx.set_typed("stats", Stats(sum(x * factor for x in ctx.get_state("xs"))))
+                ctx.set_state("pid", os.getpid())
+                return None
+            return scale
+
+        async def main():
+            ex = await DaskExecutor.from_address({executor.client.scheduler.address!r})
+            try:
+                agent = Agent("main", executor=ex)
+                agent.add_state("scale", make_body(10), remote=True)
+                await agent.run(initial_context={{"xs": [1, 2, 3]}})
+                stats = agent.context.get_typed("stats", Stats)  # same class, not a copy
+                print(json.dumps({{"total": stats.total, "pid": agent.get_state("pid"),
+                                  "me": os.getpid()}}))
+            finally:
+                await ex.close()
+
+        asyncio.run(main())
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=45,
+                          cwd=Path(__file__).parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["total"] == 60
+    assert out["pid"] != out["me"]
+
+
+async def test_workers_survive_sigint_from_the_notebook_stop_button(executor: DaskExecutor) -> None:
+    pids = await executor.client.run(os.getpid)
+    assert len(pids) == 2
+    for pid in pids.values():
+        os.kill(pid, signal.SIGINT)
+    assert await executor.client.run(os.getpid) == pids
+
+
+def _logged(ctx: Any, path: str) -> None:
+    with open(path, "a") as f:
+        f.write(f"{ctx.state_name} {ctx.attempt}\n")
+
+
+def _prepare(ctx: Any) -> str:
+    _logged(ctx, ctx.get_state("log"))
+    ctx.set_state("prepared", True)
+    return "crash"
+
+
+def _crash(ctx: Any) -> str:
+    _logged(ctx, ctx.get_state("log"))
+    if ctx.attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # the worker process dies mid-state
+    ctx.set_state("crashed_then_ok", ctx.attempt)
+    return "report"
+
+
+def _report(ctx: Any) -> None:
+    _logged(ctx, ctx.get_state("log"))
+
+
+async def test_a_worker_killed_mid_state_is_retried_by_the_engine_and_nothing_runs_twice(
+    executor: DaskExecutor, tmp_path: Path,
+) -> None:
+    log = tmp_path / "executions.log"
+    agent = Agent("crash", executor=executor)
+    agent.add_state("prepare", _prepare, remote=True)
+    agent.add_state("crash", _crash, remote=True,
+                    retry_policy=RetryPolicy(max_retries=2, initial_delay=0, jitter=False))
+    agent.add_state("report", _report, remote=True)
+    lost_before = executor.statistics().workers_lost
+    try:
+        await agent.run(initial_context={"log": str(log)})
+    finally:
+        await executor.client.wait_for_workers(2)  # the nanny restarts the killed worker
+    # Dask did not re-run attempt 1 on another worker; the engine retried it as attempt 2;
+    # the finished "prepare" was not recomputed when its worker may have gone
+    assert log.read_text().splitlines() == ["prepare 1", "crash 1", "crash 2", "report 1"]
+    meta = agent.state_metadata["crash"]
+    assert (meta.attempts, meta.retries, meta.runs) == (2, 1, 1)
+    assert meta.last_error is not None and WorkerLostError.__name__ in meta.last_error
+    assert agent.get_state("crashed_then_ok") == 2
+    assert executor.statistics().workers_lost == lost_before + 1
