@@ -24,13 +24,14 @@ from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
 from ._history import CheckpointDiff, CheckpointHistory, diff_checkpoints
-from ._status import AgentStatus
+from ._status import AgentStatus, StateStatus
 from ._typed import decode_typed
 
 if TYPE_CHECKING:
     from ._agent import Agent
     from ._result import RunResult
 
+_PENDING = StateStatus.PENDING
 _FLUSHED_TRIGGERS = frozenset({"pause", "completion", "failure", "cancel", "fork"})
 _ENDED = (AgentStatus.FAILED, AgentStatus.CANCELLED)
 
@@ -53,6 +54,13 @@ class CheckpointMixin:
             frontier += [ex.state for ex in self._parked]
             joins = self._joins.snapshot()["joins"]
         self._sequence += 1
+        status: dict[str, StateStatus] = {}
+        attempts: dict[str, int] = {}
+        for name, meta in self.state_metadata.items():  # one pass: this loop is most of the cost
+            if meta.status is not _PENDING:
+                status[name] = meta.status
+            if meta.attempts:
+                attempts[name] = meta.attempts
         # model_construct: every value below is built here from engine data, already checked
         return Checkpoint.model_construct(
             format_version=FORMAT_VERSION,
@@ -64,10 +72,10 @@ class CheckpointMixin:
             sequence=self._sequence,
             trigger=trigger,
             agent_status=self.status,
-            state_status={n: m.status for n, m in self.state_metadata.items()},
+            state_status=status,
             completed_states=list(self.completed_states),
             completion_counts=dict(self.completion_counts),
-            state_attempts={n: m.attempts for n, m in self.state_metadata.items() if m.attempts},
+            state_attempts=attempts,
             pending=frontier,
             scheduler={"joins": joins, "steps": self._steps},
             shared_state=encode_shared(self._shared),
