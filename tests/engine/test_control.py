@@ -22,6 +22,15 @@ from fluffy_nb import (
 from fluffy_nb.engine._events import StateCancelled, StateStarted
 
 
+async def until(predicate, limit=1000):
+    """Yield to the loop until ``predicate()`` holds (bounded: fails instead of hanging)."""
+    for _ in range(limit):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never became true")
+
+
 async def forever(ctx):
     await asyncio.Event().wait()
 
@@ -88,7 +97,8 @@ async def test_state_timeout_marks_the_state_timeout_and_chains_state_timeout_er
     assert isinstance(info.value.__cause__, StateTimeoutError)
     assert "0.02" in str(info.value.__cause__)
     assert agent.state_metadata["slow"].status is StateStatus.TIMEOUT
-    assert log.kinds("slow")[-1] == "StateFailed" and log[-2].timed_out is True
+    assert log.kinds("slow")[-1] == "StateFailed"
+    assert log[-2].timed_out is True
 
 
 async def test_state_timeout_is_retried_by_its_retry_policy():
@@ -139,10 +149,12 @@ async def test_pause_lets_running_states_finish_starts_nothing_new_and_returns_a
     assert checkpoint.completed_states == ["a"]
     assert agent.status is AgentStatus.PAUSED
     assert agent.state_metadata["b"].status is StateStatus.READY
-    assert len(agent.priority_queue) == 1 and not agent._running_states
+    assert len(agent.priority_queue) == 1
+    assert not agent._running_states
     for _ in range(20):
         await asyncio.sleep(0)
-    assert not log.of(StateStarted, "b") and not run.done()
+    assert not log.of(StateStarted, "b")
+    assert not run.done()
 
     assert await agent.resume() is None  # resuming a live run returns at once
     result = await asyncio.wait_for(run, 5)
@@ -169,7 +181,8 @@ async def test_pause_with_timeout_requeues_busy_states_and_resume_reruns_them(re
     assert agent.state_metadata["busy"].status is StateStatus.READY
     await agent.resume()
     await asyncio.wait_for(run, 5)
-    assert len(runs) == 2 and agent.status is AgentStatus.COMPLETED
+    assert len(runs) == 2
+    assert agent.status is AgentStatus.COMPLETED
 
 
 async def test_pause_when_not_running_is_refused():
@@ -259,13 +272,13 @@ async def test_cancel_all_ends_the_run_cancelled_and_starts_nothing_more(record)
     log = record(agent)
     run = asyncio.create_task(agent.run())
     await started(log, "slow")
-    while not agent.state_metadata["quick"].status is StateStatus.COMPLETED:
-        await asyncio.sleep(0)
+    await until(lambda: agent.state_metadata["quick"].status is StateStatus.COMPLETED)
     await agent.cancel_all()
     result = await asyncio.wait_for(run, 5)
     for _ in range(10):
         await asyncio.sleep(0)
-    assert result.status is AgentStatus.CANCELLED and agent.status is AgentStatus.CANCELLED
+    assert result.status is AgentStatus.CANCELLED
+    assert agent.status is AgentStatus.CANCELLED
     assert agent.state_metadata["slow"].status is StateStatus.CANCELLED
     assert not log.of(StateStarted, "join"), "a join started after cancel_all"
     assert agent._running_states == {}
@@ -320,11 +333,12 @@ async def test_statuses_are_true_at_each_moment(record):
     agent.add_state("waiter", waiter, retry_policy=RetryPolicy(max_retries=1, initial_delay=0, jitter=False))
     at_retry = []
     agent.events.subscribe(
-        lambda e: at_retry.append(agent.state_metadata["waiter"].status) if type(e).__name__ == "StateRetrying" else None
+        lambda e: (
+            at_retry.append(agent.state_metadata["waiter"].status) if type(e).__name__ == "StateRetrying" else None
+        )
     )
     run = asyncio.create_task(agent.run())
-    while "metrics" not in seen:
-        await asyncio.sleep(0)
+    await until(lambda: "metrics" in seen)
     assert agent.status is AgentStatus.RUNNING
     gate.set()
     await asyncio.wait_for(run, 5)

@@ -20,6 +20,15 @@ from fluffy_nb import (
 from fluffy_nb.engine._events import StateBlocked, StateCancelled, StateStarted
 
 
+async def until(predicate, limit=1000):
+    """Yield to the loop until ``predicate()`` holds (bounded: fails instead of hanging)."""
+    for _ in range(limit):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never became true")
+
+
 def recorder(order, name, gate=None, target=None):
     async def f(ctx):
         order.append(f"{name}:start")
@@ -39,8 +48,7 @@ async def test_required_dependency_blocks_until_it_completes(record):
     agent.add_state("x", recorder(order, "x"), dependencies={"dep": DependencyType.REQUIRED})
     log = record(agent)
     run = asyncio.create_task(agent.run())
-    while not log.of(StateStarted, "dep"):
-        await asyncio.sleep(0)
+    await until(lambda: log.of(StateStarted, "dep"))
     assert agent.state_metadata["x"].status is StateStatus.BLOCKED
     assert "dep (required)" in log.of(StateBlocked, "x")[0].reason
     gate.set()
@@ -100,8 +108,7 @@ async def test_optional_dependency_that_is_running_is_waited_for():
     agent.add_state("maybe", recorder(order, "maybe", gate))
     agent.add_state("x", recorder(order, "x"), dependencies={"maybe": DependencyType.OPTIONAL})
     run = asyncio.create_task(agent.run())
-    while "maybe:start" not in order:
-        await asyncio.sleep(0)
+    await until(lambda: "maybe:start" in order)
     assert agent.state_metadata["x"].status is StateStatus.BLOCKED
     gate.set()
     await asyncio.wait_for(run, 5)
@@ -127,7 +134,8 @@ async def test_parallel_dependency_is_started_alongside_and_not_waited_for():
     agent.add_state("x", x, dependencies={"background": DependencyType.PARALLEL})
     agent.add_state("background", recorder(order, "background", release_bg))
     result = await asyncio.wait_for(agent.run(), 5)
-    assert "x" in order and order.index("x") < order.index("background:end")
+    assert "x" in order
+    assert order.index("x") < order.index("background:end")
     assert result.state_runs["background"] == 1
     assert agent.state_metadata["background"].status is StateStatus.COMPLETED
 
@@ -213,7 +221,9 @@ async def test_dependency_timeout_fails_with_dependency_timeout_error():
         await asyncio.wait_for(agent.run(), 5)
     cause = info.value.__cause__
     assert isinstance(cause, DependencyTimeoutError)
-    assert "'x'" in str(cause) and "'dep'" in str(cause) and "0.02" in str(cause)
+    assert "'x'" in str(cause)
+    assert "'dep'" in str(cause)
+    assert "0.02" in str(cause)
     assert agent.state_metadata["x"].status is StateStatus.TIMEOUT
     assert agent.state_metadata["dep"].status is StateStatus.CANCELLED
 
@@ -264,7 +274,9 @@ async def test_periodic_interval_limits_how_often_the_dependent_runs():
     agent = Agent("interval", clock=clock)
     agent.add_state("tick", tick)
     agent.add_state("wait", wait)
-    agent.add_state("x", x, dependencies={"tick": DependencyConfig(lifecycle=DependencyLifecycle.PERIODIC, interval=150)})
+    agent.add_state(
+        "x", x, dependencies={"tick": DependencyConfig(lifecycle=DependencyLifecycle.PERIODIC, interval=150)}
+    )
     run = asyncio.create_task(agent.run(start="tick"))
     for _ in range(3):
         await clock.wait_for_sleepers(1)
@@ -284,7 +296,7 @@ def test_dependency_spellings_and_bad_values():
     spec = agent.add_state("x", f, dependencies={"a": "optional", "b": DependencyType.SEQUENTIAL})
     assert spec.dependencies["a"].type is DependencyType.OPTIONAL
     assert spec.dependencies["b"].type is DependencyType.SEQUENTIAL
-    with pytest.raises(ConfigurationError, match="'y'.*'a'"):
+    with pytest.raises(ConfigurationError, match=r"'y'.*'a'"):
         agent.add_state("y", f, dependencies={"a": 3})
     with pytest.raises(ConfigurationError, match="DependencyType"):
         DependencyConfig(type="required")

@@ -38,7 +38,9 @@ async def test_unknown_next_state_names_the_state_and_the_value():
     with pytest.raises(StateNotFoundError) as info:
         await asyncio.wait_for(agent.run(), 5)
     msg = str(info.value)
-    assert "'a'" in msg and "'nowhere'" in msg and "add_state" in msg
+    assert "'a'" in msg
+    assert "'nowhere'" in msg
+    assert "add_state" in msg
     assert agent.status is AgentStatus.FAILED
     assert agent.state_metadata["a"].status is StateStatus.FAILED
 
@@ -53,7 +55,8 @@ async def test_wrong_return_type_names_the_state_and_the_value(bad):
     agent.add_state("ok", done)
     with pytest.raises(InvalidStateResultError) as info:
         await asyncio.wait_for(agent.run(start="a"), 5)
-    assert "'a'" in str(info.value) and repr(bad) in str(info.value)
+    assert "'a'" in str(info.value)
+    assert repr(bad) in str(info.value)
     assert isinstance(info.value, FluffyError)
 
 
@@ -78,7 +81,8 @@ async def test_dependency_cycle_is_reported_with_the_cycle():
     with pytest.raises(DependencyCycleError) as info:
         await agent.run()
     assert sorted(info.value.cycle) == ["a", "b", "c"]
-    assert "->" in str(info.value) and "remove one" in str(info.value)
+    assert "->" in str(info.value)
+    assert "remove one" in str(info.value)
     assert agent.status is AgentStatus.IDLE
 
 
@@ -192,7 +196,9 @@ async def test_failing_state_fails_the_run_with_the_original_exception_chained()
         await asyncio.wait_for(agent.run(), 5)  # never a hang
     err = info.value
     assert isinstance(err.__cause__, ZeroDivisionError)
-    assert err.state == "bad" and "'bad'" in str(err) and "ZeroDivisionError" in str(err)
+    assert err.state == "bad"
+    assert "'bad'" in str(err)
+    assert "ZeroDivisionError" in str(err)
     assert other_cancelled.is_set()
     assert agent.status is AgentStatus.FAILED
     assert agent.state_metadata["bad"].status is StateStatus.FAILED
@@ -235,7 +241,9 @@ def test_every_error_is_a_fluffy_error():
     import fluffy_nb.engine._errors as errors
 
     classes = [v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Exception)]
-    assert all(issubclass(c, FluffyError) for c in classes if c.__module__ == errors.__name__ and c.__name__.endswith("Error"))
+    assert all(
+        issubclass(c, FluffyError) for c in classes if c.__module__ == errors.__name__ and c.__name__.endswith("Error")
+    )
 
 
 async def test_run_start_with_unknown_state():

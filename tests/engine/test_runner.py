@@ -96,7 +96,8 @@ async def test_sync_state_functions_work_too():
     agent.add_state("step", step)
     agent.add_state("after", after)
     await agent.run()
-    assert agent.get_state("x") == 1 and agent.completed_states == ["step", "after"]
+    assert agent.get_state("x") == 1
+    assert agent.completed_states == ["step", "after"]
 
 
 async def test_every_state_emits_scheduled_started_finished_in_order(record):
@@ -116,7 +117,8 @@ async def test_every_state_emits_scheduled_started_finished_in_order(record):
     await agent.run()
     for name in "abc":
         assert log.kinds(name) == ["StateScheduled", "StateStarted", "StateFinished"]
-    assert isinstance(log[0], RunStarted) and isinstance(log[-1], RunFinished)
+    assert isinstance(log[0], RunStarted)
+    assert isinstance(log[-1], RunFinished)
     assert log[-1].status == "completed"
     assert log.of(StateFinished, "a")[0].next_states == ("b", "c")
 
@@ -193,7 +195,8 @@ async def test_run_returns_a_result_and_a_second_run_starts_fresh():
     first = await agent.run()
     second = await agent.run()
     assert isinstance(first, RunResult)
-    assert first.status is AgentStatus.COMPLETED and first["n"] == 11
+    assert first.status is AgentStatus.COMPLETED
+    assert first["n"] == 11
     assert second.get_state("n") == 11
     assert first.run_id != second.run_id
     assert agent.state_metadata["count"].runs == 1
@@ -253,8 +256,11 @@ async def test_state_statuses_and_agent_status_while_running(record):
     agent.add_state("a", a)
     agent.add_state("b", b)
     statuses_at_events = []
-    agent.events.subscribe(lambda e: statuses_at_events.append((type(e).__name__, getattr(e, "state", None),
-                                                               agent.state_metadata["b"].status)))
+    agent.events.subscribe(
+        lambda e: statuses_at_events.append(
+            (type(e).__name__, getattr(e, "state", None), agent.state_metadata["b"].status)
+        )
+    )
     await agent.run()
     assert seen == {"agent": AgentStatus.RUNNING, "a": StateStatus.RUNNING, "a_later": StateStatus.COMPLETED}
     b_seen = [(k, st) for k, s, st in statuses_at_events if s == "b"]

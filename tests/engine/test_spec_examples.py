@@ -184,7 +184,9 @@ async def test_typed_state_updates_a_field_and_reads_it_back_checked():
 
     assert got["user"] == UserProfile("Alice", 29, [95.0, 87.5])
     assert got["later"].age == 29
-    assert "user" in got["mismatch"] and "UserProfile" in got["mismatch"] and "dict" in got["mismatch"]
+    assert "user" in got["mismatch"]
+    assert "UserProfile" in got["mismatch"]
+    assert "dict" in got["mismatch"]
     assert result.get_typed("user", UserProfile).age == 29
 
 
@@ -235,7 +237,9 @@ async def test_sequential_steps_run_one_after_another(record):
     assert agent.get_state("data") == "processed"
 
 
-@pytest.mark.parametrize("branches", [["process_images", "process_text"], ["process_images", "process_text", "analyze_data"]])
+@pytest.mark.parametrize(
+    "branches", [["process_images", "process_text"], ["process_images", "process_text", "analyze_data"]]
+)
 async def test_parallel_flow_merge_waits_for_all_branches(branches):
     """'merge_results: Automatically waits for all parallel states to complete'."""
     release = asyncio.Event()
@@ -312,7 +316,8 @@ async def test_features_dependency_management_required_optional_parallel(record)
 
     async def final_step(context: Context) -> StateResult:
         started_final.append(set(agent.completed_states))
-        assert context.get_state("prepared") and context.get_state("validated")
+        assert context.get_state("prepared")
+        assert context.get_state("validated")
         background_may_finish.set()
         return None
 
@@ -333,9 +338,10 @@ async def test_features_dependency_management_required_optional_parallel(record)
     await agent.run()
 
     assert started_final == [{"prepare_data", "validate_data"}]
-    assert "BLOCKED" in " ".join(type(e).__name__.upper() for e in log if getattr(e, "state", "") == "final_step") or log.kinds(
-        "final_step"
-    )[1] == "StateBlocked"
+    assert (
+        "BLOCKED" in " ".join(type(e).__name__.upper() for e in log if getattr(e, "state", "") == "final_step")
+        or log.kinds("final_step")[1] == "StateBlocked"
+    )
     assert set(agent.completed_states) == {"prepare_data", "validate_data", "background_task", "final_step"}
 
 
@@ -432,7 +438,8 @@ async def test_retry_policy_retries_api_call_with_growing_delays(record):
 
     delays = [e.delay for e in log.of(StateRetrying)]
     assert len(delays) == 2
-    assert 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 2.0  # jitter scales into [0.5, 1] x base
+    assert 0.5 <= delays[0] <= 1.0
+    assert 1.0 <= delays[1] <= 2.0
     assert len(calls) == 3
     assert agent.state_metadata["api_call"].attempts == 3
     assert agent.state_metadata["api_call"].status is StateStatus.COMPLETED
@@ -603,7 +610,8 @@ async def test_conditional_routing_by_data_size(size, expected):
         agent.add_state(name, ends(name, ran))
     agent.set_state("data", list(range(size)))
     await agent.run(start="route_processing")
-    assert set(ran) == expected and len(ran) == len(expected)
+    assert set(ran) == expected
+    assert len(ran) == len(expected)
 
 
 async def test_dynamic_state_generation_chunk_loop_added_before_run():
@@ -611,7 +619,7 @@ async def test_dynamic_state_generation_chunk_loop_added_before_run():
     large_data = list(range(25))
     data_chunks = split_data(large_data, chunk_size=10)
 
-    for i, chunk in enumerate(data_chunks):
+    for i, _chunk in enumerate(data_chunks):
 
         async def process_chunk(context: Context, chunk_id=i) -> StateResult:
             chunk_data = data_chunks[chunk_id]
@@ -640,7 +648,7 @@ async def test_dynamic_state_generation_at_run_time_then_merge_once():
     async def plan(context: Context) -> StateResult:
         large_data = context.get_state("large_data")
         data_chunks = split_data(large_data, chunk_size=4)
-        for i, chunk in enumerate(data_chunks):
+        for i, _chunk in enumerate(data_chunks):
 
             async def process_chunk(context: Context, chunk_id=i) -> StateResult:
                 result = await process(data_chunks[chunk_id])
@@ -661,8 +669,13 @@ async def test_dynamic_state_generation_at_run_time_then_merge_once():
     agent.set_state("large_data", list(range(10)))
     result = await agent.run()
     assert merged == [[x * 10 for x in range(10)]]
-    assert result.state_runs == {"plan": 1, "process_chunk_0": 1, "process_chunk_1": 1, "process_chunk_2": 1,
-                                 "merge_results": 1}
+    assert result.state_runs == {
+        "plan": 1,
+        "process_chunk_0": 1,
+        "process_chunk_1": 1,
+        "process_chunk_2": 1,
+        "merge_results": 1,
+    }
 
 
 # == Complete example with all features ==========================================================
@@ -766,7 +779,9 @@ async def test_complete_example_with_all_features(answer_with, record):
     assert prompts == ["Review results. Approve? (yes/no):"]
     assert finalized == ["finalize_job"]
     assert len(merged_after) == 1, "merge_results must run once, after every chunk"
-    assert {"initialize_job", "process_chunk", "process_chunk_0", "process_chunk_1", "process_chunk_2"} <= merged_after[0]
+    assert {"initialize_job", "process_chunk", "process_chunk_0", "process_chunk_1", "process_chunk_2"} <= merged_after[
+        0
+    ]
     assert agent.get_state("final_results") == list(range(30))
     assert agent.status is AgentStatus.COMPLETED
     running, peak = 0, 0
@@ -815,7 +830,8 @@ async def test_llm_content_pipeline_regenerates_short_content_then_completes_onc
     agent.add_state("await_completion", ends("await_completion", order))
     result = await agent.run()
     assert result.state_runs["check_quality"] == 2
-    assert order.count("await_completion") == 1 and order[-1] == "await_completion"
+    assert order.count("await_completion") == 1
+    assert order[-1] == "await_completion"
     assert result.get_typed("article", Article).content == "x" * 1200
 
 
@@ -911,7 +927,9 @@ async def test_guide_data_pipeline_validates_and_transforms_in_parallel(valid):
     ran: list[str] = []
 
     async def load_data(context: Context) -> StateResult:
-        batch = DataBatch(data=[{"id": 1 if valid else "1", "value": "test"}], batch_id="batch_001", timestamp=time.time())
+        batch = DataBatch(
+            data=[{"id": 1 if valid else "1", "value": "test"}], batch_id="batch_001", timestamp=time.time()
+        )
         context.set_typed("batch", batch)
         return ["validate_data", "transform_data"]
 
@@ -1059,7 +1077,11 @@ class ServiceTicket(TypedContextData):
 
 @pytest.mark.parametrize(
     ("priority", "category", "route"),
-    [("high", "billing", "urgent_response"), ("low", "technical", "technical_review"), ("low", "billing", "standard_response")],
+    [
+        ("high", "billing", "urgent_response"),
+        ("low", "technical", "technical_review"),
+        ("low", "billing", "standard_response"),
+    ],
 )
 async def test_customer_service_routes_tickets(priority, category, route):
     ran: list[str] = []
