@@ -31,6 +31,7 @@ import itertools
 import sys
 import threading
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -134,6 +135,7 @@ class HumanLoop:
         self._open: dict[str, HumanRequest] = {}
         self._ids = itertools.count(1)
         self._seq: weakref.WeakKeyDictionary[asyncio.Task[Any], list[int]] = weakref.WeakKeyDictionary()
+        self._waiting: Counter[str] = Counter()
         self._attached: Any = None
         self._auto: Any = None
         self._counts = dict.fromkeys(("asked", "answered", "rejected", "timed_out", "withdrawn", "replayed"), 0)
@@ -355,6 +357,7 @@ class HumanLoop:
         self._open[rid] = req
         self._counts["asked"] += 1
         meta = agent.state_metadata.get(state)
+        self._waiting[state] += 1
         if meta is not None:
             meta.status = StateStatus.WAITING_FOR_HUMAN
         bus = agent.events
@@ -372,8 +375,11 @@ class HumanLoop:
             raise
         finally:
             self._open.pop(rid, None)
-            if meta is not None and meta.status is StateStatus.WAITING_FOR_HUMAN:
-                meta.status = StateStatus.RUNNING
+            self._waiting[state] -= 1
+            if not self._waiting[state]:  # several questions of one state at once: running when all answered
+                del self._waiting[state]
+                if meta is not None and meta.status is StateStatus.WAITING_FOR_HUMAN:
+                    meta.status = StateStatus.RUNNING
         if value is _TIMED_OUT:
             if default is None:
                 self._withdraw(req, "timed_out")

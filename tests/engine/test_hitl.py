@@ -129,6 +129,42 @@ async def test_answering_an_unknown_request_raises_naming_it():
         agent.answer("nope", 1)
 
 
+async def test_guide_example_validated_score_rejects_then_accepts():
+    agent = Agent("guide", responder=ScriptedResponder(["abc", "150", "75"]))
+
+    async def get_user_input(ctx):
+        score = await ctx.human_in_the_loop(
+            prompt="Enter score (0-100):",
+            timeout=60,
+            validator=lambda x: x.isdigit() and 0 <= int(x) <= 100,
+            default="50",
+        )
+        ctx.set_state("user_score", int(score))
+
+    agent.add_state("get_user_input", get_user_input)
+    assert (await agent.run())["user_score"] == 75
+    assert agent._human.statistics().rejected == 2
+
+
+async def test_state_asking_two_questions_at_once_waits_until_both_are_answered():
+    responder = ProgrammaticResponder()
+    agent = Agent("both", responder=responder)
+
+    async def ask(ctx):
+        a, b = await asyncio.gather(ctx.human_in_the_loop("A?"), ctx.human_in_the_loop("B?"))
+        ctx.set_state("both", [a, b])
+
+    agent.add_state("ask", ask)
+    handle = agent.start()
+    first, second = await responder.next_request(), await responder.next_request()
+    first.answer("a")
+    while len(agent.pending_requests()) > 1:  # until the first question's wait has fully returned
+        await asyncio.sleep(0)
+    assert agent.state_metadata["ask"].status is StateStatus.WAITING_FOR_HUMAN
+    second.answer("b")
+    assert (await handle)["both"] == ["a", "b"]
+
+
 # -- timeouts -----------------------------------------------------------------------------------
 async def test_timeout_uses_the_default(record):
     clock = ManualClock()
