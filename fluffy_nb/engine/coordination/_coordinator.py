@@ -10,6 +10,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError, CoordinationError
+from .._events import RunStarted, StateFinished
 from ._deadlock import DeadlockDetector
 from ._primitives import Barrier, Lease, Mutex, Primitive, PrimitiveType, Quota, Semaphore
 from ._rate_limit import RateLimiter
@@ -41,6 +42,8 @@ class Coordinator:
         self.cleanup_interval: float | None = 60.0
         self._last_cleanup = agent.clock.monotonic()
         self.cleaned = 0
+        self._barrier_states: dict[str, list[Barrier]] = {}
+        self._unsubscribe: Any = None
 
     # -- building ---------------------------------------------------------------------------
     def primitive(self, name: str, kind: PrimitiveType, *, ttl: float | None = None, max_count: int | None = None,
@@ -82,6 +85,26 @@ class Coordinator:
         self.primitives[name] = prim
         _by_name[name] = prim
         return prim
+
+    def attach_barrier(self, state: str, barrier: Barrier) -> None:
+        """Count routes into ``state`` as arrivals at ``barrier`` (see :class:`Barrier`)."""
+        barriers = self._barrier_states.setdefault(state, [])
+        if barrier not in barriers:
+            barriers.append(barrier)
+        if self._unsubscribe is None:
+            agent = self._agent()
+            if agent is not None:
+                self._unsubscribe = agent.events.subscribe(self._on_event)
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, StateFinished):
+            for name in dict.fromkeys(event.next_states):
+                for barrier in self._barrier_states.get(name, ()):
+                    barrier.route(name)
+        elif isinstance(event, RunStarted):
+            for barriers in self._barrier_states.values():
+                for barrier in barriers:
+                    barrier.new_run()
 
     # -- maintenance -------------------------------------------------------------------------
     def cleanup(self, *, force: bool = True) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._errors import StateNotFoundError
-from ._primitives import Primitive, PrimitiveType
+from ._primitives import Barrier, Primitive, PrimitiveType
 from ._rate_limit import RateLimiter, RateLimitStrategy
 
 if TYPE_CHECKING:
@@ -107,6 +107,8 @@ class CoordinationMixin:
         gates = self._gates.setdefault(state, [])
         if prim not in gates:
             gates.append(prim)
+        if isinstance(prim, Barrier):
+            self._coordinator.attach_barrier(state, prim)
         return prim
 
     def coordination(self, name: str) -> Primitive:

@@ -366,6 +366,12 @@ class Barrier(Primitive):
 
     The barrier is cyclic: after releasing a group it waits for the next ``max_count``.
     A waiter gives up after ``wait_timeout`` seconds with ``CoordinationError``.
+
+    Attached to states (``add_state_coordination``), an arrival is a *route into* one of
+    them: when five parallel branches each return ``"merge_results"``, the engine joins them
+    into one run of it, and that run passes once all five have arrived (the spec's
+    barrier example). A run nobody routed to (a start state, an in-state ``hold``, a direct
+    ``acquire``) counts as one arrival itself.
     """
 
     kind = PrimitiveType.BARRIER
@@ -378,9 +384,40 @@ class Barrier(Primitive):
         self.max_count = max_count
         self._arrived: list[_Waiter] = []
         self.generation = 0
+        self._count = 0  # arrivals counted toward the current group
+        self._routed: dict[str, int] = {}  # state -> routes into it since its run last arrived
+        self._outstanding: set[str] = set()  # routed states whose run has not arrived yet
+
+    # -- routes (fed by the coordinator from StateFinished events) ------------------------------
+    def route(self, state: str) -> None:
+        """A finished state named ``state`` as next: one more arrival is on its way."""
+        self._count += 1
+        if any(w.owner.split("#", 1)[0] == state for w in self._arrived):
+            if self._ready():  # the run waiting here absorbed this branch
+                self._trip()
+            return
+        self._routed[state] = self._routed.get(state, 0) + 1
+        self._outstanding.add(state)
+
+    def new_run(self) -> None:
+        """Forget route counts of an earlier run (called when the agent starts a run)."""
+        self._count = len(self._arrived)
+        self._routed.clear()
+        self._outstanding.clear()
+
+    def _ready(self) -> bool:
+        return self._count >= self.max_count and not self._outstanding
+
+    def _arrive(self, owner: str) -> int:
+        state = owner.split("#", 1)[0]
+        weight = 0 if self._routed.pop(state, 0) else 1
+        self._count += weight
+        self._outstanding.discard(state)
+        return weight
 
     def _trip(self) -> None:
         group, self._arrived = self._arrived, []
+        self._count = max(0, self._count - self.max_count)
         self.generation += 1
         self._acquisitions += len(group) + 1
         for w in group:
@@ -389,7 +426,10 @@ class Barrier(Primitive):
 
     def try_acquire(self, owner: str) -> bool:
         """Pass at once only if this arrival completes the group (releasing the others)."""
-        if len(self._arrived) + 1 >= self.max_count:
+        state = owner.split("#", 1)[0]
+        count = self._count + (0 if self._routed.get(state) else 1)
+        if count >= self.max_count and not (self._outstanding - {state}):
+            self._arrive(owner)
             self._trip()
             return True
         return False
@@ -404,9 +444,12 @@ class Barrier(Primitive):
             return
         clock = self.clock
         w = _Waiter(owner, asyncio.get_running_loop().create_future(), clock.monotonic())
+        w.amount = self._arrive(owner)
         self._arrived.append(w)
         self._contended += 1
         self._peak_waiting = max(self._peak_waiting, len(self._arrived))
+        if self._ready():
+            self._trip()
         try:
             if self.wait_timeout is None:
                 await asyncio.shield(w.future)
@@ -420,6 +463,7 @@ class Barrier(Primitive):
                 w.future.cancel()
                 with contextlib.suppress(ValueError):
                     self._arrived.remove(w)
+                    self._count = max(0, self._count - int(w.amount))
             raise
         self._waited(w.since)
 
@@ -427,7 +471,7 @@ class Barrier(Primitive):
         """Nothing to give back: passing a barrier holds nothing."""
 
     def _why_blocked(self) -> str:
-        return f"only {len(self._arrived)} of {self.max_count} arrived"
+        return f"only {self._count} of {self.max_count} arrived"
 
     def _fix_hint(self) -> str:
         return f"Make sure {self.max_count} runs reach it, lower max_count, or raise wait_timeout"
@@ -437,7 +481,8 @@ class Barrier(Primitive):
         return {
             "type": self.kind.value, "state": "waiting" if self._arrived else "open",
             "owners": [w.owner for w in self._arrived], "wait_count": len(self._arrived),
-            "max_count": self.max_count, "generation": self.generation, "timeouts": self._timeouts,
+            "arrived": self._count, "expected": sorted(self._outstanding), "max_count": self.max_count,
+            "generation": self.generation, "timeouts": self._timeouts,
         }
 
     def statistics(self) -> PrimitiveStatistics:
@@ -456,10 +501,13 @@ class Barrier(Primitive):
             if not w.future.done():
                 w.future.set_exception(CoordinationError(f"barrier {self.name!r} was reset while {w.owner!r} waited"))
         self.generation = 0
+        self._count = 0
+        self._routed.clear()
+        self._outstanding.clear()
         self._reset_counters()
 
     def __repr__(self) -> str:
-        return (f"<Barrier {self.name!r} {len(self._arrived)}/{self.max_count} arrived "
+        return (f"<Barrier {self.name!r} {self._count}/{self.max_count} arrived "
                 f"generation={self.generation}>")
 
 

@@ -138,6 +138,49 @@ async def test_barrier_releases_all_arrivals_at_once():
     assert sorted(passed) == ["c0", "c1", "c2", "c3"]
 
 
+def spec_barrier_agent(max_count: int, clock: ManualClock | None = None) -> tuple[Agent, list[str]]:
+    """The spec's example: five parallel chunks each return "merge_results", guarded by a barrier."""
+    agent = create_coordinated_agent("spec_barrier", clock=clock)
+    order: list[str] = []
+    agent.add_state_coordination("merge_results", PrimitiveType.BARRIER, max_count=max_count, wait_timeout=30.0)
+
+    async def process_chunk(ctx):
+        for _ in range(int(ctx.state_name[-1])):  # finish at different times
+            await asyncio.sleep(0)
+        order.append(ctx.state_name)
+        return "merge_results"
+
+    async def merge_results(ctx):
+        order.append(ctx.state_name)
+
+    fan_out(agent, [f"process_chunk_{i}" for i in range(5)])
+    for i in range(5):
+        agent.add_state(f"process_chunk_{i}", process_chunk)
+    agent.add_state("merge_results", merge_results)
+    return agent, order
+
+
+async def test_spec_barrier_example_merges_once_after_all_five_chunks_arrive():
+    agent, order = spec_barrier_agent(5)
+    await asyncio.wait_for(agent.run(), 5)
+    assert order[-1] == "merge_results"
+    assert order.count("merge_results") == 1
+    assert sorted(order[:-1]) == [f"process_chunk_{i}" for i in range(5)]
+    assert agent.coordination("merge_results").generation == 1
+
+
+async def test_barrier_expecting_more_arrivals_than_routes_times_out_naming_the_count():
+    clock = ManualClock()
+    agent, order = spec_barrier_agent(6, clock)
+    run = asyncio.create_task(agent.run())
+    await until(lambda: agent.coordination("merge_results").status()["wait_count"] == 1, "merge waits")
+    assert "merge_results" not in order
+    await clock.advance(30.0)
+    with pytest.raises(StateFailedError) as info:
+        await asyncio.wait_for(run, 5)
+    assert "only 5 of 6 arrived" in str(info.value.__cause__)
+
+
 async def test_barrier_wait_timeout_fails_the_run_with_coordination_error():
     clock = ManualClock()
     agent = Agent("barrier_timeout", clock=clock)
@@ -350,3 +393,21 @@ def test_bad_coordination_input_is_rejected_clearly():
         agent.add_state_coordination("y", PrimitiveType.SEMAPHORE, name="db")
     with pytest.raises(ConfigurationError, match="ttl"):
         agent.add_state_coordination("z", PrimitiveType.LEASE, ttl=-1)
+
+
+async def test_barrier_used_directly_counts_each_acquire_and_is_reusable():
+    barrier = Barrier("sync", 3)
+    passed: list[str] = []
+
+    async def arrive(name: str) -> None:
+        await barrier.acquire(name)
+        passed.append(name)
+
+    first = [asyncio.create_task(arrive(n)) for n in ("a", "b")]
+    await until(lambda: barrier.status()["wait_count"] == 2, "two wait")
+    assert passed == []
+    await arrive("c")
+    await asyncio.wait_for(asyncio.gather(*first), 5)
+    assert sorted(passed) == ["a", "b", "c"]
+    assert barrier.generation == 1
+    assert not barrier.try_acquire("d")  # the next group starts empty
