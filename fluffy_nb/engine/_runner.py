@@ -713,11 +713,14 @@ class RunnerMixin:
         self._check_done()
 
     def _clear_waiting(self: Agent, reason: str) -> None:
-        for _, ex in self.priority_queue:
-            self.state_metadata[ex.state].status = StateStatus.CANCELLED
-        for ex in self._parked:
+        bus = self.events
+        for ex in [e for _, e in self.priority_queue] + self._parked:
             if ex.deadline is not None:
                 ex.deadline.cancel()
+            # queued and dependency-blocked states will not run: say so (status and event)
+            self.state_metadata[ex.state].status = StateStatus.CANCELLED
+            if bus.active:
+                bus.publish(StateCancelled(self.name, self.run_id, self.clock.monotonic(), ex.state, reason))
         self.priority_queue.clear()
         self._pending.clear()
         self._parked = []
