@@ -348,3 +348,29 @@ async def test_statuses_are_true_at_each_moment(record):
     assert at_retry == [StateStatus.RETRYING]
     assert agent.state_metadata["waiter"].status is StateStatus.COMPLETED
     assert agent.state_metadata["waiter"].retries == 1
+
+
+async def test_queued_and_blocked_states_are_cancelled_when_the_run_fails(record):
+    async def fan(ctx):
+        return ["boom", "queued"]
+
+    async def boom(ctx):
+        raise ValueError("boom")
+
+    agent = Agent("fail_clears", max_concurrent=1)
+    agent.add_state("fan", fan)
+    agent.add_state("boom", boom)
+    agent.add_state("queued", done)
+    agent.add_state("after", done, dependencies=["queued"])
+    log = record(agent)
+    with pytest.raises(StateFailedError):
+        await asyncio.wait_for(agent.run(), 5)
+    statuses = {n: m.status for n, m in agent.state_metadata.items()}
+    assert statuses == {
+        "fan": StateStatus.COMPLETED,
+        "boom": StateStatus.FAILED,
+        "queued": StateStatus.CANCELLED,
+        "after": StateStatus.CANCELLED,
+    }
+    assert log.kinds("queued") == ["StateScheduled", "StateCancelled"]
+    assert log.kinds("after") == ["StateScheduled", "StateBlocked", "StateCancelled"]
