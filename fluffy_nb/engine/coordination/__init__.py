@@ -10,9 +10,11 @@ Example:
     >>> _ = agent.add_state_coordination("heavy", PrimitiveType.SEMAPHORE, max_count=3)
 """
 
+from ._barrier import Barrier
 from ._coordinator import Coordinator, ResourceAllocation, create_coordinated_agent, enhance_agent
 from ._deadlock import DeadlockDetector, DeadlockRecord, DetectorStatistics
-from ._primitives import Barrier, Lease, Mutex, Primitive, PrimitiveStatistics, PrimitiveType, Quota, Semaphore
+from ._primitives import Lease, Mutex, Primitive, PrimitiveStatistics, PrimitiveType, Semaphore
+from ._quota import Quota
 from ._rate_limit import RateLimiter, RateLimiterStatistics, RateLimitStrategy
 
 __all__ = [

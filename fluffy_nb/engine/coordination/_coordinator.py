@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError, CoordinationError
 from .._events import RunStarted, StateFinished
+from ._barrier import Barrier
 from ._deadlock import DeadlockDetector
-from ._primitives import Barrier, Lease, Mutex, Primitive, PrimitiveType, Quota, Semaphore
+from ._primitives import Lease, Mutex, Primitive, PrimitiveType, Semaphore
+from ._quota import Quota
 from ._rate_limit import RateLimiter
 
 if TYPE_CHECKING:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._errors import StateNotFoundError
-from ._primitives import Barrier, Primitive, PrimitiveType
+from ._barrier import Barrier
+from ._primitives import Primitive, PrimitiveType
 from ._rate_limit import RateLimiter, RateLimitStrategy
 
 if TYPE_CHECKING:
