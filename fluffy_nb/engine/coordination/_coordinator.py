@@ -120,7 +120,7 @@ class Coordinator:
             return 0
         self._last_cleanup = now
         agent = self._agent()
-        running = set()
+        running: set[str] = set()
         if agent is not None:
             for ex in agent._running_states.values():
                 running.update((ex.state, f"{ex.state}#{ex.id}"))

@@ -124,6 +124,22 @@ class Primitive:
         finally:
             self.release(owner)
 
+    def try_acquire(self, owner: str, *args: Any) -> bool:
+        """Pass at once if possible; never waits."""
+        raise NotImplementedError
+
+    async def acquire(self, owner: str, *args: Any) -> None:
+        """Wait until ``owner`` may pass."""
+        raise NotImplementedError
+
+    def release(self, owner: str) -> None:
+        """Give back what ``owner`` holds (no-op if nothing)."""
+        raise NotImplementedError
+
+    def statistics(self) -> PrimitiveStatistics:
+        """Counters since creation (or the last reset)."""
+        raise NotImplementedError
+
     def status(self) -> dict[str, Any]:
         """What ``get_coordination_status()["primitives"][name]`` shows."""
         raise NotImplementedError

@@ -23,9 +23,10 @@ class Quota(Primitive):
     def __init__(self, name: str, quota_limit: float, *, ttl: float | None = None, amount: float = 1.0,
                  wait_timeout: float | None = None, clock: Clock | None = None) -> None:
         super().__init__(name, clock=clock, wait_timeout=wait_timeout)
-        self.quota_limit = _check_positive(f"Quota({name!r}, quota_limit)", quota_limit, allow_none=False)
+        self.quota_limit: float = _check_positive(f"Quota({name!r}, quota_limit)", quota_limit,
+                                                  allow_none=False) or 0.0
         self.ttl = _check_positive(f"Quota({name!r}, ttl)", ttl)
-        self.amount = _check_positive(f"Quota({name!r}, amount)", amount, allow_none=False)
+        self.amount: float = _check_positive(f"Quota({name!r}, amount)", amount, allow_none=False) or 0.0
         self.used = 0.0
         self._consumed_total = 0.0
         self._window_start = self.clock.monotonic()
