@@ -151,7 +151,7 @@ class StateGraph:
 class Group:
     """A fan-out: the branches started by one list return (or the run's start states)."""
 
-    __slots__ = ("id", "parent", "active", "members", "joins")
+    __slots__ = ("active", "id", "joins", "members", "parent")
 
     def __init__(self, gid: int, parent: Token | None) -> None:
         self.id = gid
@@ -168,7 +168,7 @@ class Group:
 class Token:
     """One branch of execution; ``state`` is where it is now."""
 
-    __slots__ = ("id", "group", "state")
+    __slots__ = ("group", "id", "state")
 
     def __init__(self, tid: int, group: Group, state: str) -> None:
         self.id = tid
@@ -196,6 +196,7 @@ class Joins:
         self._is_pending = is_pending
         self._ids = itertools.count(1)
         self.root = Group(0, None)
+        self.groups: dict[int, Group] = {}  # live nested fan-outs (for snapshots)
 
     # -- entering and leaving states --------------------------------------------------
     def _enter(self, token: Token, state: str) -> None:
@@ -243,6 +244,7 @@ class Joins:
                     self._leave(child)  # an unstarted run of it absorbs this branch
                 else:
                     self._start(child.state, child)
+            self.groups[sub.id] = sub
             self._changed(sub)
             return
         self._leave(token)
@@ -311,6 +313,7 @@ class Joins:
             if size == 0:
                 # the whole fan-out ended, and with it the branch that made it
                 group.parent = None
+                self.groups.pop(group.id, None)
                 group = parent.group
                 self._leave(parent)
                 continue
@@ -318,6 +321,7 @@ class Joins:
                 # one branch left: it carries on in place of the branch that fanned out
                 (last,) = group.members
                 group.parent = None
+                self.groups.pop(group.id, None)
                 pgroup = parent.group
                 self._leave(parent)
                 last.group = pgroup
@@ -328,9 +332,12 @@ class Joins:
             return
 
     def snapshot(self) -> dict[str, Any]:
-        """A JSON-safe summary of the live branches of the root fan-out."""
+        """A JSON-safe summary of the live branches: root ``active`` states, and the
+        branches waiting at each join target in any fan-out (nested ones included, so a
+        branch that already reached a join is not lost when a checkpoint is restored)."""
         root = self.root
-        return {
-            "active": dict(root.active),
-            "joins": {k: len(v) for k, v in root.joins.items()},
-        }
+        joins: Counter[str] = Counter()
+        for group in (root, *self.groups.values()):
+            for target, waiting in group.joins.items():
+                joins[target] += len(waiting)
+        return {"active": dict(root.active), "joins": dict(joins)}

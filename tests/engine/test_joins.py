@@ -225,3 +225,53 @@ async def test_thousand_wide_fan_out_joins_once():
     result = await agent.run()
     assert seen == [n]
     assert result.state_runs["join"] == 1
+
+
+async def test_a_branch_waiting_at_a_nested_join_survives_pause_and_restore():
+    """b1 already reached the join; b2 then ends without naming it: the join must still run."""
+    from fluffy_nb import Checkpoint
+
+    def build(log, b2_gate):
+        async def first(ctx):
+            return ["b1", "b2"]
+
+        async def b1(ctx):
+            log.append("b1")
+            return "join"
+
+        async def b2(ctx):
+            log.append("b2")
+            await b2_gate.wait()
+            if ctx.get_state("never_true"):
+                return "join"
+            return None
+
+        async def join(ctx):
+            log.append("join")
+            return None
+
+        agent = Agent("nested_restore")
+        for f in (first, b1, b2, join):
+            agent.add_state(f.__name__, f)
+        return agent
+
+    log: list[str] = []
+    agent = build(log, asyncio.Event())  # b2 never finishes in the first process
+    run = asyncio.create_task(agent.run())
+    for _ in range(1000):  # until both branches ran (b1 is at the join, b2 is stuck)
+        if "b1" in log and "b2" in log:
+            break
+        await asyncio.sleep(0)
+    checkpoint = await agent.pause(timeout=0.01)
+    assert checkpoint.pending == ["b2"]
+    await agent.cancel_all()
+    await run
+
+    gate = asyncio.Event()
+    gate.set()
+    log2: list[str] = []
+    restored = build(log2, gate)
+    await restored.restore_from_checkpoint(Checkpoint.from_dict(checkpoint.to_dict()))
+    result = await asyncio.wait_for(restored.run(), 5)
+    assert log2 == ["b2", "join"]
+    assert result.state_runs["join"] == 1
