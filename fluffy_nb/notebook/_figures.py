@@ -127,7 +127,7 @@ def resource_figure(tracker: Any, *, height: int = 280) -> Any:
     import plotly.graph_objects as go
 
     samples = list(tracker.samples)
-    t0 = tracker.t0 or (samples[0].time if samples else 0.0)
+    t0 = tracker.t0 if tracker.t0 is not None else (samples[0].time if samples else 0.0)
     x = [s.time - t0 for s in samples]
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=x, y=[s.process_cpu for s in samples], name="process CPU %",

@@ -6,7 +6,7 @@ resource usage beside declared, the human-in-the-loop forms, and the result or t
 
 Redraws are coalesced. Events only update the :class:`RunTracker` (a few dict writes); one
 ticker task redraws at most every ``interval`` seconds (0.1 s: 10/s) and only what changed.
-Figures are costlier, so they redraw at most every ``figure_interval`` seconds, stretched
+Figures are costlier, so they redraw at most every ``figure_interval`` seconds (1 s), stretched
 to five times their own drawing cost, so drawing never takes more than ~20% of the loop.
 
 Jupyter facts followed (DESIGN.md): plotly figures are re-displayed as static plotly JSON into
@@ -65,7 +65,7 @@ class LiveView:
         >>> # view = LiveView(agent); view.display(); handle = agent.start(); view.attach(handle)
     """
 
-    def __init__(self, agent: Any, *, interval: float = 0.1, figure_interval: float = 0.5,
+    def __init__(self, agent: Any, *, interval: float = 0.1, figure_interval: float = 1.0,
                  sample_interval: float = 0.5, graph: bool = True) -> None:
         self.agent = agent
         self.tracker = RunTracker(agent)
@@ -74,6 +74,7 @@ class LiveView:
         self.sample_interval = sample_interval
         self.handle: Any = None
         self.redraws = 0
+        self.updates = 0  # widget state changes sent (each is one comm message with a frontend)
         self.figure_redraws = 0
         self.figure_cost = 0.0
         self._drawn_version = -1
@@ -193,6 +194,7 @@ class LiveView:
         if header != self.header.value:
             self.header.value = header
             self._header_at = now
+            self.updates += 1
         done, known = tr.progress()
         known = max(known, 1)
         if (done, known) != (self.progress.value, self.progress.max):
@@ -200,6 +202,7 @@ class LiveView:
                 self.progress.max = known
                 self.progress.value = min(done, known)
                 self.progress.bar_style = self._bar_style()
+            self.updates += 1
         due = now - self._fig_at >= max(self.figure_interval, 5 * self.figure_cost)
         if force or (due and tr.version != self._fig_version):
             self._fig_version = tr.version
@@ -218,11 +221,17 @@ class LiveView:
         tr = self.tracker
         if self.graph_out.layout.display != "none":
             self.graph_out.outputs = (_display_data(to_bundle(graph_figure(self.agent, tr))),)
+            self.updates += 1
         if tr.spans:
             self.timeline_out.outputs = (_display_data(to_bundle(timeline_figure(tr))),)
+            self.updates += 1
         if tr.samples:
             self.resources_out.outputs = (_display_data(to_bundle(resource_figure(tr))),)
-            self.usage.value = usage_table_html(tr)
+            usage = usage_table_html(tr)
+            self.updates += 1
+            if usage != self.usage.value:
+                self.usage.value = usage
+                self.updates += 1
 
     def _header_html(self) -> str:
         tr = self.tracker
@@ -285,7 +294,7 @@ class LiveView:
 
     def statistics(self) -> dict[str, Any]:
         """How much drawing this view has done (redraws, figure redraws, last figure cost)."""
-        return {"redraws": self.redraws, "figure_redraws": self.figure_redraws,
+        return {"redraws": self.redraws, "figure_redraws": self.figure_redraws, "updates": self.updates,
                 "figure_cost": self.figure_cost, "events": self.tracker.events_seen}
 
     def close(self) -> None:

@@ -33,7 +33,7 @@ from ..engine._events import (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class Span:
     """One attempt of one state on the timeline (times in seconds since the run started)."""
 
@@ -80,7 +80,6 @@ class RunTracker:
         self.completed_runs = 0
         self.retries = 0
         self.failures = 0
-        self.events_seen = 0
         self._reset_statuses()
         self._handlers = {
             RunStarted: self._run_started, RunFinished: self._run_finished, StateAdded: self._added,
@@ -111,8 +110,12 @@ class RunTracker:
         handler = self._handlers.get(type(event))
         if handler is not None:
             handler(event)
-            self.events_seen += 1
             self.version += 1
+
+    @property
+    def events_seen(self) -> int:
+        """How many events the tracker has taken in."""
+        return self.version
 
     def _rel(self, t: float) -> float:
         return t - self.t0 if self.t0 is not None else 0.0
@@ -146,9 +149,10 @@ class RunTracker:
         self.status[e.state] = "blocked"
 
     def _started(self, e: StateStarted) -> None:
-        self.status[e.state] = "running"
-        span = Span(e.state, e.attempt, self._rel(e.time))
-        self._open[e.state] = span
+        state = e.state
+        self.status[state] = "running"
+        span = Span(state, e.attempt, e.time - (e.time if self.t0 is None else self.t0))
+        self._open[state] = span
         self.spans.append(span)
 
     def _close(self, state: str, t: float, outcome: str) -> None:
@@ -157,9 +161,13 @@ class RunTracker:
             span.end, span.outcome = self._rel(t), outcome
 
     def _finished(self, e: StateFinished) -> None:
-        self.status[e.state] = "completed"
+        state = e.state
+        self.status[state] = "completed"
         self.completed_runs += 1
-        self._close(e.state, e.time, "completed")
+        span = self._open.pop(state, None)
+        if span is not None:
+            span.end = e.time - (e.time if self.t0 is None else self.t0)
+            span.outcome = "completed"
 
     def _failed(self, e: StateFailed) -> None:
         if e.final:

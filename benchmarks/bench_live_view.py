@@ -1,0 +1,105 @@
+"""How much a live view slows a 10,000-state run, beside a raw-asyncio baseline.
+
+A fan-out: ``dispatch`` returns 10,000 state names, each state returns None at once. Runs:
+
+* raw asyncio: 10,000 tasks created and awaited (the floor any engine stands on);
+* engine: the same fan-out through ``Agent.run()``, nobody watching;
+* engine + LiveView: the same with the notebook's live view attached (no frontend here: the
+  widgets are built and updated, their messages go nowhere; the view counts them).
+
+Prints medians over ``--repeat`` runs (interleaved), the ratio live/engine, and how many
+redraws / widget updates the view produced. Speed is never asserted in tests.
+
+    python benchmarks/bench_live_view.py [--states 10000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+
+from fluffy_nb import Agent
+from fluffy_nb.notebook import LiveView
+
+
+async def raw_asyncio(n: int) -> float:
+    async def work() -> None:
+        return None
+
+    t = time.perf_counter()
+    tasks = [asyncio.get_running_loop().create_task(work()) for _ in range(n)]
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - t
+
+
+def fan_out(n: int) -> Agent:
+    agent = Agent("fan")
+    names = [f"w{i}" for i in range(n)]
+
+    async def dispatch(ctx):
+        return names
+
+    async def work(ctx):
+        return None
+
+    agent.add_state("dispatch", dispatch, next=names)
+    for name in names:
+        agent.add_state(name, work)
+    return agent
+
+
+async def engine(n: int, live: bool) -> tuple[float, float, dict[str, float]]:
+    """(wall time to `await handle`, engine-reported duration, view statistics)."""
+    agent = fan_out(n)
+    view = LiveView(agent) if live else None
+    t = time.perf_counter()
+    handle = agent.start()
+    if view is not None:
+        view.attach(handle)
+    result = await handle
+    wall = time.perf_counter() - t
+    stats: dict[str, float] = {}
+    if view is not None:
+        await asyncio.sleep(0)  # the final redraw (done-callback) has run
+        stats = view.statistics()
+        view.close()
+    return wall, result.duration, stats
+
+
+async def main(n: int, repeat: int) -> None:
+    await engine(200, True)  # warm up imports and plotly
+    raw, plain, live, plain_d, live_d, stats = [], [], [], [], [], []
+    for _ in range(repeat):
+        raw.append(await raw_asyncio(n))
+        w, d, _s = await engine(n, False)
+        plain.append(w)
+        plain_d.append(d)
+        w, d, s = await engine(n, True)
+        live.append(w)
+        live_d.append(d)
+        stats.append(s)
+    med = statistics.median
+    base = med(raw)
+    print(f"{n:,}-state fan-out, median of {repeat} runs (seconds)\n")
+    print(f"{'variant':34} {'median':>8} {'x raw asyncio':>14} {'x engine':>9}")
+    rows = [("raw asyncio (tasks only)", base), ("engine, no view (await handle)", med(plain)),
+            ("engine + LiveView (await handle)", med(live)), ("engine, no view (run duration)", med(plain_d)),
+            ("engine + LiveView (run duration)", med(live_d))]
+    for label, value in rows:
+        ref = med(plain) if "await" in label else med(plain_d)
+        print(f"{label:34} {value:8.3f} {value / base:14.1f} {value / ref:9.2f}")
+    print(f"\nlive/engine ratio (await handle): {med(live) / med(plain):.2f}  "
+          f"(run duration: {med(live_d) / med(plain_d):.2f})")
+    print(f"view per run: redraws {med([s['redraws'] for s in stats]):.0f}, figure redraws "
+          f"{med([s['figure_redraws'] for s in stats]):.0f}, widget updates {med([s['updates'] for s in stats]):.0f}, "
+          f"last figure redraw {med([s['figure_cost'] for s in stats]) * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--states", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    asyncio.run(main(args.states, args.repeat))
