@@ -17,6 +17,7 @@ from ..engine import _hooks
 from ..engine._agent import Agent
 from ..engine._checkpoint import Checkpoint
 from ..engine._handle import RunHandle
+from ..engine._history import CheckpointDiff, CheckpointHistory
 from ..engine._result import RunResult
 from ._graphview import PLOTLY_REPR_LIMIT, graph_figure, graph_mermaid, graph_svg, graph_text
 from ._layout import graph_layout, status_color
@@ -95,9 +96,29 @@ def handle_bundle(handle: RunHandle, include: Any = None, exclude: Any = None) -
     return _filter({"text/plain": repr(handle)}, include, exclude)
 
 
+def history_bundle(history: CheckpointHistory, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    """A CheckpointHistory: its text listing, and the history DataFrame's HTML table."""
+    from ._history import history_frame
+
+    frame = history_frame(list(history))
+    shown = frame.drop(columns=["checkpoint_id", "parent_id", "keys_changed"])
+    return _filter({"text/plain": repr(history), "text/html": shown.to_html(max_rows=40)}, include, exclude)
+
+
+def diff_bundle(diff: CheckpointDiff, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+    """A CheckpointDiff: its text form, and a small table of what changed."""
+    rows = [(label, html.escape(", ".join(keys))) for label, keys in (
+        ("added", diff.added), ("removed", diff.removed), ("changed", diff.changed),
+        ("completed +", diff.completed_added), ("completed -", diff.completed_removed)) if keys]
+    rows += [(f"status {s}", html.escape(f"{old} -> {new}")) for s, (old, new) in diff.status_changes.items()]
+    return _filter({"text/plain": repr(diff), "text/html": _table(rows or [("", "no changes")])}, include, exclude)
+
+
 def register() -> None:
     """Install the renderers in ``engine._hooks`` (idempotent)."""
     _hooks.renderers[Agent] = agent_bundle
     _hooks.renderers[RunResult] = result_bundle
     _hooks.renderers[Checkpoint] = checkpoint_bundle
     _hooks.renderers[RunHandle] = handle_bundle
+    _hooks.renderers[CheckpointHistory] = history_bundle
+    _hooks.renderers[CheckpointDiff] = diff_bundle

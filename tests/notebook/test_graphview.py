@@ -107,3 +107,24 @@ def test_agent_display_bundle_has_text_mermaid_svg_and_plotly():
 def test_graph_text_lists_each_state_with_where_it_leads():
     text = graph_text(make_agent())
     assert "check [pending] -> fetch, report" in text
+
+
+async def test_result_checkpoint_history_and_diff_displays_escape_user_text():
+    from fluffy_nb import MemoryStore
+
+    agent = Agent("<odd>", store=MemoryStore(), durable=True)
+
+    async def step(ctx):
+        ctx.set_state("<k>", "<v>")
+
+    agent.add_state("step", step)
+    result = await agent.run()
+    html = result._repr_mimebundle_()["text/html"]
+    assert "&lt;k&gt;" in html
+    assert "<k>" not in html
+    rows = agent.history_records()
+    cp = agent.store.get(rows[-1].checkpoint_id)
+    assert "&lt;odd&gt;" in cp._repr_mimebundle_()["text/html"]
+    assert "<table" in rows._repr_mimebundle_()["text/html"]
+    diff = agent.diff(rows[0], rows[-1])
+    assert diff._repr_mimebundle_()["text/plain"] == repr(diff)
