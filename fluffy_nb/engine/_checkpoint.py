@@ -124,6 +124,11 @@ class Checkpoint(BaseModel):
         """Alias of ``agent_status``."""
         return self.agent_status
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from ._hooks import mimebundle
+
+        return mimebundle(self, include, exclude)
+
     def __repr__(self) -> str:
         return (
             f"Checkpoint(agent={self.agent_name!r}, run={self.run_id[:8]}, seq={self.sequence}, "
