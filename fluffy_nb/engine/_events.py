@@ -9,6 +9,7 @@ Publishing with no subscriber costs one attribute check: the engine tests
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,7 +182,9 @@ Subscriber = Callable[[Event], Any]
 class EventBus:
     """Delivers events to subscribers in order. Cheap when nobody listens.
 
-    A subscriber that raises is logged and kept; it never breaks the run.
+    A subscriber that raises is logged and kept; it never breaks the run. An event
+    published from inside a subscriber (it cancelled a state, say) is delivered after the
+    current one has reached every subscriber, so all subscribers see one order.
 
     Example:
         >>> bus = EventBus()
@@ -193,11 +196,13 @@ class EventBus:
         >>> unsubscribe()
     """
 
-    __slots__ = ("_subscribers", "active")
+    __slots__ = ("_backlog", "_delivering", "_subscribers", "active")
 
     def __init__(self) -> None:
         self._subscribers: tuple[Subscriber, ...] = ()
         self.active = False
+        self._delivering = False
+        self._backlog: deque[Event] = deque()
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Add ``callback``; returns a function that removes it again."""
@@ -212,11 +217,22 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         """Hand ``event`` to every subscriber, in subscription order."""
-        for callback in self._subscribers:
-            try:
-                callback(event)
-            except Exception:  # a broken observer must not break the workflow
-                log.exception("fluffy_nb event subscriber %r failed on %r", callback, event)
+        if self._delivering:  # published by a subscriber: queue it behind the current event
+            self._backlog.append(event)
+            return
+        self._delivering = True
+        try:
+            while True:
+                for callback in self._subscribers:
+                    try:
+                        callback(event)
+                    except Exception:  # a broken observer must not break the workflow
+                        log.exception("fluffy_nb event subscriber %r failed on %r", callback, event)
+                if not self._backlog:
+                    return
+                event = self._backlog.popleft()
+        finally:
+            self._delivering = False
 
     def __repr__(self) -> str:
         return f"EventBus(subscribers={len(self._subscribers)})"

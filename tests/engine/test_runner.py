@@ -287,3 +287,51 @@ async def test_no_subscriber_run_of_a_long_chain_is_quick_enough_to_not_hang():
     result = await agent.run(start="s0")
     assert result.steps == n
     assert time.perf_counter() - t0 < 10  # generous: this is a hang guard, not a benchmark
+
+
+async def test_event_published_by_a_subscriber_reaches_everyone_in_one_order():
+    """A subscriber that acts on an event (cancels a queued state) must not reorder others' view."""
+
+    async def fan(ctx):
+        return ["holder", "queued"]
+
+    async def holder(ctx):
+        return None
+
+    agent = Agent("reentrant", max_concurrent=1)
+    agent.add_state("fan", fan)
+    agent.add_state("holder", holder)
+    agent.add_state("queued", holder)
+    first: list[str] = []
+    second: list[str] = []
+
+    def actor(event):
+        first.append(f"{type(event).__name__}:{getattr(event, 'state', '')}")
+        if isinstance(event, StateStarted) and event.state == "holder":
+            agent.cancel_state("queued")  # publishes StateCancelled from inside this callback
+
+    agent.events.subscribe(actor)
+    agent.events.subscribe(lambda e: second.append(f"{type(e).__name__}:{getattr(e, 'state', '')}"))
+    await asyncio.wait_for(agent.run(), 5)
+    assert first == second
+    assert first.index("StateStarted:holder") < first.index("StateCancelled:queued")
+
+
+def test_nested_publish_is_delivered_after_the_current_event():
+    from fluffy_nb import EventBus
+    from fluffy_nb.engine._events import StateAdded
+
+    bus = EventBus()
+    a: list[str] = []
+    b: list[str] = []
+
+    def first(event):
+        a.append(event.state)
+        if event.state == "outer":
+            bus.publish(StateAdded("x", "r", 0.0, "inner"))
+
+    bus.subscribe(first)
+    bus.subscribe(lambda e: b.append(e.state))
+    bus.publish(StateAdded("x", "r", 0.0, "outer"))
+    assert a == ["outer", "inner"]
+    assert b == ["outer", "inner"]
