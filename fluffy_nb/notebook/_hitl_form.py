@@ -78,37 +78,37 @@ class HumanForm(widgets.VBox):
     def __init__(self, request: HumanRequest) -> None:
         self.request = request
         self.closed = False
+        self.fresh_after_sync = False
         self._ticker: asyncio.Task[None] | None = None
-        header = self.header = widgets.HTML(
+        self._seen_tries = request.tries
+        self.header = widgets.HTML(
             f'<span style="{_MUTED_STYLE}">{_text(request.state)}</span> &nbsp;<b>{_text(request.prompt, 2000)}</b>'
         )
         self.message = widgets.HTML("")
         self.countdown = widgets.HTML("")
         self.fields: dict[str, widgets.Widget] = {}
+        self._makers: dict[str, Any] = {}
         self.choice_buttons: list[widgets.Button] = []
         self.submit: widgets.Button | None = None
-        body: list[widgets.Widget] = []
         if request.choices is not None:
             for choice in request.choices:
                 button = widgets.Button(description=str(choice), tooltip=str(choice))
                 button.on_click(lambda _b, value=choice: self._answer(value))
                 self.choice_buttons.append(button)
-            body.append(widgets.HBox(self.choice_buttons))
         else:
             if request.schema is not None:
                 for name, info in request.schema.model_fields.items():  # type: ignore[attr-defined]
-                    self.fields[name] = _field_widget(name, info)
+                    self._makers[name] = lambda name=name, info=info: _field_widget(name, info)
             else:
-                self.fields["answer"] = widgets.Text(placeholder="your answer", continuous_update=False)
+                self._makers["answer"] = lambda: widgets.Text(placeholder="your answer", continuous_update=False)
+            for name, make in self._makers.items():
+                self.fields[name] = self._watch(make())
             self.submit = widgets.Button(description="Submit", button_style="primary")
             self.submit.on_click(lambda _b: self._answer(self.values()))
-            body.extend(self.fields.values())
-            body.append(self.submit)
-        children = [header, *body, self.message]
         if request.timeout is not None:
-            children.append(self.countdown)
             self._tick()
-        super().__init__(children, layout=widgets.Layout(border="1px solid #ccc", padding="4px", margin="2px 0"))
+        super().__init__(self._compose(), layout=widgets.Layout(border="1px solid #ccc", padding="4px",
+                                                                margin="2px 0"))
         if request.rejection:
             self.show_rejection(request.rejection)
         if request.timeout is not None:
@@ -118,6 +118,48 @@ class HumanForm(widgets.VBox):
                 loop = None
             if loop is not None:
                 self._ticker = loop.create_task(self._count_down())
+
+    def _compose(self) -> list[widgets.Widget]:
+        body: list[widgets.Widget] = [self.header]
+        if self.choice_buttons:
+            body.append(widgets.HBox(self.choice_buttons))
+        else:
+            body.extend(self.fields.values())
+            body.append(self.submit)  # type: ignore[arg-type]
+        body.append(self.message)
+        if self.request.timeout is not None:
+            body.append(self.countdown)
+        return body
+
+    # -- fresh input widgets -------------------------------------------------------------------
+    # The JupyterLab widget manager sends one value sync per widget model and holds any further
+    # sync of that model until the kernel reports idle for the first. A cell that is busy awaiting
+    # a run (blocking mode, ipykernel 7.4) never reports it, so a field edited a second time would
+    # never arrive. A fresh widget (new model) carrying the same value is never held back: forms
+    # renew their fields after a rejection, and after every received value in blocking mode.
+    def _watch(self, widget: widgets.Widget) -> widgets.Widget:
+        widget.observe(self._synced, names="value")
+        return widget
+
+    def _synced(self, _change: Any) -> None:
+        if not self.fresh_after_sync or self.closed:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.renew_fields)
+        except RuntimeError:
+            self.renew_fields()
+
+    def renew_fields(self) -> None:
+        """Replace every input widget by a fresh one holding the same value."""
+        if self.closed or not self.fields:
+            return
+        for name, old in list(self.fields.items()):
+            new = self._makers[name]()
+            new.value = old.value
+            self.fields[name] = self._watch(new)
+            old.unobserve(self._synced, names="value")
+            old.close()
+        self.children = tuple(self._compose())
 
     # -- reading and answering -----------------------------------------------------------------
     def values(self) -> Any:
@@ -142,8 +184,11 @@ class HumanForm(widgets.VBox):
 
     # -- showing state ---------------------------------------------------------------------------
     def show_rejection(self, message: str) -> None:
-        """Show why the last answer was rejected."""
+        """Show why the last answer was rejected (and renew the inputs for the next try)."""
         self.message.value = f'<span style="{_ERROR_STYLE}">✗ {_text(message, 1000)}</span>'
+        if self.request.tries != self._seen_tries:
+            self._seen_tries = self.request.tries
+            self.renew_fields()
 
     def _tick(self) -> None:
         req = self.request
@@ -291,7 +336,9 @@ class WidgetResponder:
         area = self.area
         if area is None:
             raise HumanInputError("WidgetResponder.on_request before attach(agent)")
-        area.show(request)
+        form = area.show(request)
+        if _is_blocking(self._agent):
+            form.fresh_after_sync = True
         if not self._checked:
             self._checked = True
             _check_kernel(self._agent)
@@ -305,10 +352,15 @@ class WidgetResponder:
         return f"WidgetResponder(area={self.area!r})"
 
 
+def _is_blocking(agent: Any) -> bool:
+    """Whether the agent's run is awaited by a busy cell (not started with ``agent.start()``)."""
+    handle = getattr(agent, "handle", None)
+    return handle is None or handle.done()
+
+
 def _check_kernel(agent: Any) -> None:
     """Warn when a blocking run asks a person on an ipykernel that cannot deliver the answer."""
-    handle = getattr(agent, "handle", None)
-    if handle is not None and not handle.done():
+    if not _is_blocking(agent):
         return  # background run: the kernel is idle, widget messages flow everywhere
     try:
         import ipykernel

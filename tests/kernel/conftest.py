@@ -29,6 +29,8 @@ class KernelDriver:
         self.km = km
         self.kc = kc
         self.iopub: list[dict[str, Any]] = []
+        self._syncing: dict[str, str] = {}  # comm id -> msg id of its value sync not yet acknowledged
+        self.held: dict[str, dict[str, Any]] = {}  # comm id -> state held back, as the frontend does
 
     # -- receiving ---------------------------------------------------------------------------
     def pump(self, timeout: float = 0.05) -> dict[str, Any] | None:
@@ -38,6 +40,13 @@ class KernelDriver:
         except queue.Empty:
             return None
         self.iopub.append(msg)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            parent = msg["parent_header"].get("msg_id")
+            for comm_id, msg_id in list(self._syncing.items()):
+                if msg_id == parent:  # acknowledged: the frontend now sends what it held back
+                    del self._syncing[comm_id]
+                    if comm_id in self.held:
+                        self._sync(comm_id, self.held.pop(comm_id))
         return msg
 
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0,
@@ -128,18 +137,31 @@ class KernelDriver:
             self.wait_idle(msg_id)
         return msg_id, sent
 
-    def set_value(self, comm_id: str, *, busy: bool = False, **state: Any) -> str:
+    def set_value(self, comm_id: str, *, busy: bool = False, **state: Any) -> str | None:
         """The browser syncing a changed widget value (one ``update`` message).
 
-        An idle kernel reports idle for the message. While a cell is busy, ipykernel 7.4
-        handles comm messages without status messages; then the kernel's ``echo_update``
-        of the new state is the acknowledgement to wait for.
+        Like the JupyterLab widget manager, a model whose previous sync the kernel has not yet
+        acknowledged (idle status for it) does not send: the state is held back (``held``) and
+        sent on that idle; then None is returned. An idle kernel acknowledges at once (this
+        waits for it). While a cell is busy, ipykernel 7.4 handles comm messages without status
+        messages, so the acknowledgement never comes; then the kernel's ``echo_update`` of the
+        new state tells that it arrived.
         """
-        msg_id, _ = self.comm_msg(comm_id, {"method": "update", "state": state, "buffer_paths": []}, wait=not busy)
+        if comm_id in self._syncing:
+            self.held[comm_id] = {**self.held.get(comm_id, {}), **state}
+            return None
+        msg_id = self._sync(comm_id, state)
         if busy:
             self.wait_for(lambda m: m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
                           and m["content"]["data"].get("method") == "echo_update"
                           and m["content"]["data"].get("state") == state, what=f"echo_update {state}")
+        else:
+            self.wait_idle(msg_id)
+        return msg_id
+
+    def _sync(self, comm_id: str, state: dict[str, Any]) -> str:
+        msg_id, _ = self.comm_msg(comm_id, {"method": "update", "state": state, "buffer_paths": []}, wait=False)
+        self._syncing[comm_id] = msg_id
         return msg_id
 
     def click(self, comm_id: str, *, wait: bool = True) -> tuple[str, float]:

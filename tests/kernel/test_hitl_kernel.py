@@ -74,7 +74,9 @@ def test_validator_rejects_the_first_answer_and_the_form_says_why(kernel):
     assert kernel.run("print(handle.done(), agent.pending_requests()[0].rejection is not None)").split() == [
         "False", "True"]
 
-    kernel.set_value(text, value="yes, ship")
+    fresh = kernel.widgets("TextModel", placeholder="your answer")[-1][0]
+    assert fresh != text  # the form offers a fresh input (see HumanForm.renew_fields)
+    kernel.set_value(fresh, value="yes, ship")
     kernel.click(submit)
     out = kernel.run('print((await handle)["decision"])\nprint(events)')
     assert out.splitlines()[0] == "yes, ship"
@@ -136,3 +138,37 @@ handle = agent.start()
     kernel.click(kernel.wait_widget("ButtonModel", description="yes"))
     out = kernel.run('r = await handle\nprint(r["decision"], type(agent._human.responder()).__name__)')
     assert out.split() == ["yes", "WidgetResponder"]
+
+
+def newest_after(kernel, index: int, model: str, **state) -> str:
+    """The comm id of the first ``model`` widget opened after iopub message number ``index``."""
+
+    def match(m) -> bool:
+        if m["msg_type"] != "comm_open" or m["content"]["data"]["state"].get("_model_name") != model:
+            return False
+        st = m["content"]["data"]["state"]
+        return all(st.get(k) == v for k, v in state.items()) and kernel.iopub.index(m) > index
+
+    return kernel.wait_for(match, what=f"a new {model}")["content"]["comm_id"]
+
+
+def test_blocking_run_rejected_answer_is_corrected_while_the_cell_is_busy(kernel):
+    kernel.run(SETUP)
+    kernel.run(VALIDATED.replace("install()", "").replace("agent.responder = None", "")
+               .replace("handle = agent.start()", ""))
+    cell = kernel.submit('result = await agent.run()\nprint("answer:", result["decision"])')
+    text = kernel.wait_widget("TextModel", placeholder="your answer")
+    submit = kernel.wait_widget("ButtonModel", description="Submit")
+    kernel.set_value(text, value="nope", busy=True)
+    # the frontend holds back a second sync of the same model: the cell never acknowledges the first
+    assert kernel.set_value(text, value="yes via the old field", busy=True) is None
+    kernel.click(submit, wait=False)
+    rejection = kernel.wait_for(lambda m: m["msg_type"] == "comm_msg" and "rejected" in str(
+        m["content"]["data"].get("state", {}).get("value", "")), what="the rejection message")
+    fresh = newest_after(kernel, kernel.iopub.index(rejection), "TextModel", placeholder="your answer")
+    assert fresh != text
+    kernel.set_value(fresh, value="yes, ship", busy=True)  # a fresh model: its first sync goes through
+    kernel.click(submit, wait=False)
+    assert kernel.reply(cell)["content"]["status"] == "ok"
+    kernel.wait_idle(cell)
+    assert kernel.stdout(cell).strip() == "answer: yes, ship"

@@ -261,3 +261,46 @@ async def test_background_run_on_an_old_ipykernel_does_not_warn(monkeypatch, rec
 def _close_widgets():
     yield
     widgets.Widget.close_all()
+
+
+async def test_rejection_offers_fresh_inputs_holding_the_rejected_values():
+    agent, responder = agent_asking("Where to?", schema=Shipment)
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    old = dict(form.fields)
+    old["destination"].value = "Oslo"
+    old["crates"].value = "lots"
+    form.submit.click()
+    assert all(form.fields[n] is not old[n] for n in old)  # new widget models: the frontend syncs them again
+    assert form.fields["destination"].value == "Oslo"
+    assert form.fields["crates"].value == "lots"
+    assert all(w in form.children for w in form.fields.values())
+    form.fields["crates"].value = "2"
+    form.submit.click()
+    assert (await handle)["answer"].crates == 2
+
+
+async def test_blocking_run_renews_a_field_after_each_received_value():
+    agent, responder = agent_asking()
+    task = asyncio.ensure_future(agent.run())  # awaited by a (busy) cell, not agent.start()
+    form = await first_form(agent, responder)
+    assert form.fresh_after_sync
+    first = form.fields["answer"]
+    first.value = "draft"  # what a frontend sync does
+    await asyncio.sleep(0)
+    assert form.fields["answer"] is not first
+    assert form.fields["answer"].value == "draft"
+    form.fields["answer"].value = "final"
+    form.submit.click()
+    assert (await task)["answer"] == "final"
+
+
+async def test_background_run_keeps_its_fields_while_typing():
+    agent, responder = agent_asking()
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    first = form.fields["answer"]
+    first.value = "draft"
+    await asyncio.sleep(0)
+    assert form.fields["answer"] is first
+    handle.cancel()
