@@ -374,3 +374,68 @@ async def test_queued_and_blocked_states_are_cancelled_when_the_run_fails(record
     }
     assert log.kinds("queued") == ["StateScheduled", "StateCancelled"]
     assert log.kinds("after") == ["StateScheduled", "StateBlocked", "StateCancelled"]
+
+
+async def test_every_event_finds_the_status_it_announces():
+    """An observer reading agent.state_metadata when an event arrives sees the status it describes."""
+    from fluffy_nb.engine import _events as ev
+
+    expected = {
+        ev.StateStarted: {StateStatus.RUNNING},
+        ev.StateFinished: {StateStatus.COMPLETED},
+        ev.StateRetrying: {StateStatus.RETRYING},
+        ev.StateBlocked: {StateStatus.BLOCKED},
+        ev.StateCancelled: {StateStatus.CANCELLED},
+    }
+    violations = []
+    kinds_seen = set()
+
+    async def fan(ctx):
+        return ["flaky", "victim", "gated", "slow"]
+
+    async def flaky(ctx):
+        if ctx.attempt < 2:
+            raise ConnectionError("once")
+        return None
+
+    async def victim(ctx):
+        agent.cancel_state("victim")
+        await asyncio.sleep(0)
+
+    async def slow(ctx):
+        await asyncio.Event().wait()
+
+    agent = Agent("invariants")
+    agent.add_state("fan", fan)
+    agent.add_state("flaky", flaky, retry_policy=RetryPolicy(max_retries=1, initial_delay=0, jitter=False))
+    agent.add_state("victim", victim)
+    agent.add_state("gated", done, dependencies=["flaky"])
+    agent.add_state("slow", slow, timeout=0.05)
+
+    def check(event):
+        kinds_seen.add(type(event))
+        if isinstance(event, ev.RunStarted):
+            ok = agent.status is AgentStatus.RUNNING
+        elif isinstance(event, ev.RunFinished):
+            ok = agent.status.value == event.status
+        elif isinstance(event, ev.StateFailed):
+            status = agent.state_metadata[event.state].status
+            ok = status is (
+                (StateStatus.TIMEOUT if event.timed_out else StateStatus.FAILED)
+                if event.final
+                else StateStatus.RETRYING
+            )
+        elif type(event) in expected:
+            ok = agent.state_metadata[event.state].status in expected[type(event)]
+        else:
+            return
+        if not ok:
+            violations.append((event, agent.status, {n: m.status for n, m in agent.state_metadata.items()}))
+
+    agent.events.subscribe(check)
+    with pytest.raises(StateFailedError):
+        await asyncio.wait_for(agent.run(), 5)
+    assert violations == []
+    assert {ev.StateRetrying, ev.StateBlocked, ev.StateCancelled, ev.StateFailed, ev.RunFinished} <= kinds_seen
+    assert agent.state_metadata["slow"].status is StateStatus.TIMEOUT
+    assert agent.state_metadata["gated"].status is StateStatus.COMPLETED
