@@ -107,9 +107,37 @@ async def main(n: int, repeat: int) -> None:
               f"{us - med['engine']:>9.2f}")
 
 
+def gate_alone(repeat: int, calls: int = 20_000) -> None:
+    """The uncontended admit + release of each gate by itself, without the engine around it."""
+    from fluffy_nb.engine.coordination import Mutex, RateLimiter, Semaphore
+
+    gates: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {}
+    limiter = RateLimiter("r", 1e9, burst_size=1e9)
+    gates["rate-limit"] = (lambda: limiter.try_acquire("s"), lambda: limiter.release("s"))
+    sem = Semaphore("s", 1000)
+    gates["semaphore"] = (lambda: sem.try_acquire("s"), lambda: sem.release("s"))
+    mutex = Mutex("m")
+    gates["mutex"] = (lambda: mutex.try_acquire("s"), lambda: mutex.release("s"))
+    pool = ResourcePool(total_cpu=1000)
+    gates["resources"] = (lambda: pool.try_acquire("s", REQ), lambda: pool.release("s"))
+    empty = (lambda: True, lambda: None)
+    gates["(two no-op calls)"] = empty
+    print(f"\ngate alone: try_acquire + release, median of {repeat} x {calls} calls (ns per admission)")
+    for label, (take, give) in gates.items():
+        runs = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                take()
+                give()
+            runs.append((time.perf_counter() - t0) / calls * 1e9)
+        print(f"{label:<18} {statistics.median(runs):>8.0f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--states", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     asyncio.run(main(args.states, args.repeat))
+    gate_alone(args.repeat)

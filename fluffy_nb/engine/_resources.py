@@ -35,7 +35,9 @@ class ResourceType(Flag):
 _TYPES = (ResourceType.CPU, ResourceType.MEMORY, ResourceType.IO, ResourceType.NETWORK, ResourceType.GPU)
 _UNITS = {ResourceType.CPU: "CPU units", ResourceType.MEMORY: "MB of memory", ResourceType.IO: "I/O weight",
           ResourceType.NETWORK: "network weight", ResourceType.GPU: "GPU units"}
+_IDX = {t: i for i, t in enumerate(_TYPES)}
 _EPS = 1e-9
+Amounts = dict[int, float]  # internal: resource index (position in _TYPES) -> amount; int keys hash fast
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ class PoolStatistics:
 class _Waiter:
     __slots__ = ("amounts", "future", "owner", "preemptible", "priority", "seq", "since")
 
-    def __init__(self, owner: str, amounts: dict[ResourceType, float], priority: int, since: float, seq: int,
+    def __init__(self, owner: str, amounts: Amounts, priority: int, since: float, seq: int,
                  future: asyncio.Future[None], preemptible: bool) -> None:
         self.owner = owner
         self.amounts = amounts
@@ -171,20 +173,20 @@ class ResourcePool:
                 raise ConfigurationError(f"ResourcePool({label}={v!r}): must be a number >= 0")
         if aging_interval is not None and not aging_interval > 0:
             raise ConfigurationError(f"ResourcePool(aging_interval={aging_interval!r}): must be > 0 or None")
-        self.totals: dict[ResourceType, float] = {t: float(v) for t, v in zip(_TYPES, totals, strict=True)}
-        self.used: dict[ResourceType, float] = dict.fromkeys(_TYPES, 0.0)
-        self.peak: dict[ResourceType, float] = dict.fromkeys(_TYPES, 0.0)
+        self._total = [float(v) for v in totals]
+        self._used = [0.0] * len(_TYPES)
+        self._peak = [0.0] * len(_TYPES)
         self.enable_preemption = enable_preemption
         self.enable_quotas = enable_quotas
         self.aging_interval = aging_interval
         self.clock = clock
-        self._allocations: dict[str, dict[ResourceType, float]] = {}
+        self._allocations: dict[str, Amounts] = {}
         self._holders: dict[str, tuple[int, bool]] = {}  # owner -> (priority, preemptible)
         self._waiters: list[_Waiter] = []
-        self._quotas: dict[str, dict[ResourceType, float]] = {}
+        self._quotas: dict[str, Amounts] = {}
         self._preempting: set[str] = set()
         self._preempt: Any = None
-        self._amount_cache: dict[int, tuple[ResourceRequirements, dict[ResourceType, float]]] = {}
+        self._amount_cache: dict[int, tuple[ResourceRequirements, Amounts]] = {}
         self._seq = itertools.count()
         self.reset_statistics()
 
@@ -228,13 +230,23 @@ class ResourcePool:
         if not self.enable_quotas:
             raise ConfigurationError(f"set_quota({state_or_prefix!r}): this pool was made without "
                                      "enable_quotas=True, so quotas would not apply")
-        self._quotas.setdefault(state_or_prefix, {})[resource] = float(amount)
+        self._quotas.setdefault(state_or_prefix, {})[_IDX[resource]] = float(amount)
 
     def get_quotas(self) -> dict[str, dict[ResourceType, float]]:
         """The caps set with :meth:`set_quota`."""
-        return {k: dict(v) for k, v in self._quotas.items()}
+        return {k: {_TYPES[i]: a for i, a in v.items()} for k, v in self._quotas.items()}
 
-    def _quota_ok(self, owner: str, amounts: dict[ResourceType, float]) -> bool:
+    @property
+    def totals(self) -> dict[ResourceType, float]:
+        """The pool's size per resource type."""
+        return dict(zip(_TYPES, self._total, strict=True))
+
+    @property
+    def used(self) -> dict[ResourceType, float]:
+        """What admitted states hold now, per resource type."""
+        return dict(zip(_TYPES, self._used, strict=True))
+
+    def _quota_ok(self, owner: str, amounts: Amounts) -> bool:
         state = _state_of(owner)
         for key, caps in self._quotas.items():
             if not state.startswith(key):
@@ -249,11 +261,11 @@ class ResourcePool:
         return True
 
     # -- admission ------------------------------------------------------------------------------
-    def _amounts(self, req: ResourceRequirements) -> dict[ResourceType, float]:
+    def _amounts(self, req: ResourceRequirements) -> Amounts:
         hit = self._amount_cache.get(id(req))
         if hit is not None and hit[0] is req:
             return hit[1]
-        amounts = req.amounts()
+        amounts = {_IDX[t]: a for t, a in req.amounts().items()}
         if len(self._amount_cache) > 4096:
             self._amount_cache.clear()
         self._amount_cache[id(req)] = (req, amounts)
@@ -261,8 +273,8 @@ class ResourcePool:
 
     def check(self, state: str, req: ResourceRequirements) -> None:
         """Raise ``ResourceError`` if ``req`` could never fit in this pool (or in its quota)."""
-        for rtype, amount in self._amounts(req).items():
-            total = self.totals[rtype]
+        for i, amount in self._amounts(req).items():
+            rtype, total = _TYPES[i], self._total[i]
             if amount > total + _EPS:
                 self._rejected += 1
                 raise ResourceError(
@@ -271,7 +283,7 @@ class ResourcePool:
                 )
             if self.enable_quotas:
                 for key, caps in self._quotas.items():
-                    cap = caps.get(rtype)
+                    cap = caps.get(i)
                     if cap is not None and state.startswith(key) and amount > cap + _EPS:
                         self._rejected += 1
                         raise ResourceError(
@@ -279,15 +291,15 @@ class ResourcePool:
                             f"{key!r} allows only {cap:g}; lower the request or raise the quota"
                         )
 
-    def _fits(self, amounts: dict[ResourceType, float]) -> bool:
-        used, totals = self.used, self.totals
+    def _fits(self, amounts: Amounts) -> bool:
+        used, totals = self._used, self._total
         for t, a in amounts.items():
             if used[t] + a > totals[t] + _EPS:
                 return False
         return True
 
-    def _take(self, owner: str, amounts: dict[ResourceType, float], priority: int, preemptible: bool) -> None:
-        used, peak = self.used, self.peak
+    def _take(self, owner: str, amounts: Amounts, priority: int, preemptible: bool) -> None:
+        used, peak = self._used, self._peak
         for t, a in amounts.items():
             u = used[t] + a
             used[t] = u
@@ -304,7 +316,7 @@ class ResourcePool:
         amounts = self._amounts(req)
         if not self._fits(amounts) or (self._quotas and self.enable_quotas and not self._quota_ok(owner, amounts)):
             return False
-        self._take(owner, amounts, int(req.priority), req.preemptible)
+        self._take(owner, amounts, req.priority, req.preemptible)
         self._at_once += 1
         return True
 
@@ -377,11 +389,11 @@ class ResourcePool:
         """Cancel running preemptible states of lower priority if that makes ``head`` fit."""
         if self._preempt is None:
             return
-        freed = dict.fromkeys(_TYPES, 0.0)
+        freed = [0.0] * len(_TYPES)
         for owner in self._preempting:
             for t, a in self._allocations.get(owner, {}).items():
                 freed[t] += a
-        if all(self.used[t] - freed[t] + a <= self.totals[t] + _EPS for t, a in head.amounts.items()):
+        if all(self._used[t] - freed[t] + a <= self._total[t] + _EPS for t, a in head.amounts.items()):
             return  # enough is already being freed
         victims = sorted(
             (o for o, (p, pre) in self._holders.items() if pre and p < head.priority and o not in self._preempting),
@@ -394,7 +406,7 @@ class ResourcePool:
             chosen.append(owner)
             for t, a in self._allocations[owner].items():
                 freed[t] += a
-            if all(self.used[t] - freed[t] + a <= self.totals[t] + _EPS for t, a in head.amounts.items()):
+            if all(self._used[t] - freed[t] + a <= self._total[t] + _EPS for t, a in head.amounts.items()):
                 break
         else:
             return  # even preempting every candidate would not make room
@@ -410,9 +422,10 @@ class ResourcePool:
             return
         self._holders.pop(owner, None)
         self._preempting.discard(owner)
-        used = self.used
+        used = self._used
         for t, a in amounts.items():
-            used[t] = max(0.0, used[t] - a)
+            u = used[t] - a
+            used[t] = u if u > 0.0 else 0.0
         if self._waiters:
             self._schedule()
 
@@ -429,18 +442,18 @@ class ResourcePool:
     def get_usage_stats(self) -> dict[ResourceType, UsageStats]:
         """Usage per resource type: total, current, peak, available, utilization, waiting."""
         out = {}
-        for t in _TYPES:
-            total, used = self.totals[t], self.used[t]
+        for i, t in enumerate(_TYPES):
+            total, used = self._total[i], self._used[i]
             out[t] = UsageStats(
-                total=total, current_usage=used, peak_usage=self.peak[t], available=max(0.0, total - used),
+                total=total, current_usage=used, peak_usage=self._peak[i], available=max(0.0, total - used),
                 utilization=(used / total) if total else 0.0,
-                waiting=sum(1 for w in self._waiters if t in w.amounts),
+                waiting=sum(1 for w in self._waiters if i in w.amounts),
             )
         return out
 
     def get_state_allocations(self) -> dict[str, dict[ResourceType, float]]:
         """What each admitted state holds right now."""
-        return {k: dict(v) for k, v in self._allocations.items()}
+        return {k: {_TYPES[i]: a for i, a in v.items()} for k, v in self._allocations.items()}
 
     def get_waiting_states(self) -> list[str]:
         """States waiting for the pool, in the order they would be admitted."""
@@ -459,9 +472,9 @@ class ResourcePool:
 
     def __repr__(self) -> str:
         parts = []
-        for t in _TYPES:
-            if self.totals[t] or self.used[t]:
-                parts.append(f"{t.name}={self.used[t]:g}/{self.totals[t]:g}")
+        for i, t in enumerate(_TYPES):
+            if self._total[i] or self._used[i]:
+                parts.append(f"{t.name}={self._used[i]:g}/{self._total[i]:g}")
         flags = "".join([" preemption" if self.enable_preemption else "", " quotas" if self.enable_quotas else ""])
         return (f"<ResourcePool {' '.join(parts)} running={len(self._allocations)} "
                 f"waiting={len(self._waiters)}{flags}>")

@@ -200,10 +200,11 @@ class Semaphore(Primitive):
         return [h[0] for h in self._holders if h[1] is None]
 
     def _grant(self, owner: str) -> None:
-        expires = None if self.ttl is None else self.clock.monotonic() + self.ttl
-        self._holders.append([owner, expires])
+        holders = self._holders
+        holders.append([owner, None if self.ttl is None else self.clock.monotonic() + self.ttl])
         self._acquisitions += 1
-        self._peak_holders = max(self._peak_holders, len(self._holders))
+        if len(holders) > self._peak_holders:
+            self._peak_holders = len(holders)
 
     def _admit_waiters(self) -> None:
         while self._waiters and len(self._holders) < self.max_count:

@@ -152,6 +152,16 @@ class RateLimiter:
         if self._waiting:
             return False
         now = self.clock.monotonic()
+        if self.strategy is RateLimitStrategy.TOKEN_BUCKET:  # the common case, inlined
+            tokens = self._tokens + (now - self._stamp) * self.max_rate
+            self._tokens = tokens = tokens if tokens < self.burst_size else self.burst_size
+            self._stamp = now
+            if tokens < 1.0 - 1e-9:
+                return False
+            self._tokens = tokens - 1.0
+            self._admitted += 1
+            self._at_once += 1
+            return True
         self._refresh(now)
         if self._wait(now) > 0.0:
             return False
