@@ -94,15 +94,50 @@ print("big order:  ", big.completed_states, big.get_state("total"), "checked by"
 # %% [markdown]
 # ## Watching it run
 #
-# In a notebook you usually want to *see* the workflow. Load the extension once, then run the agent
-# with `%fluffy run NAME` or just display the agent: you get the state graph (drawn from the code) with
-# each state coloured by what it is doing, a progress bar and a timeline. When there is no widget
-# frontend (plain IPython, nbval in CI, an exported HTML page) the same view ends as a static picture
-# plus a short text summary, so nothing breaks.
+# In a notebook you usually want to *see* the workflow. Load the extension once. Displaying an agent
+# shows its graph, drawn from the code before anything runs:
 
 # %%
 %load_ext fluffy_nb
-orders  # the graph, drawn from the code before anything runs
+orders
+
+# %% [markdown]
+# `agent.start()` runs the workflow in the background and shows the **live view** under the cell: the
+# graph with each state coloured by what it is doing, a progress bar, and a timeline of which state ran
+# when. The cell returns at once (the kernel stays free), and `await` on the handle gives the result.
+# When there is no widget frontend (plain IPython, nbval in CI, an exported HTML page) the same view
+# ends as a static picture plus a short text summary, so nothing breaks.
+
+# %%
+big_order = orders.start(initial_context={"order": {"qty": 30, "price": 20}})
+
+# %%
+# NBVAL_CHECK_OUTPUT
+result = await big_order
+print(result.completed_states)
+
+# %% [markdown]
+# ## The notebook way: `%%fluffy`
+#
+# Writing `Agent(...)` and `add_state(...)` is what you do in a script. In a notebook there is a
+# shortcut: the `%%fluffy NAME` cell magic turns **every state function defined in the cell** into a
+# state of agent `NAME` (and puts `NAME` into the notebook's namespace). `--run` runs it right away with
+# the live view. The first function defined is where the workflow starts.
+
+# %%
+%%fluffy greeter --run
+async def hello(ctx):
+    ctx.set_state("greeting", "hello, fluffy")
+    return "shout"
+
+
+async def shout(ctx):
+    ctx.set_state("greeting", ctx.get_state("greeting").upper() + "!")
+    return None
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(greeter.get_state("greeting"))
 
 # %% [markdown]
 # ## Statuses you can trust

@@ -192,12 +192,18 @@ print("sum of squares:", r.get_state("total"), "| combine ran", r.state_runs["co
 # %% [markdown]
 # ## See the shape
 #
-# The graph of the last agent: the fan-out from `split`, the parallel `square_*` states and the join
-# at `combine`. Run `%fluffy run chunks` to watch the parallel states light up together on the timeline.
+# Load the extension and start the last agent in the background: the live view shows the fan-out from
+# `split`, the parallel `square_*` states and the join at `combine`. On the timeline the three squares
+# run side by side, and `combine` starts only when the last of them has finished.
 
 # %%
 %load_ext fluffy_nb
-chunks
+chunks_run = chunks.start()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+r = await chunks_run
+print("combine ran", r.state_runs["combine"], "time, after", sum(n.startswith("square") for n in r.state_runs), "squares")
 
 # %% [markdown]
 # ## Try this

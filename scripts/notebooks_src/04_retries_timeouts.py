@@ -185,8 +185,13 @@ print("cleanup ran:", deadline.get_state("cleaned_up"))
 
 # %%
 %load_ext fluffy_nb
-flaky_llm = FakeLLM(latency=0.05, flaky=2)
-%fluffy run retries
+flaky_llm = FakeLLM(latency=0.05, flaky=2)  # a fresh flaky LLM: the first two calls fail again
+retry_run = agent.start()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+r = await retry_run
+print("attempts:", agent.state_metadata["call_api"].attempts)
 
 # %% [markdown]
 # ## Try this

@@ -1,0 +1,212 @@
+# %% [markdown]
+# # 10 · Scale out on Dask
+#
+# Sooner or later one machine is not enough: 500 chunks of a minute of CPU each, or a state that
+# needs a GPU the notebook machine lacks. You should not have to leave fluffy_nb for that, and
+# fluffy_nb does not build its own cluster: the **bodies of the states you choose run on a Dask
+# cluster**, while the engine stays the orchestrator. The graph, joins, retries, timeouts,
+# checkpoints, human-in-the-loop and the live view work exactly as before.
+#
+# This notebook starts a small cluster on this machine (two worker processes, nothing leaves
+# 127.0.0.1), fans CPU-bound chunks out to it, and compares with running them on the event loop.
+# Everything here works the same against a real cluster: `DaskExecutor(client)` with your own
+# `await Client("tcp://scheduler:8786", asynchronous=True)`.
+
+# %%
+import threading
+import time
+
+from fluffy_nb import Agent, Context, ResourceError, ResourceRequirements, RetryPolicy, StateResult
+from fluffy_nb.distributed import DaskExecutor, UnpicklableStateError
+
+%load_ext fluffy_nb
+
+# %% [markdown]
+# ## A CPU-bound fan-out
+#
+# `count_primes` is plain Python: it holds the GIL the whole time, so threads would not help. On the
+# event loop the chunks run one after another; on Dask each runs in a worker **process**.
+#
+# One function builds the workflow either way: `split` fans out to the chunks, `combine` is the join.
+# With an executor, the chunks are added with `remote=True` ("run my body on the agent's executor");
+# `split` and `combine` stay local, because tiny states are faster where the data already is.
+
+# %%
+CHUNKS = 8
+SIZE = 25_000
+
+
+def count_primes(lo: int, hi: int) -> int:
+    return sum(all(n % d for d in range(2, int(n**0.5) + 1)) for n in range(max(lo, 2), hi))
+
+
+def split(context: Context) -> StateResult:
+    return [f"chunk_{i}" for i in range(CHUNKS)]
+
+
+def count_chunk(context: Context) -> StateResult:
+    i = int(context.state_name.split("_")[1])
+    context.set_state(f"primes_{i}", count_primes(i * SIZE, (i + 1) * SIZE))
+    return "combine"
+
+
+def combine(context: Context) -> StateResult:
+    context.set_state("primes", sum(context.get_state(f"primes_{i}") for i in range(CHUNKS)))
+    return None
+
+
+def build(executor: DaskExecutor | None = None) -> Agent:
+    agent = Agent("primes", executor=executor)
+    chunks = [f"chunk_{i}" for i in range(CHUNKS)]
+    agent.add_state("split", split, next=chunks)
+    for name in chunks:
+        agent.add_state(name, count_chunk, remote=executor is not None)
+    agent.add_state("combine", combine)
+    return agent
+
+
+# %% [markdown]
+# First on the event loop, as every earlier notebook did:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+t0 = time.perf_counter()
+local = await build().run()
+local_seconds = time.perf_counter() - t0
+print("primes below", CHUNKS * SIZE, "=", local.get_state("primes"))
+
+# %% [markdown]
+# ## Start a local cluster
+#
+# `DaskExecutor.local(n_workers=2)` starts a Dask `LocalCluster` of two worker processes on
+# 127.0.0.1 (in its own thread, so the kernel stays responsive) and connects an asynchronous client.
+# The workers ignore the notebook's **Stop** button (SIGINT), which would otherwise kill them. We
+# also tell Dask each worker has one `GPU` slot, to show resources below.
+
+# %%
+executor = await DaskExecutor.local(n_workers=2, resources={"GPU": 1})
+executor
+
+# %% [markdown]
+# ## The same fan-out on Dask, with the live view
+#
+# `start()` shows the live view under the cell: the chunks turn to *running* two at a time (one per
+# worker process), and the timeline shows them side by side.
+
+# %%
+dask_run = build(executor).start()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+remote = await dask_run
+print("primes below", CHUNKS * SIZE, "=", remote.get_state("primes"), "| same answer:",
+      remote.get_state("primes") == local.get_state("primes"))
+
+# %% [markdown]
+# Timing a background run from a later cell would also count the time you spent reading, so time a
+# second, blocking run instead. On a machine with two idle cores expect close to **2x**; each state
+# also pays Dask's round trip (about 10 ms), which is why tiny states should stay local.
+
+# %%
+t0 = time.perf_counter()
+await build(executor).run()
+dask_seconds = time.perf_counter() - t0
+print(f"event loop: {local_seconds:.2f} s | Dask, 2 workers: {dask_seconds:.2f} s | "
+      f"speed-up: {local_seconds / dask_seconds:.1f}x")
+
+# %% [markdown]
+# ## What crosses the wire
+#
+# A remote body gets a **snapshot** of the context and sends back what it wrote (and its next state);
+# the engine applies the writes to the real context, which stays in the notebook. Functions and
+# classes defined in notebook cells travel by value (cloudpickle), closures included. If a body
+# captures something that cannot be pickled (a lock, a database connection, an open file), the run
+# fails before it starts, naming the state and the object:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+lock = threading.Lock()
+
+
+def guarded(context: Context) -> StateResult:
+    with lock:
+        context.set_state("done", True)
+    return None
+
+
+careless = Agent("careless", executor=executor)
+careless.add_state("guarded", guarded, remote=True)
+try:
+    await careless.run()
+except UnpicklableStateError as err:
+    print(err)
+
+# %% [markdown]
+# ## Resources: where a state may run
+#
+# `ResourceRequirements` map to Dask worker resources (`cpu_units` -> `CPU`, `gpu_units` -> `GPU`,
+# `memory_mb` -> `MEMORY_MB`, I/O and network weights -> `IO`, `NETWORK`; the priority becomes the
+# Dask priority). Each worker has one `GPU` slot, so four GPU states run at most two at a time, one
+# per worker. A request no worker can ever satisfy would wait forever in Dask, so it fails at once:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def train(context: Context) -> StateResult:
+    return None
+
+
+greedy = Agent("greedy", executor=executor)
+greedy.add_state("train", train, remote=True, resources=ResourceRequirements(gpu_units=4))
+try:
+    await greedy.run()
+except ResourceError as err:
+    print(str(err).split(" (workers:")[0])
+
+# %% [markdown]
+# ## A worker dies: the engine retries, Dask does not
+#
+# Retries stay the engine's. Dask is told never to re-run a task whose worker died (it would
+# silently run your side effects twice); the loss surfaces as a `WorkerLostError`, and the state's
+# `RetryPolicy` decides. Below, the first attempt kills its own worker process. Dask logs the lost
+# worker and restarts it; the engine runs attempt 2 on a healthy worker.
+
+# %%
+def fragile(context: Context) -> StateResult:
+    import os
+    import signal
+
+    if context.attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)  # the worker process dies mid-state
+    context.set_state("finished_on_attempt", context.attempt)
+    return None
+
+
+crashy = Agent("crashy", executor=executor)
+crashy.add_state("fragile", fragile, remote=True, retry_policy=RetryPolicy(max_retries=2, initial_delay=0))
+await crashy.run()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+meta = crashy.state_metadata["fragile"]
+print("finished on attempt", crashy.get_state("finished_on_attempt"), "| retries:", meta.retries)
+print("first error:", meta.last_error.split(":")[0])
+
+# %% [markdown]
+# Timeouts work too: the engine cancels the Dask future. A Python body that is already running on a
+# worker cannot be interrupted, though: it runs to its end there and its result is dropped.
+#
+# `executor.statistics()` counts what went where; `close()` stops the cluster started by `local()`.
+
+# %%
+print(executor.statistics())
+await executor.close()
+
+# %% [markdown]
+# ## Try this
+#
+# - Raise `CHUNKS` to 32 and start the cluster with `n_workers=4` (if you have the cores).
+# - Put `@state(executor="dask")` on a function instead of `remote=True`.
+# - Write a state that stores a `threading.Lock()` in the context and a remote state after it. Which
+#   key does the error name?
+# - Connect to a real cluster: `DaskExecutor(await Client("tcp://...:8786", asynchronous=True))`;
+#   install fluffy_nb on its workers like any other dependency.

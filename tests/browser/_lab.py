@@ -1,0 +1,230 @@
+"""Drive a real JupyterLab in headless Chromium: start/stop the server, open and run a notebook.
+
+Used by the browser tests and by ``scripts/screenshot_notebooks.py``. Everything is private to
+one temporary directory (config, settings, workspaces, runtime) so a developer's own JupyterLab
+setup never leaks in, and nothing is left running: :class:`Lab` is a context manager that kills
+the server's whole process group (kernels included).
+
+Chromium is Debian's ``/usr/bin/chromium`` (``apt-get install chromium``); Playwright's own
+browser download is never used. Override the path with ``FLUFFY_NB_CHROMIUM``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("FLUFFY_NB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+# JupyterLab user settings written into the private settings dir: no news or update pop-ups,
+# no virtual scrolling (so outputs below the fold are rendered and can be screenshotted).
+SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    # never write executed outputs back into the committed notebooks
+    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
+}
+
+
+def chromium_available() -> str | None:
+    """Why the browser tests cannot run here, or None when they can."""
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} not found: apt-get install -y chromium (or set FLUFFY_NB_CHROMIUM)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "playwright is not installed: pip install playwright (no browser download needed)"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Lab:
+    """A JupyterLab server on 127.0.0.1 with a token, rooted at the repository.
+
+    Args:
+        tmp: A private directory for config, settings, workspaces and runtime files. The
+            server's root is ``tmp/root`` holding a copy of ``notebooks/``, so running a notebook
+            in the browser can never modify the committed files.
+        env: Extra environment for the server and its kernels (e.g. ``FLUFFY_NB_AUTOANSWER``).
+        startup_timeout: Seconds to wait for the server to answer ``/api/status``.
+    """
+
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None, startup_timeout: float = 60.0) -> None:
+        self.tmp = Path(tmp)
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.extra_env = env or {}
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.tmp / "lab.log"
+
+    def __enter__(self) -> Lab:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        dirs = {name: self.tmp / name for name in ("config", "settings", "workspaces", "runtime", "root")}
+        for d in dirs.values():
+            d.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(ROOT / "notebooks", dirs["root"] / "notebooks", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.sqlite*", ".ipynb_checkpoints", "__pycache__"))
+        self.root = dirs["root"]
+        for rel, value in SETTINGS.items():
+            path = dirs["settings"] / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(value))
+        env = {k: v for k, v in os.environ.items() if k != "FLUFFY_NB_AUTOANSWER"}
+        env.update(
+            JUPYTER_CONFIG_DIR=str(dirs["config"]),
+            JUPYTERLAB_SETTINGS_DIR=str(dirs["settings"]),
+            JUPYTERLAB_WORKSPACES_DIR=str(dirs["workspaces"]),
+            JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
+            JUPYTER_PLATFORM_DIRS="1",
+        )
+        env.update(self.extra_env)
+        cmd = [
+            sys.executable, "-m", "jupyterlab",
+            "--no-browser", "--ip=127.0.0.1", f"--port={self.port}", "--port-retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={dirs['root']}",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            cmd.append("--allow-root")
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, env=env, cwd=dirs["root"], stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        url = f"{self.base}/api/status?token={self.token}"
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"JupyterLab did not answer within {self.startup_timeout}s:\n{self.log()}")
+            time.sleep(0.2)  # polling a server that is starting up; bounded by the deadline above
+
+    def url(self, path: str) -> str:
+        sep = "&" if "?" in path else "?"
+        return f"{self.base}/{path.lstrip('/')}{sep}token={self.token}"
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Shut down kernels and the server; kill the process group if it lingers."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            req = urllib.request.Request(self.url("/api/shutdown"), method="POST")
+            urllib.request.urlopen(req, timeout=5).close()
+            proc.wait(timeout=10)
+        except Exception:
+            pass
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        else:  # server exited; make sure no kernel of its group survives
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def launch_browser(playwright: Any) -> Any:
+    """Headless Debian Chromium through Playwright (never a downloaded browser)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def open_notebook(page: Any, lab: Lab, path: str, timeout_ms: int = 60_000) -> None:
+    """Open ``path`` (relative to the repo) with a fresh workspace and wait for an idle kernel."""
+    page.goto(lab.url(f"/lab/tree/{path}?reset"), wait_until="domcontentloaded")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=timeout_ms)
+    wait_kernel_idle(page, timeout_ms)
+    # focus the first cell, so the notebook (not the file browser) receives commands
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first.click()
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell.jp-mod-active", timeout=timeout_ms)
+
+
+def wait_kernel_idle(page: Any, timeout_ms: int = 60_000) -> None:
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']",
+                           timeout=timeout_ms)
+
+
+def run_all(page: Any) -> None:
+    """Run > Run All Cells, through the menu like a person would."""
+    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+    page.locator(".lm-Menu-item:not(.lm-mod-disabled) .lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+
+def wait_all_executed(page: Any, timeout_ms: int = 90_000) -> None:
+    """Every code cell has an execution count (none pending '[*]') and the kernel is idle."""
+    page.wait_for_function(
+        """() => {
+            const prompts = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')];
+            return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+        }""",
+        timeout=timeout_ms,
+    )
+    wait_kernel_idle(page, timeout_ms)
+
+
+def cell_errors(page: Any) -> list[str]:
+    """Text of every error output in the open notebook."""
+    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+
