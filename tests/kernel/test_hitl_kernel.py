@@ -172,3 +172,23 @@ def test_blocking_run_rejected_answer_is_corrected_while_the_cell_is_busy(kernel
     assert kernel.reply(cell)["content"]["status"] == "ok"
     kernel.wait_idle(cell)
     assert kernel.stdout(cell).strip() == "answer: yes, ship"
+
+
+def test_run_sync_in_a_cell_runs_plain_workflows_and_refuses_to_wait_for_a_person(kernel):
+    out = kernel.run('''
+from fluffy_nb import Agent, BlockingRunError
+plain = Agent("plain")
+async def step(ctx):
+    ctx.set_state("x", 42)
+plain.add_state("step", step)
+print(plain.run_sync()["x"])
+asking = Agent("asking")
+async def ask(ctx):
+    await ctx.human_in_the_loop("Approve?")
+asking.add_state("ask", ask)
+try:
+    asking.run_sync()
+except BlockingRunError as exc:
+    print("refused:", "agent.start()" in str(exc))
+''')
+    assert out.split() == ["42", "refused:", "True"]
