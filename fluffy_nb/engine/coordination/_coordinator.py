@@ -63,6 +63,13 @@ class Coordinator:
                 raise ConfigurationError(
                     f"coordination {name!r} is already a {existing.kind.name}; it cannot also be a {kind.name}. "
                     "Use another name (name=...) for a second primitive")
+            asked = {"max_count": max_count, "ttl": ttl, "quota_limit": quota_limit, "wait_timeout": wait_timeout}
+            for option, value in asked.items():
+                have = getattr(existing, option, None)
+                if value is not None and have is not None and float(value) != float(have):
+                    raise ConfigurationError(
+                        f"coordination {name!r} already exists with {option}={have!r}; it cannot also have "
+                        f"{option}={value!r}. States sharing a primitive share its settings; use another name")
             return existing
         clock = self.clock
         prim: Primitive

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from .._clock import Clock
-from .._errors import CoordinationError
+from .._errors import ConfigurationError, CoordinationError
 from ._primitives import Primitive, PrimitiveStatistics, PrimitiveType, _check_positive
 
 
@@ -27,6 +27,9 @@ class Quota(Primitive):
                                                   allow_none=False) or 0.0
         self.ttl = _check_positive(f"Quota({name!r}, ttl)", ttl)
         self.amount: float = _check_positive(f"Quota({name!r}, amount)", amount, allow_none=False) or 0.0
+        if self.amount > self.quota_limit:
+            raise ConfigurationError(f"Quota({name!r}): each use consumes amount={amount!r}, more than the whole "
+                                     f"quota_limit={quota_limit!r}; lower amount or raise quota_limit")
         self.used = 0.0
         self._consumed_total = 0.0
         self._window_start = self.clock.monotonic()

@@ -393,6 +393,12 @@ def test_bad_coordination_input_is_rejected_clearly():
         agent.add_state_coordination("y", PrimitiveType.SEMAPHORE, name="db")
     with pytest.raises(ConfigurationError, match="ttl"):
         agent.add_state_coordination("z", PrimitiveType.LEASE, ttl=-1)
+    agent.add_state_coordination("w1", PrimitiveType.SEMAPHORE, max_count=2, name="pool")
+    agent.add_state_coordination("w2", PrimitiveType.SEMAPHORE, max_count=2, name="pool")  # same settings: shared
+    with pytest.raises(ConfigurationError, match="already exists with max_count=2"):
+        agent.add_state_coordination("w3", PrimitiveType.SEMAPHORE, max_count=5, name="pool")
+    with pytest.raises(ConfigurationError, match="more than the whole"):
+        agent.add_state_coordination("q", PrimitiveType.QUOTA, quota_limit=1, amount=2)
 
 
 async def test_barrier_used_directly_counts_each_acquire_and_is_reusable():
