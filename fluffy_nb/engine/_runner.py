@@ -262,6 +262,14 @@ class RunnerMixin:
     def _check_dependency_cycles(self: Agent) -> None:
         if not any(spec.dependencies for spec in self.states.values()):
             return  # nothing to check: skip importing networkx (~0.3 s on a first run)
+        for name, spec in self.states.items():
+            for dep in spec.dependencies:
+                if dep not in self.states:  # a typo would leave the state waiting forever
+                    known = ", ".join(sorted(self.states)[:12])
+                    raise StateNotFoundError(
+                        f"state {name!r} depends on {dep!r}, which is not a state of agent "
+                        f"{self.name!r} (known: {known}); add it or fix the dependency name"
+                    )
         import networkx as nx
 
         g = nx.DiGraph()
