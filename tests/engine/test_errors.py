@@ -251,3 +251,14 @@ async def test_run_start_with_unknown_state():
     agent.add_state("a", done)
     with pytest.raises(StateNotFoundError, match="'zzz'"):
         await agent.run(start="zzz")
+
+
+async def test_dependency_on_an_unknown_state_is_refused_at_run():
+    agent = Agent("typo")
+    agent.add_state("prepare_data", done)
+    agent.add_state("final_step", done, dependencies={"prepare_dta": DependencyType.REQUIRED})
+    with pytest.raises(StateNotFoundError) as info:
+        await asyncio.wait_for(agent.run(), 5)
+    assert "'final_step'" in str(info.value)
+    assert "'prepare_dta'" in str(info.value)
+    assert agent.status is AgentStatus.IDLE
