@@ -114,3 +114,37 @@ async def test_a_waiter_stuck_behind_a_leaked_hold_gets_it_within_cleanup_interv
     await asyncio.wait_for(run, 5)
     assert got_it_at == [30.0]
     assert agent._coordinator.cleaned == 1
+
+
+async def test_cancelling_the_run_leaves_no_holder_and_no_waiter_behind():
+    from fluffy_nb.engine import AgentStatus, ResourcePool, ResourceRequirements, ResourceType
+
+    pool = ResourcePool(total_cpu=4)
+    agent = create_coordinated_agent("cancel", resource_pool=pool)
+    names = [f"w{i}" for i in range(6)]
+    never = asyncio.Event()
+
+    async def start(ctx):
+        return list(names)
+
+    async def work(ctx):
+        await never.wait()
+
+    agent.add_state("start", start)
+    for n in names:
+        agent.add_state(n, work, resources=ResourceRequirements(cpu_units=1, resource_types=ResourceType.CPU))
+        agent.add_state_coordination(n, PrimitiveType.SEMAPHORE, max_count=2, name="db")
+    sem = agent.coordination("db")
+    run = asyncio.create_task(agent.run())
+    for _ in range(1000):
+        if sem.status()["wait_count"] == 2 and len(pool.get_waiting_states()) == 2:
+            break
+        await asyncio.sleep(0)
+    assert len(sem.owners) == 2
+    await agent.cancel_all()
+    await asyncio.wait_for(run, 5)
+    assert agent.status is AgentStatus.CANCELLED
+    assert sem.owners == []
+    assert sem.status()["wait_count"] == 0
+    assert pool.get_state_allocations() == {}
+    assert pool.get_waiting_states() == []
