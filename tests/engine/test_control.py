@@ -439,3 +439,41 @@ async def test_every_event_finds_the_status_it_announces():
     assert {ev.StateRetrying, ev.StateBlocked, ev.StateCancelled, ev.StateFailed, ev.RunFinished} <= kinds_seen
     assert agent.state_metadata["slow"].status is StateStatus.TIMEOUT
     assert agent.state_metadata["gated"].status is StateStatus.COMPLETED
+
+
+async def test_pause_checkpoint_holds_what_a_fresh_agent_needs_to_finish_the_run():
+    import json
+
+    def build(log):
+        async def load(ctx):
+            log.append("load")
+            ctx.set_state("rows", [3, 1, 2])
+            return "sort"
+
+        async def sort(ctx):
+            log.append("sort")
+            ctx.set_state("rows", sorted(ctx.get_state("rows")))
+            return None
+
+        agent = Agent("resumable")
+        agent.add_state("load", load)
+        agent.add_state("sort", sort)
+        return agent
+
+    first_log: list[str] = []
+    agent = build(first_log)
+    run = asyncio.create_task(agent.run())
+    await asyncio.sleep(0)
+    checkpoint = await agent.pause()
+    assert first_log == ["load"]
+    saved = json.dumps(checkpoint.to_dict())  # JSON only
+    await agent.cancel_all()
+    await run
+
+    second_log: list[str] = []
+    fresh = build(second_log)
+    await fresh.restore_from_checkpoint(Checkpoint.from_dict(json.loads(saved)))
+    result = await asyncio.wait_for(fresh.run(), 5)
+    assert second_log == ["sort"]  # load is not run again
+    assert result.get_state("rows") == [1, 2, 3]
+    assert result.completed_states == ["load", "sort"]
