@@ -19,7 +19,6 @@ import enum
 import html
 import typing
 import warnings
-import weakref
 from typing import Any
 
 import ipywidgets as widgets
@@ -221,7 +220,9 @@ class HumanForm(widgets.VBox):
         return f"<HumanForm {self.request.request_id} {self.request.prompt!r} closed={self.closed}>"
 
 
-_areas: weakref.WeakKeyDictionary[Any, FormsArea] = weakref.WeakKeyDictionary()
+#: attribute of an agent holding its FormsArea: the area lives exactly as long as its agent
+#: (a module-level WeakKeyDictionary would keep agents alive: the area refers back to them)
+_AREA_ATTR = "_fluffy_forms_area"
 
 
 class FormsArea(widgets.VBox):
@@ -244,9 +245,10 @@ class FormsArea(widgets.VBox):
     @classmethod
     def for_agent(cls, agent: Any) -> FormsArea:
         """The agent's forms area (created on first use)."""
-        area = _areas.get(agent)
+        area = agent.__dict__.get(_AREA_ATTR)
         if area is None:
-            area = _areas[agent] = cls(agent)
+            area = cls(agent)
+            setattr(agent, _AREA_ATTR, area)
         return area
 
     def show(self, request: HumanRequest) -> HumanForm:
@@ -300,7 +302,8 @@ class FormsArea(widgets.VBox):
     def close(self) -> None:
         """Stop following the agent and close the widgets."""
         self._unsubscribe()
-        _areas.pop(self.agent, None)
+        if self.agent.__dict__.get(_AREA_ATTR) is self:
+            delattr(self.agent, _AREA_ATTR)
         for form in self.forms.values():
             form.collapse("closed", ok=False)
         super().close()

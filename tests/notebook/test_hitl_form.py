@@ -304,3 +304,4 @@ async def test_background_run_keeps_its_fields_while_typing():
     await asyncio.sleep(0)
     assert form.fields["answer"] is first
     handle.cancel()
+
