@@ -12,6 +12,7 @@ of that order.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -109,7 +110,7 @@ class CheckpointStore(Protocol):
         """The checkpoint with that id; ``CheckpointError`` naming the id if there is none."""
         ...
 
-    def list(self, agent_name: str | None = None, run_id: str | None = None) -> list[CheckpointInfo]:
+    def list(self, agent_name: str | None = None, run_id: str | None = None) -> builtins.list[CheckpointInfo]:
         """Checkpoints (filtered), ordered by (run start, sequence)."""
         ...
 
@@ -117,7 +118,7 @@ class CheckpointStore(Protocol):
         """The last checkpoint of ``agent_name`` (of its latest run, or of ``run_id``)."""
         ...
 
-    def runs(self, agent_name: str | None = None) -> list[RunInfo]:
+    def runs(self, agent_name: str | None = None) -> builtins.list[RunInfo]:
         """Runs (filtered by agent), ordered by start."""
         ...
 
@@ -133,7 +134,7 @@ class CheckpointStore(Protocol):
         """Async twin of :meth:`get`."""
         ...
 
-    async def alist(self, agent_name: str | None = None, run_id: str | None = None) -> list[CheckpointInfo]:
+    async def alist(self, agent_name: str | None = None, run_id: str | None = None) -> builtins.list[CheckpointInfo]:
         """Async twin of :meth:`list`."""
         ...
 

@@ -8,6 +8,7 @@ measured, so a durable run on a MemoryStore pays only for the snapshot.
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import threading
 from typing import Any
@@ -15,8 +16,6 @@ from typing import Any
 from ..engine._checkpoint import Checkpoint
 from ..engine._errors import CheckpointError
 from ._base import CheckpointInfo, RunInfo
-
-_builtin_list = list
 
 
 class _Entry:
@@ -79,7 +78,7 @@ class MemoryStore:
         except CheckpointError as exc:
             raise CheckpointError(f"checkpoint {checkpoint_id!r} in MemoryStore cannot be loaded: {exc}") from None
 
-    def list(self, agent_name: str | None = None, run_id: str | None = None) -> list[CheckpointInfo]:
+    def list(self, agent_name: str | None = None, run_id: str | None = None) -> builtins.list[CheckpointInfo]:
         """Checkpoints, filtered by agent and/or run, ordered by (run start, sequence)."""
         with self._lock:
             rows = [
@@ -106,7 +105,7 @@ class MemoryStore:
         infos = self.list(agent_name, run_id)
         return self.get(infos[-1].checkpoint_id) if infos else None
 
-    def runs(self, agent_name: str | None = None) -> list[RunInfo]:
+    def runs(self, agent_name: str | None = None) -> builtins.list[RunInfo]:
         """The runs in this store, ordered by start."""
         return runs_from_infos(self.list(agent_name))
 
@@ -125,7 +124,7 @@ class MemoryStore:
         """Async twin of :meth:`get`."""
         return self.get(checkpoint_id)
 
-    async def alist(self, agent_name: str | None = None, run_id: str | None = None) -> list[CheckpointInfo]:
+    async def alist(self, agent_name: str | None = None, run_id: str | None = None) -> builtins.list[CheckpointInfo]:
         """Async twin of :meth:`list`."""
         return self.list(agent_name, run_id)
 
@@ -152,9 +151,9 @@ def _replace_size(info: CheckpointInfo, size: int) -> CheckpointInfo:
     return replace(info, size_bytes=size)
 
 
-def runs_from_infos(infos: _builtin_list[CheckpointInfo]) -> _builtin_list[RunInfo]:
+def runs_from_infos(infos: builtins.list[CheckpointInfo]) -> builtins.list[RunInfo]:
     """Group an ordered listing into runs (in order of first appearance)."""
-    groups: dict[str, _builtin_list[CheckpointInfo]] = {}
+    groups: dict[str, builtins.list[CheckpointInfo]] = {}
     for info in infos:
         groups.setdefault(info.run_id, []).append(info)
     return [

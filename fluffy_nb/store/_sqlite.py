@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import builtins
 import json
 import os
 import sqlite3
@@ -215,7 +216,8 @@ class SQLiteStore:
                         f"SQLiteStore({str(self.path)!r}): the file is damaged (quick_check: {result}); it "
                         "was left untouched. Restore it from a backup or use a new file"
                     )
-            con.execute("PRAGMA journal_mode=WAL")
+            if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
             con.execute(f"PRAGMA synchronous={self.synchronous}")
             if version < SCHEMA_VERSION:
                 con.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
@@ -248,9 +250,10 @@ class SQLiteStore:
             self._queued += 1
             if len(self._queue) == 1:  # the writer sleeps only on an empty queue
                 self._cond.notify_all()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._writer, name=f"fluffy-sqlite-{self.path.name}", daemon=True)
-            self._thread.start()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._writer, name=f"fluffy-sqlite-{self.path.name}",
+                                                daemon=True)
+                self._thread.start()
 
     def _commit(self, rows: list[tuple[Any, ...]], con: sqlite3.Connection, lock: threading.Lock | None) -> None:
         if lock is not None:
@@ -380,12 +383,15 @@ class SQLiteStore:
             f"{cwhere} {tail}"
         )
 
-    def list(self, agent_name: str | None = None, run_id: str | None = None) -> list[CheckpointInfo]:
+    def list(self, agent_name: str | None = None, run_id: str | None = None) -> builtins.list[CheckpointInfo]:
         """Checkpoints, filtered by agent and/or run, ordered by (run start, sequence)."""
         _, args = self._where(agent_name, run_id)
         sql = self._ordered(_INFO_COLUMNS, agent_name, run_id, "ORDER BY r.started, r.first, c.sequence, c.rowid")
         rows = self._query(sql, args + args, "listing checkpoints")
-        return [CheckpointInfo(*r[:9], tuple(json.loads(r[9])), *r[10:]) for r in rows]
+        return [
+            CheckpointInfo(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], tuple(json.loads(r[9])), r[10], r[11])
+            for r in rows
+        ]
 
     def latest(self, agent_name: str, run_id: str | None = None) -> Checkpoint | None:
         """The last checkpoint of ``agent_name`` (of its latest run, or of ``run_id``), or None."""
@@ -395,7 +401,7 @@ class SQLiteStore:
         rows = self._query(sql, args + args, "finding the latest checkpoint")
         return self.get(rows[0][0]) if rows else None
 
-    def runs(self, agent_name: str | None = None) -> list[RunInfo]:
+    def runs(self, agent_name: str | None = None) -> builtins.list[RunInfo]:
         """The runs in this store, ordered by start."""
         where, args = self._where(agent_name, None)
         sql = (
@@ -435,7 +441,7 @@ class SQLiteStore:
         """Async twin of :meth:`get` (runs in a thread)."""
         return await asyncio.to_thread(self.get, checkpoint_id)
 
-    async def alist(self, agent_name: str | None = None, run_id: str | None = None) -> list[CheckpointInfo]:
+    async def alist(self, agent_name: str | None = None, run_id: str | None = None) -> builtins.list[CheckpointInfo]:
         """Async twin of :meth:`list` (runs in a thread)."""
         return await asyncio.to_thread(self.list, agent_name, run_id)
 

@@ -164,18 +164,19 @@ def test_two_processes_writing_one_file_lose_nothing(tmp_path: Path, write_behin
     SQLiteStore(path).close()  # create it; each writer opens it as an existing store
     procs = [
         subprocess.Popen([sys.executable, "-c", WRITER, str(path), run, "1" if write_behind else "0"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for run in ("p1", "p2")
     ]
     for p in procs:
-        assert p.stdout.readline().strip() == "ready"
+        line = p.stdout.readline().strip()
+        assert line == "ready", p.stderr.read() if not line else line
     for p in procs:  # release both at once
         p.stdin.write("go\n")
         p.stdin.flush()
     for p in procs:
-        out, _ = p.communicate(timeout=60)
-        assert p.returncode == 0
-        assert out.strip() == "done"
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        assert out.strip() == "done", err
     store = SQLiteStore(path)
     for run in ("p1", "p2"):
         assert [r.sequence for r in store.list(run_id=run)] == list(range(1, 151))
