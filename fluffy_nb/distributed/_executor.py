@@ -311,8 +311,10 @@ class DaskExecutor:
 
     def __repr__(self) -> str:
         c = self._counts
+        scheduler = getattr(self.client, "scheduler", None)
+        address = getattr(scheduler, "address", None)
         return (
-            f"<DaskExecutor {self.name!r} scheduler={getattr(self.client, 'scheduler', None) and self.client.scheduler.address!r} "
+            f"<DaskExecutor {self.name!r} scheduler={address!r} "
             f"in_flight={len(self._in_flight)} completed={c['completed']} failed={c['failed']} "
             f"lost={c['workers_lost']}>"
         )

@@ -8,6 +8,8 @@ restarted by its nanny).
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
 import signal
@@ -62,7 +64,7 @@ async def test_two_gpu_states_on_one_gpu_worker_never_overlap(executor: DaskExec
     # each worker has 2 threads, so without the GPU=1 resource two of these would overlap
     for spans in by_worker.values():
         spans.sort()
-        for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False):
+        for (_, end), (next_start, _) in itertools.pairwise(spans):
             assert end <= next_start, f"GPU states overlapped on one worker: {spans}"
 
 
@@ -124,10 +126,11 @@ async def test_a_closure_defined_in_main_runs_on_the_cluster(executor: DaskExecu
 
         asyncio.run(main())
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=45,
-                          cwd=Path(__file__).parent)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=Path(__file__).parent,
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=45)
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+    out = json.loads(stdout.decode().strip().splitlines()[-1])
     assert out["total"] == 60
     assert out["pid"] != out["me"]
 
@@ -182,6 +185,7 @@ async def test_a_worker_killed_mid_state_is_retried_by_the_engine_and_nothing_ru
     assert log.read_text().splitlines() == ["prepare 1", "crash 1", "crash 2", "report 1"]
     meta = agent.state_metadata["crash"]
     assert (meta.attempts, meta.retries, meta.runs) == (2, 1, 1)
-    assert meta.last_error is not None and WorkerLostError.__name__ in meta.last_error
+    assert meta.last_error is not None
+    assert WorkerLostError.__name__ in meta.last_error
     assert agent.get_state("crashed_then_ok") == 2
     assert executor.statistics().workers_lost == lost_before + 1

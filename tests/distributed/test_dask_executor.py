@@ -2,7 +2,7 @@
 
 gen_cluster style: a real Dask scheduler and real workers, in this process, so each test
 starts in ~0.1 s. Pickling across processes, worker crashes and SIGINT live in
-``test_cluster.py`` (real worker processes).
+``test_dask_cluster.py`` (real worker processes).
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import pytest
 from distributed import Client, Scheduler, Worker
 
 from fluffy_nb import Agent, Priority, ResourceError, ResourceRequirements, RetryPolicy, state
-from fluffy_nb.engine import StateFailedError, StateNotFoundError, StateTimeoutError
 from fluffy_nb.distributed import (
     DaskExecutor,
     RemoteHumanInputError,
     UnpicklableStateError,
 )
-
+from fluffy_nb.engine import StateFailedError, StateNotFoundError, StateTimeoutError
 
 _LIVE: dict[int, Any] = {}
 
@@ -48,7 +47,7 @@ def _shared(key: int) -> Shared:
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     """Wait (bounded) for a condition the cluster reaches on its own schedule."""
     async with asyncio.timeout(timeout):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - Dask's state has no event to await
             await asyncio.sleep(0.005)
 
 
