@@ -29,7 +29,12 @@ from typing import Any
 
 import cloudpickle
 from distributed import Client, LocalCluster
-from distributed.client import FutureCancelledError
+
+try:
+    from distributed.client import FutureCancelledError
+except ImportError:  # distributed < 2024.7 raised asyncio.CancelledError for cancelled futures
+    class FutureCancelledError(Exception):  # type: ignore[no-redef]
+        """Placeholder: never raised by older distributed versions."""
 from distributed.scheduler import KilledWorker
 
 from ..engine._errors import ConfigurationError, FluffyError
@@ -284,7 +289,10 @@ class DaskExecutor:
 
     async def refresh_workers(self) -> dict[str, dict[str, float]]:
         """Ask the scheduler which workers exist and what resources each declares."""
-        info = await self.client.scheduler.identity(n_workers=-1)
+        try:
+            info = await self.client.scheduler.identity(n_workers=-1)
+        except TypeError:  # older schedulers always send every worker
+            info = await self.client.scheduler.identity()
         self._workers = {addr: dict(w.get("resources") or {}) for addr, w in info.get("workers", {}).items()}
         return self._workers
 

@@ -35,6 +35,9 @@ class UnpicklableStateError(FluffyError, TypeError):
         self.state = state
         self.captured = captured
 
+    def __reduce__(self) -> tuple[Any, ...]:  # raised on workers too: must survive pickling
+        return (type(self), (str(self), self.state, self.captured))
+
 
 def register_by_value(module: types.ModuleType | str) -> None:
     """Pickle ``module``'s functions and classes by value (for modules workers cannot import).

@@ -24,6 +24,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from ..engine._context import Context
 from ..engine._errors import FluffyError
+from ._pickling import UnpicklableStateError
 
 _MISSING: Any = object()
 
@@ -108,12 +109,29 @@ def _prepare(func_blob: bytes, data_blob: bytes, state: str, attempt: int, run_i
     return func, ctx, shared, typed, pristine_shared, pristine_typed
 
 
-def _finish(result: Any, shared: _TrackingDict, typed: _TrackingDict, pristine_shared: dict[str, Any],
+def _finish(state: str, result: Any, shared: _TrackingDict, typed: _TrackingDict, pristine_shared: dict[str, Any],
             pristine_typed: dict[str, Any], started: float) -> bytes:
     writes, deletes = shared.changes(pristine_shared)
     typed_writes, typed_deletes = typed.changes(pristine_typed)
     info = {"pid": os.getpid(), "started": started, "finished": time.time()}
-    return cloudpickle.dumps((result, writes, deletes, typed_writes, typed_deletes, info))
+    try:
+        return cloudpickle.dumps((result, writes, deletes, typed_writes, typed_deletes, info))
+    except Exception as exc:
+        for kind, data in (("context key", writes), ("typed key", typed_writes), ("result", {"": result})):
+            for key, value in data.items():
+                try:
+                    cloudpickle.dumps(value)
+                except Exception as error:
+                    what = "its result" if kind == "result" else f"{kind} {key!r}"
+                    raise UnpicklableStateError(
+                        f"state {state!r} ran on Dask but cannot send back {what}: a "
+                        f"{type(value).__name__}, which cannot be pickled ({type(error).__name__}: {error}). "
+                        "Store plain data in the context, or keep the state local",
+                        state,
+                        what,
+                    ) from None
+        raise UnpicklableStateError(f"state {state!r}: its writes cannot be pickled ({exc})", state,
+                                    "writes") from None
 
 
 def run_sync_body(func_blob: bytes, data_blob: bytes, state: str, attempt: int, run_id: str) -> bytes:
@@ -123,7 +141,7 @@ def run_sync_body(func_blob: bytes, data_blob: bytes, state: str, attempt: int, 
     result = func(ctx)
     if inspect.isawaitable(result):
         result = asyncio.run(_await(result))
-    return _finish(result, shared, typed, p_shared, p_typed, started)
+    return _finish(state, result, shared, typed, p_shared, p_typed, started)
 
 
 async def run_async_body(func_blob: bytes, data_blob: bytes, state: str, attempt: int, run_id: str) -> bytes:
@@ -133,7 +151,7 @@ async def run_async_body(func_blob: bytes, data_blob: bytes, state: str, attempt
     result = func(ctx)
     if inspect.isawaitable(result):
         result = await result
-    return _finish(result, shared, typed, p_shared, p_typed, started)
+    return _finish(state, result, shared, typed, p_shared, p_typed, started)
 
 
 async def _await(awaitable: Any) -> Any:

@@ -282,6 +282,34 @@ async def test_an_unpicklable_context_value_names_its_key(plain: Cluster) -> Non
     assert "context key 'conn'" in str(cause)
 
 
+async def test_a_remote_write_that_cannot_travel_back_names_its_key(plain: Cluster) -> None:
+    def opens(ctx: Any) -> None:
+        import threading
+
+        ctx.set_state("fine", 1)
+        ctx.set_state("handle", threading.Lock())
+
+    agent = Agent("backpickle", executor=plain.executor)
+    agent.add_state("opens", opens, remote=True)
+    with pytest.raises(StateFailedError) as info:
+        await agent.run()
+    cause = info.value.__cause__
+    assert isinstance(cause, UnpicklableStateError)
+    assert (cause.state, cause.captured) == ("opens", "context key 'handle'")
+    assert agent.get_state("fine") is None  # nothing of a failed attempt is applied
+
+
+async def test_a_method_state_of_an_agent_subclass_names_self_as_the_capture(plain: Cluster) -> None:
+    class Pipeline(Agent):
+        @state(executor="dask")
+        def crunch(self, ctx: Any) -> None:
+            return None
+
+    agent = Pipeline("methods", executor=plain.executor)
+    with pytest.raises(UnpicklableStateError, match="bound method's self"):
+        await agent.run()
+
+
 # -- resources ---------------------------------------------------------------------------------
 async def test_gpu_states_run_on_the_gpu_worker_and_cpu_requests_map_to_declared_cpu(gpu: Cluster) -> None:
     def where(ctx: Any) -> None:
