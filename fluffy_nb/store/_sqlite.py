@@ -177,6 +177,7 @@ class SQLiteStore:
         self._closing = False
         self._closed = False
         self._flushing = 0
+        self._pid = os.getpid()
         _open_stores.add(self)
 
     # -- connections -------------------------------------------------------------------
@@ -240,6 +241,7 @@ class SQLiteStore:
             raise CheckpointError(f"SQLiteStore.put({checkpoint!r}): pass a Checkpoint")
         if self._closed or self._closing:
             raise CheckpointError(f"SQLiteStore({str(self.path)!r}) is closed; open a new SQLiteStore to write")
+        self._check_process()
         self._raise_write_error()
         row = _row(checkpoint)  # serialize here: the snapshot is the caller's, and Python work needs the GIL anyway
         if not self.write_behind:
@@ -306,6 +308,13 @@ class SQLiteStore:
         if con is not None:
             con.close()
 
+    def _check_process(self) -> None:
+        if os.getpid() != self._pid:  # a forked child has the connection but not the writer thread
+            raise CheckpointError(
+                f"SQLiteStore({str(self.path)!r}) was opened in process {self._pid}; a forked process must "
+                "open its own SQLiteStore(path) (several processes may share the file)"
+            )
+
     def flush(self) -> None:
         """Wait until every checkpoint ``put`` so far is committed.
 
@@ -337,6 +346,7 @@ class SQLiteStore:
     def _query(self, sql: str, args: tuple[Any, ...], doing: str) -> list[tuple[Any, ...]]:
         if self._closed:
             raise CheckpointError(f"SQLiteStore({str(self.path)!r}) is closed; open a new SQLiteStore to read it")
+        self._check_process()
         self.flush()
         with self._lock:
             try:

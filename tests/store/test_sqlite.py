@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -182,4 +183,26 @@ def test_two_processes_writing_one_file_lose_nothing(tmp_path: Path, write_behin
         assert [r.sequence for r in store.list(run_id=run)] == list(range(1, 151))
         assert store.latest("shared", run_id=run).shared_state["i"] == 150
     assert len(store.runs("shared")) == 2
+    store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_must_open_its_own_store(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "x.db")
+    store.put(cp())
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report what using the parent's store does, then leave at once
+        try:
+            store.put(cp(seq=2))
+            msg = b"no error"
+        except CheckpointError as exc:
+            msg = str(exc).encode()
+        os.write(write, msg)
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as f:
+        assert b"a forked process must open its own SQLiteStore" in f.read()
+    assert [r.sequence for r in store.list()] == [1]
     store.close()
