@@ -68,7 +68,7 @@ class Execution:
         self.source = source
         self.cancel_reason: str | None = None
         self.requeue = False
-        self.deadline: asyncio.TimerHandle | None = None
+        self.deadline: asyncio.Task[None] | None = None
 
     def __lt__(self, other: Execution) -> bool:
         return self.id < other.id
@@ -221,6 +221,8 @@ class RunnerMixin:
     def _finish_run(self: Agent, status: AgentStatus, error: BaseException | None) -> None:
         self.status = status
         for ex in self._parked:
+            if ex.deadline is not None:
+                ex.deadline.cancel()  # its dependency timeout must not fire after the run
             meta = self.state_metadata[ex.state]
             meta.status = StateStatus.CANCELLED
             if self.events.active:
@@ -390,11 +392,13 @@ class RunnerMixin:
             waits = ", ".join(f"{d} ({c.type.value})" for d, c in spec.dependencies.items())
             self.events.publish(StateBlocked(self.name, self.run_id, self.clock.monotonic(), ex.state,
                                              f"waiting for dependencies: {waits}"))
-        timeouts = [(c.timeout, d) for d, c in spec.dependencies.items() if c.timeout]
+        # the timeout guards a dependency that never completes; one that did complete
+        # (waiting now for a condition, an interval, or its next PERIODIC run) is not late
+        timeouts = [(c.timeout, d) for d, c in spec.dependencies.items() if c.timeout and not self.completion_counts[d]]
         if timeouts:
             seconds, dep = min(timeouts)
             loop = asyncio.get_running_loop()
-            ex.deadline = loop.call_later(seconds, self._dependency_timed_out, ex, dep, seconds)
+            ex.deadline = loop.create_task(self._dependency_deadline(ex, dep, seconds))
         self._start_parallel_deps(ex, spec)
 
     def _start_parallel_deps(self: Agent, ex: Execution, spec: Any) -> None:
@@ -407,7 +411,13 @@ class RunnerMixin:
         still = []
         ready = []
         for ex in self._parked:
-            (ready if self._deps_satisfied(ex, self.states[ex.state]) else still).append(ex)
+            spec = self.states[ex.state]
+            (ready if self._deps_satisfied(ex, spec) else still).append(ex)
+            if ex.deadline is not None and all(
+                self.completion_counts[d] for d, c in spec.dependencies.items() if c.timeout
+            ):
+                ex.deadline.cancel()  # every timed dependency completed: no timeout any more
+                ex.deadline = None
         self._parked = still
         for ex in ready:
             if self._feeders_alive(ex.state):
@@ -434,8 +444,12 @@ class RunnerMixin:
                 return True
         return False
 
+    async def _dependency_deadline(self: Agent, ex: Execution, dep: str, seconds: float) -> None:
+        await self.clock.sleep(seconds)  # the agent's clock: a ManualClock makes this deterministic
+        self._dependency_timed_out(ex, dep, seconds)
+
     def _dependency_timed_out(self: Agent, ex: Execution, dep: str, seconds: float) -> None:
-        if ex not in self._parked:
+        if ex not in self._parked or self.completion_counts[dep]:
             return
         self._parked.remove(ex)
         self._pending.pop(ex.state, None)
