@@ -300,3 +300,72 @@ def test_dependency_spellings_and_bad_values():
         agent.add_state("y", f, dependencies={"a": 3})
     with pytest.raises(ConfigurationError, match="DependencyType"):
         DependencyConfig(type="required")
+
+
+async def test_dependency_timeout_runs_on_the_agents_clock():
+    clock = ManualClock()
+
+    async def stuck(ctx):
+        await asyncio.Event().wait()
+
+    agent = Agent("dep_timeout_clock", clock=clock)
+    agent.add_state("dep", stuck)
+    agent.add_state("x", recorder([], "x"), dependencies={"dep": DependencyConfig(timeout=60)})
+    run = asyncio.create_task(agent.run())
+    await clock.wait_for_sleepers(1)
+    await clock.advance(59)
+    assert not run.done()
+    assert agent.state_metadata["x"].status is StateStatus.BLOCKED
+    await clock.advance(1)
+    with pytest.raises(StateFailedError) as info:
+        await asyncio.wait_for(run, 5)
+    assert isinstance(info.value.__cause__, DependencyTimeoutError)
+
+
+async def test_a_completed_dependency_does_not_time_out_while_a_condition_waits():
+    """timeout guards a dependency that never completes, not the condition that follows it."""
+    clock = ManualClock()
+    order: list[str] = []
+
+    async def dep(ctx):
+        return "later"
+
+    async def later(ctx):
+        await clock.sleep(100)  # well past the 60 s timeout
+        ctx.set_state("ready", True)
+        return None
+
+    agent = Agent("dep_done_condition_waits", clock=clock)
+    agent.add_state("dep", dep)
+    agent.add_state("later", later)
+    agent.add_state(
+        "x",
+        recorder(order, "x"),
+        dependencies={"dep": DependencyConfig(timeout=60, condition=lambda a: a.get_state("ready") is True)},
+    )
+    run = asyncio.create_task(agent.run())
+    await clock.wait_for_sleepers(1)
+    assert clock.sleepers == 1  # only `later`: x's timeout ended when dep completed
+    await clock.advance(100)
+    await asyncio.wait_for(run, 5)
+    assert order == ["x:start", "x:end"]
+
+
+async def test_no_dependency_timeout_fires_after_the_run_ended():
+    clock = ManualClock()
+
+    async def start(ctx):
+        if ctx.get_state("never_true"):
+            return "untaken"
+        return None
+
+    agent = Agent("stray_timer", clock=clock)
+    agent.add_state("start", start)
+    agent.add_state("untaken", recorder([], "untaken"))
+    agent.add_state("x", recorder([], "x"), dependencies={"untaken": DependencyConfig(timeout=5)})
+    result = await asyncio.wait_for(agent.run(), 5)
+    assert result.status is AgentStatus.COMPLETED
+    await clock.advance(10)
+    assert agent.state_metadata["x"].status is StateStatus.CANCELLED
+    assert agent.status is AgentStatus.COMPLETED
+    assert clock.sleepers == 0
