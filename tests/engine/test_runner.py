@@ -335,3 +335,24 @@ def test_nested_publish_is_delivered_after_the_current_event():
     bus.publish(StateAdded("x", "r", 0.0, "outer"))
     assert a == ["outer", "inner"]
     assert b == ["outer", "inner"]
+
+
+async def test_states_named_by_an_f_string_are_not_start_states():
+    """return [f"chunk_{i}" ...] leaves "chunk_" in the code: chunk_0.. wait for the fan-out."""
+    order = []
+
+    async def split(ctx):
+        order.append("split")
+        return [f"chunk_{i}" for i in range(3)]
+
+    async def chunk(ctx):
+        order.append(ctx.state_name)
+        return None
+
+    agent = Agent("fstrings")
+    for i in range(3):
+        agent.add_state(f"chunk_{i}", chunk)
+    agent.add_state("split", split)
+    await agent.run()
+    assert order[0] == "split"
+    assert sorted(order[1:]) == ["chunk_0", "chunk_1", "chunk_2"]
