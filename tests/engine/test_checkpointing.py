@@ -21,6 +21,7 @@ from fluffy_nb.engine import (
     TypedContextData,
     _hooks,
 )
+from fluffy_nb.engine._events import StateFinished
 from fluffy_nb.engine._history import CheckpointHistory
 from fluffy_nb.store import MemoryStore, SQLiteStore
 
@@ -363,3 +364,48 @@ async def test_restore_mid_fan_out_runs_the_join_once_after_the_missing_branch(s
     assert calls["join"] == 1
     assert not (set(calls) & done_before)
     assert again.state_metadata["join"].status is StateStatus.COMPLETED
+
+
+async def test_answer_recorded_before_a_crash_is_replayed_not_asked_again(
+    tmp_path: Path, answer_with: Any
+) -> None:
+    def build(gate: asyncio.Event, answered: asyncio.Event) -> Agent:
+        agent = Agent("ask", store=SQLiteStore(tmp_path / "h.db"), durable=True)
+
+        async def split(ctx: Any) -> list[str]:
+            return ["review", "other"]
+
+        async def review(ctx: Any) -> None:
+            ctx.set_state("answer", await ctx.human_in_the_loop("ship it?", choices=["yes", "no"]))
+            answered.set()
+            await gate.wait()
+
+        async def other(ctx: Any) -> None:
+            await answered.wait()
+
+        agent.add_state("split", split)
+        agent.add_state("review", review)
+        agent.add_state("other", other)
+        return agent
+
+    first = build(asyncio.Event(), asyncio.Event())
+    asked = answer_with(first, "yes")
+    other_done = asyncio.Event()
+    first.events.subscribe(lambda e: isinstance(e, StateFinished) and e.state == "other" and other_done.set())
+    task = asyncio.create_task(first.run())
+    await other_done.wait()  # its checkpoint is saved in the same step, before this task resumes
+    await first.cancel_all()  # the "crash": review never finished
+    await task
+    assert asked == ["ship it?"]
+    saved = next(r for r in first.store.list("ask") if "review" in r.pending and r.completed_count == 2)
+    first.store.close()
+
+    gate = asyncio.Event()
+    gate.set()
+    second = build(gate, asyncio.Event())
+    asked_again = answer_with(second)  # answers nothing: a new question would hang the run
+    second.restore(saved.checkpoint_id)
+    result = await second.run(timeout=5)
+    assert asked_again == []
+    assert result["answer"] == "yes"
+    second.store.close()
