@@ -14,8 +14,14 @@ branch, that branch carries on as the branch that fanned out, so joins nest.
 The states named in one list all start at once, even if one can reach another (the rule
 applies to where branches go next). Branches waiting only for each other (their join
 targets reach one another in a loop, and no branch of the fan-out is running) all start.
+A state gated by dependencies that branches also name (``merge_results`` depending on
+``process_chunk`` while ``process_chunk_N`` return it) is a join too: once its
+dependencies hold, it still waits while a running or queued state can route to it
+(``RunnerMixin._feeders_alive``), then runs once.
 Names built at run time (f-strings) are invisible to the reader: declare them with
-``@state(next=[...])`` or dependencies if they are join targets.
+``@state(next=[...])`` or dependencies if they are join targets. (For start states only,
+a state whose name starts with a string constant of another state's code, such as
+``"process_chunk_"`` from ``f"process_chunk_{i}"``, counts as that state's target.)
 """
 
 from __future__ import annotations
