@@ -12,12 +12,15 @@ Workers need fluffy_nb (and what the bodies import) installed, like any Dask dep
 """
 
 from ..engine._executor import Executor, LocalExecutor
+from ._coordination import ClusterSemaphore, ClusterSemaphoreStatistics
 from ._executor import DaskExecutor, DaskExecutorStatistics, WorkerLostError
 from ._pickling import UnpicklableStateError, register_by_value
 from ._remote import RemoteContext, RemoteHumanInputError
 from ._resources import DEFAULT_RESOURCE_NAMES, dask_resources
 
 __all__ = [
+    "ClusterSemaphore",
+    "ClusterSemaphoreStatistics",
     "DEFAULT_RESOURCE_NAMES",
     "DaskExecutor",
     "DaskExecutorStatistics",

@@ -39,6 +39,7 @@ from distributed.scheduler import KilledWorker
 
 from ..engine._errors import ConfigurationError, FluffyError
 from ..engine._resources import ResourceType
+from ._coordination import ClusterSemaphore
 from ._pickling import dumps_body, dumps_snapshot
 from ._remote import IgnoreSigint, run_async_body, run_sync_body
 from ._resources import DEFAULT_RESOURCE_NAMES, dask_resources, requested
@@ -311,6 +312,14 @@ class DaskExecutor:
             await asyncio.wait_for(self.client.cancel([future], force=True), timeout=5)
         except Exception as exc:  # the cluster may be gone; nothing else to release
             log.debug("fluffy_nb: cancelling %s failed: %s", future.key, exc)
+
+    def semaphore(self, name: str, max_leases: int = 1, *, wait_timeout: float | None = None) -> ClusterSemaphore:
+        """A cluster-wide semaphore gate: ``agent.add_gate(state, executor.semaphore("db", 2))``.
+
+        Shared by every client of this cluster that uses the same ``name`` (several notebooks
+        writing to one database). ``max_leases=1`` makes it a cluster-wide lock.
+        """
+        return ClusterSemaphore(self.client, name, max_leases, wait_timeout)
 
     def statistics(self) -> DaskExecutorStatistics:
         """A snapshot of what this executor has done."""

@@ -376,3 +376,30 @@ async def test_higher_priority_states_start_first_when_the_worker_is_busy() -> N
         assert order.obj == ["high", "low"]
     finally:
         await clusters.aclose()
+
+
+# -- cluster-scope coordination -----------------------------------------------------------
+async def test_a_cluster_semaphore_limits_states_of_two_clients_sharing_the_cluster(plain: Cluster) -> None:
+    inside = {"now": 0, "peak": 0}
+
+    async def write(ctx: Any) -> None:
+        inside["now"] += 1
+        inside["peak"] = max(inside["peak"], inside["now"])
+        await asyncio.sleep(0.02)
+        inside["now"] -= 1
+
+    async with Client(plain.scheduler.address, asynchronous=True) as other:  # a second notebook
+        agents = []
+        for label, executor in (("first", plain.executor), ("second", DaskExecutor(other))):
+            agent = Agent(label)
+            gate = executor.semaphore("warehouse-db", max_leases=1)
+            for i in range(3):
+                agent.add_state(f"w{i}", write)
+                agent.add_gate(f"w{i}", gate)
+            agents.append((agent, gate))
+        await asyncio.gather(*(a.run(start=["w0", "w1", "w2"]) for a, _ in agents))
+        for _, gate in agents:
+            await gate.drain()
+    assert inside["peak"] == 1
+    assert [g.statistics().acquisitions for _, g in agents] == [3, 3]
+    assert all(g.statistics().held == 0 for _, g in agents)
