@@ -106,7 +106,7 @@ class CheckpointMixin:
     async def _interval_checkpoints(self: Agent, seconds: float) -> None:
         while True:
             await self.clock.sleep(seconds)
-            if self._run_active:
+            if self._run_active and not self._paused:  # a paused run has its pause checkpoint
                 self._save_checkpoint("interval")
 
     # -- loading --------------------------------------------------------------------------

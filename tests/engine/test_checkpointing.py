@@ -99,10 +99,16 @@ async def test_checkpoint_interval_checkpoints_periodically_while_running() -> N
     assert [r.timestamp - rows[0].timestamp for r in rows] == [0, 5]
     assert rows[0].pending == ("wait",)
     assert rows[0].agent_status == "running"
+    await agent.pause(timeout=0)  # 'wait' is requeued; a paused run takes no interval checkpoints
+    await clock.advance(20)
+    assert [r.trigger for r in store.list("tick")] == ["interval", "interval", "pause"]
+    await agent.resume()
+    await clock.advance(5)
+    assert store.list("tick")[-1].trigger == "interval"
     gate.set()
     await task
     await clock.advance(20)  # the interval task ended with the run
-    assert [r.trigger for r in store.list("tick")] == ["interval", "interval", "completion"]
+    assert [r.trigger for r in store.list("tick")] == ["interval", "interval", "pause", "interval", "completion"]
 
 
 async def test_pause_failure_and_cancel_each_leave_a_checkpoint(store: Any) -> None:
