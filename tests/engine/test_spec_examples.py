@@ -1156,3 +1156,107 @@ async def test_content_management_four_way_fan_out_joins_at_await_completion():
     await agent.run()
     assert order[-2:] == ["await_completion", "publish"]
     assert sorted(order[:-2]) == ["create_images", "extract_keywords", "generate_summary", "spell_check"]
+
+
+@dataclass
+class TaggedTicket(TypedContextData):
+    priority: str
+    tags: List[str]  # noqa: UP006
+
+
+@pytest.mark.parametrize(
+    ("priority", "tags", "route"),
+    [
+        ("high", [], ["immediate_response", "human_review"]),
+        ("low", ["bug"], ["technical_review"]),
+        ("low", ["billing"], ["standard_response"]),
+    ],
+)
+async def test_guide_customer_service_handle_ticket(priority, tags, route):
+    ran: list[str] = []
+
+    async def generate_priority_response():
+        return "We are on it."
+
+    async def intake(context: Context) -> StateResult:  # stand-in: the ticket arrives
+        context.set_typed("ticket", TaggedTicket(priority, tags))
+        return "handle_ticket"
+
+    async def handle_ticket(context: Context) -> StateResult:
+        ticket = context.get_typed("ticket", TaggedTicket)
+        if ticket.priority == "high":
+            return "immediate_response"
+        elif "bug" in ticket.tags:
+            return "technical_review"
+        else:
+            return "standard_response"
+
+    async def immediate_response(context: Context) -> StateResult:
+        response = await generate_priority_response()
+        context.set_state("response", response)
+        ran.append("immediate_response")
+        return "human_review"
+
+    agent = Agent("tickets")
+    agent.add_state("intake", intake)
+    agent.add_state("handle_ticket", handle_ticket)
+    agent.add_state("immediate_response", immediate_response)
+    for name in ("technical_review", "standard_response", "human_review"):
+        agent.add_state(name, ends(name, ran))
+    await agent.run()
+    assert ran == route
+
+
+@dataclass
+class Dataset(TypedContextData):
+    data: List[int]  # noqa: UP006
+
+
+@pytest.mark.parametrize("size", [20_000, 50])
+async def test_guide_data_analysis_pipeline_splits_large_datasets(size):
+    def analyze_data(data):
+        return {"n": len(data), "sum": sum(data)}
+
+    async def load(context: Context) -> StateResult:  # stand-in: the dataset arrives
+        context.set_typed("dataset", Dataset(list(range(size))))
+        return "analyze_dataset"
+
+    async def analyze_dataset(context: Context) -> StateResult:
+        dataset = context.get_typed("dataset", Dataset)
+        if len(dataset.data) > 10000:
+            chunks = split_data(dataset.data, 5)
+            for i, chunk in enumerate(chunks):
+                context.set_state(f"chunk_{i}", chunk)
+            return ["process_chunk_0", "process_chunk_1", "process_chunk_2"]
+        else:
+            return "simple_process"
+
+    def chunk_state(chunk_id):  # process_chunk, with its chunk_id bound (the spec reads it from context)
+        async def process_chunk(context: Context) -> StateResult:
+            data = context.get_state(f"chunk_{chunk_id}")
+            results = analyze_data(data)
+            context.set_state(f"results_{chunk_id}", results)
+            return "merge_results"
+
+        return process_chunk
+
+    merged = []
+
+    async def merge_results(context: Context) -> StateResult:
+        merged.append([context.get_state(f"results_{i}") for i in range(3)])
+        return None
+
+    agent = Agent("analysis")
+    agent.add_state("load", load)
+    agent.add_state("analyze_dataset", analyze_dataset)
+    for i in range(3):
+        agent.add_state(f"process_chunk_{i}", chunk_state(i))
+    agent.add_state("merge_results", merge_results)
+    agent.add_state("simple_process", ends("simple_process"))
+    result = await agent.run()
+    if size > 10000:
+        assert merged == [[{"n": 5, "sum": 10}, {"n": 5, "sum": 35}, {"n": 5, "sum": 60}]]
+        assert result.state_runs["merge_results"] == 1
+    else:
+        assert merged == []
+        assert result.completed_states == ["load", "analyze_dataset", "simple_process"]
