@@ -60,6 +60,17 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
                            for s, e in zip(mine, ends, strict=True)],
                 hoverinfo="text",
             ))
+        waits = [(s.state, w0, w1 if w1 is not None else (s.end if s.end is not None else now))
+                 for s in spans if s.waits for w0, w1 in s.waits]
+        if waits:
+            fig.add_trace(go.Bar(
+                orientation="h", y=[w[0] for w in waits], base=[w[1] for w in waits],
+                x=[max(w[2] - w[1], 1e-4) for w in waits], name="waiting for a person",
+                marker={"color": status_color("waiting_for_human"), "line": {"color": "#333", "width": 0.5},
+                        "pattern": {"shape": "/", "fgcolor": "#ffffff", "size": 6}},
+                hovertext=[f"{html.escape(w[0])} waited for a person {w[2] - w[1]:.1f}s" for w in waits],
+                hoverinfo="text",
+            ))
         fig.update_layout(barmode="overlay", bargap=0.25)
         fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(rows)), title=None)
         h = height or int(min(560, 110 + 28 * max(1, len(rows))))
@@ -77,7 +88,8 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
                  f"{max(ys) if ys else 0:,} at once")
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 14}}, height=h, template=_TEMPLATE,
-        margin={"l": 10, "r": 10, "t": 40, "b": 35}, legend={"orientation": "h", "y": -0.18, "x": 0},
+        margin={"l": 10, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h", "y": 1.0, "yanchor": "bottom",
+                                                            "x": 1.0, "xanchor": "right"},
         xaxis={"title": "seconds since start", "rangemode": "tozero"},
     )
     return fig
@@ -99,16 +111,35 @@ def _concurrency(spans: list[Any], now: float) -> tuple[list[float], list[int], 
     done_x: list[float] = [0.0]
     done_y: list[int] = [0]
     level = finished = 0
-    step = max(1, len(points) // 600)  # at most ~600 points on the wire
-    for i, (t, d) in enumerate(points):
-        level += d
-        if d < 0:
-            finished += 1
-        if i % step == 0 or i == len(points) - 1:
+    if len(points) <= 1200:  # exact steps
+        for t, d in points:
+            level += d
+            finished += d < 0
             xs.append(t)
             ys.append(level)
             done_x.append(t)
             done_y.append(finished)
+        return xs, ys, done_x, done_y
+    # too many steps for the wire: 400 time buckets, each showing the most that ran at once in it
+    end = max(points[-1][0], 1e-9)
+    width = end / 400
+    bucket, peak = 0, 0
+    for t, d in points:
+        b = min(int(t / width), 399)
+        while bucket < b:
+            xs.append(bucket * width)
+            ys.append(peak)
+            done_x.append((bucket + 1) * width)
+            done_y.append(finished)
+            bucket += 1
+            peak = level
+        level += d
+        finished += d < 0
+        peak = max(peak, level)
+    xs.append(bucket * width)
+    ys.append(peak)
+    done_x.append(end)
+    done_y.append(finished)
     return xs, ys, done_x, done_y
 
 

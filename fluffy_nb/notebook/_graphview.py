@@ -67,35 +67,40 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
     lay = graph_layout(agent.graph)
     status = agent_statuses(agent, tracker)
     fig = go.Figure()
-    # edges: arrows as annotations; cycles (back edges) bend below the nodes
+    # edges: one line trace per kind (dash shows the kind), arrowheads as short annotations on the last leg;
+    # cycles (back edges) bend below the nodes, edges that skip layers bend around the nodes in between
     annotations = []
     kinds_seen: set[str] = set()
+    lines: dict[str, tuple[list[float | None], list[float | None]]] = {}
     for src, dst, kind, back in lay.edges:
-        label, colour, dash = EDGE_STYLE.get(kind, EDGE_STYLE["code"])
+        kind = kind if kind in EDGE_STYLE else "code"
+        colour = EDGE_STYLE[kind][1]
         kinds_seen.add(kind)
         x0, y0 = lay.position(src)
         x1, y1 = lay.position(dst)
-        if back or src == dst:
-            # a curved return path drawn as a line, with the arrowhead as an annotation
-            if src == dst:
-                xs = [x0 + 0.12 * math.cos(t / 10 * 2 * math.pi) for t in range(11)]
-                ys = [y0 + 0.35 + 0.2 * math.sin(t / 10 * 2 * math.pi) for t in range(11)]
-            else:
-                depth = 0.55 + 0.1 * abs(x1 - x0)
-                xs = [x0 + (x1 - x0) * t / 12 for t in range(13)]
-                ys = [y0 + (y1 - y0) * t / 12 - depth * math.sin(math.pi * t / 12) for t in range(13)]
-            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
-                                     line={"color": colour, "dash": dash, "width": 1.5}))
-            if src != dst:
-                annotations.append({"x": xs[-1], "y": ys[-1], "ax": xs[-3], "ay": ys[-3], "xref": "x",
-                                    "yref": "y", "axref": "x", "ayref": "y", "showarrow": True, "text": "",
-                                    "arrowhead": 2, "arrowsize": 1.3, "arrowwidth": 1.5,
-                                    "arrowcolor": colour, "standoff": 14})
-            continue
-        annotations.append({"x": x1, "y": y1, "ax": x0, "ay": y0, "xref": "x", "yref": "y", "axref": "x",
-                            "ayref": "y", "showarrow": True, "text": "", "arrowhead": 2, "arrowsize": 1.3,
-                            "arrowwidth": 1.5 if kind != "runtime" else 2, "arrowcolor": colour,
-                            "standoff": 14, "startstandoff": 14})
+        if src == dst:
+            pts = [(x0 + 0.12 * math.cos(t / 10 * 2 * math.pi), y0 + 0.35 + 0.2 * math.sin(t / 10 * 2 * math.pi))
+                   for t in range(11)]
+        elif back:
+            depth = 0.55 + 0.1 * abs(x1 - x0)
+            pts = [(x0 + (x1 - x0) * t / 12, y0 + (y1 - y0) * t / 12 - depth * math.sin(math.pi * t / 12))
+                   for t in range(13)]
+        else:
+            pts = lay.route(src, dst)
+        xs_, ys_ = lines.setdefault(kind, ([], []))
+        xs_.extend([p[0] for p in pts] + [None])
+        ys_.extend([p[1] for p in pts] + [None])
+        if src != dst:
+            (ax, ay), (bx, by) = pts[-2], pts[-1]
+            frac = 0.6 if len(pts) == 2 else 0.0
+            annotations.append({"x": bx, "y": by, "ax": ax + (bx - ax) * frac, "ay": ay + (by - ay) * frac,
+                                "xref": "x", "yref": "y", "axref": "x", "ayref": "y", "showarrow": True,
+                                "text": "", "arrowhead": 2, "arrowsize": 1.3, "arrowwidth": 1.5,
+                                "arrowcolor": colour, "standoff": 14})
+    for kind, (xs_, ys_) in lines.items():
+        _, colour, dash = EDGE_STYLE[kind]
+        fig.add_trace(go.Scatter(x=xs_, y=ys_, mode="lines", hoverinfo="skip", showlegend=False,
+                                 line={"color": colour, "dash": dash, "width": 2 if kind == "runtime" else 1.5}))
     for kind in EDGE_STYLE:
         if kind in kinds_seen:
             label, colour, dash = EDGE_STYLE[kind]
@@ -123,15 +128,17 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
             name=status_label(st), legendgroup="status",
             marker={"size": [34 if lay.nodes[p[0]].is_group else 24 for p in pts],
                     "symbol": ["square" if lay.nodes[p[0]].is_group else "circle" for p in pts],
-                    "color": status_color(st), "line": {"color": "#333", "width": 1}},
+                    "color": status_color(st), "opacity": 1.0, "line": {"color": "#333", "width": 1}},
             textfont={"size": 12},
         ))
     total = len(agent.graph.nodes)
+    counts = Counter(status.get(n, "pending") for n in agent.graph.nodes)
     xs = [lay.position(n)[0] for n in lay.nodes] or [0.0]
     ys = [lay.position(n)[1] for n in lay.nodes] or [0.0]
     height = int(min(640, max(260, 90 * max(1, lay.widest) + 140)))
     fig.update_layout(
-        title={"text": title if title is not None else f"{html.escape(agent.name)} - {total} states",
+        title={"text": title if title is not None else
+               f"<b>{html.escape(agent.name)}</b> - {total:,} states: {_counts_text(counts)}",
                "x": 0.01, "font": {"size": 15}},
         showlegend=True, annotations=annotations, height=height, template=_TEMPLATE,
         margin={"l": 20, "r": 20, "t": 50, "b": 20}, hovermode="closest",
@@ -217,9 +224,14 @@ def graph_svg(agent: Any, tracker: Any = None, *, width: int = 720) -> str:
         elif back:
             path = f"M {x0} {y0 + 14} Q {(x0 + x1) / 2} {max(y0, y1) + 60} {x1} {y1 + 14}"
         else:
-            dx, dy = x1 - x0, y1 - y0
-            n = math.hypot(dx, dy) or 1.0
-            path = f"M {x0 + dx / n * 15:.1f} {y0 + dy / n * 15:.1f} L {x1 - dx / n * 15:.1f} {y1 - dy / n * 15:.1f}"
+            pts = [(70 + (x - min(xs)) * col, 40 + (max(ys) - y) * row) for x, y in lay.route(src, dst)]
+            (ax, ay), (bx, by) = pts[0], pts[1]
+            n = math.hypot(bx - ax, by - ay) or 1.0
+            pts[0] = (ax + (bx - ax) / n * 15, ay + (by - ay) / n * 15)
+            (ax, ay), (bx, by) = pts[-2], pts[-1]
+            n = math.hypot(bx - ax, by - ay) or 1.0
+            pts[-1] = (bx - (bx - ax) / n * 15, by - (by - ay) / n * 15)
+            path = "M " + " L ".join(f"{x:.1f} {y:.1f}" for x, y in pts)
         out.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.5"{d} marker-end="url(#fa)"/>')
     for nid, node in lay.nodes.items():
         st, counts = _node_status(lay, nid, status)

@@ -99,6 +99,26 @@ class Layout:
         n = self.nodes[node_id]
         return float(n.layer), -float(n.order)
 
+    def route(self, src: str, dst: str) -> list[tuple[float, float]]:
+        """Points of a forward edge; one that skips layers bends around the nodes in between."""
+        (x0, y0), (x1, y1) = self.position(src), self.position(dst)
+        points = [(x0, y0)]
+        if x1 - x0 > 1:
+            ys: dict[int, list[float]] = {}
+            for nid in self.nodes:
+                x, y = self.position(nid)
+                ys.setdefault(int(x), []).append(y)
+            for layer in range(int(x0) + 1, int(x1)):
+                y = y0 + (y1 - y0) * (layer - x0) / (x1 - x0)
+                taken = ys.get(layer, [])
+                if any(abs(y - t) < 0.35 for t in taken):
+                    gaps = [t + d for t in taken for d in (0.5, -0.5)
+                            if all(abs(t + d - u) >= 0.35 for u in taken)]
+                    y = min(gaps, key=lambda g: abs(g - y)) if gaps else y
+                points.append((float(layer), y))
+        points.append((x1, y1))
+        return points
+
 
 def _back_edges(nodes: list[str], succ: Mapping[str, Iterable[str]], starts: list[str]) -> set[tuple[str, str]]:
     """Edges that point back to a node on the current DFS path (iterative DFS)."""

@@ -43,6 +43,7 @@ class Span:
     end: float | None = None
     outcome: str = "running"  # running, completed, failed, retried, cancelled, timeout
     waited: float = 0.0  # seconds of it spent waiting for a person
+    waits: list[list[float | None]] | None = None  # [asked, answered] times while it waited
 
 
 class RunTracker:
@@ -186,6 +187,11 @@ class RunTracker:
     def _asked(self, e: HumanRequested) -> None:
         self.status[e.state] = "waiting_for_human"
         self.waiting[e.request_id] = e
+        span = self._open.get(e.state)
+        if span is not None:
+            if span.waits is None:
+                span.waits = []
+            span.waits.append([self._rel(e.time), None])
 
     def _answered(self, e: HumanAnswered) -> None:
         asked = self.waiting.pop(e.request_id, None)
@@ -194,6 +200,8 @@ class RunTracker:
         span = self._open.get(e.state)
         if span is not None and asked is not None:
             span.waited += max(0.0, e.time - asked.time)
+            if span.waits and span.waits[-1][1] is None:
+                span.waits[-1][1] = self._rel(e.time)
 
     def _withdrawn(self, e: HumanWithdrawn) -> None:
         self.waiting.pop(e.request_id, None)
