@@ -192,6 +192,40 @@ print("finished on attempt", crashy.get_state("finished_on_attempt"), "| retries
 print("first error:", meta.last_error.split(":")[0])
 
 # %% [markdown]
+# ## Limits shared by several notebooks
+#
+# An agent's own semaphores live in its kernel. When several notebooks share one cluster and one
+# database, the limit must live where they all meet: the Dask scheduler. `executor.semaphore(name,
+# max_leases)` is a gate backed by Dask's `Semaphore`; every client of the cluster that uses the same
+# name shares its leases. Here four writers pass a one-lease semaphore, so they write one at a time:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+import asyncio
+
+db = executor.semaphore("warehouse-db", max_leases=1)
+writers = Agent("writers")
+now = peak = 0
+
+
+async def write(context: Context) -> StateResult:
+    global now, peak
+    now += 1
+    peak = max(peak, now)
+    await asyncio.sleep(0.05)
+    now -= 1
+    return None
+
+
+names = [f"write_{i}" for i in range(4)]
+for name in names:
+    writers.add_state(name, write)
+    writers.add_gate(name, db)
+await writers.run(start=names)
+await db.drain()
+print("writers inside at once, at most:", peak, "|", db.statistics().acquisitions, "leases taken")
+
+# %% [markdown]
 # Timeouts work too: the engine cancels the Dask future. A Python body that is already running on a
 # worker cannot be interrupted, though: it runs to its end there and its result is dropped.
 #
