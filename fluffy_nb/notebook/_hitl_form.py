@@ -29,6 +29,7 @@ from ..engine._events import Event, HumanAnswered, HumanRejected, HumanRequested
 from ..engine._hitl import HumanRequest
 
 _ERROR_STYLE = "color:#b00020"
+REDRAW_DELAY = 0.02  # seconds between an answer and its form collapsing
 _MUTED_STYLE = "color:#666"
 
 
@@ -267,9 +268,10 @@ class FormsArea(widgets.VBox):
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, (HumanAnswered, HumanWithdrawn)):
-            # redraw after the waiting state has resumed: the person's answer is never delayed by the UI
+            # redraw a moment later, once the waiting state has resumed (that takes a few loop
+            # iterations): the person's answer is never delayed by the UI
             try:
-                asyncio.get_running_loop().call_later(0.0, self._handle, event)
+                asyncio.get_running_loop().call_later(REDRAW_DELAY, self._handle, event)
                 return
             except RuntimeError:
                 pass

@@ -13,6 +13,7 @@ from fluffy_nb import Agent, ManualClock
 from fluffy_nb.engine import _hooks
 from fluffy_nb.engine._errors import FluffyWarning
 from fluffy_nb.engine._events import HumanRequested
+from fluffy_nb.notebook import _hitl_form
 from fluffy_nb.notebook._hitl_form import (
     FormsArea,
     HumanForm,
@@ -263,6 +264,12 @@ def _close_widgets():
     widgets.Widget.close_all()
 
 
+@pytest.fixture(autouse=True)
+def _redraw_at_once(monkeypatch):
+    """Forms collapse on the next loop turns instead of REDRAW_DELAY later (tests await the run)."""
+    monkeypatch.setattr(_hitl_form, "REDRAW_DELAY", 0.0)
+
+
 async def test_rejection_offers_fresh_inputs_holding_the_rejected_values():
     agent, responder = agent_asking("Where to?", schema=Shipment)
     handle = agent.start()
@@ -305,3 +312,27 @@ async def test_background_run_keeps_its_fields_while_typing():
     assert form.fields["answer"] is first
     handle.cancel()
 
+
+
+async def test_form_collapses_only_after_the_waiting_state_has_resumed(monkeypatch):
+    monkeypatch.setattr(_hitl_form, "REDRAW_DELAY", 0.02)
+    responder = WidgetResponder(display=False)
+    agent = Agent("order", responder=responder)
+    seen_on_resume = []
+
+    async def ask(ctx):
+        await ctx.human_in_the_loop("Go?")
+        seen_on_resume.append(responder.area.forms and next(iter(responder.area.forms.values())).closed)
+
+    agent.add_state("ask", ask)
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    form.fields["answer"].value = "go"
+    form.submit.click()
+    await handle
+    assert seen_on_resume == [False]  # the state ran on before any redraw
+    for _ in range(400):  # then the form collapses (bounded wait for the 20 ms redraw timer)
+        if form.closed:
+            break
+        await asyncio.sleep(0.005)
+    assert form.closed
