@@ -42,6 +42,7 @@ from ._events import (
     StateScheduled,
     StateStarted,
 )
+from ._executor import state_executor
 from ._graph import Joins, Token
 from ._policies import DependencyLifecycle, DependencyType
 from ._result import RunResult
@@ -294,7 +295,7 @@ class RunnerMixin:
         if pool is None:
             return
         for name, spec in self.states.items():
-            if spec.resources is not None:
+            if spec.resources is not None and state_executor(self, spec) is None:
                 pool.check(name, spec.resources)
 
     # -- scheduling -----------------------------------------------------------------------
@@ -469,6 +470,8 @@ class RunnerMixin:
         bus = self.events
         gates = self._gates.get(name)
         pool = self.resource_pool if spec.resources is not None else None
+        if pool is not None and state_executor(self, spec) is not None:
+            pool = None  # a remote state's resources are the cluster's; its executor maps them
         owner = name
         if (pool is not None or gates) and name in self._held_owners(ex):
             owner = f"{name}#{ex.id}"

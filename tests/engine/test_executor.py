@@ -102,3 +102,18 @@ async def test_retries_and_timeouts_stay_the_engines() -> None:
     assert isinstance(info.value.__cause__, StateTimeoutError)
     assert rec.calls == [("slow", 1), ("slow", 2)]
     assert rec.cancelled == ["slow", "slow"]  # the executor's await was cancelled each time
+
+
+async def test_a_remote_states_resources_are_not_taken_from_the_local_pool() -> None:
+    from fluffy_nb import ResourcePool, ResourceRequirements
+
+    rec = Recording()
+    agent = Agent("pools", executor=rec, resource_pool=ResourcePool(total_gpu=0))
+    agent.add_state("train", lambda ctx: None, remote=True, resources=ResourceRequirements(gpu_units=1))
+    await agent.run()
+    assert rec.calls == [("train", 1)]
+
+    local = Agent("local-gpu", resource_pool=ResourcePool(total_gpu=0))
+    local.add_state("train", lambda ctx: None, resources=ResourceRequirements(gpu_units=1))
+    with pytest.raises(ResourceError, match="'train' asks for 1 GPU"):
+        await local.run()
