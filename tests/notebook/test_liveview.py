@@ -149,3 +149,35 @@ async def test_resource_view_puts_declared_beside_measured():
     assert row["measured_peak_memory_mb"] > 0
     names = {t.name for t in resource_figure(tracker).data}
     assert {"process CPU %", "system CPU %", "declared CPU % (running states)", "process memory MB"} <= names
+
+
+async def test_person_wait_shows_in_statuses_timeline_and_the_embedded_forms():
+    from fluffy_nb.engine._hitl import ProgrammaticResponder
+
+    agent = Agent("ask", responder=ProgrammaticResponder())
+
+    async def review(ctx):
+        ctx.set_state("ok", await ctx.human_in_the_loop("Ship <it>?", choices=["yes", "no"]))
+
+    agent.add_state("review", review)
+    view = LiveView(agent)
+    asked = asyncio.Event()
+    agent.events.subscribe(lambda e: asked.set() if type(e).__name__ == "HumanRequested" else None)
+    handle = agent.start()
+    view.attach(handle)
+    await asked.wait()
+    assert view.tracker.status["review"] == "waiting_for_human"
+    assert view.forms in view.widget.children  # the HITL forms area sits inside the view
+    assert len(view.forms.children) == 1  # one form for the open request
+    view.redraw(force=True)
+    assert "waiting for a person" in view.header.value
+    assert "Ship &lt;it&gt;?" in view.header.value
+    [request] = agent.pending_requests()
+    agent.answer(request.request_id, "yes")
+    result = await handle
+    assert result["ok"] == "yes"
+    [span] = view.tracker.spans
+    assert span.waits is not None
+    assert span.waits[0][1] is not None  # the wait ended when the answer came
+    names = {t.name for t in timeline_figure(view.tracker).data}
+    assert "waiting for a person" in names

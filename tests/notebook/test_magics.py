@@ -179,3 +179,54 @@ def test_state_rule_on_plain_functions():
     assert not is_state_function("no_args", no_args)
     assert not is_state_function("star", star)
     assert not is_state_function("len", len)
+
+
+def test_agent_start_in_a_cell_gets_a_live_view(ip):
+    from fluffy_nb.notebook._liveview import views
+
+    run(ip, "%%fluffy starter\nasync def step(ctx):\n    ctx.set_state('x', 1)\n")
+    value, err = run(ip, "handle = starter.start()\nr = await handle\nr['x']")
+    assert err is None
+    assert value == 1
+    view = views[ip.user_ns["starter"]]
+    assert view.handle is ip.user_ns["handle"]
+    assert view.tracker.run_status == "completed"
+
+
+def test_failing_run_without_a_view_shows_its_error_under_the_cell(ip, capsys):
+    from fluffy_nb.notebook._liveview import views
+
+    run(ip, "%%fluffy crash\nasync def step(ctx):\n    raise ValueError('exploded')\n")
+    agent = ip.user_ns["crash"]
+    _, err = run(ip, "import asyncio\nh = crash.start()\n_ = await asyncio.wait({h.task})")
+    assert err is None
+    view = views[agent]
+    [out] = view.result_out.outputs
+    assert out["output_type"] == "error"
+    assert "exploded" in out["evalue"]
+    views.pop(agent)  # now without a view: the error is displayed under the cell
+    capsys.readouterr()
+    from fluffy_nb.notebook._hooks_impl import managed
+
+    with managed(agent):
+        _, err = run(ip, "h = crash.start()\n_ = await asyncio.wait({h.task})")
+    assert err is None
+    assert "background run of agent 'crash' failed" in capsys.readouterr().out
+
+
+def test_monitor_and_resume_line_magics(ip, tmp_path):
+    db = tmp_path / "resume.db"
+    cell = (f"%%fluffy resumable --store {db} --durable --run\n"
+            "FIXED = False\n"
+            "async def first(ctx):\n    ctx.set_state('a', 1)\n    return 'second'\n"
+            "async def second(ctx):\n    if not FIXED:\n        raise RuntimeError('not yet')\n")
+    _, err = run(ip, cell)
+    assert isinstance(err, StateFailedError)
+    agent = ip.user_ns["resumable"]
+    run(ip, "FIXED = True")  # the person fixes the cause, then resumes the stored run
+    value, err = run(ip, "h = %fluffy resume resumable\nawait h")
+    assert err is None
+    assert value.status is AgentStatus.COMPLETED
+    assert agent.state_metadata["first"].runs == 0  # completed before: not run again
+    _, err = run(ip, "%fluffy monitor resumable")
+    assert err is None
