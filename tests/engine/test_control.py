@@ -477,3 +477,26 @@ async def test_pause_checkpoint_holds_what_a_fresh_agent_needs_to_finish_the_run
     assert second_log == ["sort"]  # load is not run again
     assert result.get_state("rows") == [1, 2, 3]
     assert result.completed_states == ["load", "sort"]
+
+
+async def test_cancelling_one_branch_lets_the_join_run_with_the_others(record):
+    async def fan(ctx):
+        return ["victim", "other"]
+
+    async def other(ctx):
+        return "join"
+
+    agent = Agent("cancel_branch")
+    agent.add_state("fan", fan)
+    agent.add_state("victim", forever, next=["join"])
+    agent.add_state("other", other)
+    agent.add_state("join", done)
+    log = record(agent)
+    run = asyncio.create_task(agent.run())
+    await started(log, "victim")
+    await until(lambda: agent.state_metadata["other"].status is StateStatus.COMPLETED)
+    assert not log.of(StateStarted, "join")  # still waiting for victim's branch
+    agent.cancel_state("victim")
+    result = await asyncio.wait_for(run, 5)
+    assert result.state_runs["join"] == 1
+    assert result.status is AgentStatus.COMPLETED
