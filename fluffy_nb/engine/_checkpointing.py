@@ -36,6 +36,23 @@ _FLUSHED_TRIGGERS = frozenset({"pause", "completion", "failure", "cancel", "fork
 _ENDED = (AgentStatus.FAILED, AgentStatus.CANCELLED)
 
 
+_FIELDS = frozenset(Checkpoint.model_fields)
+
+
+def _construct(**values: Any) -> Checkpoint:
+    """``Checkpoint.model_construct`` for a complete set of fields, without its per-field work.
+
+    Equivalent to ``model_construct`` when every field is given (asserted by the tests, which
+    compare both), and about 15x cheaper: it runs after every state of a durable run.
+    """
+    cp = Checkpoint.__new__(Checkpoint)
+    object.__setattr__(cp, "__dict__", values)
+    object.__setattr__(cp, "__pydantic_fields_set__", set(_FIELDS))
+    object.__setattr__(cp, "__pydantic_extra__", None)
+    object.__setattr__(cp, "__pydantic_private__", None)
+    return cp
+
+
 class CheckpointMixin:
     """Checkpoint-making and restoring methods of :class:`Agent`."""
 
@@ -57,12 +74,14 @@ class CheckpointMixin:
         status: dict[str, StateStatus] = {}
         attempts: dict[str, int] = {}
         for name, meta in self.state_metadata.items():  # one pass: this loop is most of the cost
-            if meta.status is not _PENDING:
-                status[name] = meta.status
-            if meta.attempts:
-                attempts[name] = meta.attempts
-        # model_construct: every value below is built here from engine data, already checked
-        return Checkpoint.model_construct(
+            st = meta.status
+            if st is not _PENDING:
+                status[name] = st
+            n = meta.attempts
+            if n:
+                attempts[name] = n
+        # no validation: every value below is built here from engine data, already checked
+        return _construct(
             format_version=FORMAT_VERSION,
             checkpoint_id=uuid.uuid4().hex,
             parent_id=self._last_checkpoint_id,

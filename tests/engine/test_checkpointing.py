@@ -14,6 +14,7 @@ from fluffy_nb.engine import (
     Agent,
     AgentRunningError,
     AgentStatus,
+    Checkpoint,
     CheckpointError,
     ManualClock,
     StateFailedError,
@@ -415,3 +416,18 @@ async def test_answer_recorded_before_a_crash_is_replayed_not_asked_again(
     assert asked_again == []
     assert result["answer"] == "yes"
     second.store.close()
+
+
+async def test_snapshot_equals_a_validated_checkpoint_of_the_same_data() -> None:
+    agent = Agent("snap")
+    chain(agent, 3, Counter())
+    await agent.run()
+    cp = agent.create_checkpoint()
+    validated = Checkpoint.model_validate(cp.model_dump())
+    assert set(cp.__dict__) == set(Checkpoint.model_fields)
+    assert cp == validated
+    assert cp.model_fields_set == validated.model_fields_set | cp.model_fields_set
+    assert cp.model_dump_json() == validated.model_dump_json()
+    assert Checkpoint.from_json(cp.to_json()) == cp
+    copy = cp.model_copy(update={"trigger": "manual"})
+    assert copy.trigger == "manual"
