@@ -135,7 +135,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
     counts = Counter(status.get(n, "pending") for n in agent.graph.nodes)
     xs = [lay.position(n)[0] for n in lay.nodes] or [0.0]
     ys = [lay.position(n)[1] for n in lay.nodes] or [0.0]
-    height = int(min(640, max(260, 90 * max(1, lay.widest) + 140)))
+    height = int(min(640, max(220, 90 * max(1, lay.widest) + 120)))
     fig.update_layout(
         title={"text": title if title is not None else
                f"<b>{html.escape(agent.name)}</b> - {total:,} states: {_counts_text(counts)}",

@@ -203,11 +203,14 @@ class LiveView:
                 self.progress.value = min(done, known)
                 self.progress.bar_style = self._bar_style()
             self.updates += 1
-        due = now - self._fig_at >= max(self.figure_interval, 5 * self.figure_cost)
+        # stretch the interval to 5x what drawing costs (at most 5 s), so drawing stays under ~20%
+        due = now - self._fig_at >= max(self.figure_interval, min(5 * self.figure_cost, 5.0))
         if force or (due and tr.version != self._fig_version):
             self._fig_version = tr.version
             self._draw_figures()
-            self.figure_cost = time.perf_counter() - now
+            cost = time.perf_counter() - now
+            if self.figure_redraws > 1:  # the first draw pays plotly's warm-up: not a fair measure
+                self.figure_cost = cost if not self.figure_cost else 0.5 * (self.figure_cost + cost)
             self._fig_at = time.perf_counter()
 
     def _running(self) -> bool:

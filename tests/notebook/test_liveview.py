@@ -181,3 +181,32 @@ async def test_person_wait_shows_in_statuses_timeline_and_the_embedded_forms():
     assert span.waits[0][1] is not None  # the wait ended when the answer came
     names = {t.name for t in timeline_figure(view.tracker).data}
     assert "waiting for a person" in names
+
+
+async def test_graph_is_redrawn_while_the_run_goes_not_only_at_the_end():
+    agent = Agent("slow")
+    gate = asyncio.Event()
+
+    async def first(ctx):
+        return "wait"
+
+    async def wait(ctx):
+        await gate.wait()
+
+    agent.add_state("first", first)
+    agent.add_state("wait", wait)
+    view = LiveView(agent, interval=0.01, figure_interval=0.02)
+    shows_running = asyncio.Event()
+
+    def on_outputs(change):
+        data = change["new"][0]["data"]["application/vnd.plotly.v1+json"]["data"]
+        if any(t.get("name") == "running" and list(t.get("text", [])) == ["wait"] for t in data):
+            shows_running.set()
+
+    view.graph_out.observe(on_outputs, "outputs")
+    handle = agent.start()
+    view.attach(handle)
+    await asyncio.wait_for(shows_running.wait(), timeout=10)
+    assert not handle.done()  # seen while the run was still going
+    gate.set()
+    await handle
