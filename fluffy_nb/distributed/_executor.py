@@ -88,11 +88,18 @@ def _start_local_cluster(n_workers: int, threads_per_worker: int, resources: dic
         )
 
 
-def _no_silent_reruns(dask_scheduler: Any = None) -> int:
-    """Runs on the scheduler: make a worker loss fail the task at once; return the old value."""
-    old = dask_scheduler.allowed_failures
-    dask_scheduler.allowed_failures = 0
-    return int(old)
+def _no_silent_reruns() -> Any:
+    """A function for ``run_on_scheduler`` that makes a worker loss fail the task at once.
+
+    Nested, so cloudpickle sends it by value: the scheduler needs no fluffy_nb installed.
+    """
+
+    def no_silent_reruns(dask_scheduler: Any = None) -> int:
+        old = dask_scheduler.allowed_failures
+        dask_scheduler.allowed_failures = 0
+        return int(old)
+
+    return no_silent_reruns
 
 
 class DaskExecutor:
@@ -104,7 +111,15 @@ class DaskExecutor:
         resource_names: ``ResourceType -> Dask resource name`` overrides
             (default: CPU, GPU, MEMORY_MB, IO, NETWORK).
         no_silent_reruns: Set the scheduler's ``allowed-failures`` to 0 so Dask never re-runs
-            an attempt whose worker died (the engine's RetryPolicy decides instead).
+            an attempt whose worker died (the engine's RetryPolicy decides instead). This is a
+            scheduler-wide setting: on a cluster shared with other Dask work, decide together.
+        ignore_sigint: Make the workers ignore SIGINT. Needed when the workers are child
+            processes of the notebook kernel (the Stop button signals the whole process group,
+            dask/distributed#1925); :meth:`local` turns it on. Leave it off for workers started
+            in a terminal, or Ctrl-C would no longer stop them.
+
+    A remote state's ``ResourceRequirements`` are the cluster's: they are not admitted
+    against the agent's local ``ResourcePool``.
 
     Example:
         >>> executor = await DaskExecutor.local(n_workers=2)  # doctest: +SKIP
@@ -121,6 +136,7 @@ class DaskExecutor:
         name: str = "dask",
         resource_names: dict[ResourceType, str] | None = None,
         no_silent_reruns: bool = True,
+        ignore_sigint: bool = False,
     ) -> None:
         if not isinstance(client, Client):
             raise ConfigurationError(f"DaskExecutor({client!r}): pass a distributed.Client")
@@ -134,6 +150,7 @@ class DaskExecutor:
         self.name = name
         self.resource_names = {**DEFAULT_RESOURCE_NAMES, **(resource_names or {})}
         self._no_silent_reruns = no_silent_reruns
+        self._ignore_sigint = ignore_sigint
         self._ready_done = False
         self._workers: dict[str, dict[str, float]] | None = None
         self._owns_client = False
@@ -183,7 +200,7 @@ class DaskExecutor:
         except BaseException:
             await asyncio.to_thread(cluster.close)
             raise
-        executor = cls(client, name=name)
+        executor = cls(client, name=name, ignore_sigint=True)
         executor._owns_client = True
         executor._cluster = cluster
         try:
@@ -280,10 +297,11 @@ class DaskExecutor:
         if self._ready_done:
             return
         self._ready_done = True
-        await self.client.register_plugin(IgnoreSigint(os.getpid()))
+        if self._ignore_sigint:
+            await self.client.register_plugin(IgnoreSigint(os.getpid()))
         if self._no_silent_reruns:
             try:
-                await self.client.run_on_scheduler(_no_silent_reruns)
+                await self.client.run_on_scheduler(_no_silent_reruns())
             except Exception as exc:  # a scheduler without fluffy_nb installed, or locked down
                 log.warning("fluffy_nb: could not set the scheduler's allowed-failures to 0 (%s); Dask may "
                             "re-run a state whose worker died before the engine sees the loss", exc)

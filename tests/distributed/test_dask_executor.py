@@ -199,6 +199,15 @@ async def test_a_failing_body_is_retried_by_the_engine_policy_and_dask_runs_each
     assert (stats.submitted, stats.failed, stats.completed, stats.in_flight) == (3, 2, 1, 0)
 
 
+async def test_a_users_cluster_is_told_not_to_rerun_lost_tasks_and_keeps_its_sigint(plain: Cluster) -> None:
+    assert plain.scheduler.allowed_failures > 0  # Dask's default: silently re-run up to N times
+    agent = Agent("config", executor=plain.executor)
+    agent.add_state("work", lambda ctx: None, remote=True)
+    await agent.run()
+    assert plain.scheduler.allowed_failures == 0
+    assert "fluffy-ignore-sigint" not in plain.scheduler.worker_plugins  # only for DaskExecutor.local
+
+
 async def test_a_body_error_fails_the_run_with_the_original_exception_chained(plain: Cluster) -> None:
     def broken(ctx: Any) -> None:
         raise KeyError("missing column")
