@@ -113,6 +113,7 @@ class RunnerMixin:
         self._started_at = 0.0
         self._joins = Joins(self.graph, self._start, self._is_pending)
         self._last_checkpoint_id: str | None = None
+        self._wakeups: dict[int, asyncio.Task[None]] = {}  # PERIODIC states waiting out an interval
 
     # -- run --------------------------------------------------------------------------------
     async def run(
@@ -345,7 +346,7 @@ class RunnerMixin:
             if self._drained is not None and not self._drained.done():
                 self._drained.set_result(None)
             return
-        if self.priority_queue:
+        if self.priority_queue or self._wakeups:
             return
         done = self._done
         if done is not None and not done.done():
@@ -384,8 +385,25 @@ class RunnerMixin:
             if cfg.interval is not None:
                 last = self._last_started.get(spec.name)
                 if last is not None and now - last < cfg.interval:
+                    self._wake_after(ex, last + cfg.interval - now)
                     return False
         return True
+
+    def _wake_after(self: Agent, ex: Execution, seconds: float) -> None:
+        """Recheck ``ex`` when its interval has passed: a PERIODIC completion that came too
+        soon still gets its run (the run stays alive meanwhile)."""
+        if ex.id in self._wakeups:
+            return
+
+        async def wake() -> None:
+            await self.clock.sleep(seconds)
+            self._wakeups.pop(ex.id, None)
+            if self._parked:
+                self._recheck_parked()
+            self._dispatch()
+            self._check_done()
+
+        self._wakeups[ex.id] = asyncio.get_running_loop().create_task(wake())
 
     def _park(self: Agent, ex: Execution, spec: Any) -> None:
         self._parked.append(ex)
@@ -749,6 +767,9 @@ class RunnerMixin:
         self.priority_queue.clear()
         self._pending.clear()
         self._parked = []
+        for task in self._wakeups.values():
+            task.cancel()
+        self._wakeups.clear()
 
     async def _shutdown(self: Agent, cleanup_timeout: float | None, reason: str) -> None:
         tasks = []
