@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -254,9 +255,9 @@ async def test_once_runs_once_periodic_runs_after_each_completion(lifecycle, exp
     assert seen[0] == 1
 
 
-async def test_periodic_interval_limits_how_often_the_dependent_runs():
+async def test_periodic_interval_limits_how_often_the_dependent_runs_but_drops_no_completion():
     clock = ManualClock()
-    seen: list[int] = []
+    seen: list[tuple[float, int]] = []
 
     async def tick(ctx):
         n = ctx.get_state("n", 0) + 1
@@ -264,11 +265,11 @@ async def test_periodic_interval_limits_how_often_the_dependent_runs():
         return "wait" if n < 4 else None
 
     async def wait(ctx):
-        await clock.sleep(100)  # ticks 100 s apart; interval 150 s lets every other one through
+        await clock.sleep(100)  # ticks at t = 0, 100, 200, 300; interval 150
         return "tick"
 
     async def x(ctx):
-        seen.append(ctx.get_state("n"))
+        seen.append((clock.monotonic(), ctx.get_state("n")))
         return None
 
     agent = Agent("interval", clock=clock)
@@ -278,11 +279,17 @@ async def test_periodic_interval_limits_how_often_the_dependent_runs():
         "x", x, dependencies={"tick": DependencyConfig(lifecycle=DependencyLifecycle.PERIODIC, interval=150)}
     )
     run = asyncio.create_task(agent.run(start="tick"))
-    for _ in range(3):
+    for _ in range(20):
+        if run.done():
+            break
         await clock.wait_for_sleepers(1)
-        await clock.advance(100)
+        await clock.advance(50)
     await asyncio.wait_for(run, 5)
-    assert seen == [1, 3]
+    starts = [t for t, _ in seen]
+    assert all(b - a >= 150 for a, b in itertools.pairwise(starts)), seen
+    assert seen[0] == (0.0, 1)
+    assert seen[1] == (150.0, 2)  # tick 2 came at t=100, too soon: x ran when the interval passed
+    assert seen[-1][1] == 4  # the last completion is not dropped either
 
 
 def test_dependency_spellings_and_bad_values():
