@@ -102,9 +102,14 @@ class DependencyConfig:
         lifecycle: ONCE or PERIODIC.
         condition: ``condition(agent) -> bool``; must also hold for the dependency to count.
         expiry: Seconds after which a completion no longer satisfies it.
-        interval: PERIODIC only: minimum seconds between runs of the dependent state.
-        timeout: Seconds to wait for the dependency before failing with
-            ``DependencyTimeoutError``.
+        interval: PERIODIC only: minimum seconds between runs of the dependent state. A
+            completion that arrives sooner is not dropped: the state runs once the interval
+            has passed.
+        timeout: Seconds to wait for the dependency to complete (at all) before failing with
+            ``DependencyTimeoutError``. Once it has completed, waiting for ``condition``,
+            ``expiry`` or the next PERIODIC completion never times out.
+
+    All times are measured on the agent's clock (``Agent(clock=ManualClock())`` in tests).
     """
 
     type: DependencyType = DependencyType.REQUIRED
