@@ -14,6 +14,7 @@ once ``run()`` returns its checkpoints are in the store.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ _FLUSHED_TRIGGERS = frozenset({"pause", "completion", "failure", "cancel", "fork
 _ENDED = (AgentStatus.FAILED, AgentStatus.CANCELLED)
 
 
+log = logging.getLogger("fluffy_nb")
 _FIELDS = frozenset(Checkpoint.model_fields)
 
 
@@ -108,15 +110,31 @@ class CheckpointMixin:
     def _save_checkpoint(
         self: Agent, trigger: str, error: BaseException | None = None, metadata: dict[str, Any] | None = None
     ) -> Checkpoint:
-        cp = self._make_checkpoint(trigger, error, metadata)
+        try:
+            cp = self._make_checkpoint(trigger, error, metadata)
+            store = self.store
+            if store is not None:
+                store.put(cp)
+                if trigger in _FLUSHED_TRIGGERS:
+                    flush = getattr(store, "flush", None)
+                    if flush is not None:
+                        flush()
+        except CheckpointError as exc:
+            if trigger == "failure" and error is not None:
+                # the run's own failure is what run() raises; the lost checkpoint is noted on it
+                error.add_note(f"(its failure checkpoint could not be saved: {exc})")
+                log.warning("fluffy_nb: failure checkpoint of %r not saved: %s", self.name, exc)
+                return None  # type: ignore[return-value]
+            if not (self._run_active and trigger in ("state", "interval")):
+                raise
+            # inside a state's completion or the interval task: raising here would lose the
+            # error in a task and leave run() waiting; fail the run with it instead
+            self._fail_run("checkpoint", CheckpointError(
+                f"agent {self.name!r}: the {trigger} checkpoint could not be saved, so the run stopped "
+                f"(durability was asked for): {exc}"
+            ), wrap=False)
+            return None  # type: ignore[return-value]  # only for state/interval: nobody reads it
         self._last_checkpoint_id = cp.checkpoint_id
-        store = self.store
-        if store is not None:
-            store.put(cp)
-            if trigger in _FLUSHED_TRIGGERS:
-                flush = getattr(store, "flush", None)
-                if flush is not None:
-                    flush()
         if self.events.active:
             self.events.publish(CheckpointSaved(self.name, self.run_id, self.clock.monotonic(), cp.checkpoint_id,
                                                 trigger, len(cp.completed_states)))

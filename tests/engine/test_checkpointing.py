@@ -431,3 +431,42 @@ async def test_snapshot_equals_a_validated_checkpoint_of_the_same_data() -> None
     assert Checkpoint.from_json(cp.to_json()) == cp
     copy = cp.model_copy(update={"trigger": "manual"})
     assert copy.trigger == "manual"
+
+
+async def test_checkpoint_that_cannot_be_written_fails_the_run_instead_of_hanging(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path, write_behind=False)
+    agent = Agent("lost", store=store, durable=True)
+
+    async def first(ctx: Any) -> str:
+        con = sqlite3.connect(path)  # the file is damaged under the running agent
+        con.execute("DROP TABLE checkpoints")
+        con.close()
+        return "second"
+
+    async def second(ctx: Any) -> None:
+        return None
+
+    agent.add_state("first", first, next=["second"])
+    agent.add_state("second", second)
+    with pytest.raises(CheckpointError, match=r"'lost': the state checkpoint could not be saved.*runs\.db"):
+        await asyncio.wait_for(agent.run(), 10)
+    assert agent.status is AgentStatus.FAILED
+
+
+async def test_value_json_cannot_hold_fails_a_durable_run_naming_the_key() -> None:
+    agent = Agent("odd", store=MemoryStore(), durable=True)
+
+    async def keep_a_set(ctx: Any) -> str:
+        ctx.set_state("tags", {"a", "b"})
+        return "after"
+
+    async def after(ctx: Any) -> None:
+        return None
+
+    agent.add_state("keep_a_set", keep_a_set, next=["after"])
+    agent.add_state("after", after)
+    with pytest.raises(CheckpointError, match="'tags'"):
+        await asyncio.wait_for(agent.run(), 10)
