@@ -92,8 +92,13 @@ def checkpoint_bundle(cp: Checkpoint, include: Any = None, exclude: Any = None) 
 
 
 def handle_bundle(handle: RunHandle, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-    """A RunHandle: its one-line status (the live view shows the rest)."""
-    return _filter({"text/plain": repr(handle)}, include, exclude)
+    """A RunHandle: its status, and how to get the result while it runs (the live view shows the rest)."""
+    text = repr(handle)
+    if not handle.done():
+        name = handle.agent.name
+        text = (f"<RunHandle {name!r}: running in the background; `await {name}.handle` gives the result, "
+                f"`{name}.handle.cancel()` stops it>")
+    return _filter({"text/plain": text}, include, exclude)
 
 
 def history_bundle(history: CheckpointHistory, include: Any = None, exclude: Any = None) -> dict[str, Any]:

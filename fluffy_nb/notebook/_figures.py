@@ -161,30 +161,34 @@ def resource_figure(tracker: Any, *, height: int = 280) -> Any:
     t0 = tracker.t0 if tracker.t0 is not None else (samples[0].time if samples else 0.0)
     x = [s.time - t0 for s in samples]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x, y=[s.process_cpu for s in samples], name="process CPU %",
-                             line={"color": "#2f80ed", "width": 2}))
-    fig.add_trace(go.Scatter(x=x, y=[s.system_cpu for s in samples], name="system CPU %",
+    # memory first (light, right axis), so the CPU lines are drawn on top of it
+    mem = [s.process_memory_mb for s in samples]
+    fig.add_trace(go.Scatter(x=x, y=mem, name="process memory MB", yaxis="y2", mode="lines", fill="tozeroy",
+                             line={"color": "rgba(155,81,224,0.6)", "width": 1}, fillcolor="rgba(155,81,224,0.08)"))
+    fig.add_trace(go.Scatter(x=x, y=[s.system_cpu for s in samples], name="system CPU %", mode="lines",
                              line={"color": "#828282", "dash": "dash"}))
     if any(spec.resources is not None for spec in tracker.agent.states.values()):
-        fig.add_trace(go.Scatter(x=x, y=[declared_cpu(tracker.agent, s.running) for s in samples],
-                                 name="declared CPU % (running states)", line={"color": "#f2994a", "dash": "dot",
-                                                                                "shape": "hv"}))
-    fig.add_trace(go.Scatter(x=x, y=[s.process_memory_mb for s in samples], name="process memory MB",
-                             yaxis="y2", line={"color": "#9b51e0", "width": 2}))
+        fig.add_trace(go.Scatter(x=x, y=[declared_cpu(tracker.agent, s.running) for s in samples], mode="lines",
+                                 name="declared CPU % (running states)",
+                                 line={"color": "#f2994a", "dash": "dot", "width": 2.5, "shape": "hv"}))
+    fig.add_trace(go.Scatter(x=x, y=[s.process_cpu for s in samples], name="process CPU %", mode="lines",
+                             line={"color": "#2f80ed", "width": 2.5}))
     ngpu = max((len(s.gpu) for s in samples), default=0)
     for g in range(ngpu):
-        fig.add_trace(go.Scatter(x=x, y=[s.gpu[g] if g < len(s.gpu) else None for s in samples],
+        fig.add_trace(go.Scatter(x=x, y=[s.gpu[g] if g < len(s.gpu) else None for s in samples], mode="lines",
                                  name=f"GPU {g} %", line={"color": "#27ae60"}))
     last = samples[-1] if samples else None
     title = "resources" if last is None else (
-        f"resources - process {last.process_cpu:.0f}% CPU, {last.process_memory_mb:.0f} MB; "
+        f"resources - now: process {last.process_cpu:.0f}% CPU, {last.process_memory_mb:.0f} MB;<br>"
         f"system {last.system_cpu:.0f}% CPU, {last.system_memory_percent:.0f}% memory")
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 14}}, height=height, template=_TEMPLATE,
-        margin={"l": 10, "r": 10, "t": 40, "b": 35}, legend={"orientation": "h", "y": -0.22, "x": 0},
+        margin={"l": 10, "r": 10, "t": 60, "b": 40},
+        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1.0, "xanchor": "right"},
         xaxis={"title": "seconds since start", "rangemode": "tozero"},
         yaxis={"title": "CPU %", "rangemode": "tozero"},
-        yaxis2={"title": "MB", "overlaying": "y", "side": "right", "rangemode": "tozero", "showgrid": False},
+        yaxis2={"title": "MB", "overlaying": "y", "side": "right", "showgrid": False,
+                "range": [0, max(mem, default=1.0) * 1.6]},
     )
     if not samples:
         fig.add_annotation(text="no samples yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
