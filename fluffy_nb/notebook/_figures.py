@@ -153,11 +153,22 @@ def declared_cpu(agent: Any, running: tuple[str, ...]) -> float:
     return total
 
 
-def resource_figure(tracker: Any, *, height: int = 280) -> Any:
+def _steady(samples: list[Any]) -> list[Any]:
+    """Drop samples taken < 50 ms after the previous one: CPU percent over such a sliver is noise
+    (a sampler's final sample at the end of a run reads 1000%+ on a busy machine)."""
+    out: list[Any] = []
+    for s in samples:
+        if out and s.time - out[-1].time < 0.05:
+            continue
+        out.append(s)
+    return out
+
+
+def resource_figure(tracker: Any, *, height: int = 320) -> Any:
     """Measured CPU and memory over the run, beside the CPU the running states declared."""
     import plotly.graph_objects as go
 
-    samples = list(tracker.samples)
+    samples = _steady(list(tracker.samples))
     t0 = tracker.t0 if tracker.t0 is not None else (samples[0].time if samples else 0.0)
     x = [s.time - t0 for s in samples]
     fig = go.Figure()
@@ -184,8 +195,8 @@ def resource_figure(tracker: Any, *, height: int = 280) -> Any:
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 14}}, height=height, template=_TEMPLATE,
         margin={"l": 10, "r": 10, "t": 60, "b": 40},
-        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1.0, "xanchor": "right"},
-        xaxis={"title": "seconds since start", "rangemode": "tozero"},
+        legend={"orientation": "h", "y": -0.25, "yanchor": "top", "x": 0.0, "xanchor": "left"},
+        xaxis={"title": {"text": "seconds since start", "standoff": 4}, "rangemode": "tozero"},
         yaxis={"title": "CPU %", "rangemode": "tozero"},
         yaxis2={"title": "MB", "overlaying": "y", "side": "right", "showgrid": False,
                 "range": [0, max(mem, default=1.0) * 1.6]},

@@ -80,6 +80,7 @@ class LiveView:
         self._drawn_version = -1
         self._fig_version = -1
         self._fig_at = 0.0
+        self._fig_attention = 0
         self._header_at = 0.0
         self._graph_version = -1
         self._ticker: asyncio.Task[None] | None = None
@@ -205,8 +206,11 @@ class LiveView:
             self.updates += 1
         # stretch the interval to 5x what drawing costs (at most 5 s), so drawing stays under ~20%
         due = now - self._fig_at >= max(self.figure_interval, min(5 * self.figure_cost, 5.0))
-        if force or (due and tr.version != self._fig_version):
+        # a question to a person, a failure or a retry shows within a few ticks, not after the stretch
+        urgent = tr.attention != self._fig_attention and now - self._fig_at >= 3 * self.interval
+        if force or ((due or urgent) and tr.version != self._fig_version):
             self._fig_version = tr.version
+            self._fig_attention = tr.attention
             self._draw_figures()
             cost = time.perf_counter() - now
             if self.figure_redraws > 1:  # the first draw pays plotly's warm-up: not a fair measure

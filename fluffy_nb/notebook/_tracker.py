@@ -78,6 +78,7 @@ class RunTracker:
         self.t0: float | None = None  # clock.monotonic() at run start
         self.wall0: float | None = None  # time.perf_counter() at run start (elapsed while running)
         self.duration: float | None = None
+        self.attention = 0  # bumped by what a person should see at once: asks, failures, retries, the end
         self.completed_runs = 0
         self.retries = 0
         self.failures = 0
@@ -133,6 +134,7 @@ class RunTracker:
         self.completed_runs = self.retries = self.failures = 0
 
     def _run_finished(self, e: RunFinished) -> None:
+        self.attention += 1
         self.run_status, self.error, self.duration = e.status, e.error, e.duration
         end = self._rel(e.time)
         for span in self._open.values():
@@ -171,6 +173,7 @@ class RunTracker:
             span.outcome = "completed"
 
     def _failed(self, e: StateFailed) -> None:
+        self.attention += 1
         if e.final:
             self.status[e.state] = "timeout" if e.timed_out else "failed"
             self.failures += 1
@@ -185,6 +188,7 @@ class RunTracker:
         self._close(e.state, e.time, "cancelled")
 
     def _asked(self, e: HumanRequested) -> None:
+        self.attention += 1
         self.status[e.state] = "waiting_for_human"
         self.waiting[e.request_id] = e
         span = self._open.get(e.state)
