@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Debian's Chromium for the real-browser test (Playwright drives it; browser downloads are
-# impossible here, so `playwright install` is never used). No-op when already present.
+# Install what the real-browser tests need: Debian's Chromium (Playwright drives it through
+# executable_path=/usr/bin/chromium; `playwright install` is never used, browser downloads are
+# not possible in CI). Playwright's Python package itself comes from pip (the `browser` extra).
+# Idempotent; needs root (or sudo) only when chromium is missing.
 set -euo pipefail
-if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then
-  exit 0
+CHROMIUM="${FLUFFY_NB_CHROMIUM:-/usr/bin/chromium}"
+if [ -x "$CHROMIUM" ]; then
+    echo "chromium present: $("$CHROMIUM" --version 2>/dev/null || echo "$CHROMIUM")"
+    exit 0
 fi
 SUDO=""
-if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+if [ "$(id -u)" != "0" ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+        echo "chromium missing and not root: apt-get install -y chromium (the browser tests will be skipped)" >&2
+        exit 0
+    fi
+fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq chromium fonts-dejavu-core >/dev/null
-command -v chromium
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core
+"$CHROMIUM" --version || true

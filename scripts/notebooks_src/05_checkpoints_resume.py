@@ -38,22 +38,22 @@ crash_in = set()
 
 
 async def research(context: Context) -> StateResult:
-    calls["research"] += 1
+    calls[context.state_name] += 1
     context.set_state("notes", await llm.complete(f"Summarise research about {context.get_state('topic')}"))
     return "outline"
 
 
 async def outline(context: Context) -> StateResult:
-    calls["outline"] += 1
-    context.set_state("outline", ["intro", "why", "how", "wrap-up"])
+    calls[context.state_name] += 1
+    context.set_state("headings", ["intro", "why", "how", "wrap-up"])
     return "write"
 
 
 async def write(context: Context) -> StateResult:
-    calls["write"] += 1
-    if "write" in crash_in:
+    calls[context.state_name] += 1
+    if context.state_name in crash_in:
         raise ConnectionError("power cut!")
-    sections = [await llm.complete(f"Write the {s} section about {context.get_state('topic')}") for s in context.get_state("outline")]
+    sections = [await llm.complete(f"Write the {s} section about {context.get_state('topic')}") for s in context.get_state("headings")]
     context.set_state("article", "\n".join(sections))
     return None
 

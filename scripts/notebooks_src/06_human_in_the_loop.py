@@ -49,31 +49,39 @@ print("answers come from:", "a script (FLUFFY_NB_AUTOANSWER=1)" if AUTOANSWER el
 # %% [markdown]
 # ## An approval step with a validator
 #
-# The writer drafts, a person reviews. Anything other than a real answer is rejected by the
-# `validator`: the form shows why and asks again. The state then routes on the answer: `approve`
+# The writer drafts, a person reviews. A `validator` checks each answer: returning `False` or raising
+# an exception rejects it, the form shows the message and asks again. The state then routes on the answer: `approve`
 # publishes, anything else is taken as an instruction and the draft goes back for revision.
 
 # %%
 llm = FakeLLM(latency=0.2)
+
+
+def at_least_three_characters(text: str) -> bool:
+    if len(text.strip()) < 3:
+        raise ValueError("please write at least 3 characters")
+    return True
+
+
 review = Agent("review", responder=responder(["approve"]))
 
 
 async def draft(context: Context) -> StateResult:
-    context.set_state("draft", await llm.complete("Write a short note about human review"))
+    context.set_state("text", await llm.complete("Write a short note about human review"))
     return "human_review"
 
 
 async def human_review(context: Context) -> StateResult:
     feedback = await context.human_in_the_loop(
-        prompt=f"Review this draft:\n\n{context.get_state('draft')}\n\nType 'approve', or say what to change.",
-        validator=lambda text: len(text.strip()) >= 3 or "please write at least 3 characters",
+        prompt=f"Review this draft:\n\n{context.get_state('text')}\n\nType 'approve', or say what to change.",
+        validator=at_least_three_characters,
     )
     context.set_state("feedback", feedback)
     return "publish" if "approve" in feedback.lower() else "revise"
 
 
 async def revise(context: Context) -> StateResult:
-    context.set_state("draft", context.get_state("draft") + f" [revised: {context.get_state('feedback')}]")
+    context.set_state("text", context.get_state("text") + f" [revised: {context.get_state('feedback')}]")
     return "publish"
 
 

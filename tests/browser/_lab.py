@@ -202,14 +202,30 @@ def open_notebook(page: Any, lab: Lab, path: str, timeout_ms: int = 60_000) -> N
 
 
 def wait_kernel_idle(page: Any, timeout_ms: int = 60_000) -> None:
+    """The notebook's kernel is connected and idle (toolbar indicator and status bar agree)."""
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']",
                            timeout=timeout_ms)
+    page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\|\s*Idle\s*$")).wait_for(timeout=timeout_ms)
 
 
-def run_all(page: Any) -> None:
-    """Run > Run All Cells, through the menu like a person would."""
-    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-    page.locator(".lm-Menu-item:not(.lm-mod-disabled) .lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+def run_all(page: Any, timeout_ms: int = 30_000) -> None:
+    """Run > Run All Cells, through the menu like a person would; waits until the first cell ran."""
+    first = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt").first
+    for attempt in (1, 2):
+        page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+        page.locator(".lm-Menu-item:not(.lm-mod-disabled) .lm-Menu-itemLabel",
+                     has_text=re.compile(r"^Run All Cells$")).click()
+        try:
+            # the first code cell shows [*] (running) or [1] (done) once the kernel took the request
+            page.wait_for_function(
+                "el => /\\[(\\*|\\d+)\\]/.test(el.textContent)", arg=first.element_handle(), timeout=timeout_ms)
+            return
+        except Exception:
+            if attempt == 2:
+                raise
+            # a kernel that reported idle before its session was fully wired drops the request:
+            # wait for idle again and ask once more
+            wait_kernel_idle(page)
 
 
 def wait_all_executed(page: Any, timeout_ms: int = 90_000) -> None:
