@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .engine import *  # noqa: F403 - the engine's public API is ours
+from .engine import _hooks
 from .engine import __all__ as _engine_all
 from .engine.coordination import *  # noqa: F403
 from .engine.coordination import __all__ as _coordination_all
@@ -17,9 +18,41 @@ from .engine.monitoring import __all__ as _monitoring_all
 from .store import *  # noqa: F403
 from .store import __all__ as _store_all
 
+from .engine.reliability import *  # noqa: F403
+from .engine.reliability import __all__ as _reliability_all
+
 __version__ = "0.1.0"
 
-__all__ = [*_engine_all, *_coordination_all, *_monitoring_all, *_store_all, "__version__", "load_ipython_extension", "unload_ipython_extension"]
+
+def _history_frame(agent_or_store: Any, **filters: Any) -> Any:
+    """``agent.history()`` as a DataFrame: the notebook layer builds it, imported on first use."""
+    from .notebook._history import history_frame
+
+    return history_frame(agent_or_store, **filters)
+
+
+# The top-level package sits above both layers, so it may wire them: the engine asks this
+# hook for history frames and never imports pandas itself.
+if _hooks.history_frame is None:
+    _hooks.history_frame = _history_frame
+
+__all__ = [
+    *_engine_all,
+    *_coordination_all,
+    *_monitoring_all,
+    *_store_all,
+    *_reliability_all,
+    "DaskExecutor",
+    "__version__", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def __getattr__(name: str) -> Any:
+    """``fluffy_nb.DaskExecutor`` without importing dask until it is used."""
+    if name == "DaskExecutor":
+        from .distributed import DaskExecutor
+
+        return DaskExecutor
+    raise AttributeError(f"module 'fluffy_nb' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -34,16 +34,20 @@ from ._errors import (
     TypedDataError,
 )
 from ._events import EventBus
+from ._executor import Executor, LocalExecutor
+from ._handle import RunHandle
+from ._hitl import HumanLoopStatistics, HumanRequest, Responder
+from ._history import CheckpointDiff, CheckpointHistory, diff_checkpoints
 from ._hitl import ConsoleResponder, HumanRequest, ProgrammaticResponder, ScriptedResponder
 from ._policies import DependencyConfig, DependencyLifecycle, DependencyType, RetryPolicy
-from ._resources import ResourcePool, ResourceRequirements, ResourceType
+from ._resources import PoolStatistics, ResourcePool, ResourceRequirements, ResourceType, UsageStats
+from ._responders import ConsoleResponder, ProgrammaticResponder, ScriptedResponder
 from ._result import RunResult
 from ._state import StateBuilder, StateMetadata, state
 from ._status import AgentStatus, Priority, StateStatus
 from ._typed import TypedContextData, register_type
 
 __all__ = [
-    "FORMAT_VERSION",
     "Agent",
     "AgentRunningError",
     "AgentStatus",
@@ -51,8 +55,8 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "Clock",
-    "ConsoleResponder",
     "ConfigurationError",
+    "ConsoleResponder",
     "Context",
     "CoordinationError",
     "DeadlockError",
@@ -63,22 +67,29 @@ __all__ = [
     "DependencyType",
     "DuplicateStateError",
     "EventBus",
+    "Executor",
+    "FORMAT_VERSION",
     "FluffyError",
     "FluffyWarning",
     "HumanAnswerRecord",
     "HumanInputError",
+    "HumanLoopStatistics",
     "HumanRequest",
     "HumanTimeoutError",
     "InvalidStateResultError",
+    "LocalExecutor",
     "ManualClock",
     "MaxStepsExceededError",
+    "PoolStatistics",
     "Priority",
     "ProgrammaticResponder",
     "ResourceError",
     "ResourcePool",
     "ResourceRequirements",
     "ResourceType",
+    "Responder",
     "RetryPolicy",
+    "RunHandle",
     "RunResult",
     "RunTimeoutError",
     "ScriptedResponder",
@@ -93,6 +104,7 @@ __all__ = [
     "SystemClock",
     "TypedContextData",
     "TypedDataError",
+    "UsageStats",
     "register_type",
     "state",
 ]

@@ -160,7 +160,7 @@ async def test_restore_from_history_continues_without_rerunning_completed_states
     first = Agent("c", store=store, durable=True)
     chain(first, 6, calls)
     await first.run()
-    third = first.history()[2]  # after s0, s1, s2
+    third = first.history_records()[2]  # after s0, s1, s2
 
     calls.clear()
     again = Agent("c", store=store, durable=True)
@@ -205,7 +205,7 @@ async def test_checkpoint_naming_unknown_states_is_refused_and_agent_unchanged(s
     old = Agent("c", store=store, durable=True)
     chain(old, 4, Counter())
     await old.run()
-    cp = old.history()[1]
+    cp = old.history_records()[1]
     smaller = Agent("c", store=store)
     chain(smaller, 2, Counter())
     before = store.list()
@@ -258,7 +258,7 @@ async def test_diff_names_changed_keys_statuses_and_completions(store: Any) -> N
     agent = Agent("d", store=store, durable=True)
     chain(agent, 3, Counter())
     await agent.run()
-    rows = agent.history()
+    rows = agent.history_records()
     d = agent.diff(rows[0], rows[2])
     assert d.changed == ("total", "tally")
     assert d.added == ()
@@ -275,6 +275,7 @@ async def test_history_is_a_readable_list_or_the_notebook_frame(store: Any, monk
     agent = Agent("h", store=store, durable=True)
     chain(agent, 2, Counter())
     await agent.run()
+    monkeypatch.setattr(_hooks, "history_frame", None)  # engine alone: no DataFrame factory
     hist = agent.history()
     assert isinstance(hist, CheckpointHistory)
     assert [r.trigger for r in hist] == ["state", "state", "completion"]
