@@ -37,8 +37,6 @@ from ._events import EventBus
 from ._executor import Executor, LocalExecutor
 from ._handle import RunHandle
 from ._hitl import HumanLoopStatistics, HumanRequest, Responder
-from ._history import CheckpointDiff, CheckpointHistory, diff_checkpoints
-from ._hitl import ConsoleResponder, HumanRequest, ProgrammaticResponder, ScriptedResponder
 from ._policies import DependencyConfig, DependencyLifecycle, DependencyType, RetryPolicy
 from ._resources import PoolStatistics, ResourcePool, ResourceRequirements, ResourceType, UsageStats
 from ._responders import ConsoleResponder, ProgrammaticResponder, ScriptedResponder

@@ -7,15 +7,17 @@ cancellation, status, and checkpoints.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._checkpoint import Checkpoint
+from ._checkpointing import CheckpointMixin
 from ._clock import Clock, SystemClock
 from ._context import Context
+from ._control import ControlMixin
+from ._deps import DependencyMixin
 from ._errors import (
     AgentRunningError,
     CheckpointError,
@@ -25,22 +27,21 @@ from ._errors import (
 )
 from ._events import EventBus, StateAdded
 from ._graph import StateGraph, code_strings
+from ._handle import BackgroundMixin
 from ._hitl import HumanLoop
 from ._hooks import mimebundle
 from ._policies import RetryPolicy, StateSpec, check_timeout, normalize_dependencies
 from ._resources import ResourcePool, ResourceRequirements
-from ._checkpointing import CheckpointMixin
-from ._handle import BackgroundMixin
 from ._runner import RunnerMixin
-from .coordination._mixin import CoordinationMixin
 from ._state import StateMetadata, normalize_options, state_options
 from ._status import AgentStatus, Priority
+from .coordination._mixin import CoordinationMixin
 
 StateResult = str | list[str] | None
 """What a state returns: the next state's name, names to run concurrently, or None."""
 
 
-class Agent(RunnerMixin, CheckpointMixin, BackgroundMixin, CoordinationMixin):
+class Agent(RunnerMixin, DependencyMixin, ControlMixin, CheckpointMixin, BackgroundMixin, CoordinationMixin):
     """A workflow: named async states that hand control to each other.
 
     Args:
