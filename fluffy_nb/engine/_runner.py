@@ -148,6 +148,7 @@ class RunnerMixin:
         cleanup_timeout = check_timeout("run(cleanup_timeout)", cleanup_timeout)
         self._collect_class_states()
         self._check_dependency_cycles()
+        self._check_gates()
         self._check_resources()
         from ._executor import check_executors
 
@@ -259,6 +260,15 @@ class RunnerMixin:
         if not starts and self.states:
             starts = [next(iter(self.states))]
         return starts
+
+    def _check_gates(self: Agent) -> None:
+        unknown = sorted(name for name, gates in self._gates.items() if gates and name not in self.states)
+        if unknown:
+            known = ", ".join(sorted(self.states)[:12])
+            raise StateNotFoundError(
+                f"agent {self.name!r} has rate limits or coordination for {unknown}, but no state of "
+                f"that name (known: {known}); fix the name or add the state"
+            )
 
     def _check_resources(self: Agent) -> None:
         pool = self.resource_pool
