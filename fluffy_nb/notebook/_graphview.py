@@ -119,15 +119,15 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
             hover = _hover(agent, nid, st)
         by_status.setdefault(st, []).append((nid, x, y, text, hover))
     for st in STATUS_STYLE:
-        pts = by_status.get(st)
-        if not pts:
+        members = by_status.get(st)
+        if not members:
             continue
         fig.add_trace(go.Scatter(
-            x=[p[1] for p in pts], y=[p[2] for p in pts], text=[p[3] for p in pts],
-            hovertext=[p[4] for p in pts], hoverinfo="text", mode="markers+text", textposition="top center",
+            x=[p[1] for p in members], y=[p[2] for p in members], text=[p[3] for p in members],
+            hovertext=[p[4] for p in members], hoverinfo="text", mode="markers+text", textposition="top center",
             name=status_label(st), legendgroup="status",
-            marker={"size": [34 if lay.nodes[p[0]].is_group else 24 for p in pts],
-                    "symbol": ["square" if lay.nodes[p[0]].is_group else "circle" for p in pts],
+            marker={"size": [34 if lay.nodes[p[0]].is_group else 24 for p in members],
+                    "symbol": ["square" if lay.nodes[p[0]].is_group else "circle" for p in members],
                     "color": status_color(st), "opacity": 1.0, "line": {"color": "#333", "width": 1}},
             textfont={"size": 12},
         ))

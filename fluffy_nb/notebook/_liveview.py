@@ -7,7 +7,9 @@ resource usage beside declared, the human-in-the-loop forms, and the result or t
 Redraws are coalesced. Events only update the :class:`RunTracker` (a few dict writes); one
 ticker task redraws at most every ``interval`` seconds (0.1 s: 10/s) and only what changed.
 Figures are costlier, so they redraw at most every ``figure_interval`` seconds (1 s), stretched
-to five times their own drawing cost, so drawing never takes more than ~20% of the loop.
+to five times their own drawing cost (at most 5 s), so drawing takes at most ~20% of the loop;
+what a person must see at once (a question for them, a failure, a retry) redraws them within
+a few ticks. The end of the run is drawn once, by ``finish()``, after the awaiter is woken.
 
 Jupyter facts followed (DESIGN.md): plotly figures are re-displayed as static plotly JSON into
 ``Output`` widgets through ``outputs=`` (never ``with out:``, never a ``FigureWidget``: ~5 MB

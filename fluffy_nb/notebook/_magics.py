@@ -64,6 +64,12 @@ def _open_store(path: str) -> Any:
 class FluffyMagics(Magics):
     """``%%fluffy NAME [options]`` and ``%fluffy COMMAND NAME``."""
 
+    @property
+    def _ip(self) -> Any:
+        """The shell (always set once the magics are registered)."""
+        assert self.shell is not None
+        return self.shell
+
     @magic_arguments()
     @argument("name", help="Name of the agent; it is put into the notebook's namespace under this name.")
     @argument("--run", action="store_true", help="Run it and wait in this cell; shows the RunResult.")
@@ -75,11 +81,11 @@ class FluffyMagics(Magics):
     @argument("--timeout", type=float, metavar="S", help="Fail the run after S seconds.")
     @argument("--start", metavar="STATE", action="append", help="Start here instead of the graph's start states.")
     @argument("--no-live", action="store_true", help="No live view under the cell.")
-    @cell_magic("fluffy")
+    @cell_magic("fluffy")  # type: ignore[arg-type]
     def fluffy_cell(self, line: str, cell: str) -> Any:
         """Turn the state functions of this cell into agent NAME (see the module docstring for the rule)."""
         __tracebackhide__ = True
-        args = parse_argstring(self.fluffy_cell, line)
+        args = parse_argstring(self.fluffy_cell, line)  # type: ignore[arg-type]
         name = args.name
         if not name.isidentifier() or keyword.iskeyword(name):
             raise UsageError(f"%%fluffy {name!r}: the agent's name must be a Python identifier, e.g. %%fluffy pipeline")
@@ -89,7 +95,7 @@ class FluffyMagics(Magics):
             raise UsageError(f"%%fluffy {name} --timeout {args.timeout}: must be a number of seconds > 0")
         if args.durable and not args.store:
             raise UsageError(f"%%fluffy {name} --durable: needs --store PATH to checkpoint to")
-        old = self.shell.user_ns.get(name)
+        old = self._ip.user_ns.get(name)
         if isinstance(old, Agent) and old._run_active:
             raise UsageError(f"agent {name!r} is still running; `{name}.handle.cancel()` it or wait for it "
                              "before redefining it")
@@ -108,7 +114,7 @@ class FluffyMagics(Magics):
             if s not in agent.states:
                 raise UsageError(f"%%fluffy {name} --start {s}: no such state; the cell defines "
                                  f"{', '.join(agent.states)}")
-        self.shell.user_ns[name] = agent
+        self._ip.user_ns[name] = agent
         if not (args.run or args.background):
             return agent
         kwargs: dict[str, Any] = {"timeout": args.timeout}
@@ -119,7 +125,7 @@ class FluffyMagics(Magics):
     def _run_cell(self, cell: str) -> list[tuple[str, Any]]:
         """Execute the cell in the user namespace; return the state functions it defined."""
         __tracebackhide__ = True
-        shell = self.shell
+        shell = self._ip
         source = shell.transform_cell(cell)
         filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
         code = compile(source, filename, "exec", flags=shell.compile.flags, dont_inherit=True)
@@ -151,12 +157,12 @@ class FluffyMagics(Magics):
     @argument("--store", metavar="PATH", help="resume: continue the latest run stored in this SQLite file.")
     @argument("--mermaid", action="store_true", help="graph: mermaid Markdown instead of the figure.")
     @argument("--no-live", action="store_true", help="resume: no live view.")
-    @line_magic("fluffy")
+    @line_magic("fluffy")  # type: ignore[arg-type]
     def fluffy_line(self, line: str) -> Any:
         """``%fluffy graph|status|history|restore|resume|monitor NAME``."""
         if not line.strip():
             raise UsageError("usage: %fluffy {" + "|".join(COMMANDS) + "} NAME; %%fluffy NAME defines an agent")
-        args = parse_argstring(self.fluffy_line, line)
+        args = parse_argstring(self.fluffy_line, line)  # type: ignore[arg-type]
         agent = self._agent(args.name)
         from . import _history
         from ._liveview import LiveView
@@ -195,9 +201,9 @@ class FluffyMagics(Magics):
         return None
 
     def _agent(self, name: str) -> Agent:
-        agent = self.shell.user_ns.get(name)
+        agent = self._ip.user_ns.get(name)
         if not isinstance(agent, Agent):
-            known = [k for k, v in self.shell.user_ns.items() if isinstance(v, Agent) and not k.startswith("_")]
+            known = [k for k, v in self._ip.user_ns.items() if isinstance(v, Agent) and not k.startswith("_")]
             hint = f" (agents here: {', '.join(known)})" if known else ""
             raise UsageError(f"no agent named {name!r} in this notebook{hint}; define one with %%fluffy {name}")
         return agent

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,7 @@ class RunTracker:
         self.retries = 0
         self.failures = 0
         self._reset_statuses()
-        self._handlers = {
+        self._handlers: dict[type, Callable[[Any], None]] = {
             RunStarted: self._run_started, RunFinished: self._run_finished, StateAdded: self._added,
             StateScheduled: self._scheduled, StateBlocked: self._blocked, StateStarted: self._started,
             StateFinished: self._finished, StateFailed: self._failed, StateRetrying: self._retrying,
