@@ -96,8 +96,8 @@ def handle_bundle(handle: RunHandle, include: Any = None, exclude: Any = None) -
     text = repr(handle)
     if not handle.done():
         name = handle.agent.name
-        text = (f"<RunHandle {name!r}: running in the background; `await {name}.handle` gives the result, "
-                f"`{name}.handle.cancel()` stops it>")
+        text = (f"<RunHandle {name!r}: started in the background; `await {name}.handle` gives the result "
+                f"(or raises its error), `{name}.handle.cancel()` stops it>")
     return _filter({"text/plain": text}, include, exclude)
 
 
