@@ -173,6 +173,20 @@ except FluffyError as err:
     print(type(err).__name__, "names the key:", "'callback'" in str(err))
 
 # %% [markdown]
+# ## Typed data in the live view
+#
+# The live view shows the same graph and timeline for typed workflows; the final result lists the typed
+# keys next to the plain ones.
+
+# %%
+%load_ext fluffy_nb
+profiles_run = profiles.start()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print((await profiles_run).get_state("summary"))
+
+# %% [markdown]
 # ## Try this
 #
 # - Add a field `email: str` to `UserProfile` without a default. What breaks, and where?

@@ -111,14 +111,18 @@ print("calls so far:", dict(calls))
 # again) finds the latest run in the store and continues it. `research` and `outline` are not run
 # again: their results come from the checkpoint. Only `write` runs.
 #
+# In a notebook, `%fluffy resume NAME` does this with the live view (in code: `await agent.resume_latest()`).
 # To try the real thing: run the cell above, restart the kernel (*Kernel > Restart*), run the first
-# cells again to define the states, then run only the cell below.
+# cells again to define the states, then run only the two cells below.
+
+# %%
+crash_in.clear()
+survivor = make_agent(store=store, durable=True)
+%fluffy resume survivor
 
 # %%
 # NBVAL_CHECK_OUTPUT
-crash_in.clear()
-survivor = make_agent(store=store, durable=True)
-result = await survivor.resume_latest()
+result = await survivor.handle
 print("status:", result.status)
 print("calls in total:", dict(calls))  # research and outline: still 1
 print(result.get_state("article").splitlines()[0])

@@ -55,6 +55,7 @@ pool = ResourcePool(total_cpu=4, total_memory=8192)
 training = Agent("training", resource_pool=pool)
 inside = Gauge()
 jobs = [f"train_{i}" for i in range(6)]
+job_seconds = 0.1
 
 
 async def plan(context: Context) -> StateResult:
@@ -66,7 +67,7 @@ for job in jobs:
 
     async def train(context: Context) -> StateResult:
         with inside:
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(job_seconds)
         return None
 
     training.add_state(job, train, resources=ResourceRequirements(cpu_units=2, memory_mb=1024))
@@ -213,6 +214,7 @@ pprint.pprint(await etl.get_coordination_status(), width=110, sort_dicts=False)
 
 # %%
 inside = Gauge()
+job_seconds = 0.6  # longer jobs, so the resource sampler (every 0.5 s) has something to show
 training_run = training.start()
 
 # %%
