@@ -49,6 +49,8 @@ def parse(text: str) -> list[nbformat.NotebookNode]:
 
 def build(src: Path) -> nbformat.NotebookNode:
     nb = new_notebook(cells=parse(src.read_text()))
+    for i, cell in enumerate(nb.cells):  # stable ids: rebuilding an unchanged source changes nothing
+        cell.id = f"{src.stem[:2]}-{i:03d}"
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
     nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
     return nb
@@ -61,6 +63,7 @@ def execute(nb: nbformat.NotebookNode, cwd: Path) -> None:
     os.environ["FLUFFY_NB_AUTOANSWER"] = "1"
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
     for cell in nb.cells:
+        cell.metadata.pop("execution", None)  # timestamps: noise in every diff
         if cell.cell_type != "code":
             continue
         if CHECK not in cell.source:
