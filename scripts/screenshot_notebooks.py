@@ -34,7 +34,7 @@ def main(prefixes: list[str]) -> int:
         with sync_playwright() as p:
             browser = launch_browser(p)
             for nb in notebooks:
-                page = browser.new_page(viewport={"width": 1400, "height": 1400})
+                page = browser.new_page(viewport={"width": 1400, "height": 2400})
                 page.set_default_timeout(90_000)
                 open_notebook(page, lab, f"notebooks/{nb.name}")
                 run_all(page)

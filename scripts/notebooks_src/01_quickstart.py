@@ -137,7 +137,7 @@ async def shout(ctx):
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(greeter.get_state("greeting"))
+print(greeter.get_state("greeting"))  # noqa: F821 - `%%fluffy greeter` defined it
 
 # %% [markdown]
 # ## Statuses you can trust

@@ -14,6 +14,7 @@ import asyncio
 import time
 
 from _fakellm import FakeLLM
+
 from fluffy_nb import Agent, Context, StateResult
 
 llm = FakeLLM(latency=0.3)  # every call takes 0.3 s, like a slow API
@@ -203,7 +204,8 @@ chunks_run = chunks.start()
 # %%
 # NBVAL_CHECK_OUTPUT
 r = await chunks_run
-print("combine ran", r.state_runs["combine"], "time, after", sum(n.startswith("square") for n in r.state_runs), "squares")
+squares = sum(name.startswith("square") for name in r.state_runs)
+print("combine ran", r.state_runs["combine"], "time, after", squares, "squares")
 
 # %% [markdown]
 # ## Try this

@@ -16,7 +16,8 @@
 
 # %%
 from _fakellm import FakeLLM, RateLimitError
-from fluffy_nb import Agent, Context, RetryPolicy, StateFailedError, StateResult, StateTimeoutError
+
+from fluffy_nb import Agent, Context, RetryPolicy, StateFailedError, StateResult
 
 # %% [markdown]
 # ## Retries with exponential backoff

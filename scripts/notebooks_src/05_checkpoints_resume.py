@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from _fakellm import FakeLLM
+
 from fluffy_nb import Agent, Checkpoint, Context, SQLiteStore, StateFailedError, StateResult
 
 %load_ext fluffy_nb
@@ -53,7 +54,8 @@ async def write(context: Context) -> StateResult:
     calls[context.state_name] += 1
     if context.state_name in crash_in:
         raise ConnectionError("power cut!")
-    sections = [await llm.complete(f"Write the {s} section about {context.get_state('topic')}") for s in context.get_state("headings")]
+    topic = context.get_state("topic")
+    sections = [await llm.complete(f"Write the {s} section about {topic}") for s in context.get_state("headings")]
     context.set_state("article", "\n".join(sections))
     return None
 
@@ -146,7 +148,8 @@ history
 # %%
 # NBVAL_CHECK_OUTPUT
 for row in survivor.history_records():
-    print(f"#{row.sequence}  {row.trigger:<12} {row.agent_status:<10} completed={row.completed_count}  pending={list(row.pending)}")
+    print(f"#{row.sequence}  {row.trigger:<12} {row.agent_status:<10} completed={row.completed_count}  "
+          f"pending={list(row.pending)}")
 
 # %% [markdown]
 # ## 4. Time travel: fork from the past

@@ -22,6 +22,7 @@
 import os
 
 from _fakellm import FakeLLM
+
 from fluffy_nb import Agent, Context, ProgrammaticResponder, ScriptedResponder, StateResult
 
 %load_ext fluffy_nb

@@ -15,9 +15,9 @@ import asyncio
 import random
 
 import pandas as pd
-
 from _fakellm import FakeLLM
-from fluffy_nb import AgentMetrics, Agent, Context, MetricType, RetryPolicy, StateResult, agent_monitor
+
+from fluffy_nb import Agent, AgentMetrics, Context, MetricType, RetryPolicy, StateResult, agent_monitor
 
 %load_ext fluffy_nb
 
@@ -128,7 +128,7 @@ per_state
 # %%
 # NBVAL_CHECK_OUTPUT
 print("runs per state:", per_state["runs"].to_dict())
-print("slowest at p95:", per_state.drop(columns=[c for c in per_state.columns if not c.endswith("_ms")]).idxmax().get("p95_ms"))
+print("slowest at p95:", per_state["p95_ms"].idxmax())
 
 # %% [markdown]
 # ## 4. The live view

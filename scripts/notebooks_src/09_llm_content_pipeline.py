@@ -18,9 +18,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from _fakellm import FakeLLM, RateLimitError
 from pydantic import BaseModel, Field
 
-from _fakellm import FakeLLM, RateLimitError
 from fluffy_nb import Agent, Context, RetryPolicy, ScriptedResponder, SQLiteStore, StateResult, TypedContextData
 
 %load_ext fluffy_nb

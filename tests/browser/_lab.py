@@ -232,7 +232,8 @@ def wait_all_executed(page: Any, timeout_ms: int = 90_000) -> None:
     """Every code cell has an execution count (none pending '[*]') and the kernel is idle."""
     page.wait_for_function(
         """() => {
-            const prompts = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')];
+            const sel = '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt';
+            const prompts = [...document.querySelectorAll(sel)];
             return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
         }""",
         timeout=timeout_ms,
@@ -242,5 +243,7 @@ def wait_all_executed(page: Any, timeout_ms: int = 90_000) -> None:
 
 def cell_errors(page: Any) -> list[str]:
     """Text of every error output in the open notebook."""
-    return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+    panel = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+    stderr = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+    return page.locator(f"{panel} {stderr}").all_inner_texts()
 

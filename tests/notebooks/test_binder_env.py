@@ -55,7 +55,8 @@ def test_fresh_venv_with_binder_requirements_runs_every_notebook(tmp_path: Path)
     run("bash", "binder/postBuild")
     # the environment really is separate from the one running this test
     where = run(py, "-c", "import fluffy_nb, ipywidgets, sys; print(sys.prefix)").stdout.strip()
-    assert Path(where).resolve() == env_dir.resolve() and Path(sys.prefix).resolve() != env_dir.resolve()
+    assert Path(where).resolve() == env_dir.resolve()
+    assert Path(sys.prefix).resolve() != env_dir.resolve()
 
     run(py, "-m", "pip", "install", "-q", "pytest", "nbval")
     notebooks = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
@@ -65,4 +66,5 @@ def test_fresh_venv_with_binder_requirements_runs_every_notebook(tmp_path: Path)
         cwd=ROOT, env={**env, "FLUFFY_NB_AUTOANSWER": "1"}, capture_output=True, text=True, check=False,
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout and "failed" not in proc.stdout
+    assert " passed" in proc.stdout
+    assert "failed" not in proc.stdout
