@@ -88,3 +88,25 @@ def test_person_answers_forms_in_jupyterlab_and_workflow_finishes_with_their_ans
     code_cell(page, "unattended = Agent").get_by_text("decision after nobody answered: ship it").wait_for()
     page.screenshot(path=str(artifacts / "browser_06_end.png"))
     assert cell_errors(page) == []
+
+
+def test_person_reviews_llm_pipeline_twice_and_their_feedback_shapes_the_result(lab: Lab, page: Any) -> None:
+    """Notebook 09: ask for a change in the review form, then approve the revised draft."""
+    from playwright.sync_api import expect
+
+    open_notebook(page, lab, "notebooks/09_llm_content_pipeline.ipynb")
+    run_all(page)
+    run_cell = code_cell(page, "run = pipeline.start(")
+    run_cell.locator(".jp-RenderedPlotly").first.wait_for()
+
+    friendlier = run_cell.get_by_role("button", name="make it friendlier")
+    friendlier.click(timeout=90_000)  # the pipeline writes, retries and checks before it asks
+    expect(friendlier).to_have_count(0)  # that form is answered and collapsed
+    # the workflow rewrote the sections and asks again, in a new form
+    run_cell.get_by_role("button", name="approve").click(timeout=90_000)
+
+    outputs = code_cell(page, "result = await run").locator(".jp-OutputArea-output")
+    outputs.get_by_text("feedback given: ['make it friendlier']").wait_for(timeout=90_000)
+    outputs.get_by_text(re.compile(r"\(3 sections, draft \d\)")).wait_for()
+    wait_all_executed(page)
+    assert cell_errors(page) == []
