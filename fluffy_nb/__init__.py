@@ -9,17 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from .engine import *  # noqa: F403 - the engine's public API is ours
-from .engine import _hooks
 from .engine import __all__ as _engine_all
+from .engine import _hooks
 from .engine.coordination import *  # noqa: F403
 from .engine.coordination import __all__ as _coordination_all
 from .engine.monitoring import *  # noqa: F403
 from .engine.monitoring import __all__ as _monitoring_all
-from .store import *  # noqa: F403
-from .store import __all__ as _store_all
-
 from .engine.reliability import *  # noqa: F403
 from .engine.reliability import __all__ as _reliability_all
+from .store import *  # noqa: F403
+from .store import __all__ as _store_all
 
 __version__ = "0.1.0"
 
@@ -42,7 +41,7 @@ __all__ = [
     *_monitoring_all,
     *_store_all,
     *_reliability_all,
-    "DaskExecutor",
+    "DaskExecutor",  # noqa: F405 - resolved lazily by __getattr__ below
     "__version__", "load_ipython_extension", "unload_ipython_extension"]
 
 

@@ -23,7 +23,7 @@ def test_public_classes_and_functions_have_docstrings() -> None:
 
 
 def test_seed_module_spellings_resolve_to_fluffy_nb() -> None:
-    import fluffy_nb.compat  # noqa: F401 - installs the aliases
+    import fluffy_nb.compat  # installs the aliases
 
     agent_mod = importlib.import_module("agent")
     assert agent_mod.Agent is fluffy_nb.Agent

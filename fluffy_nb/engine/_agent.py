@@ -121,7 +121,7 @@ class Agent(RunnerMixin, DependencyMixin, ControlMixin, CheckpointMixin, Backgro
         timeout: float | None = None,
         priority: int | None = None,
         max_retries: int | None = None,
-        next: Sequence[str] | None = None,  # noqa: A002 - the spec's vocabulary
+        next: Sequence[str] | None = None,  # the spec's vocabulary, shadowing the builtin on purpose
         executor: Any = None,
         **options: Any,
     ) -> StateSpec:
@@ -193,8 +193,8 @@ class Agent(RunnerMixin, DependencyMixin, ControlMixin, CheckpointMixin, Backgro
             next_hint=tuple(next or ()),
             options=opts,
         )
-        spec.options["is_async"] = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-            getattr(func, "__call__", None)
+        spec.options["is_async"] = inspect.iscoroutinefunction(func) or (
+            not inspect.isroutine(func) and inspect.iscoroutinefunction(type(func).__call__)
         )
         if executor is not None:
             spec.options["executor"] = executor

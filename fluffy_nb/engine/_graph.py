@@ -40,7 +40,7 @@ def code_strings(func: Callable[..., Any]) -> set[str]:
     target = getattr(target, "__wrapped__", target)
     code = getattr(target, "__code__", None)
     if code is None:
-        call = getattr(type(target), "__call__", None)
+        call = getattr(type(target), "__call__", None)  # noqa: B004 - a callable object's method
         code = getattr(call, "__code__", None)
     if code is None:
         return seen

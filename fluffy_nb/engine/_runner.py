@@ -390,22 +390,24 @@ class RunnerMixin:
                 except Exception as exc:
                     duration = clock.monotonic() - t0
                     timed_out = timer is not None and timer.expired()
+                    error: Exception = exc
                     if timed_out:
-                        exc = StateTimeoutError(
+                        error = StateTimeoutError(
                             f"state {name!r} took longer than its timeout of {spec.timeout}s", name
                         )
+                        error.__cause__ = exc
                     policy = spec.retry_policy
-                    meta.last_error = f"{type(exc).__name__}: {exc}"
-                    if policy is not None and policy.should_retry(exc, ex.attempt - 1):
+                    meta.last_error = f"{type(error).__name__}: {error}"
+                    if policy is not None and policy.should_retry(error, ex.attempt - 1):
                         delay = policy.delay(ex.attempt)
                         meta.status = StateStatus.RETRYING
                         meta.retries += 1
                         if bus.active:
                             now = clock.monotonic()
                             bus.publish(StateFailed(self.name, self.run_id, now, name, ex.attempt, duration,
-                                                    str(exc), type(exc).__name__, False, timed_out))
+                                                    str(error), type(error).__name__, False, timed_out))
                             bus.publish(StateRetrying(self.name, self.run_id, now, name, ex.attempt + 1,
-                                                      delay, str(exc)))
+                                                      delay, str(error)))
                         if delay > 0:
                             await clock.sleep(delay)
                         continue
@@ -413,8 +415,8 @@ class RunnerMixin:
                     meta.failures += 1
                     if bus.active:
                         bus.publish(StateFailed(self.name, self.run_id, clock.monotonic(), name, ex.attempt,
-                                                duration, str(exc), type(exc).__name__, True, timed_out))
-                    outcome = ("failed", exc)
+                                                duration, str(error), type(error).__name__, True, timed_out))
+                    outcome = ("failed", error)
                     break
                 duration = clock.monotonic() - t0
                 outcome = ("ok", (result, duration))

@@ -158,8 +158,12 @@ async def test_state_asking_two_questions_at_once_waits_until_both_are_answered(
     handle = agent.start()
     first, second = await responder.next_request(), await responder.next_request()
     first.answer("a")
-    while len(agent.pending_requests()) > 1:  # until the first question's wait has fully returned
+    for _ in range(1_000):  # yield to the loop until the first question's wait has fully returned
+        if len(agent.pending_requests()) <= 1:
+            break
         await asyncio.sleep(0)
+    else:
+        pytest.fail("the first question's wait never returned")
     assert agent.state_metadata["ask"].status is StateStatus.WAITING_FOR_HUMAN
     second.answer("b")
     assert (await handle)["both"] == ["a", "b"]
