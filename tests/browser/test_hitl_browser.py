@@ -47,11 +47,14 @@ def test_person_answers_forms_in_jupyterlab_and_workflow_finishes_with_their_ans
     answer_box.wait_for()
     start_cell.get_by_text("waiting for a person").first.wait_for()
     start_cell.screenshot(path=str(artifacts / "browser_06_waiting_for_person.png"))
+    first_input = answer_box.element_handle()
     answer_box.fill("no")
     page.get_by_role("button", name="Submit").click()
     start_cell.locator(".jp-OutputArea-output").get_by_text("please write at least 3 characters").wait_for()
 
-    # the form asks again (with fresh inputs); now a real answer
+    # the form asks again with a fresh input widget (a busy kernel would hold back a second value
+    # sync of the same widget); like a person, type once the new field is there
+    page.wait_for_function("el => !el.isConnected", arg=first_input)
     answer_box = page.locator("input[placeholder='your answer']")
     answer_box.fill(ANSWER)
     page.get_by_role("button", name="Submit").click()
