@@ -25,7 +25,7 @@ browser-deps:
 
 test: $(STAMP) browser-deps
 	FLUFFY_NB_AUTOANSWER=1 $(PY) -m pytest -p no:cacheprovider -q -ra tests
-	FLUFFY_NB_AUTOANSWER=1 $(PY) -m pytest -p no:cacheprovider -q --nbval-lax --sanitize-with tests/notebooks/sanitize.cfg notebooks
+	FLUFFY_NB_AUTOANSWER=1 $(PY) -m pytest -p no:cacheprovider -q --nbval-lax --nbval-sanitize-with tests/notebooks/sanitize.cfg notebooks
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider -q -m "not slow and not browser and not kernel" tests
