@@ -1,9 +1,10 @@
 """Layered layout of a state graph, and the status vocabulary every view shares.
 
 The layout is a small Sugiyama-style pass over :class:`~fluffy_nb.engine._graph.StateGraph`:
-back edges (cycles) are found by a depth-first search from the start states and left out of
-the layering; every state goes to the layer after its deepest predecessor (longest path);
-states inside a layer are ordered by the barycentre of their predecessors (two sweeps).
+back edges are left out of the layering (inside a cycle, an edge to a state no farther from the
+start, in fewest hops, than its source is the loop's return, so siblings of a fan-out inside a
+loop share a column); every state goes to the layer after its deepest predecessor (longest
+path); states inside a layer are ordered by the barycentre of their predecessors (two sweeps).
 Layers wider than ``max_per_layer`` collapse into one *group* node ("10,000 states"), so a
 huge fan-out stays one readable column. Layouts are cached per graph version.
 """
@@ -120,11 +121,11 @@ class Layout:
         return points
 
 
-def _back_edges(nodes: list[str], succ: Mapping[str, Iterable[str]], starts: list[str]) -> set[tuple[str, str]]:
-    """Edges that point back to a node on the current DFS path (iterative DFS)."""
+def _dfs_back_edges(nodes: list[str], succ: Mapping[str, Iterable[str]]) -> set[tuple[str, str]]:
+    """Edges that point back to a node on the current DFS path (iterative DFS, roots in order)."""
     colour: dict[str, int] = {}
     back: set[tuple[str, str]] = set()
-    for root in [*starts, *nodes]:
+    for root in nodes:
         if root in colour:
             continue
         colour[root] = 1
@@ -142,6 +143,94 @@ def _back_edges(nodes: list[str], succ: Mapping[str, Iterable[str]], starts: lis
             else:
                 colour[node] = 2
                 stack.pop()
+    return back
+
+
+def _bfs_depths(names: list[str], succ: Mapping[str, Iterable[str]], starts: list[str]) -> dict[str, int]:
+    """Fewest hops from the start states (nodes they do not reach: from the first such node)."""
+    depth: dict[str, int] = {}
+    for root in [*starts, *names]:
+        if root in depth:
+            continue
+        depth[root] = 0
+        frontier = [root]
+        while frontier:
+            nxt_frontier = []
+            for n in frontier:
+                for d in succ.get(n, ()):
+                    if d not in depth:
+                        depth[d] = depth[n] + 1
+                        nxt_frontier.append(d)
+            frontier = nxt_frontier
+    return depth
+
+
+def _components(names: list[str], succ: Mapping[str, Iterable[str]]) -> dict[str, int]:
+    """Strongly connected component id of every node (iterative Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    comp: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    counter = 0
+    for root in names:
+        if root in index:
+            continue
+        work = [(root, iter(succ.get(root, ())))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, it = work[-1]
+            for nxt in it:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = counter
+                    counter += 1
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(succ.get(nxt, ()))))
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    while True:
+                        m = stack.pop()
+                        on_stack.discard(m)
+                        comp[m] = index[node]
+                        if m == node:
+                            break
+    return comp
+
+
+def _back_edges(names: list[str], succ: Mapping[str, Iterable[str]], starts: list[str]) -> set[tuple[str, str]]:
+    """The edges that close a cycle, chosen so a loop's *return* is the back edge.
+
+    Inside a cycle (a strongly connected component), an edge going to a state no farther from
+    the start than its source (fewest hops) is the loop going back; a plain DFS would instead
+    cut whichever edge it happened to meet last (in a fan-out inside a loop that is a sibling's
+    edge, pushing that sibling to the far right). Among edges between states equally far from
+    the start, a DFS breaks what cycles remain. Edges outside cycles are never back edges.
+    """
+    depth = _bfs_depths(names, succ, starts)
+    comp = _components(names, succ)
+    back: set[tuple[str, str]] = set()
+    level: dict[str, list[str]] = {}
+    for s in names:
+        for d in succ.get(s, ()):
+            if comp[s] != comp[d]:
+                continue
+            if depth[d] < depth[s]:
+                back.add((s, d))
+            elif depth[d] == depth[s]:
+                level.setdefault(s, []).append(d)
+    if level:
+        back |= _dfs_back_edges([n for n in names if n in level], level)
     return back
 
 

@@ -36,6 +36,31 @@ def test_layers_follow_the_longest_path_and_cycles_become_back_edges():
     assert back == {("c", "a"), ("d", "d")}
 
 
+def test_fan_out_inside_a_loop_keeps_siblings_in_one_column_before_the_end():
+    # notebook 09's shape: plan -> writers -> assemble -> check -> (rewrite -> writers | review -> publish)
+    agent = Agent("loop")
+    writers = [f"write_{i}" for i in range(3)]
+
+    async def step(ctx):
+        return None
+
+    agent.add_state("plan", step, next=writers)
+    for w in writers:
+        agent.add_state(w, step, next=["assemble"])
+    agent.add_state("assemble", step, next=["check"])
+    agent.add_state("check", step, next=["rewrite", "review"])
+    agent.add_state("rewrite", step, next=writers)
+    agent.add_state("review", step, next=["rewrite", "publish"])
+    agent.add_state("publish", step)
+    lay = compute_layout(list(agent.graph.nodes), agent.graph.edge_list())
+    layer = {n: lay.nodes[n].layer for n in agent.graph.nodes}
+    assert {layer[w] for w in writers} == {layer["plan"] + 1}  # siblings share the column after plan
+    assert layer["assemble"] == layer["plan"] + 2
+    assert layer["publish"] == max(layer.values())  # nothing is pushed past the end
+    back = {(s, d) for s, d, _, is_back in lay.edges if is_back}
+    assert back == {("rewrite", w) for w in writers}  # the loop's return is the back edge
+
+
 def test_wide_layer_collapses_into_one_group_node():
     names = ["start"] + [f"w{i}" for i in range(500)] + ["end"]
     edges = [("start", f"w{i}", "runtime") for i in range(500)] + [(f"w{i}", "end", "code") for i in range(500)]
