@@ -168,6 +168,8 @@ class LiveView:
             return
         self._final = True
         self._stop_sampler()
+        if self.tracker.run_status == "idle":  # no run seen (resume_latest of a run already done)
+            self.tracker.sync_from_agent()
         if error is not None:
             self.tracker.exception = error
             self._show_error(error)

@@ -97,11 +97,44 @@ class RunTracker:
             self.run_status = "running"
             self.t0 = agent._started_at
             self.wall0 = time.perf_counter() - (agent.clock.monotonic() - agent._started_at)
-            for name, meta in agent.state_metadata.items():
-                self.status[name] = meta.status.value
+            self.status = self._agent_statuses(running=True)
+        elif getattr(agent, "_restored", None) is not None:  # a restored checkpoint waits to run
+            self.status = self._agent_statuses(running=False)
 
     def _reset_statuses(self) -> None:
         self.status = {name: "pending" for name in self.agent.states}
+
+    def _agent_statuses(self, *, running: bool) -> dict[str, str]:
+        """Statuses as the agent knows them now (a restored checkpoint's completed states stay done).
+
+        Without a run going (``running=False``) nothing runs yet: what the checkpoint recorded
+        as in flight shows as ready (the run relaunches it).
+        """
+        agent = self.agent
+        metas = agent.state_metadata
+        completed = set(getattr(agent, "completed_states", ()))
+        status: dict[str, str] = {}
+        for name in agent.states:
+            meta = metas.get(name)
+            st = meta.status.value if meta is not None else "pending"
+            if st == "pending" and name in completed:
+                st = "completed"
+            elif not running and st in ("running", "retrying", "waiting_for_human"):
+                st = "ready"
+            status[name] = st
+        return status
+
+    def sync_from_agent(self) -> None:
+        """Take statuses (and, with no run going, the run's status) from the agent as it is now.
+
+        For a run that ended without events, e.g. ``resume_latest()`` of a run that had already
+        completed.
+        """
+        running = bool(getattr(self.agent, "_run_active", False))
+        self.status = self._agent_statuses(running=running)
+        if not running:
+            self.run_status = getattr(self.agent.status, "value", self.run_status)
+        self.version += 1
 
     def close(self) -> None:
         """Stop observing the agent."""
@@ -124,7 +157,9 @@ class RunTracker:
         return t - self.t0 if self.t0 is not None else 0.0
 
     def _run_started(self, e: RunStarted) -> None:
-        self._reset_statuses()
+        # the agent is set up for this run by now: all pending for a fresh run, the checkpoint's
+        # statuses (completed states done) for a run continuing from a restored checkpoint
+        self.status = self._agent_statuses(running=False)
         self.spans.clear()
         self._open.clear()
         self.samples.clear()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from fluffy_nb import Agent, ResourceRequirements
 from fluffy_nb.notebook import LiveView, RunTracker
 from fluffy_nb.notebook._figures import GANTT_LIMIT, declared_vs_measured, resource_figure, timeline_figure
@@ -210,3 +212,60 @@ async def test_graph_is_redrawn_while_the_run_goes_not_only_at_the_end():
     assert not handle.done()  # seen while the run was still going
     gate.set()
     await handle
+
+
+def crashing_chain(store, crash: dict[str, bool]) -> Agent:
+    agent = Agent("article", store=store, durable=True)
+
+    async def draft(ctx):
+        return "edit"
+
+    async def edit(ctx):
+        if crash["now"]:
+            raise RuntimeError("kernel died")
+        return "publish"
+
+    async def publish(ctx):
+        return None
+
+    for f in (draft, edit, publish):
+        agent.add_state(f.__name__, f)
+    return agent
+
+
+async def test_view_of_a_resumed_run_shows_states_done_before_the_crash_as_done():
+    from fluffy_nb import MemoryStore, StateFailedError
+    from fluffy_nb.engine._handle import RunHandle
+
+    store = MemoryStore()
+    crash = {"now": True}
+    with pytest.raises(StateFailedError):
+        await crashing_chain(store, crash).run()
+    crash["now"] = False
+    survivor = crashing_chain(store, crash)  # a fresh agent, as after a kernel restart
+    view = LiveView(survivor)
+    handle = RunHandle(survivor, asyncio.get_running_loop().create_task(survivor.resume_latest()))
+    view.attach(handle)
+    await handle
+    await asyncio.sleep(0)  # the done-callback draws the end
+    assert [s.state for s in view.tracker.spans] == ["edit", "publish"]  # draft was not run again...
+    assert view.tracker.status == dict.fromkeys(["draft", "edit", "publish"], "completed")  # ...yet shows done
+    assert view.tracker.summary().startswith("article: completed · 3/3 states")
+    assert view.progress.value == view.progress.max == 3
+
+
+async def test_view_of_a_restored_checkpoint_starts_from_its_statuses():
+    from fluffy_nb import MemoryStore
+
+    store = MemoryStore()
+    crash = {"now": False}
+    await crashing_chain(store, crash).run()
+    again = crashing_chain(store, crash)
+    after_draft = next(row for row in again.history_records() if row.completed_count == 1)
+    again.restore(after_draft.checkpoint_id)
+    tracker = RunTracker(again)  # before the run: shows where it will continue from
+    assert tracker.status["draft"] == "completed"
+    assert tracker.status["publish"] == "pending"
+    await again.run()
+    assert tracker.status == dict.fromkeys(["draft", "edit", "publish"], "completed")
+    assert tracker.progress() == (3, 3)
