@@ -91,13 +91,35 @@ def checkpoint_bundle(cp: Checkpoint, include: Any = None, exclude: Any = None) 
     return _filter({"text/plain": repr(cp), "text/html": _table(rows)}, include, exclude)
 
 
+def _user_names(obj: Any) -> list[str]:
+    """Names the notebook's namespace binds to ``obj`` (none outside IPython)."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        return []
+    return [k for k, v in list(shell.user_ns.items()) if v is obj and not k.startswith("_")]
+
+
 def handle_bundle(handle: RunHandle, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-    """A RunHandle: its status, and how to get the result while it runs (the live view shows the rest)."""
+    """A RunHandle: its status, and how to get the result while it runs (the live view shows the rest).
+
+    The hint names a variable only when the notebook's namespace really holds the handle or
+    its agent under it (the agent's name need not be a variable: ``survivor = Agent("article")``).
+    """
     text = repr(handle)
     if not handle.done():
         name = handle.agent.name
-        text = (f"<RunHandle {name!r}: started in the background; `await {name}.handle` gives the result "
-                f"(or raises its error), `{name}.handle.cancel()` stops it>")
+        handles, agents = _user_names(handle), _user_names(handle.agent)
+        if handles:
+            how = f"`await {handles[0]}` gives the result (or raises its error), `{handles[0]}.cancel()` stops it"
+        elif agents:
+            var = agents[0]
+            how = f"`await {var}.handle` gives the result (or raises its error), `{var}.handle.cancel()` stops it"
+        else:
+            how = (f"`await <agent>.handle` gives the result (or raises its error), `<agent>.handle.cancel()` "
+                   f"stops it, <agent> being your variable for agent {name!r}")
+        text = f"<RunHandle {name!r}: started in the background; {how}>"
     return _filter({"text/plain": text}, include, exclude)
 
 

@@ -52,6 +52,8 @@ def test_background_cell_returns_at_once_and_the_view_updates_during_the_run(ker
                            and "application/vnd.jupyter.widget-view+json" in m["content"]["data"])
     assert view["parent_header"]["msg_id"] == cell  # the view sits under the %%fluffy cell
     assert "<svg" in view["content"]["data"]["text/html"]
+    shown = kernel.wait_for(lambda m: m["msg_type"] == "execute_result" and m["parent_header"]["msg_id"] == cell)
+    assert "`await demo.handle`" in shown["content"]["data"]["text/plain"]  # the name the magic bound
 
     # while `left` waits: the header says running and the progress bar has moved (fetch, right ended)
     kernel.wait_for(_header_with(kernel, "demo: running"), what="a 'running' header update")
