@@ -26,11 +26,12 @@ from ._errors import (
     StateNotFoundError,
 )
 from ._events import EventBus, StateAdded
-from ._graph import StateGraph, code_strings
+from ._graph import StateGraph
 from ._handle import BackgroundMixin
 from ._hitl import HumanLoop
 from ._hooks import mimebundle
 from ._policies import RetryPolicy, StateSpec, check_timeout, normalize_dependencies
+from ._reader import state_targets
 from ._resources import ResourcePool, ResourceRequirements
 from ._runner import RunnerMixin
 from ._state import StateMetadata, normalize_options, state_options
@@ -208,7 +209,7 @@ class Agent(RunnerMixin, DependencyMixin, ControlMixin, CheckpointMixin, Backgro
     def _add_to_graph(self, spec: StateSpec) -> None:
         graph, name = self.graph, spec.name
         graph.add_node(name)
-        strings = code_strings(spec.func)
+        strings = state_targets(spec.func)
         self._code_names[name] = strings
         mentions = self._mentions
         for target in strings:

@@ -1,8 +1,9 @@
 """The state graph the engine reads from code, and the fan-out/join bookkeeping.
 
-Edges come from three places: string constants naming states in a state function's code
-(``return "next"``, ``return ["a", "b"]``), declared hints (``@state(next=...)``) and
-dependencies, and edges observed while running. The notebook draws the same graph.
+Edges come from three places: the names a state function may return, read from its code
+by ``_reader.state_targets`` (``return "next"``, ``return ["a", "b"]``), declared hints
+(``@state(next=...)``) and dependencies, and edges observed while running. The notebook
+draws the same graph.
 
 Join rule. States returned together in a list form a *fan-out*; each becomes a branch.
 When a branch names a next state X while other branches of the same fan-out are still
@@ -29,40 +30,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable
-from types import CodeType
 from typing import Any
-
-
-def code_strings(func: Callable[..., Any]) -> set[str]:
-    """Every string constant in ``func``'s code, nested functions and lambdas included."""
-    seen: set[str] = set()
-    target = getattr(func, "__func__", func)
-    target = getattr(target, "__wrapped__", target)
-    code = getattr(target, "__code__", None)
-    if code is None:
-        call = getattr(type(target), "__call__", None)  # noqa: B004 - a callable object's method
-        code = getattr(call, "__code__", None)
-    if code is None:
-        return seen
-    stack: list[CodeType] = [code]
-    while stack:
-        c = stack.pop()
-        for const in c.co_consts:
-            if isinstance(const, str):
-                seen.add(const)
-            elif isinstance(const, tuple):
-                seen.update(x for x in const if isinstance(x, str))
-            elif isinstance(const, CodeType):
-                stack.append(const)
-    # closures of wrappers (e.g. StateBuilder) hold the real function
-    for cell in getattr(target, "__closure__", None) or ():
-        try:
-            inner = cell.cell_contents
-        except ValueError:
-            continue
-        if callable(inner) and hasattr(inner, "__code__") and inner is not target:
-            seen |= code_strings(inner)
-    return seen
 
 
 class StateGraph:

@@ -6,7 +6,8 @@ import asyncio
 
 from fluffy_nb import Agent, Context
 from fluffy_nb.engine._events import StateFinished, StateStarted
-from fluffy_nb.engine._graph import StateGraph, code_strings
+from fluffy_nb.engine._graph import StateGraph
+from fluffy_nb.engine._reader import state_targets
 
 
 def build(agent, **funcs):
@@ -29,16 +30,18 @@ def to(target, log=None, wait=None):
 
 
 # -- the graph ------------------------------------------------------------------------------
-def test_code_strings_finds_names_in_returns_lists_and_nested_functions():
+def test_state_targets_finds_names_in_returns_lists_and_returned_helpers():
     async def f(ctx):
         def inner():
             return "deep"
 
         if ctx:
             return ["a", "b"]
+        if ctx is None:
+            return inner()
         return "c"
 
-    assert {"a", "b", "c", "deep"} <= code_strings(f)
+    assert {"a", "b", "c", "deep"} <= state_targets(f)
 
 
 def test_graph_reachability_follows_edges_and_cycles():

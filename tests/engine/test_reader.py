@@ -1,0 +1,68 @@
+"""What the engine reads from a state function's code: the names it may return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fluffy_nb import Agent
+from fluffy_nb.engine._reader import state_targets
+
+
+def test_context_keys_are_not_edges() -> None:
+    async def write(ctx: Any) -> str:
+        ctx.set_state("draft", "text")  # a key that happens to be a state's name
+        return "review"
+
+    assert state_targets(write) == {"review"}
+
+
+def test_conditional_returns_variables_and_appended_lists_are_read() -> None:
+    async def route(ctx: Any) -> Any:
+        size = len(ctx.get_state("data", []))
+        nxt = "big" if size > 10 else "small"
+        if size == 0:
+            return None
+        branches = []
+        for name in ("left", "right"):
+            branches.append(name)
+        if size == 1:
+            return branches
+        return nxt
+
+    assert state_targets(route) == {"big", "small", "left", "right"}
+
+
+def test_fstring_prefixes_are_kept_for_the_start_rule() -> None:
+    async def fan(ctx: Any) -> list[str]:
+        return [f"chunk_{i}" for i in range(3)]
+
+    assert "chunk_" in state_targets(fan)
+
+
+def test_code_without_source_falls_back_to_every_constant() -> None:
+    namespace: dict[str, Any] = {}
+    exec("async def hidden(ctx):\n    ctx.set_state('k', 1)\n    return 'next'\n", namespace)
+    assert {"k", "next"} <= state_targets(namespace["hidden"])
+
+
+async def test_a_state_named_only_as_a_context_key_is_still_a_start_state() -> None:
+    agent = Agent("keys")
+    order: list[str] = []
+
+    async def draft(ctx: Any) -> str:
+        order.append("draft")
+        ctx.set_state("draft", "v1")
+        return "review"
+
+    async def review(ctx: Any) -> None:
+        order.append("review")
+        ctx.set_state("publish", ctx.get_state("draft"))  # a key, not a route
+
+    async def publish(ctx: Any) -> None:  # reached by nothing: a start state of its own
+        order.append("publish")
+
+    for f in (draft, review, publish):
+        agent.add_state(f.__name__, f)
+    await agent.run()
+    assert sorted(order) == ["draft", "publish", "review"]
+    assert ("review", "publish") not in {(s, d) for s, d, _ in agent.graph.edge_list()}
