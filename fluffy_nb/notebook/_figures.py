@@ -153,7 +153,7 @@ def declared_cpu(agent: Any, running: tuple[str, ...]) -> float:
     return total
 
 
-def _steady(samples: list[Any]) -> list[Any]:
+def steady_samples(samples: list[Any]) -> list[Any]:
     """Drop samples taken < 50 ms after the previous one: CPU percent over such a sliver is noise
     (a sampler's final sample at the end of a run reads 1000%+ on a busy machine)."""
     out: list[Any] = []
@@ -168,7 +168,7 @@ def resource_figure(tracker: Any, *, height: int = 320) -> Any:
     """Measured CPU and memory over the run, beside the CPU the running states declared."""
     import plotly.graph_objects as go
 
-    samples = _steady(list(tracker.samples))
+    samples = steady_samples(list(tracker.samples))
     t0 = tracker.t0 if tracker.t0 is not None else (samples[0].time if samples else 0.0)
     x = [s.time - t0 for s in samples]
     fig = go.Figure()
@@ -201,6 +201,8 @@ def resource_figure(tracker: Any, *, height: int = 320) -> Any:
         yaxis2={"title": "MB", "overlaying": "y", "side": "right", "showgrid": False,
                 "range": [0, max(mem, default=1.0) * 1.6]},
     )
+    if len(samples) == 1:  # a lone point draws no line: show it as a dot
+        fig.update_traces(mode="lines+markers")
     if not samples:
         fig.add_annotation(text="no samples yet", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
     return fig

@@ -30,7 +30,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ._figures import declared_vs_measured, resource_figure, timeline_figure, to_bundle
+from ._figures import declared_vs_measured, resource_figure, steady_samples, timeline_figure, to_bundle
 from ._graphview import graph_figure, graph_svg
 from ._layout import STATUS_STYLE, status_color, status_label
 from ._tracker import RunTracker
@@ -89,6 +89,7 @@ class LiveView:
         self._sampler: Any = None
         self._display: Any = None
         self._final = False
+        self._resources_note = ""
         self.header = widgets.HTML()
         self.progress = widgets.IntProgress(value=0, min=0, max=max(1, len(agent.states)),
                                             layout=widgets.Layout(width="100%"))
@@ -245,13 +246,33 @@ class LiveView:
         if tr.spans:
             self.timeline_out.outputs = (_display_data(to_bundle(timeline_figure(tr))),)
             self.updates += 1
-        if tr.samples:
+        if len(steady_samples(list(tr.samples))) >= 2:  # a line needs two points
             self.resources_out.outputs = (_display_data(to_bundle(resource_figure(tr))),)
-            usage = usage_table_html(tr)
             self.updates += 1
-            if usage != self.usage.value:
-                self.usage.value = usage
+        elif tr.run_status != "idle":
+            note = self._no_chart_note()
+            if note != self._resources_note:
+                self._resources_note = note
+                self.resources_out.outputs = (_display_data({
+                    "text/plain": note, "text/html": f'<div style="color:#777;font-size:12px">{html.escape(note)}</div>'}),)
                 self.updates += 1
+        usage = usage_table_html(tr) if tr.samples else ""
+        if usage != self.usage.value:
+            self.usage.value = usage
+            self.updates += 1
+
+    def _no_chart_note(self) -> str:
+        """What the resources area says until there are two samples to draw a line through."""
+        tr = self.tracker
+        every = f"one every {self.sample_interval:g} s"
+        if not tr.finished:
+            return f"resources: no samples yet ({every})"
+        note = f"resources: the run was too short for a usage chart ({every})"
+        if tr.samples:
+            last = tr.samples[-1]
+            note += (f"; at the end: process {last.process_cpu:.0f}% CPU, {last.process_memory_mb:.0f} MB, "
+                     f"system {last.system_cpu:.0f}% CPU")
+        return note
 
     def _header_html(self) -> str:
         tr = self.tracker

@@ -269,3 +269,41 @@ async def test_view_of_a_restored_checkpoint_starts_from_its_statuses():
     await again.run()
     assert tracker.status == dict.fromkeys(["draft", "edit", "publish"], "completed")
     assert tracker.progress() == (3, 3)
+
+
+async def test_run_shorter_than_the_sampling_interval_shows_a_note_not_an_empty_chart():
+    agent = Agent("quick")
+
+    async def only(ctx):
+        return None
+
+    agent.add_state("only", only)
+    view = LiveView(agent, sample_interval=60)  # the run ends long before a second sample
+    view.attach(agent.start())
+    await agent.handle
+    await asyncio.sleep(0)
+    assert len(view.tracker.samples) <= 1  # at most the sampler's final sample
+    [out] = view.resources_out.outputs
+    assert "application/vnd.plotly.v1+json" not in out["data"]
+    assert "too short for a usage chart" in out["data"]["text/plain"]
+
+
+async def test_resources_chart_appears_once_there_are_two_samples():
+    from fluffy_nb.engine._events import ResourceSample
+
+    agent = Agent("sampled")
+
+    async def work(ctx):  # publish two samples 0.6 s apart, as a longer run's sampler does
+        now = agent.clock.monotonic()
+        for t in (now, now + 0.6):
+            agent.events.publish(ResourceSample(agent.name, agent.run_id, t, 50.0, 100.0, 20.0, 40.0, ("work",)))
+
+    agent.add_state("work", work)
+    view = LiveView(agent, sample_interval=60)
+    view.attach(agent.start())
+    await agent.handle
+    await asyncio.sleep(0)
+    [out] = view.resources_out.outputs
+    fig = out["data"]["application/vnd.plotly.v1+json"]
+    cpu = next(t for t in fig["data"] if t["name"] == "process CPU %")
+    assert cpu["y"][:2] == [50.0, 50.0]
