@@ -20,7 +20,6 @@ from ._control import ControlMixin
 from ._deps import DependencyMixin
 from ._errors import (
     AgentRunningError,
-    CheckpointError,
     ConfigurationError,
     DuplicateStateError,
     StateNotFoundError,
@@ -295,20 +294,7 @@ class Agent(RunnerMixin, DependencyMixin, ControlMixin, CheckpointMixin, Backgro
             AgentRunningError: the agent is running.
             CheckpointError: the checkpoint names states this agent does not have.
         """
-        self._require_idle("restore_from_checkpoint")
-        if isinstance(checkpoint, dict):
-            checkpoint = Checkpoint.from_dict(checkpoint)
-        if not isinstance(checkpoint, Checkpoint):
-            raise CheckpointError(f"restore_from_checkpoint({checkpoint!r}): pass a Checkpoint or its to_dict()")
-        self._collect_class_states()
-        named = set(checkpoint.pending) | set(checkpoint.completed_states) | set(checkpoint.state_status)
-        missing = sorted(n for n in named if n not in self.states)
-        if missing:
-            raise CheckpointError(
-                f"checkpoint of {checkpoint.agent_name!r} names states {missing} that agent "
-                f"{self.name!r} does not have; add them (same names, same functions) before restoring"
-            )
-        self._load_checkpoint(checkpoint)
+        self._restore_checked(checkpoint, "restore_from_checkpoint")
 
     def _require_idle(self, what: str) -> None:
         if self._run_active:
