@@ -129,8 +129,11 @@ class Context:
             prompt: What to ask (shown as text, never as HTML).
             timeout: Seconds to wait; then ``default`` is used, or ``HumanTimeoutError``
                 is raised when there is no default.
-            validator: Called with the answer; returning False (or raising) rejects it and
-                the person is asked again with the reason shown.
+            validator: Called with the answer (the model instance with a ``schema``).
+                Returning ``False`` rejects it with a generic message; raising an exception
+                rejects it with the exception's message shown (``raise ValueError("at least 5
+                characters")``). The person is then asked again. Any other return value
+                accepts, including ``None`` and any string (return a message? raise it).
             default: Answer used on timeout.
             choices: Allowed answers, shown as buttons.
             schema: A pydantic model; the answer is an instance of it.

@@ -324,7 +324,17 @@ class HumanLoop:
         choices: Sequence[str] | None,
         schema: type | None,
     ) -> Any:
-        """Create a request, hand it to the responder, and wait for an accepted answer."""
+        """Create a request, hand it to the responder, and wait for an accepted answer.
+
+        An answer is checked in this order: it must be one of ``choices``; with a ``schema`` a
+        mapping is validated into the pydantic model (errors reject it with pydantic's
+        message); then ``validator(value)`` is called with that value. The validator rejects
+        by returning ``False`` exactly (a generic message is shown) or by raising an exception
+        (its message, or its type name when empty, is shown). Any other return value
+        accepts, including ``None``, ``0``, ``""`` and any string: returning a message does not
+        reject, raise ``ValueError(message)`` instead. A :class:`FluffyError` raised by the
+        validator is no rejection: it propagates to whoever answered (``agent.answer`` raises).
+        """
         agent = self._agent
         state = ctx.state_name
         _check_args(state, prompt, timeout, validator, choices, schema)

@@ -10,6 +10,8 @@ Jupyter facts this follows (see DESIGN.md, "Human in the loop"): a busy ipykerne
 drops all but the first of several widget value updates, so inputs use
 ``continuous_update=False`` and ONE submit handler reads every field and answers in one go
 (a choice is a single button click: one message). Forms never ``print`` or use ``with out:``.
+A field whose value arrived is replaced by a fresh widget (see ``HumanForm.renew_fields``);
+the replaced one stays open, so a value typed into it during the swap still reaches the form.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ..engine._hitl import HumanRequest
 _ERROR_STYLE = "color:#b00020"
 REDRAW_DELAY = 0.02  # seconds between an answer and its form collapsing
 _MUTED_STYLE = "color:#666"
+_KEEP: Any = object()
 
 
 def _text(value: Any, limit: int = 200) -> str:
@@ -41,7 +44,15 @@ def _text(value: Any, limit: int = 200) -> str:
     return html.escape(text)
 
 
-def _field_widget(name: str, info: Any) -> widgets.Widget:
+def _field_widget(name: str, info: Any, value: Any = _KEEP) -> widgets.Widget:
+    """The input widget for one pydantic field, holding ``value`` if given (else the default)."""
+    widget = _default_field_widget(name, info)
+    if value is not _KEEP:
+        widget.value = value  # before it is displayed: the frontend has it when it draws the field
+    return widget
+
+
+def _default_field_widget(name: str, info: Any) -> widgets.Widget:
     """The input widget for one pydantic field (values stay on the kernel side until submit)."""
     annotation = info.annotation
     label = info.title or name
@@ -63,6 +74,11 @@ def _field_widget(name: str, info: Any) -> widgets.Widget:
                         placeholder=getattr(annotation, "__name__", ""), continuous_update=False, style=style)
 
 
+def _answer_widget(value: Any = _KEEP) -> widgets.Text:
+    """The text box of a plain request."""
+    return widgets.Text(value="" if value is _KEEP else value, placeholder="your answer", continuous_update=False)
+
+
 class HumanForm(widgets.VBox):
     """The form answering one :class:`HumanRequest`.
 
@@ -70,7 +86,7 @@ class HumanForm(widgets.VBox):
         request: The request it answers.
         submit: The submit button (None for choices, where each choice is a button).
         choice_buttons: One button per choice.
-        fields: Field name -> input widget (a schema), or ``{"answer": Text}``.
+        fields: Field name -> its current input widget (a schema), or ``{"answer": Text}``.
         message: Shows the rejection reason.
         countdown: Time left and the default (only with a timeout).
     """
@@ -81,13 +97,19 @@ class HumanForm(widgets.VBox):
         self.fresh_after_sync = False
         self._ticker: asyncio.Task[None] | None = None
         self._seen_tries = request.tries
+        # the prompt keeps its line breaks (pre-wrap), and is escaped text, never HTML
         self.header = widgets.HTML(
-            f'<span style="{_MUTED_STYLE}">{_text(request.state)}</span> &nbsp;<b>{_text(request.prompt, 2000)}</b>'
+            f'<span style="{_MUTED_STYLE}">{_text(request.state)}</span> &nbsp;'
+            f'<b style="white-space:pre-wrap">{_text(request.prompt, 2000)}</b>'
         )
         self.message = widgets.HTML("")
         self.countdown = widgets.HTML("")
         self.fields: dict[str, widgets.Widget] = {}
         self._makers: dict[str, Any] = {}
+        self._slots: dict[str, widgets.Box] = {}  # one box per field: renewing it redraws nothing else
+        self._received: set[str] = set()  # fields whose current widget got a value
+        self._retired: list[widgets.Widget] = []  # replaced widgets, open until the form closes
+        self._carrying = False  # handing a replaced field's late value to its successor
         self.choice_buttons: list[widgets.Button] = []
         self.submit: widgets.Button | None = None
         if request.choices is not None:
@@ -98,11 +120,12 @@ class HumanForm(widgets.VBox):
         else:
             if request.schema is not None:
                 for name, info in request.schema.model_fields.items():  # type: ignore[attr-defined]
-                    self._makers[name] = lambda name=name, info=info: _field_widget(name, info)
+                    self._makers[name] = lambda value=_KEEP, name=name, info=info: _field_widget(name, info, value)
             else:
-                self._makers["answer"] = lambda: widgets.Text(placeholder="your answer", continuous_update=False)
+                self._makers["answer"] = _answer_widget
             for name, make in self._makers.items():
-                self.fields[name] = self._watch(make())
+                self.fields[name] = self._watch(name, make())
+                self._slots[name] = widgets.Box([self.fields[name]])
             self.submit = widgets.Button(description="Submit", button_style="primary")
             self.submit.on_click(lambda _b: self._answer(self.values()))
         if request.timeout is not None:
@@ -124,7 +147,7 @@ class HumanForm(widgets.VBox):
         if self.choice_buttons:
             body.append(widgets.HBox(self.choice_buttons))
         else:
-            body.extend(self.fields.values())
+            body.extend(self._slots.values())
             body.append(self.submit)  # type: ignore[arg-type]
         body.append(self.message)
         if self.request.timeout is not None:
@@ -133,33 +156,60 @@ class HumanForm(widgets.VBox):
 
     # -- fresh input widgets -------------------------------------------------------------------
     # The JupyterLab widget manager sends one value sync per widget model and holds any further
-    # sync of that model until the kernel reports idle for the first. A cell that is busy awaiting
-    # a run (blocking mode, ipykernel 7.4) never reports it, so a field edited a second time would
-    # never arrive. A fresh widget (new model) carrying the same value is never held back: forms
-    # renew their fields after a rejection, and after every received value in blocking mode.
-    def _watch(self, widget: widgets.Widget) -> widgets.Widget:
-        widget.observe(self._synced, names="value")
+    # sync of that model until the kernel reports idle for the first. A busy cell (a blocking run,
+    # or a cell awaiting a background run; ipykernel 7.4) never reports it, so a field edited a
+    # second time would never arrive. A fresh widget (new model) carrying the same value is never
+    # held back: forms renew a field after its value arrived and the answer was rejected, and
+    # after every received value in blocking mode. Races this handles:
+    # - the swap only changes the field's own slot box, so the other fields (maybe being typed
+    #   in), the submit button and the message keep their views;
+    # - the rejection message is set after the swap, so when the person sees it the field they
+    #   can type into is the one displayed;
+    # - a value typed into the old field just before the swap may still arrive after it (an idle
+    #   kernel); the old widget stays open and hands it to its successor, unless the person has
+    #   typed into the successor already.
+    def _watch(self, name: str, widget: widgets.Widget) -> widgets.Widget:
+        widget.observe(lambda change: self._value_arrived(name, widget, change), names="value")
         return widget
 
-    def _synced(self, _change: Any) -> None:
-        if not self.fresh_after_sync or self.closed:
+    def _value_arrived(self, name: str, widget: widgets.Widget, change: Any) -> None:
+        if self.closed:
+            return
+        current = self.fields.get(name)
+        if widget is not current:  # a late value of a replaced field
+            if current is not None and name not in self._received:
+                self._carrying = True
+                try:
+                    current.value = change["new"]  # shown in the new field; its own sync stays unused
+                finally:
+                    self._carrying = False
+            return
+        if self._carrying:
+            return
+        self._received.add(name)
+        if not self.fresh_after_sync:
             return
         try:
-            asyncio.get_running_loop().call_soon(self.renew_fields)
+            asyncio.get_running_loop().call_soon(self._renew, name)
         except RuntimeError:
-            self.renew_fields()
+            self._renew(name)
+
+    def _renew(self, name: str) -> None:
+        if self.closed or name not in self._received:
+            return
+        old = self.fields[name]
+        self.fields[name] = self._watch(name, self._makers[name](old.value))
+        self._received.discard(name)
+        self._retired.append(old)
+        self._slots[name].children = (self.fields[name],)
 
     def renew_fields(self) -> None:
-        """Replace every input widget by a fresh one holding the same value."""
-        if self.closed or not self.fields:
-            return
-        for name, old in list(self.fields.items()):
-            new = self._makers[name]()
-            new.value = old.value
-            self.fields[name] = self._watch(new)
-            old.unobserve(self._synced, names="value")
-            old.close()
-        self.children = tuple(self._compose())
+        """Replace every input widget that received a value by a fresh one holding that value.
+
+        Fields never edited keep their widget (their one value sync is still unused).
+        """
+        for name in list(self.fields):
+            self._renew(name)
 
     # -- reading and answering -----------------------------------------------------------------
     def values(self) -> Any:
@@ -184,11 +234,11 @@ class HumanForm(widgets.VBox):
 
     # -- showing state ---------------------------------------------------------------------------
     def show_rejection(self, message: str) -> None:
-        """Show why the last answer was rejected (and renew the inputs for the next try)."""
-        self.message.value = f'<span style="{_ERROR_STYLE}">✗ {_text(message, 1000)}</span>'
+        """Show why the last answer was rejected (after renewing the inputs for the next try)."""
         if self.request.tries != self._seen_tries:
             self._seen_tries = self.request.tries
             self.renew_fields()
+        self.message.value = f'<span style="{_ERROR_STYLE}">✗ {_text(message, 1000)}</span>'
 
     def _tick(self) -> None:
         req = self.request
@@ -216,6 +266,9 @@ class HumanForm(widgets.VBox):
                       f" → {text}</span>")
         self.children = (line,)
         self.layout.border = ""
+        for old in self._retired:
+            old.close()
+        self._retired.clear()
 
     def __repr__(self) -> str:
         return f"<HumanForm {self.request.request_id} {self.request.prompt!r} closed={self.closed}>"

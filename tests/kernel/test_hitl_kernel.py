@@ -83,6 +83,23 @@ def test_validator_rejects_the_first_answer_and_the_form_says_why(kernel):
     assert "HumanRejected" in out.splitlines()[1]
 
 
+def test_text_typed_into_the_old_field_while_it_is_swapped_after_a_rejection_is_submitted(kernel):
+    kernel.run(SETUP)
+    kernel.run(VALIDATED)
+    text = kernel.wait_widget("TextModel", placeholder="your answer")
+    submit = kernel.wait_widget("ButtonModel", description="Submit")
+    kernel.set_value(text, value="nope")
+    kernel.click(submit)
+    fresh = kernel.widgets("TextModel", placeholder="your answer")[-1][0]
+    assert fresh != text  # swapped
+    # the person typed into the old field just before it disappeared: its sync arrives after the swap
+    kernel.set_value(text, value="yes, typed during the swap")
+    assert {"value": "yes, typed during the swap"} in kernel.updates_to(fresh)  # the new field shows it
+    kernel.click(submit)
+    out = kernel.run('import asyncio\nprint((await asyncio.wait_for(handle, 5))["decision"])')
+    assert out.strip() == "yes, typed during the swap"
+
+
 def test_choice_buttons_answer_with_one_click(kernel):
     kernel.run(SETUP)
     kernel.run('agent = make_agent(choices=["approve", "reject"])\nhandle = agent.start()')
@@ -140,18 +157,6 @@ handle = agent.start()
     assert out.split() == ["yes", "WidgetResponder"]
 
 
-def newest_after(kernel, index: int, model: str, **state) -> str:
-    """The comm id of the first ``model`` widget opened after iopub message number ``index``."""
-
-    def match(m) -> bool:
-        if m["msg_type"] != "comm_open" or m["content"]["data"]["state"].get("_model_name") != model:
-            return False
-        st = m["content"]["data"]["state"]
-        return all(st.get(k) == v for k, v in state.items()) and kernel.iopub.index(m) > index
-
-    return kernel.wait_for(match, what=f"a new {model}")["content"]["comm_id"]
-
-
 def test_blocking_run_rejected_answer_is_corrected_while_the_cell_is_busy(kernel):
     kernel.run(SETUP)
     kernel.run(VALIDATED.replace("install()", "").replace("agent.responder = None", "")
@@ -165,8 +170,11 @@ def test_blocking_run_rejected_answer_is_corrected_while_the_cell_is_busy(kernel
     kernel.click(submit, wait=False)
     rejection = kernel.wait_for(lambda m: m["msg_type"] == "comm_msg" and "rejected" in str(
         m["content"]["data"].get("state", {}).get("value", "")), what="the rejection message")
-    fresh = newest_after(kernel, kernel.iopub.index(rejection), "TextModel", placeholder="your answer")
+    # the fresh field is in place before the rejection message shows (a person types into it)
+    fresh = kernel.widgets("TextModel", placeholder="your answer")[-1][0]
     assert fresh != text
+    [slot] = [m for m in kernel.iopub[:kernel.iopub.index(rejection)] if m["msg_type"] == "comm_msg"
+              and m["content"]["data"].get("state", {}).get("children") == [f"IPY_MODEL_{fresh}"]]
     kernel.set_value(fresh, value="yes, ship", busy=True)  # a fresh model: its first sync goes through
     kernel.click(submit, wait=False)
     assert kernel.reply(cell)["content"]["status"] == "ok"

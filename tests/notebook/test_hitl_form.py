@@ -275,13 +275,16 @@ async def test_rejection_offers_fresh_inputs_holding_the_rejected_values():
     handle = agent.start()
     form = await first_form(agent, responder)
     old = dict(form.fields)
+    children = form.children
     old["destination"].value = "Oslo"
     old["crates"].value = "lots"
     form.submit.click()
-    assert all(form.fields[n] is not old[n] for n in old)  # new widget models: the frontend syncs them again
+    # the edited fields are new widget models (the frontend syncs them again); the others kept theirs
+    assert [n for n in old if form.fields[n] is not old[n]] == ["destination", "crates"]
+    assert form.children == children  # only the edited fields' slots changed: the frontend redraws nothing else
     assert form.fields["destination"].value == "Oslo"
     assert form.fields["crates"].value == "lots"
-    assert all(w in form.children for w in form.fields.values())
+    assert all(w in displayed(form) for w in form.fields.values())
     form.fields["crates"].value = "2"
     form.submit.click()
     assert (await handle)["answer"].crates == 2
@@ -336,3 +339,80 @@ async def test_form_collapses_only_after_the_waiting_state_has_resumed(monkeypat
             break
         await asyncio.sleep(0.005)
     assert form.closed
+
+
+def displayed(widget: widgets.Widget) -> list[widgets.Widget]:
+    """Every widget shown inside ``widget`` (itself included)."""
+    out = [widget]
+    for child in getattr(widget, "children", ()):
+        out.extend(displayed(child))
+    return out
+
+
+async def test_prompt_newlines_are_shown_and_the_prompt_stays_escaped():
+    agent, responder = agent_asking("Check the draft:\n  - tone\n  - <length>")
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    assert "white-space:pre-wrap" in form.header.value
+    assert "Check the draft:\n  - tone\n  - &lt;length&gt;" in form.header.value
+    handle.cancel()
+
+
+async def test_rejection_message_appears_only_once_the_fresh_field_is_displayed():
+    agent, responder = agent_asking(validator=lambda v: len(v) >= 3)
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    old = form.fields["answer"]
+    shown_with = []  # when the message changes: is the person looking at the field they can type into?
+    form.message.observe(lambda _c: shown_with.append((form.fields["answer"] in displayed(form),
+                                                       old in displayed(form))), names="value")
+    old.value = "no"
+    form.submit.click()
+    assert form.fields["answer"] is not old
+    assert shown_with
+    assert all(item == (True, False) for item in shown_with), shown_with
+    handle.cancel()
+
+
+async def test_text_typed_into_the_replaced_field_after_a_rejection_is_what_submit_sends():
+    agent, responder = agent_asking(validator=lambda v: len(v) >= 3)
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    old = form.fields["answer"]
+    old.value = "no"
+    form.submit.click()
+    assert form.fields["answer"] is not old
+    old.value = "typed while the field was swapped"  # the old widget's sync arrives after the swap
+    assert form.fields["answer"].value == "typed while the field was swapped"  # shown in the new field too
+    form.submit.click()  # read from the new field, whose own value sync is still unused
+    assert form.request.status == "answered"
+    assert (await handle)["answer"] == "typed while the field was swapped"
+
+
+async def test_a_late_value_of_the_replaced_field_never_overwrites_what_was_typed_in_the_new_one():
+    agent, responder = agent_asking(validator=lambda v: len(v) >= 3)
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    old = form.fields["answer"]
+    old.value = "no"
+    form.submit.click()
+    form.fields["answer"].value = "typed in the new field"
+    old.value = "stale"
+    form.submit.click()
+    assert (await handle)["answer"] == "typed in the new field"
+
+
+async def test_blocking_renewal_of_one_field_leaves_the_field_being_typed_in_alone():
+    agent, responder = agent_asking("Where to?", schema=Shipment)
+    task = asyncio.ensure_future(agent.run())
+    form = await first_form(agent, responder)
+    crates = form.fields["crates"]
+    form.fields["destination"].value = "Oslo"  # the person tabs on to "crates": destination syncs
+    await asyncio.sleep(0)
+    assert form.fields["destination"].value == "Oslo"
+    assert form.fields["crates"] is crates  # not recreated under the person's cursor
+    crates.value = "3"
+    form.submit.click()
+    assert (await task)["answer"] == Shipment(destination="Oslo", crates=3)
+    assert form.closed
+
