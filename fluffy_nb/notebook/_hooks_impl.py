@@ -41,9 +41,9 @@ def on_run_started(handle: Any) -> None:
 
 def on_background_error(handle: Any, exc: BaseException) -> None:
     """``_hooks.background_error``: show the failure in the run's view, or under its cell."""
-    from ._liveview import views
+    from ._liveview import view_of
 
-    view = views.get(handle.agent)
+    view = view_of(handle.agent)
     if view is not None and view.handle is handle:
         view.finish(exc)
         return

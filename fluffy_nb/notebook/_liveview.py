@@ -37,8 +37,16 @@ from ._tracker import RunTracker
 
 log = logging.getLogger("fluffy_nb")
 
-#: agent -> its newest live view (the background-error hook and %fluffy monitor find it here)
-views: weakref.WeakKeyDictionary[Any, LiveView] = weakref.WeakKeyDictionary()
+#: agent -> weak reference to its newest live view (the background-error hook finds it here).
+#: Weak both ways: the view holds its agent, so a strong value would keep every agent alive.
+#: A running view is kept alive by its ticker task and the run's done-callback.
+views: weakref.WeakKeyDictionary[Any, weakref.ref[LiveView]] = weakref.WeakKeyDictionary()
+
+
+def view_of(agent: Any) -> LiveView | None:
+    """The agent's newest live view, if it still exists."""
+    ref = views.get(agent)
+    return None if ref is None else ref()
 
 
 def _forms_area(agent: Any) -> Any:
@@ -101,7 +109,7 @@ class LiveView:
         self.result_out = widgets.Output()
         self.widget = widgets.VBox([self.header, self.progress, self.graph_out, self.timeline_out,
                                     self.resources_out, self.usage, self.forms, self.result_out])
-        views[agent] = self
+        views[agent] = weakref.ref(self)
         self.redraw(force=True)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -253,8 +261,8 @@ class LiveView:
             note = self._no_chart_note()
             if note != self._resources_note:
                 self._resources_note = note
-                self.resources_out.outputs = (_display_data({
-                    "text/plain": note, "text/html": f'<div style="color:#777;font-size:12px">{html.escape(note)}</div>'}),)
+                shown = f'<div style="color:#777;font-size:12px">{html.escape(note)}</div>'
+                self.resources_out.outputs = (_display_data({"text/plain": note, "text/html": shown}),)
                 self.updates += 1
         usage = usage_table_html(tr) if tr.samples else ""
         if usage != self.usage.value:
@@ -345,6 +353,9 @@ class LiveView:
             self._ticker.cancel()
         self._stop_sampler()
         self.tracker.close()
+        for child in self.widget.children:
+            if child is not self.forms:  # the forms area is the agent's, shared with its responder
+                child.close()
         self.widget.close()
 
     def __repr__(self) -> str:

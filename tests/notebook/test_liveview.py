@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 
+import ipywidgets
 import pytest
 
 from fluffy_nb import Agent, ResourceRequirements
-from fluffy_nb.notebook import LiveView, RunTracker
+from fluffy_nb.notebook import LiveView, RunTracker, _liveview
 from fluffy_nb.notebook._figures import GANTT_LIMIT, declared_vs_measured, resource_figure, timeline_figure
+from fluffy_nb.notebook._liveview import view_of
 
 
 def fan_out(n: int) -> Agent:
@@ -307,3 +311,30 @@ async def test_resources_chart_appears_once_there_are_two_samples():
     fig = out["data"]["application/vnd.plotly.v1+json"]
     cpu = next(t for t in fig["data"] if t["name"] == "process CPU %")
     assert cpu["y"][:2] == [50.0, 50.0]
+
+
+async def finished_view_refs(agent: Agent) -> tuple[weakref.ref[Agent], weakref.ref[LiveView]]:
+    view = LiveView(agent)
+    view.attach(agent.start())
+    await agent.handle
+    await asyncio.sleep(0)  # the done-callback draws the end
+    assert view_of(agent) is view
+    await asyncio.wait({view._ticker})  # the end cancelled the redraw ticker: let it wind down
+    return weakref.ref(agent), weakref.ref(view)
+
+
+async def test_a_finished_view_does_not_keep_its_agent_alive(monkeypatch):
+    # a forms slot that holds no agent: the view's own references only (see the xfail below)
+    monkeypatch.setattr(_liveview, "_forms_area", lambda agent: ipywidgets.VBox([]))
+    agent_ref, view_ref = await finished_view_refs(fan_out(2))
+    gc.collect()
+    assert view_ref() is None
+    assert agent_ref() is None
+
+
+@pytest.mark.xfail(strict=True, reason="FormsArea (an open widget, so ipywidgets keeps it) holds its agent strongly")
+async def test_an_agent_with_a_finished_view_and_its_forms_area_is_freed():
+    agent_ref, view_ref = await finished_view_refs(fan_out(2))
+    gc.collect()
+    assert view_ref() is None
+    assert agent_ref() is None
