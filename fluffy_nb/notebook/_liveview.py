@@ -25,7 +25,6 @@ import html
 import logging
 import time
 import traceback
-import weakref
 from typing import Any
 
 import ipywidgets as widgets
@@ -37,16 +36,15 @@ from ._tracker import RunTracker
 
 log = logging.getLogger("fluffy_nb")
 
-#: agent -> weak reference to its newest live view (the background-error hook finds it here).
-#: Weak both ways: the view holds its agent, so a strong value would keep every agent alive.
-#: A running view is kept alive by its ticker task and the run's done-callback.
-views: weakref.WeakKeyDictionary[Any, weakref.ref[LiveView]] = weakref.WeakKeyDictionary()
+#: where an agent keeps its newest live view (the background-error hook finds it there). On the
+#: agent, not in a module-level map: the view holds its agent, so a map's value would keep every
+#: agent (and view) alive; agent <-> view is a cycle the garbage collector frees.
+_VIEW_ATTR = "_fluffy_live_view"
 
 
 def view_of(agent: Any) -> LiveView | None:
-    """The agent's newest live view, if it still exists."""
-    ref = views.get(agent)
-    return None if ref is None else ref()
+    """The agent's newest live view, if it has one."""
+    return getattr(agent, "__dict__", {}).get(_VIEW_ATTR)
 
 
 def _forms_area(agent: Any) -> Any:
@@ -109,7 +107,7 @@ class LiveView:
         self.result_out = widgets.Output()
         self.widget = widgets.VBox([self.header, self.progress, self.graph_out, self.timeline_out,
                                     self.resources_out, self.usage, self.forms, self.result_out])
-        views[agent] = weakref.ref(self)
+        setattr(agent, _VIEW_ATTR, self)
         self.redraw(force=True)
 
     # -- lifecycle ----------------------------------------------------------------------------

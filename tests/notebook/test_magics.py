@@ -182,33 +182,34 @@ def test_state_rule_on_plain_functions():
 
 
 def test_agent_start_in_a_cell_gets_a_live_view(ip):
-    from fluffy_nb.notebook._liveview import views
+    from fluffy_nb.notebook._liveview import view_of
 
     run(ip, "%%fluffy starter\nasync def step(ctx):\n    ctx.set_state('x', 1)\n")
     value, err = run(ip, "handle = starter.start()\nr = await handle\nr['x']")
     assert err is None
     assert value == 1
-    view = views[ip.user_ns["starter"]]
+    view = view_of(ip.user_ns["starter"])
+    assert view is not None
     assert view.handle is ip.user_ns["handle"]
     assert view.tracker.run_status == "completed"
 
 
 def test_failing_run_without_a_view_shows_its_error_under_the_cell(ip, capsys):
-    from fluffy_nb.notebook._liveview import views
+    from fluffy_nb.notebook._liveview import view_of
 
     run(ip, "%%fluffy crash\nasync def step(ctx):\n    raise ValueError('exploded')\n")
     agent = ip.user_ns["crash"]
     _, err = run(ip, "import asyncio\nh = crash.start()\n_ = await asyncio.wait({h.task})")
     assert err is None
-    view = views[agent]
+    view = view_of(agent)
+    assert view is not None
     [out] = view.result_out.outputs
     assert out["output_type"] == "error"
     assert "exploded" in out["evalue"]
-    views.pop(agent)  # now without a view: the error is displayed under the cell
     capsys.readouterr()
     from fluffy_nb.notebook._hooks_impl import managed
 
-    with managed(agent):
+    with managed(agent):  # a run without a view (the agent's view shows an older run): under the cell
         _, err = run(ip, "h = crash.start()\n_ = await asyncio.wait({h.task})")
     assert err is None
     assert "background run of agent 'crash' failed" in capsys.readouterr().out
