@@ -229,5 +229,11 @@ def test_monitor_and_resume_line_magics(ip, tmp_path):
     assert err is None
     assert value.status is AgentStatus.COMPLETED
     assert agent.state_metadata["first"].runs == 0  # completed before: not run again
+    from fluffy_nb.notebook._liveview import view_of
+
+    view = view_of(agent)
+    assert view is not None and view.handle is ip.user_ns["h"]
+    assert view.tracker.status == {"first": "completed", "second": "completed"}  # first: done before the crash
+    assert view.tracker.summary().startswith("resumable: completed · 2/2 states")
     _, err = run(ip, "%fluffy monitor resumable")
     assert err is None
