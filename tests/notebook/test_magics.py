@@ -232,7 +232,8 @@ def test_monitor_and_resume_line_magics(ip, tmp_path):
     from fluffy_nb.notebook._liveview import view_of
 
     view = view_of(agent)
-    assert view is not None and view.handle is ip.user_ns["h"]
+    assert view is not None
+    assert view.handle is ip.user_ns["h"]
     assert view.tracker.status == {"first": "completed", "second": "completed"}  # first: done before the crash
     assert view.tracker.summary().startswith("resumable: completed · 2/2 states")
     _, err = run(ip, "%fluffy monitor resumable")
