@@ -87,7 +87,8 @@ class HumanForm(widgets.VBox):
         submit: The submit button (None for choices, where each choice is a button).
         choice_buttons: One button per choice.
         fields: Field name -> its current input widget (a schema), or ``{"answer": Text}``.
-        message: Shows the rejection reason.
+        message: Shows the rejection reason (a new widget for each rejection).
+        inputs: The fields (or choice buttons) and the message, above the submit button.
         countdown: Time left and the default (only with a timeout).
     """
 
@@ -112,11 +113,13 @@ class HumanForm(widgets.VBox):
         self._carrying = False  # handing a replaced field's late value to its successor
         self.choice_buttons: list[widgets.Button] = []
         self.submit: widgets.Button | None = None
+        self._choices_box: widgets.HBox | None = None
         if request.choices is not None:
             for choice in request.choices:
                 button = widgets.Button(description=str(choice), tooltip=str(choice))
                 button.on_click(lambda _b, value=choice: self._answer(value))
                 self.choice_buttons.append(button)
+            self._choices_box = widgets.HBox(self.choice_buttons)
         else:
             if request.schema is not None:
                 for name, info in request.schema.model_fields.items():  # type: ignore[attr-defined]
@@ -130,6 +133,7 @@ class HumanForm(widgets.VBox):
             self.submit.on_click(lambda _b: self._answer(self.values()))
         if request.timeout is not None:
             self._tick()
+        self.inputs = widgets.VBox(self._input_children())
         super().__init__(self._compose(), layout=widgets.Layout(border="1px solid #ccc", padding="4px",
                                                                 margin="2px 0"))
         if request.rejection:
@@ -142,14 +146,15 @@ class HumanForm(widgets.VBox):
             if loop is not None:
                 self._ticker = loop.create_task(self._count_down())
 
+    def _input_children(self) -> tuple[widgets.Widget, ...]:
+        if self._choices_box is not None:
+            return (self._choices_box, self.message)
+        return (*self._slots.values(), self.message)
+
     def _compose(self) -> list[widgets.Widget]:
-        body: list[widgets.Widget] = [self.header]
-        if self.choice_buttons:
-            body.append(widgets.HBox(self.choice_buttons))
-        else:
-            body.extend(self._slots.values())
-            body.append(self.submit)  # type: ignore[arg-type]
-        body.append(self.message)
+        body: list[widgets.Widget] = [self.header, self.inputs]
+        if self.submit is not None:
+            body.append(self.submit)
         if self.request.timeout is not None:
             body.append(self.countdown)
         return body
@@ -163,8 +168,11 @@ class HumanForm(widgets.VBox):
     # after every received value in blocking mode. Races this handles:
     # - the swap only changes the field's own slot box, so the other fields (maybe being typed
     #   in), the submit button and the message keep their views;
-    # - the rejection message is set after the swap, so when the person sees it the field they
-    #   can type into is the one displayed;
+    # - a rejection message is a new HTML widget that arrives in ONE update of ``inputs``'
+    #   children together with new slots for the renewed fields: the frontend removes the old
+    #   views before it can draw the new message, so when a person reads it, the field they can
+    #   type into is the one displayed (updates of different widgets may render in any order);
+    #   the submit button is outside ``inputs``, so its view is never redrawn under a click;
     # - a value typed into the old field just before the swap may still arrive after it (an idle
     #   kernel); the old widget stays open and hands it to its successor, unless the person has
     #   typed into the successor already.
@@ -194,14 +202,18 @@ class HumanForm(widgets.VBox):
         except RuntimeError:
             self._renew(name)
 
-    def _renew(self, name: str) -> None:
+    def _renew(self, name: str, *, new_slot: bool = False) -> None:
         if self.closed or name not in self._received:
             return
         old = self.fields[name]
         self.fields[name] = self._watch(name, self._makers[name](old.value))
         self._received.discard(name)
         self._retired.append(old)
-        self._slots[name].children = (self.fields[name],)
+        if new_slot:  # shown by the caller's update of the form's children
+            self._retired.append(self._slots[name])
+            self._slots[name] = widgets.Box([self.fields[name]])
+        else:
+            self._slots[name].children = (self.fields[name],)
 
     def renew_fields(self) -> None:
         """Replace every input widget that received a value by a fresh one holding that value.
@@ -234,11 +246,17 @@ class HumanForm(widgets.VBox):
 
     # -- showing state ---------------------------------------------------------------------------
     def show_rejection(self, message: str) -> None:
-        """Show why the last answer was rejected (after renewing the inputs for the next try)."""
-        if self.request.tries != self._seen_tries:
-            self._seen_tries = self.request.tries
-            self.renew_fields()
-        self.message.value = f'<span style="{_ERROR_STYLE}">✗ {_text(message, 1000)}</span>'
+        """Show why the last answer was rejected, with renewed inputs for the next try."""
+        text = f'<span style="{_ERROR_STYLE}">✗ {_text(message, 1000)}</span>'
+        if self.request.tries == self._seen_tries or self.closed:
+            self.message.value = text  # the same try, shown again (or the form's first drawing)
+            return
+        self._seen_tries = self.request.tries
+        for name in list(self.fields):
+            self._renew(name, new_slot=True)
+        self._retired.append(self.message)
+        self.message = widgets.HTML(text)
+        self.inputs.children = self._input_children()  # one update: fresh fields and the message
 
     def _tick(self) -> None:
         req = self.request

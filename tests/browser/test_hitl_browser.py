@@ -21,6 +21,19 @@ NOTEBOOK = "notebooks/06_human_in_the_loop.ipynb"
 ANSWER = "approve, nicely concise"
 
 
+# Watches the cell outputs (in the page) for ``text`` (not the cells' source: the validator's
+# code says it too); records whether input ``el`` was still attached when it appeared.
+OLD_FIELD_PROBE = """(el, text) => {
+    const outputs = () => [...document.querySelectorAll(".jp-OutputArea-output")];
+    const watcher = new MutationObserver(() => {
+        if (!outputs().some(o => o.textContent.includes(text))) return;
+        watcher.disconnect();
+        window.__oldFieldWhenRejected = el.isConnected ? "still shown" : "gone";
+    });
+    watcher.observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
 def code_cell(page: Any, source_text: str) -> Any:
     """The code cell whose source contains ``source_text``."""
     return page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").filter(
@@ -47,15 +60,17 @@ def test_person_answers_forms_in_jupyterlab_and_workflow_finishes_with_their_ans
     answer_box.wait_for()
     start_cell.get_by_text("waiting for a person").first.wait_for()
     start_cell.screenshot(path=str(artifacts / "browser_06_waiting_for_person.png"))
-    first_input = answer_box.element_handle()
     answer_box.fill("no")
+    # the moment the rejection text first appears in the page: is the old input still there?
+    answer_box.evaluate(OLD_FIELD_PROBE, "please write at least 3 characters")
     page.get_by_role("button", name="Submit").click()
     start_cell.locator(".jp-OutputArea-output").get_by_text("please write at least 3 characters").wait_for()
 
     # the form asks again with a fresh input widget (a busy kernel would hold back a second value
-    # sync of the same widget); like a person, type once the new field is there
-    page.wait_for_function("el => !el.isConnected", arg=first_input)
-    answer_box = page.locator("input[placeholder='your answer']")
+    # sync of the same widget, and what a person types into it would be lost). The swap is done
+    # before the message shows, so a person typing as soon as they read it types into the new one
+    page.wait_for_function("() => window.__oldFieldWhenRejected !== undefined")
+    assert page.evaluate("window.__oldFieldWhenRejected") == "gone"
     answer_box.fill(ANSWER)
     page.get_by_role("button", name="Submit").click()
 

@@ -68,14 +68,22 @@ def test_validator_rejects_the_first_answer_and_the_form_says_why(kernel):
 
     kernel.set_value(text, value="nope")
     kernel.click(submit)
-    rejected = [s["value"] for _, s in kernel.widgets("HTMLModel", value="")
-                for s in kernel.updates_to(_) if "value" in s]
-    assert any("nope" in v and "rejected" in v for v in rejected), rejected
+    [(message, state)] = [w for w in kernel.widgets("HTMLModel") if "rejected" in w[1]["value"]]
+    assert "nope" in state["value"]
     assert kernel.run("print(handle.done(), agent.pending_requests()[0].rejection is not None)").split() == [
         "False", "True"]
 
     fresh = kernel.widgets("TextModel", placeholder="your answer")[-1][0]
     assert fresh != text  # the form offers a fresh input (see HumanForm.renew_fields)
+    # the message is shown by ONE update of the form's children, which also swaps the old field's
+    # box for the fresh one's: a browser cannot draw the message while the old field is still there
+    [shown] = [u["children"] for u in (m["content"]["data"]["state"] for m in kernel.iopub
+               if m["msg_type"] == "comm_msg" and m["content"]["data"].get("method") == "update")
+               if f"IPY_MODEL_{message}" in u.get("children", [])]
+    boxes = dict(kernel.widgets("BoxModel"))
+    inside = [child for ref in shown for child in boxes.get(ref.removeprefix("IPY_MODEL_"), {}).get("children", [])]
+    assert f"IPY_MODEL_{fresh}" in inside
+    assert f"IPY_MODEL_{text}" not in inside
     kernel.set_value(fresh, value="yes, ship")
     kernel.click(submit)
     out = kernel.run('print((await handle)["decision"])\nprint(events)')
@@ -168,13 +176,10 @@ def test_blocking_run_rejected_answer_is_corrected_while_the_cell_is_busy(kernel
     # the frontend holds back a second sync of the same model: the cell never acknowledges the first
     assert kernel.set_value(text, value="yes via the old field", busy=True) is None
     kernel.click(submit, wait=False)
-    rejection = kernel.wait_for(lambda m: m["msg_type"] == "comm_msg" and "rejected" in str(
-        m["content"]["data"].get("state", {}).get("value", "")), what="the rejection message")
-    # the fresh field is in place before the rejection message shows (a person types into it)
+    kernel.wait_for(lambda m: m["msg_type"] == "comm_open" and "rejected" in str(
+        m["content"]["data"]["state"].get("value", "")), what="the rejection message")
     fresh = kernel.widgets("TextModel", placeholder="your answer")[-1][0]
     assert fresh != text
-    [slot] = [m for m in kernel.iopub[:kernel.iopub.index(rejection)] if m["msg_type"] == "comm_msg"
-              and m["content"]["data"].get("state", {}).get("children") == [f"IPY_MODEL_{fresh}"]]
     kernel.set_value(fresh, value="yes, ship", busy=True)  # a fresh model: its first sync goes through
     kernel.click(submit, wait=False)
     assert kernel.reply(cell)["content"]["status"] == "ok"
