@@ -21,6 +21,7 @@ import enum
 import html
 import typing
 import warnings
+import weakref
 from typing import Any
 
 import ipywidgets as widgets
@@ -307,12 +308,18 @@ class FormsArea(widgets.VBox):
 
     def __init__(self, agent: Any) -> None:
         super().__init__([])
-        self.agent = agent
+        # weakly: ipywidgets keeps open widgets alive, and a strong link would keep the agent too
+        self._agent_ref = weakref.ref(agent)
         self.forms: dict[str, HumanForm] = {}
         self.shown = False
         self._unsubscribe = agent.events.subscribe(self._on_event)
         for request in agent.pending_requests():
             self.show(request)
+
+    @property
+    def agent(self) -> Any:
+        """The agent whose forms these are (None once the agent is gone)."""
+        return self._agent_ref()
 
     @classmethod
     def for_agent(cls, agent: Any) -> FormsArea:
@@ -350,7 +357,8 @@ class FormsArea(widgets.VBox):
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, HumanRequested):
-            request = self.agent._human.get(event.request_id)
+            agent = self.agent
+            request = None if agent is None else agent._human.get(event.request_id)
             if request is not None:
                 self.show(request)
         elif isinstance(event, HumanRejected):
@@ -375,14 +383,16 @@ class FormsArea(widgets.VBox):
     def close(self) -> None:
         """Stop following the agent and close the widgets."""
         self._unsubscribe()
-        if self.agent.__dict__.get(_AREA_ATTR) is self:
-            delattr(self.agent, _AREA_ATTR)
+        agent = self.agent
+        if agent is not None and agent.__dict__.get(_AREA_ATTR) is self:
+            delattr(agent, _AREA_ATTR)
         for form in self.forms.values():
             form.collapse("closed", ok=False)
         super().close()
 
     def __repr__(self) -> str:
-        return f"<FormsArea agent={self.agent.name!r} open={len(self.open_forms())} forms={len(self.forms)}>"
+        name = getattr(self.agent, "name", None)
+        return f"<FormsArea agent={name!r} open={len(self.open_forms())} forms={len(self.forms)}>"
 
 
 class WidgetResponder:

@@ -191,8 +191,18 @@ def launch_browser(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
 
 
+def shutdown_kernels(lab: Lab) -> None:
+    """Shut every kernel down through the server's REST API (a rerun must not find a busy one)."""
+    with urllib.request.urlopen(lab.url("/api/kernels"), timeout=10) as resp:
+        kernels = json.load(resp)
+    for kernel in kernels:
+        req = urllib.request.Request(lab.url(f"/api/kernels/{kernel['id']}"), method="DELETE")
+        urllib.request.urlopen(req, timeout=30).close()
+
+
 def open_notebook(page: Any, lab: Lab, path: str, timeout_ms: int = 60_000) -> None:
-    """Open ``path`` (relative to the repo) with a fresh workspace and wait for an idle kernel."""
+    """Open ``path`` (relative to the repo) with a fresh workspace and a fresh, idle kernel."""
+    shutdown_kernels(lab)
     page.goto(lab.url(f"/lab/tree/{path}?reset"), wait_until="domcontentloaded")
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=timeout_ms)
     wait_kernel_idle(page, timeout_ms)

@@ -324,7 +324,7 @@ async def finished_view_refs(agent: Agent) -> tuple[weakref.ref[Agent], weakref.
 
 
 async def test_a_finished_view_does_not_keep_its_agent_alive(monkeypatch):
-    # a forms slot that holds no agent: the view's own references only (see the xfail below)
+    # a forms slot that holds no agent: the view's own references only
     monkeypatch.setattr(_liveview, "_forms_area", lambda agent: ipywidgets.VBox([]))
     agent_ref, view_ref = await finished_view_refs(fan_out(2))
     gc.collect()
@@ -332,7 +332,6 @@ async def test_a_finished_view_does_not_keep_its_agent_alive(monkeypatch):
     assert agent_ref() is None
 
 
-@pytest.mark.xfail(strict=True, reason="FormsArea (an open widget, so ipywidgets keeps it) holds its agent strongly")
 async def test_an_agent_with_a_finished_view_and_its_forms_area_is_freed():
     agent_ref, view_ref = await finished_view_refs(fan_out(2))
     gc.collect()
