@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 import pytest
+from _wait import until as wait_until
 
 from fluffy_nb import (
     Agent,
@@ -21,14 +23,7 @@ from fluffy_nb import (
 )
 from fluffy_nb.engine._events import StateCancelled, StateStarted
 
-
-async def until(predicate, limit=1000):
-    """Yield to the loop until ``predicate()`` holds (bounded: fails instead of hanging)."""
-    for _ in range(limit):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never became true")
+until = partial(wait_until, limit=1000)
 
 
 async def forever(ctx):

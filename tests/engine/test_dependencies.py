@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from functools import partial
 
 import pytest
+from _wait import until as wait_until
 
 from fluffy_nb import (
     Agent,
@@ -20,14 +22,7 @@ from fluffy_nb import (
 )
 from fluffy_nb.engine._events import StateBlocked, StateCancelled, StateStarted
 
-
-async def until(predicate, limit=1000):
-    """Yield to the loop until ``predicate()`` holds (bounded: fails instead of hanging)."""
-    for _ in range(limit):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never became true")
+until = partial(wait_until, limit=1000)
 
 
 def recorder(order, name, gate=None, target=None):

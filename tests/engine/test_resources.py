@@ -6,6 +6,7 @@ import asyncio
 
 import psutil
 import pytest
+from _wait import until
 
 from fluffy_nb.engine import (
     Agent,
@@ -28,13 +29,6 @@ def cpu(units: float, priority: Priority = Priority.NORMAL, preemptible: bool = 
                                 preemptible=preemptible)
 
 
-async def until(predicate, what: str) -> None:
-    """Yield to the loop until ``predicate()`` holds (bounded, never sleeps)."""
-    for _ in range(10_000):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def test_request_larger_than_pool_fails_at_run_start_naming_state_resource_and_total():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from _wait import until
 
 from fluffy_nb.engine import (
     Agent,
@@ -26,15 +27,6 @@ from fluffy_nb.engine.coordination import (
     create_coordinated_agent,
     enhance_agent,
 )
-
-
-async def until(predicate, what: str) -> None:
-    """Yield to the loop until ``predicate()`` holds (bounded, never sleeps)."""
-    for _ in range(10_000):
-        if predicate():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"never happened: {what}")
 
 
 def fan_out(agent: Agent, names: list[str]) -> None:
