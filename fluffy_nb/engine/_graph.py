@@ -80,18 +80,7 @@ class StateGraph:
     def ancestors(self, name: str) -> frozenset[str]:
         """Every state from which ``name`` can be reached."""
         cached = self._ancestors.get(name)
-        if cached is not None:
-            return cached
-        seen: set[str] = set()
-        stack = list(self.redges.get(name, ()))
-        while stack:
-            n = stack.pop()
-            if n not in seen:
-                seen.add(n)
-                stack.extend(self.redges.get(n, ()))
-        result = frozenset(seen)
-        self._ancestors[name] = result
-        return result
+        return cached if cached is not None else self._walk(name, self.redges, self._ancestors)
 
     def successors(self, name: str) -> list[str]:
         """Direct successors of ``name``."""
@@ -100,17 +89,20 @@ class StateGraph:
     def descendants(self, name: str) -> frozenset[str]:
         """Every state reachable from ``name`` (not including it unless on a cycle)."""
         cached = self._reach.get(name)
-        if cached is not None:
-            return cached
+        return cached if cached is not None else self._walk(name, self.edges, self._reach)
+
+    @staticmethod
+    def _walk(name: str, adjacency: Any, cache: dict[str, frozenset[str]]) -> frozenset[str]:
+        """Everything reachable from ``name`` along ``adjacency`` (cached in ``cache``)."""
         seen: set[str] = set()
-        stack = list(self.edges.get(name, ()))
+        stack = list(adjacency.get(name, ()))
         while stack:
             n = stack.pop()
             if n not in seen:
                 seen.add(n)
-                stack.extend(self.edges.get(n, ()))
+                stack.extend(adjacency.get(n, ()))
         result = frozenset(seen)
-        self._reach[name] = result
+        cache[name] = result
         return result
 
     def reaches(self, src: str, dst: str) -> bool:
