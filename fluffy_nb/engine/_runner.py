@@ -39,9 +39,9 @@ from ._events import (
     StateScheduled,
     StateStarted,
 )
-from ._executor import state_executor
+from ._executor import check_executors, state_executor
 from ._graph import Joins, Token
-from ._policies import DependencyLifecycle
+from ._policies import DependencyLifecycle, check_timeout
 from ._result import RunResult
 from ._status import AgentStatus, StateStatus
 
@@ -137,8 +137,6 @@ class RunnerMixin:
             RunTimeoutError: the run took longer than ``timeout``.
             AgentRunningError: the agent is already running.
         """
-        from ._policies import check_timeout
-
         if self._run_active:
             raise AgentRunningError(
                 f"agent {self.name!r} is already running; await the running run (or its "
@@ -150,8 +148,6 @@ class RunnerMixin:
         self._check_dependency_cycles()
         self._check_gates()
         self._check_resources()
-        from ._executor import check_executors
-
         await check_executors(self)
         restored = self._restored
         starts = self._start_states(start) if restored is None else []
