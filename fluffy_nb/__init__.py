@@ -23,17 +23,17 @@ from .store import __all__ as _store_all
 __version__ = "0.1.0"
 
 
-def _history_frame(agent_or_store: Any, **filters: Any) -> Any:
-    """``agent.history()`` as a DataFrame: the notebook layer builds it, imported on first use."""
+def _history_to_pandas(history: Any) -> Any:
+    """``CheckpointHistory.to_pandas()``: the notebook layer builds it, imported on first use."""
     from .notebook._history import history_frame
 
-    return history_frame(agent_or_store, **filters)
+    return history_frame(history)
 
 
 # The top-level package sits above both layers, so it may wire them: the engine asks this
-# hook for history frames and never imports pandas itself.
-if _hooks.history_frame is None:
-    _hooks.history_frame = _history_frame
+# hook for DataFrames and never imports pandas itself.
+if _hooks.to_pandas is None:
+    _hooks.to_pandas = _history_to_pandas
 
 __all__ = [
     *_engine_all,

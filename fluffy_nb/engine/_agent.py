@@ -1,68 +1,82 @@
-"""Agent: registering states, and the public controls of a run.
+"""Agent: the definition of a workflow, and the spec's controls of its latest run.
 
-The scheduling itself (launching, retries, joins, dependencies) lives in ``_runner.py``;
-this module owns the user-facing surface: ``add_state``, ``run``, ``pause``/``resume``,
-cancellation, status, and checkpoints.
+An ``Agent`` holds states, the graph, options, the store, the event bus and the human loop.
+Each ``run()`` makes a :class:`~fluffy_nb.engine._run.Run` (one execution) and awaits it;
+many may be live at once. The spec's run-level names (``agent.status``, ``agent.get_state``,
+``agent.pause()``...) act on the agent's latest run. Registration checks live here; the
+start-state rule is ``_starts.py``; travel through checkpoints ``_travel.py``; background
+runs ``_handle.py``; coordination ``coordination/_api.py``.
 """
 
 from __future__ import annotations
 
-import inspect
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import Checkpoint
-from ._checkpointing import CheckpointMixin
+from . import _travel
 from ._clock import Clock, SystemClock
 from ._context import Context
-from ._control import ControlMixin
-from ._deps import DependencyMixin
-from ._errors import (
-    AgentRunningError,
-    ConfigurationError,
-    DuplicateStateError,
-    StateNotFoundError,
-)
+from ._deps import check_dependency_cycles
+from ._errors import AgentRunningError, ConfigurationError, StateNotFoundError
 from ._events import EventBus, StateAdded
+from ._executor import check_executors
 from ._graph import StateGraph
-from ._handle import BackgroundMixin
+from ._handle import RunHandle, run_blocking, start_background
 from ._hitl import HumanLoop
 from ._hooks import mimebundle
-from ._policies import RetryPolicy, StateSpec, check_timeout, normalize_dependencies
+from ._policies import check_timeout
 from ._reader import state_targets
-from ._resources import ResourcePool, ResourceRequirements
-from ._runner import RunnerMixin
-from ._state import StateMetadata, normalize_options, state_options
-from ._status import AgentStatus, Priority
-from .coordination._mixin import CoordinationMixin
+from ._registration import build_spec, check_store
+from ._resources import ResourcePool
+from ._run import Run
+from ._runner import check_max_concurrent
+from ._starts import start_states
+from ._state import StateMetadata, state_options
+from ._status import AgentStatus
+from .coordination import _api as coordination_api
+
+if TYPE_CHECKING:
+    from ._checkpoint import Checkpoint
+    from ._history import CheckpointDiff, CheckpointHistory
+    from ._policies import StateSpec
+    from ._result import RunResult
+    from .coordination._coordinator import Coordinator
+    from .coordination._primitives import Primitive, PrimitiveType
+    from .coordination._rate_limit import RateLimiter, RateLimitStrategy
 
 StateResult = str | list[str] | None
 """What a state returns: the next state's name, names to run concurrently, or None."""
 
+_RECENT_RUNS = 100
 
-class Agent(RunnerMixin, DependencyMixin, ControlMixin, CheckpointMixin, BackgroundMixin, CoordinationMixin):
+
+class Agent:
     """A workflow: named async states that hand control to each other.
 
     Args:
         name: The agent's name (defaults to the class name for subclasses).
-        max_concurrent: At most this many states run at once (None: no limit).
+        max_concurrent: At most this many states of one run run at once (None: no limit).
         checkpoint_interval: Seconds between automatic checkpoints while running.
         resource_pool: The :class:`ResourcePool` states are admitted against.
-        store: A checkpoint store; with one, checkpoints are saved there.
-        durable: Checkpoint to ``store`` after every state that finishes.
+        store: A checkpoint store (``MemoryStore()``, ``SQLiteStore(path)``); checkpoints go there.
+        durable: Checkpoint to ``store`` after every state that finishes (needs a store).
         max_steps: Guard against endless loops: a run may execute at most this many states.
         clock: Injectable time source (tests use ``ManualClock``).
         responder: Who answers ``human_in_the_loop`` (default: chosen for the environment).
-        executor: Where state bodies run by default (None: on the event loop).
+        executor: The executor states added with ``remote=True`` (or ``executor="default"``)
+            run on, e.g. a ``DaskExecutor``; other states run on the event loop.
 
     Example:
         >>> agent = Agent("hello")
         >>> async def greet(ctx):
         ...     ctx.set_state("greeting", "hi")
         ...     return None
-        >>> agent.add_state("greet", greet)
-        >>> # await agent.run()
+        >>> _ = agent.add_state("greet", greet)
+        >>> import asyncio
+        >>> asyncio.run(agent.run()).get_state("greeting")
+        'hi'
     """
 
     def __init__(
@@ -79,18 +93,14 @@ class Agent(RunnerMixin, DependencyMixin, ControlMixin, CheckpointMixin, Backgro
         responder: Any = None,
         executor: Any = None,
     ) -> None:
-        if max_concurrent is not None and (
-            isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) or max_concurrent < 1
-        ):
-            raise ConfigurationError(f"Agent(max_concurrent={max_concurrent!r}): must be a whole number >= 1 or None")
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ConfigurationError(f"Agent(max_steps={max_steps!r}): must be a whole number >= 1")
         self.name = name or type(self).__name__
         self.id = uuid.uuid4().hex
-        self.max_concurrent = max_concurrent
-        self.checkpoint_interval = check_timeout("checkpoint_interval", checkpoint_interval)
+        self.max_concurrent = check_max_concurrent(max_concurrent)
+        self.checkpoint_interval = check_timeout("Agent(checkpoint_interval)", checkpoint_interval)
         self.resource_pool = resource_pool
-        self.store = store
+        self.store = check_store(store, durable)
         self.durable = durable
         self.max_steps = max_steps
         self.clock: Clock = clock or SystemClock()
@@ -99,117 +109,55 @@ class Agent(RunnerMixin, DependencyMixin, ControlMixin, CheckpointMixin, Backgro
         self.events = EventBus()
         self.graph = StateGraph()
         self.states: dict[str, StateSpec] = {}
-        self.state_metadata: dict[str, StateMetadata] = {}
-        self._code_names: dict[str, set[str]] = {}
+        self.code_names: dict[str, set[str]] = {}  # state -> strings its code may return
         self._mentions: dict[str, set[str]] = {}  # string constant -> states whose code has it
         self._gates: dict[str, list[Any]] = {}
         self._initial: dict[str, Any] = {}
-        self._human = HumanLoop(self)
-        self.status = AgentStatus.IDLE
-        self._init_run_state()
-        self._collect_class_states()
+        self.human = HumanLoop(self)
+        self._live: dict[str, Run] = {}
+        self._recent: deque[Run] = deque(maxlen=_RECENT_RUNS)
+        self._latest: Run | None = None
+        self._prepared: Run | None = None
+        self._handle: RunHandle | None = None
+        self._coordinator: Coordinator | None = None
+        self._idle_meta: dict[str, StateMetadata] = {}  # statuses shown before the first run
+        self.collect_class_states()
 
     # -- registration -------------------------------------------------------------------
-    def add_state(
-        self,
-        name: str | Callable[..., Any],
-        func: Callable[..., Any] | None = None,
-        *,
-        resources: ResourceRequirements | None = None,
-        dependencies: dict[str, Any] | Sequence[str] | None = None,
-        retry_policy: RetryPolicy | None = None,
-        timeout: float | None = None,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        next: Sequence[str] | None = None,  # the spec's vocabulary, shadowing the builtin on purpose
-        executor: Any = None,
-        **options: Any,
-    ) -> StateSpec:
+    def add_state(self, name: str | Callable[..., Any], func: Callable[..., Any] | None = None,
+                  **options: Any) -> StateSpec:
         """Register a state.
 
         Args:
             name: The state's name (or the function itself, named after it).
             func: ``async def f(context) -> StateResult`` (sync functions work too).
-            resources: What one run needs from the resource pool.
-            dependencies: ``{name: DependencyType | DependencyConfig}`` or a list of names.
-            retry_policy: How to retry when it raises.
-            timeout: Seconds one attempt may take.
-            priority: Scheduling priority when runs queue for a slot.
-            max_retries: Shorthand for ``RetryPolicy(max_retries=n, initial_delay=0)``.
-            next: States this one may lead to, beyond those named literally in its code.
-            executor: Where this state's body runs (e.g. a ``DaskExecutor`` or ``"dask"``).
+            **options: ``resources`` (:class:`ResourceRequirements`), ``dependencies``
+                (``{name: DependencyType | DependencyConfig}`` or a list of names),
+                ``retry_policy``, ``timeout`` (seconds per attempt), ``priority``,
+                ``max_retries`` (shorthand for an immediate-retry policy), ``next`` (states it
+                may lead to beyond those its code names), ``join`` (True: branches naming it
+                meet there and it runs once), ``executor``/``remote`` (where its body runs).
 
         Raises:
             DuplicateStateError: a state of that name exists.
+            ConfigurationError: an unknown option, a bad value, or a function taking no context.
         """
         if callable(name) and func is None:
-            func, name = name, getattr(name, "__name__", None)
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"add_state(name={name!r}): a state needs a non-empty string name")
-        if not callable(func):
-            raise ConfigurationError(
-                f"add_state({name!r}, {func!r}): the state function must be callable, e.g. "
-                "async def step(context): return None"
-            )
-        if name in self.states:
-            raise DuplicateStateError(
-                f"agent {self.name!r} already has a state {name!r}; pick another name or build "
-                "a new Agent"
-            )
-        marked = state_options(func) or {}
-        opts = {**marked, **normalize_options(options)}
-        resources = resources if resources is not None else opts.pop("resources", None)
-        if dependencies is None:
-            dependencies = opts.pop("dependencies", None)
-        retry_policy = retry_policy or opts.pop("retry_policy", None)
-        timeout = timeout if timeout is not None else opts.pop("timeout", None)
-        priority = priority if priority is not None else opts.pop("priority", None)
-        max_retries = max_retries if max_retries is not None else opts.pop("max_retries", None)
-        next = next if next is not None else opts.pop("next", None)
-        executor = executor if executor is not None else opts.pop("executor", None)
-        opts.pop("name", None)
-        if resources is not None and not isinstance(resources, ResourceRequirements):
-            raise ConfigurationError(f"add_state({name!r}, resources={resources!r}): use ResourceRequirements(...)")
-        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
-            raise ConfigurationError(f"add_state({name!r}, retry_policy={retry_policy!r}): use RetryPolicy(...)")
-        if max_retries is not None and retry_policy is None:
-            retry_policy = RetryPolicy(max_retries=max_retries, initial_delay=0.0, max_delay=0.0, jitter=False)
-        if timeout is None and resources is not None:
-            timeout = resources.timeout
-        timeout = check_timeout(f"add_state({name!r}, timeout)", timeout)
-        if priority is None:
-            priority = int(resources.priority) if resources is not None else int(Priority.NORMAL)
-        if isinstance(next, str):
-            next = [next]
-        spec = StateSpec(
-            name=name,
-            func=func,
-            resources=resources,
-            dependencies=normalize_dependencies(name, dependencies),
-            retry_policy=retry_policy,
-            timeout=timeout,
-            priority=int(priority),
-            max_retries=max_retries,
-            next_hint=tuple(next or ()),
-            options=opts,
-        )
-        spec.options["is_async"] = inspect.iscoroutinefunction(func) or (
-            not inspect.isroutine(func) and inspect.iscoroutinefunction(type(func).__call__)
-        )
-        if executor is not None:
-            spec.options["executor"] = executor
-        self.states[name] = spec
-        self.state_metadata[name] = StateMetadata(name)
+            func, name = name, getattr(name, "__name__", "")
+        spec = build_spec(self, name, func, options)
+        self.states[spec.name] = spec
+        for run in self._live.values():
+            run.meta(spec.name)
         self._add_to_graph(spec)
         if self.events.active:
-            self.events.publish(StateAdded(self.name, self.run_id, self.clock.monotonic(), name))
+            self.events.publish(StateAdded(self.name, self.run_id, self.clock.monotonic(), spec.name))
         return spec
 
     def _add_to_graph(self, spec: StateSpec) -> None:
         graph, name = self.graph, spec.name
         graph.add_node(name)
         strings = state_targets(spec.func)
-        self._code_names[name] = strings
+        self.code_names[name] = strings
         mentions = self._mentions
         for target in strings:
             mentions.setdefault(target, set()).add(name)
@@ -223,7 +171,7 @@ class Agent(RunnerMixin, DependencyMixin, ControlMixin, CheckpointMixin, Backgro
         for dep in spec.dependencies:
             graph.add_edge(dep, name, "dependency")
 
-    def _collect_class_states(self) -> None:
+    def collect_class_states(self) -> None:
         """Register methods marked with ``@state`` on this class and on the instance."""
         seen: set[str] = set()
         for klass in type(self).__mro__:
@@ -238,13 +186,12 @@ class Agent(RunnerMixin, DependencyMixin, ControlMixin, CheckpointMixin, Backgro
                 self.add_state(attr, value)
 
     def remove_state(self, name: str) -> None:
-        """Unregister a state (only while idle)."""
-        self._require_idle("remove_state")
+        """Unregister a state (only while no run is live)."""
+        self.require_idle("remove_state")
         if name not in self.states:
-            raise StateNotFoundError(f"agent {self.name!r} has no state {name!r}")
+            raise StateNotFoundError(f"remove_state({name!r}): agent {self.name!r} has no state {name!r}")
         del self.states[name]
-        del self.state_metadata[name]
-        self._code_names.pop(name, None)
+        self.code_names.pop(name, None)
         self._mentions = {}
         self.graph = StateGraph()
         for spec in self.states.values():
@@ -254,60 +201,422 @@ class Agent(RunnerMixin, DependencyMixin, ControlMixin, CheckpointMixin, Backgro
         """Make ``state_name`` pass ``gate`` (``try_acquire``/``acquire``/``release``) before it runs."""
         self._gates.setdefault(state_name, []).append(gate)
 
-    # -- shared data ------------------------------------------------------------------------
-    def get_state(self, key: str, default: Any = None) -> Any:
-        """Read shared context data (of the current or last run)."""
-        return self._shared.get(key, default)
+    def gates_of(self, state: str) -> list[Any]:
+        """The gates ``state`` passes before it runs (rate limits first), in order."""
+        return self._gates.get(state) or []
 
-    def set_state(self, key: str, value: Any) -> None:
-        """Write shared context data; set before ``run`` it is an input of every run."""
-        if self.status is not AgentStatus.RUNNING and self.status is not AgentStatus.PAUSED:
-            self._initial[key] = value
-        self._shared[key] = value
+    def gate_list(self, state: str) -> list[Any]:
+        """The (mutable) list of ``state``'s gates, made on first use."""
+        return self._gates.setdefault(state, [])
+
+    # -- coordination (the agent's primitives hold across all its runs) -----------------------
+    @property
+    def coordinator(self) -> Coordinator:
+        """This agent's :class:`Coordinator`: primitives, rate limiters, deadlock detector."""
+        if self._coordinator is None:
+            from .coordination._coordinator import Coordinator
+
+            self._coordinator = Coordinator(self)
+        return self._coordinator
+
+    def add_state_rate_limit(self, state: str, max_rate: float, strategy: RateLimitStrategy | None = None,
+                             burst_size: float | None = None, window_size: float = 1.0) -> RateLimiter:
+        """Admit at most ``max_rate`` runs per second of ``state`` (before or after ``add_state``).
+
+        Args:
+            state: The state's name.
+            max_rate: Runs per second.
+            strategy: TOKEN_BUCKET (default), SLIDING_WINDOW, LEAKY_BUCKET or FIXED_WINDOW.
+            burst_size: Bucket capacity (token bucket default: one second's worth).
+            window_size: Window seconds for the window strategies.
+
+        Returns:
+            The :class:`RateLimiter` (inspect it with ``statistics()``). Calling again replaces it.
+        """
+        from .coordination._rate_limit import RateLimitStrategy
+
+        return coordination_api.add_state_rate_limit(self, state, max_rate, strategy or RateLimitStrategy.TOKEN_BUCKET,
+                                                     burst_size, window_size)
+
+    def add_state_coordination(self, state: str, primitive_type: PrimitiveType, ttl: float | None = None,
+                               max_count: int | None = None, wait_timeout: float | None = None,
+                               quota_limit: float | None = None, *, name: str | None = None,
+                               amount: float | None = None) -> Primitive:
+        """Make ``state`` pass a coordination primitive before each run.
+
+        Args:
+            state: The state's name.
+            primitive_type: MUTEX, SEMAPHORE, BARRIER, LEASE or QUOTA.
+            ttl: MUTEX/SEMAPHORE: a hold expires after this long; LEASE: its length (60 s);
+                QUOTA: the budget resets this often.
+            max_count: SEMAPHORE: concurrent holders; BARRIER: arrivals to wait for.
+            wait_timeout: Give up waiting with ``CoordinationError`` after this long.
+            quota_limit: QUOTA: the budget per ``ttl``.
+            name: The primitive's name (default: the state's); states naming one share it.
+            amount: QUOTA: how much each run consumes (default 1).
+        """
+        return coordination_api.add_state_coordination(
+            self, state, primitive_type, name=name, ttl=ttl, max_count=max_count, wait_timeout=wait_timeout,
+            quota_limit=quota_limit, amount=amount)
+
+    def coordination(self, name: str) -> Primitive:
+        """The primitive called ``name``, e.g. ``async with agent.coordination("db").hold(ctx):``."""
+        return coordination_api.named_primitive(self, name)
+
+    def add_coordination(self, name: str, primitive_type: PrimitiveType, **options: Any) -> Primitive:
+        """A named primitive attached to no state, for in-state use with ``hold(ctx)``."""
+        return self.coordinator.primitive(name, primitive_type, **options)
+
+    async def get_coordination_status(self) -> dict[str, Any]:
+        """``{"primitives": {...}, "rate_limiters": {...}, "deadlock_detector": {...}}``."""
+        return self.coordinator.status()
+
+    async def reset_coordination(self) -> None:
+        """Release every hold, fail every waiter, refill quotas, reset rate limiters and the detector."""
+        self.coordinator.reset()
+
+    def running_state_names(self) -> set[str]:
+        """States whose body is running now, in any live run of this agent."""
+        from ._status import StateStatus
+
+        return {ex.state for run in list(self._live.values()) for ex in list(run.scheduler.running.values())
+                if run.meta(ex.state).status is StateStatus.RUNNING}
+
+    def running_owners(self) -> set[str]:
+        """Owner names of every state execution running in a live run (for coordination sweeps)."""
+        owners: set[str] = set()
+        for run in self._live.values():
+            for ex in run.scheduler.running.values():
+                owners.update((ex.state, f"{ex.state}#{ex.id}"))
+        return owners
+
+    def resolve_executor(self, executor: Any) -> Any:
+        """The executor object for a state's ``executor=`` option (a name means the agent's)."""
+        if isinstance(executor, str):
+            default = self.executor
+            if default is not None and executor in (getattr(default, "name", None), "default"):
+                return default
+            raise StateNotFoundError(
+                f"executor {executor!r} was asked for, but agent {self.name!r} has no executor of that "
+                "name; pass Agent(..., executor=DaskExecutor(...))"
+            )
+        return executor
+
+    # -- running ----------------------------------------------------------------------------
+    async def run(
+        self,
+        timeout: float | None = None,
+        cleanup_timeout: float | None = 10.0,
+        *,
+        start: str | list[str] | None = None,
+        initial_context: dict[str, Any] | None = None,
+    ) -> RunResult:
+        """Execute the workflow as a new run (or continue a restored one) until no state is left.
+
+        Several ``run()`` calls of one agent may go on at once; each is its own run.
+
+        Args:
+            timeout: Fail with ``RunTimeoutError`` after this many seconds.
+            cleanup_timeout: How long cancelled states get to finish their cleanup.
+            start: Start state(s) instead of those found from the graph.
+            initial_context: Shared values every state of this run sees from the start.
+
+        Returns:
+            A :class:`RunResult` with the final data and status.
+
+        Raises:
+            StateFailedError: a state failed for good (the original exception is chained).
+            RunTimeoutError: the run took longer than ``timeout``.
+        """
+        run, starts = self.new_run(timeout, cleanup_timeout, start, initial_context)
+        await check_executors(self)
+        return await run.execute(check_timeout("run(timeout)", timeout),
+                                 check_timeout("run(cleanup_timeout)", cleanup_timeout), starts)
+
+    def new_run(self, timeout: Any = None, cleanup_timeout: Any = 10.0, start: Any = None,
+                initial_context: dict[str, Any] | None = None) -> tuple[Run, list[str]]:
+        """Check the definition and the arguments; the run to execute next and its start states."""
+        check_timeout("run(timeout)", timeout)
+        check_timeout("run(cleanup_timeout)", cleanup_timeout)
+        if initial_context is not None and not isinstance(initial_context, dict):
+            raise ConfigurationError(f"run(initial_context={initial_context!r}): pass a dict of shared values")
+        self.collect_class_states()
+        self._check_definition()
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            prepared.shared.update(initial_context or {})
+            return prepared, []
+        return Run(self, initial={**self._initial, **(initial_context or {})}), start_states(self, start)
+
+    def _check_definition(self) -> None:
+        check_dependency_cycles(self)
+        unknown = sorted(name for name, gates in self._gates.items() if gates and name not in self.states)
+        if unknown:
+            known = ", ".join(sorted(self.states)[:12])
+            raise StateNotFoundError(
+                f"agent {self.name!r} has rate limits or coordination for {unknown}, but no state of "
+                f"that name (known: {known}); fix the name or add the state"
+            )
+        for name, spec in self.states.items():
+            for target in spec.next_hint:
+                if target not in self.states:
+                    raise StateNotFoundError(
+                        f"state {name!r} declares next={list(spec.next_hint)!r}, but {target!r} is not a state "
+                        f"of agent {self.name!r}; add it or fix the name"
+                    )
+        pool = self.resource_pool
+        if pool is not None:
+            from ._executor import state_executor
+
+            for name, spec in self.states.items():
+                if spec.resources is not None and state_executor(self, spec) is None:
+                    pool.check(name, spec.resources)
+
+    def start(self, **run_kwargs: Any) -> RunHandle:
+        """Run in the background on the running loop; returns a :class:`RunHandle` at once.
+
+        Takes the same arguments as :meth:`run`. In a notebook this keeps the kernel free to
+        deliver widget clicks while states wait for a person.
+        """
+        handle = start_background(self, run_kwargs)
+        self._handle = handle
+        return handle
+
+    def run_sync(self, **run_kwargs: Any) -> RunResult:
+        """Run to the end, blocking the caller (see :func:`~fluffy_nb.engine._handle.run_blocking`)."""
+        return run_blocking(self, run_kwargs)
+
+    @property
+    def handle(self) -> RunHandle | None:
+        """The handle of the latest background run (None if :meth:`start` was never called)."""
+        return self._handle
+
+    @handle.setter
+    def handle(self, handle: RunHandle) -> None:
+        self._handle = handle
+
+    @property
+    def prepared_run(self) -> Run | None:
+        """The restored or forked run the next :meth:`run` continues (None if there is none)."""
+        return self._prepared
+
+    # -- runs ---------------------------------------------------------------------------------
+    def run_began(self, run: Run) -> None:
+        """A run of this agent started (called by :meth:`Run.execute`)."""
+        from . import _hooks
+
+        self._live[run.run_id] = run
+        self._latest = run
+        if run not in self._recent:
+            self._recent.append(run)
+        pool = self.resource_pool
+        if pool is not None and hasattr(pool, "bind_preemption"):
+            pool.bind_preemption(self._preempt)
+        for observe in _hooks.run_observers:  # monitors subscribe before RunStarted
+            observe(self)
+
+    def run_ended(self, run: Run) -> None:
+        """A run of this agent ended (called by :meth:`Run.execute`)."""
+        if self._live.get(run.run_id) is run:
+            del self._live[run.run_id]
+
+    def prepare_run(self, run: Run) -> None:
+        """Make ``run`` (restored or forked) the one the next :meth:`run` continues."""
+        self._prepared = run
+        self._latest = run
+        self._recent.append(run)
+
+    def live_runs_count(self) -> int:
+        """How many runs of this agent are going on now."""
+        return len(self._live)
+
+    @property
+    def runs(self) -> list[Run]:
+        """This agent's recent runs (live ones included), oldest first."""
+        return list(self._recent)
+
+    @property
+    def latest_run(self) -> Run | None:
+        """The run the spec's agent-level names act on: the latest started (or restored) one."""
+        return self._latest
+
+    def require_idle(self, what: str) -> None:
+        """Raise AgentRunningError when a run of this agent is live."""
+        if self._live:
+            raise AgentRunningError(
+                f"{what}: agent {self.name!r} has {len(self._live)} run(s) going on; wait for them to "
+                "finish or cancel them first"
+            )
+
+    def _preempt(self, owner: str) -> bool:
+        return any(run.control.preempt(owner) for run in list(self._live.values()))
+
+    def _latest_or_raise(self, what: str) -> Run:
+        run = self._latest
+        if run is None:
+            raise AgentRunningError(
+                f"{what}: agent {self.name!r} is not running (it has not run yet); start it with "
+                "`handle = agent.start()` first, then call this while it runs"
+            )
+        return run
+
+    # -- the latest run (the spec's agent-level names) ---------------------------------------------
+    @property
+    def status(self) -> AgentStatus:
+        """The latest run's status (IDLE before the first run)."""
+        return AgentStatus.IDLE if self._latest is None else self._latest.status
+
+    @property
+    def run_id(self) -> str:
+        """The latest run's id ('' before the first run)."""
+        return "" if self._latest is None else self._latest.run_id
+
+    @property
+    def state_metadata(self) -> dict[str, StateMetadata]:
+        """Per-state status, attempts and timings of the latest run."""
+        if self._latest is None:
+            for n in self.states:
+                self._idle_meta.setdefault(n, StateMetadata(n))
+            return self._idle_meta
+        return self._latest.metadata
+
+    @property
+    def completed_states(self) -> list[str]:
+        """States the latest run completed, in first-completion order."""
+        return [] if self._latest is None else self._latest.completed_states
+
+    @property
+    def completion_counts(self) -> dict[str, int]:
+        """How often each state completed in the latest run."""
+        return {} if self._latest is None else dict(self._latest.completion_counts)
+
+    @property
+    def priority_queue(self) -> list[tuple[int, Any]]:
+        """The latest run's queued executions as ``(-priority, execution)`` (a heap)."""
+        return [] if self._latest is None else list(self._latest.scheduler.queue)
 
     @property
     def context(self) -> Context:
-        """A context over the current (or last) run's data."""
-        return Context(self._shared, self._typed, agent=self, run_id=self.run_id)
+        """A context over the latest run's data (the initial values before any run)."""
+        if self._latest is None:
+            return Context(self._initial, {})
+        return self._latest.context
 
-    # -- human in the loop ----------------------------------------------------------------
-    async def _ask_human(self, ctx: Context, prompt: str, **kwargs: Any) -> Any:
-        return await self._human.ask(ctx, prompt, **kwargs)
+    def get_state(self, key: str, default: Any = None) -> Any:
+        """Read a shared value of the latest run (or an initial value set before any run)."""
+        if self._latest is None:
+            return self._initial.get(key, default)
+        return self._latest.shared.get(key, default)
 
+    def set_state(self, key: str, value: Any) -> None:
+        """Set a shared value: for every later run, and for the latest run while it is live."""
+        self._initial[key] = value
+        latest = self._latest
+        if latest is not None and (latest.active or latest is self._prepared):
+            latest.shared[key] = value
+
+    async def pause(self, timeout: float | None = None) -> Checkpoint:
+        """Pause the latest run: no new states, running ones finish; returns a checkpoint."""
+        return await self._latest_or_raise("pause()").pause(timeout)
+
+    async def resume(self) -> RunResult | None:
+        """Continue the paused latest run (returns at once), or run a restored checkpoint to the end."""
+        latest = self._latest
+        if latest is not None and latest.active:
+            latest.resume()
+            return None
+        return await self.run()
+
+    def cancel_state(self, name: str) -> bool:
+        """Cancel the running, queued or waiting executions of ``name`` in the latest run."""
+        if name not in self.states:
+            known = ", ".join(sorted(self.states)[:12])
+            raise StateNotFoundError(
+                f"cancel_state({name!r}): agent {self.name!r} has no state {name!r} (known: {known}); "
+                "pass the name a state was added under"
+            )
+        latest = self._latest
+        return latest is not None and latest.cancel_state(name)
+
+    async def cancel_all(self, cleanup_timeout: float | None = 10.0) -> None:
+        """Cancel every running and waiting state of every live run of this agent."""
+        for run in list(self._live.values()):
+            await run.cancel_all(cleanup_timeout)
+
+    def create_checkpoint(self, trigger: str = "manual") -> Checkpoint:
+        """Snapshot the latest run: statuses, completed states, frontier, data and answers."""
+        latest = self._latest
+        if latest is None:  # before any run: the checkpoint of a run that has not started
+            latest = Run(self, run_id="not-started", initial=self._initial)
+        return latest.create_checkpoint(trigger)
+
+    # -- people ---------------------------------------------------------------------------------
     def pending_requests(self) -> list[Any]:
-        """Open human-in-the-loop requests, oldest first."""
-        return self._human.pending()
+        """Open human-in-the-loop requests of every run of this agent, oldest first."""
+        return self.human.pending()
 
     def answer(self, request_id: str, value: Any, *, source: str = "person") -> bool:
-        """Answer an open human-in-the-loop request; False if the validator rejected it."""
-        return self._human.answer(request_id, value, source=source)
+        """Answer an open human-in-the-loop request (from any thread); False if the validator rejected it."""
+        return self.human.answer(request_id, value, source=source)
 
-    # -- checkpoints ------------------------------------------------------------------------
-    def create_checkpoint(self, trigger: str = "manual") -> Checkpoint:
-        """Snapshot the run: statuses, completed states, frontier, data and human answers."""
-        return self._make_checkpoint(trigger)
-
+    # -- checkpoints ----------------------------------------------------------------------------
     async def restore_from_checkpoint(self, checkpoint: Checkpoint | dict[str, Any]) -> None:
-        """Load ``checkpoint`` into this (idle) agent; ``run()`` or ``resume()`` continues it.
+        """Load ``checkpoint`` as the run the next ``run()`` or ``resume()`` continues."""
+        _travel.prepare(self, checkpoint, "restore_from_checkpoint")
+
+    def restore(self, checkpoint: Any) -> Checkpoint:
+        """Load a checkpoint (object, dict, id or history row) so ``run()``/``resume()`` continue it.
+
+        The run keeps its run id: new checkpoints extend that run's history.
 
         Raises:
-            AgentRunningError: the agent is running.
-            CheckpointError: the checkpoint names states this agent does not have.
+            CheckpointError: unknown id, newer format, or states this agent does not have.
         """
-        self._restore_checked(checkpoint, "restore_from_checkpoint")
+        return _travel.restore(self, checkpoint)
 
-    def _require_idle(self, what: str) -> None:
-        if self._run_active:
-            raise AgentRunningError(
-                f"{what}: agent {self.name!r} is running; wait for the run to finish or cancel it first"
-            )
+    def fork(self, checkpoint: Any) -> Run:
+        """Prepare a NEW run from a checkpoint (fresh id, parent recorded); ``run()`` continues it."""
+        return _travel.fork(self, checkpoint)
+
+    def diff(self, a: Any, b: Any) -> CheckpointDiff:
+        """What changed from checkpoint ``a`` to ``b`` (objects, dicts, ids or history rows)."""
+        return _travel.diff(self, a, b)
+
+    def history(self, run_id: str | None = None) -> CheckpointHistory:
+        """Every checkpoint of this agent in its store (or of one run), oldest first.
+
+        A :class:`CheckpointHistory`: a list of rows, ``.to_pandas()`` for a DataFrame, and a
+        table when displayed in a notebook.
+        """
+        return _travel.history_records(self, run_id)
+
+    def history_records(self, run_id: str | None = None) -> CheckpointHistory:
+        """The same as :meth:`history`."""
+        return _travel.history_records(self, run_id)
+
+    async def resume_latest(self, store: Any = None, *, timeout: float | None = None) -> RunResult:
+        """Continue this agent's latest run from ``store`` (default: its own) to the end.
+
+        States the checkpoint records as completed are not run again. When the latest run
+        ended in failure or cancellation, it continues from that run's last checkpoint that
+        still had states in flight (so the failed state runs again).
+        """
+        if store is not None and self.store is None:
+            self.store = check_store(store, self.durable)
+        store = store if store is not None else _travel.require_store(self, "resume_latest")
+        cp = await _travel.latest_resumable(self, store)
+        run = _travel.prepare(self, cp, "resume_latest")
+        _travel.continue_sequence(self, run)
+        if not cp.pending and cp.agent_status is AgentStatus.COMPLETED:
+            self._prepared = None  # nothing left to run; a later run() starts afresh
+            return run.result()
+        return await self.run(timeout=timeout)
 
     # -- display --------------------------------------------------------------------------
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         return mimebundle(self, include, exclude)
 
     def __repr__(self) -> str:
-        return (
-            f"<Agent {self.name!r} status={self.status.value} states={len(self.states)} "
-            f"completed={len(self.completed_states)} running={len(self._running_states)}>"
-        )
+        running = 0 if self._latest is None else len(self._latest.scheduler.running)
+        return (f"<Agent {self.name!r} status={self.status.value} states={len(self.states)} "
+                f"completed={len(self.completed_states)} running={running} runs_live={len(self._live)}>")

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._errors import TypedDataError
+from ._errors import ConfigurationError, HumanInputError, TypedDataError
 from ._typed import check_typed_value, replace_fields
 
 if TYPE_CHECKING:
     from ._agent import Agent
+    from ._run import Run
 
 T = TypeVar("T")
+_READ_ONLY = frozenset({"agent", "run", "shared_state", "typed_data"})
 _MISSING: Any = object()
 
 
@@ -29,7 +31,7 @@ class Context:
         ...     return "next"
     """
 
-    __slots__ = ("_shared", "_typed", "_agent", "state_name", "attempt", "run_id")
+    __slots__ = ("_agent", "_run", "_shared", "_typed", "attempt", "run_id", "state_name")
 
     def __init__(
         self,
@@ -40,13 +42,15 @@ class Context:
         state_name: str = "",
         attempt: int = 1,
         run_id: str = "",
+        run: Run | None = None,
     ) -> None:
         object.__setattr__(self, "_shared", {} if shared is None else shared)
         object.__setattr__(self, "_typed", {} if typed is None else typed)
-        object.__setattr__(self, "_agent", agent)
+        object.__setattr__(self, "_run", run)
+        object.__setattr__(self, "_agent", run.agent if run is not None else agent)
         object.__setattr__(self, "state_name", state_name)
         object.__setattr__(self, "attempt", attempt)
-        object.__setattr__(self, "run_id", run_id)
+        object.__setattr__(self, "run_id", run.run_id if run is not None else run_id)
 
     # -- plain state -------------------------------------------------------------------
     def set_state(self, key: str, value: Any) -> None:
@@ -139,8 +143,11 @@ class Context:
             schema: A pydantic model; the answer is an instance of it.
         """
         if self._agent is None:
-            raise RuntimeError("human_in_the_loop needs a context created by a running agent")
-        return await self._agent._ask_human(
+            raise HumanInputError(
+                f"human_in_the_loop({prompt!r}) needs the context a state receives while its agent runs; "
+                "this context belongs to no run (a RunResult's or one made by hand)"
+            )
+        return await self._agent.human.ask(
             self,
             prompt,
             timeout=timeout,
@@ -159,10 +166,12 @@ class Context:
             raise AttributeError(name) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in Context.__slots__:
-            object.__setattr__(self, name, value)
-        else:
-            self._shared[name] = value
+        if name in Context.__slots__ or name in _READ_ONLY:
+            raise ConfigurationError(
+                f"context.{name} is the context's own (read-only) attribute; store your value under "
+                f"another name, or with context.set_state({name!r}, value)"
+            )
+        self._shared[name] = value
 
     def __delattr__(self, name: str) -> None:
         if not self.remove_state(name):
@@ -172,6 +181,11 @@ class Context:
     def agent(self) -> Agent | None:
         """The agent running this state."""
         return self._agent
+
+    @property
+    def run(self) -> Run | None:
+        """The run this state belongs to (None for a context made outside a run)."""
+        return self._run
 
     @property
     def shared_state(self) -> dict[str, Any]:

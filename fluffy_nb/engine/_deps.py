@@ -1,176 +1,243 @@
-"""Dependencies half of Agent: when a state's declared dependencies let it start.
+"""Dependencies: when a state's declared dependencies let it start.
 
-Owns dependency-cycle detection at ``run()``, parking states whose dependencies do not
-hold yet, waking them when a state completes (or an interval passes), dependency
-timeouts, and PARALLEL dependencies started alongside.
+Owns dependency-cycle detection at ``run()`` (:func:`check_dependency_cycles`) and, per run,
+:class:`DependencyGates`: parking states whose dependencies do not hold yet, waking them when
+a state completes (or an interval passes), dependency timeouts, and PARALLEL dependencies
+started alongside. Whether a parked state must still wait for branches heading to it is
+the join question, answered by ``Joins.can_still_reach``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ._errors import DependencyCycleError, DependencyTimeoutError, StateNotFoundError
+from ._errors import ConfigurationError, DependencyCycleError, DependencyTimeoutError, StateNotFoundError
 from ._events import StateBlocked
 from ._policies import DependencyLifecycle, DependencyType
 from ._status import StateStatus
 
 if TYPE_CHECKING:
     from ._agent import Agent
+    from ._policies import DependencyConfig, StateSpec
+    from ._run import Run
     from ._runner import Execution
 
 
-class DependencyMixin:
-    """Dependency methods of :class:`Agent`."""
+def check_dependency_cycles(agent: Agent) -> None:
+    """Raise if a dependency names no state, or the dependencies form a cycle."""
+    states = agent.states
+    if not any(spec.dependencies for spec in states.values()):
+        return  # nothing to check: skip importing networkx (~0.3 s on a first run)
+    for name, spec in states.items():
+        for dep in spec.dependencies:
+            if dep not in states:  # a typo would leave the state waiting forever
+                known = ", ".join(sorted(states)[:12])
+                raise StateNotFoundError(
+                    f"state {name!r} depends on {dep!r}, which is not a state of agent "
+                    f"{agent.name!r} (known: {known}); add it or fix the dependency name"
+                )
+    import networkx as nx
 
-    def _check_dependency_cycles(self: Agent) -> None:
-        if not any(spec.dependencies for spec in self.states.values()):
-            return  # nothing to check: skip importing networkx (~0.3 s on a first run)
-        for name, spec in self.states.items():
-            for dep in spec.dependencies:
-                if dep not in self.states:  # a typo would leave the state waiting forever
-                    known = ", ".join(sorted(self.states)[:12])
-                    raise StateNotFoundError(
-                        f"state {name!r} depends on {dep!r}, which is not a state of agent "
-                        f"{self.name!r} (known: {known}); add it or fix the dependency name"
-                    )
-        import networkx as nx
-
-        g = nx.DiGraph()
-        for name, spec in self.states.items():
-            for dep, cfg in spec.dependencies.items():
-                if cfg.type is not DependencyType.PARALLEL:
-                    g.add_edge(dep, name)
-        try:
-            cycle = nx.find_cycle(g)
-        except nx.NetworkXNoCycle:
-            return
-        names = [a for a, _ in cycle] + [cycle[0][0]]
-        raise DependencyCycleError(
-            f"agent {self.name!r}: dependencies form a cycle {' -> '.join(names)}, so none of "
-            "these states could ever start; remove one of these dependencies", names[:-1]
-        )
-
-    def _active(self, state: str) -> bool:
-        return state in self._pending or any(ex.state == state for ex in self._running_states.values())
-
-    def _deps_satisfied(self: Agent, ex: Execution, spec: Any) -> bool:
-        now = self.clock.monotonic()
+    g = nx.DiGraph()
+    for name, spec in states.items():
         for dep, cfg in spec.dependencies.items():
-            if cfg.condition is not None and not cfg.condition(self):
+            if cfg.type is not DependencyType.PARALLEL:
+                g.add_edge(dep, name)
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        return
+    names = [a for a, _ in cycle] + [cycle[0][0]]
+    raise DependencyCycleError(
+        f"agent {agent.name!r}: dependencies form a cycle {' -> '.join(names)}, so none of "
+        "these states could ever start; remove one of these dependencies", names[:-1]
+    )
+
+
+class DependencyGates:
+    """The dependency side of one run: who waits for what, and when it may go.
+
+    Args:
+        run: The run whose dependency-gated states it holds.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.parked: list[Execution] = []
+        self.consumed: Counter[tuple[str, str]] = Counter()  # (state, dep) -> completions used
+        self.last_started: dict[str, float] = {}
+        self.last_completed: dict[str, float] = {}
+        self._wakeups: dict[int, asyncio.Task[None]] = {}  # PERIODIC states waiting out an interval
+
+    # -- the checks --------------------------------------------------------------------------
+    def _active(self, state: str) -> bool:
+        sched = self.run.scheduler
+        return state in sched.pending or any(ex.state == state for ex in sched.running.values())
+
+    def satisfied(self, ex: Execution, spec: StateSpec) -> bool:
+        """Whether every dependency of ``spec`` holds now (may schedule an interval wake-up)."""
+        now = self.run.clock.monotonic()
+        for dep, cfg in spec.dependencies.items():
+            if cfg.condition is not None and not self._condition(spec.name, dep, cfg):
                 return False
-            kind = cfg.type
-            if kind is DependencyType.PARALLEL:
-                continue
-            if kind is DependencyType.OPTIONAL:
-                if self._active(dep):
-                    return False
-                continue
-            if kind is DependencyType.SEQUENTIAL:
-                if self._active(dep) or dep not in self._ended:
-                    return False
-                continue
-            count = self.completion_counts[dep]
-            if count == 0:
+            if not self._holds(ex, spec.name, dep, cfg, now):
                 return False
-            if cfg.lifecycle is DependencyLifecycle.PERIODIC and count <= self._consumed[(spec.name, dep)]:
-                return False
-            if cfg.expiry is not None and now - self._last_completed.get(dep, now) > cfg.expiry:
-                return False
-            if cfg.interval is not None:
-                last = self._last_started.get(spec.name)
-                if last is not None and now - last < cfg.interval:
-                    self._wake_after(ex, last + cfg.interval - now)
-                    return False
         return True
 
-    def _wake_after(self: Agent, ex: Execution, seconds: float) -> None:
+    def _condition(self, state: str, dep: str, cfg: DependencyConfig) -> bool:
+        assert cfg.condition is not None
+        try:
+            return bool(cfg.condition(self.run.agent))
+        except Exception as exc:
+            raise ConfigurationError(
+                f"state {state!r}: the condition of its dependency on {dep!r} raised "
+                f"{type(exc).__name__}: {exc}; a DependencyConfig condition must return True or False"
+            ) from exc
+
+    def _holds(self, ex: Execution, state: str, dep: str, cfg: DependencyConfig, now: float) -> bool:
+        kind = cfg.type
+        if kind is DependencyType.PARALLEL:
+            return True
+        if kind is DependencyType.OPTIONAL:
+            return not self._active(dep)
+        if kind is DependencyType.SEQUENTIAL:
+            return not self._active(dep) and dep in self.run.ended
+        count = self.run.completion_counts[dep]
+        if count == 0:
+            return False
+        if cfg.lifecycle is DependencyLifecycle.PERIODIC and count <= self.consumed[(state, dep)]:
+            return False
+        if cfg.expiry is not None and now - self.last_completed.get(dep, now) > cfg.expiry:
+            return False
+        if cfg.interval is not None:
+            last = self.last_started.get(state)
+            if last is not None and now - last < cfg.interval:
+                self._wake_after(ex, last + cfg.interval - now)
+                return False
+        return True
+
+    # -- waiting -----------------------------------------------------------------------------
+    def waking(self) -> bool:
+        """Whether a PERIODIC state waits out an interval (the run stays alive meanwhile)."""
+        return bool(self._wakeups)
+
+    def _wake_after(self, ex: Execution, seconds: float) -> None:
         """Recheck ``ex`` when its interval has passed: a PERIODIC completion that came too
-        soon still gets its run (the run stays alive meanwhile)."""
+        soon still gets its run."""
         if ex.id in self._wakeups:
             return
+        run = self.run
 
         async def wake() -> None:
-            await self.clock.sleep(seconds)
+            await run.clock.sleep(seconds)
             self._wakeups.pop(ex.id, None)
-            if self._parked:
-                self._recheck_parked()
-            self._dispatch()
-            self._check_done()
+            self.recheck()
+            run.scheduler.dispatch()
+            run.scheduler.check_done()
 
         self._wakeups[ex.id] = asyncio.get_running_loop().create_task(wake())
 
-    def _park(self: Agent, ex: Execution, spec: Any) -> None:
-        self._parked.append(ex)
-        if self.events.active:
+    def park(self, ex: Execution, spec: StateSpec) -> None:
+        """``ex`` waits for its dependencies (with a deadline when one has a timeout)."""
+        run = self.run
+        self.parked.append(ex)
+        if run.events.active:
             waits = ", ".join(f"{d} ({c.type.value})" for d, c in spec.dependencies.items())
-            self.events.publish(StateBlocked(self.name, self.run_id, self.clock.monotonic(), ex.state,
-                                             f"waiting for dependencies: {waits}"))
+            run.events.publish(StateBlocked(run.name, run.run_id, run.clock.monotonic(), ex.state,
+                                            f"waiting for dependencies: {waits}"))
         # the timeout guards a dependency that never completes; one that did complete
         # (waiting now for a condition, an interval, or its next PERIODIC run) is not late
-        timeouts = [(c.timeout, d) for d, c in spec.dependencies.items() if c.timeout and not self.completion_counts[d]]
+        counts = run.completion_counts
+        timeouts = [(c.timeout, d) for d, c in spec.dependencies.items() if c.timeout and not counts[d]]
         if timeouts:
             seconds, dep = min(timeouts)
-            loop = asyncio.get_running_loop()
-            ex.deadline = loop.create_task(self._dependency_deadline(ex, dep, seconds))
-        self._start_parallel_deps(ex, spec)
+            ex.deadline = asyncio.get_running_loop().create_task(self._deadline(ex, dep, seconds))
+        self.start_parallel(ex, spec)
 
-    def _start_parallel_deps(self: Agent, ex: Execution, spec: Any) -> None:
+    def start_parallel(self, ex: Execution, spec: StateSpec) -> None:
         """PARALLEL dependencies start together with the state (unless running or done)."""
+        sched = self.run.scheduler
         for dep, cfg in spec.dependencies.items():
-            if cfg.type is DependencyType.PARALLEL and not self._active(dep) and dep not in self._completed_set:
-                self._start(dep, self._joins.add_branch(dep), ex.state)
+            if cfg.type is DependencyType.PARALLEL and not self._active(dep) and dep not in self.run.completed_set:
+                sched.start(dep, sched.joins.add_branch(dep), ex.state)
 
-    def _recheck_parked(self: Agent) -> None:
-        still = []
-        ready = []
-        for ex in self._parked:
-            spec = self.states[ex.state]
-            (ready if self._deps_satisfied(ex, spec) else still).append(ex)
-            if ex.deadline is not None and all(
-                self.completion_counts[d] for d, c in spec.dependencies.items() if c.timeout
-            ):
+    def recheck(self) -> None:
+        """Enqueue parked states whose dependencies hold now and toward which no branch is heading."""
+        if not self.parked:
+            return
+        run = self.run
+        still: list[Execution] = []
+        ready: list[Execution] = []
+        for ex in self.parked:
+            spec = run.agent.states[ex.state]
+            (ready if self.satisfied(ex, spec) else still).append(ex)
+            if ex.deadline is not None and all(run.completion_counts[d] for d, c in spec.dependencies.items()
+                                               if c.timeout):
                 ex.deadline.cancel()  # every timed dependency completed: no timeout any more
                 ex.deadline = None
-        self._parked = still
+        self.parked = still
+        sched = run.scheduler
+        moving = sched.names_in_flight()
         for ex in ready:
-            if self._feeders_alive(ex.state):
+            if sched.joins.can_still_reach(ex.state, moving - {ex.state}):
                 still.append(ex)  # a join too: wait for the branches still heading here
                 continue
             if ex.deadline is not None:
                 ex.deadline.cancel()
-            self._enqueue(ex)
+            sched.enqueue(ex)
 
-    def _feeders_alive(self: Agent, state: str) -> bool:
-        """Whether a running or queued state may still route to ``state`` (not via dependencies).
+    def drop(self, state: str) -> list[Execution]:
+        """Remove and return the parked executions of ``state``."""
+        dropped = [ex for ex in self.parked if ex.state == state]
+        if dropped:
+            self.parked = [ex for ex in self.parked if ex.state != state]
+        return dropped
 
-        A state gated by dependencies that branches also name (the spec's ``merge_results``,
-        which depends on ``process_chunk`` while the chunk states return it) runs once, after
-        those branches, instead of once per arriving branch.
-        """
-        graph = self.graph
-        feeders = {src for src in graph.redges.get(state, ()) if graph.edges[src][state] != "dependency"}
-        if not feeders:
-            return False
-        for ex in itertools.chain(self._running_states.values(), (e for _, e in self.priority_queue)):
-            s = ex.state
-            if s != state and (s in feeders or any(graph.reaches(s, f) for f in feeders)):
-                return True
-        return False
+    def drop_all(self) -> list[Execution]:
+        """Remove and return every parked execution; stop interval wake-ups."""
+        dropped, self.parked = self.parked, []
+        for task in self._wakeups.values():
+            task.cancel()
+        self._wakeups.clear()
+        return dropped
 
-    async def _dependency_deadline(self: Agent, ex: Execution, dep: str, seconds: float) -> None:
-        await self.clock.sleep(seconds)  # the agent's clock: a ManualClock makes this deterministic
-        self._dependency_timed_out(ex, dep, seconds)
+    # -- bookkeeping the scheduler reports -----------------------------------------------------
+    def on_started(self, state: str, spec: StateSpec) -> None:
+        """``state``'s body is about to run: PERIODIC completions are used up."""
+        for dep, cfg in spec.dependencies.items():
+            if cfg.lifecycle is DependencyLifecycle.PERIODIC:
+                self.consumed[(state, dep)] = self.run.completion_counts[dep]
+        self.last_started[state] = self.run.clock.monotonic()
 
-    def _dependency_timed_out(self: Agent, ex: Execution, dep: str, seconds: float) -> None:
-        if ex not in self._parked or self.completion_counts[dep]:
+    def mark_completed(self, state: str) -> None:
+        """``state`` just completed (its time counts for ``expiry``)."""
+        self.last_completed[state] = self.run.clock.monotonic()
+
+    def on_completed(self, state: str, spec: StateSpec) -> None:
+        """After ``state``'s branch moved on: wake what waits for it; a PERIODIC state waits
+        for its next round."""
+        self.recheck()
+        if spec.dependencies and any(
+            c.lifecycle is DependencyLifecycle.PERIODIC for c in spec.dependencies.values()
+        ) and state not in self.run.scheduler.pending:
+            sched = self.run.scheduler
+            sched.start(state, sched.joins.add_branch(state))
+
+    async def _deadline(self, ex: Execution, dep: str, seconds: float) -> None:
+        await self.run.clock.sleep(seconds)  # the agent's clock: a ManualClock makes this deterministic
+        if ex not in self.parked or self.run.completion_counts[dep]:
             return
-        self._parked.remove(ex)
-        self._pending.pop(ex.state, None)
-        self.state_metadata[ex.state].status = StateStatus.TIMEOUT
+        self.parked.remove(ex)
+        self.run.scheduler.pending.pop(ex.state, None)
+        self.run.meta(ex.state).status = StateStatus.TIMEOUT
         err = DependencyTimeoutError(
             f"state {ex.state!r} waited {seconds}s for its dependency {dep!r}, which did not "
             "complete; make sure something runs it, or raise the DependencyConfig timeout"
         )
-        self._fail_run(ex.state, err)
+        self.run.control.fail(ex.state, err)
+
+    def statuses(self) -> dict[str, Any]:
+        """Parked states and what each waits for (for snapshots)."""
+        return {ex.state: sorted(self.run.agent.states[ex.state].dependencies) for ex in self.parked}

@@ -35,7 +35,9 @@ class Executor(Protocol):
 
     Optional: ``async def check_state(spec) -> None`` is awaited for every state routed to
     the executor when ``run()`` starts, so a state that can never run there (a resource no
-    worker has, a body that cannot be sent) fails before anything runs.
+    worker has, a body that cannot be sent) fails before anything runs. ``state_options``
+    (a set of names) lists the extra ``add_state`` options the executor reads from
+    ``spec.options``; any other unknown option is refused at ``add_state``.
     """
 
     name: str
@@ -75,7 +77,7 @@ def state_executor(agent: Agent, spec: StateSpec) -> Any:
         executor = agent.executor
     if executor is None:
         return None
-    return agent._resolve_executor(executor)
+    return agent.resolve_executor(executor)
 
 
 async def check_executors(agent: Agent) -> None:

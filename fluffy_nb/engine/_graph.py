@@ -15,21 +15,25 @@ branch, that branch carries on as the branch that fanned out, so joins nest.
 The states named in one list all start at once, even if one can reach another (the rule
 applies to where branches go next). Branches waiting only for each other (their join
 targets reach one another in a loop, and no branch of the fan-out is running) all start.
-A state gated by dependencies that branches also name (``merge_results`` depending on
-``process_chunk`` while ``process_chunk_N`` return it) is a join too: once its
-dependencies hold, it still waits while a running or queued state can route to it
-(``RunnerMixin._feeders_alive``), then runs once.
-Names built at run time (f-strings) are invisible to the reader: declare them with
-``@state(next=[...])`` or dependencies if they are join targets. (For start states only,
-a state whose name starts with a string constant of another state's code, such as
-``"process_chunk_"`` from ``f"process_chunk_{i}"``, counts as that state's target.)
+The question "can a live branch still reach X?" (:meth:`Joins.can_still_reach`) is asked in
+this one place: by fan-out joins about the branches of their fan-out, and by dependency
+gates about the running and queued states. A state gated by dependencies that branches also
+name (``merge_results`` depending on ``process_chunk`` while ``process_chunk_N`` return it)
+is a join too: once its dependencies hold, it waits while a running or queued state can
+still route to it, then runs once. "Reach" follows the edges a state can return along
+(code, ``next=`` hints, observed); dependency edges are not routes.
+A state added with ``join=True`` is a join whatever the graph says: a branch naming it waits
+while any branch of its fan-out is still running. Names built at run time (f-strings) are
+invisible to the reader: declare them with ``@state(next=[...])``, ``join=True`` or
+dependencies if they are join targets (``_starts.py`` says how
+start states are chosen, and warns where the code leaves it open).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 
@@ -156,13 +160,17 @@ class Joins:
     calls :meth:`finished` when a run ends with the names it returned.
     """
 
-    def __init__(self, graph: StateGraph, start: Starter, is_pending: Callable[[str], bool]) -> None:
+    def __init__(self, graph: StateGraph, start: Starter, is_pending: Callable[[str], bool],
+                 is_join: Callable[[str], bool] | None = None) -> None:
         self.graph = graph
         self._start = start
         self._is_pending = is_pending
+        self._is_join = is_join or (lambda _state: False)
         self._ids = itertools.count(1)
         self.root = Group(0, None)
         self.groups: dict[int, Group] = {}  # live nested fan-outs (for snapshots)
+        self._origins: dict[str, frozenset[str]] = {}
+        self._origins_version = -1
 
     # -- entering and leaving states --------------------------------------------------
     def _enter(self, token: Token, state: str) -> None:
@@ -211,39 +219,59 @@ class Joins:
                 else:
                     self._start(child.state, child)
             self.groups[sub.id] = sub
-            self._changed(sub)
+            self.changed(sub)
             return
         self._leave(token)
         if names:
             self._route(token, names[0])
-        self._changed(group)
+        self.changed(group)
 
     def ended(self, token: Token) -> None:
         """The branch ended without a result (cancelled or failed)."""
         group = token.group
         if token in group.members:
             self._leave(token)
-        self._changed(group)
+        self.changed(group)
 
     # -- the join rule ----------------------------------------------------------------
+    def origins(self, target: str) -> frozenset[str]:
+        """States from which a branch may still enter ``target`` by returning its name: the
+        states with a code, declared or observed edge to it, and everything that reaches them."""
+        graph = self.graph
+        if self._origins_version != graph.version:
+            self._origins.clear()
+            self._origins_version = graph.version
+        found = self._origins.get(target)
+        if found is None:
+            out: set[str] = set()
+            for src in graph.redges.get(target, ()):
+                if graph.edges[src][target] != "dependency":
+                    out.add(src)
+                    out |= graph.ancestors(src)
+            found = self._origins[target] = frozenset(out)
+        return found
+
+    def can_still_reach(self, target: str, at: Collection[str]) -> bool:
+        """THE join question: can a live branch now at one of the states ``at`` still get to
+        ``target``? Fan-out joins ask it about the branches of their fan-out; dependency gates
+        ask it about the running and queued states (see the module docstring)."""
+        origins = self.origins(target)
+        if len(at) <= len(origins):
+            return any(s in origins for s in at)
+        return any(o in at for o in origins)
+
     def _may_reach(self, group: Group, target: str) -> bool:
         active = group.active
         if target in active:
             return True
         if not active and not group.joins:
             return False
-        if len(active) <= 8:
-            reaches = self.graph.reaches
-            return any(reaches(s, target) for s in active) or any(
-                j != target and reaches(j, target) for j in group.joins
-            )
-        ancestors = self.graph.ancestors(target)
-        if len(active) <= len(ancestors):
-            if any(s in ancestors for s in active):
-                return True
-        elif any(a in active for a in ancestors):
+        if active and self._is_join(target):
+            return True  # @state(join=True): every live branch of the fan-out meets there
+        if self.can_still_reach(target, active):
             return True
-        return any(j != target and j in ancestors for j in group.joins)
+        origins = self.origins(target)
+        return any(j != target and j in origins for j in group.joins)
 
     def _route(self, token: Token, target: str) -> None:
         group = token.group
@@ -255,7 +283,8 @@ class Joins:
         self._enter(token, target)
         self._start(target, token)
 
-    def _changed(self, group: Group) -> None:
+    def changed(self, group: Group) -> None:
+        """Start the joins of ``group`` that no live branch can reach any more; fold ended fan-outs."""
         while True:
             for target in list(group.joins):
                 if self._may_reach(group, target):

@@ -22,11 +22,13 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from . import _hooks
-from ._errors import AgentRunningError, BlockingRunError, StateFailedError
+from ._errors import AgentRunningError, BlockingRunError, ConfigurationError, StateFailedError
+from ._executor import check_executors
 
 if TYPE_CHECKING:
     from ._agent import Agent
     from ._result import RunResult
+    from ._run import Run
 
 log = logging.getLogger("fluffy_nb")
 
@@ -44,13 +46,30 @@ class RunHandle:
         >>> # result = await handle           # later: the RunResult
     """
 
-    __slots__ = ("__weakref__", "_reported", "agent", "task")
+    __slots__ = ("__weakref__", "_reported", "_run", "agent", "task")
 
-    def __init__(self, agent: Agent, task: asyncio.Task[RunResult]) -> None:
+    def __init__(self, agent: Agent, task: asyncio.Task[RunResult], run: Run | None = None) -> None:
         self.agent = agent
+        self._run = run
         self.task = task
         self._reported = False
         task.add_done_callback(self._on_done)
+
+    @property
+    def run(self) -> Run:
+        """The :class:`Run` this handle follows (for a task made from a coroutine, such as
+        ``resume_latest``, the agent's latest run)."""
+        run = self._run if self._run is not None else self.agent.latest_run
+        if run is None:
+            from ._run import Run
+
+            run = Run(self.agent, run_id="not-started")
+        return run
+
+    def known_run(self) -> Run | None:
+        """The run this handle was made for, or None when it will be known only once its task
+        has begun (a handle around ``resume_latest``)."""
+        return self._run
 
     # -- outcome --------------------------------------------------------------------------
     def __await__(self) -> Generator[Any, None, RunResult]:
@@ -69,7 +88,7 @@ class RunHandle:
             Exception: the run's own error (e.g. ``StateFailedError``).
         """
         if not self.task.done():
-            waiting = [r.prompt for r in self.agent.pending_requests()]
+            waiting = [r.prompt for r in self.run.pending_requests()]
             hint = f"; it waits for a person: {waiting!r}" if waiting else ""
             raise AgentRunningError(
                 f"run of agent {self.agent.name!r} is still running (status {self.status!r}){hint}; "
@@ -98,7 +117,7 @@ class RunHandle:
         """``running``/``paused`` while going, then ``completed``, ``failed`` or ``cancelled``."""
         task = self.task
         if not task.done():
-            return self.agent.status.value if self.agent._run_active else "starting"
+            return self.run.status.value if self.run.active else "starting"
         if task.cancelled():
             return "cancelled"
         if task.exception() is not None:
@@ -107,8 +126,8 @@ class RunHandle:
 
     @property
     def run_id(self) -> str:
-        """The id of the run (empty until the run has begun)."""
-        return self.agent.run_id
+        """The id of the run."""
+        return self.run.run_id
 
     def _on_done(self, task: asyncio.Task[Any]) -> None:
         if task.cancelled():
@@ -134,87 +153,77 @@ class RunHandle:
     def __repr__(self) -> str:
         extra = ""
         if not self.task.done():
-            waiting = len(self.agent.pending_requests())
+            waiting = len(self.run.pending_requests())
             if waiting:
                 extra = f" waiting_for_human={waiting}"
         elif not self.task.cancelled() and self.task.exception() is not None:
             exc = self.task.exception()
             extra = f" error={type(exc).__name__}: {exc}"
-        run = self.agent.run_id[:8] or "-"
-        return f"<RunHandle {self.agent.name!r} run={run} {self.status}{extra}>"
+        return f"<RunHandle {self.agent.name!r} run={self.run.run_id[:8]} {self.status}{extra}>"
 
 
-class BackgroundMixin:
-    """Background-run half of :class:`Agent`: :meth:`start` and :meth:`run_sync`."""
+def start_background(agent: Agent, run_kwargs: dict[str, Any]) -> RunHandle:
+    """``agent.start()``: a new run as a task on the running loop; its handle at once.
 
-    _blocking_run: bool = False
-    _handle: RunHandle | None = None
+    Raises:
+        AgentRunningError: no event loop is running (in a script use ``agent.run_sync()``).
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise AgentRunningError(
+            f"agent {agent.name!r}: start() needs a running event loop (a notebook cell, or "
+            "inside `async def`); in a plain script use agent.run_sync() or asyncio.run(agent.run())"
+        ) from None
+    timeout = run_kwargs.pop("timeout", None)
+    cleanup_timeout = run_kwargs.pop("cleanup_timeout", 10.0)
+    unknown = sorted(set(run_kwargs) - {"start", "initial_context"})
+    if unknown:
+        raise ConfigurationError(
+            f"start({unknown[0]}=...): unknown argument; start() takes what run() takes: timeout, "
+            "cleanup_timeout, start, initial_context"
+        )
+    run, starts = agent.new_run(timeout, cleanup_timeout, run_kwargs.get("start"), run_kwargs.get("initial_context"))
 
-    def start(self: Agent, **run_kwargs: Any) -> RunHandle:  # type: ignore[misc]
-        """Run in the background on the running loop; returns a :class:`RunHandle` at once.
+    async def execute() -> RunResult:
+        await check_executors(agent)
+        return await run.execute(timeout, cleanup_timeout, starts)
 
-        Takes the same arguments as :meth:`Agent.run`. In a notebook this is what keeps
-        the kernel free to deliver widget clicks while states wait for a person.
-
-        Raises:
-            AgentRunningError: the agent is already running (await its handle instead), or
-                no event loop is running (in a script use ``agent.run_sync()``).
-        """
+    task = loop.create_task(execute(), name=f"fluffy:{agent.name}:{run.run_id[:8]}")
+    handle = RunHandle(agent, task, run)
+    hook = _hooks.run_started
+    if hook is not None:
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise AgentRunningError(
-                f"agent {self.name!r}: start() needs a running event loop (a notebook cell, or "
-                "inside `async def`); in a plain script use agent.run_sync() or asyncio.run(agent.run())"
-            ) from None
-        current = self._handle
-        if self._run_active or (current is not None and not current.done()):
-            raise AgentRunningError(
-                f"agent {self.name!r} is already running; `await` its handle (agent.handle) or "
-                "cancel it before starting another run"
-            )
-        task = loop.create_task(self.run(**run_kwargs), name=f"fluffy:{self.name}")
-        handle = RunHandle(self, task)
-        self._handle = handle
-        hook = _hooks.run_started
-        if hook is not None:
-            try:
-                hook(handle)
-            except Exception:
-                log.exception("fluffy_nb: the run_started hook failed")
-        return handle
+            hook(handle)
+        except Exception:
+            log.exception("fluffy_nb: the run_started hook failed")
+    return handle
 
-    @property
-    def handle(self) -> RunHandle | None:
-        """The handle of the latest background run (None if :meth:`start` was never called)."""
-        return self._handle
 
-    def run_sync(self: Agent, **run_kwargs: Any) -> RunResult:  # type: ignore[misc]
-        """Run to the end and return the :class:`RunResult`, blocking the caller.
+def run_blocking(agent: Agent, run_kwargs: dict[str, Any]) -> RunResult:
+    """``agent.run_sync()``: run to the end and return the :class:`RunResult`, blocking the caller.
 
-        Where no loop runs (scripts) this is ``asyncio.run(agent.run(...))``. Inside a running
-        loop (a notebook cell) it nests with nest-asyncio; such a blocked loop cannot deliver a
-        person's answer, so a state asking a person raises :class:`BlockingRunError` at once.
+    Where no loop runs (scripts) this is ``asyncio.run(agent.run(...))``. Inside a running
+    loop (a notebook cell) it nests with nest-asyncio; such a blocked loop cannot deliver a
+    person's answer, so a state asking a person raises :class:`BlockingRunError` at once.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(agent.run(**run_kwargs))
+    import nest_asyncio
 
-        Raises:
-            BlockingRunError: inside a running loop, a state asked a person.
-        """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.run(**run_kwargs))
-        import nest_asyncio
-
-        nest_asyncio.apply(loop)
-        self._blocking_run = True
-        try:
-            return loop.run_until_complete(self.run(**run_kwargs))
-        except StateFailedError as exc:
-            if isinstance(exc.__cause__, BlockingRunError):
-                raise exc.__cause__ from None
-            raise
-        finally:
-            self._blocking_run = False
+    nest_asyncio.apply(loop)
+    timeout = run_kwargs.pop("timeout", None)
+    cleanup_timeout = run_kwargs.pop("cleanup_timeout", 10.0)
+    run, starts = agent.new_run(timeout, cleanup_timeout, run_kwargs.get("start"), run_kwargs.get("initial_context"))
+    run.blocking = True
+    try:
+        return loop.run_until_complete(run.execute(timeout, cleanup_timeout, starts))
+    except StateFailedError as exc:
+        if isinstance(exc.__cause__, BlockingRunError):
+            raise exc.__cause__ from None
+        raise
 
 
 def blocking_error(agent: Agent, state: str, prompt: str) -> BlockingRunError:

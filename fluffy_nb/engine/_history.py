@@ -1,8 +1,10 @@
 """Checkpoint history as engine objects: the listing of a run, and the diff of two checkpoints.
 
 The engine stays free of pandas: :class:`CheckpointHistory` is a plain list of the rows a
-store returns (``CheckpointInfo``) with a readable repr; the notebook layer turns it into a
-DataFrame through ``_hooks.history_frame``.
+store returns (``CheckpointInfo``) with a readable repr. ``agent.history()`` returns it
+everywhere; ``.to_pandas()`` builds the DataFrame with the notebook layer's ``history_frame``
+(the top-level package wires that in, ``_hooks.to_pandas``), and in a notebook it displays as
+that table.
 """
 
 from __future__ import annotations
@@ -22,10 +24,23 @@ class CheckpointHistory(list):  # type: ignore[type-arg]
     ``agent.restore`` / ``agent.fork`` / ``agent.diff``.
     """
 
-    def __init__(self, rows: Any = (), *, agent_name: str = "", run_id: str | None = None) -> None:
+    def __init__(self, rows: Any = (), *, agent_name: str = "", run_id: str | None = None,
+                 store: Any = None) -> None:
         super().__init__(rows)
         self.agent_name = agent_name
         self.run_id = run_id
+        self.store = store
+
+    def to_pandas(self) -> Any:
+        """One row per checkpoint as a pandas DataFrame with typed columns (``history_frame``)."""
+        from . import _hooks
+
+        build = _hooks.to_pandas
+        if build is None:
+            from ._errors import ConfigurationError
+
+            raise ConfigurationError("to_pandas() needs fluffy_nb's notebook layer: `import fluffy_nb` first")
+        return build(self)
 
     @property
     def run_ids(self) -> list[str]:

@@ -10,8 +10,8 @@ An answer arrives through :meth:`HumanLoop.answer` (``agent.answer(request_id, v
 pydantic ``schema`` and the ``validator``; a rejected answer publishes ``HumanRejected``,
 keeps the request open and asks the responder again with ``request.rejection`` set.
 
-Accepted answers are recorded as :class:`HumanAnswerRecord` in ``agent._human_answers``, so
-checkpoints carry them; a restored run replays them by (state, position of the question in
+Accepted answers are recorded as :class:`HumanAnswerRecord` in the asking run's
+``human_answers``, so checkpoints carry them; a restored run replays them by (state, position of the question in
 that state's execution) instead of asking again. When a state completes, its records stop
 being replayable, so a state that runs again in a loop asks again.
 
@@ -41,6 +41,7 @@ from ._status import StateStatus
 if TYPE_CHECKING:
     from ._agent import Agent
     from ._context import Context
+    from ._run import Run
 
 POLL_SECONDS = 0.25
 _TIMED_OUT: Any = object()
@@ -57,6 +58,7 @@ class HumanRequest:
     request_id: str
     state: str
     prompt: str
+    run_id: str = ""
     timeout: float | None = None
     default: Any = None
     choices: tuple[str, ...] | None = None
@@ -72,6 +74,7 @@ class HumanRequest:
     source: str | None = None
     future: asyncio.Future[Any] = field(default=None, repr=False)  # type: ignore[arg-type]
     _loop: HumanLoop | None = field(default=None, repr=False)
+    _run: Run | None = field(default=None, repr=False)
 
     @property
     def is_open(self) -> bool:
@@ -92,7 +95,7 @@ class HumanRequest:
         """Seconds left before the timeout (None without a timeout)."""
         if self.deadline is None or self._loop is None:
             return None
-        return max(0.0, self.deadline - self._loop._agent.clock.monotonic())
+        return max(0.0, self.deadline - self._loop.clock.monotonic())
 
 
 @runtime_checkable
@@ -123,22 +126,33 @@ class HumanLoopStatistics:
 
 
 class HumanLoop:
-    """Open requests of one agent and the machinery to answer them."""
+    """Open requests of one agent's runs and the machinery to answer them.
+
+    Args:
+        agent: The agent whose runs ask (its responder and clock are used).
+    """
 
     def __init__(self, agent: Agent) -> None:
         self._agent = agent
         self._open: dict[str, HumanRequest] = {}
         self._ids = itertools.count(1)
         self._seq: weakref.WeakKeyDictionary[asyncio.Task[Any], list[int]] = weakref.WeakKeyDictionary()
-        self._waiting: Counter[str] = Counter()
+        self._waiting: Counter[tuple[str, str]] = Counter()  # (run id, state) -> open questions
         self._attached: Any = None
         self._auto: Any = None
         self._counts = dict.fromkeys(("asked", "answered", "rejected", "timed_out", "withdrawn", "replayed"), 0)
 
+    @property
+    def clock(self) -> Any:
+        """The agent's clock (read each time: tests may swap it)."""
+        return self._agent.clock
+
     # -- inspection -------------------------------------------------------------------------
-    def pending(self) -> list[HumanRequest]:
-        """Requests waiting for an answer, oldest first."""
-        return list(self._open.values())
+    def pending(self, run_id: str | None = None) -> list[HumanRequest]:
+        """Requests waiting for an answer (of one run, or of all), oldest first."""
+        if run_id is None:
+            return list(self._open.values())
+        return [r for r in self._open.values() if r.run_id == run_id]
 
     def get(self, request_id: str) -> HumanRequest | None:
         """The open request with this id, or None."""
@@ -203,9 +217,24 @@ class HumanLoop:
     def answer(self, request_id: str, value: Any, *, source: str = "person") -> bool:
         """Answer an open request; True if accepted, False if rejected (the person is asked again).
 
+        Safe to call from another thread: the answer is handed to the event loop of the asking
+        state, and this call returns once it was checked there.
+
         Raises:
             HumanInputError: no open request has this id (answered, withdrawn or unknown).
         """
+        req = self._open.get(request_id)
+        if req is not None and req.future is not None:
+            loop = req.future.get_loop()
+            if not _on_loop(loop):
+                return asyncio.run_coroutine_threadsafe(self._answer_on_loop(request_id, value, source),
+                                                        loop).result(timeout=30)
+        return self._answer_here(request_id, value, source)
+
+    async def _answer_on_loop(self, request_id: str, value: Any, source: str) -> bool:
+        return self._answer_here(request_id, value, source)
+
+    def _answer_here(self, request_id: str, value: Any, source: str) -> bool:
         req = self._open.get(request_id)
         if req is None or not req.is_open or req.future.done():
             open_ids = sorted(self._open)
@@ -255,9 +284,9 @@ class HumanLoop:
         req.rejection = message
         self._counts["rejected"] += 1
         if agent.events.active:
-            agent.events.publish(HumanRejected(agent.name, agent.run_id, agent.clock.monotonic(), req.state,
+            agent.events.publish(HumanRejected(agent.name, req.run_id, agent.clock.monotonic(), req.state,
                                                req.request_id, value, message))
-        asyncio.get_running_loop().call_soon(self._deliver, req)
+        req.future.get_loop().call_soon(self._deliver, req)
 
     def _accept(self, req: HumanRequest, value: Any, source: str) -> None:
         agent = self._agent
@@ -267,7 +296,7 @@ class HumanLoop:
         req.future.set_result(value)
         if agent.events.active:
             now = agent.clock.monotonic()
-            agent.events.publish(HumanAnswered(agent.name, agent.run_id, now, req.state, req.request_id, value,
+            agent.events.publish(HumanAnswered(agent.name, req.run_id, now, req.state, req.request_id, value,
                                                source, agent.clock.time() - req.asked_at))
         self._closed(req)
 
@@ -279,17 +308,20 @@ class HumanLoop:
             stored = check_json_value(f"answer to {req.prompt!r}", stored)
         except FluffyError:
             stored, replayable = repr(value), False
-        self._agent._human_answers.append(HumanAnswerRecord(
+        run = req._run
+        if run is None:
+            return
+        run.human_answers.append(HumanAnswerRecord(
             request_id=req.request_id, state=req.state, sequence=req.sequence, prompt=req.prompt,
             value=stored, source=source, asked_at=req.asked_at, answered_at=self._agent.clock.time(),
             replayable=replayable,
         ))
 
-    def state_completed(self, state: str) -> None:
-        """A state finished: its answers are history now, a later run of it asks again."""
-        answers = self._agent._human_answers
+    def state_completed(self, run: Run, state: str) -> None:
+        """A state of ``run`` finished: its answers are history now, a later run of it asks again."""
+        answers = run.human_answers
         if any(r.state == state and r.replayable for r in answers):
-            self._agent._human_answers = [
+            run.human_answers = [
                 r.model_copy(update={"replayable": False}) if r.state == state and r.replayable else r
                 for r in answers
             ]
@@ -307,8 +339,8 @@ class HumanLoop:
         slot[1] += 1
         return seq
 
-    def _replay(self, state: str, sequence: int) -> HumanAnswerRecord | None:
-        for rec in reversed(self._agent._human_answers):
+    def _replay(self, run: Run, state: str, sequence: int) -> HumanAnswerRecord | None:
+        for rec in reversed(run.human_answers):
             if rec.replayable and rec.state == state and rec.sequence == sequence:
                 return rec
         return None
@@ -335,80 +367,94 @@ class HumanLoop:
         reject, raise ``ValueError(message)`` instead. A :class:`FluffyError` raised by the
         validator is no rejection: it propagates to whoever answered (``agent.answer`` raises).
         """
-        agent = self._agent
+        run = ctx.run
         state = ctx.state_name
-        _check_args(state, prompt, timeout, validator, choices, schema)
-        if getattr(agent, "_blocking_run", False):
+        _check_args(state, prompt, timeout, validator, choices, schema, default)
+        if run is None:
+            raise HumanInputError(
+                f"human_in_the_loop({prompt!r}) was called on a context that belongs to no run; call it "
+                "from a state function, on the context the state receives"
+            )
+        if run.blocking:
             from ._handle import blocking_error
 
-            raise blocking_error(agent, state, str(prompt))
+            raise blocking_error(self._agent, state, str(prompt))
         seq = self._next_sequence(ctx)
-        replay = self._replay(state, seq)
+        replay = self._replay(run, state, seq)
         if replay is not None:
-            self._counts["replayed"] += 1
-            value = replay.value
-            if schema is not None and isinstance(value, Mapping):
-                value = schema.model_validate(dict(value))  # type: ignore[attr-defined]
-            if agent.events.active:
-                agent.events.publish(HumanAnswered(agent.name, agent.run_id, agent.clock.monotonic(), state,
-                                                   replay.request_id, value, "replay", 0.0))
-            return value
-        loop = asyncio.get_running_loop()
-        clock = agent.clock
-        rid = f"{(agent.run_id or 'run')[:8]}-{next(self._ids)}"
-        req = HumanRequest(
-            rid, state, str(prompt), timeout, default, tuple(choices) if choices is not None else None,
-            schema, validator, seq, clock.time(), None if timeout is None else clock.monotonic() + timeout,
-            future=loop.create_future(), _loop=self,
-        )
-        self._open[rid] = req
-        self._counts["asked"] += 1
-        meta = agent.state_metadata.get(state)
-        self._waiting[state] += 1
-        if meta is not None:
-            meta.status = StateStatus.WAITING_FOR_HUMAN
-        bus = agent.events
-        if bus.active:
-            bus.publish(HumanRequested(agent.name, agent.run_id, clock.monotonic(), state, rid, req.prompt,
-                                       req.choices, timeout, default))
-        loop.call_soon(self._deliver, req)
+            return self._replayed(run, replay, schema)
+        req = self._open_request(run, state, str(prompt), timeout, default, choices, schema, validator, seq)
+        meta = run.meta(state)
+        self._waiting[(run.run_id, state)] += 1
+        meta.status = StateStatus.WAITING_FOR_HUMAN
         try:
             value = await self._wait(req)
-        except asyncio.CancelledError:
-            self._withdraw(req, "withdrawn")
-            raise
         except BaseException:
             self._withdraw(req, "withdrawn")
             raise
         finally:
-            self._open.pop(rid, None)
-            self._waiting[state] -= 1
-            if not self._waiting[state]:  # several questions of one state at once: running when all answered
-                del self._waiting[state]
-                if meta is not None and meta.status is StateStatus.WAITING_FOR_HUMAN:
+            self._open.pop(req.request_id, None)
+            key = (run.run_id, state)
+            self._waiting[key] -= 1
+            if not self._waiting[key]:  # several questions of one state at once: running when all answered
+                del self._waiting[key]
+                if meta.status is StateStatus.WAITING_FOR_HUMAN:
                     meta.status = StateStatus.RUNNING
         if value is _TIMED_OUT:
-            if default is None:
-                self._withdraw(req, "timed_out")
-                raise HumanTimeoutError(
-                    f"state {state!r}: nobody answered {req.prompt!r} within {timeout}s and there is no "
-                    "default; pass default=... to continue without an answer, or a longer timeout"
-                )
-            req.status, req.value, req.source = "answered", default, "default"
-            self._counts["answered"] += 1
-            self._record(req, default, "default")
-            if bus.active:
-                bus.publish(HumanAnswered(agent.name, agent.run_id, clock.monotonic(), state, rid, default,
-                                          "default", clock.time() - req.asked_at))
-            self._closed(req)
-            return default
+            return self._timed_out(req)
         return value
+
+    def _replayed(self, run: Run, replay: HumanAnswerRecord, schema: type | None) -> Any:
+        self._counts["replayed"] += 1
+        value = replay.value
+        if schema is not None and isinstance(value, Mapping):
+            value = schema.model_validate(dict(value))  # type: ignore[attr-defined]
+        if run.events.active:
+            run.events.publish(HumanAnswered(run.name, run.run_id, run.clock.monotonic(), replay.state,
+                                             replay.request_id, value, "replay", 0.0))
+        return value
+
+    def _open_request(self, run: Run, state: str, prompt: str, timeout: float | None, default: Any,
+                      choices: Sequence[str] | None, schema: type | None, validator: Any, seq: int) -> HumanRequest:
+        loop = asyncio.get_running_loop()
+        clock = self.clock
+        rid = f"{run.run_id[:8]}-{next(self._ids)}"
+        req = HumanRequest(
+            rid, state, prompt, run.run_id, timeout, default, tuple(choices) if choices is not None else None,
+            schema, validator, seq, clock.time(), None if timeout is None else clock.monotonic() + timeout,
+            future=loop.create_future(), _loop=self, _run=run,
+        )
+        self._open[rid] = req
+        self._counts["asked"] += 1
+        if run.events.active:
+            run.events.publish(HumanRequested(run.name, run.run_id, clock.monotonic(), state, rid, prompt,
+                                              req.choices, timeout, default))
+        loop.call_soon(self._deliver, req)
+        return req
+
+    def _timed_out(self, req: HumanRequest) -> Any:
+        default = req.default
+        if default is None:
+            self._withdraw(req, "timed_out")
+            raise HumanTimeoutError(
+                f"state {req.state!r}: nobody answered {req.prompt!r} within {req.timeout}s and there is no "
+                "default; pass default=... to continue without an answer, or a longer timeout"
+            )
+        req.status, req.value, req.source = "answered", default, "default"
+        self._counts["answered"] += 1
+        self._record(req, default, "default")
+        bus = self._agent.events
+        if bus.active:
+            bus.publish(HumanAnswered(self._agent.name, req.run_id, self.clock.monotonic(), req.state,
+                                      req.request_id, default, "default", self.clock.time() - req.asked_at))
+        self._closed(req)
+        return default
 
     async def _wait(self, req: HumanRequest) -> Any:
         fut = req.future
         timer = None
         if req.timeout is not None:
-            timer = asyncio.get_running_loop().create_task(self._agent.clock.sleep(req.timeout))
+            timer = asyncio.get_running_loop().create_task(self.clock.sleep(req.timeout))
         waiting: set[asyncio.Future[Any]] = {fut} if timer is None else {fut, timer}
         try:
             while True:
@@ -430,7 +476,7 @@ class HumanLoop:
             req.future.cancel()
         agent = self._agent
         if agent.events.active:
-            agent.events.publish(HumanWithdrawn(agent.name, agent.run_id, agent.clock.monotonic(), req.state,
+            agent.events.publish(HumanWithdrawn(agent.name, req.run_id, agent.clock.monotonic(), req.state,
                                                 req.request_id))
         self._closed(req)
 
@@ -463,7 +509,16 @@ def _pydantic_message(exc: Exception) -> str:
     return str(exc)
 
 
-def _check_args(state: str, prompt: Any, timeout: Any, validator: Any, choices: Any, schema: Any) -> None:
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the calling thread is the one running ``loop``."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return not loop.is_running()  # another thread while the loop runs: hand the answer over
+
+
+def _check_args(state: str, prompt: Any, timeout: Any, validator: Any, choices: Any, schema: Any,
+                default: Any = None) -> None:
     from ._errors import ConfigurationError
 
     where = f"state {state!r}: human_in_the_loop"
@@ -477,6 +532,20 @@ def _check_args(state: str, prompt: Any, timeout: Any, validator: Any, choices: 
         raise ConfigurationError(f"{where}(choices={choices!r}): pass a non-empty list such as ['yes', 'no']")
     if schema is not None and not (isinstance(schema, type) and hasattr(schema, "model_validate")):
         raise ConfigurationError(f"{where}(schema={schema!r}): pass a pydantic model class")
+    if default is None:
+        return
+    if choices is not None and default not in list(choices):
+        raise ConfigurationError(
+            f"{where}(default={default!r}): the default must be one of the choices {list(choices)!r}"
+        )
+    if schema is not None and not isinstance(default, schema):
+        try:
+            schema.model_validate(default)
+        except Exception as exc:
+            raise ConfigurationError(
+                f"{where}(default={default!r}): the default does not fit {schema.__name__}: {exc}; pass an "
+                f"instance of {schema.__name__} or a dict of its fields"
+            ) from None
 
 
 # the responders live in ``_responders.py``; importable from here too

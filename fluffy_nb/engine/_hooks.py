@@ -1,7 +1,8 @@
 """Extension points the upper layers fill in, so the engine never imports them.
 
 The notebook layer registers display renderers (``_repr_mimebundle_`` of engine objects)
-and the top-level package registers the history-frame factory; the engine only looks here.
+and the top-level package the DataFrame builder behind ``CheckpointHistory.to_pandas()``; the
+engine only looks here. No hook changes what an engine call returns.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import Any
 #: type -> function(obj, include, exclude) returning a MIME bundle, or None to fall back
 renderers: dict[type, Callable[..., dict[str, Any] | None]] = {}
 
-#: factory(agent_or_store, **filters) building a DataFrame of checkpoint history
-history_frame: Callable[..., Any] | None = None
+#: fn(history) -> DataFrame: what ``CheckpointHistory.to_pandas()`` uses (set by the top-level package)
+to_pandas: Callable[[Any], Any] | None = None
 
 #: observer(agent) called by ``Agent.run()`` just before its RunStarted event (monitors subscribe here)
 run_observers: list[Callable[[Any], Any]] = []

@@ -181,10 +181,11 @@ class AgentMetrics:
         if self._clock is None:
             self._clock = agent.clock
         self._check_declared(agent)
-        if getattr(agent, "_run_active", False) and agent.run_id not in self._runs:
-            self._runs[agent.run_id] = [agent._started_at, 0]  # watching a run already under way
+        latest = getattr(agent, "latest_run", None)
+        if latest is not None and latest.active and latest.run_id not in self._runs:
+            self._runs[latest.run_id] = [latest.started_at, 0]  # watching a run already under way
             if self._window_start is None:
-                self._window_start = agent._started_at
+                self._window_start = latest.started_at
         return self
 
     def close(self) -> None:

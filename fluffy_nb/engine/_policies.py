@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,8 +16,10 @@ def check_timeout(name: str, value: float | None) -> float | None:
     """Validate a timeout in seconds: None or a positive number."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(f"{name}={value!r}: a timeout must be a positive number of seconds or None")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
+        raise ConfigurationError(
+            f"{name}={value!r}: a timeout must be a positive number of seconds (float('inf') for none) or None"
+        )
     return float(value)
 
 
@@ -46,17 +49,26 @@ class RetryPolicy:
             )
         for name in ("initial_delay", "max_delay"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
                 raise ConfigurationError(f"RetryPolicy({name}={v!r}): must be a number of seconds >= 0")
         if self.max_delay < self.initial_delay:
             raise ConfigurationError(
                 f"RetryPolicy(max_delay={self.max_delay!r}) is smaller than "
                 f"initial_delay={self.initial_delay!r}; raise max_delay"
             )
-        if not isinstance(self.exponential_base, (int, float)) or self.exponential_base < 1:
+        base = self.exponential_base
+        if isinstance(base, bool) or not isinstance(base, (int, float)) or math.isnan(base) or base < 1:
             raise ConfigurationError(
                 f"RetryPolicy(exponential_base={self.exponential_base!r}): must be >= 1"
             )
+        retry_on = self.retry_on if isinstance(self.retry_on, tuple) else (self.retry_on,)
+        bad = [r for r in retry_on if not (isinstance(r, type) and issubclass(r, BaseException))]
+        if bad:
+            raise ConfigurationError(
+                f"RetryPolicy(retry_on={self.retry_on!r}): {bad[0]!r} is not an exception class; pass classes, "
+                "e.g. retry_on=(ValueError, ConnectionError), not their names"
+            )
+        object.__setattr__(self, "retry_on", retry_on)
 
     def delay(self, retry: int, *, jitter: bool | None = None) -> float:
         """Seconds to wait before retry number ``retry`` (1-based)."""

@@ -5,9 +5,11 @@ that can reach a ``return``: literals, lists and tuples of them, both sides of `
 y``, and local variables assigned such values (also through ``.append``/``.extend`` and
 ``for`` loops), and what functions defined inside it return (helpers, or states it adds at
 run time, as in the spec's chunk loop). A key such as ``ctx.set_state("draft", ...)`` is therefore not mistaken for
-an edge to a state called ``draft``. The literal parts of f-strings are kept, so the start
-rule can tell that ``f"chunk_{i}"`` leads to ``chunk_0``. A return the reader cannot
-resolve (a call, a subscript) contributes every string written inside that expression.
+an edge to a state called ``draft``. An f-string becomes a *pattern*: its literal parts joined by
+:data:`PLACEHOLDER` (``f"chunk_{i}"`` -> ``"chunk_\x00"``), so the start rule can tell that it
+may lead to ``chunk_0``. A return the reader cannot resolve (a call, a subscript, a name bound
+outside the function) contributes every string written inside that expression, plus
+:data:`OPAQUE`: "this state may also return a name nobody can read here".
 
 Without source (``exec``'d code, some lambdas), every string constant of the compiled code
 counts: a superset, which is safe for joins. Functions wrapped by decorators or builders are
@@ -24,6 +26,18 @@ from types import CodeType
 from typing import Any
 
 _CACHE: dict[CodeType, frozenset[str]] = {}
+#: stands for the computed parts of an f-string in a pattern
+PLACEHOLDER = "\x00"
+#: in a state's targets: it may return a name the reader could not see
+OPAQUE = PLACEHOLDER
+
+
+_FREE = PLACEHOLDER + "="  # a name the function reads from outside: resolved per function object
+
+
+def is_pattern(target: str) -> bool:
+    """Whether ``target`` (one of :func:`state_targets`) is a pattern or :data:`OPAQUE`."""
+    return PLACEHOLDER in target
 
 
 def state_targets(func: Callable[..., Any]) -> set[str]:
@@ -37,10 +51,42 @@ def state_targets(func: Callable[..., Any]) -> set[str]:
         parsed = _from_source(target, code)
         found = frozenset(parsed if parsed is not None else _constants(code))
         _CACHE[code] = found
-    result = set(found)
+    result: set[str] = set()
+    for item in found:
+        if item.startswith(_FREE):
+            result |= _resolve_free(target, item[len(_FREE):])
+        else:
+            result.add(item)
     for inner in _closure_functions(target):
         result |= state_targets(inner)
     return result
+
+
+def _resolve_free(func: Any, name: str) -> set[str]:
+    """What a name bound outside ``func`` holds: a closure cell, a parameter default, a global."""
+    code = getattr(func, "__code__", None)
+    found, value = False, None
+    if code is not None and name in code.co_freevars and getattr(func, "__closure__", None):
+        try:
+            value, found = func.__closure__[code.co_freevars.index(name)].cell_contents, True
+        except ValueError:  # an empty cell
+            pass
+    if not found:
+        try:
+            param = inspect.signature(func).parameters.get(name)
+        except (TypeError, ValueError):
+            param = None
+        if param is not None and param.default is not param.empty:
+            value, found = param.default, True
+        elif param is None and name in getattr(func, "__globals__", {}):
+            value, found = func.__globals__[name], True
+    if found and value is None:
+        return set()
+    if found and isinstance(value, str):
+        return {value}
+    if found and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return set(value)
+    return {OPAQUE}
 
 
 def _unwrap(func: Any) -> Any:
@@ -156,41 +202,54 @@ class _Returns:
         return out
 
     def _collect(self, expr: ast.AST, out: set[str], seen: set[str]) -> None:
-        if isinstance(expr, ast.Constant):
+        parts = self._parts(expr)
+        if parts is not None:
+            for part in parts:
+                self._collect(part, out, seen)
+        elif isinstance(expr, ast.Constant):
             if isinstance(expr.value, str):
                 out.add(expr.value)
-        elif isinstance(expr, (ast.List, ast.Tuple, ast.Set)):
-            for e in expr.elts:
-                self._collect(e, out, seen)
-        elif isinstance(expr, ast.Starred):
-            self._collect(expr.value, out, seen)
-        elif isinstance(expr, ast.IfExp):
-            self._collect(expr.body, out, seen)
-            self._collect(expr.orelse, out, seen)
-        elif isinstance(expr, ast.BoolOp):
-            for v in expr.values:
-                self._collect(v, out, seen)
         elif isinstance(expr, ast.JoinedStr):
-            for v in expr.values:
-                if isinstance(v, ast.Constant) and isinstance(v.value, str):
-                    out.add(v.value)
-        elif isinstance(expr, (ast.ListComp, ast.SetComp, ast.GeneratorExp)):
-            self._collect(expr.elt, out, seen)
-            for gen in expr.generators:
-                self._collect(gen.iter, out, seen)
-        elif isinstance(expr, ast.Await):
-            self._collect(expr.value, out, seen)
+            out.add("".join(v.value if isinstance(v, ast.Constant) and isinstance(v.value, str) else PLACEHOLDER
+                            for v in expr.values))
         elif isinstance(expr, ast.Name):
-            if expr.id not in seen:
-                seen.add(expr.id)
-                for value in self.assigned.get(expr.id, ()):
-                    self._collect(value, out, seen)
+            self._collect_name(expr.id, out, seen)
         else:
-            # a call, subscript, dict...: whatever strings are written inside may come back
+            # a call, subscript, dict...: whatever strings are written inside may come back;
+            # with none written there, it may return any name (OPAQUE)
+            found: set[str] = set()
             for node in ast.walk(expr):
-                if node is expr:
-                    continue
                 if isinstance(node, ast.Name):
-                    self._collect(node, out, seen)
+                    self._collect_name(node.id, found, seen)
                 elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                    out.add(node.value)
+                    found.add(node.value)
+            out |= found or {OPAQUE}
+
+    @staticmethod
+    def _parts(expr: ast.AST) -> list[ast.expr] | None:
+        """The sub-expressions whose values ``expr`` may evaluate to (None: not a container)."""
+        if isinstance(expr, (ast.List, ast.Tuple, ast.Set)):
+            return list(expr.elts)
+        if isinstance(expr, (ast.Starred, ast.Await)):
+            return [expr.value]
+        if isinstance(expr, ast.IfExp):
+            return [expr.body, expr.orelse]
+        if isinstance(expr, ast.BoolOp):
+            return list(expr.values)
+        if isinstance(expr, (ast.ListComp, ast.SetComp, ast.GeneratorExp)):
+            bound = {g.target.id: g.iter for g in expr.generators if isinstance(g.target, ast.Name)}
+            elt = expr.elt
+            if isinstance(elt, ast.Name) and elt.id in bound:
+                return [bound[elt.id]]  # [n for n in names]: the names
+            return [elt]
+        return None
+
+    def _collect_name(self, name: str, out: set[str], seen: set[str]) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        values = self.assigned.get(name)
+        if not values:
+            out.add(_FREE + name)  # a parameter, closure variable or global
+        for value in values or ():
+            self._collect(value, out, seen)

@@ -173,26 +173,8 @@ class ConsoleResponder:
                 return
             if req.rejection:
                 self._output(f"  rejected: {req.rejection}")
-            head = f"[{req.state}] {req.prompt}"
-            if req.choices:
-                head += "  " + " ".join(f"{i}) {c}" for i, c in enumerate(req.choices, 1))
-            if req.default is not None:
-                head += f"  (default: {req.default!r})"
             try:
-                if req.schema is not None:
-                    self._output(head)
-                    value: Any = {}
-                    for name in req.schema.model_fields:  # type: ignore[attr-defined]
-                        raw = await self._read(f"  {name}: ")
-                        if raw.strip():
-                            value[name] = raw.strip()
-                else:
-                    raw = (await self._read(head + "\n> ")).strip()
-                    value = raw
-                    if not raw and req.default is not None:
-                        value = req.default
-                    elif req.choices and raw.isdigit() and 1 <= int(raw) <= len(req.choices):
-                        value = req.choices[int(raw) - 1]
+                value = await (self._read_fields(req) if req.schema is not None else self._read_answer(req))
             except EOFError:
                 if req.is_open:
                     req.fail(HumanInputError(f"state {req.state!r}: the console closed before {req.prompt!r} "
@@ -200,6 +182,32 @@ class ConsoleResponder:
                 return
             if req.is_open and not req.future.done():
                 req.answer(value)
+
+    @staticmethod
+    def _heading(req: HumanRequest) -> str:
+        head = f"[{req.state}] {req.prompt}"
+        if req.choices:
+            head += "  " + " ".join(f"{i}) {c}" for i, c in enumerate(req.choices, 1))
+        if req.default is not None:
+            head += f"  (default: {req.default!r})"
+        return head
+
+    async def _read_fields(self, req: HumanRequest) -> dict[str, Any]:
+        self._output(self._heading(req))
+        value: dict[str, Any] = {}
+        for name in req.schema.model_fields:  # type: ignore[union-attr]
+            raw = await self._read(f"  {name}: ")
+            if raw.strip():
+                value[name] = raw.strip()
+        return value
+
+    async def _read_answer(self, req: HumanRequest) -> Any:
+        raw = (await self._read(self._heading(req) + "\n> ")).strip()
+        if not raw and req.default is not None:
+            return req.default
+        if req.choices and raw.isdigit() and 1 <= int(raw) <= len(req.choices):
+            return req.choices[int(raw) - 1]
+        return raw
 
     def __repr__(self) -> str:
         return f"ConsoleResponder(asking={len(self._tasks)})"

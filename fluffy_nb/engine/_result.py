@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from ._context import Context
 from ._hooks import mimebundle
 from ._status import AgentStatus
-
-if TYPE_CHECKING:
-    from ._agent import Agent
 
 T = TypeVar("T")
 
@@ -28,21 +25,6 @@ class RunResult:
     duration: float
     steps: int
     state_runs: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def from_agent(cls, agent: Agent) -> RunResult:
-        """Capture the agent's current run."""
-        return cls(
-            agent_name=agent.name,
-            run_id=agent.run_id,
-            status=agent.status,
-            shared_state=agent._shared,
-            typed_data=agent._typed,
-            completed_states=list(agent.completed_states),
-            duration=agent.clock.monotonic() - agent._started_at,
-            steps=agent._steps,
-            state_runs=dict(agent.completion_counts),
-        )
 
     @property
     def context(self) -> Context:

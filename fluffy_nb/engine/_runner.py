@@ -1,9 +1,10 @@
-"""The run loop: launching states, retries, timeouts, joins, dependencies, failure.
+"""Scheduler: launching, queueing and executing the states of one run.
 
-Push model: there is no central polling loop. When a state's task ends it routes its
-branch onward (``_graph.Joins``), which launches the next states directly; ``run()`` just
-awaits a future that resolves when no work is left. This keeps a transition to one task
-creation plus a little bookkeeping.
+Push model: there is no central polling loop. When a state's task ends it routes its branch
+onward (``_graph.Joins``), which launches the next states directly; the run just awaits a
+future that resolves when no work is left. A state's execution is three steps:
+``_admit`` (resource pool and gates), ``_attempts`` (the body, with timeout and retries) and
+``_complete`` (route the result, or hand a failure or cancellation to ``RunControl``).
 """
 
 from __future__ import annotations
@@ -12,50 +13,35 @@ import asyncio
 import heapq
 import inspect
 import itertools
-import logging
-import uuid
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from . import _hooks
-from ._checkpoint import Checkpoint, HumanAnswerRecord
 from ._context import Context
 from ._errors import (
-    AgentRunningError,
+    ConfigurationError,
     InvalidStateResultError,
     MaxStepsExceededError,
-    RunTimeoutError,
+    StateFailedError,
     StateNotFoundError,
     StateTimeoutError,
 )
-from ._events import (
-    RunFinished,
-    RunStarted,
-    StateBlocked,
-    StateCancelled,
-    StateFailed,
-    StateFinished,
-    StateRetrying,
-    StateScheduled,
-    StateStarted,
-)
-from ._executor import check_executors, state_executor
+from ._events import StateBlocked, StateFailed, StateFinished, StateRetrying, StateScheduled, StateStarted
+from ._executor import state_executor
 from ._graph import Joins, Token
-from ._policies import DependencyLifecycle, check_timeout
-from ._result import RunResult
-from ._status import AgentStatus, StateStatus
+from ._status import StateStatus
 
 if TYPE_CHECKING:
     from ._agent import Agent
+    from ._policies import StateSpec
+    from ._run import Run
+    from ._state import StateMetadata
 
-log = logging.getLogger("fluffy_nb")
 _ids = itertools.count(1)
 
 
 class Execution:
     """One run of one state (including its retries)."""
 
-    __slots__ = ("id", "state", "token", "task", "attempt", "source", "cancel_reason", "requeue", "deadline")
+    __slots__ = ("attempt", "cancel_reason", "deadline", "id", "requeue", "source", "state", "task", "token")
 
     def __init__(self, state: str, token: Token, source: str | None) -> None:
         self.id = next(_ids)
@@ -75,348 +61,103 @@ class Execution:
         return f"Execution({self.state!r}, id={self.id}, attempt={self.attempt})"
 
 
-class RunnerMixin:
-    """Scheduling half of :class:`Agent` (kept apart to keep modules small)."""
+class Scheduler:
+    """Starts, queues (``max_concurrent``, priority) and executes the states of one run.
 
-    # attributes provided by Agent
-    name: str
-    states: dict[str, Any]
-    state_metadata: dict[str, Any]
+    Args:
+        run: The run whose states it schedules.
+    """
 
-    def _init_run_state(self: Agent) -> None:
-        self.run_id = ""
-        self._shared: dict[str, Any] = dict(self._initial)
-        self._typed: dict[str, Any] = {}
-        self.completed_states: list[str] = []
-        self._completed_set: set[str] = set()
-        self.completion_counts: Counter[str] = Counter()
-        self._last_completed: dict[str, float] = {}
-        self._ended: set[str] = set()
-        self._consumed: Counter[tuple[str, str]] = Counter()
-        self._last_started: dict[str, float] = {}
-        self._running_states: dict[int, Execution] = {}
-        self.priority_queue: list[tuple[int, Execution]] = []
-        self._pending: dict[str, Execution] = {}
-        self._parked: list[Execution] = []
-        self._human_answers: list[HumanAnswerRecord] = []
-        self._steps = 0
-        self._sequence = 0
-        self._failure: BaseException | None = None
-        self._done: asyncio.Future[None] | None = None
-        self._drained: asyncio.Future[None] | None = None
-        self._paused = False
-        self._run_active = False
-        self._restored: Checkpoint | None = None
-        self._started_at = 0.0
-        self._joins = Joins(self.graph, self._start, self._is_pending)
-        self._last_checkpoint_id: str | None = None
-        self._wakeups: dict[int, asyncio.Task[None]] = {}  # PERIODIC states waiting out an interval
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.agent: Agent = run.agent
+        self.running: dict[int, Execution] = {}
+        self.queue: list[tuple[int, Execution]] = []
+        self.pending: dict[str, Execution] = {}  # state -> its execution not started yet
+        self.paused = False
+        self.done: asyncio.Future[None] | None = None
+        self.drained: asyncio.Future[None] | None = None
+        states = run.agent.states
+        self.joins = Joins(run.agent.graph, self.start, self.is_pending,
+                           lambda s: bool(states[s].options.get("join")) if s in states else False)
 
-    # -- run --------------------------------------------------------------------------------
-    async def run(
-        self: Agent,
-        timeout: float | None = None,
-        cleanup_timeout: float | None = 10.0,
-        *,
-        start: str | list[str] | None = None,
-        initial_context: dict[str, Any] | None = None,
-    ) -> RunResult:
-        """Run the workflow until no state is left to run.
+    # -- starting ---------------------------------------------------------------------------
+    def is_pending(self, state: str) -> bool:
+        """Whether an execution of ``state`` exists that has not started its body yet."""
+        return state in self.pending
 
-        Args:
-            timeout: Fail with ``RunTimeoutError`` after this many seconds.
-            cleanup_timeout: How long cancelled states get to finish their cleanup.
-            start: Start state(s) instead of those found from the graph.
-            initial_context: Shared values every state sees from the start.
+    def begin(self, starts: list[str]) -> None:
+        """Start ``starts``, and every dependency-gated state as a branch waiting for its dependencies."""
+        self.joins.begin(starts)
+        for name, spec in self.agent.states.items():
+            if spec.dependencies and name not in starts and name not in self.pending:
+                self.start(name, self.joins.add_branch(name))
 
-        Returns:
-            A :class:`RunResult` with the final data and status.
-
-        Raises:
-            StateFailedError: a state failed for good (the original exception is chained).
-            RunTimeoutError: the run took longer than ``timeout``.
-            AgentRunningError: the agent is already running.
-        """
-        if self._run_active:
-            raise AgentRunningError(
-                f"agent {self.name!r} is already running; await the running run (or its "
-                "handle) instead of starting a second one"
-            )
-        timeout = check_timeout("run(timeout)", timeout)
-        cleanup_timeout = check_timeout("run(cleanup_timeout)", cleanup_timeout)
-        self._collect_class_states()
-        self._check_dependency_cycles()
-        self._check_gates()
-        self._check_resources()
-        await check_executors(self)
-        restored = self._restored
-        starts = self._start_states(start) if restored is None else []
-        if restored is None:
-            self._init_run_state()
-            self._shared.update(initial_context or {})
-            self.run_id = uuid.uuid4().hex
-            for meta in self.state_metadata.values():
-                meta.reset()
-        else:
-            self._restored = None
-        loop = asyncio.get_running_loop()
-        self._done = loop.create_future()
-        self._run_active = True
-        self._paused = False
-        self.status = AgentStatus.RUNNING
-        self._started_at = self.clock.monotonic()
-        if self.resource_pool is not None and hasattr(self.resource_pool, "bind_preemption"):
-            self.resource_pool.bind_preemption(self._preempt)
-        for observe in _hooks.run_observers:  # monitors subscribe before RunStarted
-            observe(self)
-        bus = self.events
-        if bus.active:
-            bus.publish(RunStarted(self.name, self.run_id, self._started_at, tuple(starts)))
-        interval_task = None
-        if self.checkpoint_interval:
-            interval_task = loop.create_task(self._interval_checkpoints(self.checkpoint_interval))
-        try:
-            if restored is not None:
-                self._relaunch(restored)
-            else:
-                self._joins.begin(starts)
-                for name, spec in self.states.items():
-                    if spec.dependencies and name not in starts and name not in self._pending:
-                        token = self._joins.add_branch(name)
-                        self._start(name, token)
-            self._check_done()
-            if timeout is None:
-                await self._done
-            else:
-                done, _ = await asyncio.wait({self._done}, timeout=timeout)
-                if not done:
-                    in_flight = sorted(self._names_in_flight())  # before shutdown empties it
-                    await self._shutdown(cleanup_timeout, "run timeout")
-                    self._failure = RunTimeoutError(
-                        f"agent {self.name!r} did not finish within run(timeout={timeout}); "
-                        f"still running: {in_flight}. Raise the timeout or "
-                        "give slow states their own timeout"
-                    )
-        except asyncio.CancelledError:
-            await self._shutdown(cleanup_timeout, "run cancelled")
-            self._finish_run(AgentStatus.CANCELLED, None)
-            raise
-        finally:
-            if interval_task is not None:
-                interval_task.cancel()
-            self._run_active = False
-        if self._failure is not None:
-            failure = self._failure
-            if self.status is not AgentStatus.CANCELLED:
-                self._finish_run(AgentStatus.FAILED, failure)
-                raise failure
-        elif self.status is not AgentStatus.CANCELLED:
-            self._finish_run(AgentStatus.COMPLETED, None)
-        return RunResult.from_agent(self)
-
-    def _finish_run(self: Agent, status: AgentStatus, error: BaseException | None) -> None:
-        self.status = status
-        for ex in self._parked:
-            if ex.deadline is not None:
-                ex.deadline.cancel()  # its dependency timeout must not fire after the run
-            meta = self.state_metadata[ex.state]
-            meta.status = StateStatus.CANCELLED
-            if self.events.active:
-                self.events.publish(StateCancelled(self.name, self.run_id, self.clock.monotonic(), ex.state,
-                                                   "dependencies were never satisfied"))
-        if self.store is not None or self.durable:
-            trigger = {"completed": "completion", "failed": "failure", "cancelled": "cancel"}[status.value]
-            self._save_checkpoint(trigger, error=error)
-        if self.events.active:
-            now = self.clock.monotonic()
-            self.events.publish(RunFinished(self.name, self.run_id, now, status.value,
-                                            None if error is None else f"{type(error).__name__}: {error}",
-                                            now - self._started_at))
-
-    def _start_states(self: Agent, start: str | list[str] | None) -> list[str]:
-        if start is not None:
-            names = [start] if isinstance(start, str) else list(start)
-            for n in names:
-                if n not in self.states:
-                    raise StateNotFoundError(f"run(start={n!r}): agent {self.name!r} has no state {n!r}")
-            return names
-        targets = {dst for src, dst, _ in self.graph.edge_list() if src != dst}
-        starts = [n for n, s in self.states.items() if not s.dependencies and n not in targets]
-        if len(starts) > 1:
-            # A name built at run time (return f"process_chunk_{i}") leaves its prefix
-            # ("process_chunk_") in the code that builds it: such states are targets too.
-            owners: dict[str, set[str]] = {}
-            for other, strings in self._code_names.items():
-                for s in strings:
-                    if len(s) >= 3 and s not in self.states:
-                        owners.setdefault(s, set()).add(other)
-            starts = [n for n in starts if not any(
-                owners.get(n[:k], {n}) - {n} for k in range(3, len(n))
-            )] or starts
-        if not starts and self.states:
-            starts = [next(iter(self.states))]
-        return starts
-
-    def _check_gates(self: Agent) -> None:
-        unknown = sorted(name for name, gates in self._gates.items() if gates and name not in self.states)
-        if unknown:
-            known = ", ".join(sorted(self.states)[:12])
-            raise StateNotFoundError(
-                f"agent {self.name!r} has rate limits or coordination for {unknown}, but no state of "
-                f"that name (known: {known}); fix the name or add the state"
-            )
-
-    def _check_resources(self: Agent) -> None:
-        pool = self.resource_pool
-        if pool is None:
-            return
-        for name, spec in self.states.items():
-            if spec.resources is not None and state_executor(self, spec) is None:
-                pool.check(name, spec.resources)
-
-    # -- scheduling -----------------------------------------------------------------------
-    def _is_pending(self, state: str) -> bool:
-        return state in self._pending
-
-    def _start(self: Agent, state: str, token: Token, source: str | None = None) -> None:
-        """Create a run of ``state`` for ``token`` and launch, queue or park it."""
+    def start(self, state: str, token: Token, source: str | None = None) -> None:
+        """Create an execution of ``state`` for branch ``token`` and launch, queue or park it."""
+        run = self.run
         ex = Execution(state, token, source)
-        self._pending[state] = ex
-        meta = self.state_metadata[state]
-        spec = self.states[state]
-        if self.events.active:
-            self.events.publish(StateScheduled(self.name, self.run_id, self.clock.monotonic(), state, source))
-        if spec.dependencies and not self._deps_satisfied(ex, spec):
-            meta.status = StateStatus.BLOCKED
-            self._park(ex, spec)
+        self.pending[state] = ex
+        spec = self.agent.states[state]
+        if run.events.active:
+            run.events.publish(StateScheduled(run.name, run.run_id, run.clock.monotonic(), state, source))
+        deps = run.deps
+        if spec.dependencies and not deps.satisfied(ex, spec):
+            run.meta(state).status = StateStatus.BLOCKED
+            deps.park(ex, spec)
             return
-        self._enqueue(ex)
+        self.enqueue(ex)
         if spec.dependencies:
-            self._start_parallel_deps(ex, spec)  # also when nothing else made it wait
+            deps.start_parallel(ex, spec)  # also when nothing else made it wait
 
-    def _enqueue(self: Agent, ex: Execution) -> None:
-        meta = self.state_metadata[ex.state]
-        meta.status = StateStatus.READY
-        limit = self.max_concurrent
-        if self._paused or (limit is not None and len(self._running_states) >= limit):
-            heapq.heappush(self.priority_queue, (-self.states[ex.state].priority, ex))
+    def enqueue(self, ex: Execution) -> None:
+        """Launch ``ex`` now, or queue it (paused, or at ``max_concurrent``)."""
+        self.run.meta(ex.state).status = StateStatus.READY
+        limit = self.agent.max_concurrent
+        if self.paused or (limit is not None and len(self.running) >= limit):
+            heapq.heappush(self.queue, (-self.agent.states[ex.state].priority, ex))
         else:
             self._launch(ex)
 
-    def _launch(self: Agent, ex: Execution) -> None:
-        self._running_states[ex.id] = ex
+    def _launch(self, ex: Execution) -> None:
+        self.running[ex.id] = ex
         ex.task = asyncio.get_running_loop().create_task(self._execute(ex))
 
-    def _dispatch(self: Agent) -> None:
-        queue = self.priority_queue
-        limit = self.max_concurrent
-        while queue and not self._paused and (limit is None or len(self._running_states) < limit):
+    def dispatch(self) -> None:
+        """Launch queued executions while slots are free."""
+        queue = self.queue
+        limit = self.agent.max_concurrent
+        while queue and not self.paused and (limit is None or len(self.running) < limit):
             _, ex = heapq.heappop(queue)
             self._launch(ex)
 
-    def _check_done(self) -> None:
-        if self._running_states:
+    def check_done(self) -> None:
+        """Resolve the run's ``done`` future (or a pause's ``drained``) once no work is left."""
+        if self.running:
             return
-        if self._paused:
-            if self._drained is not None and not self._drained.done():
-                self._drained.set_result(None)
+        if self.paused:
+            if self.drained is not None and not self.drained.done():
+                self.drained.set_result(None)
             return
-        if self.priority_queue or self._wakeups:
+        if self.queue or self.run.deps.waking():
             return
-        done = self._done
+        done = self.done
         if done is not None and not done.done():
             done.set_result(None)
 
-    def _names_in_flight(self) -> set[str]:
-        return {ex.state for ex in self._running_states.values()} | {ex.state for _, ex in self.priority_queue}
+    def names_in_flight(self) -> set[str]:
+        """States running or queued."""
+        return {ex.state for ex in self.running.values()} | {ex.state for _, ex in self.queue}
 
     # -- executing one state ----------------------------------------------------------------------
-    async def _execute(self: Agent, ex: Execution) -> None:
-        name = ex.state
-        spec = self.states[name]
-        meta = self.state_metadata[name]
-        clock = self.clock
-        bus = self.events
-        gates = self._gates.get(name)
-        pool = self.resource_pool if spec.resources is not None else None
-        if pool is not None and state_executor(self, spec) is not None:
-            pool = None  # a remote state's resources are the cluster's; its executor maps them
-        owner = name
-        if (pool is not None or gates) and name in self._held_owners(ex):
-            owner = f"{name}#{ex.id}"
-        held: list[Any] = []
+    async def _execute(self, ex: Execution) -> None:
+        spec = self.agent.states[ex.state]
+        meta = self.run.meta(ex.state)
+        held: list[tuple[Any, str]] = []
         outcome: tuple[str, Any] = ("cancelled", None)
         try:
-            if pool is not None:
-                await self._pass_gate(ex, pool, owner, held, spec.resources)
-            if gates:
-                for gate in gates:
-                    await self._pass_gate(ex, gate, owner, held, None)
-            if self._pending.get(name) is ex:
-                del self._pending[name]
-            for dep, cfg in spec.dependencies.items():
-                if cfg.lifecycle is DependencyLifecycle.PERIODIC:
-                    self._consumed[(name, dep)] = self.completion_counts[dep]
-            self._last_started[name] = clock.monotonic()
-            is_async = spec.options["is_async"]
-            executor = spec.options.get("executor")
-            if executor is None and spec.options.get("remote"):
-                executor = self.executor
-            while True:
-                ex.attempt += 1
-                meta.attempts += 1
-                meta.status = StateStatus.RUNNING
-                t0 = clock.monotonic()
-                meta.started_at = clock.time()
-                if bus.active:
-                    bus.publish(StateStarted(self.name, self.run_id, t0, name, ex.attempt))
-                ctx = Context(self._shared, self._typed, agent=self, state_name=name, attempt=ex.attempt,
-                              run_id=self.run_id)
-                timer = None
-                try:
-                    if spec.timeout is not None:
-                        async with asyncio.timeout(spec.timeout) as timer:
-                            result = await self._call(spec, ctx, is_async, executor)
-                    elif executor is None and is_async:
-                        result = await spec.func(ctx)
-                    else:
-                        result = await self._call(spec, ctx, is_async, executor)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    duration = clock.monotonic() - t0
-                    timed_out = timer is not None and timer.expired()
-                    error: Exception = exc
-                    if timed_out:
-                        error = StateTimeoutError(
-                            f"state {name!r} took longer than its timeout of {spec.timeout}s", name
-                        )
-                        error.__cause__ = exc
-                    policy = spec.retry_policy
-                    meta.last_error = f"{type(error).__name__}: {error}"
-                    if policy is not None and policy.should_retry(error, ex.attempt - 1):
-                        delay = policy.delay(ex.attempt)
-                        meta.status = StateStatus.RETRYING
-                        meta.retries += 1
-                        if bus.active:
-                            now = clock.monotonic()
-                            bus.publish(StateFailed(self.name, self.run_id, now, name, ex.attempt, duration,
-                                                    str(error), type(error).__name__, False, timed_out))
-                            bus.publish(StateRetrying(self.name, self.run_id, now, name, ex.attempt + 1,
-                                                      delay, str(error)))
-                        if delay > 0:
-                            await clock.sleep(delay)
-                        continue
-                    meta.status = StateStatus.TIMEOUT if timed_out else StateStatus.FAILED
-                    meta.failures += 1
-                    if bus.active:
-                        bus.publish(StateFailed(self.name, self.run_id, clock.monotonic(), name, ex.attempt,
-                                                duration, str(error), type(error).__name__, True, timed_out))
-                    outcome = ("failed", error)
-                    break
-                duration = clock.monotonic() - t0
-                outcome = ("ok", (result, duration))
-                break
+            await self._admit(ex, spec, held)
+            outcome = await self._attempts(ex, spec, meta)
         except asyncio.CancelledError:
             outcome = ("cancelled", None)
         except Exception as exc:  # a gate refused (deadlock, barrier timeout, quota): fail, never hang
@@ -424,60 +165,148 @@ class RunnerMixin:
             meta.last_error = f"{type(exc).__name__}: {exc}"
             outcome = ("failed", exc)
         finally:
-            for gate in reversed(held):
+            for gate, owner in reversed(held):
                 gate.release(owner)
-            self._running_states.pop(ex.id, None)
-            if self._pending.get(name) is ex:
-                del self._pending[name]
+            self.running.pop(ex.id, None)
+            if self.pending.get(ex.state) is ex:
+                del self.pending[ex.state]
+        self._complete(ex, meta, outcome)
+
+    async def _admit(self, ex: Execution, spec: StateSpec, held: list[tuple[Any, str]]) -> None:
+        """Pass the resource pool and the state's gates (rate limits, coordination), in order."""
+        agent = self.agent
+        gates = agent.gates_of(ex.state)
+        pool = agent.resource_pool if spec.resources is not None else None
+        if pool is not None and state_executor(agent, spec) is not None:
+            pool = None  # a remote state's resources are the cluster's; its executor maps them
+        if pool is not None or gates:
+            owner = f"{ex.state}#{ex.id}" if self._other_holders(ex) else ex.state
+            if pool is not None:
+                await self._pass_gate(ex, pool, owner, spec.resources)
+                held.append((pool, owner))
+            for gate in gates:
+                await self._pass_gate(ex, gate, owner, None)
+                held.append((gate, owner))
+        if self.pending.get(ex.state) is ex:
+            del self.pending[ex.state]
+        self.run.deps.on_started(ex.state, spec)
+
+    def _other_holders(self, me: Execution) -> bool:
+        """Whether another execution of the same state (this run or another) may hold a gate."""
+        if any(ex.state == me.state and ex is not me for ex in self.running.values()):
+            return True
+        return self.agent.live_runs_count() > 1
+
+    async def _pass_gate(self, ex: Execution, gate: Any, owner: str, req: Any) -> None:
+        args = (owner,) if req is None else (owner, req)
+        if gate.try_acquire(*args):
+            return
+        run = self.run
+        run.meta(ex.state).status = StateStatus.BLOCKED
+        if run.events.active:
+            run.events.publish(StateBlocked(run.name, run.run_id, run.clock.monotonic(), ex.state,
+                                            f"waiting for {gate!r}"))
+        if req is None:
+            await gate.acquire(owner)
+        else:
+            await gate.acquire(owner, req, self.agent.states[ex.state].priority)
+
+    async def _attempts(self, ex: Execution, spec: StateSpec, meta: StateMetadata) -> tuple[str, Any]:
+        """Run the body until it returns, or fails for good; retries wait out their delay."""
+        run = self.run
+        clock, bus = run.clock, run.events
+        name = ex.state
+        executor = self._executor_of(spec)
+        fast = executor is None and spec.timeout is None and spec.options["is_async"]
+        while True:
+            ex.attempt += 1
+            meta.attempts += 1
+            meta.status = StateStatus.RUNNING
+            t0 = clock.monotonic()
+            meta.started_at = clock.time()
+            if bus.active:
+                bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
+            ctx = Context(run.shared, run.typed, run=run, state_name=name, attempt=ex.attempt)
+            try:
+                result = await spec.func(ctx) if fast else await self._call(spec, ctx, executor)
+            except asyncio.CancelledError:
+                if _cancel_requested():
+                    raise
+                error: BaseException = _self_cancelled(name)
+            except BaseException as exc:
+                error = exc
+            else:
+                return ("ok", (result, clock.monotonic() - t0))
+            delay = self._retry_delay(ex, spec, meta, error, clock.monotonic() - t0)
+            if delay is None:
+                return ("failed", error)
+            if delay > 0:
+                await clock.sleep(delay)
+
+    def _retry_delay(
+        self, ex: Execution, spec: StateSpec, meta: StateMetadata, error: BaseException, duration: float
+    ) -> float | None:
+        """Record a failed attempt; the delay before the next one, or None when it failed for good."""
+        run = self.run
+        bus = run.events
+        timed_out = isinstance(error, StateTimeoutError)
+        policy = spec.retry_policy
+        meta.last_error = f"{type(error).__name__}: {error}"
+        retry = isinstance(error, Exception) and policy is not None and policy.should_retry(error, ex.attempt - 1)
+        if retry:
+            meta.status = StateStatus.RETRYING
+            meta.retries += 1
+        else:
+            meta.status = StateStatus.TIMEOUT if timed_out else StateStatus.FAILED
+            meta.failures += 1
+        if bus.active:
+            bus.publish(StateFailed(run.name, run.run_id, run.clock.monotonic(), ex.state, ex.attempt, duration,
+                                    str(error), type(error).__name__, not retry, timed_out))
+        if not retry:
+            return None
+        assert policy is not None
+        delay = policy.delay(ex.attempt)
+        if bus.active:
+            bus.publish(StateRetrying(run.name, run.run_id, run.clock.monotonic(), ex.state, ex.attempt + 1,
+                                      delay, str(error)))
+        return delay
+
+    def _executor_of(self, spec: StateSpec) -> Any:
+        executor = spec.options.get("executor")
+        if executor is None and spec.options.get("remote"):
+            executor = self.agent.executor
+        return None if executor is None else self.agent.resolve_executor(executor)
+
+    async def _call(self, spec: StateSpec, ctx: Context, executor: Any) -> Any:
+        if spec.timeout is None:
+            return await _body(spec, ctx, executor)
+        timer = asyncio.timeout(spec.timeout)
+        try:
+            async with timer:
+                return await _body(spec, ctx, executor)
+        except TimeoutError as exc:
+            if not timer.expired():
+                raise  # the body's own TimeoutError
+            raise StateTimeoutError(
+                f"state {spec.name!r} took longer than its timeout of {spec.timeout}s; raise "
+                "add_state(timeout=...) or make the state faster", spec.name
+            ) from exc
+
+    # -- outcomes -------------------------------------------------------------------------------
+    def _complete(self, ex: Execution, meta: StateMetadata, outcome: tuple[str, Any]) -> None:
         kind, value = outcome
+        control = self.run.control
         if kind == "ok":
             self._finish_state(ex, meta, *value)
         elif kind == "failed":
-            self._ended.add(name)
-            self._fail_run(name, value, attempts=ex.attempt)
+            self.run.ended.add(ex.state)
+            control.fail(ex.state, value, attempts=ex.attempt)
         else:
-            self._cancelled(ex, meta)
-        self._dispatch()
-        self._check_done()
+            control.cancelled(ex, meta)
+        self.dispatch()
+        self.check_done()
 
-    async def _call(self: Agent, spec: Any, ctx: Context, is_async: bool, executor: Any) -> Any:
-        if executor is not None:
-            return await self._resolve_executor(executor).run_state(spec, ctx)
-        result = spec.func(ctx)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-
-    def _resolve_executor(self: Agent, executor: Any) -> Any:
-        if isinstance(executor, str):
-            default = self.executor
-            if default is not None and executor in (getattr(default, "name", None), "default"):
-                return default
-            raise StateNotFoundError(
-                f"executor {executor!r} was asked for, but agent {self.name!r} has no executor of that "
-                "name; pass Agent(..., executor=DaskExecutor(...))"
-            )
-        return executor
-
-    async def _pass_gate(self: Agent, ex: Execution, gate: Any, owner: str, held: list[Any], req: Any) -> None:
-        args = (owner,) if req is None else (owner, req)
-        if not gate.try_acquire(*args):
-            meta = self.state_metadata[ex.state]
-            meta.status = StateStatus.BLOCKED
-            if self.events.active:
-                self.events.publish(StateBlocked(self.name, self.run_id, self.clock.monotonic(), ex.state,
-                                                 f"waiting for {gate!r}"))
-            if req is None:
-                await gate.acquire(owner)
-            else:
-                await gate.acquire(owner, req, self.states[ex.state].priority)
-        held.append(gate)
-
-    def _held_owners(self, me: Execution) -> set[str]:
-        return {ex.state for ex in self._running_states.values() if ex is not me}
-
-    # -- outcomes -------------------------------------------------------------------------------
-    def _normalize(self: Agent, name: str, result: Any) -> tuple[str, ...]:
+    def _normalize(self, name: str, result: Any) -> tuple[str, ...]:
         if result is None:
             return ()
         if isinstance(result, str):
@@ -489,62 +318,72 @@ class RunnerMixin:
                 f"state {name!r} returned {result!r} ({type(result).__name__}); a state must return "
                 "the next state's name, a list of names to run in parallel, or None to end"
             )
-        states = self.states
+        states = self.agent.states
         for n in names:
             if n not in states:
                 known = ", ".join(sorted(states)[:12])
                 raise StateNotFoundError(
-                    f"state {name!r} returned {n!r}, which is not a state of agent {self.name!r} "
+                    f"state {name!r} returned {n!r}, which is not a state of agent {self.agent.name!r} "
                     f"(known: {known}); add it with agent.add_state({n!r}, func) or fix the name"
                 )
         return names
 
-    def _finish_state(self: Agent, ex: Execution, meta: Any, result: Any, duration: float) -> None:
+    def _finish_state(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
+        run = self.run
         name = ex.state
         try:
             names = self._normalize(name, result)
         except (InvalidStateResultError, StateNotFoundError) as exc:
             meta.status = StateStatus.FAILED
-            self._fail_run(name, exc, wrap=False)
+            run.control.fail(name, exc, wrap=False)
             return
-        meta.status = StateStatus.COMPLETED
-        meta.runs += 1
-        meta.last_duration = duration
-        meta.finished_at = self.clock.time()
-        if len(meta.durations) < 10_000:
-            meta.durations.append(duration)
-        if name not in self._completed_set:
-            self._completed_set.add(name)
-            self.completed_states.append(name)
-        self.completion_counts[name] += 1
-        if self._human_answers:
-            self._human.state_completed(name)
-        self._last_completed[name] = self.clock.monotonic()
-        self._ended.add(name)
-        self._steps += 1
-        graph = self.graph
+        run.record_completion(name, meta, duration)
+        graph = self.agent.graph
         for n in names:
             if n not in graph.edges.get(name, ()):
                 graph.add_edge(name, n, "runtime")
-        if self.events.active:
-            self.events.publish(StateFinished(self.name, self.run_id, self.clock.monotonic(), name, ex.attempt,
-                                              duration, names))
-        if self._failure is not None:
+        if run.events.active:
+            run.events.publish(StateFinished(run.name, run.run_id, run.clock.monotonic(), name, ex.attempt,
+                                             duration, names))
+        if run.failure is not None:
             return
-        if self._steps >= self.max_steps and names:
-            self._fail_run(name, MaxStepsExceededError(
-                f"agent {self.name!r} ran {self._steps} states, the max_steps limit; state {name!r} "
+        if run.steps >= self.agent.max_steps and names:
+            run.control.fail(name, MaxStepsExceededError(
+                f"agent {run.name!r} ran {run.steps} states, the max_steps limit; state {name!r} "
                 f"wanted to continue to {list(names)}. If the loop is intended, raise "
                 "Agent(max_steps=...); otherwise give the loop an exit condition"
             ), wrap=False)
             return
-        self._joins.finished(ex.token, names)
-        if self._parked:
-            self._recheck_parked()
-        spec = self.states[name]
-        if spec.dependencies and any(
-            c.lifecycle is DependencyLifecycle.PERIODIC for c in spec.dependencies.values()
-        ) and name not in self._pending:
-            self._start(name, self._joins.add_branch(name))
-        if self.durable and self.store is not None:
-            self._save_checkpoint("state")
+        self.joins.finished(ex.token, names)
+        run.deps.on_completed(name, self.agent.states[name])
+        if self.agent.durable and self.agent.store is not None:
+            run.checkpoints.save("state")
+
+
+async def _body(spec: StateSpec, ctx: Context, executor: Any) -> Any:
+    if executor is not None:
+        return await executor.run_state(spec, ctx)
+    result = spec.func(ctx)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _cancel_requested() -> bool:
+    """Whether the current task was asked to cancel (vs. a body raising CancelledError itself)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+def _self_cancelled(state: str) -> StateFailedError:
+    return StateFailedError(
+        f"state {state!r} raised asyncio.CancelledError itself, although nothing cancelled it; "
+        "raise an ordinary exception to fail the state, or return None to end its branch", state
+    )
+
+
+def check_max_concurrent(value: Any) -> int | None:
+    """Validate ``Agent(max_concurrent=...)``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigurationError(f"Agent(max_concurrent={value!r}): must be a whole number >= 1 or None")
+    return value

@@ -120,8 +120,9 @@ class UsageSampler:
         self._unsubscribe: Callable[[], None] | None = None
         if agent is not None:
             self._unsubscribe = agent.events.subscribe(self._on_event)
-            if getattr(agent, "_run_active", False):
-                self._run_id = agent.run_id
+            latest = getattr(agent, "latest_run", None)
+            if latest is not None and latest.active:
+                self._run_id = latest.run_id
                 self._start_in_loop()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -184,13 +185,8 @@ class UsageSampler:
 
     # -- sampling ----------------------------------------------------------------------------
     def _running_states(self) -> tuple[str, ...]:
-        agent = self.agent
-        running = getattr(agent, "_running_states", None)
-        if not running:
-            return ()
-        meta = agent.state_metadata
-        names = {ex.state for ex in list(running.values()) if getattr(meta.get(ex.state), "status", None) == "running"}
-        return tuple(sorted(names))
+        names = getattr(self.agent, "running_state_names", None)
+        return tuple(sorted(names())) if names is not None else ()
 
     def sample(self) -> ResourceSample:
         """Take one sample now: record it, publish it on the agent's bus, and return it."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import _hooks
 from ._display import register as _register_displays
 from ._figures import resource_figure, timeline_figure
 from ._graphview import graph_figure, graph_markdown, graph_mermaid, graph_svg
@@ -40,7 +39,6 @@ __all__ = [
 ]
 
 _register_displays()
-_hooks.history_frame = history_frame
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -127,7 +127,7 @@ def history_bundle(history: CheckpointHistory, include: Any = None, exclude: Any
     """A CheckpointHistory: its text listing, and the history DataFrame's HTML table."""
     from ._history import history_frame
 
-    frame = history_frame(list(history))
+    frame = history_frame(history)
     shown = frame.drop(columns=["checkpoint_id", "parent_id", "keys_changed"])
     return _filter({"text/plain": repr(history), "text/html": shown.to_html(max_rows=40)}, include, exclude)
 

@@ -1,9 +1,8 @@
 """Checkpoint history and per-state metrics as pandas DataFrames; restore, fork and diff by row.
 
-:func:`history_frame` is what ``agent.history()`` returns in a notebook (the top-level
-package registers it as ``engine._hooks.history_frame``): one row per checkpoint, typed
-columns. The frame remembers the store it came from, so :func:`restore_row`,
-:func:`fork_row` and :func:`diff_rows` take a row number.
+:func:`history_frame` is what ``agent.history().to_pandas()`` returns (and how a history
+shows in a notebook): one row per checkpoint, typed columns. The frame remembers the store it
+came from, so :func:`restore_row`, :func:`fork_row` and :func:`diff_rows` take a row number.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import pandas as pd
 
 from ..engine._checkpoint import Checkpoint
 from ..engine._errors import CheckpointError, ConfigurationError
-from ..engine._history import diff_checkpoints
+from ..engine._history import CheckpointHistory, diff_checkpoints
 from ..engine._status import AgentStatus, StateStatus
 
 #: the columns of a history frame, in order
@@ -46,8 +45,10 @@ def _rows_and_store(source: Any, run_id: str | None) -> tuple[list[Any], Any, st
     from ..engine._agent import Agent
 
     if isinstance(source, Agent):
-        store = source._require_store("history")
-        return list(store.list(agent_name=source.name, run_id=run_id)), store, source.name
+        history = source.history(run_id)
+        return list(history), history.store, source.name
+    if isinstance(source, CheckpointHistory):
+        return [r for r in source if run_id is None or r.run_id == run_id], source.store, source.agent_name or None
     if hasattr(source, "list") and hasattr(source, "get"):
         return list(source.list(run_id=run_id)), source, None
     if isinstance(source, Iterable):

@@ -358,7 +358,7 @@ class FormsArea(widgets.VBox):
     def _handle(self, event: Event) -> None:
         if isinstance(event, HumanRequested):
             agent = self.agent
-            request = None if agent is None else agent._human.get(event.request_id)
+            request = None if agent is None else agent.human.get(event.request_id)
             if request is not None:
                 self.show(request)
         elif isinstance(event, HumanRejected):

@@ -264,7 +264,14 @@ def compute_layout(nodes: Iterable[str], edges: Iterable[tuple[str, str, str]], 
     for s, d, _ in edge_list:
         if s != d and (s, d) not in back:
             preds[d].append(s)
-    # longest-path layering over the acyclic part (Kahn's order)
+    by_layer = _layers(names, succ, preds, back)
+    pos = _positions(by_layer, preds)
+    return _assemble(by_layer, pos, edge_list, back, max_per_layer)
+
+
+def _layers(names: list[str], succ: dict[str, list[str]], preds: dict[str, list[str]],
+            back: set[tuple[str, str]]) -> dict[int, list[str]]:
+    """Longest-path layering over the acyclic part (Kahn's order)."""
     indeg = {n: len(preds[n]) for n in names}
     layer = dict.fromkeys(names, 0)
     queue = [n for n in names if indeg[n] == 0]
@@ -282,7 +289,11 @@ def compute_layout(nodes: Iterable[str], edges: Iterable[tuple[str, str, str]], 
     by_layer: dict[int, list[str]] = {}
     for n in names:
         by_layer.setdefault(layer[n], []).append(n)
-    # barycentre ordering: place each node near the mean position of its predecessors
+    return by_layer
+
+
+def _positions(by_layer: dict[int, list[str]], preds: dict[str, list[str]]) -> dict[str, float]:
+    """Barycentre ordering: place each node near the mean position of its predecessors."""
     pos: dict[str, float] = {}
     for lay_i in sorted(by_layer):
         members = by_layer[lay_i]
@@ -296,6 +307,11 @@ def compute_layout(nodes: Iterable[str], edges: Iterable[tuple[str, str, str]], 
             members.sort(key=key)
         for j, n in enumerate(members):
             pos[n] = j - (len(members) - 1) / 2
+    return pos
+
+
+def _assemble(by_layer: dict[int, list[str]], pos: dict[str, float], edge_list: list[tuple[str, str, str]],
+              back: set[tuple[str, str]], max_per_layer: int) -> Layout:
     lay = Layout(layers=len(by_layer))
     for lay_i, members in sorted(by_layer.items()):
         if len(members) > max_per_layer:

@@ -114,6 +114,10 @@ class LiveView:
     def attach(self, handle: Any) -> LiveView:
         """Follow a run: redraw while it goes, show its result or error when it ends."""
         self.handle = handle
+        known = getattr(handle, "known_run", None)
+        run = known() if known is not None else None
+        if run is not None:
+            self.tracker.follow(run)  # one view per run, even when the agent runs several at once
         self._start_sampler()
         self._start_ticker()
         handle.add_done_callback(self._on_done)

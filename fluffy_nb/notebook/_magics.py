@@ -96,7 +96,7 @@ class FluffyMagics(Magics):
         if args.durable and not args.store:
             raise UsageError(f"%%fluffy {name} --durable: needs --store PATH to checkpoint to")
         old = self._ip.user_ns.get(name)
-        if isinstance(old, Agent) and old._run_active:
+        if isinstance(old, Agent) and old.live_runs_count():
             raise UsageError(f"agent {name!r} is still running; `{name}.handle.cancel()` it or wait for it "
                              "before redefining it")
         states = self._run_cell(cell)
@@ -209,12 +209,13 @@ class FluffyMagics(Magics):
         return agent
 
     def _resume(self, agent: Agent, args: Any) -> Any:
-        if agent._run_active:
-            if not agent._paused:
+        latest = agent.latest_run
+        if latest is not None and latest.active:
+            if not latest.paused:
                 raise UsageError(f"agent {agent.name!r} is running, not paused; nothing to resume")
-            _spawn(agent.resume())
+            latest.resume()
             return agent.handle
-        if agent._restored is not None:
+        if agent.prepared_run is not None:
             return start_run(agent, live=not args.no_live)
         store = _open_store(args.store) if args.store else agent.store
         if store is None:
@@ -275,7 +276,7 @@ def start_run(agent: Agent, *, live: bool = True, coro: Any = None, **run_kwargs
             handle = agent.start(**{k: v for k, v in run_kwargs.items() if v is not None})
         else:
             handle = RunHandle(agent, asyncio.get_running_loop().create_task(coro, name=f"fluffy:{agent.name}"))
-            agent._handle = handle
+            agent.handle = handle
     if view is not None:
         view.attach(handle)
     return handle

@@ -83,6 +83,8 @@ class RunTracker:
         self.completed_runs = 0
         self.retries = 0
         self.failures = 0
+        self.run: Any = None  # the run followed (None: the agent's next run)
+        self._pinned = False
         self._reset_statuses()
         self._handlers: dict[type, Callable[[Any], None]] = {
             RunStarted: self._run_started, RunFinished: self._run_finished, StateAdded: self._added,
@@ -92,14 +94,27 @@ class RunTracker:
             HumanWithdrawn: self._withdrawn, CheckpointSaved: self._checkpoint, ResourceSample: self._sample,
         }
         self._unsubscribe = agent.events.subscribe(self.on_event)
-        if getattr(agent, "_run_active", False):  # attached to a run already going
-            self.run_id = agent.run_id
-            self.run_status = "running"
-            self.t0 = agent._started_at
-            self.wall0 = time.perf_counter() - (agent.clock.monotonic() - agent._started_at)
-            self.status = self._agent_statuses(running=True)
-        elif getattr(agent, "_restored", None) is not None:  # a restored checkpoint waits to run
+        latest = getattr(agent, "latest_run", None)
+        if latest is not None and latest.active:  # attached to a run already going
+            self._take(latest)
+        elif latest is not None and latest.restored_from is not None:  # a restored checkpoint waits to run
+            self.run = latest
             self.status = self._agent_statuses(running=False)
+
+    def follow(self, run: Any) -> None:
+        """Show ``run`` (from ``handle.run``) and ignore the agent's other runs."""
+        self._pinned = True
+        if run is not self.run:
+            self._take(run)
+
+    def _take(self, run: Any) -> None:
+        self.run = run
+        self.run_id = run.run_id
+        if run.active:
+            self.run_status = "running"
+            self.t0 = run.started_at
+            self.wall0 = time.perf_counter() - (self.agent.clock.monotonic() - run.started_at)
+        self.status = self._agent_statuses(running=run.active)
 
     def _reset_statuses(self) -> None:
         self.status = {name: "pending" for name in self.agent.states}
@@ -111,8 +126,9 @@ class RunTracker:
         as in flight shows as ready (the run relaunches it).
         """
         agent = self.agent
-        metas = agent.state_metadata
-        completed = set(getattr(agent, "completed_states", ()))
+        run = self.run if self.run is not None else getattr(agent, "latest_run", None)
+        metas = run.metadata if run is not None else {}
+        completed = set(run.completed_states) if run is not None else set()
         status: dict[str, str] = {}
         for name in agent.states:
             meta = metas.get(name)
@@ -130,10 +146,11 @@ class RunTracker:
         For a run that ended without events, e.g. ``resume_latest()`` of a run that had already
         completed.
         """
-        running = bool(getattr(self.agent, "_run_active", False))
+        run = self.run if self.run is not None else getattr(self.agent, "latest_run", None)
+        running = bool(run is not None and run.active)
         self.status = self._agent_statuses(running=running)
-        if not running:
-            self.run_status = getattr(self.agent.status, "value", self.run_status)
+        if not running and run is not None:
+            self.run_status = run.status.value
         self.version += 1
 
     def close(self) -> None:
@@ -144,9 +161,18 @@ class RunTracker:
     def on_event(self, event: Event) -> None:
         """Update from one engine event (the bus calls this)."""
         handler = self._handlers.get(type(event))
-        if handler is not None:
-            handler(event)
-            self.version += 1
+        if handler is None or not self._mine(event):
+            return
+        handler(event)
+        self.version += 1
+
+    def _mine(self, event: Event) -> bool:
+        """Whether ``event`` belongs to the run shown: a view shows one run of its agent."""
+        if event.run_id == self.run_id or isinstance(event, StateAdded):
+            return True
+        if isinstance(event, RunStarted) and not self._pinned and self.run_status != "running":
+            return True  # the agent's next run, once the one shown has ended
+        return False
 
     @property
     def events_seen(self) -> int:
@@ -159,6 +185,8 @@ class RunTracker:
     def _run_started(self, e: RunStarted) -> None:
         # the agent is set up for this run by now: all pending for a fresh run, the checkpoint's
         # statuses (completed states done) for a run continuing from a restored checkpoint
+        runs = {r.run_id: r for r in getattr(self.agent, "runs", ())}
+        self.run = runs.get(e.run_id, self.run)
         self.status = self._agent_statuses(running=False)
         self.spans.clear()
         self._open.clear()

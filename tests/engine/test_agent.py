@@ -127,7 +127,7 @@ async def test_states_can_be_added_while_running_and_run_in_the_same_run():
 async def test_repr_shows_name_status_and_counts():
     agent = Agent("shown")
     agent.add_state("a", noop)
-    assert repr(agent) == "<Agent 'shown' status=idle states=1 completed=0 running=0>"
+    assert repr(agent) == "<Agent 'shown' status=idle states=1 completed=0 running=0 runs_live=0>"
     result = await agent.run()
     assert "status=completed" in repr(agent)
     assert "completed=1" in repr(agent)

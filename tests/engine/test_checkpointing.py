@@ -20,7 +20,6 @@ from fluffy_nb.engine import (
     StateFailedError,
     StateStatus,
     TypedContextData,
-    _hooks,
 )
 from fluffy_nb.engine._events import StateFinished
 from fluffy_nb.engine._history import CheckpointHistory
@@ -190,7 +189,7 @@ async def test_restore_into_a_running_agent_is_refused_and_store_unchanged(store
     before = store.list()
     task = asyncio.create_task(agent.run())
     await asyncio.sleep(0)
-    with pytest.raises(AgentRunningError, match="'r' is running"):
+    with pytest.raises(AgentRunningError, match=r"'r' has 1 run\(s\) going on"):
         agent.restore(saved.checkpoint_id)
     with pytest.raises(AgentRunningError):
         await agent.restore_from_checkpoint(saved)
@@ -271,20 +270,18 @@ async def test_diff_names_changed_keys_statuses_and_completions(store: Any) -> N
     assert agent.diff(rows[1], rows[1]).empty
 
 
-async def test_history_is_a_readable_list_or_the_notebook_frame(store: Any, monkeypatch: Any) -> None:
+async def test_history_is_one_type_everywhere_with_a_dataframe_on_request(store: Any) -> None:
     agent = Agent("h", store=store, durable=True)
     chain(agent, 2, Counter())
     await agent.run()
-    monkeypatch.setattr(_hooks, "history_frame", None)  # engine alone: no DataFrame factory
     hist = agent.history()
     assert isinstance(hist, CheckpointHistory)
     assert [r.trigger for r in hist] == ["state", "state", "completion"]
     assert "<CheckpointHistory 'h': 3 checkpoint(s), 1 run(s)>" in repr(hist)
     assert "completion  completed" in repr(hist)
-    seen: list[Any] = []
-    monkeypatch.setattr(_hooks, "history_frame", lambda a, **kw: seen.append((a, kw)) or "FRAME")
-    assert agent.history(run_id=agent.run_id) == "FRAME"
-    assert seen == [(agent, {"run_id": agent.run_id})]
+    frame = agent.history(run_id=agent.run_id).to_pandas()
+    assert list(frame["trigger"]) == ["state", "state", "completion"]
+    assert frame["sequence"].dtype == "int64"
     assert isinstance(agent.history_records(), CheckpointHistory)
 
 

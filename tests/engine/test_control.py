@@ -61,7 +61,7 @@ async def test_run_timeout_cancels_running_states_and_lets_them_clean_up():
     assert cleaned.is_set()
     assert agent.status is AgentStatus.FAILED
     assert agent.state_metadata["stuck"].status is StateStatus.CANCELLED
-    assert agent._running_states == {}
+    assert agent.latest_run.scheduler.running == {}
 
 
 async def test_cleanup_timeout_bounds_how_long_cleanup_may_take(caplog):
@@ -145,7 +145,7 @@ async def test_pause_lets_running_states_finish_starts_nothing_new_and_returns_a
     assert agent.status is AgentStatus.PAUSED
     assert agent.state_metadata["b"].status is StateStatus.READY
     assert len(agent.priority_queue) == 1
-    assert not agent._running_states
+    assert not agent.latest_run.scheduler.running
     for _ in range(20):
         await asyncio.sleep(0)
     assert not log.of(StateStarted, "b")
@@ -276,7 +276,7 @@ async def test_cancel_all_ends_the_run_cancelled_and_starts_nothing_more(record)
     assert agent.status is AgentStatus.CANCELLED
     assert agent.state_metadata["slow"].status is StateStatus.CANCELLED
     assert not log.of(StateStarted, "join"), "a join started after cancel_all"
-    assert agent._running_states == {}
+    assert agent.latest_run.scheduler.running == {}
     assert log[-1].status == "cancelled"
 
 
@@ -312,7 +312,7 @@ async def test_statuses_are_true_at_each_moment(record):
 
     async def holder(ctx):
         seen["waiter_while_queued"] = agent.state_metadata["waiter"].status
-        seen["metrics"] = {"running": len(agent._running_states), "pending": len(agent.priority_queue)}
+        seen["metrics"] = {"running": len(agent.latest_run.scheduler.running), "pending": len(agent.priority_queue)}
         await gate.wait()
         return None
 

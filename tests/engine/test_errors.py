@@ -8,7 +8,6 @@ import pytest
 
 from fluffy_nb import (
     Agent,
-    AgentRunningError,
     AgentStatus,
     ConfigurationError,
     DependencyConfig,
@@ -152,22 +151,25 @@ def test_bad_max_concurrent_and_max_steps(bad):
         Agent("x", max_steps=bad if bad != 2.5 else -1)
 
 
-async def test_run_called_twice_concurrently_is_refused():
+async def test_two_concurrent_runs_of_one_agent_are_independent():
     gate = asyncio.Event()
 
     async def wait(ctx):
         await gate.wait()
+        ctx.set_state("seen", ctx.get_state("order"))
         return None
 
     agent = Agent("busy")
     agent.add_state("wait", wait)
-    first = asyncio.create_task(agent.run())
+    first = asyncio.create_task(agent.run(initial_context={"order": 1}))
+    second = asyncio.create_task(agent.run(initial_context={"order": 2}))
     await asyncio.sleep(0)
-    with pytest.raises(AgentRunningError, match="already running"):
-        await agent.run()
+    assert agent.live_runs_count() == 2
     gate.set()
-    result = await asyncio.wait_for(first, 5)
-    assert result.status is AgentStatus.COMPLETED
+    one, two = await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert (one["seen"], two["seen"]) == (1, 2)
+    assert one.run_id != two.run_id
+    assert one.status is two.status is AgentStatus.COMPLETED
 
 
 async def test_failing_state_fails_the_run_with_the_original_exception_chained():
@@ -222,7 +224,7 @@ async def test_failure_while_siblings_are_still_queued_does_not_hang():
         agent.add_state(n, done)
     with pytest.raises(StateFailedError):
         await asyncio.wait_for(agent.run(), 5)
-    assert agent._running_states == {}
+    assert agent.latest_run.scheduler.running == {}
 
 
 async def test_failure_after_retries_reports_the_attempt_count():

@@ -22,6 +22,8 @@ class Recording:
         self.cancelled: list[str] = []
         self.block: asyncio.Event | None = None
 
+    state_options = frozenset({"impossible"})  # the per-state option this executor reads
+
     async def check_state(self, spec: Any) -> None:
         self.checked.append(spec.name)
         if spec.options.get("impossible"):

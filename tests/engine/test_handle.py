@@ -58,14 +58,16 @@ async def test_start_returns_at_once_and_await_gives_the_result():
     assert "completed" in repr(handle)
 
 
-async def test_starting_a_running_agent_again_is_refused():
+async def test_starting_a_running_agent_again_starts_a_second_run():
     gate = asyncio.Event()
     agent = gated_agent(gate)
-    handle = agent.start()
-    with pytest.raises(AgentRunningError, match="already running"):
-        agent.start()
+    first = agent.start()
+    second = agent.start()
+    assert first.run_id != second.run_id
+    assert agent.handle is second
     gate.set()
-    await handle
+    results = [await first, await second]
+    assert [r.run_id for r in results] == [first.run_id, second.run_id]
 
 
 def test_start_without_a_loop_says_what_to_use_instead():

@@ -105,7 +105,7 @@ async def test_schema_answer_is_validated_into_the_model():
     result = await agent.run()
     assert result["answer"] == Order(item="pen", quantity=3)
     assert "quantity" in responder.asked[1].rejection
-    assert agent._human_answers[0].value == {"item": "pen", "quantity": 3}
+    assert agent.latest_run.human_answers[0].value == {"item": "pen", "quantity": 3}
 
 
 async def test_rejected_script_answer_without_another_fails_clearly():
@@ -143,7 +143,7 @@ async def test_guide_example_validated_score_rejects_then_accepts():
 
     agent.add_state("get_user_input", get_user_input)
     assert (await agent.run())["user_score"] == 75
-    assert agent._human.statistics().rejected == 2
+    assert agent.human.statistics().rejected == 2
 
 
 async def test_state_asking_two_questions_at_once_waits_until_both_are_answered():
@@ -402,7 +402,7 @@ async def test_registered_hook_picks_the_responder(monkeypatch):
     monkeypatch.setattr(_hooks, "default_responder", lambda agent: chosen)
     agent = asking_agent(None)
     assert (await agent.run())["answer"] == "from hook"
-    assert agent._human.responder() is chosen
+    assert agent.human.responder() is chosen
 
 
 def test_terminal_gets_console_and_no_terminal_gets_programmatic(monkeypatch):
@@ -416,9 +416,9 @@ def test_terminal_gets_console_and_no_terminal_gets_programmatic(monkeypatch):
             return self.tty
 
     monkeypatch.setattr(sys, "stdin", Tty(True))
-    assert isinstance(Agent("t")._human.responder(), ConsoleResponder)
+    assert isinstance(Agent("t").human.responder(), ConsoleResponder)
     monkeypatch.setattr(sys, "stdin", Tty(False))
-    assert isinstance(Agent("n")._human.responder(), ProgrammaticResponder)
+    assert isinstance(Agent("n").human.responder(), ProgrammaticResponder)
 
 
 async def test_request_event_carries_what_a_form_needs(record):
@@ -429,5 +429,5 @@ async def test_request_event_carries_what_a_form_needs(record):
     assert (requested.prompt, requested.choices, requested.timeout, requested.default) == (
         "Approve?", ("yes", "no"), 60, "no"
     )
-    stats = agent._human.statistics()
+    stats = agent.human.statistics()
     assert (stats.asked, stats.answered, stats.open) == (1, 1, 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fluffy_nb import Agent
-from fluffy_nb.engine._reader import state_targets
+from fluffy_nb.engine._reader import OPAQUE, PLACEHOLDER, state_targets
 
 
 def test_context_keys_are_not_edges() -> None:
@@ -32,11 +32,38 @@ def test_conditional_returns_variables_and_appended_lists_are_read() -> None:
     assert state_targets(route) == {"big", "small", "left", "right"}
 
 
-def test_fstring_prefixes_are_kept_for_the_start_rule() -> None:
+def test_an_fstring_becomes_a_pattern_for_the_start_rule() -> None:
     async def fan(ctx: Any) -> list[str]:
         return [f"chunk_{i}" for i in range(3)]
 
-    assert "chunk_" in state_targets(fan)
+    assert state_targets(fan) == {"chunk_" + PLACEHOLDER}
+
+
+def test_names_from_closures_and_defaults_are_read_per_function() -> None:
+    def make(target: Any) -> Any:
+        async def step(ctx: Any) -> Any:
+            return target
+
+        return step
+
+    async def with_default(ctx: Any, nxt: str = "after") -> str:
+        return nxt
+
+    assert state_targets(make("b")) == {"b"}
+    assert state_targets(make(["c", "d"])) == {"c", "d"}
+    assert state_targets(make(None)) == set()
+    assert state_targets(with_default) == {"after"}
+
+
+def test_a_return_nobody_can_read_is_marked_opaque() -> None:
+    async def router(ctx: Any) -> Any:
+        return ctx.route
+
+    async def keyed(ctx: Any) -> Any:
+        return ctx.get_state("next")
+
+    assert state_targets(router) == {OPAQUE}
+    assert state_targets(keyed) == {"next", OPAQUE}  # a key it reads, and whatever that holds
 
 
 def test_code_without_source_falls_back_to_every_constant() -> None:

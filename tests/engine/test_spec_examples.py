@@ -581,7 +581,7 @@ async def test_state_lifecycle_monitored_state_moves_to_error_route_on_failure(r
     assert agent.state_metadata["next_state"].status is StateStatus.PENDING
     metrics = {
         "completed": len(agent.completed_states),
-        "running": len(agent._running_states),
+        "running": len(agent.latest_run.scheduler.running),
         "pending": len(agent.priority_queue),
     }
     assert metrics == {"completed": 2, "running": 0, "pending": 0}

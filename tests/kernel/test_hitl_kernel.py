@@ -161,7 +161,7 @@ agent.add_state("review", review)
 handle = agent.start()
 ''')
     kernel.click(kernel.wait_widget("ButtonModel", description="yes"))
-    out = kernel.run('r = await handle\nprint(r["decision"], type(agent._human.responder()).__name__)')
+    out = kernel.run('r = await handle\nprint(r["decision"], type(agent.human.responder()).__name__)')
     assert out.split() == ["yes", "WidgetResponder"]
 
 

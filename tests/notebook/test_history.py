@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-import fluffy_nb.notebook  # noqa: F401 - registers agent.history() -> DataFrame
+import fluffy_nb.notebook  # noqa: F401 - display renderers
 from fluffy_nb import Agent, AgentStatus, CheckpointError, MemoryStore, StateFailedError
 from fluffy_nb.notebook import diff_rows, fork_row, history_frame, restore_row, state_metrics_frame
 
@@ -44,7 +44,7 @@ async def failed_run() -> tuple[Agent, MemoryStore]:
 
 async def test_history_frame_has_one_typed_row_per_checkpoint():
     agent, _ = await failed_run()
-    frame = agent.history()  # the notebook layer's factory
+    frame = agent.history().to_pandas()  # the notebook layer builds the DataFrame
     assert isinstance(frame, pd.DataFrame)
     assert list(frame["trigger"]) == ["state", "state", "failure"]
     assert list(frame["status"]) == ["running", "running", "failed"]

@@ -25,7 +25,7 @@ _by_name: weakref.WeakValueDictionary[str, Primitive] = weakref.WeakValueDiction
 
 
 class Coordinator:
-    """Everything coordination-related of one agent (``agent._coordinator``).
+    """Everything coordination-related of one agent (``agent.coordinator``).
 
     Attributes:
         primitives: Primitives by name.
@@ -71,29 +71,31 @@ class Coordinator:
                         f"coordination {name!r} already exists with {option}={have!r}; it cannot also have "
                         f"{option}={value!r}. States sharing a primitive share its settings; use another name")
             return existing
-        clock = self.clock
-        prim: Primitive
-        if kind is PrimitiveType.MUTEX:
-            prim = Mutex(name, ttl=ttl, wait_timeout=wait_timeout, clock=clock)
-        elif kind is PrimitiveType.SEMAPHORE:
-            prim = Semaphore(name, 1 if max_count is None else max_count, ttl=ttl, wait_timeout=wait_timeout,
-                             clock=clock)
-        elif kind is PrimitiveType.LEASE:
-            prim = Lease(name, 60.0 if ttl is None else ttl, wait_timeout=wait_timeout, clock=clock)
-        elif kind is PrimitiveType.BARRIER:
-            if max_count is None:
-                raise ConfigurationError(f"coordination {name!r}: a BARRIER needs max_count (how many to wait for)")
-            prim = Barrier(name, max_count, wait_timeout=wait_timeout, clock=clock)
-        else:
-            if quota_limit is None:
-                raise ConfigurationError(f"coordination {name!r}: a QUOTA needs quota_limit (the budget per ttl)")
-            prim = Quota(name, quota_limit, ttl=ttl, amount=1.0 if amount is None else amount,
-                         wait_timeout=wait_timeout, clock=clock)
+        prim = self._build(name, kind, ttl, max_count, wait_timeout, quota_limit, amount)
         if isinstance(prim, Semaphore):
             prim.detector = _CleanupDetector(self)
         self.primitives[name] = prim
         _by_name[name] = prim
         return prim
+
+    def _build(self, name: str, kind: PrimitiveType, ttl: float | None, max_count: int | None,
+               wait_timeout: float | None, quota_limit: float | None, amount: float | None) -> Primitive:
+        clock = self.clock
+        if kind is PrimitiveType.MUTEX:
+            return Mutex(name, ttl=ttl, wait_timeout=wait_timeout, clock=clock)
+        if kind is PrimitiveType.SEMAPHORE:
+            return Semaphore(name, 1 if max_count is None else max_count, ttl=ttl, wait_timeout=wait_timeout,
+                             clock=clock)
+        if kind is PrimitiveType.LEASE:
+            return Lease(name, 60.0 if ttl is None else ttl, wait_timeout=wait_timeout, clock=clock)
+        if kind is PrimitiveType.BARRIER:
+            if max_count is None:
+                raise ConfigurationError(f"coordination {name!r}: a BARRIER needs max_count (how many to wait for)")
+            return Barrier(name, max_count, wait_timeout=wait_timeout, clock=clock)
+        if quota_limit is None:
+            raise ConfigurationError(f"coordination {name!r}: a QUOTA needs quota_limit (the budget per ttl)")
+        return Quota(name, quota_limit, ttl=ttl, amount=1.0 if amount is None else amount,
+                     wait_timeout=wait_timeout, clock=clock)
 
     def attach_barrier(self, state: str, barrier: Barrier) -> None:
         """Count routes into ``state`` as arrivals at ``barrier`` (see :class:`Barrier`)."""
@@ -127,10 +129,7 @@ class Coordinator:
             return 0
         self._last_cleanup = now
         agent = self._agent()
-        running: set[str] = set()
-        if agent is not None:
-            for ex in agent._running_states.values():
-                running.update((ex.state, f"{ex.state}#{ex.id}"))
+        running: set[str] = set() if agent is None else agent.running_owners()
         waiting = set(self.deadlock_detector._waits)
         dropped = 0
         for prim in self.primitives.values():
@@ -214,10 +213,10 @@ class ResourceAllocation:
         self.owner = ""
 
     def _find(self) -> Primitive:
-        agent = getattr(self.context, "_agent", None) if self.context is not None else None
+        agent = getattr(self.context, "agent", None) if self.context is not None else None
         prim = None
         if agent is not None:
-            prim = agent._coordinator.primitives.get(self.name)
+            prim = agent.coordinator.primitives.get(self.name)
         if prim is None:
             prim = _by_name.get(self.name)
         if prim is None:
@@ -249,9 +248,9 @@ def enhance_agent(agent: Agent) -> Agent:
     """Enable coordination on ``agent`` (returns the same agent).
 
     Every :class:`Agent` already has the coordination methods; this makes sure its
-    coordinator exists so ``agent._coordinator`` can be configured right away.
+    coordinator exists so ``agent.coordinator`` can be configured right away.
     """
-    _ = agent._coordinator
+    _ = agent.coordinator
     return agent
 
 

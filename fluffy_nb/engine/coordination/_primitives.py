@@ -252,28 +252,7 @@ class Semaphore(Primitive):
         try:
             if detector is not None:
                 detector.begin_wait(owner, self)
-            deadline = None if self.wait_timeout is None else w.since + self.wait_timeout
-            while not w.future.done():
-                wake = [h[1] for h in self._holders if h[1] is not None]
-                if deadline is not None:
-                    wake.append(deadline)
-                interval = getattr(detector, "detection_interval", None)
-                if interval:
-                    wake.append(clock.monotonic() + interval)
-                if not wake:
-                    await asyncio.shield(w.future)
-                    break
-                await _race(w.future, clock, min(wake) - clock.monotonic())
-                if w.future.done():
-                    break
-                self._expire()
-                if w.future.done():
-                    break
-                now = clock.monotonic()
-                if deadline is not None and now >= deadline:
-                    raise self._timeout_error(owner, now - w.since)
-                if detector is not None:
-                    detector.check(owner, self)
+            await self._wait_for_grant(w, owner)
         except BaseException as exc:
             if not w.future.done():
                 w.future.cancel()
@@ -289,6 +268,32 @@ class Semaphore(Primitive):
                 detector.end_wait(owner)
         w.future.result()  # raises CoordinationError if the primitive was reset meanwhile
         self._waited(w.since)
+
+    async def _wait_for_grant(self, w: _Waiter, owner: str) -> None:
+        """Sleep until ``w`` is granted, waking for TTL expiries, the wait timeout and deadlock checks."""
+        clock, detector = self.clock, self.detector
+        deadline = None if self.wait_timeout is None else w.since + self.wait_timeout
+        while not w.future.done():
+            wake = [h[1] for h in self._holders if h[1] is not None]
+            if deadline is not None:
+                wake.append(deadline)
+            interval = getattr(detector, "detection_interval", None)
+            if interval:
+                wake.append(clock.monotonic() + interval)
+            if not wake:
+                await asyncio.shield(w.future)
+                return
+            await _race(w.future, clock, min(wake) - clock.monotonic())
+            if w.future.done():
+                return
+            self._expire()
+            if w.future.done():
+                return
+            now = clock.monotonic()
+            if deadline is not None and now >= deadline:
+                raise self._timeout_error(owner, now - w.since)
+            if detector is not None:
+                detector.check(owner, self)
 
     def release(self, owner: str) -> None:
         """Let go of one hold of ``owner`` (no-op if it holds none, e.g. it expired)."""

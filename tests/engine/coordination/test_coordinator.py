@@ -21,10 +21,10 @@ def test_create_and_enhance_give_agents_with_a_coordinator():
     agent = create_coordinated_agent("coordinated_workflow", max_concurrent=2, clock=clock)
     assert isinstance(agent, Agent)
     assert agent.max_concurrent == 2
-    assert agent._coordinator.clock is clock
+    assert agent.coordinator.clock is clock
     plain = Agent("my_workflow")
     assert enhance_agent(plain) is plain
-    assert plain._coordinator is plain._coordinator
+    assert plain.coordinator is plain.coordinator
 
 
 async def test_status_has_the_spec_shape_for_primitives_limiters_and_detector():
@@ -53,7 +53,7 @@ async def test_cleanup_drops_a_hold_whose_state_finished_without_releasing():
     agent.add_state("forgetful", forgetful)
     await agent.run()
     assert lock.owners == ["forgetful"]
-    assert agent._coordinator.cleanup() == 1
+    assert agent.coordinator.cleanup() == 1
     assert lock.owners == []
 
 
@@ -92,7 +92,7 @@ def test_unknown_primitive_name_is_a_clear_error():
 async def test_a_waiter_stuck_behind_a_leaked_hold_gets_it_within_cleanup_interval():
     clock = ManualClock()
     agent = create_coordinated_agent("leak_wait", clock=clock)
-    agent._coordinator.cleanup_interval = 30.0
+    agent.coordinator.cleanup_interval = 30.0
     lock = agent.add_coordination("lock", PrimitiveType.MUTEX)
     got_it_at: list[float] = []
 
@@ -113,7 +113,7 @@ async def test_a_waiter_stuck_behind_a_leaked_hold_gets_it_within_cleanup_interv
         await clock.advance(1.0)
     await asyncio.wait_for(run, 5)
     assert got_it_at == [30.0]
-    assert agent._coordinator.cleaned == 1
+    assert agent.coordinator.cleaned == 1
 
 
 async def test_cancelling_the_run_leaves_no_holder_and_no_waiter_behind():

@@ -165,11 +165,11 @@ async def test_semaphore_cycle_is_a_deadlock_only_when_every_holder_waits():
 
 async def test_detector_settings_and_status_are_reachable_as_in_the_spec():
     agent = create_coordinated_agent("cfg")
-    agent._coordinator.deadlock_detector.detection_interval = 0.5
-    agent._coordinator.deadlock_detector.max_cycles = 3
-    agent._coordinator.cleanup_interval = 60.0
+    agent.coordinator.deadlock_detector.detection_interval = 0.5
+    agent.coordinator.deadlock_detector.max_cycles = 3
+    agent.coordinator.cleanup_interval = 60.0
     status = await agent.get_coordination_status()
     assert status["deadlock_detector"]["cycle_count"] == 0
     assert status["deadlock_detector"]["detection_interval"] == 0.5
-    assert repr(agent._coordinator.deadlock_detector).startswith("<DeadlockDetector cycles=0")
-    assert agent._coordinator.deadlock_detector.statistics().cycle_count == 0
+    assert repr(agent.coordinator.deadlock_detector).startswith("<DeadlockDetector cycles=0")
+    assert agent.coordinator.deadlock_detector.statistics().cycle_count == 0

@@ -45,7 +45,7 @@ async def test_token_bucket_10_per_second_admits_30_plus_the_burst_over_3_second
     assert len(within) in (35, 36)  # 5 burst + 10/s * 3s (+1 if the t=3.0 token lands on the edge)
     run.cancel()
     await asyncio.gather(run, return_exceptions=True)
-    stats = agent._coordinator.rate_limiters["api_call"].statistics()
+    stats = agent.coordinator.rate_limiters["api_call"].statistics()
     assert stats.admitted_at_once == 5
     assert stats.delayed >= 30
 

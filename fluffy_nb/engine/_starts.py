@@ -1,0 +1,93 @@
+"""Which states a run starts with, and saying so when reading the code leaves it open.
+
+The rule: ``run(start=...)`` when given; otherwise every state without dependencies that no
+edge leads to (edges are the names states return, read from their code, plus ``next=``
+hints), in ``add_state`` order. Two things the code reader cannot settle are decided here,
+out loud:
+
+* A name built at run time (``f"chunk_{i}"``) is a pattern. A state that no edge reaches but
+  whose name fits another state's pattern is taken as that state's target, not a start,
+  when the pattern's computed part is a number (``chunk_0``, ``chunk_1``). A state fitting
+  it with another filler (``chunk_report``) still starts on its own, with a
+  :class:`FluffyWarning` naming it and the fix.
+* A state returning a name the reader cannot see (``return ctx.get_state("next")``) may lead
+  to any state. When more than one state would start, a :class:`FluffyWarning` names them and
+  the fix (``@state(next=[...])`` on the router, or ``run(start=...)``).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import TYPE_CHECKING
+
+from ._errors import FluffyWarning, StateNotFoundError
+from ._reader import OPAQUE, PLACEHOLDER, is_pattern
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+
+
+def start_states(agent: Agent, start: str | list[str] | None) -> list[str]:
+    """The start states of a new run of ``agent`` (see the module docstring)."""
+    states = agent.states
+    if start is not None:
+        names = [start] if isinstance(start, str) else list(start)
+        for n in names:
+            if n not in states:
+                known = ", ".join(sorted(states)[:12])
+                raise StateNotFoundError(
+                    f"run(start={n!r}): agent {agent.name!r} has no state {n!r} (known: {known}); "
+                    "pass the name of a state added with add_state"
+                )
+        return names
+    targets = {dst for src, dst, _ in agent.graph.edge_list() if src != dst}
+    candidates = [n for n, s in states.items() if not s.dependencies and n not in targets]
+    candidates = _drop_pattern_targets(agent, candidates)
+    if len(candidates) > 1:
+        _warn_opaque(agent, candidates)
+    if not candidates and states:
+        candidates = [next(iter(states))]
+    return candidates
+
+
+def _drop_pattern_targets(agent: Agent, candidates: list[str]) -> list[str]:
+    keep = list(candidates)
+    for owner, strings in agent.code_names.items():
+        if agent.states[owner].next_hint:
+            continue  # its author listed where it goes
+        for pattern in strings:
+            if not is_pattern(pattern) or pattern == OPAQUE:
+                continue
+            regex = re.compile("(.+?)".join(re.escape(part) for part in pattern.split(PLACEHOLDER)) + r"\Z")
+            numbered: list[str] = []
+            other: list[str] = []
+            for name in keep:
+                m = regex.match(name)
+                if name != owner and m is not None:
+                    (numbered if all(g.isdigit() for g in m.groups()) else other).append(name)
+            keep = [n for n in keep if n not in numbered]
+            if other:
+                shown = pattern.replace(PLACEHOLDER, "{...}")
+                warnings.warn(
+                    f"agent {agent.name!r}: state(s) {other} fit the name f{shown!r} that state {owner!r} builds "
+                    "at run time, and nothing else leads to them, so they start on their own. If they are "
+                    f"{owner!r}'s targets, declare them with @state(next=[...]) on {owner!r}; if they are "
+                    "independent, pass run(start=[...]) to say so",
+                    FluffyWarning, stacklevel=4,
+                )
+    return keep
+
+
+def _warn_opaque(agent: Agent, candidates: list[str]) -> None:
+    routers = [n for n, strings in agent.code_names.items()
+               if OPAQUE in strings and not agent.states[n].next_hint and n in agent.states]
+    if not routers:
+        return
+    warnings.warn(
+        f"agent {agent.name!r}: state(s) {routers} return names that cannot be read from their code, so "
+        f"the run cannot tell which of {candidates} are start states; all of them start. Declare where "
+        f"{routers[0]!r} leads with @state(next=[...]) (or add_state(..., next=[...])), or pass "
+        "run(start=[...])",
+        FluffyWarning, stacklevel=4,
+    )

@@ -1,0 +1,124 @@
+"""Travel through an agent's checkpoints: history, restore, fork, diff, resume_latest.
+
+Each function takes the agent (the definition) and returns or prepares a :class:`Run`: a
+restored or forked run is prepared (loaded, not started) and becomes the run that the
+agent's next ``run()`` continues.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from ._checkpoint import Checkpoint
+from ._errors import CheckpointError
+from ._history import CheckpointDiff, CheckpointHistory, diff_checkpoints
+from ._status import AgentStatus
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+    from ._run import Run
+
+_ENDED = (AgentStatus.FAILED, AgentStatus.CANCELLED)
+
+
+def require_store(agent: Agent, what: str) -> Any:
+    """The agent's store, or a CheckpointError saying how to give it one."""
+    if agent.store is None:
+        raise CheckpointError(
+            f"{what}: agent {agent.name!r} has no checkpoint store; create it with "
+            "Agent(..., store=SQLiteStore('runs.db')) or MemoryStore()"
+        )
+    return agent.store
+
+
+def resolve(agent: Agent, checkpoint: Any, what: str) -> Checkpoint:
+    """A Checkpoint from an object, its ``to_dict()``, a checkpoint id or a history row."""
+    if isinstance(checkpoint, Checkpoint):
+        return checkpoint
+    if isinstance(checkpoint, dict):
+        return Checkpoint.from_dict(checkpoint)
+    cid = getattr(checkpoint, "checkpoint_id", checkpoint)  # a history row
+    if isinstance(cid, str):
+        return require_store(agent, what).get(cid)  # type: ignore[no-any-return]
+    raise CheckpointError(
+        f"{what}({checkpoint!r}): pass a Checkpoint, its to_dict(), a checkpoint id or a history row"
+    )
+
+
+def prepare(agent: Agent, checkpoint: Any, what: str) -> Run:
+    """Validate ``checkpoint`` against the agent and load it into a new, not started run."""
+    from ._run import Run
+
+    agent.require_idle(what)
+    cp = resolve(agent, checkpoint, what)
+    agent.collect_class_states()
+    named = set(cp.pending) | set(cp.completed_states) | set(cp.state_status)
+    missing = sorted(n for n in named if n not in agent.states)
+    if missing:
+        raise CheckpointError(
+            f"{what}: checkpoint {cp.checkpoint_id[:12]} of {cp.agent_name!r} names states {missing[:12]} "
+            f"that agent {agent.name!r} does not have; add them (same names, same functions) first"
+        )
+    run = Run(agent, run_id=cp.run_id)
+    run.checkpoints.load(cp)
+    agent.prepare_run(run)
+    return run
+
+
+def continue_sequence(agent: Agent, run: Run) -> None:
+    """Number new checkpoints of a restored run after the run's last stored one."""
+    if agent.store is not None:
+        rows = agent.store.list(agent_name=run.name, run_id=run.run_id)
+        if rows:
+            run.checkpoints.sequence = max(run.checkpoints.sequence, max(r.sequence for r in rows))
+
+
+def history_records(agent: Agent, run_id: str | None = None) -> CheckpointHistory:
+    """Every checkpoint of ``agent`` in its store (or of one run), oldest first."""
+    store = require_store(agent, "history")
+    return CheckpointHistory(store.list(agent_name=agent.name, run_id=run_id), agent_name=agent.name,
+                             run_id=run_id, store=store)
+
+
+def restore(agent: Agent, checkpoint: Any) -> Checkpoint:
+    """Prepare the run of ``checkpoint`` to continue (same run id, history extended)."""
+    run = prepare(agent, checkpoint, "restore")
+    continue_sequence(agent, run)
+    assert run.restored_from is not None
+    return run.restored_from
+
+
+def fork(agent: Agent, checkpoint: Any) -> Run:
+    """Prepare a NEW run (fresh id) from ``checkpoint``; its first checkpoint links the source."""
+    run = prepare(agent, checkpoint, "fork")
+    cp = run.restored_from
+    assert cp is not None
+    run.run_id = uuid.uuid4().hex
+    run.checkpoints.sequence = 0
+    run.checkpoints.last_id = cp.checkpoint_id
+    run.parent_run_id = cp.run_id
+    if agent.store is not None:
+        run.checkpoints.save("fork", metadata={"forked_from": cp.checkpoint_id, "forked_from_run": cp.run_id})
+    return run
+
+
+def diff(agent: Agent, a: Any, b: Any) -> CheckpointDiff:
+    """What changed from checkpoint ``a`` to ``b``."""
+    return diff_checkpoints(resolve(agent, a, "diff"), resolve(agent, b, "diff"))
+
+
+async def latest_resumable(agent: Agent, store: Any) -> Checkpoint:
+    """The checkpoint ``resume_latest`` continues: the latest one, or for a run that ended in
+    failure or cancellation, its last checkpoint that still had states in flight."""
+    cp = await store.alatest(agent.name)
+    if cp is None:
+        raise CheckpointError(
+            f"resume_latest: {store!r} holds no checkpoint of agent {agent.name!r}; run it first "
+            "with Agent(..., store=store, durable=True)"
+        )
+    if cp.agent_status in _ENDED and not cp.pending:
+        for info in reversed(await store.alist(agent.name, cp.run_id)):
+            if info.pending and info.agent_status not in ("failed", "cancelled"):
+                return await store.aget(info.checkpoint_id)  # type: ignore[no-any-return]
+    return cp  # type: ignore[no-any-return]
