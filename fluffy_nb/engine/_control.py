@@ -57,8 +57,11 @@ class RunControl:
         if run.failure is None and run.active and ex.cancel_reason in (None, "cancel_state"):
             # only a state cancelled on its own ends its branch (joins may go on); a run that
             # is shutting down (cancel_all, run timeout, cancelled run) starts nothing more
-            sched.joins.ended(ex.token)
-            run.deps.recheck()
+            try:
+                sched.joins.ended(ex.token)
+                run.deps.recheck()
+            except Exception as exc:  # a dependency condition raised: fail the run, never hang
+                self.fail(ex.state, exc, wrap=False)
 
     def fail(self, state: str, exc: BaseException, *, attempts: int = 1, wrap: bool = True) -> None:
         """The run fails because of ``state``: cancel the others, drop what waits, wake the run."""

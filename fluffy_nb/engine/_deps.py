@@ -133,7 +133,10 @@ class DependencyGates:
         async def wake() -> None:
             await run.clock.sleep(seconds)
             self._wakeups.pop(ex.id, None)
-            self.recheck()
+            try:
+                self.recheck()
+            except Exception as exc:  # a dependency condition raised: fail the run, never hang
+                run.control.fail(ex.state, exc, wrap=False)
             run.scheduler.dispatch()
             run.scheduler.check_done()
 

@@ -288,8 +288,7 @@ class Scheduler:
             if not timer.expired():
                 raise  # the body's own TimeoutError
             raise StateTimeoutError(
-                f"state {spec.name!r} took longer than its timeout of {spec.timeout}s; raise "
-                "add_state(timeout=...) or make the state faster", spec.name
+                f"state {spec.name!r} took longer than its timeout of {spec.timeout}s", spec.name
             ) from exc
 
     # -- outcomes -------------------------------------------------------------------------------
@@ -354,8 +353,12 @@ class Scheduler:
                 "Agent(max_steps=...); otherwise give the loop an exit condition"
             ), wrap=False)
             return
-        self.joins.finished(ex.token, names)
-        run.deps.on_completed(name, self.agent.states[name])
+        try:
+            self.joins.finished(ex.token, names)
+            run.deps.on_completed(name, self.agent.states[name])
+        except Exception as exc:  # a dependency condition raised while routing: fail the run, never hang
+            run.control.fail(name, exc, wrap=False)
+            return
         if self.agent.durable and self.agent.store is not None:
             run.checkpoints.save("state")
 
