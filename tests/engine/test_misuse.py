@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from _wait import until
 
 from fluffy_nb import (
     Agent,
@@ -235,8 +236,7 @@ async def test_answer_from_another_thread_reaches_the_waiting_state() -> None:
     handle = agent.start()
     async with asyncio.timeout(5):
         await asked.wait()
-        while not agent.pending_requests():
-            await asyncio.sleep(0)
+    await until(agent.pending_requests, "the question is open")
     request = agent.pending_requests()[0]
     outcome: list[Any] = []
     worker = threading.Thread(target=lambda: outcome.append(agent.answer(request.request_id, "from a thread")))
