@@ -23,7 +23,8 @@ demo: $(STAMP)
 browser-deps:
 	bash scripts/install-browser-deps.sh
 
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps lint
+	$(PY) -m pytest -p no:cacheprovider -q --doctest-modules fluffy_nb
 	FLUFFY_NB_AUTOANSWER=1 $(PY) -m pytest -p no:cacheprovider -q -ra tests
 	FLUFFY_NB_AUTOANSWER=1 $(PY) -m pytest -p no:cacheprovider -q --nbval-lax --nbval-sanitize-with tests/notebooks/sanitize.cfg notebooks
 
@@ -34,7 +35,7 @@ bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check fluffy_nb tests benchmarks
+	$(VENV)/bin/ruff check fluffy_nb tests benchmarks conftest.py
 	$(VENV)/bin/mypy fluffy_nb
 
 clean:

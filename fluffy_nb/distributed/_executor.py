@@ -123,8 +123,8 @@ class DaskExecutor:
 
     Example:
         >>> executor = await DaskExecutor.local(n_workers=2)  # doctest: +SKIP
-        >>> agent = Agent("fanout", executor=executor)
-        >>> agent.add_state("chunk", crunch, remote=True)  # or @state(executor="dask")
+        >>> agent = Agent("fanout", executor=executor)  # doctest: +SKIP
+        >>> agent.add_state("chunk", crunch, remote=True)  # or @state(executor="dask")  # doctest: +SKIP
         >>> await agent.run()  # doctest: +SKIP
         >>> await executor.close()  # doctest: +SKIP
     """

@@ -43,8 +43,8 @@ def register_by_value(module: types.ModuleType | str) -> None:
     """Pickle ``module``'s functions and classes by value (for modules workers cannot import).
 
     Example:
-        >>> import my_helpers  # a .py file beside the notebook
-        >>> register_by_value(my_helpers)  # doctest: +SKIP
+        >>> import colorsys  # stands in for my_helpers.py beside the notebook
+        >>> register_by_value(colorsys)  # now pickled by value: workers need not import it
     """
     if isinstance(module, str):
         import importlib

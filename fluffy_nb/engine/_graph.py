@@ -42,7 +42,8 @@ class StateGraph:
 
     Example:
         >>> g = StateGraph()
-        >>> g.add_edge("a", "b"); g.add_edge("b", "c")
+        >>> g.add_edge("a", "b"), g.add_edge("b", "c")
+        (True, True)
         >>> g.reaches("a", "c")
         True
     """

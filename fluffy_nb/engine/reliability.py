@@ -16,8 +16,8 @@ Example:
     >>> breaker = CircuitBreaker(failure_threshold=3, recovery_timeout=30)
     >>> @breaker.protect
     ... async def call_api(context):
-    ...     context.set_state("reply", await fetch())
-    ...     return "parse"
+    ...     context.set_state("reply", "ok")
+    ...     return None
 """
 
 from __future__ import annotations
@@ -92,7 +92,12 @@ class Bulkhead:
 
     Example:
         >>> payments = Bulkhead(max_concurrent=2, max_queue=10, name="payments")
-        >>> agent.add_state("charge", payments.protect(charge))
+        >>> async def charge(ctx):
+        ...     ctx.set_state("charged", True)
+        >>> agent = Agent("shop")
+        >>> _ = agent.add_state("charge", payments.protect(charge))
+        >>> asyncio.run(agent.run())["charged"]
+        True
     """
 
     def __init__(self, max_concurrent: int, max_queue: int = 0, *, queue_timeout: float | None = None,
@@ -227,9 +232,14 @@ class Saga:
     re-raised with a note listing what was compensated. One run at a time per Saga object.
 
     Example:
-        >>> saga = Saga([SagaStep("book_flight", book_flight, cancel_flight),
-        ...              SagaStep("book_hotel", book_hotel, cancel_hotel)])
-        >>> agent.add_state("book_trip", saga.as_state(next_state="confirm"))
+        >>> booked = []
+        >>> saga = Saga([SagaStep("book_flight", lambda ctx: booked.append("flight"), lambda ctx: booked.remove("flight")),
+        ...              SagaStep("book_hotel", lambda ctx: booked.append("hotel"), lambda ctx: booked.remove("hotel"))])
+        >>> agent = Agent("trip")
+        >>> _ = agent.add_state("book_trip", saga.as_state())
+        >>> _ = asyncio.run(agent.run())
+        >>> booked
+        ['flight', 'hotel']
     """
 
     def __init__(self, steps: Iterable[SagaStep] = (), name: str | None = None) -> None:
@@ -333,8 +343,13 @@ def with_fallbacks(*funcs: Callable[..., Any], default: Any = ...,
         exceptions: Which errors move on to the next function (others propagate at once).
 
     Example:
-        >>> analyse = with_fallbacks(premium_agent, basic_agent, default={"error": "all agents failed"})
-        >>> result = await analyse(text)
+        >>> async def premium(text):
+        ...     raise ConnectionError("quota exceeded")
+        >>> def basic(text):
+        ...     return {"summary": text[:5]}
+        >>> analyse = with_fallbacks(premium, basic, default={"error": "all agents failed"})
+        >>> asyncio.run(analyse("hello world"))
+        {'summary': 'hello'}
     """
     if not funcs or not all(callable(f) for f in funcs):
         raise ConfigurationError("with_fallbacks(*funcs): pass one or more callables, the preferred one first")
