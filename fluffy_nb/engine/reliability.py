@@ -233,8 +233,9 @@ class Saga:
 
     Example:
         >>> booked = []
-        >>> saga = Saga([SagaStep("book_flight", lambda ctx: booked.append("flight"), lambda ctx: booked.remove("flight")),
-        ...              SagaStep("book_hotel", lambda ctx: booked.append("hotel"), lambda ctx: booked.remove("hotel"))])
+        >>> def book(what):
+        ...     return SagaStep(f"book_{what}", lambda ctx: booked.append(what), lambda ctx: booked.remove(what))
+        >>> saga = Saga([book("flight"), book("hotel")])
         >>> agent = Agent("trip")
         >>> _ = agent.add_state("book_trip", saga.as_state())
         >>> _ = asyncio.run(agent.run())
