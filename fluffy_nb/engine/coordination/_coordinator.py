@@ -130,11 +130,11 @@ class Coordinator:
         self._last_cleanup = now
         agent = self._agent()
         running: set[str] = set() if agent is None else agent.running_owners()
-        waiting = set(self.deadlock_detector._waits)
+        waiting = self.deadlock_detector.waiting_owners()
         dropped = 0
         for prim in self.primitives.values():
             if isinstance(prim, Semaphore):
-                prim._expire()
+                prim.expire()
                 for owner in list(prim.owners):
                     if owner not in running and owner not in waiting:
                         prim.release(owner)

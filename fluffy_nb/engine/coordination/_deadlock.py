@@ -60,6 +60,10 @@ class DeadlockDetector:
         self._checks = 0
 
     # -- called by primitives --------------------------------------------------------------------
+    def waiting_owners(self) -> set[str]:
+        """Owners waiting for a primitive now."""
+        return set(self._waits)
+
     def begin_wait(self, owner: str, primitive: Any) -> None:
         """Record that ``owner`` waits for ``primitive``; raise ``DeadlockError`` if that closes a cycle."""
         self._waits[owner] = primitive

@@ -214,6 +214,10 @@ class Semaphore(Primitive):
             self._grant(w.owner)
             w.future.set_result(None)
 
+    def expire(self) -> None:
+        """Drop holds whose TTL has passed (waiters they blocked are admitted)."""
+        self._expire()
+
     def _expire(self) -> None:
         if self.ttl is None or not self._holders:
             return
