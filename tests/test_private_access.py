@@ -34,12 +34,24 @@ def _defined_here(tree: ast.AST) -> set[str]:
     return names
 
 
+def _getattr_of_private(node: ast.AST, mine: set[str]) -> bool:
+    """``getattr(obj, "_name")`` / ``hasattr(obj, "_name")`` of a private name defined elsewhere."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")):
+        return False
+    if len(node.args) < 2 or not isinstance(node.args[1], ast.Constant) or not isinstance(node.args[1].value, str):
+        return False
+    name = node.args[1].value
+    return name.startswith("_") and not name.startswith("__") and name not in mine and name not in ALLOWED
+
+
 def test_no_module_reads_another_objects_private_fields() -> None:
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         mine = _defined_here(tree)
         for node in ast.walk(tree):
+            if _getattr_of_private(node, mine):
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} getattr(..., private)")
             if not isinstance(node, ast.Attribute):
                 continue
             attr = node.attr

@@ -135,7 +135,8 @@ class LiveView:
         except ImportError:
             return
         self._sampler = acquire_shared(self.agent, self.sample_interval)
-        if getattr(self.agent, "_run_active", False) and not self._sampler.running:
+        latest = getattr(self.agent, "latest_run", None)
+        if latest is not None and latest.active and not self._sampler.running:
             self._sampler.start()
 
     def _stop_sampler(self) -> None:

@@ -102,8 +102,8 @@ class DeadlockDetector:
             prim = self._waits.get(node)
             if prim is None:
                 return None  # this owner runs, so it will let go eventually
-            holders = prim._deadlock_holders() if hasattr(prim, "_deadlock_holders") else []
-            if not holders or len(holders) < len(getattr(prim, "_holders", holders)):
+            holders = prim.deadlock_holders() if hasattr(prim, "deadlock_holders") else []
+            if not holders or len(holders) < len(getattr(prim, "owners", holders)):
                 return None  # free or TTL-held capacity: the wait will end
             for h in holders:
                 graph.add_edge(node, h, primitive=prim.name)

@@ -195,7 +195,7 @@ class Semaphore(Primitive):
         """Whether ``owner`` holds it now (a lease may have expired)."""
         return owner in self.owners
 
-    def _deadlock_holders(self) -> list[str]:
+    def deadlock_holders(self) -> list[str]:
         """Holders that will only let go when they finish (a TTL hold expires by itself)."""
         return [h[0] for h in self._holders if h[1] is None]
 
