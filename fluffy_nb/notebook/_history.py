@@ -179,8 +179,31 @@ def diff_rows(frame: pd.DataFrame, i: int, j: int) -> pd.DataFrame:
     return out
 
 
-def state_metrics_frame(agent: Any) -> pd.DataFrame:
-    """Per-state metrics of the agent's last run, indexed by state.
+def runs_frame(agent: Any) -> pd.DataFrame:
+    """The agent's recent runs, one row each (oldest first): id, status, timing, progress, open questions.
+
+    Columns: ``run_id``, ``status`` (categorical), ``elapsed_s`` (float), ``steps``, ``completed``,
+    ``running``, ``queued``, ``waiting_for_human`` (int), ``error``, ``parent_run_id``.
+    """
+    rows = []
+    for run in agent.runs:
+        snap = run.snapshot()
+        rows.append({"run_id": snap.run_id, "status": snap.status, "elapsed_s": snap.elapsed, "steps": snap.steps,
+                     "completed": len(snap.completed), "running": len(snap.running), "queued": len(snap.queued),
+                     "waiting_for_human": len(snap.waiting_for_human), "error": snap.error,
+                     "parent_run_id": snap.parent_run_id})
+    columns = ["run_id", "status", "elapsed_s", "steps", "completed", "running", "queued", "waiting_for_human",
+               "error", "parent_run_id"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["status"] = pd.Categorical(frame["status"], categories=[s.value for s in AgentStatus])
+    frame["elapsed_s"] = frame["elapsed_s"].astype("float64")
+    for col in ("steps", "completed", "running", "queued", "waiting_for_human"):
+        frame[col] = frame[col].astype("int64")
+    return frame
+
+
+def state_metrics_frame(source: Any) -> pd.DataFrame:
+    """Per-state metrics of one run (a ``Run``, or an agent: its latest run), indexed by state.
 
     Columns: ``status`` (categorical), ``runs``, ``attempts``, ``retries``, ``failures`` (int),
     ``p50``/``p95``/``p99``/``mean``/``max`` duration in seconds (float, NaN if never finished),
@@ -189,7 +212,8 @@ def state_metrics_frame(agent: Any) -> pd.DataFrame:
     import numpy as np
 
     rows = []
-    for name, meta in agent.state_metadata.items():
+    metadata = source.metadata if hasattr(source, "metadata") else source.state_metadata
+    for name, meta in metadata.items():
         d = np.asarray(meta.durations, dtype="float64")
         q = np.percentile(d, [50, 95, 99]) if d.size else [np.nan] * 3
         rows.append({"state": name, "status": meta.status.value, "runs": meta.runs, "attempts": meta.attempts,

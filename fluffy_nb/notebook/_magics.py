@@ -148,11 +148,13 @@ class FluffyMagics(Magics):
 
     @magic_arguments()
     @argument("command", choices=COMMANDS,
-              help="graph: draw it; status: per-state metrics; history: checkpoints as a DataFrame; "
+              help="graph: draw it; status: its runs (with a run id or 'latest': that run's per-state "
+                   "metrics); history: checkpoints as a DataFrame; "
                    "restore: load a checkpoint (row number or id); resume: continue a restored/paused run "
                    "or the latest stored one; monitor: a live view of its current run.")
     @argument("name", help="The agent's name in the notebook.")
-    @argument("target", nargs="?", help="restore: the history row number or checkpoint id.")
+    @argument("target", nargs="?", help="restore: the history row number or checkpoint id; status: a run id "
+              "(a prefix is enough) or 'latest'.")
     @argument("--run-id", metavar="ID", help="history: only this run.")
     @argument("--store", metavar="PATH", help="resume: continue the latest run stored in this SQLite file.")
     @argument("--mermaid", action="store_true", help="graph: mermaid Markdown instead of the figure.")
@@ -174,7 +176,9 @@ class FluffyMagics(Magics):
 
             return Markdown(graph_markdown(agent)) if args.mermaid else _AgentGraph(agent)
         if args.command == "status":
-            return _history.state_metrics_frame(agent)
+            if args.target is None:
+                return _history.runs_frame(agent)
+            return _history.state_metrics_frame(_find_run(agent, args.target))
         if args.command == "history":
             if agent.store is None:
                 raise UsageError(f"agent {args.name!r} has no checkpoint store; define it with "
@@ -280,6 +284,22 @@ def start_run(agent: Agent, *, live: bool = True, coro: Any = None, **run_kwargs
     if view is not None:
         view.attach(handle)
     return handle
+
+
+def _find_run(agent: Agent, target: str) -> Any:
+    """The run of ``agent`` whose id starts with ``target`` ('latest': the latest run)."""
+    if target == "latest":
+        run = agent.latest_run
+        if run is None:
+            raise UsageError(f"agent {agent.name!r} has not run yet; run it first")
+        return run
+    found = [r for r in agent.runs if r.run_id.startswith(target)]
+    if len(found) != 1:
+        known = ", ".join(r.run_id[:8] for r in agent.runs) or "none yet"
+        what = "no run" if not found else f"{len(found)} runs"
+        raise UsageError(f"agent {agent.name!r} has {what} whose id starts with {target!r} (runs: {known}); "
+                         "give more of the id, or 'latest'")
+    return found[0]
 
 
 def await_blocking_runs(lines: list[str]) -> list[str]:

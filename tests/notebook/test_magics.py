@@ -147,9 +147,17 @@ def test_line_magics_graph_status_history_restore(ip, tmp_path):
     bundle = graph._repr_mimebundle_()
     assert "flowchart LR" in bundle["text/vnd.mermaid"]
     assert "application/vnd.plotly.v1+json" in bundle
-    status, _ = run(ip, "%fluffy status pipeline")
+    runs, _ = run(ip, "%fluffy status pipeline")
+    agent = ip.user_ns["pipeline"]
+    assert list(runs["run_id"]) == [agent.run_id]
+    assert list(runs["status"]) == ["completed"]
+    status, _ = run(ip, f"%fluffy status pipeline {agent.run_id[:6]}")
     assert status.loc["check", "retries"] == 1
     assert status.loc["report", "status"] == "completed"
+    latest, _ = run(ip, "%fluffy status pipeline latest")
+    assert latest.equals(status)
+    _, err = run(ip, "%fluffy status pipeline zzz")
+    assert "no run whose id starts with 'zzz'" in str(err)
     history, _ = run(ip, "%fluffy history pipeline")
     assert list(history["trigger"])[-1] == "completion"
     assert history["completed"].is_monotonic_increasing
