@@ -166,43 +166,9 @@ class FluffyMagics(Magics):
             raise UsageError("usage: %fluffy {" + "|".join(COMMANDS) + "} NAME; %%fluffy NAME defines an agent")
         args = parse_argstring(self.fluffy_line, line)  # type: ignore[arg-type]
         agent = self._agent(args.name)
-        from . import _history
-        from ._liveview import LiveView
-
-        if args.command == "graph":
-            from IPython.display import Markdown
-
-            from ._graphview import graph_markdown
-
-            return Markdown(graph_markdown(agent)) if args.mermaid else _AgentGraph(agent)
-        if args.command == "status":
-            if args.target is None:
-                return _history.runs_frame(agent)
-            return _history.state_metrics_frame(_find_run(agent, args.target))
-        if args.command == "history":
-            if agent.store is None:
-                raise UsageError(f"agent {args.name!r} has no checkpoint store; define it with "
-                                 f"%%fluffy {args.name} --store runs.db")
-            return _history.history_frame(agent, run_id=args.run_id)
-        if args.command == "restore":
-            if args.target is None:
-                raise UsageError(f"%fluffy restore {args.name} ROW: give a history row number or a checkpoint id")
-            if agent.store is None:
-                raise UsageError(f"agent {args.name!r} has no checkpoint store to restore from")
-            if args.target.lstrip("-").isdigit():
-                frame = _history.history_frame(agent)
-                return _history.restore_row(agent, frame, int(args.target))
-            return agent.restore(args.target)
-        if args.command == "resume":
-            return self._resume(agent, args)
-        view = LiveView(agent)  # monitor
-        view.display()
-        handle = agent.handle
-        if handle is not None and not handle.done():
-            view.attach(handle)
-        else:
-            view.finish(None)
-        return None
+        command = {"graph": _graph, "status": _status, "history": _history_of, "restore": _restore,
+                   "resume": self._resume, "monitor": _monitor}[args.command]
+        return command(agent, args)
 
     def _agent(self, name: str) -> Agent:
         agent = self._ip.user_ns.get(name)
@@ -284,6 +250,56 @@ def start_run(agent: Agent, *, live: bool = True, coro: Any = None, **run_kwargs
     if view is not None:
         view.attach(handle)
     return handle
+
+
+def _graph(agent: Agent, args: Any) -> Any:
+    from IPython.display import Markdown
+
+    from ._graphview import graph_markdown
+
+    return Markdown(graph_markdown(agent)) if args.mermaid else _AgentGraph(agent)
+
+
+def _status(agent: Agent, args: Any) -> Any:
+    from . import _history
+
+    if args.target is None:
+        return _history.runs_frame(agent)
+    return _history.state_metrics_frame(_find_run(agent, args.target))
+
+
+def _history_of(agent: Agent, args: Any) -> Any:
+    from . import _history
+
+    if agent.store is None:
+        raise UsageError(f"agent {args.name!r} has no checkpoint store; define it with "
+                         f"%%fluffy {args.name} --store runs.db")
+    return _history.history_frame(agent, run_id=args.run_id)
+
+
+def _restore(agent: Agent, args: Any) -> Any:
+    from . import _history
+
+    if args.target is None:
+        raise UsageError(f"%fluffy restore {args.name} ROW: give a history row number or a checkpoint id")
+    if agent.store is None:
+        raise UsageError(f"agent {args.name!r} has no checkpoint store to restore from")
+    if args.target.lstrip("-").isdigit():
+        frame = _history.history_frame(agent)
+        return _history.restore_row(agent, frame, int(args.target))
+    return agent.restore(args.target)
+
+
+def _monitor(agent: Agent, args: Any) -> None:
+    from ._liveview import LiveView
+
+    view = LiveView(agent)
+    view.display()
+    handle = agent.handle
+    if handle is not None and not handle.done():
+        view.attach(handle)
+    else:
+        view.finish(None)
 
 
 def _find_run(agent: Agent, target: str) -> Any:
