@@ -211,9 +211,8 @@ class RunTracer:
         if attempt is None:
             return
         span = attempt.span
-        span.set_attribute("fluffy.status", "completed")
-        span.set_attribute("fluffy.duration_s", event.duration)
-        span.set_attribute("fluffy.next_states", list(event.next_states))
+        span.set_attributes({"fluffy.status": "completed", "fluffy.duration_s": event.duration,
+                             "fluffy.next_states": list(event.next_states)})
         span.set_status(Status(StatusCode.OK))
         span.end()
 
@@ -223,9 +222,8 @@ class RunTracer:
             return
         span = attempt.span
         status = "timeout" if event.timed_out else "failed" if event.final else "retrying"
-        span.set_attribute("fluffy.status", status)
-        span.set_attribute("fluffy.duration_s", event.duration)
-        span.set_attribute("fluffy.final", event.final)
+        span.set_attributes({"fluffy.status": status, "fluffy.duration_s": event.duration,
+                             "fluffy.final": event.final})
         # the engine publishes StateFailed while it handles the exception: record that one
         exc = sys.exc_info()[1]
         if isinstance(exc, Exception) and (event.timed_out or type(exc).__name__ == event.error_type):

@@ -111,10 +111,11 @@ class PrometheusMetrics:
 class _Recorder:
     """Folds one agent's events into :class:`PrometheusMetrics` (keeps only per-state timestamps)."""
 
-    __slots__ = ("_blocked", "_handlers", "_scheduled", "m")
+    __slots__ = ("_blocked", "_children", "_handlers", "_scheduled", "m")
 
     def __init__(self, metrics: PrometheusMetrics) -> None:
         self.m = metrics
+        self._children: dict[tuple[str, str, str], Any] = {}  # (metric, agent, state) -> labelled child
         self._scheduled: dict[tuple[str, str], float] = {}
         self._blocked: dict[tuple[str, str], tuple[float, bool]] = {}
         self._handlers: dict[type, Any] = {
@@ -129,6 +130,14 @@ class _Recorder:
         if handler is not None:
             handler(event)
 
+    def _child(self, metric: str, agent: str, state: str) -> Any:
+        """``metrics.<metric>.labels(agent, state)``, remembered (``labels()`` costs microseconds)."""
+        key = (metric, agent, state)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = getattr(self.m, metric).labels(agent, state)
+        return child
+
     def _scheduled_(self, e: StateScheduled) -> None:
         self._scheduled[(e.run_id, e.state)] = e.time
 
@@ -136,35 +145,34 @@ class _Recorder:
         key = (e.run_id, e.state)
         scheduled = self._scheduled.pop(key, None)
         if scheduled is not None:
-            self.m.queue_wait.labels(e.agent, e.state).observe(max(0.0, e.time - scheduled))
+            self._child("queue_wait", e.agent, e.state).observe(max(0.0, e.time - scheduled))
         if key not in self._blocked:
             self._blocked[key] = (e.time, e.reason.startswith("waiting for dependencies"))
 
     def _started(self, e: StateStarted) -> None:
         key = (e.run_id, e.state)
-        m = self.m
-        m.attempts.labels(e.agent, e.state).inc()
+        self._child("attempts", e.agent, e.state).inc()
         scheduled = self._scheduled.pop(key, None)
         if scheduled is not None:
-            m.queue_wait.labels(e.agent, e.state).observe(max(0.0, e.time - scheduled))
+            self._child("queue_wait", e.agent, e.state).observe(max(0.0, e.time - scheduled))
         if self._blocked:
             blocked = self._blocked.pop(key, None)
             if blocked is not None:
                 waited = max(0.0, e.time - blocked[0])
-                (m.dependency_wait if blocked[1] else m.resource_wait).labels(e.agent, e.state).observe(waited)
+                metric = "dependency_wait" if blocked[1] else "resource_wait"
+                self._child(metric, e.agent, e.state).observe(waited)
 
     def _finished(self, e: StateFinished) -> None:
-        self.m.duration.labels(e.agent, e.state).observe(e.duration)
+        self._child("duration", e.agent, e.state).observe(e.duration)
 
     def _failed(self, e: StateFailed) -> None:
-        m = self.m
-        m.duration.labels(e.agent, e.state).observe(e.duration)
-        m.errors.labels(e.agent, e.state).inc()
+        self._child("duration", e.agent, e.state).observe(e.duration)
+        self._child("errors", e.agent, e.state).inc()
         if e.final:
-            m.failures.labels(e.agent, e.state).inc()
+            self._child("failures", e.agent, e.state).inc()
 
     def _retrying(self, e: StateRetrying) -> None:
-        self.m.retries.labels(e.agent, e.state).inc()
+        self._child("retries", e.agent, e.state).inc()
 
     def _cancelled(self, e: StateCancelled) -> None:
         key = (e.run_id, e.state)
@@ -173,7 +181,7 @@ class _Recorder:
 
     def _answered(self, e: HumanAnswered) -> None:
         if e.source != "replay":  # a replayed answer (restored run) did not make anyone wait
-            self.m.human_wait.labels(e.agent, e.state).observe(max(0.0, e.waited))
+            self._child("human_wait", e.agent, e.state).observe(max(0.0, e.waited))
 
     def _checkpoint(self, e: CheckpointSaved) -> None:
         self.m.checkpoints.labels(e.agent, e.trigger).inc()

@@ -67,6 +67,9 @@ class EventLogger:
 
     def __call__(self, event: Event) -> None:
         """Log ``event`` if the logger is enabled for its level."""
+        top = _TOP_LEVEL.get(type(event))
+        if top is None or not self.logger.isEnabledFor(top):
+            return  # the common case with the logger at WARNING: no message is built
         entry = self._describe(event)
         if entry is None:
             return
@@ -132,6 +135,13 @@ class EventLogger:
     def __repr__(self) -> str:
         return f"<EventLogger logger={self.logger.name!r}>"
 
+
+#: the highest level each event type can be logged at: below it, no record of that type is made
+_TOP_LEVEL: dict[type, int] = {
+    StateStarted: DEBUG, StateFinished: DEBUG, StateScheduled: DEBUG, StateBlocked: DEBUG, CheckpointSaved: DEBUG,
+    StateFailed: ERROR, StateRetrying: INFO, StateCancelled: INFO, RunStarted: INFO, RunFinished: ERROR,
+    HumanRequested: INFO, HumanAnswered: INFO, HumanRejected: INFO, HumanWithdrawn: INFO,
+}
 
 _instrumentation = Instrumentation(lambda agent: EventLogger(), "logging")
 _automatic: set[int] = set()  # id(subscriber) of event logs attached because the logger was enabled
