@@ -37,7 +37,7 @@ from ..engine._agent import Agent
 from ..engine._handle import RunHandle
 from ..engine._state import state_options
 
-COMMANDS = ("graph", "status", "history", "restore", "resume", "monitor")
+COMMANDS = ("graph", "status", "metrics", "history", "restore", "resume", "monitor")
 
 
 def is_state_function(name: str, func: Any) -> bool:
@@ -148,7 +148,8 @@ class FluffyMagics(Magics):
 
     @magic_arguments()
     @argument("command", choices=COMMANDS,
-              help="graph: draw it; status: per-state metrics; history: checkpoints as a DataFrame; "
+              help="graph: draw it; status: per-state metrics; metrics: per-state latency p50/p95/p99 (ms) as a "
+                   "DataFrame, slowest first; history: checkpoints as a DataFrame; "
                    "restore: load a checkpoint (row number or id); resume: continue a restored/paused run "
                    "or the latest stored one; monitor: a live view of its current run.")
     @argument("name", help="The agent's name in the notebook.")
@@ -159,7 +160,7 @@ class FluffyMagics(Magics):
     @argument("--no-live", action="store_true", help="resume: no live view.")
     @line_magic("fluffy")  # type: ignore[arg-type]
     def fluffy_line(self, line: str) -> Any:
-        """``%fluffy graph|status|history|restore|resume|monitor NAME``."""
+        """``%fluffy graph|status|metrics|history|restore|resume|monitor NAME``."""
         if not line.strip():
             raise UsageError("usage: %fluffy {" + "|".join(COMMANDS) + "} NAME; %%fluffy NAME defines an agent")
         args = parse_argstring(self.fluffy_line, line)  # type: ignore[arg-type]
@@ -175,6 +176,10 @@ class FluffyMagics(Magics):
             return Markdown(graph_markdown(agent)) if args.mermaid else _AgentGraph(agent)
         if args.command == "status":
             return _history.state_metrics_frame(agent)
+        if args.command == "metrics":
+            from ._latency import metrics_frame
+
+            return metrics_frame(agent)
         if args.command == "history":
             if agent.store is None:
                 raise UsageError(f"agent {args.name!r} has no checkpoint store; define it with "
