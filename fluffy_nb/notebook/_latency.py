@@ -28,14 +28,14 @@ def percentile(ordered: Sequence[float], q: float) -> float:
 def latency_rows(durations: Mapping[str, Iterable[float]]) -> list[dict[str, Any]]:
     """One row per state that finished at least once: ``state, runs, p50_ms, p95_ms, p99_ms,
     mean_ms, max_ms``; slowest (by p95) first."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for state, values in durations.items():
         ms = sorted(v * 1000.0 for v in values)
         if not ms:
             continue
         rows.append({"state": state, "runs": len(ms), "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95),
                      "p99_ms": percentile(ms, 99), "mean_ms": sum(ms) / len(ms), "max_ms": ms[-1]})
-    rows.sort(key=lambda r: (-r["p95_ms"], r["state"]))
+    rows.sort(key=lambda r: (-float(r["p95_ms"]), str(r["state"])))
     return rows
 
 
