@@ -9,7 +9,8 @@ to the engine's events and turns them into spans:
   child, and a run awaited inside your own span is yours;
 * one span per state attempt, ``state <name>``, child of its run span: ``fluffy.state``,
   ``fluffy.attempt``, ``fluffy.retries`` (attempts before this one), ``fluffy.status``
-  (completed, failed, retrying, timeout, cancelled), ``fluffy.resources.<TYPE>`` (declared
+  (completed, failed, retrying, timeout, cancelled; interrupted: a pause with a timeout stopped
+  it and it runs again), ``fluffy.resources.<TYPE>`` (declared
   ``ResourceRequirements``), ``fluffy.worker`` when the body ran on a Dask worker. While the
   attempt runs its span is the current span in the state's task, so spans you open in a
   state body, and runs it starts, nest under it; a Dask body sees it too (the trace context
@@ -158,6 +159,8 @@ class RunTracer:
     # -- state attempts ---------------------------------------------------------------------------
     def _state_started(self, event: StateStarted) -> None:
         key = (event.run_id, event.state)
+        if key in self._attempts:
+            self._close_interrupted(key)
         run_span = self._runs.get(event.run_id)
         parent = trace.set_span_in_context(run_span) if run_span is not None else otel_context.get_current()
         attributes: dict[str, Any] = {
@@ -184,6 +187,15 @@ class RunTracer:
         # remote calls it makes all see it (detached again when the attempt ends, same task)
         token = otel_context.attach(trace.set_span_in_context(span))
         self._attempts.setdefault(key, []).append(_Attempt(span, token, _current_task()))
+
+    def _close_interrupted(self, key: tuple[str, str]) -> None:
+        """End attempts whose task is gone without an event (a pause requeued the state)."""
+        for attempt in [a for a in self._attempts[key] if a.task is not None and a.task.done()]:
+            self._attempts[key].remove(attempt)
+            attempt.span.set_attribute("fluffy.status", "interrupted")
+            attempt.span.end()
+        if not self._attempts[key]:
+            del self._attempts[key]
 
     def _take(self, key: tuple[str, str]) -> _Attempt | None:
         open_ = self._attempts.get(key)

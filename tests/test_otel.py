@@ -216,3 +216,31 @@ async def test_uninstrument_stops_spans_and_leaves_the_bus_without_subscribers(e
     await agent.run()
     assert memory.get_finished_spans() == ()
     assert not fotel.instrumented(agent)
+
+
+async def test_an_attempt_a_pause_interrupted_ends_as_interrupted_and_the_rerun_gets_its_own_span(
+    exporter: Any,
+) -> None:
+    from _wait import until
+
+    memory, provider = exporter
+    runs: list[int] = []
+
+    async def busy(ctx: Any) -> None:
+        runs.append(ctx.attempt)
+        if len(runs) == 1:
+            await asyncio.Event().wait()  # only the pause's timeout gets it out
+
+    agent = Agent("paused")
+    agent.add_state("busy", busy)
+    tracer = fotel.instrument(agent, tracer_provider=provider)
+    run = asyncio.create_task(agent.run())
+    await until(lambda: runs, "busy started")
+    await asyncio.wait_for(agent.pause(timeout=0.02), 5)
+    await agent.resume()
+    await asyncio.wait_for(run, 5)
+    first, second = _by_name(memory.get_finished_spans(), "state busy")
+    assert first.attributes["fluffy.status"] == "interrupted"
+    assert second.attributes["fluffy.status"] == "completed"
+    assert tracer is not None
+    assert tracer.open_spans() == 0
