@@ -244,3 +244,33 @@ async def test_an_attempt_a_pause_interrupted_ends_as_interrupted_and_the_rerun_
     assert second.attributes["fluffy.status"] == "completed"
     assert tracer is not None
     assert tracer.open_spans() == 0
+
+
+async def test_a_timed_out_attempt_and_the_sibling_it_cancels_have_their_own_statuses(exporter: Any) -> None:
+    memory, provider = exporter
+    agent = Agent("timeouts")
+
+    async def start(ctx: Any) -> list[str]:
+        return ["slow", "waiting"]
+
+    async def slow(ctx: Any) -> None:
+        await asyncio.Event().wait()  # never set: the state's timeout ends it
+
+    async def waiting(ctx: Any) -> None:
+        await asyncio.Event().wait()  # cancelled when the run fails
+
+    agent.add_state("start", start)
+    agent.add_state("slow", slow, timeout=0.01)
+    agent.add_state("waiting", waiting)
+    fotel.instrument(agent, tracer_provider=provider)
+    with pytest.raises(StateFailedError):
+        await agent.run()
+    spans = memory.get_finished_spans()
+    [slow_span] = _by_name(spans, "state slow")
+    assert slow_span.attributes["fluffy.status"] == "timeout"
+    assert slow_span.status.status_code is StatusCode.ERROR
+    assert "StateTimeoutError" in (slow_span.status.description or "")
+    [waiting_span] = _by_name(spans, "state waiting")
+    assert waiting_span.attributes["fluffy.status"] == "cancelled"
+    [cancelled] = [e for e in waiting_span.events if e.name == "fluffy.cancelled"]
+    assert "slow" in cancelled.attributes["fluffy.reason"]
