@@ -5,6 +5,7 @@ Percentiles interpolate linearly between closest ranks, like the engine's ``Metr
 
 from __future__ import annotations
 
+import heapq
 import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,16 +26,26 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def latency_rows(durations: Mapping[str, Iterable[float]]) -> list[dict[str, Any]]:
+def _row(state: str, values: Iterable[float]) -> dict[str, Any] | None:
+    ms = sorted(v * 1000.0 for v in values)
+    if not ms:
+        return None
+    return {"state": state, "runs": len(ms), "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95),
+            "p99_ms": percentile(ms, 99), "mean_ms": sum(ms) / len(ms), "max_ms": ms[-1]}
+
+
+def latency_rows(durations: Mapping[str, Sequence[float]], limit: int | None = None) -> list[dict[str, Any]]:
     """One row per state that finished at least once: ``state, runs, p50_ms, p95_ms, p99_ms,
-    mean_ms, max_ms``; slowest (by p95) first."""
-    rows: list[dict[str, Any]] = []
-    for state, values in durations.items():
-        ms = sorted(v * 1000.0 for v in values)
-        if not ms:
-            continue
-        rows.append({"state": state, "runs": len(ms), "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95),
-                     "p99_ms": percentile(ms, 99), "mean_ms": sum(ms) / len(ms), "max_ms": ms[-1]})
+    mean_ms, max_ms``; slowest (by p95) first; only the ``limit`` slowest when given."""
+    if limit is not None:  # the live view: rank by p95 alone, build rows for the few it shows
+        ranked = []
+        for state, values in durations.items():
+            ordered = values if len(values) == 1 else sorted(values)
+            if ordered:
+                ranked.append((percentile(ordered, 95), state))
+        top = heapq.nsmallest(limit, ranked, key=lambda t: (-t[0], t[1]))
+        return [r for _, state in top if (r := _row(state, durations[state])) is not None]
+    rows = [r for state, values in durations.items() if (r := _row(state, values)) is not None]
     rows.sort(key=lambda r: (-float(r["p95_ms"]), str(r["state"])))
     return rows
 
@@ -64,16 +75,17 @@ def metrics_frame(agent: Any) -> pd.DataFrame:
     return frame.sort_values("p95_ms", ascending=False, na_position="last", kind="stable")
 
 
-def latency_table_html(durations: Mapping[str, Iterable[float]], limit: int = 10) -> str:
+def latency_table_html(durations: Mapping[str, Sequence[float]], limit: int = 10) -> str:
     """The ``limit`` slowest states (by p95) as an escaped HTML table; empty when nothing finished."""
-    rows = latency_rows(durations)
+    rows = latency_rows(durations, limit + 1)  # one more tells whether there are more
     if not rows:
         return ""
+    hidden = len([values for values in durations.values() if values]) - limit
     body = "".join(
         f"<tr><td>{html.escape(r['state'])}</td><td>{r['runs']}</td><td>{r['p50_ms']:.1f}</td>"
         f"<td>{r['p95_ms']:.1f}</td><td>{r['p99_ms']:.1f}</td><td>{r['max_ms']:.1f}</td></tr>"
         for r in rows[:limit])
-    more = f"<div>... {len(rows) - limit} more states</div>" if len(rows) > limit else ""
+    more = f"<div>... {hidden} more states</div>" if hidden > 0 else ""
     return ('<table style="font-size:12px"><caption style="text-align:left">slowest states (ms)</caption>'
             "<thead><tr><th>state</th><th>runs</th><th>p50</th><th>p95</th><th>p99</th><th>max</th></tr></thead>"
             f"<tbody>{body}</tbody></table>{more}")
