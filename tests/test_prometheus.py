@@ -142,3 +142,15 @@ def test_serve_binds_loopback_by_default_and_frees_the_port(registry: CollectorR
         server.close()
     server.close()  # idempotent
     assert "closed" in repr(server)
+
+
+def test_checkpoint_time_is_observed_when_the_event_carries_it(registry: CollectorRegistry) -> None:
+    from fluffy_nb.engine._events import CheckpointSaved
+
+    agent = Agent("timed")
+    fprom.instrument(agent, registry=registry)
+    agent.events.publish(CheckpointSaved("timed", "r1", 0.0, "cp1", "manual", 0, duration=0.02))
+    agent.events.publish(CheckpointSaved("timed", "r1", 0.0, "cp2", "manual", 0))  # untimed: counted only
+    assert registry.get_sample_value("fluffy_nb_checkpoint_seconds_count", {"agent": "timed"}) == 1
+    assert registry.get_sample_value("fluffy_nb_checkpoint_seconds_sum", {"agent": "timed"}) == pytest.approx(0.02)
+    assert registry.get_sample_value("fluffy_nb_checkpoints_total", {"agent": "timed", "trigger": "manual"}) == 2
