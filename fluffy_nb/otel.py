@@ -97,6 +97,7 @@ class RunTracer:
         from . import __version__
 
         self._agent = weakref.ref(agent)
+        self.tracer_provider = tracer_provider
         self.tracer = trace.get_tracer(_SCOPE, __version__, tracer_provider=tracer_provider)
         self._runs: dict[str, Span] = {}
         self._attempts: dict[tuple[str, str], list[_Attempt]] = {}
@@ -371,6 +372,9 @@ def instrument(agent: Any = None, *, tracer_provider: Any = None) -> RunTracer |
     if agent is None:
         _instrumentation.attach_all(make)
         return None
+    current = _instrumentation.subscriber(agent)
+    if current is not None and current.tracer_provider is not tracer_provider:  # another provider now
+        _instrumentation.detach(agent)
     tracer: RunTracer = _instrumentation.attach(agent, make)
     return tracer
 

@@ -228,6 +228,9 @@ def instrument(agent: Any = None, *, registry: CollectorRegistry | None = None) 
     if agent is None:
         _instrumentation.attach_all(metrics.subscriber)
     else:
+        current = _instrumentation.subscriber(agent)
+        if current is not None and current.m is not metrics:  # moving the agent to another registry
+            _instrumentation.detach(agent)
         _instrumentation.attach(agent, metrics.subscriber)
     return metrics
 

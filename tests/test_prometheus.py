@@ -154,3 +154,19 @@ def test_checkpoint_time_is_observed_when_the_event_carries_it(registry: Collect
     assert registry.get_sample_value("fluffy_nb_checkpoint_seconds_count", {"agent": "timed"}) == 1
     assert registry.get_sample_value("fluffy_nb_checkpoint_seconds_sum", {"agent": "timed"}) == pytest.approx(0.02)
     assert registry.get_sample_value("fluffy_nb_checkpoints_total", {"agent": "timed", "trigger": "manual"}) == 2
+
+
+async def test_instrumenting_again_with_another_registry_moves_the_agent(registry: CollectorRegistry) -> None:
+    agent = Agent("moved")
+
+    async def only(ctx: Any) -> None:
+        return None
+
+    agent.add_state("only", only)
+    other = CollectorRegistry()
+    fprom.instrument(agent, registry=registry)
+    fprom.instrument(agent, registry=other)
+    await agent.run()
+    labels = {"agent": "moved", "state": "only"}
+    assert registry.get_sample_value("fluffy_nb_state_attempts_total", labels) is None
+    assert other.get_sample_value("fluffy_nb_state_attempts_total", labels) == 1
