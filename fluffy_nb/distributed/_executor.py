@@ -37,6 +37,7 @@ except ImportError:  # distributed < 2024.7 raised asyncio.CancelledError for ca
         """Placeholder: never raised by older distributed versions."""
 from distributed.scheduler import KilledWorker
 
+from ..engine import _hooks
 from ..engine._errors import ConfigurationError, FluffyError
 from ..engine._resources import ResourceType
 from ._coordination import ClusterSemaphore
@@ -70,6 +71,22 @@ class DaskExecutorStatistics:
     workers_lost: int
     in_flight: int
     n_workers: int
+
+
+def _remote_wrappers() -> tuple[Any, ...]:
+    """Context managers to enter around a body on the worker (``_hooks.remote_context``: tracing)."""
+    if not _hooks.remote_context:
+        return ()
+    wrappers = []
+    for capture in _hooks.remote_context:
+        try:
+            wrapper = capture()
+        except Exception:
+            log.exception("fluffy_nb: remote context hook %r failed", capture)
+            continue
+        if wrapper is not None:
+            wrappers.append(wrapper)
+    return tuple(wrappers)
 
 
 def _start_local_cluster(n_workers: int, threads_per_worker: int, resources: dict[str, float] | None,
@@ -252,8 +269,9 @@ class DaskExecutor:
         data_blob = dumps_snapshot(name, dict(ctx.shared_state), dict(ctx.typed_data))
         runner = run_async_body if spec.options.get("is_async") else run_sync_body
         key = f"fluffy-{name}-{uuid.uuid4().hex[:16]}"
+        wrappers = _remote_wrappers()
         future = self.client.submit(
-            runner, func_blob, data_blob, name, ctx.attempt, ctx.run_id,
+            runner, func_blob, data_blob, name, ctx.attempt, ctx.run_id, wrappers,
             key=key, pure=False, retries=0, resources=resources or None, priority=int(spec.priority),
         )
         self._counts["submitted"] += 1
@@ -280,7 +298,14 @@ class DaskExecutor:
         finally:
             self._in_flight.pop(key, None)
             future.release()
-        result, writes, deletes, typed_writes, typed_deletes, _info = cloudpickle.loads(blob)
+        result, writes, deletes, typed_writes, typed_deletes, info = cloudpickle.loads(blob)
+        for wrapper in wrappers:
+            finished = getattr(wrapper, "finished", None)
+            if finished is not None:
+                try:
+                    finished(info)
+                except Exception:  # tracing must never fail a state
+                    log.exception("fluffy_nb: remote context %r failed after state %r", wrapper, name)
         for key_ in deletes:
             ctx.remove_state(key_)
         for key_, value in writes.items():

@@ -13,6 +13,7 @@ Nothing here imports the orchestrator's agent: a worker needs only fluffy_nb ins
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import signal
@@ -113,7 +114,7 @@ def _finish(state: str, result: Any, shared: _TrackingDict, typed: _TrackingDict
             pristine_typed: dict[str, Any], started: float) -> bytes:
     writes, deletes = shared.changes(pristine_shared)
     typed_writes, typed_deletes = typed.changes(pristine_typed)
-    info = {"pid": os.getpid(), "started": started, "finished": time.time()}
+    info = {"pid": os.getpid(), "started": started, "finished": time.time(), "worker": _worker_address()}
     try:
         return cloudpickle.dumps((result, writes, deletes, typed_writes, typed_deletes, info))
     except Exception as exc:
@@ -134,23 +135,43 @@ def _finish(state: str, result: Any, shared: _TrackingDict, typed: _TrackingDict
                                     "writes") from None
 
 
-def run_sync_body(func_blob: bytes, data_blob: bytes, state: str, attempt: int, run_id: str) -> bytes:
-    """Run a sync body in a worker thread (an awaitable it returns is run to completion)."""
+def _worker_address() -> str | None:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except Exception:  # not inside a worker (tests call the runners directly)
+        return None
+
+
+def run_sync_body(func_blob: bytes, data_blob: bytes, state: str, attempt: int, run_id: str,
+                  wrappers: tuple[Any, ...] = ()) -> bytes:
+    """Run a sync body in a worker thread (an awaitable it returns is run to completion).
+
+    ``wrappers`` are context managers entered around the body (the caller's trace context).
+    """
     started = time.time()
     func, ctx, shared, typed, p_shared, p_typed = _prepare(func_blob, data_blob, state, attempt, run_id)
-    result = func(ctx)
-    if inspect.isawaitable(result):
-        result = asyncio.run(_await(result))
+    with contextlib.ExitStack() as stack:
+        for wrapper in wrappers:
+            stack.enter_context(wrapper)
+        result = func(ctx)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_await(result))
     return _finish(state, result, shared, typed, p_shared, p_typed, started)
 
 
-async def run_async_body(func_blob: bytes, data_blob: bytes, state: str, attempt: int, run_id: str) -> bytes:
-    """Run an async body on the worker's event loop."""
+async def run_async_body(func_blob: bytes, data_blob: bytes, state: str, attempt: int, run_id: str,
+                         wrappers: tuple[Any, ...] = ()) -> bytes:
+    """Run an async body on the worker's event loop (inside ``wrappers``, as above)."""
     started = time.time()
     func, ctx, shared, typed, p_shared, p_typed = _prepare(func_blob, data_blob, state, attempt, run_id)
-    result = func(ctx)
-    if inspect.isawaitable(result):
-        result = await result
+    with contextlib.ExitStack() as stack:
+        for wrapper in wrappers:
+            stack.enter_context(wrapper)
+        result = func(ctx)
+        if inspect.isawaitable(result):
+            result = await result
     return _finish(state, result, shared, typed, p_shared, p_typed, started)
 
 

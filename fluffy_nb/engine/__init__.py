@@ -37,6 +37,7 @@ from ._events import EventBus
 from ._executor import Executor, LocalExecutor
 from ._handle import RunHandle
 from ._hitl import HumanLoopStatistics, HumanRequest, Responder
+from ._logging import disable_logging, enable_logging
 from ._policies import DependencyConfig, DependencyLifecycle, DependencyType, RetryPolicy
 from ._resources import PoolStatistics, ResourcePool, ResourceRequirements, ResourceType, UsageStats
 from ._responders import ConsoleResponder, ProgrammaticResponder, ScriptedResponder
@@ -103,6 +104,8 @@ __all__ = [
     "TypedContextData",
     "TypedDataError",
     "UsageStats",
+    "disable_logging",
+    "enable_logging",
     "register_type",
     "state",
 ]

@@ -15,6 +15,7 @@ once ``run()`` returns its checkpoints are in the store.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -123,6 +124,7 @@ class Checkpointer:
         fails with the error) or a failure checkpoint was lost (noted on the run's error).
         """
         run = self.run
+        t0 = time.perf_counter()
         try:
             cp = self.make(trigger, error, metadata)
             store = run.agent.store
@@ -141,7 +143,7 @@ class Checkpointer:
         self.last_id = cp.checkpoint_id
         if run.events.active:
             run.events.publish(CheckpointSaved(run.name, run.run_id, run.clock.monotonic(), cp.checkpoint_id,
-                                               trigger, len(cp.completed_states)))
+                                               trigger, len(cp.completed_states), time.perf_counter() - t0))
         return cp
 
     def _not_saved(self, trigger: str, error: BaseException | None, exc: Exception) -> None:

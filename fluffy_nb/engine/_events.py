@@ -94,6 +94,7 @@ class StateFailed(Event):
     error_type: str = ""
     final: bool = True
     timed_out: bool = False
+    exception: BaseException | None = field(default=None, compare=False, repr=False)  # the error itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,16 +158,24 @@ class HumanWithdrawn(Event):
 
 @dataclass(frozen=True, slots=True)
 class CheckpointSaved(Event):
-    """A checkpoint was written; ``trigger`` is manual, pause, interval, state, failure or completion."""
+    """A checkpoint was written; ``trigger`` is manual, pause, interval, state, failure or completion.
+
+    ``duration``: seconds spent making and storing it (0.0 when the engine did not time it).
+    """
 
     checkpoint_id: str = ""
     trigger: str = ""
     completed: int = 0
+    duration: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class ResourceSample(Event):
-    """Measured usage: process and system CPU (percent) and memory (MB); GPU if present."""
+    """Measured usage: process and system CPU (percent) and memory (MB); GPU if present.
+
+    ``io_read_count`` / ``io_write_count``: the process's read and write operations so far
+    (psutil's cumulative counters; -1 where the platform does not report them).
+    """
 
     process_cpu: float = 0.0
     process_memory_mb: float = 0.0
@@ -174,6 +183,8 @@ class ResourceSample(Event):
     system_memory_percent: float = 0.0
     running: tuple[str, ...] = ()
     gpu: tuple[float, ...] = field(default_factory=tuple)
+    io_read_count: int = -1
+    io_write_count: int = -1
 
 
 Subscriber = Callable[[Event], Any]

@@ -19,6 +19,12 @@ to_pandas: Callable[[Any], Any] | None = None
 #: observer(agent) called by ``Agent.run()`` just before its RunStarted event (monitors subscribe here)
 run_observers: list[Callable[[Any], Any]] = []
 
+#: called as fn() in the task of a state attempt about to run on a remote executor (Dask); each
+#: returns a picklable context manager entered around the body on the worker (the trace context
+#: of ``fluffy_nb.otel``), or None. After the body, ``obj.finished(info)`` is called, if it has one,
+#: in the orchestrator with what the worker reported (``worker`` address, ``pid``)
+remote_context: list[Callable[[], Any]] = []
+
 #: called as fn(handle, exc) when a background run (agent.start()) fails; None: it is logged
 background_error: Callable[[Any, BaseException], Any] | None = None
 

@@ -18,15 +18,20 @@ The leaves (each a series; "per X" says what one value is):
 =============  =====================================================================================
 timing         ``total_execution`` (per run), ``state_<name>`` (per finished run of that state)
 throughput     ``states_per_second`` (per run, and per realtime window while a run is active),
-               ``concurrent_states`` (executing states, at each state start),
-               ``completed_states`` (per run)
+               ``queue_processing_rate`` (states taken off the ready queue - started - per second;
+               per run and per realtime window), ``concurrent_states`` (executing states, at each
+               state start), ``completed_states`` (per run)
 latency        ``schedule_to_start`` (queue/admission wait of each start), ``state_execution`` (all states)
 state          ``completed``, ``failed``, ``cancelled``, ``retries`` (counters: ``sum`` is the count),
                ``success_rate`` (1 per success, 0 per final failure: ``avg`` is the rate),
                ``transitions`` (next states named by each finished state)
-dependency     ``resolution_time`` (from parked on dependencies to start), ``blocked_states`` (waiting now)
+dependency     ``resolution_time`` (from parked on dependencies to start), ``blocked_states`` (waiting now),
+               ``chain_length`` (per run: links in the longest chain of declared ``dependencies``;
+               0 when no state depends on another, 2 when C waits on B which waits on A)
 resources      ``used_CPU`` / ``used_MEMORY`` (this process: % of one core / MB, measured by psutil),
                ``system_CPU`` / ``system_MEMORY`` (machine, percent), ``used_GPU`` (NVML, if any),
+               ``io_operations`` / ``io_read_ops`` / ``io_write_ops`` (this process's I/O operations per
+               second between two samples; psutil, where the platform reports them),
                ``allocated_<TYPE>`` (declared ``ResourceRequirements`` of the states executing)
 errors         ``count`` (failed attempts, retried or not), ``retries``, ``failures`` (final), ``timeouts``
 =============  =====================================================================================
@@ -74,10 +79,11 @@ class MetricType(enum.Flag):
 CATEGORIES: dict[MetricType, tuple[str, tuple[str, ...]]] = {
     MetricType.TIMING: ("timing", ("total_execution",)),
     MetricType.RESOURCES: ("resources", ("used_CPU", "used_MEMORY", "system_CPU", "system_MEMORY",
-                                         "allocated_CPU", "allocated_MEMORY")),
+                                         "allocated_CPU", "allocated_MEMORY", "io_operations")),
     MetricType.STATE: ("state", ("transitions", "completed", "failed", "cancelled", "retries", "success_rate")),
-    MetricType.THROUGHPUT: ("throughput", ("states_per_second", "concurrent_states", "completed_states")),
-    MetricType.DEPENDENCY: ("dependency", ("resolution_time", "blocked_states")),
+    MetricType.THROUGHPUT: ("throughput", ("states_per_second", "queue_processing_rate", "concurrent_states",
+                                           "completed_states")),
+    MetricType.DEPENDENCY: ("dependency", ("resolution_time", "blocked_states", "chain_length")),
     MetricType.LATENCY: ("latency", ("schedule_to_start", "state_execution")),
     MetricType.ERRORS: ("errors", ("count", "retries", "failures", "timeouts")),
 }
@@ -87,6 +93,34 @@ TALLIES = {
     "state": {"completed", "failed", "cancelled", "retries", "success_rate"},
     "errors": {"count", "retries", "failures", "timeouts"},
 }
+
+
+def dependency_chain_length(states: dict[str, Any]) -> int:
+    """Links in the longest chain of declared ``dependencies`` among ``states`` (0: none).
+
+    Iterative (a 10,000-state chain does not recurse). Dependency cycles are rejected by
+    ``run()``; an edge that would close one here is ignored.
+    """
+    depth: dict[str, int] = {}
+    for root in states:
+        if root in depth:
+            continue
+        stack: list[tuple[str, list[str]]] = [(root, list(getattr(states.get(root), "dependencies", None) or ()))]
+        on_path = {root}
+        while stack:
+            name, todo = stack[-1]
+            while todo and (todo[-1] in depth or todo[-1] in on_path):
+                todo.pop()
+            if todo:
+                dep = todo.pop()
+                on_path.add(dep)
+                stack.append((dep, list(getattr(states.get(dep), "dependencies", None) or ())))
+                continue
+            deps = getattr(states.get(name), "dependencies", None) or ()
+            depth[name] = max((1 + depth[d] for d in deps if d in depth), default=0)
+            on_path.discard(name)
+            stack.pop()
+    return max(depth.values(), default=0)
 
 
 class _StateStats:
@@ -143,13 +177,15 @@ class AgentMetrics:
                 tallies = TALLIES.get(key, set())
                 self.data[key] = {leaf: Tally() if leaf in tallies else MetricAggregation() for leaf in leaves}
         self._states: dict[tuple[str, str], _StateStats] = {}
-        self._runs: dict[str, list[float]] = {}  # run_id -> [start time, states finished]
+        self._runs: dict[str, list[float]] = {}  # run_id -> [start time, states finished, states started]
         self._scheduled: dict[tuple[str, str], float] = {}
         self._blocked: dict[tuple[str, str], tuple[float, bool]] = {}
         self._executing: dict[str, set[str]] = {}
         self._samples: deque[ResourceSample] = deque(maxlen=3600)
         self._window_start: float | None = None
         self._window_finished = 0
+        self._window_started = 0
+        self._last_io: dict[str, tuple[float, int, int]] = {}  # agent -> (time, reads, writes)
         self._clock: Any = None
         self._declared = False  # some watched state declares ResourceRequirements
         d = self.data
@@ -183,7 +219,7 @@ class AgentMetrics:
         self._check_declared(agent)
         latest = getattr(agent, "latest_run", None)
         if latest is not None and latest.active and latest.run_id not in self._runs:
-            self._runs[latest.run_id] = [latest.started_at, 0]  # watching a run already under way
+            self._runs[latest.run_id] = [latest.started_at, 0, 0]  # watching a run already under way
             if self._window_start is None:
                 self._window_start = latest.started_at
         return self
@@ -229,6 +265,11 @@ class AgentMetrics:
 
     def _on_started(self, event: StateStarted) -> None:
         self._stats(event).attempts += 1
+        if event.attempt == 1:  # a retry is not taken off the queue again
+            run = self._runs.get(event.run_id)
+            if run is not None:
+                run[2] += 1
+            self._window_started += 1
         key = (event.run_id, event.state)
         scheduled = self._scheduled.pop(key, None)
         if scheduled is not None and self._latency is not None:
@@ -320,14 +361,26 @@ class AgentMetrics:
         self._add("resources", "system_MEMORY", event.system_memory_percent)
         if event.gpu:
             self._add("resources", "used_GPU", sum(event.gpu) / len(event.gpu))
+        if event.io_read_count >= 0 and "resources" in self.data:
+            last = self._last_io.get(event.agent)
+            self._last_io[event.agent] = (event.time, event.io_read_count, event.io_write_count)
+            if last is not None and event.time > last[0]:
+                span = event.time - last[0]
+                reads = max(0, event.io_read_count - last[1]) / span
+                writes = max(0, event.io_write_count - last[2]) / span
+                self._add("resources", "io_read_ops", reads)
+                self._add("resources", "io_write_ops", writes)
+                self._add("resources", "io_operations", reads + writes)
 
     def _on_run_started(self, event: RunStarted) -> None:
         agent = self.agents.get(event.agent)
         if agent is not None and not self._declared:
             self._check_declared(agent)
-        self._runs[event.run_id] = [event.time, 0]
+        self._runs[event.run_id] = [event.time, 0, 0]
         if self._window_start is None:
             self._window_start = event.time
+        if agent is not None and "dependency" in self.data:
+            self._add("dependency", "chain_length", dependency_chain_length(agent.states))
 
     def _on_run_finished(self, event: RunFinished) -> None:
         self._add("timing", "total_execution", event.duration * 1000)
@@ -336,6 +389,7 @@ class AgentMetrics:
             self._add("throughput", "completed_states", run[1])
             if event.duration > 0:
                 self._add("throughput", "states_per_second", run[1] / event.duration)
+                self._add("throughput", "queue_processing_rate", run[2] / event.duration)
         self._executing.pop(event.run_id, None)
         for k in [k for k in self._scheduled if k[0] == event.run_id]:
             del self._scheduled[k]
@@ -384,8 +438,10 @@ class AgentMetrics:
         start = self._window_start
         if start is not None and now > start and (self._runs or self._window_finished):
             self._add("throughput", "states_per_second", self._window_finished / (now - start))
+            self._add("throughput", "queue_processing_rate", self._window_started / (now - start))
         self._window_start = now if self._runs else None
         self._window_finished = 0
+        self._window_started = 0
 
     def snapshot(self) -> dict[str, dict[str, dict[str, float]]]:
         """The metrics now: ``{category: {metric: MetricAggregation.to_dict()}}``."""

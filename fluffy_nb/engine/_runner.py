@@ -261,7 +261,7 @@ class Scheduler:
             meta.failures += 1
         if bus.active:
             bus.publish(StateFailed(run.name, run.run_id, run.clock.monotonic(), ex.state, ex.attempt, duration,
-                                    str(error), type(error).__name__, not retry, timed_out))
+                                    str(error), type(error).__name__, not retry, timed_out, error))
         if not retry:
             return None
         assert policy is not None

@@ -74,7 +74,8 @@ class UsageSampler:
         agent: The agent to sample for (None: sample on explicit ``start()``/``stop()`` only).
         interval: Seconds between samples.
         clock: Time source (default: the agent's clock, else the system clock).
-        process: A ``psutil.Process``-like object (``cpu_percent(None)``, ``memory_info().rss``);
+        process: A ``psutil.Process``-like object (``cpu_percent(None)``, ``memory_info().rss``,
+            optionally ``io_counters()``);
             default: this process.
         system: An object with ``cpu_percent(None)`` and ``virtual_memory().percent``; default psutil.
         gpu: A function returning per-GPU utilisation percents; default NVML when importable.
@@ -113,6 +114,7 @@ class UsageSampler:
         self.process = process
         self.system = system
         self._gpu = nvml_reader() if gpu is True else (gpu or None)
+        self._io_ok = True
         self._buffer: deque[ResourceSample] = deque(maxlen=capacity)
         self._count = 0
         self._task: asyncio.Task[None] | None = None
@@ -195,16 +197,28 @@ class UsageSampler:
         sys_cpu = float(self.system.cpu_percent(None))
         sys_mem = float(self.system.virtual_memory().percent)
         gpu = self._gpu() if self._gpu is not None else ()
+        reads, writes = self._io()
         agent = self.agent
         sample = ResourceSample(
             getattr(agent, "name", ""), self._run_id or getattr(agent, "run_id", ""), self.clock.monotonic(),
-            proc_cpu, proc_mem, sys_cpu, sys_mem, self._running_states(), tuple(gpu),
+            proc_cpu, proc_mem, sys_cpu, sys_mem, self._running_states(), tuple(gpu), reads, writes,
         )
         self._buffer.append(sample)
         self._count += 1
         if agent is not None and agent.events.active:
             agent.events.publish(sample)
         return sample
+
+    def _io(self) -> tuple[int, int]:
+        """The process's cumulative read and write operations; (-1, -1) where not reported."""
+        if not self._io_ok:
+            return -1, -1
+        try:
+            counters = self.process.io_counters()
+            return int(counters.read_count), int(counters.write_count)
+        except Exception:  # no io_counters on this platform (macOS) or process object: stop asking
+            self._io_ok = False
+            return -1, -1
 
     # -- data --------------------------------------------------------------------------------
     def samples(self) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ import ipywidgets as widgets
 
 from ._figures import declared_vs_measured, resource_figure, steady_samples, timeline_figure, to_bundle
 from ._graphview import graph_figure, graph_svg
+from ._latency import latency_table_html
 from ._layout import STATUS_STYLE, status_color, status_label
 from ._tracker import RunTracker
 
@@ -103,10 +104,11 @@ class LiveView:
         self.timeline_out = widgets.Output()
         self.resources_out = widgets.Output()
         self.usage = widgets.HTML()
+        self.latency = widgets.HTML()
         self.forms = _forms_area(agent)
         self.result_out = widgets.Output()
         self.widget = widgets.VBox([self.header, self.progress, self.graph_out, self.timeline_out,
-                                    self.resources_out, self.usage, self.forms, self.result_out])
+                                    self.resources_out, self.usage, self.latency, self.forms, self.result_out])
         setattr(agent, _VIEW_ATTR, self)
         self.redraw(force=True)
 
@@ -271,6 +273,10 @@ class LiveView:
         if usage != self.usage.value:
             self.usage.value = usage
             self.updates += 1
+        latency = latency_table_html(tr.durations)
+        if latency != self.latency.value:
+            self.latency.value = latency
+            self.updates += 1
 
     def _no_chart_note(self) -> str:
         """What the resources area says until there are two samples to draw a line through."""
@@ -326,7 +332,8 @@ class LiveView:
         return (f'<div style="font-family:sans-serif">{self._header_html()}'
                 f'<div style="background:#eee;width:100%;height:8px;margin:4px 0">'
                 f'<div style="background:{status_color("completed")};width:{pct:.1f}%;height:8px"></div></div>'
-                f"<div>{chips}</div>{graph_svg(self.agent, tr)}{usage_table_html(tr)}{err}</div>")
+                f"<div>{chips}</div>{graph_svg(self.agent, tr)}{usage_table_html(tr)}"
+                f"{latency_table_html(tr.durations)}{err}</div>")
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         data = dict(self.widget._repr_mimebundle_() or {})

@@ -37,7 +37,7 @@ from ..engine._agent import Agent
 from ..engine._handle import RunHandle
 from ..engine._state import state_options
 
-COMMANDS = ("graph", "status", "history", "restore", "resume", "monitor")
+COMMANDS = ("graph", "status", "metrics", "history", "restore", "resume", "monitor")
 
 
 def is_state_function(name: str, func: Any) -> bool:
@@ -149,7 +149,8 @@ class FluffyMagics(Magics):
     @magic_arguments()
     @argument("command", choices=COMMANDS,
               help="graph: draw it; status: its runs (with a run id or 'latest': that run's per-state "
-                   "metrics); history: checkpoints as a DataFrame; "
+                   "metrics); metrics: per-state latency p50/p95/p99 (ms) as a DataFrame, slowest first; "
+                   "history: checkpoints as a DataFrame; "
                    "restore: load a checkpoint (row number or id); resume: continue a restored/paused run "
                    "or the latest stored one; monitor: a live view of its current run.")
     @argument("name", help="The agent's name in the notebook.")
@@ -161,13 +162,13 @@ class FluffyMagics(Magics):
     @argument("--no-live", action="store_true", help="resume: no live view.")
     @line_magic("fluffy")  # type: ignore[arg-type]
     def fluffy_line(self, line: str) -> Any:
-        """``%fluffy graph|status|history|restore|resume|monitor NAME``."""
+        """``%fluffy graph|status|metrics|history|restore|resume|monitor NAME``."""
         if not line.strip():
             raise UsageError("usage: %fluffy {" + "|".join(COMMANDS) + "} NAME; %%fluffy NAME defines an agent")
         args = parse_argstring(self.fluffy_line, line)  # type: ignore[arg-type]
         agent = self._agent(args.name)
-        command = {"graph": _graph, "status": _status, "history": _history_of, "restore": _restore,
-                   "resume": self._resume, "monitor": _monitor}[args.command]
+        command = {"graph": _graph, "status": _status, "metrics": _metrics, "history": _history_of,
+                   "restore": _restore, "resume": self._resume, "monitor": _monitor}[args.command]
         return command(agent, args)
 
     def _agent(self, name: str) -> Agent:
@@ -266,6 +267,12 @@ def _status(agent: Agent, args: Any) -> Any:
     if args.target is None:
         return _history.runs_frame(agent)
     return _history.state_metrics_frame(_find_run(agent, args.target))
+
+
+def _metrics(agent: Agent, args: Any) -> Any:
+    from ._latency import metrics_frame
+
+    return metrics_frame(agent)
 
 
 def _history_of(agent: Agent, args: Any) -> Any:

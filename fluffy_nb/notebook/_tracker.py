@@ -85,6 +85,7 @@ class RunTracker:
         self.failures = 0
         self.run: Any = None  # the run followed (None: the agent's next run)
         self._pinned = False
+        self.durations: dict[str, list[float]] = {}  # seconds of each finished run, per state (this run)
         self._reset_statuses()
         self._handlers: dict[type, Callable[[Any], None]] = {
             RunStarted: self._run_started, RunFinished: self._run_finished, StateAdded: self._added,
@@ -193,6 +194,7 @@ class RunTracker:
         self.samples.clear()
         self.checkpoints.clear()
         self.waiting.clear()
+        self.durations = {}
         self.run_id, self.run_status, self.error, self.exception = e.run_id, "running", None, None
         self.t0, self.wall0, self.duration = e.time, time.perf_counter(), None
         self.completed_runs = self.retries = self.failures = 0
@@ -231,6 +233,11 @@ class RunTracker:
         state = e.state
         self.status[state] = "completed"
         self.completed_runs += 1
+        runs = self.durations.get(state)
+        if runs is None:
+            self.durations[state] = [e.duration]
+        elif len(runs) < 10_000:
+            runs.append(e.duration)
         span = self._open.pop(state, None)
         if span is not None:
             span.end = e.time - (e.time if self.t0 is None else self.t0)

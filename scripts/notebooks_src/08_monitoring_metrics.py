@@ -146,9 +146,118 @@ await ingest_run
 %fluffy status ingest
 
 # %% [markdown]
+# `%fluffy metrics NAME` is the latency view of the same run: p50/p95/p99 per state in milliseconds,
+# slowest first (the live view shows the ten slowest under the timeline as well).
+
+# %%
+%fluffy metrics ingest
+
+# %% [markdown]
+# ## 5. Traces: OpenTelemetry
+#
+# Outside the notebook, teams watch workflows with the tools they already run. `fluffy_nb.otel`
+# (`pip install "fluffy_nb[otel]"`) is one more event subscriber: one call turns every run into a
+# **trace** with a span per run and a span per state *attempt* (a retry is a second span), carrying
+# the agent, run id, state, attempt, status and declared resources. Waits for a person or for
+# resources become span events, a failure records its exception, and a run started inside a state
+# (a sub-workflow) or a body sent to Dask nests under that state's span.
+#
+# In production you would hand it a `TracerProvider` that exports to your collector (OTLP, Jaeger,
+# Honeycomb...). Here spans go to an in-memory exporter so we can print the tree.
+
+# %%
+import fluffy_nb.otel
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+traced = build()
+fluffy_nb.otel.instrument(traced, tracer_provider=provider)  # or instrument() for every agent
+await traced.run(initial_context={"batch": 2000})
+fluffy_nb.otel.uninstrument(traced)
+
+
+def print_tree(spans, parent=None, depth=0):
+    """Spans as an indented tree, children in the order they started."""
+    children = [s for s in spans if (s.parent.span_id if s.parent else None) == parent]
+    for span in sorted(children, key=lambda s: s.start_time):
+        a = span.attributes
+        detail = f"attempt {a['fluffy.attempt']} " if "fluffy.attempt" in a else ""
+        errors = [e.attributes["exception.type"] for e in span.events if e.name == "exception"]
+        print("  " * depth + f"{span.name:<20} {detail}{a['fluffy.status']}" + (f"  ({errors[0]})" if errors else ""))
+        print_tree(spans, span.context.span_id, depth + 1)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+spans = exporter.get_finished_spans()
+print_tree(spans)
+print(len({s.context.trace_id for s in spans}), "trace,", len(spans), "spans")
+
+# %% [markdown]
+# ## 6. Metrics for Prometheus
+#
+# `fluffy_nb.prometheus` (`pip install "fluffy_nb[prometheus]"`) counts and times the same events as
+# Prometheus metrics labelled by agent and state: attempts, retries, failures, state duration, queue
+# wait, resource wait, time waiting for a person, checkpoints. `serve(port)` exposes them at
+# `/metrics`, on 127.0.0.1 unless you say otherwise. Here: a private registry, a free port, five runs,
+# and one scrape, exactly what Prometheus would see.
+
+# %%
+import urllib.request
+
+import fluffy_nb.prometheus
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+registry = CollectorRegistry()
+fluffy_nb.prometheus.instrument(registry=registry)  # every agent that runs from now on
+server = fluffy_nb.prometheus.serve(0, registry=registry)  # port 0: any free port
+for batch in range(5):
+    await build().run(initial_context={"batch": 3000 + batch})
+scraped = urllib.request.urlopen(server.url).read().decode()
+server.close()
+fluffy_nb.prometheus.uninstrument()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for family in text_string_to_metric_families(scraped):
+    if family.name in ("fluffy_nb_state_attempts", "fluffy_nb_state_retries"):
+        for sample in sorted(family.samples, key=lambda s: s.labels["state"]):
+            if sample.name.endswith("_total"):
+                print(f"{sample.name:<32} {sample.labels['state']:<12} {sample.value:.0f}")
+
+# %% [markdown]
+# ## 7. Logs
+#
+# The engine also logs through the standard `fluffy_nb` logger, silent until you configure logging.
+# Records carry `agent`, `run`, `state` and `attempt` as extras, for JSON log formatters. At INFO you
+# get runs, retries and people; DEBUG adds every state.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+import logging
+import sys
+
+handler = logging.StreamHandler(sys.stdout)
+handler.setFormatter(logging.Formatter("%(levelname)-7s %(message)s  | extras: state=%(state)s attempt=%(attempt)s"))
+logger = logging.getLogger("fluffy_nb")
+logger.addHandler(handler)
+logger.setLevel(logging.INFO)  # an enabled logger is all it takes (or fluffy_nb.enable_logging())
+await build().run(initial_context={"batch": 4000})
+logger.removeHandler(handler)
+logger.setLevel(logging.NOTSET)
+
+# %% [markdown]
 # ## Try this
 #
 # - Make `enrich_tags` sleep 0.2 s. Which number shows it first, p50 or p95? Why?
 # - Subscribe a callback that prints only `StateRetrying` events with their `delay`.
 # - Pass `metrics=MetricType.TIMING | MetricType.ERRORS` to `agent_monitor`. Which categories remain?
+# - Run a second agent inside `store` (`await build().run(...)` would recurse: make a tiny one) with
+#   tracing on for every agent (`fluffy_nb.otel.instrument(tracer_provider=provider)`). Where does its
+#   run span hang in the tree?
 # - Next: [09 · An LLM content pipeline, end to end](09_llm_content_pipeline.ipynb).

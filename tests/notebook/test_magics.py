@@ -246,3 +246,17 @@ def test_monitor_and_resume_line_magics(ip, tmp_path):
     assert view.tracker.summary().startswith("resumable: completed · 2/2 states")
     _, err = run(ip, "%fluffy monitor resumable")
     assert err is None
+
+
+def test_metrics_line_magic_returns_per_state_latency_percentiles(ip):
+    _, err = run(ip, PIPELINE.format(flags=" --run"))
+    assert err is None
+    frame, err = run(ip, "%fluffy metrics pipeline")
+    assert err is None
+    assert sorted(frame.index) == ["check", "clean", "fetch", "report"]
+    assert list(frame.columns) == ["runs", "attempts", "retries", "failures", "p50_ms", "p95_ms", "p99_ms",
+                                   "mean_ms", "max_ms"]
+    assert (frame.loc["check", "attempts"], frame.loc["check", "retries"], frame.loc["check", "runs"]) == (2, 1, 1)
+    assert (frame["p50_ms"] <= frame["p95_ms"]).all()
+    assert (frame["p95_ms"] <= frame["p99_ms"]).all()
+    assert frame["p95_ms"].is_monotonic_decreasing  # slowest first
