@@ -22,6 +22,7 @@ cancellations and human-in-the-loop questions and answers INFO.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from . import _hooks
@@ -87,51 +88,55 @@ class EventLogger:
 
     @staticmethod
     def _describe(e: Event) -> tuple[int, str, tuple[Any, ...]] | None:
-        run = e.run_id[:8]
-        if isinstance(e, StateStarted):
-            return DEBUG, "%s[%s] state %r attempt %d started", (e.agent, run, e.state, e.attempt)
-        if isinstance(e, StateFinished):
-            return DEBUG, "%s[%s] state %r finished in %.3fs -> %s", (
-                e.agent, run, e.state, e.duration, list(e.next_states))
-        if isinstance(e, StateScheduled):
-            return DEBUG, "%s[%s] state %r scheduled (from %r)", (e.agent, run, e.state, e.source)
-        if isinstance(e, StateFailed):
-            how = "timed out" if e.timed_out else "failed"
-            if e.final:
-                return ERROR, "%s[%s] state %r %s for good on attempt %d: %s: %s", (
-                    e.agent, run, e.state, how, e.attempt, e.error_type, e.error)
-            return WARNING, "%s[%s] state %r attempt %d %s: %s: %s", (
-                e.agent, run, e.state, e.attempt, how, e.error_type, e.error)
-        if isinstance(e, StateRetrying):
-            return INFO, "%s[%s] state %r retries (attempt %d) in %.3fs", (e.agent, run, e.state, e.attempt, e.delay)
-        if isinstance(e, StateBlocked):
-            return DEBUG, "%s[%s] state %r waits: %s", (e.agent, run, e.state, e.reason)
-        if isinstance(e, StateCancelled):
-            return INFO, "%s[%s] state %r cancelled: %s", (e.agent, run, e.state, e.reason)
-        if isinstance(e, RunStarted):
-            return INFO, "%s[%s] run started at %s", (e.agent, run, list(e.states))
-        if isinstance(e, RunFinished):
-            level = {"completed": INFO, "failed": ERROR}.get(e.status, WARNING)
-            if e.error:
-                return level, "%s[%s] run %s after %.3fs: %s", (e.agent, run, e.status, e.duration, e.error)
-            return level, "%s[%s] run %s after %.3fs", (e.agent, run, e.status, e.duration)
-        if isinstance(e, HumanRequested):
-            return INFO, "%s[%s] state %r asks a person: %r (request %s)", (
-                e.agent, run, e.state, e.prompt, e.request_id)
-        if isinstance(e, HumanAnswered):
-            return INFO, "%s[%s] state %r answered by %s after %.1fs: %s", (
-                e.agent, run, e.state, e.source, e.waited, _short(e.value))
-        if isinstance(e, HumanRejected):
-            return INFO, "%s[%s] state %r: answer rejected: %s", (e.agent, run, e.state, e.message)
-        if isinstance(e, HumanWithdrawn):
-            return INFO, "%s[%s] state %r: question withdrawn (request %s)", (e.agent, run, e.state, e.request_id)
-        if isinstance(e, CheckpointSaved):
-            return DEBUG, "%s[%s] checkpoint %s saved (%s, %d completed)", (
-                e.agent, run, e.checkpoint_id[:8], e.trigger, e.completed)
-        return None
+        describe = _DESCRIBE.get(type(e))
+        return None if describe is None else describe(e, e.run_id[:8])
 
     def __repr__(self) -> str:
         return f"<EventLogger logger={self.logger.name!r}>"
+
+
+Line = tuple[int, str, tuple[Any, ...]]
+
+
+def _state_failed(e: Any, run: str) -> Line:
+    how = "timed out" if e.timed_out else "failed"
+    if e.final:
+        return ERROR, "%s[%s] state %r %s for good on attempt %d: %s: %s", (
+            e.agent, run, e.state, how, e.attempt, e.error_type, e.error)
+    return WARNING, "%s[%s] state %r attempt %d %s: %s: %s", (e.agent, run, e.state, e.attempt, how, e.error_type,
+                                                              e.error)
+
+
+def _run_finished(e: Any, run: str) -> Line:
+    level = {"completed": INFO, "failed": ERROR}.get(e.status, WARNING)
+    if e.error:
+        return level, "%s[%s] run %s after %.3fs: %s", (e.agent, run, e.status, e.duration, e.error)
+    return level, "%s[%s] run %s after %.3fs", (e.agent, run, e.status, e.duration)
+
+
+#: event type -> (event, short run id) -> (level, message, args)
+_DESCRIBE: dict[type, Callable[[Any, str], Line]] = {
+    StateStarted: lambda e, run: (DEBUG, "%s[%s] state %r attempt %d started", (e.agent, run, e.state, e.attempt)),
+    StateFinished: lambda e, run: (DEBUG, "%s[%s] state %r finished in %.3fs -> %s",
+                                   (e.agent, run, e.state, e.duration, list(e.next_states))),
+    StateScheduled: lambda e, run: (DEBUG, "%s[%s] state %r scheduled (from %r)", (e.agent, run, e.state, e.source)),
+    StateFailed: _state_failed,
+    StateRetrying: lambda e, run: (INFO, "%s[%s] state %r retries (attempt %d) in %.3fs",
+                                   (e.agent, run, e.state, e.attempt, e.delay)),
+    StateBlocked: lambda e, run: (DEBUG, "%s[%s] state %r waits: %s", (e.agent, run, e.state, e.reason)),
+    StateCancelled: lambda e, run: (INFO, "%s[%s] state %r cancelled: %s", (e.agent, run, e.state, e.reason)),
+    RunStarted: lambda e, run: (INFO, "%s[%s] run started at %s", (e.agent, run, list(e.states))),
+    RunFinished: _run_finished,
+    HumanRequested: lambda e, run: (INFO, "%s[%s] state %r asks a person: %r (request %s)",
+                                    (e.agent, run, e.state, e.prompt, e.request_id)),
+    HumanAnswered: lambda e, run: (INFO, "%s[%s] state %r answered by %s after %.1fs: %s",
+                                   (e.agent, run, e.state, e.source, e.waited, _short(e.value))),
+    HumanRejected: lambda e, run: (INFO, "%s[%s] state %r: answer rejected: %s", (e.agent, run, e.state, e.message)),
+    HumanWithdrawn: lambda e, run: (INFO, "%s[%s] state %r: question withdrawn (request %s)",
+                                    (e.agent, run, e.state, e.request_id)),
+    CheckpointSaved: lambda e, run: (DEBUG, "%s[%s] checkpoint %s saved (%s, %d completed)",
+                                     (e.agent, run, e.checkpoint_id[:8], e.trigger, e.completed)),
+}
 
 
 #: the highest level each event type can be logged at: below it, no record of that type is made
