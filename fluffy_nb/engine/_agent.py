@@ -11,14 +11,12 @@ runs ``_handle.py``; coordination ``coordination/_api.py``.
 from __future__ import annotations
 
 import uuid
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _travel
 from ._clock import Clock, SystemClock
 from ._context import Context
-from ._deps import check_dependency_cycles
 from ._errors import AgentRunningError, ConfigurationError, StateNotFoundError
 from ._events import EventBus, StateAdded
 from ._executor import check_executors
@@ -27,8 +25,8 @@ from ._handle import RunHandle, run_blocking, start_background
 from ._hitl import HumanLoop
 from ._hooks import mimebundle
 from ._policies import check_timeout
-from ._reader import state_targets
-from ._registration import build_spec, check_store
+from ._registration import build_spec, check_definition, check_store, link_state
+from ._registry import RunRegistry
 from ._resources import ResourcePool
 from ._run import Run
 from ._runner import check_max_concurrent
@@ -48,8 +46,6 @@ if TYPE_CHECKING:
 
 StateResult = str | list[str] | None
 """What a state returns: the next state's name, names to run concurrently, or None."""
-
-_RECENT_RUNS = 100
 
 
 class Agent:
@@ -114,10 +110,7 @@ class Agent:
         self._gates: dict[str, list[Any]] = {}
         self._initial: dict[str, Any] = {}
         self.human = HumanLoop(self)
-        self._live: dict[str, Run] = {}
-        self._recent: deque[Run] = deque(maxlen=_RECENT_RUNS)
-        self._latest: Run | None = None
-        self._prepared: Run | None = None
+        self.registry = RunRegistry(self)
         self._handle: RunHandle | None = None
         self._coordinator: Coordinator | None = None
         self._idle_meta: dict[str, StateMetadata] = {}  # statuses shown before the first run
@@ -146,7 +139,7 @@ class Agent:
             func, name = name, getattr(name, "__name__", "")
         spec = build_spec(self, name, func, options)
         self.states[spec.name] = spec
-        for run in self._live.values():
+        for run in self.registry.live.values():
             run.meta(spec.name)
         self._add_to_graph(spec)
         if self.events.active:
@@ -154,22 +147,7 @@ class Agent:
         return spec
 
     def _add_to_graph(self, spec: StateSpec) -> None:
-        graph, name = self.graph, spec.name
-        graph.add_node(name)
-        strings = state_targets(spec.func)
-        self.code_names[name] = strings
-        mentions = self._mentions
-        for target in strings:
-            mentions.setdefault(target, set()).add(name)
-            if target in self.states:
-                graph.add_edge(name, target, "code")
-        for other in mentions.get(name, ()):
-            if other != name:
-                graph.add_edge(other, name, "code")
-        for target in spec.next_hint:
-            graph.add_edge(name, target, "declared")
-        for dep in spec.dependencies:
-            graph.add_edge(dep, name, "dependency")
+        self.code_names[spec.name] = link_state(self.graph, self.states, self._mentions, spec)
 
     def collect_class_states(self) -> None:
         """Register methods marked with ``@state`` on this class and on the instance."""
@@ -187,7 +165,7 @@ class Agent:
 
     def remove_state(self, name: str) -> None:
         """Unregister a state (only while no run is live)."""
-        self.require_idle("remove_state")
+        self.registry.require_idle("remove_state")
         if name not in self.states:
             raise StateNotFoundError(f"remove_state({name!r}): agent {self.name!r} has no state {name!r}")
         del self.states[name]
@@ -275,20 +253,6 @@ class Agent:
         """Release every hold, fail every waiter, refill quotas, reset rate limiters and the detector."""
         self.coordinator.reset()
 
-    def running_state_names(self) -> set[str]:
-        """States whose body is running now, in any live run of this agent."""
-        from ._status import StateStatus
-
-        return {ex.state for run in list(self._live.values()) for ex in list(run.scheduler.running.values())
-                if run.meta(ex.state).status is StateStatus.RUNNING}
-
-    def running_owners(self) -> set[str]:
-        """Owner names of every state execution running in a live run (for coordination sweeps)."""
-        owners: set[str] = set()
-        for run in self._live.values():
-            for ex in run.scheduler.running.values():
-                owners.update((ex.state, f"{ex.state}#{ex.id}"))
-        return owners
 
     def resolve_executor(self, executor: Any) -> Any:
         """The executor object for a state's ``executor=`` option (a name means the agent's)."""
@@ -341,36 +305,12 @@ class Agent:
         if initial_context is not None and not isinstance(initial_context, dict):
             raise ConfigurationError(f"run(initial_context={initial_context!r}): pass a dict of shared values")
         self.collect_class_states()
-        self._check_definition()
-        prepared, self._prepared = self._prepared, None
+        check_definition(self, self._gates)
+        prepared = self.registry.take_prepared()
         if prepared is not None:
             prepared.shared.update(initial_context or {})
             return prepared, []
         return Run(self, initial={**self._initial, **(initial_context or {})}), start_states(self, start)
-
-    def _check_definition(self) -> None:
-        check_dependency_cycles(self)
-        unknown = sorted(name for name, gates in self._gates.items() if gates and name not in self.states)
-        if unknown:
-            known = ", ".join(sorted(self.states)[:12])
-            raise StateNotFoundError(
-                f"agent {self.name!r} has rate limits or coordination for {unknown}, but no state of "
-                f"that name (known: {known}); fix the name or add the state"
-            )
-        for name, spec in self.states.items():
-            for target in spec.next_hint:
-                if target not in self.states:
-                    raise StateNotFoundError(
-                        f"state {name!r} declares next={list(spec.next_hint)!r}, but {target!r} is not a state "
-                        f"of agent {self.name!r}; add it or fix the name"
-                    )
-        pool = self.resource_pool
-        if pool is not None:
-            from ._executor import state_executor
-
-            for name, spec in self.states.items():
-                if spec.resources is not None and state_executor(self, spec) is None:
-                    pool.check(name, spec.resources)
 
     def start(self, **run_kwargs: Any) -> RunHandle:
         """Run in the background on the running loop; returns a :class:`RunHandle` at once.
@@ -395,64 +335,36 @@ class Agent:
     def handle(self, handle: RunHandle) -> None:
         self._handle = handle
 
-    @property
-    def prepared_run(self) -> Run | None:
-        """The restored or forked run the next :meth:`run` continues (None if there is none)."""
-        return self._prepared
-
     # -- runs ---------------------------------------------------------------------------------
-    def run_began(self, run: Run) -> None:
-        """A run of this agent started (called by :meth:`Run.execute`)."""
-        from . import _hooks
-
-        self._live[run.run_id] = run
-        self._latest = run
-        if run not in self._recent:
-            self._recent.append(run)
-        pool = self.resource_pool
-        if pool is not None and hasattr(pool, "bind_preemption"):
-            pool.bind_preemption(self._preempt)
-        for observe in _hooks.run_observers:  # monitors subscribe before RunStarted
-            observe(self)
-
-    def run_ended(self, run: Run) -> None:
-        """A run of this agent ended (called by :meth:`Run.execute`)."""
-        if self._live.get(run.run_id) is run:
-            del self._live[run.run_id]
-
-    def prepare_run(self, run: Run) -> None:
-        """Make ``run`` (restored or forked) the one the next :meth:`run` continues."""
-        self._prepared = run
-        self._latest = run
-        self._recent.append(run)
-
     def live_runs_count(self) -> int:
         """How many runs of this agent are going on now."""
-        return len(self._live)
+        return len(self.registry.live)
 
     @property
     def runs(self) -> list[Run]:
         """This agent's recent runs (live ones included), oldest first."""
-        return list(self._recent)
+        return list(self.registry.recent)
 
     @property
     def latest_run(self) -> Run | None:
         """The run the spec's agent-level names act on: the latest started (or restored) one."""
-        return self._latest
+        return self.registry.latest
 
-    def require_idle(self, what: str) -> None:
-        """Raise AgentRunningError when a run of this agent is live."""
-        if self._live:
-            raise AgentRunningError(
-                f"{what}: agent {self.name!r} has {len(self._live)} run(s) going on; wait for them to "
-                "finish or cancel them first"
-            )
+    @property
+    def prepared_run(self) -> Run | None:
+        """The restored or forked run the next :meth:`run` continues (None if there is none)."""
+        return self.registry.prepared
 
-    def _preempt(self, owner: str) -> bool:
-        return any(run.control.preempt(owner) for run in list(self._live.values()))
+    def running_state_names(self) -> set[str]:
+        """States whose body is running now, in any live run of this agent."""
+        return self.registry.running_state_names()
+
+    def running_owners(self) -> set[str]:
+        """Owner names of every state execution running in a live run (for coordination sweeps)."""
+        return self.registry.running_owners()
 
     def _latest_or_raise(self, what: str) -> Run:
-        run = self._latest
+        run = self.registry.latest
         if run is None:
             raise AgentRunningError(
                 f"{what}: agent {self.name!r} is not running (it has not run yet); start it with "
@@ -464,55 +376,55 @@ class Agent:
     @property
     def status(self) -> AgentStatus:
         """The latest run's status (IDLE before the first run)."""
-        return AgentStatus.IDLE if self._latest is None else self._latest.status
+        return AgentStatus.IDLE if self.registry.latest is None else self.registry.latest.status
 
     @property
     def run_id(self) -> str:
         """The latest run's id ('' before the first run)."""
-        return "" if self._latest is None else self._latest.run_id
+        return "" if self.registry.latest is None else self.registry.latest.run_id
 
     @property
     def state_metadata(self) -> dict[str, StateMetadata]:
         """Per-state status, attempts and timings of the latest run."""
-        if self._latest is None:
+        if self.registry.latest is None:
             for n in self.states:
                 self._idle_meta.setdefault(n, StateMetadata(n))
             return self._idle_meta
-        return self._latest.metadata
+        return self.registry.latest.metadata
 
     @property
     def completed_states(self) -> list[str]:
         """States the latest run completed, in first-completion order."""
-        return [] if self._latest is None else self._latest.completed_states
+        return [] if self.registry.latest is None else self.registry.latest.completed_states
 
     @property
     def completion_counts(self) -> dict[str, int]:
         """How often each state completed in the latest run."""
-        return {} if self._latest is None else dict(self._latest.completion_counts)
+        return {} if self.registry.latest is None else dict(self.registry.latest.completion_counts)
 
     @property
     def priority_queue(self) -> list[tuple[int, Any]]:
         """The latest run's queued executions as ``(-priority, execution)`` (a heap)."""
-        return [] if self._latest is None else list(self._latest.scheduler.queue)
+        return [] if self.registry.latest is None else list(self.registry.latest.scheduler.queue)
 
     @property
     def context(self) -> Context:
         """A context over the latest run's data (the initial values before any run)."""
-        if self._latest is None:
+        if self.registry.latest is None:
             return Context(self._initial, {})
-        return self._latest.context
+        return self.registry.latest.context
 
     def get_state(self, key: str, default: Any = None) -> Any:
         """Read a shared value of the latest run (or an initial value set before any run)."""
-        if self._latest is None:
+        if self.registry.latest is None:
             return self._initial.get(key, default)
-        return self._latest.shared.get(key, default)
+        return self.registry.latest.shared.get(key, default)
 
     def set_state(self, key: str, value: Any) -> None:
         """Set a shared value: for every later run, and for the latest run while it is live."""
         self._initial[key] = value
-        latest = self._latest
-        if latest is not None and (latest.active or latest is self._prepared):
+        latest = self.registry.latest
+        if latest is not None and (latest.active or latest is self.registry.prepared):
             latest.shared[key] = value
 
     async def pause(self, timeout: float | None = None) -> Checkpoint:
@@ -521,7 +433,7 @@ class Agent:
 
     async def resume(self) -> RunResult | None:
         """Continue the paused latest run (returns at once), or run a restored checkpoint to the end."""
-        latest = self._latest
+        latest = self.registry.latest
         if latest is not None and latest.active:
             latest.resume()
             return None
@@ -535,17 +447,17 @@ class Agent:
                 f"cancel_state({name!r}): agent {self.name!r} has no state {name!r} (known: {known}); "
                 "pass the name a state was added under"
             )
-        latest = self._latest
+        latest = self.registry.latest
         return latest is not None and latest.cancel_state(name)
 
     async def cancel_all(self, cleanup_timeout: float | None = 10.0) -> None:
         """Cancel every running and waiting state of every live run of this agent."""
-        for run in list(self._live.values()):
+        for run in list(self.registry.live.values()):
             await run.cancel_all(cleanup_timeout)
 
     def create_checkpoint(self, trigger: str = "manual") -> Checkpoint:
         """Snapshot the latest run: statuses, completed states, frontier, data and answers."""
-        latest = self._latest
+        latest = self.registry.latest
         if latest is None:  # before any run: the checkpoint of a run that has not started
             latest = Run(self, run_id="not-started", initial=self._initial)
         return latest.create_checkpoint(trigger)
@@ -608,7 +520,7 @@ class Agent:
         run = _travel.prepare(self, cp, "resume_latest")
         _travel.continue_sequence(self, run)
         if not cp.pending and cp.agent_status is AgentStatus.COMPLETED:
-            self._prepared = None  # nothing left to run; a later run() starts afresh
+            self.registry.prepared = None  # nothing left to run; a later run() starts afresh
             return run.result()
         return await self.run(timeout=timeout)
 
@@ -617,6 +529,6 @@ class Agent:
         return mimebundle(self, include, exclude)
 
     def __repr__(self) -> str:
-        running = 0 if self._latest is None else len(self._latest.scheduler.running)
+        running = 0 if self.registry.latest is None else len(self.registry.latest.scheduler.running)
         return (f"<Agent {self.name!r} status={self.status.value} states={len(self.states)} "
-                f"completed={len(self.completed_states)} running={running} runs_live={len(self._live)}>")
+                f"completed={len(self.completed_states)} running={running} runs_live={len(self.registry.live)}>")

@@ -12,14 +12,16 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigurationError, DuplicateStateError
+from ._errors import ConfigurationError, DuplicateStateError, StateNotFoundError
 from ._policies import RetryPolicy, StateSpec, check_timeout, normalize_dependencies
+from ._reader import state_targets
 from ._resources import ResourceRequirements
 from ._state import normalize_options, state_options
 from ._status import Priority
 
 if TYPE_CHECKING:
     from ._agent import Agent
+    from ._graph import StateGraph
 
 #: options ``add_state``/``@state`` accept
 KNOWN_OPTIONS = frozenset({
@@ -149,3 +151,54 @@ def build_spec(agent: Agent, name: Any, func: Callable[..., Any] | None, options
     if executor is not None:
         spec.options["executor"] = executor
     return spec
+
+
+def link_state(graph: StateGraph, states: dict[str, StateSpec], mentions: dict[str, set[str]],
+               spec: StateSpec) -> set[str]:
+    """Add ``spec`` to ``graph``: edges to the states its code names (and from those naming it),
+    ``next=`` hints and dependencies. ``mentions`` maps a string to the states whose code has it.
+    Returns the strings its code may return."""
+    name = spec.name
+    graph.add_node(name)
+    strings = state_targets(spec.func)
+    for target in strings:
+        mentions.setdefault(target, set()).add(name)
+        if target in states:
+            graph.add_edge(name, target, "code")
+    for other in mentions.get(name, ()):
+        if other != name:
+            graph.add_edge(other, name, "code")
+    for target in spec.next_hint:
+        graph.add_edge(name, target, "declared")
+    for dep in spec.dependencies:
+        graph.add_edge(dep, name, "dependency")
+    return strings
+
+
+def check_definition(agent: Agent, gates: dict[str, list[Any]]) -> None:
+    """What ``run()`` checks before anything runs: dependency names and cycles, names given to
+    gates and ``next=``, and resource requests the pool can never grant."""
+    from ._deps import check_dependency_cycles
+
+    check_dependency_cycles(agent)
+    states = agent.states
+    unknown = sorted(name for name, gs in gates.items() if gs and name not in states)
+    if unknown:
+        raise StateNotFoundError(
+            f"agent {agent.name!r} has rate limits or coordination for {unknown}, but no state of "
+            f"that name (known: {', '.join(sorted(states)[:12])}); fix the name or add the state"
+        )
+    for name, spec in states.items():
+        for target in spec.next_hint:
+            if target not in states:
+                raise StateNotFoundError(
+                    f"state {name!r} declares next={list(spec.next_hint)!r}, but {target!r} is not a state "
+                    f"of agent {agent.name!r}; add it or fix the name"
+                )
+    pool = agent.resource_pool
+    if pool is not None:
+        from ._executor import state_executor
+
+        for name, spec in states.items():
+            if spec.resources is not None and state_executor(agent, spec) is None:
+                pool.check(name, spec.resources)

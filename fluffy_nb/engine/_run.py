@@ -101,7 +101,7 @@ class Run:
         sched.paused = False
         self.status = AgentStatus.RUNNING
         self.started_at = self.clock.monotonic()
-        agent.run_began(self)
+        agent.registry.began(self)
         if self.events.active:
             self.events.publish(RunStarted(self.name, self.run_id, self.started_at, tuple(starts)))
         ticker = None
@@ -118,7 +118,7 @@ class Run:
             if ticker is not None:
                 ticker.cancel()
             self.active = False
-            agent.run_ended(self)
+            agent.registry.ended(self)
         return self._outcome()
 
     def _launch(self, restored: Checkpoint | None, starts: list[str]) -> None:

@@ -50,7 +50,7 @@ def prepare(agent: Agent, checkpoint: Any, what: str) -> Run:
     """Validate ``checkpoint`` against the agent and load it into a new, not started run."""
     from ._run import Run
 
-    agent.require_idle(what)
+    agent.registry.require_idle(what)
     cp = resolve(agent, checkpoint, what)
     agent.collect_class_states()
     named = set(cp.pending) | set(cp.completed_states) | set(cp.state_status)
@@ -62,7 +62,7 @@ def prepare(agent: Agent, checkpoint: Any, what: str) -> Run:
         )
     run = Run(agent, run_id=cp.run_id)
     run.checkpoints.load(cp)
-    agent.prepare_run(run)
+    agent.registry.prepare(run)
     return run
 
 
