@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from fluffy_nb import Agent, Context
+import pytest
+
+from fluffy_nb import Agent, Context, FluffyWarning
 from fluffy_nb.engine._events import StateFinished, StateStarted
 from fluffy_nb.engine._graph import StateGraph
 from fluffy_nb.engine._reader import state_targets
@@ -278,3 +280,104 @@ async def test_a_branch_waiting_at_a_nested_join_survives_pause_and_restore():
     result = await asyncio.wait_for(restored.run(), 5)
     assert log2 == ["b2", "join"]
     assert result.state_runs["join"] == 1
+
+
+# -- the start rule and explicit joins --------------------------------------------------------------
+async def test_numbered_states_built_by_an_fstring_are_targets_not_starts():
+    ran: list[str] = []
+
+    async def split(ctx):
+        ran.append("split")
+        return [f"chunk_{i}" for i in range(3)]
+
+    def chunk(name):
+        async def body(ctx):
+            ran.append(name)
+            return None
+
+        return body
+
+    agent = Agent("numbered")
+    agent.add_state("split", split)
+    for i in range(3):
+        agent.add_state(f"chunk_{i}", chunk(f"chunk_{i}"))
+    result = await agent.run()
+    assert ran[0] == "split"
+    assert result.state_runs == {"split": 1, "chunk_0": 1, "chunk_1": 1, "chunk_2": 1}
+
+
+async def test_an_independent_state_fitting_an_fstring_still_runs_and_is_named_in_a_warning():
+    ran: list[str] = []
+
+    async def split(ctx):
+        return [f"chunk_{i}" for i in range(2)]
+
+    async def noted(ctx):
+        ran.append(ctx.state_name)
+        return None
+
+    agent = Agent("report")
+    agent.add_state("split", split)
+    agent.add_state("chunk_0", noted)
+    agent.add_state("chunk_1", noted)
+    agent.add_state("chunk_report", noted)
+    with pytest.warns(FluffyWarning, match=r"\['chunk_report'\].*@state\(next=\[\.\.\.\]\) on 'split'"):
+        result = await agent.run()
+    assert result.state_runs["chunk_report"] == 1
+    assert sorted(ran) == ["chunk_0", "chunk_1", "chunk_report"]
+
+
+async def test_a_state_reached_only_through_an_unreadable_name_is_warned_about_not_run_twice_silently():
+    class Router:
+        target = "b"
+
+    router = Router()
+
+    async def a(ctx):
+        return router.target
+
+    agent = Agent("opaque")
+    agent.add_state("a", a)
+    agent.add_state("b", noop)
+    with pytest.warns(FluffyWarning, match=r"\['a'\] return names that cannot be read.*run\(start=\[\.\.\.\]\)"):
+        await agent.run()
+    # the fix the warning names: say where it leads
+    fixed = Agent("declared")
+    fixed.add_state("a", a, next=["b"])
+    fixed.add_state("b", noop)
+    result = await fixed.run()
+    assert result.state_runs == {"a": 1, "b": 1}
+
+
+async def test_join_true_makes_a_state_a_join_the_graph_cannot_see():
+    order: list[str] = []
+    names = {"left": "merge", "right": "merge"}
+
+    async def fan(ctx):
+        return ["left", "right"]
+
+    def branch(name, hops):
+        async def body(ctx):
+            for _ in range(hops):
+                await asyncio.sleep(0)
+            order.append(name)
+            return names[name]  # read through a dict: the reader cannot see "merge"
+
+        return body
+
+    async def merge(ctx):
+        order.append("merge")
+        return None
+
+    agent = Agent("joined")
+    agent.add_state("fan", fan)
+    agent.add_state("left", branch("left", 1))
+    agent.add_state("right", branch("right", 5))
+    agent.add_state("merge", merge, join=True)
+    result = await agent.run(start="fan")
+    assert result.state_runs["merge"] == 1
+    assert order == ["left", "right", "merge"]
+
+
+async def noop(ctx):
+    return None
