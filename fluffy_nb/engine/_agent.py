@@ -111,6 +111,7 @@ class Agent:
         self._initial: dict[str, Any] = {}
         self.human = HumanLoop(self)
         self.registry = RunRegistry(self)
+        self.has_dependents = False  # whether any state declares dependencies (completions then get timestamps)
         self._handle: RunHandle | None = None
         self._coordinator: Coordinator | None = None
         self._idle_meta: dict[str, StateMetadata] = {}  # statuses shown before the first run
@@ -139,6 +140,7 @@ class Agent:
             func, name = name, getattr(name, "__name__", "")
         spec = build_spec(self, name, func, options)
         self.states[spec.name] = spec
+        self.has_dependents = self.has_dependents or bool(spec.dependencies)
         for run in self.registry.live.values():
             run.meta(spec.name)
         self._add_to_graph(spec)
@@ -169,6 +171,7 @@ class Agent:
         if name not in self.states:
             raise StateNotFoundError(f"remove_state({name!r}): agent {self.name!r} has no state {name!r}")
         del self.states[name]
+        self.has_dependents = any(spec.dependencies for spec in self.states.values())
         self.code_names.pop(name, None)
         self._mentions = {}
         self.graph = StateGraph()

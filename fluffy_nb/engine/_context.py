@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _READ_ONLY = frozenset({"agent", "run", "shared_state", "typed_data"})
+_put = object.__setattr__
 _MISSING: Any = object()
 
 
@@ -44,13 +45,14 @@ class Context:
         run_id: str = "",
         run: Run | None = None,
     ) -> None:
-        object.__setattr__(self, "_shared", {} if shared is None else shared)
-        object.__setattr__(self, "_typed", {} if typed is None else typed)
-        object.__setattr__(self, "_run", run)
-        object.__setattr__(self, "_agent", run.agent if run is not None else agent)
-        object.__setattr__(self, "state_name", state_name)
-        object.__setattr__(self, "attempt", attempt)
-        object.__setattr__(self, "run_id", run.run_id if run is not None else run_id)
+        put = _put
+        put(self, "_shared", {} if shared is None else shared)
+        put(self, "_typed", {} if typed is None else typed)
+        put(self, "_run", run)
+        put(self, "_agent", run.agent if run is not None else agent)
+        put(self, "state_name", state_name)
+        put(self, "attempt", attempt)
+        put(self, "run_id", run.run_id if run is not None else run_id)
 
     # -- plain state -------------------------------------------------------------------
     def set_state(self, key: str, value: Any) -> None:

@@ -44,6 +44,7 @@ class RunControl:
         run, sched = self.run, self.scheduler
         if ex.requeue:
             ex.requeue = False
+            ex.cancel_reason = None
             ex.attempt = 0
             sched.pending[ex.state] = ex
             meta.status = StateStatus.READY

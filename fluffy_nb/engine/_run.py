@@ -188,10 +188,12 @@ class Run:
         if name not in self.completed_set:
             self.completed_set.add(name)
             self.completed_states.append(name)
-        self.completion_counts[name] += 1
+        counts = self.completion_counts
+        counts[name] = counts.get(name, 0) + 1
         if self.human_answers:
             self.agent.human.state_completed(self, name)
-        self.deps.mark_completed(name)
+        if self.agent.has_dependents:
+            self.deps.mark_completed(name)
         self.ended.add(name)
         self.steps += 1
 

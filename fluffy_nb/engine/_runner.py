@@ -75,6 +75,8 @@ class Scheduler:
         self.queue: list[tuple[int, Execution]] = []
         self.pending: dict[str, Execution] = {}  # state -> its execution not started yet
         self.paused = False
+        self._carrier: asyncio.Task[None] | None = None  # the task completing a state, while it routes
+        self._next: Execution | None = None  # the execution that task runs next, in place
         self.done: asyncio.Future[None] | None = None
         self.drained: asyncio.Future[None] | None = None
         states = run.agent.states
@@ -121,7 +123,13 @@ class Scheduler:
 
     def _launch(self, ex: Execution) -> None:
         self.running[ex.id] = ex
-        ex.task = asyncio.get_running_loop().create_task(self._execute(ex))
+        carrier = self._carrier
+        if carrier is not None and self._next is None:
+            # a branch going on: its next state runs in the task that just finished one
+            self._next = ex
+            ex.task = carrier
+            return
+        ex.task = asyncio.get_running_loop().create_task(self._branch(ex))
 
     def dispatch(self) -> None:
         """Launch queued executions while slots are free."""
@@ -149,8 +157,41 @@ class Scheduler:
         """States running or queued."""
         return {ex.state for ex in self.running.values()} | {ex.state for _, ex in self.queue}
 
+    # -- executing a branch --------------------------------------------------------------------------
+    async def _branch(self, first: Execution) -> None:
+        """Run ``first``, then the states its branch goes on to, one after another in this task.
+
+        A task is made only where branches fork: when a finished state routes its branch to
+        exactly one next state that may start now, that state runs here, awaited in place.
+        """
+        ex: Execution | None = first
+        task = asyncio.current_task()
+        while ex is not None:
+            outcome, meta = await self._execute(ex)
+            if task is not None:
+                while task.cancelling():  # a cancel meant for the state that just ended
+                    task.uncancel()
+            self._carrier, self._next = task, None
+            try:
+                self._complete(ex, meta, outcome)
+            finally:
+                self._carrier = None
+            ex, self._next = self._next, None
+            if ex is not None and (ex.cancel_reason is not None or self.run.failure is not None):
+                self._drop_unstarted(ex)
+                ex = None
+
+    def _drop_unstarted(self, ex: Execution) -> None:
+        """``ex`` was routed here but its run failed or it was cancelled before it began."""
+        self.running.pop(ex.id, None)
+        if self.pending.get(ex.state) is ex:
+            del self.pending[ex.state]
+        self.run.control.cancelled(ex, self.run.meta(ex.state))
+        self.dispatch()
+        self.check_done()
+
     # -- executing one state ----------------------------------------------------------------------
-    async def _execute(self, ex: Execution) -> None:
+    async def _execute(self, ex: Execution) -> tuple[tuple[str, Any], StateMetadata]:
         spec = self.agent.states[ex.state]
         meta = self.run.meta(ex.state)
         held: list[tuple[Any, str]] = []
@@ -170,7 +211,7 @@ class Scheduler:
             self.running.pop(ex.id, None)
             if self.pending.get(ex.state) is ex:
                 del self.pending[ex.state]
-        self._complete(ex, meta, outcome)
+        return outcome, meta
 
     async def _admit(self, ex: Execution, spec: StateSpec, held: list[tuple[Any, str]]) -> None:
         """Pass the resource pool and the state's gates (rate limits, coordination), in order."""
@@ -180,16 +221,21 @@ class Scheduler:
         if pool is not None and state_executor(agent, spec) is not None:
             pool = None  # a remote state's resources are the cluster's; its executor maps them
         if pool is not None or gates:
-            owner = f"{ex.state}#{ex.id}" if self._other_holders(ex) else ex.state
-            if pool is not None:
-                await self._pass_gate(ex, pool, owner, spec.resources)
-                held.append((pool, owner))
-            for gate in gates:
-                await self._pass_gate(ex, gate, owner, None)
-                held.append((gate, owner))
+            await self._pass_gates(ex, spec, pool, gates, held)
         if self.pending.get(ex.state) is ex:
             del self.pending[ex.state]
-        self.run.deps.on_started(ex.state, spec)
+        if spec.dependencies:
+            self.run.deps.on_started(ex.state, spec)
+
+    async def _pass_gates(self, ex: Execution, spec: StateSpec, pool: Any, gates: list[Any],
+                          held: list[tuple[Any, str]]) -> None:
+        owner = f"{ex.state}#{ex.id}" if self._other_holders(ex) else ex.state
+        if pool is not None:
+            await self._pass_gate(ex, pool, owner, spec.resources)
+            held.append((pool, owner))
+        for gate in gates:
+            await self._pass_gate(ex, gate, owner, None)
+            held.append((gate, owner))
 
     def _other_holders(self, me: Execution) -> bool:
         """Whether another execution of the same state (this run or another) may hold a gate."""

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from .._clock import Clock, SystemClock
 from .._errors import DeadlockError
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,8 @@ class DeadlockDetector:
         if graph is None:
             return
         try:
+            import networkx as nx  # imported on the first check, not with the engine
+
             cycle_edges = nx.find_cycle(graph, source=owner)
         except nx.NetworkXNoCycle:
             return
@@ -95,6 +98,8 @@ class DeadlockDetector:
 
     def _graph_from(self, start: str) -> nx.DiGraph | None:
         """The wait-for graph reachable from ``start``, or None if some owner in it is free to run."""
+        import networkx as nx
+
         graph = nx.DiGraph()
         todo, seen = [start], {start}
         while todo:
@@ -121,6 +126,8 @@ class DeadlockDetector:
     # -- inspection --------------------------------------------------------------------------------
     def wait_for_graph(self) -> nx.DiGraph:
         """The current wait-for graph: owner -> owner, edges carry the ``primitive`` name."""
+        import networkx as nx
+
         graph = nx.DiGraph()
         for owner, prim in self._waits.items():
             graph.add_node(owner)
@@ -130,6 +137,8 @@ class DeadlockDetector:
 
     def detect(self) -> list[list[str]]:
         """Every cycle in the current wait-for graph (a full scan; does not fail anyone)."""
+        import networkx as nx
+
         return [list(c) for c in nx.simple_cycles(self.wait_for_graph())]
 
     @property
