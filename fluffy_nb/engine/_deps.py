@@ -149,7 +149,8 @@ class DependencyGates:
         if run.events.active:
             waits = ", ".join(f"{d} ({c.type.value})" for d, c in spec.dependencies.items())
             run.events.publish(StateBlocked(run.name, run.run_id, run.clock.monotonic(), ex.state,
-                                            f"waiting for dependencies: {waits}"))
+                                            f"waiting for dependencies: {waits}", "dependency",
+                                            tuple(spec.dependencies)))
         # the timeout guards a dependency that never completes; one that did complete
         # (waiting now for a condition, an interval, or its next PERIODIC run) is not late
         counts = run.completion_counts

@@ -59,10 +59,14 @@ class StateScheduled(Event):
 
 @dataclass(frozen=True, slots=True)
 class StateBlocked(Event):
-    """A state waits for something other than a free slot: ``reason`` says what."""
+    """A state waits for something other than a free slot: ``reason`` says what, ``kind`` names
+    it (resource, rate_limit, lock, barrier, quota, dependency; see ``_why.py``) and ``holders``
+    the states holding what it needs."""
 
     state: str = ""
     reason: str = ""
+    kind: str = ""
+    holders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

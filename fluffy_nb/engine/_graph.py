@@ -327,6 +327,14 @@ class Joins:
                 continue
             return
 
+    def waiting(self) -> dict[str, set[str]]:
+        """Join targets with branches waiting there, and the states of the live branches they wait for."""
+        out: dict[str, set[str]] = {}
+        for group in (self.root, *self.groups.values()):
+            for target in group.joins:
+                out.setdefault(target, set()).update(s for s in group.active if s != target)
+        return out
+
     def snapshot(self) -> dict[str, Any]:
         """A JSON-safe summary of the live branches: root ``active`` states, and the
         branches waiting at each join target in any fan-out (nested ones included, so a

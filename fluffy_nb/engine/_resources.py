@@ -455,6 +455,22 @@ class ResourcePool:
         """What each admitted state holds right now."""
         return {k: {_TYPES[i]: a for i, a in v.items()} for k, v in self._allocations.items()}
 
+    def shortfall(self, req: ResourceRequirements) -> dict[ResourceType, tuple[float, float]]:
+        """For each resource ``req`` asks more of than is free now: ``(wanted, free)``."""
+        free = {t: total - used for (t, total), used in zip(self.totals.items(), self._used, strict=True)}
+        out = {}
+        for t, want in req.amounts().items():
+            if want and want > free.get(t, 0.0) + _EPS:
+                out[t] = (want, max(0.0, free.get(t, 0.0)))
+        return out
+
+    def holders_of(self, types: Any) -> list[str]:
+        """States holding any of the resource ``types`` now (owner names), by amount held."""
+        wanted = set(types)
+        held = [(sum(a for t, a in alloc.items() if t in wanted), owner)
+                for owner, alloc in self.get_state_allocations().items()]
+        return [owner for amount, owner in sorted(held, reverse=True) if amount > 0]
+
     def get_waiting_states(self) -> list[str]:
         """States waiting for the pool, in the order they would be admitted."""
         now = self._now() if self._waiters else 0.0

@@ -252,6 +252,13 @@ class Run:
             state_runs=dict(self.completion_counts),
         )
 
+    def why(self, state: str | None = None) -> str:
+        """Why ``state`` (or each waiting state) is not running, as text: a resource, a rate limit,
+        a lock and who holds it, a dependency, a join, a person, a slot, a retry delay."""
+        from ._why import why_text
+
+        return why_text(self, state)
+
     def snapshot(self) -> RunSnapshot:
         """A read-only picture of the run now: statuses, timings, open requests, allocations."""
         return take_snapshot(self)

@@ -79,6 +79,8 @@ class Scheduler:
         self._next: Execution | None = None  # the execution that task runs next, in place
         self.done: asyncio.Future[None] | None = None
         self.drained: asyncio.Future[None] | None = None
+        self._gate_waits: dict[int, tuple[Execution, Any, Any, float]] = {}  # waiting at a pool or gate
+        self._retry_waits: dict[int, tuple[Execution, float]] = {}  # waiting out a retry delay
         states = run.agent.states
         self.joins = Joins(run.agent.graph, self.start, self.is_pending,
                            lambda s: bool(states[s].options.get("join")) if s in states else False)
@@ -249,13 +251,28 @@ class Scheduler:
             return
         run = self.run
         run.meta(ex.state).status = StateStatus.BLOCKED
+        now = run.clock.monotonic()
         if run.events.active:
-            run.events.publish(StateBlocked(run.name, run.run_id, run.clock.monotonic(), ex.state,
-                                            f"waiting for {gate!r}"))
-        if req is None:
-            await gate.acquire(owner)
-        else:
-            await gate.acquire(owner, req, self.agent.states[ex.state].priority)
+            from ._why import explain_gate
+
+            kind, detail, holders = explain_gate(gate, req)
+            run.events.publish(StateBlocked(run.name, run.run_id, now, ex.state, detail, kind, holders))
+        self._gate_waits[ex.id] = (ex, gate, req, now)
+        try:
+            if req is None:
+                await gate.acquire(owner)
+            else:
+                await gate.acquire(owner, req, self.agent.states[ex.state].priority)
+        finally:
+            del self._gate_waits[ex.id]
+
+    def gate_waits(self) -> list[tuple[Execution, Any, Any, float]]:
+        """Executions waiting at a resource pool or gate: ``(execution, gate, request, since)``."""
+        return list(self._gate_waits.values())
+
+    def retry_waits(self) -> list[tuple[Execution, float]]:
+        """Executions waiting out a retry delay: ``(execution, clock time of the next attempt)``."""
+        return list(self._retry_waits.values())
 
     async def _attempts(self, ex: Execution, spec: StateSpec, meta: StateMetadata) -> tuple[str, Any]:
         """Run the body until it returns, or fails for good; retries wait out their delay."""
@@ -287,7 +304,11 @@ class Scheduler:
             if delay is None:
                 return ("failed", error)
             if delay > 0:
-                await clock.sleep(delay)
+                self._retry_waits[ex.id] = (ex, clock.monotonic() + delay)
+                try:
+                    await clock.sleep(delay)
+                finally:
+                    del self._retry_waits[ex.id]
 
     def _retry_delay(
         self, ex: Execution, spec: StateSpec, meta: StateMetadata, error: BaseException, duration: float

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._why import WaitReason, waits
+
 if TYPE_CHECKING:
     from ._hitl import HumanRequest
     from ._run import Run
@@ -37,7 +39,8 @@ class RunSnapshot:
     ``started_at`` and ``elapsed`` are on the agent's monotonic clock; ``states`` maps every
     state to a :class:`StateView`; ``running``/``queued``/``blocked`` name states in flight
     (``blocked`` maps a state to the dependencies it waits for); ``waiting_for_human`` holds
-    the open requests; ``allocations`` what the resource pool granted, by holder.
+    the open requests; ``allocations`` what the resource pool granted, by holder; ``waits`` why
+    each waiting state waits (:class:`~fluffy_nb.engine._why.WaitReason`).
     """
 
     agent_name: str
@@ -57,6 +60,7 @@ class RunSnapshot:
     allocations: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     parent_run_id: str | None = None
+    waits: dict[str, WaitReason] = field(default_factory=dict)
 
     def status_of(self, state: str) -> str:
         """The status of ``state`` (``pending`` for a state this run has not touched)."""
@@ -86,5 +90,5 @@ def take_snapshot(run: Run) -> RunSnapshot:
         running=tuple(ex.state for ex in sched.running.values()),
         queued=tuple(ex.state for _, ex in sorted(sched.queue)), blocked=run.deps.statuses(),
         waiting_for_human=tuple(run.pending_requests()), allocations=allocations, error=error,
-        parent_run_id=run.parent_run_id,
+        parent_run_id=run.parent_run_id, waits=waits(run) if run.active else {},
     )

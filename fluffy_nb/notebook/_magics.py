@@ -37,7 +37,7 @@ from ..engine._agent import Agent
 from ..engine._handle import RunHandle
 from ..engine._state import state_options
 
-COMMANDS = ("graph", "status", "metrics", "history", "restore", "resume", "monitor")
+COMMANDS = ("graph", "status", "metrics", "history", "restore", "resume", "monitor", "why")
 
 
 def is_state_function(name: str, func: Any) -> bool:
@@ -150,12 +150,12 @@ class FluffyMagics(Magics):
     @argument("command", choices=COMMANDS,
               help="graph: draw it; status: its runs (with a run id or 'latest': that run's per-state "
                    "metrics); metrics: per-state latency p50/p95/p99 (ms) as a DataFrame, slowest first; "
-                   "history: checkpoints as a DataFrame; "
+                   "history: checkpoints as a DataFrame; why: what each waiting state (or STATE) waits for; "
                    "restore: load a checkpoint (row number or id); resume: continue a restored/paused run "
                    "or the latest stored one; monitor: a live view of its current run.")
     @argument("name", help="The agent's name in the notebook.")
     @argument("target", nargs="?", help="restore: the history row number or checkpoint id; status: a run id "
-              "(a prefix is enough) or 'latest'.")
+              "(a prefix is enough) or 'latest'; why: a state name.")
     @argument("--run-id", metavar="ID", help="history: only this run.")
     @argument("--store", metavar="PATH", help="resume: continue the latest run stored in this SQLite file.")
     @argument("--mermaid", action="store_true", help="graph: mermaid Markdown instead of the figure.")
@@ -168,7 +168,7 @@ class FluffyMagics(Magics):
         args = parse_argstring(self.fluffy_line, line)  # type: ignore[arg-type]
         agent = self._agent(args.name)
         command = {"graph": _graph, "status": _status, "metrics": _metrics, "history": _history_of,
-                   "restore": _restore, "resume": self._resume, "monitor": _monitor}[args.command]
+                   "restore": _restore, "resume": self._resume, "monitor": _monitor, "why": _why}[args.command]
         return command(agent, args)
 
     def _agent(self, name: str) -> Agent:
@@ -307,6 +307,16 @@ def _monitor(agent: Agent, args: Any) -> None:
         view.attach(handle)
     else:
         view.finish(None)
+
+
+def _why(agent: Agent, args: Any) -> None:
+    run = agent.latest_run
+    if run is None:
+        raise UsageError(f"agent {agent.name!r} has not run yet, so nothing waits; start it first")
+    if args.target is not None and args.target not in agent.states:
+        raise UsageError(f"%fluffy why {agent.name} {args.target}: no state of that name "
+                         f"(states: {', '.join(list(agent.states)[:12])})")
+    print(run.why(args.target))
 
 
 def _find_run(agent: Agent, target: str) -> Any:

@@ -260,3 +260,23 @@ def test_metrics_line_magic_returns_per_state_latency_percentiles(ip):
     assert (frame["p50_ms"] <= frame["p95_ms"]).all()
     assert (frame["p95_ms"] <= frame["p99_ms"]).all()
     assert frame["p95_ms"].is_monotonic_decreasing  # slowest first
+
+
+def test_why_says_what_a_waiting_state_waits_for(ip, capsys):
+    ip.run_cell("import asyncio\nfrom fluffy_nb import Agent, DependencyType\ngate = asyncio.Event()")
+    _, err = run(ip, """
+agent = Agent("stuck")
+async def slow(ctx):
+    await gate.wait()
+async def after(ctx):
+    return None
+agent.add_state("slow", slow)
+agent.add_state("after", after, dependencies={"slow": DependencyType.REQUIRED})
+""")
+    assert err is None
+    _, err = run(ip, "handle = agent.start()\nawait asyncio.sleep(0)\nwhy = %fluffy why agent after")
+    assert err is None
+    assert "after: waits for dependencies: slow has not completed (running)" in capsys.readouterr().out
+    _, err = run(ip, "%fluffy why agent nope")
+    assert "no state of that name" in str(err)
+    ip.run_cell("gate.set(); await handle")

@@ -197,6 +197,12 @@ class RateLimiter:
         """Nothing to give back: an admission is spent once taken."""
 
     # -- inspection ---------------------------------------------------------------------------------
+    def next_admission_in(self) -> float:
+        """Seconds until the next admission could pass (0.0: one could pass now)."""
+        now = self.clock.monotonic()
+        self._refresh(now)
+        return max(0.0, self._wait(now))
+
     def available(self) -> float:
         """Admissions that could pass right now without waiting."""
         now = self.clock.monotonic()

@@ -1,0 +1,136 @@
+"""Why a state is not running: every kind of wait is named, with who holds what it needs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from _wait import until
+
+from fluffy_nb import (
+    Agent,
+    DependencyType,
+    ManualClock,
+    PrimitiveType,
+    ProgrammaticResponder,
+    ResourcePool,
+    ResourceRequirements,
+    RetryPolicy,
+)
+from fluffy_nb.engine._events import StateBlocked
+
+
+def fan(agent: Agent, names: list[str]) -> None:
+    async def start(ctx: Any) -> list[str]:
+        return list(names)
+
+    agent.add_state("start", start, next=names)
+
+
+def holding(gate: asyncio.Event, then: str | None = None) -> Any:
+    async def body(ctx: Any) -> str | None:
+        await gate.wait()
+        return then
+
+    return body
+
+
+async def noop(ctx: Any) -> None:
+    return None
+
+
+async def waiting_reason(agent: Agent, state: str, **run_kwargs: Any) -> tuple[Any, Any]:
+    handle = agent.start(**run_kwargs)
+    await until(lambda: state in handle.run.snapshot().waits, f"{state} waits")
+    return handle, handle.run.snapshot().waits[state]
+
+
+async def test_a_state_waiting_for_cpu_names_the_shortfall_and_the_holder() -> None:
+    gate = asyncio.Event()
+    agent = Agent("cpu", resource_pool=ResourcePool(total_cpu=1))
+    fan(agent, ["big", "small"])
+    agent.add_state("big", holding(gate), resources=ResourceRequirements(cpu_units=1))
+    agent.add_state("small", noop, resources=ResourceRequirements(cpu_units=1))
+    blocked: list[StateBlocked] = []
+    agent.events.subscribe(lambda e: blocked.append(e) if isinstance(e, StateBlocked) else None)
+    handle, reason = await waiting_reason(agent, "small")
+    assert reason.kind == "resource"
+    assert "CPU 1 wanted, 0 free" in reason.detail
+    assert reason.holders == ("big",)
+    assert handle.run.why("small") == "small: waits for resources: CPU 1 wanted, 0 free (held by big)"
+    assert (blocked[-1].state, blocked[-1].kind, blocked[-1].holders) == ("small", "resource", ("big",))
+    gate.set()
+    await handle
+
+
+async def test_a_state_behind_a_mutex_names_the_holder() -> None:
+    gate = asyncio.Event()
+    agent = Agent("mutex")
+    fan(agent, ["writer", "reader"])
+    agent.add_state("writer", holding(gate))
+    agent.add_state("reader", noop)
+    agent.add_state_coordination("writer", PrimitiveType.MUTEX, name="db")
+    agent.add_state_coordination("reader", PrimitiveType.MUTEX, name="db")
+    handle, reason = await waiting_reason(agent, "reader")
+    assert (reason.kind, reason.holders) == ("lock", ("writer",))
+    assert "mutex 'db' held by ['writer']" in reason.detail
+    gate.set()
+    await handle
+
+
+async def test_a_rate_limited_state_says_when_the_next_admission_comes() -> None:
+    clock = ManualClock()
+    agent = Agent("limited", clock=clock)
+    agent.add_state("call", noop)
+    agent.add_state_rate_limit("call", max_rate=0.5, burst_size=1)
+    await agent.run()  # spends the one token
+    handle, reason = await waiting_reason(agent, "call")
+    assert reason.kind == "rate_limit"
+    assert "next admission in 2.00s" in reason.detail
+    await clock.advance(2.1)
+    await asyncio.wait_for(handle, 5)
+
+
+async def test_dependency_join_slot_retry_and_person_waits_are_named() -> None:
+    gate = asyncio.Event()
+    clock = ManualClock()
+    agent = Agent("many", clock=clock, max_concurrent=3, responder=ProgrammaticResponder())
+
+    async def ask(ctx: Any) -> None:
+        await ctx.human_in_the_loop("go on?")
+
+    async def flaky(ctx: Any) -> None:
+        if ctx.attempt == 1:
+            raise ConnectionError("busy")
+
+    async def quick(ctx: Any) -> str:
+        return "merge"
+
+    fan(agent, ["slow", "quick", "ask", "flaky", "queued"])
+    agent.add_state("slow", holding(gate, "merge"))
+    agent.add_state("quick", quick)
+    agent.add_state("merge", noop)
+    agent.add_state("ask", ask)
+    agent.add_state("flaky", flaky, retry_policy=RetryPolicy(max_retries=1, initial_delay=30, jitter=False))
+    agent.add_state("queued", noop)
+    agent.add_state("after", noop, dependencies={"slow": DependencyType.REQUIRED})
+    handle = agent.start(start="start")
+    await until(lambda: {"after", "queued", "ask", "flaky"} <= set(handle.run.snapshot().waits), "all wait")
+    waits = handle.run.snapshot().waits
+    assert waits["after"].kind == "dependency"
+    assert waits["after"].detail == "dependencies: slow has not completed (running)"
+    assert waits["queued"].kind == "slot"
+    assert waits["ask"].kind == "person"
+    assert waits["flaky"].kind == "retry"
+    assert waits["flaky"].detail == "attempt 2 in 30.00s"
+    text = handle.run.why()
+    assert "after: dependencies: slow has not completed" in text
+    agent.answer(agent.pending_requests()[0].request_id, "yes")
+    await clock.advance(30)
+    await until(lambda: "merge" in handle.run.snapshot().waits, "merge waits for slow")
+    merge = handle.run.snapshot().waits["merge"]
+    assert (merge.kind, merge.holders) == ("join", ("slow",))
+    gate.set()
+    result = await asyncio.wait_for(handle, 5)
+    assert result.state_runs["merge"] == 1
+    assert handle.run.why("merge") == "merge: not waiting (status completed)"
