@@ -195,11 +195,14 @@ class Scheduler:
     # -- executing one state ----------------------------------------------------------------------
     async def _execute(self, ex: Execution) -> tuple[tuple[str, Any], StateMetadata]:
         spec = self.agent.states[ex.state]
-        meta = self.run.meta(ex.state)
+        meta = self.run.metadata.get(ex.state) or self.run.meta(ex.state)
         held: list[tuple[Any, str]] = []
         outcome: tuple[str, Any] = ("cancelled", None)
         try:
-            await self._admit(ex, spec, held)
+            if spec.resources is not None or spec.dependencies or self.agent.gates_of(ex.state):
+                await self._admit(ex, spec, held)
+            elif self.pending.get(ex.state) is ex:
+                del self.pending[ex.state]
             outcome = await self._attempts(ex, spec, meta)
         except asyncio.CancelledError:
             outcome = ("cancelled", None)
@@ -369,8 +372,10 @@ class Scheduler:
             control.fail(ex.state, value, attempts=ex.attempt)
         else:
             control.cancelled(ex, meta)
-        self.dispatch()
-        self.check_done()
+        if self.queue:
+            self.dispatch()
+        if not self.running:
+            self.check_done()
 
     def _normalize(self, name: str, result: Any) -> tuple[str, ...]:
         if result is None:
@@ -422,7 +427,8 @@ class Scheduler:
             return
         try:
             self.joins.finished(ex.token, names)
-            run.deps.on_completed(name, self.agent.states[name])
+            if self.agent.has_dependents:
+                run.deps.on_completed(name, self.agent.states[name])
         except Exception as exc:  # a dependency condition raised while routing: fail the run, never hang
             run.control.fail(name, exc, wrap=False)
             return
