@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench_engine import chain_agent, raw_chain_await  # the same workload and plain loop
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -38,29 +39,6 @@ import fluffy_nb.prometheus
 from fluffy_nb import Agent
 
 CHAIN = 1_000
-
-
-def chain_agent(n: int) -> Agent:
-    agent = Agent("bench_obs", max_steps=n + 10)
-    for i in range(n):
-        nxt = f"s{i + 1}" if i + 1 < n else None
-
-        async def step(ctx, nxt=nxt):  # type: ignore[no-untyped-def]
-            return nxt
-
-        agent.add_state(f"s{i}", step)
-    return agent
-
-
-async def raw_chain_await(n: int) -> None:
-    nxt = {f"s{i}": (f"s{i + 1}" if i + 1 < n else None) for i in range(n)}
-
-    async def step(name: str) -> str | None:
-        return nxt[name]
-
-    cur: str | None = "s0"
-    while cur is not None:
-        cur = await step(cur)
 
 
 class Variant:
