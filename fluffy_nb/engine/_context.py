@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ._run import Run
 
 T = TypeVar("T")
-_READ_ONLY = frozenset({"agent", "run", "shared_state", "typed_data"})
+_READ_ONLY = frozenset({"agent", "run", "shared_state", "typed_data", "last_error"})
 _put = object.__setattr__
 _MISSING: Any = object()
 
@@ -32,7 +32,7 @@ class Context:
         ...     return "next"
     """
 
-    __slots__ = ("_agent", "_run", "_shared", "_typed", "attempt", "run_id", "state_name")
+    __slots__ = ("_agent", "_error", "_run", "_shared", "_typed", "attempt", "run_id", "state_name")
 
     def __init__(
         self,
@@ -44,6 +44,7 @@ class Context:
         attempt: int = 1,
         run_id: str = "",
         run: Run | None = None,
+        error: BaseException | None = None,
     ) -> None:
         put = _put
         put(self, "_shared", {} if shared is None else shared)
@@ -53,6 +54,7 @@ class Context:
         put(self, "state_name", state_name)
         put(self, "attempt", attempt)
         put(self, "run_id", run.run_id if run is not None else run_id)
+        put(self, "_error", error)
 
     # -- plain state -------------------------------------------------------------------
     def set_state(self, key: str, value: Any) -> None:
@@ -183,6 +185,11 @@ class Context:
     def agent(self) -> Agent | None:
         """The agent running this state."""
         return self._agent
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The failure that sent this branch here through ``on_error``/``on_timeout`` (else None)."""
+        return self._error
 
     @property
     def run(self) -> Run | None:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 #: options ``add_state``/``@state`` accept
 KNOWN_OPTIONS = frozenset({
     "resources", "dependencies", "retry_policy", "timeout", "priority", "max_retries", "next", "executor",
-    "remote", "join", "name",
+    "remote", "join", "name", "on_error", "on_timeout",
 })
 
 
@@ -100,6 +100,23 @@ def _unknown_options(name: str, opts: dict[str, Any], extra: frozenset[str] = fr
     )
 
 
+def _check_routes(name: str, opts: dict[str, Any]) -> None:
+    on_timeout, on_error = opts.get("on_timeout"), opts.get("on_error")
+    if on_timeout is not None and not (isinstance(on_timeout, str) and on_timeout):
+        raise ConfigurationError(f"add_state({name!r}, on_timeout={on_timeout!r}): give the name of a state")
+    if on_error is None or (isinstance(on_error, str) and on_error):
+        return
+    ok = isinstance(on_error, dict) and on_error and all(
+        isinstance(target, str) and target and all(isinstance(k, type) and issubclass(k, BaseException)
+                                                    for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+        for kinds, target in on_error.items())
+    if not ok:
+        raise ConfigurationError(
+            f"add_state({name!r}, on_error={on_error!r}): give a state name, or a dict of exception classes to "
+            "state names, e.g. on_error={TimeoutError: 'retry_later', ValueError: 'fix_input'}"
+        )
+
+
 def _check_types(name: str, resources: Any, retry_policy: Any, priority: Any, next_: Any) -> None:
     if resources is not None and not isinstance(resources, ResourceRequirements):
         raise ConfigurationError(f"add_state({name!r}, resources={resources!r}): use ResourceRequirements(...)")
@@ -122,6 +139,7 @@ def build_spec(agent: Agent, name: Any, func: Callable[..., Any] | None, options
         )
     opts = {**(state_options(func) or {}), **normalize_options(options)}
     _unknown_options(name, opts, _executor_options(agent, opts))
+    _check_routes(name, opts)
     opts.pop("name", None)
     resources = opts.pop("resources", None)
     retry_policy = opts.pop("retry_policy", None)
@@ -170,6 +188,8 @@ def link_state(graph: StateGraph, states: dict[str, StateSpec], mentions: dict[s
             graph.add_edge(other, name, "code")
     for target in spec.next_hint:
         graph.add_edge(name, target, "declared")
+    for target in _route_targets(spec):
+        graph.add_edge(name, target, "error")
     for dep in spec.dependencies:
         graph.add_edge(dep, name, "dependency")
     return strings
@@ -189,6 +209,12 @@ def check_definition(agent: Agent, gates: dict[str, list[Any]]) -> None:
             f"that name (known: {', '.join(sorted(states)[:12])}); fix the name or add the state"
         )
     for name, spec in states.items():
+        for target in _route_targets(spec):
+            if target not in states:
+                raise StateNotFoundError(
+                    f"state {name!r} routes failures to {target!r} (on_error/on_timeout), which is not a state of "
+                    f"agent {agent.name!r}; add it or fix the name"
+                )
         for target in spec.next_hint:
             if target not in states:
                 raise StateNotFoundError(
@@ -202,3 +228,13 @@ def check_definition(agent: Agent, gates: dict[str, list[Any]]) -> None:
         for name, spec in states.items():
             if spec.resources is not None and state_executor(agent, spec) is None:
                 pool.check(name, spec.resources)
+
+
+def _route_targets(spec: StateSpec) -> list[str]:
+    on_error, on_timeout = spec.options.get("on_error"), spec.options.get("on_timeout")
+    targets = [on_timeout] if on_timeout else []
+    if isinstance(on_error, str):
+        targets.append(on_error)
+    elif isinstance(on_error, dict):
+        targets.extend(on_error.values())
+    return targets

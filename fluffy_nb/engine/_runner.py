@@ -41,7 +41,7 @@ _ids = itertools.count(1)
 class Execution:
     """One run of one state (including its retries)."""
 
-    __slots__ = ("attempt", "cancel_reason", "deadline", "id", "requeue", "source", "state", "task", "token")
+    __slots__ = ("attempt", "cancel_reason", "deadline", "error", "id", "requeue", "source", "state", "task", "token")
 
     def __init__(self, state: str, token: Token, source: str | None) -> None:
         self.id = next(_ids)
@@ -53,6 +53,7 @@ class Execution:
         self.cancel_reason: str | None = None
         self.requeue = False
         self.deadline: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None  # the failure that routed this branch here (on_error)
 
     def __lt__(self, other: Execution) -> bool:
         return self.id < other.id
@@ -77,6 +78,7 @@ class Scheduler:
         self.paused = False
         self._carrier: asyncio.Task[None] | None = None  # the task completing a state, while it routes
         self._next: Execution | None = None  # the execution that task runs next, in place
+        self._routing_error: BaseException | None = None  # while a failure is routed by on_error
         self.done: asyncio.Future[None] | None = None
         self.drained: asyncio.Future[None] | None = None
         self._gate_waits: dict[int, tuple[Execution, Any, Any, float]] = {}  # waiting at a pool or gate
@@ -101,6 +103,7 @@ class Scheduler:
         """Create an execution of ``state`` for branch ``token`` and launch, queue or park it."""
         run = self.run
         ex = Execution(state, token, source)
+        ex.error = self._routing_error
         self.pending[state] = ex
         spec = self.agent.states[state]
         if run.events.active:
@@ -292,7 +295,7 @@ class Scheduler:
             meta.started_at = clock.time()
             if bus.active:
                 bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
-            ctx = Context(run.shared, run.typed, run=run, state_name=name, attempt=ex.attempt)
+            ctx = Context(run.shared, run.typed, run=run, state_name=name, attempt=ex.attempt, error=ex.error)
             try:
                 result = await spec.func(ctx) if fast else await self._call(spec, ctx, executor)
             except asyncio.CancelledError:
@@ -369,13 +372,31 @@ class Scheduler:
             self._finish_state(ex, meta, *value)
         elif kind == "failed":
             self.run.ended.add(ex.state)
-            control.fail(ex.state, value, attempts=ex.attempt)
+            if not self._route_failure(ex, value):
+                control.fail(ex.state, value, attempts=ex.attempt)
         else:
             control.cancelled(ex, meta)
         if self.queue:
             self.dispatch()
         if not self.running:
             self.check_done()
+
+    def _route_failure(self, ex: Execution, error: BaseException) -> bool:
+        """Send the branch of a state that failed for good to its ``on_timeout``/``on_error`` state."""
+        target = error_route(self.agent.states[ex.state], error)
+        if target is None or self.run.failure is not None:
+            return False
+        graph = self.agent.graph
+        if target not in graph.edges.get(ex.state, ()):
+            graph.add_edge(ex.state, target, "runtime")
+        self._routing_error = error
+        try:
+            self.joins.finished(ex.token, (target,))
+        except Exception as exc:  # a dependency condition raised while routing: fail the run, never hang
+            self.run.control.fail(ex.state, exc, wrap=False)
+        finally:
+            self._routing_error = None
+        return True
 
     def _normalize(self, name: str, result: Any) -> tuple[str, ...]:
         if result is None:
@@ -463,3 +484,20 @@ def check_max_concurrent(value: Any) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigurationError(f"Agent(max_concurrent={value!r}): must be a whole number >= 1 or None")
     return value
+
+
+def error_route(spec: StateSpec, error: BaseException) -> str | None:
+    """The state a failure of ``spec`` goes to: ``on_timeout`` for a timeout, else the first
+    ``on_error`` entry whose exception class matches (or ``on_error`` itself when a name)."""
+    opts = spec.options
+    if isinstance(error, StateTimeoutError) and opts.get("on_timeout"):
+        return str(opts["on_timeout"])
+    route = opts.get("on_error")
+    if isinstance(route, str):
+        return route
+    if isinstance(route, dict):
+        cause = error.__cause__ if isinstance(error, StateTimeoutError) else error
+        for kinds, target in route.items():
+            if isinstance(error, kinds) or isinstance(cause, kinds):
+                return str(target)
+    return None

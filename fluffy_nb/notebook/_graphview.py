@@ -157,7 +157,8 @@ def _mermaid_text(text: str) -> str:
     return text
 
 
-_MERMAID_ARROW = {"code": "-->", "declared": "-.->", "dependency": "-. depends .->", "runtime": "==>"}
+_MERMAID_ARROW = {"code": "-->", "declared": "-.->", "dependency": "-. depends .->", "runtime": "==>",
+                  "error": "-. on error .->"}
 
 
 def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR") -> str:

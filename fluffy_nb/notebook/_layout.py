@@ -40,6 +40,7 @@ EDGE_STYLE: dict[str, tuple[str, str, str]] = {
     "declared": ("declared next", "#7f8c8d", "dash"),
     "dependency": ("dependency", "#2d6cdf", "dot"),
     "runtime": ("seen at run time", "#e67e22", "solid"),
+    "error": ("on error / timeout", "#c0392b", "dashdot"),
 }
 
 
