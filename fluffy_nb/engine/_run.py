@@ -248,7 +248,7 @@ class Run:
         return RunResult(
             agent_name=self.name, run_id=self.run_id, status=self.status, shared_state=self.shared,
             typed_data=self.typed, completed_states=list(self.completed_states),
-            duration=(self.finished_at or self.clock.monotonic()) - self.started_at, steps=self.steps,
+            duration=self._duration(), steps=self.steps,
             state_runs=dict(self.completion_counts),
         )
 
@@ -258,6 +258,11 @@ class Run:
         from ._why import why_text
 
         return why_text(self, state)
+
+    def _duration(self) -> float:
+        if not self.started_at:
+            return 0.0  # never started (a restored run that had nothing left to do)
+        return (self.finished_at or self.clock.monotonic()) - self.started_at
 
     def snapshot(self) -> RunSnapshot:
         """A read-only picture of the run now: statuses, timings, open requests, allocations."""
