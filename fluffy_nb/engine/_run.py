@@ -67,6 +67,7 @@ class Run:
         self.steps = 0
         self.failure: BaseException | None = None
         self.started_at = 0.0
+        self.begun = False  # execute() has started it
         self.finished_at: float | None = None
         self.active = False
         self.blocking = False  # run_sync inside a running loop: nobody can answer a person
@@ -101,6 +102,7 @@ class Run:
         sched.paused = False
         self.status = AgentStatus.RUNNING
         self.started_at = self.clock.monotonic()
+        self.begun = True
         agent.registry.began(self)
         if self.events.active:
             self.events.publish(RunStarted(self.name, self.run_id, self.started_at, tuple(starts)))
@@ -260,7 +262,7 @@ class Run:
         return why_text(self, state)
 
     def _duration(self) -> float:
-        if not self.started_at:
+        if not self.begun:
             return 0.0  # never started (a restored run that had nothing left to do)
         return (self.finished_at or self.clock.monotonic()) - self.started_at
 

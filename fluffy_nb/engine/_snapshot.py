@@ -85,7 +85,7 @@ def take_snapshot(run: Run) -> RunSnapshot:
     error = None if run.failure is None else f"{type(run.failure).__name__}: {run.failure}"
     return RunSnapshot(
         agent_name=run.name, run_id=run.run_id, status=run.status.value, active=run.active,
-        paused=sched.paused, started_at=run.started_at, elapsed=max(0.0, end - run.started_at) if run.started_at
+        paused=sched.paused, started_at=run.started_at, elapsed=max(0.0, end - run.started_at) if run.begun
         else 0.0, steps=run.steps, completed=tuple(run.completed_states), states=states,
         running=tuple(ex.state for ex in sched.running.values()),
         queued=tuple(ex.state for _, ex in sorted(sched.queue)), blocked=run.deps.statuses(),
