@@ -190,7 +190,9 @@ class Checkpointer:
             if status is not None:
                 meta.status = status
             meta.attempts = cp.state_attempts.get(name, 0)
-        run.status = AgentStatus.PAUSED if cp.pending else cp.agent_status
+        ended = cp.agent_status in (AgentStatus.COMPLETED, AgentStatus.FAILED, AgentStatus.CANCELLED)
+        # loaded, not running: a run that had not ended waits (PAUSED) for run()/resume() to continue it
+        run.status = cp.agent_status if ended and not cp.pending else AgentStatus.PAUSED
         run.restored_from = cp
 
     def relaunch(self, cp: Checkpoint) -> None:
