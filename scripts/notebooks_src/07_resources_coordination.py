@@ -223,10 +223,10 @@ await training_run
 print("most jobs running at once:", inside.peak)
 
 # %% [markdown]
-# `%fluffy status NAME` sums a run up per state (runs, retries, durations) as a DataFrame:
+# `%fluffy status NAME latest` sums the latest run up per state (runs, retries, durations) as a DataFrame:
 
 # %%
-%fluffy status training
+%fluffy status training latest
 
 # %% [markdown]
 # ## Try this

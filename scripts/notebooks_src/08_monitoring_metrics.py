@@ -128,7 +128,9 @@ per_state
 # %%
 # NBVAL_CHECK_OUTPUT
 print("runs per state:", per_state["runs"].to_dict())
-print("slowest at p95:", per_state["p95_ms"].idxmax())
+
+# %%
+print("slowest at p95:", per_state["p95_ms"].idxmax())  # a measured figure: it varies from run to run
 
 # %% [markdown]
 # ## 4. The live view
@@ -143,7 +145,7 @@ ingest_run = ingest.start(initial_context={"batch": 999})
 
 # %%
 await ingest_run
-%fluffy status ingest
+%fluffy status ingest latest
 
 # %% [markdown]
 # `%fluffy metrics NAME` is the latency view of the same run: p50/p95/p99 per state in milliseconds,
