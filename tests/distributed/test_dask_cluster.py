@@ -76,22 +76,26 @@ async def test_a_request_no_worker_satisfies_fails_before_anything_runs(executor
     assert agent.get_state("train") is None
 
 
-async def test_an_async_body_runs_on_a_worker_processes_event_loop(executor: DaskExecutor) -> None:
+async def test_an_async_body_runs_in_a_worker_thread_on_its_own_loop_so_heartbeats_go_on(
+    executor: DaskExecutor,
+) -> None:
     async def probe(ctx: Any) -> None:
         import asyncio
 
         from distributed import get_worker
 
-        asyncio.get_running_loop()
+        worker = get_worker()
         ctx.set_state("where", {"pid": os.getpid(), "main_thread": threading.current_thread()
-                                is threading.main_thread(), "worker": get_worker().address})
+                                is threading.main_thread(), "own_loop": asyncio.get_running_loop()
+                                is not worker.loop.asyncio_loop, "worker": worker.address})
 
     agent = Agent("async", executor=executor)
     agent.add_state("probe", probe, remote=True)
     await agent.run()
     where = agent.get_state("where")
     assert where["pid"] != os.getpid()
-    assert where["main_thread"] is True  # the worker's loop thread, not its task thread pool
+    assert where["main_thread"] is False  # a task thread: the worker's loop keeps its heartbeats
+    assert where["own_loop"] is True
 
 
 async def test_a_closure_defined_in_main_runs_on_the_cluster(executor: DaskExecutor) -> None:
