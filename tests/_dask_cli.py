@@ -33,7 +33,7 @@ class CliCluster:
         self.address = ""
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.workdir / f"{name}.log", "wb")
         env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
         proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
                                 cwd=self.workdir, env=env, start_new_session=True)

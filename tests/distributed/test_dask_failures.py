@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,25 +47,26 @@ async def connected(cli: CliCluster) -> AsyncIterator[tuple[CliCluster, DaskExec
         await asyncio.wait_for(executor.close(), 15)
 
 
-def placed(agent: Agent) -> dict[str, asyncio.Event]:
+def placed(agent: Agent) -> defaultdict[str, asyncio.Event]:
     """An Event per state, set when its body starts on a worker (``StatePlaced``)."""
-    events: dict[str, asyncio.Event] = {}
+    events: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     def on_event(event: Any) -> None:
         if isinstance(event, StatePlaced):
-            events.setdefault(event.state, asyncio.Event()).set()
+            events[event.state].set()
 
     agent.events.subscribe(on_event)
     return events
 
 
-async def wait_placed(events: dict[str, asyncio.Event], state: str, agent_task: asyncio.Task[Any]) -> None:
-    async with asyncio.timeout(30):
-        while state not in events:  # noqa: ASYNC110 - the Event is made by the first StatePlaced
-            if agent_task.done():
-                agent_task.result()
-            await asyncio.sleep(0.01)
-        await events[state].wait()
+async def wait_placed(events: defaultdict[str, asyncio.Event], state: str, agent_task: asyncio.Future[Any]) -> None:
+    """Until ``state`` started on a worker; the run's own error if it ends first (bounded)."""
+    waiter = asyncio.ensure_future(events[state].wait())
+    done, _ = await asyncio.wait({waiter, agent_task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if agent_task in done:
+        agent_task.result()
+    assert events[state].is_set(), f"state {state!r} never started on a worker"
 
 
 def _long(ctx: Any) -> None:
@@ -158,7 +160,6 @@ async def test_states_queued_on_a_killed_worker_run_elsewhere_without_using_a_re
     agent.add_state("fan_out", fan_out)
     agent.add_state("q1", _where, remote=True)
     agent.add_state("q2", _where, remote=True)
-    seen["blocker"] = asyncio.Event()
     run = asyncio.ensure_future(agent.run(start=["blocker", "fan_out"]))
     await wait_placed(seen, "blocker", run)
 
