@@ -167,8 +167,9 @@ async def test_states_queued_on_a_killed_worker_run_elsewhere_without_using_a_re
         return sum(1 for name in executor.in_flight.values() if name in ("q1", "q2")) == 2
 
     await bounded(queued_on_a, "q1 and q2 submitted")
-    processing = await executor.client.processing()
-    assert sum(len(keys) for keys in processing.values()) == 3  # blocker running, q1 and q2 queued on "a"
+    async with asyncio.timeout(20):  # the submits travel on Dask's batched stream
+        while sum(map(len, (await executor.client.processing()).values())) < 3:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)  # blocker running, q1 and q2 queued on worker "a"
     cli.kill("a")
     cli.start_worker("b")
     await asyncio.wait_for(run, 45)
