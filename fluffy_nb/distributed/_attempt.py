@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ._executor import DaskExecutor
 
 log = logging.getLogger("fluffy_nb.distributed")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 class _Requeue(Exception):

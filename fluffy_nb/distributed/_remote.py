@@ -199,7 +199,7 @@ def run_body(func_blob: bytes, data_blob: bytes, large: tuple[dict[str, Any], di
     worker = _worker()
     address = None if worker is None else str(worker.address)
     if worker is not None:
-        worker.log_event(STARTED_TOPIC, {"key": task_key, "worker": address})
+        _notify_started(worker, {"key": task_key, "worker": address})
     func = cloudpickle.loads(func_blob)
     small_shared, small_typed = cloudpickle.loads(data_blob)
     shared, shared_before = _tracking(small_shared, large[0], large_keys[0])
@@ -215,6 +215,17 @@ def run_body(func_blob: bytes, data_blob: bytes, large: tuple[dict[str, Any], di
     typed_writes, typed_deletes = typed.changes(state, typed_before)
     info = {"pid": os.getpid(), "started": started, "finished": time.time(), "worker": address}
     return _dumps_outcome(state, (result, writes, deletes, typed_writes, typed_deletes, info))
+
+
+def _notify_started(worker: Any, msg: dict[str, Any]) -> None:
+    """Tell the scheduler (and so the orchestrator) the body starts, and wait until it knows: a body
+    that kills its worker at once must still count as started, never be re-queued as not started."""
+    from distributed.utils import sync
+
+    try:
+        sync(worker.loop, worker.scheduler.log_event, topic=STARTED_TOPIC, msg=msg, callback_timeout=10)
+    except Exception:  # the scheduler is slow or going away: send it on the worker's stream instead
+        worker.log_event(STARTED_TOPIC, msg)
 
 
 async def _await(awaitable: Any) -> Any:
