@@ -40,6 +40,8 @@ def start_cluster(cluster_class: Any, n_workers: int, threads_per_worker: int, r
 
     kwargs = dict(kwargs)
     kwargs.setdefault("processes", True)
+    if not kwargs["processes"]:
+        kwargs.setdefault("protocol", "tcp://")  # in-process workers, but a client on another loop connects
     kwargs.setdefault("host", "127.0.0.1")
     kwargs.setdefault("dashboard_address", "127.0.0.1:0")
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
