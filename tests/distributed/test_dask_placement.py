@@ -174,3 +174,22 @@ async def test_an_adaptive_cluster_from_zero_workers_runs_gpu_and_cpu_states() -
         assert agent.get_state("train") is not None
         assert agent.get_state("prep") is not None
         assert executor.statistics().completed == 2
+
+
+async def test_the_live_views_timeline_and_graph_hover_name_the_worker_of_each_state(two: Cluster) -> None:
+    from fluffy_nb.notebook import RunTracker
+    from fluffy_nb.notebook._figures import timeline_figure
+    from fluffy_nb.notebook._graphview import graph_figure
+
+    agent = Agent("seen", executor=two.executor)
+    agent.add_state("pinned", _where, remote=True, workers="w1")
+    tracker = RunTracker(agent)
+    await agent.run()
+    address = two.workers[1].address
+    assert tracker.where == {"pinned": address}
+    assert [s.where for s in tracker.spans] == [address]
+    timeline_hover = [t for trace in timeline_figure(tracker).data for t in (trace.hovertext or ())]
+    assert any(f"on worker {address}" in t for t in timeline_hover)
+    graph_hover = [t for trace in graph_figure(agent, tracker).data for t in (trace.hovertext or ())]
+    assert any(f"worker: {address}" in t for t in graph_hover)
+    tracker.close()
