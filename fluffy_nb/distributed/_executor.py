@@ -289,7 +289,7 @@ class DaskExecutor:
         """The Dask dashboard's address, when there is one."""
         try:
             source = self._cluster if self._cluster is not None else self._client
-            return None if source is None else str(source.dashboard_link)
+            return (str(source.dashboard_link) or None) if source is not None else None
         except Exception:  # no dashboard (bokeh missing, or turned off)
             return None
 
