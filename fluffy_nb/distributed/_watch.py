@@ -41,6 +41,7 @@ class ClusterWatch:
         self._started: dict[str, asyncio.Future[str]] = {}
         self._change: asyncio.Future[None] | None = None
         self._refreshing: asyncio.Task[Any] | None = None
+        self._stale = False  # a worker event came while a refresh was already under way
         self._previous_all: Any = None
         self._lost_since: float | None = None
         self._closed = False
@@ -91,14 +92,18 @@ class ClusterWatch:
             self.workers.pop(str(msg.get("worker")), None)
             self.on_lost_data(msg.get("lost-scattered-tasks"))
             self._wake()
+        self._stale = True
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.get_running_loop().create_task(self._refresh_quietly())
 
     async def _refresh_quietly(self) -> None:
-        try:
-            await self.refresh()
-        except Exception as exc:  # the scheduler may be going away; the next event refreshes again
-            log.debug("fluffy_nb: refreshing workers failed: %s", exc)
+        while self._stale and not self._closed:
+            self._stale = False
+            try:
+                await self.refresh()
+            except Exception as exc:  # the scheduler may be going away; the next event refreshes again
+                log.debug("fluffy_nb: refreshing workers failed: %s", exc)
+                return
 
     def _wake(self) -> None:
         change, self._change = self._change, None
