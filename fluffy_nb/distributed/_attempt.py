@@ -27,6 +27,7 @@ import cloudpickle
 import dask
 from distributed.scheduler import KilledWorker
 
+from ..engine import _hooks
 from ..engine._errors import StateTimeoutError
 from ..engine._events import StatePlaced
 from ._errors import SharedValueMutatedError, WorkerLostError
@@ -49,6 +50,20 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 class _Requeue(Exception):
     """The task never started its body (its worker died, or its input data was lost): submit again."""
+
+
+def remote_wrappers() -> tuple[Any, ...]:
+    """Context managers to enter around a body on the worker (``_hooks.remote_context``: tracing)."""
+    wrappers = []
+    for capture in _hooks.remote_context:
+        try:
+            wrapper = capture()
+        except Exception:
+            log.exception("fluffy_nb: remote context hook %r failed", capture)
+            continue
+        if wrapper is not None:
+            wrappers.append(wrapper)
+    return tuple(wrappers)
 
 
 def task_key(ctx: Any, state: str) -> str:

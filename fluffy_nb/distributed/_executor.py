@@ -29,10 +29,9 @@ from typing import Any
 
 from distributed import Client, LocalCluster
 
-from ..engine import _hooks
 from ..engine._errors import ConfigurationError
 from ..engine._resources import ResourceType
-from ._attempt import apply_outcome, run_attempt
+from ._attempt import apply_outcome, remote_wrappers, run_attempt
 from ._connect import IgnoreSigint, connect, set_allowed_failures, start_cluster
 from ._coordination import ClusterSemaphore
 from ._data import DEFAULT_SCATTER_THRESHOLD, ScatterCache
@@ -53,7 +52,8 @@ class DaskExecutorStatistics:
     """Counts since the executor was made; ``in_flight`` are attempts on the cluster now.
 
     ``requeued``: attempts sent again because their worker died before the body started (no
-    retry used). ``scattered``/``scattered_mb``: large context values kept on the cluster.
+    retry used). ``scattered``: large context values sent to the cluster (each once);
+    ``held_mb``: what of them the cluster keeps now (released when the value dies).
     """
 
     submitted: int
@@ -66,21 +66,7 @@ class DaskExecutorStatistics:
     in_flight: int
     n_workers: int
     scattered: int
-    scattered_mb: float
-
-
-def _remote_wrappers() -> tuple[Any, ...]:
-    """Context managers to enter around a body on the worker (``_hooks.remote_context``: tracing)."""
-    wrappers = []
-    for capture in _hooks.remote_context:
-        try:
-            wrapper = capture()
-        except Exception:
-            log.exception("fluffy_nb: remote context hook %r failed", capture)
-            continue
-        if wrapper is not None:
-            wrappers.append(wrapper)
-    return tuple(wrappers)
+    held_mb: float
 
 
 class DaskExecutor:
@@ -155,6 +141,7 @@ class DaskExecutor:
         self._restore_failures: int | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._watch: ClusterWatch | None = None
+        self._closed = False
         self.in_flight: dict[str, str] = {}
         self._counts = dict.fromkeys(_COUNTS, 0)
 
@@ -225,6 +212,8 @@ class DaskExecutor:
     async def _ready(self) -> None:
         if self._watch is not None:
             return
+        if self._closed:
+            raise ConfigurationError(f"DaskExecutor {self.name!r} is closed; make a new one")
         if self._connecting is None:
             self._connecting = asyncio.get_running_loop().create_task(self._connect())
         await asyncio.shield(self._connecting)
@@ -245,7 +234,7 @@ class DaskExecutor:
             await watch.start()
             self._watch = watch
         except BaseException:
-            await self.close()
+            await self._release()  # leave nothing open; a later use tries again
             raise
 
     async def _open_client(self) -> None:
@@ -260,7 +249,7 @@ class DaskExecutor:
         elif self._address is not None:
             self._client = await connect(self._address, **self._client_kwargs)
             self._owns_client = True
-        elif self._client is None and self._given is not None:  # a synchronous client: talk to its scheduler
+        elif self._given is not None and not self._given.asynchronous:  # a sync client: talk to its scheduler
             given = self._given
             self._client = await connect(given.scheduler.address, security=given.security)
             self._owns_client = True
@@ -302,7 +291,11 @@ class DaskExecutor:
 
     async def close(self) -> None:
         """Release scattered data, restore the scheduler setting, disconnect; stop the cluster
-        :meth:`local` started. Idempotent."""
+        :meth:`local` started. Idempotent; a closed executor cannot be used again."""
+        self._closed = True
+        await self._release()
+
+    async def _release(self) -> None:
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.stop()
@@ -355,7 +348,7 @@ class DaskExecutor:
             StateTimeoutError: the body ran longer than the state's timeout.
         """
         await self._ready()
-        wrappers = _remote_wrappers()
+        wrappers = remote_wrappers()
         blob = await run_attempt(self, spec, ctx, wrappers)
         return apply_outcome(self, spec.name, ctx, blob, wrappers)
 
@@ -398,7 +391,7 @@ class DaskExecutor:
         """A snapshot of what this executor has done, and the workers connected now."""
         workers = self._watch.workers if self._watch is not None else {}
         return DaskExecutorStatistics(in_flight=len(self.in_flight), n_workers=len(workers),
-                                      scattered=len(self.data), scattered_mb=self.data.held_bytes / 1e6,
+                                      scattered=self.data.scattered, held_mb=self.data.held_bytes / 1e6,
                                       **self._counts)
 
     def __repr__(self) -> str:

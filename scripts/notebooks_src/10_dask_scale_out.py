@@ -181,7 +181,7 @@ for i in range(CHUNKS):
 data.add_state("combine", combine)
 before = executor.statistics().scattered
 await data.run(initial_context={"table": np.ones(2_500_000)})  # 20 MB
-print("a 20 MB value, 8 remote states, scattered", executor.statistics().scattered - before, "time(s)")
+print("a 20 MB value, 8 remote states, sent to the cluster", executor.statistics().scattered - before, "time(s)")
 
 # %% [markdown]
 # ## Resources: where a state may run

@@ -233,12 +233,12 @@ async def test_an_80mb_context_value_is_sent_once_and_20_trivial_states_cost_at_
     # interleaved, so a busy moment on the shared machine hits both sides alike; the first run with
     # the value pays its one scatter and is among the samples
     plain, with_big = [], []
-    for _ in range(5):
+    for _ in range(7):  # the machine is shared: medians of 7 pairs
         plain.append(await timed({"x": 1}))
         with_big.append(await timed({"x": 1, "big": big}))
     after = executor.statistics()
-    assert after.scattered - before.scattered == 1  # one scatter for 100 states
-    assert after.scattered_mb >= 80
+    assert after.scattered - before.scattered == 1  # one scatter for 140 states
+    assert after.held_mb >= 80  # kept on the cluster while the value lives
     ratio = statistics.median(with_big) / statistics.median(plain)
     assert ratio <= 2.0, f"with 80 MB: {sorted(with_big)}, without: {sorted(plain)}"
 
