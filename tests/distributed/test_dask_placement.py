@@ -193,3 +193,16 @@ async def test_the_live_views_timeline_and_graph_hover_name_the_worker_of_each_s
     graph_hover = [t for trace in graph_figure(agent, tracker).data for t in (trace.hovertext or ())]
     assert any(f"worker: {address}" in t for t in graph_hover)
     tracker.close()
+
+
+def test_requests_carry_only_declared_amounts_or_the_narrowed_types() -> None:
+    from fluffy_nb import ResourceType
+    from fluffy_nb.distributed._resources import DEFAULT_RESOURCE_NAMES, requested
+
+    def ask(**kw: Any) -> dict[str, float]:
+        return requested(ResourceRequirements(**kw), DEFAULT_RESOURCE_NAMES)
+
+    assert ask(gpu_units=1) == {"GPU": 1.0}
+    assert ask(gpu_units=1, memory_mb=4096) == {"GPU": 1.0, "MEMORY_MB": 4096.0}
+    assert ask(cpu_units=1) == {}  # the default amount: nothing declared
+    assert ask(cpu_units=1, resource_types=ResourceType.CPU) == {"CPU": 1.0}  # narrowed: meant
