@@ -6,8 +6,10 @@ baseline measured in the same process:
 1. Throughput of N CPU-bound states (a fan-out of pure-Python loops): raw asyncio (the
    same functions awaited in one loop), fluffy on the event loop, fluffy on Dask with 1 and
    with 2 local worker processes, and raw Dask (``client.submit`` + ``gather``, 2 workers).
-2. Per-state overhead: a chain of M no-op states run one after another (latency per state)
-   and a fan-out of M no-op states (cost per state when many are in flight).
+2. Per-state overhead: a chain of M no-op states run one after another (latency per state),
+   the same chain with an 80 MB array in the context (scattered once, then passed by
+   reference), and a fan-out of M no-op states (cost per state when many are in flight),
+   beside Dask's own no-op round trip (``submit`` + ``await``).
 
 Usage::
 
@@ -118,6 +120,16 @@ async def overhead(args: argparse.Namespace, executors: dict[str, DaskExecutor |
 
         await run_chain()
         rows.append((f"fluffy chain, {label}", await median_of(args.repeat, run_chain) / m))
+        if executor is not None:
+            import numpy as np
+
+            big = np.ones(10_000_000)  # 80 MB, the same object in every run: scattered once
+
+            async def run_big(chain: Agent = chain, big: Any = big) -> None:
+                await chain.run(initial_context={"left": m, "big": big})
+
+            await run_big()
+            rows.append((f"fluffy chain + 80 MB context, {label}", await median_of(args.repeat, run_big) / m))
         agent, names = fanout_agent(m, noop_state, executor)
 
         async def run_fan(agent: Agent = agent, names: list[str] = names) -> None:

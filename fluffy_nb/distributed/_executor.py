@@ -1,19 +1,19 @@
 """``DaskExecutor``: run chosen state bodies on a Dask cluster; the engine stays the orchestrator.
 
-One attempt of a state = one Dask task with a unique key (``pure=False``, ``retries=0``).
-The body gets a snapshot of the context and returns its writes and result; the executor
-applies the writes to the live context, releases the future (so a lost worker can never
-recompute a finished state) and hands the result to the engine, which routes, retries,
-times out, checkpoints and publishes events exactly as for a local state.
+One attempt of a state = one Dask task with a unique key (``pure=False``, ``retries=0``); how
+an attempt is submitted, watched and applied lives in ``_attempt``, what the executor knows of
+the cluster in ``_watch``, how large context values stay on the cluster in ``_data``.
 
 Semantics the engine keeps:
 
-* Retries. Dask is told not to retry (``retries=0``; ``allowed-failures`` 0 on clusters
-  this module starts, and on others when the scheduler lets us set it). A worker that dies
-  mid-state surfaces as :class:`WorkerLostError` in the orchestrator, and the state's
-  ``RetryPolicy`` decides whether it runs again.
-* Timeouts and cancellation cancel the Dask future. A Python body that is already running
-  on a worker cannot be interrupted: it runs to its end and its result is dropped.
+* Retries. Dask is told not to retry (``retries=0``; ``allowed-failures`` 0 while the executor
+  is open, restored by ``close()``). A worker that dies mid-state surfaces as
+  :class:`WorkerLostError` and the state's ``RetryPolicy`` decides; attempts only queued on
+  that worker are sent elsewhere without using a retry. A lost scheduler is a
+  :class:`SchedulerLostError`, within ``reconnect_timeout`` seconds.
+* Timeouts count the body's run time on its worker, not time queued on the cluster; they
+  cancel the Dask future. A Python body already running cannot be interrupted: it runs to its
+  end and its result is dropped.
 * The shared context stays authoritative in the orchestrator. Writes of concurrent remote
   states are applied in the order the states finish (last writer wins per key).
 """
@@ -23,120 +23,77 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import uuid
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
 from distributed import Client, LocalCluster
 
-try:
-    from distributed.client import FutureCancelledError
-except ImportError:  # distributed < 2024.7 raised asyncio.CancelledError for cancelled futures
-    class FutureCancelledError(Exception):  # type: ignore[no-redef]
-        """Placeholder: never raised by older distributed versions."""
-from distributed.scheduler import KilledWorker
-
-from ..engine import _hooks
-from ..engine._errors import ConfigurationError, FluffyError
+from ..engine._errors import ConfigurationError
 from ..engine._resources import ResourceType
+from ._attempt import apply_outcome, remote_wrappers, run_attempt
+from ._connect import IgnoreSigint, connect, set_allowed_failures, start_cluster
 from ._coordination import ClusterSemaphore
-from ._pickling import dumps_body, dumps_snapshot
-from ._remote import IgnoreSigint, run_async_body, run_sync_body
-from ._resources import DEFAULT_RESOURCE_NAMES, dask_resources, requested
+from ._data import DEFAULT_SCATTER_THRESHOLD, ScatterCache
+from ._errors import SchedulerLostError, WorkerLostError
+from ._options import STATE_OPTIONS, check_options
+from ._pickling import dumps_body
+from ._resources import DEFAULT_RESOURCE_NAMES, fits, metered, requested, unmet
+from ._watch import ClusterWatch
+
+__all__ = ["DaskExecutor", "DaskExecutorStatistics", "SchedulerLostError", "WorkerLostError"]  # re-exported
 
 log = logging.getLogger("fluffy_nb.distributed")
-
-
-class WorkerLostError(FluffyError, ConnectionError):
-    """The Dask worker running a state died (killed, out of memory, crashed) mid-state.
-
-    Retried by a ``RetryPolicy`` like any exception (``retry_on=(WorkerLostError,)`` retries
-    only this). Dask itself never re-runs the attempt.
-    """
-
-    def __init__(self, message: str, state: str) -> None:
-        super().__init__(message)
-        self.state = state
+_COUNTS = ("submitted", "completed", "failed", "cancelled", "workers_lost", "requeued", "scheduler_lost")
 
 
 @dataclass(frozen=True)
 class DaskExecutorStatistics:
-    """Counts since the executor was made; ``in_flight`` are attempts on the cluster now."""
+    """Counts since the executor was made; ``in_flight`` are attempts on the cluster now.
+
+    ``requeued``: attempts sent again because their worker died before the body started (no
+    retry used). ``scattered``: large context values sent to the cluster (each once);
+    ``held_mb``: what of them the cluster keeps now (released when the value dies).
+    """
 
     submitted: int
     completed: int
     failed: int
     cancelled: int
     workers_lost: int
+    requeued: int
+    scheduler_lost: int
     in_flight: int
     n_workers: int
-
-
-def _remote_wrappers() -> tuple[Any, ...]:
-    """Context managers to enter around a body on the worker (``_hooks.remote_context``: tracing)."""
-    if not _hooks.remote_context:
-        return ()
-    wrappers = []
-    for capture in _hooks.remote_context:
-        try:
-            wrapper = capture()
-        except Exception:
-            log.exception("fluffy_nb: remote context hook %r failed", capture)
-            continue
-        if wrapper is not None:
-            wrappers.append(wrapper)
-    return tuple(wrappers)
-
-
-def _start_local_cluster(n_workers: int, threads_per_worker: int, resources: dict[str, float] | None,
-                         kwargs: dict[str, Any]) -> LocalCluster:
-    import dask
-
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        return LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=threads_per_worker,
-            processes=kwargs.pop("processes", True),
-            host="127.0.0.1",
-            dashboard_address=kwargs.pop("dashboard_address", "127.0.0.1:0"),
-            resources=resources,
-            **kwargs,
-        )
-
-
-def _no_silent_reruns() -> Any:
-    """A function for ``run_on_scheduler`` that makes a worker loss fail the task at once.
-
-    Nested, so cloudpickle sends it by value: the scheduler needs no fluffy_nb installed.
-    """
-
-    def no_silent_reruns(dask_scheduler: Any = None) -> int:
-        old = dask_scheduler.allowed_failures
-        dask_scheduler.allowed_failures = 0
-        return int(old)
-
-    return no_silent_reruns
+    scattered: int
+    held_mb: float
 
 
 class DaskExecutor:
-    """Run state bodies on a Dask cluster through an asynchronous ``distributed.Client``.
+    """Run state bodies on a Dask cluster.
 
     Args:
-        client: A connected ``Client(..., asynchronous=True)`` (``await Client(addr, asynchronous=True)``).
+        client: A ``distributed.Client``, asynchronous or not (for a synchronous one the
+            executor opens its own asynchronous client to the same scheduler). Or use
+            :meth:`from_address` / :meth:`local`.
         name: What ``executor="<name>"`` / ``@state(executor="<name>")`` refers to.
         resource_names: ``ResourceType -> Dask resource name`` overrides
             (default: CPU, GPU, MEMORY_MB, IO, NETWORK).
-        no_silent_reruns: Set the scheduler's ``allowed-failures`` to 0 so Dask never re-runs
-            an attempt whose worker died (the engine's RetryPolicy decides instead). This is a
-            scheduler-wide setting: on a cluster shared with other Dask work, decide together.
-        ignore_sigint: Make the workers ignore SIGINT. Needed when the workers are child
-            processes of the notebook kernel (the Stop button signals the whole process group,
-            dask/distributed#1925); :meth:`local` turns it on. Leave it off for workers started
-            in a terminal, or Ctrl-C would no longer stop them.
+        no_silent_reruns: Set the scheduler's ``allowed-failures`` to 0 while the executor is
+            open so Dask never re-runs an attempt whose worker died (the engine decides).
+            Scheduler-wide: on a cluster shared with other Dask work, decide together.
+        ignore_sigint: Make the workers ignore SIGINT (for workers that are child processes
+            of the notebook kernel; :meth:`local` turns it on).
+        scatter_threshold: Context values of at least this many bytes are scattered once and
+            passed by reference (None: always send values with each task).
+        resource_timeout: Seconds a state may wait for a worker able to meet its resources to
+            exist (default 5, or 60 on an adaptive cluster from :meth:`local`).
+        reconnect_timeout: Seconds a lost scheduler connection may take to come back before
+            states fail with :class:`SchedulerLostError`.
 
-    A remote state's ``ResourceRequirements`` are the cluster's: they are not admitted
-    against the agent's local ``ResourcePool``.
+    Per state, ``add_state`` also takes ``workers=`` (addresses or names), ``allow_other_workers=``
+    and ``annotations=`` (a dict for ``dask.annotate``). A remote state's resources are the
+    cluster's: they are not admitted against the agent's local ``ResourcePool``.
 
     Example:
         >>> executor = await DaskExecutor.local(n_workers=2)  # doctest: +SKIP
@@ -146,102 +103,220 @@ class DaskExecutor:
         >>> await executor.close()  # doctest: +SKIP
     """
 
+    #: add_state options this executor reads from ``spec.options``
+    state_options = STATE_OPTIONS
+    #: the engine leaves the state's timeout to us: it counts run time on the worker only
+    times_out_itself = True
+
     def __init__(
         self,
-        client: Client,
+        client: Client | None = None,
         *,
         name: str = "dask",
         resource_names: dict[ResourceType, str] | None = None,
         no_silent_reruns: bool = True,
         ignore_sigint: bool = False,
+        scatter_threshold: int | None = DEFAULT_SCATTER_THRESHOLD,
+        resource_timeout: float | None = None,
+        reconnect_timeout: float = 5.0,
     ) -> None:
-        if not isinstance(client, Client):
-            raise ConfigurationError(f"DaskExecutor({client!r}): pass a distributed.Client")
-        if not client.asynchronous:
-            raise ConfigurationError(
-                "DaskExecutor(client): the client must be asynchronous; connect it with "
-                "`client = await Client(address, asynchronous=True)`, or use "
-                "`await DaskExecutor.from_address(address)` / `await DaskExecutor.local()`"
-            )
-        self.client = client
+        if client is not None and not isinstance(client, Client):
+            raise ConfigurationError(f"DaskExecutor({client!r}): pass a distributed.Client, or use "
+                                     "DaskExecutor.from_address(address) / DaskExecutor.local()")
         self.name = name
         self.resource_names = {**DEFAULT_RESOURCE_NAMES, **(resource_names or {})}
+        self.data = ScatterCache(scatter_threshold)
+        self.reconnect_timeout = float(reconnect_timeout)
+        self._resource_timeout = resource_timeout
         self._no_silent_reruns = no_silent_reruns
         self._ignore_sigint = ignore_sigint
-        self._ready_done = False
-        self._workers: dict[str, dict[str, float]] | None = None
+        self._given = client
+        self._client: Client | None = client if client is not None and client.asynchronous else None
         self._owns_client = False
-        self._cluster: LocalCluster | None = None
-        self._in_flight: dict[str, str] = {}
-        self._counts = dict.fromkeys(("submitted", "completed", "failed", "cancelled", "workers_lost"), 0)
+        self._address: str | None = None
+        self._client_kwargs: dict[str, Any] = {}
+        self._cluster: Any = None
+        self._cluster_args: tuple[Any, ...] | None = None
+        self._adaptive = False
+        self._restore_failures: int | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._watch: ClusterWatch | None = None
+        self._closed = False
+        self.in_flight: dict[str, str] = {}
+        self._counts = dict.fromkeys(_COUNTS, 0)
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
-    async def from_address(cls, address: str, **kwargs: Any) -> DaskExecutor:
-        """Connect to a running scheduler (``"tcp://host:8786"``); ``close()`` disconnects."""
-        client = await Client(address, asynchronous=True)
-        executor = cls(client, **kwargs)
-        executor._owns_client = True
+    def from_address(cls, address: str, *, name: str = "dask", **client_kwargs: Any) -> DaskExecutor:
+        """An executor for the scheduler at ``address``; ``client_kwargs`` go to ``Client``.
+
+        Connects on first use, or ``await`` it to connect now. A failed connection leaves no
+        client behind. ``close()`` disconnects.
+
+        Example:
+            >>> ex = await DaskExecutor.from_address("tcp://127.0.0.1:8786", timeout=10)  # doctest: +SKIP
+        """
+        executor = cls(name=name)
+        executor._address = address
+        executor._client_kwargs = dict(client_kwargs)
         return executor
 
     @classmethod
-    async def local(
+    def local(
         cls,
         n_workers: int = 2,
         *,
         threads_per_worker: int = 1,
         resources: dict[str, float] | None = None,
+        adapt: dict[str, Any] | bool | None = None,
+        cluster_class: Any = LocalCluster,
         name: str = "dask",
+        resource_timeout: float | None = None,
         **cluster_kwargs: Any,
     ) -> DaskExecutor:
-        """Start a ``LocalCluster`` of worker processes on 127.0.0.1 and connect to it.
-
-        The cluster is a synchronous ``LocalCluster`` running its own event loop in its own
-        thread (one started on a notebook kernel's loop deadlocks later sync clients); the
-        kernel connects with an asynchronous client. Workers ignore SIGINT, so the notebook's
-        Stop button does not kill them. ``close()`` stops everything.
+        """A cluster of worker processes on 127.0.0.1 (started on first use, or ``await`` it).
 
         Args:
-            n_workers: Worker processes.
+            n_workers: Worker processes (with ``adapt``: the default maximum).
             threads_per_worker: Threads per worker (1 suits CPU-bound Python bodies).
             resources: Resources every worker declares, e.g. ``{"GPU": 1, "CPU": 2}``.
+            adapt: Start with no workers and let Dask add and remove them with the load:
+                ``True`` or ``cluster.adapt`` options such as ``{"minimum": 0, "maximum": 4}``.
+            cluster_class: The cluster to start (``LocalCluster`` or a compatible class).
             name: The executor's name.
-            **cluster_kwargs: Passed to ``LocalCluster`` (e.g. ``memory_limit``).
+            resource_timeout: As in the constructor (default 60 s when adaptive).
+            **cluster_kwargs: Passed to the cluster (e.g. ``memory_limit``).
+
+        Workers ignore SIGINT, so the notebook's Stop button does not kill them. ``close()``
+        stops everything.
         """
         if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
             raise ConfigurationError(f"DaskExecutor.local(n_workers={n_workers!r}): must be a whole number >= 1")
-        cluster = await asyncio.to_thread(_start_local_cluster, n_workers, threads_per_worker, resources,
-                                          dict(cluster_kwargs))
-        try:
-            client = await Client(cluster.scheduler_address, asynchronous=True)
-        except BaseException:
-            await asyncio.to_thread(cluster.close)
-            raise
-        executor = cls(client, name=name, ignore_sigint=True)
-        executor._owns_client = True
-        executor._cluster = cluster
-        try:
-            await client.wait_for_workers(n_workers)
-            await executor._ready()
-        except BaseException:
-            await executor.close()
-            raise
+        if adapt is True:
+            adapt = {"minimum": 0, "maximum": n_workers}
+        elif adapt is False:
+            adapt = None
+        executor = cls(name=name, ignore_sigint=True, resource_timeout=resource_timeout)
+        executor._adaptive = adapt is not None
+        executor._cluster_args = (cluster_class, n_workers, threads_per_worker, resources, adapt,
+                                  dict(cluster_kwargs))
         return executor
 
+    def __await__(self) -> Generator[Any, None, DaskExecutor]:
+        return self._connected().__await__()
+
+    async def _connected(self) -> DaskExecutor:
+        await self._ready()
+        return self
+
+    async def _ready(self) -> None:
+        if self._watch is not None:
+            return
+        if self._closed:
+            raise ConfigurationError(f"DaskExecutor {self.name!r} is closed; make a new one")
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self._connect())
+        await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> None:
+        try:
+            await self._open_client()
+            client = self.client
+            if self._ignore_sigint:
+                await client.register_plugin(IgnoreSigint(os.getpid()))
+            if self._no_silent_reruns:
+                try:
+                    self._restore_failures = await client.run_on_scheduler(set_allowed_failures(0))
+                except Exception as exc:  # a scheduler that refuses run_on_scheduler
+                    log.warning("fluffy_nb: could not set the scheduler's allowed-failures to 0 (%s); Dask may "
+                                "re-run a state whose worker died before the engine sees the loss", exc)
+            watch = ClusterWatch(client, self.data.forget_lost)
+            await watch.start()
+            self._watch = watch
+        except BaseException:
+            await self._release()  # leave nothing open; a later use tries again
+            raise
+
+    async def _open_client(self) -> None:
+        if self._cluster_args is not None:
+            cluster_class, n_workers, threads, resources, adapt, kwargs = self._cluster_args
+            self._cluster = await asyncio.to_thread(start_cluster, cluster_class, n_workers, threads, resources,
+                                                    adapt, kwargs)
+            self._client = await connect(self._cluster.scheduler_address)
+            self._owns_client = True
+            if adapt is None:
+                await self._client.wait_for_workers(n_workers, timeout=120)  # type: ignore[func-returns-value,misc]
+        elif self._address is not None:
+            self._client = await connect(self._address, **self._client_kwargs)
+            self._owns_client = True
+        elif self._given is not None and not self._given.asynchronous:  # a sync client: talk to its scheduler
+            given = self._given
+            self._client = await connect(given.scheduler.address, security=given.security)
+            self._owns_client = True
+
     @property
-    def cluster(self) -> LocalCluster | None:
-        """The ``LocalCluster`` started by :meth:`local` (None otherwise)."""
+    def client(self) -> Client:
+        """The asynchronous client the executor submits with (after it connected)."""
+        if self._client is None:
+            raise ConfigurationError("DaskExecutor: not connected yet; `await executor` first (or run a state)")
+        return self._client
+
+    @property
+    def watch(self) -> ClusterWatch:
+        """What the executor knows about the cluster (after it connected)."""
+        if self._watch is None:
+            raise ConfigurationError("DaskExecutor: not connected yet; `await executor` first (or run a state)")
+        return self._watch
+
+    @property
+    def cluster(self) -> Any:
+        """The cluster :meth:`local` started (None otherwise)."""
         return self._cluster
 
+    @property
+    def dashboard_link(self) -> str | None:
+        """The Dask dashboard's address, when there is one."""
+        try:
+            source = self._cluster if self._cluster is not None else self._client
+            return (str(source.dashboard_link) or None) if source is not None else None
+        except Exception:  # no dashboard (bokeh missing, or turned off)
+            return None
+
+    @property
+    def resource_timeout(self) -> float:
+        """Seconds a state waits for a worker able to meet its resources to exist."""
+        if self._resource_timeout is not None:
+            return float(self._resource_timeout)
+        return 60.0 if self._adaptive else 5.0
+
     async def close(self) -> None:
-        """Disconnect (and stop the cluster :meth:`local` started). Idempotent."""
-        if self._owns_client:
-            await self.client.close()
+        """Release scattered data, restore the scheduler setting, disconnect; stop the cluster
+        :meth:`local` started. Idempotent; a closed executor cannot be used again."""
+        self._closed = True
+        await self._release()
+
+    async def _release(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
+        self.data.clear()
+        client = self._client
+        restore, self._restore_failures = self._restore_failures, None
+        if restore is not None and client is not None and client.status == "running":
+            try:
+                await asyncio.wait_for(client.run_on_scheduler(set_allowed_failures(restore)), timeout=5)
+            except Exception as exc:  # the scheduler may be gone
+                log.debug("fluffy_nb: restoring allowed-failures failed: %s", exc)
+        if self._owns_client and client is not None:
+            self._owns_client = False
+            await client.close()
         if self._cluster is not None:
             cluster, self._cluster = self._cluster, None
             await asyncio.to_thread(cluster.close)
+        self._connecting = None
 
     async def __aenter__(self) -> DaskExecutor:
+        await self._ready()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -249,132 +324,81 @@ class DaskExecutor:
 
     # -- engine interface ---------------------------------------------------------------------
     async def check_state(self, spec: Any) -> None:
-        """Before a run: fail at once if the body cannot be sent or no worker fits its resources."""
+        """Before a run: fail at once on bad options, a body that cannot be sent, or resources no
+        connected worker has (unless the cluster is adaptive or has no worker yet: then states wait)."""
+        check_options(spec)
         await self._ready()
         dumps_body(spec.name, spec.func)
-        await self._submit_resources(spec)
+        request = self.request_of(spec)
+        workers = self.watch.workers
+        if request and workers and not self._adaptive and not fits(workers, request):
+            workers = await self.watch.refresh()
+            if not fits(workers, request):
+                raise unmet(spec.name, request, workers)
 
     async def run_state(self, spec: Any, ctx: Any) -> Any:
         """Run one attempt of ``spec`` on the cluster, apply its writes to ``ctx``, return its result.
 
         Raises:
             UnpicklableStateError: the body or a context value cannot be sent.
-            ResourceError: no worker could ever satisfy the state's resources.
+            ResourceError: no worker could meet the state's resources for ``resource_timeout``.
             WorkerLostError: the worker died mid-state (the engine may retry).
+            SchedulerLostError: the scheduler is unreachable.
+            SharedValueMutatedError: the body changed a large shared value in place.
+            StateTimeoutError: the body ran longer than the state's timeout.
         """
-        name = spec.name
         await self._ready()
-        resources = await self._submit_resources(spec)
-        func_blob = dumps_body(name, spec.func)
-        data_blob = dumps_snapshot(name, dict(ctx.shared_state), dict(ctx.typed_data))
-        runner = run_async_body if spec.options.get("is_async") else run_sync_body
-        key = f"fluffy-{name}-{uuid.uuid4().hex[:16]}"
-        wrappers = _remote_wrappers()
-        future = self.client.submit(
-            runner, func_blob, data_blob, name, ctx.attempt, ctx.run_id, wrappers,
-            key=key, pure=False, retries=0, resources=resources or None, priority=int(spec.priority),
-        )
-        self._counts["submitted"] += 1
-        self._in_flight[key] = name
-        try:
-            blob = await future
-        except asyncio.CancelledError:
-            self._counts["cancelled"] += 1
-            await self._cancel(future)
-            raise
-        except KilledWorker as exc:
-            self._counts["workers_lost"] += 1
-            raise WorkerLostError(
-                f"state {name!r} (attempt {ctx.attempt}) was lost: its Dask worker died mid-state "
-                f"({exc}). Dask does not re-run it; give the state a RetryPolicy to run it again", name
-            ) from exc
-        except FutureCancelledError as exc:
-            self._counts["cancelled"] += 1
-            raise WorkerLostError(f"state {name!r}: its Dask task was cancelled on the cluster ({exc})",
-                                  name) from exc
-        except Exception:
-            self._counts["failed"] += 1
-            raise
-        finally:
-            self._in_flight.pop(key, None)
-            future.release()
-        result, writes, deletes, typed_writes, typed_deletes, info = cloudpickle.loads(blob)
-        for wrapper in wrappers:
-            finished = getattr(wrapper, "finished", None)
-            if finished is not None:
-                try:
-                    finished(info)
-                except Exception:  # tracing must never fail a state
-                    log.exception("fluffy_nb: remote context %r failed after state %r", wrapper, name)
-        for key_ in deletes:
-            ctx.remove_state(key_)
-        for key_, value in writes.items():
-            ctx.set_state(key_, value)
-        for key_ in typed_deletes:
-            ctx.typed_data.pop(key_, None)
-        for key_, value in typed_writes.items():
-            ctx.set_typed(key_, value)
-        self._counts["completed"] += 1
-        return result
+        wrappers = remote_wrappers()
+        blob = await run_attempt(self, spec, ctx, wrappers)
+        return apply_outcome(self, spec.name, ctx, blob, wrappers)
 
-    # -- helpers ------------------------------------------------------------------------------------
-    async def _ready(self) -> None:
-        if self._ready_done:
-            return
-        self._ready_done = True
-        if self._ignore_sigint:
-            await self.client.register_plugin(IgnoreSigint(os.getpid()))
-        if self._no_silent_reruns:
-            try:
-                await self.client.run_on_scheduler(_no_silent_reruns())
-            except Exception as exc:  # a scheduler without fluffy_nb installed, or locked down
-                log.warning("fluffy_nb: could not set the scheduler's allowed-failures to 0 (%s); Dask may "
-                            "re-run a state whose worker died before the engine sees the loss", exc)
+    # -- helpers for _attempt -----------------------------------------------------------------------
+    def request_of(self, spec: Any) -> dict[str, float]:
+        """The Dask resources to submit ``spec`` with (declared ones the cluster meters)."""
+        wanted = requested(spec.resources, self.resource_names)
+        if not wanted:
+            return {}
+        declared = {r for res in self.watch.workers.values() for r in res}
+        if self._cluster_args is not None and self._cluster_args[3]:
+            declared |= set(self._cluster_args[3])  # what this executor's own workers will declare
+        return metered(wanted, declared)
+
+    def count(self, what: str) -> None:
+        """Add one to a statistics counter."""
+        self._counts[what] += 1
+
+    async def cancel(self, future: Any) -> None:
+        """Cancel ``future`` on the cluster (bounded: the cluster may be gone)."""
+        try:
+            await asyncio.wait_for(self.client.cancel([future], force=True), timeout=5)
+        except Exception as exc:
+            log.debug("fluffy_nb: cancelling %s failed: %s", future.key, exc)
 
     async def refresh_workers(self) -> dict[str, dict[str, float]]:
         """Ask the scheduler which workers exist and what resources each declares."""
-        try:
-            info = await self.client.scheduler.identity(n_workers=-1)
-        except TypeError:  # older schedulers always send every worker
-            info = await self.client.scheduler.identity()
-        self._workers = {addr: dict(w.get("resources") or {}) for addr, w in info.get("workers", {}).items()}
-        return self._workers
-
-    async def _submit_resources(self, spec: Any) -> dict[str, float]:
-        if not requested(spec.resources, self.resource_names):
-            return {}
-        workers = self._workers if self._workers is not None else await self.refresh_workers()
-        try:
-            return dask_resources(spec.name, spec.resources, workers, self.resource_names)
-        except FluffyError:
-            # workers may have joined since we last looked: look again before failing
-            return dask_resources(spec.name, spec.resources, await self.refresh_workers(), self.resource_names)
-
-    async def _cancel(self, future: Any) -> None:
-        try:
-            await asyncio.wait_for(self.client.cancel([future], force=True), timeout=5)
-        except Exception as exc:  # the cluster may be gone; nothing else to release
-            log.debug("fluffy_nb: cancelling %s failed: %s", future.key, exc)
+        await self._ready()
+        return await self.watch.refresh()
 
     def semaphore(self, name: str, max_leases: int = 1, *, wait_timeout: float | None = None) -> ClusterSemaphore:
         """A cluster-wide semaphore gate: ``agent.add_gate(state, executor.semaphore("db", 2))``.
 
-        Shared by every client of this cluster that uses the same ``name`` (several notebooks
-        writing to one database). ``max_leases=1`` makes it a cluster-wide lock.
+        Shared by every client of this cluster that uses the same ``name``. Needs a connected
+        executor (``await executor`` first).
         """
         return ClusterSemaphore(self.client, name, max_leases, wait_timeout)
 
     def statistics(self) -> DaskExecutorStatistics:
-        """A snapshot of what this executor has done."""
-        return DaskExecutorStatistics(in_flight=len(self._in_flight), n_workers=len(self._workers or {}),
+        """A snapshot of what this executor has done, and the workers connected now."""
+        workers = self._watch.workers if self._watch is not None else {}
+        return DaskExecutorStatistics(in_flight=len(self.in_flight), n_workers=len(workers),
+                                      scattered=self.data.scattered, held_mb=self.data.held_bytes / 1e6,
                                       **self._counts)
 
     def __repr__(self) -> str:
         c = self._counts
-        scheduler = getattr(self.client, "scheduler", None)
-        address = getattr(scheduler, "address", None)
+        address = getattr(getattr(self._client, "scheduler", None), "address", None)
         return (
             f"<DaskExecutor {self.name!r} scheduler={address!r} "
-            f"in_flight={len(self._in_flight)} completed={c['completed']} failed={c['failed']} "
-            f"lost={c['workers_lost']}>"
+            f"in_flight={len(self.in_flight)} completed={c['completed']} failed={c['failed']} "
+            f"lost={c['workers_lost']} requeued={c['requeued']}>"
         )

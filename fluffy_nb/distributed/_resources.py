@@ -1,4 +1,4 @@
-"""``ResourceRequirements`` -> Dask worker resources, and the "can this ever run?" check.
+"""``ResourceRequirements`` -> Dask worker resources, and whether any worker can meet them.
 
 Mapping (override with ``DaskExecutor(resource_names=...)``):
 
@@ -13,16 +13,18 @@ network_weight      ``NETWORK``
 priority            ``submit(priority=...)`` (higher runs first, as in the engine)
 ==================  ============
 
-Dask only meters resources that workers declare (``dask worker --resources "GPU=1"``,
-``LocalCluster(resources={"GPU": 1})``). A resource no worker declares is treated as
-unmetered and not requested, because ``ResourceRequirements`` has non-zero defaults for
-CPU, memory, I/O and network that users never asked for; the exception is ``GPU``: a state
-asking for a GPU on a cluster without one can never run, so it fails at once.
+Only what a state *declares* is requested: an amount that differs from the
+``ResourceRequirements`` default (``gpu_units=1`` asks for one GPU and no CPU), or every
+amount of the types named in ``resource_types=`` when that is narrowed. Dask only meters
+resources that workers declare (``dask worker --resources "GPU=1"``), so a declared resource
+no worker declares is not requested, except ``GPU``: a GPU state waits for a GPU worker (an
+adaptive cluster may start one) and fails with :class:`ResourceError` when none comes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
 from typing import Any
 
 from ..engine._errors import ResourceError
@@ -39,12 +41,47 @@ DEFAULT_RESOURCE_NAMES: dict[ResourceType, str] = {
 #: Dask resource names that are always requested even when no worker declares them.
 ALWAYS_REQUESTED = frozenset({"GPU"})
 
+_FIELDS = {ResourceType.CPU: "cpu_units", ResourceType.MEMORY: "memory_mb", ResourceType.IO: "io_weight",
+           ResourceType.NETWORK: "network_weight", ResourceType.GPU: "gpu_units"}
+_DEFAULTS = {f.name: f.default for f in fields(ResourceRequirements)}
+
 
 def requested(req: ResourceRequirements | None, names: Mapping[ResourceType, str]) -> dict[str, float]:
-    """Every Dask resource ``req`` asks for, before looking at the cluster."""
+    """The Dask resources ``req`` declares (see the module docstring), before looking at the cluster."""
     if req is None:
         return {}
-    return {names[t]: amount for t, amount in req.amounts().items() if t in names}
+    narrowed = req.resource_types != ResourceType.ALL
+    out: dict[str, float] = {}
+    for rtype, amount in req.amounts().items():
+        if rtype in names and (narrowed or amount != _DEFAULTS[_FIELDS[rtype]]):
+            out[names[rtype]] = amount
+    return out
+
+
+def metered(wanted: Mapping[str, float], declared: Iterable[str]) -> dict[str, float]:
+    """The part of ``wanted`` Dask can meter: resources some worker declares, and GPU."""
+    known = set(declared) | ALWAYS_REQUESTED
+    return {r: a for r, a in wanted.items() if r in known}
+
+
+def fits(workers: Mapping[str, Mapping[str, float]], request: Mapping[str, float]) -> bool:
+    """Whether one worker declares at least ``request`` (always, for an empty request)."""
+    if not request:
+        return True
+    return any(all(res.get(r, 0.0) + 1e-9 >= a for r, a in request.items()) for res in workers.values())
+
+
+def unmet(state: str, request: Mapping[str, float], workers: Mapping[str, Mapping[str, float]],
+          waited: float | None = None) -> ResourceError:
+    """The error for a request no connected worker can meet (after waiting ``waited`` s, if any)."""
+    have = "; ".join(f"{addr}: {dict(res) or 'no resources'}" for addr, res in sorted(workers.items()))
+    when = f"after waiting {waited:g}s for one, " if waited else ""
+    return ResourceError(
+        f"state {state!r} asks Dask for {_fmt(request)}, but no worker could ever provide that ({when}workers: "
+        f"{have or 'none connected'}). Lower the request, or start workers with those resources, e.g. "
+        f"DaskExecutor.local(resources={_fmt(request)}) or "
+        f"`dask worker --resources \"{','.join(f'{r}={a:g}' for r, a in request.items())}\"`"
+    )
 
 
 def dask_resources(
@@ -55,32 +92,13 @@ def dask_resources(
 ) -> dict[str, float]:
     """The ``resources=`` to submit ``state`` with, given the workers' declared resources.
 
-    Args:
-        state: The state's name (for the error).
-        req: Its requirements (None: nothing).
-        workers: ``{worker address: {resource: amount}}`` as the scheduler reports them.
-        names: ResourceType -> Dask resource name.
-
     Raises:
         ResourceError: no single worker could ever satisfy the request.
     """
-    wanted = requested(req, names)
-    if not wanted:
-        return {}
-    declared = {r for res in workers.values() for r in res}
-    metered = {r: a for r, a in wanted.items() if r in declared or r in ALWAYS_REQUESTED}
-    if not metered:
-        return {}
-    for res in workers.values():
-        if all(res.get(r, 0.0) + 1e-9 >= a for r, a in metered.items()):
-            return metered
-    have = "; ".join(f"{addr}: {dict(res) or 'no resources'}" for addr, res in sorted(workers.items()))
-    raise ResourceError(
-        f"state {state!r} asks Dask for {_fmt(metered)}, but no worker could ever provide that "
-        f"(workers: {have or 'none connected'}). Lower the request, or start workers with those "
-        f"resources, e.g. DaskExecutor.local(resources={_fmt(metered)}) or "
-        f"`dask worker --resources \"{','.join(f'{r}={a:g}' for r, a in metered.items())}\"`"
-    )
+    request = metered(requested(req, names), {r for res in workers.values() for r in res})
+    if not fits(workers, request):
+        raise unmet(state, request, workers)
+    return request
 
 
 def _fmt(amounts: Mapping[str, Any]) -> str:

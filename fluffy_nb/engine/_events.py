@@ -78,6 +78,16 @@ class StateStarted(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class StatePlaced(Event):
+    """A state attempt's body started on a remote executor's worker: ``where`` names it
+    (a Dask worker address). Published by the executor, after ``StateStarted``."""
+
+    state: str = ""
+    attempt: int = 1
+    where: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class StateFinished(Event):
     """A state completed; ``next_states`` is what it returned, as a tuple."""
 

@@ -37,7 +37,10 @@ class Executor(Protocol):
     the executor when ``run()`` starts, so a state that can never run there (a resource no
     worker has, a body that cannot be sent) fails before anything runs. ``state_options``
     (a set of names) lists the extra ``add_state`` options the executor reads from
-    ``spec.options``; any other unknown option is refused at ``add_state``.
+    ``spec.options``; any other unknown option is refused at ``add_state``. With
+    ``times_out_itself = True`` the engine does not wrap ``run_state`` in the state's timeout:
+    the executor enforces ``spec.timeout`` itself (raising ``StateTimeoutError``), e.g. from
+    when the body starts on a cluster rather than from when it was queued there.
     """
 
     name: str

@@ -39,6 +39,7 @@ from ._events import (
     StateCancelled,
     StateFailed,
     StateFinished,
+    StatePlaced,
     StateRetrying,
     StateScheduled,
     StateStarted,
@@ -119,6 +120,8 @@ _DESCRIBE: dict[type, Callable[[Any, str], Line]] = {
     StateStarted: lambda e, run: (DEBUG, "%s[%s] state %r attempt %d started", (e.agent, run, e.state, e.attempt)),
     StateFinished: lambda e, run: (DEBUG, "%s[%s] state %r finished in %.3fs -> %s",
                                    (e.agent, run, e.state, e.duration, list(e.next_states))),
+    StatePlaced: lambda e, run: (DEBUG, "%s[%s] state %r attempt %d runs on %s", (e.agent, run, e.state, e.attempt,
+                                                                                e.where)),
     StateScheduled: lambda e, run: (DEBUG, "%s[%s] state %r scheduled (from %r)", (e.agent, run, e.state, e.source)),
     StateFailed: _state_failed,
     StateRetrying: lambda e, run: (INFO, "%s[%s] state %r retries (attempt %d) in %.3fs",
@@ -142,6 +145,7 @@ _DESCRIBE: dict[type, Callable[[Any, str], Line]] = {
 #: the highest level each event type can be logged at: below it, no record of that type is made
 _TOP_LEVEL: dict[type, int] = {
     StateStarted: DEBUG, StateFinished: DEBUG, StateScheduled: DEBUG, StateBlocked: DEBUG, CheckpointSaved: DEBUG,
+    StatePlaced: DEBUG,
     StateFailed: ERROR, StateRetrying: INFO, StateCancelled: INFO, RunStarted: INFO, RunFinished: ERROR,
     HumanRequested: INFO, HumanAnswered: INFO, HumanRejected: INFO, HumanWithdrawn: INFO,
 }

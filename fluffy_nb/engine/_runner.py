@@ -351,7 +351,7 @@ class Scheduler:
         return None if executor is None else self.agent.resolve_executor(executor)
 
     async def _call(self, spec: StateSpec, ctx: Context, executor: Any) -> Any:
-        if spec.timeout is None:
+        if spec.timeout is None or getattr(executor, "times_out_itself", False):  # e.g. run time, not queue time
             return await _body(spec, ctx, executor)
         timer = asyncio.timeout(spec.timeout)
         try:

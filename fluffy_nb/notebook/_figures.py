@@ -57,6 +57,7 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
                 marker={"color": colour, "line": {"color": "#333", "width": 0.5}},
                 hovertext=[f"{html.escape(s.state)} attempt {s.attempt}: {label}<br>{s.start:.3f}s -> {e:.3f}s"
                            + (f"<br>waited for a person {s.waited:.1f}s" if s.waited else "")
+                           + (f"<br>on worker {html.escape(s.where)}" if s.where else "")
                            for s, e in zip(mine, ends, strict=True)],
                 hoverinfo="text",
             ))

@@ -38,9 +38,11 @@ def _counts_text(counts: Counter[str]) -> str:
     return ", ".join(f"{n:,} {status_label(s)}" for s, n in counts.most_common())
 
 
-def _hover(agent: Any, name: str, status: str) -> str:
+def _hover(agent: Any, name: str, status: str, where: str | None = None) -> str:
     meta = agent.state_metadata.get(name)
     lines = [f"<b>{html.escape(name)}</b>", f"status: {status_label(status)}"]
+    if where:
+        lines.append(f"worker: {html.escape(where)}")
     if meta is not None:
         if meta.attempts:
             lines.append(f"attempts: {meta.attempts}, runs: {meta.runs}")
@@ -116,7 +118,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
             hover = f"<b>{node.label}</b> (layer {node.layer})<br>{_counts_text(counts)}"
         else:
             text = html.escape(node.label)
-            hover = _hover(agent, nid, st)
+            hover = _hover(agent, nid, st, getattr(tracker, "where", {}).get(nid))
         by_status.setdefault(st, []).append((nid, x, y, text, hover))
     for st in STATUS_STYLE:
         members = by_status.get(st)

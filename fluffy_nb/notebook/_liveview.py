@@ -304,7 +304,7 @@ class LiveView:
             asks = "; ".join(html.escape(f"{e.state}: {e.prompt[:80]}") for e in list(tr.waiting.values())[:3])
             waiting = f'<div style="color:{status_color("waiting_for_human")}">waiting for a person - {asks}</div>'
         return (f'<div style="font-family:sans-serif"><b style="color:{colour}">&#9679;</b> '
-                f"<b>{text}</b>{err}{waiting}</div>")
+                f"<b>{text}</b>{_dashboard_link(self.agent)}{err}{waiting}</div>")
 
     # -- display -------------------------------------------------------------------------------
     def display(self) -> LiveView:
@@ -370,6 +370,14 @@ class LiveView:
 
     def __repr__(self) -> str:
         return f"<LiveView {self.tracker.summary()} redraws={self.redraws}>"
+
+
+def _dashboard_link(agent: Any) -> str:
+    """A link to the agent's executor's dashboard (a Dask cluster's), when it has one."""
+    link = getattr(getattr(agent, "executor", None), "dashboard_link", None)
+    if not isinstance(link, str) or not link.startswith(("http://", "https://")):
+        return ""
+    return f' <a href="{html.escape(link)}" target="_blank">Dask dashboard</a>'
 
 
 def _display_data(bundle: dict[str, Any]) -> dict[str, Any]:

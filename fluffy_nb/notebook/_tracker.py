@@ -28,6 +28,7 @@ from ..engine._events import (
     StateCancelled,
     StateFailed,
     StateFinished,
+    StatePlaced,
     StateRetrying,
     StateScheduled,
     StateStarted,
@@ -45,6 +46,7 @@ class Span:
     outcome: str = "running"  # running, completed, failed, retried, cancelled, timeout
     waited: float = 0.0  # seconds of it spent waiting for a person
     waits: list[list[float | None]] | None = None  # [asked, answered] times while it waited
+    where: str | None = None  # the remote worker that ran it (a Dask worker address)
 
 
 class RunTracker:
@@ -86,6 +88,7 @@ class RunTracker:
         self.run: Any = None  # the run followed (None: the agent's next run)
         self._pinned = False
         self.durations: dict[str, list[float]] = {}  # seconds of each finished run, per state (this run)
+        self.where: dict[str, str] = {}  # state -> the worker its latest remote attempt ran on
         self._reset_statuses()
         self._handlers: dict[type, Callable[[Any], None]] = {
             RunStarted: self._run_started, RunFinished: self._run_finished, StateAdded: self._added,
@@ -93,6 +96,7 @@ class RunTracker:
             StateFinished: self._finished, StateFailed: self._failed, StateRetrying: self._retrying,
             StateCancelled: self._cancelled, HumanRequested: self._asked, HumanAnswered: self._answered,
             HumanWithdrawn: self._withdrawn, CheckpointSaved: self._checkpoint, ResourceSample: self._sample,
+            StatePlaced: self._placed,
         }
         self._unsubscribe = agent.events.subscribe(self.on_event)
         latest = getattr(agent, "latest_run", None)
@@ -223,6 +227,12 @@ class RunTracker:
         span = Span(state, e.attempt, e.time - (e.time if self.t0 is None else self.t0))
         self._open[state] = span
         self.spans.append(span)
+
+    def _placed(self, e: StatePlaced) -> None:
+        self.where[e.state] = e.where
+        span = self._open.get(e.state)
+        if span is not None:
+            span.where = e.where
 
     def _close(self, state: str, t: float, outcome: str) -> None:
         span = self._open.pop(state, None)

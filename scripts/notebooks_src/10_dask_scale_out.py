@@ -9,8 +9,8 @@
 #
 # This notebook starts a small cluster on this machine (two worker processes, nothing leaves
 # 127.0.0.1), fans CPU-bound chunks out to it, and compares with running them on the event loop.
-# Everything here works the same against a real cluster: `DaskExecutor(client)` with your own
-# `await Client("tcp://scheduler:8786", asynchronous=True)`.
+# Everything here works the same against a real cluster: `DaskExecutor.from_address("tcp://scheduler:8786")`,
+# or `DaskExecutor(client)` with a `Client` you made (synchronous or asynchronous).
 
 # %%
 import threading
@@ -18,6 +18,7 @@ import time
 
 from fluffy_nb import Agent, Context, ResourceError, ResourceRequirements, RetryPolicy, StateResult
 from fluffy_nb.distributed import DaskExecutor, UnpicklableStateError
+from fluffy_nb.notebook import RunTracker
 
 %load_ext fluffy_nb
 
@@ -115,6 +116,28 @@ print(f"event loop: {local_seconds:.2f} s | Dask, 2 workers: {dask_seconds:.2f} 
       f"speed-up: {local_seconds / dask_seconds:.1f}x")
 
 # %% [markdown]
+# ## Which worker ran which state
+#
+# Hover over a bar of the timeline, or a node of the graph, in the live view: it names the Dask
+# worker that ran that attempt (and the view's header links the Dask dashboard, when the cluster has
+# one). The same is available in code: a `RunTracker` collects the `StatePlaced` events the executor
+# publishes as each body starts on a worker. In the Dask dashboard the tasks are named
+# `fluffy-<agent>-<state>-<id>`, so they group by state.
+
+# %%
+placed = build(executor)
+tracker = RunTracker(placed)
+await placed.run()
+workers = sorted(set(tracker.where.values()))
+for state, worker in sorted(tracker.where.items()):
+    print(f"{state:>8} ran on worker {workers.index(worker) + 1} ({worker})")
+tracker.close()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("chunks placed:", len(tracker.where), "| on", len(workers), "workers")
+
+# %% [markdown]
 # ## What crosses the wire
 #
 # A remote body gets a **snapshot** of the context and sends back what it wrote (and its next state);
@@ -141,13 +164,34 @@ try:
 except UnpicklableStateError as err:
     print(err)
 
+# Large values stay on the cluster. A context value above 1 MB (`scatter_threshold`) is sent to the
+# cluster **once** and later states get a reference, so a trivial state costs about the same with a
+# big array in the context as without it. A body that changes a small value in place gets that change
+# carried back; changing a large shared one in place is refused (`SharedValueMutatedError`): assign a
+# changed copy with `set_state` instead.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+import numpy as np
+
+data = Agent("data", executor=executor)
+data.add_state("split", split, next=[f"chunk_{i}" for i in range(CHUNKS)])
+for i in range(CHUNKS):
+    data.add_state(f"chunk_{i}", count_chunk, remote=True)
+data.add_state("combine", combine)
+before = executor.statistics().scattered
+await data.run(initial_context={"table": np.ones(2_500_000)})  # 20 MB
+print("a 20 MB value, 8 remote states, sent to the cluster", executor.statistics().scattered - before, "time(s)")
+
 # %% [markdown]
 # ## Resources: where a state may run
 #
 # `ResourceRequirements` map to Dask worker resources (`cpu_units` -> `CPU`, `gpu_units` -> `GPU`,
 # `memory_mb` -> `MEMORY_MB`, I/O and network weights -> `IO`, `NETWORK`; the priority becomes the
-# Dask priority). Each worker has one `GPU` slot, so four GPU states run at most two at a time, one
-# per worker. A request no worker can ever satisfy would wait forever in Dask, so it fails at once:
+# Dask priority). Only what a state declares is asked for: `gpu_units=1` asks for a GPU, not also a
+# CPU. Each worker has one `GPU` slot, so four GPU states run at most two at a time, one per worker.
+# A request no connected worker can satisfy fails at once (on an adaptive cluster it waits, bounded,
+# for Dask to start a worker that can):
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -168,7 +212,10 @@ except ResourceError as err:
 # Retries stay the engine's. Dask is told never to re-run a task whose worker died (it would
 # silently run your side effects twice); the loss surfaces as a `WorkerLostError`, and the state's
 # `RetryPolicy` decides. Below, the first attempt kills its own worker process. Dask logs the lost
-# worker and restarts it; the engine runs attempt 2 on a healthy worker.
+# worker and restarts it; the engine runs attempt 2 on a healthy worker. States only *queued* on a
+# dying worker are sent elsewhere without using a retry. If the scheduler itself goes away, states
+# fail with `SchedulerLostError` within seconds (`reconnect_timeout`) instead of hanging; if the only
+# worker with a GPU goes away for good, a GPU state fails with `ResourceError` (`resource_timeout`).
 
 # %%
 def fragile(context: Context) -> StateResult:
@@ -226,8 +273,10 @@ await db.drain()
 print("writers inside at once, at most:", peak, "|", db.statistics().acquisitions, "leases taken")
 
 # %% [markdown]
-# Timeouts work too: the engine cancels the Dask future. A Python body that is already running on a
-# worker cannot be interrupted, though: it runs to its end there and its result is dropped.
+# Timeouts work too, and count the body's run time on its worker (not time queued on the cluster);
+# the Dask future is cancelled. A Python body that is already running on a worker cannot be
+# interrupted, though: it runs to its end there and its result is dropped. `async def` bodies run on
+# their own event loop in a worker thread, so a long one never stops the worker's heartbeats.
 #
 # `executor.statistics()` counts what went where; `close()` stops the cluster started by `local()`.
 
@@ -242,5 +291,7 @@ await executor.close()
 # - Put `@state(executor="dask")` on a function instead of `remote=True`.
 # - Write a state that stores a `threading.Lock()` in the context and a remote state after it. Which
 #   key does the error name?
-# - Connect to a real cluster: `DaskExecutor(await Client("tcp://...:8786", asynchronous=True))`;
-#   install fluffy_nb on its workers like any other dependency.
+# - Connect to a real cluster: `DaskExecutor.from_address("tcp://...:8786")`; install fluffy_nb on
+#   its workers like any other dependency. Pin a state to some workers with `workers=[...]`, or pass
+#   `annotations={...}` as for `dask.annotate`.
+# - Start an adaptive cluster that begins empty: `DaskExecutor.local(4, adapt={"minimum": 0, "maximum": 4})`.

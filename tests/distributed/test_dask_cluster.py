@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -28,6 +29,7 @@ import pytest_asyncio
 
 from fluffy_nb import Agent, ResourceError, ResourceRequirements, RetryPolicy
 from fluffy_nb.distributed import DaskExecutor, WorkerLostError
+from fluffy_nb.engine import StateFailedError
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
@@ -76,22 +78,26 @@ async def test_a_request_no_worker_satisfies_fails_before_anything_runs(executor
     assert agent.get_state("train") is None
 
 
-async def test_an_async_body_runs_on_a_worker_processes_event_loop(executor: DaskExecutor) -> None:
+async def test_an_async_body_runs_in_a_worker_thread_on_its_own_loop_so_heartbeats_go_on(
+    executor: DaskExecutor,
+) -> None:
     async def probe(ctx: Any) -> None:
         import asyncio
 
         from distributed import get_worker
 
-        asyncio.get_running_loop()
+        worker = get_worker()
         ctx.set_state("where", {"pid": os.getpid(), "main_thread": threading.current_thread()
-                                is threading.main_thread(), "worker": get_worker().address})
+                                is threading.main_thread(), "own_loop": asyncio.get_running_loop()
+                                is not worker.loop.asyncio_loop, "worker": worker.address})
 
     agent = Agent("async", executor=executor)
     agent.add_state("probe", probe, remote=True)
     await agent.run()
     where = agent.get_state("where")
     assert where["pid"] != os.getpid()
-    assert where["main_thread"] is True  # the worker's loop thread, not its task thread pool
+    assert where["main_thread"] is False  # a task thread: the worker's loop keeps its heartbeats
+    assert where["own_loop"] is True
 
 
 async def test_a_closure_defined_in_main_runs_on_the_cluster(executor: DaskExecutor) -> None:
@@ -189,3 +195,108 @@ async def test_a_worker_killed_mid_state_is_retried_by_the_engine_and_nothing_ru
     assert WorkerLostError.__name__ in meta.last_error
     assert agent.get_state("crashed_then_ok") == 2
     assert executor.statistics().workers_lost == lost_before + 1
+
+
+# -- data that stays on the cluster ------------------------------------------------------------
+def _chain_body(nxt: str | None) -> Any:
+    def trivial(ctx: Any) -> str | None:
+        ctx.set_state(ctx.state_name, 1)
+        return nxt
+
+    return trivial
+
+
+def _chain(executor: DaskExecutor) -> Agent:
+    agent = Agent("chain20", executor=executor)
+    names = [f"s{i:02d}" for i in range(20)]
+    for i, n in enumerate(names):
+        agent.add_state(n, _chain_body(names[i + 1] if i < 19 else None), remote=True)
+    return agent
+
+
+@pytest.mark.slow
+async def test_an_80mb_context_value_is_sent_once_and_20_trivial_states_cost_at_most_twice_as_much(
+    executor: DaskExecutor,
+) -> None:
+    import numpy as np
+
+    big = np.ones(10_000_000)  # 80 MB
+    before = executor.statistics()
+
+    async def timed(context: dict[str, Any]) -> float:
+        agent = _chain(executor)
+        t0 = time.perf_counter()
+        await agent.run(start="s00", initial_context=context)
+        assert len(agent.completed_states) == 20
+        return time.perf_counter() - t0
+
+    # interleaved, so a busy moment on the shared machine hits both sides alike; the first run with
+    # the value pays its one scatter and is among the samples
+    plain, with_big = [], []
+    for _ in range(7):  # the machine is shared: medians of 7 pairs
+        plain.append(await timed({"x": 1}))
+        with_big.append(await timed({"x": 1, "big": big}))
+    after = executor.statistics()
+    assert after.scattered - before.scattered == 1  # one scatter for 140 states
+    assert after.held_mb >= 80  # kept on the cluster while the value lives
+    ratio = statistics.median(with_big) / statistics.median(plain)
+    assert ratio <= 2.0, f"with 80 MB: {sorted(with_big)}, without: {sorted(plain)}"
+
+
+async def test_a_small_value_changed_in_place_remotely_is_carried_back(executor: DaskExecutor) -> None:
+    import numpy as np
+
+    def scale(ctx: Any) -> None:
+        ctx.get_state("weights")[:] *= 2  # in place: no set_state
+        ctx.get_state("seen").add("scale")
+
+    agent = Agent("inplace", executor=executor)
+    agent.add_state("scale", scale, remote=True)
+    await agent.run(initial_context={"weights": np.arange(4.0), "seen": set()})
+    assert agent.get_state("weights").tolist() == [0.0, 2.0, 4.0, 6.0]
+    assert agent.get_state("seen") == {"scale"}
+
+
+async def test_a_large_shared_value_changed_in_place_remotely_is_refused_with_a_clear_error(
+    executor: DaskExecutor,
+) -> None:
+    import numpy as np
+
+    from fluffy_nb.distributed import SharedValueMutatedError
+
+    def corrupt(ctx: Any) -> None:
+        ctx.get_state("table")[0] = -1.0
+
+    def replace(ctx: Any) -> None:
+        table = ctx.get_state("table").copy()
+        table[0] = -1.0
+        ctx.set_state("table", table)
+
+    table = np.zeros(500_000)  # 4 MB: above the scatter threshold
+    agent = Agent("refuse", executor=executor)
+    agent.add_state("corrupt", corrupt, remote=True)
+    with pytest.raises(StateFailedError) as info:
+        await agent.run(initial_context={"table": table})
+    cause = info.value.__cause__
+    assert isinstance(cause, SharedValueMutatedError)
+    assert (cause.state, cause.key) == ("corrupt", "table")
+    assert "ctx.set_state('table'" in str(cause)
+    assert table[0] == 0.0  # the orchestrator's value is untouched
+
+    fixed = Agent("assign", executor=executor)
+    fixed.add_state("replace", replace, remote=True)
+    await fixed.run(initial_context={"table": table})
+    assert fixed.get_state("table")[0] == -1.0
+
+
+async def test_task_keys_name_agent_and_state(executor: DaskExecutor) -> None:
+    def key(ctx: Any) -> None:
+        from distributed import get_worker
+
+        ctx.set_state("key", get_worker().get_current_task())
+
+    agent = Agent("named keys", executor=executor)
+    agent.add_state("load-data", key, remote=True)
+    await agent.run()
+    assert agent.get_state("key").startswith("fluffy-named_keys-load-data-")
+    assert executor.statistics().n_workers == 2

@@ -75,9 +75,9 @@ async def test_a_dask_state_body_runs_inside_its_attempt_span_and_the_span_names
 
 
 async def test_without_tracing_nothing_is_sent_along(executor: DaskExecutor) -> None:
-    from fluffy_nb.distributed._executor import _remote_wrappers
+    from fluffy_nb.distributed._attempt import remote_wrappers
 
-    assert _remote_wrappers() == ()
+    assert remote_wrappers() == ()
 
     def plain(ctx: Any) -> None:
         ctx.set_state("ran", True)

@@ -337,3 +337,16 @@ async def test_an_agent_with_a_finished_view_and_its_forms_area_is_freed():
     gc.collect()
     assert view_ref() is None
     assert agent_ref() is None
+
+
+def test_the_header_links_the_executors_dashboard_when_it_has_one():
+    class WithDashboard:  # any executor exposing dashboard_link, e.g. a DaskExecutor on a cluster with one
+        name = "dask"
+        dashboard_link = "http://127.0.0.1:8787/status"
+
+    view = LiveView(Agent("linked", executor=WithDashboard()))
+    assert '<a href="http://127.0.0.1:8787/status" target="_blank">Dask dashboard</a>' in view.snapshot_html()
+    view.close()
+    plain = LiveView(Agent("unlinked"))
+    assert "Dask dashboard" not in plain.snapshot_html()
+    plain.close()
