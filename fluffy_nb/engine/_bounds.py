@@ -1,0 +1,161 @@
+"""Limits for loaded data, and bounded JSON loading: the first line of the validation boundary.
+
+Everything fluffy_nb loads (checkpoint JSON, a store's listing columns) is untrusted input.
+Before any recursive work (``json.loads``, pydantic validation) this module bounds what the
+input can make that work cost:
+
+* size: at most :data:`MAX_JSON_BYTES` of JSON text;
+* nesting: at most :data:`MAX_DEPTH` levels of ``[``/``{``, counted by a flat scan of the
+  text (strings removed first) before the parser recurses, so deep nesting can never reach
+  Python's recursion limit;
+* values: no ``NaN``/``Infinity``, integers of at most :data:`MAX_INT_DIGITS` digits;
+* counts: at most :data:`MAX_NODES` values in one document.
+
+Every failure is a :class:`CheckpointError` whose message starts with ``where`` (the file,
+row or checkpoint being loaded) and says what is wrong. The bounds are far above what a real
+run writes (its nesting is a few levels plus the user's own data) and keep one load under a
+fraction of a second.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import Any
+
+from ._errors import CheckpointError
+
+#: largest checkpoint JSON accepted, in bytes (characters for ``str`` input)
+MAX_JSON_BYTES = 16 * 1024 * 1024
+#: deepest nesting of lists/objects in one checkpoint (the model itself uses 3 levels)
+MAX_DEPTH = 64
+#: most values (of any kind, containers included) in one checkpoint document
+MAX_NODES = 1_000_000
+#: longest integer literal, in digits (Python refuses 4,300 digits itself)
+MAX_INT_DIGITS = 1_000
+#: most states named in one collection of a checkpoint (pending, completed, statuses, counts)
+MAX_STATES = 100_000
+#: most branches waiting at joins in one checkpoint, summed over targets: each is rebuilt on restore
+MAX_JOIN_WAITERS = 100_000
+#: largest count or sequence number (SQLite's INTEGER is 64-bit signed)
+MAX_COUNT = 2**63 - 1
+#: longest state name, agent name, id or other identifier
+MAX_NAME = 1_024
+
+# a JSON string literal, unrolled so the regex engine never backtracks
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_LONG_INT = re.compile("[0-9]{" + str(MAX_INT_DIGITS + 1) + ",}")
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest ``[``/``{`` nesting of JSON ``text``, without parsing it (strings ignored).
+
+    Linear in the text and flat (no recursion): brackets inside string literals are removed
+    first, then the running depth is accumulated in C.
+    """
+    return _depth(_STRING.sub("", text))
+
+
+def _depth(outside_strings: str) -> int:
+    brackets = _NOT_BRACKET.sub("", outside_strings)
+    if not brackets:
+        return 0
+    return max(0, max(itertools.accumulate(map(_STEP.__getitem__, brackets))))
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number a checkpoint can hold")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (_INF, -_INF):
+        raise ValueError(f"{text[:40]} is too large for a float")
+    return value
+
+
+_INF = float("inf")
+
+
+def load_json(text: str | bytes | bytearray, where: str) -> Any:
+    """Parse untrusted JSON within the module's bounds.
+
+    Args:
+        text: The JSON text (``bytes`` must be UTF-8).
+        where: What is being loaded, for the error (``"checkpoint 'abc' in 'runs.db'"``).
+
+    Raises:
+        CheckpointError: too large, too deep, not JSON, or holding a value a checkpoint cannot.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        if len(text) > MAX_JSON_BYTES:
+            raise CheckpointError(f"{where}: {len(text):,} bytes of JSON, more than the {MAX_JSON_BYTES:,} allowed")
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CheckpointError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(text, str):
+        raise CheckpointError(f"{where}: expected JSON text, got {type(text).__name__}")
+    if len(text) > MAX_JSON_BYTES:
+        raise CheckpointError(f"{where}: {len(text):,} characters of JSON, more than the {MAX_JSON_BYTES:,} allowed")
+    outside_strings = _STRING.sub("", text)
+    depth = _depth(outside_strings)
+    if depth > MAX_DEPTH:
+        raise CheckpointError(f"{where}: JSON nested {depth} levels deep, more than the {MAX_DEPTH} allowed")
+    if _LONG_INT.search(outside_strings):
+        raise CheckpointError(f"{where}: a number with more than {MAX_INT_DIGITS} digits")
+    try:
+        # what json.loads returns is plain data (str keys, finite numbers): the size bound
+        # above also bounds how many values it holds, so no walk is needed after it
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, TypeError, RecursionError, OverflowError) as exc:
+        raise CheckpointError(f"{where}: not valid JSON: {_short(exc)}") from None
+
+
+def check_plain(data: Any, where: str) -> None:
+    """Check that ``data`` is plain JSON data within the bounds, walking it without recursion.
+
+    For data that did not come from :func:`load_json` (a dict handed to ``from_dict``).
+    Accepts dict with ``str`` keys, list, tuple, str, int, finite float, bool and None. A
+    self-referencing structure exceeds the depth bound and is refused like any too-deep one.
+
+    Raises:
+        CheckpointError: naming ``where`` and the key of the first offending value.
+    """
+    stack: list[tuple[Any, int, Any]] = [(data, 1, None)]
+    nodes = 0
+    while stack:
+        value, depth, key = stack.pop()
+        nodes += 1
+        if value is None or isinstance(value, (str, bool)):
+            continue
+        at = "the top level" if key is None else f"key {str(key)[:80]!r}"
+        if isinstance(value, int):
+            if value.bit_length() > MAX_INT_DIGITS * 3:
+                raise CheckpointError(f"{where}: the integer at {at} is too large")
+            continue
+        if isinstance(value, float):
+            if value != value or value in (_INF, -_INF):
+                raise CheckpointError(f"{where}: {at} holds {value!r}, which JSON cannot hold")
+            continue
+        if not isinstance(value, (list, tuple, dict)):
+            raise CheckpointError(f"{where}: {at} holds a {type(value).__name__}, which is not JSON data")
+        if depth > MAX_DEPTH:
+            raise CheckpointError(f"{where}: data nested more than {MAX_DEPTH} levels deep (at {at})")
+        if nodes + len(stack) + len(value) > MAX_NODES:
+            raise CheckpointError(f"{where}: more than {MAX_NODES:,} values in one checkpoint")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise CheckpointError(f"{where}: {at} has a {type(k).__name__} key; JSON keys are strings")
+                stack.append((v, depth + 1, k))
+        else:
+            stack.extend((v, depth + 1, i) for i, v in enumerate(value))
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
