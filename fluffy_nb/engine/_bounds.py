@@ -8,7 +8,8 @@ input can make that work cost:
 * nesting: at most :data:`MAX_DEPTH` levels of ``[``/``{``, counted by a flat scan of the
   text (strings removed first) before the parser recurses, so deep nesting can never reach
   Python's recursion limit;
-* values: no ``NaN``/``Infinity``, integers of at most :data:`MAX_INT_DIGITS` digits;
+* values: no ``NaN``/``Infinity``, integers of at most :data:`MAX_INT_DIGITS` digits, no lone
+  UTF-16 surrogates (``"\ud800"``: no store could write such a string back);
 * counts: at most :data:`MAX_NODES` values in one document.
 
 Every failure is a :class:`CheckpointError` whose message starts with ``where`` (the file,
@@ -26,8 +27,10 @@ from typing import Any
 
 from ._errors import CheckpointError
 
-#: largest checkpoint JSON accepted, in bytes (characters for ``str`` input)
-MAX_JSON_BYTES = 16 * 1024 * 1024
+#: largest checkpoint JSON accepted, in bytes (characters for ``str`` input): about 40,000 states'
+#: worth, and what a busy 2-core machine checks and parses within half a second; SQLiteStore
+#: refuses to write more
+MAX_JSON_BYTES = 2 * 1024 * 1024
 #: deepest nesting of lists/objects in one checkpoint (the model itself uses 3 levels)
 MAX_DEPTH = 64
 #: most values (of any kind, containers included) in one checkpoint document
@@ -47,6 +50,11 @@ MAX_NAME = 1_024
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+# a \uD800-\uDBFF escape not followed by a low one, or a \uDC00-\uDFFF escape not after a high one
+_LONE_SURROGATE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
 _LONG_INT = re.compile("[0-9]{" + str(MAX_INT_DIGITS + 1) + ",}")
 
 
@@ -101,6 +109,13 @@ def load_json(text: str | bytes | bytearray, where: str) -> Any:
         raise CheckpointError(f"{where}: expected JSON text, got {type(text).__name__}")
     if len(text) > MAX_JSON_BYTES:
         raise CheckpointError(f"{where}: {len(text):,} characters of JSON, more than the {MAX_JSON_BYTES:,} allowed")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise CheckpointError(f"{where}: not UTF-8 text ({exc.reason} at character {exc.start})") from None
+    if "\\u" in text and _LONE_SURROGATE.search(text):
+        raise CheckpointError(f"{where}: a string holds a lone UTF-16 surrogate escape, which is not text")
     outside_strings = _STRING.sub("", text)
     depth = _depth(outside_strings)
     if depth > MAX_DEPTH:
@@ -130,9 +145,13 @@ def check_plain(data: Any, where: str) -> None:
     while stack:
         value, depth, key = stack.pop()
         nodes += 1
-        if value is None or isinstance(value, (str, bool)):
+        if isinstance(value, str):
+            if not value.isascii() and not _utf8(value):
+                raise CheckpointError(f"{where}: a string at {_at(key)} is not valid text (a lone surrogate)")
             continue
-        at = "the top level" if key is None else f"key {str(key)[:80]!r}"
+        if value is None or isinstance(value, bool):
+            continue
+        at = _at(key)
         if isinstance(value, int):
             if value.bit_length() > MAX_INT_DIGITS * 3:
                 raise CheckpointError(f"{where}: the integer at {at} is too large")
@@ -149,11 +168,23 @@ def check_plain(data: Any, where: str) -> None:
             raise CheckpointError(f"{where}: more than {MAX_NODES:,} values in one checkpoint")
         if isinstance(value, dict):
             for k, v in value.items():
-                if not isinstance(k, str):
-                    raise CheckpointError(f"{where}: {at} has a {type(k).__name__} key; JSON keys are strings")
+                if not isinstance(k, str) or not (k.isascii() or _utf8(k)):
+                    raise CheckpointError(f"{where}: {at} has a key that is not text; JSON keys are strings")
                 stack.append((v, depth + 1, k))
         else:
             stack.extend((v, depth + 1, i) for i, v in enumerate(value))
+
+
+def _at(key: Any) -> str:
+    return "the top level" if key is None else f"key {str(key)[:80]!r}"
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

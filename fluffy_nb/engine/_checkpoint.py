@@ -34,6 +34,8 @@ Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 #: longest error text kept in a checkpoint
 _MAX_ERROR = 1_000_000
 _SCHEDULER_WORK_KEYS = ("joins", "active")
+_BOUNDED_COLLECTIONS = ("state_status", "completed_states", "completion_counts", "state_attempts", "pending",
+                        "typed_data", "human_answers", "scheduler")
 
 
 class HumanAnswerRecord(BaseModel):
@@ -172,6 +174,13 @@ class Checkpoint(BaseModel):
 
     @classmethod
     def _validated(cls, data: dict[str, Any], source: str) -> Checkpoint:
+        for name in _BOUNDED_COLLECTIONS:  # before pydantic, which would validate every item first
+            value = data.get(name)
+            if isinstance(value, (list, dict)) and len(value) > MAX_STATES:
+                raise CheckpointError(
+                    f"{source}: not a valid fluffy_nb checkpoint: {name} has {len(value):,} entries, more than "
+                    f"the {MAX_STATES:,} allowed"
+                )
         version = data.get("format_version")
         if type(version) is int and version > FORMAT_VERSION:
             raise CheckpointError(

@@ -104,6 +104,22 @@ _GET = (
 _open_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
 
 
+# a damaged schema can make SQLite's own error message invalid UTF-8: Python then raises that instead
+_DB_ERRORS = (sqlite3.Error, UnicodeDecodeError)
+
+
+class _NotUTF8(bytes):
+    """A TEXT value whose bytes are not UTF-8: kept as bytes so only its row is refused."""
+
+
+def _text(raw: bytes) -> str | bytes:
+    # sqlite3's own decoding raises for the whole query; this way one damaged row is named and skipped
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _NotUTF8(raw)
+
+
 @atexit.register
 def _close_all() -> None:  # pragma: no cover - runs at interpreter exit
     for store in list(_open_stores):
@@ -115,6 +131,12 @@ def _close_all() -> None:  # pragma: no cover - runs at interpreter exit
 
 def _row(cp: Checkpoint) -> tuple[Any, ...]:
     text = cp.model_dump_json()
+    if len(text) > MAX_JSON_BYTES:  # characters: a quick first look, bytes are checked on load
+        raise CheckpointError(
+            f"checkpoint {cp.checkpoint_id!r} of {cp.agent_name!r} is {len(text):,} characters of JSON, more "
+            f"than the {MAX_JSON_BYTES:,} a store loads back; keep large data outside the context (a file, a "
+            "database) and store its path"
+        )
     return (
         cp.checkpoint_id, cp.parent_id, cp.agent_name, cp.run_id, cp.sequence, cp.timestamp, cp.trigger,
         cp.agent_status.value, len(cp.completed_states), pending_json(cp.pending), len(text.encode()),
@@ -214,13 +236,14 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        con.text_factory = _text
         con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         return con
 
     def _open(self, check: bool) -> sqlite3.Connection:
         try:
             con = self._connect()
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             raise self._fail(exc, "opening the file") from None
         try:
             version = con.execute("PRAGMA user_version").fetchone()[0]
@@ -250,7 +273,7 @@ class SQLiteStore:
         except CheckpointError:
             con.close()
             raise
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             con.close()
             raise self._fail(exc, "opening the store") from None
         return con
@@ -293,7 +316,7 @@ class SQLiteStore:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             raise self._fail(exc, f"writing {len(rows)} checkpoint(s)") from None
         finally:
             if lock is not None:
@@ -303,7 +326,7 @@ class SQLiteStore:
         try:
             con = self._connect()
             con.execute(f"PRAGMA synchronous={self.synchronous}")
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             con, self._error = None, self._fail(exc, "opening the writer connection")
         while True:
             with self._cond:
@@ -376,7 +399,7 @@ class SQLiteStore:
         with self._lock:
             try:
                 return self._con.execute(sql, args).fetchall()
-            except sqlite3.Error as exc:
+            except _DB_ERRORS as exc:
                 raise self._fail(exc, doing) from None
 
     def get(self, checkpoint_id: str) -> Checkpoint:
