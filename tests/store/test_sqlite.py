@@ -1,17 +1,23 @@
-"""SQLiteStore beyond the conformance suite: files that survive, damaged files, shared files."""
+"""SQLiteStore beyond the conformance suite: files that survive, damaged files and rows, shared files."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import random
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import warnings
 from pathlib import Path
+from typing import Any
 
+import _checkpoint_mutations as mut
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fluffy_nb.engine import Checkpoint, CheckpointError, FluffyWarning
 from fluffy_nb.engine._bounds import MAX_JSON_BYTES
@@ -274,3 +280,32 @@ def test_data_stored_as_bytes_that_are_not_text_is_refused_naming_the_row(tmp_pa
     with pytest.raises(CheckpointError, match=rf"{c.checkpoint_id}.*not UTF-8"):
         store.get(c.checkpoint_id)
     store.close()
+
+
+# -- property-based: a real store file with damaged bytes or rows ---------------------------------
+_CLEAN: list[Any] = []
+
+
+def clean_store() -> tuple[Path, list[dict[str, Any]]]:
+    """A real store file (made once) and the checkpoints in it."""
+    if not _CLEAN:
+        seeds = mut.seed_checkpoints()
+        path = Path(tempfile.mkdtemp(prefix="fluffy-clean-")) / "clean.db"
+        mut.make_store_file(path, seeds)
+        mut.store_outcome(path)  # warm up lazy imports
+        _CLEAN.extend([path, seeds])
+    return _CLEAN[0], _CLEAN[1]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.randoms(use_true_random=False))
+def test_a_damaged_store_file_reads_cleanly_or_raises_checkpoint_error(rng: random.Random) -> None:
+    clean, seeds = clean_store()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "damaged.db"
+        mut.damage_store_file(clean, path, seeds, rng)
+        outcome = mut.store_outcome(path)
+    assert outcome.kind in ("loaded", "CheckpointError"), outcome.detail
+    assert outcome.seconds < 1.0
+    assert outcome.imported == []
