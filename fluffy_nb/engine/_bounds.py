@@ -41,8 +41,9 @@ MAX_INT_DIGITS = 1_000
 MAX_STATES = 100_000
 #: most branches waiting at joins in one checkpoint, summed over targets: each is rebuilt on restore
 MAX_JOIN_WAITERS = 100_000
-#: largest count or sequence number (SQLite's INTEGER is 64-bit signed)
-MAX_COUNT = 2**63 - 1
+#: largest count or sequence number: exact in a JSON reader that uses doubles, and far enough below
+#: SQLite's 64-bit INTEGER that a restored run can go on counting
+MAX_COUNT = 2**53 - 1
 #: longest state name, agent name, id or other identifier
 MAX_NAME = 1_024
 

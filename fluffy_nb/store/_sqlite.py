@@ -316,7 +316,7 @@ class SQLiteStore:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        except _DB_ERRORS as exc:
+        except (*_DB_ERRORS, OverflowError) as exc:  # OverflowError: an integer SQLite cannot hold
             raise self._fail(exc, f"writing {len(rows)} checkpoint(s)") from None
         finally:
             if lock is not None:

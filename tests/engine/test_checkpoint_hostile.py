@@ -165,7 +165,7 @@ def test_malformed_json_is_refused_with_a_reason_before_any_deep_work(text: str 
     ("completion_counts", {"only": 2**64}, "completion_counts.only"),
     ("state_attempts", {"only": -1}, "state_attempts.only"),
     ("state_status", {"only": "exploded"}, "state_status.only"),
-    ("sequence", 2**63, "sequence"),
+    ("sequence", 2**53, "sequence"),
     ("timestamp", "noon", "timestamp"),
     ("format_version", 0, "format_version"),
     ("typed_data", {"p": {"type": "x"}}, "exactly the keys"),

@@ -309,3 +309,16 @@ def test_a_damaged_store_file_reads_cleanly_or_raises_checkpoint_error(rng: rand
     assert outcome.kind in ("loaded", "CheckpointError"), outcome.detail
     assert outcome.seconds < 1.0
     assert outcome.imported == []
+
+
+@pytest.mark.parametrize("write_behind", [True, False])
+def test_an_integer_sqlite_cannot_hold_is_a_checkpoint_error_on_write(tmp_path: Path, write_behind: bool) -> None:
+    store = SQLiteStore(tmp_path / "runs.db", write_behind=write_behind)
+    huge = Checkpoint.model_construct(**{**cp().__dict__, "sequence": 2**64})  # unvalidated, as the engine builds
+    def write() -> None:
+        store.put(huge)
+        store.flush()
+
+    with pytest.raises(CheckpointError, match="OverflowError"):
+        write()
+    store.close()
