@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import _checkpoint_mutations as mut
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fluffy_nb import Agent
-from fluffy_nb.engine import AgentStatus, Checkpoint, CheckpointError, FluffyWarning, StateFailedError
+from fluffy_nb.engine import AgentStatus, Checkpoint, CheckpointError, FluffyError, FluffyWarning, StateFailedError
 from fluffy_nb.store import MemoryStore, SQLiteStore
 
 ENGINE_SIDE = pytest.mark.xfail(strict=True, reason="engine-side restore, see issue 18")
@@ -199,3 +203,51 @@ async def test_resume_latest_of_a_failed_run_walks_back_past_a_damaged_row(store
     with pytest.warns(FluffyWarning):
         result = await again.resume_latest(store)
     assert result.status is AgentStatus.COMPLETED
+
+
+# -- property-based: restore and run whatever the loaders accept ----------------------------------
+_SEEDS: list[dict[str, Any]] = []
+
+
+def restorable_seeds() -> list[dict[str, Any]]:
+    """Real checkpoints of the graph ``fuzz_agent`` has (the fuzz mutators' seed run)."""
+    if not _SEEDS:
+        _SEEDS.extend(mut.seed_checkpoints())
+    return _SEEDS
+
+
+def fuzz_agent() -> Agent:
+    agent = Agent("fuzzed")
+
+    async def step(ctx: Any) -> None:
+        return None
+
+    for name in ("start", "fast", "slow", "join"):
+        agent.add_state(name, step)
+    return agent
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.randoms(use_true_random=False))
+def test_any_mutated_checkpoint_restores_and_runs_or_is_refused_leaving_nothing_running(rng: random.Random) -> None:
+    text = mut.mutated_checkpoint(restorable_seeds(), rng)  # the seed run needs its own loop: outside ours
+
+    async def restore_and_run() -> None:
+        agent = fuzz_agent()
+        before = leftover_tasks()
+        started = time.perf_counter()
+        try:
+            agent.restore(Checkpoint.from_json(text))
+        except CheckpointError:
+            assert agent.status is AgentStatus.IDLE
+        else:
+            try:
+                await asyncio.wait_for(agent.run(), 1.0)
+            except FluffyError:
+                pass
+        assert time.perf_counter() - started < 2.0
+        assert agent.status is not AgentStatus.RUNNING
+        assert leftover_tasks() == before
+
+    asyncio.run(restore_and_run())
