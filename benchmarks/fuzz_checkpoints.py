@@ -12,13 +12,14 @@ Prints counts by outcome. Clean outcomes are ``loaded`` and ``CheckpointError``;
 is a raw error that escaped, and also counted: inputs slower than 1 s and inputs that imported
 a module. Usage::
 
-    python benchmarks/fuzz_checkpoints.py [--inputs 100000] [--store-share 0.1] [--seed 0]
+    python benchmarks/fuzz_checkpoints.py [--inputs 100000] [--store-share 0.1] [--seed 0] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import multiprocessing
 import random
 import sys
 import tempfile
@@ -64,18 +65,13 @@ def restore_outcome(text: str | bytes) -> str:
     return "restored"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--inputs", type=int, default=100_000)
-    parser.add_argument("--store-share", type=float, default=0.1, help="share of inputs that are store files")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-
-    rng = random.Random(args.seed)
+def run_chunk(inputs: int, store_inputs: int, seed: int) -> dict[str, Any]:
+    """Fuzz ``inputs`` inputs (the first ``store_inputs`` of them store files); the tallies."""
+    rng = random.Random(seed)
     seeds = mut.seed_checkpoints()
-    for seed in seeds:  # warm up: lazy imports of pydantic and sqlite happen here, not in an input
-        mut.load_outcome(mut.dumps(seed))
-        restore_outcome(mut.dumps(seed))
+    for cp in seeds:  # warm up: lazy imports of pydantic and sqlite happen here, not in an input
+        mut.load_outcome(mut.dumps(cp))
+        restore_outcome(mut.dumps(cp))
     tmp = Path(tempfile.mkdtemp(prefix="fluffy-fuzz-"))
     clean = tmp / "clean.db"
     mut.make_store_file(clean, seeds)
@@ -86,10 +82,9 @@ def main() -> None:
     examples: dict[str, str] = {}
     slow = imported = 0
     worst = 0.0
-    n_store = int(args.inputs * args.store_share)
     started = time.perf_counter()
-    for i in range(args.inputs):
-        if i < n_store:
+    for i in range(inputs):
+        if i < store_inputs:
             path = tmp / "fuzzed.db"
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -106,18 +101,49 @@ def main() -> None:
         slow += outcome.seconds > 1.0
         worst = max(worst, outcome.seconds)
         imported += bool(outcome.imported)
-        if (i + 1) % 10_000 == 0:
-            print(f"... {i + 1:,} inputs, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        if (i + 1) % 5_000 == 0:
+            print(f"... seed {seed}: {i + 1:,} inputs in {time.perf_counter() - started:.0f} s: "
+                  f"{dict(counts['checkpoint'])} {dict(counts['store'])} slow {slow} imported {imported}",
+                  file=sys.stderr, flush=True)
+    return {"counts": counts, "examples": examples, "slow": slow, "worst": worst, "imported": imported}
 
-    print(f"fuzzed {args.inputs:,} inputs (seed {args.seed}) in {time.perf_counter() - started:.0f} s")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", type=int, default=100_000)
+    parser.add_argument("--store-share", type=float, default=0.1, help="share of inputs that are store files")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2, help="processes (each fuzzes its share with its own seed)")
+    args = parser.parse_args()
+
+    jobs = max(1, args.jobs)
+    shares = [args.inputs // jobs + (k < args.inputs % jobs) for k in range(jobs)]
+    chunks = [(n, int(n * args.store_share), args.seed + k) for k, n in enumerate(shares)]
+    started = time.perf_counter()
+    if jobs == 1:
+        results = [run_chunk(*chunks[0])]
+    else:
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            results = pool.starmap(run_chunk, chunks)
+
+    counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    examples: dict[str, str] = {}
+    for r in results:
+        for what, c in r["counts"].items():
+            counts[what].update(c)
+        for kind, detail in r["examples"].items():
+            examples.setdefault(kind, detail)
+    seeds = ", ".join(str(c[2]) for c in chunks)
+    print(f"fuzzed {args.inputs:,} inputs ({jobs} process(es), seeds {seeds}) in {time.perf_counter() - started:.0f} s")
     for what in ("checkpoint", "store"):
         total = sum(counts[what].values())
         shown = ", ".join(f"{kind} {n:,}" for kind, n in counts[what].most_common())
         print(f"  {what} inputs: {total:,}: {shown}")
     escaped = sum(n for what in ("checkpoint", "store") for kind, n in counts[what].items()
                   if kind not in ("loaded", "CheckpointError"))
-    print(f"  raw errors escaped: {escaped:,}; slower than 1 s: {slow:,} (slowest {worst:.3f} s); "
-          f"inputs that imported a module: {imported:,}")
+    print(f"  raw errors escaped: {escaped:,}; slower than 1 s: {sum(r['slow'] for r in results):,} "
+          f"(slowest {max(r['worst'] for r in results):.3f} s); "
+          f"inputs that imported a module: {sum(r['imported'] for r in results):,}")
     shown = ", ".join(f"{kind} {n:,}" for kind, n in counts["restore"].most_common())
     print(f"  engine side, agent.restore of the checkpoints that loaded: {shown}")
     for kind, detail in examples.items():
