@@ -29,11 +29,12 @@ Trigger = Literal["manual", "pause", "interval", "state", "failure", "completion
 
 #: a state name, agent name or id: a bounded string
 Name = Annotated[str, Field(max_length=MAX_NAME)]
-#: a count or sequence number: what SQLite's 64-bit INTEGER holds, never negative
+#: a count or sequence number: a whole number in 0..2**53-1 (see ``_bounds.MAX_COUNT``)
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 #: longest error text kept in a checkpoint
 _MAX_ERROR = 1_000_000
-_SCHEDULER_WORK_KEYS = ("joins", "active")
+#: scheduler entries a restore turns into work, one object per unit (other entries are inert data)
+_SCHEDULER_WORK_KEYS = ("joins",)
 _BOUNDED_COLLECTIONS = ("state_status", "completed_states", "completion_counts", "state_attempts", "pending",
                         "typed_data", "human_answers", "scheduler")
 
