@@ -82,6 +82,7 @@ def run_chunk(inputs: int, store_inputs: int, seed: int) -> dict[str, Any]:
     examples: dict[str, str] = {}
     slow = imported = 0
     worst = 0.0
+    slowest: list[str] = []
     started = time.perf_counter()
     for i in range(inputs):
         if i < store_inputs:
@@ -100,12 +101,17 @@ def run_chunk(inputs: int, store_inputs: int, seed: int) -> dict[str, Any]:
             examples.setdefault(f"{what}: {outcome.kind}", outcome.detail)
         slow += outcome.seconds > 1.0
         worst = max(worst, outcome.seconds)
+        if outcome.seconds > 1.0 and len(slowest) < 5:
+            size = path.stat().st_size if what == "store" else len(text)
+            slowest.append(f"{what} input {i} ({size:,} bytes) took {outcome.seconds:.2f} s: {outcome.kind} "
+                           f"{outcome.detail[:120]}")
         imported += bool(outcome.imported)
         if (i + 1) % 5_000 == 0:
             print(f"... seed {seed}: {i + 1:,} inputs in {time.perf_counter() - started:.0f} s: "
                   f"{dict(counts['checkpoint'])} {dict(counts['store'])} slow {slow} imported {imported}",
                   file=sys.stderr, flush=True)
-    return {"counts": counts, "examples": examples, "slow": slow, "worst": worst, "imported": imported}
+    return {"counts": counts, "examples": examples, "slow": slow, "worst": worst, "imported": imported,
+            "slowest": slowest}
 
 
 def main() -> None:
@@ -148,6 +154,9 @@ def main() -> None:
     print(f"  engine side, agent.restore of the checkpoints that loaded: {shown}")
     for kind, detail in examples.items():
         print(f"  first {kind}: {detail[:300]}")
+    for r, (_, _, seed) in zip(results, chunks, strict=True):
+        for line in r["slowest"]:
+            print(f"  slow (seed {seed}): {line}")
 
 
 if __name__ == "__main__":
