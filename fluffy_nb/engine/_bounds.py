@@ -9,7 +9,7 @@ input can make that work cost:
   text (strings removed first) before the parser recurses, so deep nesting can never reach
   Python's recursion limit;
 * values: no ``NaN``/``Infinity``, integers of at most :data:`MAX_INT_DIGITS` digits, no lone
-  UTF-16 surrogates (``"\ud800"``: no store could write such a string back);
+  UTF-16 surrogates (a ``\\ud800`` escape with no low half: no store could write it back);
 * counts: at most :data:`MAX_NODES` values in one document (counted before parsing too).
 
 Every failure is a :class:`CheckpointError` whose message starts with ``where`` (the file,
