@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fluffy-installed
 
-.PHONY: lab demo test test-fast bench lint browser-deps clean
+.PHONY: lab demo test test-fast bench fuzz lint browser-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# 100,000 mutated checkpoints and damaged store files through the loaders; prints counts by outcome
+fuzz: $(STAMP)
+	$(PY) benchmarks/fuzz_checkpoints.py --inputs 100000
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check fluffy_nb tests benchmarks conftest.py

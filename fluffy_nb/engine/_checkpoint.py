@@ -2,6 +2,11 @@
 
 Checkpoints never hold pickles or class paths to import: plain values are JSON, typed
 values are ``{"type": registered-name, "data": {...}}`` resolved through the typed registry.
+
+This model is the validation boundary for loaded checkpoints: ``from_json``/``from_dict``
+bound size, nesting and value counts first (``_bounds``), then pydantic checks every field,
+including the counts a restore turns into work (names per collection, join waiters), and
+every failure is a :class:`CheckpointError` naming the source and what is wrong.
 """
 
 from __future__ import annotations
@@ -9,10 +14,11 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
+from ._bounds import MAX_COUNT, MAX_JOIN_WAITERS, MAX_NAME, MAX_STATES, check_plain, load_json
 from ._errors import CheckpointError, SerializationError
 from ._status import AgentStatus, StateStatus
 from ._typed import decode_typed, encode_typed
@@ -21,18 +27,29 @@ FORMAT_VERSION = 1
 
 Trigger = Literal["manual", "pause", "interval", "state", "failure", "completion", "cancel", "fork"]
 
+#: a state name, agent name or id: a bounded string
+Name = Annotated[str, Field(max_length=MAX_NAME)]
+#: a count or sequence number: a whole number in 0..2**53-1 (see ``_bounds.MAX_COUNT``)
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+#: longest error text kept in a checkpoint
+_MAX_ERROR = 1_000_000
+#: scheduler entries a restore turns into work, one object per unit (other entries are inert data)
+_SCHEDULER_WORK_KEYS = ("joins",)
+_BOUNDED_COLLECTIONS = ("state_status", "completed_states", "completion_counts", "state_attempts", "pending",
+                        "typed_data", "human_answers", "scheduler")
+
 
 class HumanAnswerRecord(BaseModel):
     """One answered human-in-the-loop request, kept so a restored run does not ask again."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    request_id: str
-    state: str
-    sequence: int = 0
-    prompt: str = ""
+    request_id: Name
+    state: Name
+    sequence: Count = 0
+    prompt: Annotated[str, Field(max_length=_MAX_ERROR)] = ""
     value: Any = None
-    source: str = "person"
+    source: Name = "person"
     asked_at: float = 0.0
     answered_at: float = 0.0
     replayable: bool = True
@@ -47,29 +64,70 @@ class Checkpoint(BaseModel):
     human answers.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    format_version: int = FORMAT_VERSION
-    checkpoint_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    parent_id: str | None = None
-    agent_name: str
-    run_id: str
+    format_version: Annotated[int, Field(ge=1, le=FORMAT_VERSION)] = FORMAT_VERSION
+    checkpoint_id: Annotated[str, Field(min_length=1, max_length=MAX_NAME)] = Field(
+        default_factory=lambda: uuid.uuid4().hex)
+    parent_id: Name | None = None
+    agent_name: Name
+    run_id: Name
     timestamp: float
-    sequence: int = 0
-    trigger: str = "manual"
+    sequence: Count = 0
+    trigger: Annotated[str, Field(max_length=64)] = "manual"
     agent_status: AgentStatus = AgentStatus.IDLE
-    state_status: dict[str, StateStatus] = Field(default_factory=dict)
-    completed_states: list[str] = Field(default_factory=list)
-    completion_counts: dict[str, int] = Field(default_factory=dict)
-    state_attempts: dict[str, int] = Field(default_factory=dict)
-    pending: list[str] = Field(default_factory=list)
-    scheduler: dict[str, Any] = Field(default_factory=dict)
+    state_status: Annotated[dict[Name, StateStatus], Field(max_length=MAX_STATES)] = Field(default_factory=dict)
+    completed_states: Annotated[list[Name], Field(max_length=MAX_STATES)] = Field(default_factory=list)
+    completion_counts: Annotated[dict[Name, Count], Field(max_length=MAX_STATES)] = Field(default_factory=dict)
+    state_attempts: Annotated[dict[Name, Count], Field(max_length=MAX_STATES)] = Field(default_factory=dict)
+    pending: Annotated[list[Name], Field(max_length=MAX_STATES)] = Field(default_factory=list)
+    scheduler: dict[Name, Any] = Field(default_factory=dict)
     shared_state: dict[str, Any] = Field(default_factory=dict)
-    typed_data: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    human_answers: list[HumanAnswerRecord] = Field(default_factory=list)
-    steps: int = 0
-    error: str | None = None
+    typed_data: Annotated[dict[Name, dict[str, Any]], Field(max_length=MAX_STATES)] = Field(default_factory=dict)
+    human_answers: Annotated[list[HumanAnswerRecord], Field(max_length=MAX_STATES)] = Field(default_factory=list)
+    steps: Count = 0
+    error: Annotated[str, Field(max_length=_MAX_ERROR)] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _bounded_scheduler(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # the join and active counts are rebuilt one object per unit on restore: bound them
+        for key in _SCHEDULER_WORK_KEYS:
+            counts = value.get(key)
+            if counts is None:
+                continue
+            if not isinstance(counts, dict) or len(counts) > MAX_STATES:
+                raise ValueError(f"scheduler[{key!r}] must be an object of at most {MAX_STATES:,} state counts")
+            total = 0
+            for name, n in counts.items():
+                if len(name) > MAX_NAME:
+                    raise ValueError(f"scheduler[{key!r}] names a state longer than {MAX_NAME} characters")
+                if type(n) is not int or n < 0:
+                    raise ValueError(f"scheduler[{key!r}][{name[:80]!r}] must be a whole number >= 0, not {n!r:.40}")
+                total += n
+                if total > MAX_JOIN_WAITERS:
+                    raise ValueError(
+                        f"scheduler[{key!r}] counts more than {MAX_JOIN_WAITERS:,} waiting branches "
+                        f"(at {name[:80]!r}: {n:,}); a real run has at most one per branch"
+                    )
+        steps = value.get("steps")
+        if steps is not None and (type(steps) is not int or not 0 <= steps <= MAX_COUNT):
+            raise ValueError(f"scheduler['steps'] must be a whole number >= 0, not {steps!r:.40}")
+        return value
+
+    @field_validator("typed_data")
+    @classmethod
+    def _typed_payloads(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for key, payload in value.items():
+            if set(payload) != {"type", "data"}:
+                raise ValueError(f"typed_data[{key[:80]!r}] must have exactly the keys 'type' and 'data'")
+            name, data = payload["type"], payload["data"]
+            if not isinstance(name, str) or len(name) > MAX_NAME:
+                raise ValueError(f"typed_data[{key[:80]!r}]['type'] must be a registered type name")
+            if not isinstance(data, dict):
+                raise ValueError(f"typed_data[{key[:80]!r}]['data'] must be an object, not {type(data).__name__}")
+        return value
 
     @field_serializer("state_status", when_used="json")
     def _statuses_as_text(self, value: dict[str, StateStatus]) -> dict[str, str]:
@@ -87,33 +145,55 @@ class Checkpoint(BaseModel):
         return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
-        """Validate and load a checkpoint dict.
+    def from_dict(cls, data: dict[str, Any], *, source: str = "checkpoint") -> Checkpoint:
+        """Validate and load a checkpoint dict (untrusted: bounded first, then validated).
+
+        Args:
+            data: The checkpoint as plain JSON data (``to_dict()`` output).
+            source: What the data is, for errors (a file name, a store row).
 
         Raises:
-            CheckpointError: the data is not a checkpoint, or is of a newer format.
+            CheckpointError: the data is not a checkpoint, is of a newer format, or exceeds a
+                bound (size, nesting, counts); the message starts with ``source``.
         """
         if not isinstance(data, dict):
-            raise CheckpointError(f"a checkpoint must be a JSON object, got {type(data).__name__}")
+            raise CheckpointError(f"{source}: a checkpoint must be a JSON object, got {type(data).__name__}")
+        check_plain(data, source)
+        return cls._validated(data, source)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, source: str = "checkpoint") -> Checkpoint:
+        """Load a checkpoint from JSON text (untrusted: size and nesting bounded before parsing).
+
+        Raises:
+            CheckpointError: as :meth:`from_dict`, or the text is not JSON.
+        """
+        data = load_json(text, source)
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{source}: a checkpoint must be a JSON object, got {type(data).__name__}")
+        return cls._validated(data, source)
+
+    @classmethod
+    def _validated(cls, data: dict[str, Any], source: str) -> Checkpoint:
+        for name in _BOUNDED_COLLECTIONS:  # before pydantic, which would validate every item first
+            value = data.get(name)
+            if isinstance(value, (list, dict)) and len(value) > MAX_STATES:
+                raise CheckpointError(
+                    f"{source}: not a valid fluffy_nb checkpoint: {name} has {len(value):,} entries, more than "
+                    f"the {MAX_STATES:,} allowed"
+                )
         version = data.get("format_version")
-        if isinstance(version, int) and version > FORMAT_VERSION:
+        if type(version) is int and version > FORMAT_VERSION:
             raise CheckpointError(
-                f"checkpoint format_version {version} is newer than this fluffy_nb reads "
+                f"{source}: checkpoint format_version {version} is newer than this fluffy_nb reads "
                 f"({FORMAT_VERSION}); upgrade fluffy_nb to load it"
             )
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise CheckpointError(f"not a valid fluffy_nb checkpoint: {exc}") from None
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Checkpoint:
-        """Load a checkpoint from a JSON string."""
-        try:
-            data = json.loads(text)
-        except (ValueError, TypeError) as exc:
-            raise CheckpointError(f"checkpoint is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+            raise CheckpointError(f"{source}: not a valid fluffy_nb checkpoint: {describe_errors(exc)}") from None
+        except (ValueError, TypeError, RecursionError, OverflowError) as exc:  # defensive: never a raw error
+            raise CheckpointError(f"{source}: not a valid fluffy_nb checkpoint: {type(exc).__name__}") from None
 
     def typed_values(self) -> dict[str, Any]:
         """The typed data rebuilt into objects (registered classes only)."""
@@ -135,6 +215,16 @@ class Checkpoint(BaseModel):
             f"trigger={self.trigger!r}, status={self.agent_status.value}, "
             f"completed={len(self.completed_states)}, pending={self.pending!r})"
         )
+
+
+def describe_errors(exc: ValidationError, limit: int = 3) -> str:
+    """A short account of a pydantic ``ValidationError``: where and what, never the input itself."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False)[:limit]:
+        where = ".".join(str(p)[:80] for p in err.get("loc", ())) or "top level"
+        parts.append(f"{where}: {str(err.get('msg', ''))[:300]}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 def check_json_value(key: str, value: Any, path: str = "") -> Any:

@@ -4,6 +4,10 @@ A typed value is stored in checkpoints as ``{"type": <registered name>, "data": 
 Loading looks the name up in this registry only: nothing found in data is ever imported.
 Subclasses of :class:`TypedContextData` register themselves; other dataclasses and pydantic
 models register when first stored with ``Context.set_typed`` or with :func:`register_type`.
+
+Loading checks the data against the class as pydantic does, for dataclasses too: field types
+(``Profile(name=5)`` is refused; nested dataclasses are rebuilt), unknown and missing fields.
+Every failure is a :class:`CheckpointError` naming the key and the type.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
-from ._errors import SerializationError, TypedDataError
+from ._errors import CheckpointError, SerializationError, TypedDataError
 
 T = TypeVar("T")
 
@@ -106,17 +110,77 @@ def encode_typed(key: str, value: Any) -> dict[str, Any]:
     return {"type": name, "data": data}
 
 
+_ADAPTERS: dict[type, Any] = {}
+
+
+def _dataclass_adapter(cls: type) -> Any:
+    """A pydantic ``TypeAdapter`` for the dataclass ``cls`` (cached), or None if pydantic cannot
+    build one (an annotation it cannot resolve or an arbitrary class as a field type)."""
+    if cls not in _ADAPTERS:
+        from pydantic import PydanticUserError, TypeAdapter
+
+        try:
+            adapter: Any = TypeAdapter(cls)
+            adapter.core_schema  # noqa: B018 - build now: a deferred schema fails here, not mid-load
+        except (PydanticUserError, NameError, TypeError):
+            adapter = None
+        _ADAPTERS[cls] = adapter
+    return _ADAPTERS[cls]
+
+
+def _field_problem(cls: type, data: dict[str, Any]) -> str | None:
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        return f"it has no field {unknown[0][:80]!r}; fields are {sorted(fields)[:20]}"
+    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        return f"field {missing[0]!r} is missing"
+    return None
+
+
 def decode_typed(key: str, payload: dict[str, Any]) -> Any:
-    """Rebuild a typed value from a checkpoint, using only registered classes."""
+    """Rebuild a typed value from a checkpoint, using only registered classes.
+
+    The data is validated against the class: pydantic models by ``model_validate``, dataclasses
+    through a pydantic ``TypeAdapter`` (field types checked, nested dataclasses rebuilt).
+
+    Raises:
+        SerializationError: the type name is not registered in this process.
+        CheckpointError: the data does not fit the class (the message names key, type and field).
+    """
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"typed context key {key!r} holds a {type(payload).__name__}, not a typed value")
     name = payload.get("type")
-    cls = _REGISTRY.get(str(name))
+    cls = _REGISTRY.get(name) if isinstance(name, str) else None
     if cls is None:
         raise SerializationError(
-            f"typed context key {key!r} holds type {name!r}, which is not registered in this "
+            f"typed context key {key!r} holds type {str(name)[:200]!r}, which is not registered in this "
             "process; define the class (subclass TypedContextData) or call "
             "fluffy_nb.register_type(cls) before restoring"
         )
     data = payload.get("data", {})
-    if _is_pydantic(cls):
-        return cls.model_validate(data)  # type: ignore[attr-defined]
-    return cls(**data)
+    where = f"typed context key {key!r} ({name})"
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where}: its data must be an object, not {type(data).__name__}")
+    from pydantic import ValidationError
+
+    from ._checkpoint import describe_errors
+
+    try:
+        if _is_pydantic(cls):
+            return cls.model_validate(data)  # type: ignore[attr-defined]
+        problem = _field_problem(cls, data)
+        if problem is not None:
+            raise CheckpointError(f"{where} cannot be rebuilt: {problem}")
+        adapter = _dataclass_adapter(cls)
+        if adapter is None:  # pydantic cannot check these field types: the class's own __init__ decides
+            return cls(**data)
+        return adapter.validate_python(data)
+    except CheckpointError:
+        raise
+    except ValidationError as exc:
+        raise CheckpointError(f"{where} does not match its class: {describe_errors(exc)}") from None
+    except Exception as exc:  # the class's own __init__/__post_init__/validators refused the data
+        raise CheckpointError(f"{where} cannot be rebuilt: {type(exc).__name__}: {str(exc)[:300]}") from exc

@@ -8,11 +8,10 @@ measured process and system CPU and memory against the CPU the running states *d
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from ._layout import TEMPLATE as _TEMPLATE
-from ._layout import status_color
+from ._layout import plotly_text, status_color
 
 #: more attempts than this (or more distinct states than GANTT_ROWS) -> concurrency chart
 GANTT_LIMIT = 400
@@ -44,6 +43,9 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
     spans = list(tracker.spans)
     now = _now(tracker)
     rows = list(dict.fromkeys(s.state for s in spans))
+    # plotly draws a subset of HTML in tick labels (<b>, <br>, <a href>): the escaped name shows as
+    # written (escaping is one-to-one, so two names never share a row)
+    shown = {name: plotly_text(name) for name in rows}
     fig = go.Figure()
     if len(spans) <= GANTT_LIMIT and len(rows) <= GANTT_ROWS:
         for outcome, (label, colour) in _OUTCOMES.items():
@@ -52,12 +54,12 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
                 continue
             ends = [s.end if s.end is not None else now for s in mine]
             fig.add_trace(go.Bar(
-                orientation="h", y=[s.state for s in mine], base=[s.start for s in mine],
+                orientation="h", y=[shown[s.state] for s in mine], base=[s.start for s in mine],
                 x=[max(e - s.start, 1e-4) for s, e in zip(mine, ends, strict=True)], name=label,
                 marker={"color": colour, "line": {"color": "#333", "width": 0.5}},
-                hovertext=[f"{html.escape(s.state)} attempt {s.attempt}: {label}<br>{s.start:.3f}s -> {e:.3f}s"
+                hovertext=[f"{plotly_text(s.state)} attempt {s.attempt}: {label}<br>{s.start:.3f}s -> {e:.3f}s"
                            + (f"<br>waited for a person {s.waited:.1f}s" if s.waited else "")
-                           + (f"<br>on worker {html.escape(s.where)}" if s.where else "")
+                           + (f"<br>on worker {plotly_text(s.where)}" if s.where else "")
                            for s, e in zip(mine, ends, strict=True)],
                 hoverinfo="text",
             ))
@@ -65,15 +67,15 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
                  for s in spans if s.waits for w0, w1 in s.waits]
         if waits:
             fig.add_trace(go.Bar(
-                orientation="h", y=[w[0] for w in waits], base=[w[1] for w in waits],
+                orientation="h", y=[shown[w[0]] for w in waits], base=[w[1] for w in waits],
                 x=[max(w[2] - w[1], 1e-4) for w in waits], name="waiting for a person",
                 marker={"color": status_color("waiting_for_human"), "line": {"color": "#333", "width": 0.5},
                         "pattern": {"shape": "/", "fgcolor": "#ffffff", "size": 6}},
-                hovertext=[f"{html.escape(w[0])} waited for a person {w[2] - w[1]:.1f}s" for w in waits],
+                hovertext=[f"{plotly_text(w[0])} waited for a person {w[2] - w[1]:.1f}s" for w in waits],
                 hoverinfo="text",
             ))
         fig.update_layout(barmode="overlay", bargap=0.25)
-        fig.update_yaxes(categoryorder="array", categoryarray=list(reversed(rows)), title=None)
+        fig.update_yaxes(categoryorder="array", categoryarray=[shown[r] for r in reversed(rows)], title=None)
         h = height or int(min(560, 110 + 28 * max(1, len(rows))))
         title = f"timeline - {len(spans)} state runs, up to {_max_parallel(spans, now)} at once"
     else:

@@ -14,7 +14,16 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from ._layout import EDGE_STYLE, STATUS_STYLE, Layout, dominant_status, graph_layout, status_color, status_label
+from ._layout import (
+    EDGE_STYLE,
+    STATUS_STYLE,
+    Layout,
+    dominant_status,
+    graph_layout,
+    plotly_text,
+    status_color,
+    status_label,
+)
 from ._layout import TEMPLATE as _TEMPLATE
 
 #: graphs with more drawn nodes than this get no plotly figure in an Agent's repr (mermaid/SVG still)
@@ -40,16 +49,16 @@ def _counts_text(counts: Counter[str]) -> str:
 
 def _hover(agent: Any, name: str, status: str, where: str | None = None) -> str:
     meta = agent.state_metadata.get(name)
-    lines = [f"<b>{html.escape(name)}</b>", f"status: {status_label(status)}"]
+    lines = [f"<b>{plotly_text(name)}</b>", f"status: {status_label(status)}"]
     if where:
-        lines.append(f"worker: {html.escape(where)}")
+        lines.append(f"worker: {plotly_text(where)}")
     if meta is not None:
         if meta.attempts:
             lines.append(f"attempts: {meta.attempts}, runs: {meta.runs}")
         if meta.last_duration is not None:
             lines.append(f"last run: {meta.last_duration:.3f}s")
         if meta.last_error:
-            lines.append("error: " + html.escape(meta.last_error[:200]))
+            lines.append("error: " + plotly_text(meta.last_error[:200]))
     return "<br>".join(lines)
 
 
@@ -114,10 +123,10 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
         st, counts = _node_status(lay, nid, status)
         x, y = lay.position(nid)
         if node.is_group:
-            text = f"{node.label}<br>{_counts_text(counts)}"
-            hover = f"<b>{node.label}</b> (layer {node.layer})<br>{_counts_text(counts)}"
+            text = f"{plotly_text(node.label)}<br>{_counts_text(counts)}"
+            hover = f"<b>{plotly_text(node.label)}</b> (layer {node.layer})<br>{_counts_text(counts)}"
         else:
-            text = html.escape(node.label)
+            text = plotly_text(node.label)
             hover = _hover(agent, nid, st, getattr(tracker, "where", {}).get(nid))
         by_status.setdefault(st, []).append((nid, x, y, text, hover))
     for st in STATUS_STYLE:
@@ -140,7 +149,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
     height = int(min(640, max(220, 90 * max(1, lay.widest) + 120)))
     fig.update_layout(
         title={"text": title if title is not None else
-               f"<b>{html.escape(agent.name)}</b> - {total:,} states: {_counts_text(counts)}",
+               f"<b>{plotly_text(agent.name)}</b> - {total:,} states: {_counts_text(counts)}",
                "x": 0.01, "font": {"size": 15}},
         showlegend=True, annotations=annotations, height=height, template=_TEMPLATE,
         margin={"l": 20, "r": 20, "t": 50, "b": 20}, hovermode="closest",
@@ -153,10 +162,27 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
 
 
 # -- mermaid -------------------------------------------------------------------------------
+_MERMAID_NAMED = {'"': "#quot;", "<": "#lt;", ">": "#gt;"}
+_MERMAID_PLAIN = frozenset(" _-.")
+
+
 def _mermaid_text(text: str) -> str:
-    for a, b in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;"), ("\n", " ")):
-        text = text.replace(a, b)
-    return text
+    """``text`` safe inside a quoted mermaid label: letters, digits, space and ``_-.`` stay, every
+    other character becomes a mermaid entity code (``#quot;``, ``#35;``...).
+
+    So no directive (``%%{init}%%``), markdown string (backticks), shape or link syntax
+    (brackets, parentheses, ``|``, ``:::``) or HTML can survive in a label: mermaid decodes the
+    codes only when it draws the text.
+    """
+    out = []
+    for ch in text:
+        if ch.isalnum() or ch in _MERMAID_PLAIN:
+            out.append(ch)
+        elif ch.isspace():
+            out.append(" ")
+        else:
+            out.append(_MERMAID_NAMED.get(ch) or f"#{ord(ch)};")
+    return "".join(out)
 
 
 _MERMAID_ARROW = {"code": "-->", "declared": "-.->", "dependency": "-. depends .->", "runtime": "==>",
@@ -166,8 +192,9 @@ _MERMAID_ARROW = {"code": "-->", "declared": "-.->", "dependency": "-. depends .
 def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR") -> str:
     """The state graph as mermaid ``flowchart`` text, statuses as classes.
 
-    Labels are quoted and escaped (``"``, ``#``, ``<``, ``>`` become mermaid entities), node ids
-    are generated, so any state name is safe.
+    Node ids are generated (``n0``, ``n1``...) and labels are quoted with every character but
+    letters, digits, space and ``_-.`` written as a mermaid entity code, so a state name can
+    never add a directive, markdown, a link or a node of its own.
     """
     lay = graph_layout(agent.graph)
     status = agent_statuses(agent, tracker)

@@ -52,6 +52,16 @@ TEMPLATE: dict[str, Any] = {"layout": {
 }}
 
 
+def plotly_text(text: str) -> str:
+    """``text`` as plotly shows it literally in labels and hover text.
+
+    Plotly renders a subset of HTML in text (``<b>``, ``<br>``, ``<a href>``...) and decodes
+    ``&amp;``, ``&lt;``, ``&gt;`` and numeric entities but not ``&quot;``: so ``&``, ``<`` and
+    ``>`` are escaped and quotes are left as they are.
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def status_label(status: str) -> str:
     """The words shown for a status key (``completed`` -> ``done``)."""
     return STATUS_STYLE.get(status, (status, ""))[0]

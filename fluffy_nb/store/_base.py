@@ -8,16 +8,41 @@ Ordering rule shared by every store: checkpoints are listed by the start of thei
 (the earliest checkpoint timestamp of the run; ties broken by which run reached the store
 first), then by ``sequence`` within the run, then by arrival. ``latest`` is the last entry
 of that order.
+
+Damaged rows (every stored byte is untrusted; a file may be copied, edited or truncated):
+
+* ``list``/``runs`` validate each row's listing fields; a row whose listing is damaged is
+  left out, and one :class:`~fluffy_nb.engine.FluffyWarning` per call names the rows left out
+  (checkpoint id or row number) and what is wrong with each. The good rows are listed as usual.
+* ``get(id)`` of a damaged row raises ``CheckpointError`` naming the row and what is wrong
+  (bad JSON, too large or deep, a field out of bounds, data that contradicts its row).
+* ``latest`` returns the newest checkpoint that loads, warning (``FluffyWarning``) about the
+  newer rows it skipped; when rows exist but none loads it raises ``CheckpointError`` naming them.
 """
 
 from __future__ import annotations
 
 import builtins
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+from ..engine._bounds import MAX_COUNT, MAX_NAME, MAX_STATES, load_json
+from ..engine._errors import CheckpointError, FluffyWarning
+from ..engine._status import AgentStatus
 
 if TYPE_CHECKING:
     from ..engine._checkpoint import Checkpoint
+
+T = TypeVar("T")
+_STATUSES = frozenset(s.value for s in AgentStatus)
+#: longest error text a listing row keeps (the checkpoint itself has the full text)
+MAX_LISTED_ERROR = 100_000
+#: longest ``pending`` column a listing row may hold, in characters
+MAX_LISTED_PENDING = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +95,99 @@ class CheckpointInfo:
             size_bytes=size_bytes,
             error=cp.error,
         )
+
+
+def _name(value: Any, field: str, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or (not value and field == "checkpoint_id") or len(value) > MAX_NAME:
+        raise CheckpointError(f"{field} is not a name of at most {MAX_NAME} characters")
+    return value
+
+
+def _whole(value: Any, field: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
+        raise CheckpointError(f"{field} is not a whole number >= 0")
+    return value
+
+
+def info_from_row(row: tuple[Any, ...]) -> CheckpointInfo:
+    """A listing row (the 12 ``CheckpointInfo`` fields, ``pending`` as JSON text), validated.
+
+    Raises:
+        CheckpointError: saying which field is damaged (the caller names the row).
+    """
+    cid, parent, agent, run, seq, ts, trigger, status, completed, pending, size, error = row
+    if type(ts) not in (int, float) or not math.isfinite(ts):
+        raise CheckpointError("timestamp is not a finite number")
+    if not isinstance(trigger, str) or len(trigger) > 64:
+        raise CheckpointError("trigger is not a short text")
+    if status not in _STATUSES:
+        raise CheckpointError(f"agent_status {str(status)[:40]!r} is not a status")
+    if error is not None and not isinstance(error, str):
+        raise CheckpointError("error is not text")
+    if not isinstance(pending, str):
+        raise CheckpointError("pending is missing or longer than the listing allows")
+    names = load_json(pending, "pending")
+    if not isinstance(names, list) or len(names) > MAX_STATES or not all(
+        isinstance(n, str) and len(n) <= MAX_NAME for n in names
+    ):
+        raise CheckpointError(f"pending is not a list of at most {MAX_STATES:,} state names")
+    return CheckpointInfo(
+        checkpoint_id=_name(cid, "checkpoint_id"), parent_id=_name(parent, "parent_id", optional=True),  # type: ignore[arg-type]
+        agent_name=_name(agent, "agent_name"), run_id=_name(run, "run_id"),  # type: ignore[arg-type]
+        sequence=_whole(seq, "sequence"), timestamp=float(ts), trigger=trigger, agent_status=status,
+        completed_count=_whole(completed, "completed_count"), pending=tuple(names),
+        size_bytes=_whole(size, "size_bytes"), error=error,
+    )
+
+
+def warn_bad_rows(store: str, doing: str, bad: Iterable[str]) -> None:
+    """One ``FluffyWarning`` naming the damaged rows ``doing`` (listing, ...) left out."""
+    bad = builtins.list(bad)
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        warnings.warn(f"{store}: {doing} skipped {len(bad)} damaged row(s): {shown}", FluffyWarning, stacklevel=3)
+
+
+def latest_good(store: str, candidates: Iterable[T], get: Callable[[T], Checkpoint]) -> Checkpoint | None:
+    """The first of ``candidates`` (rows, newest first) that ``get`` loads; warns about those skipped.
+
+    Raises:
+        CheckpointError: candidates exist but none loads (naming them).
+    """
+    bad: builtins.list[str] = []
+    for cid in candidates:
+        try:
+            cp = get(cid)
+        except CheckpointError as exc:
+            bad.append(str(exc)[:500])
+            continue
+        warn_bad_rows(store, "latest", bad)
+        return cp
+    if bad:
+        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise CheckpointError(f"{store}: no checkpoint of the run loads ({len(bad)} damaged): {shown}")
+    return None
+
+
+def check_matches_row(cp: Checkpoint, info: CheckpointInfo | tuple[str, str, str], where: str) -> Checkpoint:
+    """Raise unless ``cp`` is the checkpoint its row says it is (id, agent and run agree)."""
+    cid, agent, run = ((info.checkpoint_id, info.agent_name, info.run_id) if isinstance(info, CheckpointInfo)
+                       else info)
+    for field, row_value, data_value in (("checkpoint_id", cid, cp.checkpoint_id),
+                                         ("agent_name", agent, cp.agent_name), ("run_id", run, cp.run_id)):
+        if row_value != data_value:
+            raise CheckpointError(
+                f"{where}: its data says {field} {data_value[:80]!r} but the row says {str(row_value)[:80]!r}; "
+                "the row was altered or damaged"
+            )
+    return cp
+
+
+def pending_json(names: Iterable[str]) -> str:
+    """The ``pending`` listing column as stored."""
+    return json.dumps(builtins.list(names))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,15 @@ It behaves exactly like the file-backed store: ``get`` returns a fresh checkpoin
 from JSON (so mutating it never changes what is stored), newer formats and damaged entries
 raise ``CheckpointError``. The JSON is produced lazily, the first time an entry is read or
 measured, so a durable run on a MemoryStore pays only for the snapshot.
+
+Damaged entries follow the rule in ``_base``: ``get`` raises naming the entry, ``latest`` is
+the newest entry that loads (a ``FluffyWarning`` names those skipped). ``aget``/``alatest``
+load in a worker thread, so a large checkpoint never stalls the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import itertools
 import threading
@@ -15,7 +20,7 @@ from typing import Any
 
 from ..engine._checkpoint import Checkpoint
 from ..engine._errors import CheckpointError
-from ._base import CheckpointInfo, RunInfo
+from ._base import CheckpointInfo, RunInfo, check_matches_row, latest_good
 
 
 class _Entry:
@@ -67,16 +72,16 @@ class MemoryStore:
             CheckpointError: no such checkpoint, or its data cannot be loaded.
         """
         with self._lock:
-            entry = self._entries.get(checkpoint_id)
+            entry = self._entries.get(checkpoint_id) if isinstance(checkpoint_id, str) else None
             if entry is None:
                 raise CheckpointError(
-                    f"MemoryStore has no checkpoint {checkpoint_id!r}; list them with store.list()"
+                    f"MemoryStore has no checkpoint {str(checkpoint_id)[:200]!r}; list them with store.list()"
                 )
             text = entry.json()
-        try:
-            return Checkpoint.from_json(text)
-        except CheckpointError as exc:
-            raise CheckpointError(f"checkpoint {checkpoint_id!r} in MemoryStore cannot be loaded: {exc}") from None
+            info = self._meta[checkpoint_id]
+        where = f"checkpoint {checkpoint_id[:200]!r} in MemoryStore"
+        cp = Checkpoint.from_json(text, source=f"{where} cannot be loaded")
+        return check_matches_row(cp, info, where)
 
     def list(self, agent_name: str | None = None, run_id: str | None = None) -> builtins.list[CheckpointInfo]:
         """Checkpoints, filtered by agent and/or run, ordered by (run start, sequence)."""
@@ -101,9 +106,15 @@ class MemoryStore:
             return out
 
     def latest(self, agent_name: str, run_id: str | None = None) -> Checkpoint | None:
-        """The last checkpoint of ``agent_name`` (of its latest run, or of ``run_id``), or None."""
+        """The last checkpoint of ``agent_name`` (of its latest run, or of ``run_id``) that loads, or None.
+
+        Newer entries that are damaged are skipped with a ``FluffyWarning`` naming them.
+
+        Raises:
+            CheckpointError: there are checkpoints, but none of them loads.
+        """
         infos = self.list(agent_name, run_id)
-        return self.get(infos[-1].checkpoint_id) if infos else None
+        return latest_good("MemoryStore", (i.checkpoint_id for i in reversed(infos)), self.get)
 
     def runs(self, agent_name: str | None = None) -> builtins.list[RunInfo]:
         """The runs in this store, ordered by start."""
@@ -121,16 +132,16 @@ class MemoryStore:
         self.put(checkpoint)
 
     async def aget(self, checkpoint_id: str) -> Checkpoint:
-        """Async twin of :meth:`get`."""
-        return self.get(checkpoint_id)
+        """Async twin of :meth:`get` (loads in a thread)."""
+        return await asyncio.to_thread(self.get, checkpoint_id)
 
     async def alist(self, agent_name: str | None = None, run_id: str | None = None) -> builtins.list[CheckpointInfo]:
         """Async twin of :meth:`list`."""
         return self.list(agent_name, run_id)
 
     async def alatest(self, agent_name: str, run_id: str | None = None) -> Checkpoint | None:
-        """Async twin of :meth:`latest`."""
-        return self.latest(agent_name, run_id)
+        """Async twin of :meth:`latest` (loads in a thread)."""
+        return await asyncio.to_thread(self.latest, agent_name, run_id)
 
     def statistics(self) -> dict[str, Any]:
         """How many checkpoints and runs are stored."""

@@ -24,6 +24,9 @@ Durability guarantee (what "a state counted as completed in the store is really 
   returned is entirely in the store. ``write_behind=False`` commits inside ``put``.
 * A damaged file (not SQLite, truncated, failing ``quick_check``) or a newer schema raises
   ``CheckpointError`` naming the path at open, before anything is written to it.
+* Damaged rows in an intact file follow the rule in ``_base``: ``list``/``runs`` leave them out
+  with a ``FluffyWarning`` naming them, ``get`` raises naming the row, ``latest`` is the newest
+  row that loads. Column sizes are bounded in SQL, so a hostile row is never read whole.
 """
 
 from __future__ import annotations
@@ -31,19 +34,31 @@ from __future__ import annotations
 import asyncio
 import atexit
 import builtins
-import json
 import os
 import sqlite3
 import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..engine._bounds import MAX_JSON_BYTES, MAX_NAME
 from ..engine._checkpoint import Checkpoint
 from ..engine._errors import CheckpointError
-from ._base import CheckpointInfo, RunInfo
+from ._base import (
+    MAX_LISTED_ERROR,
+    MAX_LISTED_PENDING,
+    CheckpointInfo,
+    RunInfo,
+    check_matches_row,
+    info_from_row,
+    latest_good,
+    pending_json,
+    warn_bad_rows,
+)
+from ._memory import runs_from_infos
 
 SCHEMA_VERSION = 1
 _HEADER = b"SQLite format 3\x00"
@@ -71,12 +86,38 @@ CREATE INDEX IF NOT EXISTS checkpoints_run_seq ON checkpoints(run_id, sequence);
 """
 
 _INSERT = "INSERT OR IGNORE INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+# every text column is cut in SQL, so a hostile row is never read whole; info_from_row then
+# refuses what is too long or of the wrong type
+_NAME_CUT = MAX_NAME + 1
 _INFO_COLUMNS = (
-    "c.checkpoint_id, c.parent_id, c.agent_name, c.run_id, c.sequence, c.timestamp, c.trigger, "
-    "c.agent_status, c.completed_count, c.pending, c.size_bytes, c.error"
+    f"substr(c.checkpoint_id, 1, {_NAME_CUT}), substr(c.parent_id, 1, {_NAME_CUT}), "
+    f"substr(c.agent_name, 1, {_NAME_CUT}), substr(c.run_id, 1, {_NAME_CUT}), c.sequence, c.timestamp, "
+    "substr(c.trigger, 1, 65), substr(c.agent_status, 1, 40), c.completed_count, "
+    f"CASE WHEN length(c.pending) <= {MAX_LISTED_PENDING} THEN c.pending END, c.size_bytes, "
+    f"substr(c.error, 1, {MAX_LISTED_ERROR}), c.rowid"
+)
+_GET = (
+    f"SELECT typeof(data), length(data), CASE WHEN length(data) <= {MAX_JSON_BYTES} THEN data END, "
+    f"substr(agent_name, 1, {_NAME_CUT}), substr(run_id, 1, {_NAME_CUT}) FROM checkpoints WHERE checkpoint_id = ?"
 )
 
 _open_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+
+
+# a damaged schema can make SQLite's own error message invalid UTF-8: Python then raises that instead
+_DB_ERRORS = (sqlite3.Error, UnicodeDecodeError)
+
+
+class _NotUTF8(bytes):
+    """A TEXT value whose bytes are not UTF-8: kept as bytes so only its row is refused."""
+
+
+def _text(raw: bytes) -> str | bytes:
+    # sqlite3's own decoding raises for the whole query; this way one damaged row is named and skipped
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _NotUTF8(raw)
 
 
 @atexit.register
@@ -90,9 +131,15 @@ def _close_all() -> None:  # pragma: no cover - runs at interpreter exit
 
 def _row(cp: Checkpoint) -> tuple[Any, ...]:
     text = cp.model_dump_json()
+    if len(text) > MAX_JSON_BYTES:  # characters: a quick first look, bytes are checked on load
+        raise CheckpointError(
+            f"checkpoint {cp.checkpoint_id!r} of {cp.agent_name!r} is {len(text):,} characters of JSON, more "
+            f"than the {MAX_JSON_BYTES:,} a store loads back; keep large data outside the context (a file, a "
+            "database) and store its path"
+        )
     return (
         cp.checkpoint_id, cp.parent_id, cp.agent_name, cp.run_id, cp.sequence, cp.timestamp, cp.trigger,
-        cp.agent_status.value, len(cp.completed_states), json.dumps(cp.pending), len(text.encode()),
+        cp.agent_status.value, len(cp.completed_states), pending_json(cp.pending), len(text.encode()),
         cp.error, cp.format_version, text,
     )
 
@@ -189,13 +236,14 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        con.text_factory = _text
         con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         return con
 
     def _open(self, check: bool) -> sqlite3.Connection:
         try:
             con = self._connect()
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             raise self._fail(exc, "opening the file") from None
         try:
             version = con.execute("PRAGMA user_version").fetchone()[0]
@@ -225,7 +273,7 @@ class SQLiteStore:
         except CheckpointError:
             con.close()
             raise
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             con.close()
             raise self._fail(exc, "opening the store") from None
         return con
@@ -268,7 +316,7 @@ class SQLiteStore:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
+        except (*_DB_ERRORS, OverflowError) as exc:  # OverflowError: an integer SQLite cannot hold
             raise self._fail(exc, f"writing {len(rows)} checkpoint(s)") from None
         finally:
             if lock is not None:
@@ -278,7 +326,7 @@ class SQLiteStore:
         try:
             con = self._connect()
             con.execute(f"PRAGMA synchronous={self.synchronous}")
-        except sqlite3.Error as exc:
+        except _DB_ERRORS as exc:
             con, self._error = None, self._fail(exc, "opening the writer connection")
         while True:
             with self._cond:
@@ -351,27 +399,34 @@ class SQLiteStore:
         with self._lock:
             try:
                 return self._con.execute(sql, args).fetchall()
-            except sqlite3.Error as exc:
+            except _DB_ERRORS as exc:
                 raise self._fail(exc, doing) from None
 
     def get(self, checkpoint_id: str) -> Checkpoint:
         """The checkpoint with ``checkpoint_id``.
 
         Raises:
-            CheckpointError: no such checkpoint, or its data is damaged or of a newer format.
+            CheckpointError: no such checkpoint, or its row is damaged (not JSON, too large or
+                deep, a field out of bounds, data that contradicts its row) or of a newer format.
         """
-        rows = self._query("SELECT data FROM checkpoints WHERE checkpoint_id = ?", (checkpoint_id,),
-                           f"reading checkpoint {checkpoint_id!r}")
+        if not isinstance(checkpoint_id, str):
+            raise CheckpointError(f"SQLiteStore.get({checkpoint_id!r:.80}): a checkpoint id is a string")
+        rows = self._query(_GET, (checkpoint_id,), f"reading checkpoint {checkpoint_id[:80]!r}")
         if not rows:
             raise CheckpointError(
-                f"SQLiteStore({str(self.path)!r}) has no checkpoint {checkpoint_id!r}; list them with store.list()"
+                f"SQLiteStore({str(self.path)!r}) has no checkpoint {checkpoint_id[:200]!r}; "
+                "list them with store.list()"
             )
-        try:
-            return Checkpoint.from_json(rows[0][0])
-        except CheckpointError as exc:
+        kind, length, data, agent, run = rows[0]
+        where = f"checkpoint {checkpoint_id[:200]!r} in {str(self.path)!r}"
+        if kind not in ("text", "blob"):
+            raise CheckpointError(f"{where} cannot be loaded: its data is {kind}, not JSON text")
+        if data is None:
             raise CheckpointError(
-                f"checkpoint {checkpoint_id!r} in {str(self.path)!r} cannot be loaded: {exc}"
-            ) from None
+                f"{where} cannot be loaded: its data is {length:,} long, more than the {MAX_JSON_BYTES:,} allowed"
+            )
+        cp = Checkpoint.from_json(data, source=f"{where} cannot be loaded")
+        return check_matches_row(cp, (checkpoint_id, agent, run), where)
 
     @staticmethod
     def _where(agent_name: str | None, run_id: str | None) -> tuple[str, tuple[Any, ...]]:
@@ -393,34 +448,60 @@ class SQLiteStore:
             f"{cwhere} {tail}"
         )
 
+    def _infos(self, sql: str, args: tuple[Any, ...], doing: str) -> builtins.list[CheckpointInfo | str]:
+        """Listing rows of ``sql`` in order: a validated row, or the description of a damaged one."""
+        out: builtins.list[CheckpointInfo | str] = []
+        for row in self._query(sql, args, doing):
+            try:
+                out.append(info_from_row(row[:12]))
+            except CheckpointError as exc:
+                name = f"checkpoint {row[0][:80]!r}" if isinstance(row[0], str) and row[0] else f"row {row[12]}"
+                out.append(f"{name}: {str(exc)[:200]}")
+        return out
+
     def list(self, agent_name: str | None = None, run_id: str | None = None) -> builtins.list[CheckpointInfo]:
-        """Checkpoints, filtered by agent and/or run, ordered by (run start, sequence)."""
+        """Checkpoints, filtered by agent and/or run, ordered by (run start, sequence).
+
+        Rows whose listing is damaged are left out, with a ``FluffyWarning`` naming them.
+        """
         _, args = self._where(agent_name, run_id)
         sql = self._ordered(_INFO_COLUMNS, agent_name, run_id, "ORDER BY r.started, r.first, c.sequence, c.rowid")
-        rows = self._query(sql, args + args, "listing checkpoints")
-        return [
-            CheckpointInfo(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], tuple(json.loads(r[9])), r[10], r[11])
-            for r in rows
-        ]
+        rows = self._infos(sql, args + args, "listing checkpoints")
+        warn_bad_rows(f"SQLiteStore({str(self.path)!r})", "list", [r for r in rows if isinstance(r, str)])
+        return [r for r in rows if not isinstance(r, str)]
 
     def latest(self, agent_name: str, run_id: str | None = None) -> Checkpoint | None:
-        """The last checkpoint of ``agent_name`` (of its latest run, or of ``run_id``), or None."""
+        """The last checkpoint of ``agent_name`` (of its latest run, or of ``run_id``) that loads, or None.
+
+        Newer rows that are damaged are skipped with a ``FluffyWarning`` naming them.
+
+        Raises:
+            CheckpointError: there are checkpoints, but none of them loads.
+        """
         _, args = self._where(agent_name, run_id)
-        sql = self._ordered("c.checkpoint_id", agent_name, run_id,
-                            "ORDER BY r.started DESC, r.first DESC, c.sequence DESC, c.rowid DESC LIMIT 1")
-        rows = self._query(sql, args + args, "finding the latest checkpoint")
-        return self.get(rows[0][0]) if rows else None
+        order = "ORDER BY r.started DESC, r.first DESC, c.sequence DESC, c.rowid DESC"
+
+        def candidates() -> Iterator[CheckpointInfo | str]:  # newest first, a page at a time
+            offset, page = 0, 8
+            while True:
+                sql = self._ordered(_INFO_COLUMNS, agent_name, run_id, f"{order} LIMIT {page} OFFSET {offset}")
+                rows = self._infos(sql, args + args, "finding the latest checkpoint")
+                yield from rows
+                if len(rows) < page:
+                    return
+                offset += page
+                page = min(page * 4, 4096)
+
+        def get(row: CheckpointInfo | str) -> Checkpoint:
+            if isinstance(row, str):  # a damaged listing
+                raise CheckpointError(row)
+            return self.get(row.checkpoint_id)
+
+        return latest_good(f"SQLiteStore({str(self.path)!r})", candidates(), get)
 
     def runs(self, agent_name: str | None = None) -> builtins.list[RunInfo]:
-        """The runs in this store, ordered by start."""
-        where, args = self._where(agent_name, None)
-        sql = (
-            "SELECT run_id, agent_name, MIN(timestamp), MAX(timestamp), COUNT(*), "
-            "(SELECT agent_status FROM checkpoints l WHERE l.run_id = c.run_id "
-            " ORDER BY l.sequence DESC, l.rowid DESC LIMIT 1) "
-            f"FROM checkpoints c{where} GROUP BY run_id ORDER BY MIN(timestamp), MIN(rowid)"
-        )
-        return [RunInfo(*r) for r in self._query(sql, args, "listing runs")]
+        """The runs in this store, ordered by start (rows with a damaged listing left out, with a warning)."""
+        return runs_from_infos(self.list(agent_name))
 
     def close(self) -> None:
         """Commit what is queued, stop the writer thread and close the file."""

@@ -1,8 +1,11 @@
-"""Loading a hostile checkpoint never executes or imports anything.
+"""Loading a hostile checkpoint never executes or imports anything, and fails only with CheckpointError.
 
 A checkpoint file may come from anywhere (a shared drive, a bug report). It can carry a
 pickle payload or a class path; loading and restoring it must treat both as inert data and
-fail with a clear error where a type is not registered in this process.
+fail with a clear error where a type is not registered in this process. It can also be
+malformed in any way: too deep, too large, out-of-bounds counts, wrong types; every such
+input is a ``CheckpointError`` naming the source and the problem, within a second. A
+Hypothesis test mutates real checkpoints (``make fuzz`` runs 100,000 of them).
 """
 
 from __future__ import annotations
@@ -11,13 +14,22 @@ import base64
 import json
 import os
 import pickle
+import random
+import re
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _checkpoint_mutations as mut
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from fluffy_nb import TypedContextData
 from fluffy_nb.engine import Agent, Checkpoint, CheckpointError, SerializationError
+from fluffy_nb.engine._bounds import MAX_JSON_BYTES, MAX_NAME, MAX_STATES
 from fluffy_nb.store import MemoryStore, SQLiteStore
 
 
@@ -109,3 +121,162 @@ def test_hostile_checkpoint_in_a_store_restores_nothing(tmp_path: Path, kind: st
     assert not marker.exists()
     assert set(os.listdir(tmp_path)) <= {"s.db", "s.db-shm", "s.db-wal"}  # nothing else was written
     store.close()
+
+
+# -- bounded loading: every malformed input is a CheckpointError naming what is wrong ----------
+def base_json(**kw: Any) -> str:
+    return json.dumps(base(**kw))
+
+
+def _deep(n: int) -> str:
+    return "[" * n + "]" * n
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    (base_json()[:-1] + ', "metadata": {"x": ' + _deep(100_000) + "}}", "nested more than the 64 levels"),
+    (_deep(1_000_000), "nested"),
+    (base_json()[:-1] + ', "steps": NaN}', "NaN"),
+    (base_json()[:-1] + ', "steps": -Infinity}', "Infinity"),
+    (base_json().replace('"timestamp": ', '"timestamp": 1e999, "x": '), "too large for a float"),
+    (base_json()[:-1] + ', "steps": ' + "9" * 5000 + "}", "more than 1000 digits"),
+    (base_json(shared_state={"s": "\\ud800"}).replace("\\\\ud800", "\\ud800"), "surrogate"),
+    (b"\xff\xfe{}", "not UTF-8"),
+    ("[]", "must be a JSON object"),
+    ("", "not valid JSON"),
+    (" " * (MAX_JSON_BYTES + 1), "more than the"),
+])
+def test_malformed_json_is_refused_with_a_reason_before_any_deep_work(text: str | bytes, problem: str) -> None:
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=rf"^my-file\.json: .*{problem}"):
+        Checkpoint.from_json(text, source="my-file.json")
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize(("field", "value", "problem"), [
+    ("scheduler", {"joins": {"only": 10**7}}, "more than 100,000 waiting branches"),
+    ("scheduler", {"joins": {"only": 10**9}}, "more than 100,000 waiting branches"),
+    ("scheduler", {"joins": {"only": -1}}, "whole number"),
+    ("scheduler", {"joins": {"only": "3"}}, "whole number"),
+    ("scheduler", {"joins": ["only"]}, "must be an object"),
+    ("scheduler", {"steps": 1.5}, "steps"),
+    ("pending", [5], "pending.0"),
+    ("pending", ["only"] * (MAX_STATES + 1), "pending has 100,001 entries"),
+    ("completed_states", ["x" * (MAX_NAME + 1)], "completed_states.0"),
+    ("completion_counts", {"only": 2**64}, "completion_counts.only"),
+    ("state_attempts", {"only": -1}, "state_attempts.only"),
+    ("state_status", {"only": "exploded"}, "state_status.only"),
+    ("sequence", 2**53, "sequence"),
+    ("timestamp", "noon", "timestamp"),
+    ("format_version", 0, "format_version"),
+    ("typed_data", {"p": {"type": "x"}}, "exactly the keys"),
+    ("typed_data", {"p": {"type": 5, "data": {}}}, "registered type name"),
+    ("typed_data", {"p": {"type": "x", "data": [1]}}, "must be an object"),
+    ("human_answers", [{"state": "only"}], "human_answers.0.request_id"),
+])
+def test_fields_out_of_bounds_are_refused_naming_the_field(field: str, value: Any, problem: str) -> None:
+    data = base()
+    data[field] = value
+    for load in (lambda: Checkpoint.from_dict(data, source="row 7"),
+                 lambda: Checkpoint.from_json(json.dumps(data), source="row 7")):
+        with pytest.raises(CheckpointError, match=rf"^row 7: .*{re.escape(problem)}") as info:
+            load()
+        assert len(str(info.value)) < 2000  # the input itself is never echoed
+
+
+def test_deep_or_cyclic_python_data_in_from_dict_is_refused_without_recursion() -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(50_000):
+        node["x"] = {}
+        node = node["x"]
+    with pytest.raises(CheckpointError, match="nested more than 64 levels"):
+        Checkpoint.from_dict(base(shared_state={"deep": deep}))
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    with pytest.raises(CheckpointError, match="nested more than 64 levels"):
+        Checkpoint.from_dict(base(metadata={"cycle": cycle}))
+    with pytest.raises(CheckpointError, match="holds a set"):
+        Checkpoint.from_dict(base(metadata={"s": {1, 2}}))
+
+
+@dataclass
+class Address(TypedContextData):
+    city: str
+
+
+@dataclass
+class Profile(TypedContextData):
+    name: str
+    age: int = 0
+    home: Address | None = None
+
+
+@dataclass
+class Picky(TypedContextData):
+    n: int
+
+    def __post_init__(self) -> None:
+        if self.n < 0:
+            raise ValueError("n must be >= 0")
+
+
+def typed(cls: type, data: Any) -> Checkpoint:
+    return Checkpoint.from_dict(base(typed_data={"p": {"type": f"{cls.__module__}.{cls.__qualname__}", "data": data}}))
+
+
+def test_dataclass_field_types_are_checked_on_load_as_pydantic_does() -> None:
+    with pytest.raises(CheckpointError, match=r"'p' \(.*Profile\) does not match its class: name: Input should be"):
+        typed(Profile, {"name": 5}).typed_values()
+    with pytest.raises(CheckpointError, match="age"):
+        typed(Profile, {"name": "Ada", "age": [1]}).typed_values()
+    with pytest.raises(CheckpointError, match=r"home\.city"):
+        typed(Profile, {"name": "Ada", "home": {"city": None}}).typed_values()
+
+
+def test_dataclass_data_with_unknown_or_missing_fields_is_refused() -> None:
+    with pytest.raises(CheckpointError, match="has no field 'admin'"):
+        typed(Profile, {"name": "Ada", "admin": True}).typed_values()
+    with pytest.raises(CheckpointError, match="field 'name' is missing"):
+        typed(Profile, {}).typed_values()
+
+
+def test_dataclass_refusing_its_data_in_post_init_is_a_checkpoint_error() -> None:
+    with pytest.raises(CheckpointError, match="n must be >= 0"):
+        typed(Picky, {"n": -1}).typed_values()
+
+
+def test_valid_dataclass_data_round_trips_with_nested_dataclasses_rebuilt() -> None:
+    value = typed(Profile, {"name": "Ada", "age": 36, "home": {"city": "London"}}).typed_values()["p"]
+    assert value == Profile("Ada", 36, Address("London"))
+    assert isinstance(value.home, Address)
+
+
+def test_typed_value_restored_with_a_wrong_field_type_leaves_the_agent_idle() -> None:
+    a = agent()
+    with pytest.raises(CheckpointError, match="name"):
+        a.restore(typed(Profile, {"name": 5}))
+    assert a.status.value == "idle"
+    assert a.get_state("p") is None
+
+
+# -- property-based: any mutation of a real checkpoint --------------------------------------------
+_SEEDS: list[dict[str, Any]] = []
+
+
+def seeds() -> list[dict[str, Any]]:
+    if not _SEEDS:
+        _SEEDS.extend(mut.seed_checkpoints())
+        for seed in _SEEDS:  # warm up: pydantic builds its validators lazily, once
+            mut.load_outcome(mut.dumps(seed))
+    return _SEEDS
+
+
+@settings(max_examples=120, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.randoms(use_true_random=False))
+def test_any_mutated_checkpoint_loads_cleanly_or_raises_checkpoint_error(rng: random.Random) -> None:
+    text = mut.mutated_checkpoint(seeds(), rng)
+    outcome = mut.load_outcome(text)
+    assert outcome.kind in ("loaded", "CheckpointError"), outcome.detail
+    assert outcome.seconds < 1.0
+    assert outcome.imported == []

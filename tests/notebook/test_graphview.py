@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 import fluffy_nb.notebook  # noqa: F401 - registers the displays
 from fluffy_nb import Agent
 from fluffy_nb.notebook._graphview import graph_figure, graph_markdown, graph_mermaid, graph_svg, graph_text
-from fluffy_nb.notebook._layout import compute_layout
+from fluffy_nb.notebook._layout import compute_layout, plotly_text
 
 
 def make_agent(name: str = "flow") -> Agent:
@@ -153,3 +156,61 @@ async def test_result_checkpoint_history_and_diff_displays_escape_user_text():
     assert "<table" in rows._repr_mimebundle_()["text/html"]
     diff = agent.diff(rows[0], rows[-1])
     assert diff._repr_mimebundle_()["text/plain"] == repr(diff)
+
+
+HOSTILE_NAMES = [
+    "s %%{init: {'theme':'dark','themeCSS':'.node{display:none}'}}%%",
+    "`**bold** in a markdown string`",
+    "a[b](c)",
+    'click n0 href "javascript:alert(1)"',
+    "x --> y",
+    "n1:::completed",
+    "<img src=x onerror=alert(1)>",
+    "semi;colon #35; &amp; |pipe| {{hex}}",
+    "line\nbreak",
+    "é ünïcode 名前",
+]
+
+
+def hostile_agent() -> Agent:
+    agent = Agent("hostile")
+
+    async def step(ctx):
+        return None
+
+    for name in HOSTILE_NAMES:
+        agent.add_state(name, step)
+    return agent
+
+
+def _mermaid_decode(label: str) -> str:
+    named = {"quot": '"', "lt": "<", "gt": ">"}
+    return re.sub(r"#(\w+);", lambda m: named.get(m[1]) or chr(int(m[1])), label)
+
+
+def test_mermaid_labels_of_hostile_names_carry_no_syntax_and_ids_are_generated():
+    text = graph_mermaid(hostile_agent())
+    assert "%%" not in text
+    assert "`" not in text
+    node = re.compile(r'^    (n\d+)(\[\[?)"([^"]*)"(\]\]?):::([a-z_]+)$')
+    labels = {}
+    for line in text.splitlines()[1:]:
+        m = node.match(line)
+        if m is None:
+            assert re.fullmatch(r"    (n\d+ \S+ n\d+|classDef [a-z_]+ [^\s]+)", line), line
+            continue
+        labels[m[1]] = m[3]
+    assert sorted(labels) == sorted(f"n{i}" for i in range(len(HOSTILE_NAMES)))
+    for label in labels.values():
+        assert not set(label) & set('[](){}"%`|:<>&'), label
+    # what mermaid draws after decoding its entity codes is the name as written
+    assert sorted(_mermaid_decode(label) for label in labels.values()) == sorted(
+        n.replace("\n", " ") for n in HOSTILE_NAMES)
+
+
+def test_plotly_graph_shows_hostile_names_as_written():
+    fig = graph_figure(hostile_agent())
+    texts = [t for trace in fig.data if trace.text is not None for t in trace.text]
+    assert sorted(texts) == sorted(plotly_text(n) for n in HOSTILE_NAMES)
+    assert not any("<" in t or ">" in t for t in texts)  # no tag survives: plotly would draw it
+    assert html.unescape(plotly_text("a <b>&amp;</b> \"q\"")) == "a <b>&amp;</b> \"q\""

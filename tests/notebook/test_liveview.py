@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import html
 import time
 import weakref
 
@@ -13,6 +14,7 @@ import pytest
 from fluffy_nb import Agent, ResourceRequirements
 from fluffy_nb.notebook import LiveView, RunTracker, _liveview
 from fluffy_nb.notebook._figures import GANTT_LIMIT, declared_vs_measured, resource_figure, timeline_figure
+from fluffy_nb.notebook._layout import plotly_text
 from fluffy_nb.notebook._liveview import view_of
 
 
@@ -350,3 +352,29 @@ def test_the_header_links_the_executors_dashboard_when_it_has_one():
     plain = LiveView(Agent("unlinked"))
     assert "Dask dashboard" not in plain.snapshot_html()
     plain.close()
+
+
+async def test_timeline_rows_show_hostile_state_names_as_written():
+    names = ["<b>bold</b>", "a & b", "x<br>y", 'say "hi"', "&lt;already&gt;"]
+    agent = Agent("names")
+
+    async def dispatch(ctx):
+        return names
+
+    async def work(ctx):
+        return None
+
+    agent.add_state("dispatch", dispatch)
+    for name in names:
+        agent.add_state(name, work)
+    tracker = RunTracker(agent)
+    await agent.run()
+    fig = timeline_figure(tracker)
+    rows = {y for trace in fig.data for y in trace.y}
+    assert rows == {plotly_text(n) for n in ["dispatch", *names]}
+    assert not any("<" in r or ">" in r for r in rows)  # plotly would draw a tag
+    # plotly decodes &amp; &lt; &gt; in labels: what it shows is the name as written
+    assert {html.unescape(r) for r in rows} == {"dispatch", *names}
+    assert list(fig.layout.yaxis.categoryarray) == [plotly_text(n) for n in reversed(["dispatch", *names])]
+    for trace in fig.data:
+        assert not any("<b>bold" in h for h in trace.hovertext)

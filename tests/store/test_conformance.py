@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from fluffy_nb.engine import AgentStatus, Checkpoint, CheckpointError, StateStatus
+from fluffy_nb.engine import AgentStatus, Checkpoint, CheckpointError, FluffyWarning, StateStatus
 from fluffy_nb.store import CheckpointInfo, CheckpointStore, MemoryStore, RunInfo, SQLiteStore
 
 
@@ -196,3 +196,64 @@ def test_damaged_entry_raises_checkpoint_error_naming_the_id(store: Any, text: s
 def test_put_rejects_what_is_not_a_checkpoint(store: Any) -> None:
     with pytest.raises(CheckpointError, match="pass a Checkpoint"):
         store.put({"agent_name": "a"})
+
+
+def _damaged(c: Checkpoint, how: str) -> str:
+    """The stored JSON of ``c``, damaged the way ``how`` says."""
+    data = c.to_dict()
+    if how == "pending is not a list of names":
+        data["pending"] = [5, {"x": 1}]
+    elif how == "join count of 10**9":
+        data["scheduler"] = {"joins": {"s1": 10**9}}
+    elif how == "nested 100,000 deep":
+        return json.dumps(data)[:-1] + ', "metadata": {"x": ' + "[" * 100_000 + "]" * 100_000 + "}}"
+    elif how == "NaN timestamp":
+        return json.dumps(data).replace('"timestamp": 102.0', '"timestamp": NaN')
+    elif how == "truncated":
+        return json.dumps(data)[:40]
+    elif how == "data of another checkpoint":
+        data["checkpoint_id"] = "someone-else"
+    elif how == "typed data without a type":
+        data["typed_data"] = {"profile": {"data": {}}}
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("how", ["pending is not a list of names", "join count of 10**9", "nested 100,000 deep",
+                                 "NaN timestamp", "truncated", "data of another checkpoint",
+                                 "typed data without a type"])
+def test_one_bad_row_leaves_the_good_rows_listed_loadable_and_latest(store: Any, how: str) -> None:
+    good = [cp(seq=1, ts=100.0), cp(seq=2, ts=101.0)]
+    bad = cp(seq=3, ts=102.0)
+    other_run = cp(run="r0", seq=1, ts=50.0)
+    for c in (other_run, *good, bad):
+        store.put(c)
+    store._corrupt(store, bad.checkpoint_id, _damaged(bad, how))
+
+    # the listing of the bad row is intact, so it is listed; its data is what is damaged
+    assert [r.checkpoint_id for r in store.list("a")][:3] == [other_run.checkpoint_id] + [c.checkpoint_id for c in good]
+    with pytest.raises(CheckpointError, match=bad.checkpoint_id):
+        store.get(bad.checkpoint_id)
+    assert store.get(good[0].checkpoint_id).to_dict() == good[0].to_dict()
+    with pytest.warns(FluffyWarning, match=rf"(?s)latest skipped 1 damaged.*{bad.checkpoint_id}"):
+        latest = store.latest("a")
+    assert latest.checkpoint_id == good[1].checkpoint_id
+    assert [(r.run_id, r.checkpoints) for r in store.runs("a")] == [("r0", 1), ("r1", 3)]
+
+
+async def test_async_latest_skips_a_bad_newest_row_too(store: Any) -> None:
+    good, bad = cp(seq=1), cp(seq=2, ts=101.0)
+    await store.aput(good)
+    await store.aput(bad)
+    store._corrupt(store, bad.checkpoint_id, "{")
+    with pytest.warns(FluffyWarning, match=bad.checkpoint_id):
+        latest = await store.alatest("a")
+    assert latest.checkpoint_id == good.checkpoint_id
+
+
+def test_when_no_row_loads_latest_raises_naming_them(store: Any) -> None:
+    rows = [cp(seq=1), cp(seq=2, ts=101.0)]
+    for c in rows:
+        store.put(c)
+        store._corrupt(store, c.checkpoint_id, "[]")
+    with pytest.raises(CheckpointError, match=rf"(?s)no checkpoint.*loads.*{rows[1].checkpoint_id}"):
+        store.latest("a")

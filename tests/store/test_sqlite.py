@@ -1,18 +1,26 @@
-"""SQLiteStore beyond the conformance suite: files that survive, damaged files, shared files."""
+"""SQLiteStore beyond the conformance suite: files that survive, damaged files and rows, shared files."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import random
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
+import warnings
 from pathlib import Path
+from typing import Any
 
+import _checkpoint_mutations as mut
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from fluffy_nb.engine import Checkpoint, CheckpointError
+from fluffy_nb.engine import Checkpoint, CheckpointError, FluffyWarning
+from fluffy_nb.engine._bounds import MAX_JSON_BYTES
 from fluffy_nb.store import SQLiteStore
 
 
@@ -205,4 +213,112 @@ def test_forked_child_must_open_its_own_store(tmp_path: Path) -> None:
     with os.fdopen(read, "rb") as f:
         assert b"a forked process must open its own SQLiteStore" in f.read()
     assert [r.sequence for r in store.list()] == [1]
+    store.close()
+
+
+@pytest.mark.parametrize(("column", "value", "problem"), [
+    ("pending", "not json", "pending"),
+    ("pending", "[" * 10_000 + "]" * 10_000, "nested"),
+    ("pending", '["ok", 5]', "pending"),
+    ("sequence", "three", "sequence"),
+    ("sequence", -1, "sequence"),
+    ("timestamp", "noon", "timestamp"),
+    ("agent_status", "hacked", "agent_status"),
+    ("completed_count", 2.5, "completed_count"),
+    ("size_bytes", None, "size_bytes"),
+])
+def test_row_with_a_damaged_listing_is_left_out_of_list_and_named(
+    filled: Path, column: str, value: object, problem: str
+) -> None:
+    store = SQLiteStore(filled)
+    victim = store.list("a")[19].checkpoint_id
+    con = sqlite3.connect(filled)
+    with con:
+        # a damaged file breaks the schema's NOT NULL too: rebuild the table without it
+        if value is None:
+            con.executescript(
+                "CREATE TABLE t AS SELECT * FROM checkpoints; DROP TABLE checkpoints; "
+                "ALTER TABLE t RENAME TO checkpoints;"
+            )
+        con.execute(f"UPDATE checkpoints SET {column} = ? WHERE checkpoint_id = ?", (value, victim))
+    con.close()
+    with pytest.warns(FluffyWarning, match=rf"(?s)list skipped 1 damaged row.*{victim}.*{problem}"):
+        rows = store.list("a")
+    assert len(rows) == 39
+    assert victim not in {r.checkpoint_id for r in rows}
+    with warnings.catch_warnings():  # latest may name the row too, where SQLite sorts it first
+        warnings.simplefilter("ignore", FluffyWarning)
+        assert store.latest("a").shared_state["seq"] == 40
+    with pytest.warns(FluffyWarning, match=victim):
+        assert store.runs("a")[0].checkpoints == 39
+    store.close()
+
+
+def test_oversized_data_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "runs.db")
+    c = cp()
+    store.put(c)
+    store.flush()
+    con = sqlite3.connect(store.path)
+    with con:
+        con.execute("UPDATE checkpoints SET data = ? || data WHERE checkpoint_id = ?",
+                    (" " * (MAX_JSON_BYTES + 1), c.checkpoint_id))
+    con.close()
+    with pytest.raises(CheckpointError, match=rf"{c.checkpoint_id}.*more than the"):
+        store.get(c.checkpoint_id)
+    store.close()
+
+
+def test_data_stored_as_bytes_that_are_not_text_is_refused_naming_the_row(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "runs.db", write_behind=False)
+    c = cp()
+    store.put(c)
+    con = sqlite3.connect(store.path)
+    with con:
+        con.execute("UPDATE checkpoints SET data = X'7BFF' WHERE checkpoint_id = ?", (c.checkpoint_id,))
+    con.close()
+    with pytest.raises(CheckpointError, match=rf"{c.checkpoint_id}.*not UTF-8"):
+        store.get(c.checkpoint_id)
+    store.close()
+
+
+# -- property-based: a real store file with damaged bytes or rows ---------------------------------
+_CLEAN: list[Any] = []
+
+
+def clean_store() -> tuple[Path, list[dict[str, Any]]]:
+    """A real store file (made once) and the checkpoints in it."""
+    if not _CLEAN:
+        seeds = mut.seed_checkpoints()
+        path = Path(tempfile.mkdtemp(prefix="fluffy-clean-")) / "clean.db"
+        mut.make_store_file(path, seeds)
+        mut.store_outcome(path)  # warm up lazy imports
+        _CLEAN.extend([path, seeds])
+    return _CLEAN[0], _CLEAN[1]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.randoms(use_true_random=False))
+def test_a_damaged_store_file_reads_cleanly_or_raises_checkpoint_error(rng: random.Random) -> None:
+    clean, seeds = clean_store()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "damaged.db"
+        mut.damage_store_file(clean, path, seeds, rng)
+        outcome = mut.store_outcome(path)
+    assert outcome.kind in ("loaded", "CheckpointError"), outcome.detail
+    assert outcome.seconds < 1.0
+    assert outcome.imported == []
+
+
+@pytest.mark.parametrize("write_behind", [True, False])
+def test_an_integer_sqlite_cannot_hold_is_a_checkpoint_error_on_write(tmp_path: Path, write_behind: bool) -> None:
+    store = SQLiteStore(tmp_path / "runs.db", write_behind=write_behind)
+    huge = Checkpoint.model_construct(**{**cp().__dict__, "sequence": 2**64})  # unvalidated, as the engine builds
+    def write() -> None:
+        store.put(huge)
+        store.flush()
+
+    with pytest.raises(CheckpointError, match="OverflowError"):
+        write()
     store.close()
