@@ -8,10 +8,11 @@ agent's next ``run()`` continues.
 from __future__ import annotations
 
 import uuid
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from ._checkpoint import Checkpoint
-from ._errors import CheckpointError
+from ._errors import CheckpointError, FluffyWarning
 from ._history import CheckpointDiff, CheckpointHistory, diff_checkpoints
 from ._status import AgentStatus
 
@@ -53,17 +54,39 @@ def prepare(agent: Agent, checkpoint: Any, what: str) -> Run:
     agent.registry.require_idle(what)
     cp = resolve(agent, checkpoint, what)
     agent.collect_class_states()
-    named = set(cp.pending) | set(cp.completed_states) | set(cp.state_status)
-    missing = sorted(n for n in named if n not in agent.states)
-    if missing:
-        raise CheckpointError(
-            f"{what}: checkpoint {cp.checkpoint_id[:12]} of {cp.agent_name!r} names states {missing[:12]} "
-            f"that agent {agent.name!r} does not have; add them (same names, same functions) first"
-        )
+    check_fits(agent, cp, what)
     run = Run(agent, run_id=cp.run_id)
     run.checkpoints.load(cp)
     agent.registry.prepare(run)
     return run
+
+
+def check_fits(agent: Agent, cp: Checkpoint, what: str) -> None:
+    """Raise CheckpointError unless ``cp`` could have been made by ``agent``: every state it names
+    exists, no join holds more waiting branches than the agent has states, steps within max_steps."""
+    joins = cp.scheduler.get("joins", {}) if isinstance(cp.scheduler, dict) else {}
+    named = (set(cp.pending) | set(cp.completed_states) | set(cp.state_status) | set(cp.completion_counts)
+             | set(cp.state_attempts) | set(joins) | {a.state for a in cp.human_answers})
+    missing = sorted(n for n in named if n not in agent.states)
+    which = f"checkpoint {cp.checkpoint_id[:12]} of {cp.agent_name!r}"
+    if missing:
+        raise CheckpointError(
+            f"{what}: {which} names states {missing[:12]} that agent {agent.name!r} does not have; add them "
+            "(same names, same functions) first"
+        )
+    most = len(agent.states)
+    crowded = sorted(t for t, n in joins.items() if not isinstance(n, int) or not 0 <= n <= most)
+    if crowded:
+        raise CheckpointError(
+            f"{what}: {which} has {joins[crowded[0]]!r} branches waiting at join {crowded[0]!r}, more than "
+            f"the {most} states of agent {agent.name!r} could ever send there; the checkpoint is damaged"
+        )
+    steps = max(cp.steps, int(cp.scheduler.get("steps", 0) or 0) if isinstance(cp.scheduler, dict) else 0)
+    if steps > agent.max_steps:
+        raise CheckpointError(
+            f"{what}: {which} has run {steps} steps, beyond Agent(max_steps={agent.max_steps}); raise max_steps "
+            "to continue it, or the checkpoint is damaged"
+        )
 
 
 def continue_sequence(agent: Agent, run: Run) -> None:
@@ -120,5 +143,9 @@ async def latest_resumable(agent: Agent, store: Any) -> Checkpoint:
     if cp.agent_status in _ENDED and not cp.pending:
         for info in reversed(await store.alist(agent.name, cp.run_id)):
             if info.pending and info.agent_status not in ("failed", "cancelled"):
-                return await store.aget(info.checkpoint_id)  # type: ignore[no-any-return]
+                try:
+                    return await store.aget(info.checkpoint_id)  # type: ignore[no-any-return]
+                except CheckpointError as exc:  # a damaged row: an older one may still continue the run
+                    warnings.warn(f"resume_latest: skipped checkpoint {info.checkpoint_id[:12]}: {exc}",
+                                  FluffyWarning, stacklevel=3)
     return cp  # type: ignore[no-any-return]

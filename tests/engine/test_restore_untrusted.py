@@ -3,9 +3,8 @@
 The loaders (``Checkpoint``, the stores) already refuse malformed data with ``CheckpointError``
 (``test_checkpoint_hostile.py``, ``tests/store``). What reaches the agent is well-formed but may
 still not fit the agent: names it does not have, counts its graph could never produce. These
-tests say what restore and resume must do with such input. Those marked ``xfail`` fail today
-because of engine-side restore code (``_checkpointing.py``/``_runner.py``), which is being
-refactored separately; each is a ready-made test for that work.
+tests say what restore and resume must do with such input: refuse it with ``CheckpointError``
+(``_travel.check_fits``), leave the agent idle and nothing running.
 """
 
 from __future__ import annotations
@@ -27,8 +26,6 @@ from hypothesis import strategies as st
 from fluffy_nb import Agent
 from fluffy_nb.engine import AgentStatus, Checkpoint, CheckpointError, FluffyError, FluffyWarning, StateFailedError
 from fluffy_nb.store import MemoryStore, SQLiteStore
-
-ENGINE_SIDE = pytest.mark.xfail(strict=True, reason="engine-side restore, see issue 18")
 
 
 def fan_in(name: str = "g", store: Any = None, fail: set[str] | None = None) -> Agent:
@@ -154,7 +151,6 @@ async def test_restoring_a_join_count_of_ten_million_is_refused_at_once(store: A
 
 
 # -- what the engine-side restore still needs ----------------------------------------------------
-@ENGINE_SIDE
 @pytest.mark.parametrize("fields", [
     {"completion_counts": {"ghost": 3}},
     {"state_attempts": {"ghost": 1}},
@@ -169,7 +165,6 @@ def test_every_state_name_in_a_checkpoint_is_checked_against_the_graph(fields: d
     assert agent.status is AgentStatus.IDLE
 
 
-@ENGINE_SIDE
 def test_a_join_count_is_bounded_by_the_branches_the_graph_can_have() -> None:
     # 50,000 waiters pass the loader's absolute bound (100,000) but 'join' has two incoming branches;
     # today restore accepts it and the relaunch builds 50,000 tokens
@@ -179,7 +174,6 @@ def test_a_join_count_is_bounded_by_the_branches_the_graph_can_have() -> None:
     assert agent.status is AgentStatus.IDLE
 
 
-@ENGINE_SIDE
 def test_steps_beyond_max_steps_are_refused_at_restore_not_when_the_run_starts() -> None:
     # today restore accepts it and run() fails at once with MaxStepsExceededError
     agent = fan_in()
@@ -188,7 +182,6 @@ def test_steps_beyond_max_steps_are_refused_at_restore_not_when_the_run_starts()
     assert agent.status is AgentStatus.IDLE
 
 
-@ENGINE_SIDE
 async def test_resume_latest_of_a_failed_run_walks_back_past_a_damaged_row(store: Any) -> None:
     # resume_latest walks the run's rows back (alist + aget) to the last one with states in flight;
     # today the first damaged row on that walk raises instead of being skipped like latest() skips it
