@@ -175,6 +175,17 @@ def _check_file(path: Path) -> None:
         )
 
 
+def _seconds(name: str, value: Any, most: float) -> float:
+    """A finite number of seconds in [0, most] for ``SQLiteStore(name=...)``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= most:
+        raise CheckpointError(
+            f"SQLiteStore({name}={value!r}): give a number of seconds from 0 to {most:g} (a write is committed "
+            "at most this long after it is made)" if name == "commit_interval" else
+            f"SQLiteStore({name}={value!r}): give a number of seconds from 0 to {most:g}"
+        )
+    return float(value)
+
+
 class SQLiteStore:
     """Checkpoints in one SQLite file (WAL mode), safe for several agents and processes.
 
@@ -209,8 +220,8 @@ class SQLiteStore:
         self.path = Path(path)
         self.write_behind = write_behind
         self.synchronous = str(synchronous).upper()
-        self.busy_timeout = float(busy_timeout)
-        self.commit_interval = float(commit_interval)
+        self.busy_timeout = _seconds("busy_timeout", busy_timeout, 3600.0)
+        self.commit_interval = _seconds("commit_interval", commit_interval, 1.0)
         existed = self.path.exists() and self.path.stat().st_size > 0
         _check_file(self.path)
         self._lock = threading.Lock()
@@ -229,6 +240,11 @@ class SQLiteStore:
 
     # -- connections -------------------------------------------------------------------
     def _fail(self, exc: BaseException, doing: str) -> CheckpointError:
+        if not os.access(self.path if self.path.exists() else self.path.parent, os.W_OK) or "readonly" in str(exc):
+            return CheckpointError(
+                f"SQLiteStore({str(self.path)!r}): {doing} failed: the file (or its folder) is read-only; "
+                "make it writable, or point the store at a file in a writable folder"
+            )
         return CheckpointError(
             f"SQLiteStore({str(self.path)!r}): {doing} failed: {type(exc).__name__}: {exc}. If the file is "
             "damaged, restore it from a backup or point the store at a new file"

@@ -246,3 +246,37 @@ async def test_answer_from_another_thread_reaches_the_waiting_state() -> None:
     worker.join(5)
     assert outcome == [True]
     assert result["answer"] == "from a thread"
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -1, "0.1"])
+def test_a_commit_interval_that_would_never_commit_is_refused(tmp_path: Any, value: Any) -> None:
+    from fluffy_nb import SQLiteStore
+
+    with pytest.raises(CheckpointError, match=r"commit_interval=.*seconds from 0 to 1"):
+        SQLiteStore(tmp_path / "runs.db", commit_interval=value)
+
+
+def test_a_read_only_store_file_is_called_read_only_not_damaged(tmp_path: Any) -> None:
+    import os
+    import subprocess
+
+    from fluffy_nb import SQLiteStore
+
+    path = tmp_path / "runs.db"
+    SQLiteStore(path).close()
+    path.chmod(0o444)
+    tmp_path.chmod(0o555)
+    immutable = os.geteuid() == 0  # root writes to read-only files: make them immutable instead
+    if immutable and subprocess.run(["chattr", "+i", str(path), str(tmp_path)], capture_output=True).returncode:
+        tmp_path.chmod(0o755)
+        pytest.skip("running as root on a file system without chattr +i: nothing here is read-only for root")
+    try:
+        with pytest.raises(CheckpointError, match="read-only") as info:
+            store = SQLiteStore(path)
+            store.put(Agent("m").create_checkpoint())
+            store.flush()
+        assert "damaged" not in str(info.value)
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(path), str(tmp_path)], check=True)
+        tmp_path.chmod(0o755)
