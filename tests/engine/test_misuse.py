@@ -271,10 +271,13 @@ def test_a_read_only_store_file_is_called_read_only_not_damaged(tmp_path: Any) -
         tmp_path.chmod(0o755)
         pytest.skip("running as root on a file system without chattr +i: nothing here is read-only for root")
     try:
-        with pytest.raises(CheckpointError, match="read-only") as info:
+        def write() -> None:
             store = SQLiteStore(path)
             store.put(Agent("m").create_checkpoint())
             store.flush()
+
+        with pytest.raises(CheckpointError, match="read-only") as info:
+            write()
         assert "damaged" not in str(info.value)
     finally:
         if immutable:
