@@ -16,9 +16,10 @@ Running: ``--background`` starts the run as a task on the kernel's loop and retu
 messages and human-in-the-loop forms flow); ``--run`` blocks the cell until the run ends
 and shows its RunResult. A magic cannot ``await``, so ``--run`` works through an input
 transformer: a ``%%fluffy ... --run`` cell becomes ``await get_ipython().run_cell_magic(...)``
-and the magic returns the handle for IPython's autoawait to wait on (with ``%autoawait off``
-or called directly, ``--run`` returns the handle, like ``--background``). Without either flag
-the cell only defines the agent and shows its graph.
+and the magic returns a :class:`BlockingRun` for IPython's autoawait to wait on: unlike
+``await handle``, Stop on that cell cancels the run (with ``%autoawait off`` ``--run``
+returns the handle, like ``--background``). Without either flag the cell only defines the
+agent and shows its graph.
 """
 
 from __future__ import annotations
@@ -120,7 +121,10 @@ class FluffyMagics(Magics):
         kwargs: dict[str, Any] = {"timeout": args.timeout}
         if args.start:
             kwargs["start"] = args.start if len(args.start) > 1 else args.start[0]
-        return start_run(agent, live=not args.no_live, **kwargs)
+        handle = start_run(agent, live=not args.no_live, **kwargs)
+        if args.run and not args.background and getattr(self._ip, "autoawait", False):
+            return BlockingRun(handle)  # the input transformer made the cell await this
+        return handle
 
     def _run_cell(self, cell: str) -> list[tuple[str, Any]]:
         """Execute the cell in the user namespace; return the state functions it defined."""
@@ -221,6 +225,28 @@ class FluffyMagics(Magics):
             raise UsageError(f"agent {agent.name!r} has nothing to resume: restore a checkpoint first "
                              f"(%fluffy restore {agent.name} ROW) or give --store PATH")
         return start_run(agent, live=not args.no_live, coro=agent.resume_latest(store))
+
+
+class BlockingRun:
+    """What a ``%%fluffy NAME --run`` cell awaits: the run itself, so Stop cancels it.
+
+    (``await handle`` is shielded: stopping a cell that only waits for a background run stops
+    the waiting, not the run.)
+    """
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: RunHandle) -> None:
+        self.handle = handle
+
+    def __await__(self) -> Any:
+        return self._wait().__await__()
+
+    async def _wait(self) -> Any:
+        return await self.handle.task
+
+    def __repr__(self) -> str:
+        return repr(self.handle)
 
 
 class _AgentGraph:
