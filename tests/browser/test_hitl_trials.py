@@ -182,3 +182,16 @@ def test_every_answer_arrives_and_the_workflow_finishes_with_the_typed_values(tr
         times += trial(page, trial_lab, mode, n)
     print(f"{mode}: {TRIALS} of {TRIALS} trials passed; click to accepted median "
           f"{statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms")
+
+
+def test_the_same_trial_in_jupyter_notebook_7(trial_lab, page):
+    """Notebook 7 (the ``notebook`` package) renders the same form through anywidget."""
+    open_notebook(page, trial_lab, "trials/awaited.ipynb", app="notebooks")
+    run_all(page)
+    page.locator(OPEN_FORM).first.wait_for(timeout=60_000)
+    answer_forms(page, "ship order nb7", "sales", "12.5", "reason nb7")
+    outputs = page.locator(".jp-CodeCell").nth(2).locator(".jp-OutputArea-output")
+    outputs.get_by_text("note: ship order nb7").wait_for()
+    outputs.get_by_text("team: sales").wait_for()
+    outputs.get_by_text("refund: {'amount': 12.5, 'reason': 'reason nb7'}").wait_for()
+    assert page.locator(OPEN_FORM).count() == 0
