@@ -81,7 +81,8 @@ def test_person_answers_forms_in_jupyterlab_and_workflow_finishes_with_their_ans
     refund_cell.get_by_text("refund in EUR (at most 500); ≥ 0; ≤ 500; required").wait_for()
     amount.fill("19.99")
     refund_cell.locator("input[name='reason']").fill("double charge")
-    refund_cell.locator(".fluffy-form[data-status='open']").screenshot(path=str(artifacts / "browser_06_schema_form.png"))
+    schema_form = refund_cell.locator(".fluffy-form[data-status='open']")
+    schema_form.screenshot(path=str(artifacts / "browser_06_schema_form.png"))
     refund_cell.get_by_role("button", name="Submit").click()
     code_cell(page, "refunded = await refund_run").get_by_text(
         "refund: {'amount': 19.99, 'reason': 'double charge'}"
