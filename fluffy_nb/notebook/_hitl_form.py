@@ -251,7 +251,8 @@ class FormsArea(widgets.VBox):
             form = self.forms.get(event.request_id)
             if form is not None:
                 request = form.request
-                why = "nobody answered in time" if request.status == "timed_out" else "withdrawn (state cancelled)"
+                why = ("nobody answered in time" if request.status == "timed_out"
+                       else "withdrawn: the run or this state was stopped")
                 form.collapse(why, ok=False)
 
     def close(self) -> None:
