@@ -1,10 +1,13 @@
 // The front end of fluffy_nb's human-in-the-loop form (anywidget ES module, no build step).
 //
 // The browser owns what the person types: field values are never synced one by one. Submit
-// sends ONE custom message {event: "submit", values} (or {event: "submit", choice: i}); the
-// kernel validates it and answers with trait updates (tries/message/errors after a rejection,
-// status "answered" plus a one-line record once accepted). User text is only ever put into
-// the page with textContent, never as HTML.
+// sends ONE custom message {event: "submit", id, values} (or {..., choice: i}); the kernel
+// acknowledges the id at once ({ack: id}), then validates and answers with trait updates
+// (tries/message/errors after a rejection, status "answered" plus a one-line record once
+// accepted). Until the ack arrives the same message (same id) is sent again, 1 s, 2 s, 4 s...
+// later: ipykernel 7.4 can queue a comm message that arrives just as one cell hands over to
+// the next behind that cell, which never ends while it awaits the run. The kernel handles
+// each id once. User text is only ever put into the page with textContent, never as HTML.
 
 const EDITABLE = new Set(["INPUT", "TEXTAREA", "SELECT"]);
 
@@ -35,6 +38,7 @@ function render({ model, el }) {
   let note = null;
   let countdown = null;
   let sending = false;
+  let pending = null; // the submit message not yet acknowledged, and its resend timer
 
   function setSending(on, text) {
     sending = on;
@@ -52,10 +56,34 @@ function render({ model, el }) {
     return values;
   }
 
+  function settle() {
+    if (pending) clearTimeout(pending.timer);
+    pending = null;
+  }
+
+  function transmit() {
+    model.send(pending.message);
+    pending.timer = setTimeout(() => {
+      if (!pending) return;
+      pending.delay = Math.min(2 * pending.delay, 8000);
+      transmit();
+    }, pending.delay);
+  }
+
   function send(content) {
     if (sending) return;
     setSending(true, "sent, waiting for the kernel to accept it…");
-    model.send({ event: "submit", ...content });
+    const id = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+    settle();
+    pending = { message: { event: "submit", id, ...content }, delay: 1000, timer: null };
+    transmit();
+  }
+
+  function onCustom(msg) {
+    if (msg && pending && msg.ack === pending.message.id) {
+      settle();
+      if (note) note.textContent = "received, checking…";
+    }
   }
 
   function showFeedback() {
@@ -166,6 +194,7 @@ function render({ model, el }) {
   }
 
   function draw() {
+    settle();
     root.replaceChildren();
     inputs = {};
     errors = {};
@@ -179,6 +208,7 @@ function render({ model, el }) {
 
   function onTries() {
     // a rejection: the person fixes what they typed (kept in the page) and sends again
+    settle();
     setSending(false, "");
     showFeedback();
     const fieldErrors = model.get("errors") || {};
@@ -193,10 +223,12 @@ function render({ model, el }) {
     ["change:tries", onTries],
     ["change:message", showFeedback],
     ["change:countdown", () => countdown && (countdown.textContent = model.get("countdown"))],
+    ["msg:custom", onCustom],
   ];
   for (const [name, fn] of handlers) model.on(name, fn);
   draw();
   return () => {
+    settle();
     for (const [name, fn] of handlers) model.off(name, fn);
   };
 }

@@ -73,6 +73,7 @@ class HumanForm(anywidget.AnyWidget):
         self._ticker: asyncio.Task[None] | None = None
         self._submitted: tuple[dict[str, Any], dict[str, str]] | None = None
         self._shown_try = 0  # the request's try whose rejection the form shows
+        self._handled: set[str] = set()  # submit ids seen: a resent message is acknowledged, not answered twice
         self.on_msg(self._on_message)
         if request.rejection:
             self.show_rejection(request.rejection)
@@ -92,8 +93,15 @@ class HumanForm(anywidget.AnyWidget):
 
     # -- the browser's one message -------------------------------------------------------------
     def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
-        if isinstance(content, dict) and content.get("event") == "submit":
-            self.submit(content)
+        if not isinstance(content, dict) or content.get("event") != "submit":
+            return
+        submit_id = content.get("id")
+        if isinstance(submit_id, str):
+            self.send({"ack": submit_id})  # the browser stops resending it
+            if submit_id in self._handled:
+                return
+            self._handled.add(submit_id)
+        self.submit(content)
 
     def submit(self, content: dict[str, Any]) -> bool | None:
         """Answer the request with a submit message's content; True accepted, False rejected.

@@ -67,6 +67,23 @@ def test_the_front_end_never_writes_html_and_never_syncs_a_value_on_its_own():
     assert js.count("model.send(") == 1
 
 
+async def test_a_resent_submit_message_is_acknowledged_but_answers_only_once():
+    agent, responder = agent_asking(validator=lambda v: v.startswith("yes"))
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    acks = []
+    form.send = lambda content, buffers=None: acks.append(content)  # what goes to the browser
+    first = {"event": "submit", "id": "a1", "values": {"answer": "nope"}}
+    form._handle_custom_msg(first, [])
+    assert form.tries == 1
+    form._handle_custom_msg(first, [])  # the browser sent it again before the ack arrived
+    assert form.tries == 1  # not rejected twice
+    assert acks == [{"ack": "a1"}, {"ack": "a1"}]
+    form._handle_custom_msg({"event": "submit", "id": "a2", "values": {"answer": "yes"}}, [])
+    form._handle_custom_msg(first, [])  # a stale copy arriving late changes nothing
+    assert (await handle)["answer"] == "yes"
+
+
 async def test_prompt_with_script_is_sent_as_text_for_the_browser_to_show_as_text():
     agent, responder = agent_asking('<script>alert("x")</script> & go?')
     handle = agent.start()
