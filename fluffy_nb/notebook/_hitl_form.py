@@ -17,6 +17,8 @@ The kernel only ever sends state to the browser; forms never ``print`` or use ``
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import threading
 import warnings
 import weakref
 from pathlib import Path
@@ -74,6 +76,12 @@ class HumanForm(anywidget.AnyWidget):
         self._submitted: tuple[dict[str, Any], dict[str, str]] | None = None
         self._shown_try = 0  # the request's try whose rejection the form shows
         self._handled: set[str] = set()  # submit ids seen: a resent message is acknowledged, not answered twice
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._thread = threading.get_ident()
+        self._context = contextvars.copy_context()
         self.on_msg(self._on_message)
         if request.rejection:
             self.show_rejection(request.rejection)
@@ -93,6 +101,17 @@ class HumanForm(anywidget.AnyWidget):
 
     # -- the browser's one message -------------------------------------------------------------
     def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        # ipykernel >= 7.4 may hand a comm message to a subshell's thread (it routes a comm's
+        # messages to the subshell that last sent on it). The form answers on the loop and in
+        # the context it was made in: the engine is not thread-safe, the state wakes at once,
+        # and every message this comm sends keeps the main shell as its parent, so the next
+        # submit is routed there too.
+        if threading.get_ident() == self._thread or self._loop is None:
+            self._context.copy().run(self._receive, content)
+        else:
+            self._loop.call_soon_threadsafe(self._receive, content, context=self._context.copy())
+
+    def _receive(self, content: Any) -> None:
         if not isinstance(content, dict) or content.get("event") != "submit":
             return
         submit_id = content.get("id")
