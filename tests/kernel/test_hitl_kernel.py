@@ -196,3 +196,34 @@ except BlockingRunError as exc:
     print("refused:", "agent.start()" in str(exc))
 ''')
     assert out.split() == ["42", "refused:", "True"]
+
+
+def test_submits_sent_on_a_subshell_answer_on_the_runs_loop(kernel):
+    """JupyterLab and Notebook 7 send widget messages on a kernel subshell (ipykernel >= 7)."""
+    kernel.run(SETUP)
+    kernel.run("agent = make_agent(validator=must_say_yes)\nhandle = agent.start()")
+    form = kernel.wait_widget(FORM, status="open")
+    request = kernel.kc.session.msg("create_subshell_request", {})
+    kernel.kc.control_channel.send(request)
+    reply = kernel.kc.get_control_msg(timeout=20)
+    subshell = reply["content"].get("subshell_id")
+    if reply["content"].get("status") != "ok" or not subshell:
+        pytest.skip(f"this ipykernel has no subshells: {reply['content']}")
+
+    def on_subshell(values: dict, submit_id: str) -> None:
+        content = {"event": "submit", "id": submit_id, "values": values}
+        msg = kernel.kc.session.msg("comm_msg", {"comm_id": form, "data": {"method": "custom", "content": content}})
+        msg["header"]["subshell_id"] = subshell
+        kernel.kc.shell_channel.send(msg)
+
+    on_subshell({"answer": "nope"}, "s1")
+    kernel.wait_state(form, tries=1)
+    on_subshell({"answer": "yes, from a subshell"}, "s2")
+    kernel.wait_state(form, status="answered")
+    # the form answered in the run's context: what it sent back names no subshell, so the
+    # kernel keeps routing this comm's messages to the main shell
+    sent = [m for m in kernel.iopub if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == form]
+    assert [m["content"]["data"]["content"] for m in sent if m["content"]["data"].get("method") == "custom"] == [
+        {"ack": "s1"}, {"ack": "s2"}]
+    assert all(not m["parent_header"].get("subshell_id") for m in sent)
+    assert kernel.run('print((await handle)["decision"])').strip() == "yes, from a subshell"
