@@ -180,11 +180,15 @@ def trial_lab(lab: Lab) -> Lab:
 def test_every_answer_arrives_and_the_workflow_finishes_with_the_typed_values(trial_lab, page, mode):
     times: list[float] = []
     failed: list[str] = []
+    console: list[str] = []  # the page's errors and warnings: what a failed trial's browser said
+    page.on("console", lambda m: m.type in ("error", "warning") and console.append(f"{m.type}: {m.text[:300]}"))
     for n in range(TRIALS):  # every trial runs, so a soak reports how many of them failed
+        console.clear()
         try:
             times += trial(page, trial_lab, mode, n)
         except Exception as exc:
-            failed.append(f"trial {n}: {type(exc).__name__}: {str(exc)[:300]}")
+            said = "\n    ".join(console[-10:]) or "(nothing)"
+            failed.append(f"trial {n}: {type(exc).__name__}: {str(exc)[:300]}\n  browser console:\n    {said}")
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / f"trial_{mode}_{n}_failed.png"))
     passed = TRIALS - len(failed)
