@@ -21,6 +21,7 @@ import contextvars
 import threading
 import warnings
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,9 @@ class HumanForm(anywidget.AnyWidget):
         self._submitted: tuple[dict[str, Any], dict[str, str]] | None = None
         self._shown_try = 0  # the request's try whose rejection the form shows
         self._handled: set[str] = set()  # submit ids seen: a resent message is acknowledged, not answered twice
+        self._repeats = 0  # copies of handled submits that came again: the browser did not hear the ack
+        #: called as fn(form) when the browser evidently does not receive this form's messages
+        self.on_unheard: Callable[[HumanForm], Any] | None = None
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -118,6 +122,12 @@ class HumanForm(anywidget.AnyWidget):
         if isinstance(submit_id, str):
             self.send({"ack": submit_id})  # the browser stops resending it
             if submit_id in self._handled:
+                self._repeats += 1
+                if self._repeats == 2 and self.on_unheard is not None:
+                    # the page keeps resending what was answered: its model of this widget does
+                    # not get the kernel's messages (ipywidgets' JupyterLab manager can orphan a
+                    # widget opened while it starts up). A new widget gets a new model.
+                    self.on_unheard(self)
                 return
             self._handled.add(submit_id)
         self.submit(content)
@@ -245,10 +255,31 @@ class FormsArea(widgets.VBox):
         form = self.forms.get(request.request_id)
         if form is None:
             form = self.forms[request.request_id] = HumanForm(request)
+            form.on_unheard = self._renew
             self.children = (*self.children, form)  # type: ignore[has-type]
         elif request.rejection:
             form.show_rejection(request.rejection)
         return form
+
+    def _renew(self, old: HumanForm) -> None:
+        """Show ``old``'s request in a new form widget holding what ``old`` showed (see ``on_unheard``)."""
+        if self.forms.get(old.request_id) is not old:
+            return
+        new = HumanForm(old.request)
+        new._handled = old._handled
+        new._shown_try = old._shown_try
+        with new.hold_sync():
+            for name in ("values", "message", "errors", "tries", "countdown", "record", "ok", "status"):
+                setattr(new, name, getattr(old, name))
+        if old._ticker is not None:
+            old._ticker.cancel()
+            new._ticker, old._ticker = None, None
+            if new.request.timeout is not None and new._loop is not None and not new.closed:
+                new._ticker = new._loop.create_task(new._count_down())
+        new.on_unheard = self._renew
+        self.forms[old.request_id] = new
+        self.children = tuple(new if child is old else child for child in self.children)
+        old.close()
 
     def open_forms(self) -> list[HumanForm]:
         """Forms still waiting for an answer."""

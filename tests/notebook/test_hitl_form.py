@@ -305,6 +305,28 @@ async def test_background_run_on_an_old_ipykernel_does_not_warn(monkeypatch, rec
 
 
 
+async def test_a_page_that_does_not_hear_the_form_gets_a_new_form_with_what_it_showed():
+    # ipywidgets' JupyterLab manager can give a widget opened while it starts up a model the
+    # kernel's messages never reach: the page then keeps resending a submit already answered
+    agent, responder = agent_asking(validator=lambda v: v.startswith("yes"))
+    handle = agent.start()
+    old = await first_form(agent, responder)
+    first = {"event": "submit", "id": "a1", "values": {"answer": "nope"}}
+    old._handle_custom_msg(first, [])
+    old._handle_custom_msg(first, [])  # one resend: maybe the ack was only slow
+    assert responder.area.forms[old.request_id] is old
+    old._handle_custom_msg(first, [])  # again: the page does not hear this widget
+    new = responder.area.forms[old.request_id]
+    assert new is not old
+    assert old.comm is None  # closed
+    assert list(responder.area.children) == [new]
+    assert (new.values, new.message, new.tries) == ({"answer": "nope"}, old.message, 1)
+    new._handle_custom_msg(first, [])  # a late copy to the new widget answers nothing
+    assert new.tries == 1
+    new._handle_custom_msg({"event": "submit", "id": "a2", "values": {"answer": "yes"}}, [])
+    assert (await handle)["answer"] == "yes"
+
+
 async def test_prompt_newlines_are_kept_for_the_browser():
     agent, responder = agent_asking("Check the draft:\n  - tone\n  - <length>")
     handle = agent.start()
