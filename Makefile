@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fluffy-installed
 
-.PHONY: lab demo test test-fast bench fuzz lint browser-deps clean
+.PHONY: lab demo test test-fast bench fuzz lint browser-deps browser-soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP) browser-deps lint
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider -q -m "not slow and not browser and not kernel" tests
+
+# not in CI: 20 fresh-kernel trials per run mode of the form answers (a few more minutes per mode)
+browser-soak: $(STAMP) browser-deps
+	FLUFFY_NB_TRIALS=20 $(PY) -m pytest -p no:cacheprovider -q -s tests/browser/test_hitl_trials.py -k every_answer
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

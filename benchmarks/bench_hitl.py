@@ -5,8 +5,8 @@ Rows (medians over ``--rounds`` answers, ``--repeat`` times; median of the media
   fluffy agent.answer (process)   ``agent.answer(id, v)`` -> the state's ``await human_in_the_loop`` returns
   kernel raw Button (kernel)      real ipykernel: the browser's click ``comm_msg`` is sent -> a plain
                                   ipywidgets Button handler sets a future -> the awaiting task runs
-  fluffy form (kernel)            real ipykernel: click ``comm_msg`` sent -> fluffy's widget form answers
-                                  -> the state resumes (background run, choice button, one message)
+  fluffy form (kernel)            real ipykernel: the form's submit ``comm_msg`` (anywidget custom message)
+                                  sent -> the form answers -> the state resumes (background run, choice)
 
 Kernel times compare ``time.monotonic()`` taken in this process right before the message is
 sent with ``time.monotonic()`` recorded by the resumed code in the kernel (CLOCK_MONOTONIC is
@@ -121,10 +121,9 @@ def kernel_rows(rounds: int) -> tuple[float, float, float]:
         kernel.run("handle = agent.start()")
         sent, idle = [], []
         for i in range(rounds):
-            kernel.wait_for(lambda m, i=i: len(kernel.widgets("ButtonModel", description="go")) > i,
-                            what=f"form {i}")
-            button = kernel.widgets("ButtonModel", description="go")[i][0]
-            _, t0 = kernel.click(button)
+            kernel.wait_for(lambda m, i=i: len(kernel.widgets("AnyModel")) > i, what=f"form {i}")
+            form = kernel.widgets("AnyModel")[i][0]
+            _, t0 = kernel.send_custom(form, {"event": "submit", "choice": 0})  # the form's one message
             idle.append(time.monotonic() - t0)
             sent.append(t0)
         kernel.run("await handle")

@@ -36,9 +36,9 @@ log = logging.getLogger("fluffy_nb")
 class RunHandle:
     """A run of an agent going on in the background (from :meth:`Agent.start`).
 
-    ``await handle`` returns the :class:`RunResult` (or raises the run's error). Awaiting is
-    an ordinary task await: cancelling the awaiting code (the notebook's Stop button on a
-    cell doing ``await handle``) cancels the run. ``handle.cancel()`` does so explicitly.
+    ``await handle`` returns the :class:`RunResult` (or raises the run's error). Cancelling
+    the awaiting code (the notebook's Stop button on a cell doing ``await handle``) stops the
+    waiting, not the run: the run is shielded. ``handle.cancel()`` cancels the run.
 
     Example:
         >>> # handle = agent.start()          # returns at once
@@ -73,7 +73,11 @@ class RunHandle:
 
     # -- outcome --------------------------------------------------------------------------
     def __await__(self) -> Generator[Any, None, RunResult]:
-        return self.task.__await__()
+        return self._wait().__await__()
+
+    async def _wait(self) -> RunResult:
+        # shielded: a background run outlives whoever waits for it (Stop on `await handle`)
+        return await asyncio.shield(self.task)
 
     def done(self) -> bool:
         """Whether the run has ended (completed, failed or cancelled)."""

@@ -43,13 +43,14 @@ _register_displays()
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext fluffy_nb``: magics, transformer, live views of background runs, widget forms."""
-    from . import _hooks_impl
+    from . import _hooks_impl, _interrupt
     from ._magics import await_blocking_runs
 
     ipython.register_magics(FluffyMagics)
     if await_blocking_runs not in ipython.input_transformers_post:
         ipython.input_transformers_post.append(await_blocking_runs)
     _hooks_impl.install()
+    _interrupt.install(ipython)
     try:
         from ._hitl_form import install as _install_forms
     except ImportError:  # the widget responder is optional
@@ -59,7 +60,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext fluffy_nb``: remove what :func:`load_ipython_extension` added."""
-    from . import _hooks_impl
+    from . import _hooks_impl, _interrupt
     from ._magics import await_blocking_runs
 
     if await_blocking_runs in ipython.input_transformers_post:
@@ -68,3 +69,4 @@ def unload_ipython_extension(ipython: Any) -> None:
     for kind in ("line", "cell"):
         magics[kind].pop("fluffy", None)
     _hooks_impl.uninstall()
+    _interrupt.uninstall(ipython)

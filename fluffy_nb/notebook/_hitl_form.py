@@ -1,145 +1,96 @@
-"""Widget forms for human-in-the-loop requests: :class:`HumanForm`, :class:`FormsArea`, :class:`WidgetResponder`.
+"""Forms for human-in-the-loop requests: :class:`HumanForm`, :class:`FormsArea`, :class:`WidgetResponder`.
 
 One form per open request, under the running cell (or inside the run's live view, which
-embeds :meth:`FormsArea.for_agent`). The prompt is shown as escaped text; the input fits the
-request: one button per choice, one widget per field of a pydantic schema, or a text box.
-A countdown shows how long is left and the default that will be used. A rejected answer
-shows the validator's message; an accepted one collapses the form to a one-line record.
+embeds :meth:`FormsArea.for_agent`). A form is an anywidget (``_hitl_form.js``, shipped inline,
+no build step): the prompt and the inputs fit the request (one button per choice, one input
+per field of a pydantic schema with its title, description, default and limits, or a text
+box). A countdown shows how long is left and the default that will be used. A rejected answer
+shows the validator's message (pydantic's errors beside their fields) with what was typed; an
+accepted one collapses the form to a one-line record.
 
-Jupyter facts this follows (see DESIGN.md, "Human in the loop"): a busy ipykernel 7.4 cell
-drops all but the first of several widget value updates, so inputs use
-``continuous_update=False`` and ONE submit handler reads every field and answers in one go
-(a choice is a single button click: one message). Forms never ``print`` or use ``with out:``.
-A field whose value arrived is replaced by a fresh widget (see ``HumanForm.renew_fields``);
-the replaced one stays open, so a value typed into it during the swap still reaches the form.
+Why anywidget (DESIGN.md, "Human in the loop"): the browser keeps every field's value and
+sends them all inside ONE custom message on submit. No value has to reach the kernel as a
+separate widget update, which JupyterLab's widget manager holds back while a cell is busy.
+The kernel only ever sends state to the browser; forms never ``print`` or use ``with out:``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
-import html
-import typing
+import contextvars
+import threading
 import warnings
 import weakref
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import anywidget
 import ipywidgets as widgets
+import traitlets
 
 from ..engine import _hooks
 from ..engine._errors import FluffyWarning, HumanInputError
 from ..engine._events import Event, HumanAnswered, HumanRejected, HumanRequested, HumanWithdrawn
 from ..engine._hitl import HumanRequest
+from ._hitl_fields import field_errors, field_specs, read_values
 
-_ERROR_STYLE = "color:#b00020"
-REDRAW_DELAY = 0.02  # seconds between an answer and its form collapsing
-_MUTED_STYLE = "color:#666"
-_KEEP: Any = object()
+_HERE = Path(__file__).resolve().parent
 
 
-def _text(value: Any, limit: int = 200) -> str:
-    """``value`` as escaped HTML text, shortened."""
+def _short(value: Any, limit: int = 200) -> str:
+    """``value`` as plain text (the browser shows it as text, never as HTML), shortened."""
     text = value if isinstance(value, str) else repr(value)
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return html.escape(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _field_widget(name: str, info: Any, value: Any = _KEEP) -> widgets.Widget:
-    """The input widget for one pydantic field, holding ``value`` if given (else the default)."""
-    widget = _default_field_widget(name, info)
-    if value is not _KEEP:
-        widget.value = value  # before it is displayed: the frontend has it when it draws the field
-    return widget
-
-
-def _default_field_widget(name: str, info: Any) -> widgets.Widget:
-    """The input widget for one pydantic field (values stay on the kernel side until submit)."""
-    annotation = info.annotation
-    label = info.title or name
-    has_default = not info.is_required()
-    default = info.default if has_default else None
-    origin = typing.get_origin(annotation)
-    style = {"description_width": "initial"}
-    if annotation is bool:
-        return widgets.Checkbox(value=bool(default), description=label, indent=False)
-    if origin is typing.Literal:
-        options = list(typing.get_args(annotation))
-        return widgets.Dropdown(options=options, value=default if default in options else options[0],
-                                description=label, style=style)
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        options = [(str(m.value), m.value) for m in annotation]
-        value = default.value if isinstance(default, enum.Enum) else options[0][1]
-        return widgets.Dropdown(options=options, value=value, description=label, style=style)
-    return widgets.Text(value="" if default is None else str(default), description=label,
-                        placeholder=getattr(annotation, "__name__", ""), continuous_update=False, style=style)
-
-
-def _answer_widget(value: Any = _KEEP) -> widgets.Text:
-    """The text box of a plain request."""
-    return widgets.Text(value="" if value is _KEEP else value, placeholder="your answer", continuous_update=False)
-
-
-class HumanForm(widgets.VBox):
+class HumanForm(anywidget.AnyWidget):
     """The form answering one :class:`HumanRequest`.
+
+    The browser holds the typed values and sends them in one ``{"event": "submit", ...}``
+    custom message; :meth:`submit` is what that message does (tests call it directly).
 
     Attributes:
         request: The request it answers.
-        submit: The submit button (None for choices, where each choice is a button).
-        choice_buttons: One button per choice.
-        fields: Field name -> its current input widget (a schema), or ``{"answer": Text}``.
-        message: Shows the rejection reason (a new widget for each rejection).
-        inputs: The fields (or choice buttons) and the message, above the submit button.
-        countdown: Time left and the default (only with a timeout).
+        closed: Whether the form is a record now (answered, withdrawn, timed out or closed).
     """
 
+    _esm = (_HERE / "_hitl_form.js").read_text(encoding="utf-8")
+    _css = (_HERE / "_hitl_form.css").read_text(encoding="utf-8")
+
+    request_id = traitlets.Unicode("").tag(sync=True)
+    spec = traitlets.Dict().tag(sync=True)  # what to draw: prompt, kind, choices, fields
+    values = traitlets.Dict().tag(sync=True)  # what the inputs hold when drawn (defaults, or a rejected try)
+    status = traitlets.Unicode("open").tag(sync=True)  # open, answered, withdrawn, timed_out, closed
+    tries = traitlets.Int(0).tag(sync=True)  # rejected tries so far: a change re-enables the browser's submit
+    message = traitlets.Unicode("").tag(sync=True)  # why the last answer was rejected
+    errors = traitlets.Dict().tag(sync=True)  # field name -> pydantic's complaint
+    countdown = traitlets.Unicode("").tag(sync=True)
+    record = traitlets.Unicode("").tag(sync=True)  # the one-line record once closed
+    ok = traitlets.Bool(True).tag(sync=True)
+
     def __init__(self, request: HumanRequest) -> None:
+        spec, values = field_specs(request)
+        super().__init__(request_id=request.request_id, spec=spec, values=values)
         self.request = request
-        self.closed = False
-        self.fresh_after_sync = False
         self._ticker: asyncio.Task[None] | None = None
-        self._seen_tries = request.tries
-        # the prompt keeps its line breaks (pre-wrap), and is escaped text, never HTML
-        self.header = widgets.HTML(
-            f'<span style="{_MUTED_STYLE}">{_text(request.state)}</span> &nbsp;'
-            f'<b style="white-space:pre-wrap">{_text(request.prompt, 2000)}</b>'
-        )
-        self.message = widgets.HTML("")
-        self.countdown = widgets.HTML("")
-        self.fields: dict[str, widgets.Widget] = {}
-        self._makers: dict[str, Any] = {}
-        self._slots: dict[str, widgets.Box] = {}  # one box per field: renewing it redraws nothing else
-        self._received: set[str] = set()  # fields whose current widget got a value
-        self._retired: list[widgets.Widget] = []  # replaced widgets, open until the form closes
-        self._carrying = False  # handing a replaced field's late value to its successor
-        self.choice_buttons: list[widgets.Button] = []
-        self.submit: widgets.Button | None = None
-        self._choices_box: widgets.HBox | None = None
-        if request.choices is not None:
-            for choice in request.choices:
-                button = widgets.Button(description=str(choice), tooltip=str(choice))
-                button.on_click(lambda _b, value=choice: self._answer(value))
-                self.choice_buttons.append(button)
-            self._choices_box = widgets.HBox(self.choice_buttons)
-        else:
-            if request.schema is not None:
-                for name, info in request.schema.model_fields.items():  # type: ignore[attr-defined]
-                    self._makers[name] = lambda value=_KEEP, name=name, info=info: _field_widget(name, info, value)
-            else:
-                self._makers["answer"] = _answer_widget
-            for name, make in self._makers.items():
-                self.fields[name] = self._watch(name, make())
-                self._slots[name] = widgets.Box([self.fields[name]])
-            self.submit = widgets.Button(description="Submit", button_style="primary")
-            self.submit.on_click(lambda _b: self._answer(self.values()))
-        if request.timeout is not None:
-            self._tick()
-        self.inputs = widgets.VBox(self._input_children())
-        super().__init__(self._compose(), layout=widgets.Layout(border="1px solid #ccc", padding="4px",
-                                                                margin="2px 0"))
+        self._submitted: tuple[dict[str, Any], dict[str, str]] | None = None
+        self._shown_try = 0  # the request's try whose rejection the form shows
+        self._handled: set[str] = set()  # submit ids seen: a resent message is acknowledged, not answered twice
+        self._repeats = 0  # copies of handled submits that came again: the browser did not hear the ack
+        #: called as fn(form) when the browser evidently does not receive this form's messages
+        self.on_unheard: Callable[[HumanForm], Any] | None = None
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._thread = threading.get_ident()
+        self._context = contextvars.copy_context()
+        self.on_msg(self._on_message)
         if request.rejection:
             self.show_rejection(request.rejection)
         if request.timeout is not None:
+            self._tick()
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -147,125 +98,92 @@ class HumanForm(widgets.VBox):
             if loop is not None:
                 self._ticker = loop.create_task(self._count_down())
 
-    def _input_children(self) -> tuple[widgets.Widget, ...]:
-        if self._choices_box is not None:
-            return (self._choices_box, self.message)
-        return (*self._slots.values(), self.message)
+    @property
+    def closed(self) -> bool:
+        """Whether the form no longer takes answers."""
+        return self.status != "open"
 
-    def _compose(self) -> list[widgets.Widget]:
-        body: list[widgets.Widget] = [self.header, self.inputs]
-        if self.submit is not None:
-            body.append(self.submit)
-        if self.request.timeout is not None:
-            body.append(self.countdown)
-        return body
-
-    # -- fresh input widgets -------------------------------------------------------------------
-    # The JupyterLab widget manager sends one value sync per widget model and holds any further
-    # sync of that model until the kernel reports idle for the first. A busy cell (a blocking run,
-    # or a cell awaiting a background run; ipykernel 7.4) never reports it, so a field edited a
-    # second time would never arrive. A fresh widget (new model) carrying the same value is never
-    # held back: forms renew a field after its value arrived and the answer was rejected, and
-    # after every received value in blocking mode. Races this handles:
-    # - the swap only changes the field's own slot box, so the other fields (maybe being typed
-    #   in), the submit button and the message keep their views;
-    # - a rejection message is a new HTML widget that arrives in ONE update of ``inputs``'
-    #   children together with new slots for the renewed fields: the frontend removes the old
-    #   views before it can draw the new message, so when a person reads it, the field they can
-    #   type into is the one displayed (updates of different widgets may render in any order);
-    #   the submit button is outside ``inputs``, so its view is never redrawn under a click;
-    # - a value typed into the old field just before the swap may still arrive after it (an idle
-    #   kernel); the old widget stays open and hands it to its successor, unless the person has
-    #   typed into the successor already.
-    def _watch(self, name: str, widget: widgets.Widget) -> widgets.Widget:
-        widget.observe(lambda change: self._value_arrived(name, widget, change), names="value")
-        return widget
-
-    def _value_arrived(self, name: str, widget: widgets.Widget, change: Any) -> None:
-        if self.closed:
-            return
-        current = self.fields.get(name)
-        if widget is not current:  # a late value of a replaced field
-            if current is not None and name not in self._received:
-                self._carrying = True
-                try:
-                    current.value = change["new"]  # shown in the new field; its own sync stays unused
-                finally:
-                    self._carrying = False
-            return
-        if self._carrying:
-            return
-        self._received.add(name)
-        if not self.fresh_after_sync:
-            return
-        try:
-            asyncio.get_running_loop().call_soon(self._renew, name)
-        except RuntimeError:
-            self._renew(name)
-
-    def _renew(self, name: str, *, new_slot: bool = False) -> None:
-        if self.closed or name not in self._received:
-            return
-        old = self.fields[name]
-        self.fields[name] = self._watch(name, self._makers[name](old.value))
-        self._received.discard(name)
-        self._retired.append(old)
-        if new_slot:  # shown by the caller's update of the form's children
-            self._retired.append(self._slots[name])
-            self._slots[name] = widgets.Box([self.fields[name]])
+    # -- the browser's one message -------------------------------------------------------------
+    def _on_message(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        # ipykernel >= 7.4 may hand a comm message to a subshell's thread (it routes a comm's
+        # messages to the subshell that last sent on it). The form answers on the loop and in
+        # the context it was made in: the engine is not thread-safe, the state wakes at once,
+        # and every message this comm sends keeps the main shell as its parent, so the next
+        # submit is routed there too.
+        if threading.get_ident() == self._thread or self._loop is None:
+            self._context.copy().run(self._receive, content)
         else:
-            self._slots[name].children = (self.fields[name],)
+            self._loop.call_soon_threadsafe(self._receive, content, context=self._context.copy())
 
-    def renew_fields(self) -> None:
-        """Replace every input widget that received a value by a fresh one holding that value.
-
-        Fields never edited keep their widget (their one value sync is still unused).
-        """
-        for name in list(self.fields):
-            self._renew(name)
-
-    # -- reading and answering -----------------------------------------------------------------
-    def values(self) -> Any:
-        """What the form holds: the text (plain request) or a dict of fields (schema)."""
-        if self.request.schema is None:
-            return self.fields["answer"].value
-        out = {}
-        for name, widget in self.fields.items():
-            value = widget.value
-            if isinstance(widget, widgets.Text) and value == "":
-                continue  # empty: the field's default applies (or pydantic says it is missing)
-            out[name] = value
-        return out
-
-    def _answer(self, value: Any) -> None:
-        if self.closed:
+    def _receive(self, content: Any) -> None:
+        if not isinstance(content, dict) or content.get("event") != "submit":
             return
+        submit_id = content.get("id")
+        if isinstance(submit_id, str):
+            self.send({"ack": submit_id})  # the browser stops resending it
+            if submit_id in self._handled:
+                self._repeats += 1
+                if self._repeats == 2 and self.on_unheard is not None:
+                    # the page keeps resending what was answered: its model of this widget does
+                    # not get the kernel's messages (ipywidgets' JupyterLab manager can orphan a
+                    # widget opened while it starts up). A new widget gets a new model.
+                    self.on_unheard(self)
+                return
+            self._handled.add(submit_id)
+        self.submit(content)
+
+    def submit(self, content: dict[str, Any]) -> bool | None:
+        """Answer the request with a submit message's content; True accepted, False rejected.
+
+        ``content`` is ``{"values": {field: value}}`` (text and schema forms) or ``{"choice": i}``.
+        None when the form was closed already (the browser is told again).
+        """
+        if self.closed:
+            self.send_state("status")  # a late click: make sure that view shows the record
+            return None
+        request = self.request
         try:
-            self.request.answer(value, source="person")
+            answer, raw = read_values(request, content)
+        except ValueError as exc:
+            with self.hold_sync():
+                self.message = f"this form could not read the answer ({exc}); please try again"
+                self.tries += 1
+            return False
+        self._submitted = (raw, field_errors(request.schema, answer))
+        try:
+            return request.answer(answer, source="person")
         except HumanInputError:
             self.collapse("closed before this answer arrived", ok=False)
+            return None
+        finally:
+            self._submitted = None
 
-    # -- showing state ---------------------------------------------------------------------------
+    # -- showing state -------------------------------------------------------------------------
     def show_rejection(self, message: str) -> None:
-        """Show why the last answer was rejected, with renewed inputs for the next try."""
-        text = f'<span style="{_ERROR_STYLE}">✗ {_text(message, 1000)}</span>'
-        if self.request.tries == self._seen_tries or self.closed:
-            self.message.value = text  # the same try, shown again (or the form's first drawing)
-            return
-        self._seen_tries = self.request.tries
-        for name in list(self.fields):
-            self._renew(name, new_slot=True)
-        self._retired.append(self.message)
-        self.message = widgets.HTML(text)
-        self.inputs.children = self._input_children()  # one update: fresh fields and the message
+        """Show why the last answer was rejected; the browser keeps what was typed."""
+        if self.closed or self.request.tries <= self._shown_try:
+            return  # shown already (the event, then the engine asking the responder again)
+        self._shown_try = self.request.tries
+        raw, errors = self._submitted or (None, {})
+        general = errors.pop("", None)
+        with self.hold_sync():  # one update: message, errors, values, and the try that re-enables submit
+            if errors:
+                fields = ", ".join(sorted(errors))
+                self.message = f"please correct {fields}" + (f" ({general})" if general else "")
+            else:
+                self.message = message
+            self.errors = errors
+            if raw is not None:
+                self.values = {**self.values, **raw}
+            self.tries += 1
 
     def _tick(self) -> None:
         req = self.request
         left = req.remaining()
-        then = (f"then the default {_text(req.default)} is used" if req.default is not None
+        then = (f"then the default {_short(req.default)} is used" if req.default is not None
                 else "then the state fails (no default)")
         seconds = req.timeout if left is None else left
-        self.countdown.value = f'<span style="{_MUTED_STYLE}">⏱ {seconds:.0f} s left, {then}</span>'
+        self.countdown = f"⏱ {seconds:.0f} s left, {then}"
 
     async def _count_down(self) -> None:
         while not self.closed and self.request.is_open:
@@ -276,21 +194,23 @@ class HumanForm(widgets.VBox):
         """Replace the form by a one-line record of what happened."""
         if self.closed:
             return
-        self.closed = True
-        if self._ticker is not None:
+        if self._ticker is not None and self._ticker is not asyncio.current_task():
             self._ticker.cancel()
         mark = "✓" if ok else "✗"
-        line = self.header  # reused: collapsing opens no new widgets, so it costs few messages
-        line.value = (f'<span style="{_MUTED_STYLE}">{mark} {_text(self.request.state)}: {_text(self.request.prompt)}'
-                      f" → {text}</span>")
-        self.children = (line,)
-        self.layout.border = ""
-        for old in self._retired:
-            old.close()
-        self._retired.clear()
+        req = self.request
+        if ok:
+            status = "answered"
+        elif text == "closed":
+            status = "closed"
+        else:
+            status = "timed_out" if req.status == "timed_out" else "withdrawn"
+        with self.hold_sync():
+            self.record = f"{mark} {_short(req.state)}: {_short(req.prompt)} → {text}"
+            self.ok = ok
+            self.status = status
 
     def __repr__(self) -> str:
-        return f"<HumanForm {self.request.request_id} {self.request.prompt!r} closed={self.closed}>"
+        return f"<HumanForm {self.request.request_id} {self.request.prompt!r} status={self.status}>"
 
 
 #: attribute of an agent holding its FormsArea: the area lives exactly as long as its agent
@@ -335,24 +255,40 @@ class FormsArea(widgets.VBox):
         form = self.forms.get(request.request_id)
         if form is None:
             form = self.forms[request.request_id] = HumanForm(request)
+            form.on_unheard = self._renew
             self.children = (*self.children, form)  # type: ignore[has-type]
         elif request.rejection:
             form.show_rejection(request.rejection)
         return form
+
+    def _renew(self, old: HumanForm) -> None:
+        """Show ``old``'s request in a new form widget holding what ``old`` showed (see ``on_unheard``)."""
+        if self.forms.get(old.request_id) is not old:
+            return
+        new = HumanForm(old.request)
+        new._handled = old._handled
+        new._shown_try = old._shown_try
+        with new.hold_sync():
+            for name in ("values", "message", "errors", "tries", "countdown", "record", "ok", "status"):
+                setattr(new, name, getattr(old, name))
+        if old._ticker is not None:
+            old._ticker.cancel()
+            new._ticker, old._ticker = None, None
+            if new.request.timeout is not None and new._loop is not None and not new.closed:
+                new._ticker = new._loop.create_task(new._count_down())
+        new.on_unheard = self._renew
+        self.forms[old.request_id] = new
+        self.children = tuple(new if child is old else child for child in self.children)
+        old.close()
 
     def open_forms(self) -> list[HumanForm]:
         """Forms still waiting for an answer."""
         return [f for f in self.forms.values() if not f.closed]
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, (HumanAnswered, HumanWithdrawn)):
-            # redraw a moment later, once the waiting state has resumed (that takes a few loop
-            # iterations): the person's answer is never delayed by the UI
-            try:
-                asyncio.get_running_loop().call_later(REDRAW_DELAY, self._handle, event)
-                return
-            except RuntimeError:
-                pass
+        # at once: the answer has already woken the waiting state (the engine resolves it before
+        # publishing), and a form's update is one small message, so the record is on its way
+        # before the run can end and its live view draws the final figures
         self._handle(event)
 
     def _handle(self, event: Event) -> None:
@@ -367,17 +303,14 @@ class FormsArea(widgets.VBox):
                 form.show_rejection(event.message)
         elif isinstance(event, HumanAnswered):
             form = self.forms.get(event.request_id)
-            answer = _text(event.value)
-            how = {"person": "", "default": " (default, nobody answered in time)", "replay": " (replayed)"}
-            note = how.get(event.source, f" ({_text(event.source)})")
-            took = f" after {event.waited:.1f} s" if event.source == "person" else ""
             if form is not None:
-                form.collapse(f"<b>{answer}</b>{note}{took}")
+                form.collapse(f"{_short(event.value)} ({_how(event)})")
         elif isinstance(event, HumanWithdrawn):
             form = self.forms.get(event.request_id)
             if form is not None:
                 request = form.request
-                why = "nobody answered in time" if request.status == "timed_out" else "withdrawn (state cancelled)"
+                why = ("nobody answered in time" if request.status == "timed_out"
+                       else "withdrawn: the run or this state was stopped")
                 form.collapse(why, ok=False)
 
     def close(self) -> None:
@@ -393,6 +326,14 @@ class FormsArea(widgets.VBox):
     def __repr__(self) -> str:
         name = getattr(self.agent, "name", None)
         return f"<FormsArea agent={name!r} open={len(self.open_forms())} forms={len(self.forms)}>"
+
+
+def _how(event: HumanAnswered) -> str:
+    """How an answer came, for the form's record."""
+    if event.source == "person":
+        return f"accepted after {event.waited:.1f} s"
+    known = {"default": "default, nobody answered in time", "replay": "replayed"}
+    return known.get(event.source, _short(event.source))
 
 
 class WidgetResponder:
@@ -422,9 +363,7 @@ class WidgetResponder:
         area = self.area
         if area is None:
             raise HumanInputError("WidgetResponder.on_request before attach(agent)")
-        form = area.show(request)
-        if _is_blocking(self._agent):
-            form.fresh_after_sync = True
+        area.show(request)
         if not self._checked:
             self._checked = True
             _check_kernel(self._agent)

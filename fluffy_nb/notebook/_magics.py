@@ -16,9 +16,10 @@ Running: ``--background`` starts the run as a task on the kernel's loop and retu
 messages and human-in-the-loop forms flow); ``--run`` blocks the cell until the run ends
 and shows its RunResult. A magic cannot ``await``, so ``--run`` works through an input
 transformer: a ``%%fluffy ... --run`` cell becomes ``await get_ipython().run_cell_magic(...)``
-and the magic returns the handle for IPython's autoawait to wait on (with ``%autoawait off``
-or called directly, ``--run`` returns the handle, like ``--background``). Without either flag
-the cell only defines the agent and shows its graph.
+and the magic returns a :class:`BlockingRun` for IPython's autoawait to wait on: unlike
+``await handle``, Stop on that cell cancels the run (with ``%autoawait off`` ``--run``
+returns the handle, like ``--background``). Without either flag the cell only defines the
+agent and shows its graph.
 """
 
 from __future__ import annotations
@@ -87,14 +88,7 @@ class FluffyMagics(Magics):
         __tracebackhide__ = True
         args = parse_argstring(self.fluffy_cell, line)  # type: ignore[arg-type]
         name = args.name
-        if not name.isidentifier() or keyword.iskeyword(name):
-            raise UsageError(f"%%fluffy {name!r}: the agent's name must be a Python identifier, e.g. %%fluffy pipeline")
-        if args.max_concurrent is not None and args.max_concurrent < 1:
-            raise UsageError(f"%%fluffy {name} --max-concurrent {args.max_concurrent}: must be 1 or more")
-        if args.timeout is not None and args.timeout <= 0:
-            raise UsageError(f"%%fluffy {name} --timeout {args.timeout}: must be a number of seconds > 0")
-        if args.durable and not args.store:
-            raise UsageError(f"%%fluffy {name} --durable: needs --store PATH to checkpoint to")
+        _check_cell_args(args)
         old = self._ip.user_ns.get(name)
         if isinstance(old, Agent) and old.live_runs_count():
             raise UsageError(f"agent {name!r} is still running; `{name}.handle.cancel()` it or wait for it "
@@ -120,7 +114,10 @@ class FluffyMagics(Magics):
         kwargs: dict[str, Any] = {"timeout": args.timeout}
         if args.start:
             kwargs["start"] = args.start if len(args.start) > 1 else args.start[0]
-        return start_run(agent, live=not args.no_live, **kwargs)
+        handle = start_run(agent, live=not args.no_live, **kwargs)
+        if args.run and not args.background and getattr(self._ip, "autoawait", False):
+            return BlockingRun(handle)  # the input transformer made the cell await this
+        return handle
 
     def _run_cell(self, cell: str) -> list[tuple[str, Any]]:
         """Execute the cell in the user namespace; return the state functions it defined."""
@@ -195,6 +192,28 @@ class FluffyMagics(Magics):
         return start_run(agent, live=not args.no_live, coro=agent.resume_latest(store))
 
 
+class BlockingRun:
+    """What a ``%%fluffy NAME --run`` cell awaits: the run itself, so Stop cancels it.
+
+    (``await handle`` is shielded: stopping a cell that only waits for a background run stops
+    the waiting, not the run.)
+    """
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: RunHandle) -> None:
+        self.handle = handle
+
+    def __await__(self) -> Any:
+        return self._wait().__await__()
+
+    async def _wait(self) -> Any:
+        return await self.handle.task
+
+    def __repr__(self) -> str:
+        return repr(self.handle)
+
+
 class _AgentGraph:
     """What ``%fluffy graph`` returns: the agent's graph bundle (plotly, mermaid, SVG, text)."""
 
@@ -251,6 +270,19 @@ def start_run(agent: Agent, *, live: bool = True, coro: Any = None, **run_kwargs
     if view is not None:
         view.attach(handle)
     return handle
+
+
+def _check_cell_args(args: Any) -> None:
+    """UsageError for ``%%fluffy`` arguments that cannot work."""
+    name = args.name
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise UsageError(f"%%fluffy {name!r}: the agent's name must be a Python identifier, e.g. %%fluffy pipeline")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise UsageError(f"%%fluffy {name} --max-concurrent {args.max_concurrent}: must be 1 or more")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"%%fluffy {name} --timeout {args.timeout}: must be a number of seconds > 0")
+    if args.durable and not args.store:
+        raise UsageError(f"%%fluffy {name} --durable: needs --store PATH to checkpoint to")
 
 
 def _graph(agent: Agent, args: Any) -> Any:

@@ -200,10 +200,14 @@ def shutdown_kernels(lab: Lab) -> None:
         urllib.request.urlopen(req, timeout=30).close()
 
 
-def open_notebook(page: Any, lab: Lab, path: str, timeout_ms: int = 60_000) -> None:
-    """Open ``path`` (relative to the repo) with a fresh workspace and a fresh, idle kernel."""
+def open_notebook(page: Any, lab: Lab, path: str, timeout_ms: int = 60_000, app: str = "lab") -> None:
+    """Open ``path`` (relative to the repo) with a fresh workspace and a fresh, idle kernel.
+
+    ``app="notebooks"`` opens it in Jupyter Notebook 7 instead of JupyterLab (same server).
+    """
     shutdown_kernels(lab)
-    page.goto(lab.url(f"/lab/tree/{path}?reset"), wait_until="domcontentloaded")
+    where = f"/lab/tree/{path}?reset" if app == "lab" else f"/notebooks/{path}"
+    page.goto(lab.url(where), wait_until="domcontentloaded")
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=timeout_ms)
     wait_kernel_idle(page, timeout_ms)
     # focus the first cell, so the notebook (not the file browser) receives commands
@@ -215,7 +219,9 @@ def wait_kernel_idle(page: Any, timeout_ms: int = 60_000) -> None:
     """The notebook's kernel is connected and idle (toolbar indicator and status bar agree)."""
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status='idle']",
                            timeout=timeout_ms)
-    page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\|\s*Idle\s*$")).wait_for(timeout=timeout_ms)
+    statusbar = page.locator("#jp-main-statusbar")
+    if statusbar.count():  # JupyterLab; Notebook 7 has no status bar
+        statusbar.get_by_text(re.compile(r"\|\s*Idle\s*$")).wait_for(timeout=timeout_ms)
 
 
 def run_all(page: Any, timeout_ms: int = 30_000) -> None:

@@ -15,28 +15,10 @@ from typing import Any
 import pytest
 from _lab import Lab, cell_errors, open_notebook, run_all, wait_all_executed
 
-# Known open bug, rerun rather than hidden: in roughly one run in three, the answer typed into
-# the fresh field after a rejection shows in the browser but never reaches the kernel while a
-# cell awaits the run (the kernel stays busy, and the widget manager holds a model's value
-# update until it sees idle). DESIGN's fix is a form that sends every value inside its one
-# submit message (anywidget); until then a run that fails three times still fails the suite.
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.flaky(reruns=2)]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
 
 NOTEBOOK = "notebooks/06_human_in_the_loop.ipynb"
 ANSWER = "approve, nicely concise"
-
-
-# Watches the cell outputs (in the page) for ``text`` (not the cells' source: the validator's
-# code says it too); records whether input ``el`` was still attached when it appeared.
-OLD_FIELD_PROBE = """(el, text) => {
-    const outputs = () => [...document.querySelectorAll(".jp-OutputArea-output")];
-    const watcher = new MutationObserver(() => {
-        if (!outputs().some(o => o.textContent.includes(text))) return;
-        watcher.disconnect();
-        window.__oldFieldWhenRejected = el.isConnected ? "still shown" : "gone";
-    });
-    watcher.observe(document.body, {subtree: true, childList: true, characterData: true});
-}"""
 
 
 def code_cell(page: Any, source_text: str) -> Any:
@@ -49,6 +31,8 @@ def code_cell(page: Any, source_text: str) -> Any:
 def test_person_answers_forms_in_jupyterlab_and_workflow_finishes_with_their_answer(
     lab: Lab, page: Any, artifacts: Path
 ) -> None:
+    from playwright.sync_api import expect
+
     open_notebook(page, lab, NOTEBOOK)
     run_all(page)
 
@@ -65,17 +49,13 @@ def test_person_answers_forms_in_jupyterlab_and_workflow_finishes_with_their_ans
     answer_box.wait_for()
     start_cell.get_by_text("waiting for a person").first.wait_for()
     start_cell.screenshot(path=str(artifacts / "browser_06_waiting_for_person.png"))
+    expect(answer_box).to_be_focused()  # a person can type at once
     answer_box.fill("no")
-    # the moment the rejection text first appears in the page: is the old input still there?
-    answer_box.evaluate(OLD_FIELD_PROBE, "please write at least 3 characters")
     page.get_by_role("button", name="Submit").click()
     start_cell.locator(".jp-OutputArea-output").get_by_text("please write at least 3 characters").wait_for()
 
-    # the form asks again with a fresh input widget (a busy kernel would hold back a second value
-    # sync of the same widget, and what a person types into it would be lost). The swap is done
-    # before the message shows, so a person typing as soon as they read it types into the new one
-    page.wait_for_function("() => window.__oldFieldWhenRejected !== undefined")
-    assert page.evaluate("window.__oldFieldWhenRejected") == "gone"
+    # the same field, still holding what was typed; the next answer travels inside the submit message
+    assert answer_box.input_value() == "no"
     answer_box.fill(ANSWER)
     page.get_by_role("button", name="Submit").click()
 
@@ -95,12 +75,14 @@ def test_person_answers_forms_in_jupyterlab_and_workflow_finishes_with_their_ans
 
     # -- a pydantic schema is a form with one field per model field -------------------------
     refund_cell = code_cell(page, "refund_run = refunds.start()")
-    amount = refund_cell.locator(".widget-text", has=page.locator("label", has_text="amount")).locator("input")
+    amount = refund_cell.locator("input[name='amount']")
     amount.wait_for()
+    # each field shows its title, description, limits and whether it is required
+    refund_cell.get_by_text("refund in EUR (at most 500); ≥ 0; ≤ 500; required").wait_for()
     amount.fill("19.99")
-    refund_cell.locator(".widget-text", has=page.locator("label", has_text="reason")).locator("input").fill(
-        "double charge"
-    )
+    refund_cell.locator("input[name='reason']").fill("double charge")
+    schema_form = refund_cell.locator(".fluffy-form[data-status='open']")
+    schema_form.screenshot(path=str(artifacts / "browser_06_schema_form.png"))
     refund_cell.get_by_role("button", name="Submit").click()
     code_cell(page, "refunded = await refund_run").get_by_text(
         "refund: {'amount': 19.99, 'reason': 'double charge'}"
@@ -115,18 +97,17 @@ def test_person_answers_forms_in_jupyterlab_and_workflow_finishes_with_their_ans
 
 def test_person_reviews_llm_pipeline_twice_and_their_feedback_shapes_the_result(lab: Lab, page: Any) -> None:
     """Notebook 09: ask for a change in the review form, then approve the revised draft."""
-    from playwright.sync_api import expect
-
     open_notebook(page, lab, "notebooks/09_llm_content_pipeline.ipynb")
     run_all(page)
     run_cell = code_cell(page, "run = pipeline.start(")
     run_cell.locator(".jp-RenderedPlotly").first.wait_for()
 
-    friendlier = run_cell.get_by_role("button", name="make it friendlier")
-    friendlier.click(timeout=90_000)  # the pipeline writes, retries and checks before it asks
-    expect(friendlier).to_have_count(0)  # that form is answered and collapsed
+    open_form = run_cell.locator(".fluffy-form[data-status='open']")
+    # the pipeline writes, retries and checks before it asks
+    open_form.get_by_role("button", name="make it friendlier", exact=True).click(timeout=90_000)
+    run_cell.locator(".fluffy-form-record", has_text="make it friendlier").wait_for()  # answered, collapsed
     # the workflow rewrote the sections and asks again, in a new form
-    run_cell.get_by_role("button", name="approve").click(timeout=90_000)
+    open_form.get_by_role("button", name="approve", exact=True).click(timeout=90_000)
 
     outputs = code_cell(page, "result = await run").locator(".jp-OutputArea-output")
     outputs.get_by_text("feedback given: ['make it friendlier']").wait_for(timeout=90_000)

@@ -168,6 +168,30 @@ class KernelDriver:
         """The browser reporting a button click (one ``custom`` message)."""
         return self.comm_msg(comm_id, {"method": "custom", "content": {"event": "click"}}, wait=wait)
 
+    def send_custom(self, comm_id: str, content: dict[str, Any], *, wait: bool = True) -> tuple[str, float]:
+        """The browser's ``model.send(content)`` of an anywidget (one ``custom`` message)."""
+        return self.comm_msg(comm_id, {"method": "custom", "content": content}, wait=wait)
+
+    def state_of(self, comm_id: str) -> dict[str, Any]:
+        """A widget's state as the browser has it now: its ``comm_open`` state plus every update since."""
+        state: dict[str, Any] = {}
+        for m in self.iopub:
+            if m["msg_type"] == "comm_open" and m["content"]["comm_id"] == comm_id:
+                state.update(m["content"]["data"]["state"])
+            elif (m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
+                  and m["content"]["data"].get("method") in ("update", "echo_update")):
+                state.update(m["content"]["data"]["state"])
+        return state
+
+    def wait_state(self, comm_id: str, timeout: float = 20.0, **expected: Any) -> dict[str, Any]:
+        """Wait until widget ``comm_id``'s state holds ``expected``; returns the whole state."""
+        def holds(_m: dict[str, Any]) -> bool:
+            state = self.state_of(comm_id)
+            return all(state.get(k) == v for k, v in expected.items())
+
+        self.wait_for(holds, timeout, f"state {expected} of {comm_id}")
+        return self.state_of(comm_id)
+
     def updates_to(self, comm_id: str) -> list[dict[str, Any]]:
         """State updates the kernel sent for widget ``comm_id``."""
         return [m["content"]["data"]["state"] for m in self.iopub

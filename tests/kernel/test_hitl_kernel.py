@@ -1,21 +1,33 @@
 """Human in the loop through a real Jupyter kernel: the test plays the browser.
 
-Every widget interaction is one ``comm_msg`` exactly as the JupyterLab widget manager sends
-it, sent one at a time, each followed by waiting for the kernel to report idle for it.
+A form is an anywidget: the browser keeps what the person types and sends it inside ONE
+``comm_msg`` ``{"method": "custom", "content": {"event": "submit", ...}}``, exactly what
+``model.send`` does. Nothing is waited for by sleeping: every step waits for a message.
 """
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
 
 SETUP = """
+%load_ext fluffy_nb
 from fluffy_nb import Agent
-from fluffy_nb.notebook._hitl_form import WidgetResponder, install
+from fluffy_nb.notebook._hitl_form import WidgetResponder
+from pydantic import BaseModel, Field
 events = []
-def make_agent(**ask):
-    agent = Agent("approval", responder=WidgetResponder())
+def must_say_yes(value):
+    if not value.startswith("yes"):
+        raise ValueError(f"{value!r} rejected: the answer has to start with yes")
+    return True
+class Shipment(BaseModel):
+    destination: str
+    crates: int = Field(ge=1, description="how many crates")
+def make_agent(name="approval", **ask):
+    agent = Agent(name, responder=WidgetResponder())
     agent.events.subscribe(lambda e: events.append(type(e).__name__))
     async def review(ctx):
         ctx.set_state("decision", await ctx.human_in_the_loop("Approve the <b>deploy</b>?", **ask))
@@ -23,131 +35,131 @@ def make_agent(**ask):
     return agent
 """
 
+FORM = "AnyModel"
 
-def test_background_run_is_answered_through_the_widget_form(kernel):
+
+def submit(kernel, form: str, *, wait: bool = True, **values):
+    """The browser's one submit message of a text or schema form."""
+    return kernel.send_custom(form, {"event": "submit", "values": values}, wait=wait)
+
+
+def test_background_run_is_answered_by_one_submit_message(kernel):
     kernel.run(SETUP)
     cell = kernel.submit('agent = make_agent()\nhandle = agent.start()\nprint("started")')
     assert kernel.reply(cell)["content"]["status"] == "ok"  # the cell returns at once
-
-    text = kernel.wait_widget("TextModel", placeholder="your answer")
-    submit = kernel.wait_widget("ButtonModel", description="Submit")
-    [(_, header)] = [w for w in kernel.widgets("HTMLModel") if "Approve" in w[1]["value"]]
-    assert "&lt;b&gt;deploy&lt;/b&gt;" in header["value"]
-    assert "<b>deploy</b>" not in header["value"]
+    form = kernel.wait_widget(FORM, status="open")
+    state = kernel.state_of(form)
+    assert state["spec"]["prompt"] == "Approve the <b>deploy</b>?"  # text; the front end shows it with textContent
+    assert "innerHTML" not in state["_esm"]
     display = kernel.wait_for(lambda m: m["msg_type"] == "display_data"
-                              and "application/vnd.jupyter.widget-view+json" in m["content"]["data"])
-    assert display["parent_header"]["msg_id"] == cell  # the forms show under the cell that started the run
-
-    kernel.set_value(text, value="ship it")
-    assert kernel.run("print(agent.pending_requests()[0].is_open, handle.done())").split() == ["True", "False"]
-    kernel.click(submit)
+                              and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]
+                              and m["parent_header"].get("msg_id") == cell)
+    assert display  # the forms show under the cell that started the run
+    submit(kernel, form, answer="ship it")
+    assert kernel.wait_state(form, status="answered")["record"].startswith("✓ review: Approve the <b>deploy</b>?")
     out = kernel.run('result = await handle\nprint(result["decision"], handle.status)\nprint(events)')
     first, second = out.splitlines()
     assert first == "ship it completed"
-    assert "HumanRequested" in second
     assert "HumanAnswered" in second
 
 
-VALIDATED = """
-def must_say_yes(value):
-    if not value.startswith("yes"):
-        raise ValueError(f"{value!r} rejected: the answer has to start with yes")
-    return True
-install()
-agent = make_agent(validator=must_say_yes)
-agent.responder = None  # auto-selected: widgets inside a kernel
-handle = agent.start()
-"""
-
-
-def test_validator_rejects_the_first_answer_and_the_form_says_why(kernel):
+def test_rejection_shows_the_message_and_the_answer_typed_next_is_accepted(kernel):
     kernel.run(SETUP)
-    kernel.run(VALIDATED)
-    text = kernel.wait_widget("TextModel", placeholder="your answer")
-    submit = kernel.wait_widget("ButtonModel", description="Submit")
-
-    kernel.set_value(text, value="nope")
-    kernel.click(submit)
-    [(message, state)] = [w for w in kernel.widgets("HTMLModel") if "rejected" in w[1]["value"]]
-    assert "nope" in state["value"]
-    assert kernel.run("print(handle.done(), agent.pending_requests()[0].rejection is not None)").split() == [
-        "False", "True"]
-
-    fresh = kernel.widgets("TextModel", placeholder="your answer")[-1][0]
-    assert fresh != text  # the form offers a fresh input (see HumanForm.renew_fields)
-    # the message is shown by ONE update of the form's children, which also swaps the old field's
-    # box for the fresh one's: a browser cannot draw the message while the old field is still there
-    [shown] = [u["children"] for u in (m["content"]["data"]["state"] for m in kernel.iopub
-               if m["msg_type"] == "comm_msg" and m["content"]["data"].get("method") == "update")
-               if f"IPY_MODEL_{message}" in u.get("children", [])]
-    boxes = dict(kernel.widgets("BoxModel"))
-    inside = [child for ref in shown for child in boxes.get(ref.removeprefix("IPY_MODEL_"), {}).get("children", [])]
-    assert f"IPY_MODEL_{fresh}" in inside
-    assert f"IPY_MODEL_{text}" not in inside
-    kernel.set_value(fresh, value="yes, ship")
-    kernel.click(submit)
+    kernel.run("agent = make_agent(validator=must_say_yes)\nhandle = agent.start()")
+    form = kernel.wait_widget(FORM, status="open")
+    submit(kernel, form, answer="nope")
+    state = kernel.wait_state(form, tries=1)
+    assert "'nope' rejected: the answer has to start with yes" in state["message"]
+    assert state["values"] == {"answer": "nope"}
+    assert state["status"] == "open"
+    submit(kernel, form, answer="yes, ship")
     out = kernel.run('print((await handle)["decision"])\nprint(events)')
     assert out.splitlines()[0] == "yes, ship"
     assert "HumanRejected" in out.splitlines()[1]
 
 
-def test_text_typed_into_the_old_field_while_it_is_swapped_after_a_rejection_is_submitted(kernel):
+def test_blocking_run_takes_a_corrected_answer_while_the_cell_is_busy(kernel):
+    """The lost-answer case: a cell awaits the run, so the kernel never reports idle in between."""
     kernel.run(SETUP)
-    kernel.run(VALIDATED)
-    text = kernel.wait_widget("TextModel", placeholder="your answer")
-    submit = kernel.wait_widget("ButtonModel", description="Submit")
-    kernel.set_value(text, value="nope")
-    kernel.click(submit)
-    fresh = kernel.widgets("TextModel", placeholder="your answer")[-1][0]
-    assert fresh != text  # swapped
-    # the person typed into the old field just before it disappeared: its sync arrives after the swap
-    kernel.set_value(text, value="yes, typed during the swap")
-    assert {"value": "yes, typed during the swap"} in kernel.updates_to(fresh)  # the new field shows it
-    kernel.click(submit)
-    out = kernel.run('import asyncio\nprint((await asyncio.wait_for(handle, 5))["decision"])')
-    assert out.strip() == "yes, typed during the swap"
-
-
-def test_choice_buttons_answer_with_one_click(kernel):
-    kernel.run(SETUP)
-    kernel.run('agent = make_agent(choices=["approve", "reject"])\nhandle = agent.start()')
-    reject = kernel.wait_widget("ButtonModel", description="reject")
-    kernel.click(reject)
-    assert kernel.run('print((await handle)["decision"])').strip() == "reject"
-
-
-def test_blocking_await_is_answered_while_the_cell_is_busy(kernel):
-    kernel.run(SETUP)
-    cell = kernel.submit('agent = make_agent()\nresult = await agent.run()\nprint("answer:", result["decision"])')
-    text = kernel.wait_widget("TextModel", placeholder="your answer")
-    submit = kernel.wait_widget("ButtonModel", description="Submit")
-    kernel.set_value(text, value="from a busy cell", busy=True)  # ipykernel 7.4 delivers it while the cell awaits
-    kernel.click(submit, wait=False)  # no idle to wait for: the cell's own reply is the next step
+    cell = kernel.submit('agent = make_agent(validator=must_say_yes)\nresult = await agent.run()\n'
+                         'print("answer:", result["decision"])')
+    form = kernel.wait_widget(FORM, status="open")
+    submit(kernel, form, answer="nope", wait=False)
+    kernel.wait_state(form, tries=1)  # the rejection arrives while the cell is still busy
+    submit(kernel, form, answer="yes, typed after the rejection", wait=False)
     reply = kernel.reply(cell)
     assert reply["content"]["status"] == "ok", reply["content"]
     kernel.wait_idle(cell)
-    assert kernel.stdout(cell).strip() == "answer: from a busy cell"
+    assert kernel.stdout(cell).strip() == "answer: yes, typed after the rejection"
 
 
-def test_stop_button_cancels_a_waiting_prompt_cleanly(kernel):
+def test_choice_is_one_message(kernel):
     kernel.run(SETUP)
-    cell = kernel.submit('agent = make_agent()\nresult = await agent.run()')
-    kernel.wait_widget("ButtonModel", description="Submit")
+    kernel.run('agent = make_agent(choices=["approve", "reject"])\nhandle = agent.start()')
+    form = kernel.wait_widget(FORM, status="open")
+    assert kernel.state_of(form)["spec"]["choices"] == ["approve", "reject"]
+    kernel.send_custom(form, {"event": "submit", "choice": 1})
+    assert kernel.run('print((await handle)["decision"])').strip() == "reject"
+
+
+def test_schema_form_shows_a_pydantic_error_beside_its_field(kernel):
+    kernel.run(SETUP)
+    kernel.run("agent = make_agent(schema=Shipment)\nhandle = agent.start()")
+    form = kernel.wait_widget(FORM, status="open")
+    fields = {f["name"]: f for f in kernel.state_of(form)["spec"]["fields"]}
+    assert fields["crates"]["hint"] == "how many crates; ≥ 1; required"
+    submit(kernel, form, destination="Oslo", crates="0")
+    state = kernel.wait_state(form, tries=1)
+    assert list(state["errors"]) == ["crates"]
+    assert "greater than or equal to 1" in state["errors"]["crates"]
+    assert state["values"] == {"destination": "Oslo", "crates": "0"}
+    submit(kernel, form, destination="Oslo", crates="12")
+    out = kernel.run('print((await handle)["decision"])')
+    assert out.strip() == "destination='Oslo' crates=12"
+
+
+def interrupt(kernel, cell: str) -> tuple[dict, float, list[str]]:
+    """Press Stop on ``cell``: (its reply, seconds until the reply, the error's traceback lines)."""
+    t0 = time.monotonic()
     kernel.km.interrupt_kernel()
     reply = kernel.reply(cell)
-    assert reply["content"]["status"] == "error"
-    assert reply["content"]["ename"] in ("KeyboardInterrupt", "CancelledError")
+    took = time.monotonic() - t0
     kernel.wait_idle(cell)
-    out = kernel.run("print(agent.status.value, len(agent.pending_requests()))\nprint(events)")
-    first, second = out.splitlines()
-    assert first == "cancelled 0"
-    assert "HumanWithdrawn" in second
-    assert "HumanAnswered" not in second
-    # the kernel is still usable and the agent asks again in a new run
-    before = len(kernel.widgets("ButtonModel", description="Submit"))
-    kernel.run("handle = agent.start()")
-    kernel.wait_for(lambda m: len(kernel.widgets("ButtonModel", description="Submit")) > before, what="a new form")
-    assert kernel.run("print(len(agent.pending_requests()))\nhandle.cancel()").strip() == "1"
+    [error] = [m for m in kernel.iopub if m["msg_type"] == "error" and m["parent_header"].get("msg_id") == cell]
+    return reply, took, error["content"]["traceback"]
+
+
+@pytest.mark.parametrize("code", [
+    "orders = make_agent('orders')\nresult = await orders.run()",
+    "%%fluffy orders --run\nasync def review(ctx):\n    await ctx.human_in_the_loop('Approve?')\n",
+])
+def test_stop_while_a_form_waits_withdraws_it_and_says_so_in_one_line(kernel, code):
+    kernel.run(SETUP)
+    cell = kernel.submit(code)
+    form = kernel.wait_widget(FORM, status="open")
+    reply, took, traceback = interrupt(kernel, cell)
+    assert reply["content"]["status"] == "error"
+    assert traceback == ["run 'orders' interrupted while waiting for a person; it had no checkpoint store, "
+                         "so a new run starts from the beginning"]
+    assert took < 0.5
+    assert kernel.state_of(form)["status"] == "withdrawn"
+    assert kernel.run("print(orders.status.value, len(orders.pending_requests()))").strip() == "cancelled 0"
+
+
+def test_stop_on_a_cell_awaiting_a_background_run_stops_the_waiting_not_the_run(kernel):
+    kernel.run(SETUP)
+    kernel.run("agent = make_agent('bg')\nhandle = agent.start()")
+    form = kernel.wait_widget(FORM, status="open")
+    cell = kernel.submit('print("waiting", flush=True)\nawait handle')
+    kernel.wait_for(lambda m: m["msg_type"] == "stream" and m["parent_header"].get("msg_id") == cell,
+                    what="the cell awaiting the run")
+    _, took, traceback = interrupt(kernel, cell)
+    assert traceback == ["stopped waiting for run 'bg'; the run goes on in the background "
+                         "(`bg.handle.cancel()` cancels it)"]
+    assert took < 0.5
+    assert kernel.state_of(form)["status"] == "open"  # still waiting for the person
+    submit(kernel, form, answer="after the stop")
+    assert kernel.run('print((await handle)["decision"])').strip() == "after the stop"
 
 
 def test_load_ext_picks_widget_forms_inside_the_live_view(kernel):
@@ -160,31 +172,10 @@ async def review(ctx):
 agent.add_state("review", review)
 handle = agent.start()
 ''')
-    kernel.click(kernel.wait_widget("ButtonModel", description="yes"))
+    form = kernel.wait_widget(FORM, status="open")
+    kernel.send_custom(form, {"event": "submit", "choice": 0})
     out = kernel.run('r = await handle\nprint(r["decision"], type(agent.human.responder()).__name__)')
     assert out.split() == ["yes", "WidgetResponder"]
-
-
-def test_blocking_run_rejected_answer_is_corrected_while_the_cell_is_busy(kernel):
-    kernel.run(SETUP)
-    kernel.run(VALIDATED.replace("install()", "").replace("agent.responder = None", "")
-               .replace("handle = agent.start()", ""))
-    cell = kernel.submit('result = await agent.run()\nprint("answer:", result["decision"])')
-    text = kernel.wait_widget("TextModel", placeholder="your answer")
-    submit = kernel.wait_widget("ButtonModel", description="Submit")
-    kernel.set_value(text, value="nope", busy=True)
-    # the frontend holds back a second sync of the same model: the cell never acknowledges the first
-    assert kernel.set_value(text, value="yes via the old field", busy=True) is None
-    kernel.click(submit, wait=False)
-    kernel.wait_for(lambda m: m["msg_type"] == "comm_open" and "rejected" in str(
-        m["content"]["data"]["state"].get("value", "")), what="the rejection message")
-    fresh = kernel.widgets("TextModel", placeholder="your answer")[-1][0]
-    assert fresh != text
-    kernel.set_value(fresh, value="yes, ship", busy=True)  # a fresh model: its first sync goes through
-    kernel.click(submit, wait=False)
-    assert kernel.reply(cell)["content"]["status"] == "ok"
-    kernel.wait_idle(cell)
-    assert kernel.stdout(cell).strip() == "answer: yes, ship"
 
 
 def test_run_sync_in_a_cell_runs_plain_workflows_and_refuses_to_wait_for_a_person(kernel):
@@ -205,3 +196,34 @@ except BlockingRunError as exc:
     print("refused:", "agent.start()" in str(exc))
 ''')
     assert out.split() == ["42", "refused:", "True"]
+
+
+def test_submits_sent_on_a_subshell_answer_on_the_runs_loop(kernel):
+    """JupyterLab and Notebook 7 send widget messages on a kernel subshell (ipykernel >= 7)."""
+    kernel.run(SETUP)
+    kernel.run("agent = make_agent(validator=must_say_yes)\nhandle = agent.start()")
+    form = kernel.wait_widget(FORM, status="open")
+    request = kernel.kc.session.msg("create_subshell_request", {})
+    kernel.kc.control_channel.send(request)
+    reply = kernel.kc.get_control_msg(timeout=20)
+    subshell = reply["content"].get("subshell_id")
+    if reply["content"].get("status") != "ok" or not subshell:
+        pytest.skip(f"this ipykernel has no subshells: {reply['content']}")
+
+    def on_subshell(values: dict, submit_id: str) -> None:
+        content = {"event": "submit", "id": submit_id, "values": values}
+        msg = kernel.kc.session.msg("comm_msg", {"comm_id": form, "data": {"method": "custom", "content": content}})
+        msg["header"]["subshell_id"] = subshell
+        kernel.kc.shell_channel.send(msg)
+
+    on_subshell({"answer": "nope"}, "s1")
+    kernel.wait_state(form, tries=1)
+    on_subshell({"answer": "yes, from a subshell"}, "s2")
+    kernel.wait_state(form, status="answered")
+    # the form answered in the run's context: what it sent back names no subshell, so the
+    # kernel keeps routing this comm's messages to the main shell
+    sent = [m for m in kernel.iopub if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == form]
+    assert [m["content"]["data"]["content"] for m in sent if m["content"]["data"].get("method") == "custom"] == [
+        {"ack": "s1"}, {"ack": "s2"}]
+    assert all(not m["parent_header"].get("subshell_id") for m in sent)
+    assert kernel.run('print((await handle)["decision"])').strip() == "yes, from a subshell"

@@ -1,4 +1,4 @@
-"""Widget forms for human-in-the-loop requests, driven like a person would (no kernel needed)."""
+"""Human-in-the-loop forms, driven like the browser does: one submit message (no kernel needed)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ from typing import Literal
 
 import ipywidgets as widgets
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from fluffy_nb import Agent, ManualClock
 from fluffy_nb.engine import _hooks
 from fluffy_nb.engine._errors import FluffyWarning
 from fluffy_nb.engine._events import HumanRequested
-from fluffy_nb.notebook import _hitl_form
 from fluffy_nb.notebook._hitl_form import (
     FormsArea,
     HumanForm,
@@ -29,6 +28,7 @@ class Shipment(BaseModel):
     crates: int
     express: bool = False
     carrier: Literal["ups", "dhl"] = "dhl"
+    weight: float = Field(20.0, ge=1, le=40, title="Weight (kg)", description="per crate")
 
 
 def agent_asking(prompt: str = "Approve?", **ask) -> tuple[Agent, WidgetResponder]:
@@ -53,22 +53,42 @@ async def first_form(agent: Agent, responder: WidgetResponder) -> HumanForm:
     return responder.area.open_forms()[0]
 
 
-def html_of(widget: widgets.Widget) -> str:
-    out = []
-    for child in getattr(widget, "children", ()):
-        out.append(html_of(child))
-    if isinstance(widget, widgets.HTML):
-        out.append(widget.value)
-    return "\n".join(out)
+def typed(**values) -> dict:
+    """The content of the browser's submit message for a text or schema form."""
+    return {"event": "submit", "values": values}
 
 
-async def test_prompt_with_script_renders_as_text():
+def test_the_front_end_never_writes_html_and_never_syncs_a_value_on_its_own():
+    js = HumanForm._esm
+    for html_sink in ("innerHTML", "outerHTML", "insertAdjacentHTML"):
+        assert html_sink not in js  # user text goes in as textContent
+    for value_sync in ("save_changes", "model.set("):
+        assert value_sync not in js  # values travel only inside model.send
+    assert js.count("model.send(") == 1
+
+
+async def test_a_resent_submit_message_is_acknowledged_but_answers_only_once():
+    agent, responder = agent_asking(validator=lambda v: v.startswith("yes"))
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    acks = []
+    form.send = lambda content, buffers=None: acks.append(content)  # what goes to the browser
+    first = {"event": "submit", "id": "a1", "values": {"answer": "nope"}}
+    form._handle_custom_msg(first, [])
+    assert form.tries == 1
+    form._handle_custom_msg(first, [])  # the browser sent it again before the ack arrived
+    assert form.tries == 1  # not rejected twice
+    assert acks == [{"ack": "a1"}, {"ack": "a1"}]
+    form._handle_custom_msg({"event": "submit", "id": "a2", "values": {"answer": "yes"}}, [])
+    form._handle_custom_msg(first, [])  # a stale copy arriving late changes nothing
+    assert (await handle)["answer"] == "yes"
+
+
+async def test_prompt_with_script_is_sent_as_text_for_the_browser_to_show_as_text():
     agent, responder = agent_asking('<script>alert("x")</script> & go?')
     handle = agent.start()
     form = await first_form(agent, responder)
-    shown = html_of(form)
-    assert "<script>" not in shown
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; go?" in shown
+    assert form.spec["prompt"] == '<script>alert("x")</script> & go?'
     handle.cancel()
 
 
@@ -76,25 +96,45 @@ async def test_text_form_submit_answers_the_state_and_collapses_to_a_record():
     agent, responder = agent_asking()
     handle = agent.start()
     form = await first_form(agent, responder)
-    assert form.fields["answer"].continuous_update is False
-    form.fields["answer"].value = "ship <it>"
-    form.submit.click()
+    assert form.spec["kind"] == "text"
+    assert [f["name"] for f in form.spec["fields"]] == ["answer"]
+    assert form.submit(typed(answer="ship <it>")) is True
+    assert form.closed  # at once, not after a redraw delay
+    assert form.status == "answered"
+    assert "ship <it>" in form.record
+    assert "Approve?" in form.record
+    assert "accepted" in form.record
     result = await handle
     assert result["answer"] == "ship <it>"
-    assert form.closed
-    assert len(form.children) == 1
-    assert "ship &lt;it&gt;" in form.children[0].value
-    assert "Approve?" in form.children[0].value
+
+
+async def test_the_browsers_submit_message_is_handled_by_the_form():
+    agent, responder = agent_asking()
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    form._handle_custom_msg(typed(answer="via the comm"), [])  # what ipywidgets does with a custom message
+    assert (await handle)["answer"] == "via the comm"
 
 
 async def test_choices_are_buttons_and_one_click_answers():
     agent, responder = agent_asking(choices=["approve", "reject"])
     handle = agent.start()
     form = await first_form(agent, responder)
-    assert form.submit is None
-    assert [b.description for b in form.choice_buttons] == ["approve", "reject"]
-    form.choice_buttons[1].click()
+    assert form.spec["kind"] == "choices"
+    assert form.spec["choices"] == ["approve", "reject"]
+    form.submit({"event": "submit", "choice": 1})
     assert (await handle)["answer"] == "reject"
+
+
+async def test_a_choice_number_that_does_not_exist_is_refused_and_the_form_stays_open():
+    agent, responder = agent_asking(choices=["approve", "reject"])
+    handle = agent.start()
+    form = await first_form(agent, responder)
+    assert form.submit({"event": "submit", "choice": 7}) is False
+    assert not form.closed
+    assert "could not read" in form.message
+    assert form.tries == 1
+    handle.cancel()
 
 
 async def test_validator_rejection_shows_its_message_and_the_form_stays_open():
@@ -106,13 +146,15 @@ async def test_validator_rejection_shows_its_message_and_the_form_stays_open():
     agent, responder = agent_asking(validator=long_enough)
     handle = agent.start()
     form = await first_form(agent, responder)
-    form.fields["answer"].value = "no"
-    form.submit.click()
-    assert "at least 5 characters, please" in form.message.value
+    assert form.submit(typed(answer="no")) is False
+    assert "at least 5 characters, please" in form.message
+    assert form.values == {"answer": "no"}  # drawn again with what was typed
+    assert form.tries == 1  # the browser re-enables its submit button on this change
     assert not form.closed
     assert not handle.done()
-    form.fields["answer"].value = "absolutely"
-    form.submit.click()
+    await asyncio.sleep(0)  # the engine hands the request to the responder again: no second rejection
+    assert form.tries == 1
+    assert form.submit(typed(answer="absolutely")) is True
     assert (await handle)["answer"] == "absolutely"
 
 
@@ -120,17 +162,23 @@ async def test_schema_form_has_one_widget_per_field_validated_by_pydantic():
     agent, responder = agent_asking("Where to?", schema=Shipment)
     handle = agent.start()
     form = await first_form(agent, responder)
-    assert list(form.fields) == ["destination", "crates", "express", "carrier"]
-    assert isinstance(form.fields["express"], widgets.Checkbox)
-    assert isinstance(form.fields["carrier"], widgets.Dropdown)
-    form.fields["destination"].value = "Oslo"
-    form.fields["crates"].value = "a dozen"
-    form.submit.click()
-    assert "crates" in form.message.value
+    fields = {f["name"]: f for f in form.spec["fields"]}
+    assert list(fields) == ["destination", "crates", "express", "carrier", "weight"]
+    assert [fields[n]["kind"] for n in fields] == ["text", "number", "checkbox", "select", "number"]
+    assert fields["carrier"]["options"] == ["ups", "dhl"]
+    assert form.values["carrier"] == 1  # the default, as an option number
+    assert fields["weight"]["title"] == "Weight (kg)"
+    assert fields["weight"]["hint"] == "per crate; ≥ 1; ≤ 40; default 20.0"
+    assert fields["destination"]["hint"] == "required"
+    form.submit(typed(destination="Oslo", crates="a dozen", express=False, carrier=1, weight="50"))
+    assert set(form.errors) == {"crates", "weight"}  # beside their fields
+    assert "integer" in form.errors["crates"]
+    assert "40" in form.errors["weight"]
+    assert "crates" in form.message
+    assert "weight" in form.message
+    assert form.values["crates"] == "a dozen"
     assert not form.closed
-    form.fields["crates"].value = "12"
-    form.fields["express"].value = True
-    form.submit.click()
+    form.submit(typed(destination="Oslo", crates="12", express=True, carrier=1, weight=""))
     assert (await handle)["answer"] == Shipment(destination="Oslo", crates=12, express=True, carrier="dhl")
 
 
@@ -166,8 +214,7 @@ async def test_parallel_requests_show_as_separate_forms():
     assert sorted(f.request.prompt for f in forms) == ["Left?", "Right?"]
     assert len(responder.area.children) == 2
     for form in forms:
-        form.fields["answer"].value = form.request.prompt.lower()
-        form.submit.click()
+        form.submit(typed(answer=form.request.prompt.lower()))
     result = await handle
     assert (result["left"], result["right"]) == ("left?", "right?")
     assert responder.area.open_forms() == []
@@ -179,13 +226,13 @@ async def test_countdown_shows_time_left_and_the_default_then_records_it():
     agent.clock = clock
     handle = agent.start()
     form = await first_form(agent, responder)
-    assert "30 s left" in form.countdown.value
-    assert "auto" in form.countdown.value
+    assert "30 s left" in form.countdown
+    assert "auto" in form.countdown
     await clock.wait_for_sleepers()
     await clock.advance(30)
     assert (await handle)["answer"] == "auto"
     assert form.closed
-    assert "default" in form.children[0].value
+    assert "default" in form.record
 
 
 async def test_cancelled_state_collapses_its_form_as_withdrawn():
@@ -195,8 +242,9 @@ async def test_cancelled_state_collapses_its_form_as_withdrawn():
     agent.cancel_state("approve")
     await handle
     assert form.closed
-    assert "withdrawn" in form.children[0].value
-    form.submit.click()  # a late click does nothing
+    assert form.status == "withdrawn"
+    assert "withdrawn" in form.record
+    assert form.submit(typed(answer="late")) is None  # a late click does nothing
 
 
 async def test_responder_displays_the_forms_area_once(monkeypatch):
@@ -216,8 +264,7 @@ async def test_responder_displays_the_forms_area_once(monkeypatch):
     for prompt in ("One?", "Two?"):
         form = await first_form(agent, responder)
         assert form.request.prompt == prompt
-        form.fields["answer"].value = "x"
-        form.submit.click()
+        form.submit(typed(answer="x"))
     await handle
     assert shown == [responder.area]
     assert FormsArea.for_agent(agent) is responder.area
@@ -240,8 +287,7 @@ async def test_blocking_run_on_an_old_ipykernel_warns_and_points_to_the_backgrou
     task = asyncio.ensure_future(agent.run())
     with pytest.warns(FluffyWarning, match="agent.start"):
         form = await first_form(agent, responder)
-    form.fields["answer"].value = "ok"
-    form.submit.click()
+    form.submit(typed(answer="ok"))
     assert (await task)["answer"] == "ok"
 
 
@@ -252,172 +298,71 @@ async def test_background_run_on_an_old_ipykernel_does_not_warn(monkeypatch, rec
     agent, responder = agent_asking()
     handle = agent.start()
     form = await first_form(agent, responder)
-    form.fields["answer"].value = "ok"
-    form.submit.click()
+    form.submit(typed(answer="ok"))
     await handle
     assert not [w for w in recwarn if issubclass(w.category, FluffyWarning)]
 
 
-@pytest.fixture(autouse=True)
-def _close_widgets():
-    yield
-    widgets.Widget.close_all()
 
 
-@pytest.fixture(autouse=True)
-def _redraw_at_once(monkeypatch):
-    """Forms collapse on the next loop turns instead of REDRAW_DELAY later (tests await the run)."""
-    monkeypatch.setattr(_hitl_form, "REDRAW_DELAY", 0.0)
+async def test_a_page_that_does_not_hear_the_form_gets_a_new_form_with_what_it_showed():
+    # ipywidgets' JupyterLab manager can give a widget opened while it starts up a model the
+    # kernel's messages never reach: the page then keeps resending a submit already answered
+    agent, responder = agent_asking(validator=lambda v: v.startswith("yes"))
+    handle = agent.start()
+    old = await first_form(agent, responder)
+    first = {"event": "submit", "id": "a1", "values": {"answer": "nope"}}
+    old._handle_custom_msg(first, [])
+    old._handle_custom_msg(first, [])  # one resend: maybe the ack was only slow
+    assert responder.area.forms[old.request_id] is old
+    old._handle_custom_msg(first, [])  # again: the page does not hear this widget
+    new = responder.area.forms[old.request_id]
+    assert new is not old
+    assert old.comm is None  # closed
+    assert list(responder.area.children) == [new]
+    assert (new.values, new.message, new.tries) == ({"answer": "nope"}, old.message, 1)
+    new._handle_custom_msg(first, [])  # a late copy to the new widget answers nothing
+    assert new.tries == 1
+    new._handle_custom_msg({"event": "submit", "id": "a2", "values": {"answer": "yes"}}, [])
+    assert (await handle)["answer"] == "yes"
 
 
-async def test_rejection_offers_fresh_inputs_holding_the_rejected_values():
-    agent, responder = agent_asking("Where to?", schema=Shipment)
+async def test_prompt_newlines_are_kept_for_the_browser():
+    agent, responder = agent_asking("Check the draft:\n  - tone\n  - <length>")
     handle = agent.start()
     form = await first_form(agent, responder)
-    old = dict(form.fields)
-    old["destination"].value = "Oslo"
-    old["crates"].value = "lots"
-    form.submit.click()
-    # the edited fields are new widget models (the frontend syncs them again); the others kept theirs
-    assert [n for n in old if form.fields[n] is not old[n]] == ["destination", "crates"]
-    assert form.fields["destination"].value == "Oslo"
-    assert form.fields["crates"].value == "lots"
-    assert all(w in displayed(form) for w in form.fields.values())
-    form.fields["crates"].value = "2"
-    form.submit.click()
-    assert (await handle)["answer"].crates == 2
-
-
-async def test_blocking_run_renews_a_field_after_each_received_value():
-    agent, responder = agent_asking()
-    task = asyncio.ensure_future(agent.run())  # awaited by a (busy) cell, not agent.start()
-    form = await first_form(agent, responder)
-    assert form.fresh_after_sync
-    first = form.fields["answer"]
-    first.value = "draft"  # what a frontend sync does
-    await asyncio.sleep(0)
-    assert form.fields["answer"] is not first
-    assert form.fields["answer"].value == "draft"
-    form.fields["answer"].value = "final"
-    form.submit.click()
-    assert (await task)["answer"] == "final"
-
-
-async def test_background_run_keeps_its_fields_while_typing():
-    agent, responder = agent_asking()
-    handle = agent.start()
-    form = await first_form(agent, responder)
-    first = form.fields["answer"]
-    first.value = "draft"
-    await asyncio.sleep(0)
-    assert form.fields["answer"] is first
+    assert form.spec["prompt"] == "Check the draft:\n  - tone\n  - <length>"
     handle.cancel()
 
 
-
-async def test_form_collapses_only_after_the_waiting_state_has_resumed(monkeypatch):
-    monkeypatch.setattr(_hitl_form, "REDRAW_DELAY", 0.02)
+async def test_the_record_is_sent_before_the_state_after_the_question_runs():
     responder = WidgetResponder(display=False)
     agent = Agent("order", responder=responder)
     seen_on_resume = []
 
     async def ask(ctx):
         await ctx.human_in_the_loop("Go?")
-        seen_on_resume.append(responder.area.forms and next(iter(responder.area.forms.values())).closed)
+        seen_on_resume.append(next(iter(responder.area.forms.values())).status)
 
     agent.add_state("ask", ask)
     handle = agent.start()
     form = await first_form(agent, responder)
-    form.fields["answer"].value = "go"
-    form.submit.click()
+    form.submit(typed(answer="go"))
     await handle
-    assert seen_on_resume == [False]  # the state ran on before any redraw
-    for _ in range(400):  # then the form collapses (bounded wait for the 20 ms redraw timer)
-        if form.closed:
-            break
-        await asyncio.sleep(0.005)
-    assert form.closed
+    assert seen_on_resume == ["answered"]
 
 
-def displayed(widget: widgets.Widget) -> list[widgets.Widget]:
-    """Every widget shown inside ``widget`` (itself included)."""
-    out = [widget]
-    for child in getattr(widget, "children", ()):
-        out.extend(displayed(child))
-    return out
-
-
-async def test_prompt_newlines_are_shown_and_the_prompt_stays_escaped():
-    agent, responder = agent_asking("Check the draft:\n  - tone\n  - <length>")
+async def test_a_rejection_from_code_shows_in_the_form_too():
+    agent, responder = agent_asking(validator=lambda v: v == "yes")
     handle = agent.start()
     form = await first_form(agent, responder)
-    assert "white-space:pre-wrap" in form.header.value
-    assert "Check the draft:\n  - tone\n  - &lt;length&gt;" in form.header.value
+    assert agent.answer(form.request.request_id, "no") is False
+    assert "rejected by the validator" in form.message
+    assert form.tries == 1
     handle.cancel()
 
 
-async def test_rejection_message_arrives_in_one_update_with_the_fresh_field():
-    # updates of different widgets may render in any order in the browser; one update of one
-    # box's children cannot show the message while the old field is still there
-    agent, responder = agent_asking(validator=lambda v: len(v) >= 3)
-    handle = agent.start()
-    form = await first_form(agent, responder)
-    old, old_message = form.fields["answer"], form.message
-    updates, form_children = [], form.children
-    form.inputs.observe(lambda change: updates.append(change["new"]), names="children")
-    old.value = "no"
-    form.submit.click()
-    assert form.children == form_children  # the submit button's view is not redrawn
-    assert old_message.value == ""  # the message shown before is never changed in place
-    [children] = updates
-    shown = [w for child in children for w in displayed(child)]
-    assert form.fields["answer"] in shown
-    assert old not in shown
-    assert form.message in shown
-    assert "rejected" in form.message.value
-    handle.cancel()
-
-
-async def test_text_typed_into_the_replaced_field_after_a_rejection_is_what_submit_sends():
-    agent, responder = agent_asking(validator=lambda v: len(v) >= 3)
-    handle = agent.start()
-    form = await first_form(agent, responder)
-    old = form.fields["answer"]
-    old.value = "no"
-    form.submit.click()
-    assert form.fields["answer"] is not old
-    old.value = "typed while the field was swapped"  # the old widget's sync arrives after the swap
-    assert form.fields["answer"].value == "typed while the field was swapped"  # shown in the new field too
-    form.submit.click()  # read from the new field, whose own value sync is still unused
-    assert form.request.status == "answered"
-    assert (await handle)["answer"] == "typed while the field was swapped"
-
-
-async def test_a_late_value_of_the_replaced_field_never_overwrites_what_was_typed_in_the_new_one():
-    agent, responder = agent_asking(validator=lambda v: len(v) >= 3)
-    handle = agent.start()
-    form = await first_form(agent, responder)
-    old = form.fields["answer"]
-    old.value = "no"
-    form.submit.click()
-    form.fields["answer"].value = "typed in the new field"
-    old.value = "stale"
-    form.submit.click()
-    assert (await handle)["answer"] == "typed in the new field"
-
-
-async def test_blocking_renewal_of_one_field_leaves_the_field_being_typed_in_alone():
-    agent, responder = agent_asking("Where to?", schema=Shipment)
-    task = asyncio.ensure_future(agent.run())
-    form = await first_form(agent, responder)
-    crates, children = form.fields["crates"], form.children
-    form.fields["destination"].value = "Oslo"  # the person tabs on to "crates": destination syncs
-    await asyncio.sleep(0)
-    assert form.fields["destination"].value == "Oslo"
-    assert form.fields["crates"] is crates  # not recreated under the person's cursor
-    assert form.children == children  # only destination's own slot changed: nothing else is redrawn
-    crates.value = "3"
-    form.submit.click()
-    assert (await task)["answer"] == Shipment(destination="Oslo", crates=3)
-    assert form.closed
-
+@pytest.fixture(autouse=True)
+def _close_widgets():
+    yield
+    widgets.Widget.close_all()
