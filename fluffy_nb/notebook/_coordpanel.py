@@ -123,6 +123,15 @@ def _owner_state(owner: str) -> str:
     return owner.split("#", 1)[0]
 
 
+def _priority_name(prio: Any) -> str:
+    try:
+        from ..engine import Priority
+
+        return f"{Priority(prio).name} ({int(prio)})"
+    except (ImportError, ValueError, TypeError):
+        return str(prio)
+
+
 def queue_rows(pool: Any, agent: Any, limit: int = 25) -> list[list[str]]:
     """The states waiting for the pool, in the order they would be admitted (priority first)."""
     rows = []
@@ -132,7 +141,7 @@ def queue_rows(pool: Any, agent: Any, limit: int = 25) -> list[list[str]]:
         prio = getattr(spec, "priority", None)
         res = getattr(spec, "resources", None)
         wants = ", ".join(f"{getattr(t, 'name', t)} {a:g}" for t, a in res.amounts().items()) if res else "-"
-        rows.append([_e(rank), f"<b>{_e(owner)}</b>", _e(getattr(prio, "name", prio)), _e(wants)])
+        rows.append([_e(rank), f"<b>{_e(owner)}</b>", _e(_priority_name(prio)), _e(wants)])
     if len(waiting) > limit:
         rows.append(["", _e(f"... {len(waiting) - limit} more"), "", ""])
     return rows

@@ -10,6 +10,7 @@ mermaid and hover text. Everything a user wrote (state names, reasons, prompts) 
 from __future__ import annotations
 
 import html
+import textwrap
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -123,6 +124,17 @@ def add_wait_overlay(fig: Any, lay: Layout, waits: Mapping[str, Any], deadlocks:
         _add_deadlock(fig, lay, d, annotations, agent)
 
 
+def _bow(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """The middle point of a curved edge from ``a`` to ``b``: it bows to the right of the direction of
+    travel, more for longer edges, so two opposite edges between the same nodes do not overlap and an
+    edge inside a column curves around the nodes between its ends."""
+    (x0, y0), (x1, y1) = a, b
+    dx, dy = x1 - x0, y1 - y0
+    length = max((dx * dx + dy * dy) ** 0.5, 1e-9)
+    bend = 0.18 + 0.12 * length
+    return (x0 + x1) / 2 + dy / length * bend, (y0 + y1) / 2 - dx / length * bend
+
+
 def _add_wait_edges(fig: Any, lay: Layout, waits: Mapping[str, Any], annotations: list[dict[str, Any]]) -> None:
     import plotly.graph_objects as go
 
@@ -137,8 +149,7 @@ def _add_wait_edges(fig: Any, lay: Layout, waits: Mapping[str, Any], annotations
             if src is None or dst is None or src == dst:
                 continue
             (x0, y0), (x1, y1) = lay.position(src), lay.position(dst)
-            bend = 0.25 if x0 == x1 else 0.0  # same column: bow out so the edge does not hide behind nodes
-            xm, ym = (x0 + x1) / 2 + bend, (y0 + y1) / 2 + 0.12
+            xm, ym = _bow((x0, y0), (x1, y1))
             xs, ys = lines.setdefault(reason.kind, ([], []))
             xs.extend([x0, xm, x1, None])
             ys.extend([y0, ym, y1, None])
@@ -196,13 +207,14 @@ def _add_deadlock(fig: Any, lay: Layout, deadlock: Any, annotations: list[dict[s
     ys: list[float | None] = []
     for a, b in zip(nodes, [*nodes[1:], nodes[0]], strict=True):
         (x0, y0), (x1, y1) = lay.position(a), lay.position(b)
-        xs.extend([x0, (x0 + x1) / 2 + 0.18 * (y1 - y0 > 0) - 0.09, x1, None])
-        ys.extend([y0, (y0 + y1) / 2 + 0.18, y1, None])
-        if a != b:
-            annotations.append({"x": x1, "y": y1, "ax": (x0 + x1) / 2, "ay": (y0 + y1) / 2 + 0.18, "xref": "x",
-                                "yref": "y", "axref": "x", "ayref": "y", "showarrow": True, "text": "",
-                                "arrowhead": 2, "arrowsize": 1.4, "arrowwidth": 2.5, "arrowcolor": DEADLOCK_COLOUR,
-                                "standoff": 16})
+        xm, ym = _bow((x0, y0), (x1, y1))
+        xs.extend([x0, xm, x1, None])
+        ys.extend([y0, ym, y1, None])
+        if a != b:  # the arrowhead sits on the last stretch of the curve, pointing into the node
+            annotations.append({"x": x1, "y": y1, "ax": xm + 0.6 * (x1 - xm), "ay": ym + 0.6 * (y1 - ym),
+                                "xref": "x", "yref": "y", "axref": "x", "ayref": "y", "showarrow": True,
+                                "text": "", "arrowhead": 2, "arrowsize": 1.4, "arrowwidth": 2.5,
+                                "arrowcolor": DEADLOCK_COLOUR, "standoff": 18})
     names = " -> ".join(html.escape(s) for s in deadlock.cycle)
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="deadlock cycle", legendgroup="deadlock",
                              hoverinfo="skip", line={"color": DEADLOCK_COLOUR, "width": 4, "shape": "spline"}))
@@ -210,9 +222,9 @@ def _add_deadlock(fig: Any, lay: Layout, deadlock: Any, annotations: list[dict[s
         x=[lay.position(n)[0] for n in nodes], y=[lay.position(n)[1] for n in nodes], mode="markers",
         name="in a deadlock", legendgroup="deadlock", text=list(deadlock.cycle),
         hovertext=[f"<b>{html.escape(s)}</b>: in the deadlock {names}" for s in deadlock.cycle], hoverinfo="text",
-        marker={"symbol": "circle-open", "size": 36, "color": DEADLOCK_COLOUR, "line": {"width": 4}}))
-    advice = deadlock_advice(deadlock, agent)
-    annotations.append({"text": "<b>" + html.escape(advice[:400]).replace(". ", ".<br>", 2) + "</b>",
+        marker={"symbol": "circle-open", "size": 32, "color": DEADLOCK_COLOUR, "line": {"width": 3}}))
+    advice = "<br>".join(html.escape(line) for line in textwrap.wrap(deadlock_advice(deadlock, agent), 120))
+    annotations.append({"text": f"<b>{advice}</b>",
                         "xref": "paper", "yref": "paper", "x": 0.0, "y": 0.0, "xanchor": "left", "yanchor": "top",
                         "showarrow": False, "align": "left", "font": {"color": DEADLOCK_COLOUR, "size": 12}})
 
@@ -256,6 +268,16 @@ def _shorten(a: tuple[float, float], b: tuple[float, float], by: float) -> tuple
     return (a[0] + ux, a[1] + uy), (b[0] - ux, b[1] - uy)
 
 
+def _svg_curve(a: tuple[float, float], b: tuple[float, float]) -> str:
+    """An SVG path from node ``a`` to node ``b`` (rim to rim), bowed to one side like :func:`_bow`."""
+    (x0, y0), (x1, y1) = _shorten(a, b, 15.0)
+    dx, dy = x1 - x0, y1 - y0
+    length = max((dx * dx + dy * dy) ** 0.5, 1e-9)
+    bend = 14 + 0.3 * length  # SVG y grows downwards: bow to the same side as the plotly curves
+    cx, cy = (x0 + x1) / 2 - dy / length * bend, (y0 + y1) / 2 + dx / length * bend
+    return f"M {x0:.1f} {y0:.1f} Q {cx:.1f} {cy:.1f} {x1:.1f} {y1:.1f}"
+
+
 def svg_wait_overlay(lay: Layout, px: Any, waits: Mapping[str, Any], deadlocks: list[Any]) -> list[str]:
     """SVG elements: dashed "waits for" lines, a lettered badge per waiting node, red deadlock cycles."""
     out: list[str] = []
@@ -269,19 +291,21 @@ def svg_wait_overlay(lay: Layout, px: Any, waits: Mapping[str, Any], deadlocks: 
             for holder in reason.holders[:12]:
                 dst = lay.owner.get(holder)
                 if dst is not None and dst != nid:
-                    (ax, ay), (hx, hy) = _shorten((x, y), px(dst), 15.0)
-                    out.append(f'<line x1="{ax:.1f}" y1="{ay:.1f}" x2="{hx:.1f}" y2="{hy:.1f}" stroke="{colour}" '
+                    out.append(f'<path d="{_svg_curve((x, y), px(dst))}" fill="none" stroke="{colour}" '
                                'stroke-width="1.8" stroke-dasharray="5,4" marker-end="url(#fa)"/>')
         tip = html.escape(f"{state}: {wait_sentence(reason)}")
         out.append(f'<g><title>{tip}</title><circle cx="{x + 13:.1f}" cy="{y - 11:.1f}" r="7" fill="{colour}" '
                    f'stroke="#222"/><text x="{x + 13:.1f}" y="{y - 7.5:.1f}" text-anchor="middle" font-size="9" '
                    f'fill="#fff" font-weight="bold">{html.escape(letter)}</text></g>')
+    if deadlocks:
+        out.append('<defs><marker id="fdl" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="11" '
+                   'markerHeight="11" markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
+                   f'<path d="M 0 0 L 10 5 L 0 10 z" fill="{DEADLOCK_COLOUR}"/></marker></defs>')
     for d in deadlocks[-3:]:
         members = [lay.owner[s] for s in d.cycle if s in lay.owner]
         for a, b in zip(members, [*members[1:], *members[:1]], strict=True):
-            (x0, y0), (x1, y1) = px(a), px(b)
-            out.append(f'<line x1="{x0:.1f}" y1="{y0:.1f}" x2="{x1:.1f}" y2="{y1:.1f}" stroke="{DEADLOCK_COLOUR}" '
-                       'stroke-width="3.5"><title>deadlock</title></line>')
+            out.append(f'<path d="{_svg_curve(px(a), px(b))}" fill="none" stroke="{DEADLOCK_COLOUR}" '
+                       'stroke-width="3.5" marker-end="url(#fdl)"><title>deadlock</title></path>')
         for m in dict.fromkeys(members):
             x, y = px(m)
             out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="17" fill="none" stroke="{DEADLOCK_COLOUR}" '
