@@ -242,8 +242,7 @@ class RunTracker:
         self.waiting.clear()
         for state in list(self.open_waits):
             self._end_wait(state, e.time)
-        if e.status == "failed":
-            self._find_deadlocks()
+        self._find_deadlocks()  # also those a state caught (``except DeadlockError``): no failure event
 
     def _added(self, e: StateAdded) -> None:
         self.status.setdefault(e.state, "pending")

@@ -10,6 +10,7 @@ from _wait import until
 
 from fluffy_nb import (
     Agent,
+    DeadlockError,
     DependencyType,
     ManualClock,
     PrimitiveType,
@@ -301,3 +302,36 @@ async def test_user_text_in_state_names_and_reasons_is_escaped() -> None:
     assert "<i>small" not in view.snapshot_html()
     gate.set()
     await handle
+
+
+async def test_a_deadlock_a_state_caught_still_shows_on_the_view_after_the_run() -> None:
+    agent = Agent("caught")
+    first = agent.add_coordination("a", PrimitiveType.MUTEX)
+    second = agent.add_coordination("b", PrimitiveType.MUTEX)
+    a_holds, b_holds = asyncio.Event(), asyncio.Event()
+
+    async def take(ctx: Any, mine: Any, theirs: Any, mine_set: asyncio.Event, theirs_set: asyncio.Event) -> None:
+        try:
+            async with mine.hold(ctx):
+                mine_set.set()
+                await theirs_set.wait()
+                async with theirs.hold(ctx):
+                    return None
+        except DeadlockError:
+            return None  # gives up quietly: no failure event
+
+    async def left(ctx: Any) -> None:
+        await take(ctx, first, second, a_holds, b_holds)
+
+    async def right(ctx: Any) -> None:
+        await take(ctx, second, first, b_holds, a_holds)
+
+    fan(agent, ["left", "right"])
+    agent.add_state("left", left)
+    agent.add_state("right", right)
+    view = LiveView(agent)
+    handle = agent.start()
+    view.attach(handle)
+    await asyncio.wait_for(handle, 5)
+    [deadlock] = view.why_data()["deadlocks"]
+    assert sorted(deadlock["cycle"]) == ["left", "right"]
