@@ -16,7 +16,7 @@ from typing import Any
 
 from ._layout import EDGE_STYLE, STATUS_STYLE, Layout, dominant_status, graph_layout, status_color, status_label
 from ._layout import TEMPLATE as _TEMPLATE
-from ._waitview import add_wait_overlay, mermaid_wait_lines, svg_wait_overlay, wait_hover, wait_label, wait_style
+from ._waitview import add_wait_overlay, mermaid_wait_lines, svg_wait_overlay, wait_hover, wait_label
 
 #: graphs with more drawn nodes than this get no plotly figure in an Agent's repr (mermaid/SVG still)
 PLOTLY_REPR_LIMIT = 150
@@ -190,7 +190,7 @@ def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR") -> 
         label = node.label if not node.is_group else f"{node.label}: {_counts_text(counts)}"
         wait = waits.get(nid)
         if wait is not None:
-            label += f" · {wait_style(wait.kind)[3]} waits: {wait_label(wait.kind)}"
+            label += f" · waits: {wait_label(wait.kind)}"
         shape = ('["', '"]') if not node.is_group else ('[["', '"]]')
         lines.append(f"    {ids[nid]}{shape[0]}{_mermaid_text(label)}{shape[1]}:::{st}")
     for src, dst, kind, _back in lay.edges:

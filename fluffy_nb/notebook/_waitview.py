@@ -3,8 +3,8 @@
 The reasons come from the run (``engine._why``: a kind, a sentence, the states holding what a
 state needs) through :meth:`RunTracker.current_waits`; deadlocks from the tracker's
 ``deadlocks``. Each kind has one style shared by the graph and the timeline: a label, a
-colour, a plotly marker symbol (drawn as a shape, so it needs no emoji font) and a glyph for
-mermaid and hover text. Everything a user wrote (state names, reasons, prompts) is escaped.
+colour, a plotly marker symbol (drawn as a shape, so it needs no emoji font) and a letter for
+the SVG badge. Everything a user wrote (state names, reasons, prompts) is escaped.
 """
 
 from __future__ import annotations
@@ -16,20 +16,21 @@ from typing import Any
 
 from ._layout import Layout
 
-#: wait kind -> (label, colour, plotly marker symbol, glyph, one letter for the SVG badge)
-WAIT_STYLE: dict[str, tuple[str, str, str, str, str]] = {
-    "resource": ("resources", "#e6a117", "square", "\N{GEAR}", "R"),
-    "rate_limit": ("rate limit", "#17becf", "circle-dot", "\N{COIN}", "T"),
-    "lock": ("lock", "#8c564b", "octagon", "\N{LOCK}", "L"),
-    "barrier": ("barrier", "#bcbd22", "bowtie", "\N{CONSTRUCTION SIGN}", "B"),
-    "quota": ("quota", "#e377c2", "triangle-up", "\N{MONEY BAG}", "Q"),
-    "dependency": ("dependency", "#1f77b4", "diamond", "\N{LINK SYMBOL}", "D"),
-    "join": ("join", "#393b79", "triangle-right", "\N{TWISTED RIGHTWARDS ARROWS}", "J"),
-    "person": ("a person", "#9b51e0", "star", "\N{BUST IN SILHOUETTE}", "P"),
-    "slot": ("a free slot", "#6baed6", "hourglass", "\N{HOURGLASS WITH FLOWING SAND}", "S"),
-    "paused": ("paused", "#969696", "square-open", "\N{DOUBLE VERTICAL BAR}", "="),
-    "retry": ("retry delay", "#f2994a", "circle-x", "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}", "r"),
-    "blocked": ("blocked", "#f2c94c", "hourglass", "\N{HOURGLASS WITH FLOWING SAND}", "?"),
+#: wait kind -> (label, colour, plotly marker symbol, one letter for the SVG badge). Shapes and letters,
+#: not emoji: many Jupyter servers and browsers have no emoji font (a missing glyph shows as a box)
+WAIT_STYLE: dict[str, tuple[str, str, str, str]] = {
+    "resource": ("resources", "#e6a117", "square", "R"),
+    "rate_limit": ("rate limit", "#17becf", "circle-dot", "T"),
+    "lock": ("lock", "#8c564b", "octagon", "L"),
+    "barrier": ("barrier", "#bcbd22", "bowtie", "B"),
+    "quota": ("quota", "#e377c2", "triangle-up", "Q"),
+    "dependency": ("dependency", "#1f77b4", "diamond", "D"),
+    "join": ("join", "#393b79", "triangle-right", "J"),
+    "person": ("a person", "#9b51e0", "star", "P"),
+    "slot": ("a free slot", "#6baed6", "hourglass", "S"),
+    "paused": ("paused", "#969696", "square-open", "="),
+    "retry": ("retry delay", "#f2994a", "circle-x", "r"),
+    "blocked": ("blocked", "#f2c94c", "hourglass", "?"),
 }
 
 #: kinds whose holders get a "waits for" edge (a free slot is held by every running state: no edges)
@@ -38,7 +39,7 @@ EDGE_KINDS = frozenset({"resource", "lock", "dependency", "join", "barrier", "qu
 DEADLOCK_COLOUR = "#d62728"
 
 
-def wait_style(kind: str) -> tuple[str, str, str, str, str]:
+def wait_style(kind: str) -> tuple[str, str, str, str]:
     """The style of a wait kind (an unknown kind looks like ``blocked``)."""
     return WAIT_STYLE.get(kind, WAIT_STYLE["blocked"])
 
@@ -61,8 +62,9 @@ def wait_sentence(reason: Any) -> str:
 
 def wait_hover(reason: Any) -> str:
     """Hover lines for a waiting node (escaped HTML)."""
-    label, colour, _, glyph, _ = wait_style(reason.kind)
-    lines = [f'<span style="color:{colour}">{glyph} waits for {html.escape(label)}</span>',
+    label = wait_label(reason.kind)
+    # no colour here: plotly paints the hover box in the trace's colour, which would hide it
+    lines = [f"<b>waits for {html.escape(label)}</b>",
              html.escape(reason.detail[:300])]
     if reason.holders:
         lines.append("held by: " + html.escape(", ".join(reason.holders[:8]))
@@ -189,7 +191,7 @@ def _add_badges(fig: Any, lay: Layout, waits: Mapping[str, Any]) -> None:
         points = by_kind.get(kind)
         if not points:
             continue
-        label, colour, symbol, _, _ = WAIT_STYLE[kind]
+        label, colour, symbol, _ = WAIT_STYLE[kind]
         fig.add_trace(go.Scatter(
             x=[p[0] for p in points], y=[p[1] for p in points], mode="markers", name=f"waiting: {label}",
             legendgroup="waits", customdata=[p[2] for p in points], hovertext=[p[3] for p in points],
@@ -286,7 +288,7 @@ def svg_wait_overlay(lay: Layout, px: Any, waits: Mapping[str, Any], deadlocks: 
         if nid is None:
             continue
         x, y = px(nid)
-        colour, letter = wait_style(reason.kind)[1], wait_style(reason.kind)[4]
+        _, colour, _, letter = wait_style(reason.kind)
         if reason.kind in EDGE_KINDS:
             for holder in reason.holders[:12]:
                 dst = lay.owner.get(holder)
