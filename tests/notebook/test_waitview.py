@@ -335,3 +335,59 @@ async def test_a_deadlock_a_state_caught_still_shows_on_the_view_after_the_run()
     await asyncio.wait_for(handle, 5)
     [deadlock] = view.why_data()["deadlocks"]
     assert sorted(deadlock["cycle"]) == ["left", "right"]
+
+
+async def test_barrier_and_quota_waits_show_arrivals_and_the_budget() -> None:
+    clock = ManualClock()
+    agent = Agent("gates", clock=clock)
+    late_go = asyncio.Event()
+
+    async def late(ctx: Any) -> str:
+        await late_go.wait()
+        return "c2"
+
+    fan(agent, ["c0", "c1", "late", "call0", "call1"])
+    agent.add_state("late", late)
+    for n in ["c0", "c1", "c2"]:
+        agent.add_state(n, noop)
+        agent.add_state_coordination(n, PrimitiveType.BARRIER, max_count=3, name="merge")
+    for n in ["call0", "call1"]:
+        agent.add_state(n, noop)
+        agent.add_state_coordination(n, PrimitiveType.QUOTA, quota_limit=1, ttl=60.0, name="api")
+    view = LiveView(agent)
+    handle = agent.start()
+    view.attach(handle)
+    await until(lambda: {"c0", "c1"} <= set(view.tracker.current_waits())
+                and {"call0", "call1"} & set(view.tracker.current_waits()), "barrier and quota waits")
+    waits = view.why_data()["waits"]
+    assert waits["c0"]["kind"] == "barrier"
+    assert "barrier 'merge'" in waits["c0"]["detail"]
+    [quota_waiter] = [s for s in ("call0", "call1") if s in waits]
+    assert waits[quota_waiter]["kind"] == "quota"
+    assert "0 of 1.0 left, resets in 60.0s" in waits[quota_waiter]["detail"]
+    names = traces(graph_figure(agent, view.tracker))
+    assert {"waiting: barrier", "waiting: quota"} <= set(names)
+    panel = coordination_html(agent)
+    assert "<b>merge</b>" in panel
+    assert "<b>api</b>" in panel
+    late_go.set()
+    await clock.advance(60.0)
+    await asyncio.wait_for(handle, 5)
+    bars = traces(timeline_figure(view.tracker))
+    assert {"waiting: barrier", "waiting: quota"} <= set(bars)
+
+
+async def test_states_queued_behind_a_paused_run_say_so() -> None:
+    gate = asyncio.Event()
+    agent = Agent("pausing", max_concurrent=1)
+    fan(agent, ["first", "second"])
+    agent.add_state("first", holding(gate))
+    agent.add_state("second", noop)
+    view, handle = await watch_until_waiting(agent, "second")
+    assert view.why_data()["waits"]["second"]["kind"] == "slot"
+    pausing = asyncio.ensure_future(agent.pause())
+    await until(lambda: view.why_data()["waits"].get("second", {}).get("kind") == "paused", "paused")
+    assert "waiting: paused" in traces(graph_figure(agent, view.tracker))
+    gate.set()
+    await asyncio.wait_for(pausing, 5)
+    handle.cancel()
