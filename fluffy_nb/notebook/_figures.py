@@ -73,7 +73,12 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
                                  fill="tozeroy", name="running at once"))
         fig.add_trace(go.Scatter(x=done_x, y=done_y, mode="lines", yaxis="y2",
                                  line={"color": status_color("completed"), "width": 2}, name="finished (total)"))
-        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "finished", "rangemode": "tozero"})
+        if waits:  # how many states waited at once (any reason): a queue building up shows here
+            wx, wy, _, _ = _concurrency(waits, now)
+            fig.add_trace(go.Scatter(x=wx, y=wy, mode="lines", yaxis="y2", name="waiting at once (right axis)",
+                                     line={"shape": "hv", "color": wait_style("resource")[1], "dash": "dot"}))
+        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "finished / waiting" if waits
+                                  else "finished", "rangemode": "tozero"})
         fig.update_yaxes(title="running", rangemode="tozero", selector={"anchor": "x"})
         h = height or 260
         title = (f"timeline - {len(spans):,} state runs (too many for bars): up to "

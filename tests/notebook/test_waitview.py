@@ -391,3 +391,25 @@ async def test_states_queued_behind_a_paused_run_say_so() -> None:
     gate.set()
     await asyncio.wait_for(pausing, 5)
     handle.cancel()
+
+
+async def test_a_run_too_big_for_bars_shows_how_many_waited_at_once() -> None:
+    from fluffy_nb.notebook import RunTracker
+    from fluffy_nb.notebook._figures import GANTT_LIMIT
+
+    agent = Agent("queue_up", resource_pool=ResourcePool(total_cpu=2))
+    names = [f"w{i}" for i in range(GANTT_LIMIT + 10)]
+    fan(agent, names)
+
+    async def step(ctx: Any) -> None:
+        await asyncio.sleep(0)  # hold the CPU across a turn of the loop, so the others queue up
+
+    for name in names:
+        agent.add_state(name, step, resources=ResourceRequirements(cpu_units=1, memory_mb=0))
+    tracker = RunTracker(agent)
+    await agent.run()
+    fig = timeline_figure(tracker)
+    assert "too many for bars" in fig.layout.title.text
+    waiting = traces(fig)["waiting at once (right axis)"]
+    assert max(waiting.y) >= GANTT_LIMIT  # nearly all queued behind two CPUs at one moment
+    assert waiting.y[-1] == 0
