@@ -137,30 +137,43 @@ def _bow(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
     return (x0 + x1) / 2 + dy / length * bend, (y0 + y1) / 2 - dx / length * bend
 
 
+def wait_edges(lay: Layout, waits: Mapping[str, Any]) -> list[tuple[str, str, str, str, Any]]:
+    """``(src node, dst node, waiting state, holder, reason)`` of each "waits for" edge to draw: one
+    per node pair and kind (thousands of states waiting inside one group node draw one edge)."""
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for state, reason in waits.items():
+        src = lay.owner.get(state)
+        if reason.kind not in EDGE_KINDS or src is None:
+            continue
+        for holder in reason.holders[:12]:
+            dst = lay.owner.get(holder)
+            key = (src, dst or "", reason.kind)
+            if dst is None or dst == src or key in seen:
+                continue
+            seen.add(key)
+            out.append((src, dst, state, holder, reason))
+    return out
+
+
 def _add_wait_edges(fig: Any, lay: Layout, waits: Mapping[str, Any], annotations: list[dict[str, Any]]) -> None:
     import plotly.graph_objects as go
 
     lines: dict[str, tuple[list[float | None], list[float | None]]] = {}
     mids: dict[str, list[tuple[float, float, str]]] = {}
-    for state, reason in waits.items():
-        if reason.kind not in EDGE_KINDS:
-            continue
-        src = _node_of(lay, state)
-        for holder in reason.holders[:12]:
-            dst = _node_of(lay, holder)
-            if src is None or dst is None or src == dst:
-                continue
-            (x0, y0), (x1, y1) = lay.position(src), lay.position(dst)
-            xm, ym = _bow((x0, y0), (x1, y1))
-            xs, ys = lines.setdefault(reason.kind, ([], []))
-            xs.extend([x0, xm, x1, None])
-            ys.extend([y0, ym, y1, None])
-            mids.setdefault(reason.kind, []).append(
-                (xm, ym, f"<b>{html.escape(state)}</b> waits for <b>{html.escape(holder)}</b><br>"
-                         + html.escape(reason.detail[:200])))
-            annotations.append({"x": x1, "y": y1, "ax": xm, "ay": ym, "xref": "x", "yref": "y", "axref": "x",
-                                "ayref": "y", "showarrow": True, "text": "", "arrowhead": 2, "arrowsize": 1.2,
-                                "arrowwidth": 1.5, "arrowcolor": wait_color(reason.kind), "standoff": 14})
+    for src, dst, state, holder, reason in wait_edges(lay, waits):
+        (x0, y0), (x1, y1) = lay.position(src), lay.position(dst)
+        xm, ym = _bow((x0, y0), (x1, y1))
+        xs, ys = lines.setdefault(reason.kind, ([], []))
+        xs.extend([x0, xm, x1, None])
+        ys.extend([y0, ym, y1, None])
+        mids.setdefault(reason.kind, []).append(
+            (xm, ym, f"<b>{html.escape(state)}</b> waits for <b>{html.escape(holder)}</b><br>"
+                     + html.escape(reason.detail[:200])))
+        annotations.append({"x": x1, "y": y1, "ax": xm + 0.6 * (x1 - xm), "ay": ym + 0.6 * (y1 - ym),
+                            "xref": "x", "yref": "y", "axref": "x",
+                            "ayref": "y", "showarrow": True, "text": "", "arrowhead": 2, "arrowsize": 1.2,
+                            "arrowwidth": 1.5, "arrowcolor": wait_color(reason.kind), "standoff": 14})
     for kind, (xs, ys) in lines.items():
         label, colour = wait_style(kind)[:2]
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"waits for ({label})", legendgroup="waits",
@@ -238,15 +251,9 @@ def mermaid_wait_lines(lay: Layout, ids: Mapping[str, str], waits: Mapping[str, 
     lines: list[str] = []
     styles: list[str] = []
     link = first_link
-    for state, reason in waits.items():
-        src = ids.get(lay.owner.get(state, ""))
-        if reason.kind not in EDGE_KINDS or src is None:
-            continue
-        for holder in reason.holders[:12]:
-            dst = ids.get(lay.owner.get(holder, ""))
-            if dst is None or dst == src:
-                continue
-            lines.append(f"    {src} -. waits for .-> {dst}")
+    for src, dst, _, _, reason in wait_edges(lay, waits):
+        if src in ids and dst in ids:
+            lines.append(f"    {ids[src]} -. waits for .-> {ids[dst]}")
             styles.append(f"    linkStyle {link} stroke:{wait_color(reason.kind)},stroke-dasharray:5 4")
             link += 1
     for d in deadlocks[-3:]:
@@ -282,19 +289,17 @@ def _svg_curve(a: tuple[float, float], b: tuple[float, float]) -> str:
 
 def svg_wait_overlay(lay: Layout, px: Any, waits: Mapping[str, Any], deadlocks: list[Any]) -> list[str]:
     """SVG elements: dashed "waits for" lines, a lettered badge per waiting node, red deadlock cycles."""
-    out: list[str] = []
+    out = [f'<path d="{_svg_curve(px(src), px(dst))}" fill="none" stroke="{wait_color(reason.kind)}" '
+           'stroke-width="1.8" stroke-dasharray="5,4" marker-end="url(#fa)"/>'
+           for src, dst, _, _, reason in wait_edges(lay, waits)]
+    badged: set[tuple[str, str]] = set()
     for state, reason in waits.items():
         nid = lay.owner.get(state)
-        if nid is None:
+        if nid is None or (nid, reason.kind) in badged:
             continue
+        badged.add((nid, reason.kind))
         x, y = px(nid)
         _, colour, _, letter = wait_style(reason.kind)
-        if reason.kind in EDGE_KINDS:
-            for holder in reason.holders[:12]:
-                dst = lay.owner.get(holder)
-                if dst is not None and dst != nid:
-                    out.append(f'<path d="{_svg_curve((x, y), px(dst))}" fill="none" stroke="{colour}" '
-                               'stroke-width="1.8" stroke-dasharray="5,4" marker-end="url(#fa)"/>')
         tip = html.escape(f"{state}: {wait_sentence(reason)}")
         out.append(f'<g><title>{tip}</title><circle cx="{x + 13:.1f}" cy="{y - 11:.1f}" r="7" fill="{colour}" '
                    f'stroke="#222"/><text x="{x + 13:.1f}" y="{y - 7.5:.1f}" text-anchor="middle" font-size="9" '

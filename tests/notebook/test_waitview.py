@@ -413,3 +413,28 @@ async def test_a_run_too_big_for_bars_shows_how_many_waited_at_once() -> None:
     waiting = traces(fig)["waiting at once (right axis)"]
     assert max(waiting.y) >= GANTT_LIMIT  # nearly all queued behind two CPUs at one moment
     assert waiting.y[-1] == 0
+
+
+async def test_many_states_waiting_inside_one_group_node_draw_one_edge_and_one_badge() -> None:
+    gate = asyncio.Event()
+    agent = Agent("crowd", resource_pool=ResourcePool(total_cpu=1))
+    crowd = [f"job{i}" for i in range(30)]  # more than a layer shows: one group node
+
+    async def spread(ctx: Any) -> list[str]:
+        return crowd
+
+    fan(agent, ["hog", "spread"])
+    agent.add_state("hog", holding(gate), resources=ResourceRequirements(cpu_units=1))
+    agent.add_state("spread", spread, next=crowd)
+    for name in crowd:
+        agent.add_state(name, noop, resources=ResourceRequirements(cpu_units=1))
+    view = LiveView(agent)
+    handle = agent.start()
+    view.attach(handle)
+    await until(lambda: len(view.tracker.current_waits()) == 30, "the crowd waits")
+    shown = traces(graph_figure(agent, view.tracker))
+    assert len(shown["waits for (resources)"].x) == 4  # one curve: start, middle, end, gap
+    assert len(shown["waiting: resources"].x) == 1
+    assert graph_mermaid(agent, view.tracker).count("-. waits for .->") == 1
+    gate.set()
+    await handle
