@@ -14,7 +14,7 @@ from ._display import register as _register_displays
 from ._figures import resource_figure, timeline_figure
 from ._graphview import graph_figure, graph_markdown, graph_mermaid, graph_svg
 from ._history import diff_rows, fork_row, history_frame, restore_row, state_metrics_frame
-from ._liveview import LiveView
+from ._liveview import LiveView, view_of
 from ._magics import FluffyMagics, start_run
 from ._tracker import RunTracker
 
@@ -36,6 +36,7 @@ __all__ = [
     "state_metrics_frame",
     "timeline_figure",
     "unload_ipython_extension",
+    "view_of",
 ]
 
 _register_displays()

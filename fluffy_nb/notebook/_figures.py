@@ -12,6 +12,7 @@ from typing import Any
 
 from ._layout import TEMPLATE as _TEMPLATE
 from ._layout import plotly_text, status_color
+from ._waitview import WAIT_STYLE, wait_style
 
 #: more attempts than this (or more distinct states than GANTT_ROWS) -> concurrency chart
 GANTT_LIMIT = 400
@@ -41,13 +42,14 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
     import plotly.graph_objects as go
 
     spans = list(tracker.spans)
+    waits = list(getattr(tracker, "wait_spans", ()))
     now = _now(tracker)
-    rows = list(dict.fromkeys(s.state for s in spans))
+    rows = _rows(spans, waits)
     # plotly draws a subset of HTML in tick labels (<b>, <br>, <a href>): the escaped name shows as
     # written (escaping is one-to-one, so two names never share a row)
     shown = {name: plotly_text(name) for name in rows}
     fig = go.Figure()
-    if len(spans) <= GANTT_LIMIT and len(rows) <= GANTT_ROWS:
+    if len(spans) + len(waits) <= GANTT_LIMIT and len(rows) <= GANTT_ROWS:
         for outcome, (label, colour) in _OUTCOMES.items():
             mine = [s for s in spans if s.outcome == outcome]
             if not mine:
@@ -63,17 +65,7 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
                            for s, e in zip(mine, ends, strict=True)],
                 hoverinfo="text",
             ))
-        waits = [(s.state, w0, w1 if w1 is not None else (s.end if s.end is not None else now))
-                 for s in spans if s.waits for w0, w1 in s.waits]
-        if waits:
-            fig.add_trace(go.Bar(
-                orientation="h", y=[shown[w[0]] for w in waits], base=[w[1] for w in waits],
-                x=[max(w[2] - w[1], 1e-4) for w in waits], name="waiting for a person",
-                marker={"color": status_color("waiting_for_human"), "line": {"color": "#333", "width": 0.5},
-                        "pattern": {"shape": "/", "fgcolor": "#ffffff", "size": 6}},
-                hovertext=[f"{plotly_text(w[0])} waited for a person {w[2] - w[1]:.1f}s" for w in waits],
-                hoverinfo="text",
-            ))
+        _add_wait_bars(fig, waits, now, shown)
         fig.update_layout(barmode="overlay", bargap=0.25)
         fig.update_yaxes(categoryorder="array", categoryarray=[shown[r] for r in reversed(rows)], title=None)
         h = height or int(min(560, 110 + 28 * max(1, len(rows))))
@@ -84,7 +76,12 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
                                  fill="tozeroy", name="running at once"))
         fig.add_trace(go.Scatter(x=done_x, y=done_y, mode="lines", yaxis="y2",
                                  line={"color": status_color("completed"), "width": 2}, name="finished (total)"))
-        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "finished", "rangemode": "tozero"})
+        if waits:  # how many states waited at once (any reason): a queue building up shows here
+            wx, wy, _, _ = _concurrency(waits, now)
+            fig.add_trace(go.Scatter(x=wx, y=wy, mode="lines", yaxis="y2", name="waiting at once (right axis)",
+                                     line={"shape": "hv", "color": wait_style("resource")[1], "dash": "dot"}))
+        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "finished / waiting" if waits
+                                  else "finished", "rangemode": "tozero"})
         fig.update_yaxes(title="running", rangemode="tozero", selector={"anchor": "x"})
         h = height or 260
         title = (f"timeline - {len(spans):,} state runs (too many for bars): up to "
@@ -96,6 +93,42 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
         xaxis={"title": "seconds since start", "rangemode": "tozero"},
     )
     return fig
+
+
+def _rows(spans: list[Any], waits: list[Any]) -> list[str]:
+    """States in the order they first ran or waited."""
+    if not waits:
+        return list(dict.fromkeys(s.state for s in spans))
+    first: dict[str, float] = {}
+    for item in [*spans, *waits]:
+        if item.start < first.get(item.state, float("inf")):
+            first[item.state] = item.start
+    return sorted(first, key=first.__getitem__)
+
+
+def _add_wait_bars(fig: Any, waits: list[Any], now: float, shown: dict[str, str]) -> None:
+    """One hatched bar per wait, one trace (legend entry) per reason, coloured as on the graph."""
+    import plotly.graph_objects as go
+
+    for kind in WAIT_STYLE:
+        mine = [w for w in waits if w.kind == kind]
+        if not mine:
+            continue
+        label, colour = wait_style(kind)[:2]
+        ends = [w.end if w.end is not None else now for w in mine]
+        hover = []
+        for w, e in zip(mine, ends, strict=True):
+            held = f"<br>held by {plotly_text(', '.join(w.holders[:6]))}" if w.holders else ""
+            hover.append(f"{plotly_text(w.state)} waited for {plotly_text(label)} {e - w.start:.2f}s<br>"
+                         f"{plotly_text(w.detail[:200])}{held}")
+        fig.add_trace(go.Bar(
+            orientation="h", y=[shown[w.state] for w in mine], base=[w.start for w in mine],
+            x=[max(e - w.start, 1e-4) for w, e in zip(mine, ends, strict=True)],
+            name="waiting for a person" if kind == "person" else f"waiting: {label}", legendgroup="waits",
+            marker={"color": colour, "line": {"color": "#333", "width": 0.5},
+                    "pattern": {"shape": "/", "fgcolor": "#ffffff", "size": 6}},
+            hovertext=hover, hoverinfo="text", width=0.5,
+        ))
 
 
 def _max_parallel(spans: list[Any], now: float) -> int:

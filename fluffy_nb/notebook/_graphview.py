@@ -25,6 +25,7 @@ from ._layout import (
     status_label,
 )
 from ._layout import TEMPLATE as _TEMPLATE
+from ._waitview import add_wait_overlay, mermaid_wait_lines, svg_wait_overlay, wait_hover, wait_label
 
 #: graphs with more drawn nodes than this get no plotly figure in an Agent's repr (mermaid/SVG still)
 PLOTLY_REPR_LIMIT = 150
@@ -37,6 +38,13 @@ def agent_statuses(agent: Any, tracker: Any = None) -> dict[str, str]:
     return {name: meta.status.value for name, meta in agent.state_metadata.items()}
 
 
+def waits_of(tracker: Any) -> tuple[dict[str, Any], list[Any]]:
+    """``(waits, deadlocks)`` a tracker knows (nothing without one)."""
+    if tracker is None or not hasattr(tracker, "current_waits"):
+        return {}, []
+    return tracker.current_waits(), list(tracker.deadlocks)
+
+
 def _node_status(lay: Layout, node_id: str, status: Mapping[str, str]) -> tuple[str, Counter[str]]:
     members = lay.nodes[node_id].members
     counts = Counter(status.get(m, "pending") for m in members)
@@ -47,11 +55,13 @@ def _counts_text(counts: Counter[str]) -> str:
     return ", ".join(f"{n:,} {status_label(s)}" for s, n in counts.most_common())
 
 
-def _hover(agent: Any, name: str, status: str, where: str | None = None) -> str:
+def _hover(agent: Any, name: str, status: str, where: str | None = None, wait: Any = None) -> str:
     meta = agent.state_metadata.get(name)
     lines = [f"<b>{plotly_text(name)}</b>", f"status: {status_label(status)}"]
     if where:
         lines.append(f"worker: {plotly_text(where)}")
+    if wait is not None:
+        lines.append(wait_hover(wait))
     if meta is not None:
         if meta.attempts:
             lines.append(f"attempts: {meta.attempts}, runs: {meta.runs}")
@@ -77,6 +87,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
 
     lay = graph_layout(agent.graph)
     status = agent_statuses(agent, tracker)
+    waits, deadlocks = waits_of(tracker)
     fig = go.Figure()
     # edges: one line trace per kind (dash shows the kind), arrowheads as short annotations on the last leg;
     # cycles (back edges) bend below the nodes, edges that skip layers bend around the nodes in between
@@ -127,7 +138,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
             hover = f"<b>{plotly_text(node.label)}</b> (layer {node.layer})<br>{_counts_text(counts)}"
         else:
             text = plotly_text(node.label)
-            hover = _hover(agent, nid, st, getattr(tracker, "where", {}).get(nid))
+            hover = _hover(agent, nid, st, getattr(tracker, "where", {}).get(nid), waits.get(nid))
         by_status.setdefault(st, []).append((nid, x, y, text, hover))
     for st in STATUS_STYLE:
         members = by_status.get(st)
@@ -142,17 +153,18 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
                     "color": status_color(st), "opacity": 1.0, "line": {"color": "#333", "width": 1}},
             textfont={"size": 12},
         ))
+    add_wait_overlay(fig, lay, waits, deadlocks, annotations, agent)
     total = len(agent.graph.nodes)
     counts = Counter(status.get(n, "pending") for n in agent.graph.nodes)
     xs = [lay.position(n)[0] for n in lay.nodes] or [0.0]
     ys = [lay.position(n)[1] for n in lay.nodes] or [0.0]
-    height = int(min(640, max(220, 90 * max(1, lay.widest) + 120)))
+    height = int(min(640, max(220, 90 * max(1, lay.widest) + 120))) + (60 if deadlocks else 0)
     fig.update_layout(
         title={"text": title if title is not None else
                f"<b>{plotly_text(agent.name)}</b> - {total:,} states: {_counts_text(counts)}",
                "x": 0.01, "font": {"size": 15}},
         showlegend=True, annotations=annotations, height=height, template=_TEMPLATE,
-        margin={"l": 20, "r": 20, "t": 50, "b": 20}, hovermode="closest",
+        margin={"l": 20, "r": 20, "t": 50, "b": 70 if deadlocks else 20}, hovermode="closest",
         legend={"yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.01, "font": {"size": 11},
                 "tracegroupgap": 12},
         xaxis={"visible": False, "range": [min(xs) - 0.5, max(xs) + 0.5]},
@@ -198,6 +210,7 @@ def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR") -> 
     """
     lay = graph_layout(agent.graph)
     status = agent_statuses(agent, tracker)
+    waits, deadlocks = waits_of(tracker)
     ids = {nid: f"n{i}" for i, nid in enumerate(lay.nodes)}
     lines = [f"flowchart {direction}"]
     used: set[str] = set()
@@ -205,10 +218,14 @@ def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR") -> 
         st, counts = _node_status(lay, nid, status)
         used.add(st)
         label = node.label if not node.is_group else f"{node.label}: {_counts_text(counts)}"
+        wait = waits.get(nid)
+        if wait is not None:
+            label += f" · waits: {wait_label(wait.kind)}"
         shape = ('["', '"]') if not node.is_group else ('[["', '"]]')
         lines.append(f"    {ids[nid]}{shape[0]}{_mermaid_text(label)}{shape[1]}:::{st}")
     for src, dst, kind, _back in lay.edges:
         lines.append(f"    {ids[src]} {_MERMAID_ARROW.get(kind, '-->')} {ids[dst]}")
+    lines.extend(mermaid_wait_lines(lay, ids, waits, deadlocks, len(lay.edges)))
     for st in STATUS_STYLE:
         if st in used:
             text_colour = "#000" if st in ("pending", "ready", "blocked") else "#fff"
@@ -275,6 +292,7 @@ def graph_svg(agent: Any, tracker: Any = None, *, width: int = 720) -> str:
             out.append(f'<circle cx="{x}" cy="{y}" r="12" fill="{status_color(st)}" stroke="#333">'
                        f"<title>{tip}</title></circle>")
         out.append(f'<text x="{x}" y="{y - 19}" text-anchor="middle">{html.escape(label[:40])}</text>')
+    out.extend(svg_wait_overlay(lay, px, *waits_of(tracker)))
     lx = 6.0
     for st in STATUS_STYLE:
         if st in status.values():

@@ -29,11 +29,13 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ._coordpanel import CoordinationPanel, coordination_html
 from ._figures import declared_vs_measured, resource_figure, steady_samples, timeline_figure, to_bundle
 from ._graphview import graph_figure, graph_svg
 from ._latency import latency_table_html
 from ._layout import STATUS_STYLE, status_color, status_label
 from ._tracker import RunTracker
+from ._waitview import DEADLOCK_COLOUR, deadlock_advice, wait_color, wait_label, wait_sentence
 
 log = logging.getLogger("fluffy_nb")
 
@@ -107,8 +109,10 @@ class LiveView:
         self.latency = widgets.HTML()
         self.forms = _forms_area(agent)
         self.result_out = widgets.Output()
+        self.coordination = CoordinationPanel(agent, self.tracker)
         self.widget = widgets.VBox([self.header, self.progress, self.graph_out, self.timeline_out,
-                                    self.resources_out, self.usage, self.latency, self.forms, self.result_out])
+                                    self.resources_out, self.usage, self.latency, self.coordination.widget,
+                                    self.forms, self.result_out])
         setattr(agent, _VIEW_ATTR, self)
         self.redraw(force=True)
 
@@ -277,6 +281,9 @@ class LiveView:
         if latency != self.latency.value:
             self.latency.value = latency
             self.updates += 1
+        before = self.coordination.updates
+        self.coordination.refresh()
+        self.updates += self.coordination.updates - before
 
     def _no_chart_note(self) -> str:
         """What the resources area says until there are two samples to draw a line through."""
@@ -304,7 +311,36 @@ class LiveView:
             asks = "; ".join(html.escape(f"{e.state}: {e.prompt[:80]}") for e in list(tr.waiting.values())[:3])
             waiting = f'<div style="color:{status_color("waiting_for_human")}">waiting for a person - {asks}</div>'
         return (f'<div style="font-family:sans-serif"><b style="color:{colour}">&#9679;</b> '
-                f"<b>{text}</b>{_dashboard_link(self.agent)}{err}{waiting}</div>")
+                f"<b>{text}</b>{_dashboard_link(self.agent)}{err}{waiting}{self._waits_html()}</div>")
+
+    def _waits_html(self) -> str:
+        """What waits, at a glance (from the events: cheap enough for every redraw), and any deadlock."""
+        tr = self.tracker
+        out = []
+        blocked = [w for w in tr.open_waits.values() if w.kind != "person"]
+        if blocked:
+            shown = "; ".join(
+                f'<span style="color:{wait_color(w.kind)}">&#9632;</span> {html.escape(w.state)}: '
+                f"{html.escape(wait_label(w.kind))}"
+                + (f" (held by {html.escape(', '.join(w.holders[:3]))})" if w.holders else "")
+                for w in blocked[:4])
+            more = f" and {len(blocked) - 4} more" if len(blocked) > 4 else ""
+            out.append(f'<div style="color:#555">{len(blocked)} waiting - {shown}{more}</div>')
+        for d in tr.deadlocks[-2:]:
+            out.append(f'<div style="color:{DEADLOCK_COLOUR}"><b>{html.escape(deadlock_advice(d, self.agent))}'
+                       "</b></div>")
+        return "".join(out)
+
+    def why_data(self) -> dict[str, Any]:
+        """What the view shows about waits, as plain data: every waiting state's reason and holders,
+        and the deadlocks detected (cycle, victim, advice)."""
+        tr = self.tracker
+        return {
+            "waits": {s: {"kind": w.kind, "detail": w.detail, "holders": list(w.holders),
+                          "text": wait_sentence(w)} for s, w in tr.current_waits().items()},
+            "deadlocks": [{"cycle": list(d.cycle), "victim": d.victim, "edges": [list(e) for e in d.edges],
+                           "advice": deadlock_advice(d, self.agent)} for d in tr.deadlocks],
+        }
 
     # -- display -------------------------------------------------------------------------------
     def display(self) -> LiveView:
@@ -333,7 +369,13 @@ class LiveView:
                 f'<div style="background:#eee;width:100%;height:8px;margin:4px 0">'
                 f'<div style="background:{status_color("completed")};width:{pct:.1f}%;height:8px"></div></div>'
                 f"<div>{chips}</div>{graph_svg(self.agent, tr)}{usage_table_html(tr)}"
-                f"{latency_table_html(tr.durations)}{err}</div>")
+                f"{latency_table_html(tr.durations)}{self._coordination_details()}{err}</div>")
+
+    def _coordination_details(self) -> str:
+        body = coordination_html(self.agent, self.tracker)
+        if not body:
+            return ""
+        return f"<details><summary>coordination and resources</summary>{body}</details>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         data = dict(self.widget._repr_mimebundle_() or {})
@@ -347,6 +389,8 @@ class LiveView:
 
         tr = self.tracker
         lines = [tr.summary(), graph_text(self.agent, tr)]
+        lines += [f"  {s} {wait_sentence(w)}" for s, w in list(tr.current_waits().items())[:20]]
+        lines += [deadlock_advice(d, self.agent) for d in tr.deadlocks[-2:]]
         if tr.error:
             lines.append(f"error: {tr.error}")
         return "\n".join(lines)
@@ -363,6 +407,7 @@ class LiveView:
             self._ticker.cancel()
         self._stop_sampler()
         self.tracker.close()
+        self.coordination.content.close()
         for child in self.widget.children:
             if child is not self.forms:  # the forms area is the agent's, shared with its responder
                 child.close()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..engine._errors import DeadlockError
 from ..engine._events import (
     CheckpointSaved,
     Event,
@@ -33,6 +34,8 @@ from ..engine._events import (
     StateScheduled,
     StateStarted,
 )
+from ..engine._why import WaitReason
+from ..engine._why import waits as engine_waits
 
 
 @dataclass(slots=True)
@@ -47,6 +50,30 @@ class Span:
     waited: float = 0.0  # seconds of it spent waiting for a person
     waits: list[list[float | None]] | None = None  # [asked, answered] times while it waited
     where: str | None = None  # the remote worker that ran it (a Dask worker address)
+
+
+@dataclass(slots=True)
+class WaitSpan:
+    """One wait of one state on the timeline: ``kind`` as in ``engine._why`` (resource, rate_limit,
+    lock, barrier, quota, dependency, person...), what it waited for and who held it."""
+
+    state: str
+    kind: str
+    start: float
+    end: float | None = None
+    detail: str = ""
+    holders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlock:
+    """A deadlock the engine detected and broke: the states in the cycle, who waited for which
+    primitive held by whom (``edges``: ``(waiter, primitive, holder)``), and the state failed to end it."""
+
+    cycle: tuple[str, ...]
+    edges: tuple[tuple[str, str, str], ...]
+    victim: str
+    message: str = ""
 
 
 class RunTracker:
@@ -74,6 +101,9 @@ class RunTracker:
         self.samples: deque[ResourceSample] = deque(maxlen=3600)
         self.checkpoints: list[CheckpointSaved] = []
         self.waiting: dict[str, HumanRequested] = {}
+        self.wait_spans: deque[WaitSpan] = deque(maxlen=max_spans)  # every wait, by reason (the timeline's)
+        self.open_waits: dict[str, WaitSpan] = {}  # state -> the wait it is in now (from events)
+        self.deadlocks: list[Deadlock] = []  # detected in this run
         self.run_id = ""
         self.run_status = "idle"
         self.error: str | None = None
@@ -198,6 +228,9 @@ class RunTracker:
         self.samples.clear()
         self.checkpoints.clear()
         self.waiting.clear()
+        self.wait_spans.clear()
+        self.open_waits.clear()
+        self.deadlocks = []
         self.durations = {}
         self.run_id, self.run_status, self.error, self.exception = e.run_id, "running", None, None
         self.t0, self.wall0, self.duration = e.time, time.perf_counter(), None
@@ -211,6 +244,9 @@ class RunTracker:
             span.end, span.outcome = end, "cancelled"
         self._open.clear()
         self.waiting.clear()
+        for state in list(self.open_waits):
+            self._end_wait(state, e.time)
+        self._find_deadlocks()  # also those a state caught (``except DeadlockError``): no failure event
 
     def _added(self, e: StateAdded) -> None:
         self.status.setdefault(e.state, "pending")
@@ -220,10 +256,84 @@ class RunTracker:
 
     def _blocked(self, e: StateBlocked) -> None:
         self.status[e.state] = "blocked"
+        self._begin_wait(e.state, e.kind or "blocked", e.time, e.reason, e.holders)
+
+    # -- waits ---------------------------------------------------------------------------------
+    def _begin_wait(self, state: str, kind: str, t: float, detail: str, holders: tuple[str, ...]) -> None:
+        """``state`` waits for ``kind`` from ``t`` on (a wait of another kind ends here)."""
+        current = self.open_waits.get(state)
+        if current is not None:
+            if current.kind == kind:
+                current.detail, current.holders = detail, holders
+                return
+            self._end_wait(state, t)
+        wait = WaitSpan(state, kind, self._rel(t), None, detail, tuple(holders))
+        self.open_waits[state] = wait
+        self.wait_spans.append(wait)
+
+    def _end_wait(self, state: str, t: float, kind: str | None = None) -> None:
+        wait = self.open_waits.get(state)
+        if wait is not None and (kind is None or wait.kind == kind):
+            del self.open_waits[state]
+            wait.end = self._rel(t)
+
+    def _note_deadlock(self, exc: DeadlockError, victim: str) -> None:
+        cycle = tuple(exc.cycle)
+        if any(set(d.cycle) == set(cycle) and d.victim == victim for d in self.deadlocks):
+            return
+        edges: tuple[tuple[str, str, str], ...] = ()
+        for rec in reversed(self._detector_records()):
+            if set(rec.cycle) == set(cycle):
+                edges = tuple(rec.edges)
+                break
+        self.deadlocks.append(Deadlock(cycle, edges, victim, str(exc)))
+
+    def _detector_records(self) -> list[Any]:
+        coordinator = getattr(self.agent, "coordinator", None)
+        detector = getattr(coordinator, "deadlock_detector", None)
+        return list(detector.cycles) if detector is not None else []
+
+    def _find_deadlocks(self) -> None:
+        """Deadlocks of this run the events did not carry (a gate's wait fails without an event)."""
+        t0 = self.t0 if self.t0 is not None else float("-inf")
+        for rec in self._detector_records():
+            if rec.at >= t0 and not any(set(d.cycle) == set(rec.cycle) for d in self.deadlocks):
+                how = "; ".join(f"{u!r} waits for {p!r} held by {v!r}" for u, p, v in rec.edges)
+                self.deadlocks.append(Deadlock(tuple(rec.cycle), tuple(rec.edges), rec.victim,
+                                               f"deadlock: {' -> '.join([*rec.cycle, rec.cycle[0]])} ({how})"))
+
+    def current_waits(self) -> dict[str, WaitReason]:
+        """Why each waiting state waits, now: the run's own answer while it runs (``engine._why``:
+        every kind, holders as they are now), else what the events said."""
+        out = {s: WaitReason(s, w.kind, w.detail, w.holders, None if self.t0 is None else self.t0 + w.start)
+               for s, w in self.open_waits.items()}
+        run = self.run
+        if run is not None and run.active and run.run_id == self.run_id:
+            out.update(engine_waits(run))
+            self._in_state_waits(out)
+        return out
+
+    def _in_state_waits(self, out: dict[str, WaitReason]) -> None:
+        """States waiting inside their body for a primitive (``async with lock.hold(ctx)``)."""
+        coordinator = getattr(self.agent, "coordinator", None)
+        for prim in list(getattr(coordinator, "primitives", {}).values()):
+            status = prim.status()
+            if not status.get("wait_count"):
+                continue
+            owners = tuple(dict.fromkeys(o.split("#", 1)[0] for o in status.get("owners", ())))
+            kind = str(status.get("type", "lock"))
+            for waiter in status.get("waiters", ()):
+                state = waiter.split("#", 1)[0]
+                if state in self.status and state not in out:
+                    reason_kind = kind if kind in ("barrier", "quota") else "lock"
+                    out[state] = WaitReason(state, reason_kind, f"{kind} {prim.name!r} held by {list(owners)}",
+                                            owners if reason_kind == "lock" else ())
 
     def _started(self, e: StateStarted) -> None:
         state = e.state
         self.status[state] = "running"
+        if self.open_waits:
+            self._end_wait(state, e.time)
         span = Span(state, e.attempt, e.time - (e.time if self.t0 is None else self.t0))
         self._open[state] = span
         self.spans.append(span)
@@ -258,6 +368,9 @@ class RunTracker:
         if e.final:
             self.status[e.state] = "timeout" if e.timed_out else "failed"
             self.failures += 1
+            self._end_wait(e.state, e.time)
+        if isinstance(e.exception, DeadlockError):
+            self._note_deadlock(e.exception, e.state)
         self._close(e.state, e.time, ("timeout" if e.timed_out else "failed") if e.final else "retried")
 
     def _retrying(self, e: StateRetrying) -> None:
@@ -266,12 +379,14 @@ class RunTracker:
 
     def _cancelled(self, e: StateCancelled) -> None:
         self.status[e.state] = "cancelled"
+        self._end_wait(e.state, e.time)
         self._close(e.state, e.time, "cancelled")
 
     def _asked(self, e: HumanRequested) -> None:
         self.attention += 1
         self.status[e.state] = "waiting_for_human"
         self.waiting[e.request_id] = e
+        self._begin_wait(e.state, "person", e.time, f"a person: {e.prompt!r}", ())
         span = self._open.get(e.state)
         if span is not None:
             if span.waits is None:
@@ -280,6 +395,7 @@ class RunTracker:
 
     def _answered(self, e: HumanAnswered) -> None:
         asked = self.waiting.pop(e.request_id, None)
+        self._end_wait(e.state, e.time, "person")
         if self.status.get(e.state) == "waiting_for_human":
             self.status[e.state] = "running"
         span = self._open.get(e.state)
@@ -290,6 +406,7 @@ class RunTracker:
 
     def _withdrawn(self, e: HumanWithdrawn) -> None:
         self.waiting.pop(e.request_id, None)
+        self._end_wait(e.state, e.time, "person")
 
     def _checkpoint(self, e: CheckpointSaved) -> None:
         self.checkpoints.append(e)

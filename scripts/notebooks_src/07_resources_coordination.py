@@ -229,10 +229,138 @@ print("most jobs running at once:", inside.peak)
 %fluffy status training latest
 
 # %% [markdown]
+# ## Why is this state not running? Make a deadlock and a starving state on purpose
+#
+# A stuck workflow raises one question first: *what is this state waiting for, and who holds it?* The
+# live view answers it under the cell: a waiting state gets a small badge (its colour and shape name the
+# reason: resources, rate limit, lock, dependency, a person...), hovering it tells the details, a dashed
+# **waits for** edge points at the state holding what it needs, and the timeline shows each wait as a
+# hatched bar coloured by its reason. `%fluffy why NAME [STATE]` prints the same answer as text
+# (`run.why(state)` in a script), and the collapsed **coordination** panel under the view lists every
+# lock, limiter and the resource pool's waiting queue.
+#
+# ### A deadlock of three
+#
+# Three bank transfers each lock their own account, then the payee's: alice pays bob, bob pays carol,
+# carol pays alice. Once each holds its own lock, each waits for the next one's: a cycle nobody can leave.
+# The engine's deadlock detector notices the moment the cycle closes and fails one of them
+# (`DeadlockError`) so the others can go on. The view draws the cycle in **red** and says which state to
+# cancel and which locks to take in one order.
+
+# %%
+from fluffy_nb import StateFailedError
+from fluffy_nb.notebook import view_of
+
+bank = Agent("bank")
+people = ["alice", "bob", "carol"]
+accounts = {p: bank.add_coordination(f"{p}_account", PrimitiveType.MUTEX) for p in people}
+locked_own = {p: asyncio.Event() for p in people}
+
+
+async def open_books(context: Context) -> StateResult:
+    return people
+
+
+bank.add_state("open_books", open_books, next=people)
+for i, person in enumerate(people):
+    payee = people[(i + 1) % len(people)]
+
+    async def transfer(context: Context, me: str = person, payee: str = payee) -> StateResult:
+        async with accounts[me].hold(context):  # my account first...
+            locked_own[me].set()
+            await locked_own[payee].wait()  # (by now everyone holds their own)
+            async with accounts[payee].hold(context):  # ...then the payee's: a cycle of three
+                return None
+
+    bank.add_state(person, transfer)
+
+transfers = bank.start()  # the live view appears under this cell: watch the red cycle
+
+# %%
+# NBVAL_CHECK_OUTPUT
+try:
+    await transfers
+except StateFailedError as err:
+    print("the run failed with", type(err.__cause__).__name__)
+[deadlock] = view_of(bank).why_data()["deadlocks"]
+print("the view's red cycle:", sorted(deadlock["cycle"]))
+print("one of them was failed to break it:", deadlock["victim"] in deadlock["cycle"])
+
+# %% [markdown]
+# The view's advice, as text (the same sentence is under the graph):
+
+# %%
+print(deadlock["advice"])
+
+# %% [markdown]
+# ### A starving low-priority state
+#
+# One CPU, a `stocktake` holding it, four urgent `HIGH`-priority orders and one `LOW`-priority
+# `monthly_report` all waiting. Whenever the CPU frees up the pool admits the highest priority first,
+# so the report goes last; if orders kept arriving it would **never** run: it starves. The view shows
+# it waiting for resources with a dashed edge to `stocktake`, and the coordination panel (open it)
+# lists the waiting queue in admission order with the report at the bottom.
+
+# %%
+one_cpu = ResourcePool(total_cpu=1)
+shop = Agent("shop", resource_pool=one_cpu)
+orders = [f"order_{i}" for i in range(4)]
+shop_closes = asyncio.Event()
+ran = []
+
+
+async def open_shop(context: Context) -> StateResult:
+    return ["stocktake", *orders, "monthly_report"]
+
+
+async def stocktake(context: Context) -> StateResult:
+    await shop_closes.wait()  # holds the only CPU until we let go
+    return None
+
+
+async def work(context: Context) -> StateResult:
+    ran.append(context.state_name)
+    return None
+
+
+shop.add_state("open_shop", open_shop, next=["stocktake", *orders, "monthly_report"])
+shop.add_state("stocktake", stocktake, resources=ResourceRequirements(cpu_units=1, priority=Priority.CRITICAL))
+for name in orders:
+    shop.add_state(name, work, resources=ResourceRequirements(cpu_units=1, priority=Priority.HIGH))
+shop.add_state("monthly_report", work, resources=ResourceRequirements(cpu_units=1, priority=Priority.LOW))
+day = shop.start()
+for _ in range(500):  # until all five wait for the CPU (bounded: never hangs)
+    if len(one_cpu.get_waiting_states()) == 5:
+        break
+    await asyncio.sleep(0.01)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+%fluffy why shop monthly_report
+print("admission order:", one_cpu.get_waiting_states())
+report = view_of(shop).why_data()["waits"]["monthly_report"]
+print("the view says:", report["kind"], "held by", report["holders"])
+
+# %% [markdown]
+# Let the stocktake finish: the orders go first, the report last.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+shop_closes.set()
+await day
+print("ran in this order:", ran)
+
+# %% [markdown]
+# The cure for starvation is **aging**: `ResourcePool(total_cpu=1, aging_interval=0.5)` raises a waiting
+# state's priority by one level for every half second it waits, so a `LOW` state eventually overtakes
+# new `HIGH` arrivals. For the deadlock: take locks in the same order everywhere (alice's account before
+# bob's before carol's), or give the mutex a `ttl`.
+
+# %% [markdown]
 # ## Try this
 #
 # - Raise the pool to `total_cpu=6`. How many jobs run at once now?
 # - Change the crawler to `RateLimitStrategy.FIXED_WINDOW` (import it from `fluffy_nb`). Does it take longer?
-# - Give two states mutexes on each other's resources in opposite order. What does the deadlock
-#   detector report?
+# - Make the bank transfers lock the two accounts in alphabetical order. Does the red cycle go away?
+# - Give the shop's pool `aging_interval=0.01` and add more orders. When does `monthly_report` run now?
 # - Next: [08 · Monitoring and metrics](08_monitoring_metrics.ipynb).
