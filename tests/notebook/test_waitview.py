@@ -80,7 +80,7 @@ async def test_a_state_waiting_for_cpu_shows_the_reason_a_badge_and_a_waits_for_
     assert "waits for resources" in node_hover
     view.redraw(force=True)
     assert "small: resources (held by big)" in view.header.value
-    assert "waits: resources" in graph_mermaid(agent, view.tracker)
+    assert "waits#58; resources" in graph_mermaid(agent, view.tracker)  # mermaid entity codes (issue 18)
     assert "small: waits for resources" in graph_svg(agent, view.tracker)
     gate.set()
     await handle
