@@ -184,7 +184,7 @@ class RunsBrowser:
 
     def _label(self, i: int) -> str:
         row = self.frame.iloc[i]
-        parent = f" (fork of {row.parent_run_id[:8]})" if row.parent_run_id else ""
+        parent = f" (fork of {row.parent_run_id[:8]})" if isinstance(row.parent_run_id, str) else ""
         return f"{i}: {row.run_id[:8]} {row.status}{parent}"
 
     def explore(self, run_id: str | None = None) -> Any:
