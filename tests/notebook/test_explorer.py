@@ -60,7 +60,8 @@ def test_moving_the_slider_shows_that_checkpoints_graph_and_changed_keys(ip, pip
     ex = run(ip, "ex = %fluffy explore pipe\nex")
     assert isinstance(ex, Explorer)
     assert len(ex.rows) == 4  # after ask, check, report; completion
-    assert ex.index == 3 and ex.slider.value == 3
+    assert ex.index == 3
+    assert ex.slider.value == 3
 
     ex.slider.value = 0  # what a browser's slider update does
     assert ex.index == 0
@@ -69,18 +70,22 @@ def test_moving_the_slider_shows_that_checkpoints_graph_and_changed_keys(ip, pip
     assert "<title>ask (done)</title>" in ex.graph.value
     assert "<title>report (pending)</title>" in ex.graph.value
     assert ex.changed == {"question": "added", "answer": "added"}
-    assert ex.prev_button.disabled and not ex.next_button.disabled
+    assert ex.prev_button.disabled
+    assert not ex.next_button.disabled
     assert not ex.resume_button.disabled  # check was in flight
 
     ex.next_button.click()
-    assert ex.index == 1 and ex.slider.value == 1
+    assert ex.index == 1
+    assert ex.slider.value == 1
     assert ex.changed == {"ok": "added"}
     assert "<title>check (done)</title>" in ex.graph.value
     assert 'background:#c8e6c9"><td><code>ok</code>' in ex.details.value  # the new key is highlighted
-    assert "&lt;Paris&gt;" in ex.details.value and "<Paris>" not in ex.details.value  # user text escaped
+    assert "&lt;Paris&gt;" in ex.details.value
+    assert "<Paris>" not in ex.details.value
 
     ex.select(-1)
-    assert ex.slider.value == 3 and ex.resume_button.disabled  # nothing in flight at completion
+    assert ex.slider.value == 3
+    assert ex.resume_button.disabled
     with pytest.raises(IndexError, match="4 checkpoints"):
         ex.select(7)
 
@@ -100,7 +105,8 @@ def test_edit_and_fork_from_checkpoint_k_reflects_the_edit_and_records_the_paren
     result = run(ip, "submit.click()\nresult = await ex.handles[-1]\nresult")
     assert result["report"] == "OK: Paris is in France"
     assert ex.fields == {}  # the form closed
-    assert "started" in ex.message.value and "Paris is in France" in ex.message.value
+    assert "started" in ex.message.value
+    assert "Paris is in France" in ex.message.value
     assert len(ex.started.children) == 1  # the fork's live view, below the explorer
 
     agent = ip.user_ns["pipe"]
@@ -128,7 +134,8 @@ def test_fork_button_and_resume_from_a_checkpoint_with_states_in_flight(ip, pipe
     result = run(ip, "ex.resume_button.click()\nawait ex.handles[-1]")
     assert result.run_id == ex.run_id  # a resume continues the same run
     ex.refresh()
-    assert len(ex.rows) > 4 and ex.slider.max == len(ex.rows) - 1
+    assert len(ex.rows) > 4
+    assert ex.slider.max == len(ex.rows) - 1
 
 
 def test_a_button_that_fails_says_why_in_the_explorer(ip, pipe):
@@ -166,13 +173,15 @@ def test_runs_magic_lists_every_stored_run_and_compares_two(ip, pipe):
     assert list(browser.frame["run_id"]) == [ex.run_id, fork.run_id]
     assert browser.frame["parent_run_id"].iloc[1] == ex.run_id
     bundle = browser._repr_mimebundle_()
-    assert "<table" in bundle["text/html"] and ex.run_id in bundle["text/plain"]
+    assert "<table" in bundle["text/html"]
+    assert ex.run_id in bundle["text/plain"]
 
     frame = run(ip, f"%fluffy runs pipe --compare {ex.run_id[:8]} latest")
     assert frame.attrs["runs"] == (ex.run_id, fork.run_id)
     context = frame[frame["kind"] == "context"].set_index("key")
     assert context.loc["answer", "b"] == '"Paris is in France"'
-    assert context.loc["ok", "a"] == "false" and context.loc["ok", "b"] == "true"
+    assert context.loc["ok", "a"] == "false"
+    assert context.loc["ok", "b"] == "true"
     durations = frame[frame["kind"] == "duration_s"].set_index("key")
     assert set(durations.index) == {"ask", "check", "report"}
     assert durations["a"].notna().all()
@@ -182,7 +191,8 @@ def test_runs_magic_lists_every_stored_run_and_compares_two(ip, pipe):
     browser.explore_button.click()
     assert browser.explorer.run_id == fork.run_id
     browser.compare_button.click()
-    assert browser.comparison is not None and len(browser.out.children) == 1
+    assert browser.comparison is not None
+    assert len(browser.out.children) == 1
 
 
 def test_without_a_widget_frontend_it_is_a_table_of_checkpoints_and_the_last_graph(ip, pipe):
@@ -190,8 +200,11 @@ def test_without_a_widget_frontend_it_is_a_table_of_checkpoints_and_the_last_gra
     bundle = ex._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     html = bundle["text/html"]
-    assert html.count("<tr><td>") == 4 and "<svg" in html and "<title>report (done)</title>" in html
-    assert "4 checkpoints" in bundle["text/plain"] and "report [done]" in bundle["text/plain"]
+    assert html.count("<tr><td>") == 4
+    assert "<svg" in html
+    assert "<title>report (done)</title>" in html
+    assert "4 checkpoints" in bundle["text/plain"]
+    assert "report [done]" in bundle["text/plain"]
 
 
 def test_explore_without_store_or_with_unknown_run_raises_usage_error(ip, pipe):
