@@ -67,7 +67,8 @@ def test_slider_and_edit_and_fork_through_comm_messages(kernel, tmp_path):
         "h = ex.handles[-1]\nr = await h\nprint(r['report'])\n"
         "print(h.run.parent_run_id == ex.run_id)\n"
         "first = pipe.history(r.run_id)[0]\n"
-        "print(first.trigger, pipe.store.get(first.checkpoint_id).metadata['forked_from'] == ex.rows[0].checkpoint_id)\n"
+        "source = pipe.store.get(first.checkpoint_id).metadata['forked_from']\n"
+        "print(first.trigger, source == ex.rows[0].checkpoint_id)\n"
         "print(len(ex.started.children))"
     )
     assert out.splitlines() == ["OK: Paris is in France", "True", "fork True", "1"]
