@@ -104,9 +104,10 @@ class Explorer:
         self.next_button = widgets.Button(description="next", icon="step-forward", layout={"width": "80px"})
         self.graph = widgets.HTML(_dom_classes=("fluffy-explorer-graph",))
         self.details = widgets.HTML(_dom_classes=("fluffy-explorer-details",))
-        self.fork_button = widgets.Button(description="fork from here", icon="code-branch", button_style="primary")
-        self.resume_button = widgets.Button(description="resume from here", icon="play")
-        self.edit_button = widgets.Button(description="edit and fork", icon="edit")
+        self.fork_button = widgets.Button(description="fork from here", icon="code-branch", button_style="primary",
+                                          layout={"width": "auto"})
+        self.resume_button = widgets.Button(description="resume from here", icon="play", layout={"width": "auto"})
+        self.edit_button = widgets.Button(description="edit and fork", icon="edit", layout={"width": "auto"})
         self.edit_box = widgets.VBox([])
         self.fields: dict[str, widgets.Text] = {}
         self.message = widgets.HTML(_dom_classes=("fluffy-explorer-message",))
@@ -195,7 +196,7 @@ class Explorer:
         cp = self.checkpoint(index)
         run = self.agent.fork(cp)
         run.shared.update(edits or {})
-        return self._start(f"fork {run.run_id[:8]} of checkpoint {cp.sequence}", live, edits)
+        return self._start(f"fork {run.run_id[:8]} of checkpoint {self._position(index)}", live, edits)
 
     def resume(self, index: int | None = None, *, live: bool = True) -> Any:
         """Continue this run (same id) from checkpoint ``index``; it must have had states in flight."""
@@ -204,7 +205,10 @@ class Explorer:
             raise ValueError(f"checkpoint {cp.sequence} of run {self.run_id[:8]} had no state in flight; "
                              "there is nothing to resume from it (fork from it instead)")
         self.agent.restore(cp)
-        return self._start(f"resume of {self.run_id[:8]} from checkpoint {cp.sequence}", live, None)
+        return self._start(f"resume of {self.run_id[:8]} from checkpoint {self._position(index)}", live, None)
+
+    def _position(self, index: int | None) -> int:
+        return self.index if index is None else index % len(self.rows)
 
     def _start(self, what: str, live: bool, edits: dict[str, Any] | None) -> Any:
         from . import _hooks_impl
@@ -214,12 +218,20 @@ class Explorer:
         with _hooks_impl.managed(self.agent):
             handle = self.agent.start()
         if view is not None:
-            self.started.children = (*self.started.children, view.widget)
+            self.started.children = (view.widget,)  # the newest run's view; older ones ended or run on
             view.attach(handle)
         self.handles.append(handle)
         note = "" if not edits else " with " + ", ".join(f"{k} = {_short(v)}" for k, v in edits.items())
         self.message.value = f"<b>started</b> {html.escape(what + note)}"
+        handle.add_done_callback(lambda h: self._ended(h, what + note))
         return handle
+
+    def _ended(self, handle: Any, what: str) -> None:
+        if self.handles and self.handles[-1] is handle:
+            colour = status_color(handle.status)
+            self.message.value = (f'<b style="color:{colour}">{html.escape(handle.status)}</b> '
+                                  f"{html.escape(what)} &middot; explore it: <code>%fluffy explore "
+                                  f"{html.escape(self.agent.name)} {html.escape(handle.run.run_id[:8])}</code>")
 
     def _act(self, action: Any, *args: Any) -> None:
         try:
@@ -296,8 +308,9 @@ class Explorer:
             rows.append(f"<tr{style}><td><code>{html.escape(key)}</code>{typed}</td>"
                         f"<td>{html.escape(value)}</td><td>{mark}</td></tr>")
         body = "".join(rows) or '<tr><td colspan="3">(empty)</td></tr>'
-        return ('<table class="fluffy-context"><thead><tr><th>context key</th><th>value</th>'
-                f"<th>since previous</th></tr></thead><tbody>{body}</tbody></table>")
+        return ('<table class="fluffy-context" style="border-collapse:collapse"><thead><tr>'
+                '<th style="white-space:nowrap">key</th><th>value</th><th style="white-space:nowrap">'
+                f"since previous</th></tr></thead><tbody>{body}</tbody></table>")
 
     def _answers_html(self, cp: Checkpoint) -> str:
         if not cp.human_answers:

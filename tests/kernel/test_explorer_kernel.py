@@ -72,7 +72,10 @@ def test_slider_and_edit_and_fork_through_comm_messages(kernel, tmp_path):
         "print(len(ex.started.children))"
     )
     assert out.splitlines() == ["OK: Paris is in France", "True", "fork True", "1"]
-    assert "started</b> fork" in _html_updates(kernel, _html_widget(kernel, "fluffy-explorer-message"))[-1]
+    messages = _html_updates(kernel, _html_widget(kernel, "fluffy-explorer-message"))
+    assert any("started</b> fork" in m for m in messages)
+    assert "completed</b> fork" in messages[-1]
+    assert "of checkpoint 0 with answer = &quot;Paris is in France&quot;" in messages[-1]
 
 
 def test_step_buttons_and_fork_button_through_comm_messages(kernel, tmp_path):

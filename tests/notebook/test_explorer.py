@@ -105,7 +105,8 @@ def test_edit_and_fork_from_checkpoint_k_reflects_the_edit_and_records_the_paren
     result = run(ip, "submit.click()\nresult = await ex.handles[-1]\nresult")
     assert result["report"] == "OK: Paris is in France"
     assert ex.fields == {}  # the form closed
-    assert "started" in ex.message.value
+    assert "completed</b> fork" in ex.message.value
+    assert "of checkpoint 0 with answer" in ex.message.value
     assert "Paris is in France" in ex.message.value
     assert len(ex.started.children) == 1  # the fork's live view, below the explorer
 
