@@ -276,7 +276,9 @@ class Explorer:
 
         parent = parent_of(self.agent, self.run_id)
         fork = f" &middot; forked from run <code>{html.escape(parent[:12])}</code>" if parent else ""
+        last = self.rows[-1].agent_status if self.rows else "?"
         return (f"<b>{html.escape(self.agent.name)}</b> run <code>{html.escape(self.run_id[:12])}</code> "
+                f'&middot; <b style="color:{status_color(last)}">{html.escape(last)}</b> '
                 f"&middot; {len(self.rows)} checkpoints{fork}")
 
     def details_html(self) -> str:

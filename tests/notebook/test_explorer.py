@@ -36,7 +36,12 @@ async def report(ctx):
 def ip():
     shell = InteractiveShell.instance()
     assert shell.run_cell("%load_ext fluffy_nb").success
-    return shell
+    yield shell
+    # leave the shared shell as we found it: with the extension loaded, later tests' agent.start()
+    # would get live views they do not expect (and that keep their agents alive)
+    assert shell.run_cell("%unload_ext fluffy_nb").success
+    for name in ("ex", "pipe", "nostore", "submit", "edits", "result"):
+        shell.user_ns.pop(name, None)
 
 
 def run(ip, cell):
