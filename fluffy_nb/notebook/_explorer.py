@@ -102,6 +102,8 @@ class Explorer:
                                         layout=widgets.Layout(width="60%"))
         self.prev_button = widgets.Button(description="prev", icon="step-backward", layout={"width": "80px"})
         self.next_button = widgets.Button(description="next", icon="step-forward", layout={"width": "80px"})
+        self.reload_button = widgets.Button(description="reload", icon="refresh", layout={"width": "auto"},
+                                            tooltip="read the run's checkpoints again (a live run adds more)")
         self.graph = widgets.HTML(_dom_classes=("fluffy-explorer-graph",))
         self.details = widgets.HTML(_dom_classes=("fluffy-explorer-details",))
         self.fork_button = widgets.Button(description="fork from here", icon="code-branch", button_style="primary",
@@ -115,11 +117,12 @@ class Explorer:
         self.slider.observe(lambda change: self.select(change["new"]), names="value")
         self.prev_button.on_click(lambda _b: self.step(-1))
         self.next_button.on_click(lambda _b: self.step(1))
+        self.reload_button.on_click(lambda _b: self._act(self.reload))
         self.fork_button.on_click(lambda _b: self._act(self.fork))
         self.resume_button.on_click(lambda _b: self._act(self.resume))
         self.edit_button.on_click(lambda _b: self.open_form())
         self.widget = widgets.VBox([
-            self.header, widgets.HBox([self.prev_button, self.slider, self.next_button]),
+            self.header, widgets.HBox([self.prev_button, self.slider, self.next_button, self.reload_button]),
             widgets.HBox([self.graph, self.details]),
             widgets.HBox([self.fork_button, self.resume_button, self.edit_button]),
             self.edit_box, self.message, self.started,
@@ -154,6 +157,12 @@ class Explorer:
         """Re-read the run's checkpoints from the store (a live run adds more)."""
         self.rows = list(self.agent.store.list(agent_name=self.agent.name, run_id=self.run_id))
         self.slider.max = max(0, len(self.rows) - 1)
+
+    def reload(self) -> None:
+        """Re-read the checkpoints and show the newest one."""
+        self.refresh()
+        self.header.value = self._header_html()
+        self.select(len(self.rows) - 1)
 
     # -- moving --------------------------------------------------------------------------------
     def select(self, index: int) -> Checkpoint:

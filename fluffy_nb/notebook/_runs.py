@@ -7,7 +7,8 @@ the ``forked_from_run`` its first checkpoint records (``agent.fork`` writes it).
 Per-state durations: when the run is still in this kernel's memory they are the measured
 ones; otherwise they are estimated from the checkpoints of a durable run (the gap between
 the checkpoint where the state first shows as completed and the one before it, an upper
-bound when states ran in parallel), and NaN when the store cannot tell.
+bound when states ran in parallel), and NaN when the store cannot tell (the first state of a
+run: no checkpoint is taken before it).
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ one message at a time, each acknowledged (idle) before the next.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(90)]
@@ -89,3 +92,39 @@ def test_step_buttons_and_fork_button_through_comm_messages(kernel, tmp_path):
     kernel.click(kernel.wait_widget("ButtonModel", description="fork from here"))
     out = kernel.run("r = await ex.handles[-1]\nprint(r['report'])\nprint(ex.index)")
     assert out.splitlines() == ["WRONG: Paris is in <Germany>", "1"]
+
+
+RECORD = """
+import asyncio, sys
+from fluffy_nb import Agent, SQLiteStore
+agent = Agent("pipe", store=SQLiteStore(sys.argv[1]), durable=True)
+async def ask(ctx):
+    ctx.set_state("answer", "Paris is in <Germany>")
+    return "check"
+async def check(ctx):
+    ctx.set_state("ok", "France" in ctx.get_state("answer"))
+    return "report"
+async def report(ctx):
+    ctx.set_state("report", ("OK: " if ctx.get_state("ok") else "WRONG: ") + ctx.get_state("answer"))
+for f in (ask, check, report):
+    agent.add_state(f.__name__, f)
+asyncio.run(agent.run())
+agent.store.close()
+"""
+
+
+def test_a_run_recorded_by_another_process_is_explored_and_forked_from_the_store(kernel, tmp_path):
+    path = tmp_path / "runs.db"
+    subprocess.run([sys.executable, "-c", RECORD, str(path)], check=True, timeout=60)
+    kernel.run("%load_ext fluffy_nb")
+    # the same states, defined but not run in this kernel
+    kernel.run(PIPELINE.format(path=path).replace(" --durable --run --no-live", ""))
+    kernel.run("ex = %fluffy explore pipe\ndisplay(ex)")
+    slider = kernel.wait_widget("IntSliderModel", description="checkpoint")
+    kernel.set_value(slider, value=0)
+    kernel.click(kernel.wait_widget("ButtonModel", description="edit and fork"))
+    kernel.set_value(kernel.wait_widget("TextModel", description="answer"), value='"Paris is in France"')
+    kernel.click(kernel.wait_widget("ButtonModel", description="fork with these values"))
+    out = kernel.run("r = await ex.handles[-1]\nprint(r['report'])\n"
+                     "print(len(pipe.runs), len(pipe.store.runs('pipe')))")
+    assert out.splitlines() == ["OK: Paris is in France", "1 2"]  # in memory: only the fork
