@@ -169,10 +169,12 @@ class RunsBrowser:
         self.frame = store_runs_frame(agent)
         ids = list(self.frame["run_id"])
         options = [(self._label(i), rid) for i, rid in enumerate(ids)]
-        self.table = widgets.HTML(self.frame.to_html(index=False, escape=True))
-        self.pick_a = widgets.Dropdown(options=options, value=ids[-1] if ids else None, description="run")
+        self.table = widgets.HTML(self.table_html())
+        wide = widgets.Layout(width="420px")
+        self.pick_a = widgets.Dropdown(options=options, value=ids[-1] if ids else None, description="run",
+                                       layout=wide)
         self.pick_b = widgets.Dropdown(options=options, value=ids[-2] if len(ids) > 1 else None,
-                                       description="compare to")
+                                       description="compare to", layout=wide)
         self.explore_button = widgets.Button(description="explore", icon="search")
         self.compare_button = widgets.Button(description="compare", icon="columns")
         self.out = widgets.VBox([])
@@ -182,6 +184,16 @@ class RunsBrowser:
         self.compare_button.on_click(lambda _b: self.compare())
         self.widget = widgets.VBox([self.table, widgets.HBox([self.pick_a, self.explore_button]),
                                     widgets.HBox([self.pick_b, self.compare_button]), self.out])
+
+    def table_html(self) -> str:
+        """The run list as an HTML table for people: short ids, times to the second (escaped)."""
+        shown = self.frame.copy()
+        shown.insert(0, "#", range(len(shown)))
+        shown["run_id"] = shown["run_id"].str[:12]
+        shown["parent_run_id"] = [p[:12] if isinstance(p, str) else "" for p in shown["parent_run_id"]]
+        shown["started"] = shown["started"].dt.strftime("%Y-%m-%d %H:%M:%S")
+        shown["duration_s"] = shown["duration_s"].round(3)
+        return str(shown.to_html(index=False, escape=True))
 
     def _label(self, i: int) -> str:
         row = self.frame.iloc[i]
@@ -207,5 +219,5 @@ class RunsBrowser:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         data = dict(self.widget._repr_mimebundle_() or {})
         data["text/plain"] = f"<runs of {self.agent.name!r} in its store>\n{self.frame.to_string(index=False)}"
-        data["text/html"] = self.frame.to_html(index=False, escape=True)
+        data["text/html"] = self.table_html()
         return data

@@ -55,6 +55,12 @@ def test_person_steps_through_a_run_edits_the_bad_answer_and_forks(lab: Lab, pag
     cell.get_by_text("triage: completed").first.wait_for()  # the fork's live view, below the explorer
     cell.screenshot(path=str(artifacts / "browser_05_explorer_forked.png"))
 
+    # the run list of the store: a button compares the two picked runs side by side
+    runs = code_cell(page, "%fluffy runs triage")
+    runs.get_by_role("button", name="compare").click()
+    runs.get_by_text("context").first.wait_for()
+    runs.screenshot(path=str(artifacts / "browser_05_runs_compare.png"))
+
     # the fork's result, read in a new cell at the end of the notebook
     page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").last.click()
     page.keyboard.press("Escape")
