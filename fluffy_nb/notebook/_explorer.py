@@ -6,8 +6,8 @@ was then, the context with the keys changed since the previous checkpoint highli
 answers people had given, the error if it recorded one, and timing. From there: "fork from
 here" (a new run, its parent recorded, started in the background with its live view below),
 "resume from here" (when that checkpoint still had states in flight) and "edit and fork" (a
-form with one field per context key; a value that parses as JSON is used as that JSON, any
-other text as a string).
+form with one field per shared context key; a value that parses as JSON is used as that JSON,
+any other text as a string; typed values are shown, not edited).
 
 Everything is read from the agent's store, so a run another kernel recorded explores the same.
 The buttons call plain methods (:meth:`Explorer.select`, :meth:`Explorer.fork`,
@@ -32,6 +32,7 @@ from ._runs import find_run_id
 
 _MARK = {"added": "#c8e6c9", "changed": "#fff59d", "removed": "#ffcdd2"}
 _VALUE_CHARS = 300
+_STATIC_ROWS = 25  # the static table shows this many checkpoints at each end of a long run
 
 
 class CheckpointStatuses:
@@ -334,11 +335,15 @@ class Explorer:
     def static_html(self) -> str:
         """The explorer without widgets: a table of the checkpoints and the graph of the last one."""
         t0 = self.rows[0].timestamp if self.rows else 0.0
+        shown: list[tuple[int, Any]] = list(enumerate(self.rows))
+        if len(shown) > 2 * _STATIC_ROWS:  # a long run: its start and its end
+            shown = [*shown[:_STATIC_ROWS], (-1, None), *shown[-_STATIC_ROWS:]]
         body = "".join(
+            '<tr><td colspan="8">...</td></tr>' if r is None else
             f"<tr><td>{i}</td><td>{r.sequence}</td><td>{html.escape(r.trigger)}</td>"
             f"<td>{html.escape(r.agent_status)}</td><td>{r.timestamp - t0:.3f}</td><td>{r.completed_count}</td>"
-            f"<td>{html.escape(', '.join(r.pending))}</td><td>{html.escape(r.error or '')}</td></tr>"
-            for i, r in enumerate(self.rows))
+            f"<td>{html.escape(', '.join(r.pending[:20]))}</td><td>{html.escape(r.error or '')}</td></tr>"
+            for i, r in shown)
         table = ("<table><thead><tr><th>#</th><th>seq</th><th>trigger</th><th>status</th><th>t (s)</th>"
                  f"<th>completed</th><th>in flight</th><th>error</th></tr></thead><tbody>{body}</tbody></table>")
         graph = graph_svg(self.agent, CheckpointStatuses(self.checkpoint(-1))) if self.rows else ""

@@ -148,8 +148,47 @@ def test_fork_button_and_resume_from_a_checkpoint_with_states_in_flight(ip, pipe
 def test_a_button_that_fails_says_why_in_the_explorer(ip, pipe):
     ex = run(ip, "ex = %fluffy explore pipe\nex")
     ex.select(-1)
-    ex._act(ex.resume)
+    ex.resume_button.click()  # disabled in a browser; a click that gets through still only explains
     assert "had no state in flight" in ex.message.value
+
+
+def test_forking_while_a_run_of_the_agent_is_live_says_so_and_starts_nothing(ip, pipe):
+    ex = run(ip, "ex = %fluffy explore pipe\nex")
+    agent = ip.user_ns["pipe"]
+    run(ip, "import asyncio\ngate = asyncio.Event()\n"
+            "async def wait_for_gate(ctx):\n    await gate.wait()\n"
+            "pipe.add_state('wait_for_gate', wait_for_gate)\n"
+            "live = pipe.start(start='wait_for_gate')\nawait asyncio.sleep(0)")
+    try:
+        assert agent.live_runs_count() == 1
+        ex.fork_button.click()
+        assert "AgentRunningError" in ex.message.value
+        assert ex.handles == []
+    finally:
+        run(ip, "gate.set()\nawait live\npipe.remove_state('wait_for_gate')")
+
+
+def test_a_long_run_shows_both_ends_in_the_static_table(ip, tmp_path):
+    from fluffy_nb.store import MemoryStore
+
+    agent = Agent("long", store=MemoryStore(), durable=True, max_steps=1000)
+
+    async def tick(ctx):
+        ctx.set_state("n", ctx.get_state("n", 0) + 1)
+        return "tick" if ctx.get_state("n") < 80 else None
+
+    agent.add_state("tick", tick)
+    ip.user_ns["long"] = agent
+    run(ip, "await long.run()")
+    ex = explore(agent)
+    assert len(ex.rows) == 81
+    static = ex.static_html()
+    assert static.count("<tr><td>") == 50
+    assert '<td colspan="8">...</td>' in static
+    assert "<tr><td>80</td>" in static
+    ex.select(40)
+    assert ex.changed == {"n": "changed"}
+    ip.user_ns.pop("long")
 
 
 def test_a_run_recorded_by_another_agent_object_explores_from_the_store_alone(ip, pipe):
