@@ -299,6 +299,7 @@ class Explorer:
         parts = [f"<div><b>checkpoint {self.index}</b> (seq {cp.sequence}, {html.escape(cp.trigger)}) "
                  f"&middot; agent <b>{html.escape(cp.agent_status.value)}</b><br>"
                  f"{html.escape(_when(cp.timestamp))} &middot; {cp.timestamp - t0:.3f}s into the run{gap}<br>"
+                 f"{self._finished_html(cp, prev)}"
                  f"completed: {html.escape(', '.join(cp.completed_states) or '-')}<br>"
                  f"in flight: {html.escape(', '.join(cp.pending) or '-')}</div>"]
         if cp.error:
@@ -307,6 +308,15 @@ class Explorer:
         parts.append(self._context_html(cp, prev))
         parts.append(self._answers_html(cp))
         return "".join(parts)
+
+    def _finished_html(self, cp: Checkpoint, prev: Checkpoint | None) -> str:
+        if prev is None:
+            return ""
+        done = [n for n in cp.completed_states if cp.completion_counts.get(n, 1) > prev.completion_counts.get(n, 0)]
+        if not done:
+            return ""
+        took = f" (within {cp.timestamp - prev.timestamp:.3f}s)"
+        return f"finished since the previous: <b>{html.escape(', '.join(done))}</b>{took}<br>"
 
     def _context_html(self, cp: Checkpoint, prev: Checkpoint | None) -> str:
         marks = changed_keys(cp, prev)

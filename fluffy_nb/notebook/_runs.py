@@ -177,13 +177,25 @@ class RunsBrowser:
                                        description="compare to", layout=wide)
         self.explore_button = widgets.Button(description="explore", icon="search")
         self.compare_button = widgets.Button(description="compare", icon="columns")
+        self.reload_button = widgets.Button(description="reload", icon="refresh")
         self.out = widgets.VBox([])
         self.explorer: Any = None
         self.comparison: pd.DataFrame | None = None
         self.explore_button.on_click(lambda _b: self.explore())
         self.compare_button.on_click(lambda _b: self.compare())
-        self.widget = widgets.VBox([self.table, widgets.HBox([self.pick_a, self.explore_button]),
+        self.reload_button.on_click(lambda _b: self.reload())
+        self.widget = widgets.VBox([self.table, widgets.HBox([self.pick_a, self.explore_button, self.reload_button]),
                                     widgets.HBox([self.pick_b, self.compare_button]), self.out])
+
+    def reload(self) -> None:
+        """Read the store's runs again (new forks, runs of other kernels)."""
+        self.frame = store_runs_frame(self.agent)
+        ids = list(self.frame["run_id"])
+        options = [(self._label(i), rid) for i, rid in enumerate(ids)]
+        self.table.value = self.table_html()
+        self.pick_a.options, self.pick_b.options = options, options
+        self.pick_a.value = ids[-1] if ids else None
+        self.pick_b.value = ids[-2] if len(ids) > 1 else None
 
     def table_html(self) -> str:
         """The run list as an HTML table for people: short ids, times to the second (escaped)."""

@@ -84,6 +84,7 @@ def test_moving_the_slider_shows_that_checkpoints_graph_and_changed_keys(ip, pip
     assert ex.slider.value == 1
     assert ex.changed == {"ok": "added"}
     assert "<title>check (done)</title>" in ex.graph.value
+    assert "finished since the previous: <b>check</b>" in ex.details.value
     assert 'background:#c8e6c9"><td><code>ok</code>' in ex.details.value  # the new key is highlighted
     assert "&lt;Paris&gt;" in ex.details.value
     assert "<Paris>" not in ex.details.value
@@ -236,6 +237,10 @@ def test_runs_magic_lists_every_stored_run_and_compares_two(ip, pipe):
     assert durations["a"].notna().all()
     assert frame.equals(compare_runs(ip.user_ns["pipe"], ex.run_id, fork.run_id))
 
+    second = run(ip, "await ex.fork(0, live=False)")
+    browser.reload_button.click()
+    assert list(browser.frame["run_id"]) == [ex.run_id, fork.run_id, second.run_id]
+    assert browser.pick_a.value == second.run_id
     browser.pick_a.value = fork.run_id
     browser.explore_button.click()
     assert browser.explorer.run_id == fork.run_id
