@@ -11,18 +11,23 @@ from __future__ import annotations
 from typing import Any
 
 from ._display import register as _register_displays
+from ._explorer import Explorer, explore
 from ._figures import resource_figure, timeline_figure
 from ._graphview import graph_figure, graph_markdown, graph_mermaid, graph_svg
 from ._history import diff_rows, fork_row, history_frame, restore_row, state_metrics_frame
 from ._liveview import LiveView, view_of
 from ._magics import FluffyMagics, start_run
+from ._runs import compare_runs, store_runs_frame
 from ._tracker import RunTracker
 
 __all__ = [
+    "Explorer",
     "FluffyMagics",
     "LiveView",
     "RunTracker",
+    "compare_runs",
     "diff_rows",
+    "explore",
     "fork_row",
     "graph_figure",
     "graph_markdown",
@@ -34,6 +39,7 @@ __all__ = [
     "restore_row",
     "start_run",
     "state_metrics_frame",
+    "store_runs_frame",
     "timeline_figure",
     "unload_ipython_extension",
     "view_of",

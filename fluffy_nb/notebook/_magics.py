@@ -38,7 +38,7 @@ from ..engine._agent import Agent
 from ..engine._handle import RunHandle
 from ..engine._state import state_options
 
-COMMANDS = ("graph", "status", "metrics", "history", "restore", "resume", "monitor", "why")
+COMMANDS = ("graph", "status", "metrics", "history", "restore", "resume", "monitor", "why", "explore", "runs")
 
 
 def is_state_function(name: str, func: Any) -> bool:
@@ -149,12 +149,16 @@ class FluffyMagics(Magics):
                    "metrics); metrics: per-state latency p50/p95/p99 (ms) as a DataFrame, slowest first; "
                    "history: checkpoints as a DataFrame; why: what each waiting state (or STATE) waits for; "
                    "restore: load a checkpoint (row number or id); resume: continue a restored/paused run "
-                   "or the latest stored one; monitor: a live view of its current run.")
+                   "or the latest stored one; monitor: a live view of its current run; explore: step through a "
+                   "stored run's checkpoints, fork or resume from one; runs: every run in the store.")
     @argument("name", help="The agent's name in the notebook.")
     @argument("target", nargs="?", help="restore: the history row number or checkpoint id; status: a run id "
-              "(a prefix is enough) or 'latest'; why: a state name.")
+              "(a prefix is enough) or 'latest'; why: a state name; explore: a stored run's id (or prefix; "
+              "default: the latest).")
     @argument("--run-id", metavar="ID", help="history: only this run.")
     @argument("--store", metavar="PATH", help="resume: continue the latest run stored in this SQLite file.")
+    @argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
+              help="runs: compare these two stored runs (ids or prefixes) side by side.")
     @argument("--mermaid", action="store_true", help="graph: mermaid Markdown instead of the figure.")
     @argument("--no-live", action="store_true", help="resume: no live view.")
     @line_magic("fluffy")  # type: ignore[arg-type]
@@ -165,7 +169,8 @@ class FluffyMagics(Magics):
         args = parse_argstring(self.fluffy_line, line)  # type: ignore[arg-type]
         agent = self._agent(args.name)
         command = {"graph": _graph, "status": _status, "metrics": _metrics, "history": _history_of,
-                   "restore": _restore, "resume": self._resume, "monitor": _monitor, "why": _why}[args.command]
+                   "restore": _restore, "resume": self._resume, "monitor": _monitor, "why": _why,
+                   "explore": _explore, "runs": _runs}[args.command]
         return command(agent, args)
 
     def _agent(self, name: str) -> Agent:
@@ -349,6 +354,23 @@ def _why(agent: Agent, args: Any) -> None:
         raise UsageError(f"%fluffy why {agent.name} {args.target}: no state of that name "
                          f"(states: {', '.join(list(agent.states)[:12])})")
     print(run.why(args.target))
+
+
+def _explore(agent: Agent, args: Any) -> Any:
+    from ._explorer import explore
+
+    if agent.store is None:
+        raise UsageError(f"agent {agent.name!r} has no checkpoint store to explore; define it with "
+                         f"%%fluffy {agent.name} --store runs.db --durable")
+    return explore(agent, args.target)
+
+
+def _runs(agent: Agent, args: Any) -> Any:
+    from ._runs import RunsBrowser, compare_runs
+
+    if args.compare:
+        return compare_runs(agent, *args.compare)
+    return RunsBrowser(agent)
 
 
 def _find_run(agent: Agent, target: str) -> Any:

@@ -177,10 +177,100 @@ change = explorer.diff(after_outline, explorer.create_checkpoint())
 print(change)
 
 # %% [markdown]
+# ## 5. Explore a run, fix a bad LLM answer, go again
+#
+# The everyday debugging loop: a run finished, but the result is wrong because one LLM step gave a bad
+# answer. Below, a small support-ticket pipeline asks a (fake) LLM to label a ticket; the model is
+# confidently wrong and labels a billing question as spam, so the customer's ticket is deleted.
+
+# %%
+async def label(context: Context) -> StateResult:
+    ticket = context.get_state("ticket")
+    context.set_state("model_note", await llm.complete(f"Label this support ticket: {ticket}"))
+    context.set_state("label", "spam")  # the model's (bad) answer
+    return "route"
+
+
+async def route(context: Context) -> StateResult:
+    queues = {"billing": "finance team", "bug": "engineering", "spam": "trash"}
+    context.set_state("queue", queues.get(context.get_state("label"), "inbox"))
+    return "reply"
+
+
+async def reply(context: Context) -> StateResult:
+    queue = context.get_state("queue")
+    context.set_state("reply", "(deleted unread)" if queue == "trash" else f"Thanks! The {queue} will answer you.")
+    return None
+
+
+triage = Agent("triage", store=SQLiteStore(str(workdir / "triage.db")), durable=True)
+for fn in (label, route, reply):
+    triage.add_state(fn.__name__, fn)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bad = await triage.run(initial_context={"ticket": "My invoice for March is charged twice"})
+print(bad.get_state("label"), "->", bad.get_state("reply"))
+
+# %% [markdown]
+# `%fluffy explore triage` opens the **explorer** of the latest run stored for `triage` (`%fluffy explore
+# triage RUN` picks another: an id or its first characters). Drag the slider (or use *prev*/*next*) to
+# step through its checkpoints. For each one you see the state graph coloured as it was then, the context
+# with the keys that changed since the previous checkpoint highlighted, the answers people had given,
+# the error if there was one, and when it was taken.
+#
+# It reads everything from the store, so a run recorded yesterday by another kernel explores just the
+# same. Without a widget frontend (this notebook under CI, an HTML export) it shows a table of the
+# checkpoints and the graph of the last one.
+
+# %%
+from fluffy_nb.notebook import compare_runs, explore
+
+ex = %fluffy explore triage
+ex
+
+# %% [markdown]
+# Checkpoint 0 was taken right after `label`: that is where the run went wrong. In the explorer, move
+# the slider to 0, click **edit and fork**, type `billing` into the `label` field and click **fork with
+# these values**. The fork is a *new* run (its parent is recorded); it starts in the background with
+# its live view below the explorer, and only `route` and `reply` run again.
+#
+# The buttons call plain methods, which is what we do here so the notebook also runs headless:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+ex.select(0)
+print("statuses then:", ex.statuses)
+print("changed since the start:", ex.changed)
+print("label then:", ex.checkpoint().shared_state["label"])
+
+# %%
+# NBVAL_CHECK_OUTPUT
+handle = ex.fork(edits={"label": "billing"})  # what "edit and fork" does with the form's values
+fixed = await handle
+print(fixed.get_state("label"), "->", fixed.get_state("reply"))
+print("forked from the bad run:", handle.run.parent_run_id == ex.run_id)
+
+# %% [markdown]
+# `%fluffy runs triage` lists every run in the store (status, duration, parent) with buttons to
+# explore one or compare two. `compare_runs` (or `%fluffy runs triage --compare RUN_A RUN_B`) puts two
+# runs side by side: per-state durations, and the context keys whose final values differ.
+
+# %%
+%fluffy runs triage
+
+# %%
+# NBVAL_CHECK_OUTPUT
+side_by_side = compare_runs(triage, ex.run_id, fixed.run_id)
+print(side_by_side[side_by_side["kind"] == "context"].to_string(index=False))
+
+# %% [markdown]
 # ## Try this
 #
 # - Crash inside `outline` instead (`crash_in.add("outline")`) and resume. Which states run again?
 # - Use `Agent(..., checkpoint_interval=0.1)` for periodic checkpoints of a long state, and look at the
 #   `trigger` column.
 # - Open `workdir / "workflow_state.json"` in the file browser: every field is readable JSON.
+# - Explore the fork (`%fluffy explore triage`): its first checkpoint is the fork, and the next one shows
+#   `label` as changed. Resume the bad run from checkpoint 0 instead (`ex.resume(0)`): same run id.
 # - Next: [06 · Human in the loop](06_human_in_the_loop.ipynb).
