@@ -73,10 +73,11 @@ class RunHandle:
 
     # -- outcome --------------------------------------------------------------------------
     def __await__(self) -> Generator[Any, None, RunResult]:
-        return self._wait().__await__()
+        return self.wait().__await__()
 
-    async def _wait(self) -> RunResult:
-        # shielded: a background run outlives whoever waits for it (Stop on `await handle`)
+    async def wait(self) -> RunResult:
+        """The run's result, waited for without risking the run: cancelling the waiter (Stop on a
+        cell doing ``await handle``) leaves the run going; ``handle.cancel()`` cancels it."""
         return await asyncio.shield(self.task)
 
     def done(self) -> bool:

@@ -26,10 +26,17 @@ from ._magics import BlockingRun
 _EXCEPTIONS = (asyncio.CancelledError, KeyboardInterrupt)
 
 
+class RunInterrupted(Exception):
+    """Shown for an interrupted fluffy wait: IPython renders it as its one line, no traceback."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
 def _waited_for(tb: TracebackType | None) -> tuple[str, Any] | None:
     """("run", agent) when the cell awaited a run itself, ("handle", handle) for a background run."""
-    blocking = BlockingRun._wait.__code__
-    shielded = RunHandle._wait.__code__
+    blocking = BlockingRun.wait.__code__
+    shielded = RunHandle.wait.__code__
     while tb is not None:
         frame = tb.tb_frame
         owner = frame.f_locals.get("self")
@@ -78,7 +85,7 @@ def _handler(shell: Any, etype: type[BaseException], value: BaseException, tb: T
     if line is None:
         shell.showtraceback((etype, value, tb), tb_offset=tb_offset, running_compiled_code=True)
         return None
-    shell._showtraceback(etype, value, [line])
+    shell.showtraceback((RunInterrupted, RunInterrupted(line), None))
     return [line]
 
 

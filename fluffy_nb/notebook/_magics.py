@@ -210,9 +210,10 @@ class BlockingRun:
         self.handle = handle
 
     def __await__(self) -> Any:
-        return self._wait().__await__()
+        return self.wait().__await__()
 
-    async def _wait(self) -> Any:
+    async def wait(self) -> Any:
+        """The run's result; cancelling this wait (Stop on the cell) cancels the run."""
         return await self.handle.task
 
     def __repr__(self) -> str:
