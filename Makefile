@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,browser]"
 	touch $(STAMP)
 
+# JupyterLab refuses to start as root (containers, cloud VMs) unless told it may
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/
 
 demo: $(STAMP)
 	$(PY) -m fluffy_nb
