@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from _flows import fan, holding, noop
 from _wait import until
 
 from fluffy_nb import (
@@ -18,25 +19,6 @@ from fluffy_nb import (
     RetryPolicy,
 )
 from fluffy_nb.engine._events import StateBlocked
-
-
-def fan(agent: Agent, names: list[str]) -> None:
-    async def start(ctx: Any) -> list[str]:
-        return list(names)
-
-    agent.add_state("start", start, next=names)
-
-
-def holding(gate: asyncio.Event, then: str | None = None) -> Any:
-    async def body(ctx: Any) -> str | None:
-        await gate.wait()
-        return then
-
-    return body
-
-
-async def noop(ctx: Any) -> None:
-    return None
 
 
 async def waiting_reason(agent: Agent, state: str, **run_kwargs: Any) -> tuple[Any, Any]:

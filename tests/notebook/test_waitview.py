@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from _flows import fan, holding, noop
 from _wait import until
 
 from fluffy_nb import (
@@ -24,25 +25,6 @@ from fluffy_nb import (
 from fluffy_nb.notebook import LiveView, graph_figure, graph_mermaid, graph_svg, timeline_figure
 from fluffy_nb.notebook._coordpanel import coordination_html
 from fluffy_nb.notebook._waitview import DEADLOCK_COLOUR, wait_color
-
-
-def fan(agent: Agent, names: list[str]) -> None:
-    async def start(ctx: Any) -> list[str]:
-        return list(names)
-
-    agent.add_state("start", start, next=names)
-
-
-def holding(gate: asyncio.Event, then: str | None = None) -> Any:
-    async def body(ctx: Any) -> str | None:
-        await gate.wait()
-        return then
-
-    return body
-
-
-async def noop(ctx: Any) -> None:
-    return None
 
 
 def traces(fig: Any) -> dict[str, Any]:
