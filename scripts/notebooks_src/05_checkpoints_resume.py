@@ -132,9 +132,10 @@ print(result.get_state("article").splitlines()[0])
 # %% [markdown]
 # ## 3. History as a DataFrame
 #
-# Every checkpoint of every run is listed by `agent.history()`: with the extension loaded it is a
-# pandas DataFrame (one row per checkpoint: when, why it was taken, the status, how many states had
-# completed, what was still pending). Filter it, plot it, and pick rows to restore or compare.
+# Every checkpoint of every run is listed by `agent.history()`, shown as a table in a notebook;
+# `.to_pandas()` gives the DataFrame (one row per checkpoint: when, why it was taken, the status,
+# how many states had completed, what was still pending). Filter it, plot it, and pick rows to
+# restore or compare.
 
 # %%
 history = survivor.history()
