@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from _flows import fan, holding, noop
+from _flows import fan, holding, many_waits, noop
 from _wait import until
 
 from fluffy_nb import (
     Agent,
-    DependencyType,
     ManualClock,
     PrimitiveType,
-    ProgrammaticResponder,
     ResourcePool,
     ResourceRequirements,
-    RetryPolicy,
 )
 from fluffy_nb.engine._events import StateBlocked
 
@@ -74,28 +71,7 @@ async def test_a_rate_limited_state_says_when_the_next_admission_comes() -> None
 
 
 async def test_dependency_join_slot_retry_and_person_waits_are_named() -> None:
-    gate = asyncio.Event()
-    clock = ManualClock()
-    agent = Agent("many", clock=clock, max_concurrent=3, responder=ProgrammaticResponder())
-
-    async def ask(ctx: Any) -> None:
-        await ctx.human_in_the_loop("go on?")
-
-    async def flaky(ctx: Any) -> None:
-        if ctx.attempt == 1:
-            raise ConnectionError("busy")
-
-    async def quick(ctx: Any) -> str:
-        return "merge"
-
-    fan(agent, ["slow", "quick", "ask", "flaky", "queued"])
-    agent.add_state("slow", holding(gate, "merge"))
-    agent.add_state("quick", quick)
-    agent.add_state("merge", noop)
-    agent.add_state("ask", ask)
-    agent.add_state("flaky", flaky, retry_policy=RetryPolicy(max_retries=1, initial_delay=30, jitter=False))
-    agent.add_state("queued", noop)
-    agent.add_state("after", noop, dependencies={"slow": DependencyType.REQUIRED})
+    agent, gate, clock = many_waits("go on?")
     handle = agent.start(start="start")
     await until(lambda: {"after", "queued", "ask", "flaky"} <= set(handle.run.snapshot().waits), "all wait")
     waits = handle.run.snapshot().waits

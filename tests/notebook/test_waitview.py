@@ -6,20 +6,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from _flows import fan, holding, noop
+from _flows import fan, holding, many_waits, noop
 from _wait import until
 
 from fluffy_nb import (
     Agent,
     DeadlockError,
-    DependencyType,
     ManualClock,
     PrimitiveType,
     Priority,
-    ProgrammaticResponder,
     ResourcePool,
     ResourceRequirements,
-    RetryPolicy,
     StateFailedError,
 )
 from fluffy_nb.notebook import LiveView, graph_figure, graph_mermaid, graph_svg, timeline_figure
@@ -116,28 +113,7 @@ async def test_a_rate_limited_state_shows_the_token_wait_and_the_limiter_in_the_
 
 
 async def test_dependency_join_slot_retry_and_person_waits_each_show_their_reason() -> None:
-    gate = asyncio.Event()
-    clock = ManualClock()
-    agent = Agent("many", clock=clock, max_concurrent=3, responder=ProgrammaticResponder())
-
-    async def ask(ctx: Any) -> None:
-        await ctx.human_in_the_loop("go <on>?")
-
-    async def flaky(ctx: Any) -> None:
-        if ctx.attempt == 1:
-            raise ConnectionError("busy")
-
-    async def quick(ctx: Any) -> str:
-        return "merge"
-
-    fan(agent, ["slow", "quick", "ask", "flaky", "queued"])
-    agent.add_state("slow", holding(gate, "merge"))
-    agent.add_state("quick", quick)
-    agent.add_state("merge", noop)
-    agent.add_state("ask", ask)
-    agent.add_state("flaky", flaky, retry_policy=RetryPolicy(max_retries=1, initial_delay=30, jitter=False))
-    agent.add_state("queued", noop)
-    agent.add_state("after", noop, dependencies={"slow": DependencyType.REQUIRED})
+    agent, gate, clock = many_waits("go <on>?")
     view = LiveView(agent)
     handle = agent.start(start="start")
     view.attach(handle)
