@@ -32,19 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import _checkpoint_mutations as mut
 
-from fluffy_nb import Agent
 from fluffy_nb.engine import Checkpoint, CheckpointError, FluffyWarning
-
-
-def fresh_agent() -> Agent:
-    agent = Agent("fuzzed")
-
-    async def step(ctx: Any) -> None:
-        return None
-
-    for name in ("start", "fast", "slow", "join"):
-        agent.add_state(name, step)
-    return agent
 
 
 def restore_outcome(text: str | bytes) -> str:
@@ -53,7 +41,7 @@ def restore_outcome(text: str | bytes) -> str:
         cp = Checkpoint.from_json(text)
     except CheckpointError:
         return "not loaded"
-    agent = fresh_agent()
+    agent = mut.seed_agent()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FluffyWarning)

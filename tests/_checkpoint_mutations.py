@@ -62,6 +62,18 @@ def seed_checkpoints() -> list[dict[str, Any]]:
     return [store.get(info.checkpoint_id).to_dict() for info in store.list("fuzzed")]
 
 
+def seed_agent() -> Agent:
+    """An agent with the seed run's states (no-op bodies): what a mutated seed is restored into."""
+    agent = Agent("fuzzed")
+
+    async def step(ctx: Any) -> None:
+        return None
+
+    for name in ("start", "fast", "slow", "join"):
+        agent.add_state(name, step)
+    return agent
+
+
 # -- values -------------------------------------------------------------------------------------
 _HUGE_INTS = [10**7, 10**9, 2**63, 2**64, -(2**63) - 1, -1, 10**400]
 _STRINGS = ["", "x" * 5000, "join", "fast", "\x00", "é", "\ud800", "🦊" * 10, "os.system", "__import__",

@@ -203,21 +203,10 @@ _SEEDS: list[dict[str, Any]] = []
 
 
 def restorable_seeds() -> list[dict[str, Any]]:
-    """Real checkpoints of the graph ``fuzz_agent`` has (the fuzz mutators' seed run)."""
+    """Real checkpoints of the graph ``mut.seed_agent`` has (the fuzz mutators' seed run)."""
     if not _SEEDS:
         _SEEDS.extend(mut.seed_checkpoints())
     return _SEEDS
-
-
-def fuzz_agent() -> Agent:
-    agent = Agent("fuzzed")
-
-    async def step(ctx: Any) -> None:
-        return None
-
-    for name in ("start", "fast", "slow", "join"):
-        agent.add_state(name, step)
-    return agent
 
 
 @settings(max_examples=100, deadline=None, derandomize=True, database=None,
@@ -227,7 +216,7 @@ def test_any_mutated_checkpoint_restores_and_runs_or_is_refused_leaving_nothing_
     text = mut.mutated_checkpoint(restorable_seeds(), rng)  # the seed run needs its own loop: outside ours
 
     async def restore_and_run() -> None:
-        agent = fuzz_agent()
+        agent = mut.seed_agent()
         before = leftover_tasks()
         started = time.perf_counter()
         try:
