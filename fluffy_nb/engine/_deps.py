@@ -72,7 +72,8 @@ class DependencyGates:
         self._wakeups: dict[int, asyncio.Task[None]] = {}  # PERIODIC states waiting out an interval
 
     # -- the checks --------------------------------------------------------------------------
-    def _active(self, state: str) -> bool:
+    def is_active(self, state: str) -> bool:
+        """Whether ``state`` has an execution running or not yet started in this run."""
         sched = self.run.scheduler
         return state in sched.pending or any(ex.state == state for ex in sched.running.values())
 
@@ -101,9 +102,9 @@ class DependencyGates:
         if kind is DependencyType.PARALLEL:
             return True
         if kind is DependencyType.OPTIONAL:
-            return not self._active(dep)
+            return not self.is_active(dep)
         if kind is DependencyType.SEQUENTIAL:
-            return not self._active(dep) and dep in self.run.ended
+            return not self.is_active(dep) and dep in self.run.ended
         count = self.run.completion_counts[dep]
         if count == 0:
             return False
@@ -164,7 +165,7 @@ class DependencyGates:
         """PARALLEL dependencies start together with the state (unless running or done)."""
         sched = self.run.scheduler
         for dep, cfg in spec.dependencies.items():
-            if cfg.type is DependencyType.PARALLEL and not self._active(dep) and dep not in self.run.completed_set:
+            if cfg.type is DependencyType.PARALLEL and not self.is_active(dep) and dep not in self.run.completed_set:
                 sched.start(dep, sched.joins.add_branch(dep), ex.state)
 
     def recheck(self) -> None:

@@ -77,7 +77,7 @@ def _dependency_detail(run: Run, state: str) -> tuple[str, tuple[str, ...]]:
     for dep, cfg in spec.dependencies.items():
         if cfg.type is DependencyType.PARALLEL:
             continue
-        active = dep in run.scheduler.pending or any(ex.state == dep for ex in run.scheduler.running.values())
+        active = deps.is_active(dep)
         count = run.completion_counts.get(dep, 0)
         if (cfg.type is DependencyType.OPTIONAL and active) or (cfg.type is DependencyType.SEQUENTIAL and active):
             missing.append(f"{dep} ({cfg.type.value}) is still running")
