@@ -202,8 +202,9 @@ class Scheduler:
         held: list[tuple[Any, str]] = []
         outcome: tuple[str, Any] = ("cancelled", None)
         try:
-            if spec.resources is not None or spec.dependencies or self.agent.gates_of(ex.state):
-                await self._admit(ex, spec, held)
+            gates = self.agent.gates_of(ex.state)
+            if spec.resources is not None or spec.dependencies or gates:
+                await self._admit(ex, spec, gates, held)
             elif self.pending.get(ex.state) is ex:
                 del self.pending[ex.state]
             outcome = await self._attempts(ex, spec, meta)
@@ -221,10 +222,9 @@ class Scheduler:
                 del self.pending[ex.state]
         return outcome, meta
 
-    async def _admit(self, ex: Execution, spec: StateSpec, held: list[tuple[Any, str]]) -> None:
+    async def _admit(self, ex: Execution, spec: StateSpec, gates: list[Any], held: list[tuple[Any, str]]) -> None:
         """Pass the resource pool and the state's gates (rate limits, coordination), in order."""
         agent = self.agent
-        gates = agent.gates_of(ex.state)
         pool = agent.resource_pool if spec.resources is not None else None
         if pool is not None and state_executor(agent, spec) is not None:
             pool = None  # a remote state's resources are the cluster's; its executor maps them
