@@ -308,3 +308,17 @@ async def test_a_restored_parent_resumes_inside_the_child() -> None:
     result = await second.resume_latest()
     assert result.status is AgentStatus.COMPLETED
     assert log == ["careful"], "completed child states ran again"
+
+
+async def test_metrics_rows_say_which_child_they_came_from() -> None:
+    from fluffy_nb.engine._metrics import AgentMetrics
+
+    parent = Agent("team")
+    parent.set_state("topic", "voles")
+    parent.add_state("research", researcher(), inputs=["topic"])
+    metrics = AgentMetrics(parent, sample_interval=None)
+    await parent.run()
+    rows = {(row["agent"], row["state"]): row["runs"] for row in metrics.per_state()}
+    assert rows == {("team", "research"): 1, ("team", "research/search"): 1, ("team", "research/summarise"): 1}
+    assert "state_research/search" in metrics.data["timing"]
+    metrics.close()
