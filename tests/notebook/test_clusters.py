@@ -82,3 +82,31 @@ async def test_without_a_tracker_child_statuses_come_from_the_nested_run() -> No
     text = graph_mermaid(parent, expand=True)
     assert '["search"]:::completed' in text
     assert '["check"]:::completed' in text
+
+
+async def test_a_grandchild_question_shows_in_the_parent_live_view_and_its_form_answers_it() -> None:
+    from fluffy_nb import ProgrammaticResponder
+    from fluffy_nb.notebook import LiveView
+
+    reviewer = Agent("reviewer")
+
+    async def review(ctx: Any) -> None:
+        ctx.set_state("ok", await ctx.human_in_the_loop("Ship <it>?", choices=["yes", "no"]))
+
+    reviewer.add_state("review", review)
+    editor = Agent("editor")
+    editor.add_state("check", reviewer, outputs=["ok"])
+    parent = Agent("publisher", responder=ProgrammaticResponder())
+    parent.add_state("edit", editor, outputs=["ok"])
+    view = LiveView(parent)
+    handle = parent.start()
+    view.attach(handle)
+    await until(lambda: parent.pending_requests(), "the grandchild asks")
+    assert view.tracker.status["edit/check/review"] == "waiting_for_human"
+    assert len(view.forms.children) == 1  # the parent's view has a form for the grandchild's question
+    view.redraw(force=True)
+    assert "edit/check/review: Ship &lt;it&gt;?" in view.header.value
+    [request] = parent.pending_requests()
+    parent.answer(request.request_id, "yes")
+    result = await handle
+    assert result["ok"] == "yes"
