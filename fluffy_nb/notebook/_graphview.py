@@ -242,9 +242,9 @@ def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR", exp
     return "\n".join(lines)
 
 
-def graph_markdown(agent: Any, tracker: Any = None) -> str:
+def graph_markdown(agent: Any, tracker: Any = None, *, expand: Expand = False) -> str:
     """The mermaid graph as a fenced Markdown block (JupyterLab >= 4.1 draws it)."""
-    return "```mermaid\n" + graph_mermaid(agent, tracker) + "\n```"
+    return "```mermaid\n" + graph_mermaid(agent, tracker, expand=expand) + "\n```"
 
 
 # -- SVG --------------------------------------------------------------------------------------
