@@ -90,12 +90,23 @@ class Subflow:
         self.outputs = outputs
         self.then = then
         self.__name__ = state
+        self.__wrapped__ = _reads_as(then)  # what the graph's code reader reads: where it goes next
 
     async def __call__(self, context: Context) -> Any:
         return await run_child(self, context)
 
     def __repr__(self) -> str:
         return f"<Subflow {self.state!r}: agent {self.child.name!r}>"
+
+
+def _reads_as(then: tuple[str, ...]) -> Any:
+    """A stand-in body returning what a :class:`Subflow` returns, for the code reader (``_reader``)."""
+    result = None if not then else then[0] if len(then) == 1 else list(then)
+
+    async def subflow(context: Any) -> Any:
+        return result
+
+    return subflow
 
 
 def make_subflow(parent: Agent, name: Any, child: Agent, options: dict[str, Any]) -> Subflow:
@@ -131,7 +142,11 @@ def child_run_id(parent: Run, state: str, attempt: int) -> str:
     resumed parent finds the child's checkpoints. Each completion of the state and each retry of it
     gives a new child run."""
     n = parent.completion_counts.get(state, 0) + 1
-    return uuid.uuid5(_NAMESPACE, f"{parent.run_id}/{state}/{n}/{attempt}").hex
+    return _derive(parent.run_id, state, n, attempt)
+
+
+def _derive(run_id: str, state: str, n: int, attempt: int) -> str:
+    return uuid.uuid5(_NAMESPACE, f"{run_id}/{state}/{n}/{attempt}").hex
 
 
 async def run_child(sub: Subflow, ctx: Context) -> Any:
@@ -301,3 +316,42 @@ def children_of(run: Run) -> dict[str, Run]:
         for path, grand in children_of(child).items():
             out[f"{state}/{path}"] = grand
     return out
+
+
+# -- history ---------------------------------------------------------------------------------------
+def with_child_rows(agent: Agent, store: Any, rows: list[Any], run_id: str | None) -> list[Any]:
+    """``rows`` (the agent's own history) plus the rows of its sub-workflows' runs (named by path,
+    ``team/research``; nested ones too), of run ``run_id`` only when given; oldest first."""
+    if not any(isinstance(spec.func, Subflow) for spec in agent.states.values()):
+        return rows
+    out = list(rows)
+    _add_child_rows(agent, agent.name, store, None if run_id is None else {run_id}, out)
+    out.sort(key=lambda r: (r.timestamp, r.sequence))
+    return out
+
+
+def _add_child_rows(definition: Agent, name: str, store: Any, run_ids: set[str] | None, out: list[Any]) -> None:
+    for state, spec in definition.states.items():
+        if not isinstance(spec.func, Subflow):
+            continue
+        path = f"{name}/{state}"
+        rows = store.list(agent_name=path)
+        if run_ids is not None:
+            wanted = _derived_ids(store, name, run_ids, state)
+            rows = [r for r in rows if r.run_id in wanted]
+        out.extend(rows)
+        _add_child_rows(spec.func.child, path, store, None if run_ids is None else {r.run_id for r in rows}, out)
+
+
+def _derived_ids(store: Any, name: str, run_ids: set[str], state: str) -> set[str]:
+    """Every child run id ``state`` of those runs can have made (see :func:`child_run_id`)."""
+    ids: set[str] = set()
+    for run_id in run_ids:
+        rows = store.list(agent_name=name, run_id=run_id)
+        if not rows:
+            continue
+        cp = store.get(max(rows, key=lambda r: r.sequence).checkpoint_id)
+        for n in range(1, cp.completion_counts.get(state, 0) + 2):
+            for attempt in range(1, cp.state_attempts.get(state, 0) + 2):
+                ids.add(_derive(run_id, state, n, attempt))
+    return ids

@@ -322,3 +322,29 @@ async def test_metrics_rows_say_which_child_they_came_from() -> None:
     assert rows == {("team", "research"): 1, ("team", "research/search"): 1, ("team", "research/summarise"): 1}
     assert "state_research/search" in metrics.data["timing"]
     metrics.close()
+
+
+async def test_history_rows_of_the_parent_include_its_children_named_by_path() -> None:
+    inner = Agent("inner")
+
+    async def deep(ctx: Any) -> None:
+        return None
+
+    inner.add_state("deep", deep)
+    child = researcher()
+    child.add_state("nested", inner)  # a second start state of the child: no edge leads to it
+    store = MemoryStore()
+    parent = Agent("team", store=store, durable=True)
+    parent.set_state("topic", "larks")
+    parent.add_state("research", child, inputs=["topic"])
+    first = await parent.run()
+    second = await parent.run()
+    names = {row.agent_name for row in parent.history()}
+    assert names == {"team", "team/research", "team/research/nested"}
+    one = parent.history(first.run_id)
+    assert {row.agent_name for row in one} == names
+    own = {row.run_id for row in one if row.agent_name == "team"}
+    assert own == {first.run_id}
+    children = {row.run_id for row in one if row.agent_name != "team"}
+    assert children.isdisjoint({row.run_id for row in parent.history(second.run_id) if row.agent_name != "team"})
+    assert len(children) == 2  # the child's run and the grandchild's

@@ -110,3 +110,17 @@ async def test_a_grandchild_question_shows_in_the_parent_live_view_and_its_form_
     parent.answer(request.request_id, "yes")
     result = await handle
     assert result["ok"] == "yes"
+
+
+async def test_the_history_frame_says_which_child_each_row_came_from() -> None:
+    from fluffy_nb import MemoryStore
+
+    gate = asyncio.Event()
+    gate.set()
+    parent, _child = team(gate)
+    parent.store = MemoryStore()
+    parent.durable = True
+    await parent.run()
+    frame = parent.history().to_pandas()
+    assert set(frame["child"]) == {"", "research", "research/verify"}
+    assert frame["timestamp"].is_monotonic_increasing
