@@ -231,8 +231,8 @@ def link(run: Run, parent: Run, state: str) -> None:
     run.name = f"{parent.name}/{state}"
     run.parent_run_id = parent.run_id
     run.parent_state = state
-    run.store = parent.store
-    run.durable = parent.durable
+    if parent.store is not None or run.store is None:  # the parent's store; a child's own if the parent has none
+        run.store, run.durable = parent.store, parent.durable
     run.human = parent.human
     run.blocking = parent.blocking
     run.events = ChildBus(run.agent.events, parent, state)  # type: ignore[assignment]

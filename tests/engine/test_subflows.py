@@ -348,3 +348,38 @@ async def test_history_rows_of_the_parent_include_its_children_named_by_path() -
     children = {row.run_id for row in one if row.agent_name != "team"}
     assert children.isdisjoint({row.run_id for row in parent.history(second.run_id) if row.agent_name != "team"})
     assert len(children) == 2  # the child's run and the grandchild's
+
+
+async def test_a_retried_child_state_runs_a_fresh_child_run() -> None:
+    child = Agent("flaky_child")
+    tries: list[str] = []
+
+    async def once_broken(ctx: Any) -> None:
+        tries.append(ctx.run_id)
+        if len(tries) == 1:
+            raise ConnectionError("first try fails")
+        ctx.set_state("out", "ok")
+
+    child.add_state("once_broken", once_broken)
+    parent = Agent("boss", store=MemoryStore(), durable=True)
+    parent.add_state("delegate", child, outputs=["out"], max_retries=1)
+    result = await parent.run()
+    assert result.get_state("out") == "ok"
+    assert len(set(tries)) == 2  # the retry is a new child run, not the failed one continued
+
+
+async def test_a_monitor_of_the_parent_counts_child_states_once() -> None:
+    from fluffy_nb import MetricType, agent_monitor
+
+    parent = Agent("team")
+    parent.set_state("topic", "wrens")
+    parent.add_state("research", researcher(), inputs=["topic"])
+    delivered: list[dict[str, Any]] = []
+
+    @agent_monitor(metrics=MetricType.ALL, sample_interval=None, metrics_callback=delivered.append)
+    async def run() -> None:
+        await parent.run()
+
+    await run()
+    state = delivered[-1]["state"]
+    assert state["completed"]["sum"] == 3  # research, research/search, research/summarise: not twice
