@@ -9,9 +9,13 @@ registers a :class:`Subflow`: when the state runs, the child agent runs as its o
   same name; a dict maps ``{source key: destination key}``: ``inputs`` parent -> child,
   ``outputs`` child -> parent);
 * its checkpoints go to the parent's store (linked by ``parent_run_id``/``parent_state``, named
-  after the path ``parent/state``); its run id is derived from the parent's run id, the state and
-  how often the state completed before, so a parent resumed after a crash finds the child's
-  checkpoints and resumes *inside* the child (its completed states do not run again);
+  after the path ``parent/state``; a child of a parent without a store keeps its own); its run id
+  is derived from the parent's run id, the state, how often the state completed before and the
+  attempt, so a parent resumed after a crash finds the child's checkpoints and resumes *inside*
+  the child (its completed states do not run again), while a retry starts a fresh child run. A
+  durable parent checkpoints as a child starts, so the child is in flight in its history;
+* the child's context starts with the ``inputs`` only (not values set on the child agent with
+  ``set_state`` before: pass those as inputs);
 * its human requests are asked through the root run's agent (they appear in the parent's
   ``pending_requests()``, are answered with ``parent.answer``, shown by its responder);
 * its events are re-published on the parent's run with the state named by its path
@@ -20,7 +24,9 @@ registers a :class:`Subflow`: when the state runs, the child agent runs as its o
   the parent pauses and resumes its live children (:func:`pause_children`, :func:`resume_children`).
 
 A child failure fails the parent's state with the child's error, so the parent's retries and
-``on_error``/``on_timeout`` routes apply. One child definition may run in many parents at once
+``on_error``/``on_timeout`` routes apply (a child run cancelled on its own fails it too). Run
+observers (``agent_monitor``, logging) are not called for a child run: they see its events on
+the root agent already, named by path. One child definition may run in many parents at once
 (each use is its own run), and a child may have children of its own.
 """
 
@@ -190,10 +196,9 @@ def _child_run(sub: Subflow, parent: Run, ctx: Context) -> Run:
     """A new child run, or the one the parent's store holds for this use (resumed inside)."""
     from ._run import Run
 
-    run_id = child_run_id(parent, sub.state, ctx.attempt)
-    cp = _stored(parent, sub, run_id)
-    run = Run(sub.child, run_id=run_id)
+    run = Run(sub.child, run_id=child_run_id(parent, sub.state, ctx.attempt))
     link(run, parent, sub.state)
+    cp = _stored(run)
     if cp is None:
         _copy(parent, run, sub.inputs, f"state {sub.state!r}: input")
         return run
@@ -209,12 +214,12 @@ def _child_run(sub: Subflow, parent: Run, ctx: Context) -> Run:
     return run
 
 
-def _stored(parent: Run, sub: Subflow, run_id: str) -> Checkpoint | None:
-    """The child checkpoint to continue from, if the parent's store holds any for ``run_id``."""
-    store = parent.store
+def _stored(run: Run) -> Checkpoint | None:
+    """The checkpoint the (linked, not started) child ``run`` continues from, if its store holds any."""
+    store = run.store
     if store is None:
         return None
-    rows = sorted(store.list(agent_name=f"{parent.name}/{sub.state}", run_id=run_id), key=lambda r: r.sequence)
+    rows = sorted(store.list(agent_name=run.name, run_id=run.run_id), key=lambda r: r.sequence)
     if not rows:
         return None
     if rows[-1].agent_status == "cancelled":
