@@ -233,8 +233,13 @@ class Run:
 
     # -- people ------------------------------------------------------------------------------
     def pending_requests(self) -> list[HumanRequest]:
-        """This run's open human-in-the-loop requests, oldest first."""
-        return self.agent.human.pending(run_id=self.run_id)
+        """This run's open human-in-the-loop requests (its child runs' too), oldest first."""
+        if not self.children:
+            return self.human.pending(run_id=self.run_id)
+        from ._subflow import children_of
+
+        ids = {self.run_id, *(run.run_id for run in children_of(self).values())}
+        return [req for req in self.human.pending() if req.run_id in ids]
 
     # -- data and results ----------------------------------------------------------------------
     @property

@@ -237,6 +237,8 @@ async def test_a_human_request_in_a_grandchild_is_answered_through_the_parent() 
     await until(lambda: top.pending_requests(), "the grandchild's question reaches the parent")
     [req] = top.pending_requests()
     assert req.prompt == "approve the draft?"
+    assert handle.run.pending_requests() == [req]  # the parent run's own listing has it too
+    assert handle.run.snapshot().waiting_for_human == (req,)
     asked = [e for e in seen if type(e).__name__ == "HumanRequested"]
     assert [e.state for e in asked] == ["edit/review_step/review"]
     assert asked[0].run_id == top.run_id
