@@ -124,3 +124,20 @@ async def test_the_history_frame_says_which_child_each_row_came_from() -> None:
     frame = parent.history().to_pandas()
     assert set(frame["child"]) == {"", "research", "research/verify"}
     assert frame["timestamp"].is_monotonic_increasing
+
+
+async def test_the_live_view_draws_a_cluster_open_when_asked() -> None:
+    from fluffy_nb.notebook import LiveView
+
+    gate = asyncio.Event()
+    gate.set()
+    parent, _child = team(gate)
+    view = LiveView(parent)
+    view.expand = ["research"]
+    handle = parent.start()
+    view.attach(handle)
+    await handle
+    view.redraw(force=True)
+    [bundle] = view.graph_out.outputs
+    names = [trace.get("name") for trace in bundle["data"]["application/vnd.plotly.v1+json"]["data"]]
+    assert "research (agent researcher)" in names
