@@ -385,3 +385,40 @@ async def test_a_monitor_of_the_parent_counts_child_states_once() -> None:
     await run()
     state = delivered[-1]["state"]
     assert state["completed"]["sum"] == 3  # research, research/search, research/summarise: not twice
+
+
+async def test_a_parent_paused_inside_a_child_continues_there_in_a_new_process() -> None:
+    store = MemoryStore()
+    ran: list[str] = []
+    gate = asyncio.Event()
+
+    def build() -> Agent:
+        child = Agent("steps")
+
+        async def one(ctx: Any) -> str:
+            ran.append("one")
+            await gate.wait()
+            return "two"
+
+        async def two(ctx: Any) -> None:
+            ran.append("two")
+
+        child.add_state("one", one)
+        child.add_state("two", two)
+        parent = Agent("boss", store=store, durable=True)
+        parent.add_state("delegate", child)
+        return parent
+
+    first = build()
+    first.start()
+    await until(lambda: ran == ["one"], "the child's first state runs")
+    pausing = asyncio.ensure_future(first.pause())
+    await until(lambda: first.latest_run.children["delegate"].paused, "the child is pausing")
+    gate.set()
+    await pausing
+    # a new process: a fresh definition over the same store (the paused one is left behind)
+    second = build()
+    result = await second.resume_latest()
+    assert result.status is AgentStatus.COMPLETED
+    assert ran == ["one", "two"], "the child's completed state ran again"
+    await first.cancel_all()
