@@ -33,6 +33,7 @@ from ._runner import check_max_concurrent
 from ._starts import start_states
 from ._state import StateMetadata, state_options
 from ._status import AgentStatus
+from ._subflow import check_no_subflow_options, make_subflow
 from .coordination import _api as coordination_api
 
 if TYPE_CHECKING:
@@ -124,13 +125,18 @@ class Agent:
 
         Args:
             name: The state's name (or the function itself, named after it).
-            func: ``async def f(context) -> StateResult`` (sync functions work too).
+            func: ``async def f(context) -> StateResult`` (sync functions work too), or another
+                :class:`Agent`: a sub-workflow, run nested in this agent's run (``_subflow.py``).
             **options: ``resources`` (:class:`ResourceRequirements`), ``dependencies``
                 (``{name: DependencyType | DependencyConfig}`` or a list of names),
                 ``retry_policy``, ``timeout`` (seconds per attempt), ``priority``,
                 ``max_retries`` (shorthand for an immediate-retry policy), ``next`` (states it
                 may lead to beyond those its code names), ``join`` (True: branches naming it
                 meet there and it runs once), ``executor``/``remote`` (where its body runs).
+                A sub-workflow also takes ``inputs`` (parent keys copied into the child's
+                context: a list, or a dict ``{parent key: child key}``) and ``outputs`` (child
+                keys copied back after it completed: a list, or ``{child key: parent key}``);
+                its ``next`` is where the parent goes on after it.
 
         Raises:
             DuplicateStateError: a state of that name exists.
@@ -138,6 +144,10 @@ class Agent:
         """
         if callable(name) and func is None:
             func, name = name, getattr(name, "__name__", "")
+        if isinstance(func, Agent):  # a sub-workflow: the child runs nested in this agent's run
+            func = make_subflow(self, name, func, options)
+        elif "inputs" in options or "outputs" in options:
+            check_no_subflow_options(name, options)
         spec = build_spec(self, name, func, options)
         self.states[spec.name] = spec
         self.has_dependents = self.has_dependents or bool(spec.dependencies)

@@ -88,6 +88,10 @@ class Checkpoint(BaseModel):
     steps: Count = 0
     error: Annotated[str, Field(max_length=_MAX_ERROR)] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: the run this one is a child of (a state that is an agent, or the source of a fork)
+    parent_run_id: Name | None = None
+    #: a child run: the parent's state it runs as (``_subflow``)
+    parent_state: Name | None = None
 
     @field_validator("scheduler")
     @classmethod

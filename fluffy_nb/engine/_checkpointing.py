@@ -114,6 +114,8 @@ class Checkpointer:
             steps=run.steps,
             error=None if error is None else f"{type(error).__name__}: {error}",
             metadata=dict(metadata or {}),
+            parent_run_id=run.parent_run_id,
+            parent_state=run.parent_state,
         )
 
     def save(self, trigger: str, error: BaseException | None = None,
@@ -127,7 +129,7 @@ class Checkpointer:
         t0 = time.perf_counter()
         try:
             cp = self.make(trigger, error, metadata)
-            store = run.agent.store
+            store = run.store
             if store is not None:
                 store.put(cp)
                 if trigger in _FLUSHED_TRIGGERS:

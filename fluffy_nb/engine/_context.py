@@ -151,7 +151,8 @@ class Context:
                 f"human_in_the_loop({prompt!r}) needs the context a state receives while its agent runs; "
                 "this context belongs to no run (a RunResult's or one made by hand)"
             )
-        return await self._agent.human.ask(
+        human = self._agent.human if self._run is None else self._run.human  # a child run asks its root's
+        return await human.ask(
             self,
             prompt,
             timeout=timeout,

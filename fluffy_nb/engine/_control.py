@@ -157,7 +157,9 @@ class RunControl:
                 "await agent.pause()"
             )
         sched.paused = True
-        if sched.running:
+        if run.children:  # states that are agents: their runs pause too, and count as drained once paused
+            await self._pause_with_children(timeout)
+        elif sched.running:
             sched.drained = asyncio.get_running_loop().create_future()
             done, _ = await asyncio.wait({sched.drained}, timeout=timeout)
             if not done:
@@ -170,6 +172,24 @@ class RunControl:
         run.status = AgentStatus.PAUSED
         return run.checkpoints.save("pause")
 
+    async def _pause_with_children(self, timeout: float | None) -> None:
+        from ._subflow import hosts_paused_child, pause_children
+
+        run = self.run
+        await pause_children(run, timeout)
+        busy = [ex for ex in self.scheduler.running.values()
+                if ex.task is not None and not hosts_paused_child(run, ex.state)]
+        if not busy:
+            return
+        _, late = await asyncio.wait({ex.task for ex in busy if ex.task is not None}, timeout=timeout)
+        if late:
+            for ex in busy:
+                if ex.task in late:
+                    ex.requeue = True
+                    ex.cancel_reason = "paused"
+                    self._cancel_task(ex)
+            await asyncio.wait(late)
+
     def resume(self) -> bool:
         """Continue a paused run; False when it was not paused."""
         run, sched = self.run, self.scheduler
@@ -177,6 +197,10 @@ class RunControl:
             return False
         sched.paused = False
         run.status = AgentStatus.RUNNING
+        if run.children:
+            from ._subflow import resume_children
+
+            resume_children(run)
         sched.dispatch()
         sched.check_done()
         return True

@@ -44,6 +44,8 @@ class RunRegistry:
         pool = self.agent.resource_pool
         if pool is not None and hasattr(pool, "bind_preemption"):
             pool.bind_preemption(self.preempt)
+        if run.parent_state is not None:
+            return  # a sub-workflow's run: observers of its root run see its events already (``_subflow``)
         for observe in _hooks.run_observers:
             observe(self.agent)
 

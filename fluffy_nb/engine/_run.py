@@ -55,6 +55,11 @@ class Run:
         self.events = agent.events
         self.run_id = run_id or uuid.uuid4().hex
         self.parent_run_id: str | None = None
+        self.parent_state: str | None = None  # a child run: the parent's state it runs as (``_subflow``)
+        self.children: dict[str, Run] = {}  # live child runs of states that are agents, by state
+        self.store = agent.store  # where its checkpoints go (a child run: its parent's store)
+        self.durable = agent.durable
+        self.human = agent.human  # who its states ask (a child run: its root run's agent)
         self.status = AgentStatus.IDLE
         self.shared: dict[str, Any] = dict(initial or {})
         self.typed: dict[str, Any] = {}
@@ -171,7 +176,7 @@ class Run:
             if self.events.active:
                 self.events.publish(StateCancelled(self.name, self.run_id, now, ex.state,
                                                    "dependencies were never satisfied"))
-        if self.agent.store is not None:
+        if self.store is not None:
             self.checkpoints.save(_TRIGGERS[status.value], error=error)
         self.finished_at = self.clock.monotonic()
         if self.events.active:
@@ -228,8 +233,13 @@ class Run:
 
     # -- people ------------------------------------------------------------------------------
     def pending_requests(self) -> list[HumanRequest]:
-        """This run's open human-in-the-loop requests, oldest first."""
-        return self.agent.human.pending(run_id=self.run_id)
+        """This run's open human-in-the-loop requests (its child runs' too), oldest first."""
+        if not self.children:
+            return self.human.pending(run_id=self.run_id)
+        from ._subflow import children_of
+
+        ids = {self.run_id, *(run.run_id for run in children_of(self).values())}
+        return [req for req in self.human.pending() if req.run_id in ids]
 
     # -- data and results ----------------------------------------------------------------------
     @property

@@ -453,7 +453,7 @@ class Scheduler:
         except Exception as exc:  # a dependency condition raised while routing: fail the run, never hang
             run.control.fail(name, exc, wrap=False)
             return
-        if self.agent.durable and self.agent.store is not None:
+        if run.durable and run.store is not None:
             run.checkpoints.save("state")
 
 

@@ -98,10 +98,13 @@ def continue_sequence(agent: Agent, run: Run) -> None:
 
 
 def history_records(agent: Agent, run_id: str | None = None) -> CheckpointHistory:
-    """Every checkpoint of ``agent`` in its store (or of one run), oldest first."""
+    """Every checkpoint of ``agent`` in its store (or of one run), oldest first; with sub-workflows,
+    their runs' checkpoints too (``agent_name`` is the path, ``team/research``)."""
+    from ._subflow import with_child_rows
+
     store = require_store(agent, "history")
-    return CheckpointHistory(store.list(agent_name=agent.name, run_id=run_id), agent_name=agent.name,
-                             run_id=run_id, store=store)
+    rows = with_child_rows(agent, store, store.list(agent_name=agent.name, run_id=run_id), run_id)
+    return CheckpointHistory(rows, agent_name=agent.name, run_id=run_id, store=store)
 
 
 def restore(agent: Agent, checkpoint: Any) -> Checkpoint:

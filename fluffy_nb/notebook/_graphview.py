@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from ._clusters import Expand, add_plotly_clusters, child_agent, mermaid_cluster, node_label, with_child_statuses
 from ._layout import (
     EDGE_STYLE,
     STATUS_STYLE,
@@ -72,13 +73,14 @@ def _hover(agent: Any, name: str, status: str, where: str | None = None, wait: A
     return "<br>".join(lines)
 
 
-def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -> Any:
+def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, expand: Expand = False) -> Any:
     """A plotly figure of the agent's state graph, nodes coloured by status.
 
     Args:
         agent: The agent (its ``graph`` includes edges seen at run time).
         tracker: A :class:`RunTracker` for live statuses (default: the agent's metadata).
         title: Figure title (default: the agent's name and state count).
+        expand: Sub-workflow states to draw open (True: all; default: each one node).
 
     Returns:
         A ``plotly.graph_objects.Figure``.
@@ -86,7 +88,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
     import plotly.graph_objects as go
 
     lay = graph_layout(agent.graph)
-    status = agent_statuses(agent, tracker)
+    status = with_child_statuses(agent, agent_statuses(agent, tracker))
     waits, deadlocks = waits_of(tracker)
     fig = go.Figure()
     # edges: one line trace per kind (dash shows the kind), arrowheads as short annotations on the last leg;
@@ -137,7 +139,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
             text = f"{plotly_text(node.label)}<br>{_counts_text(counts)}"
             hover = f"<b>{plotly_text(node.label)}</b> (layer {node.layer})<br>{_counts_text(counts)}"
         else:
-            text = plotly_text(node.label)
+            text = plotly_text(node_label(agent, nid, node.label, status))
             hover = _hover(agent, nid, st, getattr(tracker, "where", {}).get(nid), waits.get(nid))
         by_status.setdefault(st, []).append((nid, x, y, text, hover))
     for st in STATUS_STYLE:
@@ -170,6 +172,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
         xaxis={"visible": False, "range": [min(xs) - 0.5, max(xs) + 0.5]},
         yaxis={"visible": False, "range": [min(ys) - 0.9, max(ys) + 0.7]},
     )
+    add_plotly_clusters(fig, lay, agent, status, expand)
     return fig
 
 
@@ -201,20 +204,26 @@ _MERMAID_ARROW = {"code": "-->", "declared": "-.->", "dependency": "-. depends .
                   "error": "-. on error .->"}
 
 
-def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR") -> str:
+def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR", expand: Expand = False) -> str:
     """The state graph as mermaid ``flowchart`` text, statuses as classes.
 
     Node ids are generated (``n0``, ``n1``...) and labels are quoted with every character but
     letters, digits, space and ``_-.`` written as a mermaid entity code, so a state name can
-    never add a directive, markdown, a link or a node of its own.
+    never add a directive, markdown, a link or a node of its own. A sub-workflow state is a
+    ``subgraph`` of its child's states when ``expand`` names it (or is True), else one node.
     """
     lay = graph_layout(agent.graph)
-    status = agent_statuses(agent, tracker)
+    status = with_child_statuses(agent, agent_statuses(agent, tracker))
     waits, deadlocks = waits_of(tracker)
     ids = {nid: f"n{i}" for i, nid in enumerate(lay.nodes)}
     lines = [f"flowchart {direction}"]
     used: set[str] = set()
     for nid, node in lay.nodes.items():
+        if not node.is_group and child_agent(agent, nid) is not None:
+            cluster, cluster_used = mermaid_cluster(agent, nid, ids[nid], status, expand, _mermaid_text)
+            lines.extend(cluster)
+            used |= cluster_used
+            continue
         st, counts = _node_status(lay, nid, status)
         used.add(st)
         label = node.label if not node.is_group else f"{node.label}: {_counts_text(counts)}"
@@ -233,9 +242,9 @@ def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR") -> 
     return "\n".join(lines)
 
 
-def graph_markdown(agent: Any, tracker: Any = None) -> str:
+def graph_markdown(agent: Any, tracker: Any = None, *, expand: Expand = False) -> str:
     """The mermaid graph as a fenced Markdown block (JupyterLab >= 4.1 draws it)."""
-    return "```mermaid\n" + graph_mermaid(agent, tracker) + "\n```"
+    return "```mermaid\n" + graph_mermaid(agent, tracker, expand=expand) + "\n```"
 
 
 # -- SVG --------------------------------------------------------------------------------------

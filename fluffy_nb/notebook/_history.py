@@ -19,10 +19,17 @@ from ..engine._status import AgentStatus, StateStatus
 
 #: the columns of a history frame, in order
 HISTORY_COLUMNS = ["checkpoint_id", "run_id", "sequence", "timestamp", "trigger", "status", "completed",
-                   "pending", "keys_changed", "size_bytes", "error", "parent_id"]
+                   "pending", "keys_changed", "size_bytes", "error", "parent_id", "child"]
 _TRIGGERS = ["manual", "pause", "interval", "state", "failure", "completion", "cancel", "fork"]
 #: more rows than this and ``keys_changed`` is not computed (it loads every checkpoint)
 KEYS_CHANGED_LIMIT = 2000
+
+
+def _child_path(agent_name: str | None, row_agent: str) -> str:
+    """Which sub-workflow a row came from (``research``, ``research/deep``); "" for the agent's own."""
+    if agent_name and row_agent.startswith(agent_name + "/"):
+        return row_agent[len(agent_name) + 1:]
+    return ""
 
 
 class _Source:
@@ -128,6 +135,7 @@ def history_frame(source: Any, run_id: str | None = None, **_filters: Any) -> pd
         "size_bytes": pd.Series([r.size_bytes for r in rows], dtype="int64"),
         "error": pd.Series([r.error for r in rows], dtype="object"),
         "parent_id": pd.Series([r.parent_id for r in rows], dtype="object"),
+        "child": pd.Series([_child_path(agent_name, r.agent_name) for r in rows], dtype="object"),
     }, columns=HISTORY_COLUMNS)
     frame.attrs["fluffy_source"] = _Source(store, agent_name)
     return frame

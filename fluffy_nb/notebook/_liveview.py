@@ -72,6 +72,10 @@ class LiveView:
         sample_interval: Seconds between resource samples (psutil).
         graph: Show the state graph.
 
+    Attributes:
+        expand: Sub-workflow states drawn open in the graph (True: all; a list of state names;
+            False, the default: each is one node). Set it at any time; the next redraw uses it.
+
     Example:
         >>> # view = LiveView(agent); view.display(); handle = agent.start(); view.attach(handle)
     """
@@ -79,6 +83,7 @@ class LiveView:
     def __init__(self, agent: Any, *, interval: float = 0.1, figure_interval: float = 1.0,
                  sample_interval: float = 0.5, graph: bool = True) -> None:
         self.agent = agent
+        self.expand: Any = False
         self.tracker = RunTracker(agent)
         self.interval = interval
         self.figure_interval = figure_interval
@@ -258,7 +263,7 @@ class LiveView:
         self.figure_redraws += 1
         tr = self.tracker
         if self.graph_out.layout.display != "none":
-            self.graph_out.outputs = (_display_data(to_bundle(graph_figure(self.agent, tr))),)
+            self.graph_out.outputs = (_display_data(to_bundle(graph_figure(self.agent, tr, expand=self.expand))),)
             self.updates += 1
         if tr.spans:
             self.timeline_out.outputs = (_display_data(to_bundle(timeline_figure(tr))),)

@@ -1,0 +1,362 @@
+"""Sub-workflows: an agent used as a state of another agent.
+
+``parent.add_state("research", research_agent, inputs=["topic"], outputs={"notes": "findings"})``
+registers a :class:`Subflow`: when the state runs, the child agent runs as its own
+:class:`~fluffy_nb.engine.Run`, nested in the parent's run:
+
+* its context is its own; the ``inputs`` keys are copied in before it starts and the ``outputs``
+  keys copied back into the parent's context after it completed (a list copies keys under the
+  same name; a dict maps ``{source key: destination key}``: ``inputs`` parent -> child,
+  ``outputs`` child -> parent);
+* its checkpoints go to the parent's store (linked by ``parent_run_id``/``parent_state``, named
+  after the path ``parent/state``; a child of a parent without a store keeps its own); its run id
+  is derived from the parent's run id, the state, how often the state completed before and the
+  attempt, so a parent resumed after a crash finds the child's checkpoints and resumes *inside*
+  the child (its completed states do not run again), while a retry starts a fresh child run. A
+  durable parent checkpoints as a child starts, so the child is in flight in its history;
+* the child's context starts with the ``inputs`` only (not values set on the child agent with
+  ``set_state`` before: pass those as inputs);
+* its human requests are asked through the root run's agent (they appear in the parent's
+  ``pending_requests()``, are answered with ``parent.answer``, shown by its responder);
+* its events are re-published on the parent's run with the state named by its path
+  (``research/search``), so live views, metrics and monitors of the parent see them;
+* cancelling the parent cancels the child (the state's task is cancelled); pausing and resuming
+  the parent pauses and resumes its live children (:func:`pause_children`, :func:`resume_children`).
+
+A child failure fails the parent's state with the child's error, so the parent's retries and
+``on_error``/``on_timeout`` routes apply (a child run cancelled on its own fails it too). Run
+observers (``agent_monitor``, logging) are not called for a child run: they see its events on
+the root agent already, named by path. One child definition may run in many parents at once
+(each use is its own run), and a child may have children of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ConfigurationError, StateFailedError
+from ._events import Event, RunFinished, RunStarted, StateAdded
+from ._status import AgentStatus
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+    from ._checkpoint import Checkpoint
+    from ._context import Context
+    from ._events import EventBus
+    from ._run import Run
+
+_NAMESPACE = uuid.UUID("6f1d2b7e-3c0a-4e55-9b7d-5a1f0c2e8d41")
+_ENDED = (AgentStatus.COMPLETED, AgentStatus.FAILED, AgentStatus.CANCELLED)
+#: run-level events of a child stay on the child's bus: on the parent's they would read as the parent's
+_NOT_FORWARDED = (RunStarted, RunFinished, StateAdded)
+
+
+def _key_map(state: str, option: str, keys: Any) -> dict[str, str]:
+    """``inputs``/``outputs`` as ``{source key: destination key}``, checked."""
+    if keys is None:
+        return {}
+    if isinstance(keys, str):
+        keys = [keys]
+    if isinstance(keys, Mapping):
+        pairs = list(keys.items())
+    elif isinstance(keys, (list, tuple, set, frozenset)):
+        pairs = [(k, k) for k in keys]
+    else:
+        pairs = [(keys, keys)]
+    if not all(isinstance(a, str) and a and isinstance(b, str) and b for a, b in pairs):
+        raise ConfigurationError(
+            f"add_state({state!r}, {option}={keys!r}): give context keys, as a list of names (copied under the "
+            "same name) or a dict {source key: destination key}, e.g. inputs={'question': 'topic'}"
+        )
+    return dict(pairs)
+
+
+class Subflow:
+    """A child agent registered as a state of a parent (made by ``add_state(name, agent, ...)``).
+
+    Calling it with the state's context runs the child as a nested run (see the module docstring).
+
+    Args:
+        child: The child agent (its definition; it may be used by other parents too).
+        state: The parent's state name it is registered under.
+        inputs: Parent keys copied into the child's context before it starts.
+        outputs: Child keys copied into the parent's context after it completed.
+        then: The parent state(s) to go on to after it completed (the ``next=`` option).
+    """
+
+    def __init__(self, child: Agent, state: str, inputs: dict[str, str], outputs: dict[str, str],
+                 then: tuple[str, ...]) -> None:
+        self.child = child
+        self.state = state
+        self.inputs = inputs
+        self.outputs = outputs
+        self.then = then
+        self.__name__ = state
+        self.__wrapped__ = _reads_as(then)  # what the graph's code reader reads: where it goes next
+
+    async def __call__(self, context: Context) -> Any:
+        return await run_child(self, context)
+
+    def __repr__(self) -> str:
+        return f"<Subflow {self.state!r}: agent {self.child.name!r}>"
+
+
+def _reads_as(then: tuple[str, ...]) -> Any:
+    """A stand-in body returning what a :class:`Subflow` returns, for the code reader (``_reader``)."""
+    result = None if not then else then[0] if len(then) == 1 else list(then)
+
+    async def subflow(context: Any) -> Any:
+        return result
+
+    return subflow
+
+
+def make_subflow(parent: Agent, name: Any, child: Agent, options: dict[str, Any]) -> Subflow:
+    """The :class:`Subflow` for ``parent.add_state(name, child, **options)``; takes ``inputs``
+    and ``outputs`` out of ``options`` (the others are the state's options as for any state)."""
+    if child is parent:
+        raise ConfigurationError(
+            f"add_state({name!r}, {child.name!r}): an agent cannot be a state of itself; build a separate Agent "
+            "for the child workflow"
+        )
+    state = name if isinstance(name, str) else ""
+    inputs = _key_map(state, "inputs", options.pop("inputs", None))
+    outputs = _key_map(state, "outputs", options.pop("outputs", None))
+    then = options.get("next")
+    then = (then,) if isinstance(then, str) else tuple(then or ())
+    return Subflow(child, state, inputs, outputs, then)
+
+
+def check_no_subflow_options(name: Any, options: dict[str, Any]) -> None:
+    """``inputs``/``outputs`` given for a state that is no agent: say what they are for."""
+    for option in ("inputs", "outputs"):
+        if option in options:
+            raise ConfigurationError(
+                f"add_state({name!r}, {option}=...): {option}= is for a state that is an agent (a sub-workflow), "
+                "e.g. add_state('research', research_agent, inputs=['topic']); a function state reads and "
+                "writes the context itself"
+            )
+
+
+# -- running a child -------------------------------------------------------------------------------
+def child_run_id(parent: Run, state: str, attempt: int) -> str:
+    """The run id of the child that ``state`` of ``parent`` runs now: the same after a restore, so a
+    resumed parent finds the child's checkpoints. Each completion of the state and each retry of it
+    gives a new child run."""
+    n = parent.completion_counts.get(state, 0) + 1
+    return _derive(parent.run_id, state, n, attempt)
+
+
+def _derive(run_id: str, state: str, n: int, attempt: int) -> str:
+    return uuid.uuid5(_NAMESPACE, f"{run_id}/{state}/{n}/{attempt}").hex
+
+
+async def run_child(sub: Subflow, ctx: Context) -> Any:
+    """Run ``sub.child`` nested in the run of ``ctx`` (the body of a :class:`Subflow` state)."""
+    from ._executor import check_executors
+    from ._registration import check_definition
+
+    parent = ctx.run
+    if parent is None:
+        raise ConfigurationError(
+            f"sub-workflow {sub.state!r} (agent {sub.child.name!r}) was called on a context of no run; it runs as "
+            "a state of its parent agent"
+        )
+    child = sub.child
+    child.collect_class_states()
+    check_definition(child, {name: child.gates_of(name) for name in child.states})
+    await check_executors(child)
+    run = _child_run(sub, parent, ctx)
+    if run.restored_from is None and run.status is AgentStatus.COMPLETED:
+        return _finished(sub, parent, run)  # it completed before the crash; the parent had not recorded it
+    parent.children[sub.state] = run
+    if parent.durable and parent.store is not None:
+        parent.checkpoints.save("state")  # the parent's record that the child is in flight: resume finds it
+    try:
+        await run.execute(None, 10.0, [] if run.restored_from is not None else _starts(child))
+    finally:
+        if parent.children.get(sub.state) is run:
+            del parent.children[sub.state]
+    if run.status is AgentStatus.CANCELLED:  # cancelled on its own (its run's cancel_all), not by the parent
+        raise StateFailedError(f"sub-workflow {sub.state!r} (agent {child.name!r}) was cancelled", sub.state)
+    return _finished(sub, parent, run)
+
+
+def _starts(child: Agent) -> list[str]:
+    from ._starts import start_states
+
+    return start_states(child, None)
+
+
+def _child_run(sub: Subflow, parent: Run, ctx: Context) -> Run:
+    """A new child run, or the one the parent's store holds for this use (resumed inside)."""
+    from ._run import Run
+
+    run = Run(sub.child, run_id=child_run_id(parent, sub.state, ctx.attempt))
+    link(run, parent, sub.state)
+    cp = _stored(run)
+    if cp is None:
+        _copy(parent, run, sub.inputs, f"state {sub.state!r}: input")
+        return run
+    from ._travel import check_fits
+
+    check_fits(sub.child, cp, f"resuming sub-workflow {sub.state!r}")
+    if cp.agent_status is AgentStatus.FAILED:  # this attempt failed before the crash: it fails again
+        raise StateFailedError(
+            f"sub-workflow {sub.state!r} (agent {sub.child.name!r}) had failed: {cp.error}", sub.state)
+    run.checkpoints.load(cp)
+    if cp.agent_status is AgentStatus.COMPLETED and not cp.pending:
+        run.restored_from = None  # it completed; the parent had not recorded it yet
+    return run
+
+
+def _stored(run: Run) -> Checkpoint | None:
+    """The checkpoint the (linked, not started) child ``run`` continues from, if its store holds any."""
+    store = run.store
+    if store is None:
+        return None
+    rows = sorted(store.list(agent_name=run.name, run_id=run.run_id), key=lambda r: r.sequence)
+    if not rows:
+        return None
+    if rows[-1].agent_status == "cancelled":
+        for row in reversed(rows):  # continue from its last checkpoint that still had states in flight
+            if row.pending and row.agent_status not in ("failed", "cancelled"):
+                return store.get(row.checkpoint_id)  # type: ignore[no-any-return]
+        return None
+    return store.get(rows[-1].checkpoint_id)  # type: ignore[no-any-return]
+
+
+def link(run: Run, parent: Run, state: str) -> None:
+    """Make ``run`` a child of ``parent`` as its state ``state``: its name is the path, its checkpoints
+    go to the parent's store, its people are asked through the root, its events reach the parent."""
+    run.name = f"{parent.name}/{state}"
+    run.parent_run_id = parent.run_id
+    run.parent_state = state
+    if parent.store is not None or run.store is None:  # the parent's store; a child's own if the parent has none
+        run.store, run.durable = parent.store, parent.durable
+    run.human = parent.human
+    run.blocking = parent.blocking
+    run.events = ChildBus(run.agent.events, parent, state)  # type: ignore[assignment]
+
+
+def _copy(source: Run, dest: Run, keys: dict[str, str], what: str) -> None:
+    for src, dst in keys.items():
+        if src in source.typed:
+            dest.typed[dst] = source.typed[src]
+        elif src in source.shared:
+            dest.shared[dst] = source.shared[src]
+        else:
+            raise ConfigurationError(
+                f"{what} key {src!r} is not in the context of run {source.run_id[:8]} of {source.name!r} "
+                f"(it has: {sorted(source.shared)[:12]}); set it before this state runs, or fix the name"
+            )
+
+
+def _finished(sub: Subflow, parent: Run, run: Run) -> Any:
+    _copy(run, parent, sub.outputs, f"state {sub.state!r}: output")
+    if not sub.then:
+        return None
+    return sub.then[0] if len(sub.then) == 1 else list(sub.then)
+
+
+# -- events ----------------------------------------------------------------------------------------
+class ChildBus:
+    """The event bus of a child run: the child agent's own bus, and the parent run's bus with the
+    state named by its path (``research/search``), the parent's run id and agent name."""
+
+    __slots__ = ("_own", "_parent", "_prefix")
+
+    def __init__(self, own: EventBus, parent: Run, state: str) -> None:
+        self._own = own
+        self._parent = parent
+        self._prefix = state + "/"
+
+    @property
+    def active(self) -> bool:
+        """Whether anyone listens (on the child agent or up the parents)."""
+        return self._own.active or self._parent.events.active
+
+    def publish(self, event: Event) -> None:
+        """Deliver ``event`` to the child's subscribers, then (renamed) to the parent's."""
+        if self._own.active:
+            self._own.publish(event)
+        up = self._parent.events
+        if up.active and not isinstance(event, _NOT_FORWARDED):
+            changes: dict[str, Any] = {"agent": self._parent.name, "run_id": self._parent.run_id}
+            state = getattr(event, "state", None)
+            if isinstance(state, str):
+                changes["state"] = self._prefix + state
+            up.publish(dataclasses.replace(event, **changes))
+
+
+# -- control ---------------------------------------------------------------------------------------
+async def pause_children(parent: Run, timeout: float | None) -> None:
+    """Pause the live child runs of ``parent`` (and theirs), each letting its running states finish."""
+    runs = [run for run in parent.children.values() if run.active and not run.paused]
+    if runs:
+        await asyncio.gather(*(run.pause(timeout) for run in runs))
+
+
+def resume_children(parent: Run) -> None:
+    """Resume the paused child runs of ``parent`` (and theirs)."""
+    for run in list(parent.children.values()):
+        run.resume()
+
+
+def hosts_paused_child(parent: Run, state: str) -> bool:
+    """Whether the running ``state`` of ``parent`` is an agent whose run is paused (it counts as idle)."""
+    run = parent.children.get(state)
+    return run is not None and run.paused
+
+
+def children_of(run: Run) -> dict[str, Run]:
+    """The live child runs of ``run`` by path (``research``, ``research/search``...), nested ones included."""
+    out: dict[str, Run] = {}
+    for state, child in list(run.children.items()):
+        out[state] = child
+        for path, grand in children_of(child).items():
+            out[f"{state}/{path}"] = grand
+    return out
+
+
+# -- history ---------------------------------------------------------------------------------------
+def with_child_rows(agent: Agent, store: Any, rows: list[Any], run_id: str | None) -> list[Any]:
+    """``rows`` (the agent's own history) plus the rows of its sub-workflows' runs (named by path,
+    ``team/research``; nested ones too), of run ``run_id`` only when given; oldest first."""
+    if not any(isinstance(spec.func, Subflow) for spec in agent.states.values()):
+        return rows
+    out = list(rows)
+    _add_child_rows(agent, agent.name, store, None if run_id is None else {run_id}, out)
+    out.sort(key=lambda r: (r.timestamp, r.sequence))
+    return out
+
+
+def _add_child_rows(definition: Agent, name: str, store: Any, run_ids: set[str] | None, out: list[Any]) -> None:
+    for state, spec in definition.states.items():
+        if not isinstance(spec.func, Subflow):
+            continue
+        path = f"{name}/{state}"
+        rows = store.list(agent_name=path)
+        if run_ids is not None:
+            wanted = _derived_ids(store, name, run_ids, state)
+            rows = [r for r in rows if r.run_id in wanted]
+        out.extend(rows)
+        _add_child_rows(spec.func.child, path, store, None if run_ids is None else {r.run_id for r in rows}, out)
+
+
+def _derived_ids(store: Any, name: str, run_ids: set[str], state: str) -> set[str]:
+    """Every child run id ``state`` of those runs can have made (see :func:`child_run_id`)."""
+    ids: set[str] = set()
+    for run_id in run_ids:
+        rows = store.list(agent_name=name, run_id=run_id)
+        if not rows:
+            continue
+        cp = store.get(max(rows, key=lambda r: r.sequence).checkpoint_id)
+        for n in range(1, cp.completion_counts.get(state, 0) + 2):
+            for attempt in range(1, cp.state_attempts.get(state, 0) + 2):
+                ids.add(_derive(run_id, state, n, attempt))
+    return ids

@@ -1,0 +1,158 @@
+"""Sub-workflow clusters in the graph views: a state that is an agent, drawn as its own graph.
+
+A state added as ``add_state("research", research_agent)`` is a cluster: collapsed (the
+default) it is one node whose label counts the child's states by status; expanded it is a
+mermaid ``subgraph`` (or, in plotly, a framed group of nodes under the state) holding the
+child's states, coloured by their own statuses, nested clusters drawn the same way.
+
+Statuses of a child's states are keyed by their path (``research/search``): a live view's
+tracker has them from the child's events, which the engine re-publishes on the parent's run
+under that name; without a tracker they are read from the child's latest run nested in the
+parent's latest run. ``_graphview`` calls the three functions here; nothing else changes there.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from ..engine._subflow import Subflow
+from ._layout import dominant_status, graph_layout, plotly_text, status_color, status_label
+
+#: which clusters to draw expanded: True (all), False (none) or the state paths to open ("research", "a/b")
+Expand = bool | Collection[str]
+
+
+def child_agent(agent: Any, state: str) -> Any:
+    """The child agent of ``state`` when that state is a sub-workflow, else None."""
+    spec = agent.states.get(state)
+    func = getattr(spec, "func", None)
+    return func.child if isinstance(func, Subflow) else None
+
+
+def is_expanded(expand: Expand, path: str) -> bool:
+    """Whether the cluster at ``path`` is drawn open."""
+    if isinstance(expand, bool):
+        return expand
+    return path in expand
+
+
+def with_child_statuses(agent: Any, status: Mapping[str, str]) -> dict[str, str]:
+    """``status`` plus ``path/state`` entries for the states of every sub-workflow (nested ones too),
+    taken from the child runs of the agent's latest run where ``status`` has none."""
+    out = dict(status)
+    _child_statuses(agent, getattr(agent, "latest_run", None), "", out)
+    return out
+
+
+def _child_statuses(agent: Any, run: Any, prefix: str, out: dict[str, str]) -> None:
+    for state in agent.states:
+        child = child_agent(agent, state)
+        if child is None:
+            continue
+        path = f"{prefix}{state}"
+        latest = child.latest_run
+        mine = latest if (run is not None and latest is not None and latest.parent_run_id == run.run_id) else None
+        for name in child.states:
+            key = f"{path}/{name}"
+            if key not in out:
+                meta = mine.metadata.get(name) if mine is not None else None
+                out[key] = meta.status.value if meta is not None else "pending"
+        _child_statuses(child, mine, f"{path}/", out)
+
+
+def node_label(agent: Any, state: str, label: str, status: Mapping[str, str]) -> str:
+    """A node's label: ``label``, or the collapsed cluster's when ``state`` is a sub-workflow."""
+    return label if child_agent(agent, state) is None else collapsed_label(agent, state, status)
+
+
+def collapsed_label(agent: Any, state: str, status: Mapping[str, str], path: str = "") -> str:
+    """The label of a collapsed cluster: its name, the child agent and its states counted by status."""
+    child = child_agent(agent, state)
+    full = f"{path}{state}"
+    counts = Counter(status.get(f"{full}/{name}", "pending") for name in child.states)
+    text = ", ".join(f"{n} {status_label(s)}" for s, n in counts.most_common())
+    return f"{state} [{child.name}: {text}]"
+
+
+# -- mermaid ------------------------------------------------------------------------------------------
+def mermaid_cluster(agent: Any, state: str, node_id: str, status: Mapping[str, str], expand: Expand,
+                    text: Any, path: str = "", indent: str = "    ") -> tuple[list[str], set[str]]:
+    """Mermaid lines for the sub-workflow ``state`` drawn as node ``node_id``: a ``subgraph`` of the
+    child's states when expanded, one node otherwise; and the status classes the lines use.
+    ``text`` makes a label safe (``_graphview._mermaid_text``)."""
+    full = f"{path}{state}"
+    child = child_agent(agent, state)
+    if not is_expanded(expand, full):
+        counts = Counter(status.get(f"{full}/{name}", "pending") for name in child.states)
+        st = status.get(full, "pending") if full in status else dominant_status(counts)
+        label = collapsed_label(agent, state, status, path)
+        return [f'{indent}{node_id}[["{text(label)}"]]:::{st}'], {st}
+    lines = [f'{indent}subgraph {node_id} ["{text(f"{state} - agent {child.name}")}"]', f"{indent}    direction LR"]
+    used: set[str] = set()
+    ids = {name: f"{node_id}_{i}" for i, name in enumerate(child.graph.nodes)}
+    for name in child.graph.nodes:
+        if child_agent(child, name) is not None:
+            inner, inner_used = mermaid_cluster(child, name, ids[name], status, expand, text, f"{full}/",
+                                                indent + "    ")
+            lines.extend(inner)
+            used |= inner_used
+            continue
+        st = status.get(f"{full}/{name}", "pending")
+        used.add(st)
+        lines.append(f'{indent}    {ids[name]}["{text(name)}"]:::{st}')
+    for src, dst, _kind in child.graph.edge_list():
+        if src in ids and dst in ids:
+            lines.append(f"{indent}    {ids[src]} --> {ids[dst]}")
+    lines.append(f"{indent}end")
+    return lines, used
+
+
+# -- plotly -------------------------------------------------------------------------------------------
+def add_plotly_clusters(fig: Any, lay: Any, agent: Any, status: Mapping[str, str], expand: Expand) -> None:
+    """Draw the expanded sub-workflows of ``agent`` under their nodes: a dashed frame holding the
+    child's states (coloured by status) and its edges. Collapsed ones get their label in the hover."""
+    if not expand:
+        return
+    import plotly.graph_objects as go
+
+    for nid, node in lay.nodes.items():
+        if node.is_group or child_agent(agent, nid) is None or not is_expanded(expand, nid):
+            continue
+        x0, y0 = lay.position(nid)
+        child = child_agent(agent, nid)
+        inner = graph_layout(child.graph)
+        if not inner.nodes:
+            continue
+        pts = {n: inner.position(n) for n in inner.nodes}
+        min_x = min(p[0] for p in pts.values())
+        max_y = max(p[1] for p in pts.values())
+        scale = 0.35
+        placed = {n: (x0 + (x - min_x) * scale, y0 - 0.6 - (max_y - y) * scale) for n, (x, y) in pts.items()}
+        xs = [p[0] for p in placed.values()]
+        ys = [p[1] for p in placed.values()]
+        fig.add_shape(type="rect", x0=min(xs) - 0.15, x1=max(xs) + 0.15, y0=min(ys) - 0.2, y1=max(ys) + 0.25,
+                      line={"dash": "dot", "color": "#888"}, fillcolor="rgba(200,200,200,0.12)", layer="below")
+        ex: list[float | None] = []
+        ey: list[float | None] = []
+        for src, dst, _kind in child.graph.edge_list():
+            if src in placed and dst in placed:
+                ex.extend([placed[src][0], placed[dst][0], None])
+                ey.extend([placed[src][1], placed[dst][1], None])
+        fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", hoverinfo="skip", showlegend=False,
+                                 line={"color": "#999", "width": 1}))
+        names = list(placed)
+        statuses = [status.get(f"{nid}/{n}", "pending") for n in names]
+        low = min(ys) - 0.5
+        current = fig.layout.yaxis.range
+        if current is not None and low < current[0]:
+            fig.update_yaxes(range=[low, current[1]])
+        fig.add_trace(go.Scatter(
+            x=[placed[n][0] for n in names], y=[placed[n][1] for n in names], mode="markers+text",
+            text=[plotly_text(n) for n in names], textposition="bottom center", showlegend=False,
+            hovertext=[f"<b>{plotly_text(nid)}/{plotly_text(n)}</b><br>status: {status_label(s)}"
+                       for n, s in zip(names, statuses, strict=True)], hoverinfo="text",
+            marker={"size": 14, "color": [status_color(s) for s in statuses], "line": {"color": "#333", "width": 1}},
+            textfont={"size": 10}, name=f"{nid} (agent {child.name})",
+        ))

@@ -1,0 +1,424 @@
+"""Sub-workflows: an agent as a state of another, run nested in the parent's run."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from fluffy_nb import (
+    Agent,
+    AgentStatus,
+    ConfigurationError,
+    MemoryStore,
+    StateFailedError,
+)
+from fluffy_nb.engine._events import StateFinished, StateStarted
+from tests._wait import until
+
+
+def researcher(log: list[str] | None = None) -> Agent:
+    """A child agent: search, then summarise; reads ``topic``, writes ``notes``."""
+    child = Agent("researcher")
+
+    async def search(ctx: Any) -> str:
+        if log is not None:
+            log.append(f"search {ctx.get_state('topic')}")
+        ctx.set_state("hits", [f"{ctx.get_state('topic')}-1", f"{ctx.get_state('topic')}-2"])
+        return "summarise"
+
+    async def summarise(ctx: Any) -> None:
+        if log is not None:
+            log.append(f"summarise {ctx.get_state('topic')}")
+        ctx.set_state("notes", " + ".join(ctx.get_state("hits")))
+
+    child.add_state("search", search)
+    child.add_state("summarise", summarise)
+    return child
+
+
+async def test_keys_are_copied_in_and_out_and_the_child_context_is_its_own() -> None:
+    parent = Agent("team")
+
+    async def plan(ctx: Any) -> str:
+        ctx.set_state("question", "owls")
+        ctx.set_state("secret", "parent only")
+        return "research"
+
+    async def report(ctx: Any) -> None:
+        ctx.set_state("report", f"report on {ctx.get_state('findings')}")
+
+    parent.add_state("plan", plan)
+    parent.add_state("research", researcher(), inputs={"question": "topic"}, outputs={"notes": "findings"},
+                     next="report")
+    parent.add_state("report", report)
+    result = await parent.run()
+    assert result.status is AgentStatus.COMPLETED
+    assert result.get_state("findings") == "owls-1 + owls-2"
+    assert result.get_state("report") == "report on owls-1 + owls-2"
+    assert "hits" not in result.shared_state  # the child's own keys stay in the child
+    child_run = parent.states["research"].func.child.latest_run
+    assert child_run.parent_run_id == result.run_id
+    assert child_run.get_state("secret") is None  # undeclared keys are not copied in
+    assert child_run.completed_states == ["search", "summarise"]
+
+
+async def test_a_missing_input_key_fails_the_state_naming_the_key() -> None:
+    parent = Agent("team")
+    parent.add_state("research", researcher(), inputs=["topic"])
+    with pytest.raises(StateFailedError, match="'topic'"):
+        await parent.run()
+
+
+def test_bad_inputs_and_outputs_are_refused_at_add_state() -> None:
+    parent = Agent("team")
+    with pytest.raises(ConfigurationError, match="inputs"):
+        parent.add_state("research", researcher(), inputs=[1])
+
+    async def plain(ctx: Any) -> None:
+        return None
+
+    with pytest.raises(ConfigurationError, match="sub-workflow"):
+        parent.add_state("plain", plain, outputs=["x"])
+    with pytest.raises(ConfigurationError, match="itself"):
+        parent.add_state("me", parent)
+
+
+async def test_one_child_definition_in_two_parents_at_once_and_twice_in_one() -> None:
+    gate = asyncio.Event()
+    child = Agent("worker")
+    inside: list[str] = []
+
+    async def work(ctx: Any) -> None:
+        inside.append(ctx.get_state("who"))
+        await gate.wait()
+        ctx.set_state("out", f"done by {ctx.get_state('who')}")
+
+    child.add_state("work", work)
+
+    def parent(name: str) -> Agent:
+        agent = Agent(name)
+
+        async def start(ctx: Any) -> list[str]:
+            ctx.set_state("a", f"{name}-a")
+            ctx.set_state("b", f"{name}-b")
+            return ["first", "second"]
+
+        agent.add_state("start", start)
+        agent.add_state("first", child, inputs={"a": "who"}, outputs={"out": "first_out"})
+        agent.add_state("second", child, inputs={"b": "who"}, outputs={"out": "second_out"})
+        return agent
+
+    p1, p2 = parent("p1"), parent("p2")
+    t1, t2 = asyncio.ensure_future(p1.run()), asyncio.ensure_future(p2.run())
+    await until(lambda: len(inside) == 4, "four child runs inside at once")
+    assert child.live_runs_count() == 4
+    gate.set()
+    r1, r2 = await t1, await t2
+    assert (r1.get_state("first_out"), r1.get_state("second_out")) == ("done by p1-a", "done by p1-b")
+    assert (r2.get_state("first_out"), r2.get_state("second_out")) == ("done by p2-a", "done by p2-b")
+
+
+async def test_a_grandchild_runs_nested_two_levels_deep() -> None:
+    inner = Agent("inner")
+
+    async def deep(ctx: Any) -> None:
+        ctx.set_state("depth", ctx.get_state("depth", 0) + 2)
+
+    inner.add_state("deep", deep)
+    middle = Agent("middle")
+    middle.add_state("go_in", inner, inputs=["depth"], outputs=["depth"])
+    top = Agent("top")
+    top.set_state("depth", 1)
+    top.add_state("middle", middle, inputs=["depth"], outputs=["depth"])
+    result = await top.run()
+    assert result.get_state("depth") == 3
+    assert inner.latest_run.name == "top/middle/go_in"
+
+
+async def test_a_child_failure_fails_the_parent_state_and_on_error_routes_it() -> None:
+    child = Agent("flaky")
+
+    async def boom(ctx: Any) -> None:
+        raise ConnectionError("search engine down")
+
+    child.add_state("boom", boom)
+    unrouted = Agent("unrouted")
+    unrouted.add_state("research", child)
+    with pytest.raises(StateFailedError, match="search engine down"):
+        await unrouted.run()
+
+    routed = Agent("routed")
+
+    async def fallback(ctx: Any) -> None:
+        ctx.set_state("why", str(ctx.last_error))
+
+    routed.add_state("research", child, on_error="fallback")
+    routed.add_state("fallback", fallback)
+    result = await routed.run()
+    assert result.status is AgentStatus.COMPLETED
+    assert "search engine down" in result.get_state("why")
+
+
+async def test_cancelling_the_parent_cancels_the_child_run() -> None:
+    child = Agent("slow")
+    entered = asyncio.Event()
+    cleaned: list[str] = []
+
+    async def wait_forever(ctx: Any) -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.append("child cleaned up")
+
+    child.add_state("wait_forever", wait_forever)
+    parent = Agent("boss")
+    parent.add_state("delegate", child)
+    handle = parent.start()
+    await entered.wait()
+    child_run = child.latest_run
+    assert child_run.active
+    await parent.cancel_all()
+    await asyncio.gather(handle.task, return_exceptions=True)
+    assert parent.status is AgentStatus.CANCELLED
+    assert child_run.status is AgentStatus.CANCELLED
+    assert cleaned == ["child cleaned up"]
+
+
+async def test_pausing_the_parent_pauses_the_child_and_resume_resumes_it() -> None:
+    child = Agent("steps")
+    step_two = asyncio.Event()
+    ran: list[str] = []
+
+    async def one(ctx: Any) -> str:
+        ran.append("one")
+        await step_two.wait()
+        return "two"
+
+    async def two(ctx: Any) -> None:
+        ran.append("two")
+
+    child.add_state("one", one)
+    child.add_state("two", two)
+    parent = Agent("boss", store=MemoryStore())
+    parent.add_state("delegate", child)
+    handle = parent.start()
+    await until(lambda: ran == ["one"], "the child's first state runs")
+    pausing = asyncio.ensure_future(parent.pause())
+    await until(lambda: child.latest_run.paused, "the pause reaches the child")
+    step_two.set()
+    cp = await pausing
+    assert cp.agent_status is AgentStatus.PAUSED
+    assert child.latest_run.status is AgentStatus.PAUSED
+    assert ran == ["one"]  # the child's next state did not start while paused
+    await parent.resume()
+    result = await handle.task
+    assert result.status is AgentStatus.COMPLETED
+    assert ran == ["one", "two"]
+
+
+async def test_a_human_request_in_a_grandchild_is_answered_through_the_parent() -> None:
+    inner = Agent("reviewer")
+
+    async def review(ctx: Any) -> None:
+        verdict = await ctx.human_in_the_loop("approve the draft?", choices=["yes", "no"])
+        ctx.set_state("verdict", verdict)
+
+    inner.add_state("review", review)
+    middle = Agent("editor")
+    middle.add_state("review_step", inner, outputs=["verdict"])
+    top = Agent("publisher", responder=None)
+    seen: list[Any] = []
+    top.events.subscribe(seen.append)
+    top.add_state("edit", middle, outputs=["verdict"])
+    handle = top.start()
+    await until(lambda: top.pending_requests(), "the grandchild's question reaches the parent")
+    [req] = top.pending_requests()
+    assert req.prompt == "approve the draft?"
+    assert handle.run.pending_requests() == [req]  # the parent run's own listing has it too
+    assert handle.run.snapshot().waiting_for_human == (req,)
+    asked = [e for e in seen if type(e).__name__ == "HumanRequested"]
+    assert [e.state for e in asked] == ["edit/review_step/review"]
+    assert asked[0].run_id == top.run_id
+    assert top.answer(req.request_id, "yes")
+    result = await handle.task
+    assert result.get_state("verdict") == "yes"
+
+
+async def test_child_events_reach_the_parent_named_by_their_path() -> None:
+    parent = Agent("team")
+    parent.set_state("topic", "bats")
+    parent.add_state("research", researcher(), inputs=["topic"])
+    seen: list[Any] = []
+    parent.events.subscribe(seen.append)
+    result = await parent.run()
+    started = [e.state for e in seen if isinstance(e, StateStarted)]
+    assert started == ["research", "research/search", "research/summarise"]
+    assert {e.run_id for e in seen if isinstance(e, StateFinished)} == {result.run_id}
+
+
+async def test_child_checkpoints_go_to_the_parent_store_linked_to_the_parent_run() -> None:
+    store = MemoryStore()
+    parent = Agent("team", store=store, durable=True)
+    parent.set_state("topic", "moths")
+    parent.add_state("research", researcher(), inputs=["topic"])
+    result = await parent.run()
+    rows = store.list(agent_name="team/research")
+    assert rows, "the child's checkpoints are in the parent's store under the path team/research"
+    last = store.get(rows[-1].checkpoint_id)
+    assert last.parent_run_id == result.run_id
+    assert last.parent_state == "research"
+    assert last.agent_status is AgentStatus.COMPLETED
+    assert last.completed_states == ["search", "summarise"]
+
+
+async def test_a_restored_parent_resumes_inside_the_child() -> None:
+    store = MemoryStore()
+    log: list[str] = []
+    block = asyncio.Event()
+    child = researcher(log)
+
+    async def careful(ctx: Any) -> None:
+        log.append("careful")
+        await block.wait()
+
+    child.add_state("careful", careful)
+    child.remove_state("summarise")
+
+    async def summarise(ctx: Any) -> str:
+        log.append("summarise")
+        return "careful"
+
+    child.add_state("summarise", summarise)
+
+    def parent() -> Agent:
+        agent = Agent("team", store=store, durable=True)
+        agent.set_state("topic", "newts")
+        agent.add_state("research", child, inputs=["topic"])
+        return agent
+
+    first = parent()
+    handle = first.start()
+    await until(lambda: "careful" in log, "the child reaches its last state")
+    await first.cancel_all()  # stands in for a crash here; the SIGKILL test does it for real
+    await asyncio.gather(handle.task, return_exceptions=True)
+    block.set()
+    log.clear()
+    second = parent()
+    result = await second.resume_latest()
+    assert result.status is AgentStatus.COMPLETED
+    assert log == ["careful"], "completed child states ran again"
+
+
+async def test_metrics_rows_say_which_child_they_came_from() -> None:
+    from fluffy_nb.engine._metrics import AgentMetrics
+
+    parent = Agent("team")
+    parent.set_state("topic", "voles")
+    parent.add_state("research", researcher(), inputs=["topic"])
+    metrics = AgentMetrics(parent, sample_interval=None)
+    await parent.run()
+    rows = {(row["agent"], row["state"]): row["runs"] for row in metrics.per_state()}
+    assert rows == {("team", "research"): 1, ("team", "research/search"): 1, ("team", "research/summarise"): 1}
+    assert "state_research/search" in metrics.data["timing"]
+    metrics.close()
+
+
+async def test_history_rows_of_the_parent_include_its_children_named_by_path() -> None:
+    inner = Agent("inner")
+
+    async def deep(ctx: Any) -> None:
+        return None
+
+    inner.add_state("deep", deep)
+    child = researcher()
+    child.add_state("nested", inner)  # a second start state of the child: no edge leads to it
+    store = MemoryStore()
+    parent = Agent("team", store=store, durable=True)
+    parent.set_state("topic", "larks")
+    parent.add_state("research", child, inputs=["topic"])
+    first = await parent.run()
+    second = await parent.run()
+    names = {row.agent_name for row in parent.history()}
+    assert names == {"team", "team/research", "team/research/nested"}
+    one = parent.history(first.run_id)
+    assert {row.agent_name for row in one} == names
+    own = {row.run_id for row in one if row.agent_name == "team"}
+    assert own == {first.run_id}
+    children = {row.run_id for row in one if row.agent_name != "team"}
+    assert children.isdisjoint({row.run_id for row in parent.history(second.run_id) if row.agent_name != "team"})
+    assert len(children) == 2  # the child's run and the grandchild's
+
+
+async def test_a_retried_child_state_runs_a_fresh_child_run() -> None:
+    child = Agent("flaky_child")
+    tries: list[str] = []
+
+    async def once_broken(ctx: Any) -> None:
+        tries.append(ctx.run_id)
+        if len(tries) == 1:
+            raise ConnectionError("first try fails")
+        ctx.set_state("out", "ok")
+
+    child.add_state("once_broken", once_broken)
+    parent = Agent("boss", store=MemoryStore(), durable=True)
+    parent.add_state("delegate", child, outputs=["out"], max_retries=1)
+    result = await parent.run()
+    assert result.get_state("out") == "ok"
+    assert len(set(tries)) == 2  # the retry is a new child run, not the failed one continued
+
+
+async def test_a_monitor_of_the_parent_counts_child_states_once() -> None:
+    from fluffy_nb import MetricType, agent_monitor
+
+    parent = Agent("team")
+    parent.set_state("topic", "wrens")
+    parent.add_state("research", researcher(), inputs=["topic"])
+    delivered: list[dict[str, Any]] = []
+
+    @agent_monitor(metrics=MetricType.ALL, sample_interval=None, metrics_callback=delivered.append)
+    async def run() -> None:
+        await parent.run()
+
+    await run()
+    state = delivered[-1]["state"]
+    assert state["completed"]["sum"] == 3  # research, research/search, research/summarise: not twice
+
+
+async def test_a_parent_paused_inside_a_child_continues_there_in_a_new_process() -> None:
+    store = MemoryStore()
+    ran: list[str] = []
+    gate = asyncio.Event()
+
+    def build() -> Agent:
+        child = Agent("steps")
+
+        async def one(ctx: Any) -> str:
+            ran.append("one")
+            await gate.wait()
+            return "two"
+
+        async def two(ctx: Any) -> None:
+            ran.append("two")
+
+        child.add_state("one", one)
+        child.add_state("two", two)
+        parent = Agent("boss", store=store, durable=True)
+        parent.add_state("delegate", child)
+        return parent
+
+    first = build()
+    first.start()
+    await until(lambda: ran == ["one"], "the child's first state runs")
+    pausing = asyncio.ensure_future(first.pause())
+    await until(lambda: first.latest_run.children["delegate"].paused, "the child is pausing")
+    gate.set()
+    await pausing
+    # a new process: a fresh definition over the same store (the paused one is left behind)
+    second = build()
+    result = await second.resume_latest()
+    assert result.status is AgentStatus.COMPLETED
+    assert ran == ["one", "two"], "the child's completed state ran again"
+    await first.cancel_all()

@@ -1,0 +1,143 @@
+"""Sub-workflow states in the graph views: one node by default, a cluster when expanded, live statuses."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fluffy_nb import Agent
+from fluffy_nb.notebook._graphview import _mermaid_text, graph_figure, graph_mermaid
+from fluffy_nb.notebook._tracker import RunTracker
+from tests._wait import until
+
+
+def team(gate: asyncio.Event) -> tuple[Agent, Agent]:
+    inner = Agent("checker")
+
+    async def check(ctx: Any) -> None:
+        return None
+
+    inner.add_state("check", check)
+    child = Agent("researcher")
+
+    async def search(ctx: Any) -> str:
+        return "summarise"
+
+    async def summarise(ctx: Any) -> str:
+        await gate.wait()
+        return "verify"
+
+    child.add_state("search", search)
+    child.add_state("summarise", summarise)
+    child.add_state("verify", inner)
+    parent = Agent("team")
+
+    async def plan(ctx: Any) -> str:
+        return "research"
+
+    parent.add_state("plan", plan)
+    parent.add_state("research", child)
+    return parent, child
+
+
+async def test_a_sub_workflow_is_one_node_by_default_and_a_subgraph_when_expanded() -> None:
+    gate = asyncio.Event()
+    parent, child = team(gate)
+    tracker = RunTracker(parent)
+    handle = parent.start()
+    await until(lambda: tracker.status.get("research/summarise") == "running", "the child's state runs")
+
+    collapsed = graph_mermaid(parent, tracker)
+    assert "subgraph" not in collapsed
+    assert _mermaid_text("research [researcher: 1 done, 1 running, 1 pending]") in collapsed
+
+    opened = graph_mermaid(parent, tracker, expand=True)
+    assert "subgraph n1 [\"research - agent researcher\"]" in opened
+    lines = opened.splitlines()
+    assert any('["search"]:::completed' in line for line in lines)
+    assert any('["summarise"]:::running' in line for line in lines)
+    assert any("subgraph n1_2" in line for line in lines), "the grandchild is a nested subgraph"
+    assert "n0 --> n1" in opened  # the parent's edge now reaches the cluster
+    only = graph_mermaid(parent, tracker, expand=["research"])
+    assert "subgraph n1 " in only
+    assert "subgraph n1_2" not in only  # the grandchild stays one node
+
+    fig = graph_figure(parent, tracker, expand=True)
+    inner = [t for t in fig.data if t.name == "research (agent researcher)"]
+    assert len(inner) == 1
+    assert list(inner[0].text) == ["search", "summarise", "verify"]
+    assert len(fig.layout.shapes) == 1  # the cluster's frame
+    assert not graph_figure(parent, tracker).layout.shapes  # collapsed: no frame
+    gate.set()
+    await handle.task
+    tracker.close()
+    assert "verify" in child.latest_run.completed_states
+
+
+async def test_without_a_tracker_child_statuses_come_from_the_nested_run() -> None:
+    gate = asyncio.Event()
+    gate.set()
+    parent, _child = team(gate)
+    await parent.run()
+    text = graph_mermaid(parent, expand=True)
+    assert '["search"]:::completed' in text
+    assert '["check"]:::completed' in text
+
+
+async def test_a_grandchild_question_shows_in_the_parent_live_view_and_its_form_answers_it() -> None:
+    from fluffy_nb import ProgrammaticResponder
+    from fluffy_nb.notebook import LiveView
+
+    reviewer = Agent("reviewer")
+
+    async def review(ctx: Any) -> None:
+        ctx.set_state("ok", await ctx.human_in_the_loop("Ship <it>?", choices=["yes", "no"]))
+
+    reviewer.add_state("review", review)
+    editor = Agent("editor")
+    editor.add_state("check", reviewer, outputs=["ok"])
+    parent = Agent("publisher", responder=ProgrammaticResponder())
+    parent.add_state("edit", editor, outputs=["ok"])
+    view = LiveView(parent)
+    handle = parent.start()
+    view.attach(handle)
+    await until(lambda: parent.pending_requests(), "the grandchild asks")
+    assert view.tracker.status["edit/check/review"] == "waiting_for_human"
+    assert len(view.forms.children) == 1  # the parent's view has a form for the grandchild's question
+    view.redraw(force=True)
+    assert "edit/check/review: Ship &lt;it&gt;?" in view.header.value
+    [request] = parent.pending_requests()
+    parent.answer(request.request_id, "yes")
+    result = await handle
+    assert result["ok"] == "yes"
+
+
+async def test_the_history_frame_says_which_child_each_row_came_from() -> None:
+    from fluffy_nb import MemoryStore
+
+    gate = asyncio.Event()
+    gate.set()
+    parent, _child = team(gate)
+    parent.store = MemoryStore()
+    parent.durable = True
+    await parent.run()
+    frame = parent.history().to_pandas()
+    assert set(frame["child"]) == {"", "research", "research/verify"}
+    assert frame["timestamp"].is_monotonic_increasing
+
+
+async def test_the_live_view_draws_a_cluster_open_when_asked() -> None:
+    from fluffy_nb.notebook import LiveView
+
+    gate = asyncio.Event()
+    gate.set()
+    parent, _child = team(gate)
+    view = LiveView(parent)
+    view.expand = ["research"]
+    handle = parent.start()
+    view.attach(handle)
+    await handle
+    view.redraw(force=True)
+    [bundle] = view.graph_out.outputs
+    names = [trace.get("name") for trace in bundle["data"]["application/vnd.plotly.v1+json"]["data"]]
+    assert "research (agent researcher)" in names
