@@ -36,7 +36,7 @@ _MAX_ERROR = 1_000_000
 #: scheduler entries a restore turns into work, one object per unit (other entries are inert data)
 _SCHEDULER_WORK_KEYS = ("joins",)
 _BOUNDED_COLLECTIONS = ("state_status", "completed_states", "completion_counts", "state_attempts", "pending",
-                        "typed_data", "human_answers", "scheduler")
+                        "typed_data", "human_answers", "scheduler", "maps")
 
 
 class HumanAnswerRecord(BaseModel):
@@ -53,6 +53,28 @@ class HumanAnswerRecord(BaseModel):
     asked_at: float = 0.0
     answered_at: float = 0.0
     replayable: bool = True
+
+
+class MapRecord(BaseModel):
+    """One payload fan-out (``Send``/``ctx.map``) in a checkpoint: the results of its finished
+    branches and the payloads of the others, so a restore runs only the unfinished ones.
+
+    ``results`` and ``pending`` are keyed by the payload's index (as text); ``waiting`` counts the
+    branches already waiting at a join, ``others`` the states other branches of it were running.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    state: Name
+    source: Name | None = None
+    total: Annotated[int, Field(ge=0, le=MAX_STATES)] = 0
+    results: Annotated[dict[Annotated[str, Field(max_length=16)], Any], Field(max_length=MAX_STATES)] = Field(
+        default_factory=dict)
+    pending: Annotated[dict[Annotated[str, Field(max_length=16)], Any], Field(max_length=MAX_STATES)] = Field(
+        default_factory=dict)
+    waiting: Annotated[dict[Name, Annotated[int, Field(ge=0, le=MAX_STATES)]], Field(max_length=MAX_STATES)] = Field(
+        default_factory=dict)
+    others: Annotated[list[Name], Field(max_length=MAX_STATES)] = Field(default_factory=list)
 
 
 class Checkpoint(BaseModel):
@@ -88,6 +110,7 @@ class Checkpoint(BaseModel):
     steps: Count = 0
     error: Annotated[str, Field(max_length=_MAX_ERROR)] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    maps: Annotated[list[MapRecord], Field(max_length=MAX_STATES)] = Field(default_factory=list)
 
     @field_validator("scheduler")
     @classmethod

@@ -24,6 +24,7 @@ from ._checkpoint import FORMAT_VERSION, Checkpoint, encode_shared, encode_typed
 from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
+from ._map import checkpoint_maps, relaunch_maps
 from ._status import AgentStatus, StateStatus
 from ._typed import decode_typed
 
@@ -75,12 +76,16 @@ class Checkpointer:
             # loaded but not relaunched yet: the frontier is still the checkpoint's
             frontier = list(restored.pending)
             joins = dict(restored.scheduler.get("joins", {}))
+            maps = list(restored.maps)
+        elif run.maps:  # payload fan-outs: their branches go in their own records
+            frontier, joins, maps = checkpoint_maps(run)
         else:
             sched = run.scheduler
             frontier = [ex.state for ex in sched.running.values()]
             frontier += [ex.state for _, ex in sorted(sched.queue)]
             frontier += [ex.state for ex in run.deps.parked]
             joins = sched.joins.snapshot()["joins"]
+            maps = []
         self.sequence += 1
         status: dict[str, StateStatus] = {}
         attempts: dict[str, int] = {}
@@ -114,6 +119,7 @@ class Checkpointer:
             steps=run.steps,
             error=None if error is None else f"{type(error).__name__}: {error}",
             metadata=dict(metadata or {}),
+            maps=maps,
         )
 
     def save(self, trigger: str, error: BaseException | None = None,
@@ -213,3 +219,5 @@ class Checkpointer:
                     waiting = True
         if waiting:
             sched.joins.changed(root)
+        if cp.maps:
+            relaunch_maps(self.run, cp.maps)

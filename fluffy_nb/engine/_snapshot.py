@@ -13,6 +13,7 @@ from ._why import WaitReason, waits
 
 if TYPE_CHECKING:
     from ._hitl import HumanRequest
+    from ._map import MapCounts
     from ._run import Run
 
 
@@ -40,7 +41,9 @@ class RunSnapshot:
     state to a :class:`StateView`; ``running``/``queued``/``blocked`` name states in flight
     (``blocked`` maps a state to the dependencies it waits for); ``waiting_for_human`` holds
     the open requests; ``allocations`` what the resource pool granted, by holder; ``waits`` why
-    each waiting state waits (:class:`~fluffy_nb.engine._why.WaitReason`).
+    each waiting state waits (:class:`~fluffy_nb.engine._why.WaitReason`); ``maps`` how the
+    branches of each payload fan-out stand, by mapped state (:class:`MapCounts`: done, running,
+    failed, queued of total).
     """
 
     agent_name: str
@@ -61,6 +64,7 @@ class RunSnapshot:
     error: str | None = None
     parent_run_id: str | None = None
     waits: dict[str, WaitReason] = field(default_factory=dict)
+    maps: dict[str, MapCounts] = field(default_factory=dict)
 
     def status_of(self, state: str) -> str:
         """The status of ``state`` (``pending`` for a state this run has not touched)."""
@@ -91,4 +95,5 @@ def take_snapshot(run: Run) -> RunSnapshot:
         queued=tuple(ex.state for _, ex in sorted(sched.queue)), blocked=run.deps.statuses(),
         waiting_for_human=tuple(run.pending_requests()), allocations=allocations, error=error,
         parent_run_id=run.parent_run_id, waits=waits(run) if run.active else {},
+        maps={s: m.snapshot() for s, m in run.maps.items()},
     )

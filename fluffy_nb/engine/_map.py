@@ -1,0 +1,364 @@
+"""Fan-out with a payload: one state run once per item, each run its own execution.
+
+A state returns ``[Send("score", item) for item in items]`` (or ``ctx.map("score", items)``,
+the same list): every ``Send`` becomes a branch of one fan-out, running ``score`` with
+``ctx.payload`` set to its item. Each branch is its own execution: its own attempts and
+retries, timeout, ``on_error``/``on_timeout`` route (the route's state runs for that branch,
+with the same payload), status, under ``max_concurrent`` and the state's rate limits,
+semaphores and resource requests, which all count every branch. A branch records its result
+with ``ctx.set_result(value)``; where the branches meet (the join rule of ``_graph.py``),
+``ctx.results("score")`` gives every branch's result in payload order.
+
+This module owns the payload machinery: :class:`Send`, the record of one map
+(:class:`PayloadMap`: payloads, results, per-item status and counts), the execution and
+context of one branch, and turning a live map into a checkpoint record and back (only
+unfinished payloads run again after a restore). The scheduler calls in here only when a
+state returned a ``Send`` (or an execution is a branch), so plain states pay nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._checkpoint import MapRecord, check_json_value
+from ._context import Context
+from ._errors import CheckpointError, ConfigurationError, InvalidStateResultError, StateNotFoundError
+from ._events import StateScheduled
+from ._runner import Execution
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+    from ._graph import Token
+    from ._run import Run
+    from ._runner import Scheduler
+
+_PENDING, _RUNNING, _DONE, _FAILED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Run ``state`` once for ``payload``: return a list of these to fan out with payloads.
+
+    Each ``Send`` in a state's returned list becomes its own branch (plain names may stand
+    beside them and run once, as always). The branch reads its item as ``ctx.payload``.
+
+    Example:
+        >>> from fluffy_nb import Agent, Send
+        >>> async def split(ctx):
+        ...     return [Send("square", n) for n in (1, 2, 3)]
+        >>> async def square(ctx):
+        ...     ctx.set_result(ctx.payload ** 2)
+        ...     return "total"
+        >>> async def total(ctx):
+        ...     ctx.set_state("squares", ctx.results("square"))
+        >>> agent = Agent("squares")
+        >>> for f in (split, square, total):
+        ...     _ = agent.add_state(f.__name__, f)
+        >>> agent.run_sync().shared_state["squares"]
+        [1, 4, 9]
+    """
+
+    state: str
+    payload: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class MapCounts:
+    """How the branches of one map stand: ``done + running + failed + queued == total``."""
+
+    total: int
+    done: int
+    running: int
+    failed: int
+
+    @property
+    def queued(self) -> int:
+        """Branches not started yet (or to run again)."""
+        return self.total - self.done - self.running - self.failed
+
+
+class PayloadMap:
+    """One map: the payloads sent to ``state`` by ``source``, each branch's status and result.
+
+    Args:
+        state: The state run once per payload.
+        source: The state that returned the ``Send`` list.
+        payloads: The items, in order.
+    """
+
+    def __init__(self, state: str, source: str | None, payloads: list[Any]) -> None:
+        self.state = state
+        self.source = source
+        self.payloads = payloads
+        self.results: list[Any] = [None] * len(payloads)
+        self.status = bytearray(len(payloads))  # _PENDING/_RUNNING/_DONE/_FAILED per payload
+        self.counts = [len(payloads), 0, 0, 0]  # by status
+        self.token_ids: set[int] = set()  # branches of this map (they keep their id as they move)
+
+    def mark(self, index: int, status: int) -> None:
+        """Set payload ``index``'s status, keeping the counts."""
+        old = self.status[index]
+        if old != status:
+            self.counts[old] -= 1
+            self.counts[status] += 1
+            self.status[index] = status
+
+    def snapshot(self) -> MapCounts:
+        """The counts now."""
+        c = self.counts
+        return MapCounts(len(self.payloads), c[_DONE], c[_RUNNING], c[_FAILED])
+
+    def unfinished(self) -> list[int]:
+        """Indices of payloads without a result yet."""
+        return [i for i, s in enumerate(self.status) if s != _DONE]
+
+    def __repr__(self) -> str:
+        c = self.snapshot()
+        return f"<PayloadMap {self.state!r} {c.done}/{c.total} done, {c.running} running, {c.failed} failed>"
+
+
+class PayloadExecution(Execution):
+    """An execution of one branch of a map: the state, its map and the payload's index."""
+
+    __slots__ = ("branch", "index", "value")
+
+    def __init__(self, state: str, token: Token, source: str | None, branch: PayloadMap, index: int) -> None:
+        super().__init__(state, token, source)
+        self.branch: PayloadMap = branch  # type: ignore[assignment]
+        self.index = index
+        self.value: Any = None
+
+    def context(self, run: Run) -> Context:
+        """The context of the next attempt (its payload set; a result set by a failed attempt is dropped)."""
+        self.value = None
+        self.branch.mark(self.index, _RUNNING)
+        ctx = BranchContext(run.shared, run.typed, run=run, state_name=self.state, attempt=self.attempt,
+                            error=self.error)
+        object.__setattr__(ctx, "_ex", self)
+        return ctx
+
+    def ended(self, kind: str) -> None:
+        """The execution ended as ``ok``, ``failed`` or ``cancelled``."""
+        m = self.branch
+        if kind == "ok":
+            m.results[self.index] = self.value
+            m.mark(self.index, _DONE)
+        elif kind == "failed":
+            m.mark(self.index, _FAILED)
+        else:
+            m.mark(self.index, _PENDING)
+
+
+class BranchContext(Context):
+    """The context of a map branch: :attr:`payload` is its item; :meth:`set_result` its result."""
+
+    __slots__ = ("_ex",)
+
+    @property
+    def payload(self) -> Any:
+        """This branch's item (what its ``Send`` carried)."""
+        ex: PayloadExecution = object.__getattribute__(self, "_ex")
+        return ex.branch.payloads[ex.index]
+
+    @property
+    def payload_index(self) -> int | None:
+        """This branch's position in its map."""
+        ex: PayloadExecution = object.__getattribute__(self, "_ex")
+        return ex.index
+
+    def set_result(self, value: Any) -> None:
+        """Record this branch's result; the join reads all of them with ``ctx.results(state)``."""
+        object.__getattribute__(self, "_ex").value = value
+
+
+class Fanout(tuple):  # type: ignore[type-arg]
+    """The names a ``Send`` list routes to (plain names, then mapped states), with the sends."""
+
+    plain: tuple[str, ...]
+    sends: list[Send]
+
+
+def fanout_of(agent: Agent, name: str, result: Any) -> Fanout | None:
+    """``result`` as a payload fan-out, or None when it holds no ``Send``.
+
+    Raises:
+        InvalidStateResultError: an entry is neither a state name nor a ``Send``.
+        StateNotFoundError: a ``Send`` names an unknown state.
+        ConfigurationError: a ``Send`` names a state gated by dependencies.
+    """
+    if not isinstance(result, (list, tuple)) or not any(type(r) is Send for r in result):
+        return None
+    plain: dict[str, None] = {}
+    sends: list[Send] = []
+    mapped: dict[str, None] = {}
+    for r in result:
+        if type(r) is Send:
+            sends.append(r)
+            mapped[r.state] = None
+        elif isinstance(r, str):
+            plain[r] = None
+        else:
+            raise InvalidStateResultError(
+                f"state {name!r} returned a list with {r!r} ({type(r).__name__}) beside Send(...) entries; "
+                "a fan-out list holds state names and Send(state, payload) only"
+            )
+    for target in plain:
+        if target not in agent.states:
+            raise StateNotFoundError(
+                f"state {name!r} returned {target!r}, which is not a state of agent {agent.name!r}; "
+                f"add it with agent.add_state({target!r}, func) or fix the name"
+            )
+    for target in mapped:
+        spec = agent.states.get(target)
+        if spec is None:
+            known = ", ".join(sorted(agent.states)[:12])
+            raise StateNotFoundError(
+                f"state {name!r} sent payloads to {target!r}, which is not a state of agent {agent.name!r} "
+                f"(known: {known}); add it with agent.add_state({target!r}, func) or fix the name"
+            )
+        if spec.dependencies:
+            raise ConfigurationError(
+                f"state {name!r} sent payloads to {target!r}, which waits for dependencies; a state run once "
+                "per payload cannot also be gated by dependencies: remove its dependencies, or send to a "
+                "state without them"
+            )
+    fan = Fanout((*plain, *(m for m in mapped if m not in plain)))
+    fan.plain = tuple(plain)
+    fan.sends = sends
+    return fan
+
+
+def start_map(sched: Scheduler, ex: Execution, fan: Fanout) -> None:
+    """Start the branches of ``fan`` (returned by ``ex``): one execution per ``Send``."""
+    run = sched.run
+    maps: dict[str, PayloadMap] = {}
+    slots: list[tuple[PayloadMap, int]] = []
+    for send in fan.sends:
+        m = maps.get(send.state)
+        if m is None:
+            m = maps[send.state] = PayloadMap(send.state, ex.state, [])
+        slots.append((m, len(m.payloads)))
+        m.payloads.append(send.payload)
+    for m in maps.values():
+        m.results = [None] * len(m.payloads)
+        m.status = bytearray(len(m.payloads))
+        m.counts = [len(m.payloads), 0, 0, 0]
+        run.maps[m.state] = m
+
+    def start(token: Token, k: int) -> None:
+        m, index = slots[k]
+        launch(sched, token, m, index, m.state, None)
+
+    sched.joins.fan_out(ex.token, fan.plain, [m.state for m, _ in slots], start)
+
+
+def launch(sched: Scheduler, token: Token, m: PayloadMap, index: int, state: str,
+           error: BaseException | None) -> None:
+    """Create the execution of branch ``index`` of map ``m`` at ``state`` and queue or launch it."""
+    run = sched.run
+    m.token_ids.add(token.id)
+    pex = PayloadExecution(state, token, m.source, m, index)
+    pex.error = error
+    if run.events.active:
+        run.events.publish(StateScheduled(run.name, run.run_id, run.clock.monotonic(), state, m.source))
+    sched.enqueue(pex)
+
+
+def route_failure(sched: Scheduler, ex: PayloadExecution, target: str, error: BaseException) -> None:
+    """A branch failed for good and its state routes failures to ``target``: run ``target`` for the
+    same payload (its result fills the branch's slot), without waiting for the other branches."""
+    spec = sched.agent.states.get(target)
+    if spec is not None and spec.dependencies:
+        raise ConfigurationError(
+            f"state {ex.state!r} routes failures of its payload branches to {target!r}, which waits for "
+            "dependencies; route them to a state without dependencies"
+        )
+    sched.joins.move(ex.token, target)
+    launch(sched, ex.token, ex.branch, ex.index, target, error)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+def checkpoint_maps(run: Run) -> tuple[list[str], dict[str, int], list[MapRecord]]:
+    """The frontier and join counts of a live run without its map branches, and one record per map
+    (what a restore needs to run only the unfinished payloads)."""
+    sched = run.scheduler
+    owner: dict[int, PayloadMap] = {}
+    for m in run.maps.values():
+        for tid in m.token_ids:
+            owner[tid] = m
+    frontier: list[str] = []
+    others: dict[str, list[str]] = {s: [] for s in run.maps}
+    executions = [*sched.running.values(), *(ex for _, ex in sorted(sched.queue)), *run.deps.parked]
+    for ex in executions:
+        mine = owner.get(ex.token.id)
+        if mine is None:
+            frontier.append(ex.state)
+        elif not isinstance(ex, PayloadExecution):
+            others[mine.state].append(ex.state)
+    joins: dict[str, int] = {}
+    waiting: dict[str, dict[str, int]] = {s: {} for s in run.maps}
+    for group in (sched.joins.root, *sched.joins.groups.values()):
+        for target, tokens in group.joins.items():
+            for t in tokens:
+                mine = owner.get(t.id)
+                counts = joins if mine is None else waiting[mine.state]
+                counts[target] = counts.get(target, 0) + 1
+    records = [record_of(m, others[s], waiting[s]) for s, m in run.maps.items()]
+    return frontier, joins, records
+
+
+def record_of(m: PayloadMap, others: list[str], waiting: dict[str, int]) -> MapRecord:
+    """One map as a checkpoint record; payloads and results are checked like context values."""
+    results: dict[str, Any] = {}
+    pending: dict[str, Any] = {}
+    for i, s in enumerate(m.status):
+        if s == _DONE:
+            results[str(i)] = check_json_value(f"{m.state}.results[{i}]", m.results[i])
+        else:
+            pending[str(i)] = check_json_value(f"{m.state}.payload[{i}]", m.payloads[i])
+    return MapRecord.model_construct(state=m.state, source=m.source, total=len(m.payloads), results=results,
+                                     pending=pending, waiting=waiting, others=others)
+
+
+def map_names(records: Iterable[MapRecord]) -> set[str]:
+    """Every state the map records of a checkpoint name."""
+    out: set[str] = set()
+    for r in records:
+        out.add(r.state)
+        if r.source is not None:
+            out.add(r.source)
+        out.update(r.waiting)
+        out.update(r.others)
+    return out
+
+
+def relaunch_maps(run: Run, records: list[MapRecord]) -> None:
+    """Rebuild the maps of a restored checkpoint and start their unfinished payloads."""
+    sched = run.scheduler
+    for r in records:
+        m = PayloadMap(r.state, r.source, [None] * r.total)
+        for key, value in r.results.items():
+            i = _index(key, r)
+            m.results[i] = value
+            m.mark(i, _DONE)
+        todo = sorted(_index(key, r) for key in r.pending)
+        for i in todo:
+            m.payloads[i] = r.pending[str(i)]
+        run.maps[r.state] = m
+        if not (todo or r.waiting or r.others):
+            continue
+        parent = sched.joins.add_branch(r.source or r.state)
+
+        def start(token: Token, k: int, m: PayloadMap = m, todo: list[int] = todo) -> None:
+            launch(sched, token, m, todo[k], m.state, None)
+
+        sched.joins.fan_out(parent, tuple(r.others), [r.state] * len(todo), start, waiting=r.waiting,
+                            on_token=m.token_ids.add)
+
+
+def _index(key: str, r: MapRecord) -> int:
+    if not key.isdigit() or int(key) >= r.total:
+        raise CheckpointError(f"checkpoint map of {r.state!r}: payload index {key[:20]!r} is not in 0..{r.total - 1}")
+    return int(key)
