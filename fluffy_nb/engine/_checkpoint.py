@@ -16,7 +16,15 @@ import math
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from ._bounds import MAX_COUNT, MAX_JOIN_WAITERS, MAX_NAME, MAX_STATES, check_plain, load_json
 from ._errors import CheckpointError, SerializationError
@@ -75,6 +83,18 @@ class MapRecord(BaseModel):
     waiting: Annotated[dict[Name, Annotated[int, Field(ge=0, le=MAX_STATES)]], Field(max_length=MAX_STATES)] = Field(
         default_factory=dict)
     others: Annotated[list[Name], Field(max_length=MAX_STATES)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _indices_in_range(self) -> MapRecord:
+        for where in (self.results, self.pending):
+            for key in where:
+                if not key.isdigit() or int(key) >= self.total:
+                    raise ValueError(f"map of {self.state[:80]!r}: payload index {key!r} is not in 0..{self.total - 1}")
+        if len(self.results) + len(self.pending) > self.total:
+            raise ValueError(f"map of {self.state[:80]!r}: more results and payloads than its {self.total} items")
+        if sum(self.waiting.values()) > self.total:
+            raise ValueError(f"map of {self.state[:80]!r}: more branches waiting at joins than its {self.total} items")
+        return self
 
 
 class Checkpoint(BaseModel):

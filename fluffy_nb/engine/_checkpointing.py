@@ -24,7 +24,7 @@ from ._checkpoint import FORMAT_VERSION, Checkpoint, encode_shared, encode_typed
 from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
-from ._map import checkpoint_maps, relaunch_maps
+from ._map import checkpoint_maps, plain_frontier, relaunch_maps
 from ._status import AgentStatus, StateStatus
 from ._typed import decode_typed
 
@@ -205,7 +205,7 @@ class Checkpointer:
         """Start the frontier of a restored checkpoint as branches of the root fan-out."""
         sched = self.run.scheduler
         joins = dict(cp.scheduler.get("joins", {}))
-        for name in cp.pending:
+        for name in plain_frontier(cp.pending, cp.maps) if cp.maps else cp.pending:
             if name in sched.pending:
                 continue
             sched.start(name, sched.joins.add_branch(name))

@@ -306,6 +306,9 @@ def checkpoint_maps(run: Run) -> tuple[list[str], dict[str, int], list[MapRecord
                 counts = joins if mine is None else waiting[mine.state]
                 counts[target] = counts.get(target, 0) + 1
     records = [record_of(m, others[s], waiting[s]) for s, m in run.maps.items()]
+    # one frontier entry per map with work left, so a checkpoint still says the run goes on
+    # (resume_latest, a loaded run's status); relaunch_maps takes it back out
+    frontier += [r.state for r in records if r.pending or r.others or r.waiting]
     return frontier, joins, records
 
 
@@ -331,6 +334,15 @@ def map_names(records: Iterable[MapRecord]) -> set[str]:
             out.add(r.source)
         out.update(r.waiting)
         out.update(r.others)
+    return out
+
+
+def plain_frontier(pending: list[str], records: list[MapRecord]) -> list[str]:
+    """``pending`` without the one entry each map with work left added to it."""
+    out = list(pending)
+    for r in records:
+        if (r.pending or r.others or r.waiting) and r.state in out:
+            out.remove(r.state)
     return out
 
 
