@@ -25,6 +25,7 @@ from ._layout import (
     status_label,
 )
 from ._layout import TEMPLATE as _TEMPLATE
+from ._mapview import map_counts, map_note
 from ._waitview import add_wait_overlay, mermaid_wait_lines, svg_wait_overlay, wait_hover, wait_label
 
 #: graphs with more drawn nodes than this get no plotly figure in an Agent's repr (mermaid/SVG still)
@@ -88,6 +89,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
     lay = graph_layout(agent.graph)
     status = agent_statuses(agent, tracker)
     waits, deadlocks = waits_of(tracker)
+    maps = map_counts(tracker)
     fig = go.Figure()
     # edges: one line trace per kind (dash shows the kind), arrowheads as short annotations on the last leg;
     # cycles (back edges) bend below the nodes, edges that skip layers bend around the nodes in between
@@ -137,7 +139,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
             text = f"{plotly_text(node.label)}<br>{_counts_text(counts)}"
             hover = f"<b>{plotly_text(node.label)}</b> (layer {node.layer})<br>{_counts_text(counts)}"
         else:
-            text = plotly_text(node.label)
+            text = plotly_text(node.label + map_note(maps, nid))
             hover = _hover(agent, nid, st, getattr(tracker, "where", {}).get(nid), waits.get(nid))
         by_status.setdefault(st, []).append((nid, x, y, text, hover))
     for st in STATUS_STYLE:
@@ -211,13 +213,14 @@ def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR") -> 
     lay = graph_layout(agent.graph)
     status = agent_statuses(agent, tracker)
     waits, deadlocks = waits_of(tracker)
+    maps = map_counts(tracker)
     ids = {nid: f"n{i}" for i, nid in enumerate(lay.nodes)}
     lines = [f"flowchart {direction}"]
     used: set[str] = set()
     for nid, node in lay.nodes.items():
         st, counts = _node_status(lay, nid, status)
         used.add(st)
-        label = node.label if not node.is_group else f"{node.label}: {_counts_text(counts)}"
+        label = node.label + map_note(maps, nid) if not node.is_group else f"{node.label}: {_counts_text(counts)}"
         wait = waits.get(nid)
         if wait is not None:
             label += f" · waits: {wait_label(wait.kind)}"
