@@ -315,3 +315,56 @@ async def test_resume_latest_after_a_durable_run_stopped_mid_map_finishes_only_t
     assert sorted(ran) == list(range(3, 8))
     assert result.shared_state["out"] == list(range(8))
     assert result.status is AgentStatus.COMPLETED
+
+
+async def test_pausing_mid_map_starts_no_branch_until_resume_and_the_join_still_gets_every_result() -> None:
+    gate = asyncio.Event()
+    started: list[int] = []
+
+    async def score(ctx: Any) -> str:
+        started.append(ctx.payload)
+        if ctx.payload >= 1:
+            await gate.wait()  # still running when the pause comes: pause waits for them
+        ctx.set_result(-ctx.payload)
+        return "merge"
+
+    agent = mapping_agent("paused_map", list(range(6)), score, max_concurrent=2)
+    task = asyncio.create_task(agent.run())
+    await until(lambda: sorted(started) == [0, 1, 2], "items 1 and 2 running, 0 done")
+    run = agent.latest_run
+    assert run is not None
+    await until(lambda: run.snapshot().maps["score"].running == 2, "two in flight")
+    pausing = asyncio.create_task(run.pause())
+    await until(lambda: run.paused, "paused")
+    gate.set()
+    cp = await pausing
+    assert sorted(cp.maps[0].pending, key=int) == ["3", "4", "5"]  # the unstarted items, with their payloads
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert sorted(started) == [0, 1, 2]  # nothing starts while paused
+    assert run.resume()
+    result = await task
+    assert sorted(started) == list(range(6))
+    assert result.shared_state["out"] == [0, -1, -2, -3, -4, -5]
+
+
+async def test_cancel_state_cancels_every_branch_of_the_map() -> None:
+    started = asyncio.Event()
+
+    async def score(ctx: Any) -> str:
+        started.set()
+        await asyncio.Event().wait()
+        return "merge"
+
+    agent = mapping_agent("cancelled_map", list(range(20)), score, max_concurrent=5)
+    task = asyncio.create_task(agent.run())
+    await started.wait()
+    run = agent.latest_run
+    assert run is not None
+    await until(lambda: run.snapshot().maps["score"].running == 5, "five in flight")
+    assert run.cancel_state("score")
+    result = await task
+    assert result.status is AgentStatus.COMPLETED  # as cancel_state of any state: its branches end
+    assert "merge" not in result.completed_states
+    counts = run.snapshot().maps["score"]
+    assert (counts.done, counts.running) == (0, 0)
