@@ -110,6 +110,10 @@ class PayloadMap:
         c = self.counts
         return MapCounts(len(self.payloads), c[_DONE], c[_RUNNING], c[_FAILED])
 
+    def in_flight(self) -> int:
+        """Branches not finished (queued, running, or to run again)."""
+        return self.counts[_PENDING] + self.counts[_RUNNING]
+
     def unfinished(self) -> list[int]:
         """Indices of payloads without a result yet."""
         return [i for i, s in enumerate(self.status) if s != _DONE]
@@ -242,6 +246,14 @@ def start_map(sched: Scheduler, ex: Execution, fan: Fanout) -> None:
         slots.append((m, len(m.payloads)))
         m.payloads.append(send.payload)
     for m in maps.values():
+        before = run.maps.get(m.state)
+        if before is not None and before.in_flight():
+            raise ConfigurationError(
+                f"state {ex.state!r} sent payloads to {m.state!r} while an earlier map of {m.state!r} in this run "
+                f"still has {before.in_flight():,} branches to finish; ctx.results({m.state!r}) could not tell "
+                f"the two apart: map into another state (add_state a second one with the same function)"
+            )
+    for m in maps.values():
         m.results = [None] * len(m.payloads)
         m.status = bytearray(len(m.payloads))
         m.counts = [len(m.payloads), 0, 0, 0]
@@ -280,6 +292,17 @@ def route_failure(sched: Scheduler, ex: PayloadExecution, target: str, error: Ba
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
+def encode_value(key: str, value: Any) -> Any:
+    """A payload or result as checkpoint JSON: the encoding of context values (``check_json_value``,
+    which ``encode_shared`` applies to each context value)."""
+    return check_json_value(key, value)
+
+
+def decode_value(value: Any) -> Any:
+    """A payload or result loaded from a checkpoint, decoded as context values are (as stored)."""
+    return value
+
+
 def checkpoint_maps(run: Run) -> tuple[list[str], dict[str, int], list[MapRecord]]:
     """The frontier and join counts of a live run without its map branches, and one record per map
     (what a restore needs to run only the unfinished payloads)."""
@@ -318,9 +341,9 @@ def record_of(m: PayloadMap, others: list[str], waiting: dict[str, int]) -> MapR
     pending: dict[str, Any] = {}
     for i, s in enumerate(m.status):
         if s == _DONE:
-            results[str(i)] = check_json_value(f"{m.state}.results[{i}]", m.results[i])
+            results[str(i)] = encode_value(f"{m.state}.results[{i}]", m.results[i])
         else:
-            pending[str(i)] = check_json_value(f"{m.state}.payload[{i}]", m.payloads[i])
+            pending[str(i)] = encode_value(f"{m.state}.payload[{i}]", m.payloads[i])
     return MapRecord.model_construct(state=m.state, source=m.source, total=len(m.payloads), results=results,
                                      pending=pending, waiting=waiting, others=others)
 
@@ -353,11 +376,11 @@ def relaunch_maps(run: Run, records: list[MapRecord]) -> None:
         m = PayloadMap(r.state, r.source, [None] * r.total)
         for key, value in r.results.items():
             i = _index(key, r)
-            m.results[i] = value
+            m.results[i] = decode_value(value)
             m.mark(i, _DONE)
         todo = sorted(_index(key, r) for key in r.pending)
         for i in todo:
-            m.payloads[i] = r.pending[str(i)]
+            m.payloads[i] = decode_value(r.pending[str(i)])
         run.maps[r.state] = m
         if not (todo or r.waiting or r.others):
             continue

@@ -368,3 +368,39 @@ async def test_cancel_state_cancels_every_branch_of_the_map() -> None:
     assert "merge" not in result.completed_states
     counts = run.snapshot().maps["score"]
     assert (counts.done, counts.running) == (0, 0)
+
+
+async def test_mapping_a_state_whose_earlier_map_is_unfinished_or_that_has_dependencies_fails_loudly() -> None:
+    hold = asyncio.Event()
+
+    async def outer(ctx: Any) -> list[Send]:
+        return ctx.map("inner", [1, 2])
+
+    async def inner(ctx: Any) -> list[Send]:
+        if ctx.payload == 2:
+            await hold.wait()
+        return ctx.map("leaf", [ctx.payload])  # two maps of "leaf" at once: results would mix
+
+    async def leaf(ctx: Any) -> None:
+        await asyncio.Event().wait()  # the first leaf map stays in flight
+
+    agent = Agent("nested_same_state")
+    for f in (outer, inner, leaf):
+        agent.add_state(f.__name__, f)
+    task = asyncio.create_task(agent.run())
+    await until(lambda: agent.latest_run is not None and "leaf" in agent.latest_run.maps, "the first leaf map")
+    hold.set()
+    with pytest.raises(ConfigurationError, match="earlier map of 'leaf' in this run still has 1 branches"):
+        await task
+
+    async def split(ctx: Any) -> list[Send]:
+        return [Send("gated", 1)]
+
+    async def gated(ctx: Any) -> None:
+        pass
+
+    agent = Agent("gated_map")
+    agent.add_state("split", split)
+    agent.add_state("gated", gated, dependencies={"split": "required"})
+    with pytest.raises(ConfigurationError, match="'gated', which waits for dependencies"):
+        await agent.run(start="split")
