@@ -404,3 +404,26 @@ async def test_mapping_a_state_whose_earlier_map_is_unfinished_or_that_has_depen
     agent.add_state("gated", gated, dependencies={"split": "required"})
     with pytest.raises(ConfigurationError, match="'gated', which waits for dependencies"):
         await agent.run(start="split")
+
+
+async def test_the_mapped_state_shows_running_while_any_branch_runs_even_after_one_finished() -> None:
+    release = asyncio.Event()
+    finished: list[int] = []
+
+    async def score(ctx: Any) -> str:
+        if ctx.payload < 3:
+            await release.wait()
+        finished.append(ctx.payload)
+        return "merge"
+
+    agent = mapping_agent("status_map", list(range(4)), score)
+    task = asyncio.create_task(agent.run())
+    await until(lambda: finished == [3], "the last item finished first")
+    run = agent.latest_run
+    assert run is not None
+    snap = run.snapshot()
+    assert (snap.maps["score"].done, snap.maps["score"].running) == (1, 3)
+    assert snap.states["score"].status == "running"
+    release.set()
+    await task
+    assert run.snapshot().states["score"].status == "completed"
