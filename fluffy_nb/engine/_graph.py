@@ -258,7 +258,7 @@ class Joins:
         self.changed(sub)
 
     def move(self, token: Token, state: str) -> None:
-        """Move a live branch to ``state`` without the join rule (its run there starts at once)."""
+        """Move a live branch to ``state`` without the join rule (the caller starts its run there)."""
         group = token.group
         self._leave(token)
         self._enter(token, state)

@@ -192,6 +192,8 @@ def fanout_of(agent: Agent, name: str, result: Any) -> Fanout | None:
         StateNotFoundError: a ``Send`` names an unknown state.
         ConfigurationError: a ``Send`` names a state gated by dependencies.
     """
+    if type(result) is Send:
+        result = [result]  # a single Send: a map of one
     if not isinstance(result, (list, tuple)) or not any(type(r) is Send for r in result):
         return None
     plain: dict[str, None] = {}

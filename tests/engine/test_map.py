@@ -427,3 +427,20 @@ async def test_the_mapped_state_shows_running_while_any_branch_runs_even_after_o
     release.set()
     await task
     assert run.snapshot().states["score"].status == "completed"
+
+
+async def test_a_single_send_runs_its_state_once_with_the_payload() -> None:
+    async def ask(ctx: Any) -> Send:
+        return Send("answer", {"q": "six times seven"})
+
+    async def answer(ctx: Any) -> None:
+        ctx.set_result(42)
+        ctx.set_state("question", ctx.payload["q"])
+        ctx.set_state("index", ctx.payload_index)
+
+    agent = Agent("single_send")
+    agent.add_state("ask", ask)
+    agent.add_state("answer", answer)
+    result = await agent.run()
+    assert result.shared_state == {"question": "six times seven", "index": 0}
+    assert agent.latest_run.context.results("answer") == [42]  # type: ignore[union-attr]
