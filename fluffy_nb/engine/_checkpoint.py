@@ -68,7 +68,8 @@ class MapRecord(BaseModel):
     branches and the payloads of the others, so a restore runs only the unfinished ones.
 
     ``results`` and ``pending`` are keyed by the payload's index (as text); ``waiting`` counts the
-    branches already waiting at a join, ``others`` the states other branches of it were running.
+    branches of its fan-out already waiting at a join, ``others`` the states other branches of it
+    were running.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -83,6 +84,7 @@ class MapRecord(BaseModel):
     waiting: Annotated[dict[Name, Annotated[int, Field(ge=0, le=MAX_STATES)]], Field(max_length=MAX_STATES)] = Field(
         default_factory=dict)
     others: Annotated[list[Name], Field(max_length=MAX_STATES)] = Field(default_factory=list)
+    group: Count = 0  # maps started by one return share a number (> 0) and are restored as one fan-out
 
     @model_validator(mode="after")
     def _indices_in_range(self) -> MapRecord:
@@ -92,8 +94,8 @@ class MapRecord(BaseModel):
                     raise ValueError(f"map of {self.state[:80]!r}: payload index {key!r} is not in 0..{self.total - 1}")
         if len(self.results) + len(self.pending) > self.total:
             raise ValueError(f"map of {self.state[:80]!r}: more results and payloads than its {self.total} items")
-        if sum(self.waiting.values()) > self.total:
-            raise ValueError(f"map of {self.state[:80]!r}: more branches waiting at joins than its {self.total} items")
+        if sum(self.waiting.values()) > MAX_JOIN_WAITERS:  # its fan-out's, which may hold other maps
+            raise ValueError(f"map of {self.state[:80]!r}: more than {MAX_JOIN_WAITERS:,} branches waiting at joins")
         return self
 
 

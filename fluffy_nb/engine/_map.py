@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from ._checkpoint import MapRecord, check_json_value
 from ._context import Context
-from ._errors import CheckpointError, ConfigurationError, InvalidStateResultError, StateNotFoundError
+from ._errors import ConfigurationError, InvalidStateResultError, StateNotFoundError
 from ._events import StateScheduled
 from ._runner import Execution
 
 if TYPE_CHECKING:
     from ._agent import Agent
-    from ._graph import Token
+    from ._graph import Group, Token
     from ._run import Run
     from ._runner import Scheduler
 
@@ -95,7 +95,11 @@ class PayloadMap:
         self.results: list[Any] = [None] * len(payloads)
         self.status = bytearray(len(payloads))  # _PENDING/_RUNNING/_DONE/_FAILED per payload
         self.counts = [len(payloads), 0, 0, 0]  # by status
-        self.token_ids: set[int] = set()  # branches of this map (they keep their id as they move)
+        self.group: Group | None = None  # the fan-out its branches started in
+        # checkpoint encoding, kept between checkpoints so each value is encoded once
+        self._fresh: list[int] = []  # payloads done since the last record
+        self._results_json: dict[str, Any] = {}
+        self._pending_json: dict[str, Any] | None = None
 
     def mark(self, index: int, status: int) -> None:
         """Set payload ``index``'s status, keeping the counts."""
@@ -104,6 +108,8 @@ class PayloadMap:
             self.counts[old] -= 1
             self.counts[status] += 1
             self.status[index] = status
+            if status == _DONE:
+                self._fresh.append(index)
 
     def snapshot(self) -> MapCounts:
         """The counts now."""
@@ -117,6 +123,23 @@ class PayloadMap:
     def unfinished(self) -> list[int]:
         """Indices of payloads without a result yet."""
         return [i for i, s in enumerate(self.status) if s != _DONE]
+
+    def record(self, group: int, others: list[str], waiting: dict[str, int]) -> MapRecord:
+        """This map as a checkpoint record (values encoded as context values are, each once)."""
+        pending = self._pending_json
+        if pending is None:
+            pending = self._pending_json = {
+                str(i): encode_value(f"{self.state}.payload[{i}]", self.payloads[i])
+                for i, st in enumerate(self.status) if st != _DONE
+            }
+        for i in self._fresh:
+            key = str(i)
+            self._results_json[key] = encode_value(f"{self.state}.results[{i}]", self.results[i])
+            pending.pop(key, None)
+        self._fresh.clear()
+        return MapRecord.model_construct(state=self.state, source=self.source, total=len(self.payloads),
+                                         results=dict(self._results_json), pending=dict(pending),
+                                         waiting=waiting, others=others, group=group)
 
     def __repr__(self) -> str:
         c = self.snapshot()
@@ -265,14 +288,15 @@ def start_map(sched: Scheduler, ex: Execution, fan: Fanout) -> None:
         m, index = slots[k]
         launch(sched, token, m, index, m.state, None)
 
-    sched.joins.fan_out(ex.token, fan.plain, [m.state for m, _ in slots], start)
+    group = sched.joins.fan_out(ex.token, fan.plain, [m.state for m, _ in slots], start)
+    for m in maps.values():
+        m.group = group
 
 
 def launch(sched: Scheduler, token: Token, m: PayloadMap, index: int, state: str,
            error: BaseException | None) -> None:
     """Create the execution of branch ``index`` of map ``m`` at ``state`` and queue or launch it."""
     run = sched.run
-    m.token_ids.add(token.id)
     pex = PayloadExecution(state, token, m.source, m, index)
     pex.error = error
     if run.events.active:
@@ -306,48 +330,50 @@ def decode_value(value: Any) -> Any:
 
 
 def checkpoint_maps(run: Run) -> tuple[list[str], dict[str, int], list[MapRecord]]:
-    """The frontier and join counts of a live run without its map branches, and one record per map
-    (what a restore needs to run only the unfinished payloads)."""
+    """The frontier and join counts of a live run without its maps' branches, and one record per
+    map (what a restore needs to run only the unfinished payloads).
+
+    A map's fan-out is recorded with its first map: the branches waiting at its joins and the
+    states its other branches run (their own nested fan-outs go to the run's frontier, as nested
+    fan-outs always do). Maps started by one return share a ``group`` number.
+    """
     sched = run.scheduler
-    owner: dict[int, PayloadMap] = {}
+    live = sched.joins.groups
+    owner: dict[int, PayloadMap] = {}  # live fan-out id -> the first map that started it
     for m in run.maps.values():
-        for tid in m.token_ids:
-            owner[tid] = m
+        g = m.group
+        if g is not None and live.get(g.id) is g:
+            owner.setdefault(g.id, m)
     frontier: list[str] = []
-    others: dict[str, list[str]] = {s: [] for s in run.maps}
-    executions = [*sched.running.values(), *(ex for _, ex in sorted(sched.queue)), *run.deps.parked]
-    for ex in executions:
-        mine = owner.get(ex.token.id)
-        if mine is None:
+    queued: list[tuple[int, Execution]] = []
+    others: dict[int, list[str]] = {}
+    queue = [e for _, e in sched.queue if e.branch is None]  # a big map queues most of its branches
+    for ex in (*sched.running.values(), *queue, *run.deps.parked):
+        if ex.branch is not None:
+            continue
+        gid = ex.token.group.id
+        if gid in owner:
+            others.setdefault(gid, []).append(ex.state)
+        elif ex.id in sched.running:
             frontier.append(ex.state)
-        elif not isinstance(ex, PayloadExecution):
-            others[mine.state].append(ex.state)
+        else:
+            queued.append((-run.agent.states[ex.state].priority, ex))
+    frontier += [ex.state for _, ex in sorted(queued)]
     joins: dict[str, int] = {}
-    waiting: dict[str, dict[str, int]] = {s: {} for s in run.maps}
-    for group in (sched.joins.root, *sched.joins.groups.values()):
-        for target, tokens in group.joins.items():
-            for t in tokens:
-                mine = owner.get(t.id)
-                counts = joins if mine is None else waiting[mine.state]
-                counts[target] = counts.get(target, 0) + 1
-    records = [record_of(m, others[s], waiting[s]) for s, m in run.maps.items()]
+    for group in (sched.joins.root, *live.values()):
+        if group.id not in owner:
+            for target, tokens in group.joins.items():
+                joins[target] = joins.get(target, 0) + len(tokens)
+    records = []
+    for m in run.maps.values():
+        gid = m.group.id if m.group is not None else 0
+        first = m.group is not None and owner.get(gid) is m
+        waiting = {t: len(v) for t, v in m.group.joins.items()} if first and m.group is not None else {}
+        records.append(m.record(gid if gid in owner else 0, others.get(gid, []) if first else [], waiting))
     # one frontier entry per map with work left, so a checkpoint still says the run goes on
     # (resume_latest, a loaded run's status); relaunch_maps takes it back out
     frontier += [r.state for r in records if r.pending or r.others or r.waiting]
     return frontier, joins, records
-
-
-def record_of(m: PayloadMap, others: list[str], waiting: dict[str, int]) -> MapRecord:
-    """One map as a checkpoint record; payloads and results are checked like context values."""
-    results: dict[str, Any] = {}
-    pending: dict[str, Any] = {}
-    for i, s in enumerate(m.status):
-        if s == _DONE:
-            results[str(i)] = encode_value(f"{m.state}.results[{i}]", m.results[i])
-        else:
-            pending[str(i)] = encode_value(f"{m.state}.payload[{i}]", m.payloads[i])
-    return MapRecord.model_construct(state=m.state, source=m.source, total=len(m.payloads), results=results,
-                                     pending=pending, waiting=waiting, others=others)
 
 
 def map_names(records: Iterable[MapRecord]) -> set[str]:
@@ -372,30 +398,39 @@ def plain_frontier(pending: list[str], records: list[MapRecord]) -> list[str]:
 
 
 def relaunch_maps(run: Run, records: list[MapRecord]) -> None:
-    """Rebuild the maps of a restored checkpoint and start their unfinished payloads."""
-    sched = run.scheduler
-    for r in records:
+    """Rebuild the maps of a restored checkpoint and start their unfinished payloads, the maps of
+    one fan-out (same ``group``) in one fan-out again."""
+    fanouts: dict[int, list[tuple[PayloadMap, MapRecord, list[int]]]] = {}
+    for n, r in enumerate(records):
         m = PayloadMap(r.state, r.source, [None] * r.total)
         for key, value in r.results.items():
-            i = _index(key, r)
+            i = int(key)  # MapRecord checked every index
             m.results[i] = decode_value(value)
             m.mark(i, _DONE)
-        todo = sorted(_index(key, r) for key in r.pending)
+        todo = sorted(int(key) for key in r.pending)
         for i in todo:
             m.payloads[i] = decode_value(r.pending[str(i)])
         run.maps[r.state] = m
-        if not (todo or r.waiting or r.others):
-            continue
-        parent = sched.joins.add_branch(r.source or r.state)
-
-        def start(token: Token, k: int, m: PayloadMap = m, todo: list[int] = todo) -> None:
-            launch(sched, token, m, todo[k], m.state, None)
-
-        sched.joins.fan_out(parent, tuple(r.others), [r.state] * len(todo), start, waiting=r.waiting,
-                            on_token=m.token_ids.add)
+        if todo or r.waiting or r.others:
+            fanouts.setdefault(r.group or -1 - n, []).append((m, r, todo))
+    for members in fanouts.values():
+        _relaunch_fanout(run.scheduler, members)
 
 
-def _index(key: str, r: MapRecord) -> int:
-    if not key.isdigit() or int(key) >= r.total:
-        raise CheckpointError(f"checkpoint map of {r.state!r}: payload index {key[:20]!r} is not in 0..{r.total - 1}")
-    return int(key)
+def _relaunch_fanout(sched: Scheduler, members: list[tuple[PayloadMap, MapRecord, list[int]]]) -> None:
+    first = members[0][1]
+    parent = sched.joins.add_branch(first.source or first.state)
+    slots = [(m, i) for m, _, todo in members for i in todo]
+    others = tuple(o for _, r, _ in members for o in r.others)
+    waiting: dict[str, int] = {}
+    for _, r, _ in members:
+        for target, count in r.waiting.items():
+            waiting[target] = waiting.get(target, 0) + count
+
+    def start(token: Token, k: int) -> None:
+        m, index = slots[k]
+        launch(sched, token, m, index, m.state, None)
+
+    group = sched.joins.fan_out(parent, others, [m.state for m, _ in slots], start, waiting=waiting)
+    for m, _, _ in members:
+        m.group = group

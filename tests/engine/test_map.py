@@ -283,7 +283,7 @@ def test_a_damaged_map_record_is_refused_when_the_checkpoint_loads() -> None:
     good = {"agent_name": "a", "run_id": "r", "timestamp": 0.0,
             "maps": [{"state": "score", "total": 3, "results": {"0": 1}, "pending": {"1": "x", "2": "y"}}]}
     assert Checkpoint.from_dict(good).maps[0].total == 3
-    for damage in ({"pending": {"7": "x"}}, {"results": {"-1": 0}}, {"waiting": {"merge": 4}},
+    for damage in ({"pending": {"7": "x"}}, {"results": {"-1": 0}}, {"waiting": {"merge": 60_000, "report": 60_000}},
                    {"results": {"0": 1, "1": 2}, "pending": {"1": "x", "2": "y"}}):
         bad = {**good, "maps": [{**good["maps"][0], **damage}]}
         with pytest.raises(CheckpointError, match="map of 'score'"):
@@ -444,3 +444,53 @@ async def test_a_single_send_runs_its_state_once_with_the_payload() -> None:
     result = await agent.run()
     assert result.shared_state == {"question": "six times seven", "index": 0}
     assert agent.latest_run.context.results("answer") == [42]  # type: ignore[union-attr]
+
+
+async def test_two_maps_from_one_return_restore_as_one_fan_out_whose_join_waits_for_both() -> None:
+    ran: list[str] = []
+    hold = asyncio.Event()
+
+    def agent_for(blocking: bool) -> Agent:
+        async def split(ctx: Any) -> list[Any]:
+            return [*ctx.map("left", [1, 2, 3]), *ctx.map("right", [10, 20])]
+
+        async def left(ctx: Any) -> str:
+            ran.append(f"left{ctx.payload}")
+            ctx.set_result(-ctx.payload)
+            return "merge"
+
+        async def right(ctx: Any) -> str:
+            if blocking and ctx.payload == 20:
+                await hold.wait()
+            ran.append(f"right{ctx.payload}")
+            ctx.set_result(ctx.payload * 2)
+            return "merge"
+
+        async def merge(ctx: Any) -> None:
+            ctx.set_state("out", [ctx.results("left"), ctx.results("right")])
+            ctx.set_state("merges", ctx.get_state("merges", 0) + 1)
+
+        agent = Agent("two_maps", store=MemoryStore())
+        for f in (split, left, right, merge):
+            agent.add_state(f.__name__, f)
+        return agent
+
+    first = agent_for(blocking=True)
+    task = asyncio.create_task(first.run())
+    await until(lambda: len(ran) == 4, "all but right20 done")
+    run = first.latest_run
+    assert run is not None
+    cp = run.create_checkpoint()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    left_rec, right_rec = sorted(cp.maps, key=lambda r: r.state)
+    assert left_rec.group == right_rec.group > 0
+    assert sum(left_rec.waiting.values()) + sum(right_rec.waiting.values()) == 4  # the finished branches wait at merge
+
+    ran.clear()
+    second = agent_for(blocking=False)
+    second.restore(Checkpoint.from_json(cp.to_json()))
+    result = await second.run()
+    assert ran == ["right20"]
+    assert result.shared_state["out"] == [[-1, -2, -3], [20, 40]]
+    assert result.shared_state["merges"] == 1
