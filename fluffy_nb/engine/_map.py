@@ -26,6 +26,7 @@ from ._checkpoint import MapRecord, check_json_value
 from ._context import Context
 from ._errors import ConfigurationError, InvalidStateResultError, StateNotFoundError
 from ._events import StateScheduled
+from ._executor import LocalExecutor, state_executor
 from ._runner import Execution
 
 if TYPE_CHECKING:
@@ -252,6 +253,13 @@ def fanout_of(agent: Agent, name: str, result: Any) -> Fanout | None:
                 f"state {name!r} sent payloads to {target!r}, which waits for dependencies; a state run once "
                 "per payload cannot also be gated by dependencies: remove its dependencies, or send to a "
                 "state without them"
+            )
+        executor = state_executor(agent, spec)
+        if executor is not None and not isinstance(executor, LocalExecutor):
+            raise ConfigurationError(
+                f"state {name!r} sent payloads to {target!r}, which runs on executor {executor!r}; its body "
+                "would not see ctx.payload there (the worker's context carries none yet). Map to a local "
+                "state, and let it call the remote work with the payload"
             )
     fan = Fanout((*plain, *(m for m in mapped if m not in plain)))
     fan.plain = tuple(plain)

@@ -494,3 +494,25 @@ async def test_two_maps_from_one_return_restore_as_one_fan_out_whose_join_waits_
     assert ran == ["right20"]
     assert result.shared_state["out"] == [[-1, -2, -3], [20, 40]]
     assert result.shared_state["merges"] == 1
+
+
+async def test_mapping_a_state_that_runs_on_a_remote_executor_is_refused_with_the_fix() -> None:
+    class Elsewhere:
+        """An executor whose bodies run in another process (their context carries no payload)."""
+
+        name = "elsewhere"
+
+        async def run_state(self, spec: Any, ctx: Any) -> Any:
+            return await spec.func(ctx)
+
+    async def split(ctx: Any) -> list[Send]:
+        return ctx.map("far", [1, 2])
+
+    async def far(ctx: Any) -> None:
+        pass
+
+    agent = Agent("remote_map")
+    agent.add_state("split", split)
+    agent.add_state("far", far, executor=Elsewhere())
+    with pytest.raises(ConfigurationError, match=r"'far', which runs on executor .* Map to a local state"):
+        await agent.run()
