@@ -38,6 +38,7 @@ from ._executor import Executor, LocalExecutor
 from ._handle import RunHandle
 from ._hitl import HumanLoopStatistics, HumanRequest, Responder
 from ._logging import disable_logging, enable_logging
+from ._map import MapCounts, Send
 from ._policies import DependencyConfig, DependencyLifecycle, DependencyType, RetryPolicy
 from ._resources import PoolStatistics, ResourcePool, ResourceRequirements, ResourceType, UsageStats
 from ._responders import ConsoleResponder, ProgrammaticResponder, ScriptedResponder
@@ -78,6 +79,7 @@ __all__ = [
     "InvalidStateResultError",
     "LocalExecutor",
     "ManualClock",
+    "MapCounts",
     "MaxStepsExceededError",
     "PoolStatistics",
     "Priority",
@@ -92,6 +94,7 @@ __all__ = [
     "RunResult",
     "RunTimeoutError",
     "ScriptedResponder",
+    "Send",
     "SerializationError",
     "StateBuilder",
     "StateFailedError",

@@ -11,7 +11,7 @@ runs ``_handle.py``; coordination ``coordination/_api.py``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _travel
@@ -24,6 +24,7 @@ from ._graph import StateGraph
 from ._handle import RunHandle, run_blocking, start_background
 from ._hitl import HumanLoop
 from ._hooks import mimebundle
+from ._map import Send
 from ._policies import check_timeout
 from ._registration import build_spec, check_definition, check_store, link_state
 from ._registry import RunRegistry
@@ -45,8 +46,9 @@ if TYPE_CHECKING:
     from .coordination._primitives import Primitive, PrimitiveType
     from .coordination._rate_limit import RateLimiter, RateLimitStrategy
 
-StateResult = str | list[str] | None
-"""What a state returns: the next state's name, names to run concurrently, or None."""
+StateResult = str | list[str] | Send | Sequence[str | Send] | None
+"""What a state returns: the next state's name, names to run concurrently, ``Send`` entries (a state
+run once per payload, beside any names), or None."""
 
 
 class Agent:

@@ -16,7 +16,15 @@ import math
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from ._bounds import MAX_COUNT, MAX_JOIN_WAITERS, MAX_NAME, MAX_STATES, check_plain, load_json
 from ._errors import CheckpointError, SerializationError
@@ -36,7 +44,7 @@ _MAX_ERROR = 1_000_000
 #: scheduler entries a restore turns into work, one object per unit (other entries are inert data)
 _SCHEDULER_WORK_KEYS = ("joins",)
 _BOUNDED_COLLECTIONS = ("state_status", "completed_states", "completion_counts", "state_attempts", "pending",
-                        "typed_data", "human_answers", "scheduler")
+                        "typed_data", "human_answers", "scheduler", "maps")
 
 
 class HumanAnswerRecord(BaseModel):
@@ -53,6 +61,42 @@ class HumanAnswerRecord(BaseModel):
     asked_at: float = 0.0
     answered_at: float = 0.0
     replayable: bool = True
+
+
+class MapRecord(BaseModel):
+    """One payload fan-out (``Send``/``ctx.map``) in a checkpoint: the results of its finished
+    branches and the payloads of the others, so a restore runs only the unfinished ones.
+
+    ``results`` and ``pending`` are keyed by the payload's index (as text); ``waiting`` counts the
+    branches of its fan-out already waiting at a join, ``others`` the states other branches of it
+    were running.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    state: Name
+    source: Name | None = None
+    total: Annotated[int, Field(ge=0, le=MAX_STATES)] = 0
+    results: Annotated[dict[Annotated[str, Field(max_length=16)], Any], Field(max_length=MAX_STATES)] = Field(
+        default_factory=dict)
+    pending: Annotated[dict[Annotated[str, Field(max_length=16)], Any], Field(max_length=MAX_STATES)] = Field(
+        default_factory=dict)
+    waiting: Annotated[dict[Name, Annotated[int, Field(ge=0, le=MAX_STATES)]], Field(max_length=MAX_STATES)] = Field(
+        default_factory=dict)
+    others: Annotated[list[Name], Field(max_length=MAX_STATES)] = Field(default_factory=list)
+    group: Count = 0  # maps started by one return share a number (> 0) and are restored as one fan-out
+
+    @model_validator(mode="after")
+    def _indices_in_range(self) -> MapRecord:
+        for where in (self.results, self.pending):
+            for key in where:
+                if not key.isdigit() or int(key) >= self.total:
+                    raise ValueError(f"map of {self.state[:80]!r}: payload index {key!r} is not in 0..{self.total - 1}")
+        if len(self.results) + len(self.pending) > self.total:
+            raise ValueError(f"map of {self.state[:80]!r}: more results and payloads than its {self.total} items")
+        if sum(self.waiting.values()) > MAX_JOIN_WAITERS:  # its fan-out's, which may hold other maps
+            raise ValueError(f"map of {self.state[:80]!r}: more than {MAX_JOIN_WAITERS:,} branches waiting at joins")
+        return self
 
 
 class Checkpoint(BaseModel):
@@ -92,6 +136,7 @@ class Checkpoint(BaseModel):
     parent_run_id: Name | None = None
     #: a child run: the parent's state it runs as (``_subflow``)
     parent_state: Name | None = None
+    maps: Annotated[list[MapRecord], Field(max_length=MAX_STATES)] = Field(default_factory=list)
 
     @field_validator("scheduler")
     @classmethod

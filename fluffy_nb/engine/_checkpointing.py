@@ -24,6 +24,7 @@ from ._checkpoint import FORMAT_VERSION, Checkpoint, encode_shared, encode_typed
 from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
+from ._map import checkpoint_maps, plain_frontier, relaunch_maps
 from ._status import AgentStatus, StateStatus
 from ._typed import decode_typed
 
@@ -75,12 +76,16 @@ class Checkpointer:
             # loaded but not relaunched yet: the frontier is still the checkpoint's
             frontier = list(restored.pending)
             joins = dict(restored.scheduler.get("joins", {}))
+            maps = list(restored.maps)
+        elif run.maps:  # payload fan-outs: their branches go in their own records
+            frontier, joins, maps = checkpoint_maps(run)
         else:
             sched = run.scheduler
             frontier = [ex.state for ex in sched.running.values()]
             frontier += [ex.state for _, ex in sorted(sched.queue)]
             frontier += [ex.state for ex in run.deps.parked]
             joins = sched.joins.snapshot()["joins"]
+            maps = []
         self.sequence += 1
         status: dict[str, StateStatus] = {}
         attempts: dict[str, int] = {}
@@ -116,6 +121,7 @@ class Checkpointer:
             metadata=dict(metadata or {}),
             parent_run_id=run.parent_run_id,
             parent_state=run.parent_state,
+            maps=maps,
         )
 
     def save(self, trigger: str, error: BaseException | None = None,
@@ -201,7 +207,7 @@ class Checkpointer:
         """Start the frontier of a restored checkpoint as branches of the root fan-out."""
         sched = self.run.scheduler
         joins = dict(cp.scheduler.get("joins", {}))
-        for name in cp.pending:
+        for name in plain_frontier(cp.pending, cp.maps) if cp.maps else cp.pending:
             if name in sched.pending:
                 continue
             sched.start(name, sched.joins.add_branch(name))
@@ -215,3 +221,5 @@ class Checkpointer:
                     waiting = True
         if waiting:
             sched.joins.changed(root)
+        if cp.maps:
+            relaunch_maps(self.run, cp.maps)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import ConfigurationError, HumanInputError, TypedDataError
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ._run import Run
 
 T = TypeVar("T")
-_READ_ONLY = frozenset({"agent", "run", "shared_state", "typed_data", "last_error"})
+_READ_ONLY = frozenset({"agent", "run", "shared_state", "typed_data", "last_error", "payload", "payload_index"})
 _put = object.__setattr__
 _MISSING: Any = object()
 
@@ -120,6 +120,58 @@ class Context:
     def has_typed(self, key: str) -> bool:
         """Whether a typed value is stored under ``key``."""
         return key in self._typed
+
+    # -- payload fan-out (``_map.py``) -----------------------------------------------------
+    def map(self, state: str, items: Iterable[Any]) -> list[Any]:
+        """Run ``state`` once per item: ``return ctx.map("score", items)`` is
+        ``return [Send("score", item) for item in items]``. Each branch reads its item as
+        ``ctx.payload``; where the branches meet, ``ctx.results("score")`` lists their results.
+        An empty ``items`` ends the branch (nothing to run, nothing to join).
+
+        Example:
+            >>> async def split(ctx):
+            ...     return ctx.map("score", ["a", "bb"])
+        """
+        from ._map import Send
+
+        return [Send(state, item) for item in items]
+
+    @property
+    def payload(self) -> Any:
+        """The item this branch was sent (``Send``/``map``); None in a state not run for a payload."""
+        return None
+
+    @property
+    def payload_index(self) -> int | None:
+        """The position of this branch's item in its map; None in a state not run for a payload."""
+        return None
+
+    def set_result(self, value: Any) -> None:
+        """Record this payload branch's result (read at the join with :meth:`results`).
+
+        Raises:
+            ConfigurationError: this state was not run for a payload.
+        """
+        raise ConfigurationError(
+            f"state {self.state_name!r}: set_result records the result of a payload branch, and this state "
+            "was not started with Send(...)/ctx.map(...); store the value with set_state instead"
+        )
+
+    def results(self, state: str) -> list[Any]:
+        """The results of the latest map of ``state`` in this run, in payload order (None where a
+        branch set none, or has not finished).
+
+        Raises:
+            ConfigurationError: this run has not mapped ``state``.
+        """
+        run = self._run
+        m = None if run is None else run.maps.get(state)
+        if m is None:
+            raise ConfigurationError(
+                f"results({state!r}): this run has not sent payloads to {state!r}; fan out first with "
+                f"return ctx.map({state!r}, items) or [Send({state!r}, item), ...]"
+            )
+        return list(m.results)
 
     # -- people ------------------------------------------------------------------------
     async def human_in_the_loop(

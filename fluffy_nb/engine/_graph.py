@@ -227,6 +227,37 @@ class Joins:
             self._route(token, names[0])
         self.changed(group)
 
+    def fan_out(self, token: Token, names: tuple[str, ...], extra: list[str], start_extra: Callable[[Token, int], None],
+                *, waiting: dict[str, int] | None = None) -> Group:
+        """Fan ``token`` out to ``names`` (as a list return does) plus one branch per entry of
+        ``extra``, states that run once per branch (payload fan-out, ``_map.py``): those are never
+        absorbed by a pending run; ``start_extra(token, i)`` starts the i-th. ``waiting`` adds
+        branches already waiting at join targets (a restored map). Returns the fan-out."""
+        sub = Group(next(self._ids), token)
+        children = [Token(next(self._ids), sub, n) for n in names]
+        more = [Token(next(self._ids), sub, s) for s in extra]
+        for child in (*children, *more):
+            self._enter(child, child.state)
+        for target, count in (waiting or {}).items():
+            sub.joins[target] = [Token(next(self._ids), sub, target) for _ in range(count)]
+        self.groups[sub.id] = sub
+        for child in children:
+            if self._is_pending(child.state):
+                self._leave(child)
+            else:
+                self._start(child.state, child)
+        for i, t in enumerate(more):
+            start_extra(t, i)
+        self.changed(sub)
+        return sub
+
+    def move(self, token: Token, state: str) -> None:
+        """Move a live branch to ``state`` without the join rule (the caller starts its run there)."""
+        group = token.group
+        self._leave(token)
+        self._enter(token, state)
+        self.changed(group)
+
     def ended(self, token: Token) -> None:
         """The branch ended without a result (cancelled or failed)."""
         group = token.group

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ._agent import Agent
     from ._checkpoint import Checkpoint, HumanAnswerRecord
     from ._hitl import HumanRequest
+    from ._map import PayloadMap
 
 _TRIGGERS = {"completed": "completion", "failed": "failure", "cancelled": "cancel"}
 
@@ -77,6 +78,7 @@ class Run:
         self.active = False
         self.blocking = False  # run_sync inside a running loop: nobody can answer a person
         self.restored_from: Checkpoint | None = None
+        self.maps: dict[str, PayloadMap] = {}  # payload fan-outs (``_map.py``), latest per mapped state
         self.scheduler = Scheduler(self)
         self.control = RunControl(self, self.scheduler)
         self.deps = DependencyGates(self)

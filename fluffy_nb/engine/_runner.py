@@ -42,6 +42,7 @@ class Execution:
     """One run of one state (including its retries)."""
 
     __slots__ = ("attempt", "cancel_reason", "deadline", "error", "id", "requeue", "source", "state", "task", "token")
+    branch: Any = None  # the map of a payload branch (``_map.PayloadExecution`` sets it); None for plain states
 
     def __init__(self, state: str, token: Token, source: str | None) -> None:
         self.id = next(_ids)
@@ -237,7 +238,7 @@ class Scheduler:
 
     async def _pass_gates(self, ex: Execution, spec: StateSpec, pool: Any, gates: list[Any],
                           held: list[tuple[Any, str]]) -> None:
-        owner = f"{ex.state}#{ex.id}" if self._other_holders(ex) else ex.state
+        owner = f"{ex.state}#{ex.id}" if ex.branch is not None or self._other_holders(ex) else ex.state
         if pool is not None:
             await self._pass_gate(ex, pool, owner, spec.resources)
             held.append((pool, owner))
@@ -287,6 +288,7 @@ class Scheduler:
         name = ex.state
         executor = self._executor_of(spec)
         fast = executor is None and spec.timeout is None and spec.options["is_async"]
+        plain = ex.branch is None
         while True:
             ex.attempt += 1
             meta.attempts += 1
@@ -295,7 +297,10 @@ class Scheduler:
             meta.started_at = clock.time()
             if bus.active:
                 bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
-            ctx = Context(run.shared, run.typed, run=run, state_name=name, attempt=ex.attempt, error=ex.error)
+            if plain:
+                ctx = Context(run.shared, run.typed, run=run, state_name=name, attempt=ex.attempt, error=ex.error)
+            else:
+                ctx = ex.context(run)  # type: ignore[attr-defined]  # a payload branch (_map.py)
             try:
                 result = await spec.func(ctx) if fast else await self._call(spec, ctx, executor)
             except asyncio.CancelledError:
@@ -368,6 +373,8 @@ class Scheduler:
     def _complete(self, ex: Execution, meta: StateMetadata, outcome: tuple[str, Any]) -> None:
         kind, value = outcome
         control = self.run.control
+        if ex.branch is not None:
+            ex.ended(kind)  # type: ignore[attr-defined]  # a payload branch: its map's counts and result
         if kind == "ok":
             self._finish_state(ex, meta, *value)
         elif kind == "failed":
@@ -389,6 +396,14 @@ class Scheduler:
         graph = self.agent.graph
         if target not in graph.edges.get(ex.state, ()):
             graph.add_edge(ex.state, target, "runtime")
+        if ex.branch is not None:  # a payload branch goes on alone, with its payload
+            from ._map import route_failure
+
+            try:
+                route_failure(self, ex, target, error)  # type: ignore[arg-type]
+            except Exception as exc:
+                self.run.control.fail(ex.state, exc, wrap=False)
+            return True
         self._routing_error = error
         try:
             self.joins.finished(ex.token, (target,))
@@ -406,6 +421,11 @@ class Scheduler:
         elif isinstance(result, (list, tuple)) and all(isinstance(r, str) for r in result):
             names = tuple(dict.fromkeys(result))
         else:
+            from ._map import fanout_of
+
+            fan = fanout_of(self.agent, name, result)  # Send(...) entries: a payload fan-out
+            if fan is not None:
+                return fan
             raise InvalidStateResultError(
                 f"state {name!r} returned {result!r} ({type(result).__name__}); a state must return "
                 "the next state's name, a list of names to run in parallel, or None to end"
@@ -425,7 +445,7 @@ class Scheduler:
         name = ex.state
         try:
             names = self._normalize(name, result)
-        except (InvalidStateResultError, StateNotFoundError) as exc:
+        except (InvalidStateResultError, StateNotFoundError, ConfigurationError) as exc:
             meta.status = StateStatus.FAILED
             run.control.fail(name, exc, wrap=False)
             return
@@ -447,7 +467,12 @@ class Scheduler:
             ), wrap=False)
             return
         try:
-            self.joins.finished(ex.token, names)
+            if type(names) is tuple:
+                self.joins.finished(ex.token, names)
+            else:  # a Fanout: payload branches (_map.py)
+                from ._map import start_map
+
+                start_map(self, ex, names)  # type: ignore[arg-type]
             if self.agent.has_dependents:
                 run.deps.on_completed(name, self.agent.states[name])
         except Exception as exc:  # a dependency condition raised while routing: fail the run, never hang

@@ -6,13 +6,14 @@ can keep it without seeing later changes and cannot change the run through it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ._why import WaitReason, waits
 
 if TYPE_CHECKING:
     from ._hitl import HumanRequest
+    from ._map import MapCounts
     from ._run import Run
 
 
@@ -40,7 +41,9 @@ class RunSnapshot:
     state to a :class:`StateView`; ``running``/``queued``/``blocked`` name states in flight
     (``blocked`` maps a state to the dependencies it waits for); ``waiting_for_human`` holds
     the open requests; ``allocations`` what the resource pool granted, by holder; ``waits`` why
-    each waiting state waits (:class:`~fluffy_nb.engine._why.WaitReason`).
+    each waiting state waits (:class:`~fluffy_nb.engine._why.WaitReason`); ``maps`` how the
+    branches of each payload fan-out stand, by mapped state (:class:`MapCounts`: done, running,
+    failed, queued of total).
     """
 
     agent_name: str
@@ -61,6 +64,7 @@ class RunSnapshot:
     error: str | None = None
     parent_run_id: str | None = None
     waits: dict[str, WaitReason] = field(default_factory=dict)
+    maps: dict[str, MapCounts] = field(default_factory=dict)
 
     def status_of(self, state: str) -> str:
         """The status of ``state`` (``pending`` for a state this run has not touched)."""
@@ -81,6 +85,12 @@ def take_snapshot(run: Run) -> RunSnapshot:
     if pool is not None and sched.running:
         mine = {ex.state for ex in sched.running.values()} | {f"{e.state}#{e.id}" for e in sched.running.values()}
         allocations = {k: v for k, v in pool.get_state_allocations().items() if k in mine}
+    maps = {s: m.snapshot() for s, m in run.maps.items()} if run.maps else {}
+    for s, counts in maps.items():
+        view = states.get(s)
+        if counts.running and view is not None and view.status != "running":
+            # a mapped state runs while any branch does, whatever its latest finished branch said
+            states[s] = replace(view, status="running")
     end = run.finished_at if run.finished_at is not None else run.clock.monotonic()
     error = None if run.failure is None else f"{type(run.failure).__name__}: {run.failure}"
     return RunSnapshot(
@@ -91,4 +101,5 @@ def take_snapshot(run: Run) -> RunSnapshot:
         queued=tuple(ex.state for _, ex in sorted(sched.queue)), blocked=run.deps.statuses(),
         waiting_for_human=tuple(run.pending_requests()), allocations=allocations, error=error,
         parent_run_id=run.parent_run_id, waits=waits(run) if run.active else {},
+        maps=maps,
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._checkpoint import Checkpoint
 from ._errors import CheckpointError, FluffyWarning
 from ._history import CheckpointDiff, CheckpointHistory, diff_checkpoints
+from ._map import map_names
 from ._status import AgentStatus
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def check_fits(agent: Agent, cp: Checkpoint, what: str) -> None:
     exists, no join holds more waiting branches than the agent has states, steps within max_steps."""
     joins = cp.scheduler.get("joins", {}) if isinstance(cp.scheduler, dict) else {}
     named = (set(cp.pending) | set(cp.completed_states) | set(cp.state_status) | set(cp.completion_counts)
-             | set(cp.state_attempts) | set(joins) | {a.state for a in cp.human_answers})
+             | set(cp.state_attempts) | set(joins) | {a.state for a in cp.human_answers} | map_names(cp.maps))
     missing = sorted(n for n in named if n not in agent.states)
     which = f"checkpoint {cp.checkpoint_id[:12]} of {cp.agent_name!r}"
     if missing:

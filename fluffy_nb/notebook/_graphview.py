@@ -26,6 +26,7 @@ from ._layout import (
     status_label,
 )
 from ._layout import TEMPLATE as _TEMPLATE
+from ._mapview import map_counts, map_note
 from ._waitview import add_wait_overlay, mermaid_wait_lines, svg_wait_overlay, wait_hover, wait_label
 
 #: graphs with more drawn nodes than this get no plotly figure in an Agent's repr (mermaid/SVG still)
@@ -90,6 +91,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
     lay = graph_layout(agent.graph)
     status = with_child_statuses(agent, agent_statuses(agent, tracker))
     waits, deadlocks = waits_of(tracker)
+    maps = map_counts(tracker)
     fig = go.Figure()
     # edges: one line trace per kind (dash shows the kind), arrowheads as short annotations on the last leg;
     # cycles (back edges) bend below the nodes, edges that skip layers bend around the nodes in between
@@ -139,7 +141,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
             text = f"{plotly_text(node.label)}<br>{_counts_text(counts)}"
             hover = f"<b>{plotly_text(node.label)}</b> (layer {node.layer})<br>{_counts_text(counts)}"
         else:
-            text = plotly_text(node_label(agent, nid, node.label, status))
+            text = plotly_text(node_label(agent, nid, node.label, status) + map_note(maps, nid))
             hover = _hover(agent, nid, st, getattr(tracker, "where", {}).get(nid), waits.get(nid))
         by_status.setdefault(st, []).append((nid, x, y, text, hover))
     for st in STATUS_STYLE:
@@ -215,6 +217,7 @@ def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR", exp
     lay = graph_layout(agent.graph)
     status = with_child_statuses(agent, agent_statuses(agent, tracker))
     waits, deadlocks = waits_of(tracker)
+    maps = map_counts(tracker)
     ids = {nid: f"n{i}" for i, nid in enumerate(lay.nodes)}
     lines = [f"flowchart {direction}"]
     used: set[str] = set()
@@ -226,7 +229,7 @@ def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR", exp
             continue
         st, counts = _node_status(lay, nid, status)
         used.add(st)
-        label = node.label if not node.is_group else f"{node.label}: {_counts_text(counts)}"
+        label = node.label + map_note(maps, nid) if not node.is_group else f"{node.label}: {_counts_text(counts)}"
         wait = waits.get(nid)
         if wait is not None:
             label += f" · waits: {wait_label(wait.kind)}"

@@ -1,0 +1,444 @@
+"""Fan-out with a payload: one state run once per item, each run its own execution.
+
+A state returns ``[Send("score", item) for item in items]`` (or ``ctx.map("score", items)``,
+the same list): every ``Send`` becomes a branch of one fan-out, running ``score`` with
+``ctx.payload`` set to its item. Each branch is its own execution: its own attempts and
+retries, timeout, ``on_error``/``on_timeout`` route (the route's state runs for that branch,
+with the same payload), status, under ``max_concurrent`` and the state's rate limits,
+semaphores and resource requests, which all count every branch. A branch records its result
+with ``ctx.set_result(value)``; where the branches meet (the join rule of ``_graph.py``),
+``ctx.results("score")`` gives every branch's result in payload order.
+
+This module owns the payload machinery: :class:`Send`, the record of one map
+(:class:`PayloadMap`: payloads, results, per-item status and counts), the execution and
+context of one branch, and turning a live map into a checkpoint record and back (only
+unfinished payloads run again after a restore). The scheduler calls in here only when a
+state returned a ``Send`` (or an execution is a branch), so plain states pay nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._checkpoint import MapRecord, check_json_value
+from ._context import Context
+from ._errors import ConfigurationError, InvalidStateResultError, StateNotFoundError
+from ._events import StateScheduled
+from ._executor import LocalExecutor, state_executor
+from ._runner import Execution
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+    from ._graph import Group, Token
+    from ._run import Run
+    from ._runner import Scheduler
+
+_PENDING, _RUNNING, _DONE, _FAILED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Run ``state`` once for ``payload``: return a list of these to fan out with payloads.
+
+    Each ``Send`` in a state's returned list becomes its own branch (plain names may stand
+    beside them and run once, as always). The branch reads its item as ``ctx.payload``.
+
+    Example:
+        >>> from fluffy_nb import Agent, Send
+        >>> async def split(ctx):
+        ...     return [Send("square", n) for n in (1, 2, 3)]
+        >>> async def square(ctx):
+        ...     ctx.set_result(ctx.payload ** 2)
+        ...     return "total"
+        >>> async def total(ctx):
+        ...     ctx.set_state("squares", ctx.results("square"))
+        >>> agent = Agent("squares")
+        >>> for f in (split, square, total):
+        ...     _ = agent.add_state(f.__name__, f)
+        >>> agent.run_sync().shared_state["squares"]
+        [1, 4, 9]
+    """
+
+    state: str
+    payload: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class MapCounts:
+    """How the branches of one map stand: ``done + running + failed + queued == total``."""
+
+    total: int
+    done: int
+    running: int
+    failed: int
+
+    @property
+    def queued(self) -> int:
+        """Branches not started yet (or to run again)."""
+        return self.total - self.done - self.running - self.failed
+
+
+class PayloadMap:
+    """One map: the payloads sent to ``state`` by ``source``, each branch's status and result.
+
+    Args:
+        state: The state run once per payload.
+        source: The state that returned the ``Send`` list.
+        payloads: The items, in order.
+    """
+
+    def __init__(self, state: str, source: str | None, payloads: list[Any]) -> None:
+        self.state = state
+        self.source = source
+        self.payloads = payloads
+        self.results: list[Any] = [None] * len(payloads)
+        self.status = bytearray(len(payloads))  # _PENDING/_RUNNING/_DONE/_FAILED per payload
+        self.counts = [len(payloads), 0, 0, 0]  # by status
+        self.group: Group | None = None  # the fan-out its branches started in
+        # checkpoint encoding, kept between checkpoints so each value is encoded once
+        self._fresh: list[int] = []  # payloads done since the last record
+        self._results_json: dict[str, Any] = {}
+        self._pending_json: dict[str, Any] | None = None
+
+    def mark(self, index: int, status: int) -> None:
+        """Set payload ``index``'s status, keeping the counts."""
+        old = self.status[index]
+        if old != status:
+            self.counts[old] -= 1
+            self.counts[status] += 1
+            self.status[index] = status
+            if status == _DONE:
+                self._fresh.append(index)
+
+    def snapshot(self) -> MapCounts:
+        """The counts now."""
+        c = self.counts
+        return MapCounts(len(self.payloads), c[_DONE], c[_RUNNING], c[_FAILED])
+
+    def in_flight(self) -> int:
+        """Branches not finished (queued, running, or to run again)."""
+        return self.counts[_PENDING] + self.counts[_RUNNING]
+
+    def unfinished(self) -> list[int]:
+        """Indices of payloads without a result yet."""
+        return [i for i, s in enumerate(self.status) if s != _DONE]
+
+    def record(self, group: int, others: list[str], waiting: dict[str, int]) -> MapRecord:
+        """This map as a checkpoint record (values encoded as context values are, each once)."""
+        pending = self._pending_json
+        if pending is None:
+            pending = self._pending_json = {
+                str(i): encode_value(f"{self.state}.payload[{i}]", self.payloads[i])
+                for i, st in enumerate(self.status) if st != _DONE
+            }
+        for i in self._fresh:
+            key = str(i)
+            self._results_json[key] = encode_value(f"{self.state}.results[{i}]", self.results[i])
+            pending.pop(key, None)
+        self._fresh.clear()
+        return MapRecord.model_construct(state=self.state, source=self.source, total=len(self.payloads),
+                                         results=dict(self._results_json), pending=dict(pending),
+                                         waiting=waiting, others=others, group=group)
+
+    def __repr__(self) -> str:
+        c = self.snapshot()
+        return f"<PayloadMap {self.state!r} {c.done}/{c.total} done, {c.running} running, {c.failed} failed>"
+
+
+class PayloadExecution(Execution):
+    """An execution of one branch of a map: the state, its map and the payload's index."""
+
+    __slots__ = ("branch", "index", "value")
+
+    def __init__(self, state: str, token: Token, source: str | None, branch: PayloadMap, index: int) -> None:
+        super().__init__(state, token, source)
+        self.branch: PayloadMap = branch  # type: ignore[assignment]
+        self.index = index
+        self.value: Any = None
+
+    def context(self, run: Run) -> Context:
+        """The context of the next attempt (its payload set; a result set by a failed attempt is dropped)."""
+        self.value = None
+        self.branch.mark(self.index, _RUNNING)
+        ctx = BranchContext(run.shared, run.typed, run=run, state_name=self.state, attempt=self.attempt,
+                            error=self.error)
+        object.__setattr__(ctx, "_ex", self)
+        return ctx
+
+    def ended(self, kind: str) -> None:
+        """The execution ended as ``ok``, ``failed`` or ``cancelled``."""
+        m = self.branch
+        if kind == "ok":
+            m.results[self.index] = self.value
+            m.mark(self.index, _DONE)
+        elif kind == "failed":
+            m.mark(self.index, _FAILED)
+        else:
+            m.mark(self.index, _PENDING)
+
+
+class BranchContext(Context):
+    """The context of a map branch: :attr:`payload` is its item; :meth:`set_result` its result."""
+
+    __slots__ = ("_ex",)
+
+    @property
+    def payload(self) -> Any:
+        """This branch's item (what its ``Send`` carried)."""
+        ex: PayloadExecution = object.__getattribute__(self, "_ex")
+        return ex.branch.payloads[ex.index]
+
+    @property
+    def payload_index(self) -> int | None:
+        """This branch's position in its map."""
+        ex: PayloadExecution = object.__getattribute__(self, "_ex")
+        return ex.index
+
+    def set_result(self, value: Any) -> None:
+        """Record this branch's result; the join reads all of them with ``ctx.results(state)``."""
+        object.__getattribute__(self, "_ex").value = value
+
+
+class Fanout(tuple):  # type: ignore[type-arg]
+    """The names a ``Send`` list routes to (plain names, then mapped states), with the sends."""
+
+    plain: tuple[str, ...]
+    sends: list[Send]
+
+
+def fanout_of(agent: Agent, name: str, result: Any) -> Fanout | None:
+    """``result`` as a payload fan-out, or None when it holds no ``Send``.
+
+    Raises:
+        InvalidStateResultError: an entry is neither a state name nor a ``Send``.
+        StateNotFoundError: a ``Send`` names an unknown state.
+        ConfigurationError: a ``Send`` names a state gated by dependencies.
+    """
+    if type(result) is Send:
+        result = [result]  # a single Send: a map of one
+    if not isinstance(result, (list, tuple)) or not any(type(r) is Send for r in result):
+        return None
+    plain: dict[str, None] = {}
+    sends: list[Send] = []
+    mapped: dict[str, None] = {}
+    for r in result:
+        if type(r) is Send:
+            sends.append(r)
+            mapped[r.state] = None
+        elif isinstance(r, str):
+            plain[r] = None
+        else:
+            raise InvalidStateResultError(
+                f"state {name!r} returned a list with {r!r} ({type(r).__name__}) beside Send(...) entries; "
+                "a fan-out list holds state names and Send(state, payload) only"
+            )
+    for target in plain:
+        if target not in agent.states:
+            raise StateNotFoundError(
+                f"state {name!r} returned {target!r}, which is not a state of agent {agent.name!r}; "
+                f"add it with agent.add_state({target!r}, func) or fix the name"
+            )
+    for target in mapped:
+        spec = agent.states.get(target)
+        if spec is None:
+            known = ", ".join(sorted(agent.states)[:12])
+            raise StateNotFoundError(
+                f"state {name!r} sent payloads to {target!r}, which is not a state of agent {agent.name!r} "
+                f"(known: {known}); add it with agent.add_state({target!r}, func) or fix the name"
+            )
+        if spec.dependencies:
+            raise ConfigurationError(
+                f"state {name!r} sent payloads to {target!r}, which waits for dependencies; a state run once "
+                "per payload cannot also be gated by dependencies: remove its dependencies, or send to a "
+                "state without them"
+            )
+        executor = state_executor(agent, spec)
+        if executor is not None and not isinstance(executor, LocalExecutor):
+            raise ConfigurationError(
+                f"state {name!r} sent payloads to {target!r}, which runs on executor {executor!r}; its body "
+                "would not see ctx.payload there (the worker's context carries none yet). Map to a local "
+                "state, and let it call the remote work with the payload"
+            )
+    fan = Fanout((*plain, *(m for m in mapped if m not in plain)))
+    fan.plain = tuple(plain)
+    fan.sends = sends
+    return fan
+
+
+def start_map(sched: Scheduler, ex: Execution, fan: Fanout) -> None:
+    """Start the branches of ``fan`` (returned by ``ex``): one execution per ``Send``."""
+    run = sched.run
+    maps: dict[str, PayloadMap] = {}
+    slots: list[tuple[PayloadMap, int]] = []
+    for send in fan.sends:
+        m = maps.get(send.state)
+        if m is None:
+            m = maps[send.state] = PayloadMap(send.state, ex.state, [])
+        slots.append((m, len(m.payloads)))
+        m.payloads.append(send.payload)
+    for m in maps.values():
+        before = run.maps.get(m.state)
+        if before is not None and before.in_flight():
+            raise ConfigurationError(
+                f"state {ex.state!r} sent payloads to {m.state!r} while an earlier map of {m.state!r} in this run "
+                f"still has {before.in_flight():,} branches to finish; ctx.results({m.state!r}) could not tell "
+                f"the two apart: map into another state (add_state a second one with the same function)"
+            )
+    for m in maps.values():
+        m.results = [None] * len(m.payloads)
+        m.status = bytearray(len(m.payloads))
+        m.counts = [len(m.payloads), 0, 0, 0]
+        run.maps[m.state] = m
+
+    def start(token: Token, k: int) -> None:
+        m, index = slots[k]
+        launch(sched, token, m, index, m.state, None)
+
+    group = sched.joins.fan_out(ex.token, fan.plain, [m.state for m, _ in slots], start)
+    for m in maps.values():
+        m.group = group
+
+
+def launch(sched: Scheduler, token: Token, m: PayloadMap, index: int, state: str,
+           error: BaseException | None) -> None:
+    """Create the execution of branch ``index`` of map ``m`` at ``state`` and queue or launch it."""
+    run = sched.run
+    pex = PayloadExecution(state, token, m.source, m, index)
+    pex.error = error
+    if run.events.active:
+        run.events.publish(StateScheduled(run.name, run.run_id, run.clock.monotonic(), state, m.source))
+    sched.enqueue(pex)
+
+
+def route_failure(sched: Scheduler, ex: PayloadExecution, target: str, error: BaseException) -> None:
+    """A branch failed for good and its state routes failures to ``target``: run ``target`` for the
+    same payload (its result fills the branch's slot), without waiting for the other branches."""
+    spec = sched.agent.states.get(target)
+    if spec is not None and spec.dependencies:
+        raise ConfigurationError(
+            f"state {ex.state!r} routes failures of its payload branches to {target!r}, which waits for "
+            "dependencies; route them to a state without dependencies"
+        )
+    sched.joins.move(ex.token, target)
+    launch(sched, ex.token, ex.branch, ex.index, target, error)
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+def encode_value(key: str, value: Any) -> Any:
+    """A payload or result as checkpoint JSON: the encoding of context values (``check_json_value``,
+    which ``encode_shared`` applies to each context value)."""
+    return check_json_value(key, value)
+
+
+def decode_value(value: Any) -> Any:
+    """A payload or result loaded from a checkpoint, decoded as context values are (as stored)."""
+    return value
+
+
+def checkpoint_maps(run: Run) -> tuple[list[str], dict[str, int], list[MapRecord]]:
+    """The frontier and join counts of a live run without its maps' branches, and one record per
+    map (what a restore needs to run only the unfinished payloads).
+
+    A map's fan-out is recorded with its first map: the branches waiting at its joins and the
+    states its other branches run (their own nested fan-outs go to the run's frontier, as nested
+    fan-outs always do). Maps started by one return share a ``group`` number.
+    """
+    sched = run.scheduler
+    live = sched.joins.groups
+    owner: dict[int, PayloadMap] = {}  # live fan-out id -> the first map that started it
+    for m in run.maps.values():
+        g = m.group
+        if g is not None and live.get(g.id) is g:
+            owner.setdefault(g.id, m)
+    frontier: list[str] = []
+    queued: list[tuple[int, Execution]] = []
+    others: dict[int, list[str]] = {}
+    queue = [e for _, e in sched.queue if e.branch is None]  # a big map queues most of its branches
+    for ex in (*sched.running.values(), *queue, *run.deps.parked):
+        if ex.branch is not None:
+            continue
+        gid = ex.token.group.id
+        if gid in owner:
+            others.setdefault(gid, []).append(ex.state)
+        elif ex.id in sched.running:
+            frontier.append(ex.state)
+        else:
+            queued.append((-run.agent.states[ex.state].priority, ex))
+    frontier += [ex.state for _, ex in sorted(queued)]
+    joins: dict[str, int] = {}
+    for group in (sched.joins.root, *live.values()):
+        if group.id not in owner:
+            for target, tokens in group.joins.items():
+                joins[target] = joins.get(target, 0) + len(tokens)
+    records = []
+    for m in run.maps.values():
+        gid = m.group.id if m.group is not None else 0
+        first = m.group is not None and owner.get(gid) is m
+        waiting = {t: len(v) for t, v in m.group.joins.items()} if first and m.group is not None else {}
+        records.append(m.record(gid if gid in owner else 0, others.get(gid, []) if first else [], waiting))
+    # one frontier entry per map with work left, so a checkpoint still says the run goes on
+    # (resume_latest, a loaded run's status); relaunch_maps takes it back out
+    frontier += [r.state for r in records if r.pending or r.others or r.waiting]
+    return frontier, joins, records
+
+
+def map_names(records: Iterable[MapRecord]) -> set[str]:
+    """Every state the map records of a checkpoint name."""
+    out: set[str] = set()
+    for r in records:
+        out.add(r.state)
+        if r.source is not None:
+            out.add(r.source)
+        out.update(r.waiting)
+        out.update(r.others)
+    return out
+
+
+def plain_frontier(pending: list[str], records: list[MapRecord]) -> list[str]:
+    """``pending`` without the one entry each map with work left added to it."""
+    out = list(pending)
+    for r in records:
+        if (r.pending or r.others or r.waiting) and r.state in out:
+            out.remove(r.state)
+    return out
+
+
+def relaunch_maps(run: Run, records: list[MapRecord]) -> None:
+    """Rebuild the maps of a restored checkpoint and start their unfinished payloads, the maps of
+    one fan-out (same ``group``) in one fan-out again."""
+    fanouts: dict[int, list[tuple[PayloadMap, MapRecord, list[int]]]] = {}
+    for n, r in enumerate(records):
+        m = PayloadMap(r.state, r.source, [None] * r.total)
+        for key, value in r.results.items():
+            i = int(key)  # MapRecord checked every index
+            m.results[i] = decode_value(value)
+            m.mark(i, _DONE)
+        todo = sorted(int(key) for key in r.pending)
+        for i in todo:
+            m.payloads[i] = decode_value(r.pending[str(i)])
+        run.maps[r.state] = m
+        if todo or r.waiting or r.others:
+            fanouts.setdefault(r.group or -1 - n, []).append((m, r, todo))
+    for members in fanouts.values():
+        _relaunch_fanout(run.scheduler, members)
+
+
+def _relaunch_fanout(sched: Scheduler, members: list[tuple[PayloadMap, MapRecord, list[int]]]) -> None:
+    first = members[0][1]
+    parent = sched.joins.add_branch(first.source or first.state)
+    slots = [(m, i) for m, _, todo in members for i in todo]
+    others = tuple(o for _, r, _ in members for o in r.others)
+    waiting: dict[str, int] = {}
+    for _, r, _ in members:
+        for target, count in r.waiting.items():
+            waiting[target] = waiting.get(target, 0) + count
+
+    def start(token: Token, k: int) -> None:
+        m, index = slots[k]
+        launch(sched, token, m, index, m.state, None)
+
+    group = sched.joins.fan_out(parent, others, [m.state for m, _ in slots], start, waiting=waiting)
+    for m, _, _ in members:
+        m.group = group

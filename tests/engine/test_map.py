@@ -1,0 +1,518 @@
+"""Fan-out with a payload: Send/ctx.map run one state once per item, each item its own execution."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+
+from fluffy_nb import (
+    Agent,
+    AgentStatus,
+    Checkpoint,
+    CheckpointError,
+    ConfigurationError,
+    InvalidStateResultError,
+    ManualClock,
+    MemoryStore,
+    RetryPolicy,
+    Send,
+    StateFailedError,
+    StateNotFoundError,
+    StateTimeoutError,
+)
+from fluffy_nb.engine.coordination import PrimitiveType, RateLimitStrategy
+from tests._wait import until
+
+
+def mapping_agent(name: str, items: list[Any], score: Any, **options: Any) -> Agent:
+    """split -> score (once per item) -> merge, which stores ``ctx.results("score")`` as ``out``."""
+
+    async def split(ctx: Any) -> list[Send]:
+        return ctx.map("score", items)
+
+    async def merge(ctx: Any) -> None:
+        ctx.set_state("out", ctx.results("score"))
+        ctx.set_state("merges", ctx.get_state("merges", 0) + 1)
+
+    score_options = options.pop("score_options", {})
+    agent = Agent(name, **options)
+    agent.add_state("split", split)
+    agent.add_state("score", score, **score_options)
+    agent.add_state("merge", merge)
+    return agent
+
+
+async def test_ten_thousand_payloads_run_at_most_50_at_once_and_the_join_gets_every_result_in_order() -> None:
+    live = {"now": 0, "peak": 0}
+
+    async def score(ctx: Any) -> str:
+        live["now"] += 1
+        live["peak"] = max(live["peak"], live["now"])
+        for _ in range(ctx.payload % 3):  # later items often finish first
+            await asyncio.sleep(0)
+        live["now"] -= 1
+        ctx.set_result(ctx.payload * 2)
+        return "merge"
+
+    agent = mapping_agent("ten_k", list(range(10_000)), score, max_concurrent=50)
+    result = await agent.run()
+    assert result.status is AgentStatus.COMPLETED
+    assert live["peak"] == 50  # the limit was reached, never passed
+    assert result.shared_state["out"] == [i * 2 for i in range(10_000)]
+    assert result.shared_state["merges"] == 1  # the join ran once, after every branch
+    assert result.state_runs == {"split": 1, "score": 10_000, "merge": 1}
+    counts = agent.latest_run.snapshot().maps["score"]  # type: ignore[union-attr]
+    assert (counts.total, counts.done, counts.running, counts.failed, counts.queued) == (10_000, 10_000, 0, 0, 0)
+
+
+async def test_a_semaphore_of_3_admits_3_branches_of_a_map_of_30_at_a_time() -> None:
+    live = {"now": 0, "peak": 0}
+    release = asyncio.Event()
+
+    async def score(ctx: Any) -> str:
+        live["now"] += 1
+        live["peak"] = max(live["peak"], live["now"])
+        await release.wait()
+        await asyncio.sleep(0)
+        live["now"] -= 1
+        ctx.set_result(ctx.payload)
+        return "merge"
+
+    agent = mapping_agent("sem", list(range(30)), score)
+    agent.add_state_coordination("score", PrimitiveType.SEMAPHORE, max_count=3)  # "allow 3 concurrent executions"
+    task = asyncio.create_task(agent.run())
+    await until(lambda: live["now"] == 3, "three branches inside")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert live["now"] == 3  # the other 27 wait at the semaphore
+    run = agent.latest_run
+    assert run is not None
+    counts = run.snapshot().maps["score"]
+    assert (counts.total, counts.done, counts.running, counts.failed, counts.queued) == (30, 0, 3, 0, 27)
+    release.set()
+    result = await task
+    assert live["peak"] == 3
+    assert result.shared_state["out"] == list(range(30))
+
+
+async def test_a_rate_limit_on_the_mapped_state_paces_all_of_its_branches() -> None:
+    clock = ManualClock()
+    admitted: list[tuple[int, float]] = []
+
+    async def score(ctx: Any) -> str:
+        admitted.append((ctx.payload, clock.monotonic()))
+        return "merge"
+
+    agent = mapping_agent("paced", list(range(6)), score, clock=clock)
+    agent.add_state_rate_limit("score", max_rate=10.0, strategy=RateLimitStrategy.TOKEN_BUCKET, burst_size=2)
+    task = asyncio.create_task(agent.run())
+    await clock.wait_for_sleepers(1)
+    assert [p for p, _ in admitted] == [0, 1]  # the burst: two at once, whatever the number of branches
+    for _ in range(4):
+        await clock.advance(0.1 + 1e-9)
+    result = await task
+    assert [p for p, _ in admitted] == [0, 1, 2, 3, 4, 5]
+    times = [t for _, t in admitted]
+    assert times[:2] == [0.0, 0.0]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(times[1:])] == [0.1, 0.1, 0.1, 0.1]
+    assert result.status is AgentStatus.COMPLETED
+
+
+async def test_each_branch_retries_on_its_own() -> None:
+    attempts: dict[int, list[int]] = {}
+
+    async def score(ctx: Any) -> str:
+        attempts.setdefault(ctx.payload, []).append(ctx.attempt)
+        ctx.set_result(f"partial {ctx.payload}")  # dropped when the attempt fails
+        if ctx.payload == 3 and ctx.attempt < 3:
+            raise ConnectionError("flaky")
+        ctx.set_result(ctx.payload * 10)
+        return "merge"
+
+    agent = mapping_agent("retries", list(range(5)), score,
+                          score_options={"retry_policy": RetryPolicy(max_retries=2, initial_delay=0, jitter=False)})
+    result = await agent.run()
+    assert attempts == {0: [1], 1: [1], 2: [1], 3: [1, 2, 3], 4: [1]}
+    assert result.shared_state["out"] == [0, 10, 20, 30, 40]
+    assert agent.latest_run.metadata["score"].retries == 2  # type: ignore[union-attr]
+
+
+async def test_a_failing_branch_without_a_route_fails_the_run_as_today() -> None:
+    async def score(ctx: Any) -> str:
+        if ctx.payload == 2:
+            raise ValueError("bad item 2")
+        return "merge"
+
+    agent = mapping_agent("fails", list(range(5)), score)
+    with pytest.raises(StateFailedError, match="bad item 2"):
+        await agent.run()
+    run = agent.latest_run
+    assert run is not None
+    assert run.status is AgentStatus.FAILED
+    assert "merge" not in run.completed_states
+    assert run.snapshot().maps["score"].failed == 1
+
+
+async def test_a_branch_that_fails_or_times_out_takes_its_route_with_its_own_payload() -> None:
+    release = asyncio.Event()
+
+    async def score(ctx: Any) -> str:
+        if ctx.payload == "boom":
+            raise KeyError("boom")
+        if ctx.payload == "slow":
+            await release.wait()  # released never: its timeout sends it to the fallback
+        ctx.set_result(ctx.payload.upper())
+        return "merge"
+
+    async def rescue(ctx: Any) -> str:
+        ctx.set_result(f"{ctx.payload}: {type(ctx.last_error).__name__}")
+        return "merge"
+
+    agent = mapping_agent("routed", ["a", "boom", "slow", "b"], score,
+                          score_options={"on_error": "rescue", "on_timeout": "rescue", "timeout": 0.05})
+    agent.add_state("rescue", rescue)
+    result = await agent.run()
+    assert result.shared_state["out"] == ["A", "boom: KeyError", "slow: StateTimeoutError", "B"]
+    assert result.shared_state["merges"] == 1
+    assert result.state_runs["rescue"] == 2  # once per failed branch, not once per state
+    counts = agent.latest_run.snapshot().maps["score"]  # type: ignore[union-attr]
+    assert (counts.done, counts.failed) == (4, 0)
+    assert StateTimeoutError.__name__ in result.shared_state["out"][2]
+
+
+async def test_a_checkpoint_taken_mid_map_restores_and_runs_only_the_unfinished_payloads() -> None:
+    ran: list[int] = []
+    hold = asyncio.Event()
+
+    def agent_for(blocking: bool) -> Agent:
+        async def score(ctx: Any) -> str:
+            if blocking and ctx.payload >= 4:
+                await hold.wait()  # never set: the run is stopped here
+            ran.append(ctx.payload)
+            ctx.set_result({"item": ctx.payload, "sq": ctx.payload ** 2})
+            return "merge"
+
+        return mapping_agent("resumable", list(range(10)), score, max_concurrent=2, store=MemoryStore())
+
+    first = agent_for(blocking=True)
+    task = asyncio.create_task(first.run())
+    await until(lambda: len(ran) == 4, "four payloads done")
+    run = first.latest_run
+    assert run is not None
+    await until(lambda: run.snapshot().maps["score"].running == 2, "two branches blocked")
+    cp = run.create_checkpoint()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert cp.pending == ["score"]  # one entry for the map (the run goes on); its branches are in the record
+    (record,) = cp.maps
+    assert sorted(record.results, key=int) == ["0", "1", "2", "3"]
+    assert sorted(record.pending, key=int) == [str(i) for i in range(4, 10)]
+
+    ran.clear()
+    second = agent_for(blocking=False)
+    second.restore(Checkpoint.from_json(cp.to_json()))  # through JSON, as a store keeps it
+    result = await second.run()
+    assert sorted(ran) == list(range(4, 10))  # only the unfinished ones
+    assert result.shared_state["out"] == [{"item": i, "sq": i * i} for i in range(10)]
+    assert result.shared_state["merges"] == 1
+
+
+async def test_a_list_repeating_a_plain_name_still_runs_it_once_beside_a_map() -> None:
+    async def split(ctx: Any) -> list[Any]:
+        return ["audit", "audit", *ctx.map("score", [1, 2, 3])]
+
+    async def audit(ctx: Any) -> str:
+        ctx.set_state("audits", ctx.get_state("audits", 0) + 1)
+        return "merge"
+
+    async def score(ctx: Any) -> str:
+        ctx.set_result(ctx.payload + 1)
+        return "merge"
+
+    async def merge(ctx: Any) -> None:
+        ctx.set_state("out", ctx.results("score"))
+
+    agent = Agent("mixed")
+    for f in (split, audit, score, merge):
+        agent.add_state(f.__name__, f)
+    result = await agent.run()
+    assert result.state_runs == {"split": 1, "audit": 1, "score": 3, "merge": 1}
+    assert result.shared_state == {"audits": 1, "out": [2, 3, 4]}
+
+
+async def test_bad_sends_and_misuse_fail_with_errors_that_name_the_state() -> None:
+    async def to_nowhere(ctx: Any) -> list[Send]:
+        return [Send("nowhere", 1)]
+
+    agent = Agent("bad_target")
+    agent.add_state("to_nowhere", to_nowhere)
+    with pytest.raises(StateNotFoundError, match="'to_nowhere' sent payloads to 'nowhere'"):
+        await agent.run()
+
+    async def odd(ctx: Any) -> list[Any]:
+        return [Send("odd", 1), 42]
+
+    agent = Agent("bad_entry")
+    agent.add_state("odd", odd)
+    with pytest.raises(InvalidStateResultError, match="42"):
+        await agent.run()
+
+    async def plain(ctx: Any) -> None:
+        ctx.set_result(1)
+
+    agent = Agent("no_payload")
+    agent.add_state("plain", plain)
+    with pytest.raises(StateFailedError, match="set_result records the result of a payload branch"):
+        await agent.run()
+
+    async def reader(ctx: Any) -> None:
+        assert ctx.payload is None
+        ctx.results("score")
+
+    agent = Agent("no_map")
+    agent.add_state("reader", reader)
+    with pytest.raises(StateFailedError, match="has not sent payloads to 'score'") as info:
+        await agent.run()
+    assert isinstance(info.value.__cause__, ConfigurationError)
+
+
+def test_a_damaged_map_record_is_refused_when_the_checkpoint_loads() -> None:
+    good = {"agent_name": "a", "run_id": "r", "timestamp": 0.0,
+            "maps": [{"state": "score", "total": 3, "results": {"0": 1}, "pending": {"1": "x", "2": "y"}}]}
+    assert Checkpoint.from_dict(good).maps[0].total == 3
+    for damage in ({"pending": {"7": "x"}}, {"results": {"-1": 0}}, {"waiting": {"merge": 60_000, "report": 60_000}},
+                   {"results": {"0": 1, "1": 2}, "pending": {"1": "x", "2": "y"}}):
+        bad = {**good, "maps": [{**good["maps"][0], **damage}]}
+        with pytest.raises(CheckpointError, match="map of 'score'"):
+            Checkpoint.from_dict(bad)
+
+
+async def test_resume_latest_after_a_durable_run_stopped_mid_map_finishes_only_the_rest() -> None:
+    store = MemoryStore()
+    ran: list[int] = []
+    hold = asyncio.Event()
+
+    def agent_for(blocking: bool) -> Agent:
+        async def score(ctx: Any) -> str:
+            if blocking and ctx.payload >= 3:
+                await hold.wait()
+            ran.append(ctx.payload)
+            ctx.set_result(ctx.payload)
+            return "merge"
+
+        return mapping_agent("durable_map", list(range(8)), score, max_concurrent=3, store=store, durable=True)
+
+    first = agent_for(blocking=True)
+    task = asyncio.create_task(first.run())
+    await until(lambda: len(ran) == 3, "three payloads done")
+    task.cancel()  # the process dies here; every finished branch was checkpointed
+    await asyncio.gather(task, return_exceptions=True)
+    ran.clear()
+    result = await agent_for(blocking=False).resume_latest(store)
+    assert sorted(ran) == list(range(3, 8))
+    assert result.shared_state["out"] == list(range(8))
+    assert result.status is AgentStatus.COMPLETED
+
+
+async def test_pausing_mid_map_starts_no_branch_until_resume_and_the_join_still_gets_every_result() -> None:
+    gate = asyncio.Event()
+    started: list[int] = []
+
+    async def score(ctx: Any) -> str:
+        started.append(ctx.payload)
+        if ctx.payload >= 1:
+            await gate.wait()  # still running when the pause comes: pause waits for them
+        ctx.set_result(-ctx.payload)
+        return "merge"
+
+    agent = mapping_agent("paused_map", list(range(6)), score, max_concurrent=2)
+    task = asyncio.create_task(agent.run())
+    await until(lambda: sorted(started) == [0, 1, 2], "items 1 and 2 running, 0 done")
+    run = agent.latest_run
+    assert run is not None
+    await until(lambda: run.snapshot().maps["score"].running == 2, "two in flight")
+    pausing = asyncio.create_task(run.pause())
+    await until(lambda: run.paused, "paused")
+    gate.set()
+    cp = await pausing
+    assert sorted(cp.maps[0].pending, key=int) == ["3", "4", "5"]  # the unstarted items, with their payloads
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert sorted(started) == [0, 1, 2]  # nothing starts while paused
+    assert run.resume()
+    result = await task
+    assert sorted(started) == list(range(6))
+    assert result.shared_state["out"] == [0, -1, -2, -3, -4, -5]
+
+
+async def test_cancel_state_cancels_every_branch_of_the_map() -> None:
+    started = asyncio.Event()
+
+    async def score(ctx: Any) -> str:
+        started.set()
+        await asyncio.Event().wait()
+        return "merge"
+
+    agent = mapping_agent("cancelled_map", list(range(20)), score, max_concurrent=5)
+    task = asyncio.create_task(agent.run())
+    await started.wait()
+    run = agent.latest_run
+    assert run is not None
+    await until(lambda: run.snapshot().maps["score"].running == 5, "five in flight")
+    assert run.cancel_state("score")
+    result = await task
+    assert result.status is AgentStatus.COMPLETED  # as cancel_state of any state: its branches end
+    assert "merge" not in result.completed_states
+    counts = run.snapshot().maps["score"]
+    assert (counts.done, counts.running) == (0, 0)
+
+
+async def test_mapping_a_state_whose_earlier_map_is_unfinished_or_that_has_dependencies_fails_loudly() -> None:
+    hold = asyncio.Event()
+
+    async def outer(ctx: Any) -> list[Send]:
+        return ctx.map("inner", [1, 2])
+
+    async def inner(ctx: Any) -> list[Send]:
+        if ctx.payload == 2:
+            await hold.wait()
+        return ctx.map("leaf", [ctx.payload])  # two maps of "leaf" at once: results would mix
+
+    async def leaf(ctx: Any) -> None:
+        await asyncio.Event().wait()  # the first leaf map stays in flight
+
+    agent = Agent("nested_same_state")
+    for f in (outer, inner, leaf):
+        agent.add_state(f.__name__, f)
+    task = asyncio.create_task(agent.run())
+    await until(lambda: agent.latest_run is not None and "leaf" in agent.latest_run.maps, "the first leaf map")
+    hold.set()
+    with pytest.raises(ConfigurationError, match="earlier map of 'leaf' in this run still has 1 branches"):
+        await task
+
+    async def split(ctx: Any) -> list[Send]:
+        return [Send("gated", 1)]
+
+    async def gated(ctx: Any) -> None:
+        pass
+
+    agent = Agent("gated_map")
+    agent.add_state("split", split)
+    agent.add_state("gated", gated, dependencies={"split": "required"})
+    with pytest.raises(ConfigurationError, match="'gated', which waits for dependencies"):
+        await agent.run(start="split")
+
+
+async def test_the_mapped_state_shows_running_while_any_branch_runs_even_after_one_finished() -> None:
+    release = asyncio.Event()
+    finished: list[int] = []
+
+    async def score(ctx: Any) -> str:
+        if ctx.payload < 3:
+            await release.wait()
+        finished.append(ctx.payload)
+        return "merge"
+
+    agent = mapping_agent("status_map", list(range(4)), score)
+    task = asyncio.create_task(agent.run())
+    await until(lambda: finished == [3], "the last item finished first")
+    run = agent.latest_run
+    assert run is not None
+    snap = run.snapshot()
+    assert (snap.maps["score"].done, snap.maps["score"].running) == (1, 3)
+    assert snap.states["score"].status == "running"
+    release.set()
+    await task
+    assert run.snapshot().states["score"].status == "completed"
+
+
+async def test_a_single_send_runs_its_state_once_with_the_payload() -> None:
+    async def ask(ctx: Any) -> Send:
+        return Send("answer", {"q": "six times seven"})
+
+    async def answer(ctx: Any) -> None:
+        ctx.set_result(42)
+        ctx.set_state("question", ctx.payload["q"])
+        ctx.set_state("index", ctx.payload_index)
+
+    agent = Agent("single_send")
+    agent.add_state("ask", ask)
+    agent.add_state("answer", answer)
+    result = await agent.run()
+    assert result.shared_state == {"question": "six times seven", "index": 0}
+    assert agent.latest_run.context.results("answer") == [42]  # type: ignore[union-attr]
+
+
+async def test_two_maps_from_one_return_restore_as_one_fan_out_whose_join_waits_for_both() -> None:
+    ran: list[str] = []
+    hold = asyncio.Event()
+
+    def agent_for(blocking: bool) -> Agent:
+        async def split(ctx: Any) -> list[Any]:
+            return [*ctx.map("left", [1, 2, 3]), *ctx.map("right", [10, 20])]
+
+        async def left(ctx: Any) -> str:
+            ran.append(f"left{ctx.payload}")
+            ctx.set_result(-ctx.payload)
+            return "merge"
+
+        async def right(ctx: Any) -> str:
+            if blocking and ctx.payload == 20:
+                await hold.wait()
+            ran.append(f"right{ctx.payload}")
+            ctx.set_result(ctx.payload * 2)
+            return "merge"
+
+        async def merge(ctx: Any) -> None:
+            ctx.set_state("out", [ctx.results("left"), ctx.results("right")])
+            ctx.set_state("merges", ctx.get_state("merges", 0) + 1)
+
+        agent = Agent("two_maps", store=MemoryStore())
+        for f in (split, left, right, merge):
+            agent.add_state(f.__name__, f)
+        return agent
+
+    first = agent_for(blocking=True)
+    task = asyncio.create_task(first.run())
+    await until(lambda: len(ran) == 4, "all but right20 done")
+    run = first.latest_run
+    assert run is not None
+    cp = run.create_checkpoint()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    left_rec, right_rec = sorted(cp.maps, key=lambda r: r.state)
+    assert left_rec.group == right_rec.group > 0
+    assert sum(left_rec.waiting.values()) + sum(right_rec.waiting.values()) == 4  # the finished branches wait at merge
+
+    ran.clear()
+    second = agent_for(blocking=False)
+    second.restore(Checkpoint.from_json(cp.to_json()))
+    result = await second.run()
+    assert ran == ["right20"]
+    assert result.shared_state["out"] == [[-1, -2, -3], [20, 40]]
+    assert result.shared_state["merges"] == 1
+
+
+async def test_mapping_a_state_that_runs_on_a_remote_executor_is_refused_with_the_fix() -> None:
+    class Elsewhere:
+        """An executor whose bodies run in another process (their context carries no payload)."""
+
+        name = "elsewhere"
+
+        async def run_state(self, spec: Any, ctx: Any) -> Any:
+            return await spec.func(ctx)
+
+    async def split(ctx: Any) -> list[Send]:
+        return ctx.map("far", [1, 2])
+
+    async def far(ctx: Any) -> None:
+        pass
+
+    agent = Agent("remote_map")
+    agent.add_state("split", split)
+    agent.add_state("far", far, executor=Elsewhere())
+    with pytest.raises(ConfigurationError, match=r"'far', which runs on executor .* Map to a local state"):
+        await agent.run()
