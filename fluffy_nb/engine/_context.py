@@ -138,10 +138,11 @@ class Context:
             timeout: Seconds to wait; then ``default`` is used, or ``HumanTimeoutError``
                 is raised when there is no default.
             validator: Called with the answer (the model instance with a ``schema``).
-                Returning ``False`` rejects it with a generic message; raising an exception
+                Returning a falsy value (``False``, or ``None`` as ``re.fullmatch`` returns
+                when nothing matches) rejects it with a generic message; raising an exception
                 rejects it with the exception's message shown (``raise ValueError("at least 5
-                characters")``). The person is then asked again. Any other return value
-                accepts, including ``None`` and any string (return a message? raise it).
+                characters")``). The person is then asked again. A truthy return value
+                accepts (a match object, ``True``); to show a message, raise it.
             default: Answer used on timeout.
             choices: Allowed answers, shown as buttons.
             schema: A pydantic model; the answer is an instance of it.
