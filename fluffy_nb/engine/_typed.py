@@ -70,16 +70,82 @@ class TypedContextData:
 
 
 def check_typed_value(key: str, value: Any) -> None:
-    """Raise unless ``value`` is a dataclass instance or pydantic model."""
+    """Raise unless ``value`` is a dataclass instance or pydantic model whose fields hold
+    values of their declared types (dataclass fields are checked strictly: ``"5"`` is no ``int``)."""
     if isinstance(value, type) or not (dataclasses.is_dataclass(value) or _is_pydantic(value)):
         raise TypedDataError(
             f"set_typed({key!r}, ...): {type(value).__name__} is not a dataclass instance or "
             "pydantic model; use set_state for plain values"
         )
+    if not _is_pydantic(value):  # a pydantic model validated itself when it was made
+        for f in dataclasses.fields(value):
+            _check_field(f"set_typed({key!r}, ...)", type(value), f.name, getattr(value, f.name), strict=True)
+
+
+_FIELD_ADAPTERS: dict[type, dict[str, Any]] = {}
+
+
+def _field_adapter(cls: type, name: str) -> Any:
+    """A pydantic ``TypeAdapter`` for field ``name`` of dataclass ``cls`` (cached), or None when
+    its annotation cannot be resolved or checked (then the field is not checked)."""
+    adapters = _FIELD_ADAPTERS.get(cls)
+    if adapters is None:
+        import typing
+
+        from pydantic import PydanticUserError, TypeAdapter
+
+        adapters = {}
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # an annotation naming something not importable here: check nothing
+            hints = {}
+        for fname, hint in hints.items():
+            try:
+                adapters[fname] = TypeAdapter(hint)
+            except (PydanticUserError, NameError, TypeError):  # an arbitrary class pydantic cannot check
+                adapters[fname] = None
+        _FIELD_ADAPTERS[cls] = adapters
+    return adapters.get(name)
+
+
+def _check_field(where: str, cls: type, name: str, value: Any, *, strict: bool) -> Any:
+    """``value`` validated for field ``name`` of dataclass ``cls`` (coerced unless ``strict``).
+
+    Raises:
+        TypedDataError: naming the field, the value and the expected type.
+    """
+    adapter = _field_adapter(cls, name)
+    if adapter is None:
+        return value
+    from pydantic import ValidationError
+
+    try:
+        return adapter.validate_python(value, strict=strict)
+    except ValidationError as exc:
+        hint = _hint_name(cls, name)
+        raise TypedDataError(
+            f"{where}: field {name!r} of {cls.__name__} must be {hint}, got {_short(value)} "
+            f"({type(value).__name__}): {exc.errors()[0].get('msg', 'invalid')}"
+        ) from None
+
+
+def _hint_name(cls: type, name: str) -> str:
+    """A short readable name of the annotation of field ``name`` (``int``, ``list[str]``)."""
+    import typing
+
+    hint = typing.get_type_hints(cls).get(name, Any)
+    return hint.__name__ if isinstance(hint, type) and not getattr(hint, "__args__", None) else str(hint)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def replace_fields(key: str, value: Any, changes: dict[str, Any]) -> Any:
-    """Return a copy of ``value`` with ``changes`` applied (validated for pydantic models)."""
+    """Return a copy of ``value`` with ``changes`` applied, validated as pydantic validates:
+    a model by ``model_validate``, a dataclass field by field (``"7"`` becomes ``7`` for an
+    ``int`` field, ``"many"`` raises :class:`TypedDataError` naming field, value and type)."""
     if _is_pydantic(value):
         fields = type(value).model_fields
         unknown = [k for k in changes if k not in fields]
@@ -93,7 +159,9 @@ def replace_fields(key: str, value: Any, changes: dict[str, Any]) -> Any:
             f"update_typed({key!r}): {type(value).__name__} has no field {unknown[0]!r}; "
             f"fields are {sorted(names)}"
         )
-    return dataclasses.replace(value, **changes)
+    where = f"update_typed({key!r})"
+    checked = {k: _check_field(where, type(value), k, v, strict=False) for k, v in changes.items()}
+    return dataclasses.replace(value, **checked)
 
 
 def encode_typed(key: str, value: Any) -> dict[str, Any]:
