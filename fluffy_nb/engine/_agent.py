@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _travel
+from . import _hooks, _travel
 from ._clock import Clock, SystemClock
 from ._context import Context
 from ._errors import AgentRunningError, ConfigurationError, StateNotFoundError
@@ -54,7 +54,9 @@ class Agent:
     Args:
         name: The agent's name (defaults to the class name for subclasses).
         max_concurrent: At most this many states of one run run at once (None: no limit).
-        checkpoint_interval: Seconds between automatic checkpoints while running.
+        checkpoint_interval: Seconds between automatic checkpoints while running. Without a
+            ``store`` they go to a new ``MemoryStore`` (``agent.store``), so ``agent.history()``
+            lists them and ``restore``/``restore_from_checkpoint`` can go back to one.
         resource_pool: The :class:`ResourcePool` states are admitted against.
         store: A checkpoint store (``MemoryStore()``, ``SQLiteStore(path)``); checkpoints go there.
         durable: Checkpoint to ``store`` after every state that finishes (needs a store).
@@ -97,6 +99,8 @@ class Agent:
         self.checkpoint_interval = check_timeout("Agent(checkpoint_interval)", checkpoint_interval)
         self.resource_pool = resource_pool
         self.store = check_store(store, durable)
+        if self.store is None and self.checkpoint_interval and _hooks.memory_store is not None:
+            self.store = _hooks.memory_store()  # periodic checkpoints nobody could restore help nobody
         self.durable = durable
         self.max_steps = max_steps
         self.clock: Clock = clock or SystemClock()

@@ -468,3 +468,37 @@ async def test_value_json_cannot_hold_fails_a_durable_run_naming_the_key() -> No
     agent.add_state("after", after)
     with pytest.raises(CheckpointError, match="'tags'"):
         await asyncio.wait_for(agent.run(), 10)
+
+
+async def test_checkpoint_interval_without_a_store_keeps_its_checkpoints_to_restore() -> None:
+    """Spec: ``Agent("my_workflow", checkpoint_interval=300)`` (no store) checkpoints every 5
+    minutes; those checkpoints are kept in memory, so one can be restored into a new agent."""
+    clock, gate = ManualClock(), asyncio.Event()
+    agent = Agent("my_workflow", checkpoint_interval=300, clock=clock)
+    assert isinstance(agent.store, MemoryStore)
+
+    async def first(ctx: Any) -> str:
+        ctx.set_state("phase", "first done")
+        return "second"
+
+    async def second(ctx: Any) -> None:
+        await gate.wait()
+        ctx.set_state("phase", "second done")
+
+    agent.add_state("first", first)
+    agent.add_state("second", second)
+    task = asyncio.create_task(agent.run())
+    await clock.wait_for_sleepers(1)
+    await clock.advance(300)
+    [row] = agent.history()
+    assert (row.trigger, row.pending) == ("interval", ("second",))
+    gate.set()
+    await task
+
+    again = Agent("my_workflow")
+    again.add_state("first", first)
+    again.add_state("second", second)
+    again.restore(agent.store.get(row.checkpoint_id))
+    result = await again.run()
+    assert result["phase"] == "second done"
+    assert result.completed_states == ["first", "second"]
