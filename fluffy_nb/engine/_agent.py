@@ -313,6 +313,8 @@ class Agent:
             raise ConfigurationError(f"run(initial_context={initial_context!r}): pass a dict of shared values")
         self.collect_class_states()
         check_definition(self, self._gates)
+        if self.registry.prepared is not None:
+            _travel.check_prepared(self, self.registry.prepared)
         prepared = self.registry.take_prepared()
         if prepared is not None:
             prepared.shared.update(initial_context or {})
@@ -480,7 +482,13 @@ class Agent:
 
     # -- checkpoints ----------------------------------------------------------------------------
     async def restore_from_checkpoint(self, checkpoint: Checkpoint | dict[str, Any]) -> None:
-        """Load ``checkpoint`` as the run the next ``run()`` or ``resume()`` continues."""
+        """Load ``checkpoint`` as the run the next ``run()`` or ``resume()`` continues.
+
+        An agent with no states yet (``Agent("restored_workflow")``, as in the spec) gets the
+        checkpoint's data at once (``get_state``, ``status``, ``create_checkpoint()``); add
+        the states (same names) before ``run()``, which raises ``CheckpointError`` naming any
+        state still missing. A checkpoint holds data, never code.
+        """
         _travel.prepare(self, checkpoint, "restore_from_checkpoint")
 
     def restore(self, checkpoint: Any) -> Checkpoint:
