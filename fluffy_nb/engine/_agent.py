@@ -435,6 +435,8 @@ class Agent:
         latest = self.registry.latest
         if latest is not None and (latest.active or latest is self.registry.prepared):
             latest.shared[key] = value
+            if latest.deps.watching:
+                latest.deps.context_changed()  # a dependency condition may hold now
 
     async def pause(self, timeout: float | None = None) -> Checkpoint:
         """Pause the latest run: no new states, running ones finish; returns a checkpoint."""
