@@ -20,7 +20,8 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import FORMAT_VERSION, Checkpoint, encode_shared, encode_typed_data
+from ._checkpoint import FORMAT_VERSION, Checkpoint, encode_typed_data
+from ._codec import decode_context, encode_context, warn_unsaved
 from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 
 _PENDING = StateStatus.PENDING
 _FLUSHED_TRIGGERS = frozenset({"pause", "completion", "failure", "cancel", "fork"})
+# a context value JSON cannot hold raises at these (create_checkpoint; durable=True steps fail the
+# run); at the others (pause, interval, run end) it is left out with a FluffyWarning: the run goes on
+_STRICT_TRIGGERS = frozenset({"manual", "state"})
 _MAX_JOIN_BRANCHES = 10_000  # branches a restored checkpoint may say wait at one join
 
 
@@ -91,6 +95,10 @@ class Checkpointer:
             n = meta.attempts
             if n:
                 attempts[name] = n
+        shared, unsaved = encode_context(run.shared, lenient=trigger not in _STRICT_TRIGGERS)
+        if unsaved:
+            warn_unsaved(run.name, trigger, unsaved)
+            metadata = {**(metadata or {}), "unsaved_keys": unsaved}
         # no validation: every value below is built here from engine data, already checked
         return _construct(
             format_version=FORMAT_VERSION,
@@ -108,7 +116,7 @@ class Checkpointer:
             state_attempts=attempts,
             pending=frontier,
             scheduler={"joins": joins, "steps": run.steps},
-            shared_state=encode_shared(run.shared),
+            shared_state=shared,
             typed_data=encode_typed_data(run.typed),
             human_answers=list(run.human_answers),
             steps=run.steps,
@@ -176,7 +184,7 @@ class Checkpointer:
         """Put ``cp``'s data, statuses and answers into this (not yet started) run."""
         run = self.run
         run.typed = {k: decode_typed(k, v) for k, v in cp.typed_data.items()}
-        run.shared = dict(cp.shared_state)
+        run.shared = decode_context(cp.shared_state)
         run.completed_states = list(cp.completed_states)
         run.completed_set = set(cp.completed_states)
         run.ended = set(cp.completed_states)

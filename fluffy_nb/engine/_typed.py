@@ -13,6 +13,7 @@ Every failure is a :class:`CheckpointError` naming the key and the type.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Any, TypeVar
 
 from ._errors import CheckpointError, SerializationError, TypedDataError
@@ -28,11 +29,16 @@ def type_key(cls: type) -> str:
 
 
 def register_type(cls: type[T], name: str | None = None) -> type[T]:
-    """Make a dataclass or pydantic model restorable from checkpoints.
+    """Make a dataclass, pydantic model or Enum restorable from checkpoints.
 
     Usable as a decorator. ``name`` defaults to ``module.QualName``; give a stable one if the
     class may move between modules.
     """
+    if isinstance(cls, type) and issubclass(cls, enum.Enum):  # a plain context value, tagged in checkpoints
+        from ._codec import register_enum
+
+        register_enum(cls, name)
+        return cls
     if not (dataclasses.is_dataclass(cls) or _is_pydantic(cls) or issubclass(cls, TypedContextData)):
         raise TypedDataError(
             f"register_type({cls.__name__}): only dataclasses and pydantic models can be typed "

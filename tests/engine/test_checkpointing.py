@@ -457,16 +457,17 @@ async def test_checkpoint_that_cannot_be_written_fails_the_run_instead_of_hangin
 async def test_value_json_cannot_hold_fails_a_durable_run_naming_the_key() -> None:
     agent = Agent("odd", store=MemoryStore(), durable=True)
 
-    async def keep_a_set(ctx: Any) -> str:
-        ctx.set_state("tags", {"a", "b"})
+    async def keep_a_lock(ctx: Any) -> str:
+        ctx.set_state("tags", {"a", "b"})  # a set is stored (tagged JSON); a lock cannot be
+        ctx.set_state("lock", asyncio.Lock())
         return "after"
 
     async def after(ctx: Any) -> None:
         return None
 
-    agent.add_state("keep_a_set", keep_a_set, next=["after"])
+    agent.add_state("keep_a_lock", keep_a_lock, next=["after"])
     agent.add_state("after", after)
-    with pytest.raises(CheckpointError, match="'tags'"):
+    with pytest.raises(CheckpointError, match=r"'lock' holds a value of type asyncio.locks.Lock"):
         await asyncio.wait_for(agent.run(), 10)
 
 
