@@ -20,8 +20,8 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import FORMAT_VERSION, Checkpoint, encode_typed_data
-from ._codec import decode_context, encode_context, warn_unsaved
+from ._checkpoint import FORMAT_VERSION, Checkpoint
+from ._codec import decode_context, encode_context, encode_typed_context, warn_unsaved
 from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
@@ -95,7 +95,10 @@ class Checkpointer:
             n = meta.attempts
             if n:
                 attempts[name] = n
-        shared, unsaved = encode_context(run.shared, lenient=trigger not in _STRICT_TRIGGERS)
+        lenient = trigger not in _STRICT_TRIGGERS
+        shared, unsaved = encode_context(run.shared, lenient=lenient)
+        typed, unsaved_typed = encode_typed_context(run.typed, lenient=lenient)
+        unsaved.update(unsaved_typed)
         if unsaved:
             warn_unsaved(run.name, trigger, unsaved)
             metadata = {**(metadata or {}), "unsaved_keys": unsaved}
@@ -117,7 +120,7 @@ class Checkpointer:
             pending=frontier,
             scheduler={"joins": joins, "steps": run.steps},
             shared_state=shared,
-            typed_data=encode_typed_data(run.typed),
+            typed_data=typed,
             human_answers=list(run.human_answers),
             steps=run.steps,
             error=None if error is None else f"{type(error).__name__}: {error}",

@@ -38,6 +38,7 @@ import base64
 import binascii
 import datetime as dt
 import enum
+import logging
 import math
 import sys
 import uuid
@@ -186,15 +187,39 @@ def encode_context(shared: dict[str, Any], *, lenient: bool) -> tuple[dict[str, 
     return out, unsaved
 
 
+def encode_typed_context(typed: dict[str, Any], *, lenient: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """Encode the typed context values (dataclasses, pydantic models) like :func:`encode_context`."""
+    from ._checkpoint import check_json_value
+    from ._typed import encode_typed
+
+    out: dict[str, Any] = {}
+    unsaved: dict[str, str] = {}
+    for k, v in typed.items():
+        try:
+            payload = encode_typed(k, v)
+            payload["data"] = check_json_value(k, payload["data"])  # plain JSON: its class validates it on load
+        except SerializationError:
+            if not lenient:
+                raise
+            unsaved[k] = f"{type(v).__module__}.{type(v).__qualname__}"
+            continue
+        out[k] = payload
+    return out, unsaved
+
+
 def warn_unsaved(agent: str, trigger: str, unsaved: dict[str, str]) -> None:
-    """Say which context keys a checkpoint had to leave out (the run goes on)."""
+    """Say which context keys a checkpoint had to leave out (the run goes on, even when
+    warnings are turned into errors: then it is logged)."""
     keys = ", ".join(f"{k!r} ({t})" for k, t in list(unsaved.items())[:10])
-    warnings.warn(
+    message = (
         f"agent {agent!r}: the {trigger} checkpoint left out context keys a JSON checkpoint cannot store: "
         f"{keys}; the run goes on, but restoring this checkpoint will not have them. Store plain data, "
-        "a common value (datetime, set, Decimal, Enum, numpy...) or a dataclass with set_typed",
-        FluffyWarning, stacklevel=2,
+        "a common value (datetime, set, Decimal, Enum, numpy...) or a dataclass with set_typed"
     )
+    try:
+        warnings.warn(message, FluffyWarning, stacklevel=2)
+    except Warning:  # -W error: a periodic or pause checkpoint must still not fail the run
+        logging.getLogger("fluffy_nb").warning("fluffy_nb: %s", message)
 
 
 # -- decoding ----------------------------------------------------------------------------------

@@ -179,8 +179,9 @@ def encode_typed(key: str, value: Any) -> dict[str, Any]:
         _REGISTRY[name] = cls
     if _is_pydantic(value):
         data = value.model_dump(mode="json")
-    else:
-        data = dataclasses.asdict(value)
+    else:  # as pydantic dumps it (datetime as ISO text, set as list...): decode_typed validates it back
+        adapter = _dataclass_adapter(cls)
+        data = dataclasses.asdict(value) if adapter is None else adapter.dump_python(value, mode="json")
     return {"type": name, "data": data}
 
 

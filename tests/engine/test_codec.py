@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from fluffy_nb import (
     FluffyWarning,
     ManualClock,
     SerializationError,
+    TypedContextData,
 )
 
 
@@ -186,3 +188,23 @@ async def test_pause_and_interval_checkpoints_warn_and_the_run_goes_on() -> None
     with pytest.warns(FluffyWarning, match="completion checkpoint left out"):
         result = await handle
     assert result["done"] is True
+
+
+@dataclass
+class Shipment(TypedContextData):
+    due: dt.datetime
+    crates: set[int]
+    price: Decimal
+
+
+async def test_a_dataclass_typed_value_with_common_fields_round_trips() -> None:
+    agent = Agent("typed_values")
+    value = Shipment(dt.datetime(2026, 11, 29, 10, 0), {1, 2}, Decimal("9.50"))
+
+    async def only(ctx: Any) -> None:
+        ctx.set_typed("shipment", value)
+
+    agent.add_state("only", only)
+    await agent.run()
+    cp = Checkpoint.from_json(agent.create_checkpoint().to_json())
+    assert cp.typed_values()["shipment"] == value
