@@ -335,7 +335,11 @@ class DependencyGates:
             return True
         alive = False
         for ex in list(self.parked):
-            verdict = self._verdict(ex)
+            try:
+                verdict = self._verdict(ex)
+            except Exception as exc:  # a dependency condition raised: fail the run, never hang
+                run.control.fail(ex.state, exc, wrap=False)
+                return False
             if verdict == "wait":
                 alive = True
             elif isinstance(verdict, DependencyNotSatisfiedError):
@@ -361,7 +365,7 @@ class DependencyGates:
         now = run.clock.monotonic()
         for dep, cfg in deps.items():
             if not self._holds(ex, ex.state, dep, cfg, now):
-                return self._never(ex.state, dep, cfg)
+                return "wait" if ex.id in self._wakeups else self._never(ex.state, dep, cfg)
         for dep, cfg in deps.items():
             if cfg.condition is not None and not self._condition(ex.state, dep, cfg):
                 if cfg.timeout:
