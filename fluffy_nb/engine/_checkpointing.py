@@ -21,7 +21,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from ._checkpoint import FORMAT_VERSION, Checkpoint
-from ._codec import decode_context, encode_context, encode_typed_context, warn_unsaved
+from ._codec import decode_context, encode_run_data
 from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 
 _PENDING = StateStatus.PENDING
 _FLUSHED_TRIGGERS = frozenset({"pause", "completion", "failure", "cancel", "fork"})
-# a context value JSON cannot hold raises at these (create_checkpoint; durable=True steps fail the
-# run); at the others (pause, interval, run end) it is left out with a FluffyWarning: the run goes on
-_STRICT_TRIGGERS = frozenset({"manual", "state"})
 _MAX_JOIN_BRANCHES = 10_000  # branches a restored checkpoint may say wait at one join
 
 
@@ -95,13 +92,7 @@ class Checkpointer:
             n = meta.attempts
             if n:
                 attempts[name] = n
-        lenient = trigger not in _STRICT_TRIGGERS
-        shared, unsaved = encode_context(run.shared, lenient=lenient)
-        typed, unsaved_typed = encode_typed_context(run.typed, lenient=lenient)
-        unsaved.update(unsaved_typed)
-        if unsaved:
-            warn_unsaved(run.name, trigger, unsaved)
-            metadata = {**(metadata or {}), "unsaved_keys": unsaved}
+        shared, typed, metadata = encode_run_data(run.name, run.shared, run.typed, trigger, metadata)
         # no validation: every value below is built here from engine data, already checked
         return _construct(
             format_version=FORMAT_VERSION,

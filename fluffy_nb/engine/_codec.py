@@ -1,7 +1,10 @@
 """Tagged JSON for context values: common Python values round-trip through checkpoints.
 
 Owns how a shared context value becomes JSON in a checkpoint (:func:`encode_value`,
-:func:`encode_context`) and how it comes back (:func:`decode_value`, :func:`decode_context`).
+:func:`encode_context`), how it comes back (:func:`decode_value`, :func:`decode_context`), and
+what a checkpoint does with a value it cannot store (:func:`encode_run_data`: raise naming key and
+type at ``create_checkpoint`` and durable steps; leave it out with a ``FluffyWarning`` at pause,
+interval and end-of-run checkpoints, so those never fail the run).
 Plain JSON values (str, int, float, bool, None, list, dict with str keys) are written as they
 are. Other common values are written as a tagged object ``{"$fluffy": tag, "v": payload}``:
 
@@ -205,6 +208,29 @@ def encode_typed_context(typed: dict[str, Any], *, lenient: bool) -> tuple[dict[
             continue
         out[k] = payload
     return out, unsaved
+
+
+#: a value JSON cannot hold raises at these triggers (``create_checkpoint``; a ``durable=True`` step
+#: then fails the run); at the others (pause, interval, run end, fork) it is left out with a warning
+STRICT_TRIGGERS = frozenset({"manual", "state"})
+
+
+def encode_run_data(agent: str, shared: dict[str, Any], typed: dict[str, Any], trigger: str,
+                    metadata: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A run's shared and typed context encoded for a ``trigger`` checkpoint, and its metadata.
+
+    At a lenient trigger, keys that cannot be stored are left out, named in a
+    :class:`FluffyWarning` and in ``metadata["unsaved_keys"]`` (key -> type).
+    """
+    lenient = trigger not in STRICT_TRIGGERS
+    shared_out, unsaved = encode_context(shared, lenient=lenient)
+    typed_out, unsaved_typed = encode_typed_context(typed, lenient=lenient)
+    unsaved.update(unsaved_typed)
+    meta = dict(metadata or {})
+    if unsaved:
+        warn_unsaved(agent, trigger, unsaved)
+        meta["unsaved_keys"] = unsaved
+    return shared_out, typed_out, meta
 
 
 def warn_unsaved(agent: str, trigger: str, unsaved: dict[str, str]) -> None:
