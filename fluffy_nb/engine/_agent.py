@@ -54,9 +54,8 @@ class Agent:
     Args:
         name: The agent's name (defaults to the class name for subclasses).
         max_concurrent: At most this many states of one run run at once (None: no limit).
-        checkpoint_interval: Seconds between automatic checkpoints while running. Without a
-            ``store`` they go to a new ``MemoryStore`` (``agent.store``), so ``agent.history()``
-            lists them and ``restore``/``restore_from_checkpoint`` can go back to one.
+        checkpoint_interval: Seconds between automatic checkpoints while running (without a
+            ``store``, kept in a new ``MemoryStore``: ``agent.history()`` lists them).
         resource_pool: The :class:`ResourcePool` states are admitted against.
         store: A checkpoint store (``MemoryStore()``, ``SQLiteStore(path)``); checkpoints go there.
         durable: Checkpoint to ``store`` after every state that finishes (needs a store).
@@ -486,11 +485,8 @@ class Agent:
     async def restore_from_checkpoint(self, checkpoint: Checkpoint | dict[str, Any]) -> None:
         """Load ``checkpoint`` as the run the next ``run()`` or ``resume()`` continues.
 
-        An agent with no states yet (``Agent("restored_workflow")``, as in the spec) gets the
-        checkpoint's data at once (``get_state``, ``status``, ``create_checkpoint()``); add
-        the states (same names) before ``run()``, which raises ``CheckpointError`` naming any
-        state still missing. A checkpoint holds data, never code.
-        """
+        Into an agent with no states yet (the spec's ``Agent("restored_workflow")``) only the data
+        is restored; add the states before ``run()`` (see :func:`_travel.prepare`)."""
         _travel.prepare(self, checkpoint, "restore_from_checkpoint")
 
     def restore(self, checkpoint: Any) -> Checkpoint:
