@@ -34,6 +34,9 @@ def _history_to_pandas(history: Any) -> Any:
 # hook for DataFrames and never imports pandas itself.
 if _hooks.to_pandas is None:
     _hooks.to_pandas = _history_to_pandas
+# checkpoint_interval without store= (the spec's only form) keeps its checkpoints here
+if _hooks.memory_store is None:
+    _hooks.memory_store = MemoryStore  # noqa: F405 - from .store
 
 __all__ = [
     *_engine_all,

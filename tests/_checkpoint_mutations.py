@@ -10,6 +10,8 @@ and the modules imported meanwhile.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import enum
 import json
 import random
 import re
@@ -19,6 +21,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,12 @@ class FuzzProfile(TypedContextData):
     tags: list[str]
 
 
+class FuzzColour(enum.Enum):
+    """A known Enum the seed checkpoints carry as a tagged value."""
+
+    RED = "red"
+
+
 def seed_checkpoints() -> list[dict[str, Any]]:
     """Real checkpoints of a durable run with a fan-out, a join, typed data and a cycle count."""
     agent = Agent("fuzzed", store=MemoryStore(), durable=True)
@@ -43,6 +52,9 @@ def seed_checkpoints() -> list[dict[str, Any]]:
     async def start(ctx: Any) -> Any:
         ctx.set_typed("profile", FuzzProfile("Ada", 36, ["x", "y"]))
         ctx.set_state("config", {"depth": [1, [2, [3]]], "ratio": 0.5, "name": "é<b>"})
+        ctx.set_state("tagged", {"when": dt.datetime(2026, 1, 1, 12), "took": dt.timedelta(seconds=3),
+                                 "tags": {"a", "b"}, "pair": (1, "x"), "price": Decimal("1.50"),
+                                 "blob": b"\x00\xff", "where": Path("/tmp/x"), "colour": FuzzColour.RED})
         return ["fast", "slow"]
 
     async def fast(ctx: Any) -> Any:
@@ -77,7 +89,7 @@ def seed_agent() -> Agent:
 # -- values -------------------------------------------------------------------------------------
 _HUGE_INTS = [10**7, 10**9, 2**63, 2**64, -(2**63) - 1, -1, 10**400]
 _STRINGS = ["", "x" * 5000, "join", "fast", "\x00", "é", "\ud800", "🦊" * 10, "os.system", "__import__",
-            "%%{init}%%", "antigravity", "9" * 50]
+            "%%{init}%%", "antigravity", "9" * 50, "$fluffy", "datetime", "set", "enum", "np.array", "bytes"]
 
 
 def random_value(rng: random.Random, depth: int = 0) -> Any:
@@ -95,7 +107,7 @@ def random_value(rng: random.Random, depth: int = 0) -> Any:
         return rng.choice(_STRINGS)
     if kind in (6, 7, 8):
         return [random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
-    return {rng.choice([*_STRINGS[:6], "type", "data", "joins", "steps"]): random_value(rng, depth + 1)
+    return {rng.choice([*_STRINGS[:6], "type", "data", "joins", "steps", "$fluffy", "v"]): random_value(rng, depth + 1)
             for _ in range(rng.randrange(4))}
 
 

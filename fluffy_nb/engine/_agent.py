@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _travel
+from . import _hooks, _travel
 from ._clock import Clock, SystemClock
 from ._context import Context
 from ._errors import AgentRunningError, ConfigurationError, StateNotFoundError
@@ -57,7 +57,8 @@ class Agent:
     Args:
         name: The agent's name (defaults to the class name for subclasses).
         max_concurrent: At most this many states of one run run at once (None: no limit).
-        checkpoint_interval: Seconds between automatic checkpoints while running.
+        checkpoint_interval: Seconds between automatic checkpoints while running (without a
+            ``store``, kept in a new ``MemoryStore``: ``agent.history()`` lists them).
         resource_pool: The :class:`ResourcePool` states are admitted against.
         store: A checkpoint store (``MemoryStore()``, ``SQLiteStore(path)``); checkpoints go there.
         durable: Checkpoint to ``store`` after every state that finishes (needs a store).
@@ -100,6 +101,8 @@ class Agent:
         self.checkpoint_interval = check_timeout("Agent(checkpoint_interval)", checkpoint_interval)
         self.resource_pool = resource_pool
         self.store = check_store(store, durable)
+        if self.store is None and self.checkpoint_interval and _hooks.memory_store is not None:
+            self.store = _hooks.memory_store()  # periodic checkpoints nobody could restore help nobody
         self.durable = durable
         self.max_steps = max_steps
         self.clock: Clock = clock or SystemClock()
@@ -321,6 +324,8 @@ class Agent:
             raise ConfigurationError(f"run(initial_context={initial_context!r}): pass a dict of shared values")
         self.collect_class_states()
         check_definition(self, self._gates)
+        if self.registry.prepared is not None:
+            _travel.check_prepared(self, self.registry.prepared)
         prepared = self.registry.take_prepared()
         if prepared is not None:
             prepared.shared.update(initial_context or {})
@@ -441,6 +446,8 @@ class Agent:
         latest = self.registry.latest
         if latest is not None and (latest.active or latest is self.registry.prepared):
             latest.shared[key] = value
+            if latest.deps.watching:
+                latest.deps.context_changed()  # a dependency condition may hold now
 
     async def pause(self, timeout: float | None = None) -> Checkpoint:
         """Pause the latest run: no new states, running ones finish; returns a checkpoint."""
@@ -488,7 +495,10 @@ class Agent:
 
     # -- checkpoints ----------------------------------------------------------------------------
     async def restore_from_checkpoint(self, checkpoint: Checkpoint | dict[str, Any]) -> None:
-        """Load ``checkpoint`` as the run the next ``run()`` or ``resume()`` continues."""
+        """Load ``checkpoint`` as the run the next ``run()`` or ``resume()`` continues.
+
+        Into an agent with no states yet (the spec's ``Agent("restored_workflow")``) only the data
+        is restored; add the states before ``run()`` (see :func:`_travel.prepare`)."""
         _travel.prepare(self, checkpoint, "restore_from_checkpoint")
 
     def restore(self, checkpoint: Any) -> Checkpoint:

@@ -311,8 +311,10 @@ def check_json_value(key: str, value: Any, path: str = "") -> Any:
 
 
 def encode_shared(shared: dict[str, Any]) -> dict[str, Any]:
-    """Check and copy the plain shared state for a checkpoint."""
-    return {k: check_json_value(k, v) for k, v in shared.items()}
+    """Check and copy the shared state for a checkpoint (common values tagged, see ``_codec``)."""
+    from ._codec import encode_context
+
+    return encode_context(shared, lenient=False)[0]
 
 
 def encode_typed_data(typed: dict[str, Any]) -> dict[str, dict[str, Any]]:

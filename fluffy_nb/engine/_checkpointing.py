@@ -20,7 +20,8 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import FORMAT_VERSION, Checkpoint, encode_shared, encode_typed_data
+from ._checkpoint import FORMAT_VERSION, Checkpoint
+from ._codec import decode_context, encode_run_data
 from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
@@ -96,6 +97,7 @@ class Checkpointer:
             n = meta.attempts
             if n:
                 attempts[name] = n
+        shared, typed, metadata = encode_run_data(run.name, run.shared, run.typed, trigger, metadata)
         # no validation: every value below is built here from engine data, already checked
         return _construct(
             format_version=FORMAT_VERSION,
@@ -113,8 +115,8 @@ class Checkpointer:
             state_attempts=attempts,
             pending=frontier,
             scheduler={"joins": joins, "steps": run.steps},
-            shared_state=encode_shared(run.shared),
-            typed_data=encode_typed_data(run.typed),
+            shared_state=shared,
+            typed_data=typed,
             human_answers=list(run.human_answers),
             steps=run.steps,
             error=None if error is None else f"{type(error).__name__}: {error}",
@@ -184,7 +186,7 @@ class Checkpointer:
         """Put ``cp``'s data, statuses and answers into this (not yet started) run."""
         run = self.run
         run.typed = {k: decode_typed(k, v) for k, v in cp.typed_data.items()}
-        run.shared = dict(cp.shared_state)
+        run.shared = decode_context(cp.shared_state)
         run.completed_states = list(cp.completed_states)
         run.completed_set = set(cp.completed_states)
         run.ended = set(cp.completed_states)

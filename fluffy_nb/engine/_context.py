@@ -60,6 +60,9 @@ class Context:
     def set_state(self, key: str, value: Any) -> None:
         """Store ``value`` under ``key`` for this and later states."""
         self._shared[key] = value
+        run = self._run
+        if run is not None and run.deps.watching:  # a state waits for a dependency condition
+            run.deps.context_changed()
 
     def get_state(self, key: str, default: Any = None) -> Any:
         """The value under ``key``, or ``default`` when there is none."""
@@ -67,7 +70,9 @@ class Context:
 
     def remove_state(self, key: str) -> bool:
         """Remove ``key``; returns whether it was there."""
-        return self._shared.pop(key, _MISSING) is not _MISSING
+        found = self._shared.pop(key, _MISSING) is not _MISSING
+        self._changed()
+        return found
 
     def has_state(self, key: str) -> bool:
         """Whether ``key`` holds a value."""
@@ -86,6 +91,7 @@ class Context:
         """Store a dataclass instance or pydantic model under ``key``."""
         check_typed_value(key, value)
         self._typed[key] = value
+        self._changed()
 
     def get_typed(self, key: str, expected_type: type[T]) -> T:
         """The typed value under ``key``, checked to be an ``expected_type``.
@@ -115,6 +121,7 @@ class Context:
             raise TypedDataError(f"update_typed({key!r}): no typed value under {key!r}") from None
         updated = replace_fields(key, current, changes)
         self._typed[key] = updated
+        self._changed()
         return updated
 
     def has_typed(self, key: str) -> bool:
@@ -190,10 +197,11 @@ class Context:
             timeout: Seconds to wait; then ``default`` is used, or ``HumanTimeoutError``
                 is raised when there is no default.
             validator: Called with the answer (the model instance with a ``schema``).
-                Returning ``False`` rejects it with a generic message; raising an exception
+                Returning a falsy value (``False``, or ``None`` as ``re.fullmatch`` returns
+                when nothing matches) rejects it with a generic message; raising an exception
                 rejects it with the exception's message shown (``raise ValueError("at least 5
-                characters")``). The person is then asked again. Any other return value
-                accepts, including ``None`` and any string (return a message? raise it).
+                characters")``). The person is then asked again. A truthy return value
+                accepts (a match object, ``True``); to show a message, raise it.
             default: Answer used on timeout.
             choices: Allowed answers, shown as buttons.
             schema: A pydantic model; the answer is an instance of it.
@@ -214,6 +222,12 @@ class Context:
             schema=schema,
         )
 
+    def _changed(self) -> None:
+        """A value changed: a state waiting for a dependency condition gets it re-checked."""
+        run = self._run
+        if run is not None and run.deps.watching:
+            run.deps.context_changed()
+
     # -- attribute-style access ----------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
         shared = object.__getattribute__(self, "_shared")
@@ -229,6 +243,7 @@ class Context:
                 f"another name, or with context.set_state({name!r}, value)"
             )
         self._shared[name] = value
+        self._changed()
 
     def __delattr__(self, name: str) -> None:
         if not self.remove_state(name):

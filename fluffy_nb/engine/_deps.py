@@ -2,9 +2,14 @@
 
 Owns dependency-cycle detection at ``run()`` (:func:`check_dependency_cycles`) and, per run,
 :class:`DependencyGates`: parking states whose dependencies do not hold yet, waking them when
-a state completes (or an interval passes), dependency timeouts, and PARALLEL dependencies
-started alongside. Whether a parked state must still wait for branches heading to it is
-the join question, answered by ``Joins.can_still_reach``.
+a state completes, an interval passes, the context changes or (for conditions that read the
+world outside the run) every :data:`CONDITION_POLL` seconds; dependency timeouts; PARALLEL
+dependencies started alongside; and, when the run has nothing else left to do, deciding
+whether a parked state can still start (:meth:`DependencyGates.settle`): a timeout keeps the
+run alive until it fires, a state that can never start fails the run with
+:class:`DependencyNotSatisfiedError`, a PERIODIC state that has run waits for no next round.
+Whether a parked state must still wait for branches heading to it is the join question,
+answered by ``Joins.can_still_reach``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,13 @@ import asyncio
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigurationError, DependencyCycleError, DependencyTimeoutError, StateNotFoundError
+from ._errors import (
+    ConfigurationError,
+    DependencyCycleError,
+    DependencyNotSatisfiedError,
+    DependencyTimeoutError,
+    StateNotFoundError,
+)
 from ._events import StateBlocked
 from ._policies import DependencyLifecycle, DependencyType
 from ._status import StateStatus
@@ -23,6 +34,10 @@ if TYPE_CHECKING:
     from ._policies import DependencyConfig, StateSpec
     from ._run import Run
     from ._runner import Execution
+
+#: seconds between re-checks of a false dependency condition while its state waits (a condition
+#: may read the world outside the run; a change of the run's context re-checks at once)
+CONDITION_POLL = 0.1
 
 
 def check_dependency_cycles(agent: Agent) -> None:
@@ -70,6 +85,11 @@ class DependencyGates:
         self.last_started: dict[str, float] = {}
         self.last_completed: dict[str, float] = {}
         self._wakeups: dict[int, asyncio.Task[None]] = {}  # PERIODIC states waiting out an interval
+        self.watching = False  # a parked state waits for a condition: context changes recheck it
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poke_due = False
+        self._poller: asyncio.Task[None] | None = None
+        self._condition_deadlines: dict[int, asyncio.Task[None]] = {}  # idle run, condition with a timeout
 
     # -- the checks --------------------------------------------------------------------------
     def is_active(self, state: str) -> bool:
@@ -147,6 +167,8 @@ class DependencyGates:
         """``ex`` waits for its dependencies (with a deadline when one has a timeout)."""
         run = self.run
         self.parked.append(ex)
+        if any(c.condition is not None for c in spec.dependencies.values()):
+            self._watch()
         if run.events.active:
             waits = ", ".join(f"{d} ({c.type.value})" for d, c in spec.dependencies.items())
             run.events.publish(StateBlocked(run.name, run.run_id, run.clock.monotonic(), ex.state,
@@ -191,21 +213,28 @@ class DependencyGates:
                 continue
             if ex.deadline is not None:
                 ex.deadline.cancel()
+            self._end_condition_deadline(ex)
             sched.enqueue(ex)
+        self._update_watch()
 
     def drop(self, state: str) -> list[Execution]:
         """Remove and return the parked executions of ``state``."""
         dropped = [ex for ex in self.parked if ex.state == state]
         if dropped:
             self.parked = [ex for ex in self.parked if ex.state != state]
+            for ex in dropped:
+                self._end_condition_deadline(ex)
+            self._update_watch()
         return dropped
 
     def drop_all(self) -> list[Execution]:
         """Remove and return every parked execution; stop interval wake-ups."""
         dropped, self.parked = self.parked, []
-        for task in self._wakeups.values():
+        for task in [*self._wakeups.values(), *self._condition_deadlines.values()]:
             task.cancel()
         self._wakeups.clear()
+        self._condition_deadlines.clear()
+        self._update_watch()
         return dropped
 
     # -- bookkeeping the scheduler reports -----------------------------------------------------
@@ -242,6 +271,151 @@ class DependencyGates:
             "complete; make sure something runs it, or raise the DependencyConfig timeout"
         )
         self.run.control.fail(ex.state, err)
+
+    # -- conditions: re-checked on context changes and on a timer --------------------------------
+    def _watch(self) -> None:
+        self.watching = True
+        self._loop = asyncio.get_running_loop()
+        if self._poller is None:
+            self._poller = self._loop.create_task(self._poll())
+
+    def _update_watch(self) -> None:
+        states = self.run.agent.states
+        self.watching = any(
+            c.condition is not None for ex in self.parked for c in states[ex.state].dependencies.values()
+        )
+        if not self.watching and self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+
+    async def _poll(self) -> None:
+        """While a state waits for a condition, look again every CONDITION_POLL seconds."""
+        while self.watching:
+            await self.run.clock.sleep(CONDITION_POLL)
+            self._wake()
+
+    def context_changed(self) -> None:
+        """The run's context changed: recheck waiting conditions soon (once for many changes).
+
+        Safe from any thread (a state body running in a worker thread sets values too).
+        """
+        loop = self._loop
+        if not self._poke_due and loop is not None and not loop.is_closed():
+            self._poke_due = True
+            loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        """Recheck parked states now, then let the scheduler go on (or end the run)."""
+        self._poke_due = False
+        run = self.run
+        if not run.active or run.failure is not None or not self.parked:
+            return
+        try:
+            self.recheck()
+        except Exception as exc:  # a dependency condition raised: fail the run, never hang
+            run.control.fail("dependencies", exc, wrap=False)
+        run.scheduler.dispatch()
+        run.scheduler.check_done()
+
+    # -- the end of the run: can a parked state still start? ------------------------------------
+    def settle(self) -> bool:
+        """Called when nothing runs or is queued: whether the run must stay alive for a parked
+        state (its dependency timeout, or a condition given ``timeout`` seconds to come true).
+        A parked state that can never start fails the run with
+        :class:`DependencyNotSatisfiedError` naming it and the dependency."""
+        if not self.parked or self.run.failure is not None:
+            return False
+        run = self.run
+        try:
+            self.recheck()  # a condition may read the world outside the run
+        except Exception as exc:
+            run.control.fail("dependencies", exc, wrap=False)
+            return False
+        if run.scheduler.running or run.scheduler.queue or self._wakeups:
+            return True
+        alive = False
+        for ex in list(self.parked):
+            try:
+                verdict = self._verdict(ex)
+            except Exception as exc:  # a dependency condition raised: fail the run, never hang
+                run.control.fail(ex.state, exc, wrap=False)
+                return False
+            if verdict == "wait":
+                alive = True
+            elif isinstance(verdict, DependencyNotSatisfiedError):
+                self.parked.remove(ex)
+                run.scheduler.pending.pop(ex.state, None)
+                meta = run.meta(ex.state)
+                meta.status = StateStatus.FAILED
+                meta.last_error = f"{type(verdict).__name__}: {verdict}"
+                run.control.fail(ex.state, verdict, wrap=False)
+                return False
+        return alive
+
+    def _verdict(self, ex: Execution) -> str | DependencyNotSatisfiedError | None:
+        """``"wait"`` (a timeout will decide), None (a PERIODIC state done with its rounds), or
+        the error of a state that can never start."""
+        run = self.run
+        if ex.deadline is not None or ex.id in self._condition_deadlines:
+            return "wait"
+        deps = run.agent.states[ex.state].dependencies
+        if run.completion_counts[ex.state] and any(c.lifecycle is DependencyLifecycle.PERIODIC
+                                                   for c in deps.values()):
+            return None  # it ran; the next round it waits for will not come: a normal end
+        now = run.clock.monotonic()
+        for dep, cfg in deps.items():
+            if not self._holds(ex, ex.state, dep, cfg, now):
+                return "wait" if ex.id in self._wakeups else self._never(ex.state, dep, cfg)
+        for dep, cfg in deps.items():
+            if cfg.condition is not None and not self._condition(ex.state, dep, cfg):
+                if cfg.timeout:
+                    self._condition_deadlines[ex.id] = asyncio.get_running_loop().create_task(
+                        self._condition_deadline(ex, dep, cfg.timeout))
+                    return "wait"
+                return DependencyNotSatisfiedError(
+                    f"state {ex.state!r} can never start: the condition of its dependency on {dep!r} is "
+                    "false and no state is left that could change the context. If the condition waits "
+                    "for something outside the run, give it DependencyConfig(timeout=...): it is "
+                    f"re-checked every {CONDITION_POLL}s until then", ex.state, dep)
+        return None
+
+    def _never(self, state: str, dep: str, cfg: DependencyConfig) -> DependencyNotSatisfiedError:
+        run = self.run
+        if cfg.type is DependencyType.SEQUENTIAL or not run.completion_counts[dep]:
+            why = f"{dep!r} never completed and no state left will run it"
+        elif cfg.expiry is not None:
+            why = f"the completion of {dep!r} expired (expiry={cfg.expiry}s) and no state left will run it again"
+        else:
+            why = f"it waits for the next completion of {dep!r} and no state left will run it"
+        return DependencyNotSatisfiedError(
+            f"state {state!r} can never start: its {cfg.type.value} dependency {dep!r} does not hold: {why}. "
+            f"Route a state to {dep!r} (or start it), give the dependency a timeout to wait for it, or "
+            "make it OPTIONAL", state, dep)
+
+    async def _condition_deadline(self, ex: Execution, dep: str, seconds: float) -> None:
+        await self.run.clock.sleep(seconds)
+        self._condition_deadlines.pop(ex.id, None)
+        try:
+            self.recheck()  # one last look
+        except Exception as exc:
+            self.run.control.fail(ex.state, exc, wrap=False)
+            return
+        if ex not in self.parked:
+            return
+        self.parked.remove(ex)
+        self._update_watch()
+        self.run.scheduler.pending.pop(ex.state, None)
+        self.run.meta(ex.state).status = StateStatus.TIMEOUT
+        self.run.control.fail(ex.state, DependencyTimeoutError(
+            f"state {ex.state!r} waited {seconds}s for the condition of its dependency {dep!r} to hold, "
+            "with no other state left to run; it stayed false. Raise the DependencyConfig timeout, "
+            "or make sure the condition can come true"
+        ))
+
+    def _end_condition_deadline(self, ex: Execution) -> None:
+        task = self._condition_deadlines.pop(ex.id, None)
+        if task is not None:
+            task.cancel()
 
     def statuses(self) -> dict[str, Any]:
         """Parked states and what each waits for (for snapshots)."""

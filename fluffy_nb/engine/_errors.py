@@ -41,6 +41,21 @@ class DependencyTimeoutError(FluffyError, TimeoutError):
     """A state waited longer than its dependency's ``timeout`` for that dependency."""
 
 
+class DependencyNotSatisfiedError(FluffyError, RuntimeError):
+    """A state waits for a dependency that nothing left in the run can satisfy, so the run
+    fails instead of ending "completed" with the state silently cancelled.
+
+    Attributes:
+        state: The waiting state.
+        dependency: The dependency it waits for.
+    """
+
+    def __init__(self, message: str, state: str, dependency: str) -> None:
+        super().__init__(message)
+        self.state = state
+        self.dependency = dependency
+
+
 class MaxStepsExceededError(FluffyError, RuntimeError):
     """The run executed more states than ``max_steps`` allows: most likely an endless loop."""
 

@@ -275,7 +275,7 @@ class HumanLoop:
                 raise
             except Exception as exc:
                 raise _Rejected(str(exc) or type(exc).__name__) from None
-            if ok is False:
+            if not ok:  # False, None (re.fullmatch finding nothing), 0, "": all reject
                 raise _Rejected(f"{_short(value)} was rejected by the validator; please answer again")
         return value
 
@@ -361,10 +361,11 @@ class HumanLoop:
         An answer is checked in this order: it must be one of ``choices``; with a ``schema`` a
         mapping is validated into the pydantic model (errors reject it with pydantic's
         message); then ``validator(value)`` is called with that value. The validator rejects
-        by returning ``False`` exactly (a generic message is shown) or by raising an exception
-        (its message, or its type name when empty, is shown). Any other return value
-        accepts, including ``None``, ``0``, ``""`` and any string: returning a message does not
-        reject, raise ``ValueError(message)`` instead. A :class:`FluffyError` raised by the
+        by returning a falsy value (``False``, ``None`` as ``re.fullmatch`` does when nothing
+        matches, ``0``, ``""``; a generic message is shown) or by raising an exception (its
+        message, or its type name when empty, is shown). A truthy return value accepts (a
+        match object, ``True``, any non-empty string): to show a message, raise
+        ``ValueError(message)``. A :class:`FluffyError` raised by the
         validator is no rejection: it propagates to whoever answered (``agent.answer`` raises).
         """
         run = ctx.run

@@ -1,8 +1,8 @@
 """Extension points the upper layers fill in, so the engine never imports them.
 
 The notebook layer registers display renderers (``_repr_mimebundle_`` of engine objects)
-and the top-level package the DataFrame builder behind ``CheckpointHistory.to_pandas()``; the
-engine only looks here. No hook changes what an engine call returns.
+and the top-level package the DataFrame builder behind ``CheckpointHistory.to_pandas()`` and
+the in-memory store periodic checkpoints default to; the engine only looks here.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ background_error: Callable[[Any, BaseException], Any] | None = None
 
 #: called as fn(handle) synchronously inside agent.start() (the notebook shows the run there)
 run_started: Callable[[Any], Any] | None = None
+
+#: fn() -> a new in-memory checkpoint store: where ``Agent(checkpoint_interval=...)`` without a
+#: ``store=`` keeps its checkpoints so they can be restored (set by the top-level package)
+memory_store: Callable[[], Any] | None = None
 
 #: called as fn(agent) -> responder or None, to pick who answers human_in_the_loop when the
 #: agent has no explicit responder (the notebook layer returns a widget responder in a kernel)

@@ -113,13 +113,23 @@ class DependencyConfig:
         type: The :class:`DependencyType`.
         lifecycle: ONCE or PERIODIC.
         condition: ``condition(agent) -> bool``; must also hold for the dependency to count.
+            It is re-checked whenever the run's context changes (``set_state``,
+            ``set_typed``...), when a state finishes, and every ``CONDITION_POLL`` (0.1) seconds
+            for conditions that read the world outside the run.
         expiry: Seconds after which a completion no longer satisfies it.
         interval: PERIODIC only: minimum seconds between runs of the dependent state. A
             completion that arrives sooner is not dropped: the state runs once the interval
             has passed.
         timeout: Seconds to wait for the dependency to complete (at all) before failing with
-            ``DependencyTimeoutError``. Once it has completed, waiting for ``condition``,
-            ``expiry`` or the next PERIODIC completion never times out.
+            ``DependencyTimeoutError``, even when no other state keeps the run alive. Once
+            it has completed, waiting for ``condition``, ``expiry`` or the next PERIODIC
+            completion does not time out while other states run; when nothing else is left,
+            a false ``condition`` is given ``timeout`` seconds to come true.
+
+    A waiting state that nothing left in the run can let start (its dependency never ran
+    and nothing will run it, its completion expired, its condition is false with no timeout)
+    fails the run with ``DependencyNotSatisfiedError`` naming the state and the dependency,
+    instead of ending "completed". A PERIODIC state that has run ends quietly.
 
     All times are measured on the agent's clock (``Agent(clock=ManualClock())`` in tests).
     """

@@ -153,8 +153,8 @@ class Scheduler:
             if self.drained is not None and not self.drained.done():
                 self.drained.set_result(None)
             return
-        if self.queue or self.run.deps.waking():
-            return
+        if self.queue or self.run.deps.waking() or self.run.deps.settle():
+            return  # settle: a parked state's timeout keeps the run alive, or one that cannot start fails it
         done = self.done
         if done is not None and not done.done():
             done.set_result(None)

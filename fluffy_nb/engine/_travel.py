@@ -49,17 +49,39 @@ def resolve(agent: Agent, checkpoint: Any, what: str) -> Checkpoint:
 
 
 def prepare(agent: Agent, checkpoint: Any, what: str) -> Run:
-    """Validate ``checkpoint`` against the agent and load it into a new, not started run."""
+    """Validate ``checkpoint`` against the agent and load it into a new, not started run.
+
+    Into an agent with no states (the spec's ``new_agent = Agent("restored_workflow")``) the
+    checkpoint's data is restored on its own: shared and typed values, statuses, completions
+    and answers can be read at once (``new_agent.get_state(...)``, ``create_checkpoint()``).
+    Its states cannot come from the checkpoint (a checkpoint never holds code): add them
+    under the same names before ``run()``/``resume()`` continues it; ``run()`` checks that.
+    """
     from ._run import Run
 
     agent.registry.require_idle(what)
     cp = resolve(agent, checkpoint, what)
     agent.collect_class_states()
-    check_fits(agent, cp, what)
+    stateless = not agent.states
+    if not stateless:
+        check_fits(agent, cp, what)
     run = Run(agent, run_id=cp.run_id)
     run.checkpoints.load(cp)
+    if stateless:  # keep the statuses of states the agent does not have yet, for when they are added
+        for name, status in cp.state_status.items():
+            run.meta(name).status = status
+        for name, attempts in cp.state_attempts.items():
+            run.meta(name).attempts = attempts
     agent.registry.prepare(run)
     return run
+
+
+def check_prepared(agent: Agent, run: Run) -> None:
+    """Before ``run()`` continues a restored or forked run: the agent now has every state its
+    checkpoint names (a restore into a stateless agent could not check that then)."""
+    cp = run.restored_from
+    if cp is not None:
+        check_fits(agent, cp, "run")
 
 
 def check_fits(agent: Agent, cp: Checkpoint, what: str) -> None:

@@ -13,6 +13,7 @@ Every failure is a :class:`CheckpointError` naming the key and the type.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Any, TypeVar
 
 from ._errors import CheckpointError, SerializationError, TypedDataError
@@ -28,11 +29,16 @@ def type_key(cls: type) -> str:
 
 
 def register_type(cls: type[T], name: str | None = None) -> type[T]:
-    """Make a dataclass or pydantic model restorable from checkpoints.
+    """Make a dataclass, pydantic model or Enum restorable from checkpoints.
 
     Usable as a decorator. ``name`` defaults to ``module.QualName``; give a stable one if the
     class may move between modules.
     """
+    if isinstance(cls, type) and issubclass(cls, enum.Enum):  # a plain context value, tagged in checkpoints
+        from ._codec import register_enum
+
+        register_enum(cls, name)
+        return cls
     if not (dataclasses.is_dataclass(cls) or _is_pydantic(cls) or issubclass(cls, TypedContextData)):
         raise TypedDataError(
             f"register_type({cls.__name__}): only dataclasses and pydantic models can be typed "
@@ -70,16 +76,82 @@ class TypedContextData:
 
 
 def check_typed_value(key: str, value: Any) -> None:
-    """Raise unless ``value`` is a dataclass instance or pydantic model."""
+    """Raise unless ``value`` is a dataclass instance or pydantic model whose fields hold
+    values of their declared types (dataclass fields are checked strictly: ``"5"`` is no ``int``)."""
     if isinstance(value, type) or not (dataclasses.is_dataclass(value) or _is_pydantic(value)):
         raise TypedDataError(
             f"set_typed({key!r}, ...): {type(value).__name__} is not a dataclass instance or "
             "pydantic model; use set_state for plain values"
         )
+    if not _is_pydantic(value):  # a pydantic model validated itself when it was made
+        for f in dataclasses.fields(value):
+            _check_field(f"set_typed({key!r}, ...)", type(value), f.name, getattr(value, f.name), strict=True)
+
+
+_FIELD_ADAPTERS: dict[type, dict[str, Any]] = {}
+
+
+def _field_adapter(cls: type, name: str) -> Any:
+    """A pydantic ``TypeAdapter`` for field ``name`` of dataclass ``cls`` (cached), or None when
+    its annotation cannot be resolved or checked (then the field is not checked)."""
+    adapters = _FIELD_ADAPTERS.get(cls)
+    if adapters is None:
+        import typing
+
+        from pydantic import PydanticUserError, TypeAdapter
+
+        adapters = {}
+        try:
+            hints = typing.get_type_hints(cls)
+        except Exception:  # an annotation naming something not importable here: check nothing
+            hints = {}
+        for fname, hint in hints.items():
+            try:
+                adapters[fname] = TypeAdapter(hint)
+            except (PydanticUserError, NameError, TypeError):  # an arbitrary class pydantic cannot check
+                adapters[fname] = None
+        _FIELD_ADAPTERS[cls] = adapters
+    return adapters.get(name)
+
+
+def _check_field(where: str, cls: type, name: str, value: Any, *, strict: bool) -> Any:
+    """``value`` validated for field ``name`` of dataclass ``cls`` (coerced unless ``strict``).
+
+    Raises:
+        TypedDataError: naming the field, the value and the expected type.
+    """
+    adapter = _field_adapter(cls, name)
+    if adapter is None:
+        return value
+    from pydantic import ValidationError
+
+    try:
+        return adapter.validate_python(value, strict=strict)
+    except ValidationError as exc:
+        hint = _hint_name(cls, name)
+        raise TypedDataError(
+            f"{where}: field {name!r} of {cls.__name__} must be {hint}, got {_short(value)} "
+            f"({type(value).__name__}): {exc.errors()[0].get('msg', 'invalid')}"
+        ) from None
+
+
+def _hint_name(cls: type, name: str) -> str:
+    """A short readable name of the annotation of field ``name`` (``int``, ``list[str]``)."""
+    import typing
+
+    hint = typing.get_type_hints(cls).get(name, Any)
+    return hint.__name__ if isinstance(hint, type) and not getattr(hint, "__args__", None) else str(hint)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def replace_fields(key: str, value: Any, changes: dict[str, Any]) -> Any:
-    """Return a copy of ``value`` with ``changes`` applied (validated for pydantic models)."""
+    """Return a copy of ``value`` with ``changes`` applied, validated as pydantic validates:
+    a model by ``model_validate``, a dataclass field by field (``"7"`` becomes ``7`` for an
+    ``int`` field, ``"many"`` raises :class:`TypedDataError` naming field, value and type)."""
     if _is_pydantic(value):
         fields = type(value).model_fields
         unknown = [k for k in changes if k not in fields]
@@ -93,7 +165,9 @@ def replace_fields(key: str, value: Any, changes: dict[str, Any]) -> Any:
             f"update_typed({key!r}): {type(value).__name__} has no field {unknown[0]!r}; "
             f"fields are {sorted(names)}"
         )
-    return dataclasses.replace(value, **changes)
+    where = f"update_typed({key!r})"
+    checked = {k: _check_field(where, type(value), k, v, strict=False) for k, v in changes.items()}
+    return dataclasses.replace(value, **checked)
 
 
 def encode_typed(key: str, value: Any) -> dict[str, Any]:
@@ -105,8 +179,9 @@ def encode_typed(key: str, value: Any) -> dict[str, Any]:
         _REGISTRY[name] = cls
     if _is_pydantic(value):
         data = value.model_dump(mode="json")
-    else:
-        data = dataclasses.asdict(value)
+    else:  # as pydantic dumps it (datetime as ISO text, set as list...): decode_typed validates it back
+        adapter = _dataclass_adapter(cls)
+        data = dataclasses.asdict(value) if adapter is None else adapter.dump_python(value, mode="json")
     return {"type": name, "data": data}
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..engine._checkpoint import Checkpoint
+from ..engine._codec import decode_value
 from ._graphview import graph_svg, graph_text
 from ._layout import status_color
 from ._runs import find_run_id
@@ -205,7 +206,8 @@ class Explorer:
         """
         cp = self.checkpoint(index)
         run = self.agent.fork(cp)
-        run.shared.update(edits or {})
+        # a form shows tagged values as checkpoints store them ({"$fluffy": "datetime", ...}): rebuild them
+        run.shared.update({k: decode_value(k, v) for k, v in (edits or {}).items()})
         return self._start(f"fork {run.run_id[:8]} of checkpoint {self._position(index)}", live, edits)
 
     def resume(self, index: int | None = None, *, live: bool = True) -> Any:

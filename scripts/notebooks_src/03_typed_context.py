@@ -89,6 +89,8 @@ for attempt in (lambda: ctx.get_typed("user", Invoice), lambda: ctx.get_typed("i
 #
 # With a pydantic model the data is validated when it is created, and `update_typed` re-validates the
 # change: an article cannot silently get a negative word count. Mix dataclasses and models freely.
+# Dataclass fields are type-checked too: `update_typed("user", age="many")` raises `TypedDataError`
+# naming the field, the value and the expected type.
 
 # %%
 class Article(BaseModel, TypedContextData):
@@ -149,7 +151,8 @@ print(type(again.context.get_typed("article", Article)).__name__, again.context.
 # %% [markdown]
 # ## Plain values must be JSON too
 #
-# Because checkpoints are JSON, a value JSON cannot hold (a socket, a lambda, an open file) is refused
+# Common values (datetime, set, tuple, Decimal, UUID, bytes, Path, Enum, numpy arrays...) are stored as
+# tagged JSON and come back as themselves. A value no checkpoint can hold (a socket, a lambda, an open file) is refused
 # with an error that names the key, at checkpoint time rather than when you try to resume next week.
 # Keep such things outside the context (a module-level client, for example) and store only data.
 

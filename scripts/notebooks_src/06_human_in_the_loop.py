@@ -50,7 +50,7 @@ print("answers come from:", "a script (FLUFFY_NB_AUTOANSWER=1)" if AUTOANSWER el
 # %% [markdown]
 # ## An approval step with a validator
 #
-# The writer drafts, a person reviews. A `validator` checks each answer: returning `False` or raising
+# The writer drafts, a person reviews. A `validator` checks each answer: returning `False` (or `None`, as `re.fullmatch` does) or raising
 # an exception rejects it, the form shows the message and asks again. The state then routes on the answer: `approve`
 # publishes, anything else is taken as an instruction and the draft goes back for revision.
 

@@ -457,14 +457,49 @@ async def test_checkpoint_that_cannot_be_written_fails_the_run_instead_of_hangin
 async def test_value_json_cannot_hold_fails_a_durable_run_naming_the_key() -> None:
     agent = Agent("odd", store=MemoryStore(), durable=True)
 
-    async def keep_a_set(ctx: Any) -> str:
-        ctx.set_state("tags", {"a", "b"})
+    async def keep_a_lock(ctx: Any) -> str:
+        ctx.set_state("tags", {"a", "b"})  # a set is stored (tagged JSON); a lock cannot be
+        ctx.set_state("lock", asyncio.Lock())
         return "after"
 
     async def after(ctx: Any) -> None:
         return None
 
-    agent.add_state("keep_a_set", keep_a_set, next=["after"])
+    agent.add_state("keep_a_lock", keep_a_lock, next=["after"])
     agent.add_state("after", after)
-    with pytest.raises(CheckpointError, match="'tags'"):
+    with pytest.raises(CheckpointError, match=r"'lock' holds a value of type asyncio.locks.Lock"):
         await asyncio.wait_for(agent.run(), 10)
+
+
+async def test_checkpoint_interval_without_a_store_keeps_its_checkpoints_to_restore() -> None:
+    """Spec: ``Agent("my_workflow", checkpoint_interval=300)`` (no store) checkpoints every 5
+    minutes; those checkpoints are kept in memory, so one can be restored into a new agent."""
+    clock, gate = ManualClock(), asyncio.Event()
+    agent = Agent("my_workflow", checkpoint_interval=300, clock=clock)
+    assert isinstance(agent.store, MemoryStore)
+
+    async def first(ctx: Any) -> str:
+        ctx.set_state("phase", "first done")
+        return "second"
+
+    async def second(ctx: Any) -> None:
+        await gate.wait()
+        ctx.set_state("phase", "second done")
+
+    agent.add_state("first", first)
+    agent.add_state("second", second)
+    task = asyncio.create_task(agent.run())
+    await clock.wait_for_sleepers(1)
+    await clock.advance(300)
+    [row] = agent.history()
+    assert (row.trigger, row.pending) == ("interval", ("second",))
+    gate.set()
+    await task
+
+    again = Agent("my_workflow")
+    again.add_state("first", first)
+    again.add_state("second", second)
+    again.restore(agent.store.get(row.checkpoint_id))
+    result = await again.run()
+    assert result["phase"] == "second done"
+    assert result.completed_states == ["first", "second"]

@@ -140,3 +140,17 @@ async def test_agent_set_state_before_run_is_an_input_and_context_shows_the_resu
     assert agent.context.get_state("out") == 42
     assert agent.get_state("out") == 42
     assert "out" in repr(agent.context)
+
+
+def test_dataclass_typed_values_are_type_checked_like_pydantic_ones():
+    """Spec: typed context data is shared 'with full type safety'; a dataclass field refuses a
+    value of another type on set_typed and update_typed, as a pydantic model does."""
+    ctx = Context()
+    ctx.set_typed("p", Point(1, 2))
+    with pytest.raises(TypedDataError, match=r"field 'x' of Point must be int, got 'many' \(str\)"):
+        ctx.update_typed("p", x="many")
+    assert ctx.update_typed("p", y="7").y == 7  # coerced, as pydantic does
+    with pytest.raises(TypedDataError, match=r"set_typed\('q', \.\.\.\): field 'y' of Point must be int"):
+        ctx.set_typed("q", Point(1, "2"))
+    assert not ctx.has_typed("q")
+    assert ctx.get_typed("p", Point) == Point(1, 7)

@@ -14,13 +14,14 @@ from fluffy_nb import (
     AgentStatus,
     DependencyConfig,
     DependencyLifecycle,
+    DependencyNotSatisfiedError,
     DependencyTimeoutError,
     DependencyType,
     ManualClock,
     StateFailedError,
     StateStatus,
 )
-from fluffy_nb.engine._events import StateBlocked, StateCancelled, StateStarted
+from fluffy_nb.engine._events import StateBlocked, StateStarted
 
 until = partial(wait_until, limit=1000)
 
@@ -62,7 +63,7 @@ async def test_list_of_names_means_required():
     assert order[-2:] == ["x:start", "x:end"]
 
 
-async def test_required_dependency_that_never_runs_leaves_the_state_cancelled(record):
+async def test_required_dependency_that_never_runs_fails_the_run_naming_state_and_dependency(record):
     async def start(ctx):
         if ctx.get_state("never_true"):
             return "untaken"
@@ -72,11 +73,11 @@ async def test_required_dependency_that_never_runs_leaves_the_state_cancelled(re
     agent.add_state("start", start)
     agent.add_state("untaken", recorder([], "untaken"))
     agent.add_state("x", recorder([], "x"), dependencies={"untaken": DependencyType.REQUIRED})
-    log = record(agent)
-    result = await asyncio.wait_for(agent.run(), 5)
-    assert result.status is AgentStatus.COMPLETED
-    assert agent.state_metadata["x"].status is StateStatus.CANCELLED
-    assert "never satisfied" in log.of(StateCancelled, "x")[0].reason
+    with pytest.raises(DependencyNotSatisfiedError, match=r"'x' can never start.*'untaken' never completed") as info:
+        await asyncio.wait_for(agent.run(), 5)
+    assert (info.value.state, info.value.dependency) == ("x", "untaken")
+    assert agent.status is AgentStatus.FAILED
+    assert agent.state_metadata["x"].status is StateStatus.FAILED
 
 
 async def test_optional_dependency_not_scheduled_does_not_wait():
@@ -200,9 +201,13 @@ async def test_expired_completion_does_not_satisfy(expiry, runs):
     run = asyncio.create_task(agent.run())
     await clock.wait_for_sleepers(1)
     await clock.advance(10)
-    await asyncio.wait_for(run, 5)
+    if runs:
+        await asyncio.wait_for(run, 5)
+    else:  # expired, and nothing left could run dep again: the run fails instead of ending "completed"
+        with pytest.raises(DependencyNotSatisfiedError, match=r"completion of 'dep' expired \(expiry=5s\)"):
+            await asyncio.wait_for(run, 5)
     assert ("x:end" in order) is runs
-    assert agent.state_metadata["x"].status is (StateStatus.COMPLETED if runs else StateStatus.CANCELLED)
+    assert agent.state_metadata["x"].status is (StateStatus.COMPLETED if runs else StateStatus.FAILED)
 
 
 async def test_dependency_timeout_fails_with_dependency_timeout_error():
@@ -349,13 +354,13 @@ async def test_a_completed_dependency_does_not_time_out_while_a_condition_waits(
     )
     run = asyncio.create_task(agent.run())
     await clock.wait_for_sleepers(1)
-    assert clock.sleepers == 1  # only `later`: x's timeout ended when dep completed
+    assert clock.sleepers == 2  # `later` and x's condition poll: x's timeout ended when dep completed
     await clock.advance(100)
     await asyncio.wait_for(run, 5)
     assert order == ["x:start", "x:end"]
 
 
-async def test_no_dependency_timeout_fires_after_the_run_ended():
+async def test_a_dependency_timeout_fires_when_nothing_else_keeps_the_run_alive():
     clock = ManualClock()
 
     async def start(ctx):
@@ -363,13 +368,19 @@ async def test_no_dependency_timeout_fires_after_the_run_ended():
             return "untaken"
         return None
 
-    agent = Agent("stray_timer", clock=clock)
+    agent = Agent("lone_timer", clock=clock)
     agent.add_state("start", start)
     agent.add_state("untaken", recorder([], "untaken"))
     agent.add_state("x", recorder([], "x"), dependencies={"untaken": DependencyConfig(timeout=5)})
-    result = await asyncio.wait_for(agent.run(), 5)
-    assert result.status is AgentStatus.COMPLETED
-    await clock.advance(10)
-    assert agent.state_metadata["x"].status is StateStatus.CANCELLED
-    assert agent.status is AgentStatus.COMPLETED
-    assert clock.sleepers == 0
+    run = asyncio.create_task(agent.run())
+    await clock.wait_for_sleepers(1)
+    await clock.advance(4.9)
+    assert not run.done()
+    assert agent.state_metadata["x"].status is StateStatus.BLOCKED
+    await clock.advance(0.1)
+    with pytest.raises(StateFailedError) as info:
+        await asyncio.wait_for(run, 5)
+    assert isinstance(info.value.__cause__, DependencyTimeoutError)
+    assert agent.state_metadata["x"].status is StateStatus.TIMEOUT
+    assert agent.status is AgentStatus.FAILED
+    assert clock.sleepers == 0  # no timer outlives the run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import threading
 
@@ -85,6 +86,16 @@ async def test_validator_that_raises_shows_its_message():
     assert again is request
     assert agent.answer(request.request_id, "3") is True
     assert (await handle)["answer"] == "3"
+
+
+async def test_validator_returning_none_like_re_fullmatch_rejects_the_answer():
+    """A validator that returns a falsy value rejects: ``re.fullmatch`` returns None on no match."""
+    responder = ScriptedResponder({"Approve?": ["maybe", "yes"]})
+    agent = asking_agent(responder, validator=lambda v: re.fullmatch(r"yes|no", v))
+    result = await agent.run()
+    assert result["answer"] == "yes"
+    assert len(responder.asked) == 2
+    assert "rejected by the validator" in (responder.asked[1].rejection or "")
 
 
 async def test_choices_reject_answers_outside_them():

@@ -40,7 +40,7 @@ def ip():
     # leave the shared shell as we found it: with the extension loaded, later tests' agent.start()
     # would get live views they do not expect (and that keep their agents alive)
     assert shell.run_cell("%unload_ext fluffy_nb").success
-    for name in ("ex", "pipe", "nostore", "submit", "edits", "result"):
+    for name in ("ex", "pipe", "nostore", "submit", "edits", "result", "dated", "pick", "show", "datetime"):
         shell.user_ns.pop(name, None)
 
 
@@ -275,3 +275,28 @@ def test_explore_without_store_or_with_unknown_run_raises_usage_error(ip, pipe):
                                              ("Paris", "Paris"), ("", "")])
 def test_form_values_parse_as_json_when_they_can(text, value):
     assert parse_value(text) == value
+
+
+DATED = '''%%fluffy dated --store {path} --durable --run --no-live
+import datetime
+
+async def pick(ctx):
+    ctx.set_state("due", datetime.date(2026, 1, 1))
+    return "show"
+
+async def show(ctx):
+    ctx.set_state("weekday", ctx.get_state("due").isoweekday())
+'''
+
+
+def test_editing_a_tagged_value_forks_with_the_value_rebuilt(ip, tmp_path):
+    """A date is stored as tagged JSON; the form shows that JSON and the fork gets a date back."""
+    run(ip, DATED.format(path=tmp_path / "dated.db"))
+    ex = run(ip, "ex = %fluffy explore dated\nex")
+    ex.slider.value = 0
+    ex.edit_button.click()
+    assert ex.fields["due"].value == '{"$fluffy": "date", "v": "2026-01-01"}'
+    ex.fields["due"].value = '{"$fluffy": "date", "v": "2026-01-05"}'
+    result = run(ip, "result = await ex.fork_with_form(live=False)\nresult")
+    assert result["due"].isoformat() == "2026-01-05"
+    assert result["weekday"] == 1

@@ -1,0 +1,393 @@
+"""Tagged JSON for context values: common Python values round-trip through checkpoints.
+
+Owns how a shared context value becomes JSON in a checkpoint (:func:`encode_value`,
+:func:`encode_context`), how it comes back (:func:`decode_value`, :func:`decode_context`), and
+what a checkpoint does with a value it cannot store (:func:`encode_run_data`: raise naming key and
+type at ``create_checkpoint`` and durable steps; leave it out with a ``FluffyWarning`` at pause,
+interval and end-of-run checkpoints, so those never fail the run).
+Plain JSON values (str, int, float, bool, None, list, dict with str keys) are written as they
+are. Other common values are written as a tagged object ``{"$fluffy": tag, "v": payload}``:
+
+=================  ===========================================================
+tag                value
+=================  ===========================================================
+``tuple``          tuple (payload: list)
+``set``            set, ``frozenset``: frozenset (payload: list)
+``datetime``       datetime, date, time: ISO text
+``date``, ``time``
+``timedelta``      ``[days, seconds, microseconds]``
+``decimal``        Decimal, as text
+``uuid``           UUID, as text
+``bytes``          bytes, base64
+``path``           any ``pathlib`` path, as text (restored as ``Path``)
+``enum``           ``{"type": registered name, "name": member name}``
+``np.scalar``      numpy bool/int/uint/float scalar: ``{"dtype", "value"}``
+``np.array``       numpy bool/int/uint/float array: ``{"dtype", "shape", "data"}``
+``pd.Timestamp``   pandas Timestamp, ISO text (nanoseconds kept)
+``dict``           a user dict that itself has a ``"$fluffy"`` key (escaped)
+=================  ===========================================================
+
+Decoding never imports anything named in the data and never unpickles: an Enum comes back
+only if its class is known in this process (stored once, or ``register_type(MyEnum)``);
+numpy and pandas values only if the user has imported numpy/pandas (the engine never imports
+pandas). A malformed or unknown tag is a :class:`CheckpointError` naming the key; the
+loaded JSON is already bounded in size, depth and count (``_bounds``), and every payload
+here is checked before it is rebuilt.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import enum
+import logging
+import math
+import sys
+import uuid
+import warnings
+from decimal import Decimal, InvalidOperation
+from pathlib import Path, PurePath
+from typing import Any
+
+from ._errors import CheckpointError, FluffyWarning, SerializationError
+
+TAG = "$fluffy"
+_PLAIN = (str, int, bool, type(None))
+_ENUMS: dict[str, type[enum.Enum]] = {}
+_NUMPY_KINDS = "biuf"  # bool, int, uint, float: exact in JSON (object/str/complex/datetime arrays are refused)
+_MAX_NDIM = 32  # numpy's own limit
+
+
+def register_enum(cls: type[enum.Enum], name: str | None = None) -> None:
+    """Let values of Enum ``cls`` be restored from checkpoints (under ``module.QualName``)."""
+    _ENUMS[name or f"{cls.__module__}.{cls.__qualname__}"] = cls
+
+
+def _tag(tag: str, payload: Any) -> dict[str, Any]:
+    return {TAG: tag, "v": payload}
+
+
+# -- encoding ----------------------------------------------------------------------------------
+def encode_value(key: str, value: Any, path: str = "") -> Any:
+    """``value`` as JSON data, tagged where JSON has no such type.
+
+    Raises:
+        SerializationError: naming the key (and where inside it) and the type that cannot be stored.
+    """
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise SerializationError(
+                f"context key {key + path!r} holds {value!r}, which JSON cannot store; store None or a string instead"
+            )
+        return value
+    if kind is list:
+        return [encode_value(key, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if kind is dict:
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise SerializationError(
+                    f"context key {key + path!r} has a dict key {k!r} ({type(k).__name__}); JSON object keys "
+                    "must be strings"
+                )
+            out[k] = encode_value(key, v, f"{path}[{k!r}]")
+        return _tag("dict", out) if TAG in out else out
+    return _encode_other(key, value, path)
+
+
+def _encode_other(key: str, value: Any, path: str) -> Any:  # noqa: C901 - one branch per supported type
+    if isinstance(value, enum.Enum):  # before int/str: an IntEnum is an int too
+        return _encode_enum(value)
+    module = type(value).__module__
+    if module.startswith("pandas") and type(value).__name__ == "Timestamp":
+        return _tag("pd.Timestamp", value.isoformat())
+    if module == "numpy":
+        return _encode_numpy(key, value, path)
+    if isinstance(value, dt.datetime):
+        return _tag("datetime", value.isoformat())
+    if isinstance(value, dt.date):
+        return _tag("date", value.isoformat())
+    if isinstance(value, dt.time):
+        return _tag("time", value.isoformat())
+    if isinstance(value, dt.timedelta):
+        return _tag("timedelta", [value.days, value.seconds, value.microseconds])
+    if isinstance(value, (set, frozenset)):
+        items = [encode_value(key, v, f"{path}{{…}}") for v in value]
+        return _tag("set" if isinstance(value, set) else "frozenset", items)
+    if isinstance(value, tuple):
+        return _tag("tuple", [encode_value(key, v, f"{path}[{i}]") for i, v in enumerate(value)])
+    if isinstance(value, (bool, int, str, float, list, dict)):  # subclasses of plain types
+        return encode_value(key, _plain_base(value), path)
+    if isinstance(value, Decimal):
+        return _tag("decimal", str(value))
+    if isinstance(value, uuid.UUID):
+        return _tag("uuid", str(value))
+    if isinstance(value, bytes):
+        return _tag("bytes", base64.b64encode(value).decode("ascii"))
+    if isinstance(value, PurePath):
+        return _tag("path", str(value))
+    raise SerializationError(
+        f"context key {key + path!r} holds a value of type {type(value).__module__}.{type(value).__qualname__}, "
+        "which a JSON checkpoint cannot store; store plain data, a common value (datetime, set, Decimal, UUID, bytes, "
+        "Path, Enum, numpy...), or a dataclass / pydantic model with context.set_typed"
+    )
+
+
+def _plain_base(value: Any) -> Any:
+    bases: tuple[Any, ...] = (bool, int, float, str, list, dict)
+    for base in bases:
+        if isinstance(value, base):
+            return base(value)
+    return value
+
+
+def _encode_enum(value: enum.Enum) -> dict[str, Any]:
+    cls = type(value)
+    name = next((n for n, c in _ENUMS.items() if c is cls), None)
+    if name is None:  # stored in this process: it can be restored here
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        _ENUMS[name] = cls
+    return _tag("enum", {"type": name, "name": value.name})
+
+
+def _encode_numpy(key: str, value: Any, path: str) -> Any:
+    dtype = getattr(value, "dtype", None)
+    if dtype is None or dtype.kind not in _NUMPY_KINDS:
+        raise SerializationError(
+            f"context key {key + path!r} holds a numpy {type(value).__name__} of dtype {dtype}; checkpoints store "
+            "numpy bool, int, uint and float values; convert it (.tolist(), .astype(float)) first"
+        )
+    if type(value).__name__ != "ndarray":  # a numpy scalar (np.float64, np.int32, np.bool_...)
+        item = value.item()
+        if isinstance(item, float) and not math.isfinite(item):
+            return _tag("np.scalar", {"dtype": dtype.str, "value": repr(item)})
+        return _tag("np.scalar", {"dtype": dtype.str, "value": item})
+    flat = value.ravel().tolist()
+    if dtype.kind == "f" and not all(math.isfinite(x) for x in flat):
+        flat = [x if math.isfinite(x) else repr(x) for x in flat]
+    return _tag("np.array", {"dtype": dtype.str, "shape": list(value.shape), "data": flat})
+
+
+def encode_context(shared: dict[str, Any], *, lenient: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """Encode the shared context for a checkpoint: ``(encoded, unsaved)``.
+
+    With ``lenient`` a key whose value cannot be encoded is left out and named in
+    ``unsaved`` (key -> type name); without it the first such key raises.
+    """
+    out: dict[str, Any] = {}
+    unsaved: dict[str, str] = {}
+    for k, v in shared.items():
+        try:
+            out[k] = encode_value(k, v)
+        except SerializationError:
+            if not lenient:
+                raise
+            unsaved[k] = f"{type(v).__module__}.{type(v).__qualname__}"
+    return out, unsaved
+
+
+def encode_typed_context(typed: dict[str, Any], *, lenient: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """Encode the typed context values (dataclasses, pydantic models) like :func:`encode_context`."""
+    from ._checkpoint import check_json_value
+    from ._typed import encode_typed
+
+    out: dict[str, Any] = {}
+    unsaved: dict[str, str] = {}
+    for k, v in typed.items():
+        try:
+            payload = encode_typed(k, v)
+            payload["data"] = check_json_value(k, payload["data"])  # plain JSON: its class validates it on load
+        except SerializationError:
+            if not lenient:
+                raise
+            unsaved[k] = f"{type(v).__module__}.{type(v).__qualname__}"
+            continue
+        out[k] = payload
+    return out, unsaved
+
+
+#: a value JSON cannot hold raises at these triggers (``create_checkpoint``; a ``durable=True`` step
+#: then fails the run); at the others (pause, interval, run end, fork) it is left out with a warning
+STRICT_TRIGGERS = frozenset({"manual", "state"})
+
+
+def encode_run_data(agent: str, shared: dict[str, Any], typed: dict[str, Any], trigger: str,
+                    metadata: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A run's shared and typed context encoded for a ``trigger`` checkpoint, and its metadata.
+
+    At a lenient trigger, keys that cannot be stored are left out, named in a
+    :class:`FluffyWarning` and in ``metadata["unsaved_keys"]`` (key -> type).
+    """
+    lenient = trigger not in STRICT_TRIGGERS
+    shared_out, unsaved = encode_context(shared, lenient=lenient)
+    typed_out, unsaved_typed = encode_typed_context(typed, lenient=lenient)
+    unsaved.update(unsaved_typed)
+    meta = dict(metadata or {})
+    if unsaved:
+        warn_unsaved(agent, trigger, unsaved)
+        meta["unsaved_keys"] = unsaved
+    return shared_out, typed_out, meta
+
+
+def warn_unsaved(agent: str, trigger: str, unsaved: dict[str, str]) -> None:
+    """Say which context keys a checkpoint had to leave out (the run goes on, even when
+    warnings are turned into errors: then it is logged)."""
+    keys = ", ".join(f"{k!r} ({t})" for k, t in list(unsaved.items())[:10])
+    message = (
+        f"agent {agent!r}: the {trigger} checkpoint left out context keys a JSON checkpoint cannot store: "
+        f"{keys}; the run goes on, but restoring this checkpoint will not have them. Store plain data, "
+        "a common value (datetime, set, Decimal, Enum, numpy...) or a dataclass with set_typed"
+    )
+    try:
+        warnings.warn(message, FluffyWarning, stacklevel=2)
+    except Warning:  # -W error: a periodic or pause checkpoint must still not fail the run
+        logging.getLogger("fluffy_nb").warning("fluffy_nb: %s", message)
+
+
+# -- decoding ----------------------------------------------------------------------------------
+def decode_context(shared: dict[str, Any]) -> dict[str, Any]:
+    """The shared context of a checkpoint with its tagged values rebuilt.
+
+    Raises:
+        CheckpointError: a tagged value is malformed, unknown, or needs a class/library not
+            known here (the message names the key).
+    """
+    return {k: decode_value(k, v) for k, v in shared.items()}
+
+
+def decode_value(key: str, value: Any) -> Any:
+    """Rebuild one value written by :func:`encode_value` (see :func:`decode_context`)."""
+    kind = type(value)
+    if kind is list:
+        return [decode_value(key, v) for v in value]
+    if kind is dict:
+        if TAG in value:
+            return _decode_tag(key, value)
+        return {k: decode_value(key, v) for k, v in value.items()}
+    return value
+
+
+def _decode_tag(key: str, value: dict[str, Any]) -> Any:
+    tag = value.get(TAG)
+    if set(value) != {TAG, "v"} or not isinstance(tag, str):
+        raise CheckpointError(f"context key {key[:200]!r}: a tagged value must be {{{TAG!r}: tag, 'v': value}}")
+    decoder = _DECODERS.get(tag)
+    if decoder is None:
+        raise CheckpointError(f"context key {key[:200]!r}: unknown value tag {tag[:80]!r}")
+    try:
+        return decoder(key, value["v"])
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, ArithmeticError, KeyError, IndexError, AttributeError,
+            InvalidOperation, binascii.Error) as exc:
+        raise CheckpointError(
+            f"context key {key[:200]!r}: its {tag!r} value cannot be rebuilt: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+
+
+def _text(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"expected text, got {type(v).__name__}")
+    return v
+
+
+def _items(key: str, v: Any) -> list[Any]:
+    if not isinstance(v, list):
+        raise TypeError(f"expected a list, got {type(v).__name__}")
+    return [decode_value(key, x) for x in v]
+
+
+def _timedelta(key: str, v: Any) -> dt.timedelta:
+    if not (isinstance(v, list) and len(v) == 3 and all(type(x) is int for x in v)):
+        raise TypeError("expected [days, seconds, microseconds]")
+    return dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2])
+
+
+def _enum(key: str, v: Any) -> enum.Enum:
+    if not isinstance(v, dict) or set(v) != {"type", "name"}:
+        raise TypeError("expected {'type', 'name'}")
+    cls = _ENUMS.get(_text(v["type"]))
+    if cls is None:
+        raise CheckpointError(
+            f"context key {key[:200]!r} holds an Enum of type {str(v['type'])[:200]!r}, which is not known in this "
+            "process; define it and call fluffy_nb.register_type(ThatEnum) before restoring"
+        )
+    return cls[_text(v["name"])]
+
+
+def _module(name: str, key: str) -> Any:
+    module = sys.modules.get(name)  # never imported here: only a library the user has imported
+    if module is None:
+        raise CheckpointError(
+            f"context key {key[:200]!r} holds a {name} value; import {name} before restoring this checkpoint"
+        )
+    return module
+
+
+def _np_dtype(np: Any, v: dict[str, Any]) -> Any:
+    dtype = np.dtype(_text(v["dtype"]))
+    if dtype.kind not in _NUMPY_KINDS:
+        raise TypeError(f"dtype {dtype} is not one a checkpoint stores")
+    return dtype
+
+
+def _np_scalar(key: str, v: Any) -> Any:
+    np = _module("numpy", key)
+    if not isinstance(v, dict) or set(v) != {"dtype", "value"}:
+        raise TypeError("expected {'dtype', 'value'}")
+    value = v["value"]
+    if not isinstance(value, (bool, int, float, str)):
+        raise TypeError("expected a number")
+    with np.errstate(all="raise"):  # an out-of-range value is refused, not cast with a warning
+        return _np_dtype(np, v).type(float(value) if isinstance(value, str) else value)
+
+
+def _np_array(key: str, v: Any) -> Any:
+    np = _module("numpy", key)
+    if not isinstance(v, dict) or set(v) != {"dtype", "shape", "data"}:
+        raise TypeError("expected {'dtype', 'shape', 'data'}")
+    shape, data = v["shape"], v["data"]
+    if not (isinstance(shape, list) and len(shape) <= _MAX_NDIM and all(type(n) is int and n >= 0 for n in shape)):
+        raise TypeError("shape must be a list of whole numbers >= 0")
+    if not isinstance(data, list) or math.prod(shape) != len(data):
+        raise ValueError(f"shape {shape[:8]} does not match {len(data) if isinstance(data, list) else '?'} values")
+    if not all(isinstance(x, (bool, int, float, str)) for x in data):
+        raise TypeError("array values must be numbers")
+    dtype = _np_dtype(np, v)
+    values = [float(x) if isinstance(x, str) else x for x in data]
+    with np.errstate(all="raise"):
+        return np.array(values, dtype=dtype).reshape(shape)
+
+
+def _pd_timestamp(key: str, v: Any) -> Any:
+    return _module("pandas", key).Timestamp(_text(v))
+
+
+def _escaped_dict(key: str, v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise TypeError("expected an object")
+    return {k: decode_value(key, x) for k, x in v.items()}
+
+
+_DECODERS: dict[str, Any] = {
+    "tuple": lambda key, v: tuple(_items(key, v)),
+    "set": lambda key, v: set(_items(key, v)),
+    "frozenset": lambda key, v: frozenset(_items(key, v)),
+    "datetime": lambda key, v: dt.datetime.fromisoformat(_text(v)),
+    "date": lambda key, v: dt.date.fromisoformat(_text(v)),
+    "time": lambda key, v: dt.time.fromisoformat(_text(v)),
+    "timedelta": _timedelta,
+    "decimal": lambda key, v: Decimal(_text(v)),
+    "uuid": lambda key, v: uuid.UUID(_text(v)),
+    "bytes": lambda key, v: base64.b64decode(_text(v), validate=True),
+    "path": lambda key, v: Path(_text(v)),
+    "enum": _enum,
+    "np.scalar": _np_scalar,
+    "np.array": _np_array,
+    "pd.Timestamp": _pd_timestamp,
+    "dict": _escaped_dict,
+}

@@ -1,0 +1,210 @@
+"""Tagged JSON codecs: common Python values in the context round-trip through checkpoints.
+
+The issue's promise: datetime, date, time, timedelta, set, frozenset, tuple, Decimal, UUID, bytes,
+Path, Enum, numpy scalars and arrays and pandas Timestamps survive a checkpoint as tagged JSON;
+nothing is unpickled or imported from the file; a value that cannot be stored is named at the
+checkpoint, and pause() and periodic checkpoints warn instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import enum
+import json
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fluffy_nb import (
+    Agent,
+    Checkpoint,
+    CheckpointError,
+    FluffyWarning,
+    ManualClock,
+    SerializationError,
+    TypedContextData,
+)
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+VALUES: dict[str, Any] = {
+    "when": dt.datetime(2026, 11, 29, 10, 30, 5, 123456, tzinfo=dt.UTC),
+    "naive": dt.datetime(2026, 1, 2, 3, 4, 5),
+    "day": dt.date(2026, 11, 29),
+    "at": dt.time(10, 30, 5, 7),
+    "took": dt.timedelta(days=-1, seconds=5, microseconds=7),
+    "tags": {"a", "b"},
+    "frozen": frozenset({1, 2}),
+    "pair": (1, "x", (2.5, None)),
+    "price": Decimal("19.99"),
+    "id": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    "blob": b"\x00\xffbytes",
+    "where": Path("/data/in.csv"),
+    "colour": Colour.BLUE,
+    "level": Level.HIGH,
+    "n": np.int64(7),
+    "x": np.float32(0.5),
+    "ok": np.bool_(True),
+    "matrix": np.arange(6, dtype=np.int16).reshape(2, 3),
+    "weights": np.array([0.25, float("nan")]),
+    "stamp": pd.Timestamp("2026-11-29 10:30:05.123456789"),
+    "nested": {"when": [dt.date(2020, 1, 1)], "$fluffy": "a user key that looks like a tag"},
+}
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
+    return type(a) is type(b) and a == b
+
+
+async def restored(values: dict[str, Any]) -> Agent:
+    agent = Agent("values")
+
+    async def only(ctx: Any) -> None:
+        for k, v in values.items():
+            ctx.set_state(k, v)
+
+    agent.add_state("only", only)
+    await agent.run()
+    text = json.dumps(agent.create_checkpoint().to_dict())  # plain JSON, as the spec saves it
+    again = Agent("values")
+    again.add_state("only", only)
+    again.restore(Checkpoint.from_json(text))
+    return again
+
+
+async def test_common_python_values_round_trip_through_a_json_checkpoint() -> None:
+    again = await restored(VALUES)
+    for key, value in VALUES.items():
+        assert same(again.get_state(key), value), key
+
+
+async def test_an_enum_decodes_only_when_its_class_is_known_here() -> None:
+    cp = Checkpoint(agent_name="values", run_id="r", timestamp=0.0, shared_state={
+        "colour": {"$fluffy": "enum", "v": {"type": "os.Sneaky", "name": "RED"}}})
+    agent = Agent("values")
+    with pytest.raises(CheckpointError, match=r"'colour'.*'os.Sneaky', which is not known.*register_type"):
+        agent.restore(cp)
+
+
+@pytest.mark.parametrize(("tagged", "problem"), [
+    ({"$fluffy": "pickle", "v": "gASV"}, "unknown value tag 'pickle'"),
+    ({"$fluffy": "datetime", "v": "yesterday"}, "'datetime' value cannot be rebuilt"),
+    ({"$fluffy": "bytes", "v": "not base64!"}, "'bytes' value cannot be rebuilt"),
+    ({"$fluffy": "set", "v": [[1], [2]]}, "'set' value cannot be rebuilt"),
+    ({"$fluffy": "timedelta", "v": [1, 2]}, "'timedelta' value cannot be rebuilt"),
+    ({"$fluffy": "np.array", "v": {"dtype": "O", "shape": [1], "data": [1]}}, "'np.array' value cannot"),
+    ({"$fluffy": "np.array", "v": {"dtype": "<i8", "shape": [10**9], "data": [1]}}, "does not match"),
+    ({"$fluffy": "np.scalar", "v": {"dtype": "|i1", "value": 10**6}}, "'np.scalar' value cannot be rebuilt"),
+    ({"$fluffy": "enum", "v": {"type": "x", "name": "y", "extra": 1}}, "'enum' value cannot be rebuilt"),
+    ({"$fluffy": "tuple", "v": [1], "extra": 1}, "must be"),
+])
+async def test_a_hostile_tag_is_a_checkpoint_error_naming_the_key(tagged: dict[str, Any], problem: str) -> None:
+    text = json.dumps({"agent_name": "values", "run_id": "r", "timestamp": 0.0, "shared_state": {"k": tagged}})
+    cp = Checkpoint.from_json(text)
+    agent = Agent("values")
+    agent.add_state("only", lambda ctx: None)
+    with pytest.raises(CheckpointError, match="'k'") as info:
+        agent.restore(cp)
+    assert problem in str(info.value)
+    assert agent.prepared_run is None
+
+
+def test_numpy_and_pandas_values_need_the_library_imported_by_the_user() -> None:
+    """The engine never imports numpy or pandas to decode: without them the error says so."""
+    cp = {"agent_name": "v", "run_id": "r", "timestamp": 0.0, "shared_state": {
+        "stamp": {"$fluffy": "pd.Timestamp", "v": "2026-01-01"}}}
+    code = (
+        "import json, sys; from fluffy_nb import Agent, Checkpoint, CheckpointError\n"
+        f"cp = Checkpoint.from_dict(json.loads({json.dumps(json.dumps(cp))}))\n"
+        "a = Agent('v'); a.add_state('s', lambda c: None)\n"
+        "try:\n    a.restore(cp)\nexcept CheckpointError as e:\n    print(e)\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "import pandas before restoring" in out
+    assert out.strip().endswith("False")
+
+
+class Opaque:
+    pass
+
+
+async def test_a_value_that_cannot_be_stored_is_named_at_the_checkpoint() -> None:
+    agent = Agent("opaque")
+
+    async def only(ctx: Any) -> None:
+        ctx.set_state("handle", Opaque())
+
+    agent.add_state("only", only)
+    await agent.run()
+    with pytest.raises(SerializationError, match=r"context key 'handle' holds a .*Opaque"):
+        agent.create_checkpoint()
+
+
+async def test_pause_and_interval_checkpoints_warn_and_the_run_goes_on() -> None:
+    clock, gate = ManualClock(), asyncio.Event()
+    agent = Agent("lenient", checkpoint_interval=5, clock=clock)
+
+    async def work(ctx: Any) -> None:
+        ctx.set_state("when", dt.date(2026, 1, 1))
+        ctx.set_state("handle", Opaque())
+        await gate.wait()
+        ctx.set_state("done", True)
+
+    agent.add_state("work", work)
+    handle = agent.start()
+    await clock.wait_for_sleepers(1)
+    with pytest.warns(FluffyWarning, match=r"interval checkpoint left out .*'handle' \(.*Opaque\)"):
+        await clock.advance(5)
+    [row] = agent.history()
+    interval = agent.store.get(row.checkpoint_id)
+    assert interval.metadata["unsaved_keys"] == {"handle": f"{__name__}.Opaque"}
+    assert interval.shared_state["when"] == {"$fluffy": "date", "v": "2026-01-01"}
+    with pytest.warns(FluffyWarning, match="pause checkpoint left out"):
+        paused = await agent.pause(timeout=0)
+    assert "handle" not in paused.shared_state
+    await agent.resume()
+    gate.set()
+    with pytest.warns(FluffyWarning, match="completion checkpoint left out"):
+        result = await handle
+    assert result["done"] is True
+
+
+@dataclass
+class Shipment(TypedContextData):
+    due: dt.datetime
+    crates: set[int]
+    price: Decimal
+
+
+async def test_a_dataclass_typed_value_with_common_fields_round_trips() -> None:
+    agent = Agent("typed_values")
+    value = Shipment(dt.datetime(2026, 11, 29, 10, 0), {1, 2}, Decimal("9.50"))
+
+    async def only(ctx: Any) -> None:
+        ctx.set_typed("shipment", value)
+
+    agent.add_state("only", only)
+    await agent.run()
+    cp = Checkpoint.from_json(agent.create_checkpoint().to_json())
+    assert cp.typed_values()["shipment"] == value

@@ -1,0 +1,271 @@
+"""What the spec promises about dependencies and restoring checkpoints, in its own words (issue 17).
+
+Each test starts from a spec snippet (fluffy-agent-flow-guide.md / -features.md) and checks the
+behaviour a user of that snippet relies on. Time is driven by a ManualClock and events, never slept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from _wait import until
+
+from fluffy_nb import (
+    Agent,
+    AgentStatus,
+    Checkpoint,
+    CheckpointError,
+    Context,
+    DependencyConfig,
+    DependencyLifecycle,
+    DependencyNotSatisfiedError,
+    DependencyTimeoutError,
+    DependencyType,
+    ManualClock,
+    StateFailedError,
+    StateResult,
+    StateStatus,
+)
+from fluffy_nb.engine._deps import CONDITION_POLL
+
+
+# -- "Checkpointing & Recovery": restore into a new agent --------------------------------------------
+def _workflow(gate: asyncio.Event, calls: list[str]) -> Agent:
+    agent = Agent("my_workflow")
+
+    async def fetch(context: Context) -> StateResult:
+        calls.append("fetch")
+        context.set_state("rows", [1, 2, 3])
+        return "process"
+
+    async def process(context: Context) -> StateResult:
+        calls.append("process")
+        await gate.wait()
+        context.set_state("total", sum(context.get_state("rows")))
+        return None
+
+    agent.add_state("fetch", fetch)
+    agent.add_state("process", process)
+    return agent
+
+
+async def test_the_spec_restore_snippet_restores_into_an_agent_with_no_states(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    gate, calls = asyncio.Event(), []
+    agent = _workflow(gate, calls)
+    handle = agent.start()
+    await until(lambda: calls == ["fetch", "process"], "fetch done, process running")
+
+    # -- the spec's snippet, verbatim ---------------------------------------------------------------
+    # Create checkpoint
+    checkpoint = agent.create_checkpoint()
+
+    # Save checkpoint to file
+    import json
+    with open("workflow_state.json", "w") as f:  # noqa: ASYNC230 - the spec's own lines
+        json.dump(checkpoint.to_dict(), f)
+
+    # Create new agent and restore
+    new_agent = Agent("restored_workflow")
+    await new_agent.restore_from_checkpoint(checkpoint)
+    # -- end of the snippet -------------------------------------------------------------------------
+
+    gate.set()
+    await handle
+    # the data is there at once; the run waits (PAUSED) for its states to continue it
+    assert new_agent.get_state("rows") == [1, 2, 3]
+    assert new_agent.status is AgentStatus.PAUSED
+    assert new_agent.create_checkpoint().completed_states == ["fetch"]
+    # states come from code, never from the checkpoint: add them, then the run goes on where it stopped
+    again = _workflow(gate, calls)
+    for name, spec in again.states.items():
+        new_agent.add_state(name, spec.func)
+    result = await new_agent.run()
+    assert result["total"] == 6
+    assert calls == ["fetch", "process", "process"]  # fetch is not run again
+    # and the file the snippet wrote restores the same way
+    saved = Checkpoint.from_dict(json.loads(Path("workflow_state.json").read_text()))  # noqa: ASYNC240
+    assert saved.completed_states == ["fetch"]
+
+
+async def test_running_a_stateless_restore_before_adding_its_states_names_them() -> None:
+    gate, calls = asyncio.Event(), []
+    agent = _workflow(gate, calls)
+    gate.set()
+    await agent.run()
+    new_agent = Agent("restored_workflow")
+    await new_agent.restore_from_checkpoint(agent.create_checkpoint().to_dict())
+    assert new_agent.get_state("total") == 6
+    with pytest.raises(CheckpointError, match=r"names states \['fetch', 'process'\].*add them"):
+        await new_agent.run()
+    assert new_agent.prepared_run is not None  # still there: add the states and run again
+    assert new_agent.prepared_run.metadata["process"].status is StateStatus.COMPLETED
+
+
+# -- "Advanced Dependencies": condition, timeout ----------------------------------------------------
+async def test_a_condition_that_becomes_true_starts_the_gated_state_promptly() -> None:
+    """The spec's ``condition=lambda agent: agent.get_state("ready") == True``: the gated state
+    starts when ``ready`` is set, not when some state happens to finish later."""
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def prepare(context: Context) -> StateResult:
+        return None
+
+    async def producer(context: Context) -> StateResult:
+        context.set_state("ready", True)
+        order.append("ready set")
+        await release.wait()  # keeps running long after the condition holds
+        order.append("producer done")
+        return None
+
+    async def complex_step(context: Context) -> StateResult:
+        order.append("complex_step")
+        return None
+
+    config = DependencyConfig(
+        type=DependencyType.REQUIRED,
+        lifecycle=DependencyLifecycle.ONCE,
+        condition=lambda agent: agent.get_state("ready") == True,  # noqa: E712 - the spec's own words
+        timeout=60,
+    )
+    agent = Agent("conditions", clock=ManualClock())  # time stands still: no timer can be what starts it
+    agent.add_state("prepare", prepare)
+    agent.add_state("producer", producer)
+    agent.add_state("complex_step", complex_step, dependencies={"prepare": config})
+    handle = agent.start()
+    await until(lambda: "complex_step" in order, "complex_step started while producer still runs")
+    assert order == ["ready set", "complex_step"]
+    release.set()
+    await handle
+    assert order[-1] == "producer done"
+
+
+async def test_a_condition_on_the_outside_world_is_rechecked_on_a_timer() -> None:
+    clock, world, release = ManualClock(), {"file_arrived": False}, asyncio.Event()
+
+    async def prepare(context: Context) -> StateResult:
+        return None
+
+    async def long_job(context: Context) -> StateResult:
+        await release.wait()
+        return None
+
+    async def load_file(context: Context) -> StateResult:
+        context.set_state("loaded", True)
+        return None
+
+    agent = Agent("outside", clock=clock)
+    agent.add_state("prepare", prepare)
+    agent.add_state("long_job", long_job)
+    agent.add_state("load_file", load_file,
+                    dependencies={"prepare": DependencyConfig(condition=lambda agent: world["file_arrived"])})
+    handle = agent.start()
+    await clock.wait_for_sleepers(1)
+    await clock.advance(CONDITION_POLL * 3)
+    assert agent.state_metadata["load_file"].status is StateStatus.BLOCKED
+    world["file_arrived"] = True  # nothing in the run changed: only the timer can notice
+    await clock.advance(CONDITION_POLL)
+    await until(lambda: agent.get_state("loaded") is True, "load_file ran once the file arrived")
+    assert not handle.done()  # long_job still runs
+    release.set()
+    await handle
+
+
+async def test_a_dependency_timeout_fires_with_nothing_else_running() -> None:
+    """``timeout=60  # 1 minute``: fires even when no other state keeps the run alive; the run
+    fails with DependencyTimeoutError, not "completed" with the waiting state cancelled."""
+    clock = ManualClock()
+
+    async def start(context: Context) -> StateResult:
+        if context.get_state("never_set"):
+            return "prepare_data"
+        return None
+
+    async def prepare_data(context: Context) -> StateResult:
+        return None
+
+    async def final_step(context: Context) -> StateResult:
+        return None
+
+    agent = Agent("timeouts", clock=clock)
+    agent.add_state("start", start)
+    agent.add_state("prepare_data", prepare_data)
+    agent.add_state("final_step", final_step, dependencies={"prepare_data": DependencyConfig(timeout=60)})
+    handle = agent.start()
+    await clock.wait_for_sleepers(1)
+    await clock.advance(60)
+    with pytest.raises(StateFailedError) as info:
+        await handle
+    assert isinstance(info.value.__cause__, DependencyTimeoutError)
+    assert "'final_step'" in str(info.value.__cause__)
+    assert "'prepare_data'" in str(info.value.__cause__)
+    assert agent.status is AgentStatus.FAILED
+    assert agent.state_metadata["final_step"].status is StateStatus.TIMEOUT
+
+
+async def test_a_waiting_state_that_can_never_run_fails_the_run_with_a_typed_error() -> None:
+    """``"prepare_data": DependencyType.REQUIRED  # Must complete first``: when nothing left can
+    run prepare_data, final_step can never start, and the run says so instead of "completed"."""
+
+    async def start(context: Context) -> StateResult:
+        if context.get_state("never_set"):
+            return "prepare_data"
+        return None
+
+    async def prepare_data(context: Context) -> StateResult:
+        return None
+
+    async def final_step(context: Context) -> StateResult:
+        return None
+
+    agent = Agent("never")
+    agent.add_state("start", start)
+    agent.add_state("prepare_data", prepare_data)
+    agent.add_state("final_step", final_step, dependencies={"prepare_data": DependencyType.REQUIRED})
+    with pytest.raises(DependencyNotSatisfiedError) as info:
+        await agent.run()
+    assert (info.value.state, info.value.dependency) == ("final_step", "prepare_data")
+    assert "can never start" in str(info.value)
+    assert agent.status is AgentStatus.FAILED
+
+
+async def test_a_false_condition_with_a_timeout_waits_for_the_world_then_times_out() -> None:
+    clock, world = ManualClock(), {"go": False}
+
+    async def prepare(context: Context) -> StateResult:
+        return None
+
+    async def gated(context: Context) -> StateResult:
+        context.set_state("ran", True)
+        return None
+
+    def build() -> Agent:
+        agent = Agent("world", clock=clock)
+        agent.add_state("prepare", prepare)
+        agent.add_state("gated", gated,
+                        dependencies={"prepare": DependencyConfig(condition=lambda a: world["go"], timeout=5)})
+        return agent
+
+    agent = build()
+    handle = agent.start()
+    await clock.wait_for_sleepers(1)
+    await clock.advance(2)
+    world["go"] = True
+    await clock.advance(CONDITION_POLL)
+    assert (await handle)["ran"] is True
+
+    world["go"] = False
+    agent = build()
+    handle = agent.start()
+    await until(lambda: agent.state_metadata["prepare"].status is StateStatus.COMPLETED, "prepare done")
+    await clock.wait_for_sleepers(2)  # the condition's poll and its timeout, now that nothing else runs
+    await clock.advance(4.9)
+    assert not handle.done()
+    await clock.advance(0.1)
+    with pytest.raises(StateFailedError) as info:
+        await handle
+    assert isinstance(info.value.__cause__, DependencyTimeoutError)
+    assert "condition" in str(info.value.__cause__)
