@@ -22,7 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import MapRecord, check_json_value
+from . import _codec
+from ._checkpoint import MapRecord
 from ._context import Context
 from ._errors import ConfigurationError, InvalidStateResultError, StateNotFoundError
 from ._events import StateScheduled
@@ -327,14 +328,13 @@ def route_failure(sched: Scheduler, ex: PayloadExecution, target: str, error: Ba
 
 # -- checkpoints ---------------------------------------------------------------------------------
 def encode_value(key: str, value: Any) -> Any:
-    """A payload or result as checkpoint JSON: the encoding of context values (``check_json_value``,
-    which ``encode_shared`` applies to each context value)."""
-    return check_json_value(key, value)
+    """A payload or result as checkpoint JSON, tagged as context values are (``_codec``)."""
+    return _codec.encode_value(key, value)
 
 
-def decode_value(value: Any) -> Any:
-    """A payload or result loaded from a checkpoint, decoded as context values are (as stored)."""
-    return value
+def decode_value(value: Any, key: str = "map") -> Any:
+    """A payload or result loaded from a checkpoint, decoded as context values are (``_codec``)."""
+    return _codec.decode_value(key, value)
 
 
 def checkpoint_maps(run: Run) -> tuple[list[str], dict[str, int], list[MapRecord]]:

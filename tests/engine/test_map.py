@@ -516,3 +516,42 @@ async def test_mapping_a_state_that_runs_on_a_remote_executor_is_refused_with_th
     agent.add_state("far", far, executor=Elsewhere())
     with pytest.raises(ConfigurationError, match=r"'far', which runs on executor .* Map to a local state"):
         await agent.run()
+
+
+async def test_map_payloads_and_results_round_trip_as_tagged_values_like_context_values() -> None:
+    """A payload or result a checkpoint keeps is encoded as context values are: a datetime or a
+    Decimal comes back as itself after restore, not as a string or an error."""
+    import datetime as dt
+    from decimal import Decimal
+
+    days = [dt.date(2026, 1, d) for d in range(1, 7)]
+    hold = asyncio.Event()
+    done: list[dt.date] = []
+
+    def agent_for(blocking: bool) -> Agent:
+        async def score(ctx: Any) -> str:
+            if blocking and ctx.payload.day > 2:
+                await hold.wait()  # never set: the run is stopped here
+            assert isinstance(ctx.payload, dt.date)
+            done.append(ctx.payload)
+            ctx.set_result((ctx.payload, Decimal("1.10") * ctx.payload.day))
+            return "merge"
+
+        return mapping_agent("tagged", days, score, max_concurrent=2, store=MemoryStore())
+
+    first = agent_for(blocking=True)
+    task = asyncio.create_task(first.run())
+    await until(lambda: len(done) == 2, "two payloads done")
+    run = first.latest_run
+    assert run is not None
+    await until(lambda: run.snapshot().maps["score"].running == 2, "two branches blocked")
+    cp = run.create_checkpoint()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    done.clear()
+    second = agent_for(blocking=False)
+    second.restore(Checkpoint.from_json(cp.to_json()))
+    result = await second.run()
+    assert sorted(done) == days[2:]
+    assert result.shared_state["out"] == [(d, Decimal("1.10") * d.day) for d in days]
