@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import _travel
 from ._clock import Clock, SystemClock
@@ -55,7 +55,11 @@ class Agent:
         name: The agent's name (defaults to the class name for subclasses).
         max_concurrent: At most this many states of one run run at once (None: no limit).
         checkpoint_interval: Seconds between automatic checkpoints while running.
-        resource_pool: The :class:`ResourcePool` states are admitted against.
+        resource_pool: The :class:`ResourcePool` states with ``resources=`` are admitted against.
+            By default (``"machine"``) a pool sized from this machine (psutil: logical CPUs,
+            memory; NVML GPUs), made the first time it is needed, so resource requirements are
+            honoured out of the box and states without requirements never touch it. ``None``:
+            no pool, requirements are not enforced.
         store: A checkpoint store (``MemoryStore()``, ``SQLiteStore(path)``); checkpoints go there.
         durable: Checkpoint to ``store`` after every state that finishes (needs a store).
         max_steps: Guard against endless loops: a run may execute at most this many states.
@@ -81,7 +85,7 @@ class Agent:
         *,
         max_concurrent: int | None = None,
         checkpoint_interval: float | None = None,
-        resource_pool: ResourcePool | None = None,
+        resource_pool: ResourcePool | Literal["machine"] | None = "machine",
         store: Any = None,
         durable: bool = False,
         max_steps: int = 100_000,
@@ -95,7 +99,10 @@ class Agent:
         self.id = uuid.uuid4().hex
         self.max_concurrent = check_max_concurrent(max_concurrent)
         self.checkpoint_interval = check_timeout("Agent(checkpoint_interval)", checkpoint_interval)
-        self.resource_pool = resource_pool
+        if resource_pool is not None and resource_pool != "machine" and not isinstance(resource_pool, ResourcePool):
+            raise ConfigurationError(f"Agent(resource_pool={resource_pool!r}): pass a ResourcePool, \"machine\" "
+                                     "(a pool sized from this machine, the default) or None (no pool)")
+        self._resource_pool: ResourcePool | str | None = resource_pool
         self.store = check_store(store, durable)
         self.durable = durable
         self.max_steps = max_steps
@@ -116,6 +123,28 @@ class Agent:
         self._coordinator: Coordinator | None = None
         self._idle_meta: dict[str, StateMetadata] = {}  # statuses shown before the first run
         self.collect_class_states()
+
+    @property
+    def resource_pool(self) -> ResourcePool | None:
+        """The pool states with ``resources=`` are admitted against (None: requirements not enforced).
+
+        The default machine-sized pool is made here on first use (and bound for preemption).
+        """
+        pool = self._resource_pool
+        if isinstance(pool, str):
+            pool = self._resource_pool = ResourcePool.from_machine(clock=self.clock)
+            pool.bind_preemption(self.registry.preempt)
+        return pool
+
+    @resource_pool.setter
+    def resource_pool(self, pool: ResourcePool | None) -> None:
+        self._resource_pool = pool
+
+    @property
+    def active_resource_pool(self) -> ResourcePool | None:
+        """The pool if one is in use: given, or the default one once made (never makes it)."""
+        pool = self._resource_pool
+        return None if isinstance(pool, str) else pool
 
     # -- registration -------------------------------------------------------------------
     def add_state(self, name: str | Callable[..., Any], func: Callable[..., Any] | None = None,

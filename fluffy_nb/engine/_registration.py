@@ -221,13 +221,14 @@ def check_definition(agent: Agent, gates: dict[str, list[Any]]) -> None:
                     f"state {name!r} declares next={list(spec.next_hint)!r}, but {target!r} is not a state "
                     f"of agent {agent.name!r}; add it or fix the name"
                 )
-    pool = agent.resource_pool
-    if pool is not None:
-        from ._executor import state_executor
+    from ._executor import state_executor
 
-        for name, spec in states.items():
-            if spec.resources is not None and state_executor(agent, spec) is None:
-                pool.check(name, spec.resources)
+    local = [(name, spec.resources) for name, spec in states.items()
+             if spec.resources is not None and state_executor(agent, spec) is None]
+    pool = agent.resource_pool if local else None  # the default machine pool is made only when needed
+    if pool is not None:
+        for name, req in local:
+            pool.check(name, req)
 
 
 def _route_targets(spec: StateSpec) -> list[str]:

@@ -1,0 +1,111 @@
+"""What the spec promises about resources and coordination, tested in the spec's own words (issue 17).
+
+Each test quotes the guide (``/work/shared/spec/fluffy-agent-flow-guide.md``) it holds fluffy_nb to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import psutil
+import pytest
+from _wait import until
+
+from fluffy_nb.engine import (
+    Agent,
+    Priority,
+    ResourcePool,
+    ResourceRequirements,
+    ResourceType,
+    StateStatus,
+)
+
+# -- "Intelligent Resource Management: Automatic CPU, memory, and GPU allocation" ------------------
+
+
+async def test_a_plain_agent_admits_states_against_a_pool_sized_from_the_machine(capsys):
+    cores = float(psutil.cpu_count(logical=True) or 1)
+    agent = Agent("plain")
+    first_holds, release = asyncio.Event(), asyncio.Event()
+    order = []
+
+    async def start(ctx):
+        return ["train_model", "evaluate"]
+
+    async def train_model(ctx):
+        order.append("train_model")
+        first_holds.set()
+        await release.wait()
+
+    async def evaluate(ctx):
+        order.append("evaluate")
+
+    # each asks for every core of the machine: they cannot run at the same time
+    everything = ResourceRequirements(cpu_units=cores, memory_mb=1024, resource_types=ResourceType.CPU)
+    agent.add_state("start", start)
+    agent.add_state("train_model", train_model, resources=everything)
+    agent.add_state("evaluate", evaluate, resources=everything)
+    task = asyncio.create_task(agent.run())
+    await first_holds.wait()
+    await until(lambda: agent.state_metadata["evaluate"].status is StateStatus.BLOCKED, "evaluate waits for CPU")
+
+    # the guide's "Resource Usage Monitoring" block, verbatim
+    # Get resource usage stats
+    stats = agent.resource_pool.get_usage_stats()
+    print(f"CPU Usage: {stats[ResourceType.CPU].current_usage}")
+    print(f"Memory Usage: {stats[ResourceType.MEMORY].current_usage}")
+
+    # Get allocations by state
+    allocations = agent.resource_pool.get_state_allocations()
+    waiting_states = agent.resource_pool.get_waiting_states()
+
+    assert capsys.readouterr().out == f"CPU Usage: {cores}\nMemory Usage: 0.0\n"
+    assert allocations == {"train_model": {ResourceType.CPU: cores}}
+    assert waiting_states == ["evaluate"]
+    assert agent.resource_pool.totals[ResourceType.CPU] == cores
+    assert agent.resource_pool.totals[ResourceType.MEMORY] == pytest.approx(psutil.virtual_memory().total / 2**20)
+    release.set()
+    await task
+    assert order == ["train_model", "evaluate"]
+
+
+async def test_the_spec_monitoring_block_runs_on_a_plain_agent_before_any_run(capsys):
+    agent = Agent("plain")
+    stats = agent.resource_pool.get_usage_stats()
+    print(f"CPU Usage: {stats[ResourceType.CPU].current_usage}")
+    print(f"Memory Usage: {stats[ResourceType.MEMORY].current_usage}")
+    allocations = agent.resource_pool.get_state_allocations()
+    waiting_states = agent.resource_pool.get_waiting_states()
+    assert capsys.readouterr().out == "CPU Usage: 0.0\nMemory Usage: 0.0\n"
+    assert (allocations, waiting_states) == ({}, [])
+
+
+async def test_resource_pool_none_opts_out_and_states_without_requirements_never_make_the_pool():
+    no_pool = Agent("no_pool", resource_pool=None)
+    huge = ResourceRequirements(cpu_units=10_000.0, resource_types=ResourceType.CPU)
+    ran = []
+
+    async def work(ctx):
+        ran.append(ctx.state_name)
+
+    no_pool.add_state("work", work, resources=huge)
+    await no_pool.run()
+    assert ran == ["work"]
+    assert no_pool.resource_pool is None
+
+    plain = Agent("plain")
+    plain.add_state("work", work)
+    await plain.run()
+    assert plain.active_resource_pool is None  # never made: nothing asked for resources
+
+
+def test_resource_pool_takes_a_pool_machine_or_none_only():
+    from fluffy_nb.engine import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="resource_pool='big'"):
+        Agent("x", resource_pool="big")  # type: ignore[arg-type]
+    pool = ResourcePool(total_cpu=2)
+    assert Agent("x", resource_pool=pool).resource_pool is pool
+
+
+_ = Priority  # used by the tests below
