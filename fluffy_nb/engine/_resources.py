@@ -4,8 +4,9 @@ A :class:`ResourcePool` holds finite amounts of CPU, memory, I/O, network and GP
 state with ``resources=ResourceRequirements(...)`` runs, the engine asks the pool for its
 request; if it does not fit, the state is BLOCKED until it does. Waiting states are admitted
 highest priority first (with aging, so a low priority is not starved forever); with
-``enable_preemption`` a waiting state may cancel and requeue running ``preemptible`` states of
-lower priority; with ``enable_quotas`` per-state or per-group caps apply (:meth:`set_quota`).
+``enable_preemption`` a waiting state may cancel and requeue running states of lower priority
+(every state may be preempted unless its requirements say ``preemptible=False``); with
+``enable_quotas`` per-state or per-group caps apply (:meth:`set_quota`).
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ class ResourceRequirements:
         priority: Admission priority when states wait for the pool (higher first).
         timeout: Seconds one attempt of the state may take.
         resource_types: Which of the amounts above count (default: all).
-        preemptible: A waiting state of higher priority may cancel and requeue this one
-            (only when the pool has ``enable_preemption``).
+        preemptible: A waiting state of higher priority may cancel and requeue this one when
+            the pool has ``enable_preemption`` (default True, as in the spec, where
+            ``enable_preemption=True`` alone preempts; False: never preempt this state).
     """
 
     cpu_units: float = 1.0
@@ -65,7 +67,7 @@ class ResourceRequirements:
     priority: Priority = Priority.NORMAL
     timeout: float | None = None
     resource_types: ResourceType = ResourceType.ALL
-    preemptible: bool = False
+    preemptible: bool = True
 
     def __post_init__(self) -> None:
         for name in ("cpu_units", "memory_mb", "io_weight", "network_weight", "gpu_units"):
@@ -141,8 +143,9 @@ class ResourcePool:
         total_io: I/O capacity (weights of running states add up to at most this).
         total_network: Network capacity.
         total_gpu: GPU units.
-        enable_preemption: A waiting state may cancel and requeue running states whose
-            requirements say ``preemptible=True`` and whose priority is lower.
+        enable_preemption: A waiting state may cancel and requeue running states of lower
+            priority (unless their requirements say ``preemptible=False``); the preempted state
+            runs again from its start once it is admitted again.
         enable_quotas: Apply the caps set with :meth:`set_quota`.
         aging_interval: A waiting state gains one priority level per this many seconds of
             waiting, so low priorities are not starved forever (None: no aging).

@@ -108,4 +108,84 @@ def test_resource_pool_takes_a_pool_machine_or_none_only():
     assert Agent("x", resource_pool=pool).resource_pool is pool
 
 
-_ = Priority  # used by the tests below
+
+# -- "ResourcePool(..., enable_preemption=True, ...)": nothing else is asked of the states -------------
+
+
+def spec_pool() -> ResourcePool:
+    """The guide's "Resource Pool Configuration" block."""
+    # Create custom resource pool
+    return ResourcePool(
+        total_cpu=8.0,
+        total_memory=16384,  # 16GB
+        total_io=100.0,
+        total_network=100.0,
+        total_gpu=2.0,
+        enable_preemption=True,
+        enable_quotas=True
+    )
+
+
+async def test_enable_preemption_alone_preempts_a_running_lower_priority_state():
+    agent = Agent("my_workflow", resource_pool=spec_pool())
+    starts: list[str] = []
+    batch_running, urgent_done = asyncio.Event(), asyncio.Event()
+
+    async def start(ctx):
+        return ["batch", "trigger"]
+
+    async def batch(ctx):
+        starts.append("batch")
+        batch_running.set()
+        if not urgent_done.is_set():
+            await asyncio.Event().wait()  # holds all 8 CPUs until it is preempted
+
+    async def trigger(ctx):
+        await batch_running.wait()
+        return "urgent"
+
+    async def urgent(ctx):
+        starts.append("urgent")
+        urgent_done.set()
+
+    agent.add_state("start", start)
+    agent.add_state("batch", batch, resources=ResourceRequirements(cpu_units=8.0, priority=Priority.LOW))
+    agent.add_state("trigger", trigger)
+    agent.add_state("urgent", urgent, resources=ResourceRequirements(cpu_units=8.0, priority=Priority.HIGH))
+    await asyncio.wait_for(agent.run(), 10)
+    assert starts == ["batch", "urgent", "batch"]  # preempted, requeued, ran again after urgent
+    assert agent.resource_pool.statistics().preemptions == 1
+    assert agent.state_metadata["batch"].status is StateStatus.COMPLETED
+
+
+async def test_preemptible_false_opts_a_state_out_of_preemption():
+    agent = Agent("my_workflow", resource_pool=spec_pool())
+    order: list[str] = []
+    batch_running, let_go = asyncio.Event(), asyncio.Event()
+
+    async def start(ctx):
+        return ["batch", "trigger"]
+
+    async def batch(ctx):
+        order.append("batch")
+        batch_running.set()
+        await let_go.wait()
+
+    async def trigger(ctx):
+        await batch_running.wait()
+        return "urgent"
+
+    async def urgent(ctx):
+        order.append("urgent")
+
+    agent.add_state("start", start)
+    agent.add_state("batch", batch, resources=ResourceRequirements(cpu_units=8.0, priority=Priority.LOW,
+                                                                    preemptible=False))
+    agent.add_state("trigger", trigger)
+    agent.add_state("urgent", urgent, resources=ResourceRequirements(cpu_units=8.0, priority=Priority.HIGH))
+    task = asyncio.create_task(agent.run())
+    await until(lambda: agent.resource_pool.get_waiting_states() == ["urgent"], "urgent waits for the CPUs")
+    let_go.set()
+    await asyncio.wait_for(task, 10)
+    assert order == ["batch", "urgent"]
+    assert agent.resource_pool.statistics().preemptions == 0
