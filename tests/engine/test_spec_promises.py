@@ -189,3 +189,58 @@ async def test_preemptible_false_opts_a_state_out_of_preemption():
     await asyncio.wait_for(task, 10)
     assert order == ["batch", "urgent"]
     assert agent.resource_pool.statistics().preemptions == 0
+
+
+# -- "io_weight=1.0,  # I/O priority" / "network_weight=1.0,  # Network priority" ------------------------
+
+
+async def test_io_and_network_weights_are_priorities_not_capacities():
+    agent = Agent("io_bound")  # default pool: total_io=100, total_network=100
+    n = 150
+    started, all_in = [0], asyncio.Event()
+
+    async def start(ctx):
+        return [f"fetch_{i}" for i in range(n)]
+
+    async def fetch(ctx):
+        started[0] += 1
+        if started[0] == n:
+            all_in.set()
+        await all_in.wait()  # finishes only once all 150 run at the same time
+
+    agent.add_state("start", start)
+    weights_only = ResourceRequirements(cpu_units=0, memory_mb=0, io_weight=1.0, network_weight=1.0)
+    for i in range(n):
+        agent.add_state(f"fetch_{i}", fetch, resources=weights_only)
+    await asyncio.wait_for(agent.run(), 10)
+    assert started[0] == n
+    assert agent.resource_pool.get_usage_stats()[ResourceType.IO].peak_usage == n
+
+
+async def test_within_a_priority_level_more_io_weight_is_admitted_first():
+    agent = Agent("io_order", resource_pool=ResourcePool(total_cpu=1, aging_interval=None))
+    admitted: list[str] = []
+    holder_in, let_go = asyncio.Event(), asyncio.Event()
+    weights = {"light": 1.0, "heavy": 5.0, "medium": 3.0}
+
+    async def start(ctx):
+        return ["holder", "light", "heavy", "medium"]  # literal: the graph is read from the code
+
+    async def holder(ctx):
+        holder_in.set()
+        await let_go.wait()
+
+    async def job(ctx):
+        admitted.append(ctx.state_name)
+
+    agent.add_state("start", start)
+    agent.add_state("holder", holder, resources=ResourceRequirements(cpu_units=1))
+    for name, w in weights.items():
+        agent.add_state(name, job, resources=ResourceRequirements(cpu_units=1, io_weight=w))
+    task = asyncio.create_task(agent.run())
+    await holder_in.wait()
+    await until(lambda: len(agent.resource_pool.get_waiting_states()) == 3, "three jobs wait for the CPU")
+    assert agent.resource_pool.get_waiting_states() == ["heavy", "medium", "light"]
+    let_go.set()
+    await asyncio.wait_for(task, 10)
+    assert admitted == ["heavy", "medium", "light"]
