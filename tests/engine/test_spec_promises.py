@@ -13,12 +13,14 @@ from _wait import until
 
 from fluffy_nb.engine import (
     Agent,
+    ManualClock,
     Priority,
     ResourcePool,
     ResourceRequirements,
     ResourceType,
     StateStatus,
 )
+from fluffy_nb.engine.coordination import PrimitiveType
 
 # -- "Intelligent Resource Management: Automatic CPU, memory, and GPU allocation" ------------------
 
@@ -244,3 +246,80 @@ async def test_within_a_priority_level_more_io_weight_is_admitted_first():
     let_go.set()
     await asyncio.wait_for(task, 10)
     assert admitted == ["heavy", "medium", "light"]
+
+
+# -- "Resource Quotas": add_state_coordination(..., PrimitiveType.QUOTA, quota_limit=16.0, ttl=3600.0) ------
+
+
+async def test_spec_quota_limits_runs_per_period_and_a_state_waiting_on_it_holds_back_no_one():
+    clock = ManualClock()
+    agent = Agent("quotas", resource_pool=ResourcePool(total_cpu=1, enable_quotas=True), clock=clock)
+    # Add quota management
+    agent.add_state_coordination(
+        "gpu_task",
+        PrimitiveType.QUOTA,
+        quota_limit=16.0,  # Total GPU memory limit
+        ttl=3600.0        # Reset quota hourly
+    )
+    runs = {"gpu_task": 0, "report": 0}
+
+    async def start(ctx):
+        return ["gpu_task"]
+
+    async def train_model(ctx):
+        runs["gpu_task"] += 1
+        if runs["gpu_task"] == 16:
+            return ["gpu_task", "report"]  # the 17th run waits for the hourly reset
+        if runs["gpu_task"] < 16:
+            return "gpu_task"
+        return None
+
+    async def report(ctx):
+        runs["report"] += 1
+
+    agent.add_state("start", start)
+    same = ResourceRequirements(cpu_units=1, resource_types=ResourceType.CPU, priority=Priority.NORMAL)
+    agent.add_state("gpu_task", train_model, resources=same)
+    agent.add_state("report", report, resources=same)
+    task = asyncio.create_task(agent.run())
+    # the unrelated state of equal priority runs although gpu_task waits (it holds no CPU meanwhile)
+    await until(lambda: runs["report"] == 1, "report runs while gpu_task waits for its quota")
+    assert runs["gpu_task"] == 16
+    assert agent.state_metadata["gpu_task"].status is StateStatus.BLOCKED
+    assert agent.resource_pool.get_state_allocations() == {}
+    await clock.wait_for_sleepers(1)
+    await clock.advance(3600.0)
+    await asyncio.wait_for(task, 10)
+    assert runs == {"gpu_task": 17, "report": 1}
+
+
+async def test_pool_quota_waiter_does_not_hold_back_unrelated_states_of_equal_priority():
+    pool = ResourcePool(total_cpu=4, enable_quotas=True, aging_interval=None)
+    pool.set_quota("gpu_", ResourceType.CPU, 1)
+    agent = Agent("quota_queue", resource_pool=pool)
+    first_in, let_go = asyncio.Event(), asyncio.Event()
+    ran: list[str] = []
+
+    async def start(ctx):
+        return ["gpu_a", "gpu_b", "etl"]
+
+    async def gpu_a(ctx):
+        ran.append("gpu_a")
+        first_in.set()
+        await let_go.wait()
+
+    async def other(ctx):
+        ran.append(ctx.state_name)
+
+    one = ResourceRequirements(cpu_units=1, resource_types=ResourceType.CPU)
+    agent.add_state("start", start)
+    agent.add_state("gpu_a", gpu_a, resources=one)
+    agent.add_state("gpu_b", other, resources=one)  # over the gpu_ quota while gpu_a runs
+    agent.add_state("etl", other, resources=one)  # unrelated, same priority, fits
+    task = asyncio.create_task(agent.run())
+    await first_in.wait()
+    await until(lambda: "etl" in ran, "etl runs past gpu_b, which waits on its quota")
+    assert pool.get_waiting_states() == ["gpu_b"]
+    let_go.set()
+    await asyncio.wait_for(task, 10)
+    assert ran == ["gpu_a", "etl", "gpu_b"]
