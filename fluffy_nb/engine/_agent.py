@@ -230,7 +230,8 @@ class Agent:
         return self._coordinator
 
     def add_state_rate_limit(self, state: str, max_rate: float, strategy: RateLimitStrategy | None = None,
-                             burst_size: float | None = None, window_size: float = 1.0) -> RateLimiter:
+                             burst_size: float | None = None, window_size: float | None = None, *,
+                             name: str | None = None) -> RateLimiter:
         """Admit at most ``max_rate`` runs per second of ``state`` (before or after ``add_state``).
 
         Args:
@@ -238,15 +239,17 @@ class Agent:
             max_rate: Runs per second.
             strategy: TOKEN_BUCKET (default), SLIDING_WINDOW, LEAKY_BUCKET or FIXED_WINDOW.
             burst_size: Bucket capacity (token bucket default: one second's worth).
-            window_size: Window seconds for the window strategies.
+            window_size: Window seconds for the window strategies (default 1.0).
+            name: Share one limit across states: every state naming it draws from the same
+                budget (e.g. one API's rate). Registering a name again with other options
+                raises :class:`CoordinationConflictError` naming both; the same options share.
 
         Returns:
-            The :class:`RateLimiter` (inspect it with ``statistics()``). Calling again replaces it.
+            The :class:`RateLimiter` (inspect it with ``statistics()``). Calling again for a
+            state's own limit (no ``name``) replaces it; a state has one rate limit.
         """
-        from .coordination._rate_limit import RateLimitStrategy
-
-        return coordination_api.add_state_rate_limit(self, state, max_rate, strategy or RateLimitStrategy.TOKEN_BUCKET,
-                                                     burst_size, window_size)
+        return coordination_api.add_state_rate_limit(self, state, max_rate, strategy, burst_size, window_size,
+                                                     name)
 
     def add_state_coordination(self, state: str, primitive_type: PrimitiveType, ttl: float | None = None,
                                max_count: int | None = None, wait_timeout: float | None = None,
@@ -263,6 +266,8 @@ class Agent:
             wait_timeout: Give up waiting with ``CoordinationError`` after this long.
             quota_limit: QUOTA: the budget per ``ttl``.
             name: The primitive's name (default: the state's); states naming one share it.
+                Options given again must match (options left out take the existing ones), or
+                :class:`CoordinationConflictError` names both option sets.
             amount: QUOTA: how much each run consumes (default 1).
         """
         return coordination_api.add_state_coordination(

@@ -13,6 +13,7 @@ from _wait import until
 
 from fluffy_nb.engine import (
     Agent,
+    CoordinationConflictError,
     ManualClock,
     Priority,
     ResourcePool,
@@ -20,7 +21,7 @@ from fluffy_nb.engine import (
     ResourceType,
     StateStatus,
 )
-from fluffy_nb.engine.coordination import PrimitiveType
+from fluffy_nb.engine.coordination import PrimitiveType, RateLimitStrategy
 
 # -- "Intelligent Resource Management: Automatic CPU, memory, and GPU allocation" ------------------
 
@@ -323,3 +324,64 @@ async def test_pool_quota_waiter_does_not_hold_back_unrelated_states_of_equal_pr
     let_go.set()
     await asyncio.wait_for(task, 10)
     assert ran == ["gpu_a", "etl", "gpu_b"]
+
+
+# -- "Add rate limit to specific state": one API's limit shared by the states that call it -------------
+
+
+async def test_a_rate_limit_is_shared_across_states_by_name():
+    clock = ManualClock()
+    agent = Agent("shared_rate", clock=clock)
+    callers = ["search_0", "search_1", "search_2", "lookup_0", "lookup_1", "lookup_2"]
+    admitted: list[tuple[str, float]] = []
+
+    async def start(ctx):
+        return ["search_0", "search_1", "search_2", "lookup_0", "lookup_1", "lookup_2"]
+
+    async def api_call(ctx):
+        admitted.append((ctx.state_name, clock.monotonic()))
+
+    agent.add_state("start", start)
+    limiters = set()
+    for state in callers:
+        agent.add_state(state, api_call)
+        limiters.add(agent.add_state_rate_limit(
+            state,
+            max_rate=10.0,          # 10 calls per second
+            strategy=RateLimitStrategy.TOKEN_BUCKET,
+            burst_size=5,           # Allow bursts of 5 calls
+            name="search_api",
+        ))
+    assert len(limiters) == 1  # identical options: one limiter
+    task = asyncio.create_task(agent.run())
+    await clock.wait_for_sleepers(1)
+    assert len(admitted) == 5  # the burst of 5 is shared by all six callers, not 5 each
+    await clock.advance(0.1 + 1e-6)  # one token comes back every 0.1 s
+    await until(lambda: len(admitted) == 6, f"the sixth call passes after 0.1 s (admitted: {admitted})")
+    await asyncio.wait_for(task, 10)
+    assert [t for _, t in admitted] == [0.0] * 5 + [pytest.approx(0.1, abs=1e-5)]
+    assert agent.coordinator.rate_limiters["search_api"].statistics().admitted == 6
+
+
+def test_a_shared_primitive_registered_again_with_other_options_raises_naming_both():
+    agent = Agent("conflicts")
+    agent.add_state_coordination("writer_a", PrimitiveType.MUTEX, ttl=30.0, name="database_write")
+    same = agent.add_state_coordination("writer_b", PrimitiveType.MUTEX, ttl=30.0, name="database_write")
+    assert agent.add_state_coordination("writer_c", PrimitiveType.MUTEX, name="database_write") is same
+    with pytest.raises(CoordinationConflictError) as info:
+        agent.add_state_coordination("writer_d", PrimitiveType.MUTEX, ttl=30.0, wait_timeout=0.2,
+                                     name="database_write")
+    msg = str(info.value)
+    assert "'database_write'" in msg
+    assert "'writer_d'" in msg
+    assert "ttl=30.0, wait_timeout=None" in msg  # what it has
+    assert "ttl=30.0, wait_timeout=0.2" in msg  # what was asked
+    assert info.value.existing == {"ttl": 30.0, "wait_timeout": None}
+    assert info.value.requested == {"ttl": 30.0, "wait_timeout": 0.2}
+
+    agent.add_state_rate_limit("api_a", max_rate=10.0, burst_size=5, name="api")
+    with pytest.raises(CoordinationConflictError, match=r"max_rate=10.0.*max_rate=20.0"):
+        agent.add_state_rate_limit("api_b", max_rate=20.0, burst_size=5, name="api")
+    with pytest.raises(CoordinationConflictError, match="SLIDING_WINDOW"):
+        agent.add_state_rate_limit("api_b", max_rate=10.0, burst_size=5, name="api",
+                                   strategy=RateLimitStrategy.SLIDING_WINDOW)
