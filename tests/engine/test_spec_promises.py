@@ -19,9 +19,10 @@ from fluffy_nb.engine import (
     ResourcePool,
     ResourceRequirements,
     ResourceType,
+    StateNotFoundError,
     StateStatus,
 )
-from fluffy_nb.engine.coordination import PrimitiveType, RateLimitStrategy
+from fluffy_nb.engine.coordination import PrimitiveType, RateLimitStrategy, ResourceAllocation
 
 # -- "Intelligent Resource Management: Automatic CPU, memory, and GPU allocation" ------------------
 
@@ -292,6 +293,35 @@ async def test_spec_quota_limits_runs_per_period_and_a_state_waiting_on_it_holds
     await clock.advance(3600.0)
     await asyncio.wait_for(task, 10)
     assert runs == {"gpu_task": 17, "report": 1}
+
+
+async def test_the_spec_shared_resource_quota_is_consumed_in_state():
+    agent = Agent("pools")
+    # Manage shared resource pool
+    agent.add_state_coordination(
+        "shared_resource",
+        PrimitiveType.QUOTA,
+        quota_limit=100.0,
+        ttl=60.0
+    )
+
+    async def use_resource(context):
+        # Get resource allocation
+        allocation = 10.0
+        async with ResourceAllocation("shared_resource", allocation):
+            # Use resource...
+            pass
+        return None
+
+    agent.add_state("use_resource", use_resource)
+    await agent.run()
+    assert agent.coordination("shared_resource").remaining == 90.0
+
+    typo = Agent("typo")  # a quota under a name no state has and no state's code names: a misspelt state
+    typo.add_state_coordination("gpu_tsk", PrimitiveType.QUOTA, quota_limit=16.0, ttl=3600.0)
+    typo.add_state("gpu_task", use_resource)
+    with pytest.raises(StateNotFoundError, match="gpu_tsk"):
+        await typo.run()
 
 
 async def test_pool_quota_waiter_does_not_hold_back_unrelated_states_of_equal_priority():
