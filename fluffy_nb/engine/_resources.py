@@ -322,8 +322,11 @@ class ResourcePool:
         self._admitted += 1
 
     def try_acquire(self, owner: str, req: ResourceRequirements) -> bool:
-        """Take ``req`` for ``owner`` if it fits now and nobody waits ahead of it; never waits."""
-        if self._waiters:
+        """Take ``req`` for ``owner`` if it fits now and nobody waits ahead of it; never waits.
+
+        Waiters held back only by their own quota are not ahead of anyone (see :meth:`_schedule`).
+        """
+        if self._waiters and not (self.enable_quotas and all(self._fits(w.amounts) for w in self._waiters)):
             return False
         amounts = self._amounts(req)
         if not self._fits(amounts) or (self._quotas and self.enable_quotas and not self._quota_ok(owner, amounts)):

@@ -22,6 +22,7 @@ from fluffy_nb.engine import (
     StateNotFoundError,
     StateStatus,
 )
+from fluffy_nb.engine._events import StateBlocked
 from fluffy_nb.engine.coordination import PrimitiveType, RateLimitStrategy, ResourceAllocation
 
 # -- "Intelligent Resource Management: Automatic CPU, memory, and GPU allocation" ------------------
@@ -324,10 +325,11 @@ async def test_the_spec_shared_resource_quota_is_consumed_in_state():
         await typo.run()
 
 
-async def test_pool_quota_waiter_does_not_hold_back_unrelated_states_of_equal_priority():
+async def test_pool_quota_waiter_does_not_hold_back_unrelated_states_of_equal_priority(record):
     pool = ResourcePool(total_cpu=4, enable_quotas=True, aging_interval=None)
     pool.set_quota("gpu_", ResourceType.CPU, 1)
     agent = Agent("quota_queue", resource_pool=pool)
+    log = record(agent)
     first_in, let_go = asyncio.Event(), asyncio.Event()
     ran: list[str] = []
 
@@ -351,6 +353,8 @@ async def test_pool_quota_waiter_does_not_hold_back_unrelated_states_of_equal_pr
     await first_in.wait()
     await until(lambda: "etl" in ran, "etl runs past gpu_b, which waits on its quota")
     assert pool.get_waiting_states() == ["gpu_b"]
+    assert log.of(StateBlocked, "etl") == []  # admitted at once, never queued behind gpu_b
+    assert len(log.of(StateBlocked, "gpu_b")) == 1
     let_go.set()
     await asyncio.wait_for(task, 10)
     assert ran == ["gpu_a", "etl", "gpu_b"]
