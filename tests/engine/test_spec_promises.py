@@ -46,7 +46,7 @@ async def test_a_plain_agent_admits_states_against_a_pool_sized_from_the_machine
         order.append("evaluate")
 
     # each asks for every core of the machine: they cannot run at the same time
-    everything = ResourceRequirements(cpu_units=cores, memory_mb=1024, resource_types=ResourceType.CPU)
+    everything = ResourceRequirements(cpu_units=cores, resource_types=ResourceType.CPU)
     agent.add_state("start", start)
     agent.add_state("train_model", train_model, resources=everything)
     agent.add_state("evaluate", evaluate, resources=everything)
