@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fluffy-installed
 
-.PHONY: lab demo test test-fast bench fuzz lint browser-deps browser-soak clean
+.PHONY: lab lab-command demo test test-fast bench fuzz lint browser-deps browser-soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ $(STAMP): pyproject.toml
 # JupyterLab refuses to start as root (containers, cloud VMs) unless told it may
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
+# the exact command `make lab` runs; tests/browser/test_make_lab.py starts it the same way (`make -s lab-command`)
+LAB_CMD = $(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/
+
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/
+	$(LAB_CMD)
+
+lab-command:
+	@echo $(LAB_CMD)
 
 demo: $(STAMP)
 	$(PY) -m fluffy_nb

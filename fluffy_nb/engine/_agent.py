@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import _hooks, _travel
 from ._clock import Clock, SystemClock
@@ -59,7 +59,11 @@ class Agent:
         max_concurrent: At most this many states of one run run at once (None: no limit).
         checkpoint_interval: Seconds between automatic checkpoints while running (without a
             ``store``, kept in a new ``MemoryStore``: ``agent.history()`` lists them).
-        resource_pool: The :class:`ResourcePool` states are admitted against.
+        resource_pool: The :class:`ResourcePool` states with ``resources=`` are admitted against.
+            By default (``"machine"``) a pool sized from this machine (psutil: logical CPUs,
+            memory; NVML GPUs), made the first time it is needed, so resource requirements are
+            honoured out of the box and states without requirements never touch it. ``None``:
+            no pool, requirements are not enforced.
         store: A checkpoint store (``MemoryStore()``, ``SQLiteStore(path)``); checkpoints go there.
         durable: Checkpoint to ``store`` after every state that finishes (needs a store).
         max_steps: Guard against endless loops: a run may execute at most this many states.
@@ -85,7 +89,7 @@ class Agent:
         *,
         max_concurrent: int | None = None,
         checkpoint_interval: float | None = None,
-        resource_pool: ResourcePool | None = None,
+        resource_pool: ResourcePool | Literal["machine"] | None = "machine",
         store: Any = None,
         durable: bool = False,
         max_steps: int = 100_000,
@@ -99,7 +103,10 @@ class Agent:
         self.id = uuid.uuid4().hex
         self.max_concurrent = check_max_concurrent(max_concurrent)
         self.checkpoint_interval = check_timeout("Agent(checkpoint_interval)", checkpoint_interval)
-        self.resource_pool = resource_pool
+        if resource_pool is not None and resource_pool != "machine" and not isinstance(resource_pool, ResourcePool):
+            raise ConfigurationError(f"Agent(resource_pool={resource_pool!r}): pass a ResourcePool, \"machine\" "
+                                     "(a pool sized from this machine, the default) or None (no pool)")
+        self._resource_pool: ResourcePool | str | None = resource_pool
         self.store = check_store(store, durable)
         if self.store is None and self.checkpoint_interval and _hooks.memory_store is not None:
             self.store = _hooks.memory_store()  # periodic checkpoints nobody could restore help nobody
@@ -122,6 +129,28 @@ class Agent:
         self._coordinator: Coordinator | None = None
         self._idle_meta: dict[str, StateMetadata] = {}  # statuses shown before the first run
         self.collect_class_states()
+
+    @property
+    def resource_pool(self) -> ResourcePool | None:
+        """The pool states with ``resources=`` are admitted against (None: requirements not enforced).
+
+        The default machine-sized pool is made here on first use (and bound for preemption).
+        """
+        pool = self._resource_pool
+        if isinstance(pool, str):
+            pool = self._resource_pool = ResourcePool.from_machine(clock=self.clock)
+            pool.bind_preemption(self.registry.preempt)
+        return pool
+
+    @resource_pool.setter
+    def resource_pool(self, pool: ResourcePool | None) -> None:
+        self._resource_pool = pool
+
+    @property
+    def active_resource_pool(self) -> ResourcePool | None:
+        """The pool if one is in use: given, or the default one once made (never makes it)."""
+        pool = self._resource_pool
+        return None if isinstance(pool, str) else pool
 
     # -- registration -------------------------------------------------------------------
     def add_state(self, name: str | Callable[..., Any], func: Callable[..., Any] | None = None,
@@ -216,7 +245,8 @@ class Agent:
         return self._coordinator
 
     def add_state_rate_limit(self, state: str, max_rate: float, strategy: RateLimitStrategy | None = None,
-                             burst_size: float | None = None, window_size: float = 1.0) -> RateLimiter:
+                             burst_size: float | None = None, window_size: float | None = None, *,
+                             name: str | None = None) -> RateLimiter:
         """Admit at most ``max_rate`` runs per second of ``state`` (before or after ``add_state``).
 
         Args:
@@ -224,15 +254,17 @@ class Agent:
             max_rate: Runs per second.
             strategy: TOKEN_BUCKET (default), SLIDING_WINDOW, LEAKY_BUCKET or FIXED_WINDOW.
             burst_size: Bucket capacity (token bucket default: one second's worth).
-            window_size: Window seconds for the window strategies.
+            window_size: Window seconds for the window strategies (default 1.0).
+            name: Share one limit across states: every state naming it draws from the same
+                budget (e.g. one API's rate). Registering a name again with other options
+                raises :class:`CoordinationConflictError` naming both; the same options share.
 
         Returns:
-            The :class:`RateLimiter` (inspect it with ``statistics()``). Calling again replaces it.
+            The :class:`RateLimiter` (inspect it with ``statistics()``). Calling again for a
+            state's own limit (no ``name``) replaces it; a state has one rate limit.
         """
-        from .coordination._rate_limit import RateLimitStrategy
-
-        return coordination_api.add_state_rate_limit(self, state, max_rate, strategy or RateLimitStrategy.TOKEN_BUCKET,
-                                                     burst_size, window_size)
+        return coordination_api.add_state_rate_limit(self, state, max_rate, strategy, burst_size, window_size,
+                                                     name)
 
     def add_state_coordination(self, state: str, primitive_type: PrimitiveType, ttl: float | None = None,
                                max_count: int | None = None, wait_timeout: float | None = None,
@@ -249,6 +281,8 @@ class Agent:
             wait_timeout: Give up waiting with ``CoordinationError`` after this long.
             quota_limit: QUOTA: the budget per ``ttl``.
             name: The primitive's name (default: the state's); states naming one share it.
+                Options given again must match (options left out take the existing ones), or
+                :class:`CoordinationConflictError` names both option sets.
             amount: QUOTA: how much each run consumes (default 1).
         """
         return coordination_api.add_state_coordination(

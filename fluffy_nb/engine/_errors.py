@@ -104,6 +104,20 @@ class CoordinationError(FluffyError, RuntimeError):
     """A coordination primitive could not be acquired (timeout, deadlock, quota)."""
 
 
+class CoordinationConflictError(ConfigurationError):
+    """A shared rate limit or primitive was registered again with other options.
+
+    ``existing`` and ``requested`` hold both option sets; states sharing a name share one
+    limiter or primitive, so its options must agree (options left out take the existing ones).
+    """
+
+    def __init__(self, message: str, name: str, existing: dict[str, object], requested: dict[str, object]) -> None:
+        super().__init__(message)
+        self.name = name
+        self.existing = existing
+        self.requested = requested
+
+
 class DeadlockError(CoordinationError):
     """States wait for each other in a cycle; ``cycle`` lists them."""
 

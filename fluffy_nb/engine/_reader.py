@@ -89,6 +89,15 @@ def _resolve_free(func: Any, name: str) -> set[str]:
     return {OPAQUE}
 
 
+def code_mentions(func: Callable[..., Any], text: str) -> bool:
+    """Whether the string constant ``text`` appears anywhere in ``func``'s code (or its closures')."""
+    target = _unwrap(func)
+    code = _code_of(target)
+    if code is not None and text in _constants(code):
+        return True
+    return any(code_mentions(inner, text) for inner in _closure_functions(target))
+
+
 def _unwrap(func: Any) -> Any:
     target = getattr(func, "__func__", func)
     return getattr(target, "__wrapped__", target)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError, DuplicateStateError, StateNotFoundError
 from ._policies import RetryPolicy, StateSpec, check_timeout, normalize_dependencies
-from ._reader import state_targets
+from ._reader import code_mentions, state_targets
 from ._resources import ResourceRequirements
 from ._state import normalize_options, state_options
 from ._status import Priority
@@ -202,7 +202,8 @@ def check_definition(agent: Agent, gates: dict[str, list[Any]]) -> None:
 
     check_dependency_cycles(agent)
     states = agent.states
-    unknown = sorted(name for name, gs in gates.items() if gs and name not in states)
+    unknown = sorted(name for name, gs in gates.items()
+                     if gs and name not in states and not _in_state_quota(agent, name, gs))
     if unknown:
         raise StateNotFoundError(
             f"agent {agent.name!r} has rate limits or coordination for {unknown}, but no state of "
@@ -221,13 +222,23 @@ def check_definition(agent: Agent, gates: dict[str, list[Any]]) -> None:
                     f"state {name!r} declares next={list(spec.next_hint)!r}, but {target!r} is not a state "
                     f"of agent {agent.name!r}; add it or fix the name"
                 )
-    pool = agent.resource_pool
-    if pool is not None:
-        from ._executor import state_executor
+    from ._executor import state_executor
 
-        for name, spec in states.items():
-            if spec.resources is not None and state_executor(agent, spec) is None:
-                pool.check(name, spec.resources)
+    local = [(name, spec.resources) for name, spec in states.items()
+             if spec.resources is not None and state_executor(agent, spec) is None]
+    pool = agent.resource_pool if local else None  # the default machine pool is made only when needed
+    if pool is not None:
+        for name, req in local:
+            pool.check(name, req)
+
+
+def _in_state_quota(agent: Agent, name: str, gates: list[Any]) -> bool:
+    """A QUOTA under a name that is no state, which some state's code names: the spec's shared
+    budget consumed in-state with ``ResourceAllocation(name, amount)``, not a misspelt state."""
+    from .coordination._quota import Quota
+
+    return (all(isinstance(g, Quota) for g in gates)
+            and any(code_mentions(spec.func, name) for spec in agent.states.values()))
 
 
 def _route_targets(spec: StateSpec) -> list[str]:

@@ -41,7 +41,7 @@ class RunRegistry:
         self.latest = run
         if run not in self.recent:
             self.recent.append(run)
-        pool = self.agent.resource_pool
+        pool = self.agent.active_resource_pool
         if pool is not None and hasattr(pool, "bind_preemption"):
             pool.bind_preemption(self.preempt)
         if run.parent_state is not None:

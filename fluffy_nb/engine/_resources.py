@@ -4,8 +4,9 @@ A :class:`ResourcePool` holds finite amounts of CPU, memory, I/O, network and GP
 state with ``resources=ResourceRequirements(...)`` runs, the engine asks the pool for its
 request; if it does not fit, the state is BLOCKED until it does. Waiting states are admitted
 highest priority first (with aging, so a low priority is not starved forever); with
-``enable_preemption`` a waiting state may cancel and requeue running ``preemptible`` states of
-lower priority; with ``enable_quotas`` per-state or per-group caps apply (:meth:`set_quota`).
+``enable_preemption`` a waiting state may cancel and requeue running states of lower priority
+(every state may be preempted unless its requirements say ``preemptible=False``); with
+``enable_quotas`` per-state or per-group caps apply (:meth:`set_quota`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ _TYPES = (ResourceType.CPU, ResourceType.MEMORY, ResourceType.IO, ResourceType.N
 _UNITS = {ResourceType.CPU: "CPU units", ResourceType.MEMORY: "MB of memory", ResourceType.IO: "I/O weight",
           ResourceType.NETWORK: "network weight", ResourceType.GPU: "GPU units"}
 _IDX = {t: i for i, t in enumerate(_TYPES)}
+# io_weight / network_weight are priorities in the spec ("I/O priority"), not capacities: they are
+# counted in usage stats but never make a state wait; within a priority level, more weight goes first
+_WEIGHTS = frozenset({_IDX[ResourceType.IO], _IDX[ResourceType.NETWORK]})
 _EPS = 1e-9
 Amounts = dict[int, float]  # internal: resource index (position in _TYPES) -> amount; int keys hash fast
 
@@ -47,14 +51,17 @@ class ResourceRequirements:
     Args:
         cpu_units: CPU cores.
         memory_mb: Memory in MB.
-        io_weight: Share of the pool's I/O capacity.
-        network_weight: Share of the pool's network capacity.
+        io_weight: I/O priority: among waiting states of the same priority level, the one with
+            more ``io_weight + network_weight`` is admitted first. A weight, not a capacity: it
+            never makes a state wait (the pool's ``total_io`` only scales its usage stats).
+        network_weight: Network priority (see ``io_weight``).
         gpu_units: GPUs.
         priority: Admission priority when states wait for the pool (higher first).
         timeout: Seconds one attempt of the state may take.
         resource_types: Which of the amounts above count (default: all).
-        preemptible: A waiting state of higher priority may cancel and requeue this one
-            (only when the pool has ``enable_preemption``).
+        preemptible: A waiting state of higher priority may cancel and requeue this one when
+            the pool has ``enable_preemption`` (default True, as in the spec, where
+            ``enable_preemption=True`` alone preempts; False: never preempt this state).
     """
 
     cpu_units: float = 1.0
@@ -65,7 +72,7 @@ class ResourceRequirements:
     priority: Priority = Priority.NORMAL
     timeout: float | None = None
     resource_types: ResourceType = ResourceType.ALL
-    preemptible: bool = False
+    preemptible: bool = True
 
     def __post_init__(self) -> None:
         for name in ("cpu_units", "memory_mb", "io_weight", "network_weight", "gpu_units"):
@@ -115,12 +122,13 @@ class PoolStatistics:
 
 
 class _Waiter:
-    __slots__ = ("amounts", "future", "owner", "preemptible", "priority", "seq", "since")
+    __slots__ = ("amounts", "future", "owner", "preemptible", "priority", "seq", "since", "weight")
 
     def __init__(self, owner: str, amounts: Amounts, priority: int, since: float, seq: int,
                  future: asyncio.Future[None], preemptible: bool) -> None:
         self.owner = owner
         self.amounts = amounts
+        self.weight = sum(a for t, a in amounts.items() if t in _WEIGHTS)
         self.priority = priority
         self.since = since
         self.seq = seq
@@ -138,11 +146,13 @@ class ResourcePool:
     Args:
         total_cpu: CPU units (cores) in the pool.
         total_memory: Memory in MB.
-        total_io: I/O capacity (weights of running states add up to at most this).
-        total_network: Network capacity.
+        total_io: The I/O weight usage stats measure against (``utilization`` = running states'
+            ``io_weight`` sum / this). Weights never make a state wait.
+        total_network: The same for ``network_weight``.
         total_gpu: GPU units.
-        enable_preemption: A waiting state may cancel and requeue running states whose
-            requirements say ``preemptible=True`` and whose priority is lower.
+        enable_preemption: A waiting state may cancel and requeue running states of lower
+            priority (unless their requirements say ``preemptible=False``); the preempted state
+            runs again from its start once it is admitted again.
         enable_quotas: Apply the caps set with :meth:`set_quota`.
         aging_interval: A waiting state gains one priority level per this many seconds of
             waiting, so low priorities are not starved forever (None: no aging).
@@ -175,6 +185,8 @@ class ResourcePool:
             raise ConfigurationError(f"ResourcePool(aging_interval={aging_interval!r}): must be > 0 or None")
         self._total = [float(v) for v in totals]
         self._used = [0.0] * len(_TYPES)
+        # what admission checks against: the totals, except weights, which never block
+        self._limits = [float("inf") if i in _WEIGHTS else t + _EPS for i, t in enumerate(self._total)]
         self._peak = [0.0] * len(_TYPES)
         self.enable_preemption = enable_preemption
         self.enable_quotas = enable_quotas
@@ -275,7 +287,7 @@ class ResourcePool:
         """Raise ``ResourceError`` if ``req`` could never fit in this pool (or in its quota)."""
         for i, amount in self._amounts(req).items():
             rtype, total = _TYPES[i], self._total[i]
-            if amount > total + _EPS:
+            if amount > self._limits[i]:
                 self._rejected += 1
                 raise ResourceError(
                     f"state {state!r} asks for {amount:g} {_UNITS[rtype]} ({rtype.name}) but the pool has "
@@ -292,9 +304,9 @@ class ResourcePool:
                         )
 
     def _fits(self, amounts: Amounts) -> bool:
-        used, totals = self._used, self._total
+        used, limits = self._used, self._limits
         for t, a in amounts.items():
-            if used[t] + a > totals[t] + _EPS:
+            if used[t] + a > limits[t]:
                 return False
         return True
 
@@ -310,8 +322,11 @@ class ResourcePool:
         self._admitted += 1
 
     def try_acquire(self, owner: str, req: ResourceRequirements) -> bool:
-        """Take ``req`` for ``owner`` if it fits now and nobody waits ahead of it; never waits."""
-        if self._waiters:
+        """Take ``req`` for ``owner`` if it fits now and nobody waits ahead of it; never waits.
+
+        Waiters held back only by their own quota are not ahead of anyone (see :meth:`_schedule`).
+        """
+        if self._waiters and not (self.enable_quotas and all(self._fits(w.amounts) for w in self._waiters)):
             return False
         amounts = self._amounts(req)
         if not self._fits(amounts) or (self._quotas and self.enable_quotas and not self._quota_ok(owner, amounts)):
@@ -364,26 +379,38 @@ class ResourcePool:
             return float(w.priority)
         return w.priority + (now - w.since) / self.aging_interval
 
+    def _rank(self, w: _Waiter, now: float) -> tuple[float, float, int]:
+        """Admission order: (aged) priority level, then more I/O + network weight, then arrival."""
+        level = self._effective(w, now)
+        return (-(level // 1), -w.weight, w.seq)
+
     def _schedule(self) -> None:
-        """Admit waiters in order of (aged) priority; the first that does not fit blocks the rest."""
+        """Admit waiters in :meth:`_rank` order.
+
+        The first that does not fit the pool blocks the rest (so a big request is not starved by
+        small ones); one held back only by its own quota does not: unrelated states go past it.
+        """
         if not self._waiters:
             return
         now = self._now()
-        self._waiters.sort(key=lambda w: (-self._effective(w, now), w.seq))
-        while self._waiters:
-            head = self._waiters[0]
-            if head.future.done():
-                self._waiters.pop(0)
+        self._waiters.sort(key=lambda w: self._rank(w, now))
+        quotas = bool(self._quotas) and self.enable_quotas
+        i = 0
+        while i < len(self._waiters):
+            w = self._waiters[i]
+            if w.future.done():
+                self._waiters.pop(i)
                 continue
-            if self._fits(head.amounts) and (not self._quotas or not self.enable_quotas
-                                             or self._quota_ok(head.owner, head.amounts)):
-                self._waiters.pop(0)
-                self._take(head.owner, head.amounts, head.priority, head.preemptible)
-                head.future.set_result(None)
+            if not self._fits(w.amounts):
+                if self.enable_preemption:
+                    self._preempt_for(w)
+                return
+            if quotas and not self._quota_ok(w.owner, w.amounts):
+                i += 1
                 continue
-            if self.enable_preemption:
-                self._preempt_for(head)
-            return
+            self._waiters.pop(i)
+            self._take(w.owner, w.amounts, w.priority, w.preemptible)
+            w.future.set_result(None)
 
     def _preempt_for(self, head: _Waiter) -> None:
         """Cancel running preemptible states of lower priority if that makes ``head`` fit."""
@@ -393,7 +420,7 @@ class ResourcePool:
         for owner in self._preempting:
             for t, a in self._allocations.get(owner, {}).items():
                 freed[t] += a
-        if all(self._used[t] - freed[t] + a <= self._total[t] + _EPS for t, a in head.amounts.items()):
+        if all(self._used[t] - freed[t] + a <= self._limits[t] for t, a in head.amounts.items()):
             return  # enough is already being freed
         victims = sorted(
             (o for o, (p, pre) in self._holders.items() if pre and p < head.priority and o not in self._preempting),
@@ -401,12 +428,12 @@ class ResourcePool:
         )
         chosen = []
         for owner in victims:
-            if not any(self._allocations[owner].get(t, 0.0) for t in head.amounts):
+            if not any(self._allocations[owner].get(t, 0.0) for t in head.amounts if t not in _WEIGHTS):
                 continue
             chosen.append(owner)
             for t, a in self._allocations[owner].items():
                 freed[t] += a
-            if all(self._used[t] - freed[t] + a <= self._total[t] + _EPS for t, a in head.amounts.items()):
+            if all(self._used[t] - freed[t] + a <= self._limits[t] for t, a in head.amounts.items()):
                 break
         else:
             return  # even preempting every candidate would not make room
@@ -460,7 +487,7 @@ class ResourcePool:
         free = {t: total - used for (t, total), used in zip(self.totals.items(), self._used, strict=True)}
         out = {}
         for t, want in req.amounts().items():
-            if want and want > free.get(t, 0.0) + _EPS:
+            if want and want > free.get(t, 0.0) + _EPS and _IDX[t] not in _WEIGHTS:
                 out[t] = (want, max(0.0, free.get(t, 0.0)))
         return out
 
@@ -474,7 +501,7 @@ class ResourcePool:
     def get_waiting_states(self) -> list[str]:
         """States waiting for the pool, in the order they would be admitted."""
         now = self._now() if self._waiters else 0.0
-        ranked = sorted(self._waiters, key=lambda w: (-self._effective(w, now), w.seq))
+        ranked = sorted(self._waiters, key=lambda w: self._rank(w, now))
         return [w.owner for w in ranked]
 
     def statistics(self) -> PoolStatistics:

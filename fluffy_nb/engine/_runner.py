@@ -239,12 +239,19 @@ class Scheduler:
     async def _pass_gates(self, ex: Execution, spec: StateSpec, pool: Any, gates: list[Any],
                           held: list[tuple[Any, str]]) -> None:
         owner = f"{ex.state}#{ex.id}" if ex.branch is not None or self._other_holders(ex) else ex.state
+        # budgets (rate limits, quotas) first: a state waiting for its budget holds no CPU, lock or slot
+        # that unrelated states could use meanwhile
+        for gate in gates:
+            if getattr(gate, "is_budget", False):
+                await self._pass_gate(ex, gate, owner, None)
+                held.append((gate, owner))
         if pool is not None:
             await self._pass_gate(ex, pool, owner, spec.resources)
             held.append((pool, owner))
         for gate in gates:
-            await self._pass_gate(ex, gate, owner, None)
-            held.append((gate, owner))
+            if not getattr(gate, "is_budget", False):
+                await self._pass_gate(ex, gate, owner, None)
+                held.append((gate, owner))
 
     def _other_holders(self, me: Execution) -> bool:
         """Whether another execution of the same state (this run or another) may hold a gate."""

@@ -80,7 +80,7 @@ def take_snapshot(run: Run) -> RunSnapshot:
                         m.last_duration, m.started_at, m.finished_at)
         for name, m in run.metadata.items()
     }
-    pool = run.agent.resource_pool
+    pool = run.agent.active_resource_pool
     allocations: dict[str, Any] = {}
     if pool is not None and sched.running:
         mine = {ex.state for ex in sched.running.values()} | {f"{e.state}#{e.id}" for e in sched.running.values()}

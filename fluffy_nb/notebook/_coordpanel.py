@@ -171,7 +171,7 @@ def coordination_html(agent: Any, tracker: Any = None) -> str:
             cycle = " -> ".join([*det.last_cycle, *det.last_cycle[:1]])
             parts.append(f'<div style="color:#d62728"><b>deadlocks detected: {det.cycle_count}</b>; last: '
                          f"{_e(cycle)}</div>")
-    pool = getattr(agent, "resource_pool", None)
+    pool = getattr(agent, "active_resource_pool", None)  # never makes the default pool
     if pool is not None:
         st = pool.statistics()
         parts.append(_table(f"resource pool ({st.running} holding, {st.waiting} waiting, {st.admitted} admitted, "
@@ -197,7 +197,7 @@ def panel_title(agent: Any) -> str:
         deadlocks = coordinator.deadlock_detector.statistics().cycle_count
         if deadlocks:
             parts.append(f"{deadlocks} deadlock(s)")
-    pool = getattr(agent, "resource_pool", None)
+    pool = getattr(agent, "active_resource_pool", None)  # never makes the default pool
     if pool is not None:
         st = pool.statistics()
         parts.append(f"resource pool: {st.running} holding, {st.waiting} waiting")

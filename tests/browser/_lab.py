@@ -77,9 +77,13 @@ class Lab:
             in the browser can never modify the committed files.
         env: Extra environment for the server and its kernels (e.g. ``FLUFFY_NB_AUTOANSWER``).
         startup_timeout: Seconds to wait for the server to answer ``/api/status``.
+        command: Start the server with this command line instead (e.g. the one ``make lab`` runs,
+            which serves ``notebooks/`` of the repository itself), run from the repository root;
+            only the test's own options (127.0.0.1, port, token, no browser) are added to it.
     """
 
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None, startup_timeout: float = 60.0) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None, startup_timeout: float = 60.0,
+                 command: list[str] | None = None) -> None:
         self.tmp = Path(tmp)
         self.port = free_port()
         self.token = secrets.token_hex(16)
@@ -88,6 +92,7 @@ class Lab:
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.tmp / "lab.log"
+        self.command = command
 
     def __enter__(self) -> Lab:
         self.start()
@@ -116,18 +121,21 @@ class Lab:
             JUPYTER_PLATFORM_DIRS="1",
         )
         env.update(self.extra_env)
-        cmd = [
-            sys.executable, "-m", "jupyterlab",
+        ours = [
             "--no-browser", "--ip=127.0.0.1", f"--port={self.port}", "--port-retries=0",
             f"--IdentityProvider.token={self.token}",
-            f"--ServerApp.root_dir={dirs['root']}",
             "--LabApp.news_url=None",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         ]
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            cmd.append("--allow-root")
+        if self.command is not None:
+            cmd, cwd = [*self.command, *ours], ROOT
+        else:
+            cmd = [sys.executable, "-m", "jupyterlab", *ours, f"--ServerApp.root_dir={dirs['root']}"]
+            cwd = dirs["root"]
+            if hasattr(os, "geteuid") and os.geteuid() == 0:
+                cmd.append("--allow-root")
         log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, env=env, cwd=dirs["root"], stdout=log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         self._wait_ready()
 

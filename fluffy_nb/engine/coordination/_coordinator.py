@@ -9,7 +9,7 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ConfigurationError, CoordinationError
+from .._errors import ConfigurationError, CoordinationConflictError, CoordinationError
 from .._events import RunStarted, StateFinished
 from ._barrier import Barrier
 from ._deadlock import DeadlockDetector
@@ -20,6 +20,37 @@ from ._rate_limit import RateLimiter
 if TYPE_CHECKING:
     from .._agent import Agent
 
+# the options each kind of primitive takes (others are ignored when it is made, and when it is shared)
+_OPTIONS: dict[PrimitiveType, tuple[str, ...]] = {
+    PrimitiveType.MUTEX: ("ttl", "wait_timeout"),
+    PrimitiveType.SEMAPHORE: ("max_count", "ttl", "wait_timeout"),
+    PrimitiveType.LEASE: ("ttl", "wait_timeout"),
+    PrimitiveType.BARRIER: ("max_count", "wait_timeout"),
+    PrimitiveType.QUOTA: ("quota_limit", "ttl", "amount", "wait_timeout"),
+}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return bool(a == b)
+
+
+def _fmt(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={getattr(v, 'name', None) or v!r}" for k, v in options.items())
+
+
+def check_same_options(what: str, name: str, have: dict[str, Any], want: dict[str, Any], who: str | None) -> None:
+    """Raise :class:`CoordinationConflictError` if ``want`` (options given now) differs from ``have``."""
+    if all(_same(have.get(k), v) for k, v in want.items()):
+        return
+    asker = f"state {who!r}" if who else "this registration"
+    raise CoordinationConflictError(
+        f"{what} already exists with {_fmt(have)}; {asker} asks for {_fmt(want)}. States sharing a name share "
+        "one of it and its options: pass the same options (or leave them out), or use another name",
+        name, dict(have), dict(want))
+
+
 # name -> primitive, newest first wins: lets ResourceAllocation("name", n) work without a context.
 _by_name: weakref.WeakValueDictionary[str, Primitive] = weakref.WeakValueDictionary()
 
@@ -29,7 +60,7 @@ class Coordinator:
 
     Attributes:
         primitives: Primitives by name.
-        rate_limiters: Rate limiters by state name.
+        rate_limiters: Rate limiters by name (the state's, or the ``name=`` states share).
         deadlock_detector: The :class:`DeadlockDetector` every Mutex/Semaphore/Lease reports to.
         cleanup_interval: Seconds between sweeps that drop holds of owners no longer running
             (a sweep happens at most this often, when status is read or a wait begins).
@@ -50,8 +81,13 @@ class Coordinator:
     # -- building ---------------------------------------------------------------------------
     def primitive(self, name: str, kind: PrimitiveType, *, ttl: float | None = None, max_count: int | None = None,
                   wait_timeout: float | None = None, quota_limit: float | None = None,
-                  amount: float | None = None) -> Primitive:
-        """The primitive called ``name``, made on first use; the same name shares one primitive."""
+                  amount: float | None = None, who: str | None = None) -> Primitive:
+        """The primitive called ``name``, made on first use; the same name shares one primitive.
+
+        Options given again must match the existing primitive's (options left out take its
+        values); otherwise :class:`CoordinationConflictError` names both option sets. ``who``
+        (a state name) only improves that message.
+        """
         try:
             kind = PrimitiveType(kind)
         except ValueError:
@@ -63,13 +99,12 @@ class Coordinator:
                 raise ConfigurationError(
                     f"coordination {name!r} is already a {existing.kind.name}; it cannot also be a {kind.name}. "
                     "Use another name (name=...) for a second primitive")
-            asked = {"max_count": max_count, "ttl": ttl, "quota_limit": quota_limit, "wait_timeout": wait_timeout}
-            for option, value in asked.items():
-                have = getattr(existing, option, None)
-                if value is not None and have is not None and float(value) != float(have):
-                    raise ConfigurationError(
-                        f"coordination {name!r} already exists with {option}={have!r}; it cannot also have "
-                        f"{option}={value!r}. States sharing a primitive share its settings; use another name")
+            asked = {"max_count": max_count, "ttl": ttl, "quota_limit": quota_limit, "amount": amount,
+                     "wait_timeout": wait_timeout}
+            options = _OPTIONS[kind]
+            have = {o: getattr(existing, o, None) for o in options}
+            want = {o: asked[o] for o in options if asked[o] is not None}
+            check_same_options(f"coordination {name!r} ({kind.name})", name, have, want, who)
             return existing
         prim = self._build(name, kind, ttl, max_count, wait_timeout, quota_limit, amount)
         if isinstance(prim, Semaphore):

@@ -76,6 +76,8 @@ class Primitive:
     """Common parts: name, clock, counters, the ``hold`` context manager."""
 
     kind: PrimitiveType
+    is_budget = False
+    """True for what is consumed rather than held (quotas): passed before the resource pool."""
 
     def __init__(self, name: str, *, clock: Clock | None = None, wait_timeout: float | None = None) -> None:
         if not isinstance(name, str) or not name:

@@ -19,6 +19,8 @@ class Quota(Primitive):
     """
 
     kind = PrimitiveType.QUOTA
+    is_budget = True
+    """Consumed, never held: the engine passes it before the resource pool (see ``_runner``)."""
 
     def __init__(self, name: str, quota_limit: float, *, ttl: float | None = None, amount: float = 1.0,
                  wait_timeout: float | None = None, clock: Clock | None = None) -> None:

@@ -62,6 +62,9 @@ class RateLimiter:
         clock: Time source (the agent's clock).
     """
 
+    is_budget = True
+    """Consumed, never held: the engine passes it before the resource pool (see ``_runner``)."""
+
     def __init__(self, name: str, max_rate: float, strategy: RateLimitStrategy = RateLimitStrategy.TOKEN_BUCKET,
                  burst_size: float | None = None, window_size: float = 1.0, *, clock: Clock | None = None) -> None:
         if isinstance(max_rate, bool) or not isinstance(max_rate, (int, float)) or not max_rate > 0:
