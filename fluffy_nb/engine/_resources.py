@@ -140,6 +140,10 @@ def _state_of(owner: str) -> str:
     return owner.split("#", 1)[0]
 
 
+_MACHINE_HINT = (" (this is the agent's default pool, sized from this machine: give the agent your own, e.g. "
+                 "Agent(resource_pool=ResourcePool(total_gpu=1)), or resource_pool=None not to enforce requirements)")
+
+
 class ResourcePool:
     """Finite amounts of CPU, memory, I/O, network and GPU that states are admitted against.
 
@@ -202,6 +206,9 @@ class ResourcePool:
         self._seq = itertools.count()
         self.reset_statistics()
 
+    #: True for the pool an agent makes by default (``from_machine``): errors then say how to change it
+    sized_from_machine = False
+
     @classmethod
     def from_machine(cls, **kwargs: Any) -> ResourcePool:
         """A pool sized from this machine: logical CPUs, total memory (MB), and NVML GPUs if any.
@@ -216,7 +223,9 @@ class ResourcePool:
             "total_gpu": float(_gpu_count()),
         }
         sizes.update(kwargs)
-        return cls(**sizes)
+        pool = cls(**sizes)
+        pool.sized_from_machine = True
+        return pool
 
     def reset_statistics(self) -> None:
         """Zero the counters :meth:`statistics` reports."""
@@ -292,6 +301,7 @@ class ResourcePool:
                 raise ResourceError(
                     f"state {state!r} asks for {amount:g} {_UNITS[rtype]} ({rtype.name}) but the pool has "
                     f"only {total:g} in total; lower the state's ResourceRequirements or enlarge the ResourcePool"
+                    + (_MACHINE_HINT if self.sized_from_machine else "")
                 )
             if self.enable_quotas:
                 for key, caps in self._quotas.items():

@@ -16,6 +16,7 @@ from fluffy_nb.engine import (
     CoordinationConflictError,
     ManualClock,
     Priority,
+    ResourceError,
     ResourcePool,
     ResourceRequirements,
     ResourceType,
@@ -72,6 +73,22 @@ async def test_a_plain_agent_admits_states_against_a_pool_sized_from_the_machine
     release.set()
     await task
     assert order == ["train_model", "evaluate"]
+
+
+async def test_more_than_the_machine_has_is_refused_saying_how_to_size_the_default_pool():
+    agent = Agent("too_big")
+
+    async def train_model(ctx):
+        return None
+
+    assert agent.resource_pool.sized_from_machine  # the default pool
+    ask = float(psutil.cpu_count(logical=True) or 1) + 1
+    agent.add_state("train_model", train_model, resources=ResourceRequirements(cpu_units=ask))
+    with pytest.raises(ResourceError) as info:
+        await agent.run()
+    text = str(info.value)
+    assert "'train_model'" in text and "sized from this machine" in text and "resource_pool=None" in text
+
 
 
 async def test_the_spec_monitoring_block_runs_on_a_plain_agent_before_any_run(capsys):
