@@ -87,7 +87,9 @@ async def test_more_than_the_machine_has_is_refused_saying_how_to_size_the_defau
     with pytest.raises(ResourceError) as info:
         await agent.run()
     text = str(info.value)
-    assert "'train_model'" in text and "sized from this machine" in text and "resource_pool=None" in text
+    assert "'train_model'" in text
+    assert "sized from this machine" in text
+    assert "resource_pool=None" in text
 
 
 
