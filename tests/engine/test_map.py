@@ -98,6 +98,31 @@ async def test_a_semaphore_of_3_admits_3_branches_of_a_map_of_30_at_a_time() -> 
     assert result.shared_state["out"] == list(range(30))
 
 
+async def test_branches_queued_behind_a_semaphore_smaller_than_max_concurrent_are_no_deadlock() -> None:
+    # A branch that finishes hands its permit to a waiter and starts the next queued branch at
+    # once, before the waiter's task resumes: the new branch must not read the granted waiter as
+    # still waiting (for the permit it already holds) and report a deadlock.
+    live = {"now": 0, "peak": 0}
+
+    async def score(ctx: Any) -> str:
+        live["now"] += 1
+        live["peak"] = max(live["peak"], live["now"])
+        for _ in range(ctx.payload % 3 + 1):
+            await asyncio.sleep(0)
+        live["now"] -= 1
+        ctx.set_result(ctx.payload)
+        return "merge"
+
+    agent = mapping_agent("sem_queue", list(range(60)), score, max_concurrent=10)
+    agent.add_state_coordination("score", PrimitiveType.SEMAPHORE, max_count=3)
+    result = await agent.run()
+    assert result.status is AgentStatus.COMPLETED
+    assert result.shared_state["out"] == list(range(60))
+    assert live["peak"] == 3
+    detector = (await agent.get_coordination_status())["deadlock_detector"]
+    assert detector["cycle_count"] == 0
+
+
 async def test_a_rate_limit_on_the_mapped_state_paces_all_of_its_branches() -> None:
     clock = ManualClock()
     admitted: list[tuple[int, float]] = []
