@@ -541,3 +541,62 @@ async def test_mapping_a_state_that_runs_on_a_remote_executor_is_refused_with_th
     agent.add_state("far", far, executor=Elsewhere())
     with pytest.raises(ConfigurationError, match=r"'far', which runs on executor .* Map to a local state"):
         await agent.run()
+
+
+async def test_mapping_into_a_sub_workflow_state_is_refused_and_the_suggested_local_state_works() -> None:
+    searched: list[str] = []
+    researcher = Agent("researcher")
+
+    async def search(ctx: Any) -> None:
+        searched.append(ctx.get_state("topic"))
+        ctx.set_state("notes", f"notes on {ctx.get_state('topic')}")
+
+    researcher.add_state("search", search)
+    topics = ["owls", "bats", "moths"]
+
+    async def plan(ctx: Any) -> list[Send]:
+        return ctx.map("research", topics)
+
+    team = Agent("team")
+    team.add_state("plan", plan)
+    team.add_state("research", researcher, inputs=["topic"], outputs=["notes"])
+    with pytest.raises(ConfigurationError, match=r"'plan' sent payloads to 'research', which is an agent "
+                                                 r"\(sub-workflow 'researcher'\).*Map to a local state"):
+        await team.run()
+    assert searched == []  # refused at the map: no child ran with a payload it could not see
+
+    async def plan_local(ctx: Any) -> list[Send]:
+        return ctx.map("research_one", topics)
+
+    async def research_one(ctx: Any) -> str:  # what the error says to do instead
+        child = await researcher.run(initial_context={"topic": ctx.payload})
+        ctx.set_result(child.get_state("notes"))
+        return "merge"
+
+    async def merge(ctx: Any) -> None:
+        ctx.set_state("notes", ctx.results("research_one"))
+
+    fixed = Agent("fixed")
+    for f in (plan_local, research_one, merge):
+        fixed.add_state(f.__name__, f)
+    result = await fixed.run()
+    assert result.shared_state["notes"] == ["notes on owls", "notes on bats", "notes on moths"]
+    assert sorted(searched) == sorted(topics)
+
+
+async def test_a_branch_routed_on_error_into_a_sub_workflow_state_fails_naming_both_states() -> None:
+    helper = Agent("helper")
+
+    async def help_out(ctx: Any) -> None:
+        ctx.set_state("helped", True)
+
+    helper.add_state("help_out", help_out)
+
+    async def score(ctx: Any) -> None:
+        raise ValueError(f"bad item {ctx.payload}")
+
+    agent = mapping_agent("routed_to_agent", [1, 2], score, score_options={"on_error": "rescue"})
+    agent.add_state("rescue", helper)
+    with pytest.raises(ConfigurationError, match=r"'score' routes failures of its payload branches to 'rescue', "
+                                                 r"which is an agent \(sub-workflow 'helper'\)"):
+        await agent.run(start=["split"])
