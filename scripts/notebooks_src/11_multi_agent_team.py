@@ -27,8 +27,8 @@ import os
 from _fakellm import FakeLLM
 from IPython.display import Markdown
 
-from fluffy_nb import Agent, Context, MemoryStore, ScriptedResponder, StateResult
-from fluffy_nb.notebook import graph_figure, graph_markdown
+from fluffy_nb import Agent, Context, MemoryStore, PrimitiveType, ScriptedResponder, StateResult
+from fluffy_nb.notebook import graph_figure, graph_markdown, view_of
 
 %load_ext fluffy_nb
 
@@ -188,8 +188,6 @@ for path in ("team/research_a", "team/research_b", "team/review"):
 #   something once the state is mapped; here it admits 5 of the 20 at a time.
 
 # %%
-from fluffy_nb import PrimitiveType
-
 docs = [f"doc-{i:03d}" for i in range(200)]
 scoring_llm = FakeLLM(latency=0.01)
 inside = {"now": 0, "peak": 0}  # how many branches are inside score's body right now / at most
@@ -240,14 +238,22 @@ print("first scores, in doc order:", scored.get_state("scores")[:8])
 print("best doc:", scored.get_state("best"))
 
 # %% [markdown]
+# The live view's graph, drawn once more after the run: the map is still one node, with its final
+# count (`score · 200/200 done`).
+
+# %%
+Markdown(graph_markdown(batch, view_of(batch).tracker))  # the live view's tracker: what it saw
+
+# %% [markdown]
 # What to notice:
 #
 # - `report` ran **once**, after all 200 branches: a map is a fan-out, and its branches join like
 #   any other branches.
 # - The results are in the order of `docs`, although branches finished in any order: a reader of
 #   `ctx.results` never sorts.
-# - A failing branch fails only its item (and takes `on_error` if the state has one); with a
-#   durable store, a resumed run re-runs only the items without a result.
+# - A branch that fails for good takes the state's `on_error` route *for its item* (whatever the
+#   route's state `set_result`s fills that slot); without a route it fails the run, as any state
+#   does. With a durable store, a resumed run re-runs only the items without a result.
 # - Mapping into a child agent (`ctx.map("research_a", topics)`) is refused with a
 #   `ConfigurationError`: map to a local state and let it do the per-item work.
 
