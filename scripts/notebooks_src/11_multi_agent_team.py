@@ -181,7 +181,7 @@ for path in ("team/research_a", "team/research_b", "team/review"):
 # Two limits apply to the branches, at two levels:
 #
 # - `Agent(..., max_concurrent=20)`: at most 20 branches in flight; the other 180 wait in a queue
-#   (in item order), costing nothing until their turn;
+#   (in item order), with no task of their own until their turn;
 # - `add_state_coordination("score", PrimitiveType.SEMAPHORE, max_count=5)`: the spec's per-state
 #   semaphore, "allow 5 concurrent executions" of `score`, say because the scoring API allows 5
 #   parallel calls. A plain state never runs beside itself, so this semaphore only limits
