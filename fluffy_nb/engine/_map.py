@@ -8,6 +8,8 @@ with the same payload), status, under ``max_concurrent`` and the state's rate li
 semaphores and resource requests, which all count every branch. A branch records its result
 with ``ctx.set_result(value)``; where the branches meet (the join rule of ``_graph.py``),
 ``ctx.results("score")`` gives every branch's result in payload order.
+A mapped state (or a branch's route) that is an agent (a sub-workflow) is refused with a
+``ConfigurationError``: a child run is per use of its state, not per payload.
 
 This module owns the payload machinery: :class:`Send`, the record of one map
 (:class:`PayloadMap`: payloads, results, per-item status and counts), the execution and
@@ -29,6 +31,7 @@ from ._errors import ConfigurationError, InvalidStateResultError, StateNotFoundE
 from ._events import StateScheduled
 from ._executor import LocalExecutor, state_executor
 from ._runner import Execution
+from ._subflow import Subflow
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -242,30 +245,50 @@ def fanout_of(agent: Agent, name: str, result: Any) -> Fanout | None:
                 f"add it with agent.add_state({target!r}, func) or fix the name"
             )
     for target in mapped:
-        spec = agent.states.get(target)
-        if spec is None:
-            known = ", ".join(sorted(agent.states)[:12])
-            raise StateNotFoundError(
-                f"state {name!r} sent payloads to {target!r}, which is not a state of agent {agent.name!r} "
-                f"(known: {known}); add it with agent.add_state({target!r}, func) or fix the name"
-            )
-        if spec.dependencies:
-            raise ConfigurationError(
-                f"state {name!r} sent payloads to {target!r}, which waits for dependencies; a state run once "
-                "per payload cannot also be gated by dependencies: remove its dependencies, or send to a "
-                "state without them"
-            )
-        executor = state_executor(agent, spec)
-        if executor is not None and not isinstance(executor, LocalExecutor):
-            raise ConfigurationError(
-                f"state {name!r} sent payloads to {target!r}, which runs on executor {executor!r}; its body "
-                "would not see ctx.payload there (the worker's context carries none yet). Map to a local "
-                "state, and let it call the remote work with the payload"
-            )
+        _check_mapped(agent, name, target)
     fan = Fanout((*plain, *(m for m in mapped if m not in plain)))
     fan.plain = tuple(plain)
     fan.sends = sends
     return fan
+
+
+def _check_mapped(agent: Agent, name: str, target: str) -> None:
+    """Refuse a map from ``name`` into ``target`` that could not run as one branch per payload."""
+    spec = agent.states.get(target)
+    if spec is None:
+        known = ", ".join(sorted(agent.states)[:12])
+        raise StateNotFoundError(
+            f"state {name!r} sent payloads to {target!r}, which is not a state of agent {agent.name!r} "
+            f"(known: {known}); add it with agent.add_state({target!r}, func) or fix the name"
+        )
+    if spec.dependencies:
+        raise ConfigurationError(
+            f"state {name!r} sent payloads to {target!r}, which waits for dependencies; a state run once "
+            "per payload cannot also be gated by dependencies: remove its dependencies, or send to a "
+            "state without them"
+        )
+    if isinstance(spec.func, Subflow):
+        raise ConfigurationError(_no_subflow_map(name, target, spec.func, "sent payloads to"))
+    executor = state_executor(agent, spec)
+    if executor is not None and not isinstance(executor, LocalExecutor):
+        raise ConfigurationError(
+            f"state {name!r} sent payloads to {target!r}, which runs on executor {executor!r}; its body "
+            "would not see ctx.payload there (the worker's context carries none yet). Map to a local "
+            "state, and let it call the remote work with the payload"
+        )
+
+
+def _no_subflow_map(name: str, target: str, sub: Subflow, how: str) -> str:
+    """Why a payload branch cannot run a sub-workflow state, and what to do instead."""
+    return (
+        f"state {name!r} {how} {target!r}, which is an agent (sub-workflow {sub.child.name!r}); a sub-workflow state "
+        "runs one nested child run per use, with keys copied from the parent's context, and has no run per payload "
+        "(its child run id, checkpoints and outputs are the state's, not a branch's). Map to a local state that does "
+        "the work for ctx.payload, e.g. `result = await child.run(initial_context={'topic': ctx.payload})` then "
+        "`ctx.set_result(result.get_state('notes'))` (that run is not nested in the parent's checkpoints or live "
+        f"view), or register one sub-workflow state per item (add_state('{target}_a', child, inputs=...)) and "
+        "return their names"
+    )
 
 
 def start_map(sched: Scheduler, ex: Execution, fan: Fanout) -> None:
@@ -317,6 +340,9 @@ def route_failure(sched: Scheduler, ex: PayloadExecution, target: str, error: Ba
     """A branch failed for good and its state routes failures to ``target``: run ``target`` for the
     same payload (its result fills the branch's slot), without waiting for the other branches."""
     spec = sched.agent.states.get(target)
+    if spec is not None and isinstance(spec.func, Subflow):
+        how = "routes failures of its payload branches to"
+        raise ConfigurationError(_no_subflow_map(ex.state, target, spec.func, how))
     if spec is not None and spec.dependencies:
         raise ConfigurationError(
             f"state {ex.state!r} routes failures of its payload branches to {target!r}, which waits for "

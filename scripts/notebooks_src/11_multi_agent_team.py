@@ -27,8 +27,8 @@ import os
 from _fakellm import FakeLLM
 from IPython.display import Markdown
 
-from fluffy_nb import Agent, Context, MemoryStore, ScriptedResponder, StateResult
-from fluffy_nb.notebook import graph_figure, graph_markdown
+from fluffy_nb import Agent, Context, MemoryStore, PrimitiveType, ScriptedResponder, StateResult
+from fluffy_nb.notebook import graph_figure, graph_markdown, view_of
 
 %load_ext fluffy_nb
 
@@ -168,12 +168,94 @@ for path in ("team/research_a", "team/research_b", "team/review"):
 # %% [markdown]
 # ## A map over a batch
 #
-# *Coming with the fan-out API (`Send`/map): one state run over many payloads, each branch seeing its
-# own item, the join getting every result in order.*
+# The team works on two topics; a batch job has 200 documents to score. Registering 200 states
+# would be absurd, and a list repeating `"score"` runs it once (the join rule). Instead a state
+# **maps** one state over the items: `return ctx.map("score", docs)` (the same as
+# `[Send("score", doc) for doc in docs]`). Each item becomes its own *branch*:
+#
+# - the branch reads its item as `ctx.payload` and records its result with `ctx.set_result(...)`;
+# - it is its own execution: its own attempts, retries, timeout and `on_error` route;
+# - where the branches meet (here `report`, the state they all return), `ctx.results("score")`
+#   gives every result **in item order**, whatever order the branches finished in.
+#
+# Two limits apply to the branches, at two levels:
+#
+# - `Agent(..., max_concurrent=20)`: at most 20 branches in flight; the other 180 wait in a queue
+#   (in item order), with no task of their own until their turn;
+# - `add_state_coordination("score", PrimitiveType.SEMAPHORE, max_count=5)`: the spec's per-state
+#   semaphore, "allow 5 concurrent executions" of `score`, say because the scoring API allows 5
+#   parallel calls. A plain state never runs beside itself, so this semaphore only limits
+#   something once the state is mapped; here it admits 5 of the 20 at a time.
 
 # %%
-# TODO(issue 13, map): fill in once the Send/map API lands (another engineer's branch): a batch of
-# topics mapped over the researcher, max_concurrent bounding how many run at once.
+docs = [f"doc-{i:03d}" for i in range(200)]
+scoring_llm = FakeLLM(latency=0.01)
+inside = {"now": 0, "peak": 0}  # how many branches are inside score's body right now / at most
+batch = Agent("batch", max_concurrent=20)
+
+
+async def split(context: Context) -> StateResult:
+    return context.map("score", context.get_state("docs"))
+
+
+async def score(context: Context) -> StateResult:
+    inside["now"] += 1
+    inside["peak"] = max(inside["peak"], inside["now"])
+    verdict = await scoring_llm.complete(f"Rate {context.payload} from 0 to 9")
+    inside["now"] -= 1
+    context.set_result(sum(map(ord, verdict)) % 10)  # this branch's result: the item's score
+    return "report"
+
+
+async def report(context: Context) -> StateResult:
+    scores = context.results("score")  # one per doc, in the order of docs
+    context.set_state("scores", scores)
+    context.set_state("best", max(zip(scores, docs))[1])
+    return None
+
+
+batch.add_state("split", split)
+batch.add_state("score", score)
+batch.add_state("report", report)
+batch.add_state_coordination("score", PrimitiveType.SEMAPHORE, max_count=5)
+
+# %% [markdown]
+# Start it and watch the live view: `score` is **one node** however many items it runs, and its
+# label counts the branches (`score · 85/200 done, 5 running`). Notice that *running* never
+# passes 5: the 15 other branches in flight are waiting at the semaphore, and the rest are queued.
+
+# %%
+batch_run = batch.start(initial_context={"docs": docs})
+
+# %%
+# NBVAL_CHECK_OUTPUT
+scored = await batch_run
+counts = batch.latest_run.snapshot().maps["score"]
+print(f"score ran {scored.state_runs['score']} times; report ran {scored.state_runs['report']} time")
+print(f"branches: {counts.done}/{counts.total} done, {counts.failed} failed")
+print("at most 5 inside score at once:", inside["peak"] <= 5)
+print("first scores, in doc order:", scored.get_state("scores")[:8])
+print("best doc:", scored.get_state("best"))
+
+# %% [markdown]
+# The live view's graph, drawn once more after the run: the map is still one node, with its final
+# count (`score · 200/200 done`).
+
+# %%
+Markdown(graph_markdown(batch, view_of(batch).tracker))  # the live view's tracker: what it saw
+
+# %% [markdown]
+# What to notice:
+#
+# - `report` ran **once**, after all 200 branches: a map is a fan-out, and its branches join like
+#   any other branches.
+# - The results are in the order of `docs`, although branches finished in any order: a reader of
+#   `ctx.results` never sorts.
+# - A branch that fails for good takes the state's `on_error` route *for its item* (whatever the
+#   route's state `set_result`s fills that slot); without a route it fails the run, as any state
+#   does. With a durable store, a resumed run re-runs only the items without a result.
+# - Mapping into a child agent (`ctx.map("research_a", topics)`) is refused with a
+#   `ConfigurationError`: map to a local state and let it do the per-item work.
 
 # %% [markdown]
 # ## A recovery ladder

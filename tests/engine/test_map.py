@@ -98,6 +98,31 @@ async def test_a_semaphore_of_3_admits_3_branches_of_a_map_of_30_at_a_time() -> 
     assert result.shared_state["out"] == list(range(30))
 
 
+async def test_branches_queued_behind_a_semaphore_smaller_than_max_concurrent_are_no_deadlock() -> None:
+    # A branch that finishes hands its permit to a waiter and starts the next queued branch at
+    # once, before the waiter's task resumes: the new branch must not read the granted waiter as
+    # still waiting (for the permit it already holds) and report a deadlock.
+    live = {"now": 0, "peak": 0}
+
+    async def score(ctx: Any) -> str:
+        live["now"] += 1
+        live["peak"] = max(live["peak"], live["now"])
+        for _ in range(ctx.payload % 3 + 1):
+            await asyncio.sleep(0)
+        live["now"] -= 1
+        ctx.set_result(ctx.payload)
+        return "merge"
+
+    agent = mapping_agent("sem_queue", list(range(60)), score, max_concurrent=10)
+    agent.add_state_coordination("score", PrimitiveType.SEMAPHORE, max_count=3)
+    result = await agent.run()
+    assert result.status is AgentStatus.COMPLETED
+    assert result.shared_state["out"] == list(range(60))
+    assert live["peak"] == 3
+    detector = (await agent.get_coordination_status())["deadlock_detector"]
+    assert detector["cycle_count"] == 0
+
+
 async def test_a_rate_limit_on_the_mapped_state_paces_all_of_its_branches() -> None:
     clock = ManualClock()
     admitted: list[tuple[int, float]] = []
@@ -555,3 +580,62 @@ async def test_map_payloads_and_results_round_trip_as_tagged_values_like_context
     result = await second.run()
     assert sorted(done) == days[2:]
     assert result.shared_state["out"] == [(d, Decimal("1.10") * d.day) for d in days]
+
+
+async def test_mapping_into_a_sub_workflow_state_is_refused_and_the_suggested_local_state_works() -> None:
+    searched: list[str] = []
+    researcher = Agent("researcher")
+
+    async def search(ctx: Any) -> None:
+        searched.append(ctx.get_state("topic"))
+        ctx.set_state("notes", f"notes on {ctx.get_state('topic')}")
+
+    researcher.add_state("search", search)
+    topics = ["owls", "bats", "moths"]
+
+    async def plan(ctx: Any) -> list[Send]:
+        return ctx.map("research", topics)
+
+    team = Agent("team")
+    team.add_state("plan", plan)
+    team.add_state("research", researcher, inputs=["topic"], outputs=["notes"])
+    with pytest.raises(ConfigurationError, match=r"'plan' sent payloads to 'research', which is an agent "
+                                                 r"\(sub-workflow 'researcher'\).*Map to a local state"):
+        await team.run()
+    assert searched == []  # refused at the map: no child ran with a payload it could not see
+
+    async def plan_local(ctx: Any) -> list[Send]:
+        return ctx.map("research_one", topics)
+
+    async def research_one(ctx: Any) -> str:  # what the error says to do instead
+        child = await researcher.run(initial_context={"topic": ctx.payload})
+        ctx.set_result(child.get_state("notes"))
+        return "merge"
+
+    async def merge(ctx: Any) -> None:
+        ctx.set_state("notes", ctx.results("research_one"))
+
+    fixed = Agent("fixed")
+    for f in (plan_local, research_one, merge):
+        fixed.add_state(f.__name__, f)
+    result = await fixed.run()
+    assert result.shared_state["notes"] == ["notes on owls", "notes on bats", "notes on moths"]
+    assert sorted(searched) == sorted(topics)
+
+
+async def test_a_branch_routed_on_error_into_a_sub_workflow_state_fails_naming_both_states() -> None:
+    helper = Agent("helper")
+
+    async def help_out(ctx: Any) -> None:
+        ctx.set_state("helped", True)
+
+    helper.add_state("help_out", help_out)
+
+    async def score(ctx: Any) -> None:
+        raise ValueError(f"bad item {ctx.payload}")
+
+    agent = mapping_agent("routed_to_agent", [1, 2], score, score_options={"on_error": "rescue"})
+    agent.add_state("rescue", helper)
+    with pytest.raises(ConfigurationError, match=r"'score' routes failures of its payload branches to 'rescue', "
+                                                 r"which is an agent \(sub-workflow 'helper'\)"):
+        await agent.run(start=["split"])

@@ -215,6 +215,10 @@ class Semaphore(Primitive):
                 continue
             self._grant(w.owner)
             w.future.set_result(None)
+            if self.detector is not None:
+                # it holds now, though its task resumes later: a wait beginning before then must
+                # not read it as still waiting (for what it holds) and report a deadlock
+                self.detector.end_wait(w.owner)
 
     def expire(self) -> None:
         """Drop holds whose TTL has passed (waiters they blocked are admitted)."""
