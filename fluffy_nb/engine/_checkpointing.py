@@ -20,7 +20,6 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import FORMAT_VERSION, Checkpoint, encode_shared, encode_typed_data
 from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
@@ -28,6 +27,7 @@ from ._status import AgentStatus, StateStatus
 from ._typed import decode_typed
 
 if TYPE_CHECKING:
+    from ._checkpoint import Checkpoint
     from ._run import Run
 
 _PENDING = StateStatus.PENDING
@@ -36,7 +36,6 @@ _MAX_JOIN_BRANCHES = 10_000  # branches a restored checkpoint may say wait at on
 
 
 log = logging.getLogger("fluffy_nb")
-_FIELDS = frozenset(Checkpoint.model_fields)
 
 
 def _construct(**values: Any) -> Checkpoint:
@@ -45,9 +44,11 @@ def _construct(**values: Any) -> Checkpoint:
     Equivalent to ``model_construct`` when every field is given (asserted by the tests, which
     compare both), and about 15x cheaper: it runs after every state of a durable run.
     """
+    from ._checkpoint import Checkpoint  # pydantic loads with the first checkpoint, not the engine
+
     cp = Checkpoint.__new__(Checkpoint)
     object.__setattr__(cp, "__dict__", values)
-    object.__setattr__(cp, "__pydantic_fields_set__", set(_FIELDS))
+    object.__setattr__(cp, "__pydantic_fields_set__", set(Checkpoint.model_fields))
     object.__setattr__(cp, "__pydantic_extra__", None)
     object.__setattr__(cp, "__pydantic_private__", None)
     return cp
@@ -69,6 +70,8 @@ class Checkpointer:
     def make(self, trigger: str, error: BaseException | None = None,
              metadata: dict[str, Any] | None = None) -> Checkpoint:
         """A snapshot of the run now (not saved)."""
+        from ._checkpoint import FORMAT_VERSION, encode_shared, encode_typed_data
+
         run = self.run
         restored = run.restored_from
         if restored is not None and not run.active:

@@ -11,13 +11,13 @@ import uuid
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import Checkpoint
 from ._errors import CheckpointError, FluffyWarning
 from ._history import CheckpointDiff, CheckpointHistory, diff_checkpoints
 from ._status import AgentStatus
 
 if TYPE_CHECKING:
     from ._agent import Agent
+    from ._checkpoint import Checkpoint
     from ._run import Run
 
 _ENDED = (AgentStatus.FAILED, AgentStatus.CANCELLED)
@@ -35,6 +35,8 @@ def require_store(agent: Agent, what: str) -> Any:
 
 def resolve(agent: Agent, checkpoint: Any, what: str) -> Checkpoint:
     """A Checkpoint from an object, its ``to_dict()``, a checkpoint id or a history row."""
+    from ._checkpoint import Checkpoint  # pydantic loads with the first checkpoint, not the engine
+
     if isinstance(checkpoint, Checkpoint):
         return checkpoint
     if isinstance(checkpoint, dict):

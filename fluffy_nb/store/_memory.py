@@ -16,11 +16,13 @@ import asyncio
 import builtins
 import itertools
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..engine._checkpoint import Checkpoint
 from ..engine._errors import CheckpointError
 from ._base import CheckpointInfo, RunInfo, check_matches_row, latest_good
+
+if TYPE_CHECKING:
+    from ..engine._checkpoint import Checkpoint
 
 
 class _Entry:
@@ -57,6 +59,8 @@ class MemoryStore:
     # -- sync -------------------------------------------------------------------------
     def put(self, checkpoint: Checkpoint) -> None:
         """Store ``checkpoint`` (an id already stored is left as it is)."""
+        from ..engine._checkpoint import Checkpoint  # pydantic loads with the first checkpoint
+
         if not isinstance(checkpoint, Checkpoint):
             raise CheckpointError(f"MemoryStore.put({checkpoint!r}): pass a Checkpoint")
         with self._lock:
@@ -80,6 +84,8 @@ class MemoryStore:
             text = entry.json()
             info = self._meta[checkpoint_id]
         where = f"checkpoint {checkpoint_id[:200]!r} in MemoryStore"
+        from ..engine._checkpoint import Checkpoint
+
         cp = Checkpoint.from_json(text, source=f"{where} cannot be loaded")
         return check_matches_row(cp, info, where)
 

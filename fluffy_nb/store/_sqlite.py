@@ -42,10 +42,9 @@ import weakref
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine._bounds import MAX_JSON_BYTES, MAX_NAME
-from ..engine._checkpoint import Checkpoint
 from ..engine._errors import CheckpointError
 from ._base import (
     MAX_LISTED_ERROR,
@@ -59,6 +58,9 @@ from ._base import (
     warn_bad_rows,
 )
 from ._memory import runs_from_infos
+
+if TYPE_CHECKING:
+    from ..engine._checkpoint import Checkpoint
 
 SCHEMA_VERSION = 1
 _HEADER = b"SQLite format 3\x00"
@@ -301,6 +303,8 @@ class SQLiteStore:
         Raises:
             CheckpointError: the store is closed, or an earlier write failed.
         """
+        from ..engine._checkpoint import Checkpoint  # pydantic loads with the first checkpoint
+
         if not isinstance(checkpoint, Checkpoint):
             raise CheckpointError(f"SQLiteStore.put({checkpoint!r}): pass a Checkpoint")
         if self._closed or self._closing:
@@ -441,6 +445,8 @@ class SQLiteStore:
             raise CheckpointError(
                 f"{where} cannot be loaded: its data is {length:,} long, more than the {MAX_JSON_BYTES:,} allowed"
             )
+        from ..engine._checkpoint import Checkpoint
+
         cp = Checkpoint.from_json(data, source=f"{where} cannot be loaded")
         return check_matches_row(cp, (checkpoint_id, agent, run), where)
 
