@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, KeysView
 from typing import Any
 
 
@@ -257,9 +257,11 @@ class Joins:
         ``target``? Fan-out joins ask it about the branches of their fan-out; dependency gates
         ask it about the running and queued states (see the module docstring)."""
         origins = self.origins(target)
-        if len(at) <= len(origins):
-            return any(s in origins for s in at)
-        return any(o in at for o in origins)
+        if isinstance(at, dict):  # a Counter of live branches: its keys are a set view
+            at = at.keys()
+        if isinstance(at, (set, frozenset, KeysView)):
+            return not at.isdisjoint(origins)  # a C loop over the smaller side, once per completion
+        return not origins.isdisjoint(at)
 
     def _may_reach(self, group: Group, target: str) -> bool:
         active = group.active
