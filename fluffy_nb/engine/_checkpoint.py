@@ -263,7 +263,10 @@ def check_json_value(key: str, value: Any, path: str = "") -> Any:
 
 def encode_shared(shared: dict[str, Any]) -> dict[str, Any]:
     """Check and copy the plain shared state for a checkpoint."""
-    return {k: check_json_value(k, v) for k, v in shared.items()}
+    # strings, whole numbers, booleans and None are JSON as they are: no call per such key
+    # (a durable step checkpoints the whole context, so this loop runs once per state)
+    return {k: v if (t := type(v)) is str or t is int or t is bool or v is None else check_json_value(k, v)
+            for k, v in shared.items()}
 
 
 def encode_typed_data(typed: dict[str, Any]) -> dict[str, dict[str, Any]]:
