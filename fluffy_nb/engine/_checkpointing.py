@@ -5,7 +5,10 @@ Owns everything between a running run and a checkpoint store: the snapshot of a 
 checkpoint back into a new run (``load``/``relaunch``). The user-facing travel through
 history (``history``, ``restore``, ``fork``, ``diff``, ``resume_latest``) is ``_travel.py``.
 
-Cost: a durable run snapshots after every finished state, on the event loop. The snapshot is
+Cost: a durable run checkpoints after every finished state, on the event loop. A ``"state"``
+checkpoint is a delta against the run's previous one (``_delta``: changed statuses, counters
+and context keys), with a full one every ``FULL_EVERY`` deltas and for every other trigger, so
+a step writes about what it changed, not the whole run. The checkpoint is
 built without re-validation (``model_construct``: every field comes from the engine itself,
 already JSON-checked), and the store decides how to write it (``SQLiteStore`` hands it to a
 writer thread). Final checkpoints (pause, completion, failure, cancel, fork) are flushed, so
@@ -20,6 +23,7 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from ._delta import DeltaTracker, TrackedDict
 from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
@@ -65,6 +69,8 @@ class Checkpointer:
         self.run = run
         self.sequence = 0
         self.last_id: str | None = None
+        self.tracker = DeltaTracker(run)
+        self._made: bool | None = None  # whether the checkpoint just made is a delta
 
     # -- making and saving ---------------------------------------------------------------
     def make(self, trigger: str, error: BaseException | None = None,
@@ -85,6 +91,11 @@ class Checkpointer:
             frontier += [ex.state for ex in run.deps.parked]
             joins = sched.joins.snapshot()["joins"]
         self.sequence += 1
+        if run.agent.store is not None and not (restored is not None and not run.active) \
+                and not self.tracker.wants_full(trigger):
+            self._made = True
+            return self._delta(trigger, frontier, joins, error, metadata)
+        self._made = False
         status: dict[str, StateStatus] = {}
         attempts: dict[str, int] = {}
         for name, meta in run.metadata.items():  # one pass: this loop is most of the cost
@@ -117,6 +128,43 @@ class Checkpointer:
             steps=run.steps,
             error=None if error is None else f"{type(error).__name__}: {error}",
             metadata=dict(metadata or {}),
+            delta=False,
+            removed_keys=[],
+            completed_total=None,
+        )
+
+    def _delta(self, trigger: str, frontier: list[str], joins: dict[str, int], error: BaseException | None,
+               metadata: dict[str, Any] | None) -> Checkpoint:
+        """What changed since the previous checkpoint of the run (its parent), as a delta checkpoint."""
+        from ._checkpoint import FORMAT_VERSION, encode_shared, encode_typed_data
+
+        run = self.run
+        changes = self.tracker.changes()
+        return _construct(
+            format_version=FORMAT_VERSION,
+            checkpoint_id=uuid.uuid4().hex,
+            parent_id=self.last_id,
+            agent_name=run.name,
+            run_id=run.run_id,
+            timestamp=run.clock.time(),
+            sequence=self.sequence,
+            trigger=trigger,
+            agent_status=run.status,
+            state_status=changes["state_status"],
+            completed_states=changes["completed_states"],
+            completion_counts=changes["completion_counts"],
+            state_attempts=changes["state_attempts"],
+            pending=frontier,
+            scheduler={"joins": joins, "steps": run.steps},
+            shared_state=encode_shared(changes["shared"]),
+            typed_data=encode_typed_data(changes["typed"]),
+            human_answers=changes["human_answers"],
+            steps=run.steps,
+            error=None if error is None else f"{type(error).__name__}: {error}",
+            metadata=dict(metadata or {}),
+            delta=True,
+            removed_keys=changes["removed_keys"],
+            completed_total=len(run.completed_states),
         )
 
     def save(self, trigger: str, error: BaseException | None = None,
@@ -138,15 +186,20 @@ class Checkpointer:
                     if flush is not None:
                         flush()
         except Exception as exc:
+            self.tracker.reset()  # the chain may have a hole: the next checkpoint is full
             if not isinstance(exc, CheckpointError):
                 exc = CheckpointError(f"the store {run.agent.store!r} failed to save a checkpoint: "
                                       f"{type(exc).__name__}: {exc}")
             self._not_saved(trigger, error, exc)
             return None
         self.last_id = cp.checkpoint_id
+        made = self._made
+        if made is not None and store is not None:
+            self.tracker.written(made)  # the next delta is against this checkpoint
+        self._made = None
         if run.events.active:
             run.events.publish(CheckpointSaved(run.name, run.run_id, run.clock.monotonic(), cp.checkpoint_id,
-                                               trigger, len(cp.completed_states), time.perf_counter() - t0))
+                                               trigger, cp.completed_count, time.perf_counter() - t0))
         return cp
 
     def _not_saved(self, trigger: str, error: BaseException | None, exc: Exception) -> None:
@@ -179,7 +232,7 @@ class Checkpointer:
         """Put ``cp``'s data, statuses and answers into this (not yet started) run."""
         run = self.run
         run.typed = {k: decode_typed(k, v) for k, v in cp.typed_data.items()}
-        run.shared = dict(cp.shared_state)
+        run.shared = TrackedDict(cp.shared_state)
         run.completed_states = list(cp.completed_states)
         run.completed_set = set(cp.completed_states)
         run.ended = set(cp.completed_states)
@@ -188,6 +241,7 @@ class Checkpointer:
         run.steps = cp.steps
         self.sequence = cp.sequence
         self.last_id = cp.checkpoint_id
+        self.tracker.reset()
         for name, meta in run.metadata.items():
             status = cp.state_status.get(name)
             if status is not None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._checkpointing import Checkpointer
 from ._context import Context
 from ._control import RunControl
+from ._delta import TrackedDict
 from ._deps import DependencyGates
 from ._errors import RunTimeoutError
 from ._events import RunFinished, RunStarted, StateCancelled
@@ -56,9 +57,11 @@ class Run:
         self.run_id = run_id or uuid.uuid4().hex
         self.parent_run_id: str | None = None
         self.status = AgentStatus.IDLE
-        self.shared: dict[str, Any] = dict(initial or {})
+        self.shared: dict[str, Any] = TrackedDict(initial or {})
         self.typed: dict[str, Any] = {}
-        self.metadata: dict[str, StateMetadata] = {n: StateMetadata(n) for n in agent.states}
+        self.changed_states: set[str] = set()  # states whose status changed since the last checkpoint
+        changed = self.changed_states
+        self.metadata: dict[str, StateMetadata] = {n: StateMetadata(n, changed=changed) for n in agent.states}
         self.completed_states: list[str] = []
         self.completed_set: set[str] = set()
         self.completion_counts: Counter[str] = Counter()
@@ -86,7 +89,7 @@ class Run:
         """The metadata of ``state`` in this run (states added while it runs get theirs here)."""
         meta = self.metadata.get(state)
         if meta is None:
-            meta = self.metadata[state] = StateMetadata(state)
+            meta = self.metadata[state] = StateMetadata(state, changed=self.changed_states)
         return meta
 
     # -- executing ---------------------------------------------------------------------------

@@ -37,10 +37,11 @@ def resolve(agent: Agent, checkpoint: Any, what: str) -> Checkpoint:
     """A Checkpoint from an object, its ``to_dict()``, a checkpoint id or a history row."""
     from ._checkpoint import Checkpoint  # pydantic loads with the first checkpoint, not the engine
 
-    if isinstance(checkpoint, Checkpoint):
-        return checkpoint
-    if isinstance(checkpoint, dict):
-        return Checkpoint.from_dict(checkpoint)
+    if isinstance(checkpoint, (Checkpoint, dict)):
+        cp = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.from_dict(checkpoint)
+        if cp.delta:  # a delta as stored: its parents are in the agent's store
+            cp = require_store(agent, what).get(cp.checkpoint_id)
+        return cp
     cid = getattr(checkpoint, "checkpoint_id", checkpoint)  # a history row
     if isinstance(cid, str):
         return require_store(agent, what).get(cid)  # type: ignore[no-any-return]

@@ -18,6 +18,7 @@ import itertools
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ..engine._delta import fold
 from ..engine._errors import CheckpointError
 from ._base import CheckpointInfo, RunInfo, check_matches_row, latest_good
 
@@ -70,11 +71,17 @@ class MemoryStore:
             self._meta[checkpoint.checkpoint_id] = CheckpointInfo.from_checkpoint(checkpoint, -1)
 
     def get(self, checkpoint_id: str) -> Checkpoint:
-        """The checkpoint with ``checkpoint_id`` (a fresh copy).
+        """The checkpoint with ``checkpoint_id`` (a fresh copy; a delta folded onto its parents).
 
         Raises:
-            CheckpointError: no such checkpoint, or its data cannot be loaded.
+            CheckpointError: no such checkpoint, or its data cannot be loaded (or, for a delta,
+                its parents').
         """
+        cp = self._stored(checkpoint_id)
+        return fold(cp, self._stored, f"checkpoint {str(checkpoint_id)[:200]!r} in MemoryStore")
+
+    def _stored(self, checkpoint_id: str) -> Checkpoint:
+        """The checkpoint with ``checkpoint_id`` as stored (a delta stays a delta)."""
         with self._lock:
             entry = self._entries.get(checkpoint_id) if isinstance(checkpoint_id, str) else None
             if entry is None:
