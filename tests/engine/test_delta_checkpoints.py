@@ -202,3 +202,26 @@ async def test_a_delta_passed_as_data_is_folded_from_the_agents_store(tmp_path: 
     with pytest.raises(CheckpointError, match="no checkpoint store"):
         busy_agent(None).restore(as_stored)
 
+
+
+async def test_a_damaged_parent_makes_its_deltas_fail_to_load_and_the_next_full_one_still_loads(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "runs.db")
+    await busy_agent(store).run(start="start")
+    rows = store.list("busy")
+    store.close()
+    broken = rows[20]  # a delta, parent of the deltas after it up to the next full checkpoint
+    with sqlite3.connect(tmp_path / "runs.db") as con:
+        con.execute("UPDATE checkpoints SET data = '{\"not\": ' WHERE checkpoint_id = ?", (broken.checkpoint_id,))
+    reopened = SQLiteStore(tmp_path / "runs.db")
+    with pytest.raises(CheckpointError, match=f"parent {broken.checkpoint_id[:80]!r} does not load"):
+        reopened.get(rows[21].checkpoint_id)
+    assert reopened.get(rows[19].checkpoint_id).completed_count == rows[19].completed_count
+    full_after = next(r for r in rows[21:] if json.loads(_data(tmp_path, r.checkpoint_id))["delta"] is False)
+    assert reopened.get(full_after.checkpoint_id).completed_count == full_after.completed_count
+    reopened.close()
+
+
+def _data(tmp_path: Path, checkpoint_id: str) -> str:
+    with sqlite3.connect(tmp_path / "runs.db") as con:
+        (data,) = con.execute("SELECT data FROM checkpoints WHERE checkpoint_id = ?", (checkpoint_id,)).fetchone()
+    return str(data)
