@@ -111,6 +111,11 @@ class TrackedDict(dict):  # type: ignore[type-arg]
         """A plain dict copy."""
         return dict(self)
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # copy, deepcopy and pickle rebuild it through __init__ (the default path sets items
+        # on an object whose tracking sets do not exist yet)
+        return (TrackedDict, (dict(self),))
+
     def mark_written(self) -> None:
         """The last checkpoint holds every key as it is now."""
         self.changed.clear()

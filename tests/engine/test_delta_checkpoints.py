@@ -225,3 +225,22 @@ def _data(tmp_path: Path, checkpoint_id: str) -> str:
     with sqlite3.connect(tmp_path / "runs.db") as con:
         (data,) = con.execute("SELECT data FROM checkpoints WHERE checkpoint_id = ?", (checkpoint_id,)).fetchone()
     return str(data)
+
+
+async def test_the_final_context_copies_deep_copies_and_pickles_like_a_dict() -> None:
+    import copy
+    import pickle
+
+    agent = Agent("copied")
+
+    async def only(ctx: Any) -> None:
+        ctx.set_state("items", [1])
+
+    agent.add_state("only", only)
+    shared = (await agent.run()).shared_state
+    deep = copy.deepcopy(shared)
+    deep["items"].append(2)
+    assert shared == {"items": [1]}
+    assert deep == {"items": [1, 2]}
+    assert pickle.loads(pickle.dumps(shared)) == {"items": [1]}
+    assert copy.copy(shared) == shared == json.loads(json.dumps(shared))
