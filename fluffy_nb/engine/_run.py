@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ._hitl import HumanRequest
 
 _TRIGGERS = {"completed": "completion", "failed": "failure", "cancelled": "cancel"}
+_COMPLETED = StateStatus.COMPLETED  # read once: a per-transition enum lookup costs
 
 
 class Run:
@@ -184,7 +185,7 @@ class Run:
 
     def record_completion(self, name: str, meta: StateMetadata, duration: float) -> None:
         """``name`` completed in ``duration`` seconds: statuses, counts and timings."""
-        meta.status = StateStatus.COMPLETED
+        meta.status = _COMPLETED
         meta.runs += 1
         meta.last_duration = duration
         meta.finished_at = self.clock.time()

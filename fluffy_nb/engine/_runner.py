@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from ._state import StateMetadata
 
 _ids = itertools.count(1)
+# read once: an enum member looked up on its class is a Python-level lookup in 3.11
+_READY, _RUNNING = StateStatus.READY, StateStatus.RUNNING
 
 
 class Execution:
@@ -145,7 +147,7 @@ class Scheduler:
 
     def enqueue(self, ex: Execution) -> None:
         """Launch ``ex`` now, or queue it (paused, or at ``max_concurrent``)."""
-        self.run.meta(ex.state).status = StateStatus.READY
+        self.run.meta(ex.state).status = _READY
         limit = self.agent.max_concurrent
         if self.paused or (limit is not None and len(self.running) >= limit):
             heapq.heappush(self.queue, (-self.agent.states[ex.state].priority, ex))
@@ -313,7 +315,7 @@ class Scheduler:
         while True:
             ex.attempt += 1
             meta.attempts += 1
-            meta.status = StateStatus.RUNNING
+            meta.status = _RUNNING
             t0 = clock.monotonic()
             meta.started_at = clock.time()
             if bus.active:
