@@ -7,7 +7,7 @@ history (``history``, ``restore``, ``fork``, ``diff``, ``resume_latest``) is ``_
 
 Cost: a durable run checkpoints after every finished state, on the event loop. A ``"state"``
 checkpoint is a delta against the run's previous one (``_delta``: changed statuses, counters
-and context keys), with a full one every ``FULL_EVERY`` deltas and for every other trigger, so
+and context keys), with a full one once the deltas add up to its size and for every other trigger, so
 a step writes about what it changed, not the whole run. The checkpoint is
 built without re-validation (``model_construct``: every field comes from the engine itself,
 already JSON-checked), and the store decides how to write it (``SQLiteStore`` hands it to a
@@ -70,7 +70,7 @@ class Checkpointer:
         self.sequence = 0
         self.last_id: str | None = None
         self.tracker = DeltaTracker(run)
-        self._made: bool | None = None  # whether the checkpoint just made is a delta
+        self._made = False  # make() chose for the store: the next delta may follow it
 
     # -- making and saving ---------------------------------------------------------------
     def make(self, trigger: str, error: BaseException | None = None,
@@ -95,7 +95,7 @@ class Checkpointer:
                 and not self.tracker.wants_full(trigger):
             self._made = True
             return self._delta(trigger, frontier, joins, error, metadata)
-        self._made = False
+        self._made = run.agent.store is not None
         status: dict[str, StateStatus] = {}
         attempts: dict[str, int] = {}
         for name, meta in run.metadata.items():  # one pass: this loop is most of the cost
@@ -193,10 +193,9 @@ class Checkpointer:
             self._not_saved(trigger, error, exc)
             return None
         self.last_id = cp.checkpoint_id
-        made = self._made
-        if made is not None and store is not None:
-            self.tracker.written(made)  # the next delta is against this checkpoint
-        self._made = None
+        if self._made and store is not None:
+            self.tracker.written(cp)  # the next delta is against this checkpoint
+        self._made = False
         if run.events.active:
             run.events.publish(CheckpointSaved(run.name, run.run_id, run.clock.monotonic(), cp.checkpoint_id,
                                                trigger, cp.completed_count, time.perf_counter() - t0))

@@ -13,9 +13,11 @@ run's previous checkpoint, which is its ``parent_id``:
 * ``typed_data``: all of it (typed objects may change in place; runs hold few);
 * everything else (frontier, join counts, steps, status, error) in full: it is small.
 
-Every :data:`FULL_EVERY` deltas, and for every other trigger (pause, completion, failure,
-cancel, fork, interval, manual), the checkpoint is full, so a chain of deltas is short and a
-run's last checkpoint is full.
+A checkpoint is full once the deltas since the last full one add up to about its size (entries
+counted), or after :data:`FULL_EVERY` deltas in a row, and for every other trigger (pause,
+completion, failure, cancel, fork, interval, manual): writing the full ones then costs about as
+much as the deltas between them, whatever the size of the run, chains stay bounded, and a run's
+last checkpoint is full.
 
 Stores hand out full checkpoints only: ``get`` folds a delta onto its parents (:func:`fold`),
 so history, restore, fork, diff and resume see what they saw before. Folding is bounded like
@@ -36,8 +38,8 @@ if TYPE_CHECKING:
     from ._checkpoint import Checkpoint, HumanAnswerRecord
     from ._run import Run
 
-#: a full checkpoint after this many deltas in a row
-FULL_EVERY = 50
+#: a full checkpoint after at most this many deltas in a row
+FULL_EVERY = 500
 #: the longest chain of deltas a load folds (a real store holds at most FULL_EVERY)
 MAX_CHAIN = 1_000
 
@@ -134,17 +136,18 @@ class DeltaTracker:
         run: The run being checkpointed.
     """
 
-    __slots__ = ("answers", "completed", "deltas", "run")
+    __slots__ = ("answers", "completed", "deltas", "full_size", "run", "since_full")
 
     def __init__(self, run: Run) -> None:
         self.run = run
         self.deltas = -1  # no full checkpoint yet: the next one must be full
+        self.full_size = self.since_full = 0  # entries in the last full one / in the deltas since
         self.completed = 0
         self.answers: list[HumanAnswerRecord] = []
 
     def wants_full(self, trigger: str) -> bool:
         """Whether the next checkpoint (of ``trigger``) is written in full."""
-        if trigger != "state" or self.deltas < 0 or self.deltas >= FULL_EVERY:
+        if trigger != "state" or self.deltas < 0 or self.deltas >= FULL_EVERY or self.since_full >= self.full_size:
             return True
         run = self.run
         if not isinstance(run.shared, TrackedDict) or len(run.completed_states) < self.completed:
@@ -158,15 +161,21 @@ class DeltaTracker:
         """Forget the previous checkpoint (a load or a failed save): the next one is full."""
         self.deltas = -1
 
-    def written(self, delta: bool) -> None:
-        """A checkpoint was stored: the next delta is against it."""
+    def written(self, cp: Checkpoint) -> None:
+        """``cp`` was stored: the next delta is against it."""
         run = self.run
         run.changed_states.clear()
         if isinstance(run.shared, TrackedDict):
             run.shared.mark_written()
         self.completed = len(run.completed_states)
         self.answers = list(run.human_answers)
-        self.deltas = self.deltas + 1 if delta else 0
+        size = (len(cp.state_status) + len(cp.state_attempts) + len(cp.completion_counts) + len(cp.completed_states)
+                + len(cp.shared_state) + len(cp.typed_data) + len(cp.human_answers) + len(cp.pending) + 1)
+        if cp.delta:
+            self.deltas += 1
+            self.since_full += size
+        else:
+            self.deltas, self.full_size, self.since_full = 0, size, 0
 
     def changes(self) -> dict[str, Any]:
         """The fields of a delta against the previous checkpoint (plain values, not yet encoded)."""
