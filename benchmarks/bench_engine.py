@@ -4,6 +4,8 @@ Workloads (state bodies do nothing, so the figures are pure orchestration cost):
   chain      1,000 states, each naming the next          -> microseconds per transition
   fanout     1 -> 1,000 parallel states -> 1 join         -> microseconds per state
   fanout10k  1 -> 10,000 parallel states (no join)        -> total ms and peak memory
+  import     ``python -X importtime -c "import fluffy_nb.engine"`` in a fresh interpreter,
+             cumulative ms, beside ``import asyncio`` (bytecode cached first, as installed)
 
 Baselines, hand-written asyncio doing the same work, run in the same process:
   plain    each state's coroutine awaited in place, a list ``gather``ed: the limit, the
@@ -19,7 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
@@ -171,6 +177,20 @@ def peak_memory_mb(run: Callable[[], None]) -> float:
     return peak / 1e6
 
 
+def import_ms(module: str, repeat: int, cache: str) -> list[float]:
+    """Cumulative ``-X importtime`` of ``module`` (ms) in fresh interpreters, bytecode cached in ``cache``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = cache
+    cmd = [sys.executable, "-X", "importtime", "-c", f"import {module}"]
+    subprocess.run(cmd, env=env, capture_output=True, check=True)  # compile once, as an install does
+    out = []
+    for _ in range(repeat):
+        err = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stderr
+        last = [line for line in err.splitlines() if line.rstrip().endswith(f"| {module}")][-1]
+        out.append(int(last.split("|")[1]) / 1e3)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=9, help="runs per figure (median is reported)")
@@ -201,6 +221,11 @@ def main() -> None:
     mem_plain = peak_memory_mb(lambda: asyncio.run(plain_fanout(FAN_BIG, join=False)))
     mem_task = peak_memory_mb(lambda: asyncio.run(raw_fanout(FAN_BIG, join=False)))
     rows.append(("fan-out 10,000 peak mem", "MB (tracemalloc)", mem, mem_plain, mem_task, "run only"))
+
+    with tempfile.TemporaryDirectory() as cache:
+        imp = med(import_ms("fluffy_nb.engine", r, cache))
+        imp_asyncio = med(import_ms("asyncio", r, cache))
+    rows.append(("import fluffy_nb.engine", "ms (importtime)", imp, imp_asyncio, imp_asyncio, "vs import asyncio"))
 
     print(f"fluffy_nb engine vs raw asyncio in this process, medians of {r} runs ({big_r} for 10k)\n")
     header = (f"{'workload':<26}{'unit':<18}{'fluffy_nb':>11}{'plain loop':>12}{'x plain':>9}"

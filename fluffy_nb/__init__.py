@@ -6,9 +6,9 @@ adds the ``%%fluffy`` magic and live views in a notebook.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .engine import *  # noqa: F403 - the engine's public API is ours
+from . import engine as _engine
 from .engine import __all__ as _engine_all
 from .engine import _hooks
 from .engine.coordination import *  # noqa: F403
@@ -19,6 +19,11 @@ from .engine.reliability import *  # noqa: F403
 from .engine.reliability import __all__ as _reliability_all
 from .store import *  # noqa: F403
 from .store import __all__ as _store_all
+
+if TYPE_CHECKING:
+    from .engine import *  # noqa: F403 - the engine's public API is ours
+else:  # a star import would read the lazy names too, importing pydantic with the package
+    globals().update({n: getattr(_engine, n) for n in _engine_all if n not in _engine.LAZY_EXPORTS})
 
 __version__ = "0.1.0"
 
@@ -49,7 +54,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``fluffy_nb.DaskExecutor`` without importing dask until it is used."""
+    """``fluffy_nb.DaskExecutor`` without importing dask, ``Checkpoint`` without pydantic, until used."""
+    if name in _engine.LAZY_EXPORTS:
+        return getattr(_engine, name)
     if name == "DaskExecutor":
         from .distributed import DaskExecutor
 

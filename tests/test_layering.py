@@ -65,3 +65,36 @@ def test_only_the_integration_modules_import_observability_backends(layer: str) 
             offenders += [f"{path.relative_to(PACKAGE)}:{node.lineno} imports {n}" for n in names
                           if n.split(".")[0] in ("opentelemetry", "prometheus_client")]
     assert offenders == []
+
+
+HEAVY = ("pydantic", "pydantic_core", "networkx", "pandas")
+
+
+def test_importing_the_engine_loads_neither_pydantic_nor_networkx_nor_pandas() -> None:
+    """pydantic comes with the first checkpoint, networkx with the first deadlock check."""
+    code = (
+        "import sys, json; import fluffy_nb.engine; "
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
+    )
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert json.loads(out.stdout) == []
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "fluffy_nb.engine._agent" in imported  # the report is real: it lists the engine's modules
+    assert sorted(m for m in imported if m.split(".")[0] in HEAVY) == []
+
+
+def test_the_checkpoint_model_loads_on_first_use() -> None:
+    """``fluffy_nb.Checkpoint`` still resolves, and a first checkpoint brings pydantic in."""
+    code = (
+        "import sys, json, fluffy_nb\n"
+        "from fluffy_nb import Agent, StateResult\n"
+        "async def only(ctx):\n    ctx.set_variable('n', 1)\n"
+        "a = Agent('lazy'); a.add_state('only', only)\n"
+        "before = 'pydantic' in sys.modules\n"
+        "cp = a.create_checkpoint()\n"
+        "print(json.dumps([before, 'pydantic' in sys.modules, type(cp) is fluffy_nb.Checkpoint,"
+        " fluffy_nb.engine.FORMAT_VERSION == cp.format_version]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [False, True, True, True]

@@ -3,10 +3,16 @@
 Layering: this package imports only the standard library, pydantic, psutil and networkx.
 It never imports IPython, ipywidgets, plotly or pandas (a test enforces it); the notebook
 layer observes the engine through its events and display hooks (``_hooks``).
+
+Import cost: ``import fluffy_nb.engine`` loads neither pydantic nor networkx. The checkpoint
+model (pydantic) is imported when the first checkpoint is made or loaded, or when one of
+:data:`LAZY_EXPORTS` is first read from this package; networkx when deadlock detection
+first runs (a test guards both).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._agent import Agent, StateResult
-from ._checkpoint import FORMAT_VERSION, Checkpoint, HumanAnswerRecord
 from ._clock import Clock, ManualClock, SystemClock
 from ._context import Context
 from ._errors import (
@@ -48,6 +54,24 @@ from ._result import RunResult
 from ._state import StateBuilder, StateMetadata, state
 from ._status import AgentStatus, Priority, StateStatus
 from ._typed import TypedContextData, register_type
+
+if TYPE_CHECKING:
+    from ._checkpoint import FORMAT_VERSION, Checkpoint, HumanAnswerRecord
+
+#: public names defined with the pydantic checkpoint model, imported on first use
+LAZY_EXPORTS = ("Checkpoint", "FORMAT_VERSION", "HumanAnswerRecord")
+
+
+def __getattr__(name: str) -> Any:
+    """``Checkpoint``, ``HumanAnswerRecord`` and ``FORMAT_VERSION``, importing pydantic on first use."""
+    if name in LAZY_EXPORTS:
+        from . import _checkpoint
+
+        value = getattr(_checkpoint, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fluffy_nb.engine' has no attribute {name!r}")
+
 
 __all__ = [
     "Agent",

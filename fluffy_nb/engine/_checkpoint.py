@@ -31,7 +31,9 @@ from ._errors import CheckpointError, SerializationError
 from ._status import AgentStatus, StateStatus
 from ._typed import decode_typed, encode_typed
 
-FORMAT_VERSION = 1
+#: 2: delta checkpoints (``delta``, ``removed_keys``, ``completed_total``);
+#: a version 1 file is a full checkpoint and loads as one
+FORMAT_VERSION = 2
 
 Trigger = Literal["manual", "pause", "interval", "state", "failure", "completion", "cancel", "fork"]
 
@@ -44,7 +46,7 @@ _MAX_ERROR = 1_000_000
 #: scheduler entries a restore turns into work, one object per unit (other entries are inert data)
 _SCHEDULER_WORK_KEYS = ("joins",)
 _BOUNDED_COLLECTIONS = ("state_status", "completed_states", "completion_counts", "state_attempts", "pending",
-                        "typed_data", "human_answers", "scheduler", "maps")
+                        "typed_data", "human_answers", "scheduler", "maps", "removed_keys")
 
 
 class HumanAnswerRecord(BaseModel):
@@ -137,6 +139,12 @@ class Checkpoint(BaseModel):
     #: a child run: the parent's state it runs as (``_subflow``)
     parent_state: Name | None = None
     maps: Annotated[list[MapRecord], Field(max_length=MAX_STATES)] = Field(default_factory=list)
+    #: True: the collections above hold only what changed since ``parent_id`` (see ``_delta``);
+    #: stores fold deltas, so a checkpoint a store hands out is always full
+    delta: bool = False
+    removed_keys: Annotated[list[Name], Field(max_length=MAX_STATES)] = Field(default_factory=list)
+    #: a delta's count of all completed states (its ``completed_states`` are the new ones)
+    completed_total: Count | None = None
 
     @field_validator("scheduler")
     @classmethod
@@ -252,6 +260,13 @@ class Checkpoint(BaseModel):
     def status(self) -> AgentStatus:
         """Alias of ``agent_status``."""
         return self.agent_status
+
+    @property
+    def completed_count(self) -> int:
+        """How many states had completed when it was made (a delta's own list holds only the new ones)."""
+        if self.delta and self.completed_total is not None:
+            return self.completed_total
+        return len(self.completed_states)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from ._hooks import mimebundle

@@ -5,7 +5,10 @@ Owns everything between a running run and a checkpoint store: the snapshot of a 
 checkpoint back into a new run (``load``/``relaunch``). The user-facing travel through
 history (``history``, ``restore``, ``fork``, ``diff``, ``resume_latest``) is ``_travel.py``.
 
-Cost: a durable run snapshots after every finished state, on the event loop. The snapshot is
+Cost: a durable run checkpoints after every finished state, on the event loop. A ``"state"``
+checkpoint is a delta against the run's previous one (``_delta``: changed statuses, counters
+and context keys), with a full one once the deltas add up to its size and for every other trigger, so
+a step writes about what it changed, not the whole run. The checkpoint is
 built without re-validation (``model_construct``: every field comes from the engine itself,
 already JSON-checked), and the store decides how to write it (``SQLiteStore`` hands it to a
 writer thread). Final checkpoints (pause, completion, failure, cancel, fork) are flushed, so
@@ -20,8 +23,8 @@ import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import FORMAT_VERSION, Checkpoint
 from ._codec import decode_context, encode_run_data
+from ._delta import DeltaTracker, TrackedDict
 from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
@@ -30,6 +33,7 @@ from ._status import AgentStatus, StateStatus
 from ._typed import decode_typed
 
 if TYPE_CHECKING:
+    from ._checkpoint import Checkpoint
     from ._run import Run
 
 _PENDING = StateStatus.PENDING
@@ -38,7 +42,6 @@ _MAX_JOIN_BRANCHES = 10_000  # branches a restored checkpoint may say wait at on
 
 
 log = logging.getLogger("fluffy_nb")
-_FIELDS = frozenset(Checkpoint.model_fields)
 
 
 def _construct(**values: Any) -> Checkpoint:
@@ -47,9 +50,11 @@ def _construct(**values: Any) -> Checkpoint:
     Equivalent to ``model_construct`` when every field is given (asserted by the tests, which
     compare both), and about 15x cheaper: it runs after every state of a durable run.
     """
+    from ._checkpoint import Checkpoint  # pydantic loads with the first checkpoint, not the engine
+
     cp = Checkpoint.__new__(Checkpoint)
-    object.__setattr__(cp, "__dict__", values)
-    object.__setattr__(cp, "__pydantic_fields_set__", set(_FIELDS))
+    object.__setattr__(cp, "__dict__", {k: values[k] for k in Checkpoint.model_fields})  # the model's order
+    object.__setattr__(cp, "__pydantic_fields_set__", set(Checkpoint.model_fields))
     object.__setattr__(cp, "__pydantic_extra__", None)
     object.__setattr__(cp, "__pydantic_private__", None)
     return cp
@@ -66,6 +71,8 @@ class Checkpointer:
         self.run = run
         self.sequence = 0
         self.last_id: str | None = None
+        self.tracker = DeltaTracker(run)
+        self._made = False  # make() chose for the store: the next delta may follow it
 
     # -- making and saving ---------------------------------------------------------------
     def make(self, trigger: str, error: BaseException | None = None,
@@ -88,6 +95,12 @@ class Checkpointer:
             joins = sched.joins.snapshot()["joins"]
             maps = []
         self.sequence += 1
+        common = self._common(trigger, frontier, joins, maps, error)
+        if run.store is not None and not (restored is not None and not run.active) \
+                and not self.tracker.wants_full(trigger):
+            self._made = True
+            return self._delta(common, trigger, metadata)
+        self._made = run.store is not None
         status: dict[str, StateStatus] = {}
         attempts: dict[str, int] = {}
         for name, meta in run.metadata.items():  # one pass: this loop is most of the cost
@@ -100,30 +113,63 @@ class Checkpointer:
         shared, typed, metadata = encode_run_data(run.name, run.shared, run.typed, trigger, metadata)
         # no validation: every value below is built here from engine data, already checked
         return _construct(
-            format_version=FORMAT_VERSION,
-            checkpoint_id=uuid.uuid4().hex,
-            parent_id=self.last_id,
-            agent_name=run.name,
-            run_id=run.run_id,
-            timestamp=run.clock.time(),
-            sequence=self.sequence,
-            trigger=trigger,
-            agent_status=run.status,
+            **common,
             state_status=status,
             completed_states=list(run.completed_states),
             completion_counts=dict(run.completion_counts),
             state_attempts=attempts,
-            pending=frontier,
-            scheduler={"joins": joins, "steps": run.steps},
             shared_state=shared,
             typed_data=typed,
             human_answers=list(run.human_answers),
-            steps=run.steps,
-            error=None if error is None else f"{type(error).__name__}: {error}",
             metadata=dict(metadata or {}),
-            parent_run_id=run.parent_run_id,
-            parent_state=run.parent_state,
-            maps=maps,
+            delta=False,
+            removed_keys=[],
+            completed_total=None,
+        )
+
+    def _common(self, trigger: str, frontier: list[str], joins: dict[str, int], maps: list[Any],
+                error: BaseException | None) -> dict[str, Any]:
+        """The fields a full checkpoint and a delta both write in full (small, whatever the run's size)."""
+        from ._checkpoint import FORMAT_VERSION
+
+        run = self.run
+        return {
+            "format_version": FORMAT_VERSION,
+            "checkpoint_id": uuid.uuid4().hex,
+            "parent_id": self.last_id,
+            "agent_name": run.name,
+            "run_id": run.run_id,
+            "timestamp": run.clock.time(),
+            "sequence": self.sequence,
+            "trigger": trigger,
+            "agent_status": run.status,
+            "pending": frontier,
+            "scheduler": {"joins": joins, "steps": run.steps},
+            "steps": run.steps,
+            "error": None if error is None else f"{type(error).__name__}: {error}",
+            "parent_run_id": run.parent_run_id,
+            "parent_state": run.parent_state,
+            "maps": maps,  # a map's record is written whole: a durable map's steps grow with it (README)
+        }
+
+    def _delta(self, common: dict[str, Any], trigger: str, metadata: dict[str, Any] | None) -> Checkpoint:
+        """What changed since the previous checkpoint of the run (its parent), as a delta checkpoint."""
+        run = self.run
+        changes = self.tracker.changes()
+        shared, typed, metadata = encode_run_data(run.name, changes["shared"], changes["typed"], trigger, metadata)
+        return _construct(
+            **common,
+            state_status=changes["state_status"],
+            completed_states=changes["completed_states"],
+            completion_counts=changes["completion_counts"],
+            state_attempts=changes["state_attempts"],
+            shared_state=shared,
+            typed_data=typed,
+            human_answers=changes["human_answers"],
+            metadata=dict(metadata or {}),
+            delta=True,
+            removed_keys=changes["removed_keys"],
+            completed_total=len(run.completed_states),
         )
 
     def save(self, trigger: str, error: BaseException | None = None,
@@ -145,15 +191,19 @@ class Checkpointer:
                     if flush is not None:
                         flush()
         except Exception as exc:
+            self.tracker.reset()  # the chain may have a hole: the next checkpoint is full
             if not isinstance(exc, CheckpointError):
                 exc = CheckpointError(f"the store {run.agent.store!r} failed to save a checkpoint: "
                                       f"{type(exc).__name__}: {exc}")
             self._not_saved(trigger, error, exc)
             return None
         self.last_id = cp.checkpoint_id
+        if self._made and store is not None:
+            self.tracker.written(cp)  # the next delta is against this checkpoint
+        self._made = False
         if run.events.active:
             run.events.publish(CheckpointSaved(run.name, run.run_id, run.clock.monotonic(), cp.checkpoint_id,
-                                               trigger, len(cp.completed_states), time.perf_counter() - t0))
+                                               trigger, cp.completed_count, time.perf_counter() - t0))
         return cp
 
     def _not_saved(self, trigger: str, error: BaseException | None, exc: Exception) -> None:
@@ -186,7 +236,7 @@ class Checkpointer:
         """Put ``cp``'s data, statuses and answers into this (not yet started) run."""
         run = self.run
         run.typed = {k: decode_typed(k, v) for k, v in cp.typed_data.items()}
-        run.shared = decode_context(cp.shared_state)
+        run.shared = TrackedDict(decode_context(cp.shared_state))
         run.completed_states = list(cp.completed_states)
         run.completed_set = set(cp.completed_states)
         run.ended = set(cp.completed_states)
@@ -195,6 +245,7 @@ class Checkpointer:
         run.steps = cp.steps
         self.sequence = cp.sequence
         self.last_id = cp.checkpoint_id
+        self.tracker.reset()
         for name, meta in run.metadata.items():
             status = cp.state_status.get(name)
             if status is not None:

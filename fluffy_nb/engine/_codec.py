@@ -181,6 +181,9 @@ def encode_context(shared: dict[str, Any], *, lenient: bool) -> tuple[dict[str, 
     out: dict[str, Any] = {}
     unsaved: dict[str, str] = {}
     for k, v in shared.items():
+        if type(v) in _PLAIN:  # most keys: no call (a durable step encodes every changed key)
+            out[k] = v
+            continue
         try:
             out[k] = encode_value(k, v)
         except SerializationError:

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _READ_ONLY = frozenset({"agent", "run", "shared_state", "typed_data", "last_error", "payload", "payload_index"})
-_put = object.__setattr__
 _MISSING: Any = object()
 
 
@@ -46,15 +45,16 @@ class Context:
         run: Run | None = None,
         error: BaseException | None = None,
     ) -> None:
-        put = _put
-        put(self, "_shared", {} if shared is None else shared)
-        put(self, "_typed", {} if typed is None else typed)
-        put(self, "_run", run)
-        put(self, "_agent", run.agent if run is not None else agent)
-        put(self, "state_name", state_name)
-        put(self, "attempt", attempt)
-        put(self, "run_id", run.run_id if run is not None else run_id)
-        put(self, "_error", error)
+        # the slots' own setters: object.__setattr__ on a class with its own __setattr__ costs
+        # about twice as much, and a context is made for every state a run executes
+        _set_shared(self, {} if shared is None else shared)
+        _set_typed(self, {} if typed is None else typed)
+        _set_run(self, run)
+        _set_agent(self, run.agent if run is not None else agent)
+        _set_state_name(self, state_name)
+        _set_attempt(self, attempt)
+        _set_run_id(self, run.run_id if run is not None else run_id)
+        _set_error(self, error)
 
     # -- plain state -------------------------------------------------------------------
     def set_state(self, key: str, value: Any) -> None:
@@ -279,3 +279,13 @@ class Context:
             f"Context(state={self.state_name!r}, keys={sorted(self._shared)!r}, "
             f"typed={sorted(self._typed)!r})"
         )
+
+
+_set_shared = Context._shared.__set__  # type: ignore[attr-defined]
+_set_typed = Context._typed.__set__  # type: ignore[attr-defined]
+_set_run = Context._run.__set__  # type: ignore[attr-defined]
+_set_agent = Context._agent.__set__  # type: ignore[attr-defined]
+_set_state_name = Context.state_name.__set__  # type: ignore[attr-defined]
+_set_attempt = Context.attempt.__set__  # type: ignore[attr-defined]
+_set_run_id = Context.run_id.__set__  # type: ignore[attr-defined]
+_set_error = Context._error.__set__  # type: ignore[attr-defined]

@@ -205,6 +205,8 @@ class DependencyGates:
                 ex.deadline.cancel()  # every timed dependency completed: no timeout any more
                 ex.deadline = None
         self.parked = still
+        if not ready:
+            return  # no need to list the states in flight (all of them) on every completion
         sched = run.scheduler
         moving = sched.names_in_flight()
         for ex in ready:

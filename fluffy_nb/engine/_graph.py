@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, KeysView
 from typing import Any
 
 
@@ -127,7 +127,9 @@ class Group:
     def __init__(self, gid: int, parent: Token | None) -> None:
         self.id = gid
         self.parent = parent
-        self.active: Counter[str] = Counter()  # state -> live branches there (not waiting)
+        # state -> live branches there (not waiting); a plain dict: Counter's missing-key and
+        # delete methods are Python calls, and _enter/_leave run once per transition
+        self.active: dict[str, int] = {}
         self.members: set[Token] = set()
         self.joins: dict[str, list[Token]] = {}
 
@@ -176,17 +178,18 @@ class Joins:
     # -- entering and leaving states --------------------------------------------------
     def _enter(self, token: Token, state: str) -> None:
         token.state = state
-        token.group.active[state] += 1
+        active = token.group.active
+        active[state] = active.get(state, 0) + 1
         token.group.members.add(token)
 
     def _leave(self, token: Token) -> None:
         group = token.group
         active = group.active
-        n = active[token.state] - 1
+        n = active.get(token.state, 0) - 1
         if n > 0:
             active[token.state] = n
         else:
-            del active[token.state]
+            active.pop(token.state, None)
         group.members.discard(token)
 
     # -- public moves -----------------------------------------------------------------
@@ -288,9 +291,11 @@ class Joins:
         ``target``? Fan-out joins ask it about the branches of their fan-out; dependency gates
         ask it about the running and queued states (see the module docstring)."""
         origins = self.origins(target)
-        if len(at) <= len(origins):
-            return any(s in origins for s in at)
-        return any(o in at for o in origins)
+        if isinstance(at, dict):  # a Counter of live branches: its keys are a set view
+            at = at.keys()
+        if isinstance(at, (set, frozenset, KeysView)):
+            return not at.isdisjoint(origins)  # a C loop over the smaller side, once per completion
+        return not origins.isdisjoint(at)
 
     def _may_reach(self, group: Group, target: str) -> bool:
         active = group.active
@@ -352,7 +357,7 @@ class Joins:
                 pgroup = parent.group
                 self._leave(parent)
                 last.group = pgroup
-                pgroup.active[last.state] += 1
+                pgroup.active[last.state] = pgroup.active.get(last.state, 0) + 1
                 pgroup.members.add(last)
                 group = pgroup
                 continue

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import Checkpoint
 from ._hooks import mimebundle
+
+if TYPE_CHECKING:
+    from ._checkpoint import Checkpoint
 
 
 class CheckpointHistory(list):  # type: ignore[type-arg]

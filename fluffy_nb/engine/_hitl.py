@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from . import _hooks
-from ._checkpoint import HumanAnswerRecord, check_json_value
 from ._errors import FluffyError, HumanInputError, HumanTimeoutError
 from ._events import HumanAnswered, HumanRejected, HumanRequested, HumanWithdrawn
 from ._status import StateStatus
 
 if TYPE_CHECKING:
     from ._agent import Agent
+    from ._checkpoint import HumanAnswerRecord
     from ._context import Context
     from ._run import Run
 
@@ -301,6 +301,8 @@ class HumanLoop:
         self._closed(req)
 
     def _record(self, req: HumanRequest, value: Any, source: str) -> None:
+        from ._checkpoint import HumanAnswerRecord, check_json_value  # pydantic on first answer only
+
         stored, replayable = value, True
         if hasattr(value, "model_dump"):
             stored = value.model_dump(mode="json")

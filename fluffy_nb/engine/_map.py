@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _codec
-from ._checkpoint import MapRecord
 from ._context import Context
 from ._errors import ConfigurationError, InvalidStateResultError, StateNotFoundError
 from ._events import StateScheduled
@@ -35,6 +34,7 @@ from ._subflow import Subflow
 
 if TYPE_CHECKING:
     from ._agent import Agent
+    from ._checkpoint import MapRecord
     from ._graph import Group, Token
     from ._run import Run
     from ._runner import Scheduler
@@ -142,6 +142,8 @@ class PayloadMap:
             self._results_json[key] = encode_value(f"{self.state}.results[{i}]", self.results[i])
             pending.pop(key, None)
         self._fresh.clear()
+        from ._checkpoint import MapRecord  # pydantic loads with the first checkpoint, not the engine
+
         return MapRecord.model_construct(state=self.state, source=self.source, total=len(self.payloads),
                                          results=dict(self._results_json), pending=dict(pending),
                                          waiting=waiting, others=others, group=group)

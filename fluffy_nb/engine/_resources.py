@@ -12,6 +12,7 @@ highest priority first (with aging, so a low priority is not starved forever); w
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 from dataclasses import dataclass
 from enum import Flag, auto
@@ -122,7 +123,9 @@ class PoolStatistics:
 
 
 class _Waiter:
-    __slots__ = ("amounts", "future", "owner", "preemptible", "priority", "seq", "since", "weight")
+    """A state waiting for the pool; ``rank`` orders admission (lowest first, ties by arrival)."""
+
+    __slots__ = ("amounts", "future", "owner", "preemptible", "priority", "rank", "seq", "since", "weight")
 
     def __init__(self, owner: str, amounts: Amounts, priority: int, since: float, seq: int,
                  future: asyncio.Future[None], preemptible: bool) -> None:
@@ -134,6 +137,10 @@ class _Waiter:
         self.seq = seq
         self.future = future
         self.preemptible = preemptible
+        self.rank = 0.0
+
+    def __lt__(self, other: _Waiter) -> bool:
+        return (self.rank, self.seq) < (other.rank, other.seq)
 
 
 def _state_of(owner: str) -> str:
@@ -198,7 +205,11 @@ class ResourcePool:
         self.clock = clock
         self._allocations: dict[str, Amounts] = {}
         self._holders: dict[str, tuple[int, bool]] = {}  # owner -> (priority, preemptible)
+        # a heap by rank: admission needs the head only, so a release or arrival does not
+        # re-sort every waiter (10,000 states waiting at a small pool took minutes)
         self._waiters: list[_Waiter] = []
+        self._n_waiting = 0  # live waiters (cancelled ones stay in the heap until they surface)
+        self._ranked_with: float | None = None  # the aging_interval the ranks were computed with
         self._quotas: dict[str, Amounts] = {}
         self._preempting: set[str] = set()
         self._preempt: Any = None
@@ -359,8 +370,10 @@ class ResourcePool:
         loop = asyncio.get_running_loop()
         w = _Waiter(owner, self._amounts(req), prio, self._now(), next(self._seq), loop.create_future(),
                     req.preemptible)
-        self._waiters.append(w)
-        self._peak_waiting = max(self._peak_waiting, len(self._waiters))
+        w.rank = self._rank(w)
+        heapq.heappush(self._waiters, w)
+        self._n_waiting += 1
+        self._peak_waiting = max(self._peak_waiting, self._n_waiting)
         self._waited += 1
         try:
             self._schedule()
@@ -369,10 +382,11 @@ class ResourcePool:
                 # room appears (a release) or a state arrives, the only moments they matter
                 await asyncio.shield(w.future)
         except BaseException:
-            if w in self._waiters:
-                self._waiters.remove(w)
+            if not w.future.done():  # still waiting: leave the heap lazily, skipped when it surfaces
+                w.future.cancel()
+                self._n_waiting -= 1
                 self._schedule()
-            elif w.future.done() and not w.future.cancelled():
+            elif not w.future.cancelled():
                 self.release(owner)  # admitted just as we were cancelled
             raise
         waited = self._now() - w.since
@@ -384,15 +398,18 @@ class ResourcePool:
             return asyncio.get_running_loop().time()
         return self.clock.monotonic()
 
-    def _effective(self, w: _Waiter, now: float) -> float:
-        if self.aging_interval is None:
-            return float(w.priority)
-        return w.priority + (now - w.since) / self.aging_interval
+    def _rank(self, w: _Waiter) -> float:
+        """Admission order, lowest first: (aged) priority, with I/O + network weight as a head start.
 
-    def _rank(self, w: _Waiter, now: float) -> tuple[float, float, int]:
-        """Admission order: (aged) priority level, then more I/O + network weight, then arrival."""
-        level = self._effective(w, now)
-        return (-(level // 1), -w.weight, w.seq)
+        The aged priority p + (now - since) / aging is, at every ``now``, ordered like
+        p - since / aging, so a waiter's rank is fixed when it arrives and a heap keeps the order.
+        The weight adds less than half a level (w / (w + 1) / 2): among states of one priority
+        that arrive together the heavier goes first, and it never outranks a higher priority.
+        """
+        aging = self.aging_interval
+        head_start = w.weight / (w.weight + 1.0) / 2 if w.weight > 0 else 0.0
+        base = -float(w.priority) if aging is None else w.since / aging - w.priority
+        return base - head_start
 
     def _schedule(self) -> None:
         """Admit waiters in :meth:`_rank` order.
@@ -400,27 +417,34 @@ class ResourcePool:
         The first that does not fit the pool blocks the rest (so a big request is not starved by
         small ones); one held back only by its own quota does not: unrelated states go past it.
         """
-        if not self._waiters:
+        waiters = self._waiters
+        if not waiters:
             return
-        now = self._now()
-        self._waiters.sort(key=lambda w: self._rank(w, now))
+        if self.aging_interval != self._ranked_with:  # set before any waiter, or changed since
+            self._ranked_with = self.aging_interval
+            for w in waiters:
+                w.rank = self._rank(w)
+            heapq.heapify(waiters)
         quotas = bool(self._quotas) and self.enable_quotas
-        i = 0
-        while i < len(self._waiters):
-            w = self._waiters[i]
-            if w.future.done():
-                self._waiters.pop(i)
+        over_quota: list[_Waiter] = []
+        while waiters:
+            head = waiters[0]
+            if head.future.done():
+                heapq.heappop(waiters)
                 continue
-            if not self._fits(w.amounts):
+            if not self._fits(head.amounts):
                 if self.enable_preemption:
-                    self._preempt_for(w)
-                return
-            if quotas and not self._quota_ok(w.owner, w.amounts):
-                i += 1
+                    self._preempt_for(head)
+                break
+            heapq.heappop(waiters)
+            if quotas and not self._quota_ok(head.owner, head.amounts):
+                over_quota.append(head)  # set aside: the states behind it may go
                 continue
-            self._waiters.pop(i)
-            self._take(w.owner, w.amounts, w.priority, w.preemptible)
-            w.future.set_result(None)
+            self._n_waiting -= 1
+            self._take(head.owner, head.amounts, head.priority, head.preemptible)
+            head.future.set_result(None)
+        for w in over_quota:
+            heapq.heappush(waiters, w)
 
     def _preempt_for(self, head: _Waiter) -> None:
         """Cancel running preemptible states of lower priority if that makes ``head`` fit."""
@@ -484,7 +508,7 @@ class ResourcePool:
             out[t] = UsageStats(
                 total=total, current_usage=used, peak_usage=self._peak[i], available=max(0.0, total - used),
                 utilization=(used / total) if total else 0.0,
-                waiting=sum(1 for w in self._waiters if i in w.amounts),
+                waiting=sum(1 for w in self._waiters if i in w.amounts and not w.future.done()),
             )
         return out
 
@@ -510,15 +534,13 @@ class ResourcePool:
 
     def get_waiting_states(self) -> list[str]:
         """States waiting for the pool, in the order they would be admitted."""
-        now = self._now() if self._waiters else 0.0
-        ranked = sorted(self._waiters, key=lambda w: self._rank(w, now))
-        return [w.owner for w in ranked]
+        return [w.owner for w in sorted(self._waiters) if not w.future.done()]
 
     def statistics(self) -> PoolStatistics:
         """Counters since the pool was made: admissions, waits, preemptions, wait times."""
         return PoolStatistics(
             admitted=self._admitted, admitted_at_once=self._at_once, waited=self._waited,
-            waiting=len(self._waiters), running=len(self._allocations), peak_waiting=self._peak_waiting,
+            waiting=self._n_waiting, running=len(self._allocations), peak_waiting=self._peak_waiting,
             preemptions=self._preemptions, rejected=self._rejected, total_wait_time=self._wait_total,
             max_wait_time=self._wait_max,
         )
@@ -530,7 +552,7 @@ class ResourcePool:
                 parts.append(f"{t.name}={self._used[i]:g}/{self._total[i]:g}")
         flags = "".join([" preemption" if self.enable_preemption else "", " quotas" if self.enable_quotas else ""])
         return (f"<ResourcePool {' '.join(parts)} running={len(self._allocations)} "
-                f"waiting={len(self._waiters)}{flags}>")
+                f"waiting={self._n_waiting}{flags}>")
 
 
 def _gpu_count() -> int:

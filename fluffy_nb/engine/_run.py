@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._checkpointing import Checkpointer
 from ._context import Context
 from ._control import RunControl
+from ._delta import TrackedDict
 from ._deps import DependencyGates
 from ._errors import RunTimeoutError
 from ._events import RunFinished, RunStarted, StateCancelled
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from ._map import PayloadMap
 
 _TRIGGERS = {"completed": "completion", "failed": "failure", "cancelled": "cancel"}
+_COMPLETED = StateStatus.COMPLETED  # read once: a per-transition enum lookup costs
 
 
 class Run:
@@ -62,9 +64,11 @@ class Run:
         self.durable = agent.durable
         self.human = agent.human  # who its states ask (a child run: its root run's agent)
         self.status = AgentStatus.IDLE
-        self.shared: dict[str, Any] = dict(initial or {})
+        self.shared: dict[str, Any] = TrackedDict(initial or {})
         self.typed: dict[str, Any] = {}
-        self.metadata: dict[str, StateMetadata] = {n: StateMetadata(n) for n in agent.states}
+        self.changed_states: set[str] = set()  # states whose status changed since the last checkpoint
+        changed = self.changed_states
+        self.metadata: dict[str, StateMetadata] = {n: StateMetadata(n, changed=changed) for n in agent.states}
         self.completed_states: list[str] = []
         self.completed_set: set[str] = set()
         self.completion_counts: Counter[str] = Counter()
@@ -93,7 +97,7 @@ class Run:
         """The metadata of ``state`` in this run (states added while it runs get theirs here)."""
         meta = self.metadata.get(state)
         if meta is None:
-            meta = self.metadata[state] = StateMetadata(state)
+            meta = self.metadata[state] = StateMetadata(state, changed=self.changed_states)
         return meta
 
     # -- executing ---------------------------------------------------------------------------
@@ -188,7 +192,7 @@ class Run:
 
     def record_completion(self, name: str, meta: StateMetadata, duration: float) -> None:
         """``name`` completed in ``duration`` seconds: statuses, counts and timings."""
-        meta.status = StateStatus.COMPLETED
+        meta.status = _COMPLETED
         meta.runs += 1
         meta.last_duration = duration
         meta.finished_at = self.clock.time()

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from ._state import StateMetadata
 
 _ids = itertools.count(1)
+# read once: an enum member looked up on its class is a Python-level lookup in 3.11
+_READY, _RUNNING = StateStatus.READY, StateStatus.RUNNING
 
 
 class Execution:
@@ -63,6 +65,31 @@ class Execution:
         return f"Execution({self.state!r}, id={self.id}, attempt={self.attempt})"
 
 
+class _InGates:
+    """Executions per state between their gates (waiting or holding): O(1) where a scan of the
+    running executions made a 10,000-state fan-out at a small pool quadratic. It sits in an
+    execution's ``held`` list, so ``release`` runs with the gates'."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def enter(self, state: str) -> int:
+        """Count one more execution of ``state`` at its gates; return how many there are now."""
+        n = self.counts.get(state, 0) + 1
+        self.counts[state] = n
+        return n
+
+    def release(self, state: str) -> None:
+        """The execution of ``state`` left its gates."""
+        n = self.counts[state] - 1
+        if n:
+            self.counts[state] = n
+        else:
+            del self.counts[state]
+
+
 class Scheduler:
     """Starts, queues (``max_concurrent``, priority) and executes the states of one run.
 
@@ -84,6 +111,7 @@ class Scheduler:
         self.drained: asyncio.Future[None] | None = None
         self._gate_waits: dict[int, tuple[Execution, Any, Any, float]] = {}  # waiting at a pool or gate
         self._retry_waits: dict[int, tuple[Execution, float]] = {}  # waiting out a retry delay
+        self._in_gates = _InGates()
         states = run.agent.states
         self.joins = Joins(run.agent.graph, self.start, self.is_pending,
                            lambda s: bool(states[s].options.get("join")) if s in states else False)
@@ -120,7 +148,7 @@ class Scheduler:
 
     def enqueue(self, ex: Execution) -> None:
         """Launch ``ex`` now, or queue it (paused, or at ``max_concurrent``)."""
-        self.run.meta(ex.state).status = StateStatus.READY
+        self.run.meta(ex.state).status = _READY
         limit = self.agent.max_concurrent
         if self.paused or (limit is not None and len(self.running) >= limit):
             heapq.heappush(self.queue, (-self.agent.states[ex.state].priority, ex))
@@ -238,7 +266,11 @@ class Scheduler:
 
     async def _pass_gates(self, ex: Execution, spec: StateSpec, pool: Any, gates: list[Any],
                           held: list[tuple[Any, str]]) -> None:
-        owner = f"{ex.state}#{ex.id}" if ex.branch is not None or self._other_holders(ex) else ex.state
+        # a second execution of the state (in this run or another) takes a distinct owner name
+        n = self._in_gates.enter(ex.state)
+        held.append((self._in_gates, ex.state))  # released with the gates, last
+        owner = (f"{ex.state}#{ex.id}" if n > 1 or ex.branch is not None or self.agent.live_runs_count() > 1
+                 else ex.state)
         # budgets (rate limits, quotas) first: a state waiting for its budget holds no CPU, lock or slot
         # that unrelated states could use meanwhile
         for gate in gates:
@@ -252,12 +284,6 @@ class Scheduler:
             if not getattr(gate, "is_budget", False):
                 await self._pass_gate(ex, gate, owner, None)
                 held.append((gate, owner))
-
-    def _other_holders(self, me: Execution) -> bool:
-        """Whether another execution of the same state (this run or another) may hold a gate."""
-        if any(ex.state == me.state and ex is not me for ex in self.running.values()):
-            return True
-        return self.agent.live_runs_count() > 1
 
     async def _pass_gate(self, ex: Execution, gate: Any, owner: str, req: Any) -> None:
         args = (owner,) if req is None else (owner, req)
@@ -299,7 +325,7 @@ class Scheduler:
         while True:
             ex.attempt += 1
             meta.attempts += 1
-            meta.status = StateStatus.RUNNING
+            meta.status = _RUNNING
             t0 = clock.monotonic()
             meta.started_at = clock.time()
             if bus.active:

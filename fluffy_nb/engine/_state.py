@@ -118,12 +118,31 @@ class StateBuilder:
         return state(func, **self.kwargs)  # type: ignore[no-any-return]
 
 
+class _Status:
+    """``StateMetadata.status``: the value, with the state's name noted in ``changed`` (its run's
+    set of states changed since the last checkpoint) on every write, so a delta checkpoint
+    reads only those instead of every state of the run."""
+
+    __slots__ = ()
+
+    def __get__(self, obj: Any, owner: Any = None) -> StateStatus:
+        if obj is None:
+            return StateStatus.PENDING  # the dataclass default
+        return obj._status  # type: ignore[no-any-return]
+
+    def __set__(self, obj: Any, value: StateStatus) -> None:
+        obj._status = value
+        changed = obj.changed
+        if changed is not None:
+            changed.add(obj.name)
+
+
 @dataclass
 class StateMetadata:
     """Runtime facts about one state: status, attempts, timing, last error."""
 
     name: str
-    status: StateStatus = StateStatus.PENDING
+    status: StateStatus = _Status()  # type: ignore[assignment]
     attempts: int = 0
     runs: int = 0
     retries: int = 0
@@ -133,6 +152,8 @@ class StateMetadata:
     finished_at: float | None = None
     last_duration: float | None = None
     durations: list[float] = field(default_factory=list)
+    #: the run's set of states changed since its last checkpoint (None: not tracked)
+    changed: set[str] | None = field(default=None, repr=False, compare=False)
 
     def reset(self) -> None:
         """Back to a fresh PENDING state for a new run."""

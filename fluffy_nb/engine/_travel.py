@@ -11,7 +11,6 @@ import uuid
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from ._checkpoint import Checkpoint
 from ._errors import CheckpointError, FluffyWarning
 from ._history import CheckpointDiff, CheckpointHistory, diff_checkpoints
 from ._map import map_names
@@ -19,6 +18,7 @@ from ._status import AgentStatus
 
 if TYPE_CHECKING:
     from ._agent import Agent
+    from ._checkpoint import Checkpoint
     from ._run import Run
 
 _ENDED = (AgentStatus.FAILED, AgentStatus.CANCELLED)
@@ -36,10 +36,13 @@ def require_store(agent: Agent, what: str) -> Any:
 
 def resolve(agent: Agent, checkpoint: Any, what: str) -> Checkpoint:
     """A Checkpoint from an object, its ``to_dict()``, a checkpoint id or a history row."""
-    if isinstance(checkpoint, Checkpoint):
-        return checkpoint
-    if isinstance(checkpoint, dict):
-        return Checkpoint.from_dict(checkpoint)
+    from ._checkpoint import Checkpoint  # pydantic loads with the first checkpoint, not the engine
+
+    if isinstance(checkpoint, (Checkpoint, dict)):
+        cp = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.from_dict(checkpoint)
+        if cp.delta:  # a delta as stored: its parents are in the agent's store
+            cp = require_store(agent, what).get(cp.checkpoint_id)
+        return cp
     cid = getattr(checkpoint, "checkpoint_id", checkpoint)  # a history row
     if isinstance(cid, str):
         return require_store(agent, what).get(cid)  # type: ignore[no-any-return]

@@ -90,7 +90,7 @@ class CheckpointInfo:
             timestamp=cp.timestamp,
             trigger=cp.trigger,
             agent_status=cp.agent_status.value,
-            completed_count=len(cp.completed_states),
+            completed_count=cp.completed_count,
             pending=tuple(cp.pending),
             size_bytes=size_bytes,
             error=cp.error,

@@ -16,11 +16,14 @@ import asyncio
 import builtins
 import itertools
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..engine._checkpoint import Checkpoint
+from ..engine._delta import fold
 from ..engine._errors import CheckpointError
 from ._base import CheckpointInfo, RunInfo, check_matches_row, latest_good
+
+if TYPE_CHECKING:
+    from ..engine._checkpoint import Checkpoint
 
 
 class _Entry:
@@ -57,6 +60,8 @@ class MemoryStore:
     # -- sync -------------------------------------------------------------------------
     def put(self, checkpoint: Checkpoint) -> None:
         """Store ``checkpoint`` (an id already stored is left as it is)."""
+        from ..engine._checkpoint import Checkpoint  # pydantic loads with the first checkpoint
+
         if not isinstance(checkpoint, Checkpoint):
             raise CheckpointError(f"MemoryStore.put({checkpoint!r}): pass a Checkpoint")
         with self._lock:
@@ -66,11 +71,17 @@ class MemoryStore:
             self._meta[checkpoint.checkpoint_id] = CheckpointInfo.from_checkpoint(checkpoint, -1)
 
     def get(self, checkpoint_id: str) -> Checkpoint:
-        """The checkpoint with ``checkpoint_id`` (a fresh copy).
+        """The checkpoint with ``checkpoint_id`` (a fresh copy; a delta folded onto its parents).
 
         Raises:
-            CheckpointError: no such checkpoint, or its data cannot be loaded.
+            CheckpointError: no such checkpoint, or its data cannot be loaded (or, for a delta,
+                its parents').
         """
+        cp = self._stored(checkpoint_id)
+        return fold(cp, self._stored, f"checkpoint {str(checkpoint_id)[:200]!r} in MemoryStore")
+
+    def _stored(self, checkpoint_id: str) -> Checkpoint:
+        """The checkpoint with ``checkpoint_id`` as stored (a delta stays a delta)."""
         with self._lock:
             entry = self._entries.get(checkpoint_id) if isinstance(checkpoint_id, str) else None
             if entry is None:
@@ -80,6 +91,8 @@ class MemoryStore:
             text = entry.json()
             info = self._meta[checkpoint_id]
         where = f"checkpoint {checkpoint_id[:200]!r} in MemoryStore"
+        from ..engine._checkpoint import Checkpoint
+
         cp = Checkpoint.from_json(text, source=f"{where} cannot be loaded")
         return check_matches_row(cp, info, where)
 

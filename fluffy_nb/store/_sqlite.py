@@ -42,10 +42,10 @@ import weakref
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine._bounds import MAX_JSON_BYTES, MAX_NAME
-from ..engine._checkpoint import Checkpoint
+from ..engine._delta import fold
 from ..engine._errors import CheckpointError
 from ._base import (
     MAX_LISTED_ERROR,
@@ -59,6 +59,9 @@ from ._base import (
     warn_bad_rows,
 )
 from ._memory import runs_from_infos
+
+if TYPE_CHECKING:
+    from ..engine._checkpoint import Checkpoint
 
 SCHEMA_VERSION = 1
 _HEADER = b"SQLite format 3\x00"
@@ -139,7 +142,7 @@ def _row(cp: Checkpoint) -> tuple[Any, ...]:
         )
     return (
         cp.checkpoint_id, cp.parent_id, cp.agent_name, cp.run_id, cp.sequence, cp.timestamp, cp.trigger,
-        cp.agent_status.value, len(cp.completed_states), pending_json(cp.pending), len(text.encode()),
+        cp.agent_status.value, cp.completed_count, pending_json(cp.pending), len(text.encode()),
         cp.error, cp.format_version, text,
     )
 
@@ -301,6 +304,8 @@ class SQLiteStore:
         Raises:
             CheckpointError: the store is closed, or an earlier write failed.
         """
+        from ..engine._checkpoint import Checkpoint  # pydantic loads with the first checkpoint
+
         if not isinstance(checkpoint, Checkpoint):
             raise CheckpointError(f"SQLiteStore.put({checkpoint!r}): pass a Checkpoint")
         if self._closed or self._closing:
@@ -419,12 +424,18 @@ class SQLiteStore:
                 raise self._fail(exc, doing) from None
 
     def get(self, checkpoint_id: str) -> Checkpoint:
-        """The checkpoint with ``checkpoint_id``.
+        """The checkpoint with ``checkpoint_id`` (a delta folded onto its parents: always full).
 
         Raises:
             CheckpointError: no such checkpoint, or its row is damaged (not JSON, too large or
-                deep, a field out of bounds, data that contradicts its row) or of a newer format.
+                deep, a field out of bounds, data that contradicts its row) or of a newer format,
+                or it is a delta whose parents do not load.
         """
+        cp = self._stored(checkpoint_id)
+        return fold(cp, self._stored, f"checkpoint {checkpoint_id[:200]!r} in {str(self.path)!r}")
+
+    def _stored(self, checkpoint_id: str) -> Checkpoint:
+        """The checkpoint with ``checkpoint_id`` as stored (a delta stays a delta)."""
         if not isinstance(checkpoint_id, str):
             raise CheckpointError(f"SQLiteStore.get({checkpoint_id!r:.80}): a checkpoint id is a string")
         rows = self._query(_GET, (checkpoint_id,), f"reading checkpoint {checkpoint_id[:80]!r}")
@@ -441,6 +452,8 @@ class SQLiteStore:
             raise CheckpointError(
                 f"{where} cannot be loaded: its data is {length:,} long, more than the {MAX_JSON_BYTES:,} allowed"
             )
+        from ..engine._checkpoint import Checkpoint
+
         cp = Checkpoint.from_json(data, source=f"{where} cannot be loaded")
         return check_matches_row(cp, (checkpoint_id, agent, run), where)
 

@@ -284,6 +284,8 @@ async def test_cancelled_waiter_leaves_the_queue_and_the_next_one_is_admitted():
     first.cancel()
     await asyncio.gather(first, return_exceptions=True)
     assert pool.get_waiting_states() == ["second"]
+    assert pool.statistics().waiting == 1
+    assert "waiting=1" in repr(pool)
     pool.release("holder")
     await asyncio.wait_for(second, 5)
     assert list(pool.get_state_allocations()) == ["second"]
