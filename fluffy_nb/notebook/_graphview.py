@@ -16,6 +16,7 @@ from typing import Any
 
 from ._layout import (
     EDGE_STYLE,
+    LIGHT_STATUSES,
     STATUS_STYLE,
     Layout,
     dominant_status,
@@ -150,7 +151,8 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
             name=status_label(st), legendgroup="status",
             marker={"size": [34 if lay.nodes[p[0]].is_group else 24 for p in members],
                     "symbol": ["square" if lay.nodes[p[0]].is_group else "circle" for p in members],
-                    "color": status_color(st), "opacity": 1.0, "line": {"color": "#333", "width": 1}},
+                    "color": status_color(st), "opacity": 1.0,
+                    "line": {"color": "#999" if st == "skipped" else "#333", "width": 1}},
             textfont={"size": 12},
         ))
     add_wait_overlay(fig, lay, waits, deadlocks, annotations, agent)
@@ -228,8 +230,9 @@ def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR") -> 
     lines.extend(mermaid_wait_lines(lay, ids, waits, deadlocks, len(lay.edges)))
     for st in STATUS_STYLE:
         if st in used:
-            text_colour = "#000" if st in ("pending", "ready", "blocked") else "#fff"
-            lines.append(f"    classDef {st} fill:{status_color(st)},stroke:#333,color:{text_colour}")
+            text_colour = "#000" if st in LIGHT_STATUSES else "#fff"
+            stroke = "stroke:#888,stroke-dasharray:4 3" if st == "skipped" else "stroke:#333"
+            lines.append(f"    classDef {st} fill:{status_color(st)},{stroke},color:{text_colour}")
     return "\n".join(lines)
 
 
@@ -285,18 +288,20 @@ def graph_svg(agent: Any, tracker: Any = None, *, width: int = 720) -> str:
         x, y = px(nid)
         label = node.label if not node.is_group else f"{node.label}: {_counts_text(counts)}"
         tip = html.escape(f"{label} ({status_label(st)})")
+        stroke = 'stroke="#888" stroke-dasharray="4,3"' if st == "skipped" else 'stroke="#333"'
         if node.is_group:
             out.append(f'<rect x="{x - 16}" y="{y - 16}" width="32" height="32" rx="4" fill="{status_color(st)}" '
-                       f'stroke="#333"><title>{tip}</title></rect>')
+                       f'{stroke}><title>{tip}</title></rect>')
         else:
-            out.append(f'<circle cx="{x}" cy="{y}" r="12" fill="{status_color(st)}" stroke="#333">'
+            out.append(f'<circle cx="{x}" cy="{y}" r="12" fill="{status_color(st)}" {stroke}>'
                        f"<title>{tip}</title></circle>")
         out.append(f'<text x="{x}" y="{y - 19}" text-anchor="middle">{html.escape(label[:40])}</text>')
     out.extend(svg_wait_overlay(lay, px, *waits_of(tracker)))
     lx = 6.0
     for st in STATUS_STYLE:
         if st in status.values():
-            out.append(f'<circle cx="{lx + 6}" cy="{height + 10}" r="5" fill="{status_color(st)}" stroke="#333"/>')
+            stroke = 'stroke="#888" stroke-dasharray="2,2"' if st == "skipped" else 'stroke="#333"'
+            out.append(f'<circle cx="{lx + 6}" cy="{height + 10}" r="5" fill="{status_color(st)}" {stroke}/>')
             out.append(f'<text x="{lx + 14}" y="{height + 14}">{html.escape(status_label(st))}</text>')
             lx += 22 + 7 * len(status_label(st))
     out.append("</svg>")

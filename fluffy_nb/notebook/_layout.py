@@ -28,11 +28,18 @@ STATUS_STYLE: dict[str, tuple[str, str]] = {
     "failed": ("failed", "#eb5757"),
     "timeout": ("timed out", "#a50f15"),
     "cancelled": ("cancelled", "#828282"),
+    "skipped": ("skipped", "#f2f2f2"),  # not taken: the run completed without needing it (drawn dashed)
 }
+
+#: statuses drawn light: their labels are dark text
+LIGHT_STATUSES = ("pending", "ready", "blocked", "skipped")
+
+#: statuses a state ends in: the progress bar counts them as done
+END_STATUSES = ("completed", "failed", "timeout", "cancelled", "skipped")
 
 #: when a group holds states of several statuses, its colour is the most pressing one
 STATUS_URGENCY = ["failed", "timeout", "waiting_for_human", "retrying", "running", "blocked", "ready",
-                  "cancelled", "pending", "completed"]
+                  "cancelled", "pending", "completed", "skipped"]
 
 #: edge kind -> (label, colour, plotly dash)
 EDGE_STYLE: dict[str, tuple[str, str, str]] = {

@@ -33,7 +33,7 @@ from ._coordpanel import CoordinationPanel, coordination_html
 from ._figures import declared_vs_measured, resource_figure, steady_samples, timeline_figure, to_bundle
 from ._graphview import graph_figure, graph_svg
 from ._latency import latency_table_html
-from ._layout import STATUS_STYLE, status_color, status_label
+from ._layout import LIGHT_STATUSES, STATUS_STYLE, status_color, status_label
 from ._tracker import RunTracker
 from ._waitview import DEADLOCK_COLOUR, deadlock_advice, wait_color, wait_label, wait_sentence
 
@@ -358,7 +358,8 @@ class LiveView:
         counts = tr.counts()
         chips = " ".join(
             f'<span style="background:{status_color(s)};padding:1px 6px;border-radius:8px;'
-            f'color:{"#000" if s in ("pending", "ready", "blocked") else "#fff"}">'
+            f'color:{"#000" if s in LIGHT_STATUSES else "#fff"}'
+            f'{";border:1px dashed #888" if s == "skipped" else ""}">'
             f"{counts[s]:,} {status_label(s)}</span>"
             for s in STATUS_STYLE if counts[s])
         err = ""
