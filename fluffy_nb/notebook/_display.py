@@ -128,7 +128,8 @@ def history_bundle(history: CheckpointHistory, include: Any = None, exclude: Any
     from ._history import history_frame
 
     frame = history_frame(history)
-    shown = frame.drop(columns=["checkpoint_id", "parent_id", "keys_changed"])
+    shown = frame.drop(columns=["parent_id"]).assign(checkpoint_id=frame["checkpoint_id"].str[:8],
+                                                      run_id=frame["run_id"].str[:8])
     return _filter({"text/plain": repr(history), "text/html": shown.to_html(max_rows=40)}, include, exclude)
 
 
