@@ -250,6 +250,18 @@ class FormsArea(widgets.VBox):
             setattr(agent, _AREA_ATTR, area)
         return area
 
+    @classmethod
+    def of(cls, agent: Any) -> FormsArea | None:
+        """The agent's forms area if it has one (None: no form was ever shown for it)."""
+        area = getattr(agent, "__dict__", {}).get(_AREA_ATTR)
+        return area if isinstance(area, cls) else None
+
+    def records(self) -> list[str]:
+        """Every form as one line: the record of an answered or withdrawn one, the question of an
+        open one (what the static picture of a run shows instead of the widgets)."""
+        return [form.record or f"… {_short(form.request.state)}: {_short(form.request.prompt)} (waiting)"
+                for form in self.forms.values()]
+
     def show(self, request: HumanRequest) -> HumanForm:
         """The form of ``request`` (added if new; a re-ask shows the rejection)."""
         form = self.forms.get(request.request_id)

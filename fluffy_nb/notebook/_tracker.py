@@ -95,7 +95,8 @@ class RunTracker:
 
     def __init__(self, agent: Any, *, max_spans: int = 20_000) -> None:
         self.agent = agent
-        self.version = 0
+        self.version = 0  # bumped by every event but resource samples (those bump samples_version)
+        self.samples_version = 0
         self.status: dict[str, str] = {}
         self.spans: deque[Span] = deque(maxlen=max_spans)
         self._open: dict[str, Span] = {}
@@ -129,6 +130,7 @@ class RunTracker:
             HumanWithdrawn: self._withdrawn, CheckpointSaved: self._checkpoint, ResourceSample: self._sample,
             StatePlaced: self._placed,
         }
+        self._sample_handler = self._handlers[ResourceSample]
         self._unsubscribe = agent.events.subscribe(self.on_event)
         latest = getattr(agent, "latest_run", None)
         if latest is not None and latest.active:  # attached to a run already going
@@ -201,7 +203,10 @@ class RunTracker:
         if handler is None or not self._mine(event):
             return
         handler(event)
-        self.version += 1
+        if handler is self._sample_handler:
+            self.samples_version += 1  # a sample changes only the resources chart: no other redraw
+        else:
+            self.version += 1
 
     def _mine(self, event: Event) -> bool:
         """Whether ``event`` belongs to the run shown: a view shows one run of its agent."""
@@ -214,7 +219,7 @@ class RunTracker:
     @property
     def events_seen(self) -> int:
         """How many events the tracker has taken in."""
-        return self.version
+        return self.version + self.samples_version
 
     def _rel(self, t: float) -> float:
         return t - self.t0 if self.t0 is not None else 0.0
