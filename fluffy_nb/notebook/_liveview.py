@@ -240,6 +240,12 @@ class LiveView:
         if self._ticker is not None and self._ticker is not asyncio.current_task():
             self._ticker.cancel()
         self.tracker.close()
+        try:
+            from ._display import update_definition
+
+            update_definition(self.agent, self.tracker)
+        except Exception:
+            log.debug("fluffy_nb: redrawing the defining cell's graph failed", exc_info=True)
         if self._display is not None:
             try:  # the saved notebook keeps this static picture: no widget, no CDN, the run as it ended
                 self._display.update(self.final_bundle(), raw=True)

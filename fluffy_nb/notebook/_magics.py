@@ -19,7 +19,8 @@ transformer: a ``%%fluffy ... --run`` cell becomes ``await get_ipython().run_cel
 and the magic returns a :class:`BlockingRun` for IPython's autoawait to wait on: unlike
 ``await handle``, Stop on that cell cancels the run (with ``%autoawait off`` ``--run``
 returns the handle, like ``--background``). Without either flag the cell only defines the
-agent and shows its graph.
+agent (bound to NAME) and draws its graph; when a run of it ends, that graph is redrawn as the
+run ended (statuses, skipped states) and says the run's live view is under the cell that ran it.
 """
 
 from __future__ import annotations
@@ -110,7 +111,10 @@ class FluffyMagics(Magics):
                                  f"{', '.join(agent.states)}")
         self._ip.user_ns[name] = agent
         if not (args.run or args.background):
-            return agent
+            from ._display import show_definition
+
+            show_definition(agent)  # drawn with a display id: each run's end redraws it as the run ended
+            return None
         kwargs: dict[str, Any] = {"timeout": args.timeout}
         if args.start:
             kwargs["start"] = args.start if len(args.start) > 1 else args.start[0]

@@ -92,3 +92,23 @@ def test_a_run_waiting_ten_seconds_for_a_person_costs_the_kernel_under_a_fifth_o
     spent = (after.user - before.user) + (after.system - before.system)
     assert spent < 0.2, f"the kernel spent {spent:.2f} s CPU in 10 s of waiting for a person"
     kernel.run("handle.cancel()")
+
+
+def test_the_defining_cells_graph_is_redrawn_as_the_run_ended(kernel):
+    kernel.run("%load_ext fluffy_nb")
+    define = kernel.submit('%%fluffy review\nasync def draft(ctx):\n    return "review"\n'
+                           'async def review(ctx):\n    return "publish" if ctx.get_state("ok", True) else "revise"\n'
+                           'async def revise(ctx):\n    return "review"\nasync def publish(ctx):\n    return None\n')
+    kernel.reply(define)
+    kernel.wait_idle(define)
+    graph = next(m for m in kernel.iopub if _mine(define)(m) and m["msg_type"] == "display_data")
+    assert "4 states, status idle" in graph["content"]["data"]["text/html"]
+    display_id = graph["content"]["transient"]["display_id"]
+    run = kernel.submit("await review.run()")
+    kernel.reply(run)
+    kernel.wait_idle(run)
+    [redrawn] = [m for m in kernel.iopub if m["msg_type"] == "update_display_data"
+                 and m["content"]["transient"]["display_id"] == display_id]
+    page = redrawn["content"]["data"]["text/html"]
+    assert "latest run: review: completed · 4/4 states" in page
+    assert "revise (skipped)" in page
