@@ -139,6 +139,17 @@ class Layout:
         return points
 
 
+    def back_route(self, src: str, dst: str, lane: int = 0) -> list[tuple[float, float]]:
+        """Points of a back edge (one closing a cycle), routed around every node as mermaid does:
+        out of the source to the gap after its layer, down to a lane under the lowest node (one
+        lane per back edge, so they never share a line), along it, and up through the gap before
+        the target's layer into the target. Gaps between layers hold no nodes, so nothing is crossed."""
+        (x0, y0), (x1, y1) = self.position(src), self.position(dst)
+        low = min((self.position(n)[1] for n in self.nodes), default=0.0)
+        lane_y = low - 0.8 - 0.3 * lane
+        return [(x0, y0), (x0 + 0.5, y0), (x0 + 0.5, lane_y), (x1 - 0.5, lane_y), (x1 - 0.5, y1), (x1, y1)]
+
+
 def _dfs_back_edges(nodes: list[str], succ: Mapping[str, Iterable[str]]) -> set[tuple[str, str]]:
     """Edges that point back to a node on the current DFS path (iterative DFS, roots in order)."""
     colour: dict[str, int] = {}
