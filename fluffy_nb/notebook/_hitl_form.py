@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import html
 import threading
 import warnings
 import weakref
@@ -232,6 +233,8 @@ class FormsArea(widgets.VBox):
         self._agent_ref = weakref.ref(agent)
         self.forms: dict[str, HumanForm] = {}
         self.shown = False
+        self.display_handle: Any = None  # set when the area is displayed on its own (no live view)
+        self._static = False
         self._unsubscribe = agent.events.subscribe(self._on_event)
         for request in agent.pending_requests():
             self.show(request)
@@ -269,6 +272,9 @@ class FormsArea(widgets.VBox):
             form = self.forms[request.request_id] = HumanForm(request)
             form.on_unheard = self._renew
             self.children = (*self.children, form)  # type: ignore[has-type]
+            if self._static:  # shown as records since the last answer: the widget comes back
+                self._static = False
+                self.display_handle.update(self)
         elif request.rejection:
             form.show_rejection(request.rejection)
         return form
@@ -317,6 +323,7 @@ class FormsArea(widgets.VBox):
             form = self.forms.get(event.request_id)
             if form is not None:
                 form.collapse(f"{_short(event.value)} ({_how(event)})")
+                self._settle()
         elif isinstance(event, HumanWithdrawn):
             form = self.forms.get(event.request_id)
             if form is not None:
@@ -324,6 +331,18 @@ class FormsArea(widgets.VBox):
                 why = ("nobody answered in time" if request.status == "timed_out"
                        else "withdrawn: the run or this state was stopped")
                 form.collapse(why, ok=False)
+                self._settle()
+
+    def _settle(self) -> None:
+        """Shown on its own and nothing left open: the display becomes the one-line records, so the
+        saved notebook shows what was asked and answered (not a widget that needs JavaScript)."""
+        if self.display_handle is None or self.open_forms():
+            return
+        self._static = True
+        lines = self.records()
+        page = "".join(f'<div style="font-family:sans-serif;font-size:13px">{html.escape(line)}</div>'
+                       for line in lines)
+        self.display_handle.update({"text/plain": "\n".join(lines), "text/html": page}, raw=True)
 
     def close(self) -> None:
         """Stop following the agent and close the widgets."""
@@ -383,7 +402,7 @@ class WidgetResponder:
             area.shown = True
             from IPython.display import display
 
-            display(area)
+            area.display_handle = display(area, display_id=True)
 
     def __repr__(self) -> str:
         return f"WidgetResponder(area={self.area!r})"

@@ -177,3 +177,30 @@ def test_resources_chart_has_round_ticks_units_and_memory_on_its_own_axis():
     assert layout.yaxis.range == (0, 150)
     memory = next(t for t in resource_figure(tracker).data if t.yaxis == "y2")
     assert "MB" in memory.name
+
+
+async def test_a_forms_area_shown_on_its_own_becomes_one_line_records_once_answered():
+    from fluffy_nb.engine._events import HumanRequested
+    from fluffy_nb.notebook._hitl_form import WidgetResponder
+
+    responder = WidgetResponder(display=False)
+    agent = Agent("forms", responder=responder)
+
+    async def approve(ctx):
+        ctx.set_state("answer", await ctx.human_in_the_loop("Ship <it>?", choices=["yes", "no"]))
+
+    agent.add_state("approve", approve)
+    asked = asyncio.Event()
+    agent.events.subscribe(lambda e: isinstance(e, HumanRequested) and asked.set())
+    handle = agent.start()
+    await asked.wait()
+    await asyncio.sleep(0)  # the responder is handed the request on the next loop iteration
+    area = responder.area
+    area.display_handle = shown = FakeDisplay()  # as the responder's display(area, display_id=True) sets it
+    [form] = area.open_forms()
+    assert form.submit({"event": "submit", "choice": 0}) is True  # the browser clicking "yes"
+    await handle
+    [(bundle, kwargs)] = shown.updates
+    assert kwargs == {"raw": True}
+    assert bundle["text/plain"].startswith("✓ approve: Ship <it>? → ")  # not "<FormsArea ... open=1>"
+    assert "Ship &lt;it&gt;?" in bundle["text/html"]
