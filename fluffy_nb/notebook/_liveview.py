@@ -430,7 +430,7 @@ class LiveView:
             text = tr.error or f"{type(tr.exception).__name__}: {tr.exception}"
             err = f'<pre style="color:{status_color("failed")};white-space:pre-wrap">{html.escape(text)}</pre>'
         graph = graph_svg(self.agent, tr) if self.graph_out.layout.display != "none" else ""
-        return (f'<div style="font-family:sans-serif">{self._header_html()}'
+        return (f'<div class="fluffy-run-picture" style="font-family:sans-serif">{self._header_html()}'
                 f'<div style="background:#eee;width:100%;height:8px;margin:4px 0">'
                 f'<div style="background:{status_color("completed")};width:{pct:.1f}%;height:8px"></div></div>'
                 f"<div>{chips}</div>{graph}{timeline_svg(tr)}{usage_table_html(tr)}"
