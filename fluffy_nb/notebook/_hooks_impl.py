@@ -48,7 +48,7 @@ def on_run_begun(agent: Any) -> None:
     """
     from ._liveview import LiveView, view_of
 
-    if agent in _managed or not _in_kernel():
+    if agent in _managed or not _in_kernel() or _inside_a_state():
         return
     view = view_of(agent)
     if view is not None and view.handle is not None and not view.handle.done():
@@ -57,6 +57,18 @@ def on_run_begun(agent: Any) -> None:
     if run is None or (view is not None and view.tracker.run is run and not view.finished):
         return
     LiveView(agent, show_result=False).display().follow_run(run)
+
+
+def _inside_a_state() -> bool:
+    """Whether this code runs in a state's body (a child agent's run): its parent's view shows it."""
+    import asyncio
+
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return False
+    coro = task.get_coro() if task is not None else None
+    return getattr(coro, "__qualname__", "").endswith("Scheduler._branch")
 
 
 def _in_kernel() -> bool:

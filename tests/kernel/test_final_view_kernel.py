@@ -112,3 +112,17 @@ def test_the_defining_cells_graph_is_redrawn_as_the_run_ended(kernel):
     page = redrawn["content"]["data"]["text/html"]
     assert "latest run: review: completed · 4/4 states" in page
     assert "revise (skipped)" in page
+
+
+def test_a_child_agent_run_inside_a_state_gets_no_view_of_its_own(kernel):
+    kernel.run("%load_ext fluffy_nb")
+    cell = kernel.submit(
+        "from fluffy_nb import Agent\nchild = Agent('child')\nasync def c(ctx):\n    return None\n"
+        "child.add_state('c', c)\nparent = Agent('parent')\nasync def p(ctx):\n    await child.run()\n"
+        "parent.add_state('p', p)\nawait parent.run()\n")
+    kernel.reply(cell)
+    kernel.wait_idle(cell)
+    views = [m for m in kernel.iopub if _mine(cell)(m) and m["msg_type"] == "display_data"
+             and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]]
+    assert len(views) == 1
+    assert views[0]["content"]["data"]["text/plain"].startswith("parent:")
