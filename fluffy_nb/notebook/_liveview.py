@@ -433,7 +433,7 @@ class LiveView:
         return (f'<div class="fluffy-run-picture" style="font-family:sans-serif">{self._header_html()}'
                 f'<div style="background:#eee;width:100%;height:8px;margin:4px 0">'
                 f'<div style="background:{status_color("completed")};width:{pct:.1f}%;height:8px"></div></div>'
-                f"<div>{chips}</div>{graph}{timeline_svg(tr)}{usage_table_html(tr)}"
+                f"<div>{chips}</div><div>{graph}</div><div>{timeline_svg(tr)}</div>{usage_table_html(tr)}"
                 f"{latency_table_html(tr.durations)}{self._coordination_details()}"
                 f"{forms_records_html(self.agent)}{self._result_html}{err}</div>")
 

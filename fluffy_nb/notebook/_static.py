@@ -20,6 +20,8 @@ from ._waitview import wait_style
 _OUTCOME_COLOUR = {"completed": status_color("completed"), "running": status_color("running"),
                    "retried": status_color("retrying"), "failed": status_color("failed"),
                    "timeout": status_color("timeout"), "cancelled": status_color("cancelled")}
+_OUTCOME_LABEL = {"completed": "done", "running": "running", "retried": "failed, retried", "failed": "failed",
+                  "timeout": "timed out", "cancelled": "cancelled"}
 #: rows drawn at most in the static timeline (a huge run says how many more)
 SVG_ROWS = 40
 
@@ -72,6 +74,7 @@ def timeline_svg(tracker: Any, *, width: int = 720) -> str:
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
            'font-size="11"><text x="4" y="14" font-size="13">timeline: '
            f"{len(spans)} state runs{'' if more <= 0 else f' ({more} more states not drawn)'}</text>"]
+    out.append(_timeline_legend(spans, bool(waits), 16.0 + 7.0 * (18 + (0 if more <= 0 else 30))))
     index = {r: i for i, r in enumerate(rows)}
     base = 24
     for r, i in index.items():
@@ -106,6 +109,20 @@ def timeline_svg(tracker: Any, *, width: int = 720) -> str:
         t = round(t + step, 12)
     out.append(f'<text x="{label_w + plot_w / 2:.0f}" y="{axis_y + 28}" text-anchor="middle">seconds since start'
                "</text></svg>")
+    return "".join(out)
+
+
+def _timeline_legend(spans: list[Any], waits: bool, lx: float) -> str:
+    """The outcomes present (and waits), as coloured squares with their words, from ``lx`` on."""
+    out = []
+    for outcome, label in _OUTCOME_LABEL.items():
+        if any(s.outcome == outcome for s in spans):
+            out.append(f'<rect x="{lx:.0f}" y="5" width="10" height="10" fill="{_OUTCOME_COLOUR[outcome]}"/>'
+                       f'<text x="{lx + 14:.0f}" y="14">{label}</text>')
+            lx += 24 + 7 * len(label)
+    if waits:
+        out.append(f'<rect x="{lx:.0f}" y="7" width="10" height="6" fill="#999" fill-opacity="0.45"/>'
+                   f'<text x="{lx + 14:.0f}" y="14">waiting</text>')
     return "".join(out)
 
 
