@@ -359,6 +359,7 @@ def graph_svg(agent: Any, tracker: Any = None, *, width: int = 720) -> str:
     scene = svg_scene(agent, tracker)
     height = scene.height
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{scene.width}" height="{height + 22}" '
+           f'viewBox="0 0 {scene.width} {height + 22}" style="max-width:100%;height:auto" '
            'font-family="sans-serif" font-size="12">',
            '<defs><marker id="fa" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
            'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#666"/></marker></defs>']

@@ -71,10 +71,11 @@ def timeline_svg(tracker: Any, *, width: int = 720) -> str:
 
     row_h = 20
     height = 30 + row_h * len(rows) + 34
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-           'font-size="11"><text x="4" y="14" font-size="13">timeline: '
-           f"{len(spans)} state runs{'' if more <= 0 else f' ({more} more states not drawn)'}</text>"]
-    out.append(_timeline_legend(spans, bool(waits), 16.0 + 7.0 * (18 + (0 if more <= 0 else 30))))
+    title = f"timeline: {len(spans)} state runs{'' if more <= 0 else f' ({more} more states not drawn)'}"
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" style="max-width:100%;height:auto" font-family="sans-serif" '
+           f'font-size="11"><text x="4" y="14" font-size="13">{html.escape(title)}</text>']
+    out.append(_timeline_legend(spans, bool(waits), 24.0 + 7.5 * len(title)))
     index = {r: i for i, r in enumerate(rows)}
     base = 24
     for r, i in index.items():
@@ -172,21 +173,28 @@ def usage_table_html(tracker: Any, *, limit: int = 30) -> str:
     if not rows:
         return ""
 
-    def fmt(v: Any, spec: str, none: str = "-") -> str:
+    def fmt(v: Any, spec: str, none: str = "") -> str:
         return none if v is None else format(v, spec)
 
-    body = "".join(
-        f"<tr><td>{html.escape(r['state'])}</td><td>{r['runs']}</td><td>{r['seconds']:.3f}</td>"
-        f"<td>{fmt(r['waited_s'] or None, '.1f', '')}</td>"
-        f"<td>{fmt(r['cpu_cores'], '.2f', 'too short to sample')}</td>"
-        f"<td>{fmt(r['memory_change_mb'], '+.1f', '')}</td><td>{fmt(r['declared_cpu'], '.2f', '')}</td>"
-        f"<td>{fmt(r['declared_memory_mb'], '.0f', '')}</td></tr>"
-        for r in rows[:limit])
+    declared = any(r["declared_cpu"] is not None or r["declared_memory_mb"] is not None for r in rows)
+    waited = any(r["waited_s"] for r in rows)
+    head = ["state", "runs", "time (s)"] + (["waited for a person (s)"] if waited else []) + [
+        "CPU (cores, its share)", "memory change (MB)"] + (["declared CPU (cores)", "declared memory (MB)"]
+                                                          if declared else [])
+    body = []
+    for r in rows[:limit]:
+        cells = [html.escape(r["state"]), str(r["runs"]), f"{r['seconds']:.3f}"]
+        cells += [fmt(r["waited_s"] or None, ".1f")] if waited else []
+        cells += [fmt(r["cpu_cores"], ".2f", "unsampled"), fmt(r["memory_change_mb"], "+.1f")]
+        cells += [fmt(r["declared_cpu"], ".2f"), fmt(r["declared_memory_mb"], ".0f")] if declared else []
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     more = f"<div>... {len(rows) - limit} more states</div>" if len(rows) > limit else ""
-    return ('<table style="font-size:12px"><thead><tr><th>state</th><th>runs</th><th>time (s)</th>'
-            "<th>waited for a person (s)</th><th>CPU (cores, its share)</th><th>memory change (MB)</th>"
-            "<th>declared CPU (cores)</th><th>declared memory (MB)</th></tr>"
-            f"</thead><tbody>{body}</tbody></table>{more}")
+    note = ""
+    if any(r["cpu_cores"] is None for r in rows[:limit]):
+        note = ('<div style="color:#777;font-size:11px">unsampled: no resource sample fell while the state '
+                "ran (one is taken every 0.5 s by default)</div>")
+    return ('<table style="font-size:12px"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
+            + f"</tr></thead><tbody>{''.join(body)}</tbody></table>{more}{note}")
 
 
 def forms_records_html(agent: Any) -> str:
