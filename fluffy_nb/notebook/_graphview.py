@@ -275,8 +275,8 @@ def _text_width(text: str) -> float:
 
 def svg_scene(agent: Any, tracker: Any = None) -> SvgScene:
     """Lay the graph out in pixels: columns as wide as their widest box plus a gap (so boxes never
-    touch), forward edges between columns or bent through the gaps of the columns they skip, and
-    back edges routed in lanes under every node (``Layout.back_route``)."""
+    touch), forward edges slanting only in the gaps between columns (``_through_gaps``), and back
+    edges routed in lanes under every node (``Layout.back_route``)."""
     lay = graph_layout(agent.graph)
     status = agent_statuses(agent, tracker)
     widths = {n: _text_width(_label(lay, n, status)[1]) + 12.0 for n in lay.nodes}
@@ -284,7 +284,7 @@ def svg_scene(agent: Any, tracker: Any = None) -> SvgScene:
     for n, node in lay.nodes.items():
         cols[node.layer] = max(cols.get(node.layer, 0.0), widths[n])
     x_of: dict[int, float] = {}
-    x = 12.0
+    x = 12.0 + GAP_X / 2  # room on the left for a back edge into the first column
     for layer in sorted(cols):
         x_of[layer] = x + cols[layer] / 2
         x += cols[layer] + GAP_X
@@ -315,14 +315,33 @@ def svg_scene(agent: Any, tracker: Any = None) -> SvgScene:
         if src == dst:
             pts: list[tuple[float, float]] = []
         elif back:
-            pts = [px(*p) for p in lay.back_route(src, dst, lane)]
+            pts = _clip([px(*p) for p in lay.back_route(src, dst, lane)], boxes[src], boxes[dst])
             lane += 1
         else:
-            pts = [px(*p) for p in lay.route(src, dst)]
-        edges.append((src, dst, kind, back, _clip(pts, boxes[src], boxes[dst])))
+            pts = _through_gaps(lay.route(src, dst), px, cols, x_of, boxes[src], boxes[dst])
+        edges.append((src, dst, kind, back, pts))
     bottom = max([b[3] for b in boxes.values()] + [p[1] for e in edges for p in e[4]])
     right = max(b[2] for b in boxes.values())
     return SvgScene(int(right + 40), int(bottom + 16), boxes, edges)
+
+
+def _through_gaps(route: list[tuple[float, float]], px: Any, cols: dict[int, float], x_of: dict[int, float],
+                  src: tuple[float, float, float, float], dst: tuple[float, float, float, float]
+                  ) -> list[tuple[float, float]]:
+    """A forward edge in pixels that slants only in the gaps between columns: it leaves its source
+    to the right, crosses a skipped column level (between that column's boxes), and enters its
+    target from the left; boxes stand only inside columns, so the edge never runs through one."""
+    (_, y0), (_, y1) = px(*route[0]), px(*route[-1])
+    pts = [(src[2], y0), (x_of[int(route[0][0])] + cols[int(route[0][0])] / 2, y0)]
+    for lx, ly in route[1:-1]:
+        layer, y = int(lx), px(lx, ly)[1]
+        pts += [(x_of[layer] - cols[layer] / 2, y), (x_of[layer] + cols[layer] / 2, y)]
+    pts += [(x_of[int(route[-1][0])] - cols[int(route[-1][0])] / 2, y1), (dst[0], y1)]
+    out = [pts[0]]
+    for p in pts[1:]:
+        if abs(p[0] - out[-1][0]) > 0.5 or abs(p[1] - out[-1][1]) > 0.5:
+            out.append(p)
+    return out
 
 
 def _exit(inside: tuple[float, float], toward: tuple[float, float], box: tuple[float, float, float, float]

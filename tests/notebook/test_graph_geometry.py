@@ -125,3 +125,11 @@ def test_the_rewrite_loop_goes_around_under_every_node():
     assert len(lanes) == len(back)  # one lane each: they can be followed
     svg = graph_svg(content_pipeline())
     assert svg.count(">plan_rewrite</text>") == 1  # the label is inside its box, drawn once
+
+
+@pytest.mark.parametrize("build", [content_pipeline, wide_skips])
+def test_everything_is_drawn_inside_the_picture(build):
+    scene = svg_scene(build())
+    points = [p for e in scene.edges for p in e[4]] + [(b[0], b[1]) for b in scene.boxes.values()] + [
+        (b[2], b[3]) for b in scene.boxes.values()]
+    assert all(0 <= x <= scene.width and 0 <= y <= scene.height for x, y in points)
