@@ -107,6 +107,7 @@ def _add_instant_ticks(fig: Any, spans: list[Any], now: float, shown: dict[str, 
         return
     fig.add_trace(go.Scatter(
         x=[s.start for s in tiny], y=[shown[s.state] for s in tiny], mode="markers", showlegend=False,
+        name="took no time",
         marker={"symbol": "line-ns", "size": 16, "line": {"width": 3,
                 "color": [_OUTCOMES.get(s.outcome, ("", "#999"))[1] for s in tiny]}},
         hovertext=[f"{plotly_text(s.state)} attempt {s.attempt}: took no time ({s.start:.3f}s)" for s in tiny],

@@ -301,8 +301,12 @@ class LiveView:
     def _resources_due(self, now: float) -> bool:
         """New samples, and the resources chart's own interval has passed (10 s once it is drawn:
         new samples alone, as while a run waits for a person, must not keep the kernel busy)."""
-        if self.tracker.samples_version == self._samples_drawn:
+        tr = self.tracker
+        if tr.samples_version == self._samples_drawn:
             return False
+        if tr.waiting and not any(st in ("running", "retrying") for st in tr.status.values()):
+            # only people are awaited: nothing moves but a flat line; the end draws it anyway
+            return now - self._res_at >= max(self.resource_interval, 60.0)
         charted = self._resources_note == "chart"
         return now - self._res_at >= (self.resource_interval if charted else self.figure_interval)
 
