@@ -147,7 +147,9 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None) -
             continue
         fig.add_trace(go.Scatter(
             x=[p[1] for p in members], y=[p[2] for p in members], text=[p[3] for p in members],
-            hovertext=[p[4] for p in members], hoverinfo="text", mode="markers+text", textposition="top center",
+            hovertext=[p[4] for p in members], hoverinfo="text", mode="markers+text",
+            # labels alternate above and below from layer to layer, so neighbours' labels do not touch
+            textposition=["top center" if lay.nodes[p[0]].layer % 2 == 0 else "bottom center" for p in members],
             name=status_label(st), legendgroup="status",
             marker={"size": [34 if lay.nodes[p[0]].is_group else 24 for p in members],
                     "symbol": ["square" if lay.nodes[p[0]].is_group else "circle" for p in members],

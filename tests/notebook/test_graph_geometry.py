@@ -133,3 +133,15 @@ def test_everything_is_drawn_inside_the_picture(build):
     points = [p for e in scene.edges for p in e[4]] + [(b[0], b[1]) for b in scene.boxes.values()] + [
         (b[2], b[3]) for b in scene.boxes.values()]
     assert all(0 <= x <= scene.width and 0 <= y <= scene.height for x, y in points)
+
+
+def test_the_live_figure_alternates_labels_above_and_below_so_neighbours_do_not_touch():
+    from fluffy_nb.notebook import graph_figure
+
+    fig = graph_figure(content_pipeline())
+    nodes = [t for t in fig.data if t.mode == "markers+text"]
+    where = {text: pos for t in nodes for text, pos in zip(t.text, t.textposition, strict=True)}
+    assert where["assemble"] != where["check_quality"] != where["human_review"]  # layers 3, 4, 5
+    back = [t for t in fig.data if t.mode == "lines" and t.x and None in t.x]
+    lowest = min(y for t in nodes for y in t.y)
+    assert min(y for t in back for y in t.y if y is not None) < lowest  # loops run under every node
