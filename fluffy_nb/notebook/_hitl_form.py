@@ -265,6 +265,16 @@ class FormsArea(widgets.VBox):
         return [form.record or f"… {_short(form.request.state)}: {_short(form.request.prompt)} (waiting)"
                 for form in self.forms.values()]
 
+    def records_html(self) -> str:
+        """:meth:`records` as escaped HTML lines, classed like the widget's records (``fluffy-form-record``,
+        ``fluffy-ok`` for an answer), so a page reads them the same before and after the run ends."""
+        out = []
+        for form, line in zip(self.forms.values(), self.records(), strict=True):
+            state = ("fluffy-ok" if form.ok else "fluffy-not-ok") if form.record else "fluffy-waiting"
+            css = f"fluffy-form-record {state}"
+            out.append(f'<div class="{css}" style="font-family:sans-serif;font-size:13px">{html.escape(line)}</div>')
+        return "".join(out)
+
     def show(self, request: HumanRequest) -> HumanForm:
         """The form of ``request`` (added if new; a re-ask shows the rejection)."""
         form = self.forms.get(request.request_id)
@@ -339,10 +349,8 @@ class FormsArea(widgets.VBox):
         if self.display_handle is None or self.open_forms():
             return
         self._static = True
-        lines = self.records()
-        page = "".join(f'<div style="font-family:sans-serif;font-size:13px">{html.escape(line)}</div>'
-                       for line in lines)
-        self.display_handle.update({"text/plain": "\n".join(lines), "text/html": page}, raw=True)
+        self.display_handle.update({"text/plain": "\n".join(self.records()), "text/html": self.records_html()},
+                                   raw=True)
 
     def close(self) -> None:
         """Stop following the agent and close the widgets."""

@@ -204,8 +204,4 @@ def forms_records_html(agent: Any) -> str:
     except ImportError:  # the widget forms are optional
         return ""
     area = FormsArea.of(agent)
-    lines = [] if area is None else area.records()
-    if not lines:
-        return ""
-    return "".join(f'<div style="font-family:sans-serif;font-size:13px">{html.escape(line)}</div>'
-                   for line in lines)
+    return "" if area is None else area.records_html()

@@ -204,3 +204,4 @@ async def test_a_forms_area_shown_on_its_own_becomes_one_line_records_once_answe
     assert kwargs == {"raw": True}
     assert bundle["text/plain"].startswith("✓ approve: Ship <it>? → ")  # not "<FormsArea ... open=1>"
     assert "Ship &lt;it&gt;?" in bundle["text/html"]
+    assert 'class="fluffy-form-record fluffy-ok"' in bundle["text/html"]  # as the widget's record reads
