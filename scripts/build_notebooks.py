@@ -4,8 +4,8 @@ The sources are plain Python in the "percent" format (``# %%`` starts a code cel
 ``# %% [markdown]`` a Markdown cell whose lines start with ``# ``), so a review diff is
 readable. ``--execute`` then runs each notebook headless (``FLUFFY_NB_AUTOANSWER=1``, the
 same switch nbval uses) and keeps stored outputs ONLY for cells marked ``# NBVAL_CHECK_OUTPUT``
-(text only): those are the outputs ``pytest --nbval-lax`` compares, and everything else stays
-empty so the committed notebooks are small.
+(text, and the static picture of a finished run): those are the outputs ``pytest --nbval-lax``
+compares, and everything else stays empty so the committed notebooks are small.
 
 Usage::
 
@@ -30,6 +30,9 @@ SRC = ROOT / "scripts" / "notebooks_src"
 OUT = ROOT / "notebooks"
 CHECK = "# NBVAL_CHECK_OUTPUT"
 KEEP_MIME = ("text/plain",)
+#: a finished run's static picture (what a live view becomes): kept as HTML, so GitHub and nbviewer
+#: show the run; nbval compares it through a sanitizer (tests/notebooks/sanitize.cfg)
+RUN_PICTURE = 'class="fluffy-run-picture"'
 
 
 def parse(text: str) -> list[nbformat.NotebookNode]:
@@ -75,7 +78,8 @@ def execute(nb: nbformat.NotebookNode, cwd: Path) -> None:
             if out.output_type == "stream":
                 kept.append(out)
             elif out.output_type in ("execute_result", "display_data"):
-                data = {k: v for k, v in out.data.items() if k in KEEP_MIME}
+                keep = KEEP_MIME + (("text/html",) if RUN_PICTURE in out.data.get("text/html", "") else ())
+                data = {k: v for k, v in out.data.items() if k in keep}
                 if data:
                     out.data = data
                     out.metadata = {}

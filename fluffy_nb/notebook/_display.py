@@ -39,21 +39,58 @@ def _short(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def agent_bundle(agent: Agent, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-    """An Agent: summary and graph (text, mermaid, SVG, and plotly when small)."""
+def agent_bundle(agent: Agent, include: Any = None, exclude: Any = None, *, tracker: Any = None) -> dict[str, Any]:
+    """An Agent: summary and graph (text, mermaid, SVG, and plotly when small).
+
+    With a ``tracker`` (a finished run's), the graph is coloured as that run ended.
+    """
     from ._figures import to_bundle
 
+    head = f"{len(agent.states)} states, status {agent.status.value}"
+    if tracker is not None:
+        head = f"latest run: {tracker.summary()} (its live view is under the cell that ran it)"
     bundle: dict[str, Any] = {
-        "text/plain": f"{agent!r}\n{graph_text(agent)}",
-        "text/vnd.mermaid": graph_mermaid(agent),
+        "text/plain": f"{agent!r}\n{head}\n{graph_text(agent, tracker)}",
+        "text/vnd.mermaid": graph_mermaid(agent, tracker),
         "text/html": (f'<div style="font-family:sans-serif"><b>{html.escape(agent.name)}</b>: '
-                      f"{len(agent.states)} states, status {html.escape(agent.status.value)}</div>"
-                      + graph_svg(agent)),
+                      f"{html.escape(head)}</div>" + graph_svg(agent, tracker)),
     }
     wanted = include is None or "application/vnd.plotly.v1+json" in include
     if wanted and agent.states and len(graph_layout(agent.graph).nodes) <= PLOTLY_REPR_LIMIT:
-        bundle["application/vnd.plotly.v1+json"] = to_bundle(graph_figure(agent))["application/vnd.plotly.v1+json"]
+        fig = graph_figure(agent, tracker)
+        bundle["application/vnd.plotly.v1+json"] = to_bundle(fig)["application/vnd.plotly.v1+json"]
     return _filter(bundle, include, exclude)
+
+
+#: where an agent keeps the display of the cell that defined it (``%%fluffy NAME``)
+_DEFINITION_ATTR = "_fluffy_definition_display"
+
+
+class AgentPicture:
+    """An agent's graph as a display object; with a finished run's tracker, as that run ended."""
+
+    def __init__(self, agent: Agent, tracker: Any = None) -> None:
+        self.agent = agent
+        self.tracker = tracker
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        return agent_bundle(self.agent, include, exclude, tracker=self.tracker)
+
+
+def show_definition(agent: Agent) -> None:
+    """Draw ``agent``'s graph under the defining cell, and remember where: each run's end redraws it."""
+    from IPython.display import display
+
+    handle = display(AgentPicture(agent), display_id=True)
+    if handle is not None:
+        setattr(agent, _DEFINITION_ATTR, handle)
+
+
+def update_definition(agent: Agent, tracker: Any) -> None:
+    """Redraw the defining cell's graph as ``tracker``'s run ended (nothing if none was shown)."""
+    handle = agent.__dict__.get(_DEFINITION_ATTR)
+    if handle is not None:
+        handle.update(AgentPicture(agent, tracker))
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
@@ -128,7 +165,8 @@ def history_bundle(history: CheckpointHistory, include: Any = None, exclude: Any
     from ._history import history_frame
 
     frame = history_frame(history)
-    shown = frame.drop(columns=["checkpoint_id", "parent_id", "keys_changed"])
+    shown = frame.drop(columns=["parent_id"]).assign(checkpoint_id=frame["checkpoint_id"].str[:8],
+                                                      run_id=frame["run_id"].str[:8])
     return _filter({"text/plain": repr(history), "text/html": shown.to_html(max_rows=40)}, include, exclude)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from ._layout import TEMPLATE as _TEMPLATE
 from ._layout import plotly_text, status_color
+from ._static import nice_top
 from ._waitview import WAIT_STYLE, wait_style
 
 #: more attempts than this (or more distinct states than GANTT_ROWS) -> concurrency chart
@@ -65,6 +66,7 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
                            for s, e in zip(mine, ends, strict=True)],
                 hoverinfo="text",
             ))
+        _add_instant_ticks(fig, spans, now, shown)
         _add_wait_bars(fig, waits, now, shown)
         fig.update_layout(barmode="overlay", bargap=0.25)
         fig.update_yaxes(categoryorder="array", categoryarray=[shown[r] for r in reversed(rows)], title=None)
@@ -88,11 +90,28 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
                  f"{max(ys) if ys else 0:,} at once")
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 14}}, height=h, template=_TEMPLATE,
-        margin={"l": 10, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h", "y": 1.0, "yanchor": "bottom",
-                                                            "x": 1.0, "xanchor": "right"},
+        # the legend stands right of the plot: above it, a narrow window (1000 px) made it cover the title
+        margin={"l": 10, "r": 10, "t": 40, "b": 40}, legend={"orientation": "v", "y": 1.0, "yanchor": "top",
+                                                            "x": 1.01, "xanchor": "left"},
         xaxis={"title": "seconds since start", "rangemode": "tozero"},
     )
     return fig
+
+
+def _add_instant_ticks(fig: Any, spans: list[Any], now: float, shown: dict[str, str]) -> None:
+    """Attempts too short to see as a bar (under 0.5% of the run) also show as a vertical tick."""
+    import plotly.graph_objects as go
+
+    tiny = [s for s in spans if (s.end if s.end is not None else now) - s.start < 0.005 * max(now, 1e-9)]
+    if not tiny:
+        return
+    fig.add_trace(go.Scatter(
+        x=[s.start for s in tiny], y=[shown[s.state] for s in tiny], mode="markers", showlegend=False,
+        name="took no time",
+        marker={"symbol": "line-ns", "size": 16, "line": {"width": 3,
+                "color": [_OUTCOMES.get(s.outcome, ("", "#999"))[1] for s in tiny]}},
+        hovertext=[f"{plotly_text(s.state)} attempt {s.attempt}: took no time ({s.start:.3f}s)" for s in tiny],
+        hoverinfo="text"))
 
 
 def _rows(spans: list[Any], waits: list[Any]) -> list[str]:
@@ -210,7 +229,8 @@ def resource_figure(tracker: Any, *, height: int = 320) -> Any:
     fig = go.Figure()
     # memory first (light, right axis), so the CPU lines are drawn on top of it
     mem = [s.process_memory_mb for s in samples]
-    fig.add_trace(go.Scatter(x=x, y=mem, name="process memory MB", yaxis="y2", mode="lines", fill="tozeroy",
+    fig.add_trace(go.Scatter(x=x, y=mem, name="process memory (MB, lower chart)", yaxis="y2", mode="lines",
+                             fill="tozeroy",
                              line={"color": "rgba(155,81,224,0.6)", "width": 1}, fillcolor="rgba(155,81,224,0.08)"))
     fig.add_trace(go.Scatter(x=x, y=[s.system_cpu for s in samples], name="system CPU %", mode="lines",
                              line={"color": "#828282", "dash": "dash"}))
@@ -228,14 +248,19 @@ def resource_figure(tracker: Any, *, height: int = 320) -> Any:
     title = "resources" if last is None else (
         f"resources - now: process {last.process_cpu:.0f}% CPU, {last.process_memory_mb:.0f} MB;<br>"
         f"system {last.system_cpu:.0f}% CPU, {last.system_memory_percent:.0f}% memory")
+    # CPU above, memory below on its own axis: one scale each, round ticks, the unit in each title
+    cpu_top, cpu_step = nice_top(max([100.0, *(v for t in fig.data if t.yaxis != "y2" for v in t.y
+                                               if v is not None)]) * 1.05)
+    mem_top, mem_step = nice_top(max(mem, default=1.0) * 1.1, 3)
     fig.update_layout(
-        title={"text": title, "x": 0.01, "font": {"size": 14}}, height=height, template=_TEMPLATE,
+        title={"text": title, "x": 0.01, "font": {"size": 14}}, height=height + 60, template=_TEMPLATE,
         margin={"l": 10, "r": 10, "t": 60, "b": 40},
-        legend={"orientation": "h", "y": -0.25, "yanchor": "top", "x": 0.0, "xanchor": "left"},
-        xaxis={"title": {"text": "seconds since start", "standoff": 4}, "rangemode": "tozero"},
-        yaxis={"title": "CPU %", "rangemode": "tozero"},
-        yaxis2={"title": "MB", "overlaying": "y", "side": "right", "showgrid": False,
-                "range": [0, max(mem, default=1.0) * 1.6]},
+        legend={"orientation": "v", "y": 1.0, "yanchor": "top", "x": 1.01, "xanchor": "left"},
+        xaxis={"title": {"text": "seconds since start", "standoff": 4}, "rangemode": "tozero", "anchor": "y2"},
+        yaxis={"title": "CPU (% of one core)", "domain": [0.42, 1.0], "range": [0, cpu_top], "dtick": cpu_step,
+               "tickformat": ",.0f"},
+        yaxis2={"title": {"text": "memory (MB)", "font": {"color": "#7b3fb0"}}, "domain": [0.0, 0.3],
+                "range": [0, mem_top], "dtick": mem_step, "tickformat": ",.0f", "showgrid": True},
     )
     if len(samples) == 1:  # a lone point draws no line: show it as a dot
         fig.update_traces(mode="lines+markers")

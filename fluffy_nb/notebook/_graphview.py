@@ -12,11 +12,13 @@ import html
 import math
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ._clusters import Expand, add_plotly_clusters, child_agent, mermaid_cluster, node_label, with_child_statuses
 from ._layout import (
     EDGE_STYLE,
+    LIGHT_STATUSES,
     STATUS_STYLE,
     Layout,
     dominant_status,
@@ -94,8 +96,9 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
     maps = map_counts(tracker)
     fig = go.Figure()
     # edges: one line trace per kind (dash shows the kind), arrowheads as short annotations on the last leg;
-    # cycles (back edges) bend below the nodes, edges that skip layers bend around the nodes in between
+    # cycles (back edges) run in lanes under every node, edges that skip layers bend around the nodes between
     annotations = []
+    lanes = 0
     kinds_seen: set[str] = set()
     lines: dict[str, tuple[list[float | None], list[float | None]]] = {}
     for src, dst, kind, back in lay.edges:
@@ -103,14 +106,12 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
         colour = EDGE_STYLE[kind][1]
         kinds_seen.add(kind)
         x0, y0 = lay.position(src)
-        x1, y1 = lay.position(dst)
         if src == dst:
             pts = [(x0 + 0.12 * math.cos(t / 10 * 2 * math.pi), y0 + 0.35 + 0.2 * math.sin(t / 10 * 2 * math.pi))
                    for t in range(11)]
         elif back:
-            depth = 0.55 + 0.1 * abs(x1 - x0)
-            pts = [(x0 + (x1 - x0) * t / 12, y0 + (y1 - y0) * t / 12 - depth * math.sin(math.pi * t / 12))
-                   for t in range(13)]
+            pts = lay.back_route(src, dst, lanes)
+            lanes += 1
         else:
             pts = lay.route(src, dst)
         xs_, ys_ = lines.setdefault(kind, ([], []))
@@ -150,11 +151,14 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
             continue
         fig.add_trace(go.Scatter(
             x=[p[1] for p in members], y=[p[2] for p in members], text=[p[3] for p in members],
-            hovertext=[p[4] for p in members], hoverinfo="text", mode="markers+text", textposition="top center",
+            hovertext=[p[4] for p in members], hoverinfo="text", mode="markers+text",
+            # labels alternate above and below from layer to layer, so neighbours' labels do not touch
+            textposition=["top center" if lay.nodes[p[0]].layer % 2 == 0 else "bottom center" for p in members],
             name=status_label(st), legendgroup="status",
             marker={"size": [34 if lay.nodes[p[0]].is_group else 24 for p in members],
                     "symbol": ["square" if lay.nodes[p[0]].is_group else "circle" for p in members],
-                    "color": status_color(st), "opacity": 1.0, "line": {"color": "#333", "width": 1}},
+                    "color": status_color(st), "opacity": 1.0,
+                    "line": {"color": "#999" if st == "skipped" else "#333", "width": 1}},
             textfont={"size": 12},
         ))
     add_wait_overlay(fig, lay, waits, deadlocks, annotations, agent)
@@ -162,7 +166,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
     counts = Counter(status.get(n, "pending") for n in agent.graph.nodes)
     xs = [lay.position(n)[0] for n in lay.nodes] or [0.0]
     ys = [lay.position(n)[1] for n in lay.nodes] or [0.0]
-    height = int(min(640, max(220, 90 * max(1, lay.widest) + 120))) + (60 if deadlocks else 0)
+    height = int(min(640, max(220, 90 * max(1, lay.widest) + 120))) + (60 if deadlocks else 0) + 20 * lanes
     fig.update_layout(
         title={"text": title if title is not None else
                f"<b>{plotly_text(agent.name)}</b> - {total:,} states: {_counts_text(counts)}",
@@ -172,7 +176,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
         legend={"yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.01, "font": {"size": 11},
                 "tracegroupgap": 12},
         xaxis={"visible": False, "range": [min(xs) - 0.5, max(xs) + 0.5]},
-        yaxis={"visible": False, "range": [min(ys) - 0.9, max(ys) + 0.7]},
+        yaxis={"visible": False, "range": [min(ys) - 0.9 - 0.3 * lanes, max(ys) + 0.7]},
     )
     add_plotly_clusters(fig, lay, agent, status, expand)
     return fig
@@ -240,8 +244,9 @@ def graph_mermaid(agent: Any, tracker: Any = None, *, direction: str = "LR", exp
     lines.extend(mermaid_wait_lines(lay, ids, waits, deadlocks, len(lay.edges)))
     for st in STATUS_STYLE:
         if st in used:
-            text_colour = "#000" if st in ("pending", "ready", "blocked") else "#fff"
-            lines.append(f"    classDef {st} fill:{status_color(st)},stroke:#333,color:{text_colour}")
+            text_colour = "#000" if st in LIGHT_STATUSES else "#fff"
+            stroke = "stroke:#888,stroke-dasharray:4 3" if st == "skipped" else "stroke:#333"
+            lines.append(f"    classDef {st} fill:{status_color(st)},{stroke},color:{text_colour}")
     return "\n".join(lines)
 
 
@@ -251,64 +256,172 @@ def graph_markdown(agent: Any, tracker: Any = None, *, expand: Expand = False) -
 
 
 # -- SVG --------------------------------------------------------------------------------------
+@dataclass
+class SvgScene:
+    """Where the SVG graph puts things, in pixels: each node's box (its label inside, as mermaid
+    draws it) and each edge's polyline, ending on the boxes' borders."""
+
+    width: int
+    height: int
+    boxes: dict[str, tuple[float, float, float, float]]  # node -> (x0, y0, x1, y1)
+    edges: list[tuple[str, str, str, bool, list[tuple[float, float]]]]  # src, dst, kind, back, points
+
+    def centre(self, nid: str) -> tuple[float, float]:
+        """The centre of ``nid``'s box."""
+        x0, y0, x1, y1 = self.boxes[nid]
+        return (x0 + x1) / 2, (y0 + y1) / 2
+
+
+#: pixels: a node box's height, the room between a column's widest box and the next column, a row
+BOX_H, GAP_X, ROW = 24.0, 48.0, 56.0
+
+
+def _label(lay: Layout, nid: str, status: Mapping[str, str]) -> tuple[str, str]:
+    node = lay.nodes[nid]
+    st, counts = _node_status(lay, nid, status)
+    return st, (node.label if not node.is_group else f"{node.label}: {_counts_text(counts)}")[:40]
+
+
+def _text_width(text: str) -> float:
+    """Pixels a 12 px sans-serif label takes (an upper bound: 7 px a character)."""
+    return 7.0 * len(text) + 4.0
+
+
+def svg_scene(agent: Any, tracker: Any = None) -> SvgScene:
+    """Lay the graph out in pixels: columns as wide as their widest box plus a gap (so boxes never
+    touch), forward edges slanting only in the gaps between columns (``_through_gaps``), and back
+    edges routed in lanes under every node (``Layout.back_route``)."""
+    lay = graph_layout(agent.graph)
+    status = agent_statuses(agent, tracker)
+    widths = {n: _text_width(_label(lay, n, status)[1]) + 12.0 for n in lay.nodes}
+    cols: dict[int, float] = {}
+    for n, node in lay.nodes.items():
+        cols[node.layer] = max(cols.get(node.layer, 0.0), widths[n])
+    x_of: dict[int, float] = {}
+    x = 12.0 + GAP_X / 2  # room on the left for a back edge into the first column
+    for layer in sorted(cols):
+        x_of[layer] = x + cols[layer] / 2
+        x += cols[layer] + GAP_X
+    top_y = max((lay.position(n)[1] for n in lay.nodes), default=0.0)
+
+    def px(lx: float, ly: float) -> tuple[float, float]:
+        """Layout units to pixels; half layers (the gaps) sit halfway between two columns."""
+        base = math.floor(lx)
+        frac = lx - base
+        xa = x_of.get(base, x_of[max(x_of)] + (cols[max(cols)] / 2 + GAP_X / 2) * 2 * frac)
+        if frac:
+            nxt = x_of.get(base + 1)
+            if nxt is None:
+                xa = x_of.get(base, 0.0) + cols.get(base, 0.0) / 2 + GAP_X / 2
+            elif base in x_of:
+                xa = x_of[base] + cols[base] / 2 + GAP_X / 2
+            else:
+                xa = nxt - cols[base + 1] / 2 - GAP_X / 2
+        return xa, 20.0 + BOX_H / 2 + (top_y - ly) * ROW
+
+    boxes = {}
+    for n in lay.nodes:
+        cx, cy = px(*lay.position(n))
+        boxes[n] = (cx - widths[n] / 2, cy - BOX_H / 2, cx + widths[n] / 2, cy + BOX_H / 2)
+    edges = []
+    lane = 0
+    for src, dst, kind, back in lay.edges:
+        if src == dst:
+            pts: list[tuple[float, float]] = []
+        elif back:
+            pts = _clip([px(*p) for p in lay.back_route(src, dst, lane)], boxes[src], boxes[dst])
+            lane += 1
+        else:
+            pts = _through_gaps(lay.route(src, dst), px, cols, x_of, boxes[src], boxes[dst])
+        edges.append((src, dst, kind, back, pts))
+    bottom = max([b[3] for b in boxes.values()] + [p[1] for e in edges for p in e[4]])
+    right = max(b[2] for b in boxes.values())
+    return SvgScene(int(right + 40), int(bottom + 16), boxes, edges)
+
+
+def _through_gaps(route: list[tuple[float, float]], px: Any, cols: dict[int, float], x_of: dict[int, float],
+                  src: tuple[float, float, float, float], dst: tuple[float, float, float, float]
+                  ) -> list[tuple[float, float]]:
+    """A forward edge in pixels that slants only in the gaps between columns: it leaves its source
+    to the right, crosses a skipped column level (between that column's boxes), and enters its
+    target from the left; boxes stand only inside columns, so the edge never runs through one."""
+    (_, y0), (_, y1) = px(*route[0]), px(*route[-1])
+    pts = [(src[2], y0), (x_of[int(route[0][0])] + cols[int(route[0][0])] / 2, y0)]
+    for lx, ly in route[1:-1]:
+        layer, y = int(lx), px(lx, ly)[1]
+        pts += [(x_of[layer] - cols[layer] / 2, y), (x_of[layer] + cols[layer] / 2, y)]
+    pts += [(x_of[int(route[-1][0])] - cols[int(route[-1][0])] / 2, y1), (dst[0], y1)]
+    out = [pts[0]]
+    for p in pts[1:]:
+        if abs(p[0] - out[-1][0]) > 0.5 or abs(p[1] - out[-1][1]) > 0.5:
+            out.append(p)
+    return out
+
+
+def _exit(inside: tuple[float, float], toward: tuple[float, float], box: tuple[float, float, float, float]
+          ) -> tuple[float, float]:
+    """Where the segment from ``inside`` (a box's centre) toward ``toward`` leaves ``box``."""
+    (ax, ay), (bx, by) = inside, toward
+    dx, dy = bx - ax, by - ay
+    hw, hh = (box[2] - box[0]) / 2 + 2, (box[3] - box[1]) / 2 + 2
+    t = min(hw / abs(dx) if dx else math.inf, hh / abs(dy) if dy else math.inf, 1.0)
+    return ax + dx * t, ay + dy * t
+
+
+def _clip(pts: list[tuple[float, float]], src: tuple[float, float, float, float],
+          dst: tuple[float, float, float, float]) -> list[tuple[float, float]]:
+    """``pts`` (centre to centre) cut to start on the source box's border and end on the target's."""
+    if len(pts) < 2:
+        return pts
+    pts = list(pts)
+    pts[0] = _exit(pts[0], pts[1], src)
+    pts[-1] = _exit(pts[-1], pts[-2], dst)
+    return pts
+
+
 def graph_svg(agent: Any, tracker: Any = None, *, width: int = 720) -> str:
-    """A self-contained SVG of the graph (no JavaScript, no network): the static snapshot."""
+    """A self-contained SVG of the graph (no JavaScript, no network): the static snapshot.
+
+    ``width`` is kept for callers; the picture is as wide as its labels need (they never overlap).
+    """
     lay = graph_layout(agent.graph)
     status = agent_statuses(agent, tracker)
     if not lay.nodes:
         return ('<svg xmlns="http://www.w3.org/2000/svg" width="200" height="30">'
                 '<text x="4" y="20">(no states)</text></svg>')
-    xs = [lay.position(n)[0] for n in lay.nodes]
-    ys = [lay.position(n)[1] for n in lay.nodes]
-    span_x = max(xs) - min(xs) or 1.0
-    col = min(170.0, (width - 120) / span_x) if len(set(xs)) > 1 else 0.0
-    row = 64.0
-    height = int((max(ys) - min(ys)) * row + 110)
-    real_width = int(span_x * col + 140) if col else 240
-
-    def px(nid: str) -> tuple[float, float]:
-        x, y = lay.position(nid)
-        return 70 + (x - min(xs)) * col, 40 + (max(ys) - y) * row
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{real_width}" height="{height + 22}" '
+    scene = svg_scene(agent, tracker)
+    height = scene.height
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{scene.width}" height="{height + 22}" '
+           f'viewBox="0 0 {scene.width} {height + 22}" style="max-width:100%;height:auto" '
            'font-family="sans-serif" font-size="12">',
            '<defs><marker id="fa" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
            'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#666"/></marker></defs>']
-    for src, dst, kind, back in lay.edges:
+    for src, _dst, kind, _back, pts in scene.edges:
         _, colour, dash = EDGE_STYLE.get(kind, EDGE_STYLE["code"])
-        (x0, y0), (x1, y1) = px(src), px(dst)
         d = {"dash": ' stroke-dasharray="6,4"', "dot": ' stroke-dasharray="2,3"'}.get(dash, "")
-        if src == dst:
-            path = f"M {x0 - 6} {y0 - 14} C {x0 - 30} {y0 - 50}, {x0 + 30} {y0 - 50}, {x0 + 6} {y0 - 14}"
-        elif back:
-            path = f"M {x0} {y0 + 14} Q {(x0 + x1) / 2} {max(y0, y1) + 60} {x1} {y1 + 14}"
+        if not pts:  # a state that leads to itself: a loop on its box's right side
+            _, y0, x1, y1 = scene.boxes[src]
+            path = f"M {x1} {y0 + 5} C {x1 + 26} {y0 - 6}, {x1 + 26} {y1 + 6}, {x1} {y1 - 5}"
         else:
-            pts = [(70 + (x - min(xs)) * col, 40 + (max(ys) - y) * row) for x, y in lay.route(src, dst)]
-            (ax, ay), (bx, by) = pts[0], pts[1]
-            n = math.hypot(bx - ax, by - ay) or 1.0
-            pts[0] = (ax + (bx - ax) / n * 15, ay + (by - ay) / n * 15)
-            (ax, ay), (bx, by) = pts[-2], pts[-1]
-            n = math.hypot(bx - ax, by - ay) or 1.0
-            pts[-1] = (bx - (bx - ax) / n * 15, by - (by - ay) / n * 15)
             path = "M " + " L ".join(f"{x:.1f} {y:.1f}" for x, y in pts)
         out.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.5"{d} marker-end="url(#fa)"/>')
-    for nid, node in lay.nodes.items():
-        st, counts = _node_status(lay, nid, status)
-        x, y = px(nid)
-        label = node.label if not node.is_group else f"{node.label}: {_counts_text(counts)}"
+    for nid in lay.nodes:
+        st, label = _label(lay, nid, status)
+        x0, y0, x1, y1 = scene.boxes[nid]
         tip = html.escape(f"{label} ({status_label(st)})")
-        if node.is_group:
-            out.append(f'<rect x="{x - 16}" y="{y - 16}" width="32" height="32" rx="4" fill="{status_color(st)}" '
-                       f'stroke="#333"><title>{tip}</title></rect>')
-        else:
-            out.append(f'<circle cx="{x}" cy="{y}" r="12" fill="{status_color(st)}" stroke="#333">'
-                       f"<title>{tip}</title></circle>")
-        out.append(f'<text x="{x}" y="{y - 19}" text-anchor="middle">{html.escape(label[:40])}</text>')
-    out.extend(svg_wait_overlay(lay, px, *waits_of(tracker)))
+        stroke = 'stroke="#888" stroke-dasharray="4,3"' if st == "skipped" else 'stroke="#333"'
+        rx = 3 if lay.nodes[nid].is_group else 11
+        ink = "#000" if st in LIGHT_STATUSES else "#fff"
+        out.append(f'<g><title>{tip}</title><rect x="{x0:.1f}" y="{y0:.1f}" width="{x1 - x0:.1f}" '
+                   f'height="{y1 - y0:.1f}" rx="{rx}" fill="{status_color(st)}" {stroke}/>'
+                   f'<text x="{(x0 + x1) / 2:.1f}" y="{y1 - 8:.1f}" text-anchor="middle" fill="{ink}">'
+                   f"{html.escape(label)}</text></g>")
+    out.extend(svg_wait_overlay(lay, scene.centre, *waits_of(tracker)))
     lx = 6.0
     for st in STATUS_STYLE:
         if st in status.values():
-            out.append(f'<circle cx="{lx + 6}" cy="{height + 10}" r="5" fill="{status_color(st)}" stroke="#333"/>')
+            stroke = 'stroke="#888" stroke-dasharray="2,2"' if st == "skipped" else 'stroke="#333"'
+            out.append(f'<circle cx="{lx + 6}" cy="{height + 10}" r="5" fill="{status_color(st)}" {stroke}/>')
             out.append(f'<text x="{lx + 14}" y="{height + 14}">{html.escape(status_label(st))}</text>')
             lx += 22 + 7 * len(status_label(st))
     out.append("</svg>")

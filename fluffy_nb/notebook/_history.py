@@ -17,9 +17,11 @@ from ..engine._errors import CheckpointError, ConfigurationError
 from ..engine._history import CheckpointHistory, diff_checkpoints
 from ..engine._status import AgentStatus, StateStatus
 
-#: the columns of a history frame, in order
-HISTORY_COLUMNS = ["checkpoint_id", "run_id", "sequence", "timestamp", "trigger", "status", "completed",
-                   "pending", "keys_changed", "size_bytes", "error", "parent_id", "child"]
+#: the columns of a history frame, in order: what a person reads first, the long ids last
+HISTORY_COLUMNS = ["sequence", "seconds", "timestamp", "trigger", "states", "status", "child", "keys_changed",
+                   "completed", "pending", "error", "size_bytes", "checkpoint_id", "parent_id", "run_id"]
+#: statuses a checkpoint names a state for, besides completing it (what the checkpoint is about)
+_NOTABLE = frozenset({"failed", "timeout", "cancelled", "waiting_for_human"})
 _TRIGGERS = ["manual", "pause", "interval", "state", "failure", "completion", "cancel", "fork"]
 #: more rows than this and ``keys_changed`` is not computed (it loads every checkpoint)
 KEYS_CHANGED_LIMIT = 2000
@@ -75,9 +77,11 @@ def _rows_and_store(source: Any, run_id: str | None) -> tuple[list[Any], Any, st
     )
 
 
-def _keys_changed(store: Any, rows: list[Any]) -> list[list[str] | None]:
+def _changes(store: Any, rows: list[Any]) -> tuple[list[list[str] | None], list[list[str] | None]]:
+    """Per row: the data keys that differ from the parent checkpoint, and the states it is about
+    (those that completed since the parent, or failed, timed out, were cancelled or asked a person)."""
     if store is None or len(rows) > KEYS_CHANGED_LIMIT:
-        return [None] * len(rows)
+        return [None] * len(rows), [None] * len(rows)
     cache: dict[str, Checkpoint] = {}
 
     def load(cid: str | None) -> Checkpoint | None:
@@ -90,26 +94,36 @@ def _keys_changed(store: Any, rows: list[Any]) -> list[list[str] | None]:
                 return None
         return cache[cid]
 
-    out: list[list[str] | None] = []
+    keys: list[list[str] | None] = []
+    states: list[list[str] | None] = []
     for r in rows:
         cp = load(r.checkpoint_id)
         if cp is None:
-            out.append(None)
+            keys.append(None)
+            states.append(None)
             continue
         parent = load(r.parent_id)
         now = {**cp.shared_state, **cp.typed_data}
         before = {} if parent is None else {**parent.shared_state, **parent.typed_data}
-        out.append(sorted(k for k in {*now, *before} if now.get(k, ...) != before.get(k, ...)))
-    return out
+        keys.append(sorted(k for k in {*now, *before} if now.get(k, ...) != before.get(k, ...)))
+        counts = {} if parent is None else parent.completion_counts
+        was = {} if parent is None else parent.state_status
+        states.append([s for s, st in cp.state_status.items()
+                       if cp.completion_counts.get(s, 0) > counts.get(s, 0)
+                       or (st.value in _NOTABLE and was.get(s) != st)])
+    return keys, states
 
 
 def history_frame(source: Any, run_id: str | None = None, **_filters: Any) -> pd.DataFrame:
     """One row per checkpoint, oldest first, with typed columns.
 
-    Columns: ``checkpoint_id``, ``run_id``, ``sequence`` (int), ``timestamp`` (datetime64, UTC),
-    ``trigger`` (categorical), ``status`` (categorical: the agent's status then), ``completed``
-    (int: states completed), ``pending`` (int: states in flight), ``keys_changed`` (list: data
-    keys that differ from the parent checkpoint), ``size_bytes`` (int), ``error``, ``parent_id``.
+    Columns, what a person reads first: ``sequence`` (int), ``seconds`` (float: since the run's
+    first checkpoint), ``timestamp`` (datetime64 in milliseconds, UTC), ``trigger`` (categorical),
+    ``states`` (list: the states the checkpoint is about: completed since the parent, failed,
+    cancelled or asking a person), ``status`` (categorical: the agent's status then),
+    ``keys_changed`` (list: data keys that differ from the parent checkpoint), ``completed`` (int:
+    states completed), ``pending`` (int: states in flight), ``error``, ``size_bytes`` (int); then
+    the ids: ``checkpoint_id``, ``parent_id``, ``run_id``.
 
     Args:
         source: An Agent (its store, its checkpoints), a store (every agent), or a list of
@@ -121,17 +135,24 @@ def history_frame(source: Any, run_id: str | None = None, **_filters: Any) -> pd
     """
     rows, store, agent_name = _rows_and_store(source, run_id)
     rows.sort(key=lambda r: (r.timestamp, r.sequence))
+    first: dict[str, float] = {}
+    for r in rows:
+        first.setdefault(r.run_id, r.timestamp)
+    keys, states = _changes(store, rows)
+    stamps = pd.to_datetime(pd.Series([r.timestamp for r in rows], dtype="float64"), unit="s", utc=True)
     frame = pd.DataFrame({
         "checkpoint_id": pd.Series([r.checkpoint_id for r in rows], dtype="object"),
         "run_id": pd.Series([r.run_id for r in rows], dtype="object"),
         "sequence": pd.Series([r.sequence for r in rows], dtype="int64"),
-        "timestamp": pd.to_datetime(pd.Series([r.timestamp for r in rows], dtype="float64"), unit="s", utc=True),
+        "seconds": pd.Series([round(r.timestamp - first[r.run_id], 3) for r in rows], dtype="float64"),
+        "timestamp": stamps.dt.floor("ms").astype("datetime64[ms, UTC]"),
+        "states": pd.Series(states, dtype="object"),
         "trigger": pd.Categorical([r.trigger for r in rows],
                                   categories=list(dict.fromkeys([*_TRIGGERS, *(r.trigger for r in rows)]))),
         "status": pd.Categorical([str(r.agent_status) for r in rows], categories=[s.value for s in AgentStatus]),
         "completed": pd.Series([r.completed_count for r in rows], dtype="int64"),
         "pending": pd.Series([len(r.pending) for r in rows], dtype="int64"),
-        "keys_changed": pd.Series(_keys_changed(store, rows), dtype="object"),
+        "keys_changed": pd.Series(keys, dtype="object"),
         "size_bytes": pd.Series([r.size_bytes for r in rows], dtype="int64"),
         "error": pd.Series([r.error for r in rows], dtype="object"),
         "parent_id": pd.Series([r.parent_id for r in rows], dtype="object"),

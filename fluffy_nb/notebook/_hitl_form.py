@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import html
 import threading
 import warnings
 import weakref
@@ -232,6 +233,8 @@ class FormsArea(widgets.VBox):
         self._agent_ref = weakref.ref(agent)
         self.forms: dict[str, HumanForm] = {}
         self.shown = False
+        self.display_handle: Any = None  # set when the area is displayed on its own (no live view)
+        self._static = False
         self._unsubscribe = agent.events.subscribe(self._on_event)
         for request in agent.pending_requests():
             self.show(request)
@@ -250,6 +253,28 @@ class FormsArea(widgets.VBox):
             setattr(agent, _AREA_ATTR, area)
         return area
 
+    @classmethod
+    def of(cls, agent: Any) -> FormsArea | None:
+        """The agent's forms area if it has one (None: no form was ever shown for it)."""
+        area = getattr(agent, "__dict__", {}).get(_AREA_ATTR)
+        return area if isinstance(area, cls) else None
+
+    def records(self) -> list[str]:
+        """Every form as one line: the record of an answered or withdrawn one, the question of an
+        open one (what the static picture of a run shows instead of the widgets)."""
+        return [form.record or f"… {_short(form.request.state)}: {_short(form.request.prompt)} (waiting)"
+                for form in self.forms.values()]
+
+    def records_html(self) -> str:
+        """:meth:`records` as escaped HTML lines, classed like the widget's records (``fluffy-form-record``,
+        ``fluffy-ok`` for an answer), so a page reads them the same before and after the run ends."""
+        out = []
+        for form, line in zip(self.forms.values(), self.records(), strict=True):
+            state = ("fluffy-ok" if form.ok else "fluffy-not-ok") if form.record else "fluffy-waiting"
+            css = f"fluffy-form-record {state}"
+            out.append(f'<div class="{css}" style="font-family:sans-serif;font-size:13px">{html.escape(line)}</div>')
+        return "".join(out)
+
     def show(self, request: HumanRequest) -> HumanForm:
         """The form of ``request`` (added if new; a re-ask shows the rejection)."""
         form = self.forms.get(request.request_id)
@@ -257,6 +282,9 @@ class FormsArea(widgets.VBox):
             form = self.forms[request.request_id] = HumanForm(request)
             form.on_unheard = self._renew
             self.children = (*self.children, form)  # type: ignore[has-type]
+            if self._static:  # shown as records since the last answer: the widget comes back
+                self._static = False
+                self.display_handle.update(self)
         elif request.rejection:
             form.show_rejection(request.rejection)
         return form
@@ -305,6 +333,7 @@ class FormsArea(widgets.VBox):
             form = self.forms.get(event.request_id)
             if form is not None:
                 form.collapse(f"{_short(event.value)} ({_how(event)})")
+                self._settle()
         elif isinstance(event, HumanWithdrawn):
             form = self.forms.get(event.request_id)
             if form is not None:
@@ -312,6 +341,16 @@ class FormsArea(widgets.VBox):
                 why = ("nobody answered in time" if request.status == "timed_out"
                        else "withdrawn: the run or this state was stopped")
                 form.collapse(why, ok=False)
+                self._settle()
+
+    def _settle(self) -> None:
+        """Shown on its own and nothing left open: the display becomes the one-line records, so the
+        saved notebook shows what was asked and answered (not a widget that needs JavaScript)."""
+        if self.display_handle is None or self.open_forms():
+            return
+        self._static = True
+        self.display_handle.update({"text/plain": "\n".join(self.records()), "text/html": self.records_html()},
+                                   raw=True)
 
     def close(self) -> None:
         """Stop following the agent and close the widgets."""
@@ -371,7 +410,7 @@ class WidgetResponder:
             area.shown = True
             from IPython.display import display
 
-            display(area)
+            area.display_handle = display(area, display_id=True)
 
     def __repr__(self) -> str:
         return f"WidgetResponder(area={self.area!r})"

@@ -28,11 +28,18 @@ STATUS_STYLE: dict[str, tuple[str, str]] = {
     "failed": ("failed", "#eb5757"),
     "timeout": ("timed out", "#a50f15"),
     "cancelled": ("cancelled", "#828282"),
+    "skipped": ("skipped", "#f2f2f2"),  # not taken: the run completed without needing it (drawn dashed)
 }
+
+#: statuses drawn light: their labels are dark text
+LIGHT_STATUSES = ("pending", "ready", "blocked", "skipped")
+
+#: statuses a state ends in: the progress bar counts them as done
+END_STATUSES = ("completed", "failed", "timeout", "cancelled", "skipped")
 
 #: when a group holds states of several statuses, its colour is the most pressing one
 STATUS_URGENCY = ["failed", "timeout", "waiting_for_human", "retrying", "running", "blocked", "ready",
-                  "cancelled", "pending", "completed"]
+                  "cancelled", "pending", "completed", "skipped"]
 
 #: edge kind -> (label, colour, plotly dash)
 EDGE_STYLE: dict[str, tuple[str, str, str]] = {
@@ -130,6 +137,17 @@ class Layout:
                 points.append((float(layer), y))
         points.append((x1, y1))
         return points
+
+
+    def back_route(self, src: str, dst: str, lane: int = 0) -> list[tuple[float, float]]:
+        """Points of a back edge (one closing a cycle), routed around every node as mermaid does:
+        out of the source to the gap after its layer, down to a lane under the lowest node (one
+        lane per back edge, so they never share a line), along it, and up through the gap before
+        the target's layer into the target. Gaps between layers hold no nodes, so nothing is crossed."""
+        (x0, y0), (x1, y1) = self.position(src), self.position(dst)
+        low = min((self.position(n)[1] for n in self.nodes), default=0.0)
+        lane_y = low - 0.8 - 0.3 * lane
+        return [(x0, y0), (x0 + 0.5, y0), (x0 + 0.5, lane_y), (x1 - 0.5, lane_y), (x1 - 0.5, y1), (x1, y1)]
 
 
 def _dfs_back_edges(nodes: list[str], succ: Mapping[str, Iterable[str]]) -> set[tuple[str, str]]:

@@ -9,13 +9,17 @@ ticker task redraws at most every ``interval`` seconds (0.1 s: 10/s) and only wh
 Figures are costlier, so they redraw at most every ``figure_interval`` seconds (1 s), stretched
 to five times their own drawing cost (at most 5 s), so drawing takes at most ~20% of the loop;
 what a person must see at once (a question for them, a failure, a retry) redraws them within
-a few ticks. The end of the run is drawn once, by ``finish()``, after the awaiter is woken.
+a few ticks. Resource samples alone redraw only the resources chart, at most every
+``resource_interval`` (10 s), so a run that only waits for a person costs the kernel next to
+nothing. The end of the run is drawn once, by ``finish()``.
 
 Jupyter facts followed (DESIGN.md): plotly figures are re-displayed as static plotly JSON into
 ``Output`` widgets through ``outputs=`` (never ``with out:``, never a ``FigureWidget``: ~5 MB
 of JavaScript per instance). Without a widget frontend (nbval, plain IPython, exported HTML)
 the view's display carries a static snapshot (``text/html`` with an inline SVG graph, and a
-``text/plain`` summary); when the run ends the display is updated with the final snapshot.
+``text/plain`` summary). When the run ends the display is *replaced* by that static picture of
+the finished run (``_static``: SVG graph and timeline, usage, answers, result), so the saved
+notebook shows the end in nbconvert's HTML, on GitHub and nbviewer, offline and without a CDN.
 """
 
 from __future__ import annotations
@@ -30,12 +34,13 @@ from typing import Any
 import ipywidgets as widgets
 
 from ._coordpanel import CoordinationPanel, coordination_html
-from ._figures import declared_vs_measured, resource_figure, steady_samples, timeline_figure, to_bundle
+from ._figures import resource_figure, steady_samples, timeline_figure, to_bundle
 from ._graphview import graph_figure, graph_svg
 from ._latency import latency_table_html
-from ._layout import STATUS_STYLE, status_color, status_label
+from ._layout import LIGHT_STATUSES, STATUS_STYLE, status_color, status_label
+from ._static import forms_records_html, timeline_svg, usage_table_html
 from ._tracker import RunTracker
-from ._waitview import DEADLOCK_COLOUR, deadlock_advice, wait_color, wait_label, wait_sentence
+from ._waitview import deadlock_advice, wait_sentence, waits_html
 
 log = logging.getLogger("fluffy_nb")
 
@@ -71,6 +76,9 @@ class LiveView:
         figure_interval: Smallest time between two figure redraws (seconds).
         sample_interval: Seconds between resource samples (psutil).
         graph: Show the state graph.
+        show_result: Show the run's result at the end (off when the cell shows it itself).
+        resource_interval: Smallest time between two redraws of the resources chart when only
+            new samples arrived (a run that only waits for a person costs next to nothing).
 
     Attributes:
         expand: Sub-workflow states drawn open in the graph (True: all; a list of state names;
@@ -81,13 +89,20 @@ class LiveView:
     """
 
     def __init__(self, agent: Any, *, interval: float = 0.1, figure_interval: float = 1.0,
-                 sample_interval: float = 0.5, graph: bool = True) -> None:
+                 sample_interval: float = 0.5, graph: bool = True, show_result: bool = True,
+                 resource_interval: float = 10.0) -> None:
         self.agent = agent
         self.expand: Any = False
         self.tracker = RunTracker(agent)
         self.interval = interval
         self.figure_interval = figure_interval
         self.sample_interval = sample_interval
+        self.show_result = show_result
+        self.resource_interval = resource_interval
+        self._samples_drawn = -1
+        self._res_at = 0.0
+        self._unsubscribe: Any = None
+        self._result_html = ""
         self.handle: Any = None
         self.redraws = 0
         self.updates = 0  # widget state changes sent (each is one comm message with a frontend)
@@ -134,6 +149,22 @@ class LiveView:
         handle.add_done_callback(self._on_done)
         return self
 
+    def follow_run(self, run: Any) -> LiveView:
+        """Follow ``run`` when there is no handle (``await agent.run()`` in a cell): the end is drawn
+        when its RunFinished event arrives, before the awaiting cell gets the result."""
+        from ..engine._events import RunFinished
+
+        self.tracker.follow(run)
+
+        def on_event(event: Any) -> None:
+            if isinstance(event, RunFinished) and event.run_id == run.run_id:
+                self.finish(None)
+
+        self._unsubscribe = self.agent.events.subscribe(on_event)
+        self._start_sampler()
+        self._start_ticker()
+        return self
+
     def _start_ticker(self) -> None:
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.get_running_loop().create_task(self._tick(), name="fluffy_nb live view")
@@ -175,6 +206,10 @@ class LiveView:
         except RuntimeError:
             self._finish_from(handle)
 
+    def finish_from(self, handle: Any) -> None:
+        """Draw the end of ``handle``'s run now (its task is done): result, error or cancellation."""
+        self._finish_from(handle)
+
     def _finish_from(self, handle: Any) -> None:
         task = getattr(handle, "task", handle)
         if task.cancelled():
@@ -191,6 +226,8 @@ class LiveView:
             return
         self._final = True
         self._stop_sampler()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         if self.tracker.run_status == "idle":  # no run seen (resume_latest of a run already done)
             self.tracker.sync_from_agent()
         if error is not None:
@@ -198,16 +235,25 @@ class LiveView:
             self._show_error(error)
         elif cancelled:
             self.result_out.outputs = ({"output_type": "stream", "name": "stdout", "text": "run cancelled\n"},)
-        elif result is not None:
-            self.result_out.outputs = ({"output_type": "display_data", "metadata": {},
-                                        "data": {"text/plain": repr(result)}},)
+        elif result is not None and self.show_result:
+            from ..engine import _hooks
+
+            bundle = _hooks.mimebundle(result)
+            self._result_html = bundle.get("text/html") or f"<pre>{html.escape(bundle['text/plain'])}</pre>"
+            self.result_out.outputs = ({"output_type": "display_data", "metadata": {}, "data": bundle},)
         self.redraw(force=True)
         if self._ticker is not None and self._ticker is not asyncio.current_task():
             self._ticker.cancel()
         self.tracker.close()
+        try:
+            from ._display import update_definition
+
+            update_definition(self.agent, self.tracker)
+        except Exception:
+            log.debug("fluffy_nb: redrawing the defining cell's graph failed", exc_info=True)
         if self._display is not None:
-            try:
-                self._display.update(self)
+            try:  # the saved notebook keeps this static picture: no widget, no CDN, the run as it ended
+                self._display.update(self.final_bundle(), raw=True)
             except Exception:
                 log.debug("fluffy_nb: updating the live view's display failed", exc_info=True)
 
@@ -222,7 +268,9 @@ class LiveView:
         """Bring the widgets up to date with the tracker (cheap parts always, figures when due)."""
         tr = self.tracker
         now = time.perf_counter()
-        if not force and tr.version == self._drawn_version and not (self._running() and now - self._header_at >= 1.0):
+        resources_due = self._resources_due(now)
+        if (not force and tr.version == self._drawn_version and not resources_due
+                and not (self._running() and now - self._header_at >= 1.0)):
             return  # nothing new; only the elapsed time moves, shown once a second
         self.redraws += 1
         self._drawn_version = tr.version
@@ -252,6 +300,25 @@ class LiveView:
             if self.figure_redraws > 1:  # the first draw pays plotly's warm-up: not a fair measure
                 self.figure_cost = cost if not self.figure_cost else 0.5 * (self.figure_cost + cost)
             self._fig_at = time.perf_counter()
+        elif resources_due and not tr.finished:
+            self._draw_resources()
+
+    def _resources_due(self, now: float) -> bool:
+        """New samples, and the resources chart's own interval has passed (10 s once it is drawn:
+        new samples alone, as while a run waits for a person, must not keep the kernel busy)."""
+        tr = self.tracker
+        if tr.samples_version == self._samples_drawn:
+            return False
+        if tr.waiting and not any(st in ("running", "retrying") for st in tr.status.values()):
+            # only people are awaited: nothing moves but a flat line; the end draws it anyway
+            return now - self._res_at >= max(self.resource_interval, 60.0)
+        charted = self._resources_note == "chart"
+        return now - self._res_at >= (self.resource_interval if charted else self.figure_interval)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the view has drawn its run's end."""
+        return self._final
 
     def _running(self) -> bool:
         return self.tracker.run_status == "running"  # elapsed time keeps moving
@@ -268,8 +335,26 @@ class LiveView:
         if tr.spans:
             self.timeline_out.outputs = (_display_data(to_bundle(timeline_figure(tr))),)
             self.updates += 1
+        if tr.samples_version != self._samples_drawn or tr.finished:
+            self._draw_resources()
+        else:
+            self._draw_usage()
+        latency = latency_table_html(tr.durations)
+        if latency != self.latency.value:
+            self.latency.value = latency
+            self.updates += 1
+        before = self.coordination.updates
+        self.coordination.refresh()
+        self.updates += self.coordination.updates - before
+
+    def _draw_resources(self) -> None:
+        """The resources chart (or a note until there are two samples) and the usage table."""
+        tr = self.tracker
+        self._samples_drawn = tr.samples_version
+        self._res_at = time.perf_counter()
         if len(steady_samples(list(tr.samples))) >= 2:  # a line needs two points
             self.resources_out.outputs = (_display_data(to_bundle(resource_figure(tr))),)
+            self._resources_note = "chart"
             self.updates += 1
         elif tr.run_status != "idle":
             note = self._no_chart_note()
@@ -278,17 +363,13 @@ class LiveView:
                 shown = f'<div style="color:#777;font-size:12px">{html.escape(note)}</div>'
                 self.resources_out.outputs = (_display_data({"text/plain": note, "text/html": shown}),)
                 self.updates += 1
-        usage = usage_table_html(tr) if tr.samples else ""
+        self._draw_usage()
+
+    def _draw_usage(self) -> None:
+        usage = usage_table_html(self.tracker)
         if usage != self.usage.value:
             self.usage.value = usage
             self.updates += 1
-        latency = latency_table_html(tr.durations)
-        if latency != self.latency.value:
-            self.latency.value = latency
-            self.updates += 1
-        before = self.coordination.updates
-        self.coordination.refresh()
-        self.updates += self.coordination.updates - before
 
     def _no_chart_note(self) -> str:
         """What the resources area says until there are two samples to draw a line through."""
@@ -319,22 +400,7 @@ class LiveView:
                 f"<b>{text}</b>{_dashboard_link(self.agent)}{err}{waiting}{self._waits_html()}</div>")
 
     def _waits_html(self) -> str:
-        """What waits, at a glance (from the events: cheap enough for every redraw), and any deadlock."""
-        tr = self.tracker
-        out = []
-        blocked = [w for w in tr.open_waits.values() if w.kind != "person"]
-        if blocked:
-            shown = "; ".join(
-                f'<span style="color:{wait_color(w.kind)}">&#9632;</span> {html.escape(w.state)}: '
-                f"{html.escape(wait_label(w.kind))}"
-                + (f" (held by {html.escape(', '.join(w.holders[:3]))})" if w.holders else "")
-                for w in blocked[:4])
-            more = f" and {len(blocked) - 4} more" if len(blocked) > 4 else ""
-            out.append(f'<div style="color:#555">{len(blocked)} waiting - {shown}{more}</div>')
-        for d in tr.deadlocks[-2:]:
-            out.append(f'<div style="color:{DEADLOCK_COLOUR}"><b>{html.escape(deadlock_advice(d, self.agent))}'
-                       "</b></div>")
-        return "".join(out)
+        return waits_html(self.tracker, self.agent)
 
     def why_data(self) -> dict[str, Any]:
         """What the view shows about waits, as plain data: every waiting state's reason and holders,
@@ -356,25 +422,34 @@ class LiveView:
         return self
 
     def snapshot_html(self) -> str:
-        """A static HTML picture of the run: header, progress, SVG graph, counts, error."""
+        """A static HTML picture of the run: header, progress, SVG graph and timeline, usage, the
+        answers people gave, the result or the error (what the saved notebook keeps at the end)."""
         tr = self.tracker
         done, known = tr.progress()
         pct = 100.0 * done / max(known, 1)
         counts = tr.counts()
         chips = " ".join(
             f'<span style="background:{status_color(s)};padding:1px 6px;border-radius:8px;'
-            f'color:{"#000" if s in ("pending", "ready", "blocked") else "#fff"}">'
+            f'color:{"#000" if s in LIGHT_STATUSES else "#fff"}'
+            f'{";border:1px dashed #888" if s == "skipped" else ""}">'
             f"{counts[s]:,} {status_label(s)}</span>"
             for s in STATUS_STYLE if counts[s])
         err = ""
         if tr.exception is not None or tr.error:
             text = tr.error or f"{type(tr.exception).__name__}: {tr.exception}"
             err = f'<pre style="color:{status_color("failed")};white-space:pre-wrap">{html.escape(text)}</pre>'
-        return (f'<div style="font-family:sans-serif">{self._header_html()}'
+        graph = graph_svg(self.agent, tr) if self.graph_out.layout.display != "none" else ""
+        return (f'<div class="fluffy-run-picture" style="font-family:sans-serif">{self._header_html()}'
                 f'<div style="background:#eee;width:100%;height:8px;margin:4px 0">'
                 f'<div style="background:{status_color("completed")};width:{pct:.1f}%;height:8px"></div></div>'
-                f"<div>{chips}</div>{graph_svg(self.agent, tr)}{usage_table_html(tr)}"
-                f"{latency_table_html(tr.durations)}{self._coordination_details()}{err}</div>")
+                f"<div>{chips}</div><div>{graph}</div><div>{timeline_svg(tr)}</div>{usage_table_html(tr)}"
+                f"{latency_table_html(tr.durations)}{self._coordination_details()}"
+                f"{forms_records_html(self.agent)}{self._result_html}{err}</div>")
+
+    def final_bundle(self) -> dict[str, Any]:
+        """What the view's display becomes when the run ends: the static picture only (no widget),
+        so an exported notebook shows the finished run without JavaScript or network."""
+        return {"text/plain": self.text_summary(), "text/html": self.snapshot_html()}
 
     def _coordination_details(self) -> str:
         body = coordination_html(self.agent, self.tracker)
@@ -432,23 +507,3 @@ def _dashboard_link(agent: Any) -> str:
 
 def _display_data(bundle: dict[str, Any]) -> dict[str, Any]:
     return {"output_type": "display_data", "data": bundle, "metadata": {}}
-
-
-def usage_table_html(tracker: Any) -> str:
-    """Declared vs measured resources per state, as an escaped HTML table (empty without samples)."""
-    rows = declared_vs_measured(tracker)
-    if not rows:
-        return ""
-
-    def fmt(v: Any, spec: str) -> str:
-        return "-" if v is None else format(v, spec)
-
-    body = "".join(
-        f"<tr><td>{html.escape(r['state'])}</td><td>{fmt(r['declared_cpu'], '.2f')}</td>"
-        f"<td>{fmt(r['measured_cpu'], '.2f')}</td><td>{fmt(r['declared_memory_mb'], '.0f')}</td>"
-        f"<td>{fmt(r['measured_peak_memory_mb'], '.0f')}</td><td>{r['samples']}</td></tr>"
-        for r in rows[:30])
-    more = f"<div>... {len(rows) - 30} more states</div>" if len(rows) > 30 else ""
-    return ('<table style="font-size:12px"><thead><tr><th>state</th><th>declared CPU</th><th>measured CPU '
-            "(cores, shared)</th><th>declared MB</th><th>measured peak MB (process)</th><th>samples</th></tr>"
-            f"</thead><tbody>{body}</tbody></table>{more}")

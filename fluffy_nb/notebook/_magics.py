@@ -19,7 +19,8 @@ transformer: a ``%%fluffy ... --run`` cell becomes ``await get_ipython().run_cel
 and the magic returns a :class:`BlockingRun` for IPython's autoawait to wait on: unlike
 ``await handle``, Stop on that cell cancels the run (with ``%autoawait off`` ``--run``
 returns the handle, like ``--background``). Without either flag the cell only defines the
-agent and shows its graph.
+agent (bound to NAME) and draws its graph; when a run of it ends, that graph is redrawn as the
+run ended (statuses, skipped states) and says the run's live view is under the cell that ran it.
 """
 
 from __future__ import annotations
@@ -110,12 +111,17 @@ class FluffyMagics(Magics):
                                  f"{', '.join(agent.states)}")
         self._ip.user_ns[name] = agent
         if not (args.run or args.background):
-            return agent
+            from ._display import show_definition
+
+            show_definition(agent)  # drawn with a display id: each run's end redraws it as the run ended
+            return None
         kwargs: dict[str, Any] = {"timeout": args.timeout}
         if args.start:
             kwargs["start"] = args.start if len(args.start) > 1 else args.start[0]
-        handle = start_run(agent, live=not args.no_live, **kwargs)
-        if args.run and not args.background and getattr(self._ip, "autoawait", False):
+        blocking = args.run and not args.background and getattr(self._ip, "autoawait", False)
+        # a blocking cell shows the RunResult as its output: the live view does not repeat it
+        handle = start_run(agent, live=not args.no_live, show_result=not blocking, **kwargs)
+        if blocking:
             return BlockingRun(handle)  # the input transformer made the cell await this
         return handle
 
@@ -213,8 +219,18 @@ class BlockingRun:
         return self.wait().__await__()
 
     async def wait(self) -> Any:
-        """The run's result; cancelling this wait (Stop on the cell) cancels the run."""
-        return await self.handle.task
+        """The run's result; cancelling this wait (Stop on the cell) cancels the run.
+
+        The live view draws the end before the cell does, so the notebook saves the final picture.
+        """
+        try:
+            return await self.handle.task
+        finally:
+            from ._liveview import view_of
+
+            view = view_of(self.handle.agent)
+            if view is not None and view.handle is self.handle and self.handle.task.done():
+                view.finish_from(self.handle)
 
     def __repr__(self) -> str:
         return repr(self.handle)
@@ -242,13 +258,15 @@ def _spawn(coro: Any) -> asyncio.Task[Any]:
     return loop.create_task(coro)
 
 
-def start_run(agent: Agent, *, live: bool = True, coro: Any = None, **run_kwargs: Any) -> RunHandle:
+def start_run(agent: Agent, *, live: bool = True, coro: Any = None, show_result: bool = True,
+              **run_kwargs: Any) -> RunHandle:
     """Start ``agent`` in the background (with a live view under the cell) and return its handle.
 
     Args:
         agent: The agent to run.
         live: Show a :class:`LiveView` of the run.
         coro: Run this coroutine (e.g. ``agent.resume_latest(store)``) instead of ``agent.run()``.
+        show_result: The live view shows the result at the end (off when the cell shows it).
         **run_kwargs: Passed to ``agent.start()`` (``timeout``, ``start``...).
 
     Raises:
@@ -266,7 +284,7 @@ def start_run(agent: Agent, *, live: bool = True, coro: Any = None, **run_kwargs
             f"agent {agent.name!r}: a background run needs a running event loop (a Jupyter kernel); "
             "in plain IPython use --run (IPython's autoawait waits for it) or `await agent.run()`"
         ) from None
-    view = LiveView(agent).display() if live else None
+    view = LiveView(agent, show_result=show_result).display() if live else None
     with _hooks_impl.managed(agent):
         if coro is None:
             handle = agent.start(**{k: v for k, v in run_kwargs.items() if v is not None})

@@ -36,6 +36,7 @@ from ..engine._events import (
 )
 from ..engine._why import WaitReason
 from ..engine._why import waits as engine_waits
+from ._layout import END_STATUSES
 
 
 @dataclass(slots=True)
@@ -94,7 +95,8 @@ class RunTracker:
 
     def __init__(self, agent: Any, *, max_spans: int = 20_000) -> None:
         self.agent = agent
-        self.version = 0
+        self.version = 0  # bumped by every event but resource samples (those bump samples_version)
+        self.samples_version = 0
         self.status: dict[str, str] = {}
         self.spans: deque[Span] = deque(maxlen=max_spans)
         self._open: dict[str, Span] = {}
@@ -128,6 +130,7 @@ class RunTracker:
             HumanWithdrawn: self._withdrawn, CheckpointSaved: self._checkpoint, ResourceSample: self._sample,
             StatePlaced: self._placed,
         }
+        self._sample_handler = self._handlers[ResourceSample]
         self._unsubscribe = agent.events.subscribe(self.on_event)
         latest = getattr(agent, "latest_run", None)
         if latest is not None and latest.active:  # attached to a run already going
@@ -186,6 +189,7 @@ class RunTracker:
         self.status = self._agent_statuses(running=running)
         if not running and run is not None:
             self.run_status = run.status.value
+            self.mark_skipped()
         self.version += 1
 
     def close(self) -> None:
@@ -199,7 +203,10 @@ class RunTracker:
         if handler is None or not self._mine(event):
             return
         handler(event)
-        self.version += 1
+        if handler is self._sample_handler:
+            self.samples_version += 1  # a sample changes only the resources chart: no other redraw
+        else:
+            self.version += 1
 
     def _mine(self, event: Event) -> bool:
         """Whether ``event`` belongs to the run shown: a view shows one run of its agent."""
@@ -212,7 +219,7 @@ class RunTracker:
     @property
     def events_seen(self) -> int:
         """How many events the tracker has taken in."""
-        return self.version
+        return self.version + self.samples_version
 
     def _rel(self, t: float) -> float:
         return t - self.t0 if self.t0 is not None else 0.0
@@ -247,6 +254,19 @@ class RunTracker:
         for state in list(self.open_waits):
             self._end_wait(state, e.time)
         self._find_deadlocks()  # also those a state caught (``except DeadlockError``): no failure event
+        self.mark_skipped()
+
+    def mark_skipped(self) -> None:
+        """A completed run's states it never needed (still pending or ready) read as skipped.
+
+        Only a completed run: after a failure or a cancel, what did not run was cut short, not
+        skipped. The engine's statuses are left as they are; this is the picture's word.
+        """
+        if self.run_status != "completed":
+            return
+        for state, st in self.status.items():
+            if st in ("pending", "ready"):
+                self.status[state] = "skipped"
 
     def _added(self, e: StateAdded) -> None:
         self.status.setdefault(e.state, "pending")
@@ -433,10 +453,9 @@ class RunTracker:
         return self.run_status in ("completed", "failed", "cancelled")
 
     def progress(self) -> tuple[int, int]:
-        """``(done, known)``: states that reached an end status, and states known so far."""
+        """``(done, known)``: states that reached an end status (skipped included), and states known so far."""
         c = self.counts()
-        done = c["completed"] + c["failed"] + c["timeout"] + c["cancelled"]
-        return done, len(self.status)
+        return sum(c[s] for s in END_STATUSES), len(self.status)
 
     def summary(self) -> str:
         """One line: status, progress, elapsed, what runs and waits."""
@@ -446,7 +465,7 @@ class RunTracker:
                  f"{self.elapsed():.1f}s"]
         for key, label in (("running", "running"), ("retrying", "retrying"), ("blocked", "blocked"),
                            ("waiting_for_human", "waiting for a person"), ("failed", "failed"),
-                           ("timeout", "timed out"), ("cancelled", "cancelled")):
+                           ("timeout", "timed out"), ("cancelled", "cancelled"), ("skipped", "skipped")):
             if c[key]:
                 parts.append(f"{c[key]} {label}")
         if self.retries:

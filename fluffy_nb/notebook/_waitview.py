@@ -318,3 +318,20 @@ def svg_wait_overlay(lay: Layout, px: Any, waits: Mapping[str, Any], deadlocks: 
             out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="17" fill="none" stroke="{DEADLOCK_COLOUR}" '
                        'stroke-width="3"/>')
     return out
+
+
+def waits_html(tracker: Any, agent: Any) -> str:
+    """What waits, at a glance (from the events: cheap enough for every redraw), and any deadlock."""
+    out = []
+    blocked = [w for w in tracker.open_waits.values() if w.kind != "person"]
+    if blocked:
+        shown = "; ".join(
+            f'<span style="color:{wait_color(w.kind)}">&#9632;</span> {html.escape(w.state)}: '
+            f"{html.escape(wait_label(w.kind))}"
+            + (f" (held by {html.escape(', '.join(w.holders[:3]))})" if w.holders else "")
+            for w in blocked[:4])
+        more = f" and {len(blocked) - 4} more" if len(blocked) > 4 else ""
+        out.append(f'<div style="color:#555">{len(blocked)} waiting - {shown}{more}</div>')
+    for d in tracker.deadlocks[-2:]:
+        out.append(f'<div style="color:{DEADLOCK_COLOUR}"><b>{html.escape(deadlock_advice(d, agent))}</b></div>')
+    return "".join(out)

@@ -50,13 +50,26 @@ async def test_history_frame_has_one_typed_row_per_checkpoint():
     assert list(frame["status"]) == ["running", "running", "failed"]
     assert list(frame["completed"]) == [1, 2, 2]
     assert list(frame["keys_changed"]) == [["rows"], ["valid"], []]
-    assert str(frame["timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert str(frame["timestamp"].dtype) == "datetime64[ms, UTC]"  # readable: no nanoseconds
     assert isinstance(frame["status"].dtype, pd.CategoricalDtype)
     assert isinstance(frame["trigger"].dtype, pd.CategoricalDtype)
     assert frame["size_bytes"].dtype == "int64"
     assert (frame["size_bytes"] > 0).all()
     assert "publisher rejected the batch" in frame["error"].iloc[-1]
     assert frame["sequence"].tolist() == [1, 2, 3]
+
+
+async def test_history_frame_leads_with_what_a_person_reads_and_names_the_states():
+    agent, _ = await failed_run()
+    frame = history_frame(agent)
+    assert list(frame.columns[:6]) == ["sequence", "seconds", "timestamp", "trigger", "states", "status"]
+    assert list(frame.columns[-3:]) == ["checkpoint_id", "parent_id", "run_id"]  # the long ids last
+    assert list(frame["states"]) == [["load"], ["validate"], ["publish"]]  # the failure names its state
+    assert frame["seconds"].iloc[0] == 0.0
+    assert frame["seconds"].is_monotonic_increasing
+    shown = agent.history()._repr_mimebundle_()["text/html"]  # how the history shows in a notebook
+    assert shown.index("<th>sequence</th>") < shown.index("<th>states</th>") < shown.index("<th>checkpoint_id</th>")
+    assert frame["checkpoint_id"].iloc[0] not in shown  # ids shortened in the display
 
 
 async def test_restore_row_then_run_continues_from_that_checkpoint():

@@ -251,7 +251,7 @@ async def test_responder_displays_the_forms_area_once(monkeypatch):
     import IPython.display
 
     shown = []
-    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kwargs: shown.append(obj))
     responder = WidgetResponder()
     agent = Agent("display", responder=responder)
 

@@ -156,7 +156,8 @@ async def test_resource_view_puts_declared_beside_measured():
     assert row["samples"] == len(tracker.samples) >= 1
     assert row["measured_peak_memory_mb"] > 0
     names = {t.name for t in resource_figure(tracker).data}
-    assert {"process CPU %", "system CPU %", "declared CPU % (running states)", "process memory MB"} <= names
+    assert {"process CPU %", "system CPU %", "declared CPU % (running states)",
+            "process memory (MB, lower chart)"} <= names
 
 
 async def test_person_wait_shows_in_statuses_timeline_and_the_embedded_forms():

@@ -1,0 +1,207 @@
+"""The static picture of a run: what a live view leaves in the saved notebook.
+
+A live view ends as plain ``text/html`` (inline SVG, no JavaScript, no CDN) and ``text/plain``,
+so nbconvert's HTML, GitHub and nbviewer show the finished run as it was in the browser:
+header, progress, the graph coloured by status, the timeline, a usage table with one row per
+state that ran, the latency table, the answers people gave (one line each), and the result or
+the error. Everything a user wrote (state names, prompts, answers, errors) is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+from ._layout import status_color
+from ._waitview import wait_style
+
+#: timeline outcome -> colour (as on the interactive timeline)
+_OUTCOME_COLOUR = {"completed": status_color("completed"), "running": status_color("running"),
+                   "retried": status_color("retrying"), "failed": status_color("failed"),
+                   "timeout": status_color("timeout"), "cancelled": status_color("cancelled")}
+_OUTCOME_LABEL = {"completed": "done", "running": "running", "retried": "failed, retried", "failed": "failed",
+                  "timeout": "timed out", "cancelled": "cancelled"}
+#: rows drawn at most in the static timeline (a huge run says how many more)
+SVG_ROWS = 40
+
+
+def nice_step(span: float, ticks: int = 5) -> float:
+    """A round tick step (1, 2 or 5 times a power of ten) giving about ``ticks`` ticks over ``span``.
+
+    Example:
+        >>> nice_step(10.0), nice_step(0.37), nice_step(421.0)
+        (2.0, 0.1, 100.0)
+    """
+    if span <= 0 or not math.isfinite(span):
+        return 1.0
+    raw = span / ticks
+    power = 10.0 ** math.floor(math.log10(raw))
+    for m in (1.0, 2.0, 5.0, 10.0):
+        if raw <= m * power:
+            return round(m * power, 12)
+    return round(10.0 * power, 12)
+
+
+def nice_top(value: float, ticks: int = 4) -> tuple[float, float]:
+    """``(top, step)``: an axis top at or above ``value`` that round ticks reach exactly."""
+    step = nice_step(max(value, 1e-9), ticks)
+    return step * max(1, math.ceil(value / step - 1e-9)), step
+
+
+def timeline_svg(tracker: Any, *, width: int = 720) -> str:
+    """The run's state attempts as an inline SVG: a row per state, a bar per attempt, waits hatched
+    lighter, attempts that took no time as ticks, seconds since start along a round-ticked axis."""
+    spans = list(tracker.spans)
+    waits = list(getattr(tracker, "wait_spans", ()))
+    if not spans and not waits:
+        return ""
+    end = tracker.duration if tracker.duration is not None else tracker.elapsed()
+    rows = list(dict.fromkeys([s.state for s in sorted([*spans, *waits], key=lambda s: s.start)]))
+    more = len(rows) - SVG_ROWS
+    rows = rows[:SVG_ROWS]
+    label_w = min(180, 12 + 7 * max(len(r[:24]) for r in rows))
+    plot_w = width - label_w - 20
+    span_s = max(end, max((s.end or s.start for s in spans), default=0.0), 1e-3)
+    step = nice_step(span_s)
+    top = step * math.ceil(span_s / step - 1e-9)
+
+    def x(t: float) -> float:
+        return label_w + plot_w * max(0.0, t) / top
+
+    row_h = 20
+    height = 30 + row_h * len(rows) + 34
+    title = f"timeline: {len(spans)} state runs{'' if more <= 0 else f' ({more} more states not drawn)'}"
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" style="max-width:100%;height:auto" font-family="sans-serif" '
+           f'font-size="11"><text x="4" y="14" font-size="13">{html.escape(title)}</text>']
+    out.append(_timeline_legend(spans, bool(waits), 24.0 + 7.5 * len(title)))
+    index = {r: i for i, r in enumerate(rows)}
+    base = 24
+    for r, i in index.items():
+        y = base + i * row_h
+        out.append(f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end">{html.escape(r[:24])}</text>')
+    for w in waits:
+        if w.state in index:
+            y = base + index[w.state] * row_h
+            colour = wait_style(w.kind)[1]
+            x0, x1 = x(w.start), x(w.end if w.end is not None else end)
+            out.append(f'<rect x="{x0:.1f}" y="{y + 6}" width="{max(x1 - x0, 2):.1f}" height="8" fill="{colour}" '
+                       f'fill-opacity="0.45"><title>{html.escape(w.state)} waited: {html.escape(w.kind)}'
+                       "</title></rect>")
+    for s in spans:
+        if s.state not in index:
+            continue
+        y = base + index[s.state] * row_h
+        colour = _OUTCOME_COLOUR.get(s.outcome, "#999")
+        x0, x1 = x(s.start), x(s.end if s.end is not None else end)
+        tip = f"{html.escape(s.state)} attempt {s.attempt}: {html.escape(s.outcome)} {s.start:.3f}s"
+        if x1 - x0 < 2:  # took (almost) no time: a tick, so it still shows
+            out.append(f'<line x1="{x0:.1f}" y1="{y + 2}" x2="{x0:.1f}" y2="{y + 18}" stroke="{colour}" '
+                       f'stroke-width="3"><title>{tip}</title></line>')
+        else:
+            out.append(f'<rect x="{x0:.1f}" y="{y + 3}" width="{x1 - x0:.1f}" height="14" fill="{colour}" '
+                       f'stroke="#333" stroke-width="0.5"><title>{tip}</title></rect>')
+    axis_y = base + len(rows) * row_h + 4
+    out.append(f'<line x1="{label_w}" y1="{axis_y}" x2="{label_w + plot_w}" y2="{axis_y}" stroke="#999"/>')
+    t = 0.0
+    while t <= top + 1e-9:
+        out.append(f'<text x="{x(t):.1f}" y="{axis_y + 14}" text-anchor="middle">{t:g}</text>')
+        t = round(t + step, 12)
+    out.append(f'<text x="{label_w + plot_w / 2:.0f}" y="{axis_y + 28}" text-anchor="middle">seconds since start'
+               "</text></svg>")
+    return "".join(out)
+
+
+def _timeline_legend(spans: list[Any], waits: bool, lx: float) -> str:
+    """The outcomes present (and waits), as coloured squares with their words, from ``lx`` on."""
+    out = []
+    for outcome, label in _OUTCOME_LABEL.items():
+        if any(s.outcome == outcome for s in spans):
+            out.append(f'<rect x="{lx:.0f}" y="5" width="10" height="10" fill="{_OUTCOME_COLOUR[outcome]}"/>'
+                       f'<text x="{lx + 14:.0f}" y="14">{label}</text>')
+            lx += 24 + 7 * len(label)
+    if waits:
+        out.append(f'<rect x="{lx:.0f}" y="7" width="10" height="6" fill="#999" fill-opacity="0.45"/>'
+                   f'<text x="{lx + 14:.0f}" y="14">waiting</text>')
+    return "".join(out)
+
+
+def state_usage(tracker: Any) -> list[dict[str, Any]]:
+    """One row per state that ran: its runs, time, time waiting for a person, and its own share
+    of the measured process CPU and memory change while it ran (``None`` when no sample fell
+    inside its runs), beside what it declared.
+
+    A sample taken while several states ran is split evenly between them, so concurrent states
+    do not each claim the whole process.
+    """
+    ran: dict[str, list[float]] = {}  # state -> [runs, seconds, waited seconds]
+    end = tracker.duration if tracker.duration is not None else tracker.elapsed()
+    for s in tracker.spans:
+        acc = ran.setdefault(s.state, [0, 0.0, 0.0])
+        acc[0] += 1
+        acc[1] += max(0.0, (s.end if s.end is not None else end) - s.start)
+        acc[2] += s.waited
+    cpu: dict[str, list[float]] = {}  # state -> [samples, cpu share sum]
+    memory: dict[str, list[float]] = {}  # state -> [first MB, last MB]
+    before = None
+    for sample in tracker.samples:
+        for name in sample.running:
+            c = cpu.setdefault(name, [0, 0.0])
+            c[0] += 1
+            c[1] += sample.process_cpu / len(sample.running)
+            start_mb = before.process_memory_mb if before is not None else sample.process_memory_mb
+            memory.setdefault(name, [start_mb, start_mb])[1] = sample.process_memory_mb
+        before = sample
+    rows = []
+    for name, (runs, seconds, waited) in ran.items():
+        spec = tracker.agent.states.get(name)
+        res = getattr(spec, "resources", None)
+        n, share = cpu.get(name, (0, 0.0))
+        mem = memory.get(name)
+        rows.append({"state": name, "runs": int(runs), "seconds": seconds, "waited_s": waited,
+                     "cpu_cores": share / n / 100.0 if n else None,
+                     "memory_change_mb": mem[1] - mem[0] if mem else None, "samples": int(n),
+                     "declared_cpu": None if res is None else res.cpu_units,
+                     "declared_memory_mb": None if res is None else res.memory_mb})
+    return rows
+
+
+def usage_table_html(tracker: Any, *, limit: int = 30) -> str:
+    """:func:`state_usage` as an escaped HTML table (empty before any state ran)."""
+    rows = state_usage(tracker)
+    if not rows:
+        return ""
+
+    def fmt(v: Any, spec: str, none: str = "") -> str:
+        return none if v is None else format(v, spec)
+
+    declared = any(r["declared_cpu"] is not None or r["declared_memory_mb"] is not None for r in rows)
+    waited = any(r["waited_s"] for r in rows)
+    head = ["state", "runs", "time (s)"] + (["waited for a person (s)"] if waited else []) + [
+        "CPU (cores, its share)", "memory change (MB)"] + (["declared CPU (cores)", "declared memory (MB)"]
+                                                          if declared else [])
+    body = []
+    for r in rows[:limit]:
+        cells = [html.escape(r["state"]), str(r["runs"]), f"{r['seconds']:.3f}"]
+        cells += [fmt(r["waited_s"] or None, ".1f")] if waited else []
+        cells += [fmt(r["cpu_cores"], ".2f", "unsampled"), fmt(r["memory_change_mb"], "+.1f")]
+        cells += [fmt(r["declared_cpu"], ".2f"), fmt(r["declared_memory_mb"], ".0f")] if declared else []
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    more = f"<div>... {len(rows) - limit} more states</div>" if len(rows) > limit else ""
+    note = ""
+    if any(r["cpu_cores"] is None for r in rows[:limit]):
+        note = ('<div style="color:#777;font-size:11px">unsampled: no resource sample fell while the state '
+                "ran (one is taken every 0.5 s by default)</div>")
+    return ('<table style="font-size:12px"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
+            + f"</tr></thead><tbody>{''.join(body)}</tbody></table>{more}{note}")
+
+
+def forms_records_html(agent: Any) -> str:
+    """The agent's human-in-the-loop forms as one-line records (escaped), for the static picture."""
+    try:
+        from ._hitl_form import FormsArea
+    except ImportError:  # the widget forms are optional
+        return ""
+    area = FormsArea.of(agent)
+    return "" if area is None else area.records_html()

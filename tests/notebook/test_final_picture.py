@@ -1,0 +1,207 @@
+"""The picture a finished run leaves: every state accounted for, and a static snapshot that exports."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from fluffy_nb import Agent, StateFailedError
+from fluffy_nb.notebook import LiveView, graph_mermaid, graph_svg
+from fluffy_nb.notebook._figures import resource_figure, timeline_figure
+from fluffy_nb.notebook._static import state_usage, timeline_svg
+from fluffy_nb.notebook._tracker import Span
+
+
+def review_agent(*, fail: bool = False) -> Agent:
+    """Notebook 06's shape: draft -> review -> (publish | revise); the review approves (or fails)."""
+    agent = Agent("review")
+
+    async def draft(ctx):
+        return "review"
+
+    async def review(ctx):
+        if fail:
+            raise ValueError("bad draft")
+        return "publish" if ctx.get_state("approved", True) else "revise"
+
+    async def revise(ctx):
+        return "review"
+
+    async def publish(ctx):
+        return None
+
+    for name, fn in (("draft", draft), ("review", review), ("revise", revise), ("publish", publish)):
+        agent.add_state(name, fn)
+    return agent
+
+
+async def finished_view(agent: Agent) -> LiveView:
+    view = LiveView(agent)
+    view.attach(agent.start())
+    await agent.handle
+    await asyncio.sleep(0)  # the done-callback draws the end
+    return view
+
+
+async def test_a_state_a_completed_run_never_needed_reads_skipped_and_progress_reaches_the_end():
+    view = await finished_view(review_agent())
+    tr = view.tracker
+    assert tr.status["revise"] == "skipped"
+    assert tr.progress() == (4, 4)
+    assert tr.summary().startswith("review: completed · 4/4 states")
+    assert "1 skipped" in tr.summary()
+    assert (view.progress.value, view.progress.max) == (4, 4)
+    svg = graph_svg(view.agent, tr)
+    assert 'stroke-dasharray="4,3"' in svg  # the skipped node is drawn dashed
+    assert "revise (skipped)" in svg
+    assert "classDef skipped" in graph_mermaid(view.agent, tr)
+    assert "1 skipped" in view.snapshot_html()
+
+
+async def test_states_left_by_a_failed_run_stay_pending_not_skipped():
+    agent = review_agent(fail=True)
+    view = LiveView(agent)
+    view.attach(agent.start())
+    with pytest.raises(StateFailedError):
+        await agent.handle
+    await asyncio.sleep(0)
+    assert view.tracker.status["publish"] == "pending"
+    assert view.tracker.progress() == (2, 4)  # draft done, review failed
+
+
+class FakeDisplay:
+    """What ``display(view, display_id=True)`` returns, recording what the view's display becomes."""
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[dict, dict]] = []
+
+    def update(self, obj, **kwargs):
+        self.updates.append((obj, kwargs))
+
+
+async def test_the_view_ends_as_a_static_picture_of_the_finished_run_without_a_widget():
+    agent = review_agent()
+    view = LiveView(agent)
+    view._display = shown = FakeDisplay()  # as LiveView.display() sets it in a kernel
+    view.attach(agent.start())
+    await agent.handle
+    await asyncio.sleep(0)
+    [(bundle, kwargs)] = shown.updates
+    assert kwargs == {"raw": True}
+    assert set(bundle) == {"text/plain", "text/html"}  # no widget view: nothing needs JavaScript or a CDN
+    assert bundle["text/plain"].startswith("review: completed · 4/4 states")
+    page = bundle["text/html"]
+    assert "review: completed · 4/4 states" in page
+    assert page.count("<svg") == 2  # the graph and the timeline
+    assert "timeline: 3 state runs" in page
+    assert "RunResult of review" in page  # the result, shown once at the end
+    assert "<script" not in page
+    assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+def two_span_tracker():
+    """A tracker's timeline: ``slow`` ran 2 s, then ``instant`` took no time at all."""
+    spans = [Span("slow", 1, 0.0, 2.0, "completed"), Span("instant", 1, 2.0, 2.0, "completed")]
+    return SimpleNamespace(spans=spans, wait_spans=[], duration=2.0, elapsed=lambda: 2.0)
+
+
+def test_a_state_that_took_no_time_shows_as_a_tick_on_both_timelines():
+    tracker = two_span_tracker()
+    svg = timeline_svg(tracker)
+    [tick] = svg.split("<line")[1:-1]  # one tick, then the axis line
+    assert "instant attempt 1" in tick
+    assert 'stroke-width="3"' in tick
+    assert ">0.5<" in svg
+    assert ">2<" in svg
+    fig = timeline_figure(tracker)
+    [marks] = [t for t in fig.data if t.type == "scatter"]
+    assert list(marks.y) == ["instant"]
+    assert list(marks.x) == [2.0]
+    assert marks.marker.symbol == "line-ns"
+
+
+def test_the_timeline_legend_sits_right_of_the_plot_never_over_the_title():
+    layout = timeline_figure(two_span_tracker()).layout
+    assert layout.title.x < 0.1  # the title at the left, above the plot
+    assert layout.legend.orientation == "v"
+    assert layout.legend.x > 1
+    assert layout.legend.xanchor == "left"
+
+
+async def test_usage_table_has_one_row_per_state_that_ran_with_its_own_figures():
+    from fluffy_nb.engine._events import ResourceSample
+
+    agent = Agent("usage")
+
+    async def load(ctx):  # two samples while load runs alone, one while load and parse share the process
+        now = agent.clock.monotonic()
+        for t, cpu, mb, running in ((now, 80.0, 100.0, ("load",)), (now + 0.5, 60.0, 130.0, ("load",)),
+                                    (now + 1.0, 40.0, 150.0, ("load", "parse"))):
+            agent.events.publish(ResourceSample(agent.name, agent.run_id, t, cpu, mb, 20.0, 40.0, running))
+        return "parse"
+
+    async def parse(ctx):
+        return None
+
+    agent.add_state("load", load)
+    agent.add_state("parse", parse)
+    view = await finished_view(agent)
+    rows = {r["state"]: r for r in state_usage(view.tracker)}
+    assert set(rows) == {"load", "parse"}  # every state that ran, none that did not
+    assert rows["load"]["runs"] == 1
+    assert rows["load"]["cpu_cores"] == pytest.approx((0.8 + 0.6 + 0.2) / 3)  # the shared sample split in two
+    assert rows["parse"]["cpu_cores"] == pytest.approx(0.2)
+    assert rows["load"]["memory_change_mb"] == pytest.approx(50.0)  # 100 -> 150 while it ran
+    table = view.usage.value
+    assert table.count("<tr>") == 3  # header + one row per state
+    assert "CPU (cores, its share)" in table
+    assert "memory change (MB)" in table
+
+
+def test_resources_chart_has_round_ticks_units_and_memory_on_its_own_axis():
+    from fluffy_nb.engine._events import ResourceSample
+
+    samples = [ResourceSample("a", "r", t, cpu, mb, 30.0, 40.0, ("s",))
+               for t, cpu, mb in ((0.0, 35.0, 42.1), (0.5, 90.0, 84.2), (1.0, 20.0, 126.3))]
+    tracker = SimpleNamespace(samples=samples, t0=0.0, agent=Agent("a"))
+    layout = resource_figure(tracker).layout
+    assert layout.yaxis.title.text == "CPU (% of one core)"
+    assert layout.yaxis2.title.text == "memory (MB)"
+    assert layout.yaxis2.overlaying is None  # its own scale, below the CPU chart, not over it
+    assert layout.yaxis2.domain[1] < layout.yaxis.domain[0]
+    assert layout.yaxis2.dtick == 50
+    assert layout.yaxis2.range == (0, 150)
+    assert layout.yaxis.dtick == 50
+    assert layout.yaxis.range == (0, 150)
+    memory = next(t for t in resource_figure(tracker).data if t.yaxis == "y2")
+    assert "MB" in memory.name
+
+
+async def test_a_forms_area_shown_on_its_own_becomes_one_line_records_once_answered():
+    from fluffy_nb.engine._events import HumanRequested
+    from fluffy_nb.notebook._hitl_form import WidgetResponder
+
+    responder = WidgetResponder(display=False)
+    agent = Agent("forms", responder=responder)
+
+    async def approve(ctx):
+        ctx.set_state("answer", await ctx.human_in_the_loop("Ship <it>?", choices=["yes", "no"]))
+
+    agent.add_state("approve", approve)
+    asked = asyncio.Event()
+    agent.events.subscribe(lambda e: isinstance(e, HumanRequested) and asked.set())
+    handle = agent.start()
+    await asked.wait()
+    await asyncio.sleep(0)  # the responder is handed the request on the next loop iteration
+    area = responder.area
+    area.display_handle = shown = FakeDisplay()  # as the responder's display(area, display_id=True) sets it
+    [form] = area.open_forms()
+    assert form.submit({"event": "submit", "choice": 0}) is True  # the browser clicking "yes"
+    await handle
+    [(bundle, kwargs)] = shown.updates
+    assert kwargs == {"raw": True}
+    assert bundle["text/plain"].startswith("✓ approve: Ship <it>? → ")  # not "<FormsArea ... open=1>"
+    assert "Ship &lt;it&gt;?" in bundle["text/html"]
+    assert 'class="fluffy-form-record fluffy-ok"' in bundle["text/html"]  # as the widget's record reads
