@@ -422,3 +422,87 @@ async def test_a_parent_paused_inside_a_child_continues_there_in_a_new_process()
     assert result.status is AgentStatus.COMPLETED
     assert ran == ["one", "two"], "the child's completed state ran again"
     await first.cancel_all()
+
+
+async def test_a_route_back_into_a_failed_child_state_runs_the_child_again() -> None:
+    child = Agent("checker")
+    runs: list[str] = []
+
+    async def work(ctx: Any) -> None:
+        runs.append(ctx.run_id)
+        if ctx.get_state("x") < 0:
+            raise ValueError("x must be >= 0")
+        ctx.set_state("y", ctx.get_state("x") * 2)
+
+    child.add_state("work", work)
+    fixes: list[str] = []
+
+    async def fix(ctx: Any) -> str:
+        fixes.append(str(ctx.last_error))
+        ctx.set_state("x", 5)
+        return "sub"
+
+    async def done(ctx: Any) -> None:
+        return None
+
+    parent = Agent("fixer", store=MemoryStore(), max_steps=20)  # a spin fails at once, never hangs
+    parent.add_state("sub", child, inputs=["x"], outputs=["y"], on_error="fix", next="done")
+    parent.add_state("fix", fix)
+    parent.add_state("done", done)
+    result = await parent.run(initial_context={"x": -1})
+    assert result.status is AgentStatus.COMPLETED
+    assert result.get_state("y") == 10
+    assert len(fixes) == 1
+    assert len(runs) == 2
+    assert runs[0] != runs[1], "the route back continued the failed child run"
+
+
+async def test_history_of_a_checkpoint_claiming_huge_counts_reads_only_stored_child_runs() -> None:
+    from fluffy_nb.engine._checkpoint import Checkpoint
+
+    async def noop(ctx: Any) -> None:
+        return None
+
+    child = Agent("leaf")
+    child.add_state("c", noop)
+    store = MemoryStore()
+    parent = Agent("host", store=store)
+    parent.add_state("sub", child)
+    result = await parent.run()
+    data = store.get(store.list(agent_name="host")[0].checkpoint_id).to_dict()
+    # each a legal count; a history that loops over counts x attempts never returns
+    data.update(checkpoint_id="f" * 32, sequence=99, completion_counts={"sub": 10**7}, state_attempts={"sub": 10**7})
+    store.put(Checkpoint.from_dict(data))
+    rows = parent.history(run_id=result.run_id)
+    children = {row.run_id for row in rows if row.agent_name == "host/sub"}
+    assert len(children) == 1
+    assert {row.run_id for row in rows if row.agent_name == "host"} == {result.run_id}
+
+
+def test_agents_nested_in_a_cycle_are_refused_naming_the_path() -> None:
+    async def go(ctx: Any) -> None:
+        return None
+
+    a, b, c = Agent("A"), Agent("B"), Agent("C")
+    for agent in (a, b, c):
+        agent.add_state("go", go)
+    a.add_state("sub", b)
+    b.add_state("sub", c)
+    with pytest.raises(ConfigurationError, match="C -> A -> B -> C"):
+        c.add_state("sub", a)
+    assert "sub" not in c.states
+    with pytest.raises(ConfigurationError, match="C -> B -> C"):
+        c.add_state("back", b)
+
+
+async def test_history_of_agents_nested_in_a_cycle_anyway_ends() -> None:
+    async def go(ctx: Any) -> None:
+        return None
+
+    store = MemoryStore()
+    a, b = Agent("A", store=store), Agent("B")
+    a.add_state("go", go)
+    b.add_state("go", go)
+    a.add_state("sub", b)
+    b.states["loop"] = a.states["sub"]  # bypassing add_state's check: B's state runs B
+    assert {row.agent_name for row in a.history()} == set()
