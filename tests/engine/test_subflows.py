@@ -11,6 +11,8 @@ from fluffy_nb import (
     Agent,
     AgentStatus,
     ConfigurationError,
+    DependencyConfig,
+    DependencyType,
     MemoryStore,
     StateFailedError,
 )
@@ -506,3 +508,45 @@ async def test_history_of_agents_nested_in_a_cycle_anyway_ends() -> None:
     a.add_state("sub", b)
     b.states["loop"] = a.states["sub"]  # bypassing add_state's check: B's state runs B
     assert {row.agent_name for row in a.history()} == set()
+
+
+async def test_a_dependency_condition_in_a_child_reads_its_own_run_while_another_parent_runs_it() -> None:
+    release = {"p1": asyncio.Event(), "p2": asyncio.Event()}
+    started: list[str] = []
+    seen: list[tuple[str, str]] = []
+
+    async def produce(ctx: Any) -> None:
+        started.append(ctx.get_state("key"))
+        await release[ctx.get_state("key")].wait()
+        ctx.set_state("ready", True)
+
+    async def gated(ctx: Any) -> None:
+        ctx.set_state("done", ctx.get_state("key"))
+
+    def ready(agent: Any) -> bool:
+        seen.append((agent.run_id, agent.get_state("key")))
+        return bool(agent.get_state("ready"))
+
+    child = Agent("gatekeeper")
+    child.add_state("produce", produce)
+    needs = DependencyConfig(DependencyType.REQUIRED, condition=ready)
+    child.add_state("gated", gated, dependencies={"produce": needs})
+
+    def parent(name: str) -> Agent:
+        agent = Agent(name)
+        agent.add_state("sub", child, inputs=["key"], outputs=["done"])
+        return agent
+
+    first = parent("p1").start(initial_context={"key": "p1"})
+    await until(lambda: started == ["p1"], "p1's child produces")
+    second = parent("p2").start(initial_context={"key": "p2"})  # now the child agent's latest run
+    await until(lambda: started == ["p1", "p2"], "p2's child produces")
+    release["p1"].set()
+    one = await first
+    assert one.status is AgentStatus.COMPLETED
+    assert one.get_state("done") == "p1"
+    release["p2"].set()
+    two = await second
+    assert two.get_state("done") == "p2"
+    assert {key for _, key in seen} == {"p1", "p2"}
+    assert len({run_id for run_id, _ in seen}) == 2
