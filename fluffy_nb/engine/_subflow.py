@@ -294,6 +294,8 @@ def link(run: Run, parent: Run, state: str) -> None:
         run.store, run.durable = parent.store, parent.durable
     run.human = parent.human
     run.blocking = parent.blocking
+    if not run.agent.has_own_pool:  # one machine budget: the root run's pool, unless given its own
+        run.pool_owner = parent.pool_owner
     run.events = ChildBus(run.agent.events, parent, state)  # type: ignore[assignment]
 
 

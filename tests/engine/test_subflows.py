@@ -14,6 +14,9 @@ from fluffy_nb import (
     DependencyConfig,
     DependencyType,
     MemoryStore,
+    ResourcePool,
+    ResourceRequirements,
+    ResourceType,
     StateFailedError,
 )
 from fluffy_nb.engine._events import StateFinished, StateStarted
@@ -550,3 +553,48 @@ async def test_a_dependency_condition_in_a_child_reads_its_own_run_while_another
     assert two.get_state("done") == "p2"
     assert {key for _, key in seen} == {"p1", "p2"}
     assert len({run_id for run_id, _ in seen}) == 2
+
+
+def pooled_pair(child_pool: ResourcePool | None = None) -> tuple[Agent, list[str], asyncio.Event]:
+    """A parent whose state and whose child's state each ask for every CPU of the parent's pool."""
+    live: list[str] = []
+    gate = asyncio.Event()
+
+    async def heavy(ctx: Any) -> None:
+        live.append(ctx.state_name)
+        await gate.wait()
+        live.remove(ctx.state_name)
+
+    async def start(ctx: Any) -> list[str]:
+        return ["p_heavy", "sub"]
+
+    parent = Agent("machine_parent")
+    cpus = parent.resource_pool.totals[ResourceType.CPU]  # type: ignore[union-attr]  # the default pool
+    everything = ResourceRequirements(cpu_units=cpus, memory_mb=0)
+    child = Agent("machine_child") if child_pool is None else Agent("machine_child", resource_pool=child_pool)
+    child.add_state("c_heavy", heavy, resources=everything)
+    parent.add_state("start", start)
+    parent.add_state("p_heavy", heavy, resources=everything)
+    parent.add_state("sub", child)
+    return parent, live, gate
+
+
+async def test_a_child_uses_its_root_runs_default_pool_one_machine_budget() -> None:
+    parent, live, gate = pooled_pair()
+    handle = parent.start()
+    pool = parent.resource_pool
+    assert pool is not None
+    await until(lambda: len(live) == 1 and pool.get_waiting_states(), "one heavy state runs, the other waits")
+    assert len(live) == 1, f"both states asking all CPUs run at once: {live}"
+    gate.set()
+    result = await handle
+    assert result.status is AgentStatus.COMPLETED
+    assert live == []
+
+
+async def test_a_child_given_its_own_pool_is_admitted_against_it() -> None:
+    parent, live, gate = pooled_pair(ResourcePool(total_cpu=64))
+    handle = parent.start()
+    await until(lambda: len(live) == 2, "the child's pool admits its state beside the parent's")
+    gate.set()
+    assert (await handle).status is AgentStatus.COMPLETED
