@@ -230,7 +230,7 @@ def _child_run(sub: Subflow, parent: Run, ctx: Context) -> Run:
     run = Run(sub.child, run_id=child_run_id(parent, sub.state))
     link(run, parent, sub.state)
     cp = _stored(run)
-    if cp is None and ctx.attempt == 1 and ctx.last_error is None:
+    if cp is None and ctx.attempt == 1 and ctx.last_error is None and parent.meta(sub.state).last_error is None:
         cp = _interrupted(sub, parent, run)
     if cp is None:
         _copy(parent, run, sub.inputs, f"state {sub.state!r}: input")
@@ -250,8 +250,9 @@ def _child_run(sub: Subflow, parent: Run, ctx: Context) -> Run:
 def _interrupted(sub: Subflow, parent: Run, run: Run) -> Checkpoint | None:
     """A resumed parent relaunches the state it was in as a new attempt (the checkpoint it resumed
     from counted the interrupted one): the child of that attempt, if it had not failed, is the one to
-    continue; ``run`` takes its id. A child that failed belongs to an attempt that ended: re-entering
-    the state (a route back, say) runs a fresh child."""
+    continue; ``run`` takes its id. Only the first attempt of a state with no failure in this run
+    looks back (a restored run starts with none): after a failure or timeout the earlier attempt
+    ended, so re-entering the state (a route back, say) runs a fresh child."""
     entry = parent.meta(sub.state).attempts - 1
     if entry < 1:
         return None

@@ -598,3 +598,31 @@ async def test_a_child_given_its_own_pool_is_admitted_against_it() -> None:
     await until(lambda: len(live) == 2, "the child's pool admits its state beside the parent's")
     gate.set()
     assert (await handle).status is AgentStatus.COMPLETED
+
+
+async def test_a_route_back_after_a_child_timed_out_runs_a_fresh_child() -> None:
+    child = Agent("sleepy")
+    runs: list[str] = []
+    never = asyncio.Event()
+
+    async def one(ctx: Any) -> str:
+        runs.append(ctx.run_id)
+        return "two"
+
+    async def two(ctx: Any) -> None:
+        if len(runs) == 1:
+            await never.wait()  # the first child hangs here until the parent's timeout cancels it
+
+    child.add_state("one", one)
+    child.add_state("two", two)
+
+    async def again(ctx: Any) -> str:
+        return "sub"
+
+    parent = Agent("impatient", store=MemoryStore(), durable=True, max_steps=20)
+    parent.add_state("sub", child, timeout=0.05, on_timeout="again")
+    parent.add_state("again", again)
+    result = await parent.run()
+    assert result.status is AgentStatus.COMPLETED
+    assert len(runs) == 2
+    assert runs[0] != runs[1], "the route back continued the timed-out child"
