@@ -63,7 +63,9 @@ class Agent:
             By default (``"machine"``) a pool sized from this machine (psutil: logical CPUs,
             memory; NVML GPUs), made the first time it is needed, so resource requirements are
             honoured out of the box and states without requirements never touch it. ``None``:
-            no pool, requirements are not enforced.
+            no pool, requirements are not enforced. An agent used as a sub-workflow state on
+            the default uses its root run's pool (one machine budget); one given a pool (or
+            ``None``) explicitly uses that.
         store: A checkpoint store (``MemoryStore()``, ``SQLiteStore(path)``); checkpoints go there.
         durable: Checkpoint to ``store`` after every state that finishes (needs a store).
         max_steps: Guard against endless loops: a run may execute at most this many states.
@@ -107,6 +109,7 @@ class Agent:
             raise ConfigurationError(f"Agent(resource_pool={resource_pool!r}): pass a ResourcePool, \"machine\" "
                                      "(a pool sized from this machine, the default) or None (no pool)")
         self._resource_pool: ResourcePool | str | None = resource_pool
+        self._own_pool = resource_pool != "machine"  # given explicitly (a pool or None), not the default
         self.store = check_store(store, durable)
         if self.store is None and self.checkpoint_interval and _hooks.memory_store is not None:
             self.store = _hooks.memory_store()  # periodic checkpoints nobody could restore help nobody
@@ -145,6 +148,13 @@ class Agent:
     @resource_pool.setter
     def resource_pool(self, pool: ResourcePool | None) -> None:
         self._resource_pool = pool
+        self._own_pool = True
+
+    @property
+    def has_own_pool(self) -> bool:
+        """Whether the agent was given its pool (a ResourcePool, or None) rather than using the default
+        machine-sized one: a sub-workflow's run with no pool of its own uses its root run's."""
+        return self._own_pool
 
     @property
     def active_resource_pool(self) -> ResourcePool | None:

@@ -27,6 +27,7 @@ from ._errors import (
 )
 from ._events import StateBlocked
 from ._policies import DependencyLifecycle, DependencyType
+from ._runview import RunView
 from ._status import StateStatus
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ class DependencyGates:
     def _condition(self, state: str, dep: str, cfg: DependencyConfig) -> bool:
         assert cfg.condition is not None
         try:
-            return bool(cfg.condition(self.run.agent))
+            return bool(cfg.condition(RunView(self.run)))  # reads THIS run, not the agent's latest
         except Exception as exc:
             raise ConfigurationError(
                 f"state {state!r}: the condition of its dependency on {dep!r} raised "

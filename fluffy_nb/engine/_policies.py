@@ -113,6 +113,10 @@ class DependencyConfig:
         type: The :class:`DependencyType`.
         lifecycle: ONCE or PERIODIC.
         condition: ``condition(agent) -> bool``; must also hold for the dependency to count.
+            ``agent`` is a read-only view of the agent bound to the run being checked (a
+            ``RunView``: ``get_state``, ``get_typed``, ``status``, ``completed_states``... read
+            that run even when several runs of the agent are live, e.g. a child agent used by
+            two parents; other attributes are the agent's).
             It is re-checked whenever the run's context changes (``set_state``,
             ``set_typed``...), when a state finishes, and every ``CONDITION_POLL`` (0.1) seconds
             for conditions that read the world outside the run.

@@ -63,6 +63,7 @@ class Run:
         self.store = agent.store  # where its checkpoints go (a child run: its parent's store)
         self.durable = agent.durable
         self.human = agent.human  # who its states ask (a child run: its root run's agent)
+        self.pool_owner = agent  # whose resource pool its states use (a child run: maybe its root's, ``_subflow``)
         self.status = AgentStatus.IDLE
         self.shared: dict[str, Any] = TrackedDict(initial or {})
         self.typed: dict[str, Any] = {}

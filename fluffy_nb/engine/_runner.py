@@ -254,7 +254,7 @@ class Scheduler:
     async def _admit(self, ex: Execution, spec: StateSpec, gates: list[Any], held: list[tuple[Any, str]]) -> None:
         """Pass the resource pool and the state's gates (rate limits, coordination), in order."""
         agent = self.agent
-        pool = agent.resource_pool if spec.resources is not None else None
+        pool = self.run.pool_owner.resource_pool if spec.resources is not None else None
         if pool is not None and state_executor(agent, spec) is not None:
             pool = None  # a remote state's resources are the cluster's; its executor maps them
         if pool is not None or gates:
@@ -270,7 +270,7 @@ class Scheduler:
         n = self._in_gates.enter(ex.state)
         held.append((self._in_gates, ex.state))  # released with the gates, last
         owner = (f"{ex.state}#{ex.id}" if n > 1 or ex.branch is not None or self.agent.live_runs_count() > 1
-                 else ex.state)
+                 or self.run.parent_state is not None else ex.state)  # a child run may share its root's pool
         # budgets (rate limits, quotas) first: a state waiting for its budget holds no CPU, lock or slot
         # that unrelated states could use meanwhile
         for gate in gates:

@@ -10,10 +10,17 @@ registers a :class:`Subflow`: when the state runs, the child agent runs as its o
   ``outputs`` child -> parent);
 * its checkpoints go to the parent's store (linked by ``parent_run_id``/``parent_state``, named
   after the path ``parent/state``; a child of a parent without a store keeps its own); its run id
-  is derived from the parent's run id, the state, how often the state completed before and the
-  attempt, so a parent resumed after a crash finds the child's checkpoints and resumes *inside*
-  the child (its completed states do not run again), while a retry starts a fresh child run. A
-  durable parent checkpoints as a child starts, so the child is in flight in its history;
+  is derived from the parent's run id, the state, how often the state completed before and how
+  many attempts of the state the parent's run made (this one included), so every retry and every
+  route back into the state starts a fresh child run, while a parent resumed after a crash finds
+  the child it was inside (the in-flight attempt, counted in the checkpoint it resumes from) and
+  resumes *inside* it (its completed states do not run again). A child that had failed is never
+  continued: re-entering the state runs the child again. A durable parent checkpoints as a child
+  starts, so the child is in flight in its history;
+* the child's states are admitted against the root run's resource pool (one machine budget),
+  unless the child agent was given its own pool (``Agent(resource_pool=ResourcePool(...))``);
+* agents nested in a cycle (``A`` has a state that is ``B``, ``B`` one that is ``A``) are refused
+  at ``add_state`` with a :class:`ConfigurationError` naming the path (``A -> B -> A``);
 * the child's context starts with the ``inputs`` only (not values set on the child agent with
   ``set_state`` before: pass those as inputs);
 * its human requests are asked through the root run's agent (they appear in the parent's
@@ -123,12 +130,37 @@ def make_subflow(parent: Agent, name: Any, child: Agent, options: dict[str, Any]
             f"add_state({name!r}, {child.name!r}): an agent cannot be a state of itself; build a separate Agent "
             "for the child workflow"
         )
+    cycle = _path_to(child, parent, [child], set())
+    if cycle is not None:
+        path = " -> ".join(a.name for a in [parent, *cycle])
+        raise ConfigurationError(
+            f"add_state({name!r}, {child.name!r}): agent {parent.name!r} is nested in {child.name!r} already, so "
+            f"this would nest agents in a cycle ({path}) that never ends; remove the inner state or use a "
+            "separate Agent for one of them"
+        )
     state = name if isinstance(name, str) else ""
     inputs = _key_map(state, "inputs", options.pop("inputs", None))
     outputs = _key_map(state, "outputs", options.pop("outputs", None))
     then = options.get("next")
     then = (then,) if isinstance(then, str) else tuple(then or ())
     return Subflow(child, state, inputs, outputs, then)
+
+
+def _path_to(agent: Agent, target: Agent, path: list[Agent], seen: set[int]) -> list[Agent] | None:
+    """The chain of agents from ``agent`` down to ``target`` through states that are agents, if any
+    (each agent visited once: the walk is bounded by the number of agents)."""
+    seen.add(id(agent))
+    for spec in list(agent.states.values()):
+        func = spec.func
+        if not isinstance(func, Subflow):
+            continue
+        if func.child is target:
+            return [*path, target]
+        if id(func.child) not in seen:
+            found = _path_to(func.child, target, [*path, func.child], seen)
+            if found is not None:
+                return found
+    return None
 
 
 def check_no_subflow_options(name: Any, options: dict[str, Any]) -> None:
@@ -143,16 +175,15 @@ def check_no_subflow_options(name: Any, options: dict[str, Any]) -> None:
 
 
 # -- running a child -------------------------------------------------------------------------------
-def child_run_id(parent: Run, state: str, attempt: int) -> str:
-    """The run id of the child that ``state`` of ``parent`` runs now: the same after a restore, so a
-    resumed parent finds the child's checkpoints. Each completion of the state and each retry of it
-    gives a new child run."""
+def child_run_id(parent: Run, state: str, entry: int | None = None) -> str:
+    """The run id of the child that ``state`` of ``parent`` runs now (or, with ``entry``, ran in the
+    parent's ``entry``-th attempt of the state). Each completion of the state, each retry and each
+    route back into it gives a new child run; a resumed parent finds the child it was inside (see
+    :func:`_child_run`)."""
     n = parent.completion_counts.get(state, 0) + 1
-    return _derive(parent.run_id, state, n, attempt)
-
-
-def _derive(run_id: str, state: str, n: int, attempt: int) -> str:
-    return uuid.uuid5(_NAMESPACE, f"{run_id}/{state}/{n}/{attempt}").hex
+    if entry is None:
+        entry = parent.meta(state).attempts  # this attempt included: it never repeats within the run
+    return uuid.uuid5(_NAMESPACE, f"{parent.run_id}/{state}/{n}/#{entry}").hex
 
 
 async def run_child(sub: Subflow, ctx: Context) -> Any:
@@ -196,22 +227,46 @@ def _child_run(sub: Subflow, parent: Run, ctx: Context) -> Run:
     """A new child run, or the one the parent's store holds for this use (resumed inside)."""
     from ._run import Run
 
-    run = Run(sub.child, run_id=child_run_id(parent, sub.state, ctx.attempt))
+    run = Run(sub.child, run_id=child_run_id(parent, sub.state))
     link(run, parent, sub.state)
     cp = _stored(run)
+    if cp is None and ctx.attempt == 1 and ctx.last_error is None and parent.meta(sub.state).last_error is None:
+        cp = _interrupted(sub, parent, run)
     if cp is None:
         _copy(parent, run, sub.inputs, f"state {sub.state!r}: input")
         return run
     from ._travel import check_fits
 
     check_fits(sub.child, cp, f"resuming sub-workflow {sub.state!r}")
-    if cp.agent_status is AgentStatus.FAILED:  # this attempt failed before the crash: it fails again
+    if cp.agent_status is AgentStatus.FAILED:  # a parent restored to an earlier point: that child had failed
         raise StateFailedError(
             f"sub-workflow {sub.state!r} (agent {sub.child.name!r}) had failed: {cp.error}", sub.state)
     run.checkpoints.load(cp)
     if cp.agent_status is AgentStatus.COMPLETED and not cp.pending:
         run.restored_from = None  # it completed; the parent had not recorded it yet
     return run
+
+
+def _interrupted(sub: Subflow, parent: Run, run: Run) -> Checkpoint | None:
+    """A resumed parent relaunches the state it was in as a new attempt (the checkpoint it resumed
+    from counted the interrupted one): the child of that attempt, if it had not failed, is the one to
+    continue; ``run`` takes its id. Only the first attempt of a state with no failure in this run
+    looks back (a restored run starts with none): after a failure or timeout the earlier attempt
+    ended, so re-entering the state (a route back, say) runs a fresh child."""
+    entry = parent.meta(sub.state).attempts - 1
+    if entry < 1:
+        return None
+    run_id = child_run_id(parent, sub.state, entry)
+    store = run.store
+    if store is None or not store.list(agent_name=run.name, run_id=run_id):
+        return None
+    before = run.run_id
+    run.run_id = run_id
+    cp = _stored(run)
+    if cp is None or cp.agent_status is AgentStatus.FAILED:
+        run.run_id = before
+        return None
+    return cp
 
 
 def _stored(run: Run) -> Checkpoint | None:
@@ -240,6 +295,8 @@ def link(run: Run, parent: Run, state: str) -> None:
         run.store, run.durable = parent.store, parent.durable
     run.human = parent.human
     run.blocking = parent.blocking
+    if not run.agent.has_own_pool:  # one machine budget: the root run's pool, unless given its own
+        run.pool_owner = parent.pool_owner
     run.events = ChildBus(run.agent.events, parent, state)  # type: ignore[assignment]
 
 
@@ -335,28 +392,33 @@ def with_child_rows(agent: Agent, store: Any, rows: list[Any], run_id: str | Non
     return out
 
 
-def _add_child_rows(definition: Agent, name: str, store: Any, run_ids: set[str] | None, out: list[Any]) -> None:
-    for state, spec in definition.states.items():
-        if not isinstance(spec.func, Subflow):
+def _add_child_rows(definition: Agent, name: str, store: Any, run_ids: set[str] | None, out: list[Any],
+                    seen: frozenset[int] = frozenset()) -> None:
+    seen = seen | {id(definition)}  # an agent nested in itself (refused at add_state) never recurses
+    for state, spec in list(definition.states.items()):
+        if not isinstance(spec.func, Subflow) or id(spec.func.child) in seen:
             continue
         path = f"{name}/{state}"
         rows = store.list(agent_name=path)
         if run_ids is not None:
-            wanted = _derived_ids(store, name, run_ids, state)
+            wanted = _children_of_runs(store, rows, run_ids)
             rows = [r for r in rows if r.run_id in wanted]
         out.extend(rows)
-        _add_child_rows(spec.func.child, path, store, None if run_ids is None else {r.run_id for r in rows}, out)
+        _add_child_rows(spec.func.child, path, store, None if run_ids is None else {r.run_id for r in rows}, out,
+                        seen)
 
 
-def _derived_ids(store: Any, name: str, run_ids: set[str], state: str) -> set[str]:
-    """Every child run id ``state`` of those runs can have made (see :func:`child_run_id`)."""
-    ids: set[str] = set()
-    for run_id in run_ids:
-        rows = store.list(agent_name=name, run_id=run_id)
-        if not rows:
-            continue
-        cp = store.get(max(rows, key=lambda r: r.sequence).checkpoint_id)
-        for n in range(1, cp.completion_counts.get(state, 0) + 2):
-            for attempt in range(1, cp.state_attempts.get(state, 0) + 2):
-                ids.add(_derive(run_id, state, n, attempt))
-    return ids
+def _children_of_runs(store: Any, rows: list[Any], run_ids: set[str]) -> set[str]:
+    """The run ids among ``rows`` (a child path's rows) whose parent run is one of ``run_ids``: each
+    child checkpoint names its parent run, so this reads one checkpoint per child run stored (never
+    loops over counts a checkpoint claims)."""
+    first: dict[str, Any] = {}
+    for row in rows:
+        if row.run_id not in first or row.sequence < first[row.run_id].sequence:
+            first[row.run_id] = row
+    wanted: set[str] = set()
+    for run_id, row in first.items():
+        cp = store.get(row.checkpoint_id)
+        if cp is not None and cp.parent_run_id in run_ids:
+            wanted.add(run_id)
+    return wanted

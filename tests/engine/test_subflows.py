@@ -11,7 +11,12 @@ from fluffy_nb import (
     Agent,
     AgentStatus,
     ConfigurationError,
+    DependencyConfig,
+    DependencyType,
     MemoryStore,
+    ResourcePool,
+    ResourceRequirements,
+    ResourceType,
     StateFailedError,
 )
 from fluffy_nb.engine._events import StateFinished, StateStarted
@@ -422,3 +427,202 @@ async def test_a_parent_paused_inside_a_child_continues_there_in_a_new_process()
     assert result.status is AgentStatus.COMPLETED
     assert ran == ["one", "two"], "the child's completed state ran again"
     await first.cancel_all()
+
+
+async def test_a_route_back_into_a_failed_child_state_runs_the_child_again() -> None:
+    child = Agent("checker")
+    runs: list[str] = []
+
+    async def work(ctx: Any) -> None:
+        runs.append(ctx.run_id)
+        if ctx.get_state("x") < 0:
+            raise ValueError("x must be >= 0")
+        ctx.set_state("y", ctx.get_state("x") * 2)
+
+    child.add_state("work", work)
+    fixes: list[str] = []
+
+    async def fix(ctx: Any) -> str:
+        fixes.append(str(ctx.last_error))
+        ctx.set_state("x", 5)
+        return "sub"
+
+    async def done(ctx: Any) -> None:
+        return None
+
+    parent = Agent("fixer", store=MemoryStore(), max_steps=20)  # a spin fails at once, never hangs
+    parent.add_state("sub", child, inputs=["x"], outputs=["y"], on_error="fix", next="done")
+    parent.add_state("fix", fix)
+    parent.add_state("done", done)
+    result = await parent.run(initial_context={"x": -1})
+    assert result.status is AgentStatus.COMPLETED
+    assert result.get_state("y") == 10
+    assert len(fixes) == 1
+    assert len(runs) == 2
+    assert runs[0] != runs[1], "the route back continued the failed child run"
+
+
+async def test_history_of_a_checkpoint_claiming_huge_counts_reads_only_stored_child_runs() -> None:
+    from fluffy_nb.engine._checkpoint import Checkpoint
+
+    async def noop(ctx: Any) -> None:
+        return None
+
+    child = Agent("leaf")
+    child.add_state("c", noop)
+    store = MemoryStore()
+    parent = Agent("host", store=store)
+    parent.add_state("sub", child)
+    result = await parent.run()
+    data = store.get(store.list(agent_name="host")[0].checkpoint_id).to_dict()
+    # each a legal count; a history that loops over counts x attempts never returns
+    data.update(checkpoint_id="f" * 32, sequence=99, completion_counts={"sub": 10**7}, state_attempts={"sub": 10**7})
+    store.put(Checkpoint.from_dict(data))
+    rows = parent.history(run_id=result.run_id)
+    children = {row.run_id for row in rows if row.agent_name == "host/sub"}
+    assert len(children) == 1
+    assert {row.run_id for row in rows if row.agent_name == "host"} == {result.run_id}
+
+
+def test_agents_nested_in_a_cycle_are_refused_naming_the_path() -> None:
+    async def go(ctx: Any) -> None:
+        return None
+
+    a, b, c = Agent("A"), Agent("B"), Agent("C")
+    for agent in (a, b, c):
+        agent.add_state("go", go)
+    a.add_state("sub", b)
+    b.add_state("sub", c)
+    with pytest.raises(ConfigurationError, match="C -> A -> B -> C"):
+        c.add_state("sub", a)
+    assert "sub" not in c.states
+    with pytest.raises(ConfigurationError, match="C -> B -> C"):
+        c.add_state("back", b)
+
+
+async def test_history_of_agents_nested_in_a_cycle_anyway_ends() -> None:
+    async def go(ctx: Any) -> None:
+        return None
+
+    store = MemoryStore()
+    a, b = Agent("A", store=store), Agent("B")
+    a.add_state("go", go)
+    b.add_state("go", go)
+    a.add_state("sub", b)
+    b.states["loop"] = a.states["sub"]  # bypassing add_state's check: B's state runs B
+    assert {row.agent_name for row in a.history()} == set()
+
+
+async def test_a_dependency_condition_in_a_child_reads_its_own_run_while_another_parent_runs_it() -> None:
+    release = {"p1": asyncio.Event(), "p2": asyncio.Event()}
+    started: list[str] = []
+    seen: list[tuple[str, str]] = []
+
+    async def produce(ctx: Any) -> None:
+        started.append(ctx.get_state("key"))
+        await release[ctx.get_state("key")].wait()
+        ctx.set_state("ready", True)
+
+    async def gated(ctx: Any) -> None:
+        ctx.set_state("done", ctx.get_state("key"))
+
+    def ready(agent: Any) -> bool:
+        seen.append((agent.run_id, agent.get_state("key")))
+        return bool(agent.get_state("ready"))
+
+    child = Agent("gatekeeper")
+    child.add_state("produce", produce)
+    needs = DependencyConfig(DependencyType.REQUIRED, condition=ready)
+    child.add_state("gated", gated, dependencies={"produce": needs})
+
+    def parent(name: str) -> Agent:
+        agent = Agent(name)
+        agent.add_state("sub", child, inputs=["key"], outputs=["done"])
+        return agent
+
+    first = parent("p1").start(initial_context={"key": "p1"})
+    await until(lambda: started == ["p1"], "p1's child produces")
+    second = parent("p2").start(initial_context={"key": "p2"})  # now the child agent's latest run
+    await until(lambda: started == ["p1", "p2"], "p2's child produces")
+    release["p1"].set()
+    one = await first
+    assert one.status is AgentStatus.COMPLETED
+    assert one.get_state("done") == "p1"
+    release["p2"].set()
+    two = await second
+    assert two.get_state("done") == "p2"
+    assert {key for _, key in seen} == {"p1", "p2"}
+    assert len({run_id for run_id, _ in seen}) == 2
+
+
+def pooled_pair(child_pool: ResourcePool | None = None) -> tuple[Agent, list[str], asyncio.Event]:
+    """A parent whose state and whose child's state each ask for every CPU of the parent's pool."""
+    live: list[str] = []
+    gate = asyncio.Event()
+
+    async def heavy(ctx: Any) -> None:
+        live.append(ctx.state_name)
+        await gate.wait()
+        live.remove(ctx.state_name)
+
+    async def start(ctx: Any) -> list[str]:
+        return ["p_heavy", "sub"]
+
+    parent = Agent("machine_parent")
+    cpus = parent.resource_pool.totals[ResourceType.CPU]  # type: ignore[union-attr]  # the default pool
+    everything = ResourceRequirements(cpu_units=cpus, memory_mb=0)
+    child = Agent("machine_child") if child_pool is None else Agent("machine_child", resource_pool=child_pool)
+    child.add_state("c_heavy", heavy, resources=everything)
+    parent.add_state("start", start)
+    parent.add_state("p_heavy", heavy, resources=everything)
+    parent.add_state("sub", child)
+    return parent, live, gate
+
+
+async def test_a_child_uses_its_root_runs_default_pool_one_machine_budget() -> None:
+    parent, live, gate = pooled_pair()
+    handle = parent.start()
+    pool = parent.resource_pool
+    assert pool is not None
+    await until(lambda: len(live) == 1 and pool.get_waiting_states(), "one heavy state runs, the other waits")
+    assert len(live) == 1, f"both states asking all CPUs run at once: {live}"
+    gate.set()
+    result = await handle
+    assert result.status is AgentStatus.COMPLETED
+    assert live == []
+
+
+async def test_a_child_given_its_own_pool_is_admitted_against_it() -> None:
+    parent, live, gate = pooled_pair(ResourcePool(total_cpu=64))
+    handle = parent.start()
+    await until(lambda: len(live) == 2, "the child's pool admits its state beside the parent's")
+    gate.set()
+    assert (await handle).status is AgentStatus.COMPLETED
+
+
+async def test_a_route_back_after_a_child_timed_out_runs_a_fresh_child() -> None:
+    child = Agent("sleepy")
+    runs: list[str] = []
+    never = asyncio.Event()
+
+    async def one(ctx: Any) -> str:
+        runs.append(ctx.run_id)
+        return "two"
+
+    async def two(ctx: Any) -> None:
+        if len(runs) == 1:
+            await never.wait()  # the first child hangs here until the parent's timeout cancels it
+
+    child.add_state("one", one)
+    child.add_state("two", two)
+
+    async def again(ctx: Any) -> str:
+        return "sub"
+
+    parent = Agent("impatient", store=MemoryStore(), durable=True, max_steps=20)
+    parent.add_state("sub", child, timeout=0.05, on_timeout="again")
+    parent.add_state("again", again)
+    result = await parent.run()
+    assert result.status is AgentStatus.COMPLETED
+    assert len(runs) == 2
+    assert runs[0] != runs[1], "the route back continued the timed-out child"
