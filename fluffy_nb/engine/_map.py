@@ -218,7 +218,8 @@ def fanout_of(agent: Agent, name: str, result: Any) -> Fanout | None:
     """``result`` as a payload fan-out, or None when it holds no ``Send``.
 
     Raises:
-        InvalidStateResultError: an entry is neither a state name nor a ``Send``.
+        InvalidStateResultError: an entry is neither a state name nor a ``Send``, or a ``Send``'s
+            state is not a string.
         StateNotFoundError: a ``Send`` names an unknown state.
         ConfigurationError: a ``Send`` names a state gated by dependencies.
     """
@@ -231,6 +232,11 @@ def fanout_of(agent: Agent, name: str, result: Any) -> Fanout | None:
     mapped: dict[str, None] = {}
     for r in result:
         if type(r) is Send:
+            if type(r.state) is not str:
+                raise InvalidStateResultError(
+                    f"state {name!r} returned Send({r.state!r}, ...): the state to send a payload to must be "
+                    f"a state name (str), not {type(r.state).__name__}; write Send('score', item)"
+                )
             sends.append(r)
             mapped[r.state] = None
         elif isinstance(r, str):

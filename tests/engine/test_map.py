@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from typing import Any
 
 import pytest
@@ -285,6 +286,20 @@ async def test_bad_sends_and_misuse_fail_with_errors_that_name_the_state() -> No
     with pytest.raises(InvalidStateResultError, match="42"):
         await agent.run()
 
+    for bad in (["score"], 7, None):
+        async def not_a_name(ctx: Any, bad: Any = bad) -> list[Send]:
+            return [Send(bad, 1)]
+
+        agent = Agent("bad_send_state")
+        agent.add_state("not_a_name", not_a_name)
+        agent.add_state("score", plain_score)
+        # the run fails (wait_for is a guard, not a wait: it once hung here, its branch task dead of a TypeError)
+        with pytest.raises(InvalidStateResultError, match=rf"state 'not_a_name' returned Send\({re.escape(repr(bad))}, "
+                                                          rf"\.\.\.\).*not {type(bad).__name__}"):
+            await asyncio.wait_for(agent.run(start="not_a_name"), 30)
+        assert agent.latest_run is not None
+        assert agent.latest_run.status is AgentStatus.FAILED
+
     async def plain(ctx: Any) -> None:
         ctx.set_result(1)
 
@@ -302,6 +317,10 @@ async def test_bad_sends_and_misuse_fail_with_errors_that_name_the_state() -> No
     with pytest.raises(StateFailedError, match="has not sent payloads to 'score'") as info:
         await agent.run()
     assert isinstance(info.value.__cause__, ConfigurationError)
+
+
+async def plain_score(ctx: Any) -> None:
+    pass
 
 
 def test_a_damaged_map_record_is_refused_when_the_checkpoint_loads() -> None:
