@@ -9,7 +9,8 @@ semaphores and resource requests, which all count every branch. A branch records
 with ``ctx.set_result(value)``; where the branches meet (the join rule of ``_graph.py``),
 ``ctx.results("score")`` gives every branch's result in payload order.
 A mapped state (or a branch's route) that is an agent (a sub-workflow) is refused with a
-``ConfigurationError``: a child run is per use of its state, not per payload.
+``ConfigurationError``: a child run is per use of its state, not per payload. So is a map
+started inside a live map's branches (nested): at the first one, whatever the timing.
 
 This module owns the payload machinery: :class:`Send`, the record of one map
 (:class:`PayloadMap`: payloads, results, per-item status and counts), the execution and
@@ -101,6 +102,7 @@ class PayloadMap:
         self.status = bytearray(len(payloads))  # _PENDING/_RUNNING/_DONE/_FAILED per payload
         self.counts = [len(payloads), 0, 0, 0]  # by status
         self.group: Group | None = None  # the fan-out its branches started in
+        self.tokens: set[int] = set()  # ids of its branches' tokens: a map from inside one is nested
         # checkpoint encoding, kept between checkpoints so each value is encoded once
         self._fresh: list[int] = []  # payloads done since the last record
         self._results_json: dict[str, Any] = {}
@@ -302,6 +304,7 @@ def _no_subflow_map(name: str, target: str, sub: Subflow, how: str) -> str:
 def start_map(sched: Scheduler, ex: Execution, fan: Fanout) -> None:
     """Start the branches of ``fan`` (returned by ``ex``): one execution per ``Send``."""
     run = sched.run
+    _refuse_nested(sched, ex, fan)
     maps: dict[str, PayloadMap] = {}
     slots: list[tuple[PayloadMap, int]] = []
     for send in fan.sends:
@@ -333,10 +336,36 @@ def start_map(sched: Scheduler, ex: Execution, fan: Fanout) -> None:
         m.group = group
 
 
+def _refuse_nested(sched: Scheduler, ex: Execution, fan: Fanout) -> None:
+    """Refuse a map started inside a branch of a live map, whatever the timing: the first one."""
+    run = sched.run
+    if not run.maps:
+        return
+    live = sched.joins.groups
+    outer = [m for m in run.maps.values() if m.group is not None and live.get(m.group.id) is m.group]
+    token: Token | None = ex.token
+    while token is not None and outer:
+        for m in outer:
+            if token.id in m.tokens:
+                targets = sorted({s.state for s in fan.sends})
+                which = f" (payload {ex.index})" if isinstance(ex, PayloadExecution) else ""
+                raise ConfigurationError(
+                    f"state {ex.state!r}{which} sent payloads to {targets!r} inside a branch of the map of "
+                    f"{m.state!r}: a map inside a map's branches is not supported (ctx.results could not tell "
+                    "the inner maps of different branches apart). Flatten it: map every inner item once from "
+                    f"the state before, e.g. ctx.map({targets[0]!r}, [(outer, inner) for outer in ... for inner "
+                    f"in ...]), or let each {m.state!r} branch do its inner items itself (asyncio.gather) and "
+                    "ctx.set_result the list"
+                )
+        token = token.group.parent
+    return
+
+
 def launch(sched: Scheduler, token: Token, m: PayloadMap, index: int, state: str,
            error: BaseException | None) -> None:
     """Create the execution of branch ``index`` of map ``m`` at ``state`` and queue or launch it."""
     run = sched.run
+    m.tokens.add(token.id)
     pex = PayloadExecution(state, token, m.source, m, index)
     pex.error = error
     if run.events.active:

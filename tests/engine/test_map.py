@@ -417,21 +417,23 @@ async def test_cancel_state_cancels_every_branch_of_the_map() -> None:
 async def test_mapping_a_state_whose_earlier_map_is_unfinished_or_that_has_dependencies_fails_loudly() -> None:
     hold = asyncio.Event()
 
-    async def outer(ctx: Any) -> list[Send]:
-        return ctx.map("inner", [1, 2])
+    async def start(ctx: Any) -> list[str]:
+        return ["first", "second"]
 
-    async def inner(ctx: Any) -> list[Send]:
-        if ctx.payload == 2:
-            await hold.wait()
-        return ctx.map("leaf", [ctx.payload])  # two maps of "leaf" at once: results would mix
+    async def first(ctx: Any) -> list[Send]:
+        return ctx.map("leaf", [1])
+
+    async def second(ctx: Any) -> list[Send]:
+        await hold.wait()
+        return ctx.map("leaf", [2])  # two maps of "leaf" at once: results would mix
 
     async def leaf(ctx: Any) -> None:
         await asyncio.Event().wait()  # the first leaf map stays in flight
 
-    agent = Agent("nested_same_state")
-    for f in (outer, inner, leaf):
+    agent = Agent("two_maps_same_state")
+    for f in (start, first, second, leaf):
         agent.add_state(f.__name__, f)
-    task = asyncio.create_task(agent.run())
+    task = asyncio.create_task(agent.run(start="start"))
     await until(lambda: agent.latest_run is not None and "leaf" in agent.latest_run.maps, "the first leaf map")
     hold.set()
     with pytest.raises(ConfigurationError, match="earlier map of 'leaf' in this run still has 1 branches"):
@@ -658,3 +660,87 @@ async def test_a_branch_routed_on_error_into_a_sub_workflow_state_fails_naming_b
     with pytest.raises(ConfigurationError, match=r"'score' routes failures of its payload branches to 'rescue', "
                                                  r"which is an agent \(sub-workflow 'helper'\)"):
         await agent.run(start=["split"])
+
+
+@pytest.mark.parametrize("timing", ["overlapping", "staggered"])
+async def test_a_map_inside_a_maps_branches_is_refused_at_the_first_one_whatever_the_timing(timing: str) -> None:
+    """Outer branches each mapping ``inner``: refused at the first nested map, the same error
+    whether the outer branches overlap (all map at once) or come one after another."""
+    arrived: list[int] = []
+    go = asyncio.Event()
+    inner_ran: list[Any] = []
+
+    async def split(ctx: Any) -> list[Send]:
+        return ctx.map("outer", [0, 1, 2])
+
+    async def outer(ctx: Any) -> list[Send]:
+        arrived.append(ctx.payload)
+        if timing == "overlapping":
+            if len(arrived) == 3:
+                go.set()
+            await go.wait()  # all three map at the same moment
+        elif ctx.payload > 0:
+            await go.wait()  # only branch 0 maps; the others wait behind it (cancelled when the run fails)
+        return ctx.map("inner", [ctx.payload * 10, ctx.payload * 10 + 1])
+
+    async def inner(ctx: Any) -> str:
+        inner_ran.append(ctx.payload)
+        return "join"
+
+    async def join(ctx: Any) -> None:
+        ctx.set_state("inner", ctx.results("inner"))
+
+    agent = Agent(f"nested_{timing}")
+    for f in (split, outer, inner, join):
+        agent.add_state(f.__name__, f)
+    with pytest.raises(ConfigurationError, match=r"state 'outer' \(payload \d\) sent payloads to \['inner'\] inside "
+                                                 r"a branch of the map of 'outer'.*Flatten it"):
+        await agent.run(start="split")
+    assert inner_ran == []
+    assert agent.latest_run is not None
+    assert agent.latest_run.status is AgentStatus.FAILED
+
+
+async def test_the_state_where_a_maps_branches_meet_may_map_again_it_is_not_nested() -> None:
+    async def split(ctx: Any) -> list[Send]:
+        return ctx.map("outer", [0, 1])
+
+    async def outer(ctx: Any) -> str:
+        ctx.set_result(ctx.payload)
+        return "post"  # the branches meet here: post runs once, outside the outer map
+
+    async def post(ctx: Any) -> list[Send]:
+        return ctx.map("inner", [10 + r for r in ctx.results("outer")])
+
+    async def inner(ctx: Any) -> str:
+        ctx.set_result(ctx.payload)
+        return "join"
+
+    async def join(ctx: Any) -> None:
+        ctx.set_state("out", ctx.results("inner"))
+
+    agent = Agent("map_after_meeting")
+    for f in (split, outer, post, inner, join):
+        agent.add_state(f.__name__, f)
+    result = await agent.run(start="split")
+    assert result.shared_state["out"] == [10, 11]
+    assert result.state_runs["post"] == 1
+
+
+async def test_mapping_again_after_the_earlier_map_joined_is_not_nested() -> None:
+    async def split(ctx: Any) -> list[Send]:
+        return ctx.map("score", [1, 2])
+
+    async def score(ctx: Any) -> str:
+        ctx.set_result(ctx.payload)
+        return "merge"
+
+    async def merge(ctx: Any) -> list[Send] | None:
+        ctx.set_state("rounds", [*ctx.get_state("rounds", []), ctx.results("score")])
+        return None if len(ctx.get_state("rounds")) == 2 else ctx.map("score", [3, 4])
+
+    agent = Agent("remap_after_join")
+    for f in (split, score, merge):
+        agent.add_state(f.__name__, f)
+    result = await agent.run(start="split")
+    assert result.shared_state["rounds"] == [[1, 2], [3, 4]]
