@@ -57,6 +57,7 @@ class HumanAnswerRecord(BaseModel):
     request_id: Name
     state: Name
     sequence: Count = 0
+    payload: Count | None = None  # the map payload index of the branch that asked; None for a plain state
     prompt: Annotated[str, Field(max_length=_MAX_ERROR)] = ""
     value: Any = None
     source: Name = "person"

@@ -127,6 +127,10 @@ class PayloadMap:
         """Branches not finished (queued, running, or to run again)."""
         return self.counts[_PENDING] + self.counts[_RUNNING]
 
+    def is_done(self, index: int) -> bool:
+        """Whether payload ``index`` has finished with a result."""
+        return 0 <= index < len(self.status) and self.status[index] == _DONE
+
     def unfinished(self) -> list[int]:
         """Indices of payloads without a result yet."""
         return [i for i, s in enumerate(self.status) if s != _DONE]

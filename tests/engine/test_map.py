@@ -18,7 +18,9 @@ from fluffy_nb import (
     InvalidStateResultError,
     ManualClock,
     MemoryStore,
+    ProgrammaticResponder,
     RetryPolicy,
+    ScriptedResponder,
     Send,
     StateFailedError,
     StateNotFoundError,
@@ -744,3 +746,72 @@ async def test_mapping_again_after_the_earlier_map_joined_is_not_nested() -> Non
         agent.add_state(f.__name__, f)
     result = await agent.run(start="split")
     assert result.shared_state["rounds"] == [[1, 2], [3, 4]]
+
+
+
+# -- a person asked from map branches -----------------------------------------------------------
+def asking_agent(name: str, responder: Any, hold: asyncio.Event | None = None,
+                 gates: dict[int, asyncio.Event] | None = None) -> Agent:
+    """split -> review (once per item 0..2, each asks "ok N?") -> join; ``hold`` keeps branch 1
+    running after its answer; ``gates`` orders when each branch asks."""
+
+    async def split(ctx: Any) -> list[Send]:
+        return ctx.map("review", [0, 1, 2])
+
+    async def review(ctx: Any) -> str:
+        if gates is not None:
+            await gates[ctx.payload].wait()
+        answer = await ctx.human_in_the_loop(f"ok {ctx.payload}?")
+        if hold is not None and ctx.payload == 1:
+            await hold.wait()
+        ctx.set_result((ctx.payload, answer))
+        return "join"
+
+    async def join(ctx: Any) -> None:
+        ctx.set_state("out", ctx.results("review"))
+
+    agent = Agent(name, responder=responder)
+    for f in (split, review, join):
+        agent.add_state(f.__name__, f)
+    return agent
+
+
+async def test_each_map_branch_that_asks_is_asked_its_own_question_and_gets_its_own_answer() -> None:
+    responder = ProgrammaticResponder()
+    gates = {i: asyncio.Event() for i in range(3)}
+    agent = asking_agent("branch_questions", responder, gates=gates)
+    task = asyncio.create_task(agent.run(start="split"))
+    prompts = []
+    for i in range(3):  # each branch asks only after the one before was answered
+        gates[i].set()
+        request = await asyncio.wait_for(responder.next_request(), 30)  # a guard: it once was never asked
+        prompts.append(request.prompt)
+        request.answer(f"answer {i}")
+    result = await task
+    assert prompts == ["ok 0?", "ok 1?", "ok 2?"]
+    assert result.shared_state["out"] == [(0, "answer 0"), (1, "answer 1"), (2, "answer 2")]
+
+
+async def test_a_restore_mid_map_replays_each_recorded_answer_only_into_its_own_payloads_branch() -> None:
+    responder = ProgrammaticResponder()
+    gates = {i: asyncio.Event() for i in range(3)}
+    hold = asyncio.Event()  # never set: branch 1 is still running after its answer
+    first = asking_agent("branch_replay", responder, hold=hold, gates=gates)
+    task = asyncio.create_task(first.run(start="split"))
+    for i in (0, 1):
+        gates[i].set()
+        (await asyncio.wait_for(responder.next_request(), 30)).answer(f"answer {i}")
+    run = first.latest_run
+    assert run is not None
+    await until(lambda: run.snapshot().maps["review"].done == 1, "branch 0 done")  # branch 1 holds, 2 waits
+    cp = Checkpoint.from_json(run.create_checkpoint().to_json())
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert sorted((a.payload, a.value) for a in cp.human_answers) == [(0, "answer 0"), (1, "answer 1")]
+
+    script = ScriptedResponder({"ok 2?": "answer 2"})
+    second = asking_agent("branch_replay", script)
+    await second.restore_from_checkpoint(cp)
+    result = await second.run()
+    assert [r.prompt for r in script.asked] == ["ok 2?"]  # branch 1 replays its answer; branch 2 is asked
+    assert result.shared_state["out"] == [(0, "answer 0"), (1, "answer 1"), (2, "answer 2")]
