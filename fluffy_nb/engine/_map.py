@@ -21,13 +21,14 @@ state returned a ``Send`` (or an execution is a branch), so plain states pay not
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _codec
 from ._context import Context
-from ._errors import ConfigurationError, InvalidStateResultError, StateNotFoundError
+from ._errors import ConfigurationError, FluffyWarning, InvalidStateResultError, StateNotFoundError
 from ._events import StateScheduled
 from ._executor import LocalExecutor, state_executor
 from ._runner import Execution
@@ -211,6 +212,19 @@ class BranchContext(Context):
     def set_result(self, value: Any) -> None:
         """Record this branch's result; the join reads all of them with ``ctx.results(state)``."""
         object.__getattribute__(self, "_ex").value = value
+
+
+def map_items(source: str, state: str, items: Iterable[Any]) -> list[Send]:
+    """``ctx.map(state, items)`` of state ``source``: one ``Send`` per item; warns when there is none."""
+    sends = [Send(state, item) for item in items]
+    if not sends:
+        warnings.warn(
+            f"state {source!r} mapped no items to {state!r} (ctx.map({state!r}, items) with empty items): its "
+            f"branch ends here, {state!r} does not run and no join waits for it; check the items, or return "
+            "another state's name when there are none",
+            FluffyWarning, stacklevel=3,
+        )
+    return sends
 
 
 class Fanout(tuple):  # type: ignore[type-arg]

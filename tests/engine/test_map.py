@@ -15,6 +15,7 @@ from fluffy_nb import (
     Checkpoint,
     CheckpointError,
     ConfigurationError,
+    FluffyWarning,
     InvalidStateResultError,
     ManualClock,
     MemoryStore,
@@ -175,7 +176,7 @@ async def test_a_failing_branch_without_a_route_fails_the_run_as_today() -> None
         return "merge"
 
     agent = mapping_agent("fails", list(range(5)), score)
-    with pytest.raises(StateFailedError, match="bad item 2"):
+    with pytest.raises(StateFailedError, match=r"^state 'score' \(payload 2\) failed .*bad item 2"):
         await agent.run()
     run = agent.latest_run
     assert run is not None
@@ -747,6 +748,21 @@ async def test_mapping_again_after_the_earlier_map_joined_is_not_nested() -> Non
     result = await agent.run(start="split")
     assert result.shared_state["rounds"] == [[1, 2], [3, 4]]
 
+
+async def test_an_empty_map_warns_naming_the_state_that_mapped_nothing() -> None:
+    async def split(ctx: Any) -> list[Send]:
+        return ctx.map("score", [])
+
+    async def score(ctx: Any) -> None:
+        raise AssertionError("nothing to run")
+
+    agent = Agent("empty_map")
+    agent.add_state("split", split)
+    agent.add_state("score", score)
+    with pytest.warns(FluffyWarning, match="state 'split' mapped no items to 'score'"):
+        result = await agent.run(start="split")
+    assert result.status is AgentStatus.COMPLETED
+    assert "score" not in result.state_runs
 
 
 # -- a person asked from map branches -----------------------------------------------------------
