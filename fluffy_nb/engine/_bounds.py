@@ -41,6 +41,10 @@ MAX_INT_DIGITS = 1_000
 MAX_STATES = 100_000
 #: most branches waiting at joins in one checkpoint, summed over targets: each is rebuilt on restore
 MAX_JOIN_WAITERS = 100_000
+#: most map payloads in one checkpoint, summed over its map records' totals: a restore allocates a
+#: slot per payload. A real record holds a result or a pending payload per item, so a checkpoint
+#: within MAX_NODES values never comes near it
+MAX_PAYLOADS = MAX_NODES
 #: largest count or sequence number: exact in a JSON reader that uses doubles, and far enough below
 #: SQLite's 64-bit INTEGER that a restored run can go on counting
 MAX_COUNT = 2**53 - 1

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._bounds import MAX_COUNT, MAX_JOIN_WAITERS, MAX_NAME, MAX_STATES, check_plain, load_json
+from ._bounds import MAX_COUNT, MAX_JOIN_WAITERS, MAX_NAME, MAX_PAYLOADS, MAX_STATES, check_plain, load_json
 from ._errors import CheckpointError, SerializationError
 from ._status import AgentStatus, StateStatus
 from ._typed import decode_typed, encode_typed
@@ -57,6 +57,7 @@ class HumanAnswerRecord(BaseModel):
     request_id: Name
     state: Name
     sequence: Count = 0
+    payload: Count | None = None  # the map payload index of the branch that asked; None for a plain state
     prompt: Annotated[str, Field(max_length=_MAX_ERROR)] = ""
     value: Any = None
     source: Name = "person"
@@ -171,6 +172,21 @@ class Checkpoint(BaseModel):
         steps = value.get("steps")
         if steps is not None and (type(steps) is not int or not 0 <= steps <= MAX_COUNT):
             raise ValueError(f"scheduler['steps'] must be a whole number >= 0, not {steps!r:.40}")
+        return value
+
+    @field_validator("maps")
+    @classmethod
+    def _bounded_maps(cls, value: list[MapRecord]) -> list[MapRecord]:
+        # a restore allocates every record's ``total`` slots: bound their sum; one record per mapped state
+        seen: set[str] = set()
+        total = 0
+        for r in value:
+            if r.state in seen:
+                raise ValueError(f"maps holds two records of {r.state[:80]!r}; a run keeps one map per mapped state")
+            seen.add(r.state)
+            total += r.total
+            if total > MAX_PAYLOADS:
+                raise ValueError(f"maps hold more than {MAX_PAYLOADS:,} payloads in all (at {r.state[:80]!r})")
         return value
 
     @field_validator("typed_data")

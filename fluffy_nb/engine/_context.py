@@ -133,15 +133,16 @@ class Context:
         """Run ``state`` once per item: ``return ctx.map("score", items)`` is
         ``return [Send("score", item) for item in items]``. Each branch reads its item as
         ``ctx.payload``; where the branches meet, ``ctx.results("score")`` lists their results.
-        An empty ``items`` ends the branch (nothing to run, nothing to join).
+        An empty ``items`` ends the branch (nothing to run, nothing to join) with a
+        ``FluffyWarning`` naming this state.
 
         Example:
             >>> async def split(ctx):
             ...     return ctx.map("score", ["a", "bb"])
         """
-        from ._map import Send
+        from ._map import map_items
 
-        return [Send(state, item) for item in items]
+        return map_items(self.state_name, state, items)
 
     @property
     def payload(self) -> Any:

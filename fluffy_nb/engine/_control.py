@@ -64,14 +64,17 @@ class RunControl:
             except Exception as exc:  # a dependency condition raised: fail the run, never hang
                 self.fail(ex.state, exc, wrap=False)
 
-    def fail(self, state: str, exc: BaseException, *, attempts: int = 1, wrap: bool = True) -> None:
-        """The run fails because of ``state``: cancel the others, drop what waits, wake the run."""
+    def fail(self, state: str, exc: BaseException, *, attempts: int = 1, wrap: bool = True,
+             payload: int | None = None) -> None:
+        """The run fails because of ``state`` (the branch of map payload ``payload``, when one is
+        given): cancel the others, drop what waits, wake the run."""
         run, sched = self.run, self.scheduler
         if run.failure is not None:
             return
         if wrap:
+            which = "" if payload is None else f" (payload {payload})"
             err: BaseException = StateFailedError(
-                f"state {state!r} failed after {attempts} attempt(s): {type(exc).__name__}: {exc}", state
+                f"state {state!r}{which} failed after {attempts} attempt(s): {type(exc).__name__}: {exc}", state
             )
             err.__cause__ = exc
         else:

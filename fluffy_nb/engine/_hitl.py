@@ -72,6 +72,7 @@ class HumanRequest:
     tries: int = 0
     value: Any = field(default=None, repr=False)
     source: str | None = None
+    payload_index: int | None = None  # the map payload of the branch that asks; None for a plain state
     future: asyncio.Future[Any] = field(default=None, repr=False)  # type: ignore[arg-type]
     _loop: HumanLoop | None = field(default=None, repr=False)
     _run: Run | None = field(default=None, repr=False)
@@ -314,18 +315,27 @@ class HumanLoop:
         if run is None:
             return
         run.human_answers.append(HumanAnswerRecord(
-            request_id=req.request_id, state=req.state, sequence=req.sequence, prompt=req.prompt,
+            request_id=req.request_id, state=req.state, sequence=req.sequence, payload=req.payload_index,
+            prompt=req.prompt,
             value=stored, source=source, asked_at=req.asked_at, answered_at=self._agent.clock.time(),
             replayable=replayable,
         ))
 
     def state_completed(self, run: Run, state: str) -> None:
-        """A state of ``run`` finished: its answers are history now, a later run of it asks again."""
+        """A state of ``run`` finished: its answers are history now, a later run of it asks again.
+
+        A map branch's answers are history once that branch (its payload) is done: the other
+        branches of the map still running keep theirs for a restore to replay."""
         answers = run.human_answers
         if any(r.state == state and r.replayable for r in answers):
+            m = run.maps.get(state)
+
+            def finished(r: HumanAnswerRecord) -> bool:
+                return r.payload is None or m is None or m.is_done(r.payload)
+
             run.human_answers = [
-                r.model_copy(update={"replayable": False}) if r.state == state and r.replayable else r
-                for r in answers
+                r.model_copy(update={"replayable": False}) if r.state == state and r.replayable and finished(r)
+                else r for r in answers
             ]
 
     # -- asking ------------------------------------------------------------------------------
@@ -341,9 +351,10 @@ class HumanLoop:
         slot[1] += 1
         return seq
 
-    def _replay(self, run: Run, state: str, sequence: int) -> HumanAnswerRecord | None:
+    def _replay(self, run: Run, state: str, sequence: int, payload: int | None) -> HumanAnswerRecord | None:
+        """The recorded answer to question ``sequence`` of ``state`` (of map payload ``payload``)."""
         for rec in reversed(run.human_answers):
-            if rec.replayable and rec.state == state and rec.sequence == sequence:
+            if rec.replayable and rec.state == state and rec.sequence == sequence and rec.payload == payload:
                 return rec
         return None
 
@@ -383,10 +394,12 @@ class HumanLoop:
 
             raise blocking_error(self._agent, state, str(prompt))
         seq = self._next_sequence(ctx)
-        replay = self._replay(run, state, seq)
+        payload = ctx.payload_index  # each branch of a map is asked (and replayed) its own questions
+        replay = self._replay(run, state, seq, payload)
         if replay is not None:
             return self._replayed(run, replay, schema)
         req = self._open_request(run, state, str(prompt), timeout, default, choices, schema, validator, seq)
+        req.payload_index = payload
         meta = run.meta(state)
         self._waiting[(run.run_id, state)] += 1
         meta.status = StateStatus.WAITING_FOR_HUMAN

@@ -9,7 +9,8 @@ semaphores and resource requests, which all count every branch. A branch records
 with ``ctx.set_result(value)``; where the branches meet (the join rule of ``_graph.py``),
 ``ctx.results("score")`` gives every branch's result in payload order.
 A mapped state (or a branch's route) that is an agent (a sub-workflow) is refused with a
-``ConfigurationError``: a child run is per use of its state, not per payload.
+``ConfigurationError``: a child run is per use of its state, not per payload. So is a map
+started inside a live map's branches (nested): at the first one, whatever the timing.
 
 This module owns the payload machinery: :class:`Send`, the record of one map
 (:class:`PayloadMap`: payloads, results, per-item status and counts), the execution and
@@ -20,13 +21,14 @@ state returned a ``Send`` (or an execution is a branch), so plain states pay not
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import _codec
 from ._context import Context
-from ._errors import ConfigurationError, InvalidStateResultError, StateNotFoundError
+from ._errors import ConfigurationError, FluffyWarning, InvalidStateResultError, StateNotFoundError
 from ._events import StateScheduled
 from ._executor import LocalExecutor, state_executor
 from ._runner import Execution
@@ -101,6 +103,7 @@ class PayloadMap:
         self.status = bytearray(len(payloads))  # _PENDING/_RUNNING/_DONE/_FAILED per payload
         self.counts = [len(payloads), 0, 0, 0]  # by status
         self.group: Group | None = None  # the fan-out its branches started in
+        self.tokens: set[int] = set()  # ids of its branches' tokens: a map from inside one is nested
         # checkpoint encoding, kept between checkpoints so each value is encoded once
         self._fresh: list[int] = []  # payloads done since the last record
         self._results_json: dict[str, Any] = {}
@@ -124,6 +127,10 @@ class PayloadMap:
     def in_flight(self) -> int:
         """Branches not finished (queued, running, or to run again)."""
         return self.counts[_PENDING] + self.counts[_RUNNING]
+
+    def is_done(self, index: int) -> bool:
+        """Whether payload ``index`` has finished with a result."""
+        return 0 <= index < len(self.status) and self.status[index] == _DONE
 
     def unfinished(self) -> list[int]:
         """Indices of payloads without a result yet."""
@@ -207,6 +214,19 @@ class BranchContext(Context):
         object.__getattribute__(self, "_ex").value = value
 
 
+def map_items(source: str, state: str, items: Iterable[Any]) -> list[Send]:
+    """``ctx.map(state, items)`` of state ``source``: one ``Send`` per item; warns when there is none."""
+    sends = [Send(state, item) for item in items]
+    if not sends:
+        warnings.warn(
+            f"state {source!r} mapped no items to {state!r} (ctx.map({state!r}, items) with empty items): its "
+            f"branch ends here, {state!r} does not run and no join waits for it; check the items, or return "
+            "another state's name when there are none",
+            FluffyWarning, stacklevel=3,
+        )
+    return sends
+
+
 class Fanout(tuple):  # type: ignore[type-arg]
     """The names a ``Send`` list routes to (plain names, then mapped states), with the sends."""
 
@@ -218,7 +238,8 @@ def fanout_of(agent: Agent, name: str, result: Any) -> Fanout | None:
     """``result`` as a payload fan-out, or None when it holds no ``Send``.
 
     Raises:
-        InvalidStateResultError: an entry is neither a state name nor a ``Send``.
+        InvalidStateResultError: an entry is neither a state name nor a ``Send``, or a ``Send``'s
+            state is not a string.
         StateNotFoundError: a ``Send`` names an unknown state.
         ConfigurationError: a ``Send`` names a state gated by dependencies.
     """
@@ -231,6 +252,11 @@ def fanout_of(agent: Agent, name: str, result: Any) -> Fanout | None:
     mapped: dict[str, None] = {}
     for r in result:
         if type(r) is Send:
+            if type(r.state) is not str:
+                raise InvalidStateResultError(
+                    f"state {name!r} returned Send({r.state!r}, ...): the state to send a payload to must be "
+                    f"a state name (str), not {type(r.state).__name__}; write Send('score', item)"
+                )
             sends.append(r)
             mapped[r.state] = None
         elif isinstance(r, str):
@@ -296,6 +322,7 @@ def _no_subflow_map(name: str, target: str, sub: Subflow, how: str) -> str:
 def start_map(sched: Scheduler, ex: Execution, fan: Fanout) -> None:
     """Start the branches of ``fan`` (returned by ``ex``): one execution per ``Send``."""
     run = sched.run
+    _refuse_nested(sched, ex, fan)
     maps: dict[str, PayloadMap] = {}
     slots: list[tuple[PayloadMap, int]] = []
     for send in fan.sends:
@@ -327,10 +354,36 @@ def start_map(sched: Scheduler, ex: Execution, fan: Fanout) -> None:
         m.group = group
 
 
+def _refuse_nested(sched: Scheduler, ex: Execution, fan: Fanout) -> None:
+    """Refuse a map started inside a branch of a live map, whatever the timing: the first one."""
+    run = sched.run
+    if not run.maps:
+        return
+    live = sched.joins.groups
+    outer = [m for m in run.maps.values() if m.group is not None and live.get(m.group.id) is m.group]
+    token: Token | None = ex.token
+    while token is not None and outer:
+        for m in outer:
+            if token.id in m.tokens:
+                targets = sorted({s.state for s in fan.sends})
+                which = f" (payload {ex.index})" if isinstance(ex, PayloadExecution) else ""
+                raise ConfigurationError(
+                    f"state {ex.state!r}{which} sent payloads to {targets!r} inside a branch of the map of "
+                    f"{m.state!r}: a map inside a map's branches is not supported (ctx.results could not tell "
+                    "the inner maps of different branches apart). Flatten it: map every inner item once from "
+                    f"the state before, e.g. ctx.map({targets[0]!r}, [(outer, inner) for outer in ... for inner "
+                    f"in ...]), or let each {m.state!r} branch do its inner items itself (asyncio.gather) and "
+                    "ctx.set_result the list"
+                )
+        token = token.group.parent
+    return
+
+
 def launch(sched: Scheduler, token: Token, m: PayloadMap, index: int, state: str,
            error: BaseException | None) -> None:
     """Create the execution of branch ``index`` of map ``m`` at ``state`` and queue or launch it."""
     run = sched.run
+    m.tokens.add(token.id)
     pex = PayloadExecution(state, token, m.source, m, index)
     pex.error = error
     if run.events.active:

@@ -413,7 +413,8 @@ class Scheduler:
         elif kind == "failed":
             self.run.ended.add(ex.state)
             if not self._route_failure(ex, value):
-                control.fail(ex.state, value, attempts=ex.attempt)
+                control.fail(ex.state, value, attempts=ex.attempt,
+                             payload=None if ex.branch is None else ex.index)  # type: ignore[attr-defined]
         else:
             control.cancelled(ex, meta)
         if self.queue:

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from fluffy_nb import TypedContextData
 from fluffy_nb.engine import Agent, Checkpoint, CheckpointError, SerializationError
-from fluffy_nb.engine._bounds import MAX_JSON_BYTES, MAX_NAME, MAX_STATES
+from fluffy_nb.engine._bounds import MAX_JSON_BYTES, MAX_NAME, MAX_PAYLOADS, MAX_STATES
 from fluffy_nb.store import MemoryStore, SQLiteStore
 
 
@@ -181,6 +181,26 @@ def test_fields_out_of_bounds_are_refused_naming_the_field(field: str, value: An
         with pytest.raises(CheckpointError, match=rf"^row 7: .*{re.escape(problem)}") as info:
             load()
         assert len(str(info.value)) < 2000  # the input itself is never echoed
+
+
+def _map_record(state: str, total: int) -> dict[str, Any]:
+    return {"state": state, "source": "split", "total": total, "pending": {"0": None}}
+
+
+@pytest.mark.parametrize(("maps", "problem"), [
+    # a 77 KB checkpoint of such records once made a restore allocate 1.6 GB of payload slots
+    ([_map_record("s", MAX_STATES)] * 1_000, "two records of 's'"),
+    ([_map_record(f"s{i}", MAX_STATES) for i in range(MAX_PAYLOADS // MAX_STATES + 1)],
+     f"more than {MAX_PAYLOADS:,} payloads in all"),
+])
+def test_map_records_whose_payload_slots_add_up_past_the_bound_are_refused(maps: list[Any], problem: str) -> None:
+    data = base(maps=maps)
+    for load in (lambda: Checkpoint.from_dict(data, source="row 7"),
+                 lambda: Checkpoint.from_json(json.dumps(data), source="row 7")):
+        with pytest.raises(CheckpointError, match=rf"^row 7: .*{re.escape(problem)}"):
+            load()
+    data["maps"] = maps[:1]  # one record of the same size is a map a run can hold
+    assert Checkpoint.from_dict(data).maps[0].total == MAX_STATES
 
 
 def test_deep_or_cyclic_python_data_in_from_dict_is_refused_without_recursion() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from typing import Any
 
 import pytest
@@ -14,10 +15,13 @@ from fluffy_nb import (
     Checkpoint,
     CheckpointError,
     ConfigurationError,
+    FluffyWarning,
     InvalidStateResultError,
     ManualClock,
     MemoryStore,
+    ProgrammaticResponder,
     RetryPolicy,
+    ScriptedResponder,
     Send,
     StateFailedError,
     StateNotFoundError,
@@ -172,7 +176,7 @@ async def test_a_failing_branch_without_a_route_fails_the_run_as_today() -> None
         return "merge"
 
     agent = mapping_agent("fails", list(range(5)), score)
-    with pytest.raises(StateFailedError, match="bad item 2"):
+    with pytest.raises(StateFailedError, match=r"^state 'score' \(payload 2\) failed .*bad item 2"):
         await agent.run()
     run = agent.latest_run
     assert run is not None
@@ -285,6 +289,20 @@ async def test_bad_sends_and_misuse_fail_with_errors_that_name_the_state() -> No
     with pytest.raises(InvalidStateResultError, match="42"):
         await agent.run()
 
+    for bad in (["score"], 7, None):
+        async def not_a_name(ctx: Any, bad: Any = bad) -> list[Send]:
+            return [Send(bad, 1)]
+
+        agent = Agent("bad_send_state")
+        agent.add_state("not_a_name", not_a_name)
+        agent.add_state("score", plain_score)
+        # the run fails (wait_for is a guard, not a wait: it once hung here, its branch task dead of a TypeError)
+        with pytest.raises(InvalidStateResultError, match=rf"state 'not_a_name' returned Send\({re.escape(repr(bad))}, "
+                                                          rf"\.\.\.\).*not {type(bad).__name__}"):
+            await asyncio.wait_for(agent.run(start="not_a_name"), 30)
+        assert agent.latest_run is not None
+        assert agent.latest_run.status is AgentStatus.FAILED
+
     async def plain(ctx: Any) -> None:
         ctx.set_result(1)
 
@@ -302,6 +320,10 @@ async def test_bad_sends_and_misuse_fail_with_errors_that_name_the_state() -> No
     with pytest.raises(StateFailedError, match="has not sent payloads to 'score'") as info:
         await agent.run()
     assert isinstance(info.value.__cause__, ConfigurationError)
+
+
+async def plain_score(ctx: Any) -> None:
+    pass
 
 
 def test_a_damaged_map_record_is_refused_when_the_checkpoint_loads() -> None:
@@ -398,21 +420,23 @@ async def test_cancel_state_cancels_every_branch_of_the_map() -> None:
 async def test_mapping_a_state_whose_earlier_map_is_unfinished_or_that_has_dependencies_fails_loudly() -> None:
     hold = asyncio.Event()
 
-    async def outer(ctx: Any) -> list[Send]:
-        return ctx.map("inner", [1, 2])
+    async def start(ctx: Any) -> list[str]:
+        return ["first", "second"]
 
-    async def inner(ctx: Any) -> list[Send]:
-        if ctx.payload == 2:
-            await hold.wait()
-        return ctx.map("leaf", [ctx.payload])  # two maps of "leaf" at once: results would mix
+    async def first(ctx: Any) -> list[Send]:
+        return ctx.map("leaf", [1])
+
+    async def second(ctx: Any) -> list[Send]:
+        await hold.wait()
+        return ctx.map("leaf", [2])  # two maps of "leaf" at once: results would mix
 
     async def leaf(ctx: Any) -> None:
         await asyncio.Event().wait()  # the first leaf map stays in flight
 
-    agent = Agent("nested_same_state")
-    for f in (outer, inner, leaf):
+    agent = Agent("two_maps_same_state")
+    for f in (start, first, second, leaf):
         agent.add_state(f.__name__, f)
-    task = asyncio.create_task(agent.run())
+    task = asyncio.create_task(agent.run(start="start"))
     await until(lambda: agent.latest_run is not None and "leaf" in agent.latest_run.maps, "the first leaf map")
     hold.set()
     with pytest.raises(ConfigurationError, match="earlier map of 'leaf' in this run still has 1 branches"):
@@ -639,3 +663,171 @@ async def test_a_branch_routed_on_error_into_a_sub_workflow_state_fails_naming_b
     with pytest.raises(ConfigurationError, match=r"'score' routes failures of its payload branches to 'rescue', "
                                                  r"which is an agent \(sub-workflow 'helper'\)"):
         await agent.run(start=["split"])
+
+
+@pytest.mark.parametrize("timing", ["overlapping", "staggered"])
+async def test_a_map_inside_a_maps_branches_is_refused_at_the_first_one_whatever_the_timing(timing: str) -> None:
+    """Outer branches each mapping ``inner``: refused at the first nested map, the same error
+    whether the outer branches overlap (all map at once) or come one after another."""
+    arrived: list[int] = []
+    go = asyncio.Event()
+    inner_ran: list[Any] = []
+
+    async def split(ctx: Any) -> list[Send]:
+        return ctx.map("outer", [0, 1, 2])
+
+    async def outer(ctx: Any) -> list[Send]:
+        arrived.append(ctx.payload)
+        if timing == "overlapping":
+            if len(arrived) == 3:
+                go.set()
+            await go.wait()  # all three map at the same moment
+        elif ctx.payload > 0:
+            await go.wait()  # only branch 0 maps; the others wait behind it (cancelled when the run fails)
+        return ctx.map("inner", [ctx.payload * 10, ctx.payload * 10 + 1])
+
+    async def inner(ctx: Any) -> str:
+        inner_ran.append(ctx.payload)
+        return "join"
+
+    async def join(ctx: Any) -> None:
+        ctx.set_state("inner", ctx.results("inner"))
+
+    agent = Agent(f"nested_{timing}")
+    for f in (split, outer, inner, join):
+        agent.add_state(f.__name__, f)
+    with pytest.raises(ConfigurationError, match=r"state 'outer' \(payload \d\) sent payloads to \['inner'\] inside "
+                                                 r"a branch of the map of 'outer'.*Flatten it"):
+        await agent.run(start="split")
+    assert inner_ran == []
+    assert agent.latest_run is not None
+    assert agent.latest_run.status is AgentStatus.FAILED
+
+
+async def test_the_state_where_a_maps_branches_meet_may_map_again_it_is_not_nested() -> None:
+    async def split(ctx: Any) -> list[Send]:
+        return ctx.map("outer", [0, 1])
+
+    async def outer(ctx: Any) -> str:
+        ctx.set_result(ctx.payload)
+        return "post"  # the branches meet here: post runs once, outside the outer map
+
+    async def post(ctx: Any) -> list[Send]:
+        return ctx.map("inner", [10 + r for r in ctx.results("outer")])
+
+    async def inner(ctx: Any) -> str:
+        ctx.set_result(ctx.payload)
+        return "join"
+
+    async def join(ctx: Any) -> None:
+        ctx.set_state("out", ctx.results("inner"))
+
+    agent = Agent("map_after_meeting")
+    for f in (split, outer, post, inner, join):
+        agent.add_state(f.__name__, f)
+    result = await agent.run(start="split")
+    assert result.shared_state["out"] == [10, 11]
+    assert result.state_runs["post"] == 1
+
+
+async def test_mapping_again_after_the_earlier_map_joined_is_not_nested() -> None:
+    async def split(ctx: Any) -> list[Send]:
+        return ctx.map("score", [1, 2])
+
+    async def score(ctx: Any) -> str:
+        ctx.set_result(ctx.payload)
+        return "merge"
+
+    async def merge(ctx: Any) -> list[Send] | None:
+        ctx.set_state("rounds", [*ctx.get_state("rounds", []), ctx.results("score")])
+        return None if len(ctx.get_state("rounds")) == 2 else ctx.map("score", [3, 4])
+
+    agent = Agent("remap_after_join")
+    for f in (split, score, merge):
+        agent.add_state(f.__name__, f)
+    result = await agent.run(start="split")
+    assert result.shared_state["rounds"] == [[1, 2], [3, 4]]
+
+
+async def test_an_empty_map_warns_naming_the_state_that_mapped_nothing() -> None:
+    async def split(ctx: Any) -> list[Send]:
+        return ctx.map("score", [])
+
+    async def score(ctx: Any) -> None:
+        raise AssertionError("nothing to run")
+
+    agent = Agent("empty_map")
+    agent.add_state("split", split)
+    agent.add_state("score", score)
+    with pytest.warns(FluffyWarning, match="state 'split' mapped no items to 'score'"):
+        result = await agent.run(start="split")
+    assert result.status is AgentStatus.COMPLETED
+    assert "score" not in result.state_runs
+
+
+# -- a person asked from map branches -----------------------------------------------------------
+def asking_agent(name: str, responder: Any, hold: asyncio.Event | None = None,
+                 gates: dict[int, asyncio.Event] | None = None) -> Agent:
+    """split -> review (once per item 0..2, each asks "ok N?") -> join; ``hold`` keeps branch 1
+    running after its answer; ``gates`` orders when each branch asks."""
+
+    async def split(ctx: Any) -> list[Send]:
+        return ctx.map("review", [0, 1, 2])
+
+    async def review(ctx: Any) -> str:
+        if gates is not None:
+            await gates[ctx.payload].wait()
+        answer = await ctx.human_in_the_loop(f"ok {ctx.payload}?")
+        if hold is not None and ctx.payload == 1:
+            await hold.wait()
+        ctx.set_result((ctx.payload, answer))
+        return "join"
+
+    async def join(ctx: Any) -> None:
+        ctx.set_state("out", ctx.results("review"))
+
+    agent = Agent(name, responder=responder)
+    for f in (split, review, join):
+        agent.add_state(f.__name__, f)
+    return agent
+
+
+async def test_each_map_branch_that_asks_is_asked_its_own_question_and_gets_its_own_answer() -> None:
+    responder = ProgrammaticResponder()
+    gates = {i: asyncio.Event() for i in range(3)}
+    agent = asking_agent("branch_questions", responder, gates=gates)
+    task = asyncio.create_task(agent.run(start="split"))
+    prompts = []
+    for i in range(3):  # each branch asks only after the one before was answered
+        gates[i].set()
+        request = await asyncio.wait_for(responder.next_request(), 30)  # a guard: it once was never asked
+        prompts.append(request.prompt)
+        request.answer(f"answer {i}")
+    result = await task
+    assert prompts == ["ok 0?", "ok 1?", "ok 2?"]
+    assert result.shared_state["out"] == [(0, "answer 0"), (1, "answer 1"), (2, "answer 2")]
+
+
+async def test_a_restore_mid_map_replays_each_recorded_answer_only_into_its_own_payloads_branch() -> None:
+    responder = ProgrammaticResponder()
+    gates = {i: asyncio.Event() for i in range(3)}
+    hold = asyncio.Event()  # never set: branch 1 is still running after its answer
+    first = asking_agent("branch_replay", responder, hold=hold, gates=gates)
+    task = asyncio.create_task(first.run(start="split"))
+    for i in (0, 1):
+        gates[i].set()
+        (await asyncio.wait_for(responder.next_request(), 30)).answer(f"answer {i}")
+    run = first.latest_run
+    assert run is not None
+    await until(lambda: run.snapshot().maps["review"].done == 1, "branch 0 done")  # branch 1 holds, 2 waits
+    cp = Checkpoint.from_json(run.create_checkpoint().to_json())
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert sorted((a.payload, a.value) for a in cp.human_answers) == [(0, "answer 0"), (1, "answer 1")]
+
+    script = ScriptedResponder({"ok 2?": "answer 2"})
+    second = asking_agent("branch_replay", script)
+    await second.restore_from_checkpoint(cp)
+    result = await second.run()
+    assert [r.prompt for r in script.asked] == ["ok 2?"]  # branch 1 replays its answer; branch 2 is asked
+    assert result.shared_state["out"] == [(0, "answer 0"), (1, "answer 1"), (2, "answer 2")]
