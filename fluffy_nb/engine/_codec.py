@@ -8,29 +8,29 @@ interval and end-of-run checkpoints, so those never fail the run).
 Plain JSON values (str, int, float, bool, None, list, dict with str keys) are written as they
 are. Other common values are written as a tagged object ``{"$fluffy": tag, "v": payload}``:
 
-=================  ===========================================================
-tag                value
-=================  ===========================================================
-``tuple``          tuple (payload: list)
-``set``            set, ``frozenset``: frozenset (payload: list)
-``datetime``       datetime, date, time: ISO text
+======================  ===========================================================
+tag                     value
+======================  ===========================================================
+``tuple``               tuple (payload: list)
+``set``                 set, ``frozenset``: frozenset (payload: list)
+``datetime``            datetime, date, time: ISO text
 ``date``, ``time``
-``timedelta``      ``[days, seconds, microseconds]``
-``decimal``        Decimal, as text
-``uuid``           UUID, as text
-``bytes``          bytes, base64
-``path.posix``     ``PosixPath``, ``WindowsPath``, ``PurePosixPath``, ``PureWindowsPath``, as
-``path.windows``   text, each under its own tag so it keeps its flavour (a concrete path of
-``path.pure_posix`` another OS comes back as the pure path of its flavour); ``path`` (written
-``path.pure_windows`` before) is restored as ``Path``; a subclass of these is refused
-``enum``           ``{"type": registered name, "name": member name}``; an ``enum.Flag``
-                   ``{"type", "value"}`` (a combination such as ``READ|WRITE`` has no member name)
-``np.scalar``      numpy bool/int/uint/float scalar: ``{"dtype", "value"}``; a float wider than
-                   64 bits (``longdouble``) as text of full precision, restored to its dtype
-``np.array``       numpy bool/int/uint/float array: ``{"dtype", "shape", "data"}``
-``pd.Timestamp``   pandas Timestamp, ISO text (nanoseconds kept)
-``dict``           a user dict that itself has a ``"$fluffy"`` key (escaped)
-=================  ===========================================================
+``timedelta``           ``[days, seconds, microseconds]``
+``decimal``             Decimal, as text
+``uuid``                UUID, as text
+``bytes``               bytes, base64
+``path.posix``          ``PosixPath``, ``WindowsPath``, ``PurePosixPath``, ``PureWindowsPath``, as
+``path.windows``        text, each under its own tag so it keeps its flavour (a concrete path of
+``path.pure_posix``     another OS comes back as the pure path of its flavour); ``path`` (written
+``path.pure_windows``   before) is restored as ``Path``; a subclass of these is refused
+``enum``                ``{"type": registered name, "name": member name}``; an ``enum.Flag``
+                        ``{"type", "value"}`` (a combination such as ``READ|WRITE`` has no member name)
+``np.scalar``           numpy bool/int/uint/float scalar: ``{"dtype", "value"}``; a float wider than
+                        64 bits (``longdouble``) as text of full precision, restored to its dtype
+``np.array``            numpy bool/int/uint/float array: ``{"dtype", "shape", "data"}`` (longdouble: text)
+``pd.Timestamp``        pandas Timestamp, ISO text (nanoseconds kept)
+``dict``                a user dict that itself has a ``"$fluffy"`` key (escaped)
+======================  ===========================================================
 
 Decoding never imports anything named in the data and never unpickles: an Enum comes back
 only if its class is known in this process (stored once, or ``register_type(MyEnum)``);
