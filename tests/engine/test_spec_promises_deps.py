@@ -371,3 +371,46 @@ async def test_a_condition_timeout_resumes_with_the_time_it_had_left() -> None:
         await handle
     assert isinstance(info.value.__cause__, DependencyTimeoutError)
     assert "condition" in str(info.value.__cause__)
+
+
+async def test_a_state_that_starts_waiting_during_a_pause_gets_its_whole_timeout_after_resume() -> None:
+    """A state reached while the run drains for a pause starts waiting for its dependency then:
+    its ``timeout=10`` starts counting only when the run resumes."""
+    clock, gate = ManualClock(), asyncio.Event()
+
+    async def start(context: Context) -> StateResult:
+        if context.get_state("never_set"):
+            return "prepare_data"
+        return "slow"
+
+    async def slow(context: Context) -> StateResult:
+        await gate.wait()
+        return "final_step"
+
+    async def prepare_data(context: Context) -> StateResult:
+        return None
+
+    async def final_step(context: Context) -> StateResult:
+        return None
+
+    agent = Agent("parked_while_paused", clock=clock)
+    agent.add_state("start", start)
+    agent.add_state("slow", slow)
+    agent.add_state("prepare_data", prepare_data)
+    agent.add_state("final_step", final_step, dependencies={"prepare_data": DependencyConfig(timeout=10)})
+    handle = agent.start()
+    await until(lambda: agent.state_metadata["slow"].status is StateStatus.RUNNING, "slow runs")
+    pausing = asyncio.create_task(agent.pause())
+    await asyncio.sleep(0)  # one loop turn: pause() has stopped starting states and waits for slow
+    gate.set()  # slow ends during the pause; final_step starts waiting for prepare_data now
+    await pausing
+    await clock.advance(100)
+    assert agent.status is AgentStatus.PAUSED
+    assert not handle.done()
+    assert await agent.resume() is None
+    await clock.advance(9.9)
+    assert not handle.done()
+    await clock.advance(0.1)
+    with pytest.raises(StateFailedError) as info:
+        await handle
+    assert isinstance(info.value.__cause__, DependencyTimeoutError)
