@@ -6,6 +6,7 @@ adds the ``%%fluffy`` magic and live views in a notebook.
 
 from __future__ import annotations
 
+from functools import partial as _partial
 from typing import TYPE_CHECKING, Any
 
 from . import engine as _engine
@@ -19,6 +20,7 @@ from .engine.reliability import *  # noqa: F403
 from .engine.reliability import __all__ as _reliability_all
 from .store import *  # noqa: F403
 from .store import __all__ as _store_all
+from .store._memory import INTERVAL_KEEP_LAST as _INTERVAL_KEEP_LAST
 
 if TYPE_CHECKING:
     from .engine import *  # noqa: F403 - the engine's public API is ours
@@ -41,7 +43,7 @@ if _hooks.to_pandas is None:
     _hooks.to_pandas = _history_to_pandas
 # checkpoint_interval without store= (the spec's only form) keeps its checkpoints here
 if _hooks.memory_store is None:
-    _hooks.memory_store = MemoryStore  # noqa: F405 - from .store
+    _hooks.memory_store = _partial(MemoryStore, keep_last=_INTERVAL_KEEP_LAST)  # noqa: F405 - from .store
 
 __all__ = [
     *_engine_all,

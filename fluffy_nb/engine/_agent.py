@@ -58,7 +58,8 @@ class Agent:
         name: The agent's name (defaults to the class name for subclasses).
         max_concurrent: At most this many states of one run run at once (None: no limit).
         checkpoint_interval: Seconds between automatic checkpoints while running (without a
-            ``store``, kept in a new ``MemoryStore``: ``agent.history()`` lists them).
+            ``store``, kept in a new ``MemoryStore`` holding the last 100 of each run:
+            ``agent.history()`` lists them).
         resource_pool: The :class:`ResourcePool` states with ``resources=`` are admitted against.
             By default (``"machine"``) a pool sized from this machine (psutil: logical CPUs,
             memory; NVML GPUs), made the first time it is needed, so resource requirements are

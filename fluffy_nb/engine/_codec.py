@@ -8,24 +8,29 @@ interval and end-of-run checkpoints, so those never fail the run).
 Plain JSON values (str, int, float, bool, None, list, dict with str keys) are written as they
 are. Other common values are written as a tagged object ``{"$fluffy": tag, "v": payload}``:
 
-=================  ===========================================================
-tag                value
-=================  ===========================================================
-``tuple``          tuple (payload: list)
-``set``            set, ``frozenset``: frozenset (payload: list)
-``datetime``       datetime, date, time: ISO text
+======================  ===========================================================
+tag                     value
+======================  ===========================================================
+``tuple``               tuple (payload: list)
+``set``                 set, ``frozenset``: frozenset (payload: list)
+``datetime``            datetime, date, time: ISO text
 ``date``, ``time``
-``timedelta``      ``[days, seconds, microseconds]``
-``decimal``        Decimal, as text
-``uuid``           UUID, as text
-``bytes``          bytes, base64
-``path``           any ``pathlib`` path, as text (restored as ``Path``)
-``enum``           ``{"type": registered name, "name": member name}``
-``np.scalar``      numpy bool/int/uint/float scalar: ``{"dtype", "value"}``
-``np.array``       numpy bool/int/uint/float array: ``{"dtype", "shape", "data"}``
-``pd.Timestamp``   pandas Timestamp, ISO text (nanoseconds kept)
-``dict``           a user dict that itself has a ``"$fluffy"`` key (escaped)
-=================  ===========================================================
+``timedelta``           ``[days, seconds, microseconds]``
+``decimal``             Decimal, as text
+``uuid``                UUID, as text
+``bytes``               bytes, base64
+``path.posix``          ``PosixPath``, ``WindowsPath``, ``PurePosixPath``, ``PureWindowsPath``, as
+``path.windows``        text, each under its own tag so it keeps its flavour (a concrete path of
+``path.pure_posix``     another OS comes back as the pure path of its flavour); ``path`` (written
+``path.pure_windows``   before) is restored as ``Path``; a subclass of these is refused
+``enum``                ``{"type": registered name, "name": member name}``; an ``enum.Flag``
+                        ``{"type", "value"}`` (a combination such as ``READ|WRITE`` has no member name)
+``np.scalar``           numpy bool/int/uint/float scalar: ``{"dtype", "value"}``; a float wider than
+                        64 bits (``longdouble``) as text of full precision, restored to its dtype
+``np.array``            numpy bool/int/uint/float array: ``{"dtype", "shape", "data"}`` (longdouble: text)
+``pd.Timestamp``        pandas Timestamp, ISO text (nanoseconds kept)
+``dict``                a user dict that itself has a ``"$fluffy"`` key (escaped)
+======================  ===========================================================
 
 Decoding never imports anything named in the data and never unpickles: an Enum comes back
 only if its class is known in this process (stored once, or ``register_type(MyEnum)``);
@@ -47,7 +52,7 @@ import sys
 import uuid
 import warnings
 from decimal import Decimal, InvalidOperation
-from pathlib import Path, PurePath
+from pathlib import Path, PosixPath, PurePath, PurePosixPath, PureWindowsPath, WindowsPath
 from typing import Any
 
 from ._errors import CheckpointError, FluffyWarning, SerializationError
@@ -129,7 +134,7 @@ def _encode_other(key: str, value: Any, path: str) -> Any:  # noqa: C901 - one b
     if isinstance(value, bytes):
         return _tag("bytes", base64.b64encode(value).decode("ascii"))
     if isinstance(value, PurePath):
-        return _tag("path", str(value))
+        return _encode_path(key, value, path)
     raise SerializationError(
         f"context key {key + path!r} holds a value of type {type(value).__module__}.{type(value).__qualname__}, "
         "which a JSON checkpoint cannot store; store plain data, a common value (datetime, set, Decimal, UUID, bytes, "
@@ -151,7 +156,44 @@ def _encode_enum(value: enum.Enum) -> dict[str, Any]:
     if name is None:  # stored in this process: it can be restored here
         name = f"{cls.__module__}.{cls.__qualname__}"
         _ENUMS[name] = cls
+    if isinstance(value, enum.Flag):  # a combination (READ|WRITE) is no member: store its value
+        if type(value.value) is not int:
+            raise SerializationError(f"enum.Flag {cls.__qualname__} has a value of type {type(value.value).__name__}, "
+                                     "which a checkpoint cannot restore; give its members int values")
+        return _tag("enum", {"type": name, "value": value.value})
     return _tag("enum", {"type": name, "name": value.name})
+
+
+_PATHS: dict[type[PurePath], str] = {
+    PosixPath: "path.posix", WindowsPath: "path.windows",
+    PurePosixPath: "path.pure_posix", PureWindowsPath: "path.pure_windows",
+}
+
+
+def _encode_path(key: str, value: PurePath, path: str) -> dict[str, Any]:
+    tag = _PATHS.get(type(value))
+    if tag is None:
+        raise SerializationError(
+            f"context key {key + path!r} holds a {type(value).__qualname__}, a subclass of a pathlib path, which a "
+            "checkpoint cannot restore as itself; store it as Path(value) or str(value)"
+        )
+    return _tag(tag, str(value))
+
+
+def _wide_float(dtype: Any) -> bool:
+    """A float dtype wider than a Python float (longdouble): stored as text of full precision."""
+    return bool(dtype.kind == "f" and dtype.itemsize > 8)
+
+
+def _wide_text(key: str, path: str, value: Any) -> str:
+    text = str(value)  # numpy prints the shortest text that reads back as this very value
+    back = type(value)(text)
+    if not (back == value or (math.isnan(back) and math.isnan(value))):
+        raise SerializationError(
+            f"context key {key + path!r} holds a numpy {type(value).__name__} {text} that does not read back "
+            "exactly; convert it (.astype(float)) first"
+        )
+    return text
 
 
 def _encode_numpy(key: str, value: Any, path: str) -> Any:
@@ -161,6 +203,11 @@ def _encode_numpy(key: str, value: Any, path: str) -> Any:
             f"context key {key + path!r} holds a numpy {type(value).__name__} of dtype {dtype}; checkpoints store "
             "numpy bool, int, uint and float values; convert it (.tolist(), .astype(float)) first"
         )
+    if _wide_float(dtype):  # .item() would give a numpy value (or lose digits as a Python float)
+        if type(value).__name__ != "ndarray":
+            return _tag("np.scalar", {"dtype": dtype.str, "value": _wide_text(key, path, value)})
+        flat = [_wide_text(key, path, x) for x in value.ravel()]
+        return _tag("np.array", {"dtype": dtype.str, "shape": list(value.shape), "data": flat})
     if type(value).__name__ != "ndarray":  # a numpy scalar (np.float64, np.int32, np.bool_...)
         item = value.item()
         if isinstance(item, float) and not math.isfinite(item):
@@ -311,14 +358,18 @@ def _timedelta(key: str, v: Any) -> dt.timedelta:
 
 
 def _enum(key: str, v: Any) -> enum.Enum:
-    if not isinstance(v, dict) or set(v) != {"type", "name"}:
-        raise TypeError("expected {'type', 'name'}")
+    if not isinstance(v, dict) or set(v) not in ({"type", "name"}, {"type", "value"}):
+        raise TypeError("expected {'type', 'name'} or, for an enum.Flag, {'type', 'value'}")
     cls = _ENUMS.get(_text(v["type"]))
     if cls is None:
         raise CheckpointError(
             f"context key {key[:200]!r} holds an Enum of type {str(v['type'])[:200]!r}, which is not known in this "
             "process; define it and call fluffy_nb.register_type(ThatEnum) before restoring"
         )
+    if "value" in v:
+        if not (issubclass(cls, enum.Flag) and type(v["value"]) is int):
+            raise TypeError(f"{cls.__qualname__} is not an enum.Flag with an int value")
+        return cls(v["value"])
     return cls[_text(v["name"])]
 
 
@@ -345,8 +396,9 @@ def _np_scalar(key: str, v: Any) -> Any:
     value = v["value"]
     if not isinstance(value, (bool, int, float, str)):
         raise TypeError("expected a number")
+    dtype = _np_dtype(np, v)
     with np.errstate(all="raise"):  # an out-of-range value is refused, not cast with a warning
-        return _np_dtype(np, v).type(float(value) if isinstance(value, str) else value)
+        return dtype.type(_number(dtype, value))
 
 
 def _np_array(key: str, v: Any) -> Any:
@@ -361,9 +413,22 @@ def _np_array(key: str, v: Any) -> Any:
     if not all(isinstance(x, (bool, int, float, str)) for x in data):
         raise TypeError("array values must be numbers")
     dtype = _np_dtype(np, v)
-    values = [float(x) if isinstance(x, str) else x for x in data]
+    values = [_number(dtype, x) for x in data]
     with np.errstate(all="raise"):
         return np.array(values, dtype=dtype).reshape(shape)
+
+
+def _number(dtype: Any, value: Any) -> Any:
+    """A stored number: text is a non-finite float, or a wide float read at its own precision."""
+    if not isinstance(value, str):
+        return value
+    return dtype.type(value) if _wide_float(dtype) else float(value)
+
+
+def _path(cls: type[PurePath], pure: type[PurePath]) -> Any:
+    """Decode a path of class ``cls``; on another OS a concrete path comes back as ``pure``."""
+    usable = cls if cls in (PurePosixPath, PureWindowsPath) or isinstance(Path(), cls) else pure
+    return lambda key, v: usable(_text(v))
 
 
 def _pd_timestamp(key: str, v: Any) -> Any:
@@ -388,6 +453,10 @@ _DECODERS: dict[str, Any] = {
     "uuid": lambda key, v: uuid.UUID(_text(v)),
     "bytes": lambda key, v: base64.b64decode(_text(v), validate=True),
     "path": lambda key, v: Path(_text(v)),
+    "path.posix": _path(PosixPath, PurePosixPath),
+    "path.windows": _path(WindowsPath, PureWindowsPath),
+    "path.pure_posix": _path(PurePosixPath, PurePosixPath),
+    "path.pure_windows": _path(PureWindowsPath, PureWindowsPath),
     "enum": _enum,
     "np.scalar": _np_scalar,
     "np.array": _np_array,

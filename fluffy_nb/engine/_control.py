@@ -160,6 +160,7 @@ class RunControl:
                 "await agent.pause()"
             )
         sched.paused = True
+        run.deps.pause()  # dependency timeouts stop counting while paused
         if run.children:  # states that are agents: their runs pause too, and count as drained once paused
             await self._pause_with_children(timeout)
         elif sched.running:
@@ -200,6 +201,7 @@ class RunControl:
             return False
         sched.paused = False
         run.status = AgentStatus.RUNNING
+        run.deps.resume()  # re-arm dependency timeouts with the time they had left
         if run.children:
             from ._subflow import resume_children
 

@@ -91,6 +91,9 @@ class DependencyGates:
         self._poke_due = False
         self._poller: asyncio.Task[None] | None = None
         self._condition_deadlines: dict[int, asyncio.Task[None]] = {}  # idle run, condition with a timeout
+        # (ex.id, is a condition's) -> (dependency, its timeout, clock time it fires): a running timeout
+        self._timing: dict[tuple[int, bool], tuple[str, float, float]] = {}
+        self._held: list[tuple[Execution, str, float, float, bool]] = []  # paused: timeouts with time left
 
     # -- the checks --------------------------------------------------------------------------
     def is_active(self, state: str) -> bool:
@@ -181,7 +184,7 @@ class DependencyGates:
         timeouts = [(c.timeout, d) for d, c in spec.dependencies.items() if c.timeout and not counts[d]]
         if timeouts:
             seconds, dep = min(timeouts)
-            ex.deadline = asyncio.get_running_loop().create_task(self._deadline(ex, dep, seconds))
+            self._arm(ex, dep, seconds, seconds, condition=False)
         self.start_parallel(ex, spec)
 
     def start_parallel(self, ex: Execution, spec: StateSpec) -> None:
@@ -205,6 +208,7 @@ class DependencyGates:
                                                if c.timeout):
                 ex.deadline.cancel()  # every timed dependency completed: no timeout any more
                 ex.deadline = None
+                self._timing.pop((ex.id, False), None)
         self.parked = still
         if not ready:
             return  # no need to list the states in flight (all of them) on every completion
@@ -216,6 +220,7 @@ class DependencyGates:
                 continue
             if ex.deadline is not None:
                 ex.deadline.cancel()
+                self._timing.pop((ex.id, False), None)
             self._end_condition_deadline(ex)
             sched.enqueue(ex)
         self._update_watch()
@@ -237,6 +242,8 @@ class DependencyGates:
             task.cancel()
         self._wakeups.clear()
         self._condition_deadlines.clear()
+        self._timing.clear()
+        self._held.clear()
         self._update_watch()
         return dropped
 
@@ -262,8 +269,48 @@ class DependencyGates:
             sched = self.run.scheduler
             sched.start(state, sched.joins.add_branch(state))
 
-    async def _deadline(self, ex: Execution, dep: str, seconds: float) -> None:
-        await self.run.clock.sleep(seconds)  # the agent's clock: a ManualClock makes this deterministic
+    # -- timeouts: they count running time only (a pause holds them) ------------------------------
+    def _arm(self, ex: Execution, dep: str, seconds: float, left: float, *, condition: bool) -> None:
+        """Start the timeout (``seconds`` in all, ``left`` to go) of ``ex``'s dependency on ``dep``
+        (of its condition when ``condition``); while the run is paused, hold it for :meth:`resume`."""
+        if self.run.scheduler.paused:
+            self._held.append((ex, dep, seconds, left, condition))
+            return
+        due = self.run.clock.monotonic() + left  # from now, not from when the task first runs
+        self._timing[(ex.id, condition)] = (dep, seconds, due)
+        loop = asyncio.get_running_loop()
+        if condition:
+            self._condition_deadlines[ex.id] = loop.create_task(self._condition_deadline(ex, dep, seconds, due))
+        else:
+            ex.deadline = loop.create_task(self._deadline(ex, dep, seconds, due))
+
+    def pause(self) -> None:
+        """The run pauses: stop the clocks of its dependency timeouts, keeping the time each has left
+        (time spent paused does not count against a ``DependencyConfig(timeout=...)``)."""
+        now = self.run.clock.monotonic()
+        for ex in self.parked:
+            for condition, task in ((False, ex.deadline), (True, self._condition_deadlines.pop(ex.id, None))):
+                timing = self._timing.pop((ex.id, condition), None)
+                if task is None or task.done() or timing is None:
+                    continue
+                task.cancel()
+                dep, seconds, due = timing
+                self._held.append((ex, dep, seconds, max(0.0, due - now), condition))
+            ex.deadline = None
+
+    def resume(self) -> None:
+        """The run resumes: re-arm the held timeouts of states still waiting, with the time they had
+        left (the scheduler then rechecks the conditions, seeing what changed during the pause)."""
+        held, self._held = self._held, []
+        counts = self.run.completion_counts
+        for ex, dep, seconds, left, condition in held:
+            if ex in self.parked and (condition or not counts[dep]):
+                self._arm(ex, dep, seconds, left, condition=condition)
+
+    async def _deadline(self, ex: Execution, dep: str, seconds: float, due: float) -> None:
+        clock = self.run.clock  # the agent's clock: a ManualClock makes this deterministic
+        await clock.sleep(max(0.0, due - clock.monotonic()))
+        self._timing.pop((ex.id, False), None)
         if ex not in self.parked or self.run.completion_counts[dep]:
             return
         self.parked.remove(ex)
@@ -372,8 +419,7 @@ class DependencyGates:
         for dep, cfg in deps.items():
             if cfg.condition is not None and not self._condition(ex.state, dep, cfg):
                 if cfg.timeout:
-                    self._condition_deadlines[ex.id] = asyncio.get_running_loop().create_task(
-                        self._condition_deadline(ex, dep, cfg.timeout))
+                    self._arm(ex, dep, cfg.timeout, cfg.timeout, condition=True)
                     return "wait"
                 return DependencyNotSatisfiedError(
                     f"state {ex.state!r} can never start: the condition of its dependency on {dep!r} is "
@@ -395,9 +441,10 @@ class DependencyGates:
             f"Route a state to {dep!r} (or start it), give the dependency a timeout to wait for it, or "
             "make it OPTIONAL", state, dep)
 
-    async def _condition_deadline(self, ex: Execution, dep: str, seconds: float) -> None:
-        await self.run.clock.sleep(seconds)
+    async def _condition_deadline(self, ex: Execution, dep: str, seconds: float, due: float) -> None:
+        await self.run.clock.sleep(max(0.0, due - self.run.clock.monotonic()))
         self._condition_deadlines.pop(ex.id, None)
+        self._timing.pop((ex.id, True), None)
         try:
             self.recheck()  # one last look
         except Exception as exc:
@@ -417,6 +464,7 @@ class DependencyGates:
 
     def _end_condition_deadline(self, ex: Execution) -> None:
         task = self._condition_deadlines.pop(ex.id, None)
+        self._timing.pop((ex.id, True), None)
         if task is not None:
             task.cancel()
 

@@ -16,14 +16,20 @@ import asyncio
 import builtins
 import itertools
 import threading
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from ..engine._delta import fold
-from ..engine._errors import CheckpointError
+from ..engine._errors import CheckpointError, ConfigurationError
 from ._base import CheckpointInfo, RunInfo, check_matches_row, latest_good
 
 if TYPE_CHECKING:
     from ..engine._checkpoint import Checkpoint
+
+
+#: how many checkpoints per run the store made for ``Agent(checkpoint_interval=...)`` without a
+#: ``store`` keeps (an interval checkpoint every few seconds must not fill memory over a long run)
+INTERVAL_KEEP_LAST = 100
 
 
 class _Entry:
@@ -45,17 +51,30 @@ class _Entry:
 class MemoryStore:
     """Checkpoints in memory, gone when the process ends.
 
+    Args:
+        keep_last: Keep at most this many checkpoints per run, dropping the oldest (never one
+            a kept delta checkpoint folds onto); None keeps all. The store that
+            ``Agent(checkpoint_interval=...)`` makes when given no ``store`` keeps the last
+            :data:`INTERVAL_KEEP_LAST`.
+
     Example:
         >>> store = MemoryStore()
         >>> # agent = Agent("etl", store=store, durable=True); await agent.run()
         >>> # store.list(agent_name="etl")
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep_last: int | None = None) -> None:
+        if keep_last is not None and (type(keep_last) is not int or keep_last < 1):
+            raise ConfigurationError(f"MemoryStore(keep_last={keep_last!r}): pass a whole number >= 1, or None "
+                                     "to keep every checkpoint")
+        self.keep_last = keep_last
         self._entries: dict[str, _Entry] = {}
         self._meta: dict[str, CheckpointInfo] = {}
         self._order = itertools.count()
         self._lock = threading.Lock()
+        self._runs: dict[str, builtins.list[str]] = {}  # with keep_last: run id -> its ids, oldest first
+        self._folds_onto: dict[str, str] = {}  # with keep_last: a stored delta's id -> its parent's
+        self._needed: Counter[str] = Counter()  # with keep_last: ids stored deltas fold onto
 
     # -- sync -------------------------------------------------------------------------
     def put(self, checkpoint: Checkpoint) -> None:
@@ -69,6 +88,28 @@ class MemoryStore:
                 return
             self._entries[checkpoint.checkpoint_id] = _Entry(checkpoint, next(self._order))
             self._meta[checkpoint.checkpoint_id] = CheckpointInfo.from_checkpoint(checkpoint, -1)
+            if self.keep_last is not None:
+                self._bound(checkpoint)
+
+    def _bound(self, cp: Checkpoint) -> None:
+        """Drop the oldest checkpoints of ``cp``'s run beyond ``keep_last`` (under the lock)."""
+        assert self.keep_last is not None
+        if cp.delta and cp.parent_id is not None:
+            self._folds_onto[cp.checkpoint_id] = cp.parent_id
+            self._needed[cp.parent_id] += 1
+        ids = self._runs.setdefault(cp.run_id, [])
+        ids.append(cp.checkpoint_id)
+        older = ids[:max(0, len(ids) - self.keep_last)]  # the newest keep_last always stay
+        for cid in reversed(older):  # newest first: dropping a delta may free the parent before it
+            if self._needed[cid]:
+                continue
+            ids.remove(cid)
+            del self._entries[cid], self._meta[cid]
+            parent = self._folds_onto.pop(cid, None)
+            if parent is not None:
+                self._needed[parent] -= 1
+                if not self._needed[parent]:
+                    del self._needed[parent]
 
     def get(self, checkpoint_id: str) -> Checkpoint:
         """The checkpoint with ``checkpoint_id`` (a fresh copy; a delta folded onto its parents).

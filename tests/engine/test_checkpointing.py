@@ -16,6 +16,7 @@ from fluffy_nb.engine import (
     AgentStatus,
     Checkpoint,
     CheckpointError,
+    ConfigurationError,
     ManualClock,
     StateFailedError,
     StateStatus,
@@ -503,3 +504,69 @@ async def test_checkpoint_interval_without_a_store_keeps_its_checkpoints_to_rest
     result = await again.run()
     assert result["phase"] == "second done"
     assert result.completed_states == ["first", "second"]
+
+
+async def test_the_default_interval_store_keeps_only_the_last_checkpoints_of_a_run() -> None:
+    """A long run checkpointing every interval into the store made for it must not fill memory:
+    it keeps the last INTERVAL_KEEP_LAST checkpoints of the run, and the newest still restores."""
+    from fluffy_nb.store._memory import INTERVAL_KEEP_LAST
+
+    clock, gate = ManualClock(), asyncio.Event()
+    agent = Agent("long", checkpoint_interval=1, clock=clock)
+
+    async def work(ctx: Any) -> None:
+        ctx.set_state("started", True)
+        await gate.wait()
+
+    agent.add_state("work", work)
+    task = asyncio.create_task(agent.run())
+    await clock.wait_for_sleepers(1)
+    for _ in range(INTERVAL_KEEP_LAST + 20):
+        await clock.advance(1)
+    rows = agent.history()
+    assert len(rows) == INTERVAL_KEEP_LAST
+    assert {r.trigger for r in rows} == {"interval"}
+    newest = agent.store.latest("long")
+    assert newest is not None
+    assert newest.checkpoint_id == rows[-1].checkpoint_id
+    gate.set()
+    await task
+
+
+async def test_a_bounded_memory_store_never_drops_what_a_kept_delta_folds_onto() -> None:
+    """``MemoryStore(keep_last=2)`` under a durable run (a delta checkpoint per state, folding onto
+    the ones before it): mid-run, every checkpoint it still lists loads, and the newest restores
+    every state completed so far."""
+    store = MemoryStore(keep_last=2)
+    agent = Agent("chain", store=store, durable=True)
+    names = [f"s{i}" for i in range(12)]
+    seen: dict[str, Any] = {}
+
+    def step(i: int) -> Any:
+        async def body(ctx: Any) -> str | None:
+            if i == 9:  # the last checkpoints are deltas now: look at what the store kept
+                rows = store.list(agent_name="chain")
+                seen["deltas"] = sum(store.get(r.checkpoint_id).checkpoint_id == r.checkpoint_id for r in rows)
+                seen["rows"] = len(rows)
+                seen["latest"] = store.latest("chain")
+            ctx.set_state(f"k{i}", i)
+            return names[i + 1] if i + 1 < len(names) else None
+        return body
+
+    for i, name in enumerate(names):
+        agent.add_state(name, step(i))
+    await agent.run()
+    assert 2 <= seen["rows"] < 9  # bounded, keeping the parents a kept delta needs
+    assert seen["deltas"] == seen["rows"]  # each one folds: no parent was dropped
+    assert seen["latest"].completed_states == names[:9]
+    rows = store.list(agent_name="chain")
+    assert len(rows) < len(names) + 1  # 13 written (a checkpoint per state and the completion)
+    assert [store.get(r.checkpoint_id).checkpoint_id for r in rows] == [r.checkpoint_id for r in rows]
+    last = store.latest("chain")
+    assert last is not None
+    assert last.completed_states == names
+
+
+def test_memory_store_keep_last_must_be_a_whole_number() -> None:
+    with pytest.raises(ConfigurationError, match=r"keep_last=0.*whole number >= 1"):
+        MemoryStore(keep_last=0)

@@ -17,7 +17,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,11 @@ class Colour(enum.Enum):
 class Level(enum.IntEnum):
     LOW = 1
     HIGH = 2
+
+
+class Perm(enum.Flag):
+    READ = 1
+    WRITE = 2
 
 
 VALUES: dict[str, Any] = {
@@ -208,3 +213,52 @@ async def test_a_dataclass_typed_value_with_common_fields_round_trips() -> None:
     await agent.run()
     cp = Checkpoint.from_json(agent.create_checkpoint().to_json())
     assert cp.typed_values()["shipment"] == value
+
+
+# -- review item 11: values that must come back as exactly what was stored ----------------------------
+async def test_flag_combinations_longdoubles_and_path_flavours_round_trip_exactly() -> None:
+    third = np.longdouble(1) / np.longdouble(3)  # more digits than a Python float holds
+    values = {
+        "perm": Perm.READ | Perm.WRITE,  # a combination has no member name
+        "none": Perm(0),
+        "read": Perm.READ,
+        "third": third,
+        "thirds": np.array([third, np.longdouble("nan"), -third], dtype=np.longdouble),
+        "win": PureWindowsPath(r"C:\data\in.csv"),
+        "posix": PurePosixPath("/data/in.csv"),
+        "here": Path("/data/in.csv"),
+    }
+    again = await restored(values)
+    for key, value in values.items():
+        assert same(again.get_state(key), value), key
+    assert again.get_state("third") - np.longdouble(1) / np.longdouble(3) == 0  # not rounded to a float
+    assert again.get_state("win").parts == ("C:\\", "data", "in.csv")
+
+
+def test_a_concrete_path_of_another_os_keeps_its_flavour() -> None:
+    """A WindowsPath cannot exist on Linux (nor a PosixPath on Windows): it comes back as the pure
+    path of its flavour; a ``path`` tag written before flavours were kept comes back as Path."""
+    other = "path.windows" if isinstance(Path(), PurePosixPath) else "path.posix"
+    cp = Checkpoint(agent_name="values", run_id="r", timestamp=0.0, shared_state={
+        "other": {"$fluffy": other, "v": "a/b"}, "old": {"$fluffy": "path", "v": "a/b"}})
+    agent = Agent("values")
+    agent.add_state("only", lambda ctx: None)
+    agent.restore(cp)
+    pure = PureWindowsPath if other == "path.windows" else PurePosixPath
+    assert type(agent.get_state("other")) is pure
+    assert type(agent.get_state("old")) is type(Path())
+
+
+async def test_a_path_subclass_is_refused_at_the_checkpoint_not_restored_as_something_else() -> None:
+    class DataPath(type(Path())):  # type: ignore[misc]
+        pass
+
+    agent = Agent("subclass")
+
+    async def only(ctx: Any) -> None:
+        ctx.set_state("where", DataPath("/data"))
+
+    agent.add_state("only", only)
+    await agent.run()
+    with pytest.raises(SerializationError, match=r"context key 'where' holds a .*DataPath.*Path\(value\)"):
+        agent.create_checkpoint()

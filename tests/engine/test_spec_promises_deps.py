@@ -269,3 +269,148 @@ async def test_a_false_condition_with_a_timeout_waits_for_the_world_then_times_o
         await handle
     assert isinstance(info.value.__cause__, DependencyTimeoutError)
     assert "condition" in str(info.value.__cause__)
+
+
+# -- review item 9: a pause stops the clock of dependency timeouts ------------------------------------
+async def test_time_spent_paused_does_not_count_against_a_dependency_timeout() -> None:
+    """``DependencyConfig(timeout=60)``: a run paused at 30 s and left paused for an hour resumes with
+    its 30 s left; the timeout fires only when they have passed while running."""
+    clock = ManualClock()
+
+    async def start(context: Context) -> StateResult:
+        if context.get_state("never_set"):
+            return "prepare_data"  # the only way prepare_data would run: it never does
+        return None
+
+    async def prepare_data(context: Context) -> StateResult:
+        return None
+
+    async def final_step(context: Context) -> StateResult:
+        return None
+
+    agent = Agent("paused_timeout", clock=clock)
+    agent.add_state("start", start)
+    agent.add_state("prepare_data", prepare_data)
+    agent.add_state("final_step", final_step, dependencies={"prepare_data": DependencyConfig(timeout=60)})
+    handle = agent.start()
+    await clock.wait_for_sleepers(1)
+    await clock.advance(30)
+    await agent.pause()
+    await clock.advance(3600)
+    assert agent.status is AgentStatus.PAUSED
+    assert not handle.done()
+    assert await agent.resume() is None  # the paused run continues
+    await clock.wait_for_sleepers(1)
+    await clock.advance(29.9)
+    assert not handle.done()
+    await clock.advance(0.1)
+    with pytest.raises(StateFailedError) as info:
+        await handle
+    assert isinstance(info.value.__cause__, DependencyTimeoutError)
+    assert agent.state_metadata["final_step"].status is StateStatus.TIMEOUT
+
+
+async def test_a_condition_set_while_paused_is_seen_on_resume_not_timed_out() -> None:
+    """A condition given ``timeout=5`` waits; the run is paused past those 5 s and the user sets the
+    value it waits for meanwhile: on resume the gated state runs and the run completes."""
+    clock = ManualClock()
+
+    async def prepare(context: Context) -> StateResult:
+        return None
+
+    async def gated(context: Context) -> StateResult:
+        context.set_state("ran", True)
+        return None
+
+    agent = Agent("paused_condition", clock=clock)
+    agent.add_state("prepare", prepare)
+    agent.add_state("gated", gated, dependencies={"prepare": DependencyConfig(
+        condition=lambda a: a.get_state("go", False), timeout=5)})
+    handle = agent.start()
+    await until(lambda: agent.state_metadata["prepare"].status is StateStatus.COMPLETED, "prepare done")
+    await clock.wait_for_sleepers(2)  # the condition's poll and its timeout
+    await clock.advance(4)
+    await agent.pause()
+    await clock.advance(60)
+    assert agent.status is AgentStatus.PAUSED
+    assert not handle.done()
+    agent.set_state("go", True)
+    await clock.advance(CONDITION_POLL)
+    assert agent.status is AgentStatus.PAUSED
+    assert agent.get_state("ran") is None
+    assert await agent.resume() is None  # the paused run continues
+    assert (await handle)["ran"] is True
+    assert agent.status is AgentStatus.COMPLETED
+
+
+async def test_a_condition_timeout_resumes_with_the_time_it_had_left() -> None:
+    clock = ManualClock()
+
+    async def prepare(context: Context) -> StateResult:
+        return None
+
+    async def gated(context: Context) -> StateResult:
+        return None
+
+    agent = Agent("paused_condition_timeout", clock=clock)
+    agent.add_state("prepare", prepare)
+    agent.add_state("gated", gated, dependencies={"prepare": DependencyConfig(
+        condition=lambda a: a.get_state("go", False), timeout=5)})
+    handle = agent.start()
+    await until(lambda: agent.state_metadata["prepare"].status is StateStatus.COMPLETED, "prepare done")
+    await clock.wait_for_sleepers(2)
+    await clock.advance(4)
+    await agent.pause()
+    await clock.advance(60)
+    assert not handle.done()
+    await agent.resume()
+    await clock.advance(0.9)
+    assert not handle.done()
+    await clock.advance(0.1)
+    with pytest.raises(StateFailedError) as info:
+        await handle
+    assert isinstance(info.value.__cause__, DependencyTimeoutError)
+    assert "condition" in str(info.value.__cause__)
+
+
+async def test_a_state_that_starts_waiting_during_a_pause_gets_its_whole_timeout_after_resume() -> None:
+    """A state reached while the run drains for a pause starts waiting for its dependency then:
+    its ``timeout=10`` starts counting only when the run resumes."""
+    clock, gate = ManualClock(), asyncio.Event()
+
+    async def start(context: Context) -> StateResult:
+        if context.get_state("never_set"):
+            return "prepare_data"
+        return "slow"
+
+    async def slow(context: Context) -> StateResult:
+        await gate.wait()
+        return "final_step"
+
+    async def prepare_data(context: Context) -> StateResult:
+        return None
+
+    async def final_step(context: Context) -> StateResult:
+        return None
+
+    agent = Agent("parked_while_paused", clock=clock)
+    agent.add_state("start", start)
+    agent.add_state("slow", slow)
+    agent.add_state("prepare_data", prepare_data)
+    agent.add_state("final_step", final_step, dependencies={"prepare_data": DependencyConfig(timeout=10)})
+    handle = agent.start()
+    await until(lambda: agent.state_metadata["slow"].status is StateStatus.RUNNING, "slow runs")
+    pausing = asyncio.create_task(agent.pause())
+    await asyncio.sleep(0)  # one loop turn: pause() has stopped starting states and waits for slow
+    gate.set()  # slow ends during the pause; final_step starts waiting for prepare_data now
+    await pausing
+    await clock.advance(100)
+    assert agent.status is AgentStatus.PAUSED
+    assert not handle.done()
+    assert await agent.resume() is None
+    await clock.advance(9.9)
+    assert not handle.done()
+    await clock.advance(0.1)
+    with pytest.raises(StateFailedError) as info:
+        await handle
+    assert isinstance(info.value.__cause__, DependencyTimeoutError)
