@@ -195,6 +195,8 @@ def encode_context(shared: dict[str, Any], *, lenient: bool) -> tuple[dict[str, 
 
 def encode_typed_context(typed: dict[str, Any], *, lenient: bool) -> tuple[dict[str, Any], dict[str, str]]:
     """Encode the typed context values (dataclasses, pydantic models) like :func:`encode_context`."""
+    if not typed:  # most runs: no import statement, no work
+        return {}, {}
     from ._checkpoint import check_json_value
     from ._typed import encode_typed
 
@@ -229,7 +231,7 @@ def encode_run_data(agent: str, shared: dict[str, Any], typed: dict[str, Any], t
     shared_out, unsaved = encode_context(shared, lenient=lenient)
     typed_out, unsaved_typed = encode_typed_context(typed, lenient=lenient)
     unsaved.update(unsaved_typed)
-    meta = dict(metadata or {})
+    meta = dict(metadata) if metadata else {}
     if unsaved:
         warn_unsaved(agent, trigger, unsaved)
         meta["unsaved_keys"] = unsaved
