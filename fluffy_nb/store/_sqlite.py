@@ -330,6 +330,9 @@ class SQLiteStore:
         if lock is not None:
             lock.acquire()
         try:
+            if len(rows) == 1:  # a durable step: one autocommit statement, committed when execute returns
+                con.execute(_INSERT, rows[0])
+                return
             con.execute("BEGIN IMMEDIATE")
             try:
                 con.executemany(_INSERT, rows)
