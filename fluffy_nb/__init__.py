@@ -6,26 +6,39 @@ adds the ``%%fluffy`` magic and live views in a notebook.
 
 from __future__ import annotations
 
-from functools import partial as _partial
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import engine as _engine
 from .engine import __all__ as _engine_all
 from .engine import _hooks
-from .engine.coordination import *  # noqa: F403
+from .engine.coordination import *  # noqa: F403 - loaded with the engine (Agent uses it)
 from .engine.coordination import __all__ as _coordination_all
-from .engine.monitoring import *  # noqa: F403
-from .engine.monitoring import __all__ as _monitoring_all
-from .engine.reliability import *  # noqa: F403
-from .engine.reliability import __all__ as _reliability_all
-from .store import *  # noqa: F403
-from .store import __all__ as _store_all
-from .store._memory import INTERVAL_KEEP_LAST as _INTERVAL_KEEP_LAST
 
 if TYPE_CHECKING:
     from .engine import *  # noqa: F403 - the engine's public API is ours
+    from .engine.monitoring import *  # noqa: F403
+    from .engine.reliability import *  # noqa: F403
+    from .store import *  # noqa: F403
 else:  # a star import would read the lazy names too, importing pydantic with the package
     globals().update({n: getattr(_engine, n) for n in _engine_all if n not in _engine.LAZY_EXPORTS})
+
+#: public names of modules imported on first use (``fluffy_nb.SQLiteStore`` imports the stores):
+#: a notebook or script that never touches them does not pay for them at ``import fluffy_nb``
+#: (each list is the module's ``__all__``, which a test checks)
+LAZY_MODULES: dict[str, tuple[str, ...]] = {
+    "fluffy_nb.engine.monitoring": (
+        "AgentMetrics", "MetricAggregation", "MetricType", "MonitorStatistics", "MonitoringError",
+        "RealTimeMetrics", "SamplerStatistics", "UsageSampler", "agent_monitor", "current_monitor"),
+    "fluffy_nb.engine.reliability": (
+        "Bulkhead", "BulkheadFullError", "BulkheadStatistics", "CircuitBreaker", "CircuitBreakerConfig",
+        "CircuitBreakerStatistics", "CircuitOpenError", "CircuitState", "Saga", "SagaStatistics", "SagaStep",
+        "with_fallbacks"),
+    "fluffy_nb.store": (
+        "CheckpointDiff", "CheckpointHistory", "CheckpointInfo", "CheckpointStore", "MemoryStore", "RunInfo",
+        "SQLiteStore", "diff_checkpoints"),
+}
+_LAZY_NAMES = {name: module for module, names in LAZY_MODULES.items() for name in names}
 
 __version__ = "0.1.0"
 
@@ -37,26 +50,39 @@ def _history_to_pandas(history: Any) -> Any:
     return history_frame(history)
 
 
+def _memory_store() -> Any:
+    """A new ``MemoryStore`` keeping the last ``INTERVAL_KEEP_LAST`` checkpoints of each run (the
+    stores are imported when the first one is needed)."""
+    from .store import MemoryStore
+    from .store._memory import INTERVAL_KEEP_LAST
+
+    return MemoryStore(keep_last=INTERVAL_KEEP_LAST)
+
+
 # The top-level package sits above both layers, so it may wire them: the engine asks this
 # hook for DataFrames and never imports pandas itself.
 if _hooks.to_pandas is None:
     _hooks.to_pandas = _history_to_pandas
 # checkpoint_interval without store= (the spec's only form) keeps its checkpoints here
 if _hooks.memory_store is None:
-    _hooks.memory_store = _partial(MemoryStore, keep_last=_INTERVAL_KEEP_LAST)  # noqa: F405 - from .store
+    _hooks.memory_store = _memory_store
 
 __all__ = [
     *_engine_all,
     *_coordination_all,
-    *_monitoring_all,
-    *_store_all,
-    *_reliability_all,
+    *(name for names in LAZY_MODULES.values() for name in names),
     "DaskExecutor",  # noqa: F405 - resolved lazily by __getattr__ below
     "__version__", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def __getattr__(name: str) -> Any:
-    """``fluffy_nb.DaskExecutor`` without importing dask, ``Checkpoint`` without pydantic, until used."""
+    """The names of :data:`LAZY_MODULES`, ``Checkpoint`` (pydantic) and ``DaskExecutor`` (dask),
+    imported on first use."""
+    module = _LAZY_NAMES.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
     if name in _engine.LAZY_EXPORTS:
         return getattr(_engine, name)
     if name == "DaskExecutor":
@@ -64,6 +90,11 @@ def __getattr__(name: str) -> Any:
 
         return DaskExecutor
     raise AttributeError(f"module 'fluffy_nb' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Every public name, loaded or not (so tab completion offers the lazy ones)."""
+    return sorted({*globals(), *__all__})
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -98,3 +98,47 @@ def test_the_checkpoint_model_loads_on_first_use() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [False, True, True, True]
+
+
+#: loaded when first used, not with ``import fluffy_nb`` (or ``fluffy_nb.engine``)
+LAZY = ("fluffy_nb.store", "fluffy_nb.engine.monitoring", "fluffy_nb.engine.reliability", "sqlite3", "datetime",
+        "decimal")
+
+
+@pytest.mark.parametrize("module", ["fluffy_nb.engine", "fluffy_nb"])
+def test_importing_the_package_loads_no_store_monitoring_or_codec_modules(module: str) -> None:
+    """The stores, monitoring, reliability and the codec's datetime/Decimal come with their first use."""
+    code = f"import sys, json; import {module}; print(json.dumps(sorted(m for m in {LAZY!r} if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_lazy_names_resolve_and_match_their_modules() -> None:
+    """``fluffy_nb.SQLiteStore`` and the like import their module on first use; the lazy name lists are
+    exactly those modules' ``__all__``, and a star import still brings every public name."""
+    code = (
+        "import sys, json, fluffy_nb, importlib\n"
+        "before = 'fluffy_nb.store' in sys.modules\n"
+        "store = fluffy_nb.SQLiteStore\n"
+        "ns = {}\n"
+        "exec('from fluffy_nb import *', ns)\n"
+        "lists = {m: sorted(n) == sorted(importlib.import_module(m).__all__)\n"
+        "         for m, n in fluffy_nb.LAZY_MODULES.items()}\n"
+        "print(json.dumps([before, store.__module__, lists, sorted(set(fluffy_nb.__all__) - set(ns)),"
+        " 'agent_monitor' in dir(fluffy_nb)]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, module, lists, missing, listed = json.loads(out.stdout)
+    assert (before, module, missing, listed) == (False, "fluffy_nb.store._sqlite", [], True)
+    assert lists == {"fluffy_nb.engine.monitoring": True, "fluffy_nb.engine.reliability": True, "fluffy_nb.store": True}
+
+
+def test_a_checkpoint_interval_without_a_store_still_gets_a_memory_store() -> None:
+    """The engine's memory-store hook imports the stores when an agent first needs one."""
+    code = (
+        "import sys, json, fluffy_nb\n"
+        "a = fluffy_nb.Agent('interval', checkpoint_interval=5)\n"
+        "print(json.dumps([type(a.store).__name__, 'fluffy_nb.store' in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == ["MemoryStore", True]

@@ -38,24 +38,28 @@ numpy and pandas values only if the user has imported numpy/pandas (the engine n
 pandas). A malformed or unknown tag is a :class:`CheckpointError` naming the key; the
 loaded JSON is already bounded in size, depth and count (``_bounds``), and every payload
 here is checked before it is rebuilt.
+
+Import cost: ``datetime``, ``decimal`` and ``base64`` are not imported with the engine. Encoding
+looks their classes up in ``sys.modules`` (a datetime or Decimal value exists only once its
+module is loaded); decoding imports them when a tagged value needs them.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
-import datetime as dt
 import enum
 import logging
 import math
 import sys
 import uuid
 import warnings
-from decimal import Decimal, InvalidOperation
 from pathlib import Path, PosixPath, PurePath, PurePosixPath, PureWindowsPath, WindowsPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import CheckpointError, FluffyWarning, SerializationError
+
+if TYPE_CHECKING:
+    import datetime as dt
 
 TAG = "$fluffy"
 _PLAIN = (str, int, bool, type(None))
@@ -104,7 +108,7 @@ def encode_value(key: str, value: Any, path: str = "") -> Any:
     return _encode_other(key, value, path)
 
 
-def _encode_other(key: str, value: Any, path: str) -> Any:  # noqa: C901 - one branch per supported type
+def _encode_other(key: str, value: Any, path: str) -> Any:
     if isinstance(value, enum.Enum):  # before int/str: an IntEnum is an int too
         return _encode_enum(value)
     module = type(value).__module__
@@ -112,14 +116,9 @@ def _encode_other(key: str, value: Any, path: str) -> Any:  # noqa: C901 - one b
         return _tag("pd.Timestamp", value.isoformat())
     if module == "numpy":
         return _encode_numpy(key, value, path)
-    if isinstance(value, dt.datetime):
-        return _tag("datetime", value.isoformat())
-    if isinstance(value, dt.date):
-        return _tag("date", value.isoformat())
-    if isinstance(value, dt.time):
-        return _tag("time", value.isoformat())
-    if isinstance(value, dt.timedelta):
-        return _tag("timedelta", [value.days, value.seconds, value.microseconds])
+    tagged = _encode_loaded(value)
+    if tagged is not None:
+        return tagged
     if isinstance(value, (set, frozenset)):
         items = [encode_value(key, v, f"{path}{{…}}") for v in value]
         return _tag("set" if isinstance(value, set) else "frozenset", items)
@@ -127,12 +126,10 @@ def _encode_other(key: str, value: Any, path: str) -> Any:  # noqa: C901 - one b
         return _tag("tuple", [encode_value(key, v, f"{path}[{i}]") for i, v in enumerate(value)])
     if isinstance(value, (bool, int, str, float, list, dict)):  # subclasses of plain types
         return encode_value(key, _plain_base(value), path)
-    if isinstance(value, Decimal):
-        return _tag("decimal", str(value))
     if isinstance(value, uuid.UUID):
         return _tag("uuid", str(value))
     if isinstance(value, bytes):
-        return _tag("bytes", base64.b64encode(value).decode("ascii"))
+        return _tag("bytes", binascii.b2a_base64(value, newline=False).decode("ascii"))
     if isinstance(value, PurePath):
         return _encode_path(key, value, path)
     raise SerializationError(
@@ -140,6 +137,27 @@ def _encode_other(key: str, value: Any, path: str) -> Any:  # noqa: C901 - one b
         "which a JSON checkpoint cannot store; store plain data, a common value (datetime, set, Decimal, UUID, bytes, "
         "Path, Enum, numpy...), or a dataclass / pydantic model with context.set_typed"
     )
+
+
+def _encode_loaded(value: Any) -> dict[str, Any] | None:
+    """A datetime, date, time, timedelta or Decimal tagged; None for anything else.
+
+    Their modules are looked up, not imported: without them loaded no such value exists.
+    """
+    dt = sys.modules.get("datetime")
+    if dt is not None:
+        if isinstance(value, dt.datetime):  # before date: a datetime is a date too
+            return _tag("datetime", value.isoformat())
+        if isinstance(value, dt.date):
+            return _tag("date", value.isoformat())
+        if isinstance(value, dt.time):
+            return _tag("time", value.isoformat())
+        if isinstance(value, dt.timedelta):
+            return _tag("timedelta", [value.days, value.seconds, value.microseconds])
+    decimal = sys.modules.get("decimal")
+    if decimal is not None and isinstance(value, decimal.Decimal):
+        return _tag("decimal", str(value))
+    return None
 
 
 def _plain_base(value: Any) -> Any:
@@ -242,6 +260,8 @@ def encode_context(shared: dict[str, Any], *, lenient: bool) -> tuple[dict[str, 
 
 def encode_typed_context(typed: dict[str, Any], *, lenient: bool) -> tuple[dict[str, Any], dict[str, str]]:
     """Encode the typed context values (dataclasses, pydantic models) like :func:`encode_context`."""
+    if not typed:  # most runs: no import statement, no work
+        return {}, {}
     from ._checkpoint import check_json_value
     from ._typed import encode_typed
 
@@ -276,7 +296,7 @@ def encode_run_data(agent: str, shared: dict[str, Any], typed: dict[str, Any], t
     shared_out, unsaved = encode_context(shared, lenient=lenient)
     typed_out, unsaved_typed = encode_typed_context(typed, lenient=lenient)
     unsaved.update(unsaved_typed)
-    meta = dict(metadata or {})
+    meta = dict(metadata) if metadata else {}
     if unsaved:
         warn_unsaved(agent, trigger, unsaved)
         meta["unsaved_keys"] = unsaved
@@ -332,8 +352,8 @@ def _decode_tag(key: str, value: dict[str, Any]) -> Any:
         return decoder(key, value["v"])
     except CheckpointError:
         raise
-    except (ValueError, TypeError, ArithmeticError, KeyError, IndexError, AttributeError,
-            InvalidOperation, binascii.Error) as exc:
+    # decimal.InvalidOperation is an ArithmeticError, binascii.Error a ValueError
+    except (ValueError, TypeError, ArithmeticError, KeyError, IndexError, AttributeError) as exc:
         raise CheckpointError(
             f"context key {key[:200]!r}: its {tag!r} value cannot be rebuilt: {type(exc).__name__}: {str(exc)[:200]}"
         ) from None
@@ -352,9 +372,32 @@ def _items(key: str, v: Any) -> list[Any]:
 
 
 def _timedelta(key: str, v: Any) -> dt.timedelta:
+    import datetime
+
     if not (isinstance(v, list) and len(v) == 3 and all(type(x) is int for x in v)):
         raise TypeError("expected [days, seconds, microseconds]")
-    return dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2])
+    return datetime.timedelta(days=v[0], seconds=v[1], microseconds=v[2])
+
+
+def _iso(kind: str) -> Any:
+    def decode(key: str, v: Any) -> Any:
+        import datetime
+
+        return getattr(datetime, kind).fromisoformat(_text(v))
+
+    return decode
+
+
+def _decimal(key: str, v: Any) -> Any:
+    from decimal import Decimal
+
+    return Decimal(_text(v))
+
+
+def _bytes(key: str, v: Any) -> bytes:
+    import base64
+
+    return base64.b64decode(_text(v), validate=True)
 
 
 def _enum(key: str, v: Any) -> enum.Enum:
@@ -445,13 +488,13 @@ _DECODERS: dict[str, Any] = {
     "tuple": lambda key, v: tuple(_items(key, v)),
     "set": lambda key, v: set(_items(key, v)),
     "frozenset": lambda key, v: frozenset(_items(key, v)),
-    "datetime": lambda key, v: dt.datetime.fromisoformat(_text(v)),
-    "date": lambda key, v: dt.date.fromisoformat(_text(v)),
-    "time": lambda key, v: dt.time.fromisoformat(_text(v)),
+    "datetime": _iso("datetime"),
+    "date": _iso("date"),
+    "time": _iso("time"),
     "timedelta": _timedelta,
-    "decimal": lambda key, v: Decimal(_text(v)),
+    "decimal": _decimal,
     "uuid": lambda key, v: uuid.UUID(_text(v)),
-    "bytes": lambda key, v: base64.b64decode(_text(v), validate=True),
+    "bytes": _bytes,
     "path": lambda key, v: Path(_text(v)),
     "path.posix": _path(PosixPath, PurePosixPath),
     "path.windows": _path(WindowsPath, PureWindowsPath),

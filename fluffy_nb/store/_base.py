@@ -187,7 +187,23 @@ def check_matches_row(cp: Checkpoint, info: CheckpointInfo | tuple[str, str, str
 
 def pending_json(names: Iterable[str]) -> str:
     """The ``pending`` listing column as stored."""
-    return json.dumps(builtins.list(names))
+    names = builtins.list(names)
+    return _encode_list(names) if names else "[]"  # most durable steps: one or two names, or none
+
+
+_encode_list = json.JSONEncoder().encode  # json.dumps's own encoder, without its per-call argument checks
+_checkpoint_model: Any = None
+
+
+def is_checkpoint(value: Any) -> bool:
+    """Whether ``value`` is a :class:`Checkpoint` (imported, with pydantic, on the first call only:
+    ``put`` runs once per durable step)."""
+    global _checkpoint_model
+    if _checkpoint_model is None:
+        from ..engine._checkpoint import Checkpoint
+
+        _checkpoint_model = Checkpoint
+    return isinstance(value, _checkpoint_model)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engine._delta import fold
 from ..engine._errors import CheckpointError, ConfigurationError
-from ._base import CheckpointInfo, RunInfo, check_matches_row, latest_good
+from ._base import CheckpointInfo, RunInfo, check_matches_row, is_checkpoint, latest_good
 
 if TYPE_CHECKING:
     from ..engine._checkpoint import Checkpoint
@@ -79,9 +79,7 @@ class MemoryStore:
     # -- sync -------------------------------------------------------------------------
     def put(self, checkpoint: Checkpoint) -> None:
         """Store ``checkpoint`` (an id already stored is left as it is)."""
-        from ..engine._checkpoint import Checkpoint  # pydantic loads with the first checkpoint
-
-        if not isinstance(checkpoint, Checkpoint):
+        if not is_checkpoint(checkpoint):  # pydantic loads with the first checkpoint
             raise CheckpointError(f"MemoryStore.put({checkpoint!r}): pass a Checkpoint")
         with self._lock:
             if checkpoint.checkpoint_id in self._entries:

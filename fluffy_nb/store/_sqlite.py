@@ -54,6 +54,7 @@ from ._base import (
     RunInfo,
     check_matches_row,
     info_from_row,
+    is_checkpoint,
     latest_good,
     pending_json,
     warn_bad_rows,
@@ -142,7 +143,8 @@ def _row(cp: Checkpoint) -> tuple[Any, ...]:
         )
     return (
         cp.checkpoint_id, cp.parent_id, cp.agent_name, cp.run_id, cp.sequence, cp.timestamp, cp.trigger,
-        cp.agent_status.value, cp.completed_count, pending_json(cp.pending), len(text.encode()),
+        cp.agent_status.value, cp.completed_count, pending_json(cp.pending),
+        len(text) if text.isascii() else len(text.encode()),
         cp.error, cp.format_version, text,
     )
 
@@ -304,9 +306,7 @@ class SQLiteStore:
         Raises:
             CheckpointError: the store is closed, or an earlier write failed.
         """
-        from ..engine._checkpoint import Checkpoint  # pydantic loads with the first checkpoint
-
-        if not isinstance(checkpoint, Checkpoint):
+        if not is_checkpoint(checkpoint):  # pydantic loads with the first checkpoint
             raise CheckpointError(f"SQLiteStore.put({checkpoint!r}): pass a Checkpoint")
         if self._closed or self._closing:
             raise CheckpointError(f"SQLiteStore({str(self.path)!r}) is closed; open a new SQLiteStore to write")
@@ -330,6 +330,9 @@ class SQLiteStore:
         if lock is not None:
             lock.acquire()
         try:
+            if len(rows) == 1:  # a durable step: one autocommit statement, committed when execute returns
+                con.execute(_INSERT, rows[0])
+                return
             con.execute("BEGIN IMMEDIATE")
             try:
                 con.executemany(_INSERT, rows)
