@@ -196,12 +196,45 @@ class Scheduler:
         """Run ``first``, then the states its branch goes on to, one after another in this task.
 
         A task is made only where branches fork: when a finished state routes its branch to
-        exactly one next state that may start now, that state runs here, awaited in place.
+        exactly one next state that may start now, that state runs here, awaited in place. A
+        plain state (no pool, gates, dependencies, executor or timeout; an async body) runs its
+        first attempt right here, without the coroutine layers of ``_execute``/``_attempts``:
+        those are entered only for the states that need them, or once a first attempt failed.
         """
         ex: Execution | None = first
         task = asyncio.current_task()
+        run = self.run
+        agent = self.agent
+        states, metadata, pending, running = agent.states, run.metadata, self.pending, self.running
+        clock, bus = run.clock, run.events
+        monotonic = clock.monotonic
         while ex is not None:
-            outcome, meta = await self._execute(ex)
+            name = ex.state
+            spec = states[name]
+            if ex.branch is None and _plain(spec) and not agent.gates_of(name):
+                meta = metadata.get(name) or run.meta(name)
+                if pending.get(name) is ex:
+                    del pending[name]
+                ex.attempt += 1
+                meta.attempts += 1
+                meta.status = _RUNNING
+                t0 = monotonic()
+                meta.started_at = clock.time()
+                if bus.active:
+                    bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
+                error: BaseException | None = None
+                try:
+                    result = await spec.func(Context(run.shared, run.typed, run=run, state_name=name,
+                                                     attempt=ex.attempt, error=ex.error))
+                except BaseException as exc:  # retries, a cancel, a failure: the general path, below
+                    error = exc
+                if error is None:
+                    outcome: tuple[str, Any] = ("ok", (result, monotonic() - t0))
+                else:  # outside the handler, so a later attempt's error is not chained to this one
+                    outcome = await self._after_first(ex, spec, meta, error, t0)
+                running.pop(ex.id, None)
+            else:
+                outcome, meta = await self._execute(ex)
             if task is not None:
                 while task.cancelling():  # a cancel meant for the state that just ended
                     task.uncancel()
@@ -211,9 +244,24 @@ class Scheduler:
             finally:
                 self._carrier = None
             ex, self._next = self._next, None
-            if ex is not None and (ex.cancel_reason is not None or self.run.failure is not None):
+            if ex is not None and (ex.cancel_reason is not None or run.failure is not None):
                 self._drop_unstarted(ex)
                 ex = None
+
+    async def _after_first(self, ex: Execution, spec: StateSpec, meta: StateMetadata, exc: BaseException,
+                           t0: float) -> tuple[str, Any]:
+        """The first attempt of a plain state (run inline by ``_branch``) raised ``exc``: what
+        ``_attempts`` does after an attempt fails (a cancel, a retry, a failure for good)."""
+        try:
+            if isinstance(exc, asyncio.CancelledError):
+                if _cancel_requested():
+                    return ("cancelled", None)
+                exc = _self_cancelled(ex.state)
+            if not await self._retry_wait(ex, spec, meta, exc, self.run.clock.monotonic() - t0):
+                return ("failed", exc)
+            return await self._attempts(ex, spec, meta)
+        except asyncio.CancelledError:
+            return ("cancelled", None)
 
     def _drop_unstarted(self, ex: Execution) -> None:
         """``ex`` was routed here but its run failed or it was cancelled before it began."""
@@ -344,15 +392,23 @@ class Scheduler:
                 error = exc
             else:
                 return ("ok", (result, clock.monotonic() - t0))
-            delay = self._retry_delay(ex, spec, meta, error, clock.monotonic() - t0)
-            if delay is None:
+            if not await self._retry_wait(ex, spec, meta, error, clock.monotonic() - t0):
                 return ("failed", error)
-            if delay > 0:
-                self._retry_waits[ex.id] = (ex, clock.monotonic() + delay)
-                try:
-                    await clock.sleep(delay)
-                finally:
-                    del self._retry_waits[ex.id]
+
+    async def _retry_wait(self, ex: Execution, spec: StateSpec, meta: StateMetadata, error: BaseException,
+                          duration: float) -> bool:
+        """Record a failed attempt and wait out the delay before the next; False when it failed for good."""
+        delay = self._retry_delay(ex, spec, meta, error, duration)
+        if delay is None:
+            return False
+        if delay > 0:
+            clock = self.run.clock
+            self._retry_waits[ex.id] = (ex, clock.monotonic() + delay)
+            try:
+                await clock.sleep(delay)
+            finally:
+                del self._retry_waits[ex.id]
+        return True
 
     def _retry_delay(
         self, ex: Execution, spec: StateSpec, meta: StateMetadata, error: BaseException, duration: float
@@ -522,6 +578,13 @@ async def _body(spec: StateSpec, ctx: Context, executor: Any) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+def _plain(spec: StateSpec) -> bool:
+    """Whether ``spec`` runs without pool, dependencies, executor or timeout, as an async body."""
+    opts = spec.options
+    return (spec.resources is None and not spec.dependencies and spec.timeout is None and opts["is_async"]
+            and opts.get("executor") is None and not opts.get("remote"))
 
 
 def _cancel_requested() -> bool:
