@@ -209,6 +209,15 @@ class Joins:
     def finished(self, token: Token, names: tuple[str, ...]) -> None:
         """The run of ``token.state`` returned ``names``: route the branch onward."""
         group = token.group
+        if len(names) == 1 and group.parent is None and not group.joins and len(group.members) == 1:
+            # the branch of a chain, alone in the root fan-out, goes on to one state: no join can
+            # wait for it and nothing can fold, so _route and changed() would only say so
+            self._leave(token)
+            target = names[0]
+            if not self._is_pending(target):
+                self._enter(token, target)
+                self._start(target, token)
+            return
         if len(names) > 1:
             # the branch stays alive, at its state, while its sub-fan-out runs
             sub = Group(next(self._ids), token)

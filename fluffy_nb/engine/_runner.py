@@ -112,8 +112,10 @@ class Scheduler:
         self._gate_waits: dict[int, tuple[Execution, Any, Any, float]] = {}  # waiting at a pool or gate
         self._retry_waits: dict[int, tuple[Execution, float]] = {}  # waiting out a retry delay
         self._in_gates = _InGates()
+        self._plain: dict[str, tuple[StateSpec, bool]] = {}  # state -> (its spec, whether _plain(spec))
         states = run.agent.states
-        self.joins = Joins(run.agent.graph, self.start, self.is_pending,
+        # the pending dict's own __contains__: the joins ask it on every transition
+        self.joins = Joins(run.agent.graph, self.start, self.pending.__contains__,
                            lambda s: bool(states[s].options.get("join")) if s in states else False)
 
     # -- starting ---------------------------------------------------------------------------
@@ -148,7 +150,8 @@ class Scheduler:
 
     def enqueue(self, ex: Execution) -> None:
         """Launch ``ex`` now, or queue it (paused, or at ``max_concurrent``)."""
-        self.run.meta(ex.state).status = _READY
+        run = self.run
+        (run.metadata.get(ex.state) or run.meta(ex.state)).status = _READY
         limit = self.agent.max_concurrent
         if self.paused or (limit is not None and len(self.running) >= limit):
             heapq.heappush(self.queue, (-self.agent.states[ex.state].priority, ex))
@@ -208,10 +211,14 @@ class Scheduler:
         states, metadata, pending, running = agent.states, run.metadata, self.pending, self.running
         clock, bus = run.clock, run.events
         monotonic = clock.monotonic
+        plain = self._plain
         while ex is not None:
             name = ex.state
             spec = states[name]
-            if ex.branch is None and _plain(spec) and not agent.gates_of(name):
+            known = plain.get(name)
+            if known is None or known[0] is not spec:  # first use, or the state was re-added
+                known = plain[name] = (spec, _plain(spec))
+            if known[1] and ex.branch is None and not agent.gates_of(name):
                 meta = metadata.get(name) or run.meta(name)
                 if pending.get(name) is ex:
                     del pending[name]
@@ -532,12 +539,15 @@ class Scheduler:
     def _finish_state(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
         run = self.run
         name = ex.state
-        try:
-            names = self._normalize(name, result)
-        except (InvalidStateResultError, StateNotFoundError, ConfigurationError) as exc:
-            meta.status = StateStatus.FAILED
-            run.control.fail(name, exc, wrap=False)
-            return
+        if result.__class__ is str and result in self.agent.states:
+            names: tuple[str, ...] = (result,)  # the common case, without _normalize's checks
+        else:
+            try:
+                names = self._normalize(name, result)
+            except (InvalidStateResultError, StateNotFoundError, ConfigurationError) as exc:
+                meta.status = StateStatus.FAILED
+                run.control.fail(name, exc, wrap=False)
+                return
         run.record_completion(name, meta, duration)
         graph = self.agent.graph
         for n in names:
