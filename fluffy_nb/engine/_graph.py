@@ -300,8 +300,8 @@ class Joins:
         ``target``? Fan-out joins ask it about the branches of their fan-out; dependency gates
         ask it about the running and queued states (see the module docstring)."""
         origins = self.origins(target)
-        if isinstance(at, dict):  # a Counter of live branches: its keys are a set view
-            at = at.keys()
+        if isinstance(at, dict):  # live branches by state: its keys are a set view
+            return not at.keys().isdisjoint(origins)  # (KeysView below is an ABC: a Python-level check)
         if isinstance(at, (set, frozenset, KeysView)):
             return not at.isdisjoint(origins)  # a C loop over the smaller side, once per completion
         return not origins.isdisjoint(at)
@@ -348,8 +348,8 @@ class Joins:
                         self._enter(carrier, target)
                         self._start(target, carrier)
             parent = group.parent
-            if parent is None:
-                return
+            if parent is None or len(group.members) > 1:
+                return  # the root, or a fan-out with two live branches or more: nothing folds
             size = group.size()
             if size == 0:
                 # the whole fan-out ended, and with it the branch that made it
