@@ -196,6 +196,12 @@ class Scheduler:
 
     # -- executing a branch --------------------------------------------------------------------------
     async def _branch(self, first: Execution) -> None:
+        """A branch's task: :meth:`_run_branch`, whose frame (many locals, for speed) exists only
+        once the task starts. A task made but not started yet holds this small frame alone: in
+        a 10,000-state fan-out all of them wait at once, and the larger frame cost 1.6 MB."""
+        await self._run_branch(first)
+
+    async def _run_branch(self, first: Execution) -> None:
         """Run ``first``, then the states its branch goes on to, one after another in this task.
 
         A task is made only where branches fork: when a finished state routes its branch to
