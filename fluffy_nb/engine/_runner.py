@@ -3,24 +3,26 @@
 Push model: there is no central polling loop. When a state's task ends it routes its branch
 onward (``_graph.Joins``), which launches the next states directly; the run just awaits a
 future that resolves when no work is left. A state's execution is three steps:
-``_admit`` (resource pool and gates), ``_attempts`` (the body, with timeout and retries) and
-``_complete`` (route the result, or hand a failure or cancellation to ``RunControl``).
+``_admit`` (resource pool and gates), ``_attempts`` (the body, with timeout and retries; calling
+it and where a failure is routed live in ``_attempt``) and ``_complete`` (route the result, or
+hand a failure or cancellation to ``RunControl``). A plain state (no pool, gates, dependencies,
+executor or timeout) skips the first two: its first attempt runs inline in ``_run_branch``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import inspect
 import itertools
 from typing import TYPE_CHECKING, Any
 
+from ._attempt import call_body, cancel_requested, error_route, self_cancelled
+from ._attempt import plain as plain_state
 from ._context import Context
 from ._errors import (
     ConfigurationError,
     InvalidStateResultError,
     MaxStepsExceededError,
-    StateFailedError,
     StateNotFoundError,
     StateTimeoutError,
 )
@@ -112,7 +114,7 @@ class Scheduler:
         self._gate_waits: dict[int, tuple[Execution, Any, Any, float]] = {}  # waiting at a pool or gate
         self._retry_waits: dict[int, tuple[Execution, float]] = {}  # waiting out a retry delay
         self._in_gates = _InGates()
-        self._plain: dict[str, tuple[StateSpec, bool]] = {}  # state -> (its spec, whether _plain(spec))
+        self._plain: dict[str, tuple[StateSpec, bool]] = {}  # state -> (its spec, whether plain_state(spec))
         states = run.agent.states
         # the pending dict's own __contains__: the joins ask it on every transition
         self.joins = Joins(run.agent.graph, self.start, self.pending.__contains__,
@@ -223,7 +225,7 @@ class Scheduler:
             spec = states[name]
             known = plain.get(name)
             if known is None or known[0] is not spec:  # first use, or the state was re-added
-                known = plain[name] = (spec, _plain(spec))
+                known = plain[name] = (spec, plain_state(spec))
             if known[1] and ex.branch is None and not agent.gates_of(name):
                 meta = metadata.get(name) or run.meta(name)
                 if pending.get(name) is ex:
@@ -267,9 +269,9 @@ class Scheduler:
         ``_attempts`` does after an attempt fails (a cancel, a retry, a failure for good)."""
         try:
             if isinstance(exc, asyncio.CancelledError):
-                if _cancel_requested():
+                if cancel_requested():
                     return ("cancelled", None)
-                exc = _self_cancelled(ex.state)
+                exc = self_cancelled(ex.state)
             if not await self._retry_wait(ex, spec, meta, exc, self.run.clock.monotonic() - t0):
                 return ("failed", exc)
             return await self._attempts(ex, spec, meta)
@@ -396,11 +398,11 @@ class Scheduler:
             else:
                 ctx = ex.context(run)  # type: ignore[attr-defined]  # a payload branch (_map.py)
             try:
-                result = await spec.func(ctx) if fast else await self._call(spec, ctx, executor)
+                result = await spec.func(ctx) if fast else await call_body(spec, ctx, executor)
             except asyncio.CancelledError:
-                if _cancel_requested():
+                if cancel_requested():
                     raise
-                error: BaseException = _self_cancelled(name)
+                error: BaseException = self_cancelled(name)
             except BaseException as exc:
                 error = exc
             else:
@@ -456,20 +458,6 @@ class Scheduler:
         if executor is None and spec.options.get("remote"):
             executor = self.agent.executor
         return None if executor is None else self.agent.resolve_executor(executor)
-
-    async def _call(self, spec: StateSpec, ctx: Context, executor: Any) -> Any:
-        if spec.timeout is None or getattr(executor, "times_out_itself", False):  # e.g. run time, not queue time
-            return await _body(spec, ctx, executor)
-        timer = asyncio.timeout(spec.timeout)
-        try:
-            async with timer:
-                return await _body(spec, ctx, executor)
-        except TimeoutError as exc:
-            if not timer.expired():
-                raise  # the body's own TimeoutError
-            raise StateTimeoutError(
-                f"state {spec.name!r} took longer than its timeout of {spec.timeout}s", spec.name
-            ) from exc
 
     # -- outcomes -------------------------------------------------------------------------------
     def _complete(self, ex: Execution, meta: StateMetadata, outcome: tuple[str, Any]) -> None:
@@ -587,54 +575,8 @@ class Scheduler:
             run.checkpoints.save("state")
 
 
-async def _body(spec: StateSpec, ctx: Context, executor: Any) -> Any:
-    if executor is not None:
-        return await executor.run_state(spec, ctx)
-    result = spec.func(ctx)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-def _plain(spec: StateSpec) -> bool:
-    """Whether ``spec`` runs without pool, dependencies, executor or timeout, as an async body."""
-    opts = spec.options
-    return (spec.resources is None and not spec.dependencies and spec.timeout is None and opts["is_async"]
-            and opts.get("executor") is None and not opts.get("remote"))
-
-
-def _cancel_requested() -> bool:
-    """Whether the current task was asked to cancel (vs. a body raising CancelledError itself)."""
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0
-
-
-def _self_cancelled(state: str) -> StateFailedError:
-    return StateFailedError(
-        f"state {state!r} raised asyncio.CancelledError itself, although nothing cancelled it; "
-        "raise an ordinary exception to fail the state, or return None to end its branch", state
-    )
-
-
 def check_max_concurrent(value: Any) -> int | None:
     """Validate ``Agent(max_concurrent=...)``."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigurationError(f"Agent(max_concurrent={value!r}): must be a whole number >= 1 or None")
     return value
-
-
-def error_route(spec: StateSpec, error: BaseException) -> str | None:
-    """The state a failure of ``spec`` goes to: ``on_timeout`` for a timeout, else the first
-    ``on_error`` entry whose exception class matches (or ``on_error`` itself when a name)."""
-    opts = spec.options
-    if isinstance(error, StateTimeoutError) and opts.get("on_timeout"):
-        return str(opts["on_timeout"])
-    route = opts.get("on_error")
-    if isinstance(route, str):
-        return route
-    if isinstance(route, dict):
-        cause = error.__cause__ if isinstance(error, StateTimeoutError) else error
-        for kinds, target in route.items():
-            if isinstance(error, kinds) or isinstance(cause, kinds):
-                return str(target)
-    return None
