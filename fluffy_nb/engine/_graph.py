@@ -209,6 +209,15 @@ class Joins:
     def finished(self, token: Token, names: tuple[str, ...]) -> None:
         """The run of ``token.state`` returned ``names``: route the branch onward."""
         group = token.group
+        if len(names) == 1 and group.parent is None and not group.joins and len(group.members) == 1:
+            # the branch of a chain, alone in the root fan-out, goes on to one state: no join can
+            # wait for it and nothing can fold, so _route and changed() would only say so
+            self._leave(token)
+            target = names[0]
+            if not self._is_pending(target):
+                self._enter(token, target)
+                self._start(target, token)
+            return
         if len(names) > 1:
             # the branch stays alive, at its state, while its sub-fan-out runs
             sub = Group(next(self._ids), token)
@@ -291,8 +300,8 @@ class Joins:
         ``target``? Fan-out joins ask it about the branches of their fan-out; dependency gates
         ask it about the running and queued states (see the module docstring)."""
         origins = self.origins(target)
-        if isinstance(at, dict):  # a Counter of live branches: its keys are a set view
-            at = at.keys()
+        if isinstance(at, dict):  # live branches by state: its keys are a set view
+            return not at.keys().isdisjoint(origins)  # (KeysView below is an ABC: a Python-level check)
         if isinstance(at, (set, frozenset, KeysView)):
             return not at.isdisjoint(origins)  # a C loop over the smaller side, once per completion
         return not origins.isdisjoint(at)
@@ -339,8 +348,8 @@ class Joins:
                         self._enter(carrier, target)
                         self._start(target, carrier)
             parent = group.parent
-            if parent is None:
-                return
+            if parent is None or len(group.members) > 1:
+                return  # the root, or a fan-out with two live branches or more: nothing folds
             size = group.size()
             if size == 0:
                 # the whole fan-out ended, and with it the branch that made it

@@ -3,24 +3,26 @@
 Push model: there is no central polling loop. When a state's task ends it routes its branch
 onward (``_graph.Joins``), which launches the next states directly; the run just awaits a
 future that resolves when no work is left. A state's execution is three steps:
-``_admit`` (resource pool and gates), ``_attempts`` (the body, with timeout and retries) and
-``_complete`` (route the result, or hand a failure or cancellation to ``RunControl``).
+``_admit`` (resource pool and gates), ``_attempts`` (the body, with timeout and retries; calling
+it and where a failure is routed live in ``_attempt``) and ``_complete`` (route the result, or
+hand a failure or cancellation to ``RunControl``). A plain state (no pool, gates, dependencies,
+executor or timeout) skips the first two: its first attempt runs inline in ``_run_branch``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import inspect
 import itertools
 from typing import TYPE_CHECKING, Any
 
+from ._attempt import call_body, cancel_requested, error_route, self_cancelled
+from ._attempt import plain as plain_state
 from ._context import Context
 from ._errors import (
     ConfigurationError,
     InvalidStateResultError,
     MaxStepsExceededError,
-    StateFailedError,
     StateNotFoundError,
     StateTimeoutError,
 )
@@ -112,8 +114,10 @@ class Scheduler:
         self._gate_waits: dict[int, tuple[Execution, Any, Any, float]] = {}  # waiting at a pool or gate
         self._retry_waits: dict[int, tuple[Execution, float]] = {}  # waiting out a retry delay
         self._in_gates = _InGates()
+        self._plain: dict[str, tuple[StateSpec, bool]] = {}  # state -> (its spec, whether plain_state(spec))
         states = run.agent.states
-        self.joins = Joins(run.agent.graph, self.start, self.is_pending,
+        # the pending dict's own __contains__: the joins ask it on every transition
+        self.joins = Joins(run.agent.graph, self.start, self.pending.__contains__,
                            lambda s: bool(states[s].options.get("join")) if s in states else False)
 
     # -- starting ---------------------------------------------------------------------------
@@ -148,7 +152,8 @@ class Scheduler:
 
     def enqueue(self, ex: Execution) -> None:
         """Launch ``ex`` now, or queue it (paused, or at ``max_concurrent``)."""
-        self.run.meta(ex.state).status = _READY
+        run = self.run
+        (run.metadata.get(ex.state) or run.meta(ex.state)).status = _READY
         limit = self.agent.max_concurrent
         if self.paused or (limit is not None and len(self.running) >= limit):
             heapq.heappush(self.queue, (-self.agent.states[ex.state].priority, ex))
@@ -193,15 +198,58 @@ class Scheduler:
 
     # -- executing a branch --------------------------------------------------------------------------
     async def _branch(self, first: Execution) -> None:
+        """A branch's task: :meth:`_run_branch`, whose frame (many locals, for speed) exists only
+        once the task starts. A task made but not started yet holds this small frame alone: in
+        a 10,000-state fan-out all of them wait at once, and the larger frame cost 1.6 MB."""
+        await self._run_branch(first)
+
+    async def _run_branch(self, first: Execution) -> None:
         """Run ``first``, then the states its branch goes on to, one after another in this task.
 
         A task is made only where branches fork: when a finished state routes its branch to
-        exactly one next state that may start now, that state runs here, awaited in place.
+        exactly one next state that may start now, that state runs here, awaited in place. A
+        plain state (no pool, gates, dependencies, executor or timeout; an async body) runs its
+        first attempt right here, without the coroutine layers of ``_execute``/``_attempts``:
+        those are entered only for the states that need them, or once a first attempt failed.
         """
         ex: Execution | None = first
         task = asyncio.current_task()
+        run = self.run
+        agent = self.agent
+        states, metadata, pending, running = agent.states, run.metadata, self.pending, self.running
+        clock, bus = run.clock, run.events
+        monotonic = clock.monotonic
+        plain = self._plain
         while ex is not None:
-            outcome, meta = await self._execute(ex)
+            name = ex.state
+            spec = states[name]
+            known = plain.get(name)
+            if known is None or known[0] is not spec:  # first use, or the state was re-added
+                known = plain[name] = (spec, plain_state(spec))
+            if known[1] and ex.branch is None and not agent.gates_of(name):
+                meta = metadata.get(name) or run.meta(name)
+                if pending.get(name) is ex:
+                    del pending[name]
+                ex.attempt += 1
+                meta.attempts += 1
+                meta.status = _RUNNING
+                t0 = monotonic()
+                meta.started_at = clock.time()
+                if bus.active:
+                    bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
+                error: BaseException | None = None
+                try:
+                    result = await spec.func(Context(run.shared, run.typed, run=run, state_name=name,
+                                                     attempt=ex.attempt, error=ex.error))
+                except BaseException as exc:  # retries, a cancel, a failure: the general path, below
+                    error = exc
+                if error is None:
+                    outcome: tuple[str, Any] = ("ok", (result, monotonic() - t0))
+                else:  # outside the handler, so a later attempt's error is not chained to this one
+                    outcome = await self._after_first(ex, spec, meta, error, t0)
+                running.pop(ex.id, None)
+            else:
+                outcome, meta = await self._execute(ex)
             if task is not None:
                 while task.cancelling():  # a cancel meant for the state that just ended
                     task.uncancel()
@@ -211,9 +259,24 @@ class Scheduler:
             finally:
                 self._carrier = None
             ex, self._next = self._next, None
-            if ex is not None and (ex.cancel_reason is not None or self.run.failure is not None):
+            if ex is not None and (ex.cancel_reason is not None or run.failure is not None):
                 self._drop_unstarted(ex)
                 ex = None
+
+    async def _after_first(self, ex: Execution, spec: StateSpec, meta: StateMetadata, exc: BaseException,
+                           t0: float) -> tuple[str, Any]:
+        """The first attempt of a plain state (run inline by ``_branch``) raised ``exc``: what
+        ``_attempts`` does after an attempt fails (a cancel, a retry, a failure for good)."""
+        try:
+            if isinstance(exc, asyncio.CancelledError):
+                if cancel_requested():
+                    return ("cancelled", None)
+                exc = self_cancelled(ex.state)
+            if not await self._retry_wait(ex, spec, meta, exc, self.run.clock.monotonic() - t0):
+                return ("failed", exc)
+            return await self._attempts(ex, spec, meta)
+        except asyncio.CancelledError:
+            return ("cancelled", None)
 
     def _drop_unstarted(self, ex: Execution) -> None:
         """``ex`` was routed here but its run failed or it was cancelled before it began."""
@@ -335,24 +398,32 @@ class Scheduler:
             else:
                 ctx = ex.context(run)  # type: ignore[attr-defined]  # a payload branch (_map.py)
             try:
-                result = await spec.func(ctx) if fast else await self._call(spec, ctx, executor)
+                result = await spec.func(ctx) if fast else await call_body(spec, ctx, executor)
             except asyncio.CancelledError:
-                if _cancel_requested():
+                if cancel_requested():
                     raise
-                error: BaseException = _self_cancelled(name)
+                error: BaseException = self_cancelled(name)
             except BaseException as exc:
                 error = exc
             else:
                 return ("ok", (result, clock.monotonic() - t0))
-            delay = self._retry_delay(ex, spec, meta, error, clock.monotonic() - t0)
-            if delay is None:
+            if not await self._retry_wait(ex, spec, meta, error, clock.monotonic() - t0):
                 return ("failed", error)
-            if delay > 0:
-                self._retry_waits[ex.id] = (ex, clock.monotonic() + delay)
-                try:
-                    await clock.sleep(delay)
-                finally:
-                    del self._retry_waits[ex.id]
+
+    async def _retry_wait(self, ex: Execution, spec: StateSpec, meta: StateMetadata, error: BaseException,
+                          duration: float) -> bool:
+        """Record a failed attempt and wait out the delay before the next; False when it failed for good."""
+        delay = self._retry_delay(ex, spec, meta, error, duration)
+        if delay is None:
+            return False
+        if delay > 0:
+            clock = self.run.clock
+            self._retry_waits[ex.id] = (ex, clock.monotonic() + delay)
+            try:
+                await clock.sleep(delay)
+            finally:
+                del self._retry_waits[ex.id]
+        return True
 
     def _retry_delay(
         self, ex: Execution, spec: StateSpec, meta: StateMetadata, error: BaseException, duration: float
@@ -387,20 +458,6 @@ class Scheduler:
         if executor is None and spec.options.get("remote"):
             executor = self.agent.executor
         return None if executor is None else self.agent.resolve_executor(executor)
-
-    async def _call(self, spec: StateSpec, ctx: Context, executor: Any) -> Any:
-        if spec.timeout is None or getattr(executor, "times_out_itself", False):  # e.g. run time, not queue time
-            return await _body(spec, ctx, executor)
-        timer = asyncio.timeout(spec.timeout)
-        try:
-            async with timer:
-                return await _body(spec, ctx, executor)
-        except TimeoutError as exc:
-            if not timer.expired():
-                raise  # the body's own TimeoutError
-            raise StateTimeoutError(
-                f"state {spec.name!r} took longer than its timeout of {spec.timeout}s", spec.name
-            ) from exc
 
     # -- outcomes -------------------------------------------------------------------------------
     def _complete(self, ex: Execution, meta: StateMetadata, outcome: tuple[str, Any]) -> None:
@@ -477,12 +534,15 @@ class Scheduler:
     def _finish_state(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
         run = self.run
         name = ex.state
-        try:
-            names = self._normalize(name, result)
-        except (InvalidStateResultError, StateNotFoundError, ConfigurationError) as exc:
-            meta.status = StateStatus.FAILED
-            run.control.fail(name, exc, wrap=False)
-            return
+        if result.__class__ is str and result in self.agent.states:
+            names: tuple[str, ...] = (result,)  # the common case, without _normalize's checks
+        else:
+            try:
+                names = self._normalize(name, result)
+            except (InvalidStateResultError, StateNotFoundError, ConfigurationError) as exc:
+                meta.status = StateStatus.FAILED
+                run.control.fail(name, exc, wrap=False)
+                return
         run.record_completion(name, meta, duration)
         graph = self.agent.graph
         for n in names:
@@ -516,47 +576,8 @@ class Scheduler:
             run.checkpoints.save("state")
 
 
-async def _body(spec: StateSpec, ctx: Context, executor: Any) -> Any:
-    if executor is not None:
-        return await executor.run_state(spec, ctx)
-    result = spec.func(ctx)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-def _cancel_requested() -> bool:
-    """Whether the current task was asked to cancel (vs. a body raising CancelledError itself)."""
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0
-
-
-def _self_cancelled(state: str) -> StateFailedError:
-    return StateFailedError(
-        f"state {state!r} raised asyncio.CancelledError itself, although nothing cancelled it; "
-        "raise an ordinary exception to fail the state, or return None to end its branch", state
-    )
-
-
 def check_max_concurrent(value: Any) -> int | None:
     """Validate ``Agent(max_concurrent=...)``."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigurationError(f"Agent(max_concurrent={value!r}): must be a whole number >= 1 or None")
     return value
-
-
-def error_route(spec: StateSpec, error: BaseException) -> str | None:
-    """The state a failure of ``spec`` goes to: ``on_timeout`` for a timeout, else the first
-    ``on_error`` entry whose exception class matches (or ``on_error`` itself when a name)."""
-    opts = spec.options
-    if isinstance(error, StateTimeoutError) and opts.get("on_timeout"):
-        return str(opts["on_timeout"])
-    route = opts.get("on_error")
-    if isinstance(route, str):
-        return route
-    if isinstance(route, dict):
-        cause = error.__cause__ if isinstance(error, StateTimeoutError) else error
-        for kinds, target in route.items():
-            if isinstance(error, kinds) or isinstance(cause, kinds):
-                return str(target)
-    return None

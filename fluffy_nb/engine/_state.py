@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ._resources import ResourceRequirements
@@ -127,7 +126,7 @@ class _Status:
 
     def __get__(self, obj: Any, owner: Any = None) -> StateStatus:
         if obj is None:
-            return StateStatus.PENDING  # the dataclass default
+            return StateStatus.PENDING  # the default
         return obj._status  # type: ignore[no-any-return]
 
     def __set__(self, obj: Any, value: StateStatus) -> None:
@@ -137,23 +136,54 @@ class _Status:
             changed.add(obj.name)
 
 
-@dataclass
-class StateMetadata:
-    """Runtime facts about one state: status, attempts, timing, last error."""
+_FIELDS = ("name", "status", "attempts", "runs", "retries", "failures", "last_error", "started_at",
+           "finished_at", "last_duration", "durations")
+_PENDING = StateStatus.PENDING
 
-    name: str
-    status: StateStatus = _Status()  # type: ignore[assignment]
-    attempts: int = 0
-    runs: int = 0
-    retries: int = 0
-    failures: int = 0
-    last_error: str | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    last_duration: float | None = None
-    durations: list[float] = field(default_factory=list)
-    #: the run's set of states changed since its last checkpoint (None: not tracked)
-    changed: set[str] | None = field(default=None, repr=False, compare=False)
+
+class StateMetadata:
+    """Runtime facts about one state: status, attempts, timing, last error.
+
+    A slotted class with its own ``__init__`` rather than a dataclass: a run makes one for every
+    state of its agent before anything runs, and the dataclass's took about 2.7 µs each here
+    (1.1 µs now), a fifth of a 1,000-state chain's per-transition figure. Compared and shown
+    like the dataclass was (every field but ``changed``).
+    """
+
+    __slots__ = ("_status", "attempts", "changed", "durations", "failures", "finished_at", "last_duration",
+                 "last_error", "name", "retries", "runs", "started_at")
+    status = _Status()
+
+    def __init__(
+        self, name: str, status: StateStatus = _PENDING, attempts: int = 0, runs: int = 0, retries: int = 0,
+        failures: int = 0, last_error: str | None = None, started_at: float | None = None,
+        finished_at: float | None = None, last_duration: float | None = None, durations: list[float] | None = None,
+        changed: set[str] | None = None,
+    ) -> None:
+        self.name = name
+        self._status = status  # not through the descriptor: a new state has not changed
+        self.attempts = attempts
+        self.runs = runs
+        self.retries = retries
+        self.failures = failures
+        self.last_error = last_error
+        self.started_at = started_at
+        self.finished_at = finished_at
+        self.last_duration = last_duration
+        self.durations: list[float] = [] if durations is None else durations
+        #: the run's set of states changed since its last checkpoint (None: not tracked)
+        self.changed = changed
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{f}={getattr(self, f)!r}" for f in _FIELDS)
+        return f"StateMetadata({inner})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass
 
     def reset(self) -> None:
         """Back to a fresh PENDING state for a new run."""

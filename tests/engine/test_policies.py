@@ -92,6 +92,21 @@ async def test_context_attempt_counts_up_across_retries():
     assert seen == [1, 2, 3]
 
 
+async def test_the_last_attempts_error_is_not_chained_to_the_first():
+    # the first attempt of a plain state runs inline in its branch; the retries after it must
+    # not show the first failure as "during handling of the above exception" in the traceback
+    async def s(ctx):
+        raise RuntimeError(f"attempt {ctx.attempt}")
+
+    agent = Agent("unchained")
+    agent.add_state("s", s, retry_policy=RetryPolicy(max_retries=2, initial_delay=0))
+    with pytest.raises(StateFailedError) as info:
+        await asyncio.wait_for(agent.run(), 5)
+    cause = info.value.__cause__
+    assert str(cause) == "attempt 3"
+    assert cause.__context__ is None
+
+
 def test_retry_policy_is_immutable():
     policy = RetryPolicy()
     with pytest.raises(AttributeError):

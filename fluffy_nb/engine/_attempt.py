@@ -1,0 +1,78 @@
+"""One attempt of a state's body, for the scheduler (``_runner``): calling it (an executor, a
+timeout), telling a cancel from a body's own CancelledError, which states may run inline
+without those layers, and where a failure for good is routed (``on_timeout``/``on_error``)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from ._errors import StateFailedError, StateTimeoutError
+
+if TYPE_CHECKING:
+    from ._context import Context
+    from ._policies import StateSpec
+
+
+async def call_body(spec: StateSpec, ctx: Context, executor: Any) -> Any:
+    """Await the body of ``spec`` (through ``executor`` when it has one), under its timeout."""
+    if spec.timeout is None or getattr(executor, "times_out_itself", False):  # e.g. run time, not queue time
+        return await _body(spec, ctx, executor)
+    timer = asyncio.timeout(spec.timeout)
+    try:
+        async with timer:
+            return await _body(spec, ctx, executor)
+    except TimeoutError as exc:
+        if not timer.expired():
+            raise  # the body's own TimeoutError
+        raise StateTimeoutError(
+            f"state {spec.name!r} took longer than its timeout of {spec.timeout}s", spec.name
+        ) from exc
+
+
+async def _body(spec: StateSpec, ctx: Context, executor: Any) -> Any:
+    if executor is not None:
+        return await executor.run_state(spec, ctx)
+    result = spec.func(ctx)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def plain(spec: StateSpec) -> bool:
+    """Whether ``spec`` runs without pool, dependencies, executor or timeout, as an async body."""
+    opts = spec.options
+    return (spec.resources is None and not spec.dependencies and spec.timeout is None and opts["is_async"]
+            and opts.get("executor") is None and not opts.get("remote"))
+
+
+def cancel_requested() -> bool:
+    """Whether the current task was asked to cancel (vs. a body raising CancelledError itself)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+def self_cancelled(state: str) -> StateFailedError:
+    """The failure of a state whose body raised CancelledError although nothing cancelled it."""
+    return StateFailedError(
+        f"state {state!r} raised asyncio.CancelledError itself, although nothing cancelled it; "
+        "raise an ordinary exception to fail the state, or return None to end its branch", state
+    )
+
+
+def error_route(spec: StateSpec, error: BaseException) -> str | None:
+    """The state a failure of ``spec`` goes to: ``on_timeout`` for a timeout, else the first
+    ``on_error`` entry whose exception class matches (or ``on_error`` itself when a name)."""
+    opts = spec.options
+    if isinstance(error, StateTimeoutError) and opts.get("on_timeout"):
+        return str(opts["on_timeout"])
+    route = opts.get("on_error")
+    if isinstance(route, str):
+        return route
+    if isinstance(route, dict):
+        cause = error.__cause__ if isinstance(error, StateTimeoutError) else error
+        for kinds, target in route.items():
+            if isinstance(error, kinds) or isinstance(cause, kinds):
+                return str(target)
+    return None
