@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _wait import until
@@ -48,6 +49,28 @@ def _workflow(gate: asyncio.Event, calls: list[str]) -> Agent:
 
     agent.add_state("fetch", fetch)
     agent.add_state("process", process)
+    return agent
+
+
+def never_prepared(name: str, dependency: Any, clock: ManualClock | None = None) -> Agent:
+    """start -> (nothing): ``prepare_data`` could run only if ``never_set`` were set, and
+    ``final_step`` waits for it under ``dependency``."""
+
+    async def start(context: Context) -> StateResult:
+        if context.get_state("never_set"):
+            return "prepare_data"  # the only way prepare_data would run: it never does
+        return None
+
+    async def prepare_data(context: Context) -> StateResult:
+        return None
+
+    async def final_step(context: Context) -> StateResult:
+        return None
+
+    agent = Agent(name, clock=clock)
+    agent.add_state("start", start)
+    agent.add_state("prepare_data", prepare_data)
+    agent.add_state("final_step", final_step, dependencies={"prepare_data": dependency})
     return agent
 
 
@@ -179,21 +202,7 @@ async def test_a_dependency_timeout_fires_with_nothing_else_running() -> None:
     fails with DependencyTimeoutError, not "completed" with the waiting state cancelled."""
     clock = ManualClock()
 
-    async def start(context: Context) -> StateResult:
-        if context.get_state("never_set"):
-            return "prepare_data"
-        return None
-
-    async def prepare_data(context: Context) -> StateResult:
-        return None
-
-    async def final_step(context: Context) -> StateResult:
-        return None
-
-    agent = Agent("timeouts", clock=clock)
-    agent.add_state("start", start)
-    agent.add_state("prepare_data", prepare_data)
-    agent.add_state("final_step", final_step, dependencies={"prepare_data": DependencyConfig(timeout=60)})
+    agent = never_prepared("timeouts", DependencyConfig(timeout=60), clock=clock)
     handle = agent.start()
     await clock.wait_for_sleepers(1)
     await clock.advance(60)
@@ -210,21 +219,7 @@ async def test_a_waiting_state_that_can_never_run_fails_the_run_with_a_typed_err
     """``"prepare_data": DependencyType.REQUIRED  # Must complete first``: when nothing left can
     run prepare_data, final_step can never start, and the run says so instead of "completed"."""
 
-    async def start(context: Context) -> StateResult:
-        if context.get_state("never_set"):
-            return "prepare_data"
-        return None
-
-    async def prepare_data(context: Context) -> StateResult:
-        return None
-
-    async def final_step(context: Context) -> StateResult:
-        return None
-
-    agent = Agent("never")
-    agent.add_state("start", start)
-    agent.add_state("prepare_data", prepare_data)
-    agent.add_state("final_step", final_step, dependencies={"prepare_data": DependencyType.REQUIRED})
+    agent = never_prepared("never", DependencyType.REQUIRED, clock=None)
     with pytest.raises(DependencyNotSatisfiedError) as info:
         await agent.run()
     assert (info.value.state, info.value.dependency) == ("final_step", "prepare_data")
@@ -277,21 +272,7 @@ async def test_time_spent_paused_does_not_count_against_a_dependency_timeout() -
     its 30 s left; the timeout fires only when they have passed while running."""
     clock = ManualClock()
 
-    async def start(context: Context) -> StateResult:
-        if context.get_state("never_set"):
-            return "prepare_data"  # the only way prepare_data would run: it never does
-        return None
-
-    async def prepare_data(context: Context) -> StateResult:
-        return None
-
-    async def final_step(context: Context) -> StateResult:
-        return None
-
-    agent = Agent("paused_timeout", clock=clock)
-    agent.add_state("start", start)
-    agent.add_state("prepare_data", prepare_data)
-    agent.add_state("final_step", final_step, dependencies={"prepare_data": DependencyConfig(timeout=60)})
+    agent = never_prepared("paused_timeout", DependencyConfig(timeout=60), clock=clock)
     handle = agent.start()
     await clock.wait_for_sleepers(1)
     await clock.advance(30)
