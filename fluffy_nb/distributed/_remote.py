@@ -29,6 +29,7 @@ from typing import Any
 import cloudpickle
 
 from ..engine._context import Context
+from ..engine._delta import RoutedDict
 from ..engine._errors import FluffyError
 from ._data import digest
 from ._errors import SharedValueMutatedError
@@ -45,7 +46,7 @@ class RemoteHumanInputError(FluffyError, RuntimeError):
     """A state running on a Dask worker asked a person (only the orchestrator can)."""
 
 
-class _TrackingDict(dict):  # type: ignore[type-arg]
+class _TrackingDict(RoutedDict):
     """A dict that remembers keys written or removed through it, and which shared values were read."""
 
     def __init__(self, data: dict[str, Any], shared: dict[str, str]) -> None:
@@ -109,19 +110,6 @@ class _TrackingDict(dict):  # type: ignore[type-arg]
             self.removed.add(key)
             self.written.discard(key)
         return super().pop(key) if default is _MISSING else super().pop(key, default)
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
-
-    def clear(self) -> None:
-        for key in list(self):
-            del self[key]
 
     def changes(self, state: str, before: dict[str, bytes]) -> tuple[dict[str, Any], list[str]]:
         """(writes, deletes): explicit writes, plus small values whose fingerprint changed.

@@ -47,7 +47,40 @@ _PENDING = StateStatus.PENDING
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-class TrackedDict(dict):  # type: ignore[type-arg]
+class RoutedDict(dict):  # type: ignore[type-arg]
+    """A dict whose every write goes through ``__setitem__`` and every removal through
+    ``__delitem__``: a subclass that notes keys overrides those two (and ``pop``, which returns
+    the value) and ``setdefault``, ``update``, ``popitem`` and ``clear`` note through them."""
+
+    __slots__ = ()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """``dict.setdefault``, through ``__setitem__``."""
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """``dict.update``, through ``__setitem__``."""
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def popitem(self) -> tuple[str, Any]:
+        """``dict.popitem`` (the last key), through ``__delitem__``."""
+        if not self:
+            raise KeyError("popitem(): dictionary is empty")
+        key = next(reversed(self))
+        value = dict.__getitem__(self, key)
+        del self[key]
+        return key, value
+
+    def clear(self) -> None:
+        """``dict.clear``, through ``__delitem__``."""
+        for key in list(self):
+            del self[key]
+
+
+class TrackedDict(RoutedDict):
     """A run's context: a dict that notes the keys set and removed since the last checkpoint.
 
     Keys holding anything but a scalar are kept in ``mutable``: such a value may change in
@@ -85,29 +118,6 @@ class TrackedDict(dict):  # type: ignore[type-arg]
         if key in self:
             self._gone(key)
         return dict.pop(self, key, *default)
-
-    def popitem(self) -> tuple[str, Any]:
-        """``dict.popitem``, noting the key removed."""
-        key, value = dict.popitem(self)
-        self._gone(key)
-        return key, value
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        """``dict.setdefault``, noting the key set."""
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        """``dict.update``, noting the keys set."""
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
-
-    def clear(self) -> None:
-        """``dict.clear``, noting every key removed."""
-        for key in list(self):
-            self._gone(key)
-        dict.clear(self)
 
     def copy(self) -> dict[str, Any]:
         """A plain dict copy."""
