@@ -21,8 +21,10 @@ import asyncio
 import gc
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
+
+from bench_engine import measure_loop_only as timed
 
 from fluffy_nb import Agent
 
@@ -63,21 +65,6 @@ async def raw_tasks(n: int) -> None:
     loop = asyncio.get_running_loop()
     results = await asyncio.gather(*[loop.create_task(work(i)) for i in range(n)])
     assert len(results) == n
-
-
-def timed(make: Callable[[], Awaitable[None]], repeat: int) -> list[float]:
-    """Seconds per run, timed inside a running loop (``asyncio.run`` start-up excluded)."""
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-
-        async def go() -> float:
-            t0 = time.perf_counter()
-            await make()
-            return time.perf_counter() - t0
-
-        times.append(asyncio.run(go()))
-    return times
 
 
 def timed_agent(build: Callable[[], Agent], repeat: int) -> list[float]:
