@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -47,6 +48,20 @@ def mapping_agent(name: str, items: list[Any], score: Any, **options: Any) -> Ag
     agent.add_state("score", score, **score_options)
     agent.add_state("merge", merge)
     return agent
+
+
+async def checkpoint_mid_map(agent: Agent, done: Callable[[], bool], what: str) -> Checkpoint:
+    """Run ``agent`` until ``done()`` and two of its ``score`` branches are blocked, checkpoint the
+    run there, and stop it (as a kill would)."""
+    task = asyncio.create_task(agent.run())
+    await until(done, what)
+    run = agent.latest_run
+    assert run is not None
+    await until(lambda: run.snapshot().maps["score"].running == 2, "two branches blocked")
+    cp = run.create_checkpoint()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return cp
 
 
 async def test_ten_thousand_payloads_run_at_most_50_at_once_and_the_join_gets_every_result_in_order() -> None:
@@ -226,15 +241,7 @@ async def test_a_checkpoint_taken_mid_map_restores_and_runs_only_the_unfinished_
 
         return mapping_agent("resumable", list(range(10)), score, max_concurrent=2, store=MemoryStore())
 
-    first = agent_for(blocking=True)
-    task = asyncio.create_task(first.run())
-    await until(lambda: len(ran) == 4, "four payloads done")
-    run = first.latest_run
-    assert run is not None
-    await until(lambda: run.snapshot().maps["score"].running == 2, "two branches blocked")
-    cp = run.create_checkpoint()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    cp = await checkpoint_mid_map(agent_for(blocking=True), lambda: len(ran) == 4, "four payloads done")
     assert cp.pending == ["score"]  # one entry for the map (the run goes on); its branches are in the record
     (record,) = cp.maps
     assert sorted(record.results, key=int) == ["0", "1", "2", "3"]
@@ -588,15 +595,7 @@ async def test_map_payloads_and_results_round_trip_as_tagged_values_like_context
 
         return mapping_agent("tagged", days, score, max_concurrent=2, store=MemoryStore())
 
-    first = agent_for(blocking=True)
-    task = asyncio.create_task(first.run())
-    await until(lambda: len(done) == 2, "two payloads done")
-    run = first.latest_run
-    assert run is not None
-    await until(lambda: run.snapshot().maps["score"].running == 2, "two branches blocked")
-    cp = run.create_checkpoint()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    cp = await checkpoint_mid_map(agent_for(blocking=True), lambda: len(done) == 2, "two payloads done")
 
     done.clear()
     second = agent_for(blocking=False)
