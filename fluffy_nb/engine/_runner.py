@@ -114,7 +114,7 @@ class Scheduler:
         self._gate_waits: dict[int, tuple[Execution, Any, Any, float]] = {}  # waiting at a pool or gate
         self._retry_waits: dict[int, tuple[Execution, float]] = {}  # waiting out a retry delay
         self._in_gates = _InGates()
-        self._plain: dict[str, tuple[StateSpec, bool]] = {}  # state -> (its spec, whether plain_state(spec))
+        self._plain = run.agent.plain_states  # state -> (its spec, whether plain_state(spec))
         states = run.agent.states
         # the pending dict's own __contains__: the joins ask it on every transition
         self.joins = Joins(run.agent.graph, self.start, self.pending.__contains__,
@@ -244,7 +244,10 @@ class Scheduler:
                 except BaseException as exc:  # retries, a cancel, a failure: the general path, below
                     error = exc
                 if error is None:
-                    outcome: tuple[str, Any] = ("ok", (result, monotonic() - t0))
+                    duration = monotonic() - t0
+                    if self._hop(ex, meta, result, duration):
+                        continue  # ex is now the next state of this chain
+                    outcome: tuple[str, Any] = ("ok", (result, duration))
                 else:  # outside the handler, so a later attempt's error is not chained to this one
                     outcome = await self._after_first(ex, spec, meta, error, t0)
                 running.pop(ex.id, None)
@@ -262,6 +265,44 @@ class Scheduler:
             if ex is not None and (ex.cancel_reason is not None or run.failure is not None):
                 self._drop_unstarted(ex)
                 ex = None
+
+    def _hop(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> bool:
+        """A chain's step, when nothing but the chain can see it: the plain state ``ex`` returned
+        the name of one plain state that its lone branch may start now, with no subscriber, pause,
+        queue, dependency, person's answer or durable store to tell. Record the completion and
+        turn ``ex`` into the next state's execution (its token moved there), as ``_complete`` ->
+        ``Joins.finished`` -> ``start`` would, without their checks and allocations. False (and
+        nothing done) whenever any of that could matter: the general path then runs."""
+        if result.__class__ is not str or self.paused or self.queue or ex.cancel_reason is not None:
+            return False
+        run, agent = self.run, self.agent
+        target = agent.states.get(result)
+        if (target is None or run.failure is not None or run.events.active or agent.has_dependents
+                or run.human_answers or run.steps + 1 >= agent.max_steps or (run.durable and run.store is not None)):
+            return False
+        known = self._plain.get(result)
+        if known is None or known[0] is not target:
+            known = self._plain[result] = (target, plain_state(target))
+        if not known[1] or agent.gates_of(result):
+            return False
+        token = ex.token
+        group = token.group
+        name = ex.state
+        if (group.parent is not None or group.joins or len(group.members) != 1 or result in self.pending
+                or result not in agent.graph.edges.get(name, ()) or ex.task is None or ex.task.cancelling()):
+            return False
+        run.record_completion(name, meta, duration)
+        active = group.active
+        left = active[name] - 1
+        if left:
+            active[name] = left
+        else:
+            del active[name]
+        active[result] = active.get(result, 0) + 1
+        token.state = ex.state = result
+        ex.attempt = 0
+        ex.error = None
+        return True
 
     async def _after_first(self, ex: Execution, spec: StateSpec, meta: StateMetadata, exc: BaseException,
                            t0: float) -> tuple[str, Any]:

@@ -41,17 +41,27 @@ def start_states(agent: Agent, start: str | list[str] | None) -> list[str]:
                     "pass the name of a state added with add_state"
                 )
         return names
+    from ._registration import definition_key
+
+    key = definition_key(agent)
+    cached = agent.definition_cache.get("starts")
+    if cached is not None and cached[0] == key:
+        return list(cached[1])  # found before for this definition, without a warning to repeat
     targets = {dst for src, dst, _ in agent.graph.edge_list() if src != dst}
     candidates = [n for n, s in states.items() if not s.dependencies and n not in targets]
-    candidates = _drop_pattern_targets(agent, candidates)
+    candidates, warned = _drop_pattern_targets(agent, candidates)
     if len(candidates) > 1:
-        _warn_opaque(agent, candidates)
+        warned = _warn_opaque(agent, candidates) or warned
     if not candidates and states:
         candidates = [next(iter(states))]
+    if not warned:  # a warning is said at every run, so what needs one is found again
+        agent.definition_cache["starts"] = (key, list(candidates))
     return candidates
 
 
-def _drop_pattern_targets(agent: Agent, candidates: list[str]) -> list[str]:
+def _drop_pattern_targets(agent: Agent, candidates: list[str]) -> tuple[list[str], bool]:
+    """``candidates`` without the numbered targets of run-time names; whether it warned."""
+    warned = False
     keep = list(candidates)
     for owner, strings in agent.code_names.items():
         if agent.states[owner].next_hint:
@@ -76,14 +86,15 @@ def _drop_pattern_targets(agent: Agent, candidates: list[str]) -> list[str]:
                     "independent, pass run(start=[...]) to say so",
                     FluffyWarning, stacklevel=4,
                 )
-    return keep
+                warned = True
+    return keep, warned
 
 
-def _warn_opaque(agent: Agent, candidates: list[str]) -> None:
+def _warn_opaque(agent: Agent, candidates: list[str]) -> bool:
     routers = [n for n, strings in agent.code_names.items()
                if OPAQUE in strings and not agent.states[n].next_hint and n in agent.states]
     if not routers:
-        return
+        return False
     warnings.warn(
         f"agent {agent.name!r}: state(s) {routers} return names that cannot be read from their code, so "
         f"the run cannot tell which of {candidates} are start states; all of them start. Declare where "
@@ -91,3 +102,4 @@ def _warn_opaque(agent: Agent, candidates: list[str]) -> None:
         "run(start=[...])",
         FluffyWarning, stacklevel=4,
     )
+    return True
