@@ -1,0 +1,166 @@
+"""A chain with nobody watching steps in place (``Scheduler._hop``): one task, no trip through
+the event loop between states. What a user sees must be the same as when the general path
+runs each step (a subscriber forces it): statuses, counts, order, and every control: cancel,
+pause between states, max_steps, retries, failures, a state added or re-added between runs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fluffy_nb import Agent, AgentStatus, RetryPolicy, StateStatus
+from fluffy_nb.engine._errors import MaxStepsExceededError, StateFailedError
+
+
+def chain(n: int, seen: list[tuple[str, asyncio.Task | None]] | None = None, name: str = "chain") -> Agent:
+    agent = Agent(name, max_steps=n + 10)
+    for i in range(n):
+        nxt = f"s{i + 1}" if i + 1 < n else None
+
+        async def step(ctx, nxt=nxt):
+            if seen is not None:
+                seen.append((ctx.state_name, asyncio.current_task()))
+            ctx.set_state(ctx.state_name, ctx.attempt)
+            return nxt
+
+        agent.add_state(f"s{i}", step)
+    return agent
+
+
+def facts(result, run) -> dict:
+    meta = {n: (m.status, m.attempts, m.runs, m.retries, m.failures, len(m.durations))
+            for n, m in run.metadata.items()}
+    return {"status": result.status, "completed": list(result.completed_states), "data": dict(result.shared_state),
+            "steps": run.steps, "counts": dict(run.completion_counts), "meta": meta}
+
+
+async def test_a_chain_runs_in_one_task_and_reads_the_same_as_the_watched_path():
+    seen: list = []
+    agent = chain(50, seen)
+    quiet = await agent.run()
+    quiet_facts = facts(quiet, agent.latest_run)
+    assert len({id(task) for _, task in seen}) == 1  # every state awaited in the branch's task
+    assert [n for n, _ in seen] == [f"s{i}" for i in range(50)]
+    events: list = []
+    unsubscribe = agent.events.subscribe(events.append)  # a subscriber: each step goes the general way
+    try:
+        watched = await agent.run()
+    finally:
+        unsubscribe()
+    assert facts(watched, agent.latest_run) == quiet_facts
+    assert quiet_facts["meta"]["s49"][:3] == (StateStatus.COMPLETED, 1, 1)
+    assert sum(1 for e in events if type(e).__name__ == "StateFinished") == 50
+
+
+def gated_chain(name: str, gate: asyncio.Event, entered: asyncio.Event, **agent_kwargs) -> Agent:
+    """first -> slow (waits for ``gate``) -> after -> last, with nobody subscribed."""
+
+    async def first(ctx):
+        return "slow"
+
+    async def slow(ctx):
+        entered.set()
+        await gate.wait()
+        return "after"
+
+    async def after(ctx):
+        ctx.set_state("after_ran", True)
+        return "last"
+
+    async def last(ctx):
+        return None
+
+    agent = Agent(name, **agent_kwargs)
+    for fn in (first, slow, after, last):
+        agent.add_state(fn.__name__, fn)
+    return agent
+
+
+async def test_cancelling_the_running_state_of_a_quiet_chain_ends_its_branch():
+    entered, gate = asyncio.Event(), asyncio.Event()
+    agent = gated_chain("cancel_in_chain", gate, entered)
+    run = asyncio.create_task(agent.run())
+    await asyncio.wait_for(entered.wait(), 5)
+    assert agent.cancel_state("slow") is True
+    result = await asyncio.wait_for(run, 5)
+    assert agent.state_metadata["slow"].status is StateStatus.CANCELLED
+    assert result.completed_states == ["first"]
+    assert "after_ran" not in result.shared_state
+
+
+async def test_pause_of_a_quiet_chain_starts_nothing_until_resumed():
+    entered, gate = asyncio.Event(), asyncio.Event()
+    agent = gated_chain("pause_in_chain", gate, entered)
+    run = asyncio.create_task(agent.run())
+    await asyncio.wait_for(entered.wait(), 5)
+    pausing = asyncio.create_task(agent.pause())
+    await asyncio.sleep(0)
+    gate.set()  # slow ends while the pause is asked: its next state must wait
+    checkpoint = await asyncio.wait_for(pausing, 5)
+    assert checkpoint.pending == ["after"]
+    assert agent.status is AgentStatus.PAUSED
+    assert agent.state_metadata["after"].status is StateStatus.READY
+    assert "after_ran" not in agent.latest_run.shared
+    await agent.resume()
+    result = await asyncio.wait_for(run, 5)
+    assert result.completed_states == ["first", "slow", "after", "last"]
+
+
+async def test_max_steps_stops_a_quiet_loop_as_it_stops_a_watched_one():
+    async def spin(ctx):
+        ctx.set_state("n", ctx.get_state("n", 0) + 1)
+        return "spin"
+
+    agent = Agent("spinner", max_steps=25)
+    agent.add_state("spin", spin)
+    with pytest.raises(MaxStepsExceededError, match="max_steps"):
+        await agent.run()
+    quiet_n = agent.latest_run.shared["n"]
+    events: list = []
+    agent.events.subscribe(events.append)
+    with pytest.raises(MaxStepsExceededError):
+        await agent.run()
+    assert quiet_n == agent.latest_run.shared["n"] == 25
+
+
+async def test_a_retry_and_a_failure_inside_a_quiet_chain_behave_as_always():
+    calls: list[str] = []
+
+    async def a(ctx):
+        return "flaky"
+
+    async def flaky(ctx):
+        calls.append(f"flaky{ctx.attempt}")
+        if ctx.attempt == 1:
+            raise RuntimeError("first try fails")
+        return "broken"
+
+    async def broken(ctx):
+        raise ValueError("for good")
+
+    agent = Agent("retry_in_chain")
+    agent.add_state("a", a)
+    agent.add_state("flaky", flaky, retry_policy=RetryPolicy(max_retries=1, initial_delay=0, jitter=False))
+    agent.add_state("broken", broken)
+    with pytest.raises(StateFailedError, match="broken"):
+        await agent.run()
+    meta = agent.state_metadata
+    assert calls == ["flaky1", "flaky2"]
+    assert (meta["flaky"].status, meta["flaky"].attempts, meta["flaky"].retries) == (StateStatus.COMPLETED, 2, 1)
+    assert meta["broken"].status is StateStatus.FAILED
+
+
+async def test_a_state_re_added_between_runs_runs_its_new_body():
+    agent = chain(3)
+    await agent.run()
+
+    async def replaced(ctx):
+        ctx.set_state("new_body", True)
+        return "s2"
+
+    agent.remove_state("s1")
+    agent.add_state("s1", replaced)
+    result = await agent.run()
+    assert result.shared_state["new_body"] is True
+    assert result.completed_states == ["s0", "s1", "s2"]
