@@ -253,6 +253,11 @@ class Agent:
         """The gates ``state`` passes before it runs (rate limits first), in order."""
         return self._gates.get(state) or []
 
+    @property
+    def gate_map(self) -> dict[str, list[Any]]:
+        """Every state's gates, by state (read it; add gates with :meth:`add_gate`)."""
+        return self._gates
+
     def gate_list(self, state: str) -> list[Any]:
         """The (mutable) list of ``state``'s gates, made on first use (the caller may add to it)."""
         self.definition_version += 1

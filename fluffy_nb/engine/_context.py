@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from ._run import Run
 
 T = TypeVar("T")
-_READ_ONLY = frozenset({"agent", "run", "shared_state", "typed_data", "last_error", "payload", "payload_index"})
+_READ_ONLY = frozenset({"agent", "run", "shared_state", "typed_data", "last_error", "payload", "payload_index",
+                        "state_name", "attempt", "run_id"})
 _MISSING: Any = object()
 
 
@@ -31,7 +32,10 @@ class Context:
         ...     return "next"
     """
 
-    __slots__ = ("_agent", "_error", "_run", "_shared", "_typed", "attempt", "run_id", "state_name")
+    # who runs (agent, state name, attempt, run id, routed error) is one tuple in one slot: every
+    # slot is set through its descriptor (the class has its own __setattr__), about 0.2 µs each,
+    # and a context is made for every state a run executes
+    __slots__ = ("_ident", "_run", "_shared", "_typed")
 
     def __init__(
         self,
@@ -50,11 +54,25 @@ class Context:
         _set_shared(self, {} if shared is None else shared)
         _set_typed(self, {} if typed is None else typed)
         _set_run(self, run)
-        _set_agent(self, run.agent if run is not None else agent)
-        _set_state_name(self, state_name)
-        _set_attempt(self, attempt)
-        _set_run_id(self, run.run_id if run is not None else run_id)
-        _set_error(self, error)
+        if run is not None:
+            _set_ident(self, (run.agent, state_name, attempt, run.run_id, error))
+        else:
+            _set_ident(self, (agent, state_name, attempt, run_id, error))
+
+    @property
+    def state_name(self) -> str:
+        """The name of the state this context was given to ("" outside a state)."""
+        return self._ident[1]  # type: ignore[no-any-return]
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt of the state this is (1 for the first)."""
+        return self._ident[2]  # type: ignore[no-any-return]
+
+    @property
+    def run_id(self) -> str:
+        """The id of the run this state belongs to ("" outside a run)."""
+        return self._ident[3]  # type: ignore[no-any-return]
 
     # -- plain state -------------------------------------------------------------------
     def set_state(self, key: str, value: Any) -> None:
@@ -207,12 +225,12 @@ class Context:
             choices: Allowed answers, shown as buttons.
             schema: A pydantic model; the answer is an instance of it.
         """
-        if self._agent is None:
+        if self.agent is None:
             raise HumanInputError(
                 f"human_in_the_loop({prompt!r}) needs the context a state receives while its agent runs; "
                 "this context belongs to no run (a RunResult's or one made by hand)"
             )
-        human = self._agent.human if self._run is None else self._run.human  # a child run asks its root's
+        human = self._ident[0].human if self._run is None else self._run.human  # a child run asks its root's
         return await human.ask(
             self,
             prompt,
@@ -253,12 +271,12 @@ class Context:
     @property
     def agent(self) -> Agent | None:
         """The agent running this state."""
-        return self._agent
+        return self._ident[0]  # type: ignore[no-any-return]
 
     @property
     def last_error(self) -> BaseException | None:
         """The failure that sent this branch here through ``on_error``/``on_timeout`` (else None)."""
-        return self._error
+        return self._ident[4]  # type: ignore[no-any-return]
 
     @property
     def run(self) -> Run | None:
@@ -285,8 +303,4 @@ class Context:
 _set_shared = Context._shared.__set__  # type: ignore[attr-defined]
 _set_typed = Context._typed.__set__  # type: ignore[attr-defined]
 _set_run = Context._run.__set__  # type: ignore[attr-defined]
-_set_agent = Context._agent.__set__  # type: ignore[attr-defined]
-_set_state_name = Context.state_name.__set__  # type: ignore[attr-defined]
-_set_attempt = Context.attempt.__set__  # type: ignore[attr-defined]
-_set_run_id = Context.run_id.__set__  # type: ignore[attr-defined]
-_set_error = Context._error.__set__  # type: ignore[attr-defined]
+_set_ident = Context._ident.__set__  # type: ignore[attr-defined]

@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from ._map import PayloadMap
 
 _TRIGGERS = {"completed": "completion", "failed": "failure", "cancelled": "cancel"}
-_COMPLETED = StateStatus.COMPLETED  # read once: a per-transition enum lookup costs
 
 
 class Run:
@@ -193,12 +192,7 @@ class Run:
 
     def record_completion(self, name: str, meta: StateMetadata, duration: float) -> None:
         """``name`` completed in ``duration`` seconds: statuses, counts and timings."""
-        meta.status = _COMPLETED
-        meta.runs += 1
-        meta.last_duration = duration
-        meta.finished_at = self.clock.time()
-        if len(meta.durations) < 10_000:
-            meta.durations.append(duration)
+        meta.complete(duration, self.clock.time())
         if name not in self.completed_set:
             self.completed_set.add(name)
             self.completed_states.append(name)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 _ids = itertools.count(1)
 # read once: an enum member looked up on its class is a Python-level lookup in 3.11
-_READY, _RUNNING = StateStatus.READY, StateStatus.RUNNING
+_READY = StateStatus.READY
 
 
 class Execution:
@@ -115,6 +115,7 @@ class Scheduler:
         self._retry_waits: dict[int, tuple[Execution, float]] = {}  # waiting out a retry delay
         self._in_gates = _InGates()
         self._plain = run.agent.plain_states  # state -> (its spec, whether plain_state(spec))
+        self._gated = run.agent.gate_map  # state -> its gates (the agent's own dict, kept up to date)
         states = run.agent.states
         # the pending dict's own __contains__: the joins ask it on every transition
         self.joins = Joins(run.agent.graph, self.start, self.pending.__contains__,
@@ -218,23 +219,21 @@ class Scheduler:
         agent = self.agent
         states, metadata, pending, running = agent.states, run.metadata, self.pending, self.running
         clock, bus = run.clock, run.events
-        monotonic = clock.monotonic
-        plain = self._plain
+        monotonic, wall = clock.monotonic, clock.time
+        plain, gated = self._plain, self._gated
         while ex is not None:
             name = ex.state
             spec = states[name]
             known = plain.get(name)
             if known is None or known[0] is not spec:  # first use, or the state was re-added
                 known = plain[name] = (spec, plain_state(spec))
-            if known[1] and ex.branch is None and not agent.gates_of(name):
+            if known[1] and ex.branch is None and not gated.get(name):
                 meta = metadata.get(name) or run.meta(name)
                 if pending.get(name) is ex:
                     del pending[name]
                 ex.attempt += 1
-                meta.attempts += 1
-                meta.status = _RUNNING
                 t0 = monotonic()
-                meta.started_at = clock.time()
+                meta.begin_attempt(wall())
                 if bus.active:
                     bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
                 error: BaseException | None = None
@@ -283,7 +282,7 @@ class Scheduler:
         known = self._plain.get(result)
         if known is None or known[0] is not target:
             known = self._plain[result] = (target, plain_state(target))
-        if not known[1] or agent.gates_of(result):
+        if not known[1] or self._gated.get(result):
             return False
         token = ex.token
         group = token.group
@@ -428,10 +427,8 @@ class Scheduler:
         plain = ex.branch is None
         while True:
             ex.attempt += 1
-            meta.attempts += 1
-            meta.status = _RUNNING
             t0 = clock.monotonic()
-            meta.started_at = clock.time()
+            meta.begin_attempt(clock.time())
             if bus.active:
                 bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
             if plain:

@@ -138,7 +138,7 @@ class _Status:
 
 _FIELDS = ("name", "status", "attempts", "runs", "retries", "failures", "last_error", "started_at",
            "finished_at", "last_duration", "durations")
-_PENDING = StateStatus.PENDING
+_PENDING, _RUNNING, _COMPLETED = StateStatus.PENDING, StateStatus.RUNNING, StateStatus.COMPLETED
 
 
 class StateMetadata:
@@ -184,6 +184,29 @@ class StateMetadata:
         return all(getattr(self, f) == getattr(other, f) for f in _FIELDS)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass
+
+    def begin_attempt(self, now: float) -> None:
+        """An attempt starts (wall time ``now``): counted, RUNNING. One call where the scheduler
+        made four writes, the status's through its descriptor, on every transition."""
+        self.attempts += 1
+        self._status = _RUNNING
+        changed = self.changed
+        if changed is not None:
+            changed.add(self.name)
+        self.started_at = now
+
+    def complete(self, duration: float, now: float) -> None:
+        """The state completed in ``duration`` seconds, at wall time ``now``: COMPLETED, counted, timed."""
+        self._status = _COMPLETED
+        changed = self.changed
+        if changed is not None:
+            changed.add(self.name)
+        self.runs += 1
+        self.last_duration = duration
+        self.finished_at = now
+        durations = self.durations
+        if len(durations) < 10_000:
+            durations.append(duration)
 
     def reset(self) -> None:
         """Back to a fresh PENDING state for a new run."""
