@@ -129,9 +129,6 @@ class Agent:
         self.human = HumanLoop(self)
         self.registry = RunRegistry(self)
         self.has_dependents = False  # whether any state declares dependencies (completions then get timestamps)
-        #: state -> (its spec, whether it runs inline: ``_attempt.plain``), kept across runs; a
-        #: re-added state has a new spec, so the scheduler recomputes it
-        self.plain_states: dict[str, tuple[StateSpec, bool]] = {}
         #: bumped whenever states or gates change: what ``run()`` checked of the definition (and
         #: found as start states) is reused while it and the graph stay the same
         self.definition_version = 0

@@ -90,9 +90,7 @@ async def check_executors(agent: Agent) -> None:
     key = definition_key(agent)
     cached = agent.definition_cache.get("executors")
     if cached is None or cached[0] != key:  # the states that may have an executor, once per definition
-        cached = agent.definition_cache["executors"] = (key, [
-            spec for spec in agent.states.values() if spec.options.get("executor") is not None
-            or spec.options.get("remote")])
+        cached = agent.definition_cache["executors"] = (key, [spec for spec in agent.states.values() if spec.offloaded])
     for spec in cached[1]:
         executor = state_executor(agent, spec)
         check = getattr(executor, "check_state", None)

@@ -195,3 +195,8 @@ class StateSpec:
     max_retries: int | None = None
     next_hint: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    #: set by ``add_state``, read on every run: whether it runs inline (``_attempt.plain``), the
+    #: states its failures route to, and whether an executor (``executor=``/``remote=``) runs it
+    inline: bool = field(default=False, repr=False, compare=False)
+    routes: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    offloaded: bool = field(default=False, repr=False, compare=False)

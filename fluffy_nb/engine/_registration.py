@@ -168,6 +168,11 @@ def build_spec(agent: Agent, name: Any, func: Callable[..., Any] | None, options
     )
     if executor is not None:
         spec.options["executor"] = executor
+    from ._attempt import plain
+
+    spec.inline = plain(spec)
+    spec.routes = tuple(_route_targets(spec))
+    spec.offloaded = executor is not None or bool(spec.options.get("remote"))
     return spec
 
 
@@ -235,7 +240,7 @@ def _check_structure(agent: Agent, gates: dict[str, list[Any]]) -> None:
             f"that name (known: {', '.join(sorted(states)[:12])}); fix the name or add the state"
         )
     for name, spec in states.items():
-        for target in _route_targets(spec):
+        for target in spec.routes:
             if target not in states:
                 raise StateNotFoundError(
                     f"state {name!r} routes failures to {target!r} (on_error/on_timeout), which is not a state of "

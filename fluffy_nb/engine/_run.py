@@ -67,8 +67,8 @@ class Run:
         self.shared: dict[str, Any] = TrackedDict(initial or {})
         self.typed: dict[str, Any] = {}
         self.changed_states: set[str] = set()  # states whose status changed since the last checkpoint
-        changed = self.changed_states
-        self.metadata: dict[str, StateMetadata] = {n: StateMetadata(n, changed=changed) for n in agent.states}
+        changed, fresh = self.changed_states, StateMetadata.fresh
+        self.metadata: dict[str, StateMetadata] = {n: fresh(n, changed) for n in agent.states}
         self.completed_states: list[str] = []
         self.completed_set: set[str] = set()
         self.completion_counts: Counter[str] = Counter()
@@ -97,7 +97,7 @@ class Run:
         """The metadata of ``state`` in this run (states added while it runs get theirs here)."""
         meta = self.metadata.get(state)
         if meta is None:
-            meta = self.metadata[state] = StateMetadata(state, changed=self.changed_states)
+            meta = self.metadata[state] = StateMetadata.fresh(state, self.changed_states)
         return meta
 
     # -- executing ---------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 from ._attempt import call_body, cancel_requested, error_route, self_cancelled
-from ._attempt import plain as plain_state
 from ._context import Context
 from ._errors import (
     ConfigurationError,
@@ -114,7 +113,6 @@ class Scheduler:
         self._gate_waits: dict[int, tuple[Execution, Any, Any, float]] = {}  # waiting at a pool or gate
         self._retry_waits: dict[int, tuple[Execution, float]] = {}  # waiting out a retry delay
         self._in_gates = _InGates()
-        self._plain = run.agent.plain_states  # state -> (its spec, whether plain_state(spec))
         self._gated = run.agent.gate_map  # state -> its gates (the agent's own dict, kept up to date)
         states = run.agent.states
         # the pending dict's own __contains__: the joins ask it on every transition
@@ -220,14 +218,11 @@ class Scheduler:
         states, metadata, pending, running = agent.states, run.metadata, self.pending, self.running
         clock, bus = run.clock, run.events
         monotonic, wall = clock.monotonic, clock.time
-        plain, gated = self._plain, self._gated
+        gated = self._gated
         while ex is not None:
             name = ex.state
             spec = states[name]
-            known = plain.get(name)
-            if known is None or known[0] is not spec:  # first use, or the state was re-added
-                known = plain[name] = (spec, plain_state(spec))
-            if known[1] and ex.branch is None and not gated.get(name):
+            if spec.inline and ex.branch is None and not gated.get(name):
                 meta = metadata.get(name) or run.meta(name)
                 if pending.get(name) is ex:
                     del pending[name]
@@ -279,10 +274,7 @@ class Scheduler:
         if (target is None or run.failure is not None or run.events.active or agent.has_dependents
                 or run.human_answers or run.steps + 1 >= agent.max_steps or (run.durable and run.store is not None)):
             return False
-        known = self._plain.get(result)
-        if known is None or known[0] is not target:
-            known = self._plain[result] = (target, plain_state(target))
-        if not known[1] or self._gated.get(result):
+        if not target.inline or self._gated.get(result):
             return False
         token = ex.token
         group = token.group

@@ -22,7 +22,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from ._errors import FluffyWarning, StateNotFoundError
-from ._reader import OPAQUE, PLACEHOLDER, is_pattern
+from ._reader import OPAQUE, PLACEHOLDER
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -47,8 +47,9 @@ def start_states(agent: Agent, start: str | list[str] | None) -> list[str]:
     cached = agent.definition_cache.get("starts")
     if cached is not None and cached[0] == key:
         return list(cached[1])  # found before for this definition, without a warning to repeat
-    targets = {dst for src, dst, _ in agent.graph.edge_list() if src != dst}
-    candidates = [n for n, s in states.items() if not s.dependencies and n not in targets]
+    into = agent.graph.redges  # state -> the states with an edge to it
+    candidates = [n for n, s in states.items()  # no dependency, and no edge from another state
+                  if not s.dependencies and not ((srcs := into.get(n)) and (len(srcs) > 1 or n not in srcs))]
     candidates, warned = _drop_pattern_targets(agent, candidates)
     if len(candidates) > 1:
         warned = _warn_opaque(agent, candidates) or warned
@@ -64,10 +65,10 @@ def _drop_pattern_targets(agent: Agent, candidates: list[str]) -> tuple[list[str
     warned = False
     keep = list(candidates)
     for owner, strings in agent.code_names.items():
-        if agent.states[owner].next_hint:
-            continue  # its author listed where it goes
+        if not strings or agent.states[owner].next_hint:
+            continue  # returns no name, or its author listed where it goes
         for pattern in strings:
-            if not is_pattern(pattern) or pattern == OPAQUE:
+            if PLACEHOLDER not in pattern or pattern == OPAQUE:  # is_pattern, without a call per name
                 continue
             regex = re.compile("(.+?)".join(re.escape(part) for part in pattern.split(PLACEHOLDER)) + r"\Z")
             numbered: list[str] = []

@@ -139,6 +139,7 @@ class _Status:
 _FIELDS = ("name", "status", "attempts", "runs", "retries", "failures", "last_error", "started_at",
            "finished_at", "last_duration", "durations")
 _PENDING, _RUNNING, _COMPLETED = StateStatus.PENDING, StateStatus.RUNNING, StateStatus.COMPLETED
+_new = object.__new__
 
 
 class StateMetadata:
@@ -184,6 +185,19 @@ class StateMetadata:
         return all(getattr(self, f) == getattr(other, f) for f in _FIELDS)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass
+
+    @classmethod
+    def fresh(cls, name: str, changed: set[str] | None) -> StateMetadata:
+        """A PENDING ``StateMetadata(name, changed=changed)``, made without ``__init__``'s argument
+        handling (0.5 µs instead of 0.9 here): a run makes one for every state of its agent."""
+        meta = _new(cls)
+        meta.name = name
+        meta._status = _PENDING
+        meta.attempts = meta.runs = meta.retries = meta.failures = 0
+        meta.last_error = meta.started_at = meta.finished_at = meta.last_duration = None
+        meta.durations = []
+        meta.changed = changed
+        return meta
 
     def begin_attempt(self, now: float) -> None:
         """An attempt starts (wall time ``now``): counted, RUNNING. One call where the scheduler
