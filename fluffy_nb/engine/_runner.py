@@ -212,7 +212,7 @@ class Scheduler:
         those are entered only for the states that need them, or once a first attempt failed.
         """
         ex: Execution | None = first
-        task = asyncio.current_task()
+        task = first.task  # this task: _launch made it for ``first`` (asyncio.current_task is Python-level in 3.11)
         run = self.run
         agent = self.agent
         states, metadata, pending, running = agent.states, run.metadata, self.pending, self.running
@@ -267,8 +267,11 @@ class Scheduler:
         turn ``ex`` into the next state's execution (its token moved there), as ``_complete`` ->
         ``Joins.finished`` -> ``start`` would, without their checks and allocations. False (and
         nothing done) whenever any of that could matter: the general path then runs."""
-        if result.__class__ is not str or self.paused or self.queue or ex.cancel_reason is not None:
-            return False
+        token = ex.token
+        group = token.group
+        if (result.__class__ is not str or group.parent is not None or group.joins or len(group.members) != 1
+                or self.paused or self.queue or ex.cancel_reason is not None):
+            return False  # (a branch of a fan-out leaves at the second test)
         run, agent = self.run, self.agent
         target = agent.states.get(result)
         if (target is None or run.failure is not None or run.events.active or agent.has_dependents
@@ -276,11 +279,9 @@ class Scheduler:
             return False
         if not target.inline or self._gated.get(result):
             return False
-        token = ex.token
-        group = token.group
         name = ex.state
-        if (group.parent is not None or group.joins or len(group.members) != 1 or result in self.pending
-                or result not in agent.graph.edges.get(name, ()) or ex.task is None or ex.task.cancelling()):
+        if (result in self.pending or result not in agent.graph.edges.get(name, ()) or ex.task is None
+                or ex.task.cancelling()):
             return False
         run.record_completion(name, meta, duration)
         active = group.active
