@@ -16,6 +16,7 @@ T = TypeVar("T")
 _READ_ONLY = frozenset({"agent", "run", "shared_state", "typed_data", "last_error", "payload", "payload_index",
                         "state_name", "attempt", "run_id"})
 _MISSING: Any = object()
+_new = object.__new__
 
 
 class Context:
@@ -58,6 +59,17 @@ class Context:
             _set_ident(self, (run.agent, state_name, attempt, run.run_id, error))
         else:
             _set_ident(self, (agent, state_name, attempt, run_id, error))
+
+    @classmethod
+    def of_state(cls, run: Run, state_name: str, attempt: int, error: BaseException | None) -> Context:
+        """``Context(run.shared, run.typed, run=run, state_name=..., attempt=..., error=...)`` without
+        the keyword handling: the scheduler makes one for every state it runs."""
+        ctx = _new(cls)
+        _set_shared(ctx, run.shared)
+        _set_typed(ctx, run.typed)
+        _set_run(ctx, run)
+        _set_ident(ctx, (run.agent, state_name, attempt, run.run_id, error))
+        return ctx
 
     @property
     def state_name(self) -> str:

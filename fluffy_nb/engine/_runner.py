@@ -218,7 +218,7 @@ class Scheduler:
         states, metadata, pending, running = agent.states, run.metadata, self.pending, self.running
         clock, bus = run.clock, run.events
         monotonic, wall = clock.monotonic, clock.time
-        gated = self._gated
+        gated, of_state = self._gated, Context.of_state
         while ex is not None:
             name = ex.state
             spec = states[name]
@@ -233,8 +233,7 @@ class Scheduler:
                     bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
                 error: BaseException | None = None
                 try:
-                    result = await spec.func(Context(run.shared, run.typed, run=run, state_name=name,
-                                                     attempt=ex.attempt, error=ex.error))
+                    result = await spec.func(of_state(run, name, ex.attempt, ex.error))
                 except BaseException as exc:  # retries, a cancel, a failure: the general path, below
                     error = exc
                 if error is None:
@@ -425,7 +424,7 @@ class Scheduler:
             if bus.active:
                 bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
             if plain:
-                ctx = Context(run.shared, run.typed, run=run, state_name=name, attempt=ex.attempt, error=ex.error)
+                ctx = Context.of_state(run, name, ex.attempt, ex.error)
             else:
                 ctx = ex.context(run)  # type: ignore[attr-defined]  # a payload branch (_map.py)
             try:
