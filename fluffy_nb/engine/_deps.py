@@ -44,7 +44,7 @@ CONDITION_POLL = 0.1
 def check_dependency_cycles(agent: Agent) -> None:
     """Raise if a dependency names no state, or the dependencies form a cycle."""
     states = agent.states
-    if not any(spec.dependencies for spec in states.values()):
+    if not agent.has_dependents:
         return  # nothing to check: skip importing networkx (~0.3 s on a first run)
     for name, spec in states.items():
         for dep in spec.dependencies:

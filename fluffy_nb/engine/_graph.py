@@ -52,6 +52,7 @@ class StateGraph:
         self.nodes: dict[str, None] = {}
         self.edges: dict[str, dict[str, str]] = {}  # src -> {dst: kind}
         self.redges: dict[str, set[str]] = {}  # dst -> {src}
+        self.entered: set[str] = set()  # states with an edge from another state (never start states)
         self._reach: dict[str, frozenset[str]] = {}
         self._ancestors: dict[str, frozenset[str]] = {}
         self.version = 0
@@ -70,6 +71,8 @@ class StateGraph:
             return False
         out[dst] = kind
         self.redges.setdefault(dst, set()).add(src)
+        if src != dst:
+            self.entered.add(dst)
         self.nodes.setdefault(src, None)
         self.nodes.setdefault(dst, None)
         self._changed()

@@ -47,9 +47,8 @@ def start_states(agent: Agent, start: str | list[str] | None) -> list[str]:
     cached = agent.definition_cache.get("starts")
     if cached is not None and cached[0] == key:
         return list(cached[1])  # found before for this definition, without a warning to repeat
-    into = agent.graph.redges  # state -> the states with an edge to it
-    candidates = [n for n, s in states.items()  # no dependency, and no edge from another state
-                  if not s.dependencies and not ((srcs := into.get(n)) and (len(srcs) > 1 or n not in srcs))]
+    entered = agent.graph.entered  # states with an edge from another state
+    candidates = [n for n, s in states.items() if n not in entered and not s.dependencies]
     candidates, warned = _drop_pattern_targets(agent, candidates)
     if len(candidates) > 1:
         warned = _warn_opaque(agent, candidates) or warned
