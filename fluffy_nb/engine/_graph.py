@@ -237,10 +237,31 @@ class Joins:
             self.groups[sub.id] = sub
             self.changed(sub)
             return
+        if len(names) == 1 and self._joined_where_others_wait(token, names[0]):
+            return
         self._leave(token)
         if names:
             self._route(token, names[0])
         self.changed(group)
+
+    def _joined_where_others_wait(self, token: Token, target: str) -> bool:
+        """A branch of a fan-out of 3+ live branches went to ``target``, the one join of its
+        fan-out, where others already wait: it waits there too (or an unstarted run of ``target``
+        absorbs it), and when the fan-out's other live branches can still reach ``target``
+        nothing else changed, so ``changed()`` has nothing to do. This is every branch but the
+        last of a fan-out and join, once per branch; False (nothing done) otherwise."""
+        group = token.group
+        joins = group.joins
+        if group.parent is None or len(joins) != 1 or len(group.members) < 3 or target not in joins:
+            return False
+        self._leave(token)
+        if not self._is_pending(target):
+            joins[target].append(token)
+        active = group.active
+        if active and (target in active or self._is_join(target) or self.can_still_reach(target, active)):
+            return True  # the join still waits for a live branch (as _may_reach says)
+        self.changed(group)
+        return True
 
     def fan_out(self, token: Token, names: tuple[str, ...], extra: list[str], start_extra: Callable[[Token, int], None],
                 *, waiting: dict[str, int] | None = None) -> Group:
