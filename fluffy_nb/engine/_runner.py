@@ -236,11 +236,11 @@ class Scheduler:
                     result = await spec.func(of_state(run, name, ex.attempt, ex.error))
                 except BaseException as exc:  # retries, a cancel, a failure: the general path, below
                     error = exc
+                outcome: tuple[str, Any] | None = None
                 if error is None:
                     duration = monotonic() - t0
                     if self._hop(ex, meta, result, duration):
                         continue  # ex is now the next state of this chain
-                    outcome: tuple[str, Any] = ("ok", (result, duration))
                 else:  # outside the handler, so a later attempt's error is not chained to this one
                     outcome = await self._after_first(ex, spec, meta, error, t0)
                 running.pop(ex.id, None)
@@ -251,7 +251,10 @@ class Scheduler:
                     task.uncancel()
             self._carrier, self._next = task, None
             try:
-                self._complete(ex, meta, outcome)
+                if outcome is None:  # the inline attempt returned ``result``
+                    self._succeeded(ex, meta, result, duration)
+                else:
+                    self._complete(ex, meta, outcome)
             finally:
                 self._carrier = None
             ex, self._next = self._next, None
@@ -496,14 +499,23 @@ class Scheduler:
         if ex.branch is not None:
             ex.ended(kind)  # type: ignore[attr-defined]  # a payload branch: its map's counts and result
         if kind == "ok":
-            self._finish_state(ex, meta, *value)
-        elif kind == "failed":
+            self._succeeded(ex, meta, *value)
+            return
+        if kind == "failed":
             self.run.ended.add(ex.state)
             if not self._route_failure(ex, value):
                 control.fail(ex.state, value, attempts=ex.attempt,
                              payload=None if ex.branch is None else ex.index)  # type: ignore[attr-defined]
         else:
             control.cancelled(ex, meta)
+        if self.queue:
+            self.dispatch()
+        if not self.running:
+            self.check_done()
+
+    def _succeeded(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
+        """``ex`` returned ``result``: route it, then launch what the queue allows or end the run."""
+        self._finish_state(ex, meta, result, duration)
         if self.queue:
             self.dispatch()
         if not self.running:
