@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from fluffy_nb import Agent, AgentStatus, RetryPolicy, StateStatus
-from fluffy_nb.engine._errors import MaxStepsExceededError, StateFailedError
+from fluffy_nb.engine._errors import MaxStepsExceededError, StateFailedError, StateNotFoundError
 
 
 def chain(n: int, seen: list[tuple[str, asyncio.Task | None]] | None = None, name: str = "chain") -> Agent:
@@ -164,3 +164,25 @@ async def test_a_state_re_added_between_runs_runs_its_new_body():
     result = await agent.run()
     assert result.shared_state["new_body"] is True
     assert result.completed_states == ["s0", "s1", "s2"]
+
+
+async def test_what_run_checks_once_per_definition_is_checked_again_after_a_change():
+    agent = chain(2)
+    await agent.run()
+
+    async def risky(ctx):
+        raise ValueError("boom")
+
+    agent.add_state("risky", risky, on_error="ghost")  # names a state that does not exist
+    with pytest.raises(StateNotFoundError, match="ghost"):
+        await agent.run()
+    agent.remove_state("risky")
+    result = await agent.run()
+    assert result.completed_states == ["s0", "s1"]
+
+    async def lonely(ctx):
+        ctx.set_state("lonely_ran", True)
+
+    agent.add_state("lonely", lonely)  # nothing leads to it: a start state from the next run on
+    result = await agent.run()
+    assert result.shared_state.get("lonely_ran") is True
