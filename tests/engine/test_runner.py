@@ -357,3 +357,32 @@ async def test_states_named_by_an_f_string_are_not_start_states():
     await agent.run()
     assert order[0] == "split"
     assert sorted(order[1:]) == ["chunk_0", "chunk_1", "chunk_2"]
+
+
+async def test_a_thousand_wide_fan_out_has_all_thousand_running_at_once_then_joins_once():
+    n = 1000
+    started = 0
+    all_in = asyncio.Event()
+
+    async def fan(ctx):
+        return [f"w{i}" for i in range(n)]
+
+    async def work(ctx):
+        nonlocal started
+        started += 1
+        if started == n:
+            all_in.set()
+        await asyncio.wait_for(all_in.wait(), 10)  # passes only if every branch is in flight at once
+        return "join"
+
+    async def join(ctx):
+        ctx.set_state("joins", ctx.get_state("joins", 0) + 1)
+
+    agent = Agent("wide", max_steps=n + 10)
+    agent.add_state("fan", fan)
+    for i in range(n):
+        agent.add_state(f"w{i}", work)
+    agent.add_state("join", join)
+    result = await agent.run()
+    assert result.shared_state["joins"] == 1
+    assert len(result.completed_states) == n + 2
