@@ -142,3 +142,27 @@ def test_a_checkpoint_interval_without_a_store_still_gets_a_memory_store() -> No
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == ["MemoryStore", True]
+
+
+#: imported on its own in a fresh interpreter (the package ``__init__`` files skipped), each engine module
+#: on the left loads none of the modules on the right: they cost import time and are needed only later
+NOT_AT_IMPORT = {
+    "fluffy_nb.engine._events": ("dataclasses", "inspect"),  # 18 event classes, no generated methods
+}
+
+
+@pytest.mark.parametrize("module", sorted(NOT_AT_IMPORT))
+def test_engine_modules_leave_what_they_need_later_unimported(module: str) -> None:
+    code = (
+        "import importlib, json, sys, types\n"
+        f"for name, path in (('fluffy_nb', {str(PACKAGE)!r}), ('fluffy_nb.engine', {str(PACKAGE / 'engine')!r})):\n"
+        "    sys.modules[name] = package = types.ModuleType(name)\n"
+        "    package.__path__ = [path]\n"
+        f"importlib.import_module({module!r})\n"
+        f"print(json.dumps([sorted(sys.modules), sorted(m for m in {NOT_AT_IMPORT[module]!r} if m in sys.modules)]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded, unwanted = json.loads(out.stdout)
+    assert module in loaded
+    assert "fluffy_nb.engine._agent" not in loaded  # the module alone, not the engine
+    assert unwanted == []
