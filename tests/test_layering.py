@@ -102,13 +102,16 @@ def test_the_checkpoint_model_loads_on_first_use() -> None:
 
 #: loaded when first used, not with ``import fluffy_nb`` (or ``fluffy_nb.engine``)
 LAZY = ("fluffy_nb.store", "fluffy_nb.engine.monitoring", "fluffy_nb.engine.reliability", "sqlite3", "datetime",
-        "decimal")
+        "decimal", "uuid", "platform", "random", "json", "difflib")
 
 
 @pytest.mark.parametrize("module", ["fluffy_nb.engine", "fluffy_nb"])
 def test_importing_the_package_loads_no_store_monitoring_or_codec_modules(module: str) -> None:
-    """The stores, monitoring, reliability and the codec's datetime/Decimal come with their first use."""
-    code = f"import sys, json; import {module}; print(json.dumps(sorted(m for m in {LAZY!r} if m in sys.modules)))"
+    """The stores, monitoring, reliability, the codec's datetime/Decimal/UUID, and the run ids' uuid (with
+    platform), retry jitter's random, checkpoint reading's json and the option hints' difflib come with
+    their first use."""
+    code = (f"import sys; import {module}; loaded = sorted(m for m in {LAZY!r} if m in sys.modules); "
+            "import json; print(json.dumps(loaded))")  # json is on the list: imported after the look
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
 

@@ -10,7 +10,6 @@ runs ``_handle.py``; coordination ``coordination/_api.py``.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -103,7 +102,9 @@ class Agent:
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ConfigurationError(f"Agent(max_steps={max_steps!r}): must be a whole number >= 1")
         self.name = name or type(self).__name__
-        self.id = uuid.uuid4().hex
+        from uuid import uuid4  # here, not at import: uuid loads platform (~3 ms)
+
+        self.id = uuid4().hex
         self.max_concurrent = check_max_concurrent(max_concurrent)
         self.checkpoint_interval = check_timeout("Agent(checkpoint_interval)", checkpoint_interval)
         if resource_pool is not None and resource_pool != "machine" and not isinstance(resource_pool, ResourcePool):

@@ -11,7 +11,6 @@ queue, execute), :class:`RunControl` (pause, cancel, fail), :class:`DependencyGa
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +55,11 @@ class Run:
         self.name = agent.name
         self.clock = agent.clock
         self.events = agent.events
-        self.run_id = run_id or uuid.uuid4().hex
+        if not run_id:
+            from uuid import uuid4  # imported with the first run, not the engine
+
+            run_id = uuid4().hex
+        self.run_id = run_id
         self.parent_run_id: str | None = None
         self.parent_state: str | None = None  # a child run: the parent's state it runs as (``_subflow``)
         self.children: dict[str, Run] = {}  # live child runs of states that are agents, by state

@@ -7,7 +7,6 @@ agent's next ``run()`` continues.
 
 from __future__ import annotations
 
-import uuid
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -146,7 +145,9 @@ def fork(agent: Agent, checkpoint: Any) -> Run:
     run = prepare(agent, checkpoint, "fork")
     cp = run.restored_from
     assert cp is not None
-    run.run_id = uuid.uuid4().hex
+    from uuid import uuid4  # loaded by the first run already; not at import
+
+    run.run_id = uuid4().hex
     run.checkpoints.sequence = 0
     run.checkpoints.last_id = cp.checkpoint_id
     run.parent_run_id = cp.run_id
