@@ -24,7 +24,6 @@ from ._events import RunFinished, RunStarted, StateCancelled
 from ._hooks import mimebundle
 from ._result import RunResult
 from ._runner import Scheduler
-from ._snapshot import RunSnapshot, take_snapshot
 from ._state import StateMetadata
 from ._status import AgentStatus, StateStatus
 
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
     from ._checkpoint import Checkpoint, HumanAnswerRecord
     from ._hitl import HumanRequest
     from ._map import PayloadMap
+    from ._snapshot import RunSnapshot
 
 _TRIGGERS = {"completed": "completion", "failed": "failure", "cancelled": "cancel"}
 _COMPLETED = StateStatus.COMPLETED  # read once: a per-transition enum lookup costs
@@ -288,6 +288,8 @@ class Run:
 
     def snapshot(self) -> RunSnapshot:
         """A read-only picture of the run now: statuses, timings, open requests, allocations."""
+        from ._snapshot import take_snapshot  # with the first view or snapshot, not the engine (~5 ms)
+
         return take_snapshot(self)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
