@@ -103,14 +103,14 @@ def test_the_checkpoint_model_loads_on_first_use() -> None:
 #: loaded when first used, not with ``import fluffy_nb`` (or ``fluffy_nb.engine``)
 LAZY = ("fluffy_nb.store", "fluffy_nb.engine.monitoring", "fluffy_nb.engine.reliability", "sqlite3", "datetime",
         "decimal", "uuid", "platform", "random", "json", "difflib", "fluffy_nb.engine.coordination",
-        "fluffy_nb.engine._snapshot", "fluffy_nb.engine._why")
+        "fluffy_nb.engine._snapshot", "fluffy_nb.engine._why", "fluffy_nb.engine._history")
 
 
 @pytest.mark.parametrize("module", ["fluffy_nb.engine", "fluffy_nb"])
 def test_importing_the_package_loads_no_store_monitoring_or_codec_modules(module: str) -> None:
-    """The stores, monitoring, reliability, coordination, snapshots (and their wait reasons), the codec's
-    datetime/Decimal/UUID, and the run ids' uuid (with platform), retry jitter's random, checkpoint
-    reading's json and the option hints' difflib come with their first use."""
+    """The stores, monitoring, reliability, coordination, snapshots (and their wait reasons), checkpoint
+    history and diff, the codec's datetime/Decimal/UUID, and the run ids' uuid (with platform), retry
+    jitter's random, checkpoint reading's json and the option hints' difflib come with their first use."""
     code = (f"import sys; import {module}; loaded = sorted(m for m in {LAZY!r} if m in sys.modules); "
             "import json; print(json.dumps(loaded))")  # json is on the list: imported after the look
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -11,13 +11,13 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from ._errors import CheckpointError, FluffyWarning
-from ._history import CheckpointDiff, CheckpointHistory, diff_checkpoints
 from ._map import map_names
 from ._status import AgentStatus
 
 if TYPE_CHECKING:
     from ._agent import Agent
     from ._checkpoint import Checkpoint
+    from ._history import CheckpointDiff, CheckpointHistory
     from ._run import Run
 
 _ENDED = (AgentStatus.FAILED, AgentStatus.CANCELLED)
@@ -125,6 +125,7 @@ def continue_sequence(agent: Agent, run: Run) -> None:
 def history_records(agent: Agent, run_id: str | None = None) -> CheckpointHistory:
     """Every checkpoint of ``agent`` in its store (or of one run), oldest first; with sub-workflows,
     their runs' checkpoints too (``agent_name`` is the path, ``team/research``)."""
+    from ._history import CheckpointHistory  # history and diff need it; a run does not
     from ._subflow import with_child_rows
 
     store = require_store(agent, "history")
@@ -158,6 +159,8 @@ def fork(agent: Agent, checkpoint: Any) -> Run:
 
 def diff(agent: Agent, a: Any, b: Any) -> CheckpointDiff:
     """What changed from checkpoint ``a`` to ``b``."""
+    from ._history import diff_checkpoints
+
     return diff_checkpoints(resolve(agent, a, "diff"), resolve(agent, b, "diff"))
 
 
