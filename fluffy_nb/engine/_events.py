@@ -24,15 +24,19 @@ from typing import Any, ClassVar
 log = logging.getLogger("fluffy_nb")
 
 _set = object.__setattr__  # what a frozen dataclass's __init__ uses too
-_DATACLASS_FIELDS: dict[type, dict[str, Any]] = {}
+_TWINS: dict[type, type] = {}  # event class -> its dataclass twin
 
 
-class _DataclassFields:
-    """``__dataclass_fields__`` of an event class, built (importing dataclasses) on first read."""
+class _FromDataclassTwin:
+    """``__dataclass_fields__`` / ``__dataclass_params__`` of an event class, read off a dataclass twin
+    (same fields, defaults and flags) made, importing dataclasses, on first read."""
 
-    def __get__(self, obj: object, cls: type[Event]) -> dict[str, Any]:
-        fields = _DATACLASS_FIELDS.get(cls)
-        if fields is None:
+    def __init__(self, attribute: str) -> None:
+        self.attribute = attribute
+
+    def __get__(self, obj: object, cls: type[Event]) -> Any:
+        twin = _TWINS.get(cls)
+        if twin is None:
             import dataclasses
 
             init = cls.__init__
@@ -44,9 +48,8 @@ class _DataclassFields:
                 f = (dataclasses.field(default=defaults[i - first_default], compare=shown, repr=shown)
                      if i >= first_default else dataclasses.field(compare=shown, repr=shown))
                 spec.append((name, init.__annotations__.get(name, "Any"), f))
-            twin = dataclasses.make_dataclass(cls.__name__, spec, frozen=True)
-            fields = _DATACLASS_FIELDS[cls] = dict(twin.__dataclass_fields__)  # type: ignore[attr-defined]
-        return fields
+            twin = _TWINS[cls] = dataclasses.make_dataclass(cls.__name__, spec, frozen=True)
+        return getattr(twin, self.attribute)
 
 
 class Event:
@@ -54,7 +57,8 @@ class Event:
 
     __slots__ = ("agent", "run_id", "time")
     __match_args__: ClassVar[tuple[str, ...]] = ("agent", "run_id", "time")
-    __dataclass_fields__: ClassVar[Any] = _DataclassFields()
+    __dataclass_fields__: ClassVar[Any] = _FromDataclassTwin("__dataclass_fields__")
+    __dataclass_params__: ClassVar[Any] = _FromDataclassTwin("__dataclass_params__")  # read by a @dataclass subclass
     #: fields left out of equality, hash and repr (``dataclasses.field(compare=False, repr=False)``)
     _HIDDEN: ClassVar[tuple[str, ...]] = ()
     _key: ClassVar[attrgetter[tuple[Any, ...]]] = attrgetter("agent", "run_id", "time")
@@ -69,9 +73,16 @@ class Event:
         _set(self, "time", time)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Read the fields off the subclass's own ``__init__`` and check its ``__slots__`` match them."""
+        """Read the fields off the subclass's own ``__init__`` and check its ``__slots__`` match them.
+
+        A subclass without its own ``__init__`` keeps its base's fields; a ``@dataclass`` subclass
+        (a user's own event) gets its methods from the decorator, which runs next.
+        """
         super().__init_subclass__(**kwargs)
-        code = cls.__dict__["__init__"].__code__  # every event defines its own __init__
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        code = init.__code__
         names = code.co_varnames[1:code.co_argcount]
         slots = [s for klass in reversed(cls.__mro__) for s in klass.__dict__.get("__slots__", ())]
         if list(names) != slots:
@@ -112,9 +123,7 @@ class RunStarted(Event):
     states: tuple[str, ...]
 
     def __init__(self, agent: str, run_id: str, time: float, states: tuple[str, ...] = ()) -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "states", states)
 
 
@@ -128,9 +137,7 @@ class RunFinished(Event):
 
     def __init__(self, agent: str, run_id: str, time: float,
                  status: str = "completed", error: str | None = None, duration: float = 0.0) -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "status", status)
         _set(self, "error", error)
         _set(self, "duration", duration)
@@ -143,9 +150,7 @@ class StateAdded(Event):
     state: str
 
     def __init__(self, agent: str, run_id: str, time: float, state: str = "") -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "state", state)
 
 
@@ -157,9 +162,7 @@ class StateScheduled(Event):
     source: str | None
 
     def __init__(self, agent: str, run_id: str, time: float, state: str = "", source: str | None = None) -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "state", state)
         _set(self, "source", source)
 
@@ -177,9 +180,7 @@ class StateBlocked(Event):
 
     def __init__(self, agent: str, run_id: str, time: float,
                  state: str = "", reason: str = "", kind: str = "", holders: tuple[str, ...] = ()) -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "state", state)
         _set(self, "reason", reason)
         _set(self, "kind", kind)
@@ -194,9 +195,7 @@ class StateStarted(Event):
     attempt: int
 
     def __init__(self, agent: str, run_id: str, time: float, state: str = "", attempt: int = 1) -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "state", state)
         _set(self, "attempt", attempt)
 
@@ -212,9 +211,7 @@ class StatePlaced(Event):
 
     def __init__(self, agent: str, run_id: str, time: float,
                  state: str = "", attempt: int = 1, where: str = "") -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "state", state)
         _set(self, "attempt", attempt)
         _set(self, "where", where)
@@ -231,9 +228,7 @@ class StateFinished(Event):
 
     def __init__(self, agent: str, run_id: str, time: float,
                  state: str = "", attempt: int = 1, duration: float = 0.0, next_states: tuple[str, ...] = ()) -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "state", state)
         _set(self, "attempt", attempt)
         _set(self, "duration", duration)
@@ -258,9 +253,7 @@ class StateFailed(Event):
     def __init__(self, agent: str, run_id: str, time: float,
                  state: str = "", attempt: int = 1, duration: float = 0.0, error: str = "", error_type: str = "",
                  final: bool = True, timed_out: bool = False, exception: BaseException | None = None) -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "state", state)
         _set(self, "attempt", attempt)
         _set(self, "duration", duration)
@@ -282,9 +275,7 @@ class StateRetrying(Event):
 
     def __init__(self, agent: str, run_id: str, time: float,
                  state: str = "", attempt: int = 1, delay: float = 0.0, error: str = "") -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "state", state)
         _set(self, "attempt", attempt)
         _set(self, "delay", delay)
@@ -299,9 +290,7 @@ class StateCancelled(Event):
     reason: str
 
     def __init__(self, agent: str, run_id: str, time: float, state: str = "", reason: str = "") -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "state", state)
         _set(self, "reason", reason)
 
@@ -320,9 +309,7 @@ class HumanRequested(Event):
     def __init__(self, agent: str, run_id: str, time: float,
                  state: str = "", request_id: str = "", prompt: str = "", choices: tuple[str, ...] | None = None,
                  timeout: float | None = None, default: Any = None) -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "state", state)
         _set(self, "request_id", request_id)
         _set(self, "prompt", prompt)
@@ -344,9 +331,7 @@ class HumanAnswered(Event):
     def __init__(self, agent: str, run_id: str, time: float,
                  state: str = "", request_id: str = "", value: Any = None, source: str = "person",
                  waited: float = 0.0) -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "state", state)
         _set(self, "request_id", request_id)
         _set(self, "value", value)
@@ -365,9 +350,7 @@ class HumanRejected(Event):
 
     def __init__(self, agent: str, run_id: str, time: float,
                  state: str = "", request_id: str = "", value: Any = None, message: str = "") -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "state", state)
         _set(self, "request_id", request_id)
         _set(self, "value", value)
@@ -382,9 +365,7 @@ class HumanWithdrawn(Event):
     request_id: str
 
     def __init__(self, agent: str, run_id: str, time: float, state: str = "", request_id: str = "") -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "state", state)
         _set(self, "request_id", request_id)
 
@@ -403,9 +384,7 @@ class CheckpointSaved(Event):
 
     def __init__(self, agent: str, run_id: str, time: float,
                  checkpoint_id: str = "", trigger: str = "", completed: int = 0, duration: float = 0.0) -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "checkpoint_id", checkpoint_id)
         _set(self, "trigger", trigger)
         _set(self, "completed", completed)
@@ -434,9 +413,7 @@ class ResourceSample(Event):
                  process_cpu: float = 0.0, process_memory_mb: float = 0.0, system_cpu: float = 0.0,
                  system_memory_percent: float = 0.0, running: tuple[str, ...] = (), gpu: tuple[float, ...] = (),
                  io_read_count: int = -1, io_write_count: int = -1) -> None:
-        _set(self, "agent", agent)
-        _set(self, "run_id", run_id)
-        _set(self, "time", time)
+        Event.__init__(self, agent, run_id, time)
         _set(self, "process_cpu", process_cpu)
         _set(self, "process_memory_mb", process_memory_mb)
         _set(self, "system_cpu", system_cpu)

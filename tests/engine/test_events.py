@@ -96,3 +96,19 @@ def test_an_event_whose_slots_do_not_match_its_init_is_refused_at_definition():
 
             def __init__(self, agent: str, run_id: str, time: float, state: str = "") -> None:
                 super().__init__(agent, run_id, time)
+
+
+def test_a_users_own_event_can_subclass_one_as_a_frozen_dataclass():
+    @dataclasses.dataclass(frozen=True)
+    class Noted(StateFinished):
+        note: str = ""
+
+    seen: list[Event] = []
+    bus = _events.EventBus()
+    bus.subscribe(seen.append)
+    bus.publish(Noted("a", "r1", 0.5, "s", note="hi"))
+    assert seen == [Noted("a", "r1", 0.5, "s", 1, 0.0, (), "hi")]
+    assert dataclasses.asdict(seen[0])["note"] == "hi"
+    assert "<locals>.Noted(agent='a', run_id='r1'" in repr(seen[0])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        seen[0].note = "changed"  # type: ignore[misc]
