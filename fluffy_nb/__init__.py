@@ -12,21 +12,25 @@ from typing import TYPE_CHECKING, Any
 from . import engine as _engine
 from .engine import __all__ as _engine_all
 from .engine import _hooks
-from .engine.coordination import *  # noqa: F403 - loaded with the engine (Agent uses it)
-from .engine.coordination import __all__ as _coordination_all
 
 if TYPE_CHECKING:
     from .engine import *  # noqa: F403 - the engine's public API is ours
+    from .engine.coordination import *  # noqa: F403
     from .engine.monitoring import *  # noqa: F403
     from .engine.reliability import *  # noqa: F403
     from .store import *  # noqa: F403
 else:  # a star import would read the lazy names too, importing pydantic with the package
     globals().update({n: getattr(_engine, n) for n in _engine_all if n not in _engine.LAZY_EXPORTS})
 
-#: public names of modules imported on first use (``fluffy_nb.SQLiteStore`` imports the stores):
+#: public names of modules imported on first use (``fluffy_nb.SQLiteStore`` imports the stores,
+#: ``fluffy_nb.PrimitiveType`` the coordination primitives):
 #: a notebook or script that never touches them does not pay for them at ``import fluffy_nb``
 #: (each list is the module's ``__all__``, which a test checks)
 LAZY_MODULES: dict[str, tuple[str, ...]] = {
+    "fluffy_nb.engine.coordination": (
+        "Barrier", "Coordinator", "DeadlockDetector", "DeadlockRecord", "DetectorStatistics", "Lease", "Mutex",
+        "Primitive", "PrimitiveStatistics", "PrimitiveType", "Quota", "RateLimitStrategy", "RateLimiter",
+        "RateLimiterStatistics", "ResourceAllocation", "Semaphore", "create_coordinated_agent", "enhance_agent"),
     "fluffy_nb.engine.monitoring": (
         "AgentMetrics", "MetricAggregation", "MetricType", "MonitorStatistics", "MonitoringError",
         "RealTimeMetrics", "SamplerStatistics", "UsageSampler", "agent_monitor", "current_monitor"),
@@ -69,7 +73,6 @@ if _hooks.memory_store is None:
 
 __all__ = [
     *_engine_all,
-    *_coordination_all,
     *(name for names in LAZY_MODULES.values() for name in names),
     "DaskExecutor",  # noqa: F405 - resolved lazily by __getattr__ below
     "__version__", "load_ipython_extension", "unload_ipython_extension"]

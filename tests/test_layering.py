@@ -102,13 +102,17 @@ def test_the_checkpoint_model_loads_on_first_use() -> None:
 
 #: loaded when first used, not with ``import fluffy_nb`` (or ``fluffy_nb.engine``)
 LAZY = ("fluffy_nb.store", "fluffy_nb.engine.monitoring", "fluffy_nb.engine.reliability", "sqlite3", "datetime",
-        "decimal")
+        "decimal", "uuid", "platform", "random", "json", "difflib", "fluffy_nb.engine.coordination",
+        "fluffy_nb.engine._snapshot", "fluffy_nb.engine._why", "fluffy_nb.engine._history")
 
 
 @pytest.mark.parametrize("module", ["fluffy_nb.engine", "fluffy_nb"])
 def test_importing_the_package_loads_no_store_monitoring_or_codec_modules(module: str) -> None:
-    """The stores, monitoring, reliability and the codec's datetime/Decimal come with their first use."""
-    code = f"import sys, json; import {module}; print(json.dumps(sorted(m for m in {LAZY!r} if m in sys.modules)))"
+    """The stores, monitoring, reliability, coordination, snapshots (and their wait reasons), checkpoint
+    history and diff, the codec's datetime/Decimal/UUID, and the run ids' uuid (with platform), retry
+    jitter's random, checkpoint reading's json and the option hints' difflib come with their first use."""
+    code = (f"import sys; import {module}; loaded = sorted(m for m in {LAZY!r} if m in sys.modules); "
+            "import json; print(json.dumps(loaded))")  # json is on the list: imported after the look
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
 
@@ -130,7 +134,8 @@ def test_lazy_names_resolve_and_match_their_modules() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, module, lists, missing, listed = json.loads(out.stdout)
     assert (before, module, missing, listed) == (False, "fluffy_nb.store._sqlite", [], True)
-    assert lists == {"fluffy_nb.engine.monitoring": True, "fluffy_nb.engine.reliability": True, "fluffy_nb.store": True}
+    assert lists == {"fluffy_nb.engine.coordination": True, "fluffy_nb.engine.monitoring": True,
+                     "fluffy_nb.engine.reliability": True, "fluffy_nb.store": True}
 
 
 def test_a_checkpoint_interval_without_a_store_still_gets_a_memory_store() -> None:
@@ -142,3 +147,49 @@ def test_a_checkpoint_interval_without_a_store_still_gets_a_memory_store() -> No
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == ["MemoryStore", True]
+
+
+#: imported on its own in a fresh interpreter (the package ``__init__`` files skipped), each engine module
+#: on the left loads none of the modules on the right: they cost import time and are needed only later
+NOT_AT_IMPORT = {
+    "fluffy_nb.engine._events": ("dataclasses", "inspect"),  # 18 event classes, no generated methods
+}
+
+
+@pytest.mark.parametrize("module", sorted(NOT_AT_IMPORT))
+def test_engine_modules_leave_what_they_need_later_unimported(module: str) -> None:
+    code = (
+        "import importlib, json, sys, types\n"
+        f"for name, path in (('fluffy_nb', {str(PACKAGE)!r}), ('fluffy_nb.engine', {str(PACKAGE / 'engine')!r})):\n"
+        "    sys.modules[name] = package = types.ModuleType(name)\n"
+        "    package.__path__ = [path]\n"
+        f"importlib.import_module({module!r})\n"
+        f"print(json.dumps([sorted(sys.modules), sorted(m for m in {NOT_AT_IMPORT[module]!r} if m in sys.modules)]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded, unwanted = json.loads(out.stdout)
+    assert module in loaded
+    assert "fluffy_nb.engine._agent" not in loaded  # the module alone, not the engine
+    assert unwanted == []
+
+
+def test_a_plain_run_loads_no_coordination_and_a_first_use_does() -> None:
+    """Coordination and snapshots stay unloaded through a run that uses neither; each name of the lazy
+    coordination package resolves to the class of its module."""
+    code = (
+        "import asyncio, sys, json, fluffy_nb\n"
+        "async def first(ctx):\n    return 'second'\n"
+        "async def second(ctx):\n    ctx.set_state('done', True)\n"
+        "a = fluffy_nb.Agent('plain'); a.add_state('first', first); a.add_state('second', second)\n"
+        "result = asyncio.run(a.run())\n"
+        "loaded = lambda: sorted(m for m in sys.modules if m.startswith(('fluffy_nb.engine.coordination',"
+        " 'fluffy_nb.engine._snapshot')))\n"
+        "after_run = loaded()\n"
+        "mutex = a.add_state_coordination('second', fluffy_nb.PrimitiveType.MUTEX)\n"
+        "import fluffy_nb.engine.coordination as c\n"
+        "wrong = [n for n in c.__all__ if not getattr(c, n).__module__.startswith(c.__name__ + '._')]\n"
+        "print(json.dumps([result.get_state('done'), after_run, type(mutex).__name__, wrong,"
+        " 'fluffy_nb.engine.coordination._primitives' in loaded(), sorted(dir(c)) == sorted({*dir(c), *c.__all__})]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [True, [], "Mutex", [], True, True]

@@ -7,7 +7,10 @@ layer observes the engine through its events and display hooks (``_hooks``).
 Import cost: ``import fluffy_nb.engine`` loads neither pydantic nor networkx. The checkpoint
 model (pydantic) is imported when the first checkpoint is made or loaded, or when one of
 :data:`LAZY_EXPORTS` is first read from this package; networkx when deadlock detection
-first runs (a test guards both).
+first runs (a test guards both). Coordination, run snapshots, checkpoint history and the standard
+modules only some paths need (uuid, random, json, difflib) also load on first use, and the event
+records are plain slotted classes rather than dataclasses (``tests/test_layering.py`` lists what must
+stay unloaded).
 """
 
 from typing import TYPE_CHECKING, Any

@@ -10,7 +10,6 @@ runs ``_handle.py``; coordination ``coordination/_api.py``.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,7 +34,6 @@ from ._starts import start_states
 from ._state import StateMetadata, state_options
 from ._status import AgentStatus
 from ._subflow import check_no_subflow_options, make_subflow
-from .coordination import _api as coordination_api
 
 if TYPE_CHECKING:
     from ._checkpoint import Checkpoint
@@ -103,7 +101,9 @@ class Agent:
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ConfigurationError(f"Agent(max_steps={max_steps!r}): must be a whole number >= 1")
         self.name = name or type(self).__name__
-        self.id = uuid.uuid4().hex
+        from uuid import uuid4  # here, not at import: uuid loads platform (~3 ms)
+
+        self.id = uuid4().hex
         self.max_concurrent = check_max_concurrent(max_concurrent)
         self.checkpoint_interval = check_timeout("Agent(checkpoint_interval)", checkpoint_interval)
         if resource_pool is not None and resource_pool != "machine" and not isinstance(resource_pool, ResourcePool):
@@ -289,6 +289,8 @@ class Agent:
             The :class:`RateLimiter` (inspect it with ``statistics()``). Calling again for a
             state's own limit (no ``name``) replaces it; a state has one rate limit.
         """
+        from .coordination import _api as coordination_api  # loaded when coordination is first used
+
         return coordination_api.add_state_rate_limit(self, state, max_rate, strategy, burst_size, window_size,
                                                      name)
 
@@ -311,12 +313,16 @@ class Agent:
                 :class:`CoordinationConflictError` names both option sets.
             amount: QUOTA: how much each run consumes (default 1).
         """
+        from .coordination import _api as coordination_api
+
         return coordination_api.add_state_coordination(
             self, state, primitive_type, name=name, ttl=ttl, max_count=max_count, wait_timeout=wait_timeout,
             quota_limit=quota_limit, amount=amount)
 
     def coordination(self, name: str) -> Primitive:
         """The primitive called ``name``, e.g. ``async with agent.coordination("db").hold(ctx):``."""
+        from .coordination import _api as coordination_api
+
         return coordination_api.named_primitive(self, name)
 
     def add_coordination(self, name: str, primitive_type: PrimitiveType, **options: Any) -> Primitive:

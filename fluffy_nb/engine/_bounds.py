@@ -20,7 +20,6 @@ fraction of a second.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -139,7 +138,9 @@ def load_json(text: str | bytes | bytearray, where: str) -> Any:
     try:
         # what json.loads returns is plain data (str keys, finite numbers) within the bounds
         # checked above, so no walk is needed after it
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        from json import loads  # imported with the first checkpoint read, not the engine
+
+        return loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, TypeError, RecursionError, OverflowError) as exc:
         raise CheckpointError(f"{where}: not valid JSON: {_short(exc)}") from None
 

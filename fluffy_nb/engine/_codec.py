@@ -39,9 +39,9 @@ pandas). A malformed or unknown tag is a :class:`CheckpointError` naming the key
 loaded JSON is already bounded in size, depth and count (``_bounds``), and every payload
 here is checked before it is rebuilt.
 
-Import cost: ``datetime``, ``decimal`` and ``base64`` are not imported with the engine. Encoding
-looks their classes up in ``sys.modules`` (a datetime or Decimal value exists only once its
-module is loaded); decoding imports them when a tagged value needs them.
+Import cost: ``datetime``, ``decimal``, ``uuid`` and ``base64`` are not imported with the engine.
+Encoding looks their classes up in ``sys.modules`` (a datetime, Decimal or UUID value exists only
+once its module is loaded); decoding imports them when a tagged value needs them.
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ import enum
 import logging
 import math
 import sys
-import uuid
 import warnings
 from pathlib import Path, PosixPath, PurePath, PurePosixPath, PureWindowsPath, WindowsPath
 from typing import TYPE_CHECKING, Any
@@ -126,8 +125,6 @@ def _encode_other(key: str, value: Any, path: str) -> Any:
         return _tag("tuple", [encode_value(key, v, f"{path}[{i}]") for i, v in enumerate(value)])
     if isinstance(value, (bool, int, str, float, list, dict)):  # subclasses of plain types
         return encode_value(key, _plain_base(value), path)
-    if isinstance(value, uuid.UUID):
-        return _tag("uuid", str(value))
     if isinstance(value, bytes):
         return _tag("bytes", binascii.b2a_base64(value, newline=False).decode("ascii"))
     if isinstance(value, PurePath):
@@ -140,7 +137,7 @@ def _encode_other(key: str, value: Any, path: str) -> Any:
 
 
 def _encode_loaded(value: Any) -> dict[str, Any] | None:
-    """A datetime, date, time, timedelta or Decimal tagged; None for anything else.
+    """A datetime, date, time, timedelta, Decimal or UUID tagged; None for anything else.
 
     Their modules are looked up, not imported: without them loaded no such value exists.
     """
@@ -157,6 +154,9 @@ def _encode_loaded(value: Any) -> dict[str, Any] | None:
     decimal = sys.modules.get("decimal")
     if decimal is not None and isinstance(value, decimal.Decimal):
         return _tag("decimal", str(value))
+    uuid = sys.modules.get("uuid")
+    if uuid is not None and isinstance(value, uuid.UUID):
+        return _tag("uuid", str(value))
     return None
 
 
@@ -394,6 +394,12 @@ def _decimal(key: str, v: Any) -> Any:
     return Decimal(_text(v))
 
 
+def _uuid(key: str, v: Any) -> Any:
+    from uuid import UUID
+
+    return UUID(_text(v))
+
+
 def _bytes(key: str, v: Any) -> bytes:
     import base64
 
@@ -493,7 +499,7 @@ _DECODERS: dict[str, Any] = {
     "time": _iso("time"),
     "timedelta": _timedelta,
     "decimal": _decimal,
-    "uuid": lambda key, v: uuid.UUID(_text(v)),
+    "uuid": _uuid,
     "bytes": _bytes,
     "path": lambda key, v: Path(_text(v)),
     "path.posix": _path(PosixPath, PurePosixPath),

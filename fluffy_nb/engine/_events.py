@@ -4,6 +4,13 @@ Events are small frozen records. Observers (live views, metrics, monitors, traci
 subscribe with a plain callable and receive every event, in publish order, synchronously.
 Publishing with no subscriber costs one attribute check: the engine tests
 ``bus.active`` before it even builds an event.
+
+The records behave as frozen dataclasses do (fields in ``__init__`` order, equality, hash,
+repr, ``dataclasses.fields``/``asdict``/``replace``, pickling, ``match`` patterns) but are
+plain slotted classes with a hand-written ``__init__``: creating 18 dataclasses cost 15-30 ms
+of ``import fluffy_nb.engine`` (each one compiles its generated methods), these cost well
+under one. ``dataclasses`` itself is imported only when one of its functions first reads an
+event's ``__dataclass_fields__``. A test checks both against the field lists below.
 """
 
 from __future__ import annotations
@@ -11,179 +18,379 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, ClassVar
 
 log = logging.getLogger("fluffy_nb")
 
+_set = object.__setattr__  # what a frozen dataclass's __init__ uses too
+_TWINS: dict[type, type] = {}  # event class -> its dataclass twin
 
-@dataclass(frozen=True, slots=True)
+
+class _FromDataclassTwin:
+    """``__dataclass_fields__`` / ``__dataclass_params__`` of an event class, read off a dataclass twin
+    (same fields, defaults and flags) made, importing dataclasses, on first read."""
+
+    def __init__(self, attribute: str) -> None:
+        self.attribute = attribute
+
+    def __get__(self, obj: object, cls: type[Event]) -> Any:
+        twin = _TWINS.get(cls)
+        if twin is None:
+            import dataclasses
+
+            init = cls.__init__
+            names, defaults = cls.__match_args__, init.__defaults__ or ()
+            first_default = len(names) - len(defaults)
+            spec = []
+            for i, name in enumerate(names):
+                shown = name not in cls._HIDDEN
+                f = (dataclasses.field(default=defaults[i - first_default], compare=shown, repr=shown)
+                     if i >= first_default else dataclasses.field(compare=shown, repr=shown))
+                spec.append((name, init.__annotations__.get(name, "Any"), f))
+            twin = _TWINS[cls] = dataclasses.make_dataclass(cls.__name__, spec, frozen=True)
+        return getattr(twin, self.attribute)
+
+
 class Event:
     """Base of every event: which agent, which run, when (clock time)."""
+
+    __slots__ = ("agent", "run_id", "time")
+    __match_args__: ClassVar[tuple[str, ...]] = ("agent", "run_id", "time")
+    __dataclass_fields__: ClassVar[Any] = _FromDataclassTwin("__dataclass_fields__")
+    __dataclass_params__: ClassVar[Any] = _FromDataclassTwin("__dataclass_params__")  # read by a @dataclass subclass
+    #: fields left out of equality, hash and repr (``dataclasses.field(compare=False, repr=False)``)
+    _HIDDEN: ClassVar[tuple[str, ...]] = ()
+    _key: ClassVar[attrgetter[tuple[Any, ...]]] = attrgetter("agent", "run_id", "time")
 
     agent: str
     run_id: str
     time: float
 
+    def __init__(self, agent: str, run_id: str, time: float) -> None:
+        _set(self, "agent", agent)
+        _set(self, "run_id", run_id)
+        _set(self, "time", time)
 
-@dataclass(frozen=True, slots=True)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Read the fields off the subclass's own ``__init__`` and check its ``__slots__`` match them.
+
+        A subclass without its own ``__init__`` keeps its base's fields; a ``@dataclass`` subclass
+        (a user's own event) gets its methods from the decorator, which runs next.
+        """
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        code = init.__code__
+        names = code.co_varnames[1:code.co_argcount]
+        slots = [s for klass in reversed(cls.__mro__) for s in klass.__dict__.get("__slots__", ())]
+        if list(names) != slots:
+            raise TypeError(f"{cls.__name__}.__init__ takes {names}, but its slots are {tuple(slots)}")
+        cls.__match_args__ = names  # type: ignore[misc]  # mypy reads it as final; here is where it is set
+        cls._key = attrgetter(*(n for n in names if n not in cls._HIDDEN))
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return bool(self._key(self) == self._key(other))
+
+    def __hash__(self) -> int:
+        return hash(self._key(self))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__match_args__ if n not in self._HIDDEN)
+        return f"{type(self).__qualname__}({shown})"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        from dataclasses import FrozenInstanceError
+
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        from dataclasses import FrozenInstanceError
+
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[type[Event], tuple[Any, ...]]:
+        return type(self), tuple(getattr(self, n) for n in self.__match_args__)
+
+
 class RunStarted(Event):
     """A run began. ``states`` lists the start states."""
 
-    states: tuple[str, ...] = ()
+    __slots__ = ("states",)
+    states: tuple[str, ...]
+
+    def __init__(self, agent: str, run_id: str, time: float, states: tuple[str, ...] = ()) -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "states", states)
 
 
-@dataclass(frozen=True, slots=True)
 class RunFinished(Event):
     """A run ended with ``status``; ``error`` is the failure's text, if any."""
 
-    status: str = "completed"
-    error: str | None = None
-    duration: float = 0.0
+    __slots__ = ("status", "error", "duration")
+    status: str
+    error: str | None
+    duration: float
+
+    def __init__(self, agent: str, run_id: str, time: float,
+                 status: str = "completed", error: str | None = None, duration: float = 0.0) -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "status", status)
+        _set(self, "error", error)
+        _set(self, "duration", duration)
 
 
-@dataclass(frozen=True, slots=True)
 class StateAdded(Event):
     """A state was registered (also at run time: dynamic states)."""
 
-    state: str = ""
+    __slots__ = ("state",)
+    state: str
+
+    def __init__(self, agent: str, run_id: str, time: float, state: str = "") -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "state", state)
 
 
-@dataclass(frozen=True, slots=True)
 class StateScheduled(Event):
     """A state was queued to run; ``source`` is the state that named it (None: a start state)."""
 
-    state: str = ""
-    source: str | None = None
+    __slots__ = ("state", "source")
+    state: str
+    source: str | None
+
+    def __init__(self, agent: str, run_id: str, time: float, state: str = "", source: str | None = None) -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "state", state)
+        _set(self, "source", source)
 
 
-@dataclass(frozen=True, slots=True)
 class StateBlocked(Event):
     """A state waits for something other than a free slot: ``reason`` says what, ``kind`` names
     it (resource, rate_limit, lock, barrier, quota, dependency; see ``_why.py``) and ``holders``
     the states holding what it needs."""
 
-    state: str = ""
-    reason: str = ""
-    kind: str = ""
-    holders: tuple[str, ...] = ()
+    __slots__ = ("state", "reason", "kind", "holders")
+    state: str
+    reason: str
+    kind: str
+    holders: tuple[str, ...]
+
+    def __init__(self, agent: str, run_id: str, time: float,
+                 state: str = "", reason: str = "", kind: str = "", holders: tuple[str, ...] = ()) -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "state", state)
+        _set(self, "reason", reason)
+        _set(self, "kind", kind)
+        _set(self, "holders", holders)
 
 
-@dataclass(frozen=True, slots=True)
 class StateStarted(Event):
     """A state's function started (attempt 1 is the first try)."""
 
-    state: str = ""
-    attempt: int = 1
+    __slots__ = ("state", "attempt")
+    state: str
+    attempt: int
+
+    def __init__(self, agent: str, run_id: str, time: float, state: str = "", attempt: int = 1) -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "state", state)
+        _set(self, "attempt", attempt)
 
 
-@dataclass(frozen=True, slots=True)
 class StatePlaced(Event):
     """A state attempt's body started on a remote executor's worker: ``where`` names it
     (a Dask worker address). Published by the executor, after ``StateStarted``."""
 
-    state: str = ""
-    attempt: int = 1
-    where: str = ""
+    __slots__ = ("state", "attempt", "where")
+    state: str
+    attempt: int
+    where: str
+
+    def __init__(self, agent: str, run_id: str, time: float,
+                 state: str = "", attempt: int = 1, where: str = "") -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "state", state)
+        _set(self, "attempt", attempt)
+        _set(self, "where", where)
 
 
-@dataclass(frozen=True, slots=True)
 class StateFinished(Event):
     """A state completed; ``next_states`` is what it returned, as a tuple."""
 
-    state: str = ""
-    attempt: int = 1
-    duration: float = 0.0
-    next_states: tuple[str, ...] = ()
+    __slots__ = ("state", "attempt", "duration", "next_states")
+    state: str
+    attempt: int
+    duration: float
+    next_states: tuple[str, ...]
+
+    def __init__(self, agent: str, run_id: str, time: float,
+                 state: str = "", attempt: int = 1, duration: float = 0.0, next_states: tuple[str, ...] = ()) -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "state", state)
+        _set(self, "attempt", attempt)
+        _set(self, "duration", duration)
+        _set(self, "next_states", next_states)
 
 
-@dataclass(frozen=True, slots=True)
 class StateFailed(Event):
-    """A state attempt failed; ``final`` is False when a retry follows."""
+    """A state attempt failed; ``final`` is False when a retry follows. ``exception`` is the error
+    itself (left out of equality, hash and repr)."""
 
-    state: str = ""
-    attempt: int = 1
-    duration: float = 0.0
-    error: str = ""
-    error_type: str = ""
-    final: bool = True
-    timed_out: bool = False
-    exception: BaseException | None = field(default=None, compare=False, repr=False)  # the error itself
+    __slots__ = ("state", "attempt", "duration", "error", "error_type", "final", "timed_out", "exception")
+    _HIDDEN = ("exception",)
+    state: str
+    attempt: int
+    duration: float
+    error: str
+    error_type: str
+    final: bool
+    timed_out: bool
+    exception: BaseException | None
+
+    def __init__(self, agent: str, run_id: str, time: float,
+                 state: str = "", attempt: int = 1, duration: float = 0.0, error: str = "", error_type: str = "",
+                 final: bool = True, timed_out: bool = False, exception: BaseException | None = None) -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "state", state)
+        _set(self, "attempt", attempt)
+        _set(self, "duration", duration)
+        _set(self, "error", error)
+        _set(self, "error_type", error_type)
+        _set(self, "final", final)
+        _set(self, "timed_out", timed_out)
+        _set(self, "exception", exception)
 
 
-@dataclass(frozen=True, slots=True)
 class StateRetrying(Event):
     """A failed state will run again after ``delay`` seconds."""
 
-    state: str = ""
-    attempt: int = 1
-    delay: float = 0.0
-    error: str = ""
+    __slots__ = ("state", "attempt", "delay", "error")
+    state: str
+    attempt: int
+    delay: float
+    error: str
+
+    def __init__(self, agent: str, run_id: str, time: float,
+                 state: str = "", attempt: int = 1, delay: float = 0.0, error: str = "") -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "state", state)
+        _set(self, "attempt", attempt)
+        _set(self, "delay", delay)
+        _set(self, "error", error)
 
 
-@dataclass(frozen=True, slots=True)
 class StateCancelled(Event):
     """A state was cancelled (by ``cancel_state``, ``cancel_all``, a run timeout or preemption)."""
 
-    state: str = ""
-    reason: str = ""
+    __slots__ = ("state", "reason")
+    state: str
+    reason: str
+
+    def __init__(self, agent: str, run_id: str, time: float, state: str = "", reason: str = "") -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "state", state)
+        _set(self, "reason", reason)
 
 
-@dataclass(frozen=True, slots=True)
 class HumanRequested(Event):
     """A state asks a person; the request id answers it."""
 
-    state: str = ""
-    request_id: str = ""
-    prompt: str = ""
-    choices: tuple[str, ...] | None = None
-    timeout: float | None = None
-    default: Any = None
+    __slots__ = ("state", "request_id", "prompt", "choices", "timeout", "default")
+    state: str
+    request_id: str
+    prompt: str
+    choices: tuple[str, ...] | None
+    timeout: float | None
+    default: Any
+
+    def __init__(self, agent: str, run_id: str, time: float,
+                 state: str = "", request_id: str = "", prompt: str = "", choices: tuple[str, ...] | None = None,
+                 timeout: float | None = None, default: Any = None) -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "state", state)
+        _set(self, "request_id", request_id)
+        _set(self, "prompt", prompt)
+        _set(self, "choices", choices)
+        _set(self, "timeout", timeout)
+        _set(self, "default", default)
 
 
-@dataclass(frozen=True, slots=True)
 class HumanAnswered(Event):
     """A person (or default, or script) answered; ``source`` says which."""
 
-    state: str = ""
-    request_id: str = ""
-    value: Any = None
-    source: str = "person"
-    waited: float = 0.0
+    __slots__ = ("state", "request_id", "value", "source", "waited")
+    state: str
+    request_id: str
+    value: Any
+    source: str
+    waited: float
+
+    def __init__(self, agent: str, run_id: str, time: float,
+                 state: str = "", request_id: str = "", value: Any = None, source: str = "person",
+                 waited: float = 0.0) -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "state", state)
+        _set(self, "request_id", request_id)
+        _set(self, "value", value)
+        _set(self, "source", source)
+        _set(self, "waited", waited)
 
 
-@dataclass(frozen=True, slots=True)
 class HumanRejected(Event):
     """The validator rejected an answer; the person is asked again."""
 
-    state: str = ""
-    request_id: str = ""
-    value: Any = None
-    message: str = ""
+    __slots__ = ("state", "request_id", "value", "message")
+    state: str
+    request_id: str
+    value: Any
+    message: str
+
+    def __init__(self, agent: str, run_id: str, time: float,
+                 state: str = "", request_id: str = "", value: Any = None, message: str = "") -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "state", state)
+        _set(self, "request_id", request_id)
+        _set(self, "value", value)
+        _set(self, "message", message)
 
 
-@dataclass(frozen=True, slots=True)
 class HumanWithdrawn(Event):
     """An open request was withdrawn because its state or run was cancelled."""
 
-    state: str = ""
-    request_id: str = ""
+    __slots__ = ("state", "request_id")
+    state: str
+    request_id: str
+
+    def __init__(self, agent: str, run_id: str, time: float, state: str = "", request_id: str = "") -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "state", state)
+        _set(self, "request_id", request_id)
 
 
-@dataclass(frozen=True, slots=True)
 class CheckpointSaved(Event):
     """A checkpoint was written; ``trigger`` is manual, pause, interval, state, failure or completion.
 
     ``duration``: seconds spent making and storing it (0.0 when the engine did not time it).
     """
 
-    checkpoint_id: str = ""
-    trigger: str = ""
-    completed: int = 0
-    duration: float = 0.0
+    __slots__ = ("checkpoint_id", "trigger", "completed", "duration")
+    checkpoint_id: str
+    trigger: str
+    completed: int
+    duration: float
+
+    def __init__(self, agent: str, run_id: str, time: float,
+                 checkpoint_id: str = "", trigger: str = "", completed: int = 0, duration: float = 0.0) -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "checkpoint_id", checkpoint_id)
+        _set(self, "trigger", trigger)
+        _set(self, "completed", completed)
+        _set(self, "duration", duration)
 
 
-@dataclass(frozen=True, slots=True)
 class ResourceSample(Event):
     """Measured usage: process and system CPU (percent) and memory (MB); GPU if present.
 
@@ -191,14 +398,30 @@ class ResourceSample(Event):
     (psutil's cumulative counters; -1 where the platform does not report them).
     """
 
-    process_cpu: float = 0.0
-    process_memory_mb: float = 0.0
-    system_cpu: float = 0.0
-    system_memory_percent: float = 0.0
-    running: tuple[str, ...] = ()
-    gpu: tuple[float, ...] = field(default_factory=tuple)
-    io_read_count: int = -1
-    io_write_count: int = -1
+    __slots__ = ("process_cpu", "process_memory_mb", "system_cpu", "system_memory_percent", "running", "gpu",
+                 "io_read_count", "io_write_count")
+    process_cpu: float
+    process_memory_mb: float
+    system_cpu: float
+    system_memory_percent: float
+    running: tuple[str, ...]
+    gpu: tuple[float, ...]
+    io_read_count: int
+    io_write_count: int
+
+    def __init__(self, agent: str, run_id: str, time: float,
+                 process_cpu: float = 0.0, process_memory_mb: float = 0.0, system_cpu: float = 0.0,
+                 system_memory_percent: float = 0.0, running: tuple[str, ...] = (), gpu: tuple[float, ...] = (),
+                 io_read_count: int = -1, io_write_count: int = -1) -> None:
+        Event.__init__(self, agent, run_id, time)
+        _set(self, "process_cpu", process_cpu)
+        _set(self, "process_memory_mb", process_memory_mb)
+        _set(self, "system_cpu", system_cpu)
+        _set(self, "system_memory_percent", system_memory_percent)
+        _set(self, "running", running)
+        _set(self, "gpu", gpu)
+        _set(self, "io_read_count", io_read_count)
+        _set(self, "io_write_count", io_write_count)
 
 
 Subscriber = Callable[[Event], Any]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -74,7 +73,9 @@ class RetryPolicy:
         """Seconds to wait before retry number ``retry`` (1-based)."""
         base = min(self.max_delay, self.initial_delay * self.exponential_base ** max(0, retry - 1))
         if self.jitter if jitter is None else jitter:
-            base *= random.uniform(0.5, 1.0)
+            from random import uniform  # imported with the first jittered retry, not the engine
+
+            base *= uniform(0.5, 1.0)
         return base
 
     def should_retry(self, error: BaseException, retries_done: int) -> bool:

@@ -7,7 +7,6 @@ nothing fails later inside a run.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -91,7 +90,9 @@ def _unknown_options(name: str, opts: dict[str, Any], extra: frozenset[str] = fr
     if not unknown:
         return
     bad = unknown[0]
-    close = difflib.get_close_matches(bad, sorted(KNOWN_OPTIONS | {"cpu", "memory", "gpu", "depends_on"}), n=1)
+    from difflib import get_close_matches  # an error path: not worth importing with the engine
+
+    close = get_close_matches(bad, sorted(KNOWN_OPTIONS | {"cpu", "memory", "gpu", "depends_on"}), n=1)
     if bad in ("retries", "retry", "max_retry"):
         close = ["max_retries"]
     hint = f"; did you mean {close[0]}=?" if close else ""

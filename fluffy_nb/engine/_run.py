@@ -11,7 +11,6 @@ queue, execute), :class:`RunControl` (pause, cancel, fail), :class:`DependencyGa
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +24,6 @@ from ._events import RunFinished, RunStarted, StateCancelled
 from ._hooks import mimebundle
 from ._result import RunResult
 from ._runner import Scheduler
-from ._snapshot import RunSnapshot, take_snapshot
 from ._state import StateMetadata
 from ._status import AgentStatus, StateStatus
 
@@ -34,6 +32,7 @@ if TYPE_CHECKING:
     from ._checkpoint import Checkpoint, HumanAnswerRecord
     from ._hitl import HumanRequest
     from ._map import PayloadMap
+    from ._snapshot import RunSnapshot
 
 _TRIGGERS = {"completed": "completion", "failed": "failure", "cancelled": "cancel"}
 
@@ -55,7 +54,11 @@ class Run:
         self.name = agent.name
         self.clock = agent.clock
         self.events = agent.events
-        self.run_id = run_id or uuid.uuid4().hex
+        if not run_id:
+            from uuid import uuid4  # imported with the first run, not the engine
+
+            run_id = uuid4().hex
+        self.run_id = run_id
         self.parent_run_id: str | None = None
         self.parent_state: str | None = None  # a child run: the parent's state it runs as (``_subflow``)
         self.children: dict[str, Run] = {}  # live child runs of states that are agents, by state
@@ -279,6 +282,8 @@ class Run:
 
     def snapshot(self) -> RunSnapshot:
         """A read-only picture of the run now: statuses, timings, open requests, allocations."""
+        from ._snapshot import take_snapshot  # with the first view or snapshot, not the engine (~5 ms)
+
         return take_snapshot(self)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +55,7 @@ if TYPE_CHECKING:
     from ._events import EventBus
     from ._run import Run
 
-_NAMESPACE = uuid.UUID("6f1d2b7e-3c0a-4e55-9b7d-5a1f0c2e8d41")
+_NAMESPACE = "6f1d2b7e-3c0a-4e55-9b7d-5a1f0c2e8d41"  # of the child run ids (uuid5)
 _ENDED = (AgentStatus.COMPLETED, AgentStatus.FAILED, AgentStatus.CANCELLED)
 #: run-level events of a child stay on the child's bus: on the parent's they would read as the parent's
 _NOT_FORWARDED = (RunStarted, RunFinished, StateAdded)
@@ -183,7 +182,9 @@ def child_run_id(parent: Run, state: str, entry: int | None = None) -> str:
     n = parent.completion_counts.get(state, 0) + 1
     if entry is None:
         entry = parent.meta(state).attempts  # this attempt included: it never repeats within the run
-    return uuid.uuid5(_NAMESPACE, f"{parent.run_id}/{state}/{n}/#{entry}").hex
+    from uuid import UUID, uuid5  # imported with the first sub-workflow, not the engine
+
+    return uuid5(UUID(_NAMESPACE), f"{parent.run_id}/{state}/{n}/#{entry}").hex
 
 
 async def run_child(sub: Subflow, ctx: Context) -> Any:

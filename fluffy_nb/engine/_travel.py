@@ -7,18 +7,17 @@ agent's next ``run()`` continues.
 
 from __future__ import annotations
 
-import uuid
 import warnings
 from typing import TYPE_CHECKING, Any
 
 from ._errors import CheckpointError, FluffyWarning
-from ._history import CheckpointDiff, CheckpointHistory, diff_checkpoints
 from ._map import map_names
 from ._status import AgentStatus
 
 if TYPE_CHECKING:
     from ._agent import Agent
     from ._checkpoint import Checkpoint
+    from ._history import CheckpointDiff, CheckpointHistory
     from ._run import Run
 
 _ENDED = (AgentStatus.FAILED, AgentStatus.CANCELLED)
@@ -126,6 +125,7 @@ def continue_sequence(agent: Agent, run: Run) -> None:
 def history_records(agent: Agent, run_id: str | None = None) -> CheckpointHistory:
     """Every checkpoint of ``agent`` in its store (or of one run), oldest first; with sub-workflows,
     their runs' checkpoints too (``agent_name`` is the path, ``team/research``)."""
+    from ._history import CheckpointHistory  # history and diff need it; a run does not
     from ._subflow import with_child_rows
 
     store = require_store(agent, "history")
@@ -146,7 +146,9 @@ def fork(agent: Agent, checkpoint: Any) -> Run:
     run = prepare(agent, checkpoint, "fork")
     cp = run.restored_from
     assert cp is not None
-    run.run_id = uuid.uuid4().hex
+    from uuid import uuid4  # loaded by the first run already; not at import
+
+    run.run_id = uuid4().hex
     run.checkpoints.sequence = 0
     run.checkpoints.last_id = cp.checkpoint_id
     run.parent_run_id = cp.run_id
@@ -157,6 +159,8 @@ def fork(agent: Agent, checkpoint: Any) -> Run:
 
 def diff(agent: Agent, a: Any, b: Any) -> CheckpointDiff:
     """What changed from checkpoint ``a`` to ``b``."""
+    from ._history import diff_checkpoints
+
     return diff_checkpoints(resolve(agent, a, "diff"), resolve(agent, b, "diff"))
 
 
