@@ -177,12 +177,22 @@ def peak_memory_mb(run: Callable[[], None]) -> float:
     return peak / 1e6
 
 
-def import_ms(module: str, repeat: int, cache: str) -> list[float]:
+def interleaved(repeat: int, *measures: Callable[[], list[float]]) -> tuple[float, ...]:
+    """The median of each of ``measures`` (each returning one timing), run in turn ``repeat`` times."""
+    times: list[list[float]] = [[] for _ in measures]
+    for _ in range(repeat):
+        for out, measure in zip(times, measures, strict=True):
+            out.extend(measure())
+    return tuple(statistics.median(t) for t in times)
+
+
+def import_ms(module: str, repeat: int, cache: str, compile_first: bool = True) -> list[float]:
     """Cumulative ``-X importtime`` of ``module`` (ms) in fresh interpreters, bytecode cached in ``cache``."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = cache
     cmd = [sys.executable, "-X", "importtime", "-c", f"import {module}"]
-    subprocess.run(cmd, env=env, capture_output=True, check=True)  # compile once, as an install does
+    if compile_first:
+        subprocess.run(cmd, env=env, capture_output=True, check=True)  # compile once, as an install does
     out = []
     for _ in range(repeat):
         err = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stderr
@@ -196,24 +206,29 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=9, help="runs per figure (median is reported)")
     args = parser.parse_args()
     r = args.repeat
-    med = statistics.median
 
     rows: list[tuple[str, str, float, float, float, str]] = []
 
-    chain = med(measure_agent(lambda: chain_agent(CHAIN), r)) / CHAIN * 1e6
-    chain_task = med(measure_loop_only(lambda: raw_chain_task(CHAIN), r)) / CHAIN * 1e6
-    chain_plain = med(measure_loop_only(lambda: raw_chain_await(CHAIN), r)) / CHAIN * 1e6
-    rows.append(("chain 1,000", "us/transition", chain, chain_plain, chain_task, ""))
+    # each repetition runs the engine and both baselines back to back, so a burst of load on a
+    # shared machine lands on all three rather than on whichever block it happened to hit
+    chain, chain_plain, chain_task = interleaved(r, lambda: measure_agent(lambda: chain_agent(CHAIN), 1),
+                                                 lambda: measure_loop_only(lambda: raw_chain_await(CHAIN), 1),
+                                                 lambda: measure_loop_only(lambda: raw_chain_task(CHAIN), 1))
+    per = 1e6 / CHAIN
+    rows.append(("chain 1,000", "us/transition", chain * per, chain_plain * per, chain_task * per, ""))
 
-    fan = med(measure_agent(lambda: fanout_agent(FAN, join=True), r)) / (FAN + 2) * 1e6
-    fan_plain = med(measure_loop_only(lambda: plain_fanout(FAN, join=True), r)) / (FAN + 2) * 1e6
-    fan_task = med(measure_loop_only(lambda: raw_fanout(FAN, join=True), r)) / (FAN + 2) * 1e6
-    rows.append(("fan-out 1,000 + join", "us/state", fan, fan_plain, fan_task, ""))
+    fan, fan_plain, fan_task = interleaved(r, lambda: measure_agent(lambda: fanout_agent(FAN, join=True), 1),
+                                           lambda: measure_loop_only(lambda: plain_fanout(FAN, join=True), 1),
+                                           lambda: measure_loop_only(lambda: raw_fanout(FAN, join=True), 1))
+    per = 1e6 / (FAN + 2)
+    rows.append(("fan-out 1,000 + join", "us/state", fan * per, fan_plain * per, fan_task * per, ""))
 
     big_r = max(3, r // 3)
-    big = med(measure_agent(lambda: fanout_agent(FAN_BIG, join=False), big_r)) * 1e3
-    big_plain = med(measure_loop_only(lambda: plain_fanout(FAN_BIG, join=False), big_r)) * 1e3
-    big_task = med(measure_loop_only(lambda: raw_fanout(FAN_BIG, join=False), big_r)) * 1e3
+    big, big_plain, big_task = interleaved(
+        big_r, lambda: measure_agent(lambda: fanout_agent(FAN_BIG, join=False), 1),
+        lambda: measure_loop_only(lambda: plain_fanout(FAN_BIG, join=False), 1),
+        lambda: measure_loop_only(lambda: raw_fanout(FAN_BIG, join=False), 1))
+    big, big_plain, big_task = big * 1e3, big_plain * 1e3, big_task * 1e3
     rows.append(("fan-out 10,000", "ms total", big, big_plain, big_task, ""))
 
     agent = fanout_agent(FAN_BIG, join=False)
@@ -223,8 +238,10 @@ def main() -> None:
     rows.append(("fan-out 10,000 peak mem", "MB (tracemalloc)", mem, mem_plain, mem_task, "run only"))
 
     with tempfile.TemporaryDirectory() as cache:
-        imp = med(import_ms("fluffy_nb.engine", r, cache))
-        imp_asyncio = med(import_ms("asyncio", r, cache))
+        for module in ("fluffy_nb.engine", "asyncio"):
+            import_ms(module, 1, cache)  # compile once, as an install does
+        imp, imp_asyncio = interleaved(r, lambda: import_ms("fluffy_nb.engine", 1, cache, compile_first=False),
+                                       lambda: import_ms("asyncio", 1, cache, compile_first=False))
     rows.append(("import fluffy_nb.engine", "ms (importtime)", imp, imp_asyncio, imp_asyncio, "vs import asyncio"))
 
     print(f"fluffy_nb engine vs raw asyncio in this process, medians of {r} runs ({big_r} for 10k)\n")
