@@ -381,3 +381,13 @@ async def test_join_true_makes_a_state_a_join_the_graph_cannot_see():
 
 async def noop(ctx):
     return None
+
+
+def test_reaching_is_the_names_plus_everything_that_reaches_one_of_them():
+    g = StateGraph()
+    for src, dst in [("a", "b"), ("b", "c"), ("c", "b"), ("x", "y"), ("d", "d"), ("z", "a")]:
+        g.add_edge(src, dst)
+    for names in (["b"], ["y", "d"], ["a", "c"], []):
+        union = set(names).union(*(g.ancestors(n) for n in names))
+        assert g.reaching(names) == union
+    assert g.reaching(["b"]) == {"a", "b", "c", "z"}
