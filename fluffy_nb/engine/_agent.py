@@ -24,12 +24,11 @@ from ._handle import RunHandle, run_blocking, start_background
 from ._hitl import HumanLoop
 from ._hooks import mimebundle
 from ._map import Send
-from ._policies import check_timeout
+from ._policies import check_max_concurrent, check_timeout
 from ._registration import build_spec, check_definition, check_store, link_state
 from ._registry import RunRegistry
 from ._resources import ResourcePool
 from ._run import Run
-from ._runner import check_max_concurrent
 from ._starts import start_states
 from ._state import StateMetadata, state_options
 from ._status import AgentStatus

@@ -1,6 +1,7 @@
 """One attempt of a state's body, for the scheduler (``_runner``): calling it (an executor, a
 timeout), telling a cancel from a body's own CancelledError, which states may run inline
-without those layers, and where a failure for good is routed (``on_timeout``/``on_error``)."""
+without those layers, what its return value names next, and where a failure for good is
+routed (``on_timeout``/``on_error``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import asyncio
 import inspect
 from typing import TYPE_CHECKING, Any
 
-from ._errors import StateFailedError, StateTimeoutError
+from ._errors import InvalidStateResultError, StateFailedError, StateNotFoundError, StateTimeoutError
 
 if TYPE_CHECKING:
+    from ._agent import Agent
     from ._context import Context
     from ._policies import StateSpec
 
@@ -76,3 +78,38 @@ def error_route(spec: StateSpec, error: BaseException) -> str | None:
             if isinstance(error, kinds) or isinstance(cause, kinds):
                 return str(target)
     return None
+
+
+def next_states(agent: Agent, name: str, result: Any) -> tuple[str, ...]:
+    """What state ``name`` of ``agent`` returning ``result`` names next: ``()`` for None, the
+    names of a name or a list of names (repeats dropped), or a payload fan-out (``_map.Fanout``).
+
+    Raises:
+        InvalidStateResultError: ``result`` is none of those.
+        StateNotFoundError: it names a state ``agent`` does not have.
+    """
+    if result is None:
+        return ()
+    if isinstance(result, str):
+        names: tuple[str, ...] = (result,)
+    elif isinstance(result, (list, tuple)) and all(isinstance(r, str) for r in result):
+        names = tuple(dict.fromkeys(result))
+    else:
+        from ._map import fanout_of
+
+        fan = fanout_of(agent, name, result)  # Send(...) entries: a payload fan-out
+        if fan is not None:
+            return fan
+        raise InvalidStateResultError(
+            f"state {name!r} returned {result!r} ({type(result).__name__}); a state must return "
+            "the next state's name, a list of names to run in parallel, or None to end"
+        )
+    states = agent.states
+    for n in names:
+        if n not in states:
+            known = ", ".join(sorted(states)[:12])
+            raise StateNotFoundError(
+                f"state {name!r} returned {n!r}, which is not a state of agent {agent.name!r} "
+                f"(known: {known}); add it with agent.add_state({n!r}, func) or fix the name"
+            )
+    return names

@@ -201,3 +201,10 @@ class StateSpec:
     inline: bool = field(default=False, repr=False, compare=False)
     routes: tuple[str, ...] = field(default=(), repr=False, compare=False)
     offloaded: bool = field(default=False, repr=False, compare=False)
+
+
+def check_max_concurrent(value: Any) -> int | None:
+    """Validate ``Agent(max_concurrent=...)``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigurationError(f"Agent(max_concurrent={value!r}): must be a whole number >= 1 or None")
+    return value

@@ -2,11 +2,12 @@
 
 Push model: there is no central polling loop. When a state's task ends it routes its branch
 onward (``_graph.Joins``), which launches the next states directly; the run just awaits a
-future that resolves when no work is left. A state's execution is three steps:
-``_admit`` (resource pool and gates), ``_attempts`` (the body, with timeout and retries; calling
-it and where a failure is routed live in ``_attempt``) and ``_complete`` (route the result, or
-hand a failure or cancellation to ``RunControl``). A plain state (no pool, gates, dependencies,
-executor or timeout) skips the first two: its first attempt runs inline in ``_run_branch``.
+future that resolves when no work is left. A state's execution is three steps: admission
+(resource pool and gates: ``_admission``), ``_attempts`` (the body, with timeout and retries;
+calling it, reading what it returned and where a failure is routed live in ``_attempt``) and
+``_complete`` (route the result, or hand a failure or cancellation to ``RunControl``). A plain
+state (no pool, gates, dependencies, executor or timeout) skips the first two: its first
+attempt runs inline in ``_run_branch``, and a quiet chain steps in place (``_hop``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import heapq
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from ._attempt import call_body, cancel_requested, error_route, self_cancelled
+from ._admission import Admission
+from ._attempt import call_body, cancel_requested, error_route, next_states, self_cancelled
 from ._context import Context
 from ._errors import (
     ConfigurationError,
@@ -25,8 +27,7 @@ from ._errors import (
     StateNotFoundError,
     StateTimeoutError,
 )
-from ._events import StateBlocked, StateFailed, StateFinished, StateRetrying, StateScheduled, StateStarted
-from ._executor import state_executor
+from ._events import StateFailed, StateFinished, StateRetrying, StateScheduled, StateStarted
 from ._graph import Joins, Token
 from ._status import StateStatus
 
@@ -66,31 +67,6 @@ class Execution:
         return f"Execution({self.state!r}, id={self.id}, attempt={self.attempt})"
 
 
-class _InGates:
-    """Executions per state between their gates (waiting or holding): O(1) where a scan of the
-    running executions made a 10,000-state fan-out at a small pool quadratic. It sits in an
-    execution's ``held`` list, so ``release`` runs with the gates'."""
-
-    __slots__ = ("counts",)
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def enter(self, state: str) -> int:
-        """Count one more execution of ``state`` at its gates; return how many there are now."""
-        n = self.counts.get(state, 0) + 1
-        self.counts[state] = n
-        return n
-
-    def release(self, state: str) -> None:
-        """The execution of ``state`` left its gates."""
-        n = self.counts[state] - 1
-        if n:
-            self.counts[state] = n
-        else:
-            del self.counts[state]
-
-
 class Scheduler:
     """Starts, queues (``max_concurrent``, priority) and executes the states of one run.
 
@@ -110,9 +86,8 @@ class Scheduler:
         self._routing_error: BaseException | None = None  # while a failure is routed by on_error
         self.done: asyncio.Future[None] | None = None
         self.drained: asyncio.Future[None] | None = None
-        self._gate_waits: dict[int, tuple[Execution, Any, Any, float]] = {}  # waiting at a pool or gate
         self._retry_waits: dict[int, tuple[Execution, float]] = {}  # waiting out a retry delay
-        self._in_gates = _InGates()
+        self.admission = Admission(run)  # the resource pool and gates before a state runs
         self._gated = run.agent.gate_map  # state -> its gates (the agent's own dict, kept up to date)
         states = run.agent.states
         # the pending dict's own __contains__: the joins ask it on every transition
@@ -331,9 +306,11 @@ class Scheduler:
         try:
             gates = self.agent.gates_of(ex.state)
             if spec.resources is not None or spec.dependencies or gates:
-                await self._admit(ex, spec, gates, held)
-            elif self.pending.get(ex.state) is ex:
+                await self.admission.admit(ex, spec, gates, held)
+            if self.pending.get(ex.state) is ex:
                 del self.pending[ex.state]
+            if spec.dependencies:
+                self.run.deps.on_started(ex.state, spec)
             outcome = await self._attempts(ex, spec, meta)
         except asyncio.CancelledError:
             outcome = ("cancelled", None)
@@ -349,64 +326,9 @@ class Scheduler:
                 del self.pending[ex.state]
         return outcome, meta
 
-    async def _admit(self, ex: Execution, spec: StateSpec, gates: list[Any], held: list[tuple[Any, str]]) -> None:
-        """Pass the resource pool and the state's gates (rate limits, coordination), in order."""
-        agent = self.agent
-        pool = self.run.pool_owner.resource_pool if spec.resources is not None else None
-        if pool is not None and state_executor(agent, spec) is not None:
-            pool = None  # a remote state's resources are the cluster's; its executor maps them
-        if pool is not None or gates:
-            await self._pass_gates(ex, spec, pool, gates, held)
-        if self.pending.get(ex.state) is ex:
-            del self.pending[ex.state]
-        if spec.dependencies:
-            self.run.deps.on_started(ex.state, spec)
-
-    async def _pass_gates(self, ex: Execution, spec: StateSpec, pool: Any, gates: list[Any],
-                          held: list[tuple[Any, str]]) -> None:
-        # a second execution of the state (in this run or another) takes a distinct owner name
-        n = self._in_gates.enter(ex.state)
-        held.append((self._in_gates, ex.state))  # released with the gates, last
-        owner = (f"{ex.state}#{ex.id}" if n > 1 or ex.branch is not None or self.agent.live_runs_count() > 1
-                 or self.run.parent_state is not None else ex.state)  # a child run may share its root's pool
-        # budgets (rate limits, quotas) first: a state waiting for its budget holds no CPU, lock or slot
-        # that unrelated states could use meanwhile
-        for gate in gates:
-            if getattr(gate, "is_budget", False):
-                await self._pass_gate(ex, gate, owner, None)
-                held.append((gate, owner))
-        if pool is not None:
-            await self._pass_gate(ex, pool, owner, spec.resources)
-            held.append((pool, owner))
-        for gate in gates:
-            if not getattr(gate, "is_budget", False):
-                await self._pass_gate(ex, gate, owner, None)
-                held.append((gate, owner))
-
-    async def _pass_gate(self, ex: Execution, gate: Any, owner: str, req: Any) -> None:
-        args = (owner,) if req is None else (owner, req)
-        if gate.try_acquire(*args):
-            return
-        run = self.run
-        run.meta(ex.state).status = StateStatus.BLOCKED
-        now = run.clock.monotonic()
-        if run.events.active:
-            from ._why import explain_gate
-
-            kind, detail, holders = explain_gate(gate, req)
-            run.events.publish(StateBlocked(run.name, run.run_id, now, ex.state, detail, kind, holders))
-        self._gate_waits[ex.id] = (ex, gate, req, now)
-        try:
-            if req is None:
-                await gate.acquire(owner)
-            else:
-                await gate.acquire(owner, req, self.agent.states[ex.state].priority)
-        finally:
-            del self._gate_waits[ex.id]
-
     def gate_waits(self) -> list[tuple[Execution, Any, Any, float]]:
         """Executions waiting at a resource pool or gate: ``(execution, gate, request, since)``."""
-        return list(self._gate_waits.values())
+        return self.admission.waits()
 
     def retry_waits(self) -> list[tuple[Execution, float]]:
         """Executions waiting out a retry delay: ``(execution, clock time of the next attempt)``."""
@@ -546,41 +468,14 @@ class Scheduler:
             self._routing_error = None
         return True
 
-    def _normalize(self, name: str, result: Any) -> tuple[str, ...]:
-        if result is None:
-            return ()
-        if isinstance(result, str):
-            names: tuple[str, ...] = (result,)
-        elif isinstance(result, (list, tuple)) and all(isinstance(r, str) for r in result):
-            names = tuple(dict.fromkeys(result))
-        else:
-            from ._map import fanout_of
-
-            fan = fanout_of(self.agent, name, result)  # Send(...) entries: a payload fan-out
-            if fan is not None:
-                return fan
-            raise InvalidStateResultError(
-                f"state {name!r} returned {result!r} ({type(result).__name__}); a state must return "
-                "the next state's name, a list of names to run in parallel, or None to end"
-            )
-        states = self.agent.states
-        for n in names:
-            if n not in states:
-                known = ", ".join(sorted(states)[:12])
-                raise StateNotFoundError(
-                    f"state {name!r} returned {n!r}, which is not a state of agent {self.agent.name!r} "
-                    f"(known: {known}); add it with agent.add_state({n!r}, func) or fix the name"
-                )
-        return names
-
     def _finish_state(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
         run = self.run
         name = ex.state
         if result.__class__ is str and result in self.agent.states:
-            names: tuple[str, ...] = (result,)  # the common case, without _normalize's checks
+            names: tuple[str, ...] = (result,)  # the common case, without next_states' checks
         else:
             try:
-                names = self._normalize(name, result)
+                names = next_states(self.agent, name, result)
             except (InvalidStateResultError, StateNotFoundError, ConfigurationError) as exc:
                 meta.status = StateStatus.FAILED
                 run.control.fail(name, exc, wrap=False)
@@ -617,9 +512,3 @@ class Scheduler:
         if run.durable and run.store is not None:
             run.checkpoints.save("state")
 
-
-def check_max_concurrent(value: Any) -> int | None:
-    """Validate ``Agent(max_concurrent=...)``."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigurationError(f"Agent(max_concurrent={value!r}): must be a whole number >= 1 or None")
-    return value
