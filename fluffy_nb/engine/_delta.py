@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._bounds import MAX_STATES
+from ._codec import encode_typed_context, encode_value
 from ._errors import CheckpointError
 from ._status import StateStatus
 
@@ -187,30 +188,45 @@ class DeltaTracker:
         else:
             self.deltas, self.full_size, self.since_full = 0, size, 0
 
-    def changes(self) -> dict[str, Any]:
-        """The fields of a delta against the previous checkpoint (plain values, not yet encoded)."""
+    def changes(self) -> tuple[Any, ...]:
+        """The collections of a delta against the previous checkpoint, encoded for JSON:
+        ``(state_status, completed_states, completion_counts, state_attempts, shared_state,
+        typed_data, human_answers, removed_keys)``.
+
+        Raises:
+            SerializationError: a changed context key holds a value a checkpoint cannot store.
+        """
         run = self.run
         metadata, counts = run.metadata, run.completion_counts
         status: dict[str, StateStatus] = {}
         attempts: dict[str, int] = {}
+        done: dict[str, int] = {}
         for name in run.changed_states:
             meta = metadata.get(name)
             if meta is not None:
                 status[name] = meta.status
                 attempts[name] = meta.attempts
+            n = counts.get(name)
+            if n is not None:
+                done[name] = n
         shared = run.shared
         assert isinstance(shared, TrackedDict)
-        keys = shared.changed | shared.mutable
-        return {
-            "state_status": status,
-            "state_attempts": attempts,
-            "completion_counts": {n: counts[n] for n in run.changed_states if n in counts},
-            "completed_states": run.completed_states[self.completed:],
-            "human_answers": run.human_answers[len(self.answers):],
-            "shared": {k: shared[k] for k in keys if k in shared},
-            "removed_keys": sorted(shared.removed),
-            "typed": dict(run.typed),  # typed objects may change in place: all written, every time
-        }
+        mutable = shared.mutable
+        # encoded as a durable step's checkpoint must be: a value JSON cannot hold raises, naming its key
+        values = {k: encode_value(k, shared[k]) for k in (shared.changed | mutable if mutable else shared.changed)
+                  if k in shared}
+        completed = run.completed_states
+        answers = run.human_answers
+        return (
+            status,
+            completed[self.completed:] if len(completed) > self.completed else [],
+            done,
+            attempts,
+            values,
+            encode_typed_context(run.typed, lenient=False)[0],  # all: typed objects may change in place
+            answers[len(self.answers):] if answers else [],
+            sorted(shared.removed) if shared.removed else [],
+        )
 
 
 def fold(cp: Checkpoint, load: Callable[[str], Checkpoint], where: str) -> Checkpoint:
