@@ -18,8 +18,8 @@ Baseline, in the same process: ``raw`` inserts one small row and commits, per st
 SQLite file opened with the store's pragmas (WAL, ``synchronous=NORMAL`` as the store's default,
 or ``--synchronous FULL`` for both: an fsync per commit): the floor a durable step cannot go
 under. ``table`` inserts and commits, per step, one row of a delta checkpoint's size into the
-store's own table (made by ``SQLiteStore``: its two listing indexes are two more b-trees per
-commit than ``raw``'s table and key) and a larger row: what the store's SQL costs, before any
+store's own table (made by ``SQLiteStore``: its listing index is one more b-tree per commit
+than ``raw``'s table and key) and a larger row: what the store's SQL costs, before any
 checkpoint is built. ``engine`` is the same restored chain with no store (no checkpoints).
 
 Run: ``python benchmarks/bench_durable.py [--repeat R] [--steps S] [--sizes 10,100,1000,10000]``.
