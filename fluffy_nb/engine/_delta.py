@@ -147,14 +147,15 @@ class DeltaTracker:
         run: The run being checkpointed.
     """
 
-    __slots__ = ("answers", "completed", "deltas", "full_size", "run", "since_full")
+    __slots__ = ("answered", "completed", "deltas", "full_size", "last_answer", "run", "since_full")
 
     def __init__(self, run: Run) -> None:
         self.run = run
         self.deltas = -1  # no full checkpoint yet: the next one must be full
         self.full_size = self.since_full = 0  # entries in the last full one / in the deltas since
         self.completed = 0
-        self.answers: list[HumanAnswerRecord] = []
+        self.answered = 0  # human answers in the previous checkpoint, and the last of them
+        self.last_answer: HumanAnswerRecord | None = None
 
     def wants_full(self, trigger: str) -> bool:
         """Whether the next checkpoint (of ``trigger``) is written in full."""
@@ -164,9 +165,9 @@ class DeltaTracker:
         if not isinstance(run.shared, TrackedDict) or len(run.completed_states) < self.completed:
             return True  # replaced or shrunk behind the tracker's back: start again from a full one
         answers = run.human_answers
-        n = len(self.answers)
+        n = self.answered
         # answers are appended; anything else (a list rebuilt) is written in full
-        return len(answers) < n or (n > 0 and answers[n - 1] is not self.answers[-1])
+        return len(answers) < n or (n > 0 and answers[n - 1] is not self.last_answer)
 
     def reset(self) -> None:
         """Forget the previous checkpoint (a load or a failed save): the next one is full."""
@@ -179,7 +180,9 @@ class DeltaTracker:
         if isinstance(run.shared, TrackedDict):
             run.shared.mark_written()
         self.completed = len(run.completed_states)
-        self.answers = list(run.human_answers)
+        answers = run.human_answers  # noted, not copied: a step must not cost more as answers pile up
+        self.answered = len(answers)
+        self.last_answer = answers[-1] if answers else None
         size = (len(cp.state_status) + len(cp.state_attempts) + len(cp.completion_counts) + len(cp.completed_states)
                 + len(cp.shared_state) + len(cp.typed_data) + len(cp.human_answers) + len(cp.pending) + 1)
         if cp.delta:
@@ -224,7 +227,7 @@ class DeltaTracker:
             attempts,
             values,
             encode_typed_context(run.typed, lenient=False)[0],  # all: typed objects may change in place
-            answers[len(self.answers):] if answers else [],
+            answers[self.answered:] if answers else [],
             sorted(shared.removed) if shared.removed else [],
         )
 

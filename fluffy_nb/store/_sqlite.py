@@ -142,7 +142,8 @@ def _close_all() -> None:  # pragma: no cover - runs at interpreter exit
 
 
 def _row(cp: Checkpoint) -> tuple[Any, ...]:
-    text = cp.model_dump_json()
+    raw = type(cp).__pydantic_serializer__.to_json(cp)  # what model_dump_json returns, as UTF-8 bytes
+    text = raw.decode()
     if len(text) > MAX_JSON_BYTES:  # characters: a quick first look, bytes are checked on load
         raise CheckpointError(
             f"checkpoint {cp.checkpoint_id!r} of {cp.agent_name!r} is {len(text):,} characters of JSON, more "
@@ -151,8 +152,7 @@ def _row(cp: Checkpoint) -> tuple[Any, ...]:
         )
     return (
         cp.checkpoint_id, cp.parent_id, cp.agent_name, cp.run_id, cp.sequence, cp.timestamp, cp.trigger,
-        cp.agent_status.value, cp.completed_count, pending_json(cp.pending),
-        len(text) if text.isascii() else len(text.encode()),
+        cp.agent_status._value_, cp.completed_count, pending_json(cp.pending), len(raw),
         cp.error, cp.format_version, text,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import sqlite3
@@ -395,3 +396,20 @@ def test_listings_search_the_index_instead_of_reading_every_row(
             assert any(step.startswith("SEARCH r USING AUTOMATIC") for step in plan), plan
         else:
             assert scans == [], f"{what}: {plan}"
+
+
+def test_a_row_holds_the_checkpoints_json_its_byte_size_and_pending_names_as_json(tmp_path: Path) -> None:
+    names = ['plain', 'quote"d', "back\\slash", "naïve ☃", "tab\there", "\u2028"]
+    c = Checkpoint(agent_name="a", run_id="r1", timestamp=1.0, pending=names,
+                   shared_state={"text": "héllo ☃ \U0001f600"})
+    store = SQLiteStore(tmp_path / "runs.db", write_behind=False)
+    store.put(c)
+    (info,) = store.list()
+    store.close()
+    assert info.pending == tuple(names)
+    with sqlite3.connect(tmp_path / "runs.db") as con:
+        data, size, pending = con.execute("SELECT data, size_bytes, pending FROM checkpoints").fetchone()
+    con.close()
+    assert data == c.model_dump_json()
+    assert size == len(data.encode()) > len(data)
+    assert pending == json.dumps(names)
