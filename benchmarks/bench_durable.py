@@ -19,8 +19,11 @@ SQLite file opened with the store's pragmas (WAL, ``synchronous=NORMAL`` as the 
 or ``--synchronous FULL`` for both: an fsync per commit): the floor a durable step cannot go
 under. ``table`` inserts and commits, per step, one row of a delta checkpoint's size into the
 store's own table (made by ``SQLiteStore``: its listing index is one more b-tree per commit
-than ``raw``'s table and key) and a larger row: what the store's SQL costs, before any
-checkpoint is built. ``engine`` is the same restored chain with no store (no checkpoints).
+than ``raw``'s table and key): what the store's SQL costs, before any checkpoint is built.
+Both run their commits in a tight loop, so they are floors: between real steps (Python work
+in between evicting SQLite's code and pages from the CPU caches) the same commit measured
+about 1.5x its tight-loop CPU here. ``engine`` is the same restored chain with no store (no
+checkpoints).
 
 Run: ``python benchmarks/bench_durable.py [--repeat R] [--steps S] [--sizes 10,100,1000,10000]``.
 """
