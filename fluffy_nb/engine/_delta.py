@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._bounds import MAX_STATES
+from ._codec import encode_typed_context, encode_value
 from ._errors import CheckpointError
 from ._status import StateStatus
 
@@ -146,14 +147,15 @@ class DeltaTracker:
         run: The run being checkpointed.
     """
 
-    __slots__ = ("answers", "completed", "deltas", "full_size", "run", "since_full")
+    __slots__ = ("answered", "completed", "deltas", "full_size", "last_answer", "run", "since_full")
 
     def __init__(self, run: Run) -> None:
         self.run = run
         self.deltas = -1  # no full checkpoint yet: the next one must be full
         self.full_size = self.since_full = 0  # entries in the last full one / in the deltas since
         self.completed = 0
-        self.answers: list[HumanAnswerRecord] = []
+        self.answered = 0  # human answers in the previous checkpoint, and the last of them
+        self.last_answer: HumanAnswerRecord | None = None
 
     def wants_full(self, trigger: str) -> bool:
         """Whether the next checkpoint (of ``trigger``) is written in full."""
@@ -163,9 +165,9 @@ class DeltaTracker:
         if not isinstance(run.shared, TrackedDict) or len(run.completed_states) < self.completed:
             return True  # replaced or shrunk behind the tracker's back: start again from a full one
         answers = run.human_answers
-        n = len(self.answers)
+        n = self.answered
         # answers are appended; anything else (a list rebuilt) is written in full
-        return len(answers) < n or (n > 0 and answers[n - 1] is not self.answers[-1])
+        return len(answers) < n or (n > 0 and answers[n - 1] is not self.last_answer)
 
     def reset(self) -> None:
         """Forget the previous checkpoint (a load or a failed save): the next one is full."""
@@ -178,7 +180,9 @@ class DeltaTracker:
         if isinstance(run.shared, TrackedDict):
             run.shared.mark_written()
         self.completed = len(run.completed_states)
-        self.answers = list(run.human_answers)
+        answers = run.human_answers  # noted, not copied: a step must not cost more as answers pile up
+        self.answered = len(answers)
+        self.last_answer = answers[-1] if answers else None
         size = (len(cp.state_status) + len(cp.state_attempts) + len(cp.completion_counts) + len(cp.completed_states)
                 + len(cp.shared_state) + len(cp.typed_data) + len(cp.human_answers) + len(cp.pending) + 1)
         if cp.delta:
@@ -187,30 +191,45 @@ class DeltaTracker:
         else:
             self.deltas, self.full_size, self.since_full = 0, size, 0
 
-    def changes(self) -> dict[str, Any]:
-        """The fields of a delta against the previous checkpoint (plain values, not yet encoded)."""
+    def changes(self) -> tuple[Any, ...]:
+        """The collections of a delta against the previous checkpoint, encoded for JSON:
+        ``(state_status, completed_states, completion_counts, state_attempts, shared_state,
+        typed_data, human_answers, removed_keys)``.
+
+        Raises:
+            SerializationError: a changed context key holds a value a checkpoint cannot store.
+        """
         run = self.run
         metadata, counts = run.metadata, run.completion_counts
         status: dict[str, StateStatus] = {}
         attempts: dict[str, int] = {}
+        done: dict[str, int] = {}
         for name in run.changed_states:
             meta = metadata.get(name)
             if meta is not None:
                 status[name] = meta.status
                 attempts[name] = meta.attempts
+            n = counts.get(name)
+            if n is not None:
+                done[name] = n
         shared = run.shared
         assert isinstance(shared, TrackedDict)
-        keys = shared.changed | shared.mutable
-        return {
-            "state_status": status,
-            "state_attempts": attempts,
-            "completion_counts": {n: counts[n] for n in run.changed_states if n in counts},
-            "completed_states": run.completed_states[self.completed:],
-            "human_answers": run.human_answers[len(self.answers):],
-            "shared": {k: shared[k] for k in keys if k in shared},
-            "removed_keys": sorted(shared.removed),
-            "typed": dict(run.typed),  # typed objects may change in place: all written, every time
-        }
+        mutable = shared.mutable
+        # encoded as a durable step's checkpoint must be: a value JSON cannot hold raises, naming its key
+        values = {k: encode_value(k, shared[k]) for k in (shared.changed | mutable if mutable else shared.changed)
+                  if k in shared}
+        completed = run.completed_states
+        answers = run.human_answers
+        return (
+            status,
+            completed[self.completed:] if len(completed) > self.completed else [],
+            done,
+            attempts,
+            values,
+            encode_typed_context(run.typed, lenient=False)[0],  # all: typed objects may change in place
+            answers[self.answered:] if answers else [],
+            sorted(shared.removed) if shared.removed else [],
+        )
 
 
 def fold(cp: Checkpoint, load: Callable[[str], Checkpoint], where: str) -> Checkpoint:

@@ -186,11 +186,18 @@ def check_matches_row(cp: Checkpoint, info: CheckpointInfo | tuple[str, str, str
 
 
 def pending_json(names: Iterable[str]) -> str:
-    """The ``pending`` listing column as stored."""
-    names = builtins.list(names)
-    return _encode_list(names) if names else "[]"  # most durable steps: one or two names, or none
+    """The ``pending`` listing column as stored: ``json.dumps(list(names))``, written once per durable step."""
+    if type(names) is not builtins.list:
+        names = builtins.list(names)
+    if not names:
+        return "[]"
+    try:  # most durable steps: one or two names; what json.dumps writes, without its encoder's setup
+        return "[" + ", ".join(map(_quoted, names)) + "]"
+    except TypeError:  # a name that is not text (an unvalidated checkpoint): json.dumps says how it writes it
+        return _encode_list(names)
 
 
+_quoted = json.encoder.encode_basestring_ascii
 _encode_list = json.JSONEncoder().encode  # json.dumps's own encoder, without its per-call argument checks
 _checkpoint_model: Any = None
 

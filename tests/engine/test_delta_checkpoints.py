@@ -245,3 +245,21 @@ async def test_the_final_context_copies_deep_copies_and_pickles_like_a_dict() ->
     assert deep == {"items": [1, 2]}
     assert pickle.loads(pickle.dumps(shared)) == {"items": [1]}
     assert copy.copy(shared) == shared == json.loads(json.dumps(shared))
+
+
+async def test_every_checkpoint_as_built_equals_what_its_json_validates_to() -> None:
+    made: list[Checkpoint] = []
+
+    class Keeping(MemoryStore):
+        def put(self, checkpoint: Checkpoint) -> None:
+            made.append(checkpoint)
+            super().put(checkpoint)
+
+    await busy_agent(Keeping()).run(start="start")
+    assert sum(cp.delta for cp in made) > 40
+    assert not made[-1].delta
+    for cp in made:  # built without validation: every field present, in the model's order, valid
+        assert list(cp.__dict__) == list(Checkpoint.model_fields)
+        validated = Checkpoint.from_json(cp.model_dump_json())
+        assert validated == cp
+        assert validated.model_dump_json() == cp.model_dump_json()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import sqlite3
@@ -322,3 +323,93 @@ def test_an_integer_sqlite_cannot_hold_is_a_checkpoint_error_on_write(tmp_path: 
     with pytest.raises(CheckpointError, match="OverflowError"):
         write()
     store.close()
+
+
+_SCHEMA_1_RUN_INDEX = "CREATE INDEX checkpoints_run_seq ON checkpoints(run_id, sequence)"
+
+
+def _indexes(path: Path) -> set[str]:
+    with sqlite3.connect(path) as con:
+        return {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+                if not name.startswith("sqlite_autoindex")}
+
+
+def test_a_schema_1_file_opens_migrated_with_every_checkpoint_listed_and_loading(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    store = SQLiteStore(path)
+    for run, agent in (("r1", "a"), ("r2", "a"), ("r2", "b"), ("r3", "b")):  # r2: a run id two agents wrote
+        for seq in (1, 2):
+            store.put(Checkpoint(agent_name=agent, run_id=run, sequence=seq, timestamp=float(seq),
+                                 shared_state={"who": f"{agent}{run}{seq}"}))
+    store.close()
+    with sqlite3.connect(path) as con:  # the layout fluffy_nb wrote before schema 2
+        con.execute(_SCHEMA_1_RUN_INDEX)
+        con.execute("PRAGMA user_version = 1")
+    con.close()
+    assert _indexes(path) == {"checkpoints_agent_run_seq", "checkpoints_run_seq"}
+
+    store = SQLiteStore(path)
+    assert [(r.agent_name, r.run_id, r.sequence) for r in store.list(run_id="r2")] == [
+        ("a", "r2", 1), ("b", "r2", 1), ("a", "r2", 2), ("b", "r2", 2)]  # one run: by sequence
+    assert [(r.run_id, r.sequence) for r in store.list("b")] == [("r2", 1), ("r2", 2), ("r3", 1), ("r3", 2)]
+    assert store.latest("a").shared_state == {"who": "ar22"}
+    assert len(store.list()) == 8
+    store.close()
+    assert _indexes(path) == {"checkpoints_agent_run_seq"}  # one b-tree less in every commit
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+    con.close()
+
+
+def test_listings_search_the_index_instead_of_reading_every_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    statements: list[str] = []
+    connect = SQLiteStore._connect
+
+    def traced(self: SQLiteStore) -> sqlite3.Connection:
+        con = connect(self)
+        con.set_trace_callback(statements.append)
+        return con
+
+    monkeypatch.setattr(SQLiteStore, "_connect", traced)
+    path = tmp_path / "runs.db"
+    store = SQLiteStore(path)
+    for i in range(30):
+        store.put(Checkpoint(agent_name=f"a{i % 3}", run_id=f"r{i // 2}", sequence=i % 2, timestamp=float(i)))
+    queries = {
+        "agent": lambda: store.list("a1"), "run": lambda: store.list(run_id="r7"),
+        "agent and run": lambda: store.list("a2", "r7"), "latest": lambda: store.latest("a1"),
+        "everything": lambda: store.list(),
+    }
+    plans = {}
+    with sqlite3.connect(path) as con:
+        for what, query in queries.items():
+            statements.clear()
+            assert query()
+            sql = next(s for s in statements if "FROM checkpoints c" in s)
+            plans[what] = [row[3] for row in con.execute("EXPLAIN QUERY PLAN " + sql)]
+    con.close()
+    store.close()
+    for what, plan in plans.items():
+        scans = [step for step in plan if step.startswith(("SCAN c", "SCAN checkpoints"))]
+        if what == "everything":  # each row read once, its run's start looked up (never rows x runs)
+            assert any(step.startswith("SEARCH r USING AUTOMATIC") for step in plan), plan
+        else:
+            assert scans == [], f"{what}: {plan}"
+
+
+def test_a_row_holds_the_checkpoints_json_its_byte_size_and_pending_names_as_json(tmp_path: Path) -> None:
+    names = ['plain', 'quote"d', "back\\slash", "naïve ☃", "tab\there", "\u2028"]
+    c = Checkpoint(agent_name="a", run_id="r1", timestamp=1.0, pending=names,
+                   shared_state={"text": "héllo ☃ \U0001f600"})
+    store = SQLiteStore(tmp_path / "runs.db", write_behind=False)
+    store.put(c)
+    (info,) = store.list()
+    store.close()
+    assert info.pending == tuple(names)
+    with sqlite3.connect(tmp_path / "runs.db") as con:
+        data, size, pending = con.execute("SELECT data, size_bytes, pending FROM checkpoints").fetchone()
+    con.close()
+    assert data == c.model_dump_json()
+    assert size == len(data.encode()) > len(data)
+    assert pending == json.dumps(names)
