@@ -30,14 +30,14 @@ from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
 from ._map import checkpoint_maps, plain_frontier, relaunch_maps
-from ._status import AgentStatus, StateStatus
+from ._state import started_facts
+from ._status import AgentStatus
 from ._typed import decode_typed
 
 if TYPE_CHECKING:
     from ._checkpoint import Checkpoint
     from ._run import Run
 
-_PENDING = StateStatus.PENDING
 _FLUSHED_TRIGGERS = frozenset({"pause", "completion", "failure", "cancel", "fork"})
 _MAX_JOIN_BRANCHES = 10_000  # branches a restored checkpoint may say wait at one join
 
@@ -107,15 +107,7 @@ class Checkpointer:
             return self._checkpoint(trigger, frontier, joins, maps, error, self.tracker.changes(),
                                     dict(metadata) if metadata else {}, delta=True)
         self._made = run.store is not None
-        status: dict[str, StateStatus] = {}
-        attempts: dict[str, int] = {}
-        for name, meta in run.metadata.items():  # one pass: this loop is most of the cost
-            st = meta.status
-            if st is not _PENDING:
-                status[name] = st
-            n = meta.attempts
-            if n:
-                attempts[name] = n
+        status, attempts = started_facts(run.metadata)  # one pass: most of a full checkpoint's cost
         shared, typed, metadata = encode_run_data(run.name, run.shared, run.typed, trigger, metadata)
         collections: tuple[Any, ...] = (status, list(run.completed_states), dict(run.completion_counts), attempts,
                                         shared, typed, list(run.human_answers), [])
