@@ -13,6 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from ._clusters import Expand, add_plotly_clusters, child_agent, mermaid_cluster, node_label, with_child_statuses
@@ -23,11 +24,11 @@ from ._layout import (
     Layout,
     dominant_status,
     graph_layout,
+    plotly_template,
     plotly_text,
     status_color,
     status_label,
 )
-from ._layout import TEMPLATE as _TEMPLATE
 from ._mapview import map_counts, map_note
 from ._waitview import add_wait_overlay, mermaid_wait_lines, svg_wait_overlay, wait_hover, wait_label
 
@@ -51,7 +52,7 @@ def waits_of(tracker: Any) -> tuple[dict[str, Any], list[Any]]:
 
 def _node_status(lay: Layout, node_id: str, status: Mapping[str, str]) -> tuple[str, Counter[str]]:
     members = lay.nodes[node_id].members
-    counts = Counter(status.get(m, "pending") for m in members)
+    counts = Counter(map(status.get, members, repeat("pending")))  # C-speed: a group holds 10,000 states
     return dominant_status(counts), counts
 
 
@@ -163,7 +164,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
         ))
     add_wait_overlay(fig, lay, waits, deadlocks, annotations, agent)
     total = len(agent.graph.nodes)
-    counts = Counter(status.get(n, "pending") for n in agent.graph.nodes)
+    counts = Counter(map(status.get, agent.graph.nodes, repeat("pending")))
     xs = [lay.position(n)[0] for n in lay.nodes] or [0.0]
     ys = [lay.position(n)[1] for n in lay.nodes] or [0.0]
     height = int(min(640, max(220, 90 * max(1, lay.widest) + 120))) + (60 if deadlocks else 0) + 20 * lanes
@@ -171,7 +172,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
         title={"text": title if title is not None else
                f"<b>{plotly_text(agent.name)}</b> - {total:,} states: {_counts_text(counts)}",
                "x": 0.01, "font": {"size": 15}},
-        showlegend=True, annotations=annotations, height=height, template=_TEMPLATE,
+        showlegend=True, annotations=annotations, height=height, template=plotly_template(),
         margin={"l": 20, "r": 20, "t": 50, "b": 70 if deadlocks else 20}, hovermode="closest",
         legend={"yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.01, "font": {"size": 11},
                 "tracegroupgap": 12},

@@ -40,9 +40,10 @@ def latency_rows(durations: Mapping[str, Sequence[float]], limit: int | None = N
     if limit is not None:  # the live view: rank by p95 alone, build rows for the few it shows
         ranked = []
         for state, values in durations.items():
-            ordered = values if len(values) == 1 else sorted(values)
-            if ordered:
-                ranked.append((percentile(ordered, 95), state))
+            if len(values) == 1:  # the common case in a fan-out: its p95 is its one value
+                ranked.append((values[0], state))
+            elif values:
+                ranked.append((percentile(sorted(values), 95), state))
         top = heapq.nsmallest(limit, ranked, key=lambda t: (-t[0], t[1]))
         return [r for _, state in top if (r := _row(state, durations[state])) is not None]
     rows = [r for state, values in durations.items() if (r := _row(state, values)) is not None]

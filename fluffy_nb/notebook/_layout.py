@@ -59,6 +59,32 @@ TEMPLATE: dict[str, Any] = {"layout": {
 }}
 
 
+#: template parts no figure here uses (polar, 3-D, maps, colour scales): left out of the cached template
+_UNUSED_TEMPLATE_LAYOUT = frozenset({"polar", "ternary", "scene", "geo", "coloraxis", "colorscale", "mapbox", "map"})
+_templates: dict[Any, Any] = {}
+
+
+def plotly_template() -> Any:
+    """:data:`TEMPLATE` over plotly's default template, as ``update_layout(template=TEMPLATE)`` merges it,
+    built once per default template and cut to the scatter and bar parts the views draw.
+
+    Merging the dict costs ~10 ms per figure (a copy of plotly's whole default template); this
+    ``Template`` costs ~3 ms and draws the same.
+    """
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    key = pio.templates.default
+    cached = _templates.get(key)
+    if cached is None:
+        merged = go.Figure().update_layout(template=TEMPLATE).layout.template.to_plotly_json()
+        cached = go.layout.Template({
+            "data": {k: v for k, v in merged.get("data", {}).items() if k in ("scatter", "bar")},
+            "layout": {k: v for k, v in merged.get("layout", {}).items() if k not in _UNUSED_TEMPLATE_LAYOUT}})
+        _templates[key] = cached
+    return cached
+
+
 def plotly_text(text: str) -> str:
     """``text`` as plotly shows it literally in labels and hover text.
 
