@@ -28,6 +28,7 @@ from ._layout import (
     plotly_text,
     status_color,
     status_label,
+    summary_note,
 )
 from ._mapview import map_counts, map_note
 from ._waitview import add_wait_overlay, mermaid_wait_lines, svg_wait_overlay, wait_hover, wait_label
@@ -75,6 +76,11 @@ def _hover(agent: Any, name: str, status: str, where: str | None = None, wait: A
         if meta.last_error:
             lines.append("error: " + plotly_text(meta.last_error[:200]))
     return "<br>".join(lines)
+
+
+def _note_line(lay: Layout) -> str:
+    note = summary_note(lay)
+    return f"<br><i><span style='font-size:11px'>{plotly_text(note)}</span></i>" if note else ""
 
 
 def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, expand: Expand = False) -> Any:
@@ -168,12 +174,13 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
     xs = [lay.position(n)[0] for n in lay.nodes] or [0.0]
     ys = [lay.position(n)[1] for n in lay.nodes] or [0.0]
     height = int(min(640, max(220, 90 * max(1, lay.widest) + 120))) + (60 if deadlocks else 0) + 20 * lanes
+    note = _note_line(lay)  # a summarised graph says so under its title
     fig.update_layout(
         title={"text": title if title is not None else
-               f"<b>{plotly_text(agent.name)}</b> - {total:,} states: {_counts_text(counts)}",
+               f"<b>{plotly_text(agent.name)}</b> - {total:,} states: {_counts_text(counts)}" + note,
                "x": 0.01, "font": {"size": 15}},
         showlegend=True, annotations=annotations, height=height, template=plotly_template(),
-        margin={"l": 20, "r": 20, "t": 50, "b": 70 if deadlocks else 20}, hovermode="closest",
+        margin={"l": 20, "r": 20, "t": 70 if note else 50, "b": 70 if deadlocks else 20}, hovermode="closest",
         legend={"yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.01, "font": {"size": 11},
                 "tracegroupgap": 12},
         xaxis={"visible": False, "range": [min(xs) - 0.5, max(xs) + 0.5]},
@@ -280,7 +287,9 @@ BOX_H, GAP_X, ROW = 24.0, 48.0, 56.0
 def _label(lay: Layout, nid: str, status: Mapping[str, str]) -> tuple[str, str]:
     node = lay.nodes[nid]
     st, counts = _node_status(lay, nid, status)
-    return st, (node.label if not node.is_group else f"{node.label}: {_counts_text(counts)}")[:40]
+    if not node.is_group:
+        return st, node.label[:40]
+    return st, f"{node.label}: {_counts_text(counts)}"[:72]  # a summarised layer keeps its counts whole
 
 
 def _text_width(text: str) -> float:
@@ -392,8 +401,11 @@ def graph_svg(agent: Any, tracker: Any = None, *, width: int = 720) -> str:
                 '<text x="4" y="20">(no states)</text></svg>')
     scene = svg_scene(agent, tracker)
     height = scene.height
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{scene.width}" height="{height + 22}" '
-           f'viewBox="0 0 {scene.width} {height + 22}" style="max-width:100%;height:auto" '
+    note = summary_note(lay)
+    full = height + 22 + (18 if note else 0)
+    wide = max(scene.width, int(12 + 7 * len(note)))
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{wide}" height="{full}" '
+           f'viewBox="0 0 {wide} {full}" style="max-width:100%;height:auto" '
            'font-family="sans-serif" font-size="12">',
            '<defs><marker id="fa" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
            'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#666"/></marker></defs>']
@@ -419,12 +431,15 @@ def graph_svg(agent: Any, tracker: Any = None, *, width: int = 720) -> str:
                    f"{html.escape(label)}</text></g>")
     out.extend(svg_wait_overlay(lay, scene.centre, *waits_of(tracker)))
     lx = 6.0
+    present = set(status.values())
     for st in STATUS_STYLE:
-        if st in status.values():
+        if st in present:
             stroke = 'stroke="#888" stroke-dasharray="2,2"' if st == "skipped" else 'stroke="#333"'
             out.append(f'<circle cx="{lx + 6}" cy="{height + 10}" r="5" fill="{status_color(st)}" {stroke}/>')
             out.append(f'<text x="{lx + 14}" y="{height + 14}">{html.escape(status_label(st))}</text>')
             lx += 22 + 7 * len(status_label(st))
+    if note:
+        out.append(f'<text x="6" y="{height + 32}" fill="#555" font-style="italic">{html.escape(note)}</text>')
     out.append("</svg>")
     return "".join(out)
 

@@ -371,7 +371,7 @@ def _assemble(by_layer: dict[int, list[str]], pos: dict[str, float], edge_list: 
     for lay_i, members in sorted(by_layer.items()):
         if len(members) > max_per_layer:
             gid = f"group:{lay_i}"
-            lay.nodes[gid] = Node(gid, f"{len(members):,} states", lay_i, 0.0, tuple(members))
+            lay.nodes[gid] = Node(gid, group_label(members), lay_i, 0.0, tuple(members))
             for n in members:
                 lay.owner[n] = gid
             lay.widest = max(lay.widest, 1)
@@ -388,6 +388,23 @@ def _assemble(by_layer: dict[int, list[str]], pos: dict[str, float], edge_list: 
         seen.add((a, b))
         lay.edges.append((a, b, k, (s, d) in back or a == b))
     return lay
+
+
+def group_label(members: list[str]) -> str:
+    """A summarised layer's label: its first and last state and how many (``w0 … w9999 (10,000 states)``)."""
+    first, last = members[0], members[-1]
+    short = [name if len(name) <= 16 else name[:15] + "…" for name in (first, last)]
+    return f"{short[0]} … {short[1]} ({len(members):,} states)"
+
+
+def summary_note(lay: Layout) -> str:
+    """What a picture says when it summarises: how many states its group nodes stand for ("" if none)."""
+    groups = [node for node in lay.nodes.values() if node.is_group]
+    if not groups:
+        return ""
+    states = sum(len(node.members) for node in groups)
+    return (f"summarised: {states:,} states drawn as {len(groups)} node{'s' if len(groups) > 1 else ''} "
+            "(a layer of more than 12 states is one node)")
 
 
 _cache: weakref.WeakKeyDictionary[Any, tuple[int, int, Layout]] = weakref.WeakKeyDictionary()
