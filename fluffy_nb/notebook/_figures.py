@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._layout import plotly_template, plotly_text, status_color
+from ._layout import plotly_template, plotly_text, status_color, template_json
 from ._static import nice_top
 from ._waitview import WAIT_STYLE, wait_style
 
@@ -44,11 +44,10 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
     spans = list(tracker.spans)
     waits = list(getattr(tracker, "wait_spans", ()))
     now = _now(tracker)
-    # rows are needed only for bars: a huge run's concurrency chart never names its 10,000 states
-    few = len(spans) + len(waits) <= GANTT_LIMIT
-    rows = _rows(spans, waits) if few else []
     fig = go.Figure()
-    if few and len(rows) <= GANTT_ROWS:
+    # rows are needed only for bars: a huge run's concurrency chart never names its 10,000 states
+    if _bars(spans, waits):
+        rows = _rows(spans, waits)
         # plotly draws a subset of HTML in tick labels (<b>, <br>, <a href>): the escaped name shows as
         # written (escaping is one-to-one, so two names never share a row)
         shown = {name: plotly_text(name) for name in rows}
@@ -73,30 +72,61 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
         fig.update_yaxes(categoryorder="array", categoryarray=[shown[r] for r in reversed(rows)], title=None)
         h = height or int(min(560, 110 + 28 * max(1, len(rows))))
         title = f"timeline - {len(spans)} state runs, up to {_max_parallel(spans, now)} at once"
-    else:
-        xs, ys, done_x, done_y = _concurrency(spans, now)
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"shape": "hv", "color": status_color("running")},
-                                 fill="tozeroy", name="running at once"))
-        fig.add_trace(go.Scatter(x=done_x, y=done_y, mode="lines", yaxis="y2",
-                                 line={"color": status_color("completed"), "width": 2}, name="finished (total)"))
-        if waits:  # how many states waited at once (any reason): a queue building up shows here
-            wx, wy, _, _ = _concurrency(waits, now)
-            fig.add_trace(go.Scatter(x=wx, y=wy, mode="lines", yaxis="y2", name="waiting at once (right axis)",
-                                     line={"shape": "hv", "color": wait_style("resource")[1], "dash": "dot"}))
-        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "title": "finished / waiting" if waits
-                                  else "finished", "rangemode": "tozero"})
-        fig.update_yaxes(title="running", rangemode="tozero", selector={"anchor": "x"})
-        h = height or 260
-        title = (f"timeline - {len(spans):,} state runs (too many for bars): up to "
-                 f"{max(ys) if ys else 0:,} at once")
-    fig.update_layout(
-        title={"text": title, "x": 0.01, "font": {"size": 14}}, height=h, template=plotly_template(),
+        fig.update_layout(_common_layout(title, h))
+        return fig
+    spec = _concurrency_spec(spans, waits, now, height)
+    return go.Figure(data=spec["data"], layout={**spec["layout"], "template": plotly_template()})
+
+
+def _common_layout(title: str, height: int) -> dict[str, Any]:
+    return {
+        "title": {"text": title, "x": 0.01, "font": {"size": 14}}, "height": height, "template": plotly_template(),
         # the legend stands right of the plot: above it, a narrow window (1000 px) made it cover the title
-        margin={"l": 10, "r": 10, "t": 40, "b": 40}, legend={"orientation": "v", "y": 1.0, "yanchor": "top",
-                                                            "x": 1.01, "xanchor": "left"},
-        xaxis={"title": "seconds since start", "rangemode": "tozero"},
-    )
-    return fig
+        "margin": {"l": 10, "r": 10, "t": 40, "b": 40}, "legend": {"orientation": "v", "y": 1.0, "yanchor": "top",
+                                                                   "x": 1.01, "xanchor": "left"},
+        "xaxis": {"title": {"text": "seconds since start"}, "rangemode": "tozero"},
+    }
+
+
+def _concurrency_spec(spans: list[Any], waits: list[Any], now: float, height: int | None) -> dict[str, Any]:
+    """The huge run's timeline as plain plotly JSON (no template): how many ran at once, how many
+    had finished, how many waited. Plain dicts: plotly's objects cost ~20 ms for these three lines."""
+    xs, ys, done_x, done_y = _concurrency(spans, now)
+    data: list[dict[str, Any]] = [
+        {"type": "scatter", "x": xs, "y": ys, "mode": "lines", "fill": "tozeroy", "name": "running at once",
+         "line": {"shape": "hv", "color": status_color("running")}},
+        {"type": "scatter", "x": done_x, "y": done_y, "mode": "lines", "yaxis": "y2", "name": "finished (total)",
+         "line": {"color": status_color("completed"), "width": 2}}]
+    if waits:  # how many states waited at once (any reason): a queue building up shows here
+        wx, wy, _, _ = _concurrency(waits, now)
+        data.append({"type": "scatter", "x": wx, "y": wy, "mode": "lines", "yaxis": "y2",
+                     "name": "waiting at once (right axis)",
+                     "line": {"shape": "hv", "color": wait_style("resource")[1], "dash": "dot"}})
+    title = f"timeline - {len(spans):,} state runs (too many for bars): up to {max(ys) if ys else 0:,} at once"
+    layout = _common_layout(title, height or 260)
+    del layout["template"]
+    layout["yaxis"] = {"title": {"text": "running"}, "rangemode": "tozero"}
+    layout["yaxis2"] = {"overlaying": "y", "side": "right", "rangemode": "tozero",
+                        "title": {"text": "finished / waiting" if waits else "finished"}}
+    return {"data": data, "layout": layout}
+
+
+def timeline_bundle(tracker: Any) -> dict[str, Any]:
+    """:func:`timeline_figure` as a plotly MIME bundle; a huge run's chart is built as plain JSON
+    (what ``to_bundle(timeline_figure(tracker))`` gives, ~2 ms instead of ~25 ms at 10,000 states)."""
+    spans = list(tracker.spans)
+    waits = list(getattr(tracker, "wait_spans", ()))
+    if not _bars(spans, waits):
+        spec = _concurrency_spec(spans, waits, _now(tracker), None)
+        spec["layout"]["template"] = template_json()
+        spec["config"] = {"displaylogo": False, "responsive": True}
+        return {"application/vnd.plotly.v1+json": spec, "text/plain": f"<{spec['layout']['title']['text']}>"}
+    return to_bundle(timeline_figure(tracker))
+
+
+def _bars(spans: list[Any], waits: list[Any]) -> bool:
+    """Whether the timeline draws one bar per attempt (few attempts on few rows) or the concurrency chart."""
+    return len(spans) + len(waits) <= GANTT_LIMIT and len(_rows(spans, waits)) <= GANTT_ROWS
 
 
 def _add_instant_ticks(fig: Any, spans: list[Any], now: float, shown: dict[str, str]) -> None:

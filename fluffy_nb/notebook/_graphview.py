@@ -101,7 +101,7 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
     status = with_child_statuses(agent, agent_statuses(agent, tracker))
     waits, deadlocks = waits_of(tracker)
     maps = map_counts(tracker)
-    fig = go.Figure()
+    traces: list[dict[str, Any]] = []  # plain dicts, made into one figure at once (cheaper than add_trace each)
     # edges: one line trace per kind (dash shows the kind), arrowheads as short annotations on the last leg;
     # cycles (back edges) run in lanes under every node, edges that skip layers bend around the nodes between
     annotations = []
@@ -133,13 +133,13 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
                                 "arrowcolor": colour, "standoff": 14})
     for kind, (xs_, ys_) in lines.items():
         _, colour, dash = EDGE_STYLE[kind]
-        fig.add_trace(go.Scatter(x=xs_, y=ys_, mode="lines", hoverinfo="skip", showlegend=False,
-                                 line={"color": colour, "dash": dash, "width": 2 if kind == "runtime" else 1.5}))
+        traces.append({"type": "scatter", "x": xs_, "y": ys_, "mode": "lines", "hoverinfo": "skip", "showlegend": False,
+                       "line": {"color": colour, "dash": dash, "width": 2 if kind == "runtime" else 1.5}})
     for kind in EDGE_STYLE:
         if kind in kinds_seen:
             label, colour, dash = EDGE_STYLE[kind]
-            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"edge: {label}",
-                                     line={"color": colour, "dash": dash, "width": 2}, legendgroup="edges"))
+            traces.append({"type": "scatter", "x": [None], "y": [None], "mode": "lines", "name": f"edge: {label}",
+                           "line": {"color": colour, "dash": dash, "width": 2}, "legendgroup": "edges"})
     # nodes: one trace per status so the legend explains the colours
     by_status: dict[str, list[tuple[str, float, float, str, str]]] = {}
     for nid, node in lay.nodes.items():
@@ -156,18 +156,20 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
         members = by_status.get(st)
         if not members:
             continue
-        fig.add_trace(go.Scatter(
-            x=[p[1] for p in members], y=[p[2] for p in members], text=[p[3] for p in members],
-            hovertext=[p[4] for p in members], hoverinfo="text", mode="markers+text",
+        traces.append({
+            "type": "scatter", "x": [p[1] for p in members], "y": [p[2] for p in members],
+            "text": [p[3] for p in members], "hovertext": [p[4] for p in members], "hoverinfo": "text",
+            "mode": "markers+text",
             # labels alternate above and below from layer to layer, so neighbours' labels do not touch
-            textposition=["top center" if lay.nodes[p[0]].layer % 2 == 0 else "bottom center" for p in members],
-            name=status_label(st), legendgroup="status",
-            marker={"size": [34 if lay.nodes[p[0]].is_group else 24 for p in members],
-                    "symbol": ["square" if lay.nodes[p[0]].is_group else "circle" for p in members],
-                    "color": status_color(st), "opacity": 1.0,
-                    "line": {"color": "#999" if st == "skipped" else "#333", "width": 1}},
-            textfont={"size": 12},
-        ))
+            "textposition": ["top center" if lay.nodes[p[0]].layer % 2 == 0 else "bottom center" for p in members],
+            "name": status_label(st), "legendgroup": "status",
+            "marker": {"size": [34 if lay.nodes[p[0]].is_group else 24 for p in members],
+                       "symbol": ["square" if lay.nodes[p[0]].is_group else "circle" for p in members],
+                       "color": status_color(st), "opacity": 1.0,
+                       "line": {"color": "#999" if st == "skipped" else "#333", "width": 1}},
+            "textfont": {"size": 12},
+        })
+    fig = go.Figure(data=traces)
     add_wait_overlay(fig, lay, waits, deadlocks, annotations, agent)
     total = len(agent.graph.nodes)
     counts = Counter(map(status.get, agent.graph.nodes, repeat("pending")))

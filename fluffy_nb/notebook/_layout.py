@@ -85,6 +85,25 @@ def plotly_template() -> Any:
     return cached
 
 
+def template_json() -> dict[str, Any]:
+    """:func:`plotly_template` as plain JSON (a fresh copy), for figures built as dicts."""
+    import json
+
+    key = ("json", _template_key())
+    text = _templates.get(key)
+    if text is None:
+        from plotly.utils import PlotlyJSONEncoder
+
+        text = _templates[key] = json.dumps(plotly_template().to_plotly_json(), cls=PlotlyJSONEncoder)
+    return dict(json.loads(text))
+
+
+def _template_key() -> Any:
+    import plotly.io as pio
+
+    return pio.templates.default
+
+
 def plotly_text(text: str) -> str:
     """``text`` as plotly shows it literally in labels and hover text.
 

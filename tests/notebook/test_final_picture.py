@@ -9,7 +9,7 @@ import pytest
 
 from fluffy_nb import Agent, StateFailedError
 from fluffy_nb.notebook import LiveView, graph_mermaid, graph_svg
-from fluffy_nb.notebook._figures import resource_figure, timeline_figure
+from fluffy_nb.notebook._figures import resource_figure, timeline_bundle, timeline_figure, to_bundle
 from fluffy_nb.notebook._graphview import graph_figure
 from fluffy_nb.notebook._static import state_usage, timeline_svg
 from fluffy_nb.notebook._tracker import Span
@@ -245,6 +245,8 @@ async def test_a_2000_state_fan_out_is_one_summarised_node_with_its_counts_live_
     assert "too many for bars" in timeline.layout.title.text
     assert max(len(trace.x) for trace in timeline.data) <= 402  # bounded: 400 time buckets, not 2,000 rows
     assert max(timeline.data[1].y) == 1 + 1998  # the finished line counts dispatch and every worker that ran
+    assert timeline.layout.yaxis.title.text == "running"
+    assert timeline_bundle(tr) == to_bundle(timeline)  # the live view's plain-JSON chart is the same figure
 
 
 async def test_a_small_graph_is_drawn_state_by_state_without_a_summary_note():
