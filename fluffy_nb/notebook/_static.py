@@ -185,8 +185,9 @@ def usage_table_html(tracker: Any, *, limit: int = 30) -> str:
         return none if v is None else format(v, spec)
 
     states = tracker.agent.states
-    declared = any(res is not None and (res.cpu_units is not None or res.memory_mb is not None)
-                   for res in (getattr(states.get(name), "resources", None) for name in ran))
+    declared = any(getattr(spec, "resources", None) is not None for spec in states.values()) and any(
+        res is not None and (res.cpu_units is not None or res.memory_mb is not None)
+        for res in (getattr(states.get(name), "resources", None) for name in ran))
     waited = any(s.waited for s in spans)
     head = ["state", "runs", "time (s)"] + (["waited for a person (s)"] if waited else []) + [
         "CPU (cores, its share)", "memory change (MB)"] + (["declared CPU (cores)", "declared memory (MB)"]
