@@ -241,9 +241,7 @@ class LiveView:
             bundle = _hooks.mimebundle(result)
             self._result_html = bundle.get("text/html") or f"<pre>{html.escape(bundle['text/plain'])}</pre>"
             self.result_out.outputs = ({"output_type": "display_data", "metadata": {}, "data": bundle},)
-        # displayed by display(): that output becomes the static picture below, so the widget's figures
-        # would be drawn once more for nobody (~30 ms of plotly; more for a huge run)
-        self.redraw(force=True, figures=self._display is None)
+        self.redraw(force=True)
         if self._ticker is not None and self._ticker is not asyncio.current_task():
             self._ticker.cancel()
         self.tracker.close()
@@ -266,9 +264,8 @@ class LiveView:
                                     "evalue": str(error), "traceback": [line.rstrip("\n") for line in tb]},)
 
     # -- drawing ----------------------------------------------------------------------------------
-    def redraw(self, *, force: bool = False, figures: bool = True) -> None:
-        """Bring the widgets up to date with the tracker (cheap parts always, figures when due;
-        ``force``: everything now, figures too unless ``figures`` is False)."""
+    def redraw(self, *, force: bool = False) -> None:
+        """Bring the widgets up to date with the tracker (cheap parts always, figures when due)."""
         tr = self.tracker
         now = time.perf_counter()
         resources_due = self._resources_due(now)
@@ -294,7 +291,7 @@ class LiveView:
         due = now - self._fig_at >= max(self.figure_interval, min(5 * self.figure_cost, 5.0))
         # a question to a person, a failure or a retry shows within a few ticks, not after the stretch
         urgent = tr.attention != self._fig_attention and now - self._fig_at >= 3 * self.interval
-        if (force and figures) or ((due or urgent) and tr.version != self._fig_version and not tr.finished):
+        if force or ((due or urgent) and tr.version != self._fig_version and not tr.finished):
             # (once the run has ended, finish() draws the final figures: once, not twice)
             self._fig_version = tr.version
             self._fig_attention = tr.attention

@@ -102,20 +102,6 @@ async def test_the_view_ends_as_a_static_picture_of_the_finished_run_without_a_w
     assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
-async def test_a_displayed_view_ends_as_the_static_picture_without_drawing_its_hidden_figures_again():
-    agent = review_agent()
-    view = LiveView(agent, figure_interval=60.0)  # no figure redraw while the run goes
-    view._display = shown = FakeDisplay()
-    drawn = view.figure_redraws
-    view.attach(agent.start())
-    await agent.handle
-    await asyncio.sleep(0)
-    [(bundle, _kwargs)] = shown.updates  # the display is the finished run's static picture
-    assert bundle["text/plain"].startswith("review: completed · 4/4 states")
-    assert view.figure_redraws == drawn  # the widget it replaced got no final plotly figures
-    assert view.progress.value == 4  # its cheap parts still read the end
-
-
 def two_span_tracker():
     """A tracker's timeline: ``slow`` ran 2 s, then ``instant`` took no time at all."""
     spans = [Span("slow", 1, 0.0, 2.0, "completed"), Span("instant", 1, 2.0, 2.0, "completed")]
