@@ -29,6 +29,7 @@ from ._layout import (
     status_color,
     status_label,
     summary_note,
+    template_json,
 )
 from ._mapview import map_counts, map_note
 from ._waitview import add_wait_overlay, mermaid_wait_lines, svg_wait_overlay, wait_hover, wait_label
@@ -97,6 +98,41 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
     """
     import plotly.graph_objects as go
 
+    parts = _graph_parts(agent, tracker, title)
+    fig = go.Figure(data=parts.traces)
+    add_wait_overlay(fig, parts.lay, parts.waits, parts.deadlocks, parts.layout["annotations"], agent)
+    fig.update_layout(**parts.layout)
+    add_plotly_clusters(fig, parts.lay, agent, parts.status, expand)
+    return fig
+
+
+def graph_bundle(agent: Any, tracker: Any = None, *, expand: Expand = False) -> dict[str, Any]:
+    """:func:`graph_figure` as a plotly MIME bundle (the live view's). Without waits, deadlocks or
+    open sub-workflows it is built as plain JSON, the same as ``to_bundle(graph_figure(...))``
+    without plotly's objects (~3 ms instead of ~15 ms for a summarised 10,000-state graph)."""
+    from ._figures import to_bundle
+
+    parts = _graph_parts(agent, tracker, None)
+    if expand or parts.waits or parts.deadlocks:
+        return to_bundle(graph_figure(agent, tracker, expand=expand))
+    spec = {"data": parts.traces, "layout": {**parts.layout, "template": template_json()},
+            "config": {"displaylogo": False, "responsive": True}}
+    return {"application/vnd.plotly.v1+json": spec, "text/plain": f"<{parts.layout['title']['text']}>"}
+
+
+@dataclass
+class _GraphParts:
+    """A graph figure as plain plotly JSON (traces, layout without template) and what it was drawn from."""
+
+    traces: list[dict[str, Any]]
+    layout: dict[str, Any]
+    lay: Layout
+    status: dict[str, str]
+    waits: dict[str, Any]
+    deadlocks: list[Any]
+
+
+def _graph_parts(agent: Any, tracker: Any, title: str | None) -> _GraphParts:
     lay = graph_layout(agent.graph)
     status = with_child_statuses(agent, agent_statuses(agent, tracker))
     waits, deadlocks = waits_of(tracker)
@@ -169,27 +205,25 @@ def graph_figure(agent: Any, tracker: Any = None, *, title: str | None = None, e
                        "line": {"color": "#999" if st == "skipped" else "#333", "width": 1}},
             "textfont": {"size": 12},
         })
-    fig = go.Figure(data=traces)
-    add_wait_overlay(fig, lay, waits, deadlocks, annotations, agent)
     total = len(agent.graph.nodes)
     counts = Counter(map(status.get, agent.graph.nodes, repeat("pending")))
     xs = [lay.position(n)[0] for n in lay.nodes] or [0.0]
     ys = [lay.position(n)[1] for n in lay.nodes] or [0.0]
     height = int(min(640, max(220, 90 * max(1, lay.widest) + 120))) + (60 if deadlocks else 0) + 20 * lanes
     note = _note_line(lay)  # a summarised graph says so under its title
-    fig.update_layout(
-        title={"text": title if title is not None else
-               f"<b>{plotly_text(agent.name)}</b> - {total:,} states: {_counts_text(counts)}" + note,
-               "x": 0.01, "font": {"size": 15}},
-        showlegend=True, annotations=annotations, height=height, template=plotly_template(),
-        margin={"l": 20, "r": 20, "t": 70 if note else 50, "b": 70 if deadlocks else 20}, hovermode="closest",
-        legend={"yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.01, "font": {"size": 11},
-                "tracegroupgap": 12},
-        xaxis={"visible": False, "range": [min(xs) - 0.5, max(xs) + 0.5]},
-        yaxis={"visible": False, "range": [min(ys) - 0.9 - 0.3 * lanes, max(ys) + 0.7]},
-    )
-    add_plotly_clusters(fig, lay, agent, status, expand)
-    return fig
+    layout = {
+        "title": {"text": title if title is not None else
+                  f"<b>{plotly_text(agent.name)}</b> - {total:,} states: {_counts_text(counts)}" + note,
+                  "x": 0.01, "font": {"size": 15}},
+        # the wait overlay appends its arrows and advice to this same list before the layout is set
+        "showlegend": True, "annotations": annotations, "height": height, "template": plotly_template(),
+        "margin": {"l": 20, "r": 20, "t": 70 if note else 50, "b": 70 if deadlocks else 20}, "hovermode": "closest",
+        "legend": {"yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.01, "font": {"size": 11},
+                   "tracegroupgap": 12},
+        "xaxis": {"visible": False, "range": [min(xs) - 0.5, max(xs) + 0.5]},
+        "yaxis": {"visible": False, "range": [min(ys) - 0.9 - 0.3 * lanes, max(ys) + 0.7]},
+    }
+    return _GraphParts(traces, layout, lay, status, waits, deadlocks)
 
 
 # -- mermaid -------------------------------------------------------------------------------

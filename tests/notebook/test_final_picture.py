@@ -10,7 +10,7 @@ import pytest
 from fluffy_nb import Agent, StateFailedError
 from fluffy_nb.notebook import LiveView, graph_mermaid, graph_svg
 from fluffy_nb.notebook._figures import resource_figure, timeline_bundle, timeline_figure, to_bundle
-from fluffy_nb.notebook._graphview import graph_figure
+from fluffy_nb.notebook._graphview import graph_bundle, graph_figure
 from fluffy_nb.notebook._static import state_usage, timeline_svg
 from fluffy_nb.notebook._tracker import Span
 
@@ -236,6 +236,7 @@ async def test_a_2000_state_fan_out_is_one_summarised_node_with_its_counts_live_
     fig = graph_figure(view.agent, tr)
     assert node_texts(fig) == ["dispatch", "w0 … w1999 (2,000 states)<br>1,998 done, 2 skipped"]
     assert "summarised: 2,000 states drawn as 1 node" in fig.layout.title.text
+    assert graph_bundle(view.agent, tr) == to_bundle(fig)  # the live view's plain-JSON graph is this figure
     svg = graph_svg(view.agent, tr)
     assert svg.count("<g><title>") == 2  # two boxes, not 2,001
     exported = view.final_bundle()["text/html"]
@@ -255,6 +256,7 @@ async def test_a_small_graph_is_drawn_state_by_state_without_a_summary_note():
     assert sorted(node_texts(fig)) == ["draft", "publish", "review", "revise"]
     assert fig.layout.title.text == "<b>review</b> - 4 states: 3 done, 1 skipped"
     assert fig.layout.margin.t == 50
+    assert graph_bundle(view.agent, view.tracker) == to_bundle(fig)
     svg = graph_svg(view.agent, view.tracker)
     assert "summarised" not in svg
     assert svg.count("<g><title>") == 4
