@@ -1,12 +1,13 @@
-"""Layered layout of a state graph, and the status vocabulary every view shares.
+"""Layered layout of a state graph, and the status vocabulary and plotly template every view shares.
 
 The layout is a small Sugiyama-style pass over :class:`~fluffy_nb.engine._graph.StateGraph`:
 back edges are left out of the layering (inside a cycle, an edge to a state no farther from the
 start, in fewest hops, than its source is the loop's return, so siblings of a fan-out inside a
 loop share a column); every state goes to the layer after its deepest predecessor (longest
 path); states inside a layer are ordered by the barycentre of their predecessors (two sweeps).
-Layers wider than ``max_per_layer`` collapse into one *group* node ("10,000 states"), so a
-huge fan-out stays one readable column. Layouts are cached per graph version.
+Layers wider than ``max_per_layer`` collapse into one *group* node ("w0 … w9999 (10,000
+states)"), so a huge fan-out stays one readable column, and the picture says it is summarised
+(``summary_note``). Layouts are cached per graph version.
 """
 
 from __future__ import annotations
