@@ -31,6 +31,11 @@ def child_agent(agent: Any, state: str) -> Any:
     return func.child if isinstance(func, Subflow) else None
 
 
+def subflow_states(agent: Any) -> list[str]:
+    """The agent's states that are sub-workflows (one tight pass: no call per state)."""
+    return [state for state, spec in agent.states.items() if isinstance(getattr(spec, "func", None), Subflow)]
+
+
 def is_expanded(expand: Expand, path: str) -> bool:
     """Whether the cluster at ``path`` is drawn open."""
     if isinstance(expand, bool):
@@ -47,10 +52,8 @@ def with_child_statuses(agent: Any, status: Mapping[str, str]) -> dict[str, str]
 
 
 def _child_statuses(agent: Any, run: Any, prefix: str, out: dict[str, str]) -> None:
-    for state in agent.states:
+    for state in subflow_states(agent):
         child = child_agent(agent, state)
-        if child is None:
-            continue
         path = f"{prefix}{state}"
         latest = child.latest_run
         mine = latest if (run is not None and latest is not None and latest.parent_run_id == run.run_id) else None

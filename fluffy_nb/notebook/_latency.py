@@ -38,12 +38,13 @@ def latency_rows(durations: Mapping[str, Sequence[float]], limit: int | None = N
     """One row per state that finished at least once: ``state, runs, p50_ms, p95_ms, p99_ms,
     mean_ms, max_ms``; slowest (by p95) first; only the ``limit`` slowest when given."""
     if limit is not None:  # the live view: rank by p95 alone, build rows for the few it shows
-        ranked = []
+        ranked = []  # (-p95, state): the smallest are the slowest, ties by name, compared without a key call
         for state, values in durations.items():
-            ordered = values if len(values) == 1 else sorted(values)
-            if ordered:
-                ranked.append((percentile(ordered, 95), state))
-        top = heapq.nsmallest(limit, ranked, key=lambda t: (-t[0], t[1]))
+            if len(values) == 1:  # the common case in a fan-out: its p95 is its one value
+                ranked.append((-values[0], state))
+            elif values:
+                ranked.append((-percentile(sorted(values), 95), state))
+        top = heapq.nsmallest(limit, ranked)
         return [r for _, state in top if (r := _row(state, durations[state])) is not None]
     rows = [r for state, values in durations.items() if (r := _row(state, values)) is not None]
     rows.sort(key=lambda r: (-float(r["p95_ms"]), str(r["state"])))

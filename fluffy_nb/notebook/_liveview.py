@@ -34,8 +34,8 @@ from typing import Any
 import ipywidgets as widgets
 
 from ._coordpanel import CoordinationPanel, coordination_html
-from ._figures import resource_figure, steady_samples, timeline_figure, to_bundle
-from ._graphview import graph_figure, graph_svg
+from ._figures import resource_figure, steady_samples, timeline_bundle, to_bundle
+from ._graphview import graph_bundle, graph_svg
 from ._latency import latency_table_html
 from ._layout import LIGHT_STATUSES, STATUS_STYLE, status_color, status_label
 from ._static import forms_records_html, timeline_svg, usage_table_html
@@ -330,10 +330,10 @@ class LiveView:
         self.figure_redraws += 1
         tr = self.tracker
         if self.graph_out.layout.display != "none":
-            self.graph_out.outputs = (_display_data(to_bundle(graph_figure(self.agent, tr, expand=self.expand))),)
+            self.graph_out.outputs = (_display_data(graph_bundle(self.agent, tr, expand=self.expand)),)
             self.updates += 1
         if tr.spans:
-            self.timeline_out.outputs = (_display_data(to_bundle(timeline_figure(tr))),)
+            self.timeline_out.outputs = (_display_data(timeline_bundle(tr)),)
             self.updates += 1
         if tr.samples_version != self._samples_drawn or tr.finished:
             self._draw_resources()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Collection
+from itertools import islice
 from typing import Any
 
 from ._layout import status_color
@@ -127,17 +129,19 @@ def _timeline_legend(spans: list[Any], waits: bool, lx: float) -> str:
     return "".join(out)
 
 
-def state_usage(tracker: Any) -> list[dict[str, Any]]:
+def state_usage(tracker: Any, only: Collection[str] | None = None) -> list[dict[str, Any]]:
     """One row per state that ran: its runs, time, time waiting for a person, and its own share
     of the measured process CPU and memory change while it ran (``None`` when no sample fell
     inside its runs), beside what it declared.
 
     A sample taken while several states ran is split evenly between them, so concurrent states
-    do not each claim the whole process.
+    do not each claim the whole process. ``only``: rows for these states alone (the few a table shows).
     """
     ran: dict[str, list[float]] = {}  # state -> [runs, seconds, waited seconds]
     end = tracker.duration if tracker.duration is not None else tracker.elapsed()
     for s in tracker.spans:
+        if only is not None and s.state not in only:
+            continue
         acc = ran.setdefault(s.state, [0, 0.0, 0.0])
         acc[0] += 1
         acc[1] += max(0.0, (s.end if s.end is not None else end) - s.start)
@@ -168,16 +172,23 @@ def state_usage(tracker: Any) -> list[dict[str, Any]]:
 
 
 def usage_table_html(tracker: Any, *, limit: int = 30) -> str:
-    """:func:`state_usage` as an escaped HTML table (empty before any state ran)."""
-    rows = state_usage(tracker)
+    """:func:`state_usage` as an escaped HTML table (empty before any state ran): the first ``limit``
+    states that ran, in the order they first ran (rows are made for those alone: a 10,000-state
+    run costs one pass over its attempts)."""
+    spans = tracker.spans
+    ran = dict.fromkeys(s.state for s in spans)
+    rows = state_usage(tracker, only=set(islice(ran, limit)))
     if not rows:
         return ""
 
     def fmt(v: Any, spec: str, none: str = "") -> str:
         return none if v is None else format(v, spec)
 
-    declared = any(r["declared_cpu"] is not None or r["declared_memory_mb"] is not None for r in rows)
-    waited = any(r["waited_s"] for r in rows)
+    states = tracker.agent.states
+    declared = any(getattr(spec, "resources", None) is not None for spec in states.values()) and any(
+        res is not None and (res.cpu_units is not None or res.memory_mb is not None)
+        for res in (getattr(states.get(name), "resources", None) for name in ran))
+    waited = any(s.waited for s in spans)
     head = ["state", "runs", "time (s)"] + (["waited for a person (s)"] if waited else []) + [
         "CPU (cores, its share)", "memory change (MB)"] + (["declared CPU (cores)", "declared memory (MB)"]
                                                           if declared else [])
@@ -188,7 +199,7 @@ def usage_table_html(tracker: Any, *, limit: int = 30) -> str:
         cells += [fmt(r["cpu_cores"], ".2f", "unsampled"), fmt(r["memory_change_mb"], "+.1f")]
         cells += [fmt(r["declared_cpu"], ".2f"), fmt(r["declared_memory_mb"], ".0f")] if declared else []
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    more = f"<div>... {len(rows) - limit} more states</div>" if len(rows) > limit else ""
+    more = f"<div>... {len(ran) - limit} more states</div>" if len(ran) > limit else ""
     note = ""
     if any(r["cpu_cores"] is None for r in rows[:limit]):
         note = ('<div style="color:#777;font-size:11px">unsampled: no resource sample fell while the state '

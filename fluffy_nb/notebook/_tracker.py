@@ -34,9 +34,15 @@ from ..engine._events import (
     StateScheduled,
     StateStarted,
 )
+from ..engine._status import StateStatus
 from ..engine._why import WaitReason
 from ..engine._why import waits as engine_waits
 from ._layout import END_STATUSES
+
+#: a status enum member -> its text (a dict lookup, not the enum's slow ``.value``)
+_STATUS_TEXT: dict[Any, str] = {member: member.value for member in StateStatus}
+#: statuses of a state in flight: with no run going they read as ready (the run relaunches them)
+_IN_FLIGHT = frozenset({"running", "retrying", "waiting_for_human"})
 
 
 @dataclass(slots=True)
@@ -168,12 +174,14 @@ class RunTracker:
         metas = run.metadata if run is not None else {}
         completed = set(run.completed_states) if run is not None else set()
         status: dict[str, str] = {}
+        text = _STATUS_TEXT  # an enum's ``.value`` costs ~0.4 us: 10,000 states are drawn at every run start
         for name in agent.states:
             meta = metas.get(name)
-            st = meta.status.value if meta is not None else "pending"
-            if st == "pending" and name in completed:
-                st = "completed"
-            elif not running and st in ("running", "retrying", "waiting_for_human"):
+            st = "pending" if meta is None else text.get(meta.status) or meta.status.value
+            if st == "pending":
+                if name in completed:
+                    st = "completed"
+            elif not running and st in _IN_FLIGHT:
                 st = "ready"
             status[name] = st
         return status
@@ -198,9 +206,10 @@ class RunTracker:
 
     # -- events ----------------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
-        """Update from one engine event (the bus calls this)."""
+        """Update from one engine event (the bus calls this): a few dict writes, nothing derived
+        (counts, figures and tables are made when a view redraws)."""
         handler = self._handlers.get(type(event))
-        if handler is None or not self._mine(event):
+        if handler is None or (event.run_id != self.run_id and not self._mine(event)):
             return
         handler(event)
         if handler is self._sample_handler:

@@ -9,7 +9,8 @@ import pytest
 
 from fluffy_nb import Agent, StateFailedError
 from fluffy_nb.notebook import LiveView, graph_mermaid, graph_svg
-from fluffy_nb.notebook._figures import resource_figure, timeline_figure
+from fluffy_nb.notebook._figures import resource_figure, timeline_bundle, timeline_figure, to_bundle
+from fluffy_nb.notebook._graphview import graph_bundle, graph_figure
 from fluffy_nb.notebook._static import state_usage, timeline_svg
 from fluffy_nb.notebook._tracker import Span
 
@@ -205,3 +206,57 @@ async def test_a_forms_area_shown_on_its_own_becomes_one_line_records_once_answe
     assert bundle["text/plain"].startswith("✓ approve: Ship <it>? → ")  # not "<FormsArea ... open=1>"
     assert "Ship &lt;it&gt;?" in bundle["text/html"]
     assert 'class="fluffy-form-record fluffy-ok"' in bundle["text/html"]  # as the widget's record reads
+
+
+def fan_out_agent(n: int, *, untaken: tuple[str, ...] = ()) -> Agent:
+    """``dispatch`` names ``n`` workers; the ``untaken`` ones it leaves out (a completed run skips them)."""
+    agent = Agent("fan")
+    names = [f"w{i}" for i in range(n)]
+    taken = [name for name in names if name not in untaken]
+
+    async def dispatch(ctx):
+        return taken
+
+    async def work(ctx):
+        return None
+
+    agent.add_state("dispatch", dispatch, next=names)
+    for name in names:
+        agent.add_state(name, work)
+    return agent
+
+
+def node_texts(fig) -> list[str]:
+    return [text for trace in fig.data if trace.mode == "markers+text" for text in trace.text]
+
+
+async def test_a_2000_state_fan_out_is_one_summarised_node_with_its_counts_live_and_exported():
+    view = await finished_view(fan_out_agent(2000, untaken=("w5", "w1999")))
+    tr = view.tracker
+    fig = graph_figure(view.agent, tr)
+    assert node_texts(fig) == ["dispatch", "w0 … w1999 (2,000 states)<br>1,998 done, 2 skipped"]
+    assert "summarised: 2,000 states drawn as 1 node" in fig.layout.title.text
+    assert graph_bundle(view.agent, tr) == to_bundle(fig)  # the live view's plain-JSON graph is this figure
+    svg = graph_svg(view.agent, tr)
+    assert svg.count("<g><title>") == 2  # two boxes, not 2,001
+    exported = view.final_bundle()["text/html"]
+    assert "w0 … w1999 (2,000 states): 1,998 done, 2 skipped" in exported
+    assert "summarised: 2,000 states drawn as 1 node" in exported
+    timeline = timeline_figure(tr)
+    assert "too many for bars" in timeline.layout.title.text
+    assert max(len(trace.x) for trace in timeline.data) <= 402  # bounded: 400 time buckets, not 2,000 rows
+    assert max(timeline.data[1].y) == 1 + 1998  # the finished line counts dispatch and every worker that ran
+    assert timeline.layout.yaxis.title.text == "running"
+    assert timeline_bundle(tr) == to_bundle(timeline)  # the live view's plain-JSON chart is the same figure
+
+
+async def test_a_small_graph_is_drawn_state_by_state_without_a_summary_note():
+    view = await finished_view(review_agent())
+    fig = graph_figure(view.agent, view.tracker)
+    assert sorted(node_texts(fig)) == ["draft", "publish", "review", "revise"]
+    assert fig.layout.title.text == "<b>review</b> - 4 states: 3 done, 1 skipped"
+    assert fig.layout.margin.t == 50
+    assert graph_bundle(view.agent, view.tracker) == to_bundle(fig)
+    svg = graph_svg(view.agent, view.tracker)
+    assert "summarised" not in svg
+    assert svg.count("<g><title>") == 4

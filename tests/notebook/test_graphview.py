@@ -71,7 +71,7 @@ def test_wide_layer_collapses_into_one_group_node():
     assert len(lay.nodes) == 3
     group = lay.nodes["group:1"]
     assert len(group.members) == 500
-    assert group.label == "500 states"
+    assert group.label == "w0 … w499 (500 states)"  # its first and last state, and how many
     assert {(s, d) for s, d, _, _ in lay.edges} == {("start", "group:1"), ("group:1", "end")}
 
 
