@@ -340,7 +340,7 @@ def compute_layout(nodes: Iterable[str], edges: Iterable[tuple[str, str, str]], 
         if s != d and (s, d) not in back:
             preds[d].append(s)
     by_layer = _layers(names, succ, preds, back)
-    pos = _positions(by_layer, preds)
+    pos = _positions(by_layer, preds, max_per_layer)
     return _assemble(by_layer, pos, edge_list, back, max_per_layer)
 
 
@@ -367,11 +367,15 @@ def _layers(names: list[str], succ: dict[str, list[str]], preds: dict[str, list[
     return by_layer
 
 
-def _positions(by_layer: dict[int, list[str]], preds: dict[str, list[str]]) -> dict[str, float]:
-    """Barycentre ordering: place each node near the mean position of its predecessors."""
+def _positions(by_layer: dict[int, list[str]], preds: dict[str, list[str]], max_per_layer: int) -> dict[str, float]:
+    """Barycentre ordering: place each node near the mean position of its predecessors. A layer
+    that collapses into one group node stays in its own order, all at the group's place (0)."""
     pos: dict[str, float] = {}
     for lay_i in sorted(by_layer):
         members = by_layer[lay_i]
+        if len(members) > max_per_layer:
+            pos.update(dict.fromkeys(members, 0.0))
+            continue
         if lay_i > 0 and len(members) > 1:
             index = {n: j for j, n in enumerate(members)}
 
