@@ -184,7 +184,12 @@ def normalize_dependencies(
 
 @dataclass
 class StateSpec:
-    """Everything the agent knows about a registered state."""
+    """Everything the agent knows about a registered state.
+
+    Read it; do not change it after ``add_state``: what a run needs from it (whether it runs
+    inline, where failures route, the definition checks) is worked out when it is added. To
+    change a state's options, ``remove_state`` it and ``add_state`` it again.
+    """
 
     name: str
     func: Callable[..., Any]

@@ -214,7 +214,10 @@ def check_definition(agent: Agent, gates: dict[str, list[Any]]) -> None:
     per state for them); the pool, which may change between runs, is asked every time."""
     key = definition_key(agent)
     cached = agent.definition_cache.get("checked")
-    if cached is None or cached[0] != key:
+    if gates is not agent.gate_map:  # a caller's own selection of gates (a child run): checked, never kept
+        _check_structure(agent, gates)
+        cached = (key, [name for name, spec in agent.states.items() if spec.resources is not None])
+    elif cached is None or cached[0] != key:
         _check_structure(agent, gates)
         cached = agent.definition_cache["checked"] = (
             key, [name for name, spec in agent.states.items() if spec.resources is not None])

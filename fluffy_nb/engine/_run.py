@@ -195,7 +195,7 @@ class Run:
 
     def record_completion(self, name: str, meta: StateMetadata, duration: float) -> None:
         """``name`` completed in ``duration`` seconds: statuses, counts and timings."""
-        meta.complete(duration)
+        meta.complete(duration, self.clock.time())
         if name not in self.completed_set:
             self.completed_set.add(name)
             self.completed_states.append(name)

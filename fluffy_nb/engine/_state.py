@@ -209,17 +209,17 @@ class StateMetadata:
             changed.add(self.name)
         self.started_at = now
 
-    def complete(self, duration: float) -> None:
-        """The state completed in ``duration`` seconds: COMPLETED, counted, timed. It finished at its
-        attempt's wall-clock start plus ``duration`` (one clock read per attempt, not two)."""
+    def complete(self, duration: float, now: float) -> None:
+        """The state completed in ``duration`` seconds, at wall time ``now``: COMPLETED, counted, timed.
+        (``now`` is read, not derived from ``started_at``: executions of one state may overlap, and
+        ``started_at`` is then the latest one's.)"""
         self._status = _COMPLETED
         changed = self.changed
         if changed is not None:
             changed.add(self.name)
         self.runs += 1
         self.last_duration = duration
-        started = self.started_at
-        self.finished_at = None if started is None else started + duration
+        self.finished_at = now
         durations = self.durations
         if len(durations) < 10_000:
             durations.append(duration)

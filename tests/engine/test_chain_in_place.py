@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from _wait import until
 
-from fluffy_nb import Agent, AgentStatus, RetryPolicy, StateStatus
+from fluffy_nb import Agent, AgentStatus, ManualClock, RetryPolicy, StateStatus
 from fluffy_nb.engine._errors import MaxStepsExceededError, StateFailedError, StateNotFoundError
 
 
@@ -186,3 +187,62 @@ async def test_what_run_checks_once_per_definition_is_checked_again_after_a_chan
     agent.add_state("lonely", lonely)  # nothing leads to it: a start state from the next run on
     result = await agent.run()
     assert result.shared_state.get("lonely_ran") is True
+
+
+async def test_finished_at_is_when_the_last_execution_ended_even_when_executions_overlap():
+    clock = ManualClock(start=0.0, wall_start=1000.0)
+    items = ("long", "short", "late")
+    entered = {p: asyncio.Event() for p in items}
+    release = {p: asyncio.Event() for p in items}
+    agent = Agent("overlap", clock=clock, max_concurrent=2)
+
+    async def split(ctx):
+        return ctx.map("w", list(items))
+
+    async def w(ctx):
+        entered[ctx.payload].set()
+        await release[ctx.payload].wait()
+        return "merge"
+
+    async def merge(ctx):
+        ctx.set_state("merged_at", clock.time())
+
+    for fn in (split, w, merge):
+        agent.add_state(fn.__name__, fn)
+    run = asyncio.create_task(agent.run())
+    await asyncio.wait_for(asyncio.gather(entered["long"].wait(), entered["short"].wait()), 5)
+    await clock.advance(1)
+    release["short"].set()
+    await asyncio.wait_for(entered["late"].wait(), 5)  # "late" starts at 1001, after "long"
+    await clock.advance(1)
+    release["late"].set()
+    await until(lambda: agent.state_metadata["w"].runs == 2, "late completed")
+    await clock.advance(2)
+    release["long"].set()  # the last to end: at 1004, having run 4 s
+    result = await asyncio.wait_for(run, 5)
+    meta = agent.state_metadata["w"]
+    assert meta.finished_at == result.shared_state["merged_at"] == 1004.0
+    assert meta.started_at == 1001.0  # the latest to start ...
+    assert meta.last_duration == 4.0  # ... is not the one that ended last
+
+
+async def test_a_child_run_does_not_make_run_forget_a_gate_on_a_state_that_does_not_exist():
+    child = Agent("child")
+
+    async def work(ctx):
+        ctx.set_state("w", 1)
+
+    child.add_state("work", work)
+    child.add_state_rate_limit("ghost", max_rate=100.0)  # a misspelt state name
+    with pytest.raises(StateNotFoundError, match="ghost"):
+        await child.run()
+    parent = Agent("parent")
+
+    async def first(ctx):
+        return "sub"
+
+    parent.add_state("first", first)
+    parent.add_state("sub", child)  # the child run checks only the gates of its own states
+    await parent.run()
+    with pytest.raises(StateNotFoundError, match="ghost"):
+        await child.run()
