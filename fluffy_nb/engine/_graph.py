@@ -270,9 +270,8 @@ class Joins:
         self._leave(token)
         if not self._is_pending(target):
             joins[target].append(token)
-        active = group.active
-        if active and (target in active or self._is_join(target) or self.can_still_reach(target, active)):
-            return True  # the join still waits for a live branch (as _may_reach says)
+        if self._may_reach(group, target):
+            return True  # the join still waits for a live branch
         self.changed(group)
         return True
 

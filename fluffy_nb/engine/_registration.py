@@ -214,13 +214,12 @@ def check_definition(agent: Agent, gates: dict[str, list[Any]]) -> None:
     per state for them); the pool, which may change between runs, is asked every time."""
     key = definition_key(agent)
     cached = agent.definition_cache.get("checked")
-    if gates is not agent.gate_map:  # a caller's own selection of gates (a child run): checked, never kept
+    own = gates is agent.gate_map  # else a caller's own selection of gates (a child run): checked, never kept
+    if not own or cached is None or cached[0] != key:
         _check_structure(agent, gates)
         cached = (key, [name for name, spec in agent.states.items() if spec.resources is not None])
-    elif cached is None or cached[0] != key:
-        _check_structure(agent, gates)
-        cached = agent.definition_cache["checked"] = (
-            key, [name for name, spec in agent.states.items() if spec.resources is not None])
+        if own:
+            agent.definition_cache["checked"] = cached
     from ._executor import state_executor
 
     states = agent.states

@@ -22,7 +22,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from ._errors import FluffyWarning, StateNotFoundError
-from ._reader import OPAQUE, PLACEHOLDER
+from ._reader import OPAQUE, PLACEHOLDER, is_pattern
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -67,7 +67,7 @@ def _drop_pattern_targets(agent: Agent, candidates: list[str]) -> tuple[list[str
         if not strings or agent.states[owner].next_hint:
             continue  # returns no name, or its author listed where it goes
         for pattern in strings:
-            if PLACEHOLDER not in pattern or pattern == OPAQUE:  # is_pattern, without a call per name
+            if not is_pattern(pattern) or pattern == OPAQUE:
                 continue
             regex = re.compile("(.+?)".join(re.escape(part) for part in pattern.split(PLACEHOLDER)) + r"\Z")
             numbered: list[str] = []
