@@ -185,39 +185,41 @@ class Scheduler:
         plain state (no pool, gates, dependencies, executor or timeout; an async body) runs its
         first attempt right here, without the coroutine layers of ``_execute``/``_attempts``:
         those are entered only for the states that need them, or once a first attempt failed.
+        A quiet chain of plain states stays in the inner loop, one :meth:`_hop` per state.
         """
         ex: Execution | None = first
         task = first.task  # this task: _launch made it for ``first`` (asyncio.current_task is Python-level in 3.11)
         run = self.run
-        agent = self.agent
-        states, metadata, pending, running = agent.states, run.metadata, self.pending, self.running
-        clock, bus = run.clock, run.events
-        monotonic, wall = clock.monotonic, clock.time
-        gated, of_state = self._gated, Context.of_state
+        states, metadata, pending, running = self.agent.states, run.metadata, self.pending, self.running
+        bus = run.events
+        monotonic, wall = run.clock.monotonic, run.clock.time
+        gated, of_state, hop = self._gated, Context.of_state, self._hop
         while ex is not None:
             name = ex.state
             spec = states[name]
             if spec.inline and ex.branch is None and not gated.get(name):
-                meta = metadata.get(name) or run.meta(name)
                 if pending.get(name) is ex:
                     del pending[name]
-                ex.attempt += 1
-                t0 = monotonic()
-                meta.begin_attempt(wall())
-                if bus.active:
-                    bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
-                error: BaseException | None = None
-                try:
-                    result = await spec.func(of_state(run, name, ex.attempt, ex.error))
-                except BaseException as exc:  # retries, a cancel, a failure: the general path, below
-                    error = exc
-                outcome: tuple[str, Any] | None = None
-                if error is None:
+                while True:  # this state, then each state a quiet chain hops to
+                    meta = metadata.get(name) or run.meta(name)
+                    ex.attempt = attempt = ex.attempt + 1
+                    t0 = monotonic()
+                    meta.begin_attempt(wall())
+                    if bus.active:
+                        bus.publish(StateStarted(run.name, run.run_id, t0, name, attempt))
+                    try:
+                        result = await spec.func(of_state(run, name, attempt, ex.error))
+                    except BaseException as exc:  # retries, a cancel, a failure: the general path, below
+                        error: BaseException | None = exc
+                        break
                     duration = monotonic() - t0
-                    if self._hop(ex, meta, result, duration):
-                        continue  # ex is now the next state of this chain
-                else:  # outside the handler, so a later attempt's error is not chained to this one
-                    outcome = await self._after_first(ex, spec, meta, error, t0)
+                    error = None
+                    target = hop(ex, meta, result, duration)
+                    if target is None:
+                        break
+                    spec, name = target, ex.state
+                # outside the handler, so a later attempt's error is not chained to this one
+                outcome = None if error is None else await self._after_first(ex, spec, meta, error, t0)
                 running.pop(ex.id, None)
             else:
                 outcome, meta = await self._execute(ex)
@@ -237,41 +239,37 @@ class Scheduler:
                 self._drop_unstarted(ex)
                 ex = None
 
-    def _hop(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> bool:
+    def _hop(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> StateSpec | None:
         """A chain's step, when nothing but the chain can see it: the plain state ``ex`` returned
         the name of one plain state that its lone branch may start now, with no subscriber, pause,
         queue, dependency, person's answer or durable store to tell. Record the completion and
         turn ``ex`` into the next state's execution (its token moved there), as ``_complete`` ->
-        ``Joins.finished`` -> ``start`` would, without their checks and allocations. False (and
-        nothing done) whenever any of that could matter: the general path then runs."""
-        token = ex.token
-        group = token.group
-        if (result.__class__ is not str or group.parent is not None or group.joins or len(group.members) != 1
-                or self.paused or self.queue or ex.cancel_reason is not None):
-            return False  # (a branch of a fan-out leaves at the second test)
+        ``Joins.finished`` -> ``start`` would, without their checks and allocations; return the
+        next state's spec. None (and nothing done) whenever any of that could matter: the
+        general path then runs."""
+        if result.__class__ is not str:
+            return None
         run, agent = self.run, self.agent
         target = agent.states.get(result)
-        if (target is None or run.failure is not None or run.events.active or agent.has_dependents
-                or run.human_answers or run.steps + 1 >= agent.max_steps or (run.durable and run.store is not None)):
-            return False
-        if not target.inline or self._gated.get(result):
-            return False
+        if (target is None or not target.inline or self._gated.get(result) or result in self.pending
+                or self.paused or self.queue or ex.cancel_reason is not None or run.failure is not None
+                or run.events.active or run.human_answers or agent.has_dependents
+                or run.steps + 1 >= agent.max_steps or (run.durable and run.store is not None)):
+            return None
         name = ex.state
-        if (result in self.pending or result not in agent.graph.edges.get(name, ()) or ex.task is None
-                or ex.task.cancelling()):
-            return False
+        group = ex.token.group
+        if (group.parent is not None or group.joins or len(group.members) != 1
+                or result not in agent.graph.edges.get(name, ()) or ex.task is None or ex.task.cancelling()):
+            return None  # (a branch of a fan-out leaves at the first test)
         run.record_completion(name, meta, duration)
+        # a lone branch of the root fan-out, with no join: its group's only active state is ``name``
         active = group.active
-        left = active[name] - 1
-        if left:
-            active[name] = left
-        else:
-            del active[name]
-        active[result] = active.get(result, 0) + 1
-        token.state = ex.state = result
+        del active[name]
+        active[result] = 1
+        ex.token.state = ex.state = result
         ex.attempt = 0
         ex.error = None
-        return True
+        return target
 
     async def _after_first(self, ex: Execution, spec: StateSpec, meta: StateMetadata, exc: BaseException,
                            t0: float) -> tuple[str, Any]:
