@@ -42,6 +42,11 @@ _ids = itertools.count(1)
 _READY = StateStatus.READY
 
 
+def _no_hop(ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
+    """``Scheduler._hop`` for a branch that may never hop."""
+    return None
+
+
 class Execution:
     """One run of one state (including its retries)."""
 
@@ -193,31 +198,33 @@ class Scheduler:
         states, metadata, pending, running = self.agent.states, run.metadata, self.pending, self.running
         bus = run.events
         monotonic, wall = run.clock.monotonic, run.clock.time
-        gated, of_state, hop = self._gated, Context.of_state, self._hop
+        gated, of_state = self._gated, Context.of_state
         while ex is not None:
             name = ex.state
             spec = states[name]
             if spec.inline and ex.branch is None and not gated.get(name):
                 if pending.get(name) is ex:
                     del pending[name]
+                meta = metadata.get(name) or run.meta(name)
+                ex.attempt += 1
+                t0 = monotonic()
+                meta.begin_attempt(wall())
+                hop = self._hop if self._may_hop(ex) else _no_hop
                 while True:  # this state, then each state a quiet chain hops to
-                    meta = metadata.get(name) or run.meta(name)
-                    ex.attempt = attempt = ex.attempt + 1
-                    t0 = monotonic()
-                    meta.begin_attempt(wall())
                     if bus.active:
-                        bus.publish(StateStarted(run.name, run.run_id, t0, name, attempt))
+                        bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
                     try:
-                        result = await spec.func(of_state(run, name, attempt, ex.error))
+                        result = await spec.func(of_state(run, name, ex.attempt, ex.error))
                     except BaseException as exc:  # retries, a cancel, a failure: the general path, below
                         error: BaseException | None = exc
                         break
-                    duration = monotonic() - t0
+                    t1 = monotonic()
+                    duration = t1 - t0
                     error = None
                     target = hop(ex, meta, result, duration)
                     if target is None:
                         break
-                    spec, name = target, ex.state
+                    spec, meta, name, t0 = target, metadata[result], result, t1
                 # outside the handler, so a later attempt's error is not chained to this one
                 outcome = None if error is None else await self._after_first(ex, spec, meta, error, t0)
                 running.pop(ex.id, None)
@@ -239,35 +246,42 @@ class Scheduler:
                 self._drop_unstarted(ex)
                 ex = None
 
+    def _may_hop(self, ex: Execution) -> bool:
+        """Whether ``ex``'s branch may hop at all (:meth:`_hop`): the lone branch of the root
+        fan-out, in its own task, of a run that writes no durable checkpoint per state."""
+        group = ex.token.group
+        run = self.run
+        return group.parent is None and ex.task is not None and not (run.durable and run.store is not None)
+
     def _hop(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> StateSpec | None:
         """A chain's step, when nothing but the chain can see it: the plain state ``ex`` returned
         the name of one plain state that its lone branch may start now, with no subscriber, pause,
-        queue, dependency, person's answer or durable store to tell. Record the completion and
-        turn ``ex`` into the next state's execution (its token moved there), as ``_complete`` ->
-        ``Joins.finished`` -> ``start`` would, without their checks and allocations; return the
-        next state's spec. None (and nothing done) whenever any of that could matter: the
-        general path then runs."""
+        queue, dependency, person's answer or join to tell. Record the completion, begin the next
+        state's first attempt and turn ``ex`` into its execution (its token moved there), as
+        ``_complete`` -> ``Joins.finished`` -> ``start`` and the loop's top would, without their
+        checks and allocations; return the next state's spec. None (and nothing done) whenever
+        any of that could matter: the general path then runs. (``_may_hop`` checked the rest.)"""
         if result.__class__ is not str:
             return None
         run, agent = self.run, self.agent
         target = agent.states.get(result)
+        group = ex.token.group
+        name = ex.state
         if (target is None or not target.inline or self._gated.get(result) or result in self.pending
                 or self.paused or self.queue or ex.cancel_reason is not None or run.failure is not None
-                or run.events.active or run.human_answers or agent.has_dependents
-                or run.steps + 1 >= agent.max_steps or (run.durable and run.store is not None)):
+                or run.events.active or run.human_answers or agent.has_dependents or group.joins
+                or len(group.members) != 1 or run.steps + 1 >= agent.max_steps
+                or result not in agent.graph.edges.get(name, ()) or ex.task.cancelling()):  # type: ignore[union-attr]
             return None
-        name = ex.state
-        group = ex.token.group
-        if (group.parent is not None or group.joins or len(group.members) != 1
-                or result not in agent.graph.edges.get(name, ()) or ex.task is None or ex.task.cancelling()):
-            return None  # (a branch of a fan-out leaves at the first test)
-        run.record_completion(name, meta, duration)
+        nxt = run.metadata.get(result) or run.meta(result)
+        meta.hand_over(duration, run.clock.time(), nxt)
+        run.note_completed(name)
         # a lone branch of the root fan-out, with no join: its group's only active state is ``name``
         active = group.active
         del active[name]
         active[result] = 1
         ex.token.state = ex.state = result
-        ex.attempt = 0
+        ex.attempt = 1
         ex.error = None
         return target
 

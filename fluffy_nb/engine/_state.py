@@ -224,6 +224,25 @@ class StateMetadata:
         if len(durations) < 10_000:
             durations.append(duration)
 
+    def hand_over(self, duration: float, now: float, nxt: StateMetadata) -> None:
+        """This state completed in ``duration`` seconds at wall time ``now``, and its branch's next
+        state ``nxt`` begins its first attempt at that moment: :meth:`complete` then
+        ``nxt.``:meth:`begin_attempt`, in one call (a chain makes it on every transition)."""
+        self._status = _COMPLETED
+        changed = self.changed
+        if changed is not None:
+            changed.add(self.name)
+            changed.add(nxt.name)
+        self.runs += 1
+        self.last_duration = duration
+        self.finished_at = now
+        durations = self.durations
+        if len(durations) < 10_000:
+            durations.append(duration)
+        nxt.attempts += 1
+        nxt._status = _RUNNING
+        nxt.started_at = now
+
     def reset(self) -> None:
         """Back to a fresh PENDING state for a new run."""
         self.status = StateStatus.PENDING
