@@ -128,7 +128,8 @@ class DependencyGates:
         if kind is DependencyType.OPTIONAL:
             return not self.is_active(dep)
         if kind is DependencyType.SEQUENTIAL:
-            return not self.is_active(dep) and dep in self.run.ended
+            run = self.run
+            return not self.is_active(dep) and (dep in run.completed_set or dep in run.ended)
         count = self.run.completion_counts[dep]
         if count == 0:
             return False

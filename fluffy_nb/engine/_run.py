@@ -75,7 +75,7 @@ class Run:
         self.completed_states: list[str] = []
         self.completed_set: set[str] = set()
         self.completion_counts: Counter[str] = Counter()
-        self.ended: set[str] = set()  # states whose last execution is over (any outcome)
+        self.ended: set[str] = set()  # states whose execution failed or was cancelled (completed: completed_set)
         self.human_answers: list[HumanAnswerRecord] = []
         self.steps = 0
         self.failure: BaseException | None = None
@@ -209,7 +209,6 @@ class Run:
             self.completed_states.append(name)
         counts = self.completion_counts
         counts[name] = counts.get(name, 0) + 1
-        self.ended.add(name)
         self.steps += 1
 
     # -- controls ----------------------------------------------------------------------------

@@ -42,11 +42,6 @@ _ids = itertools.count(1)
 _READY = StateStatus.READY
 
 
-def _no_hop(ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
-    """``Scheduler._hop`` for a branch that may never hop."""
-    return None
-
-
 class Execution:
     """One run of one state (including its retries)."""
 
@@ -190,100 +185,104 @@ class Scheduler:
         plain state (no pool, gates, dependencies, executor or timeout; an async body) runs its
         first attempt right here, without the coroutine layers of ``_execute``/``_attempts``:
         those are entered only for the states that need them, or once a first attempt failed.
-        A quiet chain of plain states stays in the inner loop, one :meth:`_hop` per state.
+
+        A quiet chain hops: when a plain state returns the name of one plain state that its
+        lone branch may start now, with nothing but the chain to see it (no subscriber, pause,
+        queue, cancel, failure, dependency, person's answer, join, durable store or max_steps
+        near), the inner loop records the completion, begins the next state at the same instant
+        and goes round again: what ``_complete`` -> ``Joins.finished`` -> ``start`` and this
+        loop's top would do, without their checks, calls and allocations. Anything else leaves
+        for the general path (``_ended``).
         """
         ex: Execution | None = first
         task = first.task  # this task: _launch made it for ``first`` (asyncio.current_task is Python-level in 3.11)
-        run = self.run
-        states, metadata, pending, running = self.agent.states, run.metadata, self.pending, self.running
+        run, agent = self.run, self.agent
+        states, metadata, pending, running, queue = agent.states, run.metadata, self.pending, self.running, self.queue
+        counts, done, done_order = run.completion_counts, run.completed_set, run.completed_states
         bus = run.events
         monotonic, wall = run.clock.monotonic, run.clock.time
         gated, of_state = self._gated, Context.of_state
         while ex is not None:
             name = ex.state
             spec = states[name]
-            if spec.inline and ex.branch is None and not gated.get(name):
-                if pending.get(name) is ex:
-                    del pending[name]
-                meta = metadata.get(name) or run.meta(name)
-                ex.attempt += 1
-                t0 = monotonic()
-                meta.begin_attempt(wall())
-                hop = self._hop if self._may_hop(ex) else _no_hop
-                while True:  # this state, then each state a quiet chain hops to
-                    if bus.active:
-                        bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
-                    try:
-                        result = await spec.func(of_state(run, name, ex.attempt, ex.error))
-                    except BaseException as exc:  # retries, a cancel, a failure: the general path, below
-                        error: BaseException | None = exc
-                        break
-                    t1 = monotonic()
-                    duration = t1 - t0
-                    error = None
-                    target = hop(ex, meta, result, duration)
-                    if target is None:
-                        break
-                    spec, meta, name, t0 = target, metadata[result], result, t1
-                # outside the handler, so a later attempt's error is not chained to this one
-                outcome = None if error is None else await self._after_first(ex, spec, meta, error, t0)
-                running.pop(ex.id, None)
-            else:
-                outcome, meta = await self._execute(ex)
-            if task is not None:
-                while task.cancelling():  # a cancel meant for the state that just ended
-                    task.uncancel()
-            self._carrier, self._next = task, None
-            try:
-                if outcome is None:  # the inline attempt returned ``result``
-                    self._succeeded(ex, meta, result, duration)
-                else:
-                    self._complete(ex, meta, outcome)
-            finally:
-                self._carrier = None
-            ex, self._next = self._next, None
-            if ex is not None and (ex.cancel_reason is not None or run.failure is not None):
-                self._drop_unstarted(ex)
-                ex = None
+            if not spec.inline or ex.branch is not None or gated.get(name):
+                general, meta = await self._execute(ex)
+                ex = self._ended(ex, task, meta, general, None, 0.0)
+                continue
+            if pending.get(name) is ex:
+                del pending[name]
+            meta = metadata.get(name) or run.meta(name)
+            ex.attempt += 1
+            t0 = monotonic()
+            meta.begin_attempt(wall())
+            token = ex.token
+            group = token.group
+            may_hop = self._may_hop(ex)
+            result: Any = None
+            duration = 0.0
+            while True:  # this state, then each state a quiet chain hops to
+                if bus.active:
+                    bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
+                try:
+                    result = await spec.func(of_state(run, name, ex.attempt, ex.error))
+                except BaseException as exc:  # retries, a cancel, a failure: the general path, below
+                    error: BaseException | None = exc
+                    break
+                t1 = monotonic()
+                duration = t1 - t0
+                error = None
+                if not (may_hop and result.__class__ is str and (target := states.get(result)) is not None
+                        and target.inline and not gated.get(result) and not self.paused and not queue
+                        and ex.cancel_reason is None and run.failure is None and not bus.active
+                        and not run.human_answers and not agent.has_dependents and not group.joins
+                        and len(group.members) == 1 and run.steps + 1 < agent.max_steps
+                        and result in agent.graph.edges.get(name, ()) and not task.cancelling()):  # type: ignore[union-attr]
+                    break
+                nxt = metadata[result]
+                meta.hand_over(duration, wall(), nxt)
+                if name not in done:
+                    done.add(name)
+                    done_order.append(name)
+                counts[name] = counts.get(name, 0) + 1
+                run.steps += 1
+                active = group.active  # the lone branch's group: ``name`` is its only active state
+                del active[name]
+                active[result] = 1
+                token.state = ex.state = result
+                ex.attempt = 1
+                ex.error = None
+                spec, meta, name, t0 = target, nxt, result, t1
+            # outside the handler, so a later attempt's error is not chained to this one
+            outcome = None if error is None else await self._after_first(ex, spec, meta, error, t0)
+            running.pop(ex.id, None)
+            ex = self._ended(ex, task, meta, outcome, result, duration)
 
     def _may_hop(self, ex: Execution) -> bool:
-        """Whether ``ex``'s branch may hop at all (:meth:`_hop`): the lone branch of the root
+        """Whether ``ex``'s branch may hop at all (see :meth:`_run_branch`): a branch of the root
         fan-out, in its own task, of a run that writes no durable checkpoint per state."""
-        group = ex.token.group
         run = self.run
-        return group.parent is None and ex.task is not None and not (run.durable and run.store is not None)
+        return ex.token.group.parent is None and ex.task is not None and not (run.durable and run.store is not None)
 
-    def _hop(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> StateSpec | None:
-        """A chain's step, when nothing but the chain can see it: the plain state ``ex`` returned
-        the name of one plain state that its lone branch may start now, with no subscriber, pause,
-        queue, dependency, person's answer or join to tell. Record the completion, begin the next
-        state's first attempt and turn ``ex`` into its execution (its token moved there), as
-        ``_complete`` -> ``Joins.finished`` -> ``start`` and the loop's top would, without their
-        checks and allocations; return the next state's spec. None (and nothing done) whenever
-        any of that could matter: the general path then runs. (``_may_hop`` checked the rest.)"""
-        if result.__class__ is not str:
+    def _ended(self, ex: Execution, task: asyncio.Task[None] | None, meta: StateMetadata,
+               outcome: tuple[str, Any] | None, result: Any, duration: float) -> Execution | None:
+        """``ex`` ended: with ``outcome``, or (None) its inline attempt returned ``result`` in
+        ``duration`` seconds. Route it; return the execution this task runs next, if any."""
+        if task is not None:
+            while task.cancelling():  # a cancel meant for the state that just ended
+                task.uncancel()
+        self._carrier, self._next = task, None
+        try:
+            if outcome is None:
+                self._succeeded(ex, meta, result, duration)
+            else:
+                self._complete(ex, meta, outcome)
+        finally:
+            self._carrier = None
+        nxt, self._next = self._next, None
+        if nxt is not None and (nxt.cancel_reason is not None or self.run.failure is not None):
+            self._drop_unstarted(nxt)
             return None
-        run, agent = self.run, self.agent
-        target = agent.states.get(result)
-        group = ex.token.group
-        name = ex.state
-        if (target is None or not target.inline or self._gated.get(result) or result in self.pending
-                or self.paused or self.queue or ex.cancel_reason is not None or run.failure is not None
-                or run.events.active or run.human_answers or agent.has_dependents or group.joins
-                or len(group.members) != 1 or run.steps + 1 >= agent.max_steps
-                or result not in agent.graph.edges.get(name, ()) or ex.task.cancelling()):  # type: ignore[union-attr]
-            return None
-        nxt = run.metadata.get(result) or run.meta(result)
-        meta.hand_over(duration, run.clock.time(), nxt)
-        run.note_completed(name)
-        # a lone branch of the root fan-out, with no join: its group's only active state is ``name``
-        active = group.active
-        del active[name]
-        active[result] = 1
-        ex.token.state = ex.state = result
-        ex.attempt = 1
-        ex.error = None
-        return target
+        return nxt
 
     async def _after_first(self, ex: Execution, spec: StateSpec, meta: StateMetadata, exc: BaseException,
                            t0: float) -> tuple[str, Any]:
