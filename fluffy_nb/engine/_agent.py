@@ -25,6 +25,7 @@ from ._hitl import HumanLoop
 from ._hooks import mimebundle
 from ._map import Send
 from ._policies import check_max_concurrent, check_timeout
+from ._reader import is_pattern
 from ._registration import build_spec, check_definition, check_store, link_state
 from ._registry import RunRegistry
 from ._resources import ResourcePool
@@ -122,6 +123,9 @@ class Agent:
         self.graph = StateGraph()
         self.states: dict[str, StateSpec] = {}
         self.code_names: dict[str, set[str]] = {}  # state -> strings its code may return
+        #: states whose code builds names at run time (patterns, or names that cannot be read):
+        #: the start-state search looks at these only, not at every state's code_names
+        self.pattern_owners: dict[str, None] = {}
         self._mentions: dict[str, set[str]] = {}  # string constant -> states whose code has it
         self._gates: dict[str, list[Any]] = {}
         self._initial: dict[str, Any] = {}
@@ -210,7 +214,11 @@ class Agent:
         return spec
 
     def _add_to_graph(self, spec: StateSpec) -> None:
-        self.code_names[spec.name] = link_state(self.graph, self.states, self._mentions, spec)
+        names = self.code_names[spec.name] = link_state(self.graph, self.states, self._mentions, spec)
+        if any(is_pattern(n) for n in names):
+            self.pattern_owners[spec.name] = None
+        else:
+            self.pattern_owners.pop(spec.name, None)
 
     def collect_class_states(self) -> None:
         """Register methods marked with ``@state`` on this class and on the instance."""
@@ -235,6 +243,7 @@ class Agent:
         self.definition_version += 1
         self.has_dependents = any(spec.dependencies for spec in self.states.values())
         self.code_names.pop(name, None)
+        self.pattern_owners.pop(name, None)
         self._mentions = {}
         self.graph = StateGraph()
         for spec in self.states.values():

@@ -63,8 +63,9 @@ def _drop_pattern_targets(agent: Agent, candidates: list[str]) -> tuple[list[str
     """``candidates`` without the numbered targets of run-time names; whether it warned."""
     warned = False
     keep = list(candidates)
-    for owner, strings in agent.code_names.items():
-        if not strings or agent.states[owner].next_hint:
+    for owner in agent.pattern_owners:
+        strings = agent.code_names[owner]
+        if agent.states[owner].next_hint:
             continue  # returns no name, or its author listed where it goes
         for pattern in strings:
             if not is_pattern(pattern) or pattern == OPAQUE:
@@ -91,8 +92,8 @@ def _drop_pattern_targets(agent: Agent, candidates: list[str]) -> tuple[list[str
 
 
 def _warn_opaque(agent: Agent, candidates: list[str]) -> bool:
-    routers = [n for n, strings in agent.code_names.items()
-               if OPAQUE in strings and not agent.states[n].next_hint and n in agent.states]
+    routers = [n for n in agent.pattern_owners
+               if OPAQUE in agent.code_names[n] and not agent.states[n].next_hint and n in agent.states]
     if not routers:
         return False
     warnings.warn(
