@@ -169,6 +169,9 @@ class Token:
 
 
 Starter = Callable[[str, Token], None]
+#: ``start_all(tokens, absorbed)``: start one run per branch, in order; ``absorbed(token)`` for each
+#: branch whose state already has an unstarted run (that run absorbs it, as ``is_pending`` says)
+StartAll = Callable[[list[Token], Callable[[Token], None]], None]
 
 
 class Joins:
@@ -180,9 +183,10 @@ class Joins:
     """
 
     def __init__(self, graph: StateGraph, start: Starter, is_pending: Callable[[str], bool],
-                 is_join: Callable[[str], bool] | None = None) -> None:
+                 is_join: Callable[[str], bool] | None = None, start_all: StartAll | None = None) -> None:
         self.graph = graph
         self._start = start
+        self._start_all = start_all or self._start_each
         self._is_pending = is_pending
         self._is_join = is_join or (lambda _state: False)
         self._ids = itertools.count(1)
@@ -237,42 +241,67 @@ class Joins:
         if len(names) > 1:
             # the branch stays alive, at its state, while its sub-fan-out runs
             sub = Group(next(self._ids), token)
-            children = [Token(next(self._ids), sub, n) for n in names]
-            for child in children:
-                self._enter(child, child.state)
-            for child in children:
-                # the states of a list return all start now ("run both in parallel"), even
-                # when one can reach another (in a loop they would otherwise wait for each other)
-                if self._is_pending(child.state):
-                    self._leave(child)  # an unstarted run of it absorbs this branch
-                else:
-                    self._start(child.state, child)
+            ids = self._ids
+            children = [Token(next(ids), sub, n) for n in names]
+            active = sub.active
+            for n in names:  # each child enters its state (_enter, without a call per branch)
+                active[n] = active.get(n, 0) + 1
+            sub.members.update(children)
+            # the states of a list return all start now ("run both in parallel"), even when one
+            # can reach another (in a loop they would otherwise wait for each other); a branch
+            # whose state has an unstarted run already is absorbed by it
+            self._start_all(children, self._leave)
             self.groups[sub.id] = sub
             self.changed(sub)
             return
-        if len(names) == 1 and self._joined_where_others_wait(token, names[0]):
+        if len(names) == 1 and self.arrive(token, names[0]):
             return
         self._leave(token)
         if names:
             self._route(token, names[0])
         self.changed(group)
 
-    def _joined_where_others_wait(self, token: Token, target: str) -> bool:
+    def _start_each(self, tokens: list[Token], absorbed: Callable[[Token], None]) -> None:
+        """The default ``start_all``: ``start`` each branch in turn, or let a pending run absorb it."""
+        for t in tokens:
+            if self._is_pending(t.state):
+                absorbed(t)
+            else:
+                self._start(t.state, t)
+
+    def arrive(self, token: Token, target: str) -> bool:
         """A branch of a fan-out of 3+ live branches went to ``target``, the one join of its
         fan-out, where others already wait: it waits there too (or an unstarted run of ``target``
         absorbs it), and when the fan-out's other live branches can still reach ``target``
         nothing else changed, so ``changed()`` has nothing to do. This is every branch but the
-        last of a fan-out and join, once per branch; False (nothing done) otherwise."""
+        last of a fan-out and join, once per branch, so it is one call: ``_leave`` inline, and
+        the join question answered from the cached origins when a live branch is at one of them
+        (the usual answer) before :meth:`_may_reach` asks it in full. False (nothing done) when
+        it is not such an arrival; :meth:`finished` then routes the branch."""
         group = token.group
         joins = group.joins
-        if group.parent is None or len(joins) != 1 or len(group.members) < 3 or target not in joins:
+        if group.parent is None or len(joins) != 1 or target not in joins:
             return False
-        self._leave(token)
+        members = group.members
+        if len(members) < 3:
+            return False
+        active = group.active
+        state = token.state
+        n = active.get(state, 0) - 1
+        if n > 0:
+            active[state] = n
+        else:
+            active.pop(state, None)
+        members.discard(token)
         if not self._is_pending(target):
             joins[target].append(token)
-        if self._may_reach(group, target):
-            return True  # the join still waits for a live branch
-        self.changed(group)
+        if target in active:
+            return True
+        origins = self._origins.get(target) if self._origins_version == self.graph.version else None
+        if origins is not None and active and not active.keys().isdisjoint(origins):
+            return True  # a live branch is where ``target`` can still be reached from
+        if not self._may_reach(group, target):
+            self.changed(group)
         return True
 
     def fan_out(self, token: Token, names: tuple[str, ...], extra: list[str], start_extra: Callable[[Token, int], None],
@@ -289,11 +318,7 @@ class Joins:
         for target, count in (waiting or {}).items():
             sub.joins[target] = [Token(next(self._ids), sub, target) for _ in range(count)]
         self.groups[sub.id] = sub
-        for child in children:
-            if self._is_pending(child.state):
-                self._leave(child)
-            else:
-                self._start(child.state, child)
+        self._start_all(children, self._leave)
         for i, t in enumerate(more):
             start_extra(t, i)
         self.changed(sub)

@@ -32,6 +32,8 @@ from ._graph import Joins, Token
 from ._status import StateStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._agent import Agent
     from ._policies import StateSpec
     from ._run import Run
@@ -92,7 +94,8 @@ class Scheduler:
         states = run.agent.states
         # the pending dict's own __contains__: the joins ask it on every transition
         self.joins = Joins(run.agent.graph, self.start, self.pending.__contains__,
-                           lambda s: bool(states[s].options.get("join")) if s in states else False)
+                           lambda s: bool(states[s].options.get("join")) if s in states else False,
+                           self.start_all)
 
     # -- starting ---------------------------------------------------------------------------
     def is_pending(self, state: str) -> bool:
@@ -123,6 +126,38 @@ class Scheduler:
         self.enqueue(ex)
         if spec.dependencies:
             deps.start_parallel(ex, spec)  # also when nothing else made it wait
+
+    def start_all(self, tokens: list[Token], absorbed: Callable[[Token], None]) -> None:
+        """:meth:`start` each branch of ``tokens`` (the states of one list return), in order, or
+        hand it to ``absorbed`` when its state has an unstarted run already. One loop for a whole
+        fan-out: what :meth:`start`, :meth:`enqueue` and :meth:`_launch` read is read once, and a
+        state without dependencies is launched here; one with dependencies goes through ``start``."""
+        run = self.run
+        states, pending, running, metadata = self.agent.states, self.pending, self.running, run.metadata
+        bus, error, limit = run.events, self._routing_error, self.agent.max_concurrent
+        create_task, branch = asyncio.get_running_loop().create_task, self._branch
+        for token in tokens:
+            name = token.state
+            if name in pending:
+                absorbed(token)
+                continue
+            spec = states[name]
+            if spec.dependencies:
+                self.start(name, token)
+                continue
+            ex = Execution(name, token, None)
+            ex.error = error
+            pending[name] = ex
+            if bus.active:
+                bus.publish(StateScheduled(run.name, run.run_id, run.clock.monotonic(), name, None))
+            (metadata.get(name) or run.meta(name)).status = _READY
+            if self.paused or (limit is not None and len(running) >= limit):
+                heapq.heappush(self.queue, (-spec.priority, ex))
+            elif self._carrier is not None and self._next is None:
+                self._launch(ex)  # the first goes on in the task that routed here
+            else:
+                running[ex.id] = ex
+                ex.task = create_task(branch(ex))
 
     def enqueue(self, ex: Execution) -> None:
         """Launch ``ex`` now, or queue it (paused, or at ``max_concurrent``)."""

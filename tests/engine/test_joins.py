@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from _wait import until
 
-from fluffy_nb import Agent, Context, FluffyWarning
+from fluffy_nb import Agent, Context, FluffyWarning, StateStatus
 from fluffy_nb.engine._events import StateFinished, StateStarted
 from fluffy_nb.engine._graph import StateGraph
 from fluffy_nb.engine._reader import state_targets
@@ -230,6 +231,43 @@ async def test_thousand_wide_fan_out_joins_once():
     result = await agent.run()
     assert seen == [n]
     assert result.state_runs["join"] == 1
+
+
+async def test_a_state_named_twice_in_one_list_runs_once_and_the_join_after_it_once():
+    agent = build(
+        Agent("twice"),
+        start=to(["a", "a", "b"]),
+        a=to("join"),
+        b=to("join"),
+        join=to(None),
+    )
+    result = await agent.run()
+    assert result.state_runs == {"start": 1, "a": 1, "b": 1, "join": 1}
+
+
+async def test_a_fan_out_returned_while_pausing_is_queued_and_runs_and_joins_on_resume(record):
+    gate = asyncio.Event()
+    agent = build(
+        Agent("pause_fan"),
+        start=to(["a", "b", "c"], wait=gate),
+        a=to("join"),
+        b=to("join"),
+        c=to("join"),
+        join=to(None),
+    )
+    log = record(agent)
+    run = asyncio.create_task(agent.run())
+    await until(lambda: log.of(StateStarted, "start"))
+    pausing = asyncio.create_task(agent.pause())
+    await until(lambda: agent.latest_run.scheduler.paused)
+    gate.set()
+    await asyncio.wait_for(pausing, 5)
+    assert len(agent.priority_queue) == 3  # the three branches wait in the queue, none started
+    assert {agent.state_metadata[s].status for s in "abc"} == {StateStatus.READY}
+    assert not [e for e in log.of(StateStarted) if e.state != "start"]
+    await agent.resume()
+    result = await asyncio.wait_for(run, 5)
+    assert result.state_runs == {"start": 1, "a": 1, "b": 1, "c": 1, "join": 1}
 
 
 async def test_a_branch_waiting_at_a_nested_join_survives_pause_and_restore():
