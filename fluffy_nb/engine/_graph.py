@@ -55,6 +55,7 @@ class StateGraph:
         self.entered: set[str] = set()  # states with an edge from another state (never start states)
         self._reach: dict[str, frozenset[str]] = {}
         self._ancestors: dict[str, frozenset[str]] = {}
+        self._origins: dict[str, frozenset[str]] = {}  # kept across runs while the graph stays the same
         self.version = 0
 
     def add_node(self, name: str) -> None:
@@ -83,6 +84,8 @@ class StateGraph:
             self._reach.clear()
         if self._ancestors:
             self._ancestors.clear()
+        if self._origins:
+            self._origins.clear()
         self.version += 1
 
     def ancestors(self, name: str) -> frozenset[str]:
@@ -125,6 +128,17 @@ class StateGraph:
                     seen.add(n)
                     stack.append(n)
         return frozenset(seen)
+
+    def origins(self, target: str) -> frozenset[str]:
+        """States from which a branch may still enter ``target`` by returning its name: the
+        states with a code, declared or observed edge to it, and everything that reaches them.
+        Cached until the graph changes, so every run of an agent shares one walk per join."""
+        found = self._origins.get(target)
+        if found is None:
+            edges = self.edges
+            found = self._origins[target] = self.reaching(
+                src for src in self.redges.get(target, ()) if edges[src][target] != "dependency")
+        return found
 
     def reaches(self, src: str, dst: str) -> bool:
         """Whether a branch now at ``src`` may still get to ``dst``."""
@@ -192,8 +206,6 @@ class Joins:
         self._ids = itertools.count(1)
         self.root = Group(0, None)
         self.groups: dict[int, Group] = {}  # live nested fan-outs (for snapshots)
-        self._origins: dict[str, frozenset[str]] = {}
-        self._origins_version = -1
 
     # -- entering and leaving states --------------------------------------------------
     def _enter(self, token: Token, state: str) -> None:
@@ -297,7 +309,7 @@ class Joins:
             joins[target].append(token)
         if target in active:
             return True
-        origins = self._origins.get(target) if self._origins_version == self.graph.version else None
+        origins = self.graph._origins.get(target)
         if origins is not None and active and not active.keys().isdisjoint(origins):
             return True  # a live branch is where ``target`` can still be reached from
         if not self._may_reach(group, target):
@@ -340,17 +352,8 @@ class Joins:
 
     # -- the join rule ----------------------------------------------------------------
     def origins(self, target: str) -> frozenset[str]:
-        """States from which a branch may still enter ``target`` by returning its name: the
-        states with a code, declared or observed edge to it, and everything that reaches them."""
-        graph = self.graph
-        if self._origins_version != graph.version:
-            self._origins.clear()
-            self._origins_version = graph.version
-        found = self._origins.get(target)
-        if found is None:
-            found = self._origins[target] = graph.reaching(
-                src for src in graph.redges.get(target, ()) if graph.edges[src][target] != "dependency")
-        return found
+        """States from which a branch may still enter ``target`` (:meth:`StateGraph.origins`)."""
+        return self.graph.origins(target)
 
     def can_still_reach(self, target: str, at: Collection[str]) -> bool:
         """THE join question: can a live branch now at one of the states ``at`` still get to

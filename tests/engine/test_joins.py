@@ -429,3 +429,14 @@ def test_reaching_is_the_names_plus_everything_that_reaches_one_of_them():
         union = set(names).union(*(g.ancestors(n) for n in names))
         assert g.reaching(names) == union
     assert g.reaching(["b"]) == {"a", "b", "c", "z"}
+
+
+def test_a_joins_origins_follow_edges_added_after_they_were_first_asked_for():
+    g = StateGraph()
+    g.add_edge("a", "join")
+    g.add_edge("b", "c")
+    assert g.origins("join") == {"a"}
+    g.add_edge("c", "join", "runtime")  # observed while running: b's branch can reach the join now
+    assert g.origins("join") == {"a", "b", "c"}
+    g.add_edge("d", "join", "dependency")  # a dependency is no route
+    assert g.origins("join") == {"a", "b", "c"}
