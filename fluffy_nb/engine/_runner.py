@@ -13,6 +13,7 @@ attempt runs inline in ``_run_branch``, and a quiet chain steps in place (``_hop
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 from typing import TYPE_CHECKING, Any
@@ -135,7 +136,12 @@ class Scheduler:
         run = self.run
         states, pending, running, metadata = self.agent.states, self.pending, self.running, run.metadata
         bus, error, limit = run.events, self._routing_error, self.agent.max_concurrent
-        create_task, branch = asyncio.get_running_loop().create_task, self._branch
+        loop = asyncio.get_running_loop()
+        create_task, branch = loop.create_task, self._branch
+        if (type(loop).create_task is asyncio.BaseEventLoop.create_task and loop.get_task_factory() is None
+                and not loop.get_debug()):
+            # what create_task does then, without its closed-loop and factory checks per branch
+            create_task = functools.partial(asyncio.Task, loop=loop)
         for token in tokens:
             name = token.state
             if name in pending:
