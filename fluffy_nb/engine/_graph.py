@@ -310,8 +310,8 @@ class Joins:
         if target in active:
             return True
         origins = self.graph._origins.get(target)
-        if origins is not None and active and not active.keys().isdisjoint(origins):
-            return True  # a live branch is where ``target`` can still be reached from
+        if origins is not None and not origins.isdisjoint(reversed(active)):
+            return True  # a live branch is where ``target`` can still be reached from (see can_still_reach)
         if not self._may_reach(group, target):
             self.changed(group)
         return True
@@ -360,8 +360,11 @@ class Joins:
         ``target``? Fan-out joins ask it about the branches of their fan-out; dependency gates
         ask it about the running and queued states (see the module docstring)."""
         origins = self.origins(target)
-        if isinstance(at, dict):  # live branches by state: its keys are a set view
-            return not at.keys().isdisjoint(origins)  # (KeysView below is an ABC: a Python-level check)
+        if isinstance(at, dict):
+            # live branches by state, newest first: a dict keeps the slots of the states its branches
+            # left, oldest first, until it grows again; a scan from the oldest end walks past all of
+            # them on every question, which made a 1,000-wide fan-out and join quadratic
+            return not origins.isdisjoint(reversed(at))
         if isinstance(at, (set, frozenset, KeysView)):
             return not at.isdisjoint(origins)  # a C loop over the smaller side, once per completion
         return not origins.isdisjoint(at)
