@@ -79,6 +79,15 @@ class StateGraph:
         self._changed()
         return True
 
+    def observe(self, src: str, names: Iterable[str]) -> None:
+        """``src`` returned ``names``: add each edge ``src -> name`` the graph lacks, as observed
+        while running (kind ``"runtime"``)."""
+        out = self.edges.get(src)
+        for n in names:
+            if out is None or n not in out:
+                self.add_edge(src, n, "runtime")
+                out = self.edges[src]
+
     def _changed(self) -> None:
         if self._reach:
             self._reach.clear()
@@ -193,7 +202,8 @@ class Joins:
 
     ``start(state, token)`` is called for every state run that should begin;
     ``is_pending(state)`` tells whether an unstarted run of ``state`` exists. The engine
-    calls :meth:`finished` when a run ends with the names it returned.
+    calls :meth:`finished` when a run ends with the names it returned (a run that named one
+    state may try :meth:`arrive` first, which :meth:`finished` would ask too).
     """
 
     def __init__(self, graph: StateGraph, start: Starter, is_pending: Callable[[str], bool],

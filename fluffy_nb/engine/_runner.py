@@ -522,10 +522,7 @@ class Scheduler:
                 run.control.fail(name, exc, wrap=False)
                 return
         run.record_completion(name, meta, duration)
-        graph = self.agent.graph
-        for n in names:
-            if n not in graph.edges.get(name, ()):
-                graph.add_edge(name, n, "runtime")
+        self.agent.graph.observe(name, names)
         if run.events.active:
             run.events.publish(StateFinished(run.name, run.run_id, run.clock.monotonic(), name, ex.attempt,
                                              duration, names))
@@ -540,7 +537,8 @@ class Scheduler:
             return
         try:
             if type(names) is tuple:
-                self.joins.finished(ex.token, names)
+                if len(names) != 1 or not self.joins.arrive(ex.token, names[0]):  # arrive: a branch at its join
+                    self.joins.finished(ex.token, names)
             else:  # a Fanout: payload branches (_map.py)
                 from ._map import start_map
 

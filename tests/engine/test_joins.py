@@ -440,3 +440,18 @@ def test_a_joins_origins_follow_edges_added_after_they_were_first_asked_for():
     assert g.origins("join") == {"a", "b", "c"}
     g.add_edge("d", "join", "dependency")  # a dependency is no route
     assert g.origins("join") == {"a", "b", "c"}
+
+
+async def test_a_name_returned_that_the_code_does_not_show_becomes_an_observed_edge():
+    async def pick(ctx):
+        return "".join(["do", "ne"])  # built at run time: invisible to the reader
+
+    async def done(ctx):
+        return None
+
+    agent = Agent("observed")
+    agent.add_state("pick", pick)
+    agent.add_state("done", done)
+    assert "done" not in agent.graph.edges["pick"]
+    await agent.run(start="pick")
+    assert agent.graph.edges["pick"]["done"] == "runtime"
