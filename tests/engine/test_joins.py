@@ -455,3 +455,37 @@ async def test_a_name_returned_that_the_code_does_not_show_becomes_an_observed_e
     assert "done" not in agent.graph.edges["pick"]
     await agent.run(start="pick")
     assert agent.graph.edges["pick"]["done"] == "runtime"
+
+
+async def test_a_wide_fan_out_whose_branches_finish_last_first_joins_once_after_all():
+    n = 50
+    turns = [asyncio.Event() for _ in range(n)]
+    done: list[int] = []
+
+    async def fan(ctx):
+        turns[n - 1].set()
+        return [f"w{i}" for i in range(n)]
+
+    def worker(i):
+        async def body(ctx):
+            await turns[i].wait()  # w49 first, then w48, ... w0 last
+            done.append(i)
+            if i:
+                turns[i - 1].set()
+            return "join"
+
+        return body
+
+    seen: list[list[int]] = []
+
+    async def join(ctx):
+        seen.append(list(done))
+
+    agent = Agent("last_first")
+    agent.add_state("fan", fan)
+    for i in range(n):
+        agent.add_state(f"w{i}", worker(i), next=["join"])
+    agent.add_state("join", join)
+    result = await agent.run()
+    assert seen == [list(range(n - 1, -1, -1))]
+    assert result.state_runs["join"] == 1
