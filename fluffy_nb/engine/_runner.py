@@ -7,7 +7,9 @@ future that resolves when no work is left. A state's execution is three steps: a
 calling it, reading what it returned and where a failure is routed live in ``_attempt``) and
 ``_complete`` (route the result, or hand a failure or cancellation to ``RunControl``). A plain
 state (no pool, gates, dependencies, executor or timeout) skips the first two: its first
-attempt runs inline in ``_run_branch``, and a quiet chain steps in place (``_hop``).
+attempt runs inline in ``_run_branch``, and a quiet chain steps in place (``_hop``). A list
+return launches all its branches in one loop (``start_all``, called by ``Joins``), each as
+its own task: every branch of a fan-out is in flight at once.
 """
 
 from __future__ import annotations
