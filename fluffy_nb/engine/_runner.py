@@ -512,25 +512,27 @@ class Scheduler:
         return True
 
     def _finish_state(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
-        run = self.run
+        run, agent = self.run, self.agent
         name = ex.state
-        if result.__class__ is str and result in self.agent.states:
+        if result.__class__ is str and result in agent.states:
             names: tuple[str, ...] = (result,)  # the common case, without next_states' checks
         else:
             try:
-                names = next_states(self.agent, name, result)
+                names = next_states(agent, name, result)
             except (InvalidStateResultError, StateNotFoundError, ConfigurationError) as exc:
                 meta.status = StateStatus.FAILED
                 run.control.fail(name, exc, wrap=False)
                 return
         run.record_completion(name, meta, duration)
-        self.agent.graph.observe(name, names)
+        known = agent.graph.edges.get(name)
+        if known is None or len(names) != 1 or names[0] not in known:  # (one known edge: the usual case)
+            agent.graph.observe(name, names)
         if run.events.active:
             run.events.publish(StateFinished(run.name, run.run_id, run.clock.monotonic(), name, ex.attempt,
                                              duration, names))
         if run.failure is not None:
             return
-        if run.steps >= self.agent.max_steps and names:
+        if run.steps >= agent.max_steps and names:
             run.control.fail(name, MaxStepsExceededError(
                 f"agent {run.name!r} ran {run.steps} states, the max_steps limit; state {name!r} "
                 f"wanted to continue to {list(names)}. If the loop is intended, raise "
@@ -545,8 +547,8 @@ class Scheduler:
                 from ._map import start_map
 
                 start_map(self, ex, names)  # type: ignore[arg-type]
-            if self.agent.has_dependents:
-                run.deps.on_completed(name, self.agent.states[name])
+            if agent.has_dependents:
+                run.deps.on_completed(name, agent.states[name])
         except Exception as exc:  # a dependency condition raised while routing: fail the run, never hang
             run.control.fail(name, exc, wrap=False)
             return
