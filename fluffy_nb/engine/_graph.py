@@ -161,11 +161,15 @@ class StateGraph:
 class Group:
     """A fan-out: the branches started by one list return (or the run's start states)."""
 
-    __slots__ = ("active", "id", "joins", "members", "parent")
+    __slots__ = ("active", "forward", "id", "joins", "members", "parent", "seen")
 
     def __init__(self, gid: int, parent: Token | None) -> None:
         self.id = gid
         self.parent = parent
+        # a state where a live branch was, last time the join question found one (Joins.arrive
+        # asks it first), and which end of ``active`` the next search starts from
+        self.seen: str | None = None
+        self.forward = False
         # state -> live branches there (not waiting); a plain dict: Counter's missing-key and
         # delete methods are Python calls, and _enter/_leave run once per transition
         self.active: dict[str, int] = {}
@@ -320,11 +324,26 @@ class Joins:
         if target in active:
             return True
         origins = self.graph._origins.get(target)
-        if origins is not None and not origins.isdisjoint(reversed(active)):
-            return True  # a live branch is where ``target`` can still be reached from (see can_still_reach)
+        if origins is not None:
+            seen = group.seen
+            if (seen in active and seen in origins) or self._live_at(group, origins):
+                return True  # a live branch is where ``target`` can still be reached from
         if not self._may_reach(group, target):
             self.changed(group)
         return True
+
+    @staticmethod
+    def _live_at(group: Group, origins: frozenset[str]) -> bool:
+        """Whether a live branch of ``group`` is at one of ``origins``; the state found is kept
+        in ``group.seen`` for the next arrival. The search starts at the other end of ``active``
+        each time: the dict keeps the slots of the states branches left until it grows again,
+        so a scan from the end they leave from walks past all of them. Branches that finish in
+        the order they started empty it from the front (the newest is found, and stays), those
+        that finish last-first from the back (the oldest is found, and stays)."""
+        active = group.active
+        group.forward = forward = not group.forward
+        seen = group.seen = next(filter(origins.__contains__, iter(active) if forward else reversed(active)), None)
+        return seen is not None
 
     def fan_out(self, token: Token, names: tuple[str, ...], extra: list[str], start_extra: Callable[[Token, int], None],
                 *, waiting: dict[str, int] | None = None) -> Group:
