@@ -424,7 +424,7 @@ class Joins:
     def changed(self, group: Group) -> None:
         """Start the joins of ``group`` that no live branch can reach any more; fold ended fan-outs."""
         while True:
-            for target in list(group.joins):
+            for target in list(group.joins) if group.joins else ():  # (no list for a fan-out without joins)
                 if self._may_reach(group, target):
                     continue
                 carrier = group.joins.pop(target)[0]
