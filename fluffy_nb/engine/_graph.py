@@ -55,6 +55,7 @@ class StateGraph:
         self.entered: set[str] = set()  # states with an edge from another state (never start states)
         self._reach: dict[str, frozenset[str]] = {}
         self._ancestors: dict[str, frozenset[str]] = {}
+        self._origins: dict[str, frozenset[str]] = {}  # kept across runs while the graph stays the same
         self.version = 0
 
     def add_node(self, name: str) -> None:
@@ -78,11 +79,22 @@ class StateGraph:
         self._changed()
         return True
 
+    def observe(self, src: str, names: Iterable[str]) -> None:
+        """``src`` returned ``names``: add each edge ``src -> name`` the graph lacks, as observed
+        while running (kind ``"runtime"``)."""
+        out = self.edges.get(src)
+        for n in names:
+            if out is None or n not in out:
+                self.add_edge(src, n, "runtime")
+                out = self.edges[src]
+
     def _changed(self) -> None:
         if self._reach:
             self._reach.clear()
         if self._ancestors:
             self._ancestors.clear()
+        if self._origins:
+            self._origins.clear()
         self.version += 1
 
     def ancestors(self, name: str) -> frozenset[str]:
@@ -126,6 +138,17 @@ class StateGraph:
                     stack.append(n)
         return frozenset(seen)
 
+    def origins(self, target: str) -> frozenset[str]:
+        """States from which a branch may still enter ``target`` by returning its name: the
+        states with a code, declared or observed edge to it, and everything that reaches them.
+        Cached until the graph changes, so every run of an agent shares one walk per join."""
+        found = self._origins.get(target)
+        if found is None:
+            edges = self.edges
+            found = self._origins[target] = self.reaching(
+                src for src in self.redges.get(target, ()) if edges[src][target] != "dependency")
+        return found
+
     def reaches(self, src: str, dst: str) -> bool:
         """Whether a branch now at ``src`` may still get to ``dst``."""
         return src == dst or dst in self.descendants(src)
@@ -138,11 +161,15 @@ class StateGraph:
 class Group:
     """A fan-out: the branches started by one list return (or the run's start states)."""
 
-    __slots__ = ("active", "id", "joins", "members", "parent")
+    __slots__ = ("active", "forward", "id", "joins", "members", "parent", "seen")
 
     def __init__(self, gid: int, parent: Token | None) -> None:
         self.id = gid
         self.parent = parent
+        # a state where a live branch was, last time the join question found one (Joins.arrive
+        # asks it first), and which end of ``active`` the next search starts from
+        self.seen: str | None = None
+        self.forward = False
         # state -> live branches there (not waiting); a plain dict: Counter's missing-key and
         # delete methods are Python calls, and _enter/_leave run once per transition
         self.active: dict[str, int] = {}
@@ -169,6 +196,9 @@ class Token:
 
 
 Starter = Callable[[str, Token], None]
+#: ``start_all(tokens, absorbed)``: start one run per branch, in order; ``absorbed(token)`` for each
+#: branch whose state already has an unstarted run (that run absorbs it, as ``is_pending`` says)
+StartAll = Callable[[list[Token], Callable[[Token], None]], None]
 
 
 class Joins:
@@ -176,20 +206,20 @@ class Joins:
 
     ``start(state, token)`` is called for every state run that should begin;
     ``is_pending(state)`` tells whether an unstarted run of ``state`` exists. The engine
-    calls :meth:`finished` when a run ends with the names it returned.
+    calls :meth:`finished` when a run ends with the names it returned (a run that named one
+    state may try :meth:`arrive` first, which :meth:`finished` would ask too).
     """
 
     def __init__(self, graph: StateGraph, start: Starter, is_pending: Callable[[str], bool],
-                 is_join: Callable[[str], bool] | None = None) -> None:
+                 is_join: Callable[[str], bool] | None = None, start_all: StartAll | None = None) -> None:
         self.graph = graph
         self._start = start
+        self._start_all = start_all or self._start_each
         self._is_pending = is_pending
         self._is_join = is_join or (lambda _state: False)
         self._ids = itertools.count(1)
         self.root = Group(0, None)
         self.groups: dict[int, Group] = {}  # live nested fan-outs (for snapshots)
-        self._origins: dict[str, frozenset[str]] = {}
-        self._origins_version = -1
 
     # -- entering and leaving states --------------------------------------------------
     def _enter(self, token: Token, state: str) -> None:
@@ -237,43 +267,83 @@ class Joins:
         if len(names) > 1:
             # the branch stays alive, at its state, while its sub-fan-out runs
             sub = Group(next(self._ids), token)
-            children = [Token(next(self._ids), sub, n) for n in names]
-            for child in children:
-                self._enter(child, child.state)
-            for child in children:
-                # the states of a list return all start now ("run both in parallel"), even
-                # when one can reach another (in a loop they would otherwise wait for each other)
-                if self._is_pending(child.state):
-                    self._leave(child)  # an unstarted run of it absorbs this branch
-                else:
-                    self._start(child.state, child)
+            ids = self._ids
+            children = [Token(next(ids), sub, n) for n in names]
+            active = sub.active
+            for n in names:  # each child enters its state (_enter, without a call per branch)
+                active[n] = active.get(n, 0) + 1
+            sub.members.update(children)
+            # the states of a list return all start now ("run both in parallel"), even when one
+            # can reach another (in a loop they would otherwise wait for each other); a branch
+            # whose state has an unstarted run already is absorbed by it
+            self._start_all(children, self._leave)
             self.groups[sub.id] = sub
             self.changed(sub)
             return
-        if len(names) == 1 and self._joined_where_others_wait(token, names[0]):
+        if len(names) == 1 and self.arrive(token, names[0]):
             return
         self._leave(token)
         if names:
             self._route(token, names[0])
         self.changed(group)
 
-    def _joined_where_others_wait(self, token: Token, target: str) -> bool:
+    def _start_each(self, tokens: list[Token], absorbed: Callable[[Token], None]) -> None:
+        """The default ``start_all``: ``start`` each branch in turn, or let a pending run absorb it."""
+        for t in tokens:
+            if self._is_pending(t.state):
+                absorbed(t)
+            else:
+                self._start(t.state, t)
+
+    def arrive(self, token: Token, target: str) -> bool:
         """A branch of a fan-out of 3+ live branches went to ``target``, the one join of its
         fan-out, where others already wait: it waits there too (or an unstarted run of ``target``
         absorbs it), and when the fan-out's other live branches can still reach ``target``
         nothing else changed, so ``changed()`` has nothing to do. This is every branch but the
-        last of a fan-out and join, once per branch; False (nothing done) otherwise."""
+        last of a fan-out and join, once per branch, so it is one call: ``_leave`` inline, and
+        the join question answered from the cached origins when a live branch is at one of them
+        (the usual answer) before :meth:`_may_reach` asks it in full. False (nothing done) when
+        it is not such an arrival; :meth:`finished` then routes the branch."""
         group = token.group
         joins = group.joins
-        if group.parent is None or len(joins) != 1 or len(group.members) < 3 or target not in joins:
+        if group.parent is None or len(joins) != 1 or target not in joins:
             return False
-        self._leave(token)
+        members = group.members
+        if len(members) < 3:
+            return False
+        active = group.active
+        state = token.state
+        n = active.get(state, 0) - 1
+        if n > 0:
+            active[state] = n
+        else:
+            active.pop(state, None)
+        members.discard(token)
         if not self._is_pending(target):
             joins[target].append(token)
-        if self._may_reach(group, target):
-            return True  # the join still waits for a live branch
-        self.changed(group)
+        if target in active:
+            return True
+        origins = self.graph._origins.get(target)
+        if origins is not None:
+            seen = group.seen
+            if (seen in active and seen in origins) or self._live_at(group, origins):
+                return True  # a live branch is where ``target`` can still be reached from
+        if not self._may_reach(group, target):
+            self.changed(group)
         return True
+
+    @staticmethod
+    def _live_at(group: Group, origins: frozenset[str]) -> bool:
+        """Whether a live branch of ``group`` is at one of ``origins``; the state found is kept
+        in ``group.seen`` for the next arrival. The search starts at the other end of ``active``
+        each time: the dict keeps the slots of the states branches left until it grows again,
+        so a scan from the end they leave from walks past all of them. Branches that finish in
+        the order they started empty it from the front (the newest is found, and stays), those
+        that finish last-first from the back (the oldest is found, and stays)."""
+        active = group.active
+        group.forward = forward = not group.forward
+        seen = group.seen = next(filter(origins.__contains__, iter(active) if forward else reversed(active)), None)
+        return seen is not None
 
     def fan_out(self, token: Token, names: tuple[str, ...], extra: list[str], start_extra: Callable[[Token, int], None],
                 *, waiting: dict[str, int] | None = None) -> Group:
@@ -289,11 +359,7 @@ class Joins:
         for target, count in (waiting or {}).items():
             sub.joins[target] = [Token(next(self._ids), sub, target) for _ in range(count)]
         self.groups[sub.id] = sub
-        for child in children:
-            if self._is_pending(child.state):
-                self._leave(child)
-            else:
-                self._start(child.state, child)
+        self._start_all(children, self._leave)
         for i, t in enumerate(more):
             start_extra(t, i)
         self.changed(sub)
@@ -315,25 +381,19 @@ class Joins:
 
     # -- the join rule ----------------------------------------------------------------
     def origins(self, target: str) -> frozenset[str]:
-        """States from which a branch may still enter ``target`` by returning its name: the
-        states with a code, declared or observed edge to it, and everything that reaches them."""
-        graph = self.graph
-        if self._origins_version != graph.version:
-            self._origins.clear()
-            self._origins_version = graph.version
-        found = self._origins.get(target)
-        if found is None:
-            found = self._origins[target] = graph.reaching(
-                src for src in graph.redges.get(target, ()) if graph.edges[src][target] != "dependency")
-        return found
+        """States from which a branch may still enter ``target`` (:meth:`StateGraph.origins`)."""
+        return self.graph.origins(target)
 
     def can_still_reach(self, target: str, at: Collection[str]) -> bool:
         """THE join question: can a live branch now at one of the states ``at`` still get to
         ``target``? Fan-out joins ask it about the branches of their fan-out; dependency gates
         ask it about the running and queued states (see the module docstring)."""
         origins = self.origins(target)
-        if isinstance(at, dict):  # live branches by state: its keys are a set view
-            return not at.keys().isdisjoint(origins)  # (KeysView below is an ABC: a Python-level check)
+        if isinstance(at, dict):
+            # live branches by state, newest first: a dict keeps the slots of the states its branches
+            # left, oldest first, until it grows again; a scan from the oldest end walks past all of
+            # them on every question, which made a 1,000-wide fan-out and join quadratic
+            return not origins.isdisjoint(reversed(at))
         if isinstance(at, (set, frozenset, KeysView)):
             return not at.isdisjoint(origins)  # a C loop over the smaller side, once per completion
         return not origins.isdisjoint(at)
@@ -364,7 +424,7 @@ class Joins:
     def changed(self, group: Group) -> None:
         """Start the joins of ``group`` that no live branch can reach any more; fold ended fan-outs."""
         while True:
-            for target in list(group.joins):
+            for target in list(group.joins) if group.joins else ():  # (no list for a fan-out without joins)
                 if self._may_reach(group, target):
                     continue
                 carrier = group.joins.pop(target)[0]

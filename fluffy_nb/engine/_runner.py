@@ -7,12 +7,15 @@ future that resolves when no work is left. A state's execution is three steps: a
 calling it, reading what it returned and where a failure is routed live in ``_attempt``) and
 ``_complete`` (route the result, or hand a failure or cancellation to ``RunControl``). A plain
 state (no pool, gates, dependencies, executor or timeout) skips the first two: its first
-attempt runs inline in ``_run_branch``, and a quiet chain steps in place (``_hop``).
+attempt runs inline in ``_run_branch``, and a quiet chain steps in place (``_hop``). A list
+return launches all its branches in one loop (``start_all``, called by ``Joins``), each as
+its own task: every branch of a fan-out is in flight at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 from typing import TYPE_CHECKING, Any
@@ -32,6 +35,8 @@ from ._graph import Joins, Token
 from ._status import StateStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._agent import Agent
     from ._policies import StateSpec
     from ._run import Run
@@ -92,7 +97,8 @@ class Scheduler:
         states = run.agent.states
         # the pending dict's own __contains__: the joins ask it on every transition
         self.joins = Joins(run.agent.graph, self.start, self.pending.__contains__,
-                           lambda s: bool(states[s].options.get("join")) if s in states else False)
+                           lambda s: bool(states[s].options.get("join")) if s in states else False,
+                           self.start_all)
 
     # -- starting ---------------------------------------------------------------------------
     def is_pending(self, state: str) -> bool:
@@ -123,6 +129,43 @@ class Scheduler:
         self.enqueue(ex)
         if spec.dependencies:
             deps.start_parallel(ex, spec)  # also when nothing else made it wait
+
+    def start_all(self, tokens: list[Token], absorbed: Callable[[Token], None]) -> None:
+        """:meth:`start` each branch of ``tokens`` (the states of one list return), in order, or
+        hand it to ``absorbed`` when its state has an unstarted run already. One loop for a whole
+        fan-out: what :meth:`start`, :meth:`enqueue` and :meth:`_launch` read is read once, and a
+        state without dependencies is launched here; one with dependencies goes through ``start``."""
+        run = self.run
+        states, pending, running, metadata = self.agent.states, self.pending, self.running, run.metadata
+        bus, error, limit = run.events, self._routing_error, self.agent.max_concurrent
+        loop = asyncio.get_running_loop()
+        create_task, branch = loop.create_task, self._branch
+        if (type(loop).create_task is asyncio.BaseEventLoop.create_task and loop.get_task_factory() is None
+                and not loop.get_debug()):
+            # what create_task does then, without its closed-loop and factory checks per branch
+            create_task = functools.partial(asyncio.Task, loop=loop)
+        for token in tokens:
+            name = token.state
+            if name in pending:
+                absorbed(token)
+                continue
+            spec = states[name]
+            if spec.dependencies:
+                self.start(name, token)
+                continue
+            ex = Execution(name, token, None)
+            ex.error = error
+            pending[name] = ex
+            if bus.active:
+                bus.publish(StateScheduled(run.name, run.run_id, run.clock.monotonic(), name, None))
+            (metadata.get(name) or run.meta(name)).status = _READY
+            if self.paused or (limit is not None and len(running) >= limit):
+                heapq.heappush(self.queue, (-spec.priority, ex))
+            elif self._carrier is not None and self._next is None:
+                self._launch(ex)  # the first goes on in the task that routed here
+            else:
+                running[ex.id] = ex
+                ex.task = create_task(branch(ex))
 
     def enqueue(self, ex: Execution) -> None:
         """Launch ``ex`` now, or queue it (paused, or at ``max_concurrent``)."""
@@ -480,28 +523,27 @@ class Scheduler:
         return True
 
     def _finish_state(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
-        run = self.run
+        run, agent = self.run, self.agent
         name = ex.state
-        if result.__class__ is str and result in self.agent.states:
+        if result.__class__ is str and result in agent.states:
             names: tuple[str, ...] = (result,)  # the common case, without next_states' checks
         else:
             try:
-                names = next_states(self.agent, name, result)
+                names = next_states(agent, name, result)
             except (InvalidStateResultError, StateNotFoundError, ConfigurationError) as exc:
                 meta.status = StateStatus.FAILED
                 run.control.fail(name, exc, wrap=False)
                 return
         run.record_completion(name, meta, duration)
-        graph = self.agent.graph
-        for n in names:
-            if n not in graph.edges.get(name, ()):
-                graph.add_edge(name, n, "runtime")
+        known = agent.graph.edges.get(name)
+        if known is None or len(names) != 1 or names[0] not in known:  # (one known edge: the usual case)
+            agent.graph.observe(name, names)
         if run.events.active:
             run.events.publish(StateFinished(run.name, run.run_id, run.clock.monotonic(), name, ex.attempt,
                                              duration, names))
         if run.failure is not None:
             return
-        if run.steps >= self.agent.max_steps and names:
+        if run.steps >= agent.max_steps and names:
             run.control.fail(name, MaxStepsExceededError(
                 f"agent {run.name!r} ran {run.steps} states, the max_steps limit; state {name!r} "
                 f"wanted to continue to {list(names)}. If the loop is intended, raise "
@@ -510,13 +552,14 @@ class Scheduler:
             return
         try:
             if type(names) is tuple:
-                self.joins.finished(ex.token, names)
+                if len(names) != 1 or not self.joins.arrive(ex.token, names[0]):  # arrive: a branch at its join
+                    self.joins.finished(ex.token, names)
             else:  # a Fanout: payload branches (_map.py)
                 from ._map import start_map
 
                 start_map(self, ex, names)  # type: ignore[arg-type]
-            if self.agent.has_dependents:
-                run.deps.on_completed(name, self.agent.states[name])
+            if agent.has_dependents:
+                run.deps.on_completed(name, agent.states[name])
         except Exception as exc:  # a dependency condition raised while routing: fail the run, never hang
             run.control.fail(name, exc, wrap=False)
             return

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from _wait import until
 
-from fluffy_nb import Agent, Context, FluffyWarning
+from fluffy_nb import Agent, Context, FluffyWarning, StateStatus
 from fluffy_nb.engine._events import StateFinished, StateStarted
 from fluffy_nb.engine._graph import StateGraph
 from fluffy_nb.engine._reader import state_targets
@@ -232,6 +233,43 @@ async def test_thousand_wide_fan_out_joins_once():
     assert result.state_runs["join"] == 1
 
 
+async def test_a_state_named_twice_in_one_list_runs_once_and_the_join_after_it_once():
+    agent = build(
+        Agent("twice"),
+        start=to(["a", "a", "b"]),
+        a=to("join"),
+        b=to("join"),
+        join=to(None),
+    )
+    result = await agent.run()
+    assert result.state_runs == {"start": 1, "a": 1, "b": 1, "join": 1}
+
+
+async def test_a_fan_out_returned_while_pausing_is_queued_and_runs_and_joins_on_resume(record):
+    gate = asyncio.Event()
+    agent = build(
+        Agent("pause_fan"),
+        start=to(["a", "b", "c"], wait=gate),
+        a=to("join"),
+        b=to("join"),
+        c=to("join"),
+        join=to(None),
+    )
+    log = record(agent)
+    run = asyncio.create_task(agent.run())
+    await until(lambda: log.of(StateStarted, "start"))
+    pausing = asyncio.create_task(agent.pause())
+    await until(lambda: agent.latest_run.scheduler.paused)
+    gate.set()
+    await asyncio.wait_for(pausing, 5)
+    assert len(agent.priority_queue) == 3  # the three branches wait in the queue, none started
+    assert {agent.state_metadata[s].status for s in "abc"} == {StateStatus.READY}
+    assert not [e for e in log.of(StateStarted) if e.state != "start"]
+    await agent.resume()
+    result = await asyncio.wait_for(run, 5)
+    assert result.state_runs == {"start": 1, "a": 1, "b": 1, "c": 1, "join": 1}
+
+
 async def test_a_branch_waiting_at_a_nested_join_survives_pause_and_restore():
     """b1 already reached the join; b2 then ends without naming it: the join must still run."""
     from fluffy_nb import Checkpoint
@@ -391,3 +429,63 @@ def test_reaching_is_the_names_plus_everything_that_reaches_one_of_them():
         union = set(names).union(*(g.ancestors(n) for n in names))
         assert g.reaching(names) == union
     assert g.reaching(["b"]) == {"a", "b", "c", "z"}
+
+
+def test_a_joins_origins_follow_edges_added_after_they_were_first_asked_for():
+    g = StateGraph()
+    g.add_edge("a", "join")
+    g.add_edge("b", "c")
+    assert g.origins("join") == {"a"}
+    g.add_edge("c", "join", "runtime")  # observed while running: b's branch can reach the join now
+    assert g.origins("join") == {"a", "b", "c"}
+    g.add_edge("d", "join", "dependency")  # a dependency is no route
+    assert g.origins("join") == {"a", "b", "c"}
+
+
+async def test_a_name_returned_that_the_code_does_not_show_becomes_an_observed_edge():
+    async def pick(ctx):
+        return "".join(["do", "ne"])  # built at run time: invisible to the reader
+
+    async def done(ctx):
+        return None
+
+    agent = Agent("observed")
+    agent.add_state("pick", pick)
+    agent.add_state("done", done)
+    assert "done" not in agent.graph.edges["pick"]
+    await agent.run(start="pick")
+    assert agent.graph.edges["pick"]["done"] == "runtime"
+
+
+async def test_a_wide_fan_out_whose_branches_finish_last_first_joins_once_after_all():
+    n = 50
+    turns = [asyncio.Event() for _ in range(n)]
+    done: list[int] = []
+
+    async def fan(ctx):
+        turns[n - 1].set()
+        return [f"w{i}" for i in range(n)]
+
+    def worker(i):
+        async def body(ctx):
+            await turns[i].wait()  # w49 first, then w48, ... w0 last
+            done.append(i)
+            if i:
+                turns[i - 1].set()
+            return "join"
+
+        return body
+
+    seen: list[list[int]] = []
+
+    async def join(ctx):
+        seen.append(list(done))
+
+    agent = Agent("last_first")
+    agent.add_state("fan", fan)
+    for i in range(n):
+        agent.add_state(f"w{i}", worker(i), next=["join"])
+    agent.add_state("join", join)
+    result = await agent.run()
+    assert seen == [list(range(n - 1, -1, -1))]
+    assert result.state_runs["join"] == 1

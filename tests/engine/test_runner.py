@@ -386,3 +386,30 @@ async def test_a_thousand_wide_fan_out_has_all_thousand_running_at_once_then_joi
     result = await agent.run()
     assert result.shared_state["joins"] == 1
     assert len(result.completed_states) == n + 2
+
+
+async def test_fan_out_branches_are_made_by_the_loops_task_factory_when_one_is_set():
+    loop = asyncio.get_running_loop()
+    made: list[str] = []
+
+    def factory(loop, coro, **kwargs):
+        made.append(coro.__qualname__)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def fan(ctx):
+        return ["a", "b", "c"]
+
+    async def leaf(ctx):
+        return None
+
+    agent = Agent("factory")
+    agent.add_state("fan", fan)
+    for name in "abc":
+        agent.add_state(name, leaf)
+    loop.set_task_factory(factory)
+    try:
+        result = await agent.run()
+    finally:
+        loop.set_task_factory(None)
+    assert result.state_runs == {"fan": 1, "a": 1, "b": 1, "c": 1}
+    assert sum(1 for name in made if name.endswith("_branch")) >= 2  # a, b, c: the first may go on in fan's task
