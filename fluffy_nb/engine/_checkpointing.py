@@ -55,12 +55,12 @@ def new_checkpoint_id() -> str:
     Drawn 256 at a time: one ``getrandom`` system call per id was about a hundredth of a durable step.
     A forked child drops the ids its parent drew (``register_at_fork``), so the two never repeat one.
     """
-    try:
-        return _ids.pop()
-    except IndexError:
-        hexed = os.urandom(16 * _IDS_AHEAD).hex()
-        _ids.extend([hexed[i:i + 32] for i in range(0, 32 * _IDS_AHEAD, 32)])
-        return _ids.pop()
+    while True:
+        try:
+            return _ids.pop()
+        except IndexError:  # drawn out (other threads may refill too: more ids, never the same one)
+            hexed = os.urandom(16 * _IDS_AHEAD).hex()
+            _ids.extend([hexed[i:i + 32] for i in range(0, 32 * _IDS_AHEAD, 32)])
 
 
 if hasattr(os, "register_at_fork"):
