@@ -349,19 +349,19 @@ class SQLiteStore:
                                                 daemon=True)
                 self._thread.start()
 
-    def _commit(self, rows: list[tuple[Any, ...]], con: sqlite3.Cursor, lock: threading.Lock | None) -> None:
+    def _commit(self, rows: list[tuple[Any, ...]], cur: sqlite3.Cursor, lock: threading.Lock | None) -> None:
         if lock is not None:
             lock.acquire()
         try:
             if len(rows) == 1:  # a durable step: one autocommit statement, committed when execute returns
-                con.execute(_INSERT, rows[0])
+                cur.execute(_INSERT, rows[0])
                 return
-            con.execute("BEGIN IMMEDIATE")
+            cur.execute("BEGIN IMMEDIATE")
             try:
-                con.executemany(_INSERT, rows)
-                con.execute("COMMIT")
+                cur.executemany(_INSERT, rows)
+                cur.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                cur.execute("ROLLBACK")
                 raise
         except (*_DB_ERRORS, OverflowError) as exc:  # OverflowError: an integer SQLite cannot hold
             raise self._fail(exc, f"writing {len(rows)} checkpoint(s)") from None
