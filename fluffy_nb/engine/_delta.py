@@ -220,13 +220,14 @@ class DeltaTracker:
                   if k in shared}
         completed = run.completed_states
         answers = run.human_answers
+        typed = run.typed
         return (
             status,
             completed[self.completed:] if len(completed) > self.completed else [],
             done,
             attempts,
             values,
-            encode_typed_context(run.typed, lenient=False)[0],  # all: typed objects may change in place
+            encode_typed_context(typed, lenient=False)[0] if typed else {},  # all: they may change in place
             answers[self.answered:] if answers else [],
             sorted(shared.removed) if shared.removed else [],
         )

@@ -132,6 +132,18 @@ def _text(raw: bytes) -> str | bytes:
         return _NotUTF8(raw)
 
 
+_pid = os.getpid()  # this process's id, kept current by a fork hook: put() checks it per durable step
+
+
+def _forked() -> None:  # pragma: no cover - runs in a forked child
+    global _pid
+    _pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):  # no fork, no hook: the id never changes
+    os.register_at_fork(after_in_child=_forked)
+
+
 @atexit.register
 def _close_all() -> None:  # pragma: no cover - runs at interpreter exit
     for store in list(_open_stores):
@@ -239,6 +251,7 @@ class SQLiteStore:
         _check_file(self.path)
         self._lock = threading.Lock()
         self._con = self._open(check=existed)
+        self._cursor = self._con.cursor()  # one cursor for every put: a new one per step cost a weakref and its cleanup
         self._cond = threading.Condition()
         self._queue: deque[tuple[Any, ...]] = deque()
         self._queued = 0
@@ -248,7 +261,7 @@ class SQLiteStore:
         self._closing = False
         self._closed = False
         self._flushing = 0
-        self._pid = os.getpid()
+        self._pid = _pid
         _open_stores.add(self)
 
     # -- connections -------------------------------------------------------------------
@@ -318,11 +331,13 @@ class SQLiteStore:
             raise CheckpointError(f"SQLiteStore.put({checkpoint!r}): pass a Checkpoint")
         if self._closed or self._closing:
             raise CheckpointError(f"SQLiteStore({str(self.path)!r}) is closed; open a new SQLiteStore to write")
-        self._check_process()
-        self._raise_write_error()
+        if _pid != self._pid:
+            self._check_process()
+        if self._error is not None:
+            self._raise_write_error()
         row = _row(checkpoint)  # serialize here: the snapshot is the caller's, and Python work needs the GIL anyway
         if not self.write_behind:
-            self._commit([row], self._con, self._lock)
+            self._commit([row], self._cursor, self._lock)
             return
         with self._cond:
             self._queue.append(row)
@@ -334,19 +349,19 @@ class SQLiteStore:
                                                 daemon=True)
                 self._thread.start()
 
-    def _commit(self, rows: list[tuple[Any, ...]], con: sqlite3.Connection, lock: threading.Lock | None) -> None:
+    def _commit(self, rows: list[tuple[Any, ...]], cur: sqlite3.Cursor, lock: threading.Lock | None) -> None:
         if lock is not None:
             lock.acquire()
         try:
             if len(rows) == 1:  # a durable step: one autocommit statement, committed when execute returns
-                con.execute(_INSERT, rows[0])
+                cur.execute(_INSERT, rows[0])
                 return
-            con.execute("BEGIN IMMEDIATE")
+            cur.execute("BEGIN IMMEDIATE")
             try:
-                con.executemany(_INSERT, rows)
-                con.execute("COMMIT")
+                cur.executemany(_INSERT, rows)
+                cur.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                cur.execute("ROLLBACK")
                 raise
         except (*_DB_ERRORS, OverflowError) as exc:  # OverflowError: an integer SQLite cannot hold
             raise self._fail(exc, f"writing {len(rows)} checkpoint(s)") from None
@@ -355,9 +370,11 @@ class SQLiteStore:
                 lock.release()
 
     def _writer(self) -> None:
+        cursor = None
         try:
             con = self._connect()
             con.execute(f"PRAGMA synchronous={self.synchronous}")
+            cursor = con.cursor()
         except _DB_ERRORS as exc:
             con, self._error = None, self._fail(exc, "opening the writer connection")
         while True:
@@ -377,9 +394,9 @@ class SQLiteStore:
                 batch = list(self._queue)
                 self._queue.clear()
             try:
-                if con is None:
+                if cursor is None:
                     raise self._error or CheckpointError("no writer connection")
-                self._commit(batch, con, None)
+                self._commit(batch, cursor, None)
             except BaseException as exc:
                 self._error = exc
             with self._cond:
@@ -389,7 +406,7 @@ class SQLiteStore:
             con.close()
 
     def _check_process(self) -> None:
-        if os.getpid() != self._pid:  # a forked child has the connection but not the writer thread
+        if _pid != self._pid:  # a forked child has the connection but not the writer thread
             raise CheckpointError(
                 f"SQLiteStore({str(self.path)!r}) was opened in process {self._pid}; a forked process must "
                 "open its own SQLiteStore(path) (several processes may share the file)"

@@ -570,3 +570,27 @@ async def test_a_bounded_memory_store_never_drops_what_a_kept_delta_folds_onto()
 def test_memory_store_keep_last_must_be_a_whole_number() -> None:
     with pytest.raises(ConfigurationError, match=r"keep_last=0.*whole number >= 1"):
         MemoryStore(keep_last=0)
+
+
+def test_checkpoint_ids_drawn_from_many_threads_at_once_never_repeat() -> None:
+    # ids are drawn ahead in bulk and handed out from a shared list: runs in several threads (one
+    # event loop each) must still never get the same id (a store would ignore the second checkpoint)
+    import threading
+
+    from fluffy_nb.engine._checkpointing import new_checkpoint_id
+
+    start = threading.Barrier(8)
+    drawn: list[list[str]] = [[] for _ in range(8)]
+
+    def draw(out: list[str]) -> None:
+        start.wait()
+        out.extend(new_checkpoint_id() for _ in range(2_000))
+
+    threads = [threading.Thread(target=draw, args=(out,)) for out in drawn]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [i for out in drawn for i in out]
+    assert len(set(ids)) == len(ids) == 16_000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)

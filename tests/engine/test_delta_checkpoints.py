@@ -263,3 +263,26 @@ async def test_every_checkpoint_as_built_equals_what_its_json_validates_to() -> 
         validated = Checkpoint.from_json(cp.model_dump_json())
         assert validated == cp
         assert validated.model_dump_json() == cp.model_dump_json()
+
+
+async def test_built_checkpoints_keep_every_field_set_whatever_is_done_to_one_of_them() -> None:
+    # built checkpoints share one fields-set (all fields): editing or copying one of them must not
+    # change what any other reports as set, nor what exclude_unset leaves out of it
+    made: list[Checkpoint] = []
+
+    class Keeping(MemoryStore):
+        def put(self, checkpoint: Checkpoint) -> None:
+            made.append(checkpoint)
+            super().put(checkpoint)
+
+    await busy_agent(Keeping()).run(start="start")
+    first, second = made[0], made[1]
+    first.trigger = "manual"
+    copied = second.model_copy(update={"error": "x"}, deep=True)
+    copied.model_fields_set.discard("error")
+    every = set(Checkpoint.model_fields)
+    for cp in made:
+        assert cp.model_fields_set == every
+        assert cp.model_dump(exclude_unset=True) == cp.model_dump()
+    assert made[0].trigger == "manual"
+    assert made[1].trigger != "manual"

@@ -217,6 +217,45 @@ def test_forked_child_must_open_its_own_store(tmp_path: Path) -> None:
     store.close()
 
 
+def _durable_chain(path: Path, n: int) -> None:
+    from fluffy_nb import Agent
+
+    agent = Agent("forked", store=SQLiteStore(path, write_behind=False), durable=True)
+    for i in range(n):
+        async def step(ctx: Any, i: int = i) -> str | None:
+            ctx.set_state(f"k{i}", i)
+            return f"s{i + 1}" if i + 1 < n else None
+
+        agent.add_state(f"s{i}", step)
+    agent.run_sync()
+    agent.store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_and_parent_durable_runs_all_land_in_one_file(tmp_path: Path) -> None:
+    # checkpoint ids are drawn ahead in bulk: a child that reused its parent's next ids would have
+    # its checkpoints silently ignored (same id) in the file both write
+    path = tmp_path / "shared.db"
+    _durable_chain(path, 3)  # the parent has drawn ids ahead
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            _durable_chain(path, 20)
+            code = 0
+        finally:
+            os._exit(code)
+    _durable_chain(path, 20)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    store = SQLiteStore(path)
+    runs = store.runs("forked")
+    assert [r.checkpoints for r in runs] == [4, 21, 21]  # a checkpoint per state, plus the completion one
+    ids = [r.checkpoint_id for r in store.list("forked")]
+    assert len(set(ids)) == len(ids) == 46
+    store.close()
+
+
 @pytest.mark.parametrize(("column", "value", "problem"), [
     ("pending", "not json", "pending"),
     ("pending", "[" * 10_000 + "]" * 10_000, "nested"),
