@@ -190,6 +190,7 @@ class DeltaTracker:
             self.since_full += size
         else:
             self.deltas, self.full_size, self.since_full = 0, size, 0
+            run.track_changes()  # the deltas after this one read what changed since
 
     def changes(self) -> tuple[Any, ...]:
         """The collections of a delta against the previous checkpoint, encoded for JSON:

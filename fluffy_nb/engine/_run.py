@@ -69,9 +69,12 @@ class Run:
         self.status = AgentStatus.IDLE
         self.shared: dict[str, Any] = TrackedDict(initial or {})
         self.typed: dict[str, Any] = {}
-        self.changed_states: set[str] = set()  # states whose status changed since the last checkpoint
-        changed, fresh = self.changed_states, StateMetadata.fresh
-        self.metadata: dict[str, StateMetadata] = {n: fresh(n, changed) for n in agent.states}
+        #: states whose status changed since the last checkpoint, once one was written (before
+        #: that a checkpoint is full, and the metadata notes nothing: see :meth:`track_changes`)
+        self.changed_states: set[str] = set()
+        self.tracking_changes = False
+        fresh = StateMetadata.fresh
+        self.metadata: dict[str, StateMetadata] = {n: fresh(n, None) for n in agent.states}
         self.completed_states: list[str] = []
         self.completed_set: set[str] = set()
         self.completion_counts: Counter[str] = Counter()
@@ -100,8 +103,19 @@ class Run:
         """The metadata of ``state`` in this run (states added while it runs get theirs here)."""
         meta = self.metadata.get(state)
         if meta is None:
-            meta = self.metadata[state] = StateMetadata.fresh(state, self.changed_states)
+            meta = self.metadata[state] = StateMetadata.fresh(state, self.changed_states if self.tracking_changes
+                                                              else None)
         return meta
+
+    def track_changes(self) -> None:
+        """From now on every state's metadata notes its changes in :attr:`changed_states` (what a
+        delta checkpoint reads). Called when a full checkpoint is written: until then there is no
+        checkpoint to be a delta of, and a run that never writes one notes nothing."""
+        if not self.tracking_changes:
+            self.tracking_changes = True
+            changed = self.changed_states
+            for meta in self.metadata.values():
+                meta.changed = changed
 
     # -- executing ---------------------------------------------------------------------------
     async def execute(

@@ -257,7 +257,9 @@ class Scheduler:
             meta = metadata.get(name) or run.meta(name)
             ex.attempt += 1
             t0 = monotonic()
-            meta.begin_attempt(wall())
+            now = wall()
+            meta.begin_attempt(now)
+            wall_offset = now - t0  # a hop's wall time is its monotonic time moved by this: one clock read
             token = ex.token
             group = token.group
             may_hop = self._may_hop(ex)
@@ -282,7 +284,7 @@ class Scheduler:
                         and result in agent.graph.edges.get(name, ()) and not task.cancelling()):  # type: ignore[union-attr]
                     break
                 nxt = metadata[result]
-                meta.hand_over(duration, wall(), nxt)
+                meta.hand_over(duration, t1 + wall_offset, nxt)
                 if name not in done:
                     done.add(name)
                     done_order.append(name)
