@@ -3,6 +3,9 @@
 Workloads (state bodies do nothing, so the figures are pure orchestration cost):
   chain      1,000 states, each naming the next          -> microseconds per transition
   fanout     1 -> 1,000 parallel states -> 1 join         -> microseconds per state
+             each twice: runs of one agent after a warm-up run (what a transition costs), and
+             the first run of a new agent each time (adds checking the definition, which
+             later runs of it reuse)
   fanout10k  1 -> 10,000 parallel states (no join)        -> total ms and peak memory
   import     ``python -X importtime -c "import fluffy_nb.engine"`` in a fresh interpreter,
              cumulative ms, beside ``import asyncio`` (bytecode cached first, as installed)
@@ -153,6 +156,18 @@ def measure_agent(build: Callable[[], Agent], repeat: int) -> list[float]:
     return times
 
 
+def measure_warm(agent: Agent, repeat: int) -> list[float]:
+    """Like :func:`measure_agent`, for runs of one ``agent`` that has run before."""
+    return measure_agent(lambda: agent, repeat)
+
+
+def warmed(build: Callable[[], Agent]) -> Agent:
+    """``build()``, run once: its first run checked the definition; later runs reuse that."""
+    agent = build()
+    asyncio.run(run_agent(agent))
+    return agent
+
+
 def measure_loop_only(make: Callable[[], Awaitable[None]], repeat: int) -> list[float]:
     """Time inside a running loop (excludes asyncio.run start-up, like measure_agent)."""
     times = []
@@ -211,17 +226,25 @@ def main() -> None:
 
     # each repetition runs the engine and both baselines back to back, so a burst of load on a
     # shared machine lands on all three rather than on whichever block it happened to hit
-    chain, chain_plain, chain_task = interleaved(r, lambda: measure_agent(lambda: chain_agent(CHAIN), 1),
-                                                 lambda: measure_loop_only(lambda: raw_chain_await(CHAIN), 1),
-                                                 lambda: measure_loop_only(lambda: raw_chain_task(CHAIN), 1))
+    chain_warm = warmed(lambda: chain_agent(CHAIN))
+    chain, chain_new, chain_plain, chain_task = interleaved(
+        r, lambda: measure_warm(chain_warm, 1), lambda: measure_agent(lambda: chain_agent(CHAIN), 1),
+        lambda: measure_loop_only(lambda: raw_chain_await(CHAIN), 1),
+        lambda: measure_loop_only(lambda: raw_chain_task(CHAIN), 1))
     per = 1e6 / CHAIN
     rows.append(("chain 1,000", "us/transition", chain * per, chain_plain * per, chain_task * per, ""))
+    rows.append(("  first run, new agent", "us/transition", chain_new * per, chain_plain * per, chain_task * per,
+                 "+ definition check"))
 
-    fan, fan_plain, fan_task = interleaved(r, lambda: measure_agent(lambda: fanout_agent(FAN, join=True), 1),
-                                           lambda: measure_loop_only(lambda: plain_fanout(FAN, join=True), 1),
-                                           lambda: measure_loop_only(lambda: raw_fanout(FAN, join=True), 1))
+    fan_warm = warmed(lambda: fanout_agent(FAN, join=True))
+    fan, fan_new, fan_plain, fan_task = interleaved(
+        r, lambda: measure_warm(fan_warm, 1), lambda: measure_agent(lambda: fanout_agent(FAN, join=True), 1),
+        lambda: measure_loop_only(lambda: plain_fanout(FAN, join=True), 1),
+        lambda: measure_loop_only(lambda: raw_fanout(FAN, join=True), 1))
     per = 1e6 / (FAN + 2)
     rows.append(("fan-out 1,000 + join", "us/state", fan * per, fan_plain * per, fan_task * per, ""))
+    rows.append(("  first run, new agent", "us/state", fan_new * per, fan_plain * per, fan_task * per,
+                 "+ definition check"))
 
     big_r = max(3, r // 3)
     big, big_plain, big_task = interleaved(

@@ -240,9 +240,9 @@ class Scheduler:
         ex: Execution | None = first
         task = first.task  # this task: _launch made it for ``first`` (asyncio.current_task is Python-level in 3.11)
         run, agent = self.run, self.agent
-        states, metadata, pending, running, queue = agent.states, run.metadata, self.pending, self.running, self.queue
-        counts, done, done_order = run.completion_counts, run.completed_set, run.completed_states
+        states, metadata, pending, running = agent.states, run.metadata, self.pending, self.running
         bus = run.events
+        durable = run.durable and run.store is not None
         monotonic, wall = run.clock.monotonic, run.clock.time
         gated, of_state = self._gated, Context.of_state
         while ex is not None:
@@ -262,7 +262,7 @@ class Scheduler:
             wall_offset = now - t0  # a hop's wall time is its monotonic time moved by this: one clock read
             token = ex.token
             group = token.group
-            may_hop = self._may_hop(ex)
+            may_hop = group.parent is None and task is not None and not durable  # a root branch in its own task
             result: Any = None
             duration = 0.0
             while True:  # this state, then each state a quiet chain hops to
@@ -277,7 +277,7 @@ class Scheduler:
                 duration = t1 - t0
                 error = None
                 if not (may_hop and result.__class__ is str and (target := states.get(result)) is not None
-                        and target.inline and not gated.get(result) and not self.paused and not queue
+                        and target.inline and not gated.get(result) and not self.paused and not self.queue
                         and ex.cancel_reason is None and run.failure is None and not bus.active
                         and not run.human_answers and not agent.has_dependents and not group.joins
                         and len(group.members) == 1 and run.steps + 1 < agent.max_steps
@@ -285,9 +285,10 @@ class Scheduler:
                     break
                 nxt = metadata[result]
                 meta.hand_over(duration, t1 + wall_offset, nxt)
-                if name not in done:
-                    done.add(name)
-                    done_order.append(name)
+                if name not in run.completed_set:
+                    run.completed_set.add(name)
+                    run.completed_states.append(name)
+                counts = run.completion_counts
                 counts[name] = counts.get(name, 0) + 1
                 run.steps += 1
                 active = group.active  # the lone branch's group: ``name`` is its only active state
@@ -301,12 +302,6 @@ class Scheduler:
             outcome = None if error is None else await self._after_first(ex, spec, meta, error, t0)
             running.pop(ex.id, None)
             ex = self._ended(ex, task, meta, outcome, result, duration)
-
-    def _may_hop(self, ex: Execution) -> bool:
-        """Whether ``ex``'s branch may hop at all (see :meth:`_run_branch`): a branch of the root
-        fan-out, in its own task, of a run that writes no durable checkpoint per state."""
-        run = self.run
-        return ex.token.group.parent is None and ex.task is not None and not (run.durable and run.store is not None)
 
     def _ended(self, ex: Execution, task: asyncio.Task[None] | None, meta: StateMetadata,
                outcome: tuple[str, Any] | None, result: Any, duration: float) -> Execution | None:
