@@ -243,6 +243,7 @@ class Scheduler:
         states, metadata, pending, running = agent.states, run.metadata, self.pending, self.running
         bus = run.events
         durable = run.durable and run.store is not None
+        edges = agent.graph.edges  # (the agent's graph is replaced only while no run is live)
         monotonic, wall = run.clock.monotonic, run.clock.time
         gated, of_state = self._gated, Context.of_state
         while ex is not None:
@@ -281,7 +282,7 @@ class Scheduler:
                         and ex.cancel_reason is None and run.failure is None and not bus.active
                         and not run.human_answers and not agent.has_dependents and not group.joins
                         and len(group.members) == 1 and run.steps + 1 < agent.max_steps
-                        and result in agent.graph.edges.get(name, ()) and not task.cancelling()):  # type: ignore[union-attr]
+                        and result in edges.get(name, ()) and not task.cancelling()):  # type: ignore[union-attr]
                     break
                 nxt = metadata[result]
                 meta.hand_over(duration, t1 + wall_offset, nxt)
