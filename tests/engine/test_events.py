@@ -112,3 +112,34 @@ def test_a_users_own_event_can_subclass_one_as_a_frozen_dataclass():
     assert "<locals>.Noted(agent='a', run_id='r1'" in repr(seen[0])
     with pytest.raises(dataclasses.FrozenInstanceError):
         seen[0].note = "changed"  # type: ignore[misc]
+
+
+def test_a_subscriber_naming_its_kinds_gets_only_those_in_the_common_order():
+    from fluffy_nb import ConfigurationError
+    from fluffy_nb.engine._events import StateAdded, StateStarted
+
+    @dataclasses.dataclass(frozen=True)
+    class Noted(StateFinished):
+        note: str = ""
+
+    bus = _events.EventBus()
+    everything: list[Event] = []
+    finished: list[Event] = []
+    bus.subscribe(everything.append)
+    leave = bus.subscribe(finished.append, types=[StateFinished])
+    assert bus.wants(StateFinished) and bus.wants(Noted) and bus.wants(StateStarted)
+    sent = [StateStarted("a", "r", 0.0, "s"), StateFinished("a", "r", 0.1, "s"), Noted("a", "r", 0.2, "t", note="n"),
+            StateAdded("a", "r", 0.3, "u")]
+    for event in sent:
+        bus.publish(event)
+    assert everything == sent
+    assert finished == sent[1:3]  # a subclass of a kind named counts as that kind
+    leave()
+    bus.publish(StateFinished("a", "r", 0.4, "v"))
+    assert len(finished) == 2 and len(everything) == 5
+
+    only = _events.EventBus()
+    only.subscribe(finished.append, types=(StateFinished,))
+    assert only.active and only.wants(StateFinished) and not only.wants(StateStarted)
+    with pytest.raises(ConfigurationError, match=r"'StateFinished' is not an event class"):
+        only.subscribe(finished.append, types=["StateFinished"])  # type: ignore[list-item]
