@@ -125,19 +125,37 @@ class RunTracker:
         self.failures = 0
         self.run: Any = None  # the run followed (None: the agent's next run)
         self._pinned = False
-        self.durations: dict[str, list[float]] = {}  # seconds of each finished run, per state (this run)
+        # seconds of each finished run, per state (this run): kept as two flat lists, folded into
+        # ``durations`` when read (10,000 one-item lists made at once cost the run's GC more than
+        # the appends cost the events)
+        self._ran: list[str] = []
+        self._took: list[float] = []
+        self._durations: dict[str, list[float]] = {}
+        self._folded = 0
         self.where: dict[str, str] = {}  # state -> the worker its latest remote attempt ran on
         self._reset_statuses()
         self._handlers: dict[type, Callable[[Any], None]] = {
             RunStarted: self._run_started, RunFinished: self._run_finished, StateAdded: self._added,
-            StateScheduled: self._scheduled, StateBlocked: self._blocked, StateStarted: self._started,
-            StateFinished: self._finished, StateFailed: self._failed, StateRetrying: self._retrying,
+            StateScheduled: self._on_scheduled, StateBlocked: self._blocked, StateStarted: self._on_started,
+            StateFinished: self._on_finished, StateFailed: self._failed, StateRetrying: self._retrying,
             StateCancelled: self._cancelled, HumanRequested: self._asked, HumanAnswered: self._answered,
             HumanWithdrawn: self._withdrawn, CheckpointSaved: self._checkpoint, ResourceSample: self._sample,
             StatePlaced: self._placed,
         }
         self._sample_handler = self._handlers[ResourceSample]
-        self._unsubscribe = agent.events.subscribe(self.on_event)
+        # a state's three events go straight to their handlers (they filter the run and count the
+        # version themselves); the rest through ``on_event``
+        self._hot: dict[type, Callable[[Any], None]] = {
+            StateScheduled: self._on_scheduled, StateStarted: self._on_started, StateFinished: self._on_finished}
+        bus = agent.events
+        leave = [bus.subscribe(handler, types=(kind,)) for kind, handler in self._hot.items()]
+        leave.append(bus.subscribe(self.on_event, types=tuple(k for k in self._handlers if k not in self._hot)))
+
+        def unsubscribe() -> None:
+            for leave_one in leave:
+                leave_one()
+
+        self._unsubscribe = unsubscribe
         latest = getattr(agent, "latest_run", None)
         if latest is not None and latest.active:  # attached to a run already going
             self._take(latest)
@@ -208,6 +226,10 @@ class RunTracker:
     def on_event(self, event: Event) -> None:
         """Update from one engine event (the bus calls this): a few dict writes, nothing derived
         (counts, figures and tables are made when a view redraws)."""
+        hot = self._hot.get(type(event))
+        if hot is not None:
+            hot(event)
+            return
         handler = self._handlers.get(type(event))
         if handler is None or (event.run_id != self.run_id and not self._mine(event)):
             return
@@ -247,6 +269,7 @@ class RunTracker:
         self.wait_spans.clear()
         self.open_waits.clear()
         self.deadlocks = []
+        del self._ran[:], self._took[:]
         self.durations = {}
         self.run_id, self.run_status, self.error, self.exception = e.run_id, "running", None, None
         self.t0, self.wall0, self.duration = e.time, time.perf_counter(), None
@@ -280,8 +303,10 @@ class RunTracker:
     def _added(self, e: StateAdded) -> None:
         self.status.setdefault(e.state, "pending")
 
-    def _scheduled(self, e: StateScheduled) -> None:
-        self.status[e.state] = "ready"
+    def _on_scheduled(self, e: StateScheduled) -> None:
+        if e.run_id == self.run_id:
+            self.status[e.state] = "ready"
+            self.version += 1
 
     def _blocked(self, e: StateBlocked) -> None:
         self.status[e.state] = "blocked"
@@ -358,7 +383,9 @@ class RunTracker:
                     out[state] = WaitReason(state, reason_kind, f"{kind} {prim.name!r} held by {list(owners)}",
                                             owners if reason_kind == "lock" else ())
 
-    def _started(self, e: StateStarted) -> None:
+    def _on_started(self, e: StateStarted) -> None:
+        if e.run_id != self.run_id:
+            return
         state = e.state
         self.status[state] = "running"
         if self.open_waits:
@@ -366,6 +393,7 @@ class RunTracker:
         span = Span(state, e.attempt, e.time - (e.time if self.t0 is None else self.t0))
         self._open[state] = span
         self.spans.append(span)
+        self.version += 1
 
     def _placed(self, e: StatePlaced) -> None:
         self.where[e.state] = e.where
@@ -378,19 +406,36 @@ class RunTracker:
         if span is not None:
             span.end, span.outcome = self._rel(t), outcome
 
-    def _finished(self, e: StateFinished) -> None:
+    def _on_finished(self, e: StateFinished) -> None:
+        if e.run_id != self.run_id:
+            return
         state = e.state
         self.status[state] = "completed"
         self.completed_runs += 1
-        runs = self.durations.get(state)
-        if runs is None:
-            self.durations[state] = [e.duration]
-        elif len(runs) < 10_000:
-            runs.append(e.duration)
+        self._ran.append(state)
+        self._took.append(e.duration)
         span = self._open.pop(state, None)
         if span is not None:
             span.end = e.time - (e.time if self.t0 is None else self.t0)
             span.outcome = "completed"
+        self.version += 1
+
+    @property
+    def durations(self) -> dict[str, list[float]]:
+        """Seconds of each finished run of each state in this run (at most 10,000 per state)."""
+        ran, took, out = self._ran, self._took, self._durations
+        for i in range(self._folded, len(ran)):
+            runs = out.get(ran[i])
+            if runs is None:
+                out[ran[i]] = [took[i]]
+            elif len(runs) < 10_000:
+                runs.append(took[i])
+        self._folded = len(ran)
+        return out
+
+    @durations.setter
+    def durations(self, value: dict[str, list[float]]) -> None:
+        self._durations, self._folded = value, len(self._ran)
 
     def _failed(self, e: StateFailed) -> None:
         self.attention += 1

@@ -127,7 +127,7 @@ def test_a_subscriber_naming_its_kinds_gets_only_those_in_the_common_order():
     finished: list[Event] = []
     bus.subscribe(everything.append)
     leave = bus.subscribe(finished.append, types=[StateFinished])
-    assert bus.wants(StateFinished) and bus.wants(Noted) and bus.wants(StateStarted)
+    assert (bus.wants(StateFinished), bus.wants(Noted), bus.wants(StateStarted)) == (True, True, True)
     sent = [StateStarted("a", "r", 0.0, "s"), StateFinished("a", "r", 0.1, "s"), Noted("a", "r", 0.2, "t", note="n"),
             StateAdded("a", "r", 0.3, "u")]
     for event in sent:
@@ -136,10 +136,10 @@ def test_a_subscriber_naming_its_kinds_gets_only_those_in_the_common_order():
     assert finished == sent[1:3]  # a subclass of a kind named counts as that kind
     leave()
     bus.publish(StateFinished("a", "r", 0.4, "v"))
-    assert len(finished) == 2 and len(everything) == 5
+    assert (len(finished), len(everything)) == (2, 5)
 
     only = _events.EventBus()
     only.subscribe(finished.append, types=(StateFinished,))
-    assert only.active and only.wants(StateFinished) and not only.wants(StateStarted)
+    assert (only.active, only.wants(StateFinished), only.wants(StateStarted)) == (True, True, False)
     with pytest.raises(ConfigurationError, match=r"'StateFinished' is not an event class"):
         only.subscribe(finished.append, types=["StateFinished"])  # type: ignore[list-item]

@@ -379,3 +379,37 @@ async def test_timeline_rows_show_hostile_state_names_as_written():
     assert list(fig.layout.yaxis.categoryarray) == [plotly_text(n) for n in reversed(["dispatch", *names])]
     for trace in fig.data:
         assert not any("<b>bold" in h for h in trace.hovertext)
+
+
+async def test_the_awaiting_cell_has_its_result_before_the_view_draws_the_end():
+    agent = fan_out(20)
+    view = LiveView(agent)
+    handle = agent.start()
+    view.attach(handle)
+    await handle
+    assert not view.finished  # the final figures (~15 ms at 10,000 states) do not hold the result back...
+    await asyncio.sleep(0)
+    assert view.finished  # ...they are drawn at the next step of the loop
+    assert "fan20: completed · 21/21 states" in view.header.value
+    view.close()
+
+
+async def test_tracker_keeps_every_run_of_a_state_and_starts_afresh_with_the_next_run():
+    agent = Agent("loop")
+    turns = []
+
+    async def step(ctx):
+        turns.append(1)
+        return "step" if len(turns) % 3 else None
+
+    agent.add_state("step", step)
+    tracker = RunTracker(agent)
+    await agent.run()
+    assert len(tracker.durations["step"]) == 3
+    assert tracker.completed_runs == 3
+    await agent.run()
+    await agent.run()
+    assert len(tracker.durations["step"]) == 3  # this run's three, not nine
+    assert [s.outcome for s in tracker.spans] == ["completed"] * 3
+    tracker.close()
+    assert not agent.events.active  # every subscription of the tracker left the bus
