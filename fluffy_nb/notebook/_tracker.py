@@ -2,8 +2,9 @@
 
 The tracker is the only event subscriber of a view. Each event does O(1) bookkeeping and
 bumps ``version``; nothing is drawn here. Views compare ``version`` with what they last drew
-and redraw on their own ticker, so a run of 10,000 states costs the engine a few
-microseconds per event and the frontend a bounded number of redraws.
+and redraw on their own ticker, so a run of 10,000 states costs the engine about a
+microsecond per event and the frontend a bounded number of redraws. A state's three events
+(scheduled, started, finished) reach their own handlers straight from the bus.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from fluffy_nb.notebook import LiveView, RunTracker, _liveview
 from fluffy_nb.notebook._figures import GANTT_LIMIT, declared_vs_measured, resource_figure, timeline_figure
 from fluffy_nb.notebook._layout import plotly_text
 from fluffy_nb.notebook._liveview import view_of
+from tests._wait import until
 
 
 def fan_out(n: int) -> Agent:
@@ -413,3 +414,34 @@ async def test_tracker_keeps_every_run_of_a_state_and_starts_afresh_with_the_nex
     assert [s.outcome for s in tracker.spans] == ["completed"] * 3
     tracker.close()
     assert not agent.events.active  # every subscription of the tracker left the bus
+
+
+async def test_spans_read_while_states_run_are_completed_when_they_finish():
+    agent = Agent("spans")
+    gate = asyncio.Event()
+
+    async def first(ctx):
+        return ["slow", "quick"]
+
+    async def slow(ctx):
+        await gate.wait()
+
+    async def quick(ctx):
+        return None
+
+    agent.add_state("first", first)
+    agent.add_state("slow", slow)
+    agent.add_state("quick", quick)
+    tracker = RunTracker(agent)
+    handle = agent.start()
+    await until(lambda: tracker.status.get("quick") == "completed" and tracker.status.get("slow") == "running",
+                "quick done while slow runs")
+    assert {s.state: s.outcome for s in tracker.spans} == {"first": "completed", "slow": "running",
+                                                          "quick": "completed"}
+    gate.set()
+    await handle
+    spans = list(tracker.spans)
+    assert [s.state for s in spans] == ["first", "slow", "quick"]  # each attempt once, in start order
+    assert {s.outcome for s in spans} == {"completed"}
+    assert all(s.end is not None and s.end >= s.start for s in spans)
+    tracker.close()
