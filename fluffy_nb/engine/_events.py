@@ -465,15 +465,18 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         """Hand ``event`` to every subscriber that reads its kind, in subscription order."""
+        route = self._routes.get(event.__class__)
+        if route is None:
+            route = self._route(event.__class__)
+        if not route:  # nobody reads this kind
+            return
         if self._delivering:  # published by a subscriber: queue it behind the current event
             self._backlog.append(event)
             return
         self._delivering = True
-        routes = self._routes
         try:
             while True:
-                route = routes.get(event.__class__)
-                for callback in route if route is not None else self._route(event.__class__):
+                for callback in route:
                     try:
                         callback(event)
                     except Exception:  # a broken observer must not break the workflow
@@ -481,7 +484,8 @@ class EventBus:
                 if not self._backlog:
                     return
                 event = self._backlog.popleft()
-                routes = self._routes  # a subscriber may have subscribed or left meanwhile
+                # who reads it now: a subscriber may have subscribed or left meanwhile
+                route = self._routes.get(event.__class__) or self._route(event.__class__)
         finally:
             self._delivering = False
 
