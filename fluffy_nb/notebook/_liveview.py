@@ -275,6 +275,7 @@ class LiveView:
                 and not (self._running() and now - self._header_at >= 1.0)):
             return  # nothing new; only the elapsed time moves, shown once a second
         self.redraws += 1
+        tr.refresh()  # the states scheduled but not started yet (no event says so)
         self._drawn_version = tr.version
         header = self._header_html()
         if header != self.header.value:

@@ -3,8 +3,11 @@
 The tracker is the only event subscriber of a view. Each event does O(1) bookkeeping and
 bumps ``version``; nothing is drawn here. Views compare ``version`` with what they last drew
 and redraw on their own ticker, so a run of 10,000 states costs the engine about a
-microsecond per event and the frontend a bounded number of redraws. A state's three events
-(scheduled, started, finished) reach their own handlers straight from the bus.
+microsecond per event and the frontend a bounded number of redraws. A state's started and
+finished events reach their own handlers straight from the bus. ``StateScheduled`` is not
+subscribed: which states are scheduled but not started yet (``ready``) is read off the run by
+:meth:`RunTracker.refresh`, which a view calls before it draws, so the engine, which asks
+``bus.wants(StateScheduled)``, builds no third event per state for a view.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from ._layout import END_STATUSES
 
 #: a status enum member -> its text (a dict lookup, not the enum's slow ``.value``)
 _STATUS_TEXT: dict[Any, str] = {member: member.value for member in StateStatus}
+_READY = StateStatus.READY
 #: statuses of a state in flight: with no run going they read as ready (the run relaunches them)
 _IN_FLIGHT = frozenset({"running", "retrying", "waiting_for_human"})
 
@@ -138,20 +142,21 @@ class RunTracker:
         self._reset_statuses()
         self._handlers: dict[type, Callable[[Any], None]] = {
             RunStarted: self._run_started, RunFinished: self._run_finished, StateAdded: self._added,
-            StateScheduled: self._on_scheduled, StateBlocked: self._blocked, StateStarted: self._on_started,
+            StateScheduled: self._scheduled, StateBlocked: self._blocked, StateStarted: self._on_started,
             StateFinished: self._on_finished, StateFailed: self._failed, StateRetrying: self._retrying,
             StateCancelled: self._cancelled, HumanRequested: self._asked, HumanAnswered: self._answered,
             HumanWithdrawn: self._withdrawn, CheckpointSaved: self._checkpoint, ResourceSample: self._sample,
             StatePlaced: self._placed,
         }
         self._sample_handler = self._handlers[ResourceSample]
-        # a state's three events go straight to their handlers (they filter the run and count the
-        # version themselves); the rest through ``on_event``
+        # a state's started and finished events go straight to their handlers (they filter the run
+        # and count the version themselves); the rest but StateScheduled (see refresh) through ``on_event``
         self._hot: dict[type, Callable[[Any], None]] = {
-            StateScheduled: self._on_scheduled, StateStarted: self._on_started, StateFinished: self._on_finished}
+            StateStarted: self._on_started, StateFinished: self._on_finished}
         bus = agent.events
         leave = [bus.subscribe(handler, types=(kind,)) for kind, handler in self._hot.items()]
-        leave.append(bus.subscribe(self.on_event, types=tuple(k for k in self._handlers if k not in self._hot)))
+        leave.append(bus.subscribe(self.on_event, types=tuple(
+            k for k in self._handlers if k not in self._hot and k is not StateScheduled)))
 
         def unsubscribe() -> None:
             for leave_one in leave:
@@ -308,10 +313,22 @@ class RunTracker:
     def _added(self, e: StateAdded) -> None:
         self.status.setdefault(e.state, "pending")
 
-    def _on_scheduled(self, e: StateScheduled) -> None:
-        if e.run_id == self.run_id:
-            self.status[e.state] = "ready"
-            self.version += 1
+    def _scheduled(self, e: StateScheduled) -> None:  # (passed to on_event by hand: not subscribed)
+        self.status[e.state] = "ready"
+
+    def refresh(self) -> None:
+        """Mark the run's states that are scheduled but not started yet as ``ready``.
+
+        No event tells the tracker (it does not subscribe to ``StateScheduled``); views call this
+        before they draw. One pass over the run's states, while the run goes.
+        """
+        run = self.run
+        if run is None or not run.active:
+            return
+        status = self.status
+        for name, meta in list(run.metadata.items()):
+            if meta.status is _READY and name in status:
+                status[name] = "ready"
 
     def _blocked(self, e: StateBlocked) -> None:
         self.status[e.state] = "blocked"

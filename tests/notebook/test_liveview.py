@@ -76,7 +76,7 @@ async def test_live_view_redraws_are_coalesced_on_a_large_run():
     await handle
     elapsed = time.perf_counter() - started
     await asyncio.sleep(0)  # let the done-callback draw the final state
-    assert view.tracker.events_seen >= 3 * 3001  # every event seen...
+    assert view.tracker.events_seen >= 2 * 3001  # every start and finish seen (ready is read off the run)...
     assert view.redraws <= elapsed / 0.05 + 3  # ...but at most one redraw per tick, plus start and end
     assert view.progress.value == view.progress.max == 3001
     assert view.progress.bar_style == "success"
@@ -445,3 +445,33 @@ async def test_spans_read_while_states_run_are_completed_when_they_finish():
     assert {s.outcome for s in spans} == {"completed"}
     assert all(s.end is not None and s.end >= s.start for s in spans)
     tracker.close()
+
+
+async def test_a_view_shows_queued_states_as_ready_without_reading_scheduled_events():
+    from fluffy_nb.engine._events import StateScheduled
+
+    agent = Agent("queue", max_concurrent=1)
+    gate = asyncio.Event()
+
+    async def first(ctx):
+        return ["a", "b"]
+
+    async def work(ctx):
+        await gate.wait()
+
+    agent.add_state("first", first)
+    agent.add_state("a", work)
+    agent.add_state("b", work)
+    view = LiveView(agent, interval=60)  # draws when asked here
+    assert not agent.events.wants(StateScheduled)  # the engine need not build one per state for a view
+    handle = agent.start()
+    view.attach(handle)
+    status = view.tracker.status
+    await until(lambda: "running" in (status.get("a"), status.get("b")), "a or b runs")
+    view.redraw(force=True)
+    assert sorted([view.tracker.status["a"], view.tracker.status["b"]]) == ["ready", "running"]  # one queued
+    gate.set()
+    await handle
+    await asyncio.sleep(0)
+    assert view.tracker.status == dict.fromkeys(["first", "a", "b"], "completed")
+    view.close()
