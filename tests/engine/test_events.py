@@ -143,3 +143,25 @@ def test_a_subscriber_naming_its_kinds_gets_only_those_in_the_common_order():
     assert (only.active, only.wants(StateFinished), only.wants(StateStarted)) == (True, True, False)
     with pytest.raises(ConfigurationError, match=r"'StateFinished' is not an event class"):
         only.subscribe(finished.append, types=["StateFinished"])  # type: ignore[list-item]
+
+
+async def test_a_child_runs_bus_wants_what_its_own_or_the_parents_subscribers_read():
+    from fluffy_nb.engine._events import StateScheduled
+    from fluffy_nb.engine._subflow import ChildBus
+
+    async def only(ctx):
+        return None
+
+    parent = Agent("parent")
+    parent.add_state("only", only)
+    handle = parent.start()
+    own = _events.EventBus()
+    bus = ChildBus(own, handle.run, "research")
+    assert (bus.wants(StateFinished), bus.wants(RunStarted)) == (False, False)
+    parent.events.subscribe(lambda e: None, types=(StateFinished, RunStarted))
+    assert bus.wants(StateFinished)  # renamed research/<state> on the parent's bus
+    assert not bus.wants(RunStarted)  # a child's run-level events stay on its own bus
+    assert not bus.wants(StateScheduled)
+    own.subscribe(lambda e: None, types=(RunStarted,))
+    assert bus.wants(RunStarted)
+    await handle
