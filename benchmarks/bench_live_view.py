@@ -10,7 +10,7 @@ A fan-out: ``dispatch`` returns 10,000 state names, each state returns None at o
 Prints medians over ``--repeat`` runs (interleaved), the ratio live/engine, and how many
 redraws / widget updates the view produced. Besides wall time it reports the process's CPU time
 (``time.process_time``, steadier on a shared machine): to ``await handle``, and with the view
-until its final picture is drawn (the end is drawn just after the awaiting cell has its result).
+until its final picture is drawn (the same: the end is drawn before ``await handle`` resumes).
 Each run starts after a full ``gc.collect()``: otherwise the previous run's agent (and view) is
 collected inside the next run's window, and each variant pays for the other's garbage. The
 collections a run's own allocations trigger stay in. Speed is never asserted in tests.
@@ -71,8 +71,7 @@ async def engine(n: int, live: bool) -> tuple[float, float, float, float, dict[s
     stats: dict[str, float] = {}
     cpu_end = cpu
     if view is not None:
-        await asyncio.sleep(0)  # the final redraw runs at the loop step after the result
-        assert view.finished
+        assert view.finished  # drawn before the await resumed (a notebook saves it with the cell)
         cpu_end = time.process_time() - c
         stats = view.statistics()
         view.close()

@@ -199,12 +199,12 @@ class LiveView:
             log.exception("fluffy_nb live view redraw failed")
 
     def _on_done(self, handle: Any) -> None:
-        # draw the end right after whoever awaits the run has been woken: the result is not held
-        # back by the final redraw (~15 ms for 10,000 states). Two hops: ``await handle`` waits
-        # through ``asyncio.shield``, whose waiter is woken one loop step after this callback
+        # draw the end at the next loop step: ``await handle`` waits through ``asyncio.shield``,
+        # whose waiter is woken after that, so a cell awaiting the handle resumes with the end
+        # drawn and nbconvert saves the final picture with the cell (drawing it after the cell
+        # ended would give the result ~15 ms sooner at 10,000 states, and lose the picture)
         try:
-            loop = asyncio.get_running_loop()
-            loop.call_soon(loop.call_soon, self._finish_from, handle)
+            asyncio.get_running_loop().call_soon(self._finish_from, handle)
         except RuntimeError:
             self._finish_from(handle)
 
