@@ -342,7 +342,8 @@ class LiveView:
             self._draw_resources()
         else:
             self._draw_usage()
-        latency = latency_table_html(tr.durations)
+        slowest, finished = tr.slowest(11)  # the table's 10 and one more (it says how many it left out)
+        latency = latency_table_html(slowest, finished=finished)
         if latency != self.latency.value:
             self.latency.value = latency
             self.updates += 1

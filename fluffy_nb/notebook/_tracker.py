@@ -12,12 +12,13 @@ subscribed: which states are scheduled but not started yet (``ready``) is read o
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import compress, repeat
-from operator import attrgetter, is_
+from operator import attrgetter, is_, neg
 from typing import Any
 
 from ..engine._errors import DeadlockError
@@ -468,6 +469,20 @@ class RunTracker:
     @durations.setter
     def durations(self, value: dict[str, list[float]]) -> None:
         self._durations, self._folded = value, len(self._ran)
+
+    def slowest(self, limit: int) -> tuple[dict[str, list[float]], int]:
+        """The durations of the ``limit`` states with the slowest p95 in this run (or more), and
+        how many states finished: what the live view's latency table shows.
+
+        When each state ran once (a fan-out) they are ranked straight from the finish order
+        (in C: ~1 ms for 10,000 states), without making a list per state.
+        """
+        ran, took = self._ran, self._took
+        if len(set(ran)) == len(ran):
+            top = heapq.nsmallest(limit, zip(map(neg, took), ran, strict=True))  # slowest first, ties by name
+            return {state: [-minus] for minus, state in top}, len(ran)
+        durations = self.durations
+        return durations, sum(1 for runs in durations.values() if runs)
 
     def _failed(self, e: StateFailed) -> None:
         self.attention += 1
