@@ -6,8 +6,10 @@ and redraw on their own ticker, so a run of 10,000 states costs the engine about
 microsecond per event and the frontend a bounded number of redraws. A state's started and
 finished events reach their own handlers straight from the bus. ``StateScheduled`` is not
 subscribed: which states are scheduled but not started yet (``ready``) is read off the run by
-:meth:`RunTracker.refresh`, which a view calls before it draws, so the engine, which asks
-``bus.wants(StateScheduled)``, builds no third event per state for a view.
+:meth:`RunTracker.refresh`, which a view calls before it draws, so an engine that asks
+``bus.wants(StateScheduled)`` before building one builds no third event per state for a view.
+Waits and deadlocks are kept by its base, ``_trackwaits.WaitTracking`` (``WaitSpan`` and
+``Deadlock`` are imported from there).
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ from ..engine._events import (
     StateStarted,
 )
 from ..engine._status import StateStatus
-from ..engine._why import WaitReason
-from ..engine._why import waits as engine_waits
 from ._layout import END_STATUSES
+from ._trackwaits import Deadlock, WaitSpan, WaitTracking
+
+__all__ = ["Deadlock", "RunTracker", "Span", "WaitSpan"]
 
 #: a status enum member -> its text (a dict lookup, not the enum's slow ``.value``)
 _STATUS_TEXT: dict[Any, str] = {member: member.value for member in StateStatus}
@@ -69,31 +72,7 @@ class Span:
     where: str | None = None  # the remote worker that ran it (a Dask worker address)
 
 
-@dataclass(slots=True)
-class WaitSpan:
-    """One wait of one state on the timeline: ``kind`` as in ``engine._why`` (resource, rate_limit,
-    lock, barrier, quota, dependency, person...), what it waited for and who held it."""
-
-    state: str
-    kind: str
-    start: float
-    end: float | None = None
-    detail: str = ""
-    holders: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Deadlock:
-    """A deadlock the engine detected and broke: the states in the cycle, who waited for which
-    primitive held by whom (``edges``: ``(waiter, primitive, holder)``), and the state failed to end it."""
-
-    cycle: tuple[str, ...]
-    edges: tuple[tuple[str, str, str], ...]
-    victim: str
-    message: str = ""
-
-
-class RunTracker:
+class RunTracker(WaitTracking):
     """Collects statuses, spans, samples and checkpoints of an agent's runs.
 
     Args:
@@ -267,9 +246,6 @@ class RunTracker:
         """How many events the tracker has taken in."""
         return self.version + self.samples_version
 
-    def _rel(self, t: float) -> float:
-        return t - self.t0 if self.t0 is not None else 0.0
-
     def _run_started(self, e: RunStarted) -> None:
         # the agent is set up for this run by now: all pending for a fresh run, the checkpoint's
         # statuses (completed states done) for a run continuing from a restored checkpoint
@@ -341,77 +317,6 @@ class RunTracker:
     def _blocked(self, e: StateBlocked) -> None:
         self.status[e.state] = "blocked"
         self._begin_wait(e.state, e.kind or "blocked", e.time, e.reason, e.holders)
-
-    # -- waits ---------------------------------------------------------------------------------
-    def _begin_wait(self, state: str, kind: str, t: float, detail: str, holders: tuple[str, ...]) -> None:
-        """``state`` waits for ``kind`` from ``t`` on (a wait of another kind ends here)."""
-        current = self.open_waits.get(state)
-        if current is not None:
-            if current.kind == kind:
-                current.detail, current.holders = detail, holders
-                return
-            self._end_wait(state, t)
-        wait = WaitSpan(state, kind, self._rel(t), None, detail, tuple(holders))
-        self.open_waits[state] = wait
-        self.wait_spans.append(wait)
-
-    def _end_wait(self, state: str, t: float, kind: str | None = None) -> None:
-        wait = self.open_waits.get(state)
-        if wait is not None and (kind is None or wait.kind == kind):
-            del self.open_waits[state]
-            wait.end = self._rel(t)
-
-    def _note_deadlock(self, exc: DeadlockError, victim: str) -> None:
-        cycle = tuple(exc.cycle)
-        if any(set(d.cycle) == set(cycle) and d.victim == victim for d in self.deadlocks):
-            return
-        edges: tuple[tuple[str, str, str], ...] = ()
-        for rec in reversed(self._detector_records()):
-            if set(rec.cycle) == set(cycle):
-                edges = tuple(rec.edges)
-                break
-        self.deadlocks.append(Deadlock(cycle, edges, victim, str(exc)))
-
-    def _detector_records(self) -> list[Any]:
-        coordinator = getattr(self.agent, "coordinator", None)
-        detector = getattr(coordinator, "deadlock_detector", None)
-        return list(detector.cycles) if detector is not None else []
-
-    def _find_deadlocks(self) -> None:
-        """Deadlocks of this run the events did not carry (a gate's wait fails without an event)."""
-        t0 = self.t0 if self.t0 is not None else float("-inf")
-        for rec in self._detector_records():
-            if rec.at >= t0 and not any(set(d.cycle) == set(rec.cycle) for d in self.deadlocks):
-                how = "; ".join(f"{u!r} waits for {p!r} held by {v!r}" for u, p, v in rec.edges)
-                self.deadlocks.append(Deadlock(tuple(rec.cycle), tuple(rec.edges), rec.victim,
-                                               f"deadlock: {' -> '.join([*rec.cycle, rec.cycle[0]])} ({how})"))
-
-    def current_waits(self) -> dict[str, WaitReason]:
-        """Why each waiting state waits, now: the run's own answer while it runs (``engine._why``:
-        every kind, holders as they are now), else what the events said."""
-        out = {s: WaitReason(s, w.kind, w.detail, w.holders, None if self.t0 is None else self.t0 + w.start)
-               for s, w in self.open_waits.items()}
-        run = self.run
-        if run is not None and run.active and run.run_id == self.run_id:
-            out.update(engine_waits(run))
-            self._in_state_waits(out)
-        return out
-
-    def _in_state_waits(self, out: dict[str, WaitReason]) -> None:
-        """States waiting inside their body for a primitive (``async with lock.hold(ctx)``)."""
-        coordinator = getattr(self.agent, "coordinator", None)
-        for prim in list(getattr(coordinator, "primitives", {}).values()):
-            status = prim.status()
-            if not status.get("wait_count"):
-                continue
-            owners = tuple(dict.fromkeys(o.split("#", 1)[0] for o in status.get("owners", ())))
-            kind = str(status.get("type", "lock"))
-            for waiter in status.get("waiters", ()):
-                state = waiter.split("#", 1)[0]
-                if state in self.status and state not in out:
-                    reason_kind = kind if kind in ("barrier", "quota") else "lock"
-                    out[state] = WaitReason(state, reason_kind, f"{kind} {prim.name!r} held by {list(owners)}",
-                                            owners if reason_kind == "lock" else ())
 
     def _on_started(self, e: StateStarted) -> None:
         if e.run_id != self.run_id:
