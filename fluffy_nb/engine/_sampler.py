@@ -121,7 +121,7 @@ class UsageSampler:
         self._run_id = ""
         self._unsubscribe: Callable[[], None] | None = None
         if agent is not None:
-            self._unsubscribe = agent.events.subscribe(self._on_event)
+            self._unsubscribe = agent.events.subscribe(self._on_event, types=(RunStarted, RunFinished))
             latest = getattr(agent, "latest_run", None)
             if latest is not None and latest.active:
                 self._run_id = latest.run_id

@@ -338,6 +338,10 @@ class ChildBus:
         """Whether anyone listens (on the child agent or up the parents)."""
         return self._own.active or self._parent.events.active
 
+    def wants(self, kind: type[Event]) -> bool:
+        """Whether anyone reads events of class ``kind`` here or, renamed, up the parents."""
+        return self._own.wants(kind) or (not issubclass(kind, _NOT_FORWARDED) and self._parent.events.wants(kind))
+
     def publish(self, event: Event) -> None:
         """Deliver ``event`` to the child's subscribers, then (renamed) to the parent's."""
         if self._own.active:

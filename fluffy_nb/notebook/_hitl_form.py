@@ -237,7 +237,7 @@ class FormsArea(widgets.VBox):
         self.shown = False
         self.display_handle: Any = None  # set when the area is displayed on its own (no live view)
         self._static = False
-        self._unsubscribe = agent.events.subscribe(self._on_event)
+        self._unsubscribe = agent.events.subscribe(self._handle, types=_FORM_EVENTS)  # no call for state events
         for request in agent.pending_requests():
             self.show(request)
 
@@ -315,14 +315,11 @@ class FormsArea(widgets.VBox):
         """Forms still waiting for an answer."""
         return [f for f in self.forms.values() if not f.closed]
 
-    def _on_event(self, event: Event) -> None:
-        # at once: the answer has already woken the waiting state (the engine resolves it before
-        # publishing), and a form's update is one small message, so the record is on its way
-        # before the run can end and its live view draws the final figures
-        if type(event) in _FORM_EVENTS:  # a 10,000-state run's 30,000 state events pass at one set lookup
-            self._handle(event)
-
     def _handle(self, event: Event) -> None:
+        # at once (the bus calls this for the four human events only): the answer has already
+        # woken the waiting state (the engine resolves it before publishing), and a form's update
+        # is one small message, so the record is on its way before the run can end and its live
+        # view draws the final figures
         if isinstance(event, HumanRequested):
             agent = self.agent
             request = None if agent is None else agent.human.get(event.request_id)

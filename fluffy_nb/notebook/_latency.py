@@ -76,12 +76,17 @@ def metrics_frame(agent: Any) -> pd.DataFrame:
     return frame.sort_values("p95_ms", ascending=False, na_position="last", kind="stable")
 
 
-def latency_table_html(durations: Mapping[str, Sequence[float]], limit: int = 10) -> str:
-    """The ``limit`` slowest states (by p95) as an escaped HTML table; empty when nothing finished."""
+def latency_table_html(durations: Mapping[str, Sequence[float]], limit: int = 10, *,
+                       finished: int | None = None) -> str:
+    """The ``limit`` slowest states (by p95) as an escaped HTML table; empty when nothing finished.
+
+    ``finished``: how many states finished, when ``durations`` holds only the slowest of them
+    (``RunTracker.slowest``); by default, those in ``durations`` with a duration.
+    """
     rows = latency_rows(durations, limit + 1)  # one more tells whether there are more
     if not rows:
         return ""
-    hidden = len([values for values in durations.values() if values]) - limit
+    hidden = (len([values for values in durations.values() if values]) if finished is None else finished) - limit
     body = "".join(
         f"<tr><td>{html.escape(r['state'])}</td><td>{r['runs']}</td><td>{r['p50_ms']:.1f}</td>"
         f"<td>{r['p95_ms']:.1f}</td><td>{r['p99_ms']:.1f}</td><td>{r['max_ms']:.1f}</td></tr>"

@@ -12,11 +12,15 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Collection
-from itertools import islice
+from itertools import islice, repeat
+from operator import attrgetter, is_not
 from typing import Any
 
 from ._layout import status_color
 from ._waitview import wait_style
+
+_state_of = attrgetter("state")
+_waited_of = attrgetter("waited")
 
 #: timeline outcome -> colour (as on the interactive timeline)
 _OUTCOME_COLOUR = {"completed": status_color("completed"), "running": status_color("running"),
@@ -176,7 +180,7 @@ def usage_table_html(tracker: Any, *, limit: int = 30) -> str:
     states that ran, in the order they first ran (rows are made for those alone: a 10,000-state
     run costs one pass over its attempts)."""
     spans = tracker.spans
-    ran = dict.fromkeys(s.state for s in spans)
+    ran = dict.fromkeys(map(_state_of, spans))  # the passes over 10,000 spans and states run in C
     rows = state_usage(tracker, only=set(islice(ran, limit)))
     if not rows:
         return ""
@@ -185,10 +189,10 @@ def usage_table_html(tracker: Any, *, limit: int = 30) -> str:
         return none if v is None else format(v, spec)
 
     states = tracker.agent.states
-    declared = any(getattr(spec, "resources", None) is not None for spec in states.values()) and any(
+    declared = any(map(is_not, map(getattr, states.values(), repeat("resources"), repeat(None)), repeat(None))) and any(
         res is not None and (res.cpu_units is not None or res.memory_mb is not None)
         for res in (getattr(states.get(name), "resources", None) for name in ran))
-    waited = any(s.waited for s in spans)
+    waited = any(map(_waited_of, spans))
     head = ["state", "runs", "time (s)"] + (["waited for a person (s)"] if waited else []) + [
         "CPU (cores, its share)", "memory change (MB)"] + (["declared CPU (cores)", "declared memory (MB)"]
                                                           if declared else [])

@@ -112,3 +112,56 @@ def test_a_users_own_event_can_subclass_one_as_a_frozen_dataclass():
     assert "<locals>.Noted(agent='a', run_id='r1'" in repr(seen[0])
     with pytest.raises(dataclasses.FrozenInstanceError):
         seen[0].note = "changed"  # type: ignore[misc]
+
+
+def test_a_subscriber_naming_its_kinds_gets_only_those_in_the_common_order():
+    from fluffy_nb import ConfigurationError
+    from fluffy_nb.engine._events import StateAdded, StateStarted
+
+    @dataclasses.dataclass(frozen=True)
+    class Noted(StateFinished):
+        note: str = ""
+
+    bus = _events.EventBus()
+    everything: list[Event] = []
+    finished: list[Event] = []
+    bus.subscribe(everything.append)
+    leave = bus.subscribe(finished.append, types=[StateFinished])
+    assert (bus.wants(StateFinished), bus.wants(Noted), bus.wants(StateStarted)) == (True, True, True)
+    sent = [StateStarted("a", "r", 0.0, "s"), StateFinished("a", "r", 0.1, "s"), Noted("a", "r", 0.2, "t", note="n"),
+            StateAdded("a", "r", 0.3, "u")]
+    for event in sent:
+        bus.publish(event)
+    assert everything == sent
+    assert finished == sent[1:3]  # a subclass of a kind named counts as that kind
+    leave()
+    bus.publish(StateFinished("a", "r", 0.4, "v"))
+    assert (len(finished), len(everything)) == (2, 5)
+
+    only = _events.EventBus()
+    only.subscribe(finished.append, types=(StateFinished,))
+    assert (only.active, only.wants(StateFinished), only.wants(StateStarted)) == (True, True, False)
+    with pytest.raises(ConfigurationError, match=r"'StateFinished' is not an event class"):
+        only.subscribe(finished.append, types=["StateFinished"])  # type: ignore[list-item]
+
+
+async def test_a_child_runs_bus_wants_what_its_own_or_the_parents_subscribers_read():
+    from fluffy_nb.engine._events import StateScheduled
+    from fluffy_nb.engine._subflow import ChildBus
+
+    async def only(ctx):
+        return None
+
+    parent = Agent("parent")
+    parent.add_state("only", only)
+    handle = parent.start()
+    own = _events.EventBus()
+    bus = ChildBus(own, handle.run, "research")
+    assert (bus.wants(StateFinished), bus.wants(RunStarted)) == (False, False)
+    parent.events.subscribe(lambda e: None, types=(StateFinished, RunStarted))
+    assert bus.wants(StateFinished)  # renamed research/<state> on the parent's bus
+    assert not bus.wants(RunStarted)  # a child's run-level events stay on its own bus
+    assert not bus.wants(StateScheduled)
+    own.subscribe(lambda e: None, types=(RunStarted,))
+    assert bus.wants(RunStarted)
+    await handle

@@ -67,3 +67,39 @@ async def test_metrics_frame_leaves_out_states_that_never_ran() -> None:
     frame = metrics_frame(agent)
     assert list(frame.index) == ["only"]
     assert frame.loc["only", "runs"] == 1
+
+
+async def test_the_views_latency_table_reads_the_same_from_the_slowest_states_alone() -> None:
+    from fluffy_nb.notebook._tracker import RunTracker
+
+    names = [f"w{i}" for i in range(15)]
+    agent = Agent("fan")
+
+    async def dispatch(ctx: Any) -> list[str]:
+        return names
+
+    async def work(ctx: Any) -> None:
+        return None
+
+    agent.add_state("dispatch", dispatch)
+    for name in names:
+        agent.add_state(name, work)
+    tracker = RunTracker(agent)
+    await agent.run()
+    slowest, finished = tracker.slowest(11)  # each state ran once: ranked from the finish order
+    assert (len(slowest), finished) == (11, 16)
+    assert latency_table_html(slowest, finished=finished) == latency_table_html(tracker.durations)
+    assert "6 more states" in latency_table_html(slowest, finished=finished)
+
+    loop = Agent("loop")
+    turns: list[int] = []
+
+    async def again(ctx: Any) -> str | None:
+        turns.append(1)
+        return "again" if len(turns) < 3 else None
+
+    loop.add_state("again", again)
+    looped = RunTracker(loop)
+    await loop.run()
+    slowest, finished = looped.slowest(11)  # a state that ran three times: from its three durations
+    assert (len(slowest["again"]), finished) == (3, 1)

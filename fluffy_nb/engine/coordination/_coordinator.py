@@ -140,7 +140,7 @@ class Coordinator:
         if self._unsubscribe is None:
             agent = self._agent()
             if agent is not None:
-                self._unsubscribe = agent.events.subscribe(self._on_event)
+                self._unsubscribe = agent.events.subscribe(self._on_event, types=(StateFinished, RunStarted))
 
     def _on_event(self, event: Any) -> None:
         if isinstance(event, StateFinished):
