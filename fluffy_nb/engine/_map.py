@@ -386,7 +386,7 @@ def launch(sched: Scheduler, token: Token, m: PayloadMap, index: int, state: str
     m.tokens.add(token.id)
     pex = PayloadExecution(state, token, m.source, m, index)
     pex.error = error
-    if run.events.active:
+    if run.events.active and run.events.wants(StateScheduled):
         run.events.publish(StateScheduled(run.name, run.run_id, run.clock.monotonic(), state, m.source))
     sched.enqueue(pex)
 

@@ -119,7 +119,7 @@ class Scheduler:
         ex.error = self._routing_error
         self.pending[state] = ex
         spec = self.agent.states[state]
-        if run.events.active:
+        if run.events.active and run.events.wants(StateScheduled):
             run.events.publish(StateScheduled(run.name, run.run_id, run.clock.monotonic(), state, source))
         deps = run.deps
         if spec.dependencies and not deps.satisfied(ex, spec):
@@ -138,6 +138,7 @@ class Scheduler:
         run = self.run
         states, pending, running, metadata = self.agent.states, self.pending, self.running, run.metadata
         bus, error, limit = run.events, self._routing_error, self.agent.max_concurrent
+        scheduled = bus.active and bus.wants(StateScheduled)  # (built only for a subscriber that reads them)
         loop = asyncio.get_running_loop()
         create_task, branch = loop.create_task, self._branch
         if (type(loop).create_task is asyncio.BaseEventLoop.create_task and loop.get_task_factory() is None
@@ -156,7 +157,7 @@ class Scheduler:
             ex = Execution(name, token, None)
             ex.error = error
             pending[name] = ex
-            if bus.active:
+            if scheduled:
                 bus.publish(StateScheduled(run.name, run.run_id, run.clock.monotonic(), name, None))
             (metadata.get(name) or run.meta(name)).status = _READY
             if self.paused or (limit is not None and len(running) >= limit):
