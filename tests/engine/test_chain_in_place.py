@@ -246,3 +246,31 @@ async def test_a_child_run_does_not_make_run_forget_a_gate_on_a_state_that_does_
     await parent.run()
     with pytest.raises(StateNotFoundError, match="ghost"):
         await child.run()
+
+
+async def test_each_run_of_a_state_keeps_its_duration_whether_it_ran_once_twice_or_never():
+    clock = ManualClock()
+    agent = Agent("durations", clock=clock)
+    rounds = {"n": 0}
+
+    async def work(ctx):
+        rounds["n"] += 1
+        await clock.advance(rounds["n"])  # the n-th run of work takes n seconds
+        return "work" if rounds["n"] < 3 else "last"
+
+    async def last(ctx):
+        await clock.advance(0.5)
+        return None
+
+    async def never(ctx):
+        return None
+
+    agent.add_state("work", work, next=["work", "last"])
+    agent.add_state("last", last)
+    agent.add_state("never", never)
+    await agent.run(start="work")
+    meta = agent.state_metadata
+    assert meta["work"].durations == [1.0, 2.0, 3.0]
+    assert (meta["work"].runs, meta["work"].last_duration) == (3, 3.0)
+    assert meta["last"].durations == [0.5]
+    assert meta["never"].durations == []
