@@ -208,22 +208,19 @@ class Run:
                                             self.finished_at - self.started_at))
 
     def record_completion(self, name: str, meta: StateMetadata, duration: float) -> None:
-        """``name`` completed in ``duration`` seconds: statuses, counts and timings."""
+        """``name`` completed in ``duration`` seconds: statuses, counts and timings. (A quiet chain's
+        hop, in ``Scheduler._run_branch``, writes the same lists and counts in place.)"""
         meta.complete(duration, self.clock.time())
-        self.note_completed(name)
-        if self.human_answers:
-            self.agent.human.state_completed(self, name)
-        if self.agent.has_dependents:
-            self.deps.mark_completed(name)
-
-    def note_completed(self, name: str) -> None:
-        """``name`` completed (its metadata says so already): the run's lists and counts."""
         if name not in self.completed_set:
             self.completed_set.add(name)
             self.completed_states.append(name)
         counts = self.completion_counts
         counts[name] = counts.get(name, 0) + 1
         self.steps += 1
+        if self.human_answers:
+            self.agent.human.state_completed(self, name)
+        if self.agent.has_dependents:
+            self.deps.mark_completed(name)
 
     # -- controls ----------------------------------------------------------------------------
     async def pause(self, timeout: float | None = None) -> Checkpoint:
