@@ -27,6 +27,7 @@ from ._errors import (
     ConfigurationError,
     InvalidStateResultError,
     MaxStepsExceededError,
+    StateFailedError,
     StateNotFoundError,
     StateTimeoutError,
 )
@@ -219,8 +220,29 @@ class Scheduler:
     async def _branch(self, first: Execution) -> None:
         """A branch's task: :meth:`_run_branch`, whose frame (many locals, for speed) exists only
         once the task starts. A task made but not started yet holds this small frame alone: in
-        a 10,000-state fan-out all of them wait at once, and the larger frame cost 1.6 MB."""
-        await self._run_branch(first)
+        a 10,000-state fan-out all of them wait at once, and the larger frame cost 1.6 MB.
+
+        An exception out of the branch is a fault of the engine's own (a state's errors are
+        caught where it runs): the run fails with it, named, rather than waiting forever for a
+        branch that is gone."""
+        try:
+            await self._run_branch(first)
+        except Exception as exc:
+            self._broken(first, exc)
+
+    def _broken(self, first: Execution, exc: Exception) -> None:
+        """The branch ``first`` began raised ``exc`` outside any state: drop the executions of its
+        task and fail the run, naming the state its token was at."""
+        me = asyncio.current_task()
+        for ex in [ex for ex in self.running.values() if ex.task is me]:
+            del self.running[ex.id]
+        name = first.token.state
+        error = StateFailedError(
+            f"fluffy_nb failed while running or routing state {name!r} ({type(exc).__name__}: {exc}); this "
+            "is an error in fluffy_nb itself, not in the state: please report it with this traceback", name)
+        error.__cause__ = exc
+        self.run.control.fail(name, error, wrap=False)
+        self.check_done()
 
     async def _run_branch(self, first: Execution) -> None:
         """Run ``first``, then the states its branch goes on to, one after another in this task.

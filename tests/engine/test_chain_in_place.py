@@ -274,3 +274,22 @@ async def test_each_run_of_a_state_keeps_its_duration_whether_it_ran_once_twice_
     assert (meta["work"].runs, meta["work"].last_duration) == (3, 3.0)
     assert meta["last"].durations == [0.5]
     assert meta["never"].durations == []
+
+
+async def test_a_fault_of_the_engine_itself_fails_the_run_with_a_named_error_instead_of_hanging(monkeypatch):
+    from fluffy_nb.engine._state import StateMetadata
+
+    def broken(self, duration, now):
+        raise TypeError("bookkeeping broke")
+
+    async def only(ctx):
+        return None
+
+    agent = Agent("faulty")
+    agent.add_state("only", only)
+    monkeypatch.setattr(StateMetadata, "complete", broken)  # a bug in the engine's own code, injected
+    with pytest.raises(StateFailedError, match="fluffy_nb itself") as err:
+        await asyncio.wait_for(agent.run(), 5)  # (the bound only turns a hang into a failure)
+    assert isinstance(err.value.__cause__, TypeError)
+    assert err.value.state == "only"
+    assert agent.latest_run.status == AgentStatus.FAILED
