@@ -17,6 +17,17 @@ def fan(agent: Agent, names: list[str]) -> None:
     agent.add_state("start", start, next=names)
 
 
+def dispatching(agent: Agent, names: list[str]) -> None:
+    """Add a ``dispatch`` state that fans out to ``names``, and each of them as a state that ends at once."""
+
+    async def dispatch(ctx: Any) -> list[str]:
+        return names
+
+    agent.add_state("dispatch", dispatch)
+    for name in names:
+        agent.add_state(name, noop)
+
+
 def holding(gate: asyncio.Event, then: str | None = None) -> Any:
     """A state body that waits for ``gate``, then goes on to ``then``."""
 

@@ -10,6 +10,7 @@ import pytest
 from fluffy_nb import Agent
 from fluffy_nb.notebook._latency import latency_rows, latency_table_html, metrics_frame, percentile
 from fluffy_nb.notebook._liveview import LiveView
+from tests._flows import dispatching
 
 
 def test_percentiles_interpolate_like_the_engine_aggregation() -> None:
@@ -75,15 +76,7 @@ async def test_the_views_latency_table_reads_the_same_from_the_slowest_states_al
     names = [f"w{i}" for i in range(15)]
     agent = Agent("fan")
 
-    async def dispatch(ctx: Any) -> list[str]:
-        return names
-
-    async def work(ctx: Any) -> None:
-        return None
-
-    agent.add_state("dispatch", dispatch)
-    for name in names:
-        agent.add_state(name, work)
+    dispatching(agent, names)
     tracker = RunTracker(agent)
     await agent.run()
     slowest, finished = tracker.slowest(11)  # each state ran once: ranked from the finish order
