@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from ._run import Run
 
 T = TypeVar("T")
-_READ_ONLY = frozenset({"agent", "run", "shared_state", "typed_data", "last_error", "payload", "payload_index",
-                        "state_name", "attempt", "run_id"})
+_READ_ONLY = frozenset({"_fluffy_context", "agent", "run", "shared_state", "typed_data", "last_error", "payload",
+                        "payload_index", "state_name", "attempt", "run_id"})
 _MISSING: Any = object()
 _new = object.__new__
 # where each part of a context sits in its one slot's tuple
@@ -38,7 +38,7 @@ class Context:
     # everything a context holds is one tuple in one slot, laid out as _SHARED.._ERROR below: a
     # slot of a class with its own __setattr__ is set through its descriptor (about 0.1 µs a
     # call), and the scheduler makes a context for every state it runs; four slots cost four
-    __slots__ = ("_c",)
+    __slots__ = ("_fluffy_context",)
 
     def __init__(
         self,
@@ -68,53 +68,53 @@ class Context:
     @property
     def state_name(self) -> str:
         """The name of the state this context was given to ("" outside a state)."""
-        return self._c[_STATE]  # type: ignore[no-any-return]
+        return self._fluffy_context[_STATE]  # type: ignore[no-any-return]
 
     @property
     def attempt(self) -> int:
         """Which attempt of the state this is (1 for the first)."""
-        return self._c[_ATTEMPT]  # type: ignore[no-any-return]
+        return self._fluffy_context[_ATTEMPT]  # type: ignore[no-any-return]
 
     @property
     def run_id(self) -> str:
         """The id of the run this state belongs to ("" outside a run)."""
-        return self._c[_RUN_ID]  # type: ignore[no-any-return]
+        return self._fluffy_context[_RUN_ID]  # type: ignore[no-any-return]
 
     # -- plain state -------------------------------------------------------------------
     def set_state(self, key: str, value: Any) -> None:
         """Store ``value`` under ``key`` for this and later states."""
-        self._c[_SHARED][key] = value
-        run = self._c[_RUN]
+        self._fluffy_context[_SHARED][key] = value
+        run = self._fluffy_context[_RUN]
         if run is not None and run.deps.watching:  # a state waits for a dependency condition
             run.deps.context_changed()
 
     def get_state(self, key: str, default: Any = None) -> Any:
         """The value under ``key``, or ``default`` when there is none."""
-        return self._c[_SHARED].get(key, default)
+        return self._fluffy_context[_SHARED].get(key, default)
 
     def remove_state(self, key: str) -> bool:
         """Remove ``key``; returns whether it was there."""
-        found = self._c[_SHARED].pop(key, _MISSING) is not _MISSING
+        found = self._fluffy_context[_SHARED].pop(key, _MISSING) is not _MISSING
         self._changed()
         return found
 
     def has_state(self, key: str) -> bool:
         """Whether ``key`` holds a value."""
-        return key in self._c[_SHARED]
+        return key in self._fluffy_context[_SHARED]
 
     def get(self, key: str, default: Any = None) -> Any:
         """Alias of :meth:`get_state` (dict-style)."""
-        return self._c[_SHARED].get(key, default)
+        return self._fluffy_context[_SHARED].get(key, default)
 
     def keys(self) -> list[str]:
         """The keys of plain shared state."""
-        return list(self._c[_SHARED])
+        return list(self._fluffy_context[_SHARED])
 
     # -- typed data --------------------------------------------------------------------
     def set_typed(self, key: str, value: Any) -> None:
         """Store a dataclass instance or pydantic model under ``key``."""
         check_typed_value(key, value)
-        self._c[_TYPED][key] = value
+        self._fluffy_context[_TYPED][key] = value
         self._changed()
 
     def get_typed(self, key: str, expected_type: type[T]) -> T:
@@ -124,7 +124,7 @@ class Context:
             TypedDataError: nothing is stored under ``key``, or it is of another type.
         """
         try:
-            value = self._c[_TYPED][key]
+            value = self._fluffy_context[_TYPED][key]
         except KeyError:
             raise TypedDataError(
                 f"get_typed({key!r}): no typed value under {key!r}; store one first with "
@@ -140,17 +140,17 @@ class Context:
     def update_typed(self, key: str, **changes: Any) -> Any:
         """Replace fields of the typed value under ``key``; returns the new value."""
         try:
-            current = self._c[_TYPED][key]
+            current = self._fluffy_context[_TYPED][key]
         except KeyError:
             raise TypedDataError(f"update_typed({key!r}): no typed value under {key!r}") from None
         updated = replace_fields(key, current, changes)
-        self._c[_TYPED][key] = updated
+        self._fluffy_context[_TYPED][key] = updated
         self._changed()
         return updated
 
     def has_typed(self, key: str) -> bool:
         """Whether a typed value is stored under ``key``."""
-        return key in self._c[_TYPED]
+        return key in self._fluffy_context[_TYPED]
 
     # -- payload fan-out (``_map.py``) -----------------------------------------------------
     def map(self, state: str, items: Iterable[Any]) -> list[Any]:
@@ -196,7 +196,7 @@ class Context:
         Raises:
             ConfigurationError: this run has not mapped ``state``.
         """
-        run = self._c[_RUN]
+        run = self._fluffy_context[_RUN]
         m = None if run is None else run.maps.get(state)
         if m is None:
             raise ConfigurationError(
@@ -236,8 +236,8 @@ class Context:
                 f"human_in_the_loop({prompt!r}) needs the context a state receives while its agent runs; "
                 "this context belongs to no run (a RunResult's or one made by hand)"
             )
-        run = self._c[_RUN]
-        human = self._c[_AGENT].human if run is None else run.human  # a child run asks its root's
+        run = self._fluffy_context[_RUN]
+        human = self._fluffy_context[_AGENT].human if run is None else run.human  # a child run asks its root's
         return await human.ask(
             self,
             prompt,
@@ -250,25 +250,25 @@ class Context:
 
     def _changed(self) -> None:
         """A value changed: a state waiting for a dependency condition gets it re-checked."""
-        run = self._c[_RUN]
+        run = self._fluffy_context[_RUN]
         if run is not None and run.deps.watching:
             run.deps.context_changed()
 
     # -- attribute-style access ----------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
-        shared = object.__getattribute__(self, "_c")[_SHARED]
+        shared = object.__getattribute__(self, "_fluffy_context")[_SHARED]
         try:
             return shared[name]
         except KeyError:
             raise AttributeError(name) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "_c" or name in _READ_ONLY:
+        if name in _READ_ONLY:
             raise ConfigurationError(
                 f"context.{name} is the context's own (read-only) attribute; store your value under "
                 f"another name, or with context.set_state({name!r}, value)"
             )
-        self._c[_SHARED][name] = value
+        self._fluffy_context[_SHARED][name] = value
         self._changed()
 
     def __delattr__(self, name: str) -> None:
@@ -278,33 +278,33 @@ class Context:
     @property
     def agent(self) -> Agent | None:
         """The agent running this state."""
-        return self._c[_AGENT]  # type: ignore[no-any-return]
+        return self._fluffy_context[_AGENT]  # type: ignore[no-any-return]
 
     @property
     def last_error(self) -> BaseException | None:
         """The failure that sent this branch here through ``on_error``/``on_timeout`` (else None)."""
-        return self._c[_ERROR]  # type: ignore[no-any-return]
+        return self._fluffy_context[_ERROR]  # type: ignore[no-any-return]
 
     @property
     def run(self) -> Run | None:
         """The run this state belongs to (None for a context made outside a run)."""
-        return self._c[_RUN]
+        return self._fluffy_context[_RUN]
 
     @property
     def shared_state(self) -> dict[str, Any]:
         """The shared key/value dict itself (read it; write through set_state)."""
-        return self._c[_SHARED]
+        return self._fluffy_context[_SHARED]
 
     @property
     def typed_data(self) -> dict[str, Any]:
         """The typed values, by key."""
-        return self._c[_TYPED]
+        return self._fluffy_context[_TYPED]
 
     def __repr__(self) -> str:
         return (
-            f"Context(state={self.state_name!r}, keys={sorted(self._c[_SHARED])!r}, "
-            f"typed={sorted(self._c[_TYPED])!r})"
+            f"Context(state={self.state_name!r}, keys={sorted(self._fluffy_context[_SHARED])!r}, "
+            f"typed={sorted(self._fluffy_context[_TYPED])!r})"
         )
 
 
-_set_c = Context._c.__set__  # type: ignore[attr-defined]
+_set_c = Context._fluffy_context.__set__  # type: ignore[attr-defined]

@@ -278,9 +278,7 @@ class Scheduler:
             meta = metadata.get(name) or run.meta(name)
             ex.attempt += 1
             t0 = monotonic()
-            now = wall()
-            meta.begin_attempt(now)
-            wall_offset = now - t0  # a hop's wall time is its monotonic time moved by this: one clock read
+            meta.begin_attempt(wall())
             token = ex.token
             group = token.group
             may_hop = group.parent is None and task is not None and not durable  # a root branch in its own task
@@ -304,8 +302,8 @@ class Scheduler:
                         and len(group.members) == 1 and run.steps + 1 < agent.max_steps
                         and result in edges.get(name, ()) and not task.cancelling()):  # type: ignore[union-attr]
                     break
-                nxt = metadata[result]
-                meta.hand_over(duration, t1 + wall_offset, nxt)
+                nxt = metadata.get(result) or run.meta(result)  # (a state added before a prepared run began)
+                meta.hand_over(duration, wall(), nxt)
                 if name not in run.completed_set:
                     run.completed_set.add(name)
                     run.completed_states.append(name)

@@ -56,6 +56,9 @@ _FRESH = frozenset({StateStatus.PENDING})
 _status_of = attrgetter("status")
 #: statuses of a state in flight: with no run going they read as ready (the run relaunches them)
 _IN_FLIGHT = frozenset({"running", "retrying", "waiting_for_human"})
+# finished runs kept as flat entries before they are folded into per-state durations (each capped
+# at 10,000), so a run of millions of states holds a bounded amount of them
+_FOLD_AT = 20_000
 
 
 @dataclass(slots=True)
@@ -347,8 +350,11 @@ class RunTracker(WaitTracking):
         state = e.state
         self.status[state] = "completed"
         self.completed_runs += 1
-        self._ran.append(state)
+        ran = self._ran
+        ran.append(state)
         self._took.append(e.duration)
+        if len(ran) >= _FOLD_AT:
+            self._fold()
         span = self._open.pop(state, None)
         if span is not None:
             span.end = e.time - (e.time if self.t0 is None else self.t0)
@@ -375,6 +381,12 @@ class RunTracker(WaitTracking):
     def durations(self, value: dict[str, list[float]]) -> None:
         self._durations, self._folded = value, len(self._ran)
 
+    def _fold(self) -> None:
+        """Move the flat entries into ``durations`` and drop them."""
+        _ = self.durations
+        del self._ran[:], self._took[:]
+        self._folded = 0
+
     def slowest(self, limit: int) -> tuple[dict[str, list[float]], int]:
         """The durations of the ``limit`` states with the slowest p95 in this run (or more), and
         how many states finished: what the live view's latency table shows.
@@ -383,7 +395,7 @@ class RunTracker(WaitTracking):
         (in C: ~1 ms for 10,000 states), without making a list per state.
         """
         ran, took = self._ran, self._took
-        if len(set(ran)) == len(ran):
+        if not self._durations and len(set(ran)) == len(ran):
             top = heapq.nsmallest(limit, zip(map(neg, took), ran, strict=True))  # slowest first, ties by name
             return {state: [-minus] for minus, state in top}, len(ran)
         durations = self.durations

@@ -6,6 +6,7 @@ pause between states, max_steps, retries, failures, a state added or re-added be
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from _wait import until
@@ -293,3 +294,99 @@ async def test_a_fault_of_the_engine_itself_fails_the_run_with_a_named_error_ins
     assert isinstance(err.value.__cause__, TypeError)
     assert err.value.state == "only"
     assert agent.latest_run.status == AgentStatus.FAILED
+
+
+async def test_a_quiet_chain_reaches_a_state_added_after_the_run_was_prepared():
+    # agent.start() prepares the run (its metadata made then); a state added before the run
+    # begins gets no metadata in it (add_state fills only live runs). The hop read
+    # run.metadata[result] directly: KeyError in the branch task, and the run never ends.
+    agent = Agent("prepared_then_added")
+
+    async def x(ctx):
+        return "y"
+
+    async def y(ctx):
+        return "later"  # names the state added below: an edge y -> later once it exists
+
+    async def later(ctx):
+        ctx.set_state("later_ran", True)
+
+    agent.add_state("x", x)
+    agent.add_state("y", y)
+    handle = agent.start()
+    agent.add_state("later", later)
+    result = await asyncio.wait_for(handle, 5)
+    assert result.status is AgentStatus.COMPLETED
+    assert result.completed_states == ["x", "y", "later"]
+    assert result.shared_state["later_ran"] is True
+
+
+class _SteppingClock:
+    """A Clock whose wall time steps (an NTP correction, a suspend) while monotonic time does not."""
+
+    def __init__(self) -> None:
+        self.skew = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time() + self.skew
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+async def test_wall_times_of_a_quiet_chain_read_the_clock_as_the_watched_path_does():
+    clock = _SteppingClock()
+    agent = Agent("wall_step", clock=clock)
+
+    async def x(ctx):
+        return "y"
+
+    async def y(ctx):
+        clock.skew += 3600.0  # the wall clock steps an hour while y runs
+        return "z"
+
+    async def z(ctx):
+        return None
+
+    for f in (x, y, z):
+        agent.add_state(f.__name__, f)
+    t = time.time()
+    await agent.run()
+    meta = agent.latest_run.metadata
+    assert meta["y"].finished_at - t > 3000  # y ended after the step (the watched path says so)
+    assert meta["z"].started_at - t > 3000
+
+
+async def test_a_restored_run_resumed_after_a_state_was_added_reaches_it_in_a_quiet_chain():
+    # restore, add the state the chain now goes on to, resume (the restored run was made
+    # before the state existed, and add_state fills only live runs' metadata)
+    def build() -> tuple[Agent, dict]:
+        agent = Agent("restore_then_add")
+        box: dict = {}
+
+        async def x(ctx):
+            box["cp"] = ctx.agent.create_checkpoint()
+            return "y"
+
+        async def y(ctx):
+            return "later" if ctx.get_state("use_later") else None
+
+        agent.add_state("x", x)
+        agent.add_state("y", y)
+        return agent, box
+
+    first, box = build()
+    await first.run()
+    agent, _ = build()
+    await agent.restore_from_checkpoint(box["cp"])
+    agent.set_state("use_later", True)
+
+    async def later(ctx):
+        ctx.set_state("later_ran", True)
+
+    agent.add_state("later", later)
+    result = await asyncio.wait_for(agent.resume(), 5)
+    assert result.completed_states == ["x", "y", "later"]

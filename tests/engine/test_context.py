@@ -46,6 +46,14 @@ def test_attribute_access_reads_and_writes_shared_values():
         del ctx.result
 
 
+def test_short_underscore_names_are_values_like_any_other():
+    ctx = Context()
+    for name in ("_c", "_shared", "_run", "_x"):
+        setattr(ctx, name, name.upper())
+        assert getattr(ctx, name) == name.upper()
+        assert ctx.get_state(name) == name.upper()
+
+
 def test_typed_dataclass_set_update_get():
     ctx = Context()
     ctx.set_typed("p", Point(1, 2))

@@ -96,3 +96,24 @@ async def test_the_views_latency_table_reads_the_same_from_the_slowest_states_al
     await loop.run()
     slowest, finished = looped.slowest(11)  # a state that ran three times: from its three durations
     assert (len(slowest["again"]), finished) == (3, 1)
+
+
+async def test_a_tracker_of_a_long_loop_keeps_every_duration_while_holding_a_bounded_backlog(monkeypatch) -> None:
+    from fluffy_nb.notebook import _tracker
+
+    monkeypatch.setattr(_tracker, "_FOLD_AT", 100)  # fold often, so a short run shows it
+    agent = Agent("loop", max_steps=2_000)
+
+    async def spin(ctx: Any) -> str | None:
+        n = ctx.get_state("n", 0) + 1
+        ctx.set_state("n", n)
+        return "spin" if n < 1_000 else None
+
+    agent.add_state("spin", spin, next=["spin"])
+    tracker = _tracker.RunTracker(agent)
+    await agent.run()
+    assert len(tracker._ran) < 100  # folded as it went: a long run holds no ever-growing list
+    assert len(tracker.durations["spin"]) == 1_000
+    slowest, finished = tracker.slowest(5)
+    assert (finished, len(slowest["spin"])) == (1, 1_000)
+    tracker.close()
