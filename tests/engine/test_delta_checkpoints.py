@@ -64,6 +64,18 @@ def busy_agent(store: Any, name: str = "busy") -> Agent:
     return agent
 
 
+class KeepingStore(MemoryStore):
+    """A memory store that also keeps every checkpoint handed to it, as built, in ``made``."""
+
+    def __init__(self, made: list[Checkpoint]) -> None:
+        super().__init__()
+        self.made = made
+
+    def put(self, checkpoint: Checkpoint) -> None:
+        self.made.append(checkpoint)
+        super().put(checkpoint)
+
+
 def comparable(cp: Checkpoint) -> dict[str, Any]:
     return {k: v for k, v in cp.to_dict().items() if k not in _RUN_FIELDS}
 
@@ -249,13 +261,7 @@ async def test_the_final_context_copies_deep_copies_and_pickles_like_a_dict() ->
 
 async def test_every_checkpoint_as_built_equals_what_its_json_validates_to() -> None:
     made: list[Checkpoint] = []
-
-    class Keeping(MemoryStore):
-        def put(self, checkpoint: Checkpoint) -> None:
-            made.append(checkpoint)
-            super().put(checkpoint)
-
-    await busy_agent(Keeping()).run(start="start")
+    await busy_agent(KeepingStore(made)).run(start="start")
     assert sum(cp.delta for cp in made) > 40
     assert not made[-1].delta
     for cp in made:  # built without validation: every field present, in the model's order, valid
@@ -269,13 +275,7 @@ async def test_built_checkpoints_keep_every_field_set_whatever_is_done_to_one_of
     # built checkpoints share one fields-set (all fields): editing or copying one of them must not
     # change what any other reports as set, nor what exclude_unset leaves out of it
     made: list[Checkpoint] = []
-
-    class Keeping(MemoryStore):
-        def put(self, checkpoint: Checkpoint) -> None:
-            made.append(checkpoint)
-            super().put(checkpoint)
-
-    await busy_agent(Keeping()).run(start="start")
+    await busy_agent(KeepingStore(made)).run(start="start")
     first, second = made[0], made[1]
     first.trigger = "manual"
     copied = second.model_copy(update={"error": "x"}, deep=True)
