@@ -5,9 +5,10 @@ onward (``_graph.Joins``), which launches the next states directly; the run just
 future that resolves when no work is left. A state's execution is three steps: admission
 (resource pool and gates: ``_admission``), ``_attempts`` (the body, with timeout and retries;
 calling it, reading what it returned and where a failure is routed live in ``_attempt``) and
-``_complete`` (route the result, or hand a failure or cancellation to ``RunControl``). A plain
-state (no pool, gates, dependencies, executor or timeout) skips the first two: its first
-attempt runs inline in ``_run_branch``, and a quiet chain steps in place (``_hop``). A list
+``_complete`` (route the result, or hand a failure or cancellation to ``RunControl``; in
+``_outcomes``). A plain state (no pool, gates, dependencies, executor or timeout) skips the
+first two: its first attempt runs inline in ``_run_branch``, whose inner loop also steps a
+quiet chain in place. A list
 return launches all its branches in one loop (``start_all``, called by ``Joins``), each as
 its own task: every branch of a fan-out is in flight at once.
 """
@@ -21,18 +22,15 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 from ._admission import Admission
-from ._attempt import call_body, cancel_requested, error_route, next_states, self_cancelled
+from ._attempt import call_body, cancel_requested, self_cancelled
 from ._context import Context
 from ._errors import (
-    ConfigurationError,
-    InvalidStateResultError,
-    MaxStepsExceededError,
     StateFailedError,
-    StateNotFoundError,
     StateTimeoutError,
 )
-from ._events import StateFailed, StateFinished, StateRetrying, StateScheduled, StateStarted
+from ._events import StateFailed, StateRetrying, StateScheduled, StateStarted
 from ._graph import Joins, Token
+from ._outcomes import Outcomes
 from ._status import StateStatus
 
 if TYPE_CHECKING:
@@ -73,7 +71,7 @@ class Execution:
         return f"Execution({self.state!r}, id={self.id}, attempt={self.attempt})"
 
 
-class Scheduler:
+class Scheduler(Outcomes):
     """Starts, queues (``max_concurrent``, priority) and executes the states of one run.
 
     Args:
@@ -494,102 +492,3 @@ class Scheduler:
         if executor is None and spec.options.get("remote"):
             executor = self.agent.executor
         return None if executor is None else self.agent.resolve_executor(executor)
-
-    # -- outcomes -------------------------------------------------------------------------------
-    def _complete(self, ex: Execution, meta: StateMetadata, outcome: tuple[str, Any]) -> None:
-        kind, value = outcome
-        control = self.run.control
-        if ex.branch is not None:
-            ex.ended(kind)  # type: ignore[attr-defined]  # a payload branch: its map's counts and result
-        if kind == "ok":
-            self._succeeded(ex, meta, *value)
-            return
-        if kind == "failed":
-            self.run.ended.add(ex.state)
-            if not self._route_failure(ex, value):
-                control.fail(ex.state, value, attempts=ex.attempt,
-                             payload=None if ex.branch is None else ex.index)  # type: ignore[attr-defined]
-        else:
-            control.cancelled(ex, meta)
-        if self.queue:
-            self.dispatch()
-        if not self.running:
-            self.check_done()
-
-    def _succeeded(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
-        """``ex`` returned ``result``: route it, then launch what the queue allows or end the run."""
-        self._finish_state(ex, meta, result, duration)
-        if self.queue:
-            self.dispatch()
-        if not self.running:
-            self.check_done()
-
-    def _route_failure(self, ex: Execution, error: BaseException) -> bool:
-        """Send the branch of a state that failed for good to its ``on_timeout``/``on_error`` state."""
-        target = error_route(self.agent.states[ex.state], error)
-        if target is None or self.run.failure is not None:
-            return False
-        graph = self.agent.graph
-        if target not in graph.edges.get(ex.state, ()):
-            graph.add_edge(ex.state, target, "runtime")
-        if ex.branch is not None:  # a payload branch goes on alone, with its payload
-            from ._map import route_failure
-
-            try:
-                route_failure(self, ex, target, error)  # type: ignore[arg-type]
-            except Exception as exc:
-                self.run.control.fail(ex.state, exc, wrap=False)
-            return True
-        self._routing_error = error
-        try:
-            self.joins.finished(ex.token, (target,))
-        except Exception as exc:  # a dependency condition raised while routing: fail the run, never hang
-            self.run.control.fail(ex.state, exc, wrap=False)
-        finally:
-            self._routing_error = None
-        return True
-
-    def _finish_state(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
-        run, agent = self.run, self.agent
-        name = ex.state
-        if result.__class__ is str and result in agent.states:
-            names: tuple[str, ...] = (result,)  # the common case, without next_states' checks
-        else:
-            try:
-                names = next_states(agent, name, result)
-            except (InvalidStateResultError, StateNotFoundError, ConfigurationError) as exc:
-                meta.status = StateStatus.FAILED
-                run.control.fail(name, exc, wrap=False)
-                return
-        run.record_completion(name, meta, duration)
-        known = agent.graph.edges.get(name)
-        if known is None or len(names) != 1 or names[0] not in known:  # (one known edge: the usual case)
-            agent.graph.observe(name, names)
-        if run.events.active:
-            run.events.publish(StateFinished(run.name, run.run_id, run.clock.monotonic(), name, ex.attempt,
-                                             duration, names))
-        if run.failure is not None:
-            return
-        if run.steps >= agent.max_steps and names:
-            run.control.fail(name, MaxStepsExceededError(
-                f"agent {run.name!r} ran {run.steps} states, the max_steps limit; state {name!r} "
-                f"wanted to continue to {list(names)}. If the loop is intended, raise "
-                "Agent(max_steps=...); otherwise give the loop an exit condition"
-            ), wrap=False)
-            return
-        try:
-            if type(names) is tuple:
-                if len(names) != 1 or not self.joins.arrive(ex.token, names[0]):  # arrive: a branch at its join
-                    self.joins.finished(ex.token, names)
-            else:  # a Fanout: payload branches (_map.py)
-                from ._map import start_map
-
-                start_map(self, ex, names)  # type: ignore[arg-type]
-            if agent.has_dependents:
-                run.deps.on_completed(name, agent.states[name])
-        except Exception as exc:  # a dependency condition raised while routing: fail the run, never hang
-            run.control.fail(name, exc, wrap=False)
-            return
-        if run.durable and run.store is not None:
-            run.checkpoints.save("state")
-

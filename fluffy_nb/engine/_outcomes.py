@@ -1,0 +1,136 @@
+"""The end of a state's execution: route what it returned onward, or hand its failure or
+cancellation to the run. :class:`~fluffy_nb.engine._runner.Scheduler` inherits these."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._attempt import error_route, next_states
+from ._errors import ConfigurationError, InvalidStateResultError, MaxStepsExceededError, StateNotFoundError
+from ._events import StateFinished
+from ._status import StateStatus
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+    from ._graph import Joins
+    from ._run import Run
+    from ._runner import Execution
+    from ._state import StateMetadata
+
+
+class Outcomes:
+    """How an execution ends, for the :class:`~fluffy_nb.engine._runner.Scheduler` (whose
+    attributes and launching methods these use)."""
+
+    run: Run
+    agent: Agent
+    joins: Joins
+    running: dict[int, Execution]
+    queue: list[tuple[int, Execution]]
+    _routing_error: BaseException | None
+
+    def dispatch(self) -> None:
+        """Launch queued executions while slots are free (the scheduler's)."""
+        raise NotImplementedError
+
+    def check_done(self) -> None:
+        """End the run, or a pause's drain, once no work is left (the scheduler's)."""
+        raise NotImplementedError
+
+    def _complete(self, ex: Execution, meta: StateMetadata, outcome: tuple[str, Any]) -> None:
+        kind, value = outcome
+        control = self.run.control
+        if ex.branch is not None:
+            ex.ended(kind)  # type: ignore[attr-defined]  # a payload branch: its map's counts and result
+        if kind == "ok":
+            self._succeeded(ex, meta, *value)
+            return
+        if kind == "failed":
+            self.run.ended.add(ex.state)
+            if not self._route_failure(ex, value):
+                control.fail(ex.state, value, attempts=ex.attempt,
+                             payload=None if ex.branch is None else ex.index)  # type: ignore[attr-defined]
+        else:
+            control.cancelled(ex, meta)
+        if self.queue:
+            self.dispatch()
+        if not self.running:
+            self.check_done()
+
+    def _succeeded(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
+        """``ex`` returned ``result``: route it, then launch what the queue allows or end the run."""
+        self._finish_state(ex, meta, result, duration)
+        if self.queue:
+            self.dispatch()
+        if not self.running:
+            self.check_done()
+
+    def _route_failure(self, ex: Execution, error: BaseException) -> bool:
+        """Send the branch of a state that failed for good to its ``on_timeout``/``on_error`` state."""
+        target = error_route(self.agent.states[ex.state], error)
+        if target is None or self.run.failure is not None:
+            return False
+        graph = self.agent.graph
+        if target not in graph.edges.get(ex.state, ()):
+            graph.add_edge(ex.state, target, "runtime")
+        if ex.branch is not None:  # a payload branch goes on alone, with its payload
+            from ._map import route_failure
+
+            try:
+                route_failure(self, ex, target, error)  # type: ignore[arg-type]
+            except Exception as exc:
+                self.run.control.fail(ex.state, exc, wrap=False)
+            return True
+        self._routing_error = error
+        try:
+            self.joins.finished(ex.token, (target,))
+        except Exception as exc:  # a dependency condition raised while routing: fail the run, never hang
+            self.run.control.fail(ex.state, exc, wrap=False)
+        finally:
+            self._routing_error = None
+        return True
+
+    def _finish_state(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
+        run, agent = self.run, self.agent
+        name = ex.state
+        if result.__class__ is str and result in agent.states:
+            names: tuple[str, ...] = (result,)  # the common case, without next_states' checks
+        else:
+            try:
+                names = next_states(agent, name, result)
+            except (InvalidStateResultError, StateNotFoundError, ConfigurationError) as exc:
+                meta.status = StateStatus.FAILED
+                run.control.fail(name, exc, wrap=False)
+                return
+        run.record_completion(name, meta, duration)
+        known = agent.graph.edges.get(name)
+        if known is None or len(names) != 1 or names[0] not in known:  # (one known edge: the usual case)
+            agent.graph.observe(name, names)
+        if run.events.active:
+            run.events.publish(StateFinished(run.name, run.run_id, run.clock.monotonic(), name, ex.attempt,
+                                             duration, names))
+        if run.failure is not None:
+            return
+        if run.steps >= agent.max_steps and names:
+            run.control.fail(name, MaxStepsExceededError(
+                f"agent {run.name!r} ran {run.steps} states, the max_steps limit; state {name!r} "
+                f"wanted to continue to {list(names)}. If the loop is intended, raise "
+                "Agent(max_steps=...); otherwise give the loop an exit condition"
+            ), wrap=False)
+            return
+        try:
+            if type(names) is tuple:
+                if len(names) != 1 or not self.joins.arrive(ex.token, names[0]):  # arrive: a branch at its join
+                    self.joins.finished(ex.token, names)
+            else:  # a Fanout: payload branches (_map.py)
+                from ._map import start_map
+
+                start_map(self, ex, names)  # type: ignore[arg-type]
+            if agent.has_dependents:
+                run.deps.on_completed(name, agent.states[name])
+        except Exception as exc:  # a dependency condition raised while routing: fail the run, never hang
+            run.control.fail(name, exc, wrap=False)
+            return
+        if run.durable and run.store is not None:
+            run.checkpoints.save("state")
+
