@@ -1,4 +1,4 @@
-"""A chain with nobody watching steps in place (``Scheduler._hop``): one task, no trip through
+"""A chain with nobody watching steps in place (the inner loop of ``Scheduler._run_branch``): one task, no trip through
 the event loop between states. What a user sees must be the same as when the general path
 runs each step (a subscriber forces it): statuses, counts, order, and every control: cancel,
 pause between states, max_steps, retries, failures, a state added or re-added between runs."""
