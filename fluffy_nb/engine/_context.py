@@ -35,9 +35,9 @@ class Context:
         ...     return "next"
     """
 
-    # everything a context holds is one tuple in one slot, laid out as _SHARED.._ERROR below: a
+    # everything a context holds is one tuple in one slot, laid out as _SHARED.._ERROR above: a
     # slot of a class with its own __setattr__ is set through its descriptor (about 0.1 µs a
-    # call), and the scheduler makes a context for every state it runs; four slots cost four
+    # call), and the scheduler makes a context for every state it runs, so one slot, one call
     __slots__ = ("_fluffy_context",)
 
     def __init__(
@@ -54,7 +54,7 @@ class Context:
     ) -> None:
         if run is not None:
             agent, run_id = run.agent, run.run_id
-        _set_c(self, ({} if shared is None else shared, {} if typed is None else typed, run, agent, state_name,
+        _set_context(self, ({} if shared is None else shared, {} if typed is None else typed, run, agent, state_name,
                       attempt, run_id, error))
 
     @classmethod
@@ -62,7 +62,7 @@ class Context:
         """``Context(run.shared, run.typed, run=run, state_name=..., attempt=..., error=...)`` without
         the keyword handling: the scheduler makes one for every state it runs."""
         ctx = _new(cls)
-        _set_c(ctx, (run.shared, run.typed, run, run.agent, state_name, attempt, run.run_id, error))
+        _set_context(ctx, (run.shared, run.typed, run, run.agent, state_name, attempt, run.run_id, error))
         return ctx
 
     @property
@@ -307,4 +307,4 @@ class Context:
         )
 
 
-_set_c = Context._fluffy_context.__set__  # type: ignore[attr-defined]
+_set_context = Context._fluffy_context.__set__  # type: ignore[attr-defined]

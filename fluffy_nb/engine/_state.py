@@ -205,7 +205,7 @@ class StateMetadata:
 
     @property
     def durations(self) -> list[float]:
-        """Seconds each completed run of the state took, oldest first (the latest 10,000)."""
+        """Seconds each completed run of the state took, oldest first (the first 10,000)."""
         durations = self._durations
         if durations is not None:
             return durations
@@ -216,12 +216,14 @@ class StateMetadata:
         self._durations = list(value) or None
 
     def _add_duration(self, duration: float) -> None:
-        """Note ``duration``, the run just counted in ``runs``, before ``last_duration`` is set to it."""
+        """Note ``duration``, the second or a later run just counted in ``runs``, before
+        ``last_duration`` is set to it (the callers ask ``runs > 1``: a first run's duration is
+        ``last_duration`` alone)."""
         durations = self._durations
         if durations is not None:
             if len(durations) < 10_000:
                 durations.append(duration)
-        elif self.runs > 1 and self.last_duration is not None:
+        elif self.last_duration is not None:
             self._durations = [self.last_duration, duration]
 
     def begin_attempt(self, now: float) -> None:
