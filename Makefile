@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 # JupyterLab refuses to start as root (containers, cloud VMs) unless told it may
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
+# options for JupyterLab, e.g. `make lab LAB_ARGS="--port=9999 --no-browser"`
+LAB_ARGS ?=
 # the exact command `make lab` runs; tests/browser/test_make_lab.py starts it the same way (`make -s lab-command`)
-LAB_CMD = $(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/
+LAB_CMD = $(VENV)/bin/jupyter lab $(ROOT_FLAG) $(LAB_ARGS) notebooks/
 
 lab: $(STAMP)
 	$(LAB_CMD)

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -78,12 +79,18 @@ class Lab:
         env: Extra environment for the server and its kernels (e.g. ``FLUFFY_NB_AUTOANSWER``).
         startup_timeout: Seconds to wait for the server to answer ``/api/status``.
         command: Start the server with this command line instead (e.g. the one ``make lab`` runs,
-            which serves ``notebooks/`` of the repository itself), run from the repository root;
-            only the test's own options (127.0.0.1, port, token, no browser) are added to it.
+            which serves ``notebooks/`` of the repository itself), run from ``cwd``; only the
+            test's own options (127.0.0.1, port, token, no browser) are added to it: appended,
+            or, with ``options_var``, given as that one make variable (``make lab LAB_ARGS=...``).
+        cwd: Where ``command`` runs (default: the repository root).
+        user: Run ``command`` as this user id (root switches to it with ``setpriv``): ``tmp`` is
+            handed to that user, and the server sees only ``env`` (with HOME in ``tmp``), not
+            root's environment.
     """
 
     def __init__(self, tmp: Path, env: dict[str, str] | None = None, startup_timeout: float = 60.0,
-                 command: list[str] | None = None) -> None:
+                 command: list[str] | None = None, cwd: Path = ROOT, options_var: str | None = None,
+                 user: int | None = None) -> None:
         self.tmp = Path(tmp)
         self.port = free_port()
         self.token = secrets.token_hex(16)
@@ -93,6 +100,9 @@ class Lab:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.tmp / "lab.log"
         self.command = command
+        self.cwd = cwd
+        self.options_var = options_var
+        self.user = user
 
     def __enter__(self) -> Lab:
         self.start()
@@ -112,7 +122,10 @@ class Lab:
             path = dirs["settings"] / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(value))
-        env = {k: v for k, v in os.environ.items() if k != "FLUFFY_NB_AUTOANSWER"}
+        if self.user is None:
+            env = {k: v for k, v in os.environ.items() if k != "FLUFFY_NB_AUTOANSWER"}
+        else:  # a normal user's own environment, not root's
+            env = {"HOME": str(self.tmp), "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
         env.update(
             JUPYTER_CONFIG_DIR=str(dirs["config"]),
             JUPYTERLAB_SETTINGS_DIR=str(dirs["settings"]),
@@ -128,7 +141,11 @@ class Lab:
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         ]
         if self.command is not None:
-            cmd, cwd = [*self.command, *ours], ROOT
+            options = [f"{self.options_var}={shlex.join(ours)}"] if self.options_var else ours
+            cmd, cwd = [*self.command, *options], self.cwd
+            if self.user is not None:
+                hand_over(self.tmp, self.user)
+                cmd = ["setpriv", f"--reuid={self.user}", f"--regid={self.user}", "--clear-groups", *cmd]
         else:
             cmd = [sys.executable, "-m", "jupyterlab", *ours, f"--ServerApp.root_dir={dirs['root']}"]
             cwd = dirs["root"]
@@ -192,6 +209,12 @@ class Lab:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+def hand_over(tree: Path, uid: int) -> None:
+    """Make ``tree`` (and everything in it) belong to ``uid``, its group the same number."""
+    for path in [tree, *tree.rglob("*")]:
+        os.chown(path, uid, uid, follow_symlinks=False)
 
 
 def launch_browser(playwright: Any) -> Any:
