@@ -1,6 +1,6 @@
 """SQLiteStore: the embedded default store, one SQLite file in WAL mode.
 
-Layout: one table ``checkpoints`` (the checkpoint JSON in a TEXT column beside the fields a
+Layout (``_sqlfile`` owns it): one table ``checkpoints`` (the checkpoint JSON in a TEXT column beside the fields a
 listing needs), indexed on its id and on (agent, run, sequence); ``PRAGMA user_version`` is the
 schema version. Schema 1 also indexed (run, sequence): every durable step paid for that b-tree
 in its commit (about a fifth of the commit's CPU), so schema 2 drops it when it opens a file, and
@@ -47,89 +47,37 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..engine._bounds import MAX_JSON_BYTES, MAX_NAME
+from ..engine._bounds import MAX_JSON_BYTES
 from ..engine._delta import fold
 from ..engine._errors import CheckpointError
 from ._base import (
-    MAX_LISTED_ERROR,
-    MAX_LISTED_PENDING,
     CheckpointInfo,
     RunInfo,
     check_matches_row,
     info_from_row,
     is_checkpoint,
     latest_good,
-    pending_json,
     warn_bad_rows,
 )
 from ._memory import runs_from_infos
+from ._sqlfile import (
+    AGENTS,
+    DB_ERRORS,
+    GET,
+    INFO_COLUMNS,
+    INSERT,
+    QUICK_CHECK_LIMIT,
+    SCHEMA,
+    SCHEMA_VERSION,
+    check_file,
+    checkpoint_row,
+    text_or_bytes,
+)
 
 if TYPE_CHECKING:
     from ..engine._checkpoint import Checkpoint
 
-SCHEMA_VERSION = 2
-_HEADER = b"SQLite format 3\x00"
-_QUICK_CHECK_LIMIT = 64 * 1024 * 1024
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS checkpoints (
-    checkpoint_id   TEXT PRIMARY KEY,
-    parent_id       TEXT,
-    agent_name      TEXT NOT NULL,
-    run_id          TEXT NOT NULL,
-    sequence        INTEGER NOT NULL,
-    timestamp       REAL NOT NULL,
-    trigger         TEXT NOT NULL,
-    agent_status    TEXT NOT NULL,
-    completed_count INTEGER NOT NULL,
-    pending         TEXT NOT NULL,
-    size_bytes      INTEGER NOT NULL,
-    error           TEXT,
-    format_version  INTEGER NOT NULL,
-    data            TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS checkpoints_agent_run_seq ON checkpoints(agent_name, run_id, sequence);
-DROP INDEX IF EXISTS checkpoints_run_seq;
-"""
-# the agents in the file, one index search each (a loose index scan), for a listing by run alone
-_AGENTS = (
-    "agents(name) AS (SELECT MIN(agent_name) FROM checkpoints UNION ALL SELECT (SELECT MIN(agent_name) "
-    "FROM checkpoints WHERE agent_name > agents.name) FROM agents WHERE agents.name IS NOT NULL)"
-)
-
-_INSERT = "INSERT OR IGNORE INTO checkpoints VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-# every text column is cut in SQL, so a hostile row is never read whole; info_from_row then
-# refuses what is too long or of the wrong type
-_NAME_CUT = MAX_NAME + 1
-_INFO_COLUMNS = (
-    f"substr(c.checkpoint_id, 1, {_NAME_CUT}), substr(c.parent_id, 1, {_NAME_CUT}), "
-    f"substr(c.agent_name, 1, {_NAME_CUT}), substr(c.run_id, 1, {_NAME_CUT}), c.sequence, c.timestamp, "
-    "substr(c.trigger, 1, 65), substr(c.agent_status, 1, 40), c.completed_count, "
-    f"CASE WHEN length(c.pending) <= {MAX_LISTED_PENDING} THEN c.pending END, c.size_bytes, "
-    f"substr(c.error, 1, {MAX_LISTED_ERROR}), c.rowid"
-)
-_GET = (
-    f"SELECT typeof(data), length(data), CASE WHEN length(data) <= {MAX_JSON_BYTES} THEN data END, "
-    f"substr(agent_name, 1, {_NAME_CUT}), substr(run_id, 1, {_NAME_CUT}) FROM checkpoints WHERE checkpoint_id = ?"
-)
-
 _open_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
-
-
-# a damaged schema can make SQLite's own error message invalid UTF-8: Python then raises that instead
-_DB_ERRORS = (sqlite3.Error, UnicodeDecodeError)
-
-
-class _NotUTF8(bytes):
-    """A TEXT value whose bytes are not UTF-8: kept as bytes so only its row is refused."""
-
-
-def _text(raw: bytes) -> str | bytes:
-    # sqlite3's own decoding raises for the whole query; this way one damaged row is named and skipped
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return _NotUTF8(raw)
 
 
 _pid = os.getpid()  # this process's id, kept current by a fork hook: put() checks it per durable step
@@ -151,53 +99,6 @@ def _close_all() -> None:  # pragma: no cover - runs at interpreter exit
             store.close()
         except Exception:
             pass
-
-
-def _row(cp: Checkpoint) -> tuple[Any, ...]:
-    raw = type(cp).__pydantic_serializer__.to_json(cp)  # what model_dump_json returns, as UTF-8 bytes
-    text = raw.decode()
-    if len(text) > MAX_JSON_BYTES:  # characters: a quick first look, bytes are checked on load
-        raise CheckpointError(
-            f"checkpoint {cp.checkpoint_id!r} of {cp.agent_name!r} is {len(text):,} characters of JSON, more "
-            f"than the {MAX_JSON_BYTES:,} a store loads back; keep large data outside the context (a file, a "
-            "database) and store its path"
-        )
-    return (
-        cp.checkpoint_id, cp.parent_id, cp.agent_name, cp.run_id, cp.sequence, cp.timestamp, cp.trigger,
-        cp.agent_status._value_, cp.completed_count, pending_json(cp.pending), len(raw),
-        cp.error, cp.format_version, text,
-    )
-
-
-def _check_file(path: Path) -> None:
-    """Refuse a file that is not an intact SQLite database, without opening it for writing."""
-    if not path.exists():
-        return
-    if path.is_dir():
-        raise CheckpointError(f"SQLiteStore({str(path)!r}): that is a directory; give a file path like 'runs.db'")
-    size = path.stat().st_size
-    if size == 0:
-        return
-    with open(path, "rb") as f:
-        header = f.read(100)
-    if not header.startswith(_HEADER):
-        raise CheckpointError(
-            f"SQLiteStore({str(path)!r}): the file is not a SQLite database (bad header); it was left "
-            "untouched. Point the store at a new file, or restore the file from a backup"
-        )
-    if len(header) < 100:
-        raise CheckpointError(
-            f"SQLiteStore({str(path)!r}): the file is truncated ({size} bytes); it was left untouched"
-        )
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    if page_size < 512 or size % page_size or (pages and size < pages * page_size):
-        raise CheckpointError(
-            f"SQLiteStore({str(path)!r}): the file is truncated or damaged ({size} bytes, page size "
-            f"{page_size}, {pages} pages in the header); it was left untouched. Restore it from a backup "
-            "or use a new file"
-        )
 
 
 def _seconds(name: str, value: Any, most: float) -> float:
@@ -248,7 +149,7 @@ class SQLiteStore:
         self.busy_timeout = _seconds("busy_timeout", busy_timeout, 3600.0)
         self.commit_interval = _seconds("commit_interval", commit_interval, 1.0)
         existed = self.path.exists() and self.path.stat().st_size > 0
-        _check_file(self.path)
+        check_file(self.path)
         self._lock = threading.Lock()
         self._con = self._open(check=existed)
         self._cursor = self._con.cursor()  # one cursor for every put: a new one per step cost a weakref and its cleanup
@@ -278,14 +179,14 @@ class SQLiteStore:
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
-        con.text_factory = _text
+        con.text_factory = text_or_bytes
         con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         return con
 
     def _open(self, check: bool) -> sqlite3.Connection:
         try:
             con = self._connect()
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise self._fail(exc, "opening the file") from None
         try:
             version = con.execute("PRAGMA user_version").fetchone()[0]
@@ -300,7 +201,7 @@ class SQLiteStore:
                     f"SQLiteStore({str(self.path)!r}): the file is a SQLite database of something else "
                     f"(tables {sorted(tables)}); it was left untouched. Use a separate file for checkpoints"
                 )
-            if check and self.path.stat().st_size <= _QUICK_CHECK_LIMIT:
+            if check and self.path.stat().st_size <= QUICK_CHECK_LIMIT:
                 result = con.execute("PRAGMA quick_check").fetchone()[0]
                 if result != "ok":
                     raise CheckpointError(
@@ -311,11 +212,11 @@ class SQLiteStore:
                 con.execute("PRAGMA journal_mode=WAL")
             con.execute(f"PRAGMA synchronous={self.synchronous}")
             if version < SCHEMA_VERSION:  # a new file, or schema 1: the same script (idempotent) migrates it
-                con.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+                con.executescript(f"BEGIN IMMEDIATE;{SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
         except CheckpointError:
             con.close()
             raise
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             con.close()
             raise self._fail(exc, "opening the store") from None
         return con
@@ -335,7 +236,8 @@ class SQLiteStore:
             self._check_process()
         if self._error is not None:
             self._raise_write_error()
-        row = _row(checkpoint)  # serialize here: the snapshot is the caller's, and Python work needs the GIL anyway
+        # serialize here: the snapshot is the caller's, and Python work needs the GIL anyway
+        row = checkpoint_row(checkpoint)
         if not self.write_behind:
             self._commit([row], self._cursor, self._lock)
             return
@@ -354,16 +256,16 @@ class SQLiteStore:
             lock.acquire()
         try:
             if len(rows) == 1:  # a durable step: one autocommit statement, committed when execute returns
-                cur.execute(_INSERT, rows[0])
+                cur.execute(INSERT, rows[0])
                 return
             cur.execute("BEGIN IMMEDIATE")
             try:
-                cur.executemany(_INSERT, rows)
+                cur.executemany(INSERT, rows)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-        except (*_DB_ERRORS, OverflowError) as exc:  # OverflowError: an integer SQLite cannot hold
+        except (*DB_ERRORS, OverflowError) as exc:  # OverflowError: an integer SQLite cannot hold
             raise self._fail(exc, f"writing {len(rows)} checkpoint(s)") from None
         finally:
             if lock is not None:
@@ -375,7 +277,7 @@ class SQLiteStore:
             con = self._connect()
             con.execute(f"PRAGMA synchronous={self.synchronous}")
             cursor = con.cursor()
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             con, self._error = None, self._fail(exc, "opening the writer connection")
         while True:
             with self._cond:
@@ -448,7 +350,7 @@ class SQLiteStore:
         with self._lock:
             try:
                 return self._con.execute(sql, args).fetchall()
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 raise self._fail(exc, doing) from None
 
     def get(self, checkpoint_id: str) -> Checkpoint:
@@ -466,7 +368,7 @@ class SQLiteStore:
         """The checkpoint with ``checkpoint_id`` as stored (a delta stays a delta)."""
         if not isinstance(checkpoint_id, str):
             raise CheckpointError(f"SQLiteStore.get({checkpoint_id!r:.80}): a checkpoint id is a string")
-        rows = self._query(_GET, (checkpoint_id,), f"reading checkpoint {checkpoint_id[:80]!r}")
+        rows = self._query(GET, (checkpoint_id,), f"reading checkpoint {checkpoint_id[:80]!r}")
         if not rows:
             raise CheckpointError(
                 f"SQLiteStore({str(self.path)!r}) has no checkpoint {checkpoint_id[:200]!r}; "
@@ -501,7 +403,7 @@ class SQLiteStore:
     def _ordered(self, columns: str, agent_name: str | None, run_id: str | None, tail: str) -> str:
         where, _ = self._where(agent_name, run_id)
         cwhere, _ = self._where(agent_name, run_id, "c.")
-        agents = f"RECURSIVE {_AGENTS}, " if agent_name is None and run_id is not None else ""
+        agents = f"RECURSIVE {AGENTS}, " if agent_name is None and run_id is not None else ""
         # CROSS JOIN: rows outside, their run's start found in ``r`` (an automatic index); the
         # other order scans every row once per run when nothing filters them
         return (
@@ -527,7 +429,7 @@ class SQLiteStore:
         Rows whose listing is damaged are left out, with a ``FluffyWarning`` naming them.
         """
         _, args = self._where(agent_name, run_id)
-        sql = self._ordered(_INFO_COLUMNS, agent_name, run_id, "ORDER BY r.started, r.first, c.sequence, c.rowid")
+        sql = self._ordered(INFO_COLUMNS, agent_name, run_id, "ORDER BY r.started, r.first, c.sequence, c.rowid")
         rows = self._infos(sql, args + args, "listing checkpoints")
         warn_bad_rows(f"SQLiteStore({str(self.path)!r})", "list", [r for r in rows if isinstance(r, str)])
         return [r for r in rows if not isinstance(r, str)]
@@ -546,7 +448,7 @@ class SQLiteStore:
         def candidates() -> Iterator[CheckpointInfo | str]:  # newest first, a page at a time
             offset, page = 0, 8
             while True:
-                sql = self._ordered(_INFO_COLUMNS, agent_name, run_id, f"{order} LIMIT {page} OFFSET {offset}")
+                sql = self._ordered(INFO_COLUMNS, agent_name, run_id, f"{order} LIMIT {page} OFFSET {offset}")
                 rows = self._infos(sql, args + args, "finding the latest checkpoint")
                 yield from rows
                 if len(rows) < page:
