@@ -239,7 +239,7 @@ class Checkpointer:
             error.add_note(f"(its failure checkpoint could not be saved: {exc})")
             log.warning("fluffy_nb: failure checkpoint of %r not saved: %s", run.name, exc)
             return None
-        if not (run.active and trigger in ("state", "interval")):
+        if not (run.active and trigger in ("state", "interval", "route")):
             raise exc
         # inside a state's completion or the interval task: raising here would lose the
         # error in a task and leave the run waiting; fail the run with it instead

@@ -80,15 +80,31 @@ class Outcomes:
                 route_failure(self, ex, target, error)  # type: ignore[arg-type]
             except Exception as exc:
                 self.run.control.fail(ex.state, exc, wrap=False)
+                return True
+            if self.run.durable:  # a map's record is in every checkpoint: one per routed branch only when durable
+                self._record_route(ex, target, error)
             return True
         self._routing_error = error
         try:
             self.joins.finished(ex.token, (target,))
         except Exception as exc:  # a dependency condition raised while routing: fail the run, never hang
             self.run.control.fail(ex.state, exc, wrap=False)
+            return True
         finally:
             self._routing_error = None
+        self._record_route(ex, target, error)
         return True
+
+    def _record_route(self, ex: Execution, target: str, error: BaseException) -> None:
+        """Write the routed failure into the run's history: a ``"route"`` checkpoint whose ``error``
+        is the failure and whose ``metadata["route"]`` says which state went where (a resume from it
+        runs the route's state)."""
+        run = self.run
+        if run.store is None or run.failure is not None:
+            return
+        payload = getattr(ex, "index", None) if ex.branch is not None else None
+        run.checkpoints.save("route", error, {"route": {"state": ex.state, "to": target, "attempts": ex.attempt,
+                                                        "payload": payload}})
 
     def _finish_state(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
         run, agent = self.run, self.agent

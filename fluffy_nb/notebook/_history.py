@@ -22,7 +22,7 @@ HISTORY_COLUMNS = ["sequence", "seconds", "timestamp", "trigger", "states", "sta
                    "completed", "pending", "error", "size_bytes", "checkpoint_id", "parent_id", "run_id"]
 #: statuses a checkpoint names a state for, besides completing it (what the checkpoint is about)
 _NOTABLE = frozenset({"failed", "timeout", "cancelled", "waiting_for_human"})
-_TRIGGERS = ["manual", "pause", "interval", "state", "failure", "completion", "cancel", "fork"]
+_TRIGGERS = ["manual", "pause", "interval", "state", "route", "failure", "completion", "cancel", "fork"]
 #: more rows than this and ``keys_changed`` is not computed (it loads every checkpoint)
 KEYS_CHANGED_LIMIT = 2000
 

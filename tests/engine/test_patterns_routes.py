@@ -84,6 +84,11 @@ async def test_sopy_multi_level_recovery_climbs_down_to_a_person_and_history_rec
     assert [last.state_status[s] for s in ("operation", "fallback_method", "alternative_approach")] == \
         [StateStatus.FAILED] * 3
     assert last.state_status["manual_intervention"] is StateStatus.COMPLETED
+    rungs = [(store.get(r.checkpoint_id).metadata["route"]["state"], r.error) for r in agent.history()
+             if r.trigger == "route"]
+    assert rungs == [("operation", "ConnectionError: service flapping"),
+                     ("fallback_method", "LookupError: no fallback available"),
+                     ("alternative_approach", "RuntimeError: approach 'batch' failed too")]
 
 
 def degrading_workflow(basic_works: bool) -> Agent:

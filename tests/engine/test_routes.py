@@ -93,3 +93,69 @@ def test_route_options_are_checked_when_added_and_at_run() -> None:
     agent.add_state("a", lambda ctx: None, on_error="ghost")
     with pytest.raises(StateNotFoundError, match="routes failures to 'ghost'"):
         asyncio.run(agent.run())
+
+
+async def test_a_routed_failure_is_a_history_row_naming_the_error_and_where_it_went() -> None:
+    async def primary(ctx: Any) -> None:
+        raise ConnectionError("model overloaded")
+
+    async def slow(ctx: Any) -> None:
+        await asyncio.Event().wait()
+
+    async def fallback(ctx: Any) -> str:
+        return "slow"  # the fallback says nothing about the error: the history must
+
+    async def cached(ctx: Any) -> None:
+        return None
+
+    store = MemoryStore()
+    agent = Agent("ladder", store=store)  # not durable: the route rows are written all the same
+    agent.add_state("primary", primary, on_error="fallback", max_retries=1)
+    agent.add_state("fallback", fallback)
+    agent.add_state("slow", slow, timeout=0.05, on_timeout="cached")
+    agent.add_state("cached", cached)
+    result = await agent.run(start="primary")
+    assert result.status is AgentStatus.COMPLETED
+    rows = agent.history()
+    routed = [(r.trigger, r.error) for r in rows if r.trigger == "route"]
+    assert routed == [("route", "ConnectionError: model overloaded"),
+                      ("route", "StateTimeoutError: state 'slow' took longer than its timeout of 0.05s")]
+    first, second = (store.get(r.checkpoint_id) for r in rows if r.trigger == "route")
+    assert first.metadata["route"] == {"state": "primary", "to": "fallback", "attempts": 2, "payload": None}
+    assert first.state_status["primary"] is StateStatus.FAILED
+    assert first.pending == ["fallback"]  # where the run went on: a resume from this row runs the fallback
+    assert second.metadata["route"]["to"] == "cached"
+    assert rows[-1].trigger == "completion"
+    assert rows[-1].error is None
+
+
+async def test_a_routed_payload_branch_of_a_durable_run_is_a_history_row_naming_its_item() -> None:
+    async def split(ctx: Any) -> Any:
+        return ctx.map("score", ["a", "bad", "c"])
+
+    async def score(ctx: Any) -> str:
+        if ctx.payload == "bad":
+            raise ValueError(f"cannot score {ctx.payload!r}")
+        ctx.set_result(ctx.payload.upper())
+        return "merge"
+
+    async def rescue(ctx: Any) -> str:
+        ctx.set_result("?")
+        return "merge"
+
+    async def merge(ctx: Any) -> None:
+        ctx.set_state("out", ctx.results("score"))
+
+    store = MemoryStore()
+    agent = Agent("mapped", store=store, durable=True)
+    agent.add_state("split", split)
+    agent.add_state("score", score, on_error="rescue")
+    agent.add_state("rescue", rescue)
+    agent.add_state("merge", merge)
+    result = await agent.run()
+    assert result["out"] == ["A", "?", "C"]
+    frame = agent.history().to_pandas()
+    routed = frame[frame["trigger"] == "route"]
+    assert list(routed["error"]) == ["ValueError: cannot score 'bad'"]
+    cp = store.get(routed["checkpoint_id"].iloc[0])
+    assert cp.metadata["route"] == {"state": "score", "to": "rescue", "attempts": 1, "payload": 1}
