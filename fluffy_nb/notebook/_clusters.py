@@ -1,7 +1,8 @@
 """Sub-workflow clusters in the graph views: a state that is an agent, drawn as its own graph.
 
 A state added as ``add_state("research", research_agent)`` is a cluster: collapsed (the
-default) it is one node whose label counts the child's states by status; expanded it is a
+default) it is one node whose label counts the child's states by status, coloured while it runs
+by the most pressing of its child's (a child waiting for a person shows so); expanded it is a
 mermaid ``subgraph`` (or, in plotly, a framed group of nodes under the state) holding the
 child's states, coloured by their own statuses, nested clusters drawn the same way.
 
@@ -47,9 +48,15 @@ def is_expanded(expand: Expand, path: str) -> bool:
     return path in expand
 
 
+#: what a running sub-workflow state is coloured while its child runs: the first of these its child's
+#: states have (a person to answer, a retry under way), so a collapsed cluster shows it
+_LIVE_URGENCY = ("waiting_for_human", "retrying", "running", "blocked")
+
+
 def with_child_statuses(agent: Any, status: Mapping[str, str]) -> dict[str, str]:
     """``status`` plus ``path/state`` entries for the states of every sub-workflow (nested ones too),
-    taken from the child runs of the agent's latest run where ``status`` has none."""
+    taken from the child runs of the agent's latest run where ``status`` has none; a sub-workflow
+    state that is running takes its child's most pressing live status (``_LIVE_URGENCY``)."""
     out = dict(status)
     _child_statuses(agent, getattr(agent, "latest_run", None), "", out)
     return out
@@ -66,7 +73,10 @@ def _child_statuses(agent: Any, run: Any, prefix: str, out: dict[str, str]) -> N
             if key not in out:
                 meta = mine.metadata.get(name) if mine is not None else None
                 out[key] = meta.status.value if meta is not None else "pending"
-        _child_statuses(child, mine, f"{path}/", out)
+        _child_statuses(child, mine, f"{path}/", out)  # inner clusters first: theirs count here
+        if out.get(path) == "running":
+            live = {out[f"{path}/{name}"] for name in child.states}
+            out[path] = next((s for s in _LIVE_URGENCY if s in live), "running")
 
 
 def node_label(agent: Any, state: str, label: str, status: Mapping[str, str]) -> str:

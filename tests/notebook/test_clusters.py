@@ -7,6 +7,7 @@ from typing import Any
 
 from fluffy_nb import Agent
 from fluffy_nb.notebook._graphview import _mermaid_text, graph_figure, graph_mermaid
+from fluffy_nb.notebook._layout import status_color
 from fluffy_nb.notebook._tracker import RunTracker
 from tests._wait import until
 
@@ -141,3 +142,63 @@ async def test_the_live_view_draws_a_cluster_open_when_asked() -> None:
     [bundle] = view.graph_out.outputs
     names = [trace.get("name") for trace in bundle["data"]["application/vnd.plotly.v1+json"]["data"]]
     assert "research (agent researcher)" in names
+
+
+def node_colour(fig: Any, text_prefix: str) -> str:
+    """The marker colour of the one node whose label starts with ``text_prefix``."""
+    found = []
+    for trace in fig.data:
+        if trace.mode != "markers+text" or trace.text is None:
+            continue
+        colours = trace.marker.color
+        for i, text in enumerate(trace.text):
+            if text.startswith(text_prefix):
+                found.append(colours if isinstance(colours, str) else colours[i])
+    assert len(found) == 1, (text_prefix, found)
+    return found[0]
+
+
+async def test_a_cluster_is_coloured_by_its_child_states_statuses_while_it_runs() -> None:
+    gate = asyncio.Event()
+    parent, _child = team(gate)
+    tracker = RunTracker(parent)
+    handle = parent.start()
+    await until(lambda: tracker.status.get("research/summarise") == "running", "the child's state runs")
+    fig = graph_figure(parent, tracker, expand=True)
+    [cluster] = [t for t in fig.data if t.name == "research (agent researcher)"]
+    assert list(cluster.marker.color) == [status_color("completed"), status_color("running"),
+                                          status_color("pending")]
+    gate.set()
+    await handle.task
+    fig = graph_figure(parent, tracker, expand=True)
+    [cluster] = [t for t in fig.data if t.name == "research (agent researcher)"]
+    assert list(cluster.marker.color) == [status_color("completed")] * 3
+    tracker.close()
+
+
+async def test_a_collapsed_cluster_whose_child_waits_for_a_person_is_coloured_so() -> None:
+    from fluffy_nb import ProgrammaticResponder
+
+    reviewer = Agent("reviewer")
+
+    async def draft(ctx: Any) -> str:
+        return "review"
+
+    async def review(ctx: Any) -> None:
+        ctx.set_state("ok", await ctx.human_in_the_loop("Ship it?", choices=["yes", "no"]))
+
+    reviewer.add_state("draft", draft)
+    reviewer.add_state("review", review)
+    parent = Agent("publisher", responder=ProgrammaticResponder())
+    parent.add_state("check", reviewer, outputs=["ok"])
+    tracker = RunTracker(parent)
+    handle = parent.start()
+    await until(lambda: parent.pending_requests(), "the child asks")
+    assert tracker.status["check"] == "running"  # the parent's state runs; its child waits for a person
+    assert node_colour(graph_figure(parent, tracker), "check [reviewer") == status_color("waiting_for_human")
+    assert ":::waiting_for_human" in graph_mermaid(parent, tracker)
+    [request] = parent.pending_requests()
+    parent.answer(request.request_id, "yes")
+    await handle.task
+    assert node_colour(graph_figure(parent, tracker), "check [reviewer") == status_color("completed")
+    tracker.close()
