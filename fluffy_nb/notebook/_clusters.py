@@ -41,6 +41,23 @@ def subflow_states(agent: Any) -> list[str]:
     return list(compress(states, map(isinstance, funcs, repeat(Subflow))))
 
 
+def cluster_paths(agent: Any) -> list[str]:
+    """Every sub-workflow state of ``agent`` by path (``research``, ``research/verify``...), nested
+    ones after their parent; each child agent is walked once on a path (agents nested in a cycle end)."""
+    out: list[str] = []
+    _walk(agent, "", out, frozenset())
+    return out
+
+
+def _walk(agent: Any, prefix: str, out: list[str], seen: frozenset[int]) -> None:
+    seen = seen | {id(agent)}
+    for state in subflow_states(agent):
+        out.append(f"{prefix}{state}")
+        child = child_agent(agent, state)
+        if id(child) not in seen:
+            _walk(child, f"{prefix}{state}/", out, seen)
+
+
 def is_expanded(expand: Expand, path: str) -> bool:
     """Whether the cluster at ``path`` is drawn open."""
     if isinstance(expand, bool):

@@ -202,3 +202,41 @@ async def test_a_collapsed_cluster_whose_child_waits_for_a_person_is_coloured_so
     await handle.task
     assert node_colour(graph_figure(parent, tracker), "check [reviewer") == status_color("completed")
     tracker.close()
+
+
+def test_fluffy_graph_expand_draws_the_named_clusters_open_and_refuses_other_names() -> None:
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    gate = asyncio.Event()
+    gate.set()
+    parent, _child = team(gate)
+    shell = InteractiveShell.instance()
+    assert shell.run_cell("%load_ext fluffy_nb").success
+    try:
+        shell.user_ns["team"] = parent
+
+        def line(text: str) -> Any:
+            res = shell.run_cell(text)
+            assert res.error_before_exec is None
+            return res.result, res.error_in_exec
+
+        closed, err = line("%fluffy graph team")
+        assert err is None
+        assert "subgraph" not in closed._repr_mimebundle_()["text/vnd.mermaid"]
+        one, err = line("%fluffy graph team --expand research")
+        assert err is None
+        bundle = one._repr_mimebundle_()
+        assert "subgraph n1 " in bundle["text/vnd.mermaid"]
+        assert "subgraph n1_2" not in bundle["text/vnd.mermaid"]  # the grandchild stays one node
+        names = [t.get("name") for t in bundle["application/vnd.plotly.v1+json"]["data"]]
+        assert "research (agent researcher)" in names
+        every, _ = line("%fluffy graph team --expand --mermaid")
+        assert "subgraph n1_2" in every.data
+        _, err = line("%fluffy graph team --expand plan")
+        assert isinstance(err, UsageError)
+        assert "'plan' is not a state of 'team' that is an agent" in str(err)
+        assert "research, research/verify" in str(err)
+    finally:
+        shell.user_ns.pop("team", None)
+        assert shell.run_cell("%unload_ext fluffy_nb").success
