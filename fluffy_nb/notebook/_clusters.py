@@ -190,3 +190,23 @@ def add_plotly_clusters(fig: Any, lay: Any, agent: Any, status: Mapping[str, str
             marker={"size": 14, "color": [status_color(s) for s in statuses], "line": {"color": "#333", "width": 1}},
             textfont={"size": 10}, name=f"{nid} (agent {child.name})",
         ))
+
+
+# -- live view ----------------------------------------------------------------------------------------
+def expand_toggle(view: Any) -> Any:
+    """A toggle button that opens and closes every sub-workflow cluster of a live view's graph and
+    redraws it at once (None when the view's agent has no sub-workflow state)."""
+    if not subflow_states(view.agent):
+        return None
+    import ipywidgets as widgets
+
+    toggle = widgets.ToggleButton(value=bool(view.expand), description="open sub-workflows",
+                                  tooltip="draw each agent used as a state as a cluster of its own states")
+
+    def changed(change: Mapping[str, Any]) -> None:
+        view.expand = bool(change["new"])
+        view.redraw_graph()
+
+    toggle.observe(changed, names="value")
+    return toggle
+

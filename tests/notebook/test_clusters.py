@@ -240,3 +240,38 @@ def test_fluffy_graph_expand_draws_the_named_clusters_open_and_refuses_other_nam
     finally:
         shell.user_ns.pop("team", None)
         assert shell.run_cell("%unload_ext fluffy_nb").success
+
+
+async def test_the_live_views_toggle_opens_and_closes_the_clusters_while_the_child_runs() -> None:
+    from fluffy_nb.notebook import LiveView
+
+    def trace_names(view: Any) -> list[str]:
+        [bundle] = view.graph_out.outputs
+        return [t.get("name") for t in bundle["data"]["application/vnd.plotly.v1+json"]["data"]]
+
+    gate = asyncio.Event()
+    parent, _child = team(gate)
+    view = LiveView(parent)
+    assert view.expand_toggle in view.widget.children
+    handle = parent.start()
+    view.attach(handle)
+    await until(lambda: view.tracker.status.get("research/summarise") == "running", "the child's state runs")
+    view.redraw(force=True)
+    assert "research (agent researcher)" not in trace_names(view)  # collapsed by default
+    view.expand_toggle.value = True  # what a click does
+    assert "research (agent researcher)" in trace_names(view)  # drawn at once, not at the next tick
+    view.expand_toggle.value = False
+    assert "research (agent researcher)" not in trace_names(view)
+    gate.set()
+    await handle
+    view.close()
+
+    plain = Agent("plain")
+
+    async def only(ctx: Any) -> None:
+        return None
+
+    plain.add_state("only", only)
+    plain_view = LiveView(plain)
+    assert plain_view.expand_toggle is None  # no sub-workflow: no button
+    plain_view.close()
