@@ -320,11 +320,11 @@ class SvgScene:
 BOX_H, GAP_X, ROW = 24.0, 48.0, 56.0
 
 
-def _label(lay: Layout, nid: str, status: Mapping[str, str]) -> tuple[str, str]:
+def _label(lay: Layout, nid: str, status: Mapping[str, str], maps: dict[str, Any]) -> tuple[str, str]:
     node = lay.nodes[nid]
     st, counts = _node_status(lay, nid, status)
     if not node.is_group:
-        return st, node.label[:40]
+        return st, node.label[:40] + map_note(maps, nid)  # a mapped state keeps its counts whole
     return st, f"{node.label}: {_counts_text(counts)}"[:72]  # a summarised layer keeps its counts whole
 
 
@@ -339,7 +339,8 @@ def svg_scene(agent: Any, tracker: Any = None) -> SvgScene:
     edges routed in lanes under every node (``Layout.back_route``)."""
     lay = graph_layout(agent.graph)
     status = agent_statuses(agent, tracker)
-    widths = {n: _text_width(_label(lay, n, status)[1]) + 12.0 for n in lay.nodes}
+    maps = map_counts(tracker)
+    widths = {n: _text_width(_label(lay, n, status, maps)[1]) + 12.0 for n in lay.nodes}
     cols: dict[int, float] = {}
     for n, node in lay.nodes.items():
         cols[node.layer] = max(cols.get(node.layer, 0.0), widths[n])
@@ -454,8 +455,9 @@ def graph_svg(agent: Any, tracker: Any = None, *, width: int = 720) -> str:
         else:
             path = "M " + " L ".join(f"{x:.1f} {y:.1f}" for x, y in pts)
         out.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.5"{d} marker-end="url(#fa)"/>')
+    maps = map_counts(tracker)
     for nid in lay.nodes:
-        st, label = _label(lay, nid, status)
+        st, label = _label(lay, nid, status, maps)
         x0, y0, x1, y1 = scene.boxes[nid]
         tip = html.escape(f"{label} ({status_label(st)})")
         stroke = 'stroke="#888" stroke-dasharray="4,3"' if st == "skipped" else 'stroke="#333"'
@@ -483,6 +485,7 @@ def graph_svg(agent: Any, tracker: Any = None, *, width: int = 720) -> str:
 def graph_text(agent: Any, tracker: Any = None, *, limit: int = 30) -> str:
     """A plain-text summary: one line per state with its status and where it leads."""
     status = agent_statuses(agent, tracker)
+    maps = map_counts(tracker)
     succ: dict[str, list[str]] = {}
     for src, dst, kind in agent.graph.edge_list():
         succ.setdefault(src, []).append(dst + ("*" if kind == "runtime" else ""))
@@ -494,5 +497,5 @@ def graph_text(agent: Any, tracker: Any = None, *, limit: int = 30) -> str:
         nxt = ", ".join(succ.get(name, [])[:6]) or "(end)"
         if len(succ.get(name, [])) > 6:
             nxt += f", ... ({len(succ[name])})"
-        lines.append(f"  {name} [{status_label(status.get(name, 'pending'))}] -> {nxt}")
+        lines.append(f"  {name} [{status_label(status.get(name, 'pending'))}]{map_note(maps, name)} -> {nxt}")
     return "\n".join(lines)
