@@ -29,7 +29,7 @@ from ._delta import DeltaTracker, TrackedDict
 from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
-from ._map import checkpoint_maps, plain_frontier, relaunch_maps
+from ._maprecords import checkpoint_maps, plain_frontier, relaunch_maps
 from ._state import started_facts
 from ._status import AgentStatus
 from ._typed import decode_typed
