@@ -385,6 +385,37 @@ def children_of(run: Run) -> dict[str, Run]:
     return out
 
 
+def child_runs(run: Run) -> dict[str, Run]:
+    """The child runs of ``run`` by path (``research``, ``research/search``...), live or finished,
+    nested ones too: for each state that is an agent, its live child run, else the latest run of that
+    child agent made by ``run`` as that state (from the child's recent runs)."""
+    out: dict[str, Run] = {}
+    for state, spec in list(run.agent.states.items()):
+        func = spec.func
+        if not isinstance(func, Subflow):
+            continue
+        found = run.children.get(state)
+        if found is None:
+            found = next((r for r in reversed(func.child.runs)
+                          if r.parent_run_id == run.run_id and r.parent_state == state), None)
+        if found is None:
+            continue
+        out[state] = found
+        for path, grand in child_runs(found).items():
+            out[f"{state}/{path}"] = grand
+    return out
+
+
+def nested_metadata(run: Run) -> dict[str, Any]:
+    """``run``'s per-state metadata, then its child runs' (:func:`child_runs`) named by path
+    (``research/search``): what per-state metrics tables list."""
+    out: dict[str, Any] = dict(run.metadata)
+    for path, child in child_runs(run).items():
+        for name, meta in child.metadata.items():
+            out[f"{path}/{name}"] = meta
+    return out
+
+
 # -- history ---------------------------------------------------------------------------------------
 def with_child_rows(agent: Agent, store: Any, rows: list[Any], run_id: str | None) -> list[Any]:
     """``rows`` (the agent's own history) plus the rows of its sub-workflows' runs (named by path,

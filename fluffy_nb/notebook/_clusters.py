@@ -8,8 +8,8 @@ child's states, coloured by their own statuses, nested clusters drawn the same w
 
 Statuses of a child's states are keyed by their path (``research/search``): a live view's
 tracker has them from the child's events, which the engine re-publishes on the parent's run
-under that name; without a tracker they are read from the child's latest run nested in the
-parent's latest run. ``_graphview`` calls the three functions here; nothing else changes there.
+under that name; without a tracker they are read from each use's own child run of the parent's
+latest run (``_subflow.child_runs``). ``_graphview`` calls the three functions here; nothing else changes there.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Collection, Mapping
 from itertools import compress, repeat
 from typing import Any
 
-from ..engine._subflow import Subflow
+from ..engine._subflow import Subflow, child_runs
 from ._layout import dominant_status, graph_layout, plotly_text, status_color, status_label
 
 #: which clusters to draw expanded: True (all), False (none) or the state paths to open ("research", "a/b")
@@ -75,22 +75,24 @@ def with_child_statuses(agent: Any, status: Mapping[str, str]) -> dict[str, str]
     taken from the child runs of the agent's latest run where ``status`` has none; a sub-workflow
     state that is running takes its child's most pressing live status (``_LIVE_URGENCY``)."""
     out = dict(status)
-    _child_statuses(agent, getattr(agent, "latest_run", None), "", out)
+    if not subflow_states(agent):  # (every draw asks: a 10,000-state agent's states are not walked here)
+        return out
+    latest = getattr(agent, "latest_run", None)
+    _child_statuses(agent, child_runs(latest) if latest is not None else {}, "", out)
     return out
 
 
-def _child_statuses(agent: Any, run: Any, prefix: str, out: dict[str, str]) -> None:
+def _child_statuses(agent: Any, runs: Mapping[str, Any], prefix: str, out: dict[str, str]) -> None:
     for state in subflow_states(agent):
         child = child_agent(agent, state)
         path = f"{prefix}{state}"
-        latest = child.latest_run
-        mine = latest if (run is not None and latest is not None and latest.parent_run_id == run.run_id) else None
+        mine = runs.get(path)  # this use's own child run (a child used twice has two)
         for name in child.states:
             key = f"{path}/{name}"
             if key not in out:
                 meta = mine.metadata.get(name) if mine is not None else None
                 out[key] = meta.status.value if meta is not None else "pending"
-        _child_statuses(child, mine, f"{path}/", out)  # inner clusters first: theirs count here
+        _child_statuses(child, runs, f"{path}/", out)  # inner clusters first: theirs count here
         if out.get(path) == "running":
             live = {out[f"{path}/{name}"] for name in child.states}
             out[path] = next((s for s in _LIVE_URGENCY if s in live), "running")

@@ -275,3 +275,68 @@ async def test_the_live_views_toggle_opens_and_closes_the_clusters_while_the_chi
     plain_view = LiveView(plain)
     assert plain_view.expand_toggle is None  # no sub-workflow: no button
     plain_view.close()
+
+
+def used_twice(gate: asyncio.Event) -> tuple[Agent, Agent]:
+    """``start`` -> ``use_a`` and ``use_b``: one child agent, ``worker`` (``work`` -> ``tidy``), as two
+    states; ``use_a``'s child waits at ``gate``."""
+    child = Agent("worker")
+
+    async def work(ctx: Any) -> str:
+        if ctx.get_state("who") == "a":
+            await gate.wait()
+        return "tidy"
+
+    async def tidy(ctx: Any) -> None:
+        return None
+
+    child.add_state("work", work)
+    child.add_state("tidy", tidy)
+    parent = Agent("pair")
+
+    async def start(ctx: Any) -> list[str]:
+        ctx.set_state("a", "a")
+        ctx.set_state("b", "b")
+        return ["use_a", "use_b"]
+
+    parent.add_state("start", start)
+    parent.add_state("use_a", child, inputs={"a": "who"})
+    parent.add_state("use_b", child, inputs={"b": "who"})
+    return parent, child
+
+
+async def test_without_a_tracker_each_use_of_a_child_shows_its_own_runs_statuses() -> None:
+    gate = asyncio.Event()
+    parent, child = used_twice(gate)
+    handle = parent.start()
+
+    def runs_of(state: str) -> list[Any]:
+        return [r for r in child.runs if r.parent_state == state]
+
+    await until(lambda: runs_of("use_b") and runs_of("use_b")[0].status.value == "completed"
+                and runs_of("use_a"), "use_b's child completed while use_a's waits")
+    text = graph_mermaid(parent, expand=True)
+    a, b = text.split("subgraph")[1:3]  # use_a's cluster, then use_b's
+    assert '["work"]:::running' in a
+    assert '["tidy"]:::pending' in a
+    assert '["work"]:::completed' in b
+    assert '["tidy"]:::completed' in b
+    gate.set()
+    await handle
+
+
+async def test_the_metrics_and_status_frames_have_a_row_per_child_state_named_by_path() -> None:
+    from fluffy_nb.notebook import state_metrics_frame
+    from fluffy_nb.notebook._latency import metrics_frame
+
+    gate = asyncio.Event()
+    gate.set()
+    parent, _child = used_twice(gate)
+    await parent.run()
+    expected = {"start", "use_a", "use_b", "use_a/work", "use_a/tidy", "use_b/work", "use_b/tidy"}
+    latency = metrics_frame(parent)  # %fluffy metrics
+    assert set(latency.index) == expected
+    assert latency.loc["use_b/tidy", "runs"] == 1
+    status = state_metrics_frame(parent)  # %fluffy status NAME latest
+    assert set(status.index) == expected
+    assert status.loc["use_a/work", "status"] == "completed"
