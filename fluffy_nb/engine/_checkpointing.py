@@ -256,6 +256,10 @@ class Checkpointer:
             await run.clock.sleep(seconds)
             if run.active and not run.scheduler.paused:  # a paused run has its pause checkpoint
                 self.save("interval")
+                if run.children:  # sub-workflows running now: their progress too
+                    from ._subflow import checkpoint_children
+
+                    checkpoint_children(run)
 
     # -- loading --------------------------------------------------------------------------
     def load(self, cp: Checkpoint) -> None:

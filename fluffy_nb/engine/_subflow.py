@@ -28,7 +28,8 @@ registers a :class:`Subflow`: when the state runs, the child agent runs as its o
 * its events are re-published on the parent's run with the state named by its path
   (``research/search``), so live views, metrics and monitors of the parent see them;
 * cancelling the parent cancels the child (the state's task is cancelled); pausing and resuming
-  the parent pauses and resumes its live children (:func:`pause_children`, :func:`resume_children`).
+  the parent pauses and resumes its live children (:func:`pause_children`, :func:`resume_children`);
+  the parent's ``checkpoint_interval`` checkpoints its live children too (:func:`checkpoint_children`).
 
 A child failure fails the parent's state with the child's error, so the parent's retries and
 ``on_error``/``on_timeout`` routes apply (a child run cancelled on its own fails it too). Run
@@ -367,6 +368,19 @@ def resume_children(parent: Run) -> None:
     """Resume the paused child runs of ``parent`` (and theirs)."""
     for run in list(parent.children.values()):
         run.resume()
+
+
+def checkpoint_children(parent: Run) -> None:
+    """An interval checkpoint of each live child run of ``parent`` (and theirs) whose agent has no
+    ``checkpoint_interval`` of its own (that one's own ticker does it): a parent's interval covers
+    its nested runs, so a parent resumed after a kill resumes inside the child from there."""
+    for run in list(parent.children.values()):
+        if run.agent.checkpoint_interval:
+            continue
+        if run.active and not run.paused and run.store is not None:
+            run.checkpoints.save("interval")
+        if run.children:
+            checkpoint_children(run)
 
 
 def hosts_paused_child(parent: Run, state: str) -> bool:
