@@ -30,6 +30,8 @@ from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
 from ._maprecords import checkpoint_maps, plain_frontier, relaunch_maps
+from ._routes import notes as route_notes
+from ._routes import rebuilt
 from ._state import started_facts
 from ._status import AgentStatus
 from ._typed import decode_typed
@@ -127,6 +129,10 @@ class Checkpointer:
         else:
             frontier, joins = self._frontier()
             maps = []
+        routed = restored.metadata.get("routed") if loaded and restored is not None else (
+            route_notes(run.scheduler) if run.scheduler.routed else None)
+        if routed:  # states a failure was routed to, in flight: a restore gives them the error again
+            metadata = {**(metadata or {}), "routed": routed}
         self.sequence += 1
         if run.store is not None and not loaded and not self.tracker.wants_full(trigger):
             self._made = True
@@ -290,10 +296,17 @@ class Checkpointer:
         """Start the frontier of a restored checkpoint as branches of the root fan-out."""
         sched = self.run.scheduler
         joins = dict(cp.scheduler.get("joins", {}))
+        routed = cp.metadata.get("routed")
+        if routed is not None and not isinstance(routed, dict):
+            raise CheckpointError(f"checkpoint {cp.checkpoint_id[:12]}: metadata['routed'] is not a mapping")
         for name in plain_frontier(cp.pending, cp.maps) if cp.maps else cp.pending:
             if name in sched.pending:
                 continue
-            sched.start(name, sched.joins.add_branch(name))
+            note = routed.get(name) if routed else None
+            if note is None:
+                sched.start(name, sched.joins.add_branch(name))
+            else:  # a route's state: it reads its failure again
+                sched.start_routed(name, sched.joins.add_branch(name), rebuilt(name, note), str(note.get("from")))
         root = sched.joins.root
         states = self.run.agent.states
         waiting = False

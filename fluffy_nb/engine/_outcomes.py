@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 from ._attempt import error_route, next_states
 from ._errors import ConfigurationError, InvalidStateResultError, MaxStepsExceededError, StateNotFoundError
 from ._events import StateFinished
+from ._routes import track
 from ._status import StateStatus
 
 if TYPE_CHECKING:
     from ._agent import Agent
-    from ._graph import Joins
+    from ._graph import Joins, Token
     from ._run import Run
     from ._runner import Execution
     from ._state import StateMetadata
@@ -27,7 +28,24 @@ class Outcomes:
     joins: Joins
     running: dict[int, Execution]
     queue: list[tuple[int, Execution]]
+    pending: dict[str, Execution]
     _routing_error: BaseException | None
+    #: executions started by a routed failure, by id, with the state that failed (``_routes.track``)
+    routed: dict[int, tuple[Execution, str]] | None = None
+
+    def start(self, state: str, token: Token, source: str | None = None) -> None:
+        """Create an execution of ``state`` for branch ``token`` (the scheduler's)."""
+        raise NotImplementedError
+
+    def start_routed(self, state: str, token: Token, error: BaseException, source: str) -> None:
+        """Start ``state`` for branch ``token`` as sent there by ``error``, failed in ``source``
+        (a restored run's route: ``ctx.last_error`` is ``error``)."""
+        self._routing_error = error
+        try:
+            self.start(state, token)
+        finally:
+            self._routing_error = None
+        track(self, state, error, source)
 
     def dispatch(self) -> None:
         """Launch queued executions while slots are free (the scheduler's)."""
@@ -92,6 +110,7 @@ class Outcomes:
             return True
         finally:
             self._routing_error = None
+        track(self, target, error, ex.state)  # noted in checkpoints while it runs (_routes.py)
         self._record_route(ex, target, error)
         return True
 

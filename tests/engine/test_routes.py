@@ -10,6 +10,7 @@ import pytest
 from fluffy_nb import (
     Agent,
     AgentStatus,
+    Checkpoint,
     ConfigurationError,
     MemoryStore,
     RetryPolicy,
@@ -18,6 +19,7 @@ from fluffy_nb import (
     StateStatus,
     StateTimeoutError,
 )
+from tests._wait import until
 
 
 async def test_exhausted_retries_route_to_the_fallback_with_the_error_visible() -> None:
@@ -159,3 +161,117 @@ async def test_a_routed_payload_branch_of_a_durable_run_is_a_history_row_naming_
     assert list(routed["error"]) == ["ValueError: cannot score 'bad'"]
     cp = store.get(routed["checkpoint_id"].iloc[0])
     assert cp.metadata["route"] == {"state": "score", "to": "rescue", "attempts": 1, "payload": 1}
+
+
+class QuotaExceeded(Exception):
+    """A failure class of the user's own: a checkpoint never names a class to import."""
+
+
+@pytest.mark.parametrize(("raised", "expected"), [
+    (ConnectionError("model overloaded"), "ConnectionError('model overloaded')"),
+    (KeyError("boom"), "KeyError('boom')"),
+    (QuotaExceeded("over quota"), "RoutedError('QuotaExceeded: over quota')"),
+])
+async def test_a_run_restored_while_a_route_runs_gives_the_route_its_error_again(raised: Exception,
+                                                                                  expected: str) -> None:
+    seen: list[str] = []
+    hold = asyncio.Event()
+
+    def agent_for(blocking: bool) -> Agent:
+        async def fan(ctx: Any) -> list[str]:
+            return ["primary", "other"]
+
+        async def primary(ctx: Any) -> None:
+            raise raised
+
+        async def fallback(ctx: Any) -> None:
+            seen.append(repr(ctx.last_error))
+            if blocking:
+                await hold.wait()  # never set: the run is stopped here, as a kill would
+
+        async def other(ctx: Any) -> None:
+            await until(lambda: bool(seen))  # finishes after the route: a durable step's checkpoint
+
+        agent = Agent("restored_route", store=MemoryStore(), durable=True)
+        agent.add_state("fan", fan)
+        agent.add_state("primary", primary, on_error="fallback")
+        agent.add_state("fallback", fallback)
+        agent.add_state("other", other)
+        return agent
+
+    first = agent_for(blocking=True)
+    task = asyncio.create_task(first.run(start="fan"))
+    await until(lambda: first.latest_run is not None and "other" in first.latest_run.completed_states,
+                "other completes")
+    rows = first.history()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [r.trigger for r in rows][-2:] == ["route", "state"]
+    for row in rows[-2:]:  # the route's own row, and a later step's while the route still runs
+        seen.clear()
+        second = agent_for(blocking=False)
+        second.restore(Checkpoint.from_json(first.store.get(row.checkpoint_id).to_json()))
+        result = await second.run()
+        assert result.status is AgentStatus.COMPLETED
+        assert seen == [expected]
+
+
+async def test_a_restored_timeout_route_still_reads_as_a_state_timeout() -> None:
+    seen: list[Any] = []
+
+    async def slow(ctx: Any) -> None:
+        await asyncio.Event().wait()
+
+    async def cached(ctx: Any) -> None:
+        seen.append(ctx.last_error)
+        if len(seen) == 1:
+            await asyncio.Event().wait()  # the first run is stopped here
+
+    store = MemoryStore()
+    agent = Agent("timeouts", store=store)
+    agent.add_state("slow", slow, timeout=0.01, on_timeout="cached")
+    agent.add_state("cached", cached)
+    task = asyncio.create_task(agent.run(start="slow"))
+    await until(lambda: bool(seen), "the route runs")
+    [row] = [r for r in agent.history() if r.trigger == "route"]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    again = Agent("timeouts", store=store)
+    again.add_state("slow", slow, timeout=0.01, on_timeout="cached")
+    again.add_state("cached", cached)
+    again.restore(row.checkpoint_id)
+    await again.run()
+    assert isinstance(seen[1], StateTimeoutError)
+    assert str(seen[1]) == str(seen[0])
+    assert seen[1].state == "slow"
+
+
+@pytest.mark.parametrize("note", ["junk", {"from": "slow", "type": "ValueError"}, {"from": "slow", "type": "X" * 300,
+                                                                                  "message": "m"}])
+async def test_a_damaged_note_of_a_routed_failure_is_a_checkpoint_error(note: Any) -> None:
+    from fluffy_nb import CheckpointError
+
+    async def slow(ctx: Any) -> None:
+        await asyncio.Event().wait()
+
+    async def cached(ctx: Any) -> None:
+        await asyncio.Event().wait()
+
+    store = MemoryStore()
+    agent = Agent("damaged", store=store)
+    agent.add_state("slow", slow, timeout=0.01, on_timeout="cached")
+    agent.add_state("cached", cached)
+    task = asyncio.create_task(agent.run(start="slow"))
+    await until(lambda: any(r.trigger == "route" for r in agent.history()), "the route is recorded")
+    [row] = [r for r in agent.history() if r.trigger == "route"]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    data = store.get(row.checkpoint_id).to_dict()
+    assert data["metadata"]["routed"]["cached"]["type"] == "StateTimeoutError"
+    data["metadata"]["routed"]["cached"] = note
+    again = Agent("damaged")
+    again.add_state("slow", slow, timeout=0.01, on_timeout="cached")
+    again.add_state("cached", cached)
+    again.restore(Checkpoint.from_dict(data))
+    with pytest.raises(CheckpointError, match="routed to state 'cached'"):
+        await again.run()
