@@ -232,7 +232,7 @@ def _child_run(sub: Subflow, parent: Run, ctx: Context) -> Run:
     run = Run(sub.child, run_id=child_run_id(parent, sub.state))
     link(run, parent, sub.state)
     cp = _stored(run)
-    if cp is None and ctx.attempt == 1 and ctx.last_error is None and parent.meta(sub.state).last_error is None:
+    if cp is None and ctx.attempt == 1 and parent.meta(sub.state).last_error is None:
         cp = _interrupted(sub, parent, run)
     if cp is None:
         _copy(parent, run, sub.inputs, f"state {sub.state!r}: input")
@@ -254,7 +254,8 @@ def _interrupted(sub: Subflow, parent: Run, run: Run) -> Checkpoint | None:
     from counted the interrupted one): the child of that attempt, if it had not failed, is the one to
     continue; ``run`` takes its id. Only the first attempt of a state with no failure in this run
     looks back (a restored run starts with none): after a failure or timeout the earlier attempt
-    ended, so re-entering the state (a route back, say) runs a fresh child."""
+    ended, so re-entering the state (a route back, say) runs a fresh child. A state another
+    state's failure was routed to (``ctx.last_error`` set, restored too) looks back all the same."""
     entry = parent.meta(sub.state).attempts - 1
     if entry < 1:
         return None

@@ -669,3 +669,42 @@ async def test_a_parent_checkpointing_on_an_interval_checkpoints_its_child_so_a_
     result = await build(blocking=False).resume_latest()
     assert result.status is AgentStatus.COMPLETED
     assert log == ["three"], "the child's completed states ran again"
+
+
+async def test_a_child_state_a_failure_was_routed_to_resumes_inside_the_child() -> None:
+    store = MemoryStore()
+    log: list[str] = []
+    block = asyncio.Event()
+    child = Agent("backup")
+
+    async def one(ctx: Any) -> str:
+        log.append("one")
+        return "two"
+
+    async def two(ctx: Any) -> None:
+        log.append("two")
+        await block.wait()
+
+    child.add_state("one", one)
+    child.add_state("two", two)
+
+    def parent() -> Agent:
+        agent = Agent("team", store=store, durable=True)
+
+        async def primary(ctx: Any) -> None:
+            raise ConnectionError("primary down")
+
+        agent.add_state("primary", primary, on_error="backup")
+        agent.add_state("backup", child)
+        return agent
+
+    first = parent()
+    handle = first.start(start="primary")
+    await until(lambda: "two" in log, "the child reaches its last state")
+    await first.cancel_all()  # stands in for a crash here
+    await asyncio.gather(handle.task, return_exceptions=True)
+    block.set()
+    log.clear()
+    result = await parent().resume_latest()
+    assert result.status is AgentStatus.COMPLETED
+    assert log == ["two"], "the child's completed states ran again"
