@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from fluffy_nb import Agent
-from fluffy_nb.notebook._graphview import _mermaid_text, graph_figure, graph_mermaid
+from fluffy_nb.notebook._graphview import _mermaid_text, graph_figure, graph_mermaid, graph_svg, graph_text
 from fluffy_nb.notebook._layout import status_color
 from fluffy_nb.notebook._tracker import RunTracker
 from tests._wait import until
@@ -197,6 +197,10 @@ async def test_a_collapsed_cluster_whose_child_waits_for_a_person_is_coloured_so
     assert tracker.status["check"] == "running"  # the parent's state runs; its child waits for a person
     assert node_colour(graph_figure(parent, tracker), "check [reviewer") == status_color("waiting_for_human")
     assert ":::waiting_for_human" in graph_mermaid(parent, tracker)
+    # the static picture (a finished cell's SVG, exported notebooks) and the text say so too
+    assert "<title>check [reviewer: 1 done, 1 waiting for a person] (waiting for a person)</title>" in \
+        graph_svg(parent, tracker)
+    assert "  check [reviewer: 1 done, 1 waiting for a person] [waiting for a person]" in graph_text(parent, tracker)
     [request] = parent.pending_requests()
     parent.answer(request.request_id, "yes")
     await handle.task
