@@ -74,9 +74,9 @@ def with_child_statuses(agent: Any, status: Mapping[str, str]) -> dict[str, str]
     """``status`` plus ``path/state`` entries for the states of every sub-workflow (nested ones too),
     taken from the child runs of the agent's latest run where ``status`` has none; a sub-workflow
     state that is running takes its child's most pressing live status (``_LIVE_URGENCY``)."""
+    if not subflow_states(agent):  # every draw asks: a 10,000-state agent's statuses are not copied
+        return status if isinstance(status, dict) else dict(status)
     out = dict(status)
-    if not subflow_states(agent):  # (every draw asks: a 10,000-state agent's states are not walked here)
-        return out
     latest = getattr(agent, "latest_run", None)
     _child_statuses(agent, child_runs(latest) if latest is not None else {}, "", out)
     return out
