@@ -30,8 +30,9 @@ class Outcomes:
     queue: list[tuple[int, Execution]]
     pending: dict[str, Execution]
     _routing_error: BaseException | None
-    #: executions started by a routed failure, by id, with the state that failed (``_routes.track``)
-    routed: dict[int, tuple[Execution, str]] | None = None
+    #: executions started by a routed failure, by id, with the state that failed and the failure
+    #: (``_routes.track``)
+    routed: dict[int, tuple[Execution, str, BaseException]] | None = None
 
     def start(self, state: str, token: Token, source: str | None = None) -> None:
         """Create an execution of ``state`` for branch ``token`` (the scheduler's)."""

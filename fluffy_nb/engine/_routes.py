@@ -33,7 +33,7 @@ def track(sched: Outcomes, target: str, error: BaseException, source: str) -> No
     routed = sched.routed
     if routed is None:
         routed = sched.routed = {}
-    routed[ex.id] = (ex, source)
+    routed[ex.id] = (ex, source, error)
 
 
 def notes(sched: Outcomes) -> dict[str, Any]:
@@ -43,16 +43,16 @@ def notes(sched: Outcomes) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if not routed:
         return out
-    for key, (ex, source) in list(routed.items()):
-        if ex.id in sched.running or sched.pending.get(ex.state) is ex:
-            out[ex.state] = _note(ex.error, source)
+    for key, (ex, source, error) in list(routed.items()):
+        # still waiting or running the routed state (a chain stepping on in place clears ex.error)
+        if ex.error is error and (ex.id in sched.running or sched.pending.get(ex.state) is ex):
+            out[ex.state] = _note(error, source)
         else:
             del routed[key]
     return out
 
 
-def _note(error: BaseException | None, source: str) -> dict[str, Any]:
-    error = error if error is not None else RuntimeError("")
+def _note(error: BaseException, source: str) -> dict[str, Any]:
     note: dict[str, Any] = {"from": source, "type": type(error).__name__, "message": str(error)[:_MAX_TEXT]}
     args = error.args
     if len(args) <= _MAX_ARGS and all(a is None or type(a) in (str, int, float, bool) for a in args) \

@@ -275,3 +275,40 @@ async def test_a_damaged_note_of_a_routed_failure_is_a_checkpoint_error(note: An
     again.restore(Checkpoint.from_dict(data))
     with pytest.raises(CheckpointError, match="routed to state 'cached'"):
         await again.run()
+
+
+async def test_the_state_after_a_route_is_restored_without_the_routes_error() -> None:
+    seen: list[str] = []
+
+    def agent_for(store: MemoryStore) -> Agent:
+        async def primary(ctx: Any) -> None:
+            raise ConnectionError("down")
+
+        async def fallback(ctx: Any) -> str:
+            return "after"  # the branch steps on: only the fallback read the failure
+
+        async def after(ctx: Any) -> None:
+            seen.append(repr(ctx.last_error))
+            if len(seen) == 1:
+                await asyncio.Event().wait()  # the first run is stopped here
+
+        agent = Agent("stepping_on", store=store)  # not durable: the fallback steps on to after in place
+        agent.add_state("primary", primary, on_error="fallback")
+        agent.add_state("fallback", fallback)
+        agent.add_state("after", after)
+        return agent
+
+    store = MemoryStore()
+    first = agent_for(store)
+    task = asyncio.create_task(first.run(start="primary"))
+    await until(lambda: bool(seen), "after runs")
+    assert first.latest_run is not None
+    last = first.latest_run.create_checkpoint()  # taken while after runs
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert last.pending == ["after"]
+    assert "routed" not in last.metadata
+    second = agent_for(MemoryStore())
+    second.restore(Checkpoint.from_json(last.to_json()))
+    await second.run()
+    assert seen == ["None", "None"]
