@@ -35,7 +35,7 @@ from ._typed import decode_typed, encode_typed
 #: a version 1 file is a full checkpoint and loads as one
 FORMAT_VERSION = 2
 
-Trigger = Literal["manual", "pause", "interval", "state", "failure", "completion", "cancel", "fork"]
+Trigger = Literal["manual", "pause", "interval", "state", "route", "failure", "completion", "cancel", "fork"]
 
 #: a state name, agent name or id: a bounded string
 Name = Annotated[str, Field(max_length=MAX_NAME)]

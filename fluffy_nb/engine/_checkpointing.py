@@ -29,7 +29,9 @@ from ._delta import DeltaTracker, TrackedDict
 from ._errors import CheckpointError
 from ._events import CheckpointSaved
 from ._graph import Token
-from ._map import checkpoint_maps, plain_frontier, relaunch_maps
+from ._maprecords import checkpoint_maps, plain_frontier, relaunch_maps
+from ._routes import notes as route_notes
+from ._routes import rebuilt
 from ._state import started_facts
 from ._status import AgentStatus
 from ._typed import decode_typed
@@ -127,6 +129,10 @@ class Checkpointer:
         else:
             frontier, joins = self._frontier()
             maps = []
+        routed = restored.metadata.get("routed") if loaded and restored is not None else (
+            route_notes(run.scheduler) if run.scheduler.routed else None)
+        if routed:  # states a failure was routed to, in flight: a restore gives them the error again
+            metadata = {**(metadata or {}), "routed": routed}
         self.sequence += 1
         if run.store is not None and not loaded and not self.tracker.wants_full(trigger):
             self._made = True
@@ -239,7 +245,7 @@ class Checkpointer:
             error.add_note(f"(its failure checkpoint could not be saved: {exc})")
             log.warning("fluffy_nb: failure checkpoint of %r not saved: %s", run.name, exc)
             return None
-        if not (run.active and trigger in ("state", "interval")):
+        if not (run.active and trigger in ("state", "interval", "route")):
             raise exc
         # inside a state's completion or the interval task: raising here would lose the
         # error in a task and leave the run waiting; fail the run with it instead
@@ -256,6 +262,10 @@ class Checkpointer:
             await run.clock.sleep(seconds)
             if run.active and not run.scheduler.paused:  # a paused run has its pause checkpoint
                 self.save("interval")
+                if run.children:  # sub-workflows running now: their progress too
+                    from ._subflow import checkpoint_children
+
+                    checkpoint_children(run)
 
     # -- loading --------------------------------------------------------------------------
     def load(self, cp: Checkpoint) -> None:
@@ -286,10 +296,17 @@ class Checkpointer:
         """Start the frontier of a restored checkpoint as branches of the root fan-out."""
         sched = self.run.scheduler
         joins = dict(cp.scheduler.get("joins", {}))
+        routed = cp.metadata.get("routed")
+        if routed is not None and not isinstance(routed, dict):
+            raise CheckpointError(f"checkpoint {cp.checkpoint_id[:12]}: metadata['routed'] is not a mapping")
         for name in plain_frontier(cp.pending, cp.maps) if cp.maps else cp.pending:
             if name in sched.pending:
                 continue
-            sched.start(name, sched.joins.add_branch(name))
+            note = routed.get(name) if routed else None
+            if note is None:
+                sched.start(name, sched.joins.add_branch(name))
+            else:  # a route's state: it reads its failure again
+                sched.start_routed(name, sched.joins.add_branch(name), rebuilt(name, note), str(note.get("from")))
         root = sched.joins.root
         states = self.run.agent.states
         waiting = False

@@ -80,6 +80,15 @@ class StateTimeoutError(FluffyError, TimeoutError):
         self.state = state
 
 
+class RoutedError(FluffyError, RuntimeError):
+    """The failure that routed a branch (``on_error``), as a run restored from a checkpoint reads it
+    in ``ctx.last_error`` when its class was not a built-in one: ``type_name`` is that class's name."""
+
+    def __init__(self, message: str, type_name: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+
 class RunTimeoutError(FluffyError, TimeoutError):
     """The whole run exceeded ``run(timeout=...)``."""
 

@@ -28,11 +28,12 @@ import itertools
 import sys
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from . import _hooks
+from ._answers import Rejected, check_answer, check_args
 from ._errors import FluffyError, HumanInputError, HumanTimeoutError
 from ._events import HumanAnswered, HumanRejected, HumanRequested, HumanWithdrawn
 from ._status import StateStatus
@@ -245,8 +246,8 @@ class HumanLoop:
             )
         req.tries += 1
         try:
-            value = self._check(req, value)
-        except _Rejected as rej:
+            value = check_answer(req, value)
+        except Rejected as rej:
             self._reject(req, value, str(rej))
             return False
         self._accept(req, value, source)
@@ -257,28 +258,6 @@ class HumanLoop:
         req = self._open.get(request_id)
         if req is not None and not req.future.done():
             req.future.set_exception(error)
-
-    def _check(self, req: HumanRequest, value: Any) -> Any:
-        if req.choices is not None and value not in req.choices:
-            raise _Rejected(f"{value!r} is not one of the choices {list(req.choices)}")
-        schema = req.schema
-        if schema is not None and not isinstance(value, schema):
-            if not isinstance(value, Mapping):
-                raise _Rejected(f"expected the fields of {schema.__name__}, got {type(value).__name__}")
-            try:
-                value = schema.model_validate(dict(value))  # type: ignore[attr-defined]
-            except Exception as exc:
-                raise _Rejected(_pydantic_message(exc)) from None
-        if req.validator is not None:
-            try:
-                ok = req.validator(value)
-            except FluffyError:
-                raise
-            except Exception as exc:
-                raise _Rejected(str(exc) or type(exc).__name__) from None
-            if not ok:  # False, None (re.fullmatch finding nothing), 0, "": all reject
-                raise _Rejected(f"{_short(value)} was rejected by the validator; please answer again")
-        return value
 
     def _reject(self, req: HumanRequest, value: Any, message: str) -> None:
         agent = self._agent
@@ -383,7 +362,7 @@ class HumanLoop:
         """
         run = ctx.run
         state = ctx.state_name
-        _check_args(state, prompt, timeout, validator, choices, schema, default)
+        check_args(state, prompt, timeout, validator, choices, schema, default)
         if run is None:
             raise HumanInputError(
                 f"human_in_the_loop({prompt!r}) was called on a context that belongs to no run; call it "
@@ -497,32 +476,11 @@ class HumanLoop:
         self._closed(req)
 
 
-class _Rejected(Exception):
-    pass
-
-
 def _isatty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
     except (ValueError, OSError):
         return False
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _pydantic_message(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        parts = []
-        for err in errors():
-            loc = ".".join(str(p) for p in err.get("loc", ())) or "value"
-            parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-        if parts:
-            return "; ".join(parts)
-    return str(exc)
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -531,37 +489,6 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return not loop.is_running()  # another thread while the loop runs: hand the answer over
-
-
-def _check_args(state: str, prompt: Any, timeout: Any, validator: Any, choices: Any, schema: Any,
-                default: Any = None) -> None:
-    from ._errors import ConfigurationError
-
-    where = f"state {state!r}: human_in_the_loop"
-    if not isinstance(prompt, str):
-        raise ConfigurationError(f"{where}(prompt={prompt!r}): the prompt must be a string")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise ConfigurationError(f"{where}(timeout={timeout!r}): use a number of seconds > 0, or None to wait")
-    if validator is not None and not callable(validator):
-        raise ConfigurationError(f"{where}(validator={validator!r}): must be a callable taking the answer")
-    if choices is not None and (isinstance(choices, str) or not isinstance(choices, Iterable) or not list(choices)):
-        raise ConfigurationError(f"{where}(choices={choices!r}): pass a non-empty list such as ['yes', 'no']")
-    if schema is not None and not (isinstance(schema, type) and hasattr(schema, "model_validate")):
-        raise ConfigurationError(f"{where}(schema={schema!r}): pass a pydantic model class")
-    if default is None:
-        return
-    if choices is not None and default not in list(choices):
-        raise ConfigurationError(
-            f"{where}(default={default!r}): the default must be one of the choices {list(choices)!r}"
-        )
-    if schema is not None and not isinstance(default, schema):
-        try:
-            schema.model_validate(default)
-        except Exception as exc:
-            raise ConfigurationError(
-                f"{where}(default={default!r}): the default does not fit {schema.__name__}: {exc}; pass an "
-                f"instance of {schema.__name__} or a dict of its fields"
-            ) from None
 
 
 # the responders live in ``_responders.py``; importable from here too

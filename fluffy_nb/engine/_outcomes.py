@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 from ._attempt import error_route, next_states
 from ._errors import ConfigurationError, InvalidStateResultError, MaxStepsExceededError, StateNotFoundError
 from ._events import StateFinished
+from ._routes import track
 from ._status import StateStatus
 
 if TYPE_CHECKING:
     from ._agent import Agent
-    from ._graph import Joins
+    from ._graph import Joins, Token
     from ._run import Run
     from ._runner import Execution
     from ._state import StateMetadata
@@ -27,7 +28,25 @@ class Outcomes:
     joins: Joins
     running: dict[int, Execution]
     queue: list[tuple[int, Execution]]
+    pending: dict[str, Execution]
     _routing_error: BaseException | None
+    #: executions started by a routed failure, by id, with the state that failed and the failure
+    #: (``_routes.track``)
+    routed: dict[int, tuple[Execution, str, BaseException]] | None = None
+
+    def start(self, state: str, token: Token, source: str | None = None) -> None:
+        """Create an execution of ``state`` for branch ``token`` (the scheduler's)."""
+        raise NotImplementedError
+
+    def start_routed(self, state: str, token: Token, error: BaseException, source: str) -> None:
+        """Start ``state`` for branch ``token`` as sent there by ``error``, failed in ``source``
+        (a restored run's route: ``ctx.last_error`` is ``error``)."""
+        self._routing_error = error
+        try:
+            self.start(state, token)
+        finally:
+            self._routing_error = None
+        track(self, state, error, source)
 
     def dispatch(self) -> None:
         """Launch queued executions while slots are free (the scheduler's)."""
@@ -80,15 +99,32 @@ class Outcomes:
                 route_failure(self, ex, target, error)  # type: ignore[arg-type]
             except Exception as exc:
                 self.run.control.fail(ex.state, exc, wrap=False)
+                return True
+            if self.run.durable:  # a map's record is in every checkpoint: one per routed branch only when durable
+                self._record_route(ex, target, error)
             return True
         self._routing_error = error
         try:
             self.joins.finished(ex.token, (target,))
         except Exception as exc:  # a dependency condition raised while routing: fail the run, never hang
             self.run.control.fail(ex.state, exc, wrap=False)
+            return True
         finally:
             self._routing_error = None
+        track(self, target, error, ex.state)  # noted in checkpoints while it runs (_routes.py)
+        self._record_route(ex, target, error)
         return True
+
+    def _record_route(self, ex: Execution, target: str, error: BaseException) -> None:
+        """Write the routed failure into the run's history: a ``"route"`` checkpoint whose ``error``
+        is the failure and whose ``metadata["route"]`` says which state went where (a resume from it
+        runs the route's state)."""
+        run = self.run
+        if run.store is None or run.failure is not None:
+            return
+        payload = getattr(ex, "index", None) if ex.branch is not None else None
+        run.checkpoints.save("route", error, {"route": {"state": ex.state, "to": target, "attempts": ex.attempt,
+                                                        "payload": payload}})
 
     def _finish_state(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
         run, agent = self.run, self.agent

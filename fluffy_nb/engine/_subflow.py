@@ -28,7 +28,8 @@ registers a :class:`Subflow`: when the state runs, the child agent runs as its o
 * its events are re-published on the parent's run with the state named by its path
   (``research/search``), so live views, metrics and monitors of the parent see them;
 * cancelling the parent cancels the child (the state's task is cancelled); pausing and resuming
-  the parent pauses and resumes its live children (:func:`pause_children`, :func:`resume_children`).
+  the parent pauses and resumes its live children (:func:`pause_children`, :func:`resume_children`);
+  the parent's ``checkpoint_interval`` checkpoints its live children too (:func:`checkpoint_children`).
 
 A child failure fails the parent's state with the child's error, so the parent's retries and
 ``on_error``/``on_timeout`` routes apply (a child run cancelled on its own fails it too). Run
@@ -231,7 +232,7 @@ def _child_run(sub: Subflow, parent: Run, ctx: Context) -> Run:
     run = Run(sub.child, run_id=child_run_id(parent, sub.state))
     link(run, parent, sub.state)
     cp = _stored(run)
-    if cp is None and ctx.attempt == 1 and ctx.last_error is None and parent.meta(sub.state).last_error is None:
+    if cp is None and ctx.attempt == 1 and parent.meta(sub.state).last_error is None:
         cp = _interrupted(sub, parent, run)
     if cp is None:
         _copy(parent, run, sub.inputs, f"state {sub.state!r}: input")
@@ -253,7 +254,8 @@ def _interrupted(sub: Subflow, parent: Run, run: Run) -> Checkpoint | None:
     from counted the interrupted one): the child of that attempt, if it had not failed, is the one to
     continue; ``run`` takes its id. Only the first attempt of a state with no failure in this run
     looks back (a restored run starts with none): after a failure or timeout the earlier attempt
-    ended, so re-entering the state (a route back, say) runs a fresh child."""
+    ended, so re-entering the state (a route back, say) runs a fresh child. A state another
+    state's failure was routed to (``ctx.last_error`` set, restored too) looks back all the same."""
     entry = parent.meta(sub.state).attempts - 1
     if entry < 1:
         return None
@@ -369,6 +371,19 @@ def resume_children(parent: Run) -> None:
         run.resume()
 
 
+def checkpoint_children(parent: Run) -> None:
+    """An interval checkpoint of each live child run of ``parent`` (and theirs) whose agent has no
+    ``checkpoint_interval`` of its own (that one's own ticker does it): a parent's interval covers
+    its nested runs, so a parent resumed after a kill resumes inside the child from there."""
+    for run in list(parent.children.values()):
+        if run.agent.checkpoint_interval:
+            continue
+        if run.active and not run.paused and run.store is not None:
+            run.checkpoints.save("interval")
+        if run.children:
+            checkpoint_children(run)
+
+
 def hosts_paused_child(parent: Run, state: str) -> bool:
     """Whether the running ``state`` of ``parent`` is an agent whose run is paused (it counts as idle)."""
     run = parent.children.get(state)
@@ -382,6 +397,37 @@ def children_of(run: Run) -> dict[str, Run]:
         out[state] = child
         for path, grand in children_of(child).items():
             out[f"{state}/{path}"] = grand
+    return out
+
+
+def child_runs(run: Run) -> dict[str, Run]:
+    """The child runs of ``run`` by path (``research``, ``research/search``...), live or finished,
+    nested ones too: for each state that is an agent, its live child run, else the latest run of that
+    child agent made by ``run`` as that state (from the child's recent runs)."""
+    out: dict[str, Run] = {}
+    for state, spec in list(run.agent.states.items()):
+        func = spec.func
+        if not isinstance(func, Subflow):
+            continue
+        found = run.children.get(state)
+        if found is None:
+            found = next((r for r in reversed(func.child.runs)
+                          if r.parent_run_id == run.run_id and r.parent_state == state), None)
+        if found is None:
+            continue
+        out[state] = found
+        for path, grand in child_runs(found).items():
+            out[f"{state}/{path}"] = grand
+    return out
+
+
+def nested_metadata(run: Run) -> dict[str, Any]:
+    """``run``'s per-state metadata, then its child runs' (:func:`child_runs`) named by path
+    (``research/search``): what per-state metrics tables list."""
+    out: dict[str, Any] = dict(run.metadata)
+    for path, child in child_runs(run).items():
+        for name, meta in child.metadata.items():
+            out[f"{path}/{name}"] = meta
     return out
 
 

@@ -11,7 +11,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from ._errors import CheckpointError, FluffyWarning
-from ._map import map_names
+from ._maprecords import map_names
 from ._status import AgentStatus
 
 if TYPE_CHECKING:

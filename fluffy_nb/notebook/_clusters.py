@@ -1,14 +1,15 @@
 """Sub-workflow clusters in the graph views: a state that is an agent, drawn as its own graph.
 
 A state added as ``add_state("research", research_agent)`` is a cluster: collapsed (the
-default) it is one node whose label counts the child's states by status; expanded it is a
+default) it is one node whose label counts the child's states by status, coloured while it runs
+by the most pressing of its child's (a child waiting for a person shows so); expanded it is a
 mermaid ``subgraph`` (or, in plotly, a framed group of nodes under the state) holding the
 child's states, coloured by their own statuses, nested clusters drawn the same way.
 
 Statuses of a child's states are keyed by their path (``research/search``): a live view's
 tracker has them from the child's events, which the engine re-publishes on the parent's run
-under that name; without a tracker they are read from the child's latest run nested in the
-parent's latest run. ``_graphview`` calls the three functions here; nothing else changes there.
+under that name; without a tracker they are read from each use's own child run of the parent's
+latest run (``_subflow.child_runs``). ``_graphview`` calls the three functions here; nothing else changes there.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Collection, Mapping
 from itertools import compress, repeat
 from typing import Any
 
-from ..engine._subflow import Subflow
+from ..engine._subflow import Subflow, child_runs
 from ._layout import dominant_status, graph_layout, plotly_text, status_color, status_label
 
 #: which clusters to draw expanded: True (all), False (none) or the state paths to open ("research", "a/b")
@@ -40,6 +41,23 @@ def subflow_states(agent: Any) -> list[str]:
     return list(compress(states, map(isinstance, funcs, repeat(Subflow))))
 
 
+def cluster_paths(agent: Any) -> list[str]:
+    """Every sub-workflow state of ``agent`` by path (``research``, ``research/verify``...), nested
+    ones after their parent; each child agent is walked once on a path (agents nested in a cycle end)."""
+    out: list[str] = []
+    _walk(agent, "", out, frozenset())
+    return out
+
+
+def _walk(agent: Any, prefix: str, out: list[str], seen: frozenset[int]) -> None:
+    seen = seen | {id(agent)}
+    for state in subflow_states(agent):
+        out.append(f"{prefix}{state}")
+        child = child_agent(agent, state)
+        if id(child) not in seen:
+            _walk(child, f"{prefix}{state}/", out, seen)
+
+
 def is_expanded(expand: Expand, path: str) -> bool:
     """Whether the cluster at ``path`` is drawn open."""
     if isinstance(expand, bool):
@@ -47,26 +65,37 @@ def is_expanded(expand: Expand, path: str) -> bool:
     return path in expand
 
 
+#: what a running sub-workflow state is coloured while its child runs: the first of these its child's
+#: states have (a person to answer, a retry under way), so a collapsed cluster shows it
+_LIVE_URGENCY = ("waiting_for_human", "retrying", "running", "blocked")
+
+
 def with_child_statuses(agent: Any, status: Mapping[str, str]) -> dict[str, str]:
     """``status`` plus ``path/state`` entries for the states of every sub-workflow (nested ones too),
-    taken from the child runs of the agent's latest run where ``status`` has none."""
+    taken from the child runs of the agent's latest run where ``status`` has none; a sub-workflow
+    state that is running takes its child's most pressing live status (``_LIVE_URGENCY``)."""
+    if not subflow_states(agent):  # every draw asks: a 10,000-state agent's statuses are not copied
+        return status if isinstance(status, dict) else dict(status)
     out = dict(status)
-    _child_statuses(agent, getattr(agent, "latest_run", None), "", out)
+    latest = getattr(agent, "latest_run", None)
+    _child_statuses(agent, child_runs(latest) if latest is not None else {}, "", out)
     return out
 
 
-def _child_statuses(agent: Any, run: Any, prefix: str, out: dict[str, str]) -> None:
+def _child_statuses(agent: Any, runs: Mapping[str, Any], prefix: str, out: dict[str, str]) -> None:
     for state in subflow_states(agent):
         child = child_agent(agent, state)
         path = f"{prefix}{state}"
-        latest = child.latest_run
-        mine = latest if (run is not None and latest is not None and latest.parent_run_id == run.run_id) else None
+        mine = runs.get(path)  # this use's own child run (a child used twice has two)
         for name in child.states:
             key = f"{path}/{name}"
             if key not in out:
                 meta = mine.metadata.get(name) if mine is not None else None
                 out[key] = meta.status.value if meta is not None else "pending"
-        _child_statuses(child, mine, f"{path}/", out)
+        _child_statuses(child, runs, f"{path}/", out)  # inner clusters first: theirs count here
+        if out.get(path) == "running":
+            live = {out[f"{path}/{name}"] for name in child.states}
+            out[path] = next((s for s in _LIVE_URGENCY if s in live), "running")
 
 
 def node_label(agent: Any, state: str, label: str, status: Mapping[str, str]) -> str:
@@ -163,3 +192,23 @@ def add_plotly_clusters(fig: Any, lay: Any, agent: Any, status: Mapping[str, str
             marker={"size": 14, "color": [status_color(s) for s in statuses], "line": {"color": "#333", "width": 1}},
             textfont={"size": 10}, name=f"{nid} (agent {child.name})",
         ))
+
+
+# -- live view ----------------------------------------------------------------------------------------
+def expand_toggle(view: Any) -> Any:
+    """A toggle button that opens and closes every sub-workflow cluster of a live view's graph and
+    redraws it at once (None when the view's agent has no sub-workflow state)."""
+    if not subflow_states(view.agent):
+        return None
+    import ipywidgets as widgets
+
+    toggle = widgets.ToggleButton(value=bool(view.expand), description="open sub-workflows",
+                                  tooltip="draw each agent used as a state as a cluster of its own states")
+
+    def changed(change: Mapping[str, Any]) -> None:
+        view.expand = bool(change["new"])
+        view.redraw_graph()
+
+    toggle.observe(changed, names="value")
+    return toggle
+

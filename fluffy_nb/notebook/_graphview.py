@@ -320,11 +320,12 @@ class SvgScene:
 BOX_H, GAP_X, ROW = 24.0, 48.0, 56.0
 
 
-def _label(lay: Layout, nid: str, status: Mapping[str, str]) -> tuple[str, str]:
+def _label(agent: Any, lay: Layout, nid: str, status: Mapping[str, str], maps: dict[str, Any]) -> tuple[str, str]:
     node = lay.nodes[nid]
     st, counts = _node_status(lay, nid, status)
     if not node.is_group:
-        return st, node.label[:40]
+        # a mapped state keeps its counts whole, a sub-workflow its child's counts (``_clusters``)
+        return st, node_label(agent, nid, node.label[:40], status)[:80] + map_note(maps, nid)
     return st, f"{node.label}: {_counts_text(counts)}"[:72]  # a summarised layer keeps its counts whole
 
 
@@ -338,8 +339,9 @@ def svg_scene(agent: Any, tracker: Any = None) -> SvgScene:
     touch), forward edges slanting only in the gaps between columns (``_through_gaps``), and back
     edges routed in lanes under every node (``Layout.back_route``)."""
     lay = graph_layout(agent.graph)
-    status = agent_statuses(agent, tracker)
-    widths = {n: _text_width(_label(lay, n, status)[1]) + 12.0 for n in lay.nodes}
+    status = with_child_statuses(agent, agent_statuses(agent, tracker))
+    maps = map_counts(tracker)
+    widths = {n: _text_width(_label(agent, lay, n, status, maps)[1]) + 12.0 for n in lay.nodes}
     cols: dict[int, float] = {}
     for n, node in lay.nodes.items():
         cols[node.layer] = max(cols.get(node.layer, 0.0), widths[n])
@@ -431,7 +433,7 @@ def graph_svg(agent: Any, tracker: Any = None, *, width: int = 720) -> str:
     ``width`` is kept for callers; the picture is as wide as its labels need (they never overlap).
     """
     lay = graph_layout(agent.graph)
-    status = agent_statuses(agent, tracker)
+    status = with_child_statuses(agent, agent_statuses(agent, tracker))
     if not lay.nodes:
         return ('<svg xmlns="http://www.w3.org/2000/svg" width="200" height="30">'
                 '<text x="4" y="20">(no states)</text></svg>')
@@ -454,8 +456,9 @@ def graph_svg(agent: Any, tracker: Any = None, *, width: int = 720) -> str:
         else:
             path = "M " + " L ".join(f"{x:.1f} {y:.1f}" for x, y in pts)
         out.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.5"{d} marker-end="url(#fa)"/>')
+    maps = map_counts(tracker)
     for nid in lay.nodes:
-        st, label = _label(lay, nid, status)
+        st, label = _label(agent, lay, nid, status, maps)
         x0, y0, x1, y1 = scene.boxes[nid]
         tip = html.escape(f"{label} ({status_label(st)})")
         stroke = 'stroke="#888" stroke-dasharray="4,3"' if st == "skipped" else 'stroke="#333"'
@@ -482,7 +485,8 @@ def graph_svg(agent: Any, tracker: Any = None, *, width: int = 720) -> str:
 
 def graph_text(agent: Any, tracker: Any = None, *, limit: int = 30) -> str:
     """A plain-text summary: one line per state with its status and where it leads."""
-    status = agent_statuses(agent, tracker)
+    status = with_child_statuses(agent, agent_statuses(agent, tracker))
+    maps = map_counts(tracker)
     succ: dict[str, list[str]] = {}
     for src, dst, kind in agent.graph.edge_list():
         succ.setdefault(src, []).append(dst + ("*" if kind == "runtime" else ""))
@@ -494,5 +498,6 @@ def graph_text(agent: Any, tracker: Any = None, *, limit: int = 30) -> str:
         nxt = ", ".join(succ.get(name, [])[:6]) or "(end)"
         if len(succ.get(name, [])) > 6:
             nxt += f", ... ({len(succ[name])})"
-        lines.append(f"  {name} [{status_label(status.get(name, 'pending'))}] -> {nxt}")
+        label = node_label(agent, name, name, status)  # a sub-workflow: its child's states counted
+        lines.append(f"  {label} [{status_label(status.get(name, 'pending'))}]{map_note(maps, name)} -> {nxt}")
     return "\n".join(lines)

@@ -16,13 +16,14 @@ from ..engine._checkpoint import Checkpoint
 from ..engine._errors import CheckpointError, ConfigurationError
 from ..engine._history import CheckpointHistory, diff_checkpoints
 from ..engine._status import AgentStatus, StateStatus
+from ..engine._subflow import Subflow, nested_metadata
 
 #: the columns of a history frame, in order: what a person reads first, the long ids last
 HISTORY_COLUMNS = ["sequence", "seconds", "timestamp", "trigger", "states", "status", "child", "keys_changed",
                    "completed", "pending", "error", "size_bytes", "checkpoint_id", "parent_id", "run_id"]
 #: statuses a checkpoint names a state for, besides completing it (what the checkpoint is about)
 _NOTABLE = frozenset({"failed", "timeout", "cancelled", "waiting_for_human"})
-_TRIGGERS = ["manual", "pause", "interval", "state", "failure", "completion", "cancel", "fork"]
+_TRIGGERS = ["manual", "pause", "interval", "state", "route", "failure", "completion", "cancel", "fork"]
 #: more rows than this and ``keys_changed`` is not computed (it loads every checkpoint)
 KEYS_CHANGED_LIMIT = 2000
 
@@ -232,7 +233,8 @@ def runs_frame(agent: Any) -> pd.DataFrame:
 
 
 def state_metrics_frame(source: Any) -> pd.DataFrame:
-    """Per-state metrics of one run (a ``Run``, or an agent: its latest run), indexed by state.
+    """Per-state metrics of one run (a ``Run``, or an agent: its latest run), indexed by state; the
+    states of its sub-workflows' runs too, named by path (``research/search``).
 
     Columns: ``status`` (categorical), ``runs``, ``attempts``, ``retries``, ``failures`` (int),
     ``p50``/``p95``/``p99``/``mean``/``max`` duration in seconds (float, NaN if never finished),
@@ -242,6 +244,9 @@ def state_metrics_frame(source: Any) -> pd.DataFrame:
 
     rows = []
     metadata = source.metadata if hasattr(source, "metadata") else source.state_metadata
+    run = source if hasattr(source, "metadata") else getattr(source, "latest_run", None)
+    if run is not None and any(isinstance(s.func, Subflow) for s in run.agent.states.values()):
+        metadata = {**metadata, **nested_metadata(run)}  # its sub-workflows' states, named by path
     for name, meta in metadata.items():
         d = np.asarray(meta.durations, dtype="float64")
         q = np.percentile(d, [50, 95, 99]) if d.size else [np.nan] * 3

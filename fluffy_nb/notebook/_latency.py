@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..engine._subflow import Subflow, nested_metadata
+
 COLUMNS = ["runs", "attempts", "retries", "failures", "p50_ms", "p95_ms", "p99_ms", "mean_ms", "max_ms"]
 
 
@@ -56,9 +58,13 @@ def metrics_frame(agent: Any) -> pd.DataFrame:
 
     Columns: ``runs``, ``attempts``, ``retries``, ``failures`` (int) and ``p50_ms``, ``p95_ms``,
     ``p99_ms``, ``mean_ms``, ``max_ms`` (float, milliseconds of finished runs; NaN if none).
-    States that never ran are left out.
+    States that never ran are left out. The states of its sub-workflows' runs have rows too,
+    named by path (``research/search``).
     """
     metas = agent.state_metadata
+    latest = getattr(agent, "latest_run", None)
+    if latest is not None and any(isinstance(s.func, Subflow) for s in agent.states.values()):
+        metas = {**metas, **nested_metadata(latest)}
     by_state = {r["state"]: r for r in latency_rows({n: m.durations for n, m in metas.items()})}
     records = []
     for name, meta in metas.items():

@@ -33,6 +33,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ._clusters import expand_toggle
 from ._coordpanel import CoordinationPanel, coordination_html
 from ._figures import resource_figure, steady_samples, timeline_bundle, to_bundle
 from ._graphview import graph_bundle, graph_svg
@@ -83,6 +84,8 @@ class LiveView:
     Attributes:
         expand: Sub-workflow states drawn open in the graph (True: all; a list of state names;
             False, the default: each is one node). Set it at any time; the next redraw uses it.
+        expand_toggle: The "open sub-workflows" button above the graph (None when the agent
+            has no state that is an agent): it sets ``expand`` and redraws the graph at once.
 
     Example:
         >>> # view = LiveView(agent); view.display(); handle = agent.start(); view.attach(handle)
@@ -130,7 +133,9 @@ class LiveView:
         self.forms = _forms_area(agent)
         self.result_out = widgets.Output()
         self.coordination = CoordinationPanel(agent, self.tracker)
-        self.widget = widgets.VBox([self.header, self.progress, self.graph_out, self.timeline_out,
+        self.expand_toggle = expand_toggle(self) if graph else None  # an agent with sub-workflow states
+        toggle = [] if self.expand_toggle is None else [self.expand_toggle]
+        self.widget = widgets.VBox([self.header, self.progress, *toggle, self.graph_out, self.timeline_out,
                                     self.resources_out, self.usage, self.latency, self.coordination.widget,
                                     self.forms, self.result_out])
         setattr(agent, _VIEW_ATTR, self)
@@ -329,12 +334,16 @@ class LiveView:
     def _bar_style(self) -> str:
         return {"completed": "success", "failed": "danger", "cancelled": "warning"}.get(self.tracker.run_status, "info")
 
+    def redraw_graph(self) -> None:
+        """Draw the graph now (the ``expand`` toggle calls this: clusters open or close at once)."""
+        if self.graph_out.layout.display != "none":
+            self.graph_out.outputs = (_display_data(graph_bundle(self.agent, self.tracker, expand=self.expand)),)
+            self.updates += 1
+
     def _draw_figures(self) -> None:
         self.figure_redraws += 1
         tr = self.tracker
-        if self.graph_out.layout.display != "none":
-            self.graph_out.outputs = (_display_data(graph_bundle(self.agent, tr, expand=self.expand)),)
-            self.updates += 1
+        self.redraw_graph()
         if tr.spans:
             self.timeline_out.outputs = (_display_data(timeline_bundle(tr)),)
             self.updates += 1

@@ -166,6 +166,9 @@ class FluffyMagics(Magics):
     @argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
               help="runs: compare these two stored runs (ids or prefixes) side by side.")
     @argument("--mermaid", action="store_true", help="graph: mermaid Markdown instead of the figure.")
+    @argument("--expand", nargs="*", metavar="STATE",
+              help="graph: draw these sub-workflow states (agents used as states) open, as clusters of their "
+                   "child's states ('research', or 'research/verify' for a nested one); with no STATE, all.")
     @argument("--no-live", action="store_true", help="resume: no live view.")
     @line_magic("fluffy")  # type: ignore[arg-type]
     def fluffy_line(self, line: str) -> Any:
@@ -237,15 +240,27 @@ class BlockingRun:
 
 
 class _AgentGraph:
-    """What ``%fluffy graph`` returns: the agent's graph bundle (plotly, mermaid, SVG, text)."""
+    """What ``%fluffy graph`` returns: the agent's graph bundle (plotly, mermaid, SVG, text), its
+    sub-workflows drawn open as ``expand`` says (in the plotly figure and the mermaid text)."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, expand: bool | list[str] = False) -> None:
         self.agent = agent
+        self.expand = expand
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from ._display import agent_bundle
 
-        return agent_bundle(self.agent, include, exclude)
+        bundle = agent_bundle(self.agent, include, exclude)
+        if self.expand:
+            from ._figures import to_bundle
+            from ._graphview import graph_figure, graph_mermaid
+
+            if "text/vnd.mermaid" in bundle:
+                bundle["text/vnd.mermaid"] = graph_mermaid(self.agent, expand=self.expand)
+            if "application/vnd.plotly.v1+json" in bundle:
+                fig = graph_figure(self.agent, expand=self.expand)
+                bundle["application/vnd.plotly.v1+json"] = to_bundle(fig)["application/vnd.plotly.v1+json"]
+        return bundle
 
 
 def _spawn(coro: Any) -> asyncio.Task[Any]:
@@ -314,7 +329,25 @@ def _graph(agent: Agent, args: Any) -> Any:
 
     from ._graphview import graph_markdown
 
-    return Markdown(graph_markdown(agent)) if args.mermaid else _AgentGraph(agent)
+    expand = _expand_arg(agent, args.expand)
+    return Markdown(graph_markdown(agent, expand=expand)) if args.mermaid else _AgentGraph(agent, expand)
+
+
+def _expand_arg(agent: Agent, names: list[str] | None) -> bool | list[str]:
+    """``--expand [STATE ...]`` as ``graph_figure``'s ``expand``: False when not given, True alone."""
+    if names is None:
+        return False
+    if not names:
+        return True
+    from ._clusters import cluster_paths
+
+    paths = cluster_paths(agent)
+    for name in names:
+        if name not in paths:
+            has = f"its sub-workflow states: {', '.join(paths[:20])}" if paths else "it has no sub-workflow states"
+            raise UsageError(f"%fluffy graph {agent.name} --expand {name}: {name!r} is not a state of "
+                             f"{agent.name!r} that is an agent ({has})")
+    return list(names)
 
 
 def _status(agent: Agent, args: Any) -> Any:

@@ -56,8 +56,8 @@ class CheckpointInfo:
         run_id: The run it belongs to (a fork starts a new run).
         sequence: Its number within the run (1, 2, ...).
         timestamp: Wall-clock seconds when it was made.
-        trigger: Why: ``state``, ``interval``, ``pause``, ``completion``, ``failure``, ``cancel``,
-            ``fork`` or ``manual``.
+        trigger: Why: ``state``, ``route`` (a failure sent on by ``on_error``/``on_timeout``; its
+            ``error``), ``interval``, ``pause``, ``completion``, ``failure``, ``cancel``, ``fork`` or ``manual``.
         agent_status: The agent's status then (``running``, ``completed``...).
         completed_count: How many distinct states had completed.
         pending: States in flight (running, queued or waiting) then.

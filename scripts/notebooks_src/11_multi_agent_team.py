@@ -125,15 +125,18 @@ team.add_state("review", reviewer, inputs=["draft"], outputs=["verdict"], next="
 team.add_state("publish", publish)
 
 # %% [markdown]
-# The graph draws each child as **one node** (a double box) by default. `expand=True` (or a list of
-# state names) opens them into clusters, in mermaid (a `subgraph`) and in plotly:
+# The graph draws each child as **one node** (a double box) by default, its label counting the
+# child's states by status. `expand=True` (or a list of state names) opens them into clusters, in
+# mermaid (a `subgraph`) and in plotly; `%fluffy graph team --expand review` does the same in a cell,
+# and the live view has an **open sub-workflows** button above its graph:
 
 # %%
 Markdown(graph_markdown(team, expand=["review"]))
 
 # %% [markdown]
 # Start it. The live view shows the children's states by path while they run (`research_a/search`),
-# and when the reviewer asks, the question appears here, in the **parent's** view.
+# and when the reviewer asks, the question appears here, in the **parent's** view (the collapsed
+# `review` node turns the colour of "waiting for a person").
 
 # %%
 team_run = team.start()
@@ -263,7 +266,8 @@ Markdown(graph_markdown(batch, view_of(batch).tracker))  # the live view's track
 # The best model is slow and sometimes hangs; a cheaper one is flaky; a cached answer always
 # works. Each rung is a state; `on_timeout=` and `on_error=` send the branch down the ladder once a
 # rung has given up (after its retries), and `context.last_error` tells the next rung why.
-# Rungs can be agents too: here the premium rung is a child agent.
+# Rungs can be agents too: here the premium rung is a child agent. With a store, each route is a
+# row of the run's history (trigger `route`), so you can see afterwards what failed and where it went.
 
 # %%
 hanging_llm = FakeLLM(latency=0.1, hang_on="premium")
@@ -278,7 +282,7 @@ async def premium_answer(context: Context) -> StateResult:
 premium.add_state("premium_answer", premium_answer)
 
 flaky_llm = FakeLLM(latency=0.05, flaky=5)
-ladder = Agent("ladder")
+ladder = Agent("ladder", store=MemoryStore())
 
 
 async def ask(context: Context) -> StateResult:
@@ -311,3 +315,14 @@ done = await ladder_run
 print("completed:", " -> ".join(done.completed_states))  # premium timed out, cheap failed: neither completed
 print("tried:", done.get_state("tried"))
 print("answer:", done.get_state("answer"))
+
+# %% [markdown]
+# The history says which rung failed, how, and where the run went next:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+routes = ladder.history().to_pandas().query("trigger == 'route'")
+for error, checkpoint_id in zip(routes["error"], routes["checkpoint_id"]):
+    route = ladder.store.get(checkpoint_id).metadata["route"]
+    print(f"{route['state']} -> {route['to']} after {route['attempts']} attempt(s): {error}")
+

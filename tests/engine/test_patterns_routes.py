@@ -4,7 +4,8 @@ Sources (``/work/shared/spec``): ``patterns-sopy-advanced.md`` ("Advanced Error 
 Multi-Level Recovery": quick retry, then a fallback method, then an alternative approach, then
 manual intervention) and ``patterns-async-workflows.md`` ("Pattern 8: Graceful Degradation"
 with "Using asyncio.wait_for (Timeout)": premium analysis under a timeout, else basic, else an
-error entry). Where the source hand-codes the ladder in one handler or nested ``try`` blocks,
+error entry), "Error Handling Patterns: Pattern 2: Collect All Errors" and "Pattern 7: Circuit
+Breaker". Where the source hand-codes the ladder in one handler or nested ``try`` blocks,
 the port makes each rung a state and routes down the ladder once a rung has given up.
 """
 
@@ -13,12 +14,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from fluffy_nb import (
     Agent,
     AgentStatus,
+    CircuitBreaker,
+    CircuitOpenError,
     MemoryStore,
     RetryPolicy,
     ScriptedResponder,
+    StateFailedError,
     StateStatus,
     StateTimeoutError,
 )
@@ -84,6 +90,11 @@ async def test_sopy_multi_level_recovery_climbs_down_to_a_person_and_history_rec
     assert [last.state_status[s] for s in ("operation", "fallback_method", "alternative_approach")] == \
         [StateStatus.FAILED] * 3
     assert last.state_status["manual_intervention"] is StateStatus.COMPLETED
+    rungs = [(store.get(r.checkpoint_id).metadata["route"]["state"], r.error) for r in agent.history()
+             if r.trigger == "route"]
+    assert rungs == [("operation", "ConnectionError: service flapping"),
+                     ("fallback_method", "LookupError: no fallback available"),
+                     ("alternative_approach", "RuntimeError: approach 'batch' failed too")]
 
 
 def degrading_workflow(basic_works: bool) -> Agent:
@@ -120,3 +131,71 @@ async def test_async_graceful_degradation_reports_all_agents_failed_as_a_partial
     result = await degrading_workflow(basic_works=False).run(start="premium_agent", initial_context={"text": "hi"})
     assert result.status is AgentStatus.COMPLETED  # partial results, not a failed run
     assert result.get_state("results") == {"error": "All agents failed", "last": "basic agent down"}
+
+
+async def test_async_collect_all_errors_runs_every_agent_and_reports_results_beside_errors() -> None:
+    """async-workflows "Error Handling Patterns: Pattern 2: Collect All Errors": each agent's
+    ``try``/``except`` that appends ``"AgentN: e"`` is its state's ``on_error`` route; both run,
+    and the report gets the results of those that worked and the errors of the others."""
+
+    async def start(ctx: Any) -> list[str]:
+        ctx.set_state("results", {})
+        ctx.set_state("errors", [])
+        return ["agent1", "agent2"]
+
+    async def agent1(ctx: Any) -> str:
+        raise ConnectionError("agent1 unreachable")
+
+    async def agent2(ctx: Any) -> str:
+        ctx.set_state("results", {**ctx.get_state("results"), "analysis2": f"analysed {ctx.get_state('text')}"})
+        return "report"
+
+    def collect(name: str) -> Any:
+        async def failed(ctx: Any) -> str:
+            ctx.set_state("errors", [*ctx.get_state("errors"), f"{name}: {ctx.last_error}"])
+            return "report"
+
+        return failed
+
+    async def report(ctx: Any) -> None:
+        ctx.set_state("out", {"results": ctx.get_state("results"), "errors": ctx.get_state("errors")})
+
+    agent = Agent("collect_errors")
+    agent.add_state("start", start)
+    agent.add_state("agent1", agent1, on_error="agent1_failed")
+    agent.add_state("agent2", agent2, on_error="agent2_failed")
+    agent.add_state("agent1_failed", collect("Agent1"))
+    agent.add_state("agent2_failed", collect("Agent2"))
+    agent.add_state("report", report)
+    result = await agent.run(initial_context={"text": "hi"})
+    assert result.status is AgentStatus.COMPLETED
+    assert result.get_state("out") == {"results": {"analysis2": "analysed hi"},
+                                       "errors": ["Agent1: agent1 unreachable"]}
+    assert result.state_runs["report"] == 1  # the branches met there: it ran once, after both
+
+
+async def test_async_circuit_breaker_routes_the_open_circuit_to_a_degraded_answer_and_fails_other_errors() -> None:
+    """async-workflows "Pattern 7: Circuit Breaker": failures are recorded and re-raised (the run
+    fails, as without a route), and once the breaker is open the call is refused; the port maps
+    that refusal, by its exception type, to a degraded answer instead of failing."""
+    breaker = CircuitBreaker(failure_threshold=3, recovery_timeout=60)
+    calls: list[int] = []
+
+    @breaker.protect
+    async def unreliable_agent(ctx: Any) -> None:
+        calls.append(1)
+        raise ConnectionError("upstream down")
+
+    async def degraded(ctx: Any) -> None:
+        ctx.set_state("answer", f"cached answer ({type(ctx.last_error).__name__})")
+
+    agent = Agent("protected_workflow")
+    agent.add_state("unreliable_agent", unreliable_agent, on_error={CircuitOpenError: "degraded"})
+    agent.add_state("degraded", degraded)
+    for _ in range(3):
+        with pytest.raises(StateFailedError, match="upstream down"):
+            await agent.run(start="unreliable_agent")
+    result = await agent.run(start="unreliable_agent")
+    assert result.status is AgentStatus.COMPLETED
+    assert result.get_state("answer") == "cached answer (CircuitOpenError)"
+    assert len(calls) == 3  # the fourth call never reached upstream

@@ -626,3 +626,85 @@ async def test_a_route_back_after_a_child_timed_out_runs_a_fresh_child() -> None
     assert result.status is AgentStatus.COMPLETED
     assert len(runs) == 2
     assert runs[0] != runs[1], "the route back continued the timed-out child"
+
+
+async def test_a_parent_checkpointing_on_an_interval_checkpoints_its_child_so_a_resume_continues_inside_it() -> None:
+    from fluffy_nb import ManualClock
+
+    clock = ManualClock()
+    store = MemoryStore()
+    log: list[str] = []
+    block = asyncio.Event()
+
+    def build(blocking: bool) -> Agent:
+        child = Agent("steps")
+
+        async def one(ctx: Any) -> str:
+            log.append("one")
+            return "two"
+
+        async def two(ctx: Any) -> str:
+            log.append("two")
+            return "three"
+
+        async def three(ctx: Any) -> None:
+            log.append("three")
+            if blocking:
+                await block.wait()  # never set: the run is stopped here, as a kill would
+
+        for f in (one, two, three):
+            child.add_state(f.__name__, f)
+        parent = Agent("boss", store=store, checkpoint_interval=5.0, clock=clock)  # not durable
+        parent.add_state("sub", child)
+        return parent
+
+    first = build(blocking=True)
+    handle = first.start()
+    await until(lambda: "three" in log, "the child reaches its last state")
+    await clock.advance(5.0)  # one interval
+    await until(lambda: store.list(agent_name="boss/sub"), "the child's interval checkpoint")
+    handle.task.cancel()  # stands in for a kill: the run writes nothing more
+    await asyncio.gather(handle.task, return_exceptions=True)
+    log.clear()
+    result = await build(blocking=False).resume_latest()
+    assert result.status is AgentStatus.COMPLETED
+    assert log == ["three"], "the child's completed states ran again"
+
+
+async def test_a_child_state_a_failure_was_routed_to_resumes_inside_the_child() -> None:
+    store = MemoryStore()
+    log: list[str] = []
+    block = asyncio.Event()
+    child = Agent("backup")
+
+    async def one(ctx: Any) -> str:
+        log.append("one")
+        return "two"
+
+    async def two(ctx: Any) -> None:
+        log.append("two")
+        await block.wait()
+
+    child.add_state("one", one)
+    child.add_state("two", two)
+
+    def parent() -> Agent:
+        agent = Agent("team", store=store, durable=True)
+
+        async def primary(ctx: Any) -> None:
+            raise ConnectionError("primary down")
+
+        agent.add_state("primary", primary, on_error="backup")
+        agent.add_state("backup", child)
+        return agent
+
+    first = parent()
+    handle = first.start(start="primary")
+    await until(lambda: "two" in log, "the child reaches its last state")
+    await first.cancel_all()  # stands in for a crash here
+    await asyncio.gather(handle.task, return_exceptions=True)
+    block.set()
+    log.clear()
+    result = await parent().resume_latest()
+    assert result.status is AgentStatus.COMPLETED
+    assert log == ["two"], "the child's completed states ran again"

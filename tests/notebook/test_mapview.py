@@ -51,3 +51,32 @@ async def test_the_mapped_state_is_one_node_whose_label_counts_its_branches_whil
         await task
     assert score_labels() == ["score · 4/5 done, 1 failed"]
     tracker.close()
+
+
+async def test_a_finished_views_static_picture_and_text_keep_the_maps_counts() -> None:
+    from fluffy_nb.notebook import LiveView
+    from fluffy_nb.notebook._graphview import graph_svg, graph_text
+
+    async def split(ctx: Any) -> Any:
+        return ctx.map("score", range(5))
+
+    async def score(ctx: Any) -> str:
+        if ctx.payload == 4:
+            raise ValueError("item 4 is bad")
+        return "merge"
+
+    async def merge(ctx: Any) -> None:
+        pass
+
+    agent = Agent("mapstatic")
+    for f in (split, score, merge):
+        agent.add_state(f.__name__, f)
+    view = LiveView(agent)
+    handle = agent.start()
+    view.attach(handle)
+    with pytest.raises(StateFailedError):
+        await handle
+    assert "score [failed] · 4/5 done, 1 failed -> merge" in graph_text(agent, view.tracker)
+    assert "score · 4/5 done, 1 failed</text>" in graph_svg(agent, view.tracker)
+    assert "score [failed] · 4/5 done, 1 failed" in view._repr_mimebundle_()["text/plain"]
+    view.close()
