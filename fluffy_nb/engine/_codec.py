@@ -33,7 +33,8 @@ tag                     value
 ======================  ===========================================================
 
 Decoding never imports anything named in the data and never unpickles: an Enum comes back
-only if its class is known in this process (stored once, or ``register_type(MyEnum)``);
+only if its class is known in this process (stored once, ``register_type(MyEnum)``, or defined
+by a module already loaded, found by :func:`loaded_class` without importing or running code);
 numpy and pandas values only if the user has imported numpy/pandas (the engine never imports
 pandas). A malformed or unknown tag is a :class:`CheckpointError` naming the key; the
 loaded JSON is already bounded in size, depth and count (``_bounds``), and every payload
@@ -70,6 +71,34 @@ _MAX_NDIM = 32  # numpy's own limit
 def register_enum(cls: type[enum.Enum], name: str | None = None) -> None:
     """Let values of Enum ``cls`` be restored from checkpoints (under ``module.QualName``)."""
     _ENUMS[name or f"{cls.__module__}.{cls.__qualname__}"] = cls
+
+
+def loaded_class(name: str) -> type | None:
+    """The class named ``module.QualName`` if its module is already loaded, else None.
+
+    Nothing is imported and no code runs: the module is looked up in ``sys.modules`` and the
+    name in the ``__dict__`` of the module and of each enclosing class (a module's
+    ``__getattr__`` is never called). The class must say it is that name (its own
+    ``__module__`` and ``__qualname__``), so an alias cannot stand in for it. This is how a
+    checkpoint restored in a new process (``resume_latest`` after a crash, a restarted kernel)
+    finds an Enum the user's code defined again before restoring. (Typed values are not looked
+    up this way: building a dataclass or model runs its code, so only registered classes are.)
+    """
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:cut]))
+        if module is None:
+            continue
+        obj: Any = module
+        for i, part in enumerate(parts[cut:]):
+            if i and not isinstance(obj, type):  # below the module, only classes enclose classes
+                return None
+            namespace = getattr(obj, "__dict__", None)  # a module's or a class's own names
+            obj = namespace.get(part) if namespace is not None else None
+        if isinstance(obj, type) and f"{obj.__module__}.{obj.__qualname__}" == name:
+            return obj
+        return None
+    return None
 
 
 def _tag(tag: str, payload: Any) -> dict[str, Any]:
@@ -409,12 +438,17 @@ def _bytes(key: str, v: Any) -> bytes:
 def _enum(key: str, v: Any) -> enum.Enum:
     if not isinstance(v, dict) or set(v) not in ({"type", "name"}, {"type", "value"}):
         raise TypeError("expected {'type', 'name'} or, for an enum.Flag, {'type', 'value'}")
-    cls = _ENUMS.get(_text(v["type"]))
+    name = _text(v["type"])
+    cls = _ENUMS.get(name)
     if cls is None:
-        raise CheckpointError(
-            f"context key {key[:200]!r} holds an Enum of type {str(v['type'])[:200]!r}, which is not known in this "
-            "process; define it and call fluffy_nb.register_type(ThatEnum) before restoring"
-        )
+        found = loaded_class(name)  # defined again by the user's code in this process: no import
+        if found is None or not issubclass(found, enum.Enum):
+            raise CheckpointError(
+                f"context key {key[:200]!r} holds an Enum of type {name[:200]!r}, which is not known in this "
+                "process; import or define it before restoring (or call fluffy_nb.register_type(ThatEnum) "
+                "if it moved)"
+            )
+        cls = _ENUMS[name] = found
     if "value" in v:
         if not (issubclass(cls, enum.Flag) and type(v["value"]) is int):
             raise TypeError(f"{cls.__qualname__} is not an enum.Flag with an int value")

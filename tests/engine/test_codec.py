@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from _wait import until
 
 from fluffy_nb import (
     Agent,
@@ -262,3 +263,109 @@ async def test_a_path_subclass_is_refused_at_the_checkpoint_not_restored_as_some
     await agent.run()
     with pytest.raises(SerializationError, match=r"context key 'where' holds a .*DataPath.*Path\(value\)"):
         agent.create_checkpoint()
+
+
+# -- through a real store: every listed value, in the checkpoints a run makes on its own ---------------
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+async def test_every_common_value_round_trips_through_a_store_at_interval_pause_and_end(tmp_path: Path,
+                                                                                        kind: str) -> None:
+    """The issue's list, set in a state of a run with ``checkpoint_interval`` on: the interval,
+    pause and end checkpoints keep every value (no warning, the run goes on) and each restores
+    from the store, read back from the file by a second SQLiteStore, as what was stored."""
+    from fluffy_nb import MemoryStore, SQLiteStore
+
+    store = SQLiteStore(tmp_path / "values.sqlite") if kind == "sqlite" else MemoryStore()
+    clock, gate = ManualClock(), asyncio.Event()
+    agent = Agent("values_in_store", store=store, checkpoint_interval=5, clock=clock)
+
+    async def work(ctx: Any) -> None:
+        for k, v in VALUES.items():
+            ctx.set_state(k, v)
+        await gate.wait()
+
+    agent.add_state("work", work)
+    handle = agent.start()
+    await clock.wait_for_sleepers(1)
+    await clock.advance(5)  # an interval checkpoint while the values are in the context
+    await until(lambda: len(store.list("values_in_store")) == 1, "the interval checkpoint is stored")
+    await agent.pause(timeout=0)
+    await agent.resume()
+    gate.set()
+    await handle
+    reader = SQLiteStore(tmp_path / "values.sqlite") if kind == "sqlite" else store
+    rows = reader.list("values_in_store")
+    assert {row.trigger for row in rows} >= {"interval", "pause", "completion"}
+    for row in rows:
+        again = Agent("values_in_store")
+        again.add_state("work", work)
+        again.restore(reader.get(row.checkpoint_id))
+        for key, value in VALUES.items():
+            assert same(again.get_state(key), value), (row.trigger, key)
+
+
+# -- an Enum restored where it was never stored: a new process after a crash or a kernel restart -----
+MOODS = ("import enum\n\nclass Mood(enum.Enum):\n    HAPPY = 'happy'\n\n"
+         "class Box:\n    class Level(enum.IntEnum):\n        ONE = 1\n")
+
+
+async def test_an_enum_comes_back_in_a_new_process_once_its_code_is_loaded(tmp_path: Path, monkeypatch) -> None:
+    """Stored by this process; a fresh interpreter restores it from the store as soon as it has
+    imported the module defining the class (as a notebook re-runs its cells), with no
+    register_type, and before that says what to import."""
+    from fluffy_nb import SQLiteStore
+
+    (tmp_path / "moods.py").write_text(MOODS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import moods
+
+    store = SQLiteStore(tmp_path / "moods.sqlite")
+    agent = Agent("moods", store=store)
+
+    async def feel(ctx: Any) -> None:
+        ctx.set_state("mood", moods.Mood.HAPPY)
+        ctx.set_state("level", moods.Box.Level.ONE)
+
+    agent.add_state("feel", feel)
+    await agent.run()
+    store.close()
+    code = (
+        "import sys; from fluffy_nb import Agent, SQLiteStore, CheckpointError\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        f"cp = SQLiteStore({str(tmp_path / 'moods.sqlite')!r}).latest('moods')\n"
+        "def restore():\n"
+        "    a = Agent('moods'); a.add_state('feel', lambda ctx: None); a.restore(cp); return a\n"
+        "try:\n    restore()\nexcept CheckpointError as e:\n    print('before:', e)\n"
+        "import moods\n"
+        "a = restore()\n"
+        "print('after:', a.get_state('mood') is moods.Mood.HAPPY, a.get_state('level') is moods.Box.Level.ONE)\n"
+    )
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True,
+                                  check=True)
+    assert "before: context key 'level' holds an Enum of type 'moods.Box.Level'" in out.stdout or \
+        "before: context key 'mood' holds an Enum of type 'moods.Mood'" in out.stdout
+    assert "import or define it before restoring" in out.stdout
+    assert out.stdout.strip().endswith("after: True True")
+
+
+def test_only_a_class_already_loaded_under_its_own_name_is_found() -> None:
+    """Finding a class by name imports nothing, calls no module ``__getattr__`` and takes no alias."""
+    import types
+
+    from fluffy_nb.engine._codec import loaded_class
+
+    assert loaded_class(f"{__name__}.Colour") is Colour
+    assert loaded_class("os.system") is None  # a function, not a class
+    assert loaded_class("json.decoder.JSONDecodeError") is json.JSONDecodeError
+    assert loaded_class("never_imported_module_xyz.Thing") is None
+    assert "never_imported_module_xyz" not in sys.modules
+    lazy = types.ModuleType("fluffy_lazy_mod")
+    called: list[str] = []
+    lazy.__getattr__ = lambda name: called.append(name)  # type: ignore[attr-defined]
+    alias = types.ModuleType("fluffy_alias_mod")
+    alias.Colour = Colour  # type: ignore[attr-defined]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "fluffy_lazy_mod", lazy)
+        mp.setitem(sys.modules, "fluffy_alias_mod", alias)
+        assert loaded_class("fluffy_lazy_mod.Colour") is None
+        assert loaded_class("fluffy_alias_mod.Colour") is None  # it says it is test_codec.Colour
+    assert called == []
