@@ -24,6 +24,7 @@ programmatic) live in ``_responders.py``; the widget responder in ``fluffy_nb.no
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import sys
 import weakref
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from . import _hooks
-from ._errors import FluffyError, HumanInputError, HumanTimeoutError
+from ._errors import ConfigurationError, FluffyError, HumanInputError, HumanTimeoutError
 from ._events import HumanAnswered, HumanRejected, HumanRequested, HumanWithdrawn
 from ._status import StateStatus
 
@@ -276,6 +277,10 @@ class HumanLoop:
                 raise
             except Exception as exc:
                 raise _Rejected(str(exc) or type(exc).__name__) from None
+            if inspect.isawaitable(ok):  # a coroutine is truthy: it would accept every answer unchecked
+                getattr(ok, "close", lambda: None)()
+                raise ConfigurationError(f"state {req.state!r}: the validator of {req.prompt!r} returned an "
+                                         f"awaitable; {_ASYNC_VALIDATOR}")
             if not ok:  # False, None (re.fullmatch finding nothing), 0, "": all reject
                 raise _Rejected(f"{_short(value)} was rejected by the validator; please answer again")
         return value
@@ -378,7 +383,9 @@ class HumanLoop:
         matches, ``0``, ``""``; a generic message is shown) or by raising an exception (its
         message, or its type name when empty, is shown). A truthy return value accepts (a
         match object, ``True``, any non-empty string): to show a message, raise
-        ``ValueError(message)``. A :class:`FluffyError` raised by the
+        ``ValueError(message)``. The validator is a plain function: an ``async def`` one is
+        refused with a :class:`ConfigurationError` (its coroutine would be truthy, accepting
+        every answer). A :class:`FluffyError` raised by the
         validator is no rejection: it propagates to whoever answered (``agent.answer`` raises).
         """
         run = ctx.run
@@ -533,10 +540,18 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return not loop.is_running()  # another thread while the loop runs: hand the answer over
 
 
+_ASYNC_VALIDATOR = ("a validator must be a plain function returning True/False (an async one would accept "
+                    "every answer unchecked, since a coroutine is truthy); check with a def, or await your "
+                    "async check in the state after the answer and ask again")
+
+
+def _is_async(func: Any) -> bool:
+    call = None if inspect.isroutine(func) else inspect.getattr_static(type(func), "__call__", None)  # async __call__
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)
+
+
 def _check_args(state: str, prompt: Any, timeout: Any, validator: Any, choices: Any, schema: Any,
                 default: Any = None) -> None:
-    from ._errors import ConfigurationError
-
     where = f"state {state!r}: human_in_the_loop"
     if not isinstance(prompt, str):
         raise ConfigurationError(f"{where}(prompt={prompt!r}): the prompt must be a string")
@@ -544,6 +559,8 @@ def _check_args(state: str, prompt: Any, timeout: Any, validator: Any, choices: 
         raise ConfigurationError(f"{where}(timeout={timeout!r}): use a number of seconds > 0, or None to wait")
     if validator is not None and not callable(validator):
         raise ConfigurationError(f"{where}(validator={validator!r}): must be a callable taking the answer")
+    if validator is not None and _is_async(validator):
+        raise ConfigurationError(f"{where}(validator={validator!r}): {_ASYNC_VALIDATOR}")
     if choices is not None and (isinstance(choices, str) or not isinstance(choices, Iterable) or not list(choices)):
         raise ConfigurationError(f"{where}(choices={choices!r}): pass a non-empty list such as ['yes', 'no']")
     if schema is not None and not (isinstance(schema, type) and hasattr(schema, "model_validate")):
