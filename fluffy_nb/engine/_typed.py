@@ -151,13 +151,25 @@ def _short(value: Any) -> str:
 def replace_fields(key: str, value: Any, changes: dict[str, Any]) -> Any:
     """Return a copy of ``value`` with ``changes`` applied, validated as pydantic validates:
     a model by ``model_validate``, a dataclass field by field (``"7"`` becomes ``7`` for an
-    ``int`` field, ``"many"`` raises :class:`TypedDataError` naming field, value and type)."""
+    ``int`` field, ``"many"`` raises :class:`TypedDataError` naming field, value and type; for
+    a model too, with pydantic's ``ValidationError`` as its ``__cause__``)."""
     if _is_pydantic(value):
         fields = type(value).model_fields
         unknown = [k for k in changes if k not in fields]
         if unknown:
             raise TypedDataError(f"update_typed({key!r}): {type(value).__name__} has no field {unknown[0]!r}")
-        return type(value).model_validate({**value.model_dump(), **changes})
+        from pydantic import ValidationError
+
+        try:
+            return type(value).model_validate({**value.model_dump(), **changes})
+        except ValidationError as exc:  # the same typed error as a dataclass field, naming what was wrong
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first.get("loc", ())) or "?"
+            given = changes.get(str(first.get("loc", ("",))[0]), "?")
+            raise TypedDataError(
+                f"update_typed({key!r}): field {field!r} of {type(value).__name__} got {_short(given)} "
+                f"({type(given).__name__}): {first.get('msg', 'invalid')}"
+            ) from exc
     names = {f.name for f in dataclasses.fields(value)}
     unknown = [k for k in changes if k not in names]
     if unknown:
