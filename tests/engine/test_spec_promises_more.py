@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+from dataclasses import dataclass
+from typing import List  # noqa: UP035 - the spec's spelling
 
 from _wait import until
 
@@ -23,6 +25,8 @@ from fluffy_nb import (
     ResourceRequirements,
     ResourceType,
     StateResult,
+    TypedContextData,
+    TypedDataError,
 )
 from fluffy_nb.engine.coordination import PrimitiveType
 
@@ -256,3 +260,37 @@ async def test_the_spec_coordination_status_and_reset_run_inside_states(capsys) 
     assert "Detected cycles: 0\n" in out
     assert agent.coordination("database_write").statistics().holders == 0
 
+
+
+# -- features, "Smart Context System": "Typed - Safe and powerful" ----------------------------------
+@dataclass
+class UserProfile(TypedContextData):
+    name: str
+    age: int
+    scores: List[float]  # noqa: UP006 - the spec's spelling
+
+
+async def test_the_spec_user_profile_refuses_an_update_of_the_wrong_type() -> None:
+    refused: list[str] = []
+
+    async def handle_user(context: Context) -> StateResult:
+        # Type-safe storage
+        profile = UserProfile(name="Alice", age=28, scores=[95.0, 87.5])
+        context.set_typed("user", profile)
+
+        # Type-safe updates
+        context.update_typed("user", age=29)
+        for bad in ({"age": "twenty-nine"}, {"scores": ["high"]}):
+            try:
+                context.update_typed("user", **bad)
+            except TypedDataError as err:
+                refused.append(str(err))
+        return None
+
+    agent = Agent("smart_context")
+    agent.add_state("handle_user", handle_user)
+    result = await agent.run()
+    assert result.get_typed("user", UserProfile) == UserProfile(name="Alice", age=29, scores=[95.0, 87.5])
+    assert len(refused) == 2
+    assert "field 'age' of UserProfile must be int, got 'twenty-nine' (str)" in refused[0]
+    assert "field 'scores' of UserProfile" in refused[1]
