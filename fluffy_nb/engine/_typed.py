@@ -189,11 +189,20 @@ def encode_typed(key: str, value: Any) -> dict[str, Any]:
     if name is None:
         name = type_key(cls)
         _REGISTRY[name] = cls
-    if _is_pydantic(value):
-        data = value.model_dump(mode="json")
-    else:  # as pydantic dumps it (datetime as ISO text, set as list...): decode_typed validates it back
-        adapter = _dataclass_adapter(cls)
-        data = dataclasses.asdict(value) if adapter is None else adapter.dump_python(value, mode="json")
+    from pydantic_core import PydanticSerializationError
+
+    try:
+        if _is_pydantic(value):
+            data = value.model_dump(mode="json")
+        else:  # as pydantic dumps it (datetime as ISO text, set as list...): decode_typed validates it back
+            adapter = _dataclass_adapter(cls)
+            data = dataclasses.asdict(value) if adapter is None else adapter.dump_python(value, mode="json")
+    except PydanticSerializationError as exc:  # a field of a type JSON cannot hold (an Any holding a lock...)
+        raise SerializationError(
+            f"typed context key {key!r} holds a {cls.__module__}.{cls.__qualname__} that a JSON checkpoint "
+            f"cannot store ({exc}); keep such objects out of the typed value, or give the field a type "
+            "pydantic can write as JSON"
+        ) from None
     return {"type": name, "data": data}
 
 

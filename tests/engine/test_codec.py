@@ -216,6 +216,43 @@ async def test_a_dataclass_typed_value_with_common_fields_round_trips() -> None:
     assert cp.typed_values()["shipment"] == value
 
 
+@dataclass
+class Holder(TypedContextData):
+    thing: Any  # pydantic writes Any as JSON when it can: not an Opaque
+
+
+async def test_a_typed_value_json_cannot_hold_is_named_and_never_fails_an_interval_or_pause_checkpoint() -> None:
+    """A dataclass whose ``Any`` field holds an object: the interval checkpoint failed the run
+    ("the store failed to save a checkpoint: PydanticSerializationError"); now it is left out
+    with a warning like any context value, and create_checkpoint names the key."""
+    clock, gate = ManualClock(), asyncio.Event()
+    agent = Agent("typed_lenient", checkpoint_interval=5, clock=clock)
+
+    async def work(ctx: Any) -> None:
+        ctx.set_typed("holder", Holder(thing=Opaque()))
+        ctx.set_state("kept", 1)
+        await gate.wait()
+        ctx.set_state("done", True)
+
+    agent.add_state("work", work)
+    handle = agent.start()
+    await clock.wait_for_sleepers(1)
+    with pytest.warns(FluffyWarning, match=r"interval checkpoint left out .*'holder' \(.*Holder\)"):
+        await clock.advance(5)
+    [row] = agent.history()
+    interval = agent.store.get(row.checkpoint_id)
+    assert "holder" not in interval.typed_data
+    assert interval.shared_state["kept"] == 1
+    with pytest.raises(SerializationError, match=r"typed context key 'holder' holds a .*Holder.*Opaque"):
+        agent.create_checkpoint()
+    with pytest.warns(FluffyWarning, match="pause checkpoint left out"):
+        await agent.pause(timeout=0)
+    await agent.resume()
+    gate.set()
+    with pytest.warns(FluffyWarning, match="completion checkpoint left out"):
+        assert (await handle)["done"] is True
+
+
 # -- review item 11: values that must come back as exactly what was stored ----------------------------
 async def test_flag_combinations_longdoubles_and_path_flavours_round_trip_exactly() -> None:
     third = np.longdouble(1) / np.longdouble(3)  # more digits than a Python float holds
