@@ -28,7 +28,7 @@ tag                     value
 ``np.scalar``           numpy bool/int/uint/float scalar: ``{"dtype", "value"}``; a float wider than
                         64 bits (``longdouble``) as text of full precision, restored to its dtype
 ``np.array``            numpy bool/int/uint/float array: ``{"dtype", "shape", "data"}`` (longdouble: text)
-``pd.Timestamp``        pandas Timestamp, ISO text (nanoseconds kept)
+``pd.Timestamp``        pandas Timestamp, ISO text (nanoseconds kept); ``pd.NaT`` as ``"NaT"``
 ``dict``                a user dict that itself has a ``"$fluffy"`` key (escaped)
 ======================  ===========================================================
 
@@ -66,6 +66,10 @@ _PLAIN = (str, int, bool, type(None))
 _ENUMS: dict[str, type[enum.Enum]] = {}
 _NUMPY_KINDS = "biuf"  # bool, int, uint, float: exact in JSON (object/str/complex/datetime arrays are refused)
 _MAX_NDIM = 32  # numpy's own limit
+#: JSON levels a context value may use: loading refuses documents nested deeper than
+#: ``_bounds.MAX_DEPTH`` (64), and a value sits a few levels down in its checkpoint (a map payload
+#: or a typed value's fields deepest); a value that would not load again is refused when written
+MAX_VALUE_DEPTH = 48
 
 
 def register_enum(cls: type[enum.Enum], name: str | None = None) -> None:
@@ -106,11 +110,15 @@ def _tag(tag: str, payload: Any) -> dict[str, Any]:
 
 
 # -- encoding ----------------------------------------------------------------------------------
-def encode_value(key: str, value: Any, path: str = "") -> Any:
+def encode_value(key: str, value: Any, path: str = "", depth: int = 0) -> Any:
     """``value`` as JSON data, tagged where JSON has no such type.
 
+    ``depth`` counts the JSON levels above ``value`` inside it (callers leave it at 0).
+
     Raises:
-        SerializationError: naming the key (and where inside it) and the type that cannot be stored.
+        SerializationError: naming the key (and where inside it) and the type that cannot be stored,
+            or a value nested deeper than :data:`MAX_VALUE_DEPTH` levels (or one that contains
+            itself): a checkpoint holding it could not be loaded again.
     """
     kind = type(value)
     if kind in _PLAIN:
@@ -121,39 +129,46 @@ def encode_value(key: str, value: Any, path: str = "") -> Any:
                 f"context key {key + path!r} holds {value!r}, which JSON cannot store; store None or a string instead"
             )
         return value
+    if depth >= MAX_VALUE_DEPTH:
+        raise SerializationError(
+            f"context key {key!r} is nested more than {MAX_VALUE_DEPTH} levels deep (or contains itself): a "
+            "checkpoint holding it could not be loaded again (loading refuses deeper JSON); flatten it, or "
+            "store it as a JSON string"
+        )
     if kind is list:
-        return [encode_value(key, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [encode_value(key, v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     if kind is dict:
         out = {}
+        below = depth + (2 if TAG in value else 1)  # a user dict with a "$fluffy" key is wrapped in a tag
         for k, v in value.items():
             if not isinstance(k, str):
                 raise SerializationError(
                     f"context key {key + path!r} has a dict key {k!r} ({type(k).__name__}); JSON object keys "
                     "must be strings"
                 )
-            out[k] = encode_value(key, v, f"{path}[{k!r}]")
+            out[k] = encode_value(key, v, f"{path}[{k!r}]", below)
         return _tag("dict", out) if TAG in out else out
-    return _encode_other(key, value, path)
+    return _encode_other(key, value, path, depth)
 
 
-def _encode_other(key: str, value: Any, path: str) -> Any:
+def _encode_other(key: str, value: Any, path: str, depth: int) -> Any:
     if isinstance(value, enum.Enum):  # before int/str: an IntEnum is an int too
         return _encode_enum(value)
     module = type(value).__module__
-    if module.startswith("pandas") and type(value).__name__ == "Timestamp":
-        return _tag("pd.Timestamp", value.isoformat())
+    if module.startswith("pandas") and type(value).__name__ in ("Timestamp", "NaTType"):
+        return _tag("pd.Timestamp", value.isoformat())  # NaT (a datetime too) is "NaT": pd.Timestamp reads it back
     if module == "numpy":
         return _encode_numpy(key, value, path)
     tagged = _encode_loaded(value)
     if tagged is not None:
         return tagged
     if isinstance(value, (set, frozenset)):
-        items = [encode_value(key, v, f"{path}{{…}}") for v in value]
+        items = [encode_value(key, v, f"{path}{{…}}", depth + 2) for v in value]
         return _tag("set" if isinstance(value, set) else "frozenset", items)
     if isinstance(value, tuple):
-        return _tag("tuple", [encode_value(key, v, f"{path}[{i}]") for i, v in enumerate(value)])
+        return _tag("tuple", [encode_value(key, v, f"{path}[{i}]", depth + 2) for i, v in enumerate(value)])
     if isinstance(value, (bool, int, str, float, list, dict)):  # subclasses of plain types
-        return encode_value(key, _plain_base(value), path)
+        return encode_value(key, _plain_base(value), path, depth)
     if isinstance(value, bytes):
         return _tag("bytes", binascii.b2a_base64(value, newline=False).decode("ascii"))
     if isinstance(value, PurePath):
@@ -300,6 +315,11 @@ def encode_typed_context(typed: dict[str, Any], *, lenient: bool) -> tuple[dict[
         try:
             payload = encode_typed(k, v)
             payload["data"] = check_json_value(k, payload["data"])  # plain JSON: its class validates it on load
+            if _nested_deeper(payload["data"], MAX_VALUE_DEPTH):
+                raise SerializationError(
+                    f"typed context key {k!r} is nested more than {MAX_VALUE_DEPTH} levels deep: a checkpoint "
+                    "holding it could not be loaded again; flatten it"
+                )
         except SerializationError:
             if not lenient:
                 raise
@@ -307,6 +327,18 @@ def encode_typed_context(typed: dict[str, Any], *, lenient: bool) -> tuple[dict[
             continue
         out[k] = payload
     return out, unsaved
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether JSON data ``value`` nests lists/dicts more than ``limit`` levels (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, dict)):
+            if level > limit:
+                return True
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 #: a value JSON cannot hold raises at these triggers (``create_checkpoint``; a ``durable=True`` step

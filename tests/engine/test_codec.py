@@ -34,6 +34,7 @@ from fluffy_nb import (
     SerializationError,
     TypedContextData,
 )
+from fluffy_nb.engine._codec import encode_value
 
 
 class Colour(enum.Enum):
@@ -102,6 +103,13 @@ async def test_common_python_values_round_trip_through_a_json_checkpoint() -> No
     again = await restored(VALUES)
     for key, value in VALUES.items():
         assert same(again.get_state(key), value), key
+
+
+async def test_pandas_nat_round_trips_instead_of_making_a_checkpoint_that_cannot_load() -> None:
+    """NaT is a datetime too: it was written as the datetime 'NaT', which no restore could read."""
+    again = await restored({"shipped": pd.NaT, "stamps": [pd.Timestamp("2026-01-01"), pd.NaT]})
+    assert again.get_state("shipped") is pd.NaT
+    assert again.get_state("stamps")[1] is pd.NaT
 
 
 async def test_an_enum_decodes_only_when_its_class_is_known_here() -> None:
@@ -251,6 +259,53 @@ async def test_a_typed_value_json_cannot_hold_is_named_and_never_fails_an_interv
     gate.set()
     with pytest.warns(FluffyWarning, match="completion checkpoint left out"):
         assert (await handle)["done"] is True
+
+
+def nested(levels: int) -> list[Any]:
+    """A list holding a list ... ``levels`` lists in all."""
+    value: list[Any] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+async def test_a_value_too_deep_to_load_again_is_refused_when_written_not_when_restored() -> None:
+    """A context value nested 63 levels deep made a checkpoint that loading refused (JSON deeper than
+    64 levels), and one that contains itself failed the run with a RecursionError at the first
+    interval checkpoint. Both are now named at the checkpoint (left out with a warning at
+    interval and pause); a value at the limit is written and loads."""
+    from fluffy_nb.engine._codec import MAX_VALUE_DEPTH
+
+    again = await restored({"tree": nested(MAX_VALUE_DEPTH)})  # through JSON text and back
+    assert again.get_state("tree") == nested(MAX_VALUE_DEPTH)
+
+    loop: list[Any] = []
+    loop.append(loop)
+    clock, gate = ManualClock(), asyncio.Event()
+    agent = Agent("deep", checkpoint_interval=5, clock=clock)
+
+    async def work(ctx: Any) -> None:
+        ctx.set_state("tree", nested(63))
+        ctx.set_state("loop", loop)
+        ctx.set_state("kept", [1])
+        await gate.wait()
+
+    agent.add_state("work", work)
+    handle = agent.start()
+    await clock.wait_for_sleepers(1)
+    with pytest.warns(FluffyWarning, match=r"interval checkpoint left out .*'tree'.*'loop'"):
+        await clock.advance(5)
+    [row] = agent.history()
+    interval = Checkpoint.from_json(agent.store.get(row.checkpoint_id).to_json())  # it loads
+    assert set(interval.shared_state) == {"kept"}
+    for key in ("tree", "loop"):
+        with pytest.raises(SerializationError, match=rf"context key '{key}' is nested more than {MAX_VALUE_DEPTH}"):
+            encode_value(key, {"tree": nested(63), "loop": loop}[key])
+    with pytest.raises(SerializationError, match="'tree' is nested more than"):
+        agent.create_checkpoint()
+    gate.set()
+    with pytest.warns(FluffyWarning, match="completion checkpoint left out"):
+        await handle
 
 
 # -- review item 11: values that must come back as exactly what was stored ----------------------------
