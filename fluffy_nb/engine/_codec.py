@@ -373,8 +373,17 @@ def warn_unsaved(agent: str, trigger: str, unsaved: dict[str, str]) -> None:
         f"{keys}; the run goes on, but restoring this checkpoint will not have them. Store plain data, "
         "a common value (datetime, set, Decimal, Enum, numpy...) or a dataclass with set_typed"
     )
+    _warn(message)
+
+
+def warn_not_saved(agent: str, trigger: str, error: Exception) -> None:
+    """Say that the store refused a ``trigger`` checkpoint for its data (the run goes on)."""
+    _warn(f"agent {agent!r}: the {trigger} checkpoint was not saved, the run goes on without it: {error}")
+
+
+def _warn(message: str) -> None:
     try:
-        warnings.warn(message, FluffyWarning, stacklevel=2)
+        warnings.warn(message, FluffyWarning, stacklevel=3)
     except Warning:  # -W error: a periodic or pause checkpoint must still not fail the run
         logging.getLogger("fluffy_nb").warning("fluffy_nb: %s", message)
 

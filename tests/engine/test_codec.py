@@ -308,6 +308,39 @@ async def test_a_value_too_deep_to_load_again_is_refused_when_written_not_when_r
         await handle
 
 
+async def test_a_context_too_large_for_the_store_warns_at_interval_pause_and_end_and_the_run_goes_on(
+        tmp_path: Path) -> None:
+    """SQLiteStore refuses a checkpoint larger than a store loads back (2 MiB of JSON): at the
+    first interval checkpoint that failed the whole run ("durability was asked for"); pause()
+    raised. Now those checkpoints are returned unsaved with a warning and the run completes."""
+    from fluffy_nb import SQLiteStore
+    from fluffy_nb.engine._bounds import MAX_JSON_BYTES
+
+    store = SQLiteStore(tmp_path / "big.sqlite")
+    clock, gate = ManualClock(), asyncio.Event()
+    agent = Agent("big", store=store, checkpoint_interval=5, clock=clock)
+
+    async def work(ctx: Any) -> None:
+        ctx.set_state("blob", "x" * (MAX_JSON_BYTES + 1))
+        await gate.wait()
+        ctx.set_state("done", True)
+
+    agent.add_state("work", work)
+    handle = agent.start()
+    await clock.wait_for_sleepers(1)
+    with pytest.warns(FluffyWarning, match=r"interval checkpoint was not saved, the run goes on.*a store loads back"):
+        await clock.advance(5)
+    assert handle.done() is False
+    with pytest.warns(FluffyWarning, match="pause checkpoint was not saved"):
+        paused = await agent.pause(timeout=0)
+    assert paused.shared_state["blob"] == "x" * (MAX_JSON_BYTES + 1)  # returned, only not stored
+    await agent.resume()
+    gate.set()
+    with pytest.warns(FluffyWarning, match="completion checkpoint was not saved"):
+        assert (await handle)["done"] is True
+    assert store.list("big") == []
+
+
 # -- review item 11: values that must come back as exactly what was stored ----------------------------
 async def test_flag_combinations_longdoubles_and_path_flavours_round_trip_exactly() -> None:
     third = np.longdouble(1) / np.longdouble(3)  # more digits than a Python float holds
