@@ -135,18 +135,19 @@ def encode_value(key: str, value: Any, path: str = "", depth: int = 0) -> Any:
             "checkpoint holding it could not be loaded again (loading refuses deeper JSON); flatten it, or "
             "store it as a JSON string"
         )
-    if kind is list:
-        return [encode_value(key, v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if kind is list:  # plain items as they are: no call, no path text for them
+        return [v if type(v) in _PLAIN else encode_value(key, v, f"{path}[{i}]", depth + 1)
+                for i, v in enumerate(value)]
     if kind is dict:
         out = {}
         below = depth + (2 if TAG in value else 1)  # a user dict with a "$fluffy" key is wrapped in a tag
         for k, v in value.items():
-            if not isinstance(k, str):
+            if type(k) is not str and not isinstance(k, str):
                 raise SerializationError(
                     f"context key {key + path!r} has a dict key {k!r} ({type(k).__name__}); JSON object keys "
                     "must be strings"
                 )
-            out[k] = encode_value(key, v, f"{path}[{k!r}]", below)
+            out[k] = v if type(v) in _PLAIN else encode_value(key, v, f"{path}[{k!r}]", below)
         return _tag("dict", out) if TAG in out else out
     return _encode_other(key, value, path, depth)
 
