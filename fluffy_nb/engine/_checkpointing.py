@@ -24,7 +24,8 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ._codec import decode_context, encode_run_data, warn_not_saved
+from ._codec import encode_run_data, warn_not_saved
+from ._decode import decode_context
 from ._delta import DeltaTracker, TrackedDict
 from ._errors import CheckpointError, SerializationError
 from ._events import CheckpointSaved

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import _codec
+from . import _codec, _decode
 from ._context import Context
 from ._errors import ConfigurationError, FluffyWarning, InvalidStateResultError, StateNotFoundError
 from ._events import StateScheduled
@@ -415,7 +415,7 @@ def encode_value(key: str, value: Any) -> Any:
 
 def decode_value(value: Any, key: str = "map") -> Any:
     """A payload or result loaded from a checkpoint, decoded as context values are (``_codec``)."""
-    return _codec.decode_value(key, value)
+    return _decode.decode_value(key, value)
 
 
 def checkpoint_maps(run: Run) -> tuple[list[str], dict[str, int], list[MapRecord]]:
