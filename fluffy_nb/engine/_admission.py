@@ -1,10 +1,11 @@
 """Admission: what a state passes before its body runs, for the scheduler (``_runner``).
 
-Budgets first (rate limits, quotas: a state waiting for its budget holds no CPU, lock or slot
-that unrelated states could use meanwhile), then the resource pool, then the other gates
-(mutex, semaphore, barrier, lease), in order. Each gate passed is noted in the execution's
-``held`` list, released in reverse when the execution ends. Executions waiting at a gate are
-listed for ``why`` (``_why``) with the gate, the request and since when.
+Budgets first (rate limits, quotas, and barriers, which hold nothing either: a state waiting for its
+budget or for the others holds no CPU, lock or slot that other states could use meanwhile, or need
+to arrive), then the resource pool, then the other gates (mutex, semaphore, lease), in order. Each
+gate passed is noted in the execution's ``held`` list, released in reverse when the execution ends.
+Executions waiting at a gate are listed for ``why`` (``_why``) with the gate, the request and since
+when.
 """
 
 from __future__ import annotations

@@ -8,10 +8,11 @@ sees (the request stays open and is asked again).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._errors import FluffyError
+from ._errors import ConfigurationError, FluffyError
 
 if TYPE_CHECKING:
     from ._hitl import HumanRequest
@@ -40,6 +41,10 @@ def check_answer(req: HumanRequest, value: Any) -> Any:
             raise
         except Exception as exc:
             raise Rejected(str(exc) or type(exc).__name__) from None
+        if inspect.isawaitable(ok):  # a coroutine is truthy: it would accept every answer unchecked
+            getattr(ok, "close", lambda: None)()
+            raise ConfigurationError(f"state {req.state!r}: the validator of {req.prompt!r} returned an "
+                                     f"awaitable; {ASYNC_VALIDATOR}")
         if not ok:  # False, None (re.fullmatch finding nothing), 0, "": all reject
             raise Rejected(f"{short_repr(value)} was rejected by the validator; please answer again")
     return value
@@ -64,11 +69,19 @@ def pydantic_message(exc: Exception) -> str:
     return str(exc)
 
 
+ASYNC_VALIDATOR = ("a validator must be a plain function returning True/False (an async one would accept "
+                   "every answer unchecked, since a coroutine is truthy); check with a def, or await your "
+                   "async check in the state after the answer and ask again")
+
+
+def _is_async(func: Any) -> bool:
+    call = None if inspect.isroutine(func) else inspect.getattr_static(type(func), "__call__", None)  # async __call__
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)
+
+
 def check_args(state: str, prompt: Any, timeout: Any, validator: Any, choices: Any, schema: Any,
                 default: Any = None) -> None:
     """Refuse bad ``human_in_the_loop`` arguments of ``state`` with a ``ConfigurationError``."""
-    from ._errors import ConfigurationError
-
     where = f"state {state!r}: human_in_the_loop"
     if not isinstance(prompt, str):
         raise ConfigurationError(f"{where}(prompt={prompt!r}): the prompt must be a string")
@@ -76,6 +89,8 @@ def check_args(state: str, prompt: Any, timeout: Any, validator: Any, choices: A
         raise ConfigurationError(f"{where}(timeout={timeout!r}): use a number of seconds > 0, or None to wait")
     if validator is not None and not callable(validator):
         raise ConfigurationError(f"{where}(validator={validator!r}): must be a callable taking the answer")
+    if validator is not None and _is_async(validator):
+        raise ConfigurationError(f"{where}(validator={validator!r}): {ASYNC_VALIDATOR}")
     if choices is not None and (isinstance(choices, str) or not isinstance(choices, Iterable) or not list(choices)):
         raise ConfigurationError(f"{where}(choices={choices!r}): pass a non-empty list such as ['yes', 'no']")
     if schema is not None and not (isinstance(schema, type) and hasattr(schema, "model_validate")):

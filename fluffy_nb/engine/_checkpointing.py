@@ -24,9 +24,10 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from ._codec import decode_context, encode_run_data
+from ._codec import encode_run_data, warn_not_saved
+from ._decode import decode_context
 from ._delta import DeltaTracker, TrackedDict
-from ._errors import CheckpointError
+from ._errors import CheckpointError, SerializationError
 from ._events import CheckpointSaved
 from ._graph import Token
 from ._maprecords import checkpoint_maps, plain_frontier, relaunch_maps
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from ._run import Run
 
 _FLUSHED_TRIGGERS = frozenset({"pause", "completion", "failure", "cancel", "fork"})
+#: a store refusing these for their data (SerializationError: too large) warns, and the run goes on
+_LENIENT_STORE_TRIGGERS = frozenset({"interval", "pause", "completion"})
 _MAX_JOIN_BRANCHES = 10_000  # branches a restored checkpoint may say wait at one join
 
 
@@ -209,10 +212,13 @@ class Checkpointer:
         """Make a checkpoint and put it in the agent's store (if any); publish CheckpointSaved.
 
         Returns None when a state or interval checkpoint could not be saved (the run then
-        fails with the error) or a failure checkpoint was lost (noted on the run's error).
+        fails with the error) or a failure checkpoint was lost (noted on the run's error). An
+        interval, pause or end checkpoint the store refuses for its data (too large for a store
+        to load back) is returned unsaved with a ``FluffyWarning``: the run goes on.
         """
         run = self.run
         t0 = time.perf_counter()
+        cp = None
         try:
             cp = self.make(trigger, error, metadata)
             store = run.store
@@ -227,6 +233,10 @@ class Checkpointer:
             if not isinstance(exc, CheckpointError):
                 exc = CheckpointError(f"the store {run.agent.store!r} failed to save a checkpoint: "
                                       f"{type(exc).__name__}: {exc}")
+            if cp is not None and isinstance(exc, SerializationError) and trigger in _LENIENT_STORE_TRIGGERS:
+                # the data, not the store: a periodic, pause or end checkpoint never fails the run for it
+                warn_not_saved(run.name, trigger, exc)
+                return cp
             self._not_saved(trigger, error, exc)
             return None
         self.last_id = cp.checkpoint_id

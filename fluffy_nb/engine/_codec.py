@@ -1,10 +1,11 @@
 """Tagged JSON for context values: common Python values round-trip through checkpoints.
 
 Owns how a shared context value becomes JSON in a checkpoint (:func:`encode_value`,
-:func:`encode_context`), how it comes back (:func:`decode_value`, :func:`decode_context`), and
-what a checkpoint does with a value it cannot store (:func:`encode_run_data`: raise naming key and
-type at ``create_checkpoint`` and durable steps; leave it out with a ``FluffyWarning`` at pause,
-interval and end-of-run checkpoints, so those never fail the run).
+:func:`encode_context`; how it comes back is :mod:`._decode`), which Enum classes a checkpoint
+may name (:func:`enum_class`), and what a checkpoint does with a value it cannot store
+(:func:`encode_run_data`: raise naming key and type at ``create_checkpoint`` and durable steps;
+leave it out with a ``FluffyWarning`` at pause, interval and end-of-run checkpoints, so those
+never fail the run).
 Plain JSON values (str, int, float, bool, None, list, dict with str keys) are written as they
 are. Other common values are written as a tagged object ``{"$fluffy": tag, "v": payload}``:
 
@@ -28,20 +29,18 @@ tag                     value
 ``np.scalar``           numpy bool/int/uint/float scalar: ``{"dtype", "value"}``; a float wider than
                         64 bits (``longdouble``) as text of full precision, restored to its dtype
 ``np.array``            numpy bool/int/uint/float array: ``{"dtype", "shape", "data"}`` (longdouble: text)
-``pd.Timestamp``        pandas Timestamp, ISO text (nanoseconds kept)
+``pd.Timestamp``        pandas Timestamp, ISO text (nanoseconds kept); ``pd.NaT`` as ``"NaT"``
 ``dict``                a user dict that itself has a ``"$fluffy"`` key (escaped)
 ======================  ===========================================================
 
-Decoding never imports anything named in the data and never unpickles: an Enum comes back
-only if its class is known in this process (stored once, or ``register_type(MyEnum)``);
-numpy and pandas values only if the user has imported numpy/pandas (the engine never imports
-pandas). A malformed or unknown tag is a :class:`CheckpointError` naming the key; the
-loaded JSON is already bounded in size, depth and count (``_bounds``), and every payload
-here is checked before it is rebuilt.
+Decoding (:mod:`._decode`) never imports anything named in the data and never unpickles: an Enum
+comes back only if its class is known in this process (stored once, ``register_type(MyEnum)``, or
+defined by a module already loaded, found by :func:`loaded_class` without importing or running
+code); numpy and pandas values only if the user has imported numpy/pandas.
 
 Import cost: ``datetime``, ``decimal``, ``uuid`` and ``base64`` are not imported with the engine.
 Encoding looks their classes up in ``sys.modules`` (a datetime, Decimal or UUID value exists only
-once its module is loaded); decoding imports them when a tagged value needs them.
+once its module is loaded).
 """
 
 from __future__ import annotations
@@ -52,19 +51,20 @@ import logging
 import math
 import sys
 import warnings
-from pathlib import Path, PosixPath, PurePath, PurePosixPath, PureWindowsPath, WindowsPath
-from typing import TYPE_CHECKING, Any
+from pathlib import PosixPath, PurePath, PurePosixPath, PureWindowsPath, WindowsPath
+from typing import Any
 
-from ._errors import CheckpointError, FluffyWarning, SerializationError
-
-if TYPE_CHECKING:
-    import datetime as dt
+from ._errors import FluffyWarning, SerializationError
 
 TAG = "$fluffy"
 _PLAIN = (str, int, bool, type(None))
 _ENUMS: dict[str, type[enum.Enum]] = {}
-_NUMPY_KINDS = "biuf"  # bool, int, uint, float: exact in JSON (object/str/complex/datetime arrays are refused)
-_MAX_NDIM = 32  # numpy's own limit
+NUMPY_KINDS = "biuf"  # bool, int, uint, float: exact in JSON (object/str/complex/datetime arrays are refused)
+MAX_NDIM = 32  # numpy's own limit
+#: JSON levels a context value may use: loading refuses documents nested deeper than
+#: ``_bounds.MAX_DEPTH`` (64), and a value sits a few levels down in its checkpoint (a map payload
+#: or a typed value's fields deepest); a value that would not load again is refused when written
+MAX_VALUE_DEPTH = 48
 
 
 def register_enum(cls: type[enum.Enum], name: str | None = None) -> None:
@@ -72,16 +72,60 @@ def register_enum(cls: type[enum.Enum], name: str | None = None) -> None:
     _ENUMS[name or f"{cls.__module__}.{cls.__qualname__}"] = cls
 
 
+def loaded_class(name: str) -> type | None:
+    """The class named ``module.QualName`` if its module is already loaded, else None.
+
+    Nothing is imported and no code runs: the module is looked up in ``sys.modules`` and the
+    name in the ``__dict__`` of the module and of each enclosing class (a module's
+    ``__getattr__`` is never called). The class must say it is that name (its own
+    ``__module__`` and ``__qualname__``), so an alias cannot stand in for it. This is how a
+    checkpoint restored in a new process (``resume_latest`` after a crash, a restarted kernel)
+    finds an Enum the user's code defined again before restoring. (Typed values are not looked
+    up this way: building a dataclass or model runs its code, so only registered classes are.)
+    """
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:cut]))
+        if module is None:
+            continue
+        obj: Any = module
+        for i, part in enumerate(parts[cut:]):
+            if i and not isinstance(obj, type):  # below the module, only classes enclose classes
+                return None
+            namespace = getattr(obj, "__dict__", None)  # a module's or a class's own names
+            obj = namespace.get(part) if namespace is not None else None
+        if isinstance(obj, type) and f"{obj.__module__}.{obj.__qualname__}" == name:
+            return obj
+        return None
+    return None
+
+
+def enum_class(name: str) -> type[enum.Enum] | None:
+    """The Enum class a checkpoint names: registered (or stored) in this process, or defined by a
+    module already loaded (:func:`loaded_class`); None when neither."""
+    cls = _ENUMS.get(name)
+    if cls is None:
+        found = loaded_class(name)
+        if found is None or not issubclass(found, enum.Enum):
+            return None
+        cls = _ENUMS[name] = found
+    return cls
+
+
 def _tag(tag: str, payload: Any) -> dict[str, Any]:
     return {TAG: tag, "v": payload}
 
 
 # -- encoding ----------------------------------------------------------------------------------
-def encode_value(key: str, value: Any, path: str = "") -> Any:
+def encode_value(key: str, value: Any, path: str = "", depth: int = 0) -> Any:
     """``value`` as JSON data, tagged where JSON has no such type.
 
+    ``depth`` counts the JSON levels above ``value`` inside it (callers leave it at 0).
+
     Raises:
-        SerializationError: naming the key (and where inside it) and the type that cannot be stored.
+        SerializationError: naming the key (and where inside it) and the type that cannot be stored,
+            or a value nested deeper than :data:`MAX_VALUE_DEPTH` levels (or one that contains
+            itself): a checkpoint holding it could not be loaded again.
     """
     kind = type(value)
     if kind in _PLAIN:
@@ -92,39 +136,47 @@ def encode_value(key: str, value: Any, path: str = "") -> Any:
                 f"context key {key + path!r} holds {value!r}, which JSON cannot store; store None or a string instead"
             )
         return value
-    if kind is list:
-        return [encode_value(key, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if depth >= MAX_VALUE_DEPTH:
+        raise SerializationError(
+            f"context key {key!r} is nested more than {MAX_VALUE_DEPTH} levels deep (or contains itself): a "
+            "checkpoint holding it could not be loaded again (loading refuses deeper JSON); flatten it, or "
+            "store it as a JSON string"
+        )
+    if kind is list:  # plain items as they are: no call, no path text for them
+        return [v if type(v) in _PLAIN else encode_value(key, v, f"{path}[{i}]", depth + 1)
+                for i, v in enumerate(value)]
     if kind is dict:
         out = {}
+        below = depth + (2 if TAG in value else 1)  # a user dict with a "$fluffy" key is wrapped in a tag
         for k, v in value.items():
-            if not isinstance(k, str):
+            if type(k) is not str and not isinstance(k, str):
                 raise SerializationError(
                     f"context key {key + path!r} has a dict key {k!r} ({type(k).__name__}); JSON object keys "
                     "must be strings"
                 )
-            out[k] = encode_value(key, v, f"{path}[{k!r}]")
+            out[k] = v if type(v) in _PLAIN else encode_value(key, v, f"{path}[{k!r}]", below)
         return _tag("dict", out) if TAG in out else out
-    return _encode_other(key, value, path)
+    return _encode_other(key, value, path, depth)
 
 
-def _encode_other(key: str, value: Any, path: str) -> Any:
+def _encode_other(key: str, value: Any, path: str, depth: int) -> Any:
     if isinstance(value, enum.Enum):  # before int/str: an IntEnum is an int too
         return _encode_enum(value)
     module = type(value).__module__
-    if module.startswith("pandas") and type(value).__name__ == "Timestamp":
-        return _tag("pd.Timestamp", value.isoformat())
+    if module.startswith("pandas") and type(value).__name__ in ("Timestamp", "NaTType"):
+        return _tag("pd.Timestamp", value.isoformat())  # NaT (a datetime too) is "NaT": pd.Timestamp reads it back
     if module == "numpy":
         return _encode_numpy(key, value, path)
     tagged = _encode_loaded(value)
     if tagged is not None:
         return tagged
     if isinstance(value, (set, frozenset)):
-        items = [encode_value(key, v, f"{path}{{…}}") for v in value]
+        items = [encode_value(key, v, f"{path}{{…}}", depth + 2) for v in value]
         return _tag("set" if isinstance(value, set) else "frozenset", items)
     if isinstance(value, tuple):
-        return _tag("tuple", [encode_value(key, v, f"{path}[{i}]") for i, v in enumerate(value)])
+        return _tag("tuple", [encode_value(key, v, f"{path}[{i}]", depth + 2) for i, v in enumerate(value)])
     if isinstance(value, (bool, int, str, float, list, dict)):  # subclasses of plain types
-        return encode_value(key, _plain_base(value), path)
+        return encode_value(key, _plain_base(value), path, depth)
     if isinstance(value, bytes):
         return _tag("bytes", binascii.b2a_base64(value, newline=False).decode("ascii"))
     if isinstance(value, PurePath):
@@ -198,7 +250,7 @@ def _encode_path(key: str, value: PurePath, path: str) -> dict[str, Any]:
     return _tag(tag, str(value))
 
 
-def _wide_float(dtype: Any) -> bool:
+def wide_float(dtype: Any) -> bool:
     """A float dtype wider than a Python float (longdouble): stored as text of full precision."""
     return bool(dtype.kind == "f" and dtype.itemsize > 8)
 
@@ -216,12 +268,12 @@ def _wide_text(key: str, path: str, value: Any) -> str:
 
 def _encode_numpy(key: str, value: Any, path: str) -> Any:
     dtype = getattr(value, "dtype", None)
-    if dtype is None or dtype.kind not in _NUMPY_KINDS:
+    if dtype is None or dtype.kind not in NUMPY_KINDS:
         raise SerializationError(
             f"context key {key + path!r} holds a numpy {type(value).__name__} of dtype {dtype}; checkpoints store "
             "numpy bool, int, uint and float values; convert it (.tolist(), .astype(float)) first"
         )
-    if _wide_float(dtype):  # .item() would give a numpy value (or lose digits as a Python float)
+    if wide_float(dtype):  # .item() would give a numpy value (or lose digits as a Python float)
         if type(value).__name__ != "ndarray":
             return _tag("np.scalar", {"dtype": dtype.str, "value": _wide_text(key, path, value)})
         flat = [_wide_text(key, path, x) for x in value.ravel()]
@@ -271,6 +323,11 @@ def encode_typed_context(typed: dict[str, Any], *, lenient: bool) -> tuple[dict[
         try:
             payload = encode_typed(k, v)
             payload["data"] = check_json_value(k, payload["data"])  # plain JSON: its class validates it on load
+            if _nested_deeper(payload["data"], MAX_VALUE_DEPTH):
+                raise SerializationError(
+                    f"typed context key {k!r} is nested more than {MAX_VALUE_DEPTH} levels deep: a checkpoint "
+                    "holding it could not be loaded again; flatten it"
+                )
         except SerializationError:
             if not lenient:
                 raise
@@ -278,6 +335,18 @@ def encode_typed_context(typed: dict[str, Any], *, lenient: bool) -> tuple[dict[
             continue
         out[k] = payload
     return out, unsaved
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether JSON data ``value`` nests lists/dicts more than ``limit`` levels (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, dict)):
+            if level > limit:
+                return True
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 #: a value JSON cannot hold raises at these triggers (``create_checkpoint``; a ``durable=True`` step
@@ -312,203 +381,16 @@ def warn_unsaved(agent: str, trigger: str, unsaved: dict[str, str]) -> None:
         f"{keys}; the run goes on, but restoring this checkpoint will not have them. Store plain data, "
         "a common value (datetime, set, Decimal, Enum, numpy...) or a dataclass with set_typed"
     )
+    _warn(message)
+
+
+def warn_not_saved(agent: str, trigger: str, error: Exception) -> None:
+    """Say that the store refused a ``trigger`` checkpoint for its data (the run goes on)."""
+    _warn(f"agent {agent!r}: the {trigger} checkpoint was not saved, the run goes on without it: {error}")
+
+
+def _warn(message: str) -> None:
     try:
-        warnings.warn(message, FluffyWarning, stacklevel=2)
+        warnings.warn(message, FluffyWarning, stacklevel=3)
     except Warning:  # -W error: a periodic or pause checkpoint must still not fail the run
         logging.getLogger("fluffy_nb").warning("fluffy_nb: %s", message)
-
-
-# -- decoding ----------------------------------------------------------------------------------
-def decode_context(shared: dict[str, Any]) -> dict[str, Any]:
-    """The shared context of a checkpoint with its tagged values rebuilt.
-
-    Raises:
-        CheckpointError: a tagged value is malformed, unknown, or needs a class/library not
-            known here (the message names the key).
-    """
-    return {k: decode_value(k, v) for k, v in shared.items()}
-
-
-def decode_value(key: str, value: Any) -> Any:
-    """Rebuild one value written by :func:`encode_value` (see :func:`decode_context`)."""
-    kind = type(value)
-    if kind is list:
-        return [decode_value(key, v) for v in value]
-    if kind is dict:
-        if TAG in value:
-            return _decode_tag(key, value)
-        return {k: decode_value(key, v) for k, v in value.items()}
-    return value
-
-
-def _decode_tag(key: str, value: dict[str, Any]) -> Any:
-    tag = value.get(TAG)
-    if set(value) != {TAG, "v"} or not isinstance(tag, str):
-        raise CheckpointError(f"context key {key[:200]!r}: a tagged value must be {{{TAG!r}: tag, 'v': value}}")
-    decoder = _DECODERS.get(tag)
-    if decoder is None:
-        raise CheckpointError(f"context key {key[:200]!r}: unknown value tag {tag[:80]!r}")
-    try:
-        return decoder(key, value["v"])
-    except CheckpointError:
-        raise
-    # decimal.InvalidOperation is an ArithmeticError, binascii.Error a ValueError
-    except (ValueError, TypeError, ArithmeticError, KeyError, IndexError, AttributeError) as exc:
-        raise CheckpointError(
-            f"context key {key[:200]!r}: its {tag!r} value cannot be rebuilt: {type(exc).__name__}: {str(exc)[:200]}"
-        ) from None
-
-
-def _text(v: Any) -> str:
-    if not isinstance(v, str):
-        raise TypeError(f"expected text, got {type(v).__name__}")
-    return v
-
-
-def _items(key: str, v: Any) -> list[Any]:
-    if not isinstance(v, list):
-        raise TypeError(f"expected a list, got {type(v).__name__}")
-    return [decode_value(key, x) for x in v]
-
-
-def _timedelta(key: str, v: Any) -> dt.timedelta:
-    import datetime
-
-    if not (isinstance(v, list) and len(v) == 3 and all(type(x) is int for x in v)):
-        raise TypeError("expected [days, seconds, microseconds]")
-    return datetime.timedelta(days=v[0], seconds=v[1], microseconds=v[2])
-
-
-def _iso(kind: str) -> Any:
-    def decode(key: str, v: Any) -> Any:
-        import datetime
-
-        return getattr(datetime, kind).fromisoformat(_text(v))
-
-    return decode
-
-
-def _decimal(key: str, v: Any) -> Any:
-    from decimal import Decimal
-
-    return Decimal(_text(v))
-
-
-def _uuid(key: str, v: Any) -> Any:
-    from uuid import UUID
-
-    return UUID(_text(v))
-
-
-def _bytes(key: str, v: Any) -> bytes:
-    import base64
-
-    return base64.b64decode(_text(v), validate=True)
-
-
-def _enum(key: str, v: Any) -> enum.Enum:
-    if not isinstance(v, dict) or set(v) not in ({"type", "name"}, {"type", "value"}):
-        raise TypeError("expected {'type', 'name'} or, for an enum.Flag, {'type', 'value'}")
-    cls = _ENUMS.get(_text(v["type"]))
-    if cls is None:
-        raise CheckpointError(
-            f"context key {key[:200]!r} holds an Enum of type {str(v['type'])[:200]!r}, which is not known in this "
-            "process; define it and call fluffy_nb.register_type(ThatEnum) before restoring"
-        )
-    if "value" in v:
-        if not (issubclass(cls, enum.Flag) and type(v["value"]) is int):
-            raise TypeError(f"{cls.__qualname__} is not an enum.Flag with an int value")
-        return cls(v["value"])
-    return cls[_text(v["name"])]
-
-
-def _module(name: str, key: str) -> Any:
-    module = sys.modules.get(name)  # never imported here: only a library the user has imported
-    if module is None:
-        raise CheckpointError(
-            f"context key {key[:200]!r} holds a {name} value; import {name} before restoring this checkpoint"
-        )
-    return module
-
-
-def _np_dtype(np: Any, v: dict[str, Any]) -> Any:
-    dtype = np.dtype(_text(v["dtype"]))
-    if dtype.kind not in _NUMPY_KINDS:
-        raise TypeError(f"dtype {dtype} is not one a checkpoint stores")
-    return dtype
-
-
-def _np_scalar(key: str, v: Any) -> Any:
-    np = _module("numpy", key)
-    if not isinstance(v, dict) or set(v) != {"dtype", "value"}:
-        raise TypeError("expected {'dtype', 'value'}")
-    value = v["value"]
-    if not isinstance(value, (bool, int, float, str)):
-        raise TypeError("expected a number")
-    dtype = _np_dtype(np, v)
-    with np.errstate(all="raise"):  # an out-of-range value is refused, not cast with a warning
-        return dtype.type(_number(dtype, value))
-
-
-def _np_array(key: str, v: Any) -> Any:
-    np = _module("numpy", key)
-    if not isinstance(v, dict) or set(v) != {"dtype", "shape", "data"}:
-        raise TypeError("expected {'dtype', 'shape', 'data'}")
-    shape, data = v["shape"], v["data"]
-    if not (isinstance(shape, list) and len(shape) <= _MAX_NDIM and all(type(n) is int and n >= 0 for n in shape)):
-        raise TypeError("shape must be a list of whole numbers >= 0")
-    if not isinstance(data, list) or math.prod(shape) != len(data):
-        raise ValueError(f"shape {shape[:8]} does not match {len(data) if isinstance(data, list) else '?'} values")
-    if not all(isinstance(x, (bool, int, float, str)) for x in data):
-        raise TypeError("array values must be numbers")
-    dtype = _np_dtype(np, v)
-    values = [_number(dtype, x) for x in data]
-    with np.errstate(all="raise"):
-        return np.array(values, dtype=dtype).reshape(shape)
-
-
-def _number(dtype: Any, value: Any) -> Any:
-    """A stored number: text is a non-finite float, or a wide float read at its own precision."""
-    if not isinstance(value, str):
-        return value
-    return dtype.type(value) if _wide_float(dtype) else float(value)
-
-
-def _path(cls: type[PurePath], pure: type[PurePath]) -> Any:
-    """Decode a path of class ``cls``; on another OS a concrete path comes back as ``pure``."""
-    usable = cls if cls in (PurePosixPath, PureWindowsPath) or isinstance(Path(), cls) else pure
-    return lambda key, v: usable(_text(v))
-
-
-def _pd_timestamp(key: str, v: Any) -> Any:
-    return _module("pandas", key).Timestamp(_text(v))
-
-
-def _escaped_dict(key: str, v: Any) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise TypeError("expected an object")
-    return {k: decode_value(key, x) for k, x in v.items()}
-
-
-_DECODERS: dict[str, Any] = {
-    "tuple": lambda key, v: tuple(_items(key, v)),
-    "set": lambda key, v: set(_items(key, v)),
-    "frozenset": lambda key, v: frozenset(_items(key, v)),
-    "datetime": _iso("datetime"),
-    "date": _iso("date"),
-    "time": _iso("time"),
-    "timedelta": _timedelta,
-    "decimal": _decimal,
-    "uuid": _uuid,
-    "bytes": _bytes,
-    "path": lambda key, v: Path(_text(v)),
-    "path.posix": _path(PosixPath, PurePosixPath),
-    "path.windows": _path(WindowsPath, PureWindowsPath),
-    "path.pure_posix": _path(PurePosixPath, PurePosixPath),
-    "path.pure_windows": _path(PureWindowsPath, PureWindowsPath),
-    "enum": _enum,
-    "np.scalar": _np_scalar,
-    "np.array": _np_array,
-    "pd.Timestamp": _pd_timestamp,
-    "dict": _escaped_dict,
-}

@@ -138,7 +138,12 @@ class Context:
         return value
 
     def update_typed(self, key: str, **changes: Any) -> Any:
-        """Replace fields of the typed value under ``key``; returns the new value."""
+        """Replace fields of the typed value under ``key``; returns the new value.
+
+        Each new value is checked against its field's type, for a dataclass as for a pydantic
+        model (``"7"`` becomes ``7`` for an ``int`` field); a value that does not fit, an unknown
+        field or a missing key raises :class:`TypedDataError` naming them, and nothing changes.
+        """
         try:
             current = self._fluffy_context[_TYPED][key]
         except KeyError:

@@ -357,7 +357,9 @@ class HumanLoop:
         matches, ``0``, ``""``; a generic message is shown) or by raising an exception (its
         message, or its type name when empty, is shown). A truthy return value accepts (a
         match object, ``True``, any non-empty string): to show a message, raise
-        ``ValueError(message)``. A :class:`FluffyError` raised by the
+        ``ValueError(message)``. The validator is a plain function: an ``async def`` one is
+        refused with a :class:`ConfigurationError` (its coroutine would be truthy, accepting
+        every answer). A :class:`FluffyError` raised by the
         validator is no rejection: it propagates to whoever answered (``agent.answer`` raises).
         """
         run = ctx.run

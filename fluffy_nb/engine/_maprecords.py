@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import _codec
+from . import _decode
 from ._map import PayloadMap, launch
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def decode_value(value: Any, key: str = "map") -> Any:
     """A payload or result loaded from a checkpoint, decoded as context values are (``_codec``)."""
-    return _codec.decode_value(key, value)
+    return _decode.decode_value(key, value)
 
 
 def checkpoint_maps(run: Run) -> tuple[list[str], dict[str, int], list[MapRecord]]:

@@ -228,6 +228,9 @@ def check_definition(agent: Agent, gates: dict[str, list[Any]]) -> None:
     if pool is not None:
         for name, req in local:
             pool.check(name, req)
+        from ._subflow import check_pool_holders
+
+        check_pool_holders(agent, [name for name, _ in local])
 
 
 def _check_structure(agent: Agent, gates: dict[str, list[Any]]) -> None:

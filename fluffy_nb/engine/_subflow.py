@@ -19,6 +19,8 @@ registers a :class:`Subflow`: when the state runs, the child agent runs as its o
   starts, so the child is in flight in its history;
 * the child's states are admitted against the root run's resource pool (one machine budget),
   unless the child agent was given its own pool (``Agent(resource_pool=ResourcePool(...))``);
+  a sub-workflow state on that pool asking ``resources=`` its child's states ask too is refused
+  at ``run()`` (:func:`check_pool_holders`): it would hold them while they wait;
 * agents nested in a cycle (``A`` has a state that is ``B``, ``B`` one that is ``A``) are refused
   at ``add_state`` with a :class:`ConfigurationError` naming the path (``A -> B -> A``);
 * the child's context starts with the ``inputs`` only (not values set on the child agent with
@@ -286,6 +288,44 @@ def _stored(run: Run) -> Checkpoint | None:
                 return store.get(row.checkpoint_id)  # type: ignore[no-any-return]
         return None
     return store.get(rows[-1].checkpoint_id)  # type: ignore[no-any-return]
+
+
+def check_pool_holders(agent: Agent, names: list[str]) -> None:
+    """Refuse a sub-workflow state (among ``names``, the states asking for resources) that would
+    hold resources of the pool its child's states wait on: its hold lasts until the child ends,
+    which it cannot while one of them waits for what the hold keeps (the run hung, silently)."""
+    from ._errors import ResourceError
+
+    for name in names:
+        sub = agent.states[name].func
+        if not isinstance(sub, Subflow) or not _shares_pool(agent, sub.child):
+            continue
+        user = _pool_user(agent, sub.child, name)
+        if user is not None:
+            raise ResourceError(
+                f"state {name!r} runs agent {sub.child.name!r} and asks for resources of the pool its state "
+                f"{user!r} waits on too: {name!r} would hold them until the child ends, so {user!r} could wait "
+                f"forever. Declare resources on the child's states only, or give agent {sub.child.name!r} its "
+                "own pool (Agent(..., resource_pool=ResourcePool(...)))"
+            )
+
+
+def _shares_pool(parent: Agent, child: Agent) -> bool:
+    return not child.has_own_pool or (child.resource_pool is not None and child.resource_pool is parent.resource_pool)
+
+
+def _pool_user(root: Agent, agent: Agent, path: str) -> str | None:
+    """The first state (by path) of ``agent`` or its pool-sharing children that asks the pool for resources."""
+    from ._executor import state_executor
+
+    for name, spec in agent.states.items():
+        if spec.resources is not None and state_executor(agent, spec) is None:
+            return f"{path}/{name}"
+        if isinstance(spec.func, Subflow) and _shares_pool(root, spec.func.child):
+            found = _pool_user(root, spec.func.child, f"{path}/{name}")
+            if found is not None:
+                return found
+    return None
 
 
 def link(run: Run, parent: Run, state: str) -> None:

@@ -151,13 +151,25 @@ def _short(value: Any) -> str:
 def replace_fields(key: str, value: Any, changes: dict[str, Any]) -> Any:
     """Return a copy of ``value`` with ``changes`` applied, validated as pydantic validates:
     a model by ``model_validate``, a dataclass field by field (``"7"`` becomes ``7`` for an
-    ``int`` field, ``"many"`` raises :class:`TypedDataError` naming field, value and type)."""
+    ``int`` field, ``"many"`` raises :class:`TypedDataError` naming field, value and type; for
+    a model too, with pydantic's ``ValidationError`` as its ``__cause__``)."""
     if _is_pydantic(value):
         fields = type(value).model_fields
         unknown = [k for k in changes if k not in fields]
         if unknown:
             raise TypedDataError(f"update_typed({key!r}): {type(value).__name__} has no field {unknown[0]!r}")
-        return type(value).model_validate({**value.model_dump(), **changes})
+        from pydantic import ValidationError
+
+        try:
+            return type(value).model_validate({**value.model_dump(), **changes})
+        except ValidationError as exc:  # the same typed error as a dataclass field, naming what was wrong
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first.get("loc", ())) or "?"
+            given = changes.get(str(first.get("loc", ("",))[0]), "?")
+            raise TypedDataError(
+                f"update_typed({key!r}): field {field!r} of {type(value).__name__} got {_short(given)} "
+                f"({type(given).__name__}): {first.get('msg', 'invalid')}"
+            ) from exc
     names = {f.name for f in dataclasses.fields(value)}
     unknown = [k for k in changes if k not in names]
     if unknown:
@@ -177,11 +189,20 @@ def encode_typed(key: str, value: Any) -> dict[str, Any]:
     if name is None:
         name = type_key(cls)
         _REGISTRY[name] = cls
-    if _is_pydantic(value):
-        data = value.model_dump(mode="json")
-    else:  # as pydantic dumps it (datetime as ISO text, set as list...): decode_typed validates it back
-        adapter = _dataclass_adapter(cls)
-        data = dataclasses.asdict(value) if adapter is None else adapter.dump_python(value, mode="json")
+    from pydantic_core import PydanticSerializationError
+
+    try:
+        if _is_pydantic(value):
+            data = value.model_dump(mode="json")
+        else:  # as pydantic dumps it (datetime as ISO text, set as list...): decode_typed validates it back
+            adapter = _dataclass_adapter(cls)
+            data = dataclasses.asdict(value) if adapter is None else adapter.dump_python(value, mode="json")
+    except PydanticSerializationError as exc:  # a field of a type JSON cannot hold (an Any holding a lock...)
+        raise SerializationError(
+            f"typed context key {key!r} holds a {cls.__module__}.{cls.__qualname__} that a JSON checkpoint "
+            f"cannot store ({exc}); keep such objects out of the typed value, or give the field a type "
+            "pydantic can write as JSON"
+        ) from None
     return {"type": name, "data": data}
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..engine._checkpoint import Checkpoint
-from ..engine._codec import decode_value
+from ..engine._decode import decode_value
 from ._graphview import graph_svg, graph_text
 from ._layout import status_color
 from ._runs import find_run_id

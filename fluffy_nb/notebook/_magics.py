@@ -85,7 +85,12 @@ class FluffyMagics(Magics):
     @argument("--no-live", action="store_true", help="No live view under the cell.")
     @cell_magic("fluffy")  # type: ignore[arg-type]
     def fluffy_cell(self, line: str, cell: str) -> Any:
-        """Turn the state functions of this cell into agent NAME (see the module docstring for the rule)."""
+        """Turn the state functions of this cell into agent NAME (see the module docstring for the rule).
+
+        Without ``--run`` or ``--background`` the cell only defines the agent and draws its graph;
+        nothing runs until ``--run`` (wait here), ``--background`` (a handle at once), ``NAME.start()``
+        or ``await NAME.run()``.
+        """
         __tracebackhide__ = True
         args = parse_argstring(self.fluffy_cell, line)  # type: ignore[arg-type]
         name = args.name

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..engine._bounds import MAX_JSON_BYTES, MAX_NAME
-from ..engine._errors import CheckpointError
+from ..engine._errors import CheckpointError, SerializationError
 from ._base import MAX_LISTED_ERROR, MAX_LISTED_PENDING, pending_json
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def checkpoint_row(cp: Checkpoint) -> tuple[Any, ...]:
     raw = type(cp).__pydantic_serializer__.to_json(cp)  # what model_dump_json returns, as UTF-8 bytes
     text = raw.decode()
     if len(text) > MAX_JSON_BYTES:  # characters: a quick first look, bytes are checked on load
-        raise CheckpointError(
+        raise SerializationError(  # the data, not the store: a periodic checkpoint warns and the run goes on
             f"checkpoint {cp.checkpoint_id!r} of {cp.agent_name!r} is {len(text):,} characters of JSON, more "
             f"than the {MAX_JSON_BYTES:,} a store loads back; keep large data outside the context (a file, a "
             "database) and store its path"

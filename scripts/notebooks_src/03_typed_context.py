@@ -88,9 +88,10 @@ for attempt in (lambda: ctx.get_typed("user", Invoice), lambda: ctx.get_typed("i
 # ## Pydantic models validate on the way in
 #
 # With a pydantic model the data is validated when it is created, and `update_typed` re-validates the
-# change: an article cannot silently get a negative word count. Mix dataclasses and models freely.
-# Dataclass fields are type-checked too: `update_typed("user", age="many")` raises `TypedDataError`
-# naming the field, the value and the expected type.
+# change: an article cannot silently get a negative word count (a `TypedDataError` naming the field,
+# with pydantic's message). Mix dataclasses and models freely. Dataclass fields are type-checked the
+# same way: `update_typed("user", age="many")` raises `TypedDataError` naming the field, the value and
+# the expected type.
 
 # %%
 class Article(BaseModel, TypedContextData):
@@ -126,8 +127,8 @@ print(article.title, "|", article.words, "words |", article.keywords)
 
 try:
     r.context.update_typed("article", words=-5)
-except Exception as err:  # pydantic refuses: words must be >= 0
-    print(type(err).__name__, "- the invalid update was refused")
+except TypedDataError as err:  # pydantic refuses: words must be >= 0
+    print(type(err).__name__, "- the invalid update was refused:", err)
 
 # %% [markdown]
 # ## Typed data survives a checkpoint

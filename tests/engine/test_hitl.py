@@ -10,7 +10,16 @@ import threading
 import pytest
 from pydantic import BaseModel
 
-from fluffy_nb import Agent, Checkpoint, HumanInputError, HumanTimeoutError, ManualClock, StateFailedError, StateStatus
+from fluffy_nb import (
+    Agent,
+    Checkpoint,
+    FluffyError,
+    HumanInputError,
+    HumanTimeoutError,
+    ManualClock,
+    StateFailedError,
+    StateStatus,
+)
 from fluffy_nb.engine import _hooks
 from fluffy_nb.engine._events import (
     HumanAnswered,
@@ -96,6 +105,30 @@ async def test_validator_returning_none_like_re_fullmatch_rejects_the_answer():
     assert result["answer"] == "yes"
     assert len(responder.asked) == 2
     assert "rejected by the validator" in (responder.asked[1].rejection or "")
+
+
+async def test_an_async_validator_is_refused_instead_of_accepting_every_answer():
+    """A coroutine is truthy: awaited nowhere, an async validator would let "maybe" through."""
+
+    async def is_yes(answer):
+        return answer == "yes"
+
+    responder = ScriptedResponder({"Approve?": ["maybe", "yes"]})
+    agent = asking_agent(responder, validator=is_yes)
+    with pytest.raises(StateFailedError) as info:
+        await agent.run()
+    assert "validator=" in str(info.value)
+    assert "plain function returning True/False" in str(info.value)
+    assert responder.asked == []  # refused when asked, before anyone answers
+
+    hidden = asking_agent(ProgrammaticResponder(), validator=lambda answer: is_yes(answer))  # async inside
+    handle = hidden.start()
+    request = await hidden.responder.next_request()
+    with pytest.raises(FluffyError, match="returned an awaitable"):
+        hidden.answer(request.request_id, "maybe")
+    assert hidden.pending_requests() == [request]  # "maybe" was not taken as the answer
+    await hidden.cancel_all()
+    await asyncio.gather(handle, return_exceptions=True)
 
 
 async def test_choices_reject_answers_outside_them():

@@ -14,6 +14,7 @@ from fluffy_nb import (
     DependencyConfig,
     DependencyType,
     MemoryStore,
+    ResourceError,
     ResourcePool,
     ResourceRequirements,
     ResourceType,
@@ -598,6 +599,36 @@ async def test_a_child_given_its_own_pool_is_admitted_against_it() -> None:
     await until(lambda: len(live) == 2, "the child's pool admits its state beside the parent's")
     gate.set()
     assert (await handle).status is AgentStatus.COMPLETED
+
+
+@pytest.mark.parametrize("child_pool", ["default", "same", "own"])
+async def test_a_sub_workflow_state_holding_resources_its_child_waits_on_is_refused_not_hung(child_pool: str) -> None:
+    """``add_state("research", child, resources=...)`` while the child's states share the pool:
+    the parent state would hold its CPUs until the child ends, and the child's state waits for
+    them; the run hung forever. It fails at start naming both and the fix; a child with a pool of
+    its own is admitted against that and runs."""
+    shared = ResourcePool(total_cpu=2)
+    parent = Agent("team", resource_pool=shared)
+    child = {"default": lambda: Agent("researcher"), "same": lambda: Agent("researcher", resource_pool=shared),
+             "own": lambda: Agent("researcher", resource_pool=ResourcePool(total_cpu=2))}[child_pool]()
+    inner = Agent("summariser")  # a grandchild on the same pool: its state is what waits
+
+    async def summarise(ctx: Any) -> None:
+        ctx.set_state("notes", "short")
+
+    inner.add_state("summarise", summarise, resources=ResourceRequirements(cpu_units=1, memory_mb=0))
+    child.add_state("summary", inner, outputs=["notes"])
+    parent.add_state("research", child, outputs=["notes"], resources=ResourceRequirements(cpu_units=2, memory_mb=0))
+    if child_pool == "own":
+        inner.resource_pool = child.resource_pool
+        assert (await asyncio.wait_for(parent.run(), 10))["notes"] == "short"
+        return
+    with pytest.raises(ResourceError) as info:
+        await asyncio.wait_for(parent.run(), 10)
+    text = str(info.value)
+    assert "state 'research' runs agent 'researcher'" in text
+    assert "'research/summary/summarise' waits on too" in text
+    assert "Declare resources on the child's states only" in text
 
 
 async def test_a_route_back_after_a_child_timed_out_runs_a_fresh_child() -> None:

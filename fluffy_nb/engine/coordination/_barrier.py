@@ -25,6 +25,10 @@ class Barrier(Primitive):
     """
 
     kind = PrimitiveType.BARRIER
+    is_budget = True
+    """Passed before the resource pool, as quotas are: passing holds nothing, and a state waiting
+    here for the others must hold no CPU they need to arrive (with fewer CPUs than ``max_count``
+    the arrivals holding them waited for the rest forever)."""
 
     def __init__(self, name: str, max_count: int = 2, *, wait_timeout: float | None = None,
                  clock: Clock | None = None) -> None:

@@ -77,7 +77,8 @@ class Primitive:
 
     kind: PrimitiveType
     is_budget = False
-    """True for what is consumed rather than held (quotas): passed before the resource pool."""
+    """True for what is consumed or passed rather than held (quotas, barriers): passed before the
+    resource pool, so a state waiting at it holds no resources."""
 
     def __init__(self, name: str, *, clock: Clock | None = None, wait_timeout: float | None = None) -> None:
         if not isinstance(name, str) or not name:

@@ -99,6 +99,37 @@ async def test_mutex_serialises_states_sharing_it():
     assert agent.coordination("db").statistics().peak_holders == 1
 
 
+async def test_a_barrier_of_more_states_than_cpus_holds_no_cpu_while_it_waits():
+    """Five states that each ask 1 CPU of a 2-CPU pool (every Agent() has a machine pool now) and
+    meet at a barrier of 5: the first two held their CPU at the barrier, the other three waited
+    for a CPU to arrive, and the run hung. The barrier is passed before the pool."""
+    from fluffy_nb.engine import ResourcePool, ResourceRequirements
+
+    agent = Agent("sync", resource_pool=ResourcePool(total_cpu=2))
+    names = [f"chunk_{i}" for i in range(5)]
+    ran: list[str] = []
+    inside = {"now": 0, "peak": 0}
+
+    async def start(ctx):
+        return ["chunk_0", "chunk_1", "chunk_2", "chunk_3", "chunk_4"]
+
+    async def chunk(ctx):
+        inside["now"] += 1
+        inside["peak"] = max(inside["peak"], inside["now"])
+        for _ in range(3):
+            await asyncio.sleep(0)
+        inside["now"] -= 1
+        ran.append(ctx.state_name)
+
+    agent.add_state("start", start)
+    for name in names:
+        agent.add_state(name, chunk, resources=ResourceRequirements(cpu_units=1.0))
+        agent.add_state_coordination(name, PrimitiveType.BARRIER, max_count=5, name="sync")
+    await asyncio.wait_for(agent.run(), 10)
+    assert sorted(ran) == names
+    assert inside["peak"] == 2  # past the barrier, two at a time as the CPUs allow
+
+
 async def test_barrier_releases_all_arrivals_at_once():
     agent = Agent("barrier")
     passed: list[str] = []
