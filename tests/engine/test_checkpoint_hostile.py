@@ -149,7 +149,7 @@ def test_malformed_json_is_refused_with_a_reason_before_any_deep_work(text: str 
     start = time.perf_counter()
     with pytest.raises(CheckpointError, match=rf"^my-file\.json: .*{problem}"):
         Checkpoint.from_json(text, source="my-file.json")
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 5.0  # refused before deep work (what it would take: many seconds)
 
 
 @pytest.mark.parametrize(("field", "value", "problem"), [
@@ -298,5 +298,5 @@ def test_any_mutated_checkpoint_loads_cleanly_or_raises_checkpoint_error(rng: ra
     text = mut.mutated_checkpoint(seeds(), rng)
     outcome = mut.load_outcome(text)
     assert outcome.kind in ("loaded", "CheckpointError"), outcome.detail
-    assert outcome.seconds < 1.0
+    assert outcome.seconds < 10.0  # bounded work: no input makes loading hang (speed: benchmarks/fuzz_checkpoints.py)
     assert outcome.imported == []

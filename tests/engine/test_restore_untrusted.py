@@ -101,7 +101,7 @@ async def test_a_checkpoint_that_does_not_fit_is_refused_and_the_agent_stays_idl
     started = time.perf_counter()
     with pytest.raises(CheckpointError):
         agent.restore(checkpoint(**fields))
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 5.0  # refused before deep work (what it would take: many seconds)
     assert agent.status is AgentStatus.IDLE
     assert agent.get_state("joined") is None
     assert leftover_tasks() == before
@@ -132,7 +132,7 @@ async def test_resume_latest_with_every_row_damaged_raises_and_leaves_the_agent_
     started = time.perf_counter()
     with pytest.raises(CheckpointError, match="no checkpoint of the run loads"):
         await again.resume_latest(store)
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 5.0  # refused before deep work (what it would take: many seconds)
     assert again.status is AgentStatus.IDLE
     assert leftover_tasks() == set()
 
@@ -146,7 +146,7 @@ async def test_restoring_a_join_count_of_ten_million_is_refused_at_once(store: A
     started = time.perf_counter()
     with pytest.raises(CheckpointError, match="waiting branches"):
         agent.restore(good.checkpoint_id)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 5.0  # refused before deep work (what it would take: many seconds)
     assert agent.status is AgentStatus.IDLE
 
 
@@ -228,7 +228,7 @@ def test_any_mutated_checkpoint_restores_and_runs_or_is_refused_leaving_nothing_
                 await asyncio.wait_for(agent.run(), 1.0)
             except FluffyError:
                 pass
-        assert time.perf_counter() - started < 2.0
+        assert time.perf_counter() - started < 5.0  # refused before deep work (what it would take: many seconds)
         assert agent.status is not AgentStatus.RUNNING
         assert leftover_tasks() == before
 

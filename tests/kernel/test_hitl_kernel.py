@@ -141,7 +141,7 @@ def test_stop_while_a_form_waits_withdraws_it_and_says_so_in_one_line(kernel, co
     assert reply["content"]["status"] == "error"
     assert traceback == ["run 'orders' interrupted while waiting for a person; it had no checkpoint store, "
                          "so a new run starts from the beginning"]
-    assert took < 0.5
+    assert took < 5.0  # answered at once, not after the form's wait (a bound that only a hang breaks)
     assert kernel.state_of(form)["status"] == "withdrawn"
     assert kernel.run("print(orders.status.value, len(orders.pending_requests()))").strip() == "cancelled 0"
 
@@ -156,7 +156,7 @@ def test_stop_on_a_cell_awaiting_a_background_run_stops_the_waiting_not_the_run(
     _, took, traceback = interrupt(kernel, cell)
     assert traceback == ["stopped waiting for run 'bg'; the run goes on in the background "
                          "(`bg.handle.cancel()` cancels it)"]
-    assert took < 0.5
+    assert took < 5.0  # answered at once, not after the form's wait (a bound that only a hang breaks)
     assert kernel.state_of(form)["status"] == "open"  # still waiting for the person
     submit(kernel, form, answer="after the stop")
     assert kernel.run('print((await handle)["decision"])').strip() == "after the stop"

@@ -347,7 +347,7 @@ def test_a_damaged_store_file_reads_cleanly_or_raises_checkpoint_error(rng: rand
         mut.damage_store_file(clean, path, seeds, rng)
         outcome = mut.store_outcome(path)
     assert outcome.kind in ("loaded", "CheckpointError"), outcome.detail
-    assert outcome.seconds < 1.0
+    assert outcome.seconds < 10.0  # bounded work: no input makes loading hang (speed: benchmarks/fuzz_checkpoints.py)
     assert outcome.imported == []
 
 
