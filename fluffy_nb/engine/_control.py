@@ -151,7 +151,11 @@ class RunControl:
 
     # -- public controls ---------------------------------------------------------------------
     async def pause(self, timeout: float | None = None) -> Checkpoint | None:
-        """Stop starting states, let running ones finish (cancel them after ``timeout``), checkpoint."""
+        """Stop starting states, let running ones finish (cancel them after ``timeout``), checkpoint.
+
+        A state waiting for a person is not waited for: its question stays open, an answer
+        given while paused lets it finish, and the checkpoint counts it as in flight (a run
+        restored from it asks again)."""
         run, sched = self.run, self.scheduler
         if not run.active:
             raise AgentRunningError(
@@ -161,38 +165,23 @@ class RunControl:
             )
         sched.paused = True
         run.deps.pause()  # dependency timeouts stop counting while paused
-        if run.children:  # states that are agents: their runs pause too, and count as drained once paused
-            await self._pause_with_children(timeout)
-        elif sched.running:
+        if run.children:  # states that are agents: their runs pause too, and count as idle once paused
+            from ._subflow import pause_children
+
+            await pause_children(run, timeout)
+        if sched.running:
             sched.drained = asyncio.get_running_loop().create_future()
+            sched.idle_while_paused()
             done, _ = await asyncio.wait({sched.drained}, timeout=timeout)
             if not done:
                 for ex in list(sched.running.values()):
-                    if ex.task is not None:
+                    if ex.task is not None and not sched.idle(ex):
                         ex.requeue = True
                         ex.cancel_reason = "paused"
                         self._cancel_task(ex)
                 await sched.drained
         run.status = AgentStatus.PAUSED
         return run.checkpoints.save("pause")
-
-    async def _pause_with_children(self, timeout: float | None) -> None:
-        from ._subflow import hosts_paused_child, pause_children
-
-        run = self.run
-        await pause_children(run, timeout)
-        busy = [ex for ex in self.scheduler.running.values()
-                if ex.task is not None and not hosts_paused_child(run, ex.state)]
-        if not busy:
-            return
-        _, late = await asyncio.wait({ex.task for ex in busy if ex.task is not None}, timeout=timeout)
-        if late:
-            for ex in busy:
-                if ex.task in late:
-                    ex.requeue = True
-                    ex.cancel_reason = "paused"
-                    self._cancel_task(ex)
-            await asyncio.wait(late)
 
     def resume(self) -> bool:
         """Continue a paused run; False when it was not paused."""

@@ -384,6 +384,8 @@ class HumanLoop:
         meta = run.meta(state)
         self._waiting[(run.run_id, state)] += 1
         meta.status = StateStatus.WAITING_FOR_HUMAN
+        if run.paused:  # a pause waiting for its running states need not wait for a person
+            run.scheduler.idle_while_paused()
         try:
             value = await self._wait(req)
         except BaseException:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 _ids = itertools.count(1)
 # read once: an enum member looked up on its class is a Python-level lookup in 3.11
 _READY = StateStatus.READY
+_WAITING = StateStatus.WAITING_FOR_HUMAN
 
 
 class Execution:
@@ -199,6 +200,8 @@ class Scheduler(Outcomes):
     def check_done(self) -> None:
         """Resolve the run's ``done`` future (or a pause's ``drained``) once no work is left."""
         if self.running:
+            if self.paused:
+                self.idle_while_paused()
             return
         if self.paused:
             if self.drained is not None and not self.drained.done():
@@ -209,6 +212,21 @@ class Scheduler(Outcomes):
         done = self.done
         if done is not None and not done.done():
             done.set_result(None)
+
+    def idle(self, ex: Execution) -> bool:
+        """Whether the running ``ex`` is idle for a pause: it waits for a person (its form stays
+        open: a pause need not wait for an answer that may never come) or hosts a paused child run."""
+        meta = self.run.metadata.get(ex.state)
+        if meta is not None and meta.status is _WAITING:
+            return True
+        child = self.run.children.get(ex.state)
+        return child is not None and child.paused
+
+    def idle_while_paused(self) -> None:
+        """Resolve a pause's ``drained`` once every running state is :meth:`idle`."""
+        drained = self.drained
+        if drained is not None and not drained.done() and all(map(self.idle, self.running.values())):
+            drained.set_result(None)
 
     def names_in_flight(self) -> set[str]:
         """States running or queued."""

@@ -331,6 +331,58 @@ async def test_parallel_state_keeps_working_while_another_waits_for_a_person(rec
     assert order.index(("StateFinished", "work")) < order.index(("HumanAnswered", "ask"))
 
 
+async def test_pause_returns_while_a_state_waits_for_a_person_and_the_answer_still_counts():
+    """pause() lets running states finish; one waiting for a person is left waiting (its form stays
+    open) instead of holding the pause until someone answers, which could be never."""
+    responder = ProgrammaticResponder()
+    agent = Agent("paused", responder=responder)
+    started: list[str] = []
+
+    async def fan(ctx):
+        return ["ask", "work"]
+
+    async def ask(ctx):
+        ctx.set_state("answer", await ctx.human_in_the_loop("Ship it?"))
+        return "after"
+
+    async def work(ctx):
+        await asyncio.sleep(0)
+
+    async def after(ctx):
+        started.append("after")
+
+    for name, func in [("fan", fan), ("ask", ask), ("work", work), ("after", after)]:
+        agent.add_state(name, func)
+    handle = agent.start()
+    request = await responder.next_request()
+    checkpoint = await asyncio.wait_for(agent.pause(), 5)  # before: waited for the answer
+    assert agent.status.value == "paused"
+    assert checkpoint is not None
+    assert checkpoint.pending == ["ask"]  # restored, it asks again
+    assert request.is_open
+    request.answer("yes")
+    for _ in range(20):  # the answer lands and ``ask`` ends; nothing new starts while paused
+        await asyncio.sleep(0)
+    assert agent.state_metadata["ask"].status is StateStatus.COMPLETED
+    assert started == []
+    await agent.resume()
+    result = await handle
+    assert result["answer"] == "yes"
+    assert started == ["after"]
+
+
+async def test_pause_of_a_run_whose_only_state_waits_for_a_person_returns_at_once():
+    responder = ProgrammaticResponder()
+    agent = asking_agent(responder)
+    handle = agent.start()
+    request = await responder.next_request()
+    await asyncio.wait_for(agent.pause(), 5)
+    assert agent.status.value == "paused"
+    request.answer("ok")
+    await agent.resume()
+    assert (await handle)["answer"] == "ok"
+
+
 # -- checkpoints and replay ---------------------------------------------------------------------
 def two_questions(agent: Agent, asked: list[str]) -> None:
     async def ask(ctx):
