@@ -51,6 +51,7 @@ _register_displays()
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext fluffy_nb``: magics, transformer, live views of background runs, widget forms."""
     from . import _hooks_impl, _interrupt
+    from ._finals import resend
     from ._magics import await_blocking_runs
 
     ipython.register_magics(FluffyMagics)
@@ -58,6 +59,8 @@ def load_ipython_extension(ipython: Any) -> None:
         ipython.input_transformers_post.append(await_blocking_runs)
     _hooks_impl.install()
     _interrupt.install(ipython)
+    if resend not in ipython.events.callbacks["post_run_cell"]:
+        ipython.events.register("post_run_cell", resend)
     try:
         from ._hitl_form import install as _install_forms
     except ImportError:  # the widget responder is optional
@@ -68,6 +71,7 @@ def load_ipython_extension(ipython: Any) -> None:
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext fluffy_nb``: remove what :func:`load_ipython_extension` added."""
     from . import _hooks_impl, _interrupt
+    from ._finals import resend
     from ._magics import await_blocking_runs
 
     if await_blocking_runs in ipython.input_transformers_post:
@@ -77,3 +81,5 @@ def unload_ipython_extension(ipython: Any) -> None:
         magics[kind].pop("fluffy", None)
     _hooks_impl.uninstall()
     _interrupt.uninstall(ipython)
+    if resend in ipython.events.callbacks["post_run_cell"]:
+        ipython.events.unregister("post_run_cell", resend)

@@ -90,7 +90,9 @@ def update_definition(agent: Agent, tracker: Any) -> None:
     """Redraw the defining cell's graph as ``tracker``'s run ended (nothing if none was shown)."""
     handle = agent.__dict__.get(_DEFINITION_ATTR)
     if handle is not None:
-        handle.update(AgentPicture(agent, tracker))
+        from ._finals import update_final
+
+        update_final(handle, AgentPicture(agent, tracker))
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
