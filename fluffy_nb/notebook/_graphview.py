@@ -370,19 +370,35 @@ def svg_scene(agent: Any, tracker: Any = None) -> SvgScene:
         cx, cy = px(*lay.position(n))
         boxes[n] = (cx - widths[n] / 2, cy - BOX_H / 2, cx + widths[n] / 2, cy + BOX_H / 2)
     edges = []
-    lane = 0
-    for src, dst, kind, back in lay.edges:
+    # the back edge into the lowest target gets the innermost lane, so climbs to higher targets pass
+    # to the left of every lower one's entry instead of crossing it
+    backs = sorted(((lay.position(d)[1], -lay.position(s)[1], i) for i, (s, d, _k, back) in enumerate(lay.edges)
+                    if back and s != d))
+    lane_of = {i: lane for lane, (*_, i) in enumerate(backs)}
+    for i, (src, dst, kind, back) in enumerate(lay.edges):
         if src == dst:
             pts: list[tuple[float, float]] = []
         elif back:
-            pts = _clip([px(*p) for p in lay.back_route(src, dst, lane)], boxes[src], boxes[dst])
-            lane += 1
+            pts = _clip(_apart([px(*p) for p in lay.back_route(src, dst, lane_of[i])], lane_of[i], len(backs)),
+                        boxes[src], boxes[dst])
         else:
             pts = _through_gaps(lay.route(src, dst), px, cols, x_of, boxes[src], boxes[dst])
         edges.append((src, dst, kind, back, pts))
     bottom = max([b[3] for b in boxes.values()] + [p[1] for e in edges for p in e[4]])
     right = max(b[2] for b in boxes.values())
     return SvgScene(int(right + 40), int(bottom + 16), boxes, edges)
+
+
+def _apart(pts: list[tuple[float, float]], lane: int, lanes: int) -> list[tuple[float, float]]:
+    """A back edge's pixel points moved so no two edges share a line: its climbs in the gaps are
+    spread across the gap (lane by lane, nested so a climb never crosses another lane's run), and it
+    leaves and enters its boxes below their centres, where forward edges do not run."""
+    step = min(8.0, (GAP_X - 16.0) / max(lanes, 1))
+    off = (lane - (lanes - 1) / 2) * step
+    drop = BOX_H / 4
+    (x0, y0), (g0, _), (_, lane_y), (g1, _), (_, y1), (x1, _) = pts
+    return [(x0, y0 + drop), (g0 + off, y0 + drop), (g0 + off, lane_y), (g1 - off, lane_y),
+            (g1 - off, y1 + drop), (x1, y1 + drop)]
 
 
 def _through_gaps(route: list[tuple[float, float]], px: Any, cols: dict[int, float], x_of: dict[int, float],
