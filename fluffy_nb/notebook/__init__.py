@@ -3,7 +3,9 @@
 Importing it registers the rich displays of engine objects (``engine._hooks.renderers``) and
 the history-frame factory (``agent.history()`` returns a DataFrame). ``%load_ext fluffy_nb``
 also registers the magics, the ``%%fluffy ... --run`` input transformer, the live view of
-``agent.start()`` runs, the background-error display and the widget human-in-the-loop responder.
+``agent.start()`` runs, the background-error display, the widget human-in-the-loop responder,
+an Agent's display that each run's end redraws, and the resending of final pictures at the end
+of a cell (``_finals``).
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ _register_displays()
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext fluffy_nb``: magics, transformer, live views of background runs, widget forms."""
+    from ..engine._agent import Agent
     from . import _hooks_impl, _interrupt
+    from ._display import show_agent
     from ._finals import resend
     from ._magics import await_blocking_runs
 
@@ -61,6 +65,7 @@ def load_ipython_extension(ipython: Any) -> None:
     _interrupt.install(ipython)
     if resend not in ipython.events.callbacks["post_run_cell"]:
         ipython.events.register("post_run_cell", resend)
+    ipython.display_formatter.ipython_display_formatter.for_type(Agent, show_agent)
     try:
         from ._hitl_form import install as _install_forms
     except ImportError:  # the widget responder is optional
@@ -70,6 +75,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext fluffy_nb``: remove what :func:`load_ipython_extension` added."""
+    from ..engine._agent import Agent
     from . import _hooks_impl, _interrupt
     from ._finals import resend
     from ._magics import await_blocking_runs
@@ -83,3 +89,4 @@ def unload_ipython_extension(ipython: Any) -> None:
     _interrupt.uninstall(ipython)
     if resend in ipython.events.callbacks["post_run_cell"]:
         ipython.events.unregister("post_run_cell", resend)
+    ipython.display_formatter.ipython_display_formatter.type_printers.pop(Agent, None)

@@ -132,3 +132,19 @@ def test_a_child_agent_run_inside_a_state_gets_no_view_of_its_own(kernel):
              and "application/vnd.jupyter.widget-view+json" in m["content"]["data"]]
     assert len(views) == 1
     assert views[0]["content"]["data"]["text/plain"].startswith("parent:")
+
+
+def test_an_agent_shown_as_a_cells_result_is_redrawn_as_its_run_ended(kernel):
+    kernel.run("%load_ext fluffy_nb")
+    define = kernel.submit(README_FIRST.replace("result = await agent.run()\nresult\n", "agent\n"))
+    kernel.reply(define)
+    kernel.wait_idle(define)
+    [shown] = [m for m in kernel.iopub if _mine(define)(m) and m["msg_type"] in ("display_data", "execute_result")]
+    assert "2 states, status idle" in shown["content"]["data"]["text/html"]
+    display_id = shown["content"]["transient"]["display_id"]  # a display the run's end can find
+    run = kernel.submit("await agent.run()")
+    kernel.reply(run)
+    kernel.wait_idle(run)
+    [redrawn] = [m for m in kernel.iopub if m["msg_type"] == "update_display_data"
+                 and m["content"]["transient"]["display_id"] == display_id]
+    assert "latest run: hello_workflow: completed · 2/2 states" in redrawn["content"]["data"]["text/html"]
