@@ -170,3 +170,28 @@ def test_no_two_edges_run_along_one_line_so_each_can_be_followed(build):
             for j, (r, s) in enumerate(legs2):
                 port = (a == c and i == j == 0) or (b == d and i == len(legs) - 1 and j == len(legs2) - 1)
                 assert port or not _shared(p, q, r, s), f"{a} -> {b} and {c} -> {d} share {p}-{q} / {r}-{s}"
+
+
+def test_the_live_figures_back_edges_climb_on_lines_of_their_own():
+    from fluffy_nb.notebook import graph_figure
+
+    fig = graph_figure(content_pipeline())
+    lowest = min(y for t in fig.data if t.mode == "markers+text" for y in t.y)
+    polylines = []
+    for trace in fig.data:
+        if trace.mode == "lines" and trace.x and None in trace.x:
+            line: list[tuple[float, float]] = []
+            for x, y in zip(trace.x, trace.y, strict=True):
+                if x is None:
+                    polylines += [line] if line else []
+                    line = []
+                else:
+                    line.append((x, y))
+    back = [p for p in polylines if min(y for _, y in p) < lowest]  # the loops, run under every node
+    assert len(back) == len(WRITERS)
+    for a, b in itertools.combinations(back, 2):
+        for i, (p, q) in enumerate(itertools.pairwise(a)):
+            for j, (r, s) in enumerate(itertools.pairwise(b)):
+                if i == j == 0:
+                    continue  # all three leave plan_rewrite from one port
+                assert not _shared(p, q, r, s, tol=1e-3), f"two rewrite edges share {p}-{q}"
