@@ -108,6 +108,20 @@ def two_span_tracker():
     return SimpleNamespace(spans=spans, wait_spans=[], duration=2.0, elapsed=lambda: 2.0)
 
 
+def test_the_timeline_legend_names_each_reason_waited_for_in_the_colour_of_its_bars():
+    from fluffy_nb.notebook._trackwaits import WaitSpan
+    from fluffy_nb.notebook._waitview import wait_style
+
+    tracker = two_span_tracker()
+    tracker.wait_spans = [WaitSpan("slow", "rate_limit", 0.0, 0.5), WaitSpan("instant", "person", 0.5, 2.0)]
+    svg = timeline_svg(tracker)
+    for kind, text in (("rate_limit", "waited: rate limit"), ("person", "a person")):
+        colour = wait_style(kind)[1]
+        assert f'fill="{colour}" fill-opacity="0.45"><title>' in svg  # the bars
+        assert any(f'fill="{colour}" fill-opacity="0.45"/>' in part and f">{text}</text>" in part
+                   for part in svg.split("<rect")[1:]), f"no {colour} swatch named {text!r}"  # the legend
+
+
 def test_a_state_that_took_no_time_shows_as_a_tick_on_both_timelines():
     tracker = two_span_tracker()
     svg = timeline_svg(tracker)
