@@ -274,3 +274,17 @@ async def test_a_small_graph_is_drawn_state_by_state_without_a_summary_note():
     svg = graph_svg(view.agent, view.tracker)
     assert "summarised" not in svg
     assert svg.count("<g><title>") == 4
+
+
+def test_a_timeline_legend_of_every_wait_reason_stays_inside_the_picture():
+    import re
+
+    from fluffy_nb.notebook._trackwaits import WaitSpan
+    from fluffy_nb.notebook._waitview import WAIT_STYLE
+
+    tracker = two_span_tracker()
+    tracker.wait_spans = [WaitSpan("slow", kind, 0.0, 0.5) for kind in WAIT_STYLE]
+    svg = timeline_svg(tracker, width=720)
+    legend = re.findall(r'<text x="(\d+)" y="14">([^<]*)</text>', svg)
+    assert legend[-1][1].endswith("more reasons")
+    assert all(int(x) + 7 * len(text) <= 720 for x, text in legend)
