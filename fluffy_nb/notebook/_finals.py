@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["forget", "pending", "resend", "update_final"]
+__all__ = ["forget", "resend", "update_final"]
 
 #: display id -> (handle, what to show, update keyword arguments, request id it was sent under)
 _pending: dict[str, tuple[Any, Any, dict[str, Any], str | None]] = {}
@@ -54,11 +54,6 @@ def forget(handle: Any) -> None:
     display_id = getattr(handle, "display_id", None)
     if display_id is not None:
         _pending.pop(display_id, None)
-
-
-def pending() -> list[str]:
-    """Display ids whose final update waits for the end of the next cell."""
-    return list(_pending)
 
 
 def resend(*_: Any) -> None:

@@ -7,7 +7,9 @@ loop share a column); every state goes to the layer after its deepest predecesso
 path); states inside a layer are ordered by the barycentre of their predecessors (two sweeps).
 Layers wider than ``max_per_layer`` collapse into one *group* node ("w0 … w9999 (10,000
 states)"), so a huge fan-out stays one readable column, and the picture says it is summarised
-(``summary_note``). Layouts are cached per graph version.
+(``summary_note``). Layouts are cached per graph version. Back edges run in lanes under every
+node (``Layout.back_route``), one lane each, nested by target (``Layout.back_lanes``), with
+climbs of their own in the gaps (``spread_back_edge``), for the SVG and the plotly graph alike.
 """
 
 from __future__ import annotations
