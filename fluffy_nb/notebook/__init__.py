@@ -3,7 +3,9 @@
 Importing it registers the rich displays of engine objects (``engine._hooks.renderers``) and
 the history-frame factory (``agent.history()`` returns a DataFrame). ``%load_ext fluffy_nb``
 also registers the magics, the ``%%fluffy ... --run`` input transformer, the live view of
-``agent.start()`` runs, the background-error display and the widget human-in-the-loop responder.
+``agent.start()`` runs, the background-error display, the widget human-in-the-loop responder,
+an Agent's display that each run's end redraws, and the resending of final pictures at the end
+of a cell (``_finals``).
 """
 
 from __future__ import annotations
@@ -50,7 +52,10 @@ _register_displays()
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext fluffy_nb``: magics, transformer, live views of background runs, widget forms."""
+    from ..engine._agent import Agent
     from . import _hooks_impl, _interrupt
+    from ._display import show_agent
+    from ._finals import resend
     from ._magics import await_blocking_runs
 
     ipython.register_magics(FluffyMagics)
@@ -58,6 +63,9 @@ def load_ipython_extension(ipython: Any) -> None:
         ipython.input_transformers_post.append(await_blocking_runs)
     _hooks_impl.install()
     _interrupt.install(ipython)
+    if resend not in ipython.events.callbacks["post_run_cell"]:
+        ipython.events.register("post_run_cell", resend)
+    ipython.display_formatter.ipython_display_formatter.for_type(Agent, show_agent)
     try:
         from ._hitl_form import install as _install_forms
     except ImportError:  # the widget responder is optional
@@ -67,7 +75,9 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext fluffy_nb``: remove what :func:`load_ipython_extension` added."""
+    from ..engine._agent import Agent
     from . import _hooks_impl, _interrupt
+    from ._finals import resend
     from ._magics import await_blocking_runs
 
     if await_blocking_runs in ipython.input_transformers_post:
@@ -77,3 +87,6 @@ def unload_ipython_extension(ipython: Any) -> None:
         magics[kind].pop("fluffy", None)
     _hooks_impl.uninstall()
     _interrupt.uninstall(ipython)
+    if resend in ipython.events.callbacks["post_run_cell"]:
+        ipython.events.unregister("post_run_cell", resend)
+    ipython.display_formatter.ipython_display_formatter.type_printers.pop(Agent, None)

@@ -86,11 +86,21 @@ def show_definition(agent: Agent) -> None:
         setattr(agent, _DEFINITION_ATTR, handle)
 
 
+def show_agent(agent: Agent) -> bool:
+    """IPython's display of an Agent after ``%load_ext fluffy_nb`` (a cell ending in ``agent``,
+    ``display(agent)``): its graph, drawn with a display id like ``%%fluffy NAME``'s, so the end of
+    each run redraws it as that run ended instead of leaving every state "pending"."""
+    show_definition(agent)
+    return True
+
+
 def update_definition(agent: Agent, tracker: Any) -> None:
     """Redraw the defining cell's graph as ``tracker``'s run ended (nothing if none was shown)."""
     handle = agent.__dict__.get(_DEFINITION_ATTR)
     if handle is not None:
-        handle.update(AgentPicture(agent, tracker))
+        from ._finals import update_final
+
+        update_final(handle, AgentPicture(agent, tracker))
 
 
 def _table(rows: list[tuple[str, str]]) -> str:

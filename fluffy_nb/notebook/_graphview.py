@@ -26,6 +26,7 @@ from ._layout import (
     graph_layout,
     plotly_template,
     plotly_text,
+    spread_back_edge,
     status_color,
     status_label,
     summary_note,
@@ -141,10 +142,11 @@ def _graph_parts(agent: Any, tracker: Any, title: str | None) -> _GraphParts:
     # edges: one line trace per kind (dash shows the kind), arrowheads as short annotations on the last leg;
     # cycles (back edges) run in lanes under every node, edges that skip layers bend around the nodes between
     annotations = []
-    lanes = 0
+    lane_of = lay.back_lanes()
+    lanes = len(lane_of)
     kinds_seen: set[str] = set()
     lines: dict[str, tuple[list[float | None], list[float | None]]] = {}
-    for src, dst, kind, back in lay.edges:
+    for i, (src, dst, kind, back) in enumerate(lay.edges):
         kind = kind if kind in EDGE_STYLE else "code"
         colour = EDGE_STYLE[kind][1]
         kinds_seen.add(kind)
@@ -152,9 +154,9 @@ def _graph_parts(agent: Any, tracker: Any, title: str | None) -> _GraphParts:
         if src == dst:
             pts = [(x0 + 0.12 * math.cos(t / 10 * 2 * math.pi), y0 + 0.35 + 0.2 * math.sin(t / 10 * 2 * math.pi))
                    for t in range(11)]
-        elif back:
-            pts = lay.back_route(src, dst, lanes)
-            lanes += 1
+        elif back:  # climbs spread in the gap (layout units), entering just under the marker's centre
+            pts = spread_back_edge(lay.back_route(src, dst, lane_of[i]), lane_of[i], lanes,
+                                   step=min(0.08, 0.3 / lanes), drop=-0.06)
         else:
             pts = lay.route(src, dst)
         xs_, ys_ = lines.setdefault(kind, ([], []))
@@ -220,7 +222,7 @@ def _graph_parts(agent: Any, tracker: Any, title: str | None) -> _GraphParts:
         "margin": {"l": 20, "r": 20, "t": 70 if note else 50, "b": 70 if deadlocks else 20}, "hovermode": "closest",
         "legend": {"yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.01, "font": {"size": 11},
                    "tracegroupgap": 12},
-        "xaxis": {"visible": False, "range": [min(xs) - 0.5, max(xs) + 0.5]},
+        "xaxis": {"visible": False, "range": [min(xs) - 0.5 - 0.2 * bool(lanes), max(xs) + 0.5 + 0.2 * bool(lanes)]},
         "yaxis": {"visible": False, "range": [min(ys) - 0.9 - 0.3 * lanes, max(ys) + 0.7]},
     }
     return _GraphParts(traces, layout, lay, status, waits, deadlocks)
@@ -372,13 +374,14 @@ def svg_scene(agent: Any, tracker: Any = None) -> SvgScene:
         cx, cy = px(*lay.position(n))
         boxes[n] = (cx - widths[n] / 2, cy - BOX_H / 2, cx + widths[n] / 2, cy + BOX_H / 2)
     edges = []
-    lane = 0
-    for src, dst, kind, back in lay.edges:
+    lane_of = lay.back_lanes()
+    step = min(8.0, (GAP_X - 16.0) / max(len(lane_of), 1))  # climbs spread across the gap between columns
+    for i, (src, dst, kind, back) in enumerate(lay.edges):
         if src == dst:
             pts: list[tuple[float, float]] = []
         elif back:
-            pts = _clip([px(*p) for p in lay.back_route(src, dst, lane)], boxes[src], boxes[dst])
-            lane += 1
+            pts = _clip(spread_back_edge([px(*p) for p in lay.back_route(src, dst, lane_of[i])], lane_of[i],
+                                         len(lane_of), step=step, drop=BOX_H / 4), boxes[src], boxes[dst])
         else:
             pts = _through_gaps(lay.route(src, dst), px, cols, x_of, boxes[src], boxes[dst])
         edges.append((src, dst, kind, back, pts))

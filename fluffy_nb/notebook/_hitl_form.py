@@ -34,6 +34,7 @@ from ..engine import _hooks
 from ..engine._errors import FluffyWarning, HumanInputError
 from ..engine._events import Event, HumanAnswered, HumanRejected, HumanRequested, HumanWithdrawn
 from ..engine._hitl import HumanRequest
+from ._finals import forget, update_final
 from ._hitl_fields import field_errors, field_specs, read_values
 
 _HERE = Path(__file__).resolve().parent
@@ -286,6 +287,7 @@ class FormsArea(widgets.VBox):
             self.children = (*self.children, form)  # type: ignore[has-type]
             if self._static:  # shown as records since the last answer: the widget comes back
                 self._static = False
+                forget(self.display_handle)
                 self.display_handle.update(self)
         elif request.rejection:
             form.show_rejection(request.rejection)
@@ -349,8 +351,8 @@ class FormsArea(widgets.VBox):
         if self.display_handle is None or self.open_forms():
             return
         self._static = True
-        self.display_handle.update({"text/plain": "\n".join(self.records()), "text/html": self.records_html()},
-                                   raw=True)
+        update_final(self.display_handle, {"text/plain": "\n".join(self.records()), "text/html": self.records_html()},
+                     raw=True)
 
     def close(self) -> None:
         """Stop following the agent and close the widgets."""

@@ -7,7 +7,9 @@ loop share a column); every state goes to the layer after its deepest predecesso
 path); states inside a layer are ordered by the barycentre of their predecessors (two sweeps).
 Layers wider than ``max_per_layer`` collapse into one *group* node ("w0 … w9999 (10,000
 states)"), so a huge fan-out stays one readable column, and the picture says it is summarised
-(``summary_note``). Layouts are cached per graph version.
+(``summary_note``). Layouts are cached per graph version. Back edges run in lanes under every
+node (``Layout.back_route``), one lane each, nested by target (``Layout.back_lanes``), with
+climbs of their own in the gaps (``spread_back_edge``), for the SVG and the plotly graph alike.
 """
 
 from __future__ import annotations
@@ -194,6 +196,25 @@ class Layout:
         low = min((self.position(n)[1] for n in self.nodes), default=0.0)
         lane_y = low - 0.8 - 0.3 * lane
         return [(x0, y0), (x0 + 0.5, y0), (x0 + 0.5, lane_y), (x1 - 0.5, lane_y), (x1 - 0.5, y1), (x1, y1)]
+
+    def back_lanes(self) -> dict[int, int]:
+        """The lane of each back edge (by its index in ``edges``; self-loops have none): the edge into
+        the lowest target gets the innermost lane, so with :func:`spread_back_edge` a climb to a higher
+        target passes beside every lower one's entry instead of crossing it."""
+        backs = sorted((self.position(d)[1], -self.position(s)[1], i)
+                       for i, (s, d, _kind, back) in enumerate(self.edges) if back and s != d)
+        return {i: lane for lane, (*_, i) in enumerate(backs)}
+
+
+def spread_back_edge(pts: list[tuple[float, float]], lane: int, lanes: int, *, step: float,
+                     drop: float) -> list[tuple[float, float]]:
+    """A back edge's six route points (:meth:`Layout.back_route`, in any units) moved so no two back
+    edges share a line: its climbs stand ``step`` apart per lane across the gaps, nested by lane, and
+    it leaves and enters its boxes ``drop`` off their centres, where forward edges do not run."""
+    off = (lane - (lanes - 1) / 2) * step
+    (x0, y0), (g0, _), (_, lane_y), (g1, _), (_, y1), (x1, _) = pts
+    return [(x0, y0 + drop), (g0 + off, y0 + drop), (g0 + off, lane_y), (g1 - off, lane_y),
+            (g1 - off, y1 + drop), (x1, y1 + drop)]
 
 
 def _dfs_back_edges(nodes: list[str], succ: Mapping[str, Iterable[str]]) -> set[tuple[str, str]]:

@@ -36,6 +36,7 @@ import ipywidgets as widgets
 from ._clusters import expand_toggle
 from ._coordpanel import CoordinationPanel, coordination_html
 from ._figures import resource_figure, steady_samples, timeline_bundle, to_bundle
+from ._finals import update_final
 from ._graphview import graph_bundle, graph_svg
 from ._latency import latency_table_html
 from ._layout import LIGHT_STATUSES, STATUS_STYLE, status_color, status_label
@@ -260,7 +261,7 @@ class LiveView:
             log.debug("fluffy_nb: redrawing the defining cell's graph failed", exc_info=True)
         if self._display is not None:
             try:  # the saved notebook keeps this static picture: no widget, no CDN, the run as it ended
-                self._display.update(self.final_bundle(), raw=True)
+                update_final(self._display, self.final_bundle(), raw=True)
             except Exception:
                 log.debug("fluffy_nb: updating the live view's display failed", exc_info=True)
 

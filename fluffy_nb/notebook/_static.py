@@ -17,7 +17,7 @@ from operator import attrgetter, is_not
 from typing import Any
 
 from ._layout import status_color
-from ._waitview import wait_style
+from ._waitview import WAIT_STYLE, wait_style
 
 _state_of = attrgetter("state")
 _waited_of = attrgetter("waited")
@@ -81,7 +81,7 @@ def timeline_svg(tracker: Any, *, width: int = 720) -> str:
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" style="max-width:100%;height:auto" font-family="sans-serif" '
            f'font-size="11"><text x="4" y="14" font-size="13">{html.escape(title)}</text>']
-    out.append(_timeline_legend(spans, bool(waits), 24.0 + 7.5 * len(title)))
+    out.append(_timeline_legend(spans, {w.kind for w in waits}, 24.0 + 7.5 * len(title), width))
     index = {r: i for i, r in enumerate(rows)}
     base = 24
     for r, i in index.items():
@@ -119,17 +119,26 @@ def timeline_svg(tracker: Any, *, width: int = 720) -> str:
     return "".join(out)
 
 
-def _timeline_legend(spans: list[Any], waits: bool, lx: float) -> str:
-    """The outcomes present (and waits), as coloured squares with their words, from ``lx`` on."""
+def _timeline_legend(spans: list[Any], wait_kinds: set[str], lx: float, width: float) -> str:
+    """The outcomes present and the reasons waited for (each in its bar's colour, "waited: rate
+    limit"), as coloured squares with their words, from ``lx`` on; reasons that would run past
+    ``width`` are counted instead (each bar's tooltip names its reason)."""
     out = []
     for outcome, label in _OUTCOME_LABEL.items():
         if any(s.outcome == outcome for s in spans):
             out.append(f'<rect x="{lx:.0f}" y="5" width="10" height="10" fill="{_OUTCOME_COLOUR[outcome]}"/>'
                        f'<text x="{lx + 14:.0f}" y="14">{label}</text>')
             lx += 24 + 7 * len(label)
-    if waits:
-        out.append(f'<rect x="{lx:.0f}" y="7" width="10" height="6" fill="#999" fill-opacity="0.45"/>'
-                   f'<text x="{lx + 14:.0f}" y="14">waiting</text>')
+    styles = {wait_style(k) for k in wait_kinds}  # an unknown kind is drawn (and named) as "blocked"
+    ordered = sorted(styles, key=list(WAIT_STYLE.values()).index)
+    for i, (label, colour, *_) in enumerate(ordered):
+        text = label if i else f"waited: {label}"
+        if lx + 24 + 7 * len(text) + 110 > width and i < len(ordered) - 1:
+            out.append(f'<text x="{lx:.0f}" y="14">+{len(ordered) - i} more reasons</text>')
+            break
+        out.append(f'<rect x="{lx:.0f}" y="7" width="10" height="6" fill="{colour}" fill-opacity="0.45"/>'
+                   f'<text x="{lx + 14:.0f}" y="14">{html.escape(text)}</text>')
+        lx += 24 + 7 * len(text)
     return "".join(out)
 
 

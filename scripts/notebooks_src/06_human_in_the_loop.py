@@ -99,6 +99,7 @@ for fn in (draft, human_review, revise, publish):
 # ("waiting for a person") and the form appears. **Type your answer and press Submit.**
 
 # %%
+# NBVAL_CHECK_OUTPUT
 review_run = review.start()
 
 # %% [markdown]

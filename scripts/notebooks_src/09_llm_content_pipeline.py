@@ -152,6 +152,7 @@ pipeline
 # form when the run reaches `human_review`. **Pick an answer in the form** to continue.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 run = pipeline.start(initial_context={"request": {"topic": "workflow engines", "audience": "data scientists",
                                                  "sections": 3}})
 

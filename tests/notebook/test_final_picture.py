@@ -13,6 +13,7 @@ from fluffy_nb.notebook._figures import resource_figure, timeline_bundle, timeli
 from fluffy_nb.notebook._graphview import graph_bundle, graph_figure
 from fluffy_nb.notebook._static import state_usage, timeline_svg
 from fluffy_nb.notebook._tracker import Span
+from tests._wait import until
 
 
 def review_agent(*, fail: bool = False) -> Agent:
@@ -106,6 +107,20 @@ def two_span_tracker():
     """A tracker's timeline: ``slow`` ran 2 s, then ``instant`` took no time at all."""
     spans = [Span("slow", 1, 0.0, 2.0, "completed"), Span("instant", 1, 2.0, 2.0, "completed")]
     return SimpleNamespace(spans=spans, wait_spans=[], duration=2.0, elapsed=lambda: 2.0)
+
+
+def test_the_timeline_legend_names_each_reason_waited_for_in_the_colour_of_its_bars():
+    from fluffy_nb.notebook._trackwaits import WaitSpan
+    from fluffy_nb.notebook._waitview import wait_style
+
+    tracker = two_span_tracker()
+    tracker.wait_spans = [WaitSpan("slow", "rate_limit", 0.0, 0.5), WaitSpan("instant", "person", 0.5, 2.0)]
+    svg = timeline_svg(tracker)
+    for kind, text in (("rate_limit", "waited: rate limit"), ("person", "a person")):
+        colour = wait_style(kind)[1]
+        assert f'fill="{colour}" fill-opacity="0.45"><title>' in svg  # the bars
+        assert any(f'fill="{colour}" fill-opacity="0.45"/>' in part and f">{text}</text>" in part
+                   for part in svg.split("<rect")[1:]), f"no {colour} swatch named {text!r}"  # the legend
 
 
 def test_a_state_that_took_no_time_shows_as_a_tick_on_both_timelines():
@@ -260,3 +275,49 @@ async def test_a_small_graph_is_drawn_state_by_state_without_a_summary_note():
     svg = graph_svg(view.agent, view.tracker)
     assert "summarised" not in svg
     assert svg.count("<g><title>") == 4
+
+
+def test_a_timeline_legend_of_every_wait_reason_stays_inside_the_picture():
+    import re
+
+    from fluffy_nb.notebook._trackwaits import WaitSpan
+    from fluffy_nb.notebook._waitview import WAIT_STYLE
+
+    tracker = two_span_tracker()
+    tracker.wait_spans = [WaitSpan("slow", kind, 0.0, 0.5) for kind in WAIT_STYLE]
+    svg = timeline_svg(tracker, width=720)
+    legend = re.findall(r'<text x="(\d+)" y="14">([^<]*)</text>', svg)
+    assert legend[-1][1].endswith("more reasons")
+    assert all(int(x) + 7 * len(text) <= 720 for x, text in legend)
+
+
+@pytest.mark.xfail(strict=True, reason="RunTracker keys its open spans by state name (_tracker.py, owned by another "
+                   "change this round): a mapped state's concurrent branches overwrite each other's open span, "
+                   "so the finished picture keeps them 'running'. Fix: one open span per branch, closed by the "
+                   "StateFinished whose time - duration matches its start")
+async def test_every_branch_of_a_mapped_state_ends_on_the_finished_timeline():
+    agent = Agent("batch")
+    release = asyncio.Event()
+
+    async def split(ctx):
+        return ctx.map("score", list(range(5)))
+
+    async def score(ctx):
+        await release.wait()  # all five branches are inside score at once
+
+    async def report(ctx):
+        return None
+
+    agent.add_state("split", split, next=["score"])
+    agent.add_state("score", score, next=["report"])
+    agent.add_state("report", report)
+    view = LiveView(agent)
+    handle = agent.start()
+    view.attach(handle)
+    await until(lambda: sum(s.state == "score" for s in view.tracker.spans) == 5)
+    release.set()
+    await handle
+    await asyncio.sleep(0)
+    scores = [s for s in view.tracker.spans if s.state == "score"]
+    assert [s.outcome for s in scores] == ["completed"] * 5  # notebook 11's batch kept 126 of 200 "running"
+    assert all(s.end is not None for s in scores)

@@ -145,3 +145,53 @@ def test_the_live_figure_alternates_labels_above_and_below_so_neighbours_do_not_
     back = [t for t in fig.data if t.mode == "lines" and t.x and None in t.x]
     lowest = min(y for t in nodes for y in t.y)
     assert min(y for t in back for y in t.y if y is not None) < lowest  # loops run under every node
+
+
+def _shared(p, q, r, s, tol: float = 1.0) -> bool:
+    """Whether segments p-q and r-s lie on one line for more than ``tol`` px (two edges drawn as one)."""
+    for axis in (0, 1):  # both vertical (same x) or both horizontal (same y)
+        other = 1 - axis
+        if abs(p[axis] - q[axis]) < 1e-6 and abs(r[axis] - s[axis]) < 1e-6 and abs(p[axis] - r[axis]) < tol:
+            lo = max(min(p[other], q[other]), min(r[other], s[other]))
+            hi = min(max(p[other], q[other]), max(r[other], s[other]))
+            if hi - lo > tol:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("build", [content_pipeline, wide_skips])
+def test_no_two_edges_run_along_one_line_so_each_can_be_followed(build):
+    """Edges may leave one box from one port (or reach one box at one port) and fan out from there,
+    as mermaid draws them; anywhere else two edges drawn as one line could not be told apart."""
+    scene = svg_scene(build())
+    for (a, b, _k, _bk, pts), (c, d, _k2, _bk2, pts2) in itertools.combinations(scene.edges, 2):
+        legs, legs2 = list(itertools.pairwise(pts)), list(itertools.pairwise(pts2))
+        for i, (p, q) in enumerate(legs):
+            for j, (r, s) in enumerate(legs2):
+                port = (a == c and i == j == 0) or (b == d and i == len(legs) - 1 and j == len(legs2) - 1)
+                assert port or not _shared(p, q, r, s), f"{a} -> {b} and {c} -> {d} share {p}-{q} / {r}-{s}"
+
+
+def test_the_live_figures_back_edges_climb_on_lines_of_their_own():
+    from fluffy_nb.notebook import graph_figure
+
+    fig = graph_figure(content_pipeline())
+    lowest = min(y for t in fig.data if t.mode == "markers+text" for y in t.y)
+    polylines = []
+    for trace in fig.data:
+        if trace.mode == "lines" and trace.x and None in trace.x:
+            line: list[tuple[float, float]] = []
+            for x, y in zip(trace.x, trace.y, strict=True):
+                if x is None:
+                    polylines += [line] if line else []
+                    line = []
+                else:
+                    line.append((x, y))
+    back = [p for p in polylines if min(y for _, y in p) < lowest]  # the loops, run under every node
+    assert len(back) == len(WRITERS)
+    for a, b in itertools.combinations(back, 2):
+        for i, (p, q) in enumerate(itertools.pairwise(a)):
+            for j, (r, s) in enumerate(itertools.pairwise(b)):
+                if i == j == 0:
+                    continue  # all three leave plan_rewrite from one port
+                assert not _shared(p, q, r, s, tol=1e-3), f"two rewrite edges share {p}-{q}"

@@ -283,3 +283,17 @@ agent.add_state("after", after, dependencies={"slow": DependencyType.REQUIRED})
     _, err = run(ip, "%fluffy why agent nope")
     assert "no state of that name" in str(err)
     ip.run_cell("gate.set(); await handle")
+
+
+def test_unload_removes_the_agent_display_and_the_end_of_cell_resend_and_load_adds_them_once(ip):
+    from fluffy_nb import Agent
+    from fluffy_nb.notebook._display import show_agent
+    from fluffy_nb.notebook._finals import resend
+
+    printers = ip.display_formatter.ipython_display_formatter.type_printers
+    assert ip.run_cell("%unload_ext fluffy_nb").success
+    assert Agent not in printers
+    assert resend not in ip.events.callbacks["post_run_cell"]
+    assert ip.run_cell("%load_ext fluffy_nb").success  # as the module fixture left it
+    assert printers[Agent] is show_agent
+    assert ip.events.callbacks["post_run_cell"].count(resend) == 1
