@@ -424,12 +424,6 @@ def checkpoint_children(parent: Run) -> None:
             checkpoint_children(run)
 
 
-def hosts_paused_child(parent: Run, state: str) -> bool:
-    """Whether the running ``state`` of ``parent`` is an agent whose run is paused (it counts as idle)."""
-    run = parent.children.get(state)
-    return run is not None and run.paused
-
-
 def children_of(run: Run) -> dict[str, Run]:
     """The live child runs of ``run`` by path (``research``, ``research/search``...), nested ones included."""
     out: dict[str, Run] = {}
