@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import html
 import math
+from bisect import bisect_left
 from collections.abc import Collection
-from itertools import islice, repeat
+from itertools import islice, pairwise, repeat
 from operator import attrgetter, is_not
 from typing import Any
 
@@ -144,44 +145,77 @@ def _timeline_legend(spans: list[Any], wait_kinds: set[str], lx: float, width: f
 
 def state_usage(tracker: Any, only: Collection[str] | None = None) -> list[dict[str, Any]]:
     """One row per state that ran: its runs, time, time waiting for a person, and its own share
-    of the measured process CPU and memory change while it ran (``None`` when no sample fell
-    inside its runs), beside what it declared.
+    of the measured process CPU and memory change while it ran, beside what it declared.
 
-    A sample taken while several states ran is split evenly between them, so concurrent states
-    do not each claim the whole process. ``only``: rows for these states alone (the few a table shows).
+    Each resource sample measures the process over the window since the previous one (the first:
+    since the run began). A window's CPU and memory change go to the state runs inside it in
+    proportion to their time in it; when several states overlap, their shares add up to the
+    window's whole, so concurrent states do not each claim the process. A state run entirely
+    between two samples still gets the rate of its window (``None`` only when no sample window
+    covers it). ``only``: rows for these states alone (the few a table shows).
     """
+    spans = list(tracker.spans)
     ran: dict[str, list[float]] = {}  # state -> [runs, seconds, waited seconds]
     end = tracker.duration if tracker.duration is not None else tracker.elapsed()
-    for s in tracker.spans:
+    for s in spans:
         if only is not None and s.state not in only:
             continue
         acc = ran.setdefault(s.state, [0, 0.0, 0.0])
         acc[0] += 1
         acc[1] += max(0.0, (s.end if s.end is not None else end) - s.start)
         acc[2] += s.waited
-    cpu: dict[str, list[float]] = {}  # state -> [samples, cpu share sum]
-    memory: dict[str, list[float]] = {}  # state -> [first MB, last MB]
-    before = None
-    for sample in tracker.samples:
-        for name in sample.running:
-            c = cpu.setdefault(name, [0, 0.0])
-            c[0] += 1
-            c[1] += sample.process_cpu / len(sample.running)
-            start_mb = before.process_memory_mb if before is not None else sample.process_memory_mb
-            memory.setdefault(name, [start_mb, start_mb])[1] = sample.process_memory_mb
-        before = sample
+    shares = _sample_shares(tracker, spans, ran, end)
     rows = []
     for name, (runs, seconds, waited) in ran.items():
         spec = tracker.agent.states.get(name)
         res = getattr(spec, "resources", None)
-        n, share = cpu.get(name, (0, 0.0))
-        mem = memory.get(name)
+        cpu_s, inside, rate, mb, n = shares.get(name, (0.0, 0.0, 0.0, 0.0, 0))
         rows.append({"state": name, "runs": int(runs), "seconds": seconds, "waited_s": waited,
-                     "cpu_cores": share / n / 100.0 if n else None,
-                     "memory_change_mb": mem[1] - mem[0] if mem else None, "samples": int(n),
+                     "cpu_cores": (cpu_s / inside if inside > 0 else rate) if n else None,
+                     "memory_change_mb": mb if n else None, "samples": int(n),
                      "declared_cpu": None if res is None else res.cpu_units,
                      "declared_memory_mb": None if res is None else res.memory_mb})
     return rows
+
+
+def _sample_shares(tracker: Any, spans: list[Any], ran: Collection[str],
+                   end: float) -> dict[str, tuple[float, float, float, float, int]]:
+    """Per state of ``ran``: (CPU seconds, seconds inside sample windows, the cores rate of its
+    last window, memory change in MB, windows it was in), from the tracker's samples."""
+    t0 = tracker.t0
+    samples = list(tracker.samples)
+    if t0 is None or not samples:
+        return {}
+    times = [s.time - t0 for s in samples]  # window k: (times[k-1], times[k]], the first from 0
+    starts = [0.0, *times[:-1]]
+    cores = [s.process_cpu / 100.0 for s in samples]
+    grown = [0.0, *(b.process_memory_mb - a.process_memory_mb for a, b in pairwise(samples))]
+    pieces: list[tuple[str, int, float]] = []  # (state, window, seconds of it in the window)
+    busy = [0.0] * len(samples)  # seconds of state runs in each window, all states
+    for s in spans:
+        a, b = s.start, s.end if s.end is not None else end
+        k = bisect_left(times, a)
+        while k < len(times) and starts[k] <= b:
+            overlap = max(0.0, min(b, times[k]) - max(a, starts[k]))
+            busy[k] += overlap
+            if s.state in ran:
+                pieces.append((s.state, k, overlap))
+            if times[k] >= b:
+                break
+            k += 1
+    out: dict[str, list[float]] = {}
+    for state, k, overlap in pieces:
+        length = times[k] - starts[k]
+        if length <= 0:
+            continue
+        part = 1.0 / max(busy[k], length)  # concurrent runs split the window; one alone keeps its time's worth
+        acc = out.setdefault(state, [0.0, 0.0, 0.0, 0.0, 0])
+        acc[0] += cores[k] * length * overlap * part
+        acc[1] += overlap
+        acc[2] = cores[k] * length * part
+        acc[3] += grown[k] * overlap * part
+        acc[4] += 1
+    return {state: (v[0], v[1], v[2], v[3], int(v[4])) for state, v in out.items()}
 
 
 def usage_table_html(tracker: Any, *, limit: int = 30) -> str:
@@ -215,8 +249,8 @@ def usage_table_html(tracker: Any, *, limit: int = 30) -> str:
     more = f"<div>... {len(ran) - limit} more states</div>" if len(ran) > limit else ""
     note = ""
     if any(r["cpu_cores"] is None for r in rows[:limit]):
-        note = ('<div style="color:#777;font-size:11px">unsampled: no resource sample fell while the state '
-                "ran (one is taken every 0.5 s by default)</div>")
+        note = ('<div style="color:#777;font-size:11px">unsampled: no resource sample window covers the '
+                "state's runs (a sample is taken every 0.5 s by default, and at the run's end)</div>")
     return ('<table style="font-size:12px"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head)
             + f"</tr></thead><tbody>{''.join(body)}</tbody></table>{more}{note}")
 

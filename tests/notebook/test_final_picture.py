@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from fluffy_nb import Agent, StateFailedError
+from fluffy_nb import Agent, ManualClock, StateFailedError
 from fluffy_nb.notebook import LiveView, graph_mermaid, graph_svg
 from fluffy_nb.notebook._figures import resource_figure, timeline_bundle, timeline_figure, to_bundle
 from fluffy_nb.notebook._graphview import graph_bundle, graph_figure
-from fluffy_nb.notebook._static import state_usage, timeline_svg
-from fluffy_nb.notebook._tracker import Span
+from fluffy_nb.notebook._static import state_usage, timeline_svg, usage_table_html
+from fluffy_nb.notebook._tracker import RunTracker, Span
 from tests._wait import until
 
 
@@ -147,33 +147,63 @@ def test_the_timeline_legend_sits_right_of_the_plot_never_over_the_title():
 
 
 async def test_usage_table_has_one_row_per_state_that_ran_with_its_own_figures():
+    """Each sample window's CPU and memory change go to the state runs inside it by their time
+    there; runs sharing a window split it; a run between two samples still gets figures."""
     from fluffy_nb.engine._events import ResourceSample
 
-    agent = Agent("usage")
+    clock = ManualClock()
+    agent = Agent("usage", clock=clock)
+    tracker = RunTracker(agent)  # no live view: no real sampler, the samples are the test's
+    t0: list[float] = []
 
-    async def load(ctx):  # two samples while load runs alone, one while load and parse share the process
-        now = agent.clock.monotonic()
-        for t, cpu, mb, running in ((now, 80.0, 100.0, ("load",)), (now + 0.5, 60.0, 130.0, ("load",)),
-                                    (now + 1.0, 40.0, 150.0, ("load", "parse"))):
-            agent.events.publish(ResourceSample(agent.name, agent.run_id, t, cpu, mb, 20.0, 40.0, running))
-        return "parse"
+    def sample(at: float, cpu: float, mb: float) -> None:
+        agent.events.publish(ResourceSample(agent.name, agent.run_id, t0[0] + at, cpu, mb, 20.0, 40.0))
 
-    async def parse(ctx):
-        return None
+    async def load(ctx):  # 0 -> 1.0 s alone: windows (0, 0.5] at 80 % and (0.5, 1.0] at 60 %, +20 MB
+        t0.append(clock.monotonic())
+        await clock.advance(0.5)
+        sample(0.5, 80.0, 130.0)
+        await clock.advance(0.5)
+        sample(1.0, 60.0, 150.0)
+        return ["parse", "index"]
+
+    async def parse(ctx):  # 1.0 -> 1.25 s beside index in the window (1.0, 1.5] at 90 %, +30 MB
+        await clock.sleep(0.25)
+
+    async def index(ctx):  # 1.0 -> 1.5 s
+        await clock.sleep(0.5)
+        sample(1.5, 90.0, 180.0)
 
     agent.add_state("load", load)
-    agent.add_state("parse", parse)
-    view = await finished_view(agent)
-    rows = {r["state"]: r for r in state_usage(view.tracker)}
-    assert set(rows) == {"load", "parse"}  # every state that ran, none that did not
+    agent.add_state("parse", parse, next=["never"])  # (a route it does not take)
+    agent.add_state("index", index)
+
+    async def never(ctx):  # not reached: no row
+        return None
+
+    agent.add_state("never", never)
+    handle = agent.start()
+    await clock.wait_for_sleepers(2)  # parse and index both asleep
+    await clock.advance(0.25)
+    await clock.advance(0.25)
+    await handle
+    rows = {r["state"]: r for r in state_usage(tracker)}
+    assert set(rows) == {"load", "parse", "index"}  # every state that ran, none that did not
     assert rows["load"]["runs"] == 1
-    assert rows["load"]["cpu_cores"] == pytest.approx((0.8 + 0.6 + 0.2) / 3)  # the shared sample split in two
-    assert rows["parse"]["cpu_cores"] == pytest.approx(0.2)
-    assert rows["load"]["memory_change_mb"] == pytest.approx(50.0)  # 100 -> 150 while it ran
-    table = view.usage.value
-    assert table.count("<tr>") == 3  # header + one row per state
+    assert rows["load"]["seconds"] == pytest.approx(1.0)
+    assert rows["load"]["cpu_cores"] == pytest.approx(0.7)  # (0.8 * 0.5 + 0.6 * 0.5) / 1.0 s
+    assert rows["load"]["memory_change_mb"] == pytest.approx(20.0)  # the first window has no baseline
+    # (1.0, 1.5]: 0.45 CPU-s and +30 MB over 0.75 s of runs: parse 0.25 s of it, index 0.5 s
+    assert rows["parse"]["cpu_cores"] == pytest.approx(0.45 / 0.75)
+    assert rows["index"]["cpu_cores"] == pytest.approx(0.45 / 0.75)
+    assert rows["parse"]["memory_change_mb"] == pytest.approx(10.0)
+    assert rows["index"]["memory_change_mb"] == pytest.approx(20.0)
+    table = usage_table_html(tracker)
+    assert table.count("<tr>") == 4  # header + one row per state
     assert "CPU (cores, its share)" in table
     assert "memory change (MB)" in table
+    assert "unsampled" not in table
+    tracker.close()
 
 
 def test_resources_chart_has_round_ticks_units_and_memory_on_its_own_axis():
