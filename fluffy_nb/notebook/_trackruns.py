@@ -1,0 +1,312 @@
+"""What a RunTracker reads off the run it follows instead of taking an event for every state.
+
+:class:`RunReading` is a part of :class:`~fluffy_nb.notebook._tracker.RunTracker` (its base,
+beside ``_trackwaits.WaitTracking``); it keeps to the attributes declared below. The tracker
+does not subscribe to ``StateStarted``/``StateFinished``: the engine then builds neither (its
+``EventBus.stepwise`` stays False) and steps a quiet chain in place, so a watched run goes at
+the speed of an unwatched one. Whenever the tracker is read (``status``, ``spans``,
+``version``, ``refresh()``...) and once when the run ends, :meth:`RunReading._pull` compares
+each state's status and attempt count with what it saw last, in passes that run in C (about
+0.5 ms for 10,000 states), and brings the states that changed up to date from their
+``StateMetadata``:
+
+* the status is the engine's own;
+* each run a state completed is a span: it ended at its ``finishes`` entry and took its
+  ``durations`` entry (a loop that ran ten times since the last read gets ten spans), or, for
+  the run an open span stood for, from that span's start;
+* an attempt in flight is an open span from ``started_at``;
+* a wait the events began (blocked, a dependency...) ends when the state's next attempt starts.
+
+What happens rarely stays an event (a failure, a retry, a cancel, a person's question and
+answer, a remote placement): its handler first pulls its own state up to date
+(:meth:`RunReading._pull_state`), so the span it closes or annotates exists, then acts.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import compress, islice, repeat
+from operator import and_, attrgetter, eq, is_, is_not, le, ne, not_, or_, sub
+from time import perf_counter
+from typing import Any
+
+from ..engine._state import read_status
+from ..engine._status import StateStatus
+
+#: a status enum member -> its text (a dict lookup, not the enum's slow ``.value``)
+STATUS_TEXT: dict[Any, str] = {member: member.value for member in StateStatus}
+_attempts_of = attrgetter("attempts")
+_runs_of = attrgetter("runs")
+_last_duration_of = attrgetter("last_duration")
+_finished_at_of = attrgetter("finished_at")
+_COMPLETED = StateStatus.COMPLETED
+#: seconds within which a read scans the states again only if the run moved: its steps, or the
+#: executions it has pending or running (a state that begins leaves ``pending``), changed, or a
+#: state waits to retry (its next attempt begins with none of them moving). Reads in one redraw
+#: cost O(1); a view's ticks (0.1 s and more apart) each scan once, so nothing stays unseen
+_RESCAN = 0.02
+_start_of = attrgetter("start")
+#: statuses of a state with an attempt in flight
+_IN_FLIGHT = frozenset({StateStatus.RUNNING, StateStatus.WAITING_FOR_HUMAN})
+
+
+@dataclass(slots=True)
+class Span:
+    """One attempt of one state on the timeline (times in seconds since the run started)."""
+
+    state: str
+    attempt: int
+    start: float
+    end: float | None = None
+    outcome: str = "running"  # running, completed, failed, retried, cancelled, timeout
+    waited: float = 0.0  # seconds of it spent waiting for a person
+    waits: list[list[float | None]] | None = None  # [asked, answered] times while it waited
+    where: str | None = None  # the remote worker that ran it (a Dask worker address)
+
+
+class SpanLog:
+    """The spans of a run (the timeline's), in start order, at most ``maxlen`` (the oldest dropped).
+
+    A span that tells only that a state ran once, start to end (most of a large run's: those
+    :meth:`RunReading._ran_once` finds), is kept as columns (state, start, end), without an
+    object of its own, and made into a :class:`Span` as the log is iterated, one at a time:
+    10,000 objects that stay, made at once when a run ends, set off a full pass of the garbage
+    collector (about 70 ms at 10,000 states here, half of the run itself), while the ones a pass
+    over the log makes are freed as it goes. Such a span changed once read changes nothing
+    here; the tracker changes only the spans it keeps as objects (open ones, retries...).
+    ``len()``, ``bool()``, iteration and ``list()`` read it as the deque of spans it replaces.
+    """
+
+    __slots__ = ("_ends", "_objs", "_starts", "_states", "maxlen")
+
+    def __init__(self, maxlen: int | None = None) -> None:
+        self.maxlen = maxlen
+        self._objs: deque[Span | None] = deque(maxlen=maxlen)  # the span, or None: made from the columns
+        self._states: deque[str] = deque(maxlen=maxlen)
+        self._starts: deque[float] = deque(maxlen=maxlen)
+        self._ends: deque[float | None] = deque(maxlen=maxlen)
+
+    def __len__(self) -> int:
+        return len(self._objs)
+
+    def __iter__(self) -> Iterator[Span]:
+        for obj, state, start, end in zip(self._objs, self._states, self._starts, self._ends, strict=True):
+            yield Span(state, 1, start, end, "completed") if obj is None else obj
+
+    def __repr__(self) -> str:
+        return f"<SpanLog of {len(self)} spans>"
+
+    def append(self, span: Span) -> None:
+        """Add ``span`` (an object kept as it is: the tracker may close it later)."""
+        self._objs.append(span)
+        self._states.append(span.state)
+        self._starts.append(span.start)
+        self._ends.append(span.end)
+
+    def clear(self) -> None:
+        """Drop every span (a new run begins)."""
+        for column in (self._objs, self._states, self._starts, self._ends):
+            column.clear()
+
+    def add(self, made: list[Span], states: list[str], starts: list[float], ends: list[float]) -> None:
+        """Add the spans ``made`` and the completed runs ``states`` (from ``starts`` to ``ends``),
+        all in start order (ties: in the order given, spans ``made`` last)."""
+        if not states:
+            made.sort(key=_start_of)
+            for span in made:
+                self.append(span)
+            return
+        keys = starts + [span.start for span in made]
+        order: Any = range(len(keys))
+        if made or not all(map(le, starts, islice(starts, 1, None))):  # (one pass in C: usually in order)
+            order = sorted(order, key=keys.__getitem__)
+        count = len(states)
+        if not made:  # columns alone (a large run's usual read): in C
+            self._objs.extend(repeat(None, count))
+            self._states.extend(map(states.__getitem__, order))
+            self._starts.extend(map(starts.__getitem__, order))
+            self._ends.extend(map(ends.__getitem__, order))
+            return
+        for k in order:
+            if k >= count:
+                self.append(made[k - count])
+            else:
+                self._objs.append(None)
+                self._states.append(states[k])
+                self._starts.append(starts[k])
+                self._ends.append(ends[k])
+
+
+class RunReading:
+    """The part of a run tracker that reads the followed run's metadata (see the module docstring)."""
+
+    t0: float | None
+    _status: dict[str, str]
+    _spans: SpanLog
+    _open: dict[str, Span]
+    _version: int
+    open_waits: dict[str, Any]
+    completed_runs: int
+    _ran: list[str]
+    _took: list[float]
+
+    def _end_wait(self, state: str, t: float, kind: str | None = None) -> None:  # (WaitTracking's)
+        raise NotImplementedError
+
+    def _fold_if_long(self) -> None:  # (RunTracker's)
+        raise NotImplementedError
+
+    def _read_from(self, run: Any) -> None:
+        """Read ``run`` from now on, taking what it has done so far as seen (at its start, or when
+        a view attaches to it while it runs: what ran before is not drawn as spans)."""
+        metas = run.metadata
+        self._pulled = run
+        self._names = list(metas)
+        self._metas = values = list(metas.values())
+        self._seen_status = list(map(read_status, values))
+        self._seen_attempts = list(map(_attempts_of, values))
+        # (a fresh run has no completed state: 10,000 states make no dict)
+        self._runs_seen: dict[str, int] = {m.name: m.runs for m in values if m.runs} if run.steps else {}
+        # state -> its attempts that have a span (or ran before): one more in the metadata is one in flight
+        self._spanned: dict[str, int] = {m.name: m.attempts for m in values if m.attempts} if run.steps else {}
+        self._attempt: dict[str, int] = {}  # state -> the number of its next attempt, after a retry
+        self._moved: tuple[int, ...] = ()  # (steps, pending, running, states) at the last scan
+        self._scanned = 0.0  # perf_counter() at the last scan
+        clock = run.clock
+        self._shift = clock.time() - clock.monotonic()  # wall time - monotonic time: metadata holds wall times
+
+    def _stop_reading(self) -> None:
+        self._pulled = None
+
+    def _pull(self) -> None:
+        """Bring the states of the run read that changed since the last pull up to date."""
+        run = getattr(self, "_pulled", None)
+        if run is None:
+            return
+        metas, values = run.metadata, self._metas
+        sched, now = run.scheduler, perf_counter()
+        moved = (run.steps, len(sched.pending), len(sched.running), len(metas))
+        if moved == self._moved and not self._attempt and now - self._scanned < _RESCAN:
+            return  # read again at once (a view reads several times per redraw): nothing moved
+        self._moved, self._scanned = moved, now
+        if len(metas) != len(values):  # states added to the run (its dict only grows)
+            added = len(metas) - len(values)
+            self._names = list(metas)
+            self._metas = values = list(metas.values())
+            self._seen_status += [StateStatus.PENDING] * added
+            self._seen_attempts += [0] * added
+        statuses = list(map(read_status, values))
+        attempts = list(map(_attempts_of, values))
+        seen_status, seen_attempts = self._seen_status, self._seen_attempts
+        if statuses == seen_status and attempts == seen_attempts:
+            return
+        changed = list(compress(range(len(values)), map(or_, map(is_not, statuses, seen_status),
+                                                        map(ne, attempts, seen_attempts))))
+        self._seen_status, self._seen_attempts = statuses, attempts
+        names = list(map(self._names.__getitem__, changed))
+        metas = list(map(values.__getitem__, changed))
+        statuses = list(map(statuses.__getitem__, changed))
+        self._status.update(zip(names, map(STATUS_TEXT.__getitem__, statuses), strict=True))
+        # the usual change, read in C for 10,000 states at once: a state completed one run, and
+        # nothing about it is open (a span, a wait, a retry); the others one by one
+        once = list(map(and_, map(is_, statuses, repeat(_COMPLETED)), map(
+            eq, map(sub, map(_runs_of, metas), map(self._runs_seen.get, names, repeat(0))), repeat(1))))
+        if self._open or self.open_waits or self._attempt:
+            busy = self._open.keys() | self.open_waits.keys() | self._attempt.keys()
+            once = [ok and name not in busy for ok, name in zip(once, names, strict=True)]
+        made: list[Span] = []
+        for j in compress(range(len(names)), map(not_, once)):
+            self._pull_one(names[j], metas[j], statuses[j], made)
+        names, metas = list(compress(names, once)), list(compress(metas, once))
+        self._spans.add(made, names, *self._ran_once(names, metas))
+        self._version += 1
+
+    def _ran_once(self, names: list[str], metas: list[Any]) -> tuple[list[float], list[float]]:
+        """The states ``names`` (their metadata ``metas``) each completed one run since the last
+        read, with no span open: the starts and ends of their spans, from their ``last_duration``
+        and ``finished_at`` (made into :class:`Span` objects only as the log is read)."""
+        if not names:
+            return [], []
+        took = list(map(_last_duration_of, metas))
+        ends = list(map(sub, map(_finished_at_of, metas), repeat(self._shift + (self.t0 or 0.0))))
+        self._runs_seen.update(zip(names, map(_runs_of, metas), strict=True))
+        self._spanned.update(zip(names, map(_attempts_of, metas), strict=True))
+        self._ran += names
+        self._took += took
+        self.completed_runs += len(names)
+        self._fold_if_long()
+        return list(map(sub, ends, took)), ends
+
+    def _pull_state(self, state: str) -> None:
+        """Bring ``state`` up to date before an event about it is handled (a later :meth:`_pull`
+        sees it as changed again and finds nothing new)."""
+        run = getattr(self, "_pulled", None)
+        meta = None if run is None else run.metadata.get(state)
+        if meta is not None:
+            made: list[Span] = []
+            self._pull_one(state, meta, read_status(meta), made)
+            self._spans.add(made, [], [], [])
+
+    def _pull_one(self, name: str, meta: Any, st: StateStatus, made: list[Span]) -> None:
+        """``name``'s status and spans from ``meta`` (its status ``st``); new spans go to ``made``."""
+        self._status[name] = STATUS_TEXT[st]
+        runs = meta.runs
+        done = runs - self._runs_seen.get(name, 0)
+        if done > 0:
+            self._runs_seen[name] = runs
+            self._completed(name, meta, done, made)
+        if st in _IN_FLIGHT and meta.attempts > self._spanned.get(name, 0):
+            self._begin_span(name, meta, made)
+
+    def _begin_span(self, name: str, meta: Any, made: list[Span]) -> Span:
+        """The open span of ``name``'s attempt in flight (its metadata ``meta``), from ``started_at``."""
+        self._spanned[name] = meta.attempts
+        span = Span(name, self._attempt.get(name, 1), meta.started_at - self._shift - (self.t0 or 0.0))
+        self._open[name] = span
+        made.append(span)
+        self._attempt_began(name, span.start)
+        return span
+
+    def _unspanned(self, name: str) -> Any:
+        """``name``'s metadata when an attempt of it began that has no span yet (else None)."""
+        run = getattr(self, "_pulled", None)
+        meta = None if run is None else run.metadata.get(name)
+        if meta is None or meta.started_at is None or meta.attempts <= self._spanned.get(name, 0):
+            return None
+        return meta
+
+    def _completed(self, name: str, meta: Any, done: int, made: list[Span]) -> None:
+        """``name`` completed ``done`` more runs: each is a span (the open one, if any, is the first)."""
+        base = self._shift + (self.t0 or 0.0)
+        if done == 1:  # (the common case, without making the two lists)
+            took, ends = [meta.last_duration], [meta.finished_at]
+        else:
+            took, ends = meta.durations[-done:], meta.finishes[-done:]
+            n = min(len(took), len(ends))  # runs beyond the 10,000 kept, or before a restored checkpoint: lost
+            took, ends = took[len(took) - n:], ends[len(ends) - n:]
+        attempt = self._attempt.pop(name, 1)
+        span = self._open.pop(name, None)
+        self._spanned[name] = self._spanned.get(name, 0) + done - (span is not None)
+        first = True
+        for seconds, end in zip(took, ends, strict=True):
+            end -= base
+            if first and span is not None:
+                span.end, span.outcome = max(end, span.start), "completed"
+            else:
+                made.append(Span(name, attempt if first else 1, end - seconds, end, "completed"))
+            first = False
+            self._ran.append(name)
+            self._took.append(seconds)
+        if took:
+            self._attempt_began(name, ends[0] - base - took[0] if span is None else span.start)
+        self.completed_runs += done
+        self._fold_if_long()
+
+    def _attempt_began(self, name: str, start: float) -> None:
+        """An attempt of ``name`` began at ``start`` (seconds since the run started): a wait the
+        events opened before it (not a person's: that one begins inside an attempt) ends there."""
+        wait = self.open_waits.get(name)
+        if wait is not None and wait.kind != "person" and wait.start <= start:
+            self._end_wait(name, start + (self.t0 or 0.0))
