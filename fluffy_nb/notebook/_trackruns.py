@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import compress, islice, repeat
-from operator import and_, attrgetter, eq, is_, is_not, le, ne, not_, or_, sub
+from operator import and_, attrgetter, eq, is_, is_not, itemgetter, le, ne, not_, or_, sub
 from time import perf_counter
 from typing import Any
 
@@ -66,16 +66,36 @@ class Span:
     where: str | None = None  # the remote worker that ran it (a Dask worker address)
 
 
+class RanSpan(tuple[str, float, float]):
+    """A span that tells only that a state ran once, from ``start`` to ``end``: what
+    :class:`SpanLog` keeps as columns, read. The fields of a :class:`Span` (``attempt`` 1,
+    ``outcome`` "completed", no waits, no worker), read-only; made in C from the columns
+    (a tenth of a :class:`Span`'s cost: a redraw passes over a 10,000-state run's spans five times)."""
+
+    __slots__ = ()
+    state = property(itemgetter(0), doc="The state that ran.")
+    start = property(itemgetter(1), doc="When it began (seconds since the run started).")
+    end = property(itemgetter(2), doc="When it ended (seconds since the run started).")
+    attempt = 1
+    outcome = "completed"
+    waited = 0.0
+    waits = None
+    where = None
+
+    def __repr__(self) -> str:
+        return f"RanSpan(state={self.state!r}, start={self.start!r}, end={self.end!r})"
+
+
 class SpanLog:
     """The spans of a run (the timeline's), in start order, at most ``maxlen`` (the oldest dropped).
 
     A span that tells only that a state ran once, start to end (most of a large run's: those
     :meth:`RunReading._ran_once` finds), is kept as columns (state, start, end), without an
-    object of its own, and made into a :class:`Span` as the log is iterated, one at a time:
+    object of its own, and read as a :class:`RanSpan` as the log is iterated, one at a time:
     10,000 objects that stay, made at once when a run ends, set off a full pass of the garbage
     collector (about 70 ms at 10,000 states here, half of the run itself), while the ones a pass
-    over the log makes are freed as it goes. Such a span changed once read changes nothing
-    here; the tracker changes only the spans it keeps as objects (open ones, retries...).
+    over the log makes are freed as it goes. A ``RanSpan`` is read-only; the tracker changes
+    only the spans it keeps as :class:`Span` objects (open ones, retries...).
     ``len()``, ``bool()``, iteration and ``list()`` read it as the deque of spans it replaces.
     """
 
@@ -91,9 +111,15 @@ class SpanLog:
     def __len__(self) -> int:
         return len(self._objs)
 
-    def __iter__(self) -> Iterator[Span]:
-        for obj, state, start, end in zip(self._objs, self._states, self._starts, self._ends, strict=True):
-            yield Span(state, 1, start, end, "completed") if obj is None else obj
+    def __iter__(self) -> Iterator[Span | RanSpan]:
+        ran = map(RanSpan, zip(self._states, self._starts, self._ends, strict=True))
+        if not any(self._objs):
+            return ran  # (a large run's usual log: all in C)
+        return self._mixed(ran)
+
+    def _mixed(self, ran: Iterator[RanSpan]) -> Iterator[Span | RanSpan]:
+        for obj, record in zip(self._objs, ran, strict=True):
+            yield record if obj is None else obj
 
     def __repr__(self) -> str:
         return f"<SpanLog of {len(self)} spans>"
