@@ -20,7 +20,7 @@ import heapq
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from operator import attrgetter, neg
+from operator import neg
 from typing import Any
 
 from ..engine._errors import DeadlockError
@@ -43,6 +43,7 @@ from ..engine._events import (
     StateScheduled,
     StateStarted,
 )
+from ..engine._state import read_status
 from ..engine._status import StateStatus
 from ..engine._subflow import Subflow
 from ._layout import END_STATUSES
@@ -53,7 +54,6 @@ __all__ = ["Deadlock", "RunTracker", "Span", "WaitSpan"]
 
 _STATUS_TEXT = STATUS_TEXT
 _FRESH = frozenset({StateStatus.PENDING})
-_status_of = attrgetter("status")
 #: statuses of a state in flight: with no run going they read as ready (the run relaunches them)
 _IN_FLIGHT = frozenset({"running", "retrying", "waiting_for_human"})
 # finished runs kept as flat entries before they are folded into per-state durations (each capped
@@ -212,7 +212,7 @@ class RunTracker(WaitTracking, RunReading):
         agent = self.agent
         run = self.run if self.run is not None else getattr(agent, "latest_run", None)
         metas = run.metadata if run is not None else {}
-        if not (run is not None and run.completed_states) and set(map(_status_of, metas.values())) <= _FRESH:
+        if not (run is not None and run.completed_states) and set(map(read_status, metas.values())) <= _FRESH:
             return dict.fromkeys(agent.states, "pending")  # a fresh run (10,000 states: ~0.5 ms, not ~3)
         completed = set(run.completed_states) if run is not None else set()
         status: dict[str, str] = {}

@@ -106,7 +106,7 @@ class SpanLog:
         self._objs: deque[Span | None] = deque(maxlen=maxlen)  # the span, or None: made from the columns
         self._states: deque[str] = deque(maxlen=maxlen)
         self._starts: deque[float] = deque(maxlen=maxlen)
-        self._ends: deque[float | None] = deque(maxlen=maxlen)
+        self._ends: deque[float] = deque(maxlen=maxlen)  # (a span object's own are its, not these)
 
     def __len__(self) -> int:
         return len(self._objs)
@@ -129,7 +129,7 @@ class SpanLog:
         self._objs.append(span)
         self._states.append(span.state)
         self._starts.append(span.start)
-        self._ends.append(span.end)
+        self._ends.append(span.start if span.end is None else span.end)
 
     def clear(self) -> None:
         """Drop every span (a new run begins)."""
@@ -144,17 +144,15 @@ class SpanLog:
             for span in made:
                 self.append(span)
             return
-        keys = starts + [span.start for span in made]
-        order: Any = range(len(keys))
-        if made or not all(map(le, starts, islice(starts, 1, None))):  # (one pass in C: usually in order)
-            order = sorted(order, key=keys.__getitem__)
         count = len(states)
-        if not made:  # columns alone (a large run's usual read): in C
-            self._objs.extend(repeat(None, count))
-            self._states.extend(map(states.__getitem__, order))
-            self._starts.extend(map(starts.__getitem__, order))
-            self._ends.extend(map(ends.__getitem__, order))
+        if not made and all(map(le, starts, islice(starts, 1, None))):  # (one pass in C: usually in order)
+            self._objs.extend(repeat(None, count))  # columns alone, in order (a large run's usual read)
+            self._states.extend(states)
+            self._starts.extend(starts)
+            self._ends.extend(ends)
             return
+        keys = starts + [span.start for span in made]
+        order = sorted(range(len(keys)), key=keys.__getitem__)
         for k in order:
             if k >= count:
                 self.append(made[k - count])
@@ -241,7 +239,7 @@ class RunReading:
             eq, map(sub, map(_runs_of, metas), map(self._runs_seen.get, names, repeat(0))), repeat(1))))
         if self._open or self.open_waits or self._attempt:
             busy = self._open.keys() | self.open_waits.keys() | self._attempt.keys()
-            once = [ok and name not in busy for ok, name in zip(once, names, strict=True)]
+            once = list(map(and_, once, map(not_, map(busy.__contains__, names))))
         made: list[Span] = []
         for j in compress(range(len(names)), map(not_, once)):
             self._pull_one(names[j], metas[j], statuses[j], made)
@@ -258,7 +256,9 @@ class RunReading:
         took = list(map(_last_duration_of, metas))
         ends = list(map(sub, map(_finished_at_of, metas), repeat(self._shift + (self.t0 or 0.0))))
         self._runs_seen.update(zip(names, map(_runs_of, metas), strict=True))
-        self._spanned.update(zip(names, map(_attempts_of, metas), strict=True))
+        spanned = self._spanned  # (a state not in it has as many attempts spanned as runs seen: _unspanned)
+        for name in spanned.keys() & names:
+            spanned[name] = metas[names.index(name)].attempts
         self._ran += names
         self._took += took
         self.completed_runs += len(names)
@@ -278,13 +278,20 @@ class RunReading:
     def _pull_one(self, name: str, meta: Any, st: StateStatus, made: list[Span]) -> None:
         """``name``'s status and spans from ``meta`` (its status ``st``); new spans go to ``made``."""
         self._status[name] = STATUS_TEXT[st]
+        spanned = self._spanned_of(name)
         runs = meta.runs
         done = runs - self._runs_seen.get(name, 0)
         if done > 0:
             self._runs_seen[name] = runs
-            self._completed(name, meta, done, made)
-        if st in _IN_FLIGHT and meta.attempts > self._spanned.get(name, 0):
+            spanned = self._completed(name, meta, done, made, spanned)
+        if st in _IN_FLIGHT and meta.attempts > spanned:
             self._begin_span(name, meta, made)
+
+    def _spanned_of(self, name: str) -> int:
+        """How many attempts of ``name`` have a span (or ran before it was read): without an entry
+        of its own (most states of a large run: ``_ran_once`` writes none), as many as its runs seen."""
+        spanned = self._spanned.get(name)
+        return self._runs_seen.get(name, 0) if spanned is None else spanned
 
     def _begin_span(self, name: str, meta: Any, made: list[Span]) -> Span:
         """The open span of ``name``'s attempt in flight (its metadata ``meta``), from ``started_at``."""
@@ -299,12 +306,13 @@ class RunReading:
         """``name``'s metadata when an attempt of it began that has no span yet (else None)."""
         run = getattr(self, "_pulled", None)
         meta = None if run is None else run.metadata.get(name)
-        if meta is None or meta.started_at is None or meta.attempts <= self._spanned.get(name, 0):
+        if meta is None or meta.started_at is None or meta.attempts <= self._spanned_of(name):
             return None
         return meta
 
-    def _completed(self, name: str, meta: Any, done: int, made: list[Span]) -> None:
-        """``name`` completed ``done`` more runs: each is a span (the open one, if any, is the first)."""
+    def _completed(self, name: str, meta: Any, done: int, made: list[Span], spanned: int) -> int:
+        """``name`` completed ``done`` more runs: each is a span (the open one, if any, is the
+        first); ``spanned`` attempts of it had one before. Returns how many have one now."""
         base = self._shift + (self.t0 or 0.0)
         if done == 1:  # (the common case, without making the two lists)
             took, ends = [meta.last_duration], [meta.finished_at]
@@ -314,7 +322,7 @@ class RunReading:
             took, ends = took[len(took) - n:], ends[len(ends) - n:]
         attempt = self._attempt.pop(name, 1)
         span = self._open.pop(name, None)
-        self._spanned[name] = self._spanned.get(name, 0) + done - (span is not None)
+        spanned = self._spanned[name] = spanned + done - (span is not None)
         first = True
         for seconds, end in zip(took, ends, strict=True):
             end -= base
@@ -329,6 +337,7 @@ class RunReading:
             self._attempt_began(name, ends[0] - base - took[0] if span is None else span.start)
         self.completed_runs += done
         self._fold_if_long()
+        return spanned
 
     def _attempt_began(self, name: str, start: float) -> None:
         """An attempt of ``name`` began at ``start`` (seconds since the run started): a wait the
