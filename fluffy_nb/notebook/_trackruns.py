@@ -24,11 +24,12 @@ answer, a remote placement): its handler first pulls its own state up to date
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import compress, islice, repeat
-from operator import and_, attrgetter, eq, is_, is_not, itemgetter, le, ne, not_, or_, sub
+from operator import and_, attrgetter, eq, is_, is_not, itemgetter, le, ne, neg, not_, or_, sub
 from time import perf_counter
 from typing import Any
 
@@ -47,6 +48,9 @@ _COMPLETED = StateStatus.COMPLETED
 #: state waits to retry (its next attempt begins with none of them moving). Reads in one redraw
 #: cost O(1); a view's ticks (0.1 s and more apart) each scan once, so nothing stays unseen
 _RESCAN = 0.02
+# finished runs kept as flat entries before they are folded into per-state durations (each capped
+# at 10,000), so a run of millions of states holds a bounded amount of them
+_FOLD_AT = 20_000
 _start_of = attrgetter("start")
 #: statuses of a state with an attempt in flight
 _IN_FLIGHT = frozenset({StateStatus.RUNNING, StateStatus.WAITING_FOR_HUMAN})
@@ -175,12 +179,14 @@ class RunReading:
     completed_runs: int
     _ran: list[str]
     _took: list[float]
-
-    def _end_wait(self, state: str, t: float, kind: str | None = None) -> None:  # (WaitTracking's)
-        raise NotImplementedError
-
-    def _fold_if_long(self) -> None:  # (RunTracker's)
-        raise NotImplementedError
+    _durations: dict[str, list[float]]
+    _folded: int
+    _spanned: dict[str, int]
+    _attempt: dict[str, int]
+    _runs_seen: dict[str, int]
+    # (``_trackwaits.WaitTracking``'s, beside this in RunTracker's bases)
+    _rel: Callable[[float], float]
+    _end_wait: Callable[..., None]
 
     def _read_from(self, run: Any) -> None:
         """Read ``run`` from now on, taking what it has done so far as seen (at its start, or when
@@ -345,3 +351,66 @@ class RunReading:
         wait = self.open_waits.get(name)
         if wait is not None and wait.kind != "person" and wait.start <= start:
             self._end_wait(name, start + (self.t0 or 0.0))
+
+    # -- durations -------------------------------------------------------------------------------
+    @property
+    def durations(self) -> dict[str, list[float]]:
+        """Seconds of each finished run of each state in this run (at most 10,000 per state)."""
+        self._pull()
+        return self._folded_durations()
+
+    @durations.setter
+    def durations(self, value: dict[str, list[float]]) -> None:
+        self._durations, self._folded = value, len(self._ran)
+
+    def _folded_durations(self) -> dict[str, list[float]]:
+        ran, took, out = self._ran, self._took, self._durations
+        if not out and not self._folded and len(set(ran)) == len(ran):  # each state ran once so far (a fan-out)
+            out.update(zip(ran, map(list, zip(took)), strict=True))  # in C: ~1 ms for 10,000 states, not ~5
+            self._folded = len(ran)
+        for i in range(self._folded, len(ran)):
+            runs = out.get(ran[i])
+            if runs is None:
+                out[ran[i]] = [took[i]]
+            elif len(runs) < 10_000:
+                runs.append(took[i])
+        self._folded = len(ran)
+        return out
+
+    def _fold_if_long(self) -> None:
+        """Move the flat entries into ``durations`` and drop them, once there are many."""
+        if len(self._ran) >= _FOLD_AT:
+            self._folded_durations()
+            del self._ran[:], self._took[:]
+            self._folded = 0
+
+    def slowest(self, limit: int) -> tuple[dict[str, list[float]], int]:
+        """The durations of the ``limit`` states with the slowest p95 in this run (or more), and
+        how many states finished: what the live view's latency table shows.
+
+        When each state ran once (a fan-out) they are ranked straight from the finish order
+        (in C: ~1 ms for 10,000 states), without making a list per state.
+        """
+        self._pull()
+        ran, took = self._ran, self._took
+        if not self._durations and len(set(ran)) == len(ran):
+            top = heapq.nsmallest(limit, zip(map(neg, took), ran, strict=True))  # slowest first, ties by name
+            return {state: [-minus] for minus, state in top}, len(ran)
+        durations = self.durations
+        return durations, sum(1 for runs in durations.values() if runs)
+
+    def _end_attempt(self, state: str, t: float, outcome: str, began: float | None) -> None:
+        """The attempt of ``state`` in flight ended at ``t`` (clock time) with ``outcome``: its open
+        span closes, or, when it began since the last read (no span yet), one is made from
+        ``began`` (clock time; None: from its metadata's ``started_at``)."""
+        span = self._open.pop(state, None)
+        if span is not None:
+            span.end, span.outcome = max(self._rel(t), span.start), outcome
+            return
+        meta = self._unspanned(state)
+        if meta is None:
+            return
+        self._spanned[state] = meta.attempts
+        start = self._rel(began) if began is not None else self._rel(meta.started_at - self._shift)
+        self._spans.append(Span(state, self._attempt.get(state, 1), start, max(self._rel(t), start), outcome))
+        self._attempt_began(state, start)

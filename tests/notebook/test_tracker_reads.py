@@ -97,7 +97,8 @@ async def test_a_retried_state_shows_each_attempt_with_its_outcome_and_times():
     assert [(s.state, s.attempt, s.start, s.end, s.outcome) for s in tracker.spans] == [
         ("flaky", 1, 0.0, 1.0, "retried"), ("flaky", 2, 1.0, 3.0, "retried"), ("flaky", 3, 3.0, 6.0, "completed"),
         ("after", 1, 6.0, 7.0, "completed")]
-    assert tracker.retries == 2 and tracker.failures == 0
+    assert tracker.retries == 2
+    assert tracker.failures == 0
     assert tracker.status == {"flaky": "completed", "after": "completed"}
 
 
@@ -166,7 +167,8 @@ async def test_statuses_and_open_spans_at_a_redraw_tick_mid_run_are_the_engines(
                               "after_quick": "running", "unused": "pending"}
     assert {s.state: s.outcome for s in tracker.spans} == {"first": "completed", "slow": "running",
                                                           "quick": "completed", "after_quick": "running"}
-    assert view.progress.value == 2 and view.progress.max == 5
+    assert view.progress.value == 2
+    assert view.progress.max == 5
     assert "2 running" in view.header.value
     slow_gate.set()
     await until(lambda: tracker.status["slow"] == "completed", "slow read as completed")
@@ -175,7 +177,8 @@ async def test_statuses_and_open_spans_at_a_redraw_tick_mid_run_are_the_engines(
     await handle
     assert tracker.status == {"first": "completed", "slow": "completed", "quick": "completed",
                               "after_quick": "completed", "unused": "skipped"}
-    assert {s.outcome for s in tracker.spans} == {"completed"} and len(tracker.spans) == 4
+    assert {s.outcome for s in tracker.spans} == {"completed"}
+    assert len(tracker.spans) == 4
     view.close()
 
 
@@ -210,7 +213,8 @@ async def test_only_a_reader_of_per_state_events_takes_a_chain_off_its_quiet_pat
     agent = Agent("bus")
     bus = agent.events
     leave = bus.subscribe(lambda e: None, types=(StateFailed,))
-    assert bus.active and not bus.stepwise  # a reader of the rarer events alone
+    assert bus.active
+    assert not bus.stepwise
     seen: list = []
 
     async def a(ctx):
@@ -236,4 +240,5 @@ async def test_only_a_reader_of_per_state_events_takes_a_chain_off_its_quiet_pat
     everything()
     leave()
     tracker.close()
-    assert not bus.active and not bus.stepwise
+    assert not bus.active
+    assert not bus.stepwise
