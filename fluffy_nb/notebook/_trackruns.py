@@ -198,9 +198,10 @@ class RunReading:
         self._seen_status = list(map(read_status, values))
         self._seen_attempts = list(map(_attempts_of, values))
         # (a fresh run has no completed state: 10,000 states make no dict)
-        self._runs_seen: dict[str, int] = {m.name: m.runs for m in values if m.runs} if run.steps else {}
+        ran = run.steps or run.completed_states  # (a restored run's states may have run before)
+        self._runs_seen: dict[str, int] = {m.name: m.runs for m in values if m.runs} if ran else {}
         # state -> its attempts that have a span (or ran before): one more in the metadata is one in flight
-        self._spanned: dict[str, int] = {m.name: m.attempts for m in values if m.attempts} if run.steps else {}
+        self._spanned: dict[str, int] = {m.name: m.attempts for m in values if m.attempts} if ran else {}
         self._attempt: dict[str, int] = {}  # state -> the number of its next attempt, after a retry
         self._moved: tuple[int, ...] = ()  # (steps, pending, running, states) at the last scan
         self._scanned = 0.0  # perf_counter() at the last scan
