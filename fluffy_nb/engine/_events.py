@@ -12,9 +12,10 @@ plain slotted classes: creating 18 dataclasses cost 15-30 ms of ``import fluffy_
 (each one compiles its generated methods), these cost about one. Each class writes its
 ``__init__`` signature (fields, types, defaults) by hand; ``Event.__init_subclass__`` checks it
 against ``__slots__`` and compiles the body, which stores each argument through its slot's own
-descriptor (``_slot_writer``): a watched run builds three events per state. ``dataclasses``
-itself is imported only when one of its functions first reads an event's
-``__dataclass_fields__``. A test checks both against the field lists below.
+descriptor (``_slot_writer``): a run watched by a reader of per-state events
+(``EventBus.stepwise``) builds up to three per state. ``dataclasses`` itself is imported only
+when one of its functions first reads an event's ``__dataclass_fields__``. A test checks both
+against the field lists below.
 """
 
 from __future__ import annotations

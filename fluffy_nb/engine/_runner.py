@@ -252,10 +252,10 @@ class Scheduler(Outcomes):
         those are entered only for the states that need them, or once a first attempt failed.
 
         A quiet chain hops: when a plain state returns the name of one plain state that its
-        lone branch may start now, with nothing but the chain to see it (no reader of per-state events, pause,
-        queue, cancel, failure, dependency, person's answer, join, durable store or max_steps
-        near), the inner loop records the completion, begins the next state at the same instant
-        and goes round again: what ``_complete`` -> ``Joins.finished`` -> ``start`` and this
+        lone branch may start now, with nothing but the chain to see it (no reader of per-state
+        events: ``bus.stepwise``; no pause, queue, cancel, failure, dependency, person's answer,
+        join, durable store or max_steps near), the inner loop records the completion, begins
+        the next state at the same instant and goes round again: what ``_complete`` -> ``Joins.finished`` -> ``start`` and this
         loop's top would do, without their checks, calls and allocations. Anything else leaves
         for the general path (``_ended``).
         """
