@@ -255,9 +255,9 @@ class Scheduler(Outcomes):
         lone branch may start now, with nothing but the chain to see it (no reader of per-state
         events: ``bus.stepwise``; no pause, queue, cancel, failure, dependency, person's answer,
         join, durable store or max_steps near), the inner loop records the completion, begins
-        the next state at the same instant and goes round again: what ``_complete`` -> ``Joins.finished`` -> ``start`` and this
-        loop's top would do, without their checks, calls and allocations. Anything else leaves
-        for the general path (``_ended``).
+        the next state at the same instant and goes round again: what ``_complete`` ->
+        ``Joins.finished`` -> ``start`` and this loop's top would do, without their checks,
+        calls and allocations. Anything else leaves for the general path (``_ended``).
         """
         ex: Execution | None = first
         task = first.task  # this task: _launch made it for ``first`` (asyncio.current_task is Python-level in 3.11)
