@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import compress, islice, repeat
-from operator import and_, attrgetter, eq, is_, is_not, itemgetter, le, ne, neg, not_, or_, sub
+from operator import add, and_, attrgetter, eq, is_, is_not, itemgetter, le, ne, neg, not_, or_, sub
 from time import perf_counter
 from typing import Any
 
@@ -236,14 +236,18 @@ class RunReading:
         changed = list(compress(range(len(values)), map(or_, map(is_not, statuses, seen_status),
                                                         map(ne, attempts, seen_attempts))))
         self._seen_status, self._seen_attempts = statuses, attempts
-        names = list(map(self._names.__getitem__, changed))
-        metas = list(map(values.__getitem__, changed))
-        statuses = list(map(statuses.__getitem__, changed))
+        if len(changed) == len(values):  # (every state changed: a large run's first or last read)
+            names, metas = self._names, values
+        else:
+            names = list(map(self._names.__getitem__, changed))
+            metas = list(map(values.__getitem__, changed))
+            statuses = list(map(statuses.__getitem__, changed))
         self._status.update(zip(names, map(STATUS_TEXT.__getitem__, statuses), strict=True))
         # the usual change, read in C for 10,000 states at once: a state completed one run, and
         # nothing about it is open (a span, a wait, a retry); the others one by one
-        once = list(map(and_, map(is_, statuses, repeat(_COMPLETED)), map(
-            eq, map(sub, map(_runs_of, metas), map(self._runs_seen.get, names, repeat(0))), repeat(1))))
+        runs = self._runs_seen
+        once = list(map(and_, map(is_, statuses, repeat(_COMPLETED)), map(eq, map(_runs_of, metas), map(
+            add, map(runs.get, names, repeat(0)), repeat(1)) if runs else repeat(1))))
         if self._open or self.open_waits or self._attempt:
             busy = self._open.keys() | self.open_waits.keys() | self._attempt.keys()
             once = list(map(and_, once, map(not_, map(busy.__contains__, names))))
