@@ -15,6 +15,13 @@ Each run starts after a full ``gc.collect()``: otherwise the previous run's agen
 collected inside the next run's window, and each variant pays for the other's garbage. The
 collections a run's own allocations trigger stay in. Speed is never asserted in tests.
 
+Last, a chain of 5,000 states (each returns the next one's name), CPU time per state from its
+start to its end (its ``RunFinished``, before the view draws its final picture: a graph of
+5,000 states, a cost of its own), without and with a view. A view that reads no event per
+state leaves the engine its quiet path (the chain steps in place: ``EventBus.stepwise`` stays
+False), so the two should read alike but for the view's fixed cost at attach (~2 ms, small
+per state at this length).
+
     python benchmarks/bench_live_view.py [--states 10000] [--repeat 5]
 """
 
@@ -27,6 +34,7 @@ import statistics
 import time
 
 from fluffy_nb import Agent
+from fluffy_nb.engine._events import RunFinished
 from fluffy_nb.notebook import LiveView
 
 
@@ -78,6 +86,36 @@ async def engine(n: int, live: bool) -> tuple[float, float, float, float, dict[s
     return wall, result.duration, cpu, cpu_end, stats
 
 
+def chain(n: int) -> Agent:
+    agent = Agent("chain", max_steps=n + 10)
+    for i in range(n):
+        nxt = f"s{i + 1}" if i + 1 < n else None
+
+        async def step(ctx, nxt=nxt):
+            return nxt
+
+        agent.add_state(f"s{i}", step)
+    return agent
+
+
+async def chain_cpu(n: int, live: bool) -> float:
+    """CPU seconds per state of a chain of ``n`` states, from its start to its ``RunFinished``."""
+    agent = chain(n)
+    view = LiveView(agent) if live else None
+    ended: list[float] = []
+    leave = agent.events.subscribe(lambda e: ended.append(time.process_time()), types=(RunFinished,))
+    gc.collect()
+    c = time.process_time()
+    handle = agent.start()
+    if view is not None:
+        view.attach(handle)
+    await handle
+    leave()
+    if view is not None:
+        view.close()
+    return (ended[0] - c) / n
+
+
 async def main(n: int, repeat: int) -> None:
     await engine(200, True)  # warm up imports and plotly
     raw, plain, live, plain_d, live_d, plain_c, live_c, live_end, stats = [], [], [], [], [], [], [], [], []
@@ -112,6 +150,12 @@ async def main(n: int, repeat: int) -> None:
     print(f"view per run: redraws {med([s['redraws'] for s in stats]):.0f}, figure redraws "
           f"{med([s['figure_redraws'] for s in stats]):.0f}, widget updates {med([s['updates'] for s in stats]):.0f}, "
           f"last figure redraw {med([s['figure_cost'] for s in stats]) * 1000:.0f} ms")
+    plain_chain, live_chain = [], []
+    for _ in range(repeat):
+        plain_chain.append(await chain_cpu(5_000, False))
+        live_chain.append(await chain_cpu(5_000, True))
+    print(f"\nchain of 5,000, CPU us/state to its end: engine {med(plain_chain) * 1e6:.1f}, with the view "
+          f"{med(live_chain) * 1e6:.1f} = {med(live_chain) / med(plain_chain):.2f}x")
 
 
 if __name__ == "__main__":

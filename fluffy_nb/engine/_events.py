@@ -12,9 +12,10 @@ plain slotted classes: creating 18 dataclasses cost 15-30 ms of ``import fluffy_
 (each one compiles its generated methods), these cost about one. Each class writes its
 ``__init__`` signature (fields, types, defaults) by hand; ``Event.__init_subclass__`` checks it
 against ``__slots__`` and compiles the body, which stores each argument through its slot's own
-descriptor (``_slot_writer``): a watched run builds three events per state. ``dataclasses``
-itself is imported only when one of its functions first reads an event's
-``__dataclass_fields__``. A test checks both against the field lists below.
+descriptor (``_slot_writer``): a run watched by a reader of per-state events
+(``EventBus.stepwise``) builds up to three per state. ``dataclasses`` itself is imported only
+when one of its functions first reads an event's ``__dataclass_fields__``. A test checks both
+against the field lists below.
 """
 
 from __future__ import annotations
@@ -415,12 +416,17 @@ class EventBus:
         >>> unsubscribe()
     """
 
-    __slots__ = ("_backlog", "_delivering", "_routes", "_subscribers", "active")
+    __slots__ = ("_backlog", "_delivering", "_routes", "_subscribers", "active", "stepwise")
 
     def __init__(self) -> None:
         self._subscribers: tuple[tuple[Subscriber, tuple[type[Event], ...] | None], ...] = ()
         self._routes: dict[type, tuple[Subscriber, ...]] = {}  # event class -> who reads it (made on first use)
         self.active = False
+        #: whether a subscriber reads an event the engine makes for every state it runs
+        #: (``StateScheduled``, ``StateStarted``, ``StateFinished``): the engine tests it before it
+        #: builds one, and steps a quiet chain in place only without it, so an observer of the
+        #: rarer events alone (failures, asks, checkpoints: a live view) leaves a run at full speed
+        self.stepwise = False
         self._delivering = False
         self._backlog: deque[Event] = deque()
 
@@ -443,15 +449,19 @@ class EventBus:
                                          f"from fluffy_nb.engine._events such as StateFinished, or leave types out")
         entry = (callback, kinds)
         self._subscribers = (*self._subscribers, entry)
-        self._routes = {}
-        self.active = True
+        self._changed()
 
         def unsubscribe() -> None:
             self._subscribers = tuple(s for s in self._subscribers if s is not entry)
-            self._routes = {}
-            self.active = bool(self._subscribers)
+            self._changed()
 
         return unsubscribe
+
+    def _changed(self) -> None:
+        """The subscribers changed: forget the routes, and say again who listens to what."""
+        self._routes = {}
+        self.active = bool(self._subscribers)
+        self.stepwise = any(self.wants(kind) for kind in PER_STATE)
 
     def _route(self, kind: type) -> tuple[Subscriber, ...]:
         route = self._routes[kind] = tuple(
@@ -491,3 +501,7 @@ class EventBus:
 
     def __repr__(self) -> str:
         return f"EventBus(subscribers={len(self._subscribers)})"
+
+
+#: the events the engine makes for every state it runs (``EventBus.stepwise``: whether one is read)
+PER_STATE: tuple[type[Event], ...] = (StateScheduled, StateStarted, StateFinished)

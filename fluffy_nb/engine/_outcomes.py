@@ -142,7 +142,7 @@ class Outcomes:
         known = agent.graph.edges.get(name)
         if known is None or len(names) != 1 or names[0] not in known:  # (one known edge: the usual case)
             agent.graph.observe(name, names)
-        if run.events.active:
+        if run.events.stepwise:
             run.events.publish(StateFinished(run.name, run.run_id, run.clock.monotonic(), name, ex.attempt,
                                              duration, names))
         if run.failure is not None:

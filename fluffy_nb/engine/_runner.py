@@ -270,12 +270,12 @@ class Scheduler(Outcomes):
         those are entered only for the states that need them, or once a first attempt failed.
 
         A quiet chain hops: when a plain state returns the name of one plain state that its
-        lone branch may start now, with nothing but the chain to see it (no subscriber, pause,
-        queue, cancel, failure, dependency, person's answer, join, durable store or max_steps
-        near), the inner loop records the completion, begins the next state at the same instant
-        and goes round again: what ``_complete`` -> ``Joins.finished`` -> ``start`` and this
-        loop's top would do, without their checks, calls and allocations. Anything else leaves
-        for the general path (``_ended``).
+        lone branch may start now, with nothing but the chain to see it (no reader of per-state
+        events: ``bus.stepwise``; no pause, queue, cancel, failure, dependency, person's answer,
+        join, durable store or max_steps near), the inner loop records the completion, begins
+        the next state at the same instant and goes round again: what ``_complete`` ->
+        ``Joins.finished`` -> ``start`` and this loop's top would do, without their checks,
+        calls and allocations. Anything else leaves for the general path (``_ended``).
         """
         ex: Execution | None = first
         task = first.task  # this task: _launch made it for ``first`` (asyncio.current_task is Python-level in 3.11)
@@ -301,7 +301,7 @@ class Scheduler(Outcomes):
             result: Any = None
             duration = 0.0
             while True:  # this state, then each state a quiet chain hops to
-                if bus.active:
+                if bus.stepwise:
                     bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
                 try:
                     result = await spec.func(of_state(run, name, ex.attempt, ex.error))
@@ -313,7 +313,7 @@ class Scheduler(Outcomes):
                 error = None
                 if not (may_hop and result.__class__ is str and (target := states.get(result)) is not None
                         and target.inline and not gated.get(result) and not self.paused and not self.queue
-                        and ex.cancel_reason is None and run.failure is None and not bus.active
+                        and ex.cancel_reason is None and run.failure is None and not bus.stepwise
                         and not run.human_answers and not agent.has_dependents and not group.joins
                         and len(group.members) == 1 and run.steps + 1 < agent.max_steps
                         and result in edges.get(name, ()) and not task.cancelling()):  # type: ignore[union-attr]
@@ -443,7 +443,7 @@ class Scheduler(Outcomes):
             ex.attempt += 1
             t0 = clock.monotonic()
             meta.begin_attempt(clock.time())
-            if bus.active:
+            if bus.stepwise:
                 bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
             if plain:
                 ctx = Context.of_state(run, name, ex.attempt, ex.error)

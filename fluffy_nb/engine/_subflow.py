@@ -380,6 +380,11 @@ class ChildBus:
         """Whether anyone listens (on the child agent or up the parents)."""
         return self._own.active or self._parent.events.active
 
+    @property
+    def stepwise(self) -> bool:
+        """Whether anyone reads the events made for every state (``EventBus.stepwise``), here or up the parents."""
+        return self._own.stepwise or self._parent.events.stepwise
+
     def wants(self, kind: type[Event]) -> bool:
         """Whether anyone reads events of class ``kind`` here or, renamed, up the parents."""
         return self._own.wants(kind) or (not issubclass(kind, _NOT_FORWARDED) and self._parent.events.wants(kind))

@@ -114,7 +114,7 @@ def _concurrency_spec(spans: list[Any], waits: list[Any], now: float, height: in
 def timeline_bundle(tracker: Any) -> dict[str, Any]:
     """:func:`timeline_figure` as a plotly MIME bundle; a huge run's chart is built as plain JSON
     (what ``to_bundle(timeline_figure(tracker))`` gives, ~2 ms instead of ~10 ms at 10,000 states)."""
-    spans = list(tracker.spans)
+    spans = tracker.spans  # not listed: a large run's spans are made as they are read (``_trackruns.SpanLog``)
     waits = list(getattr(tracker, "wait_spans", ()))
     if not _bars(spans, waits):
         spec = _concurrency_spec(spans, waits, _now(tracker), None)

@@ -1,26 +1,24 @@
-"""RunTracker: what the views know about one run, kept up to date from the agent's events.
+"""RunTracker: what the views know about one run, kept up to date from the run and its rarer events.
 
-The tracker is the only event subscriber of a view. Each event does O(1) bookkeeping and
-bumps ``version``; nothing is drawn here. Views compare ``version`` with what they last drew
-and redraw on their own ticker, so a run of 10,000 states costs the engine about a
-microsecond per event and the frontend a bounded number of redraws. A state's started and
-finished events reach their own handlers straight from the bus. ``StateScheduled`` is not
-subscribed: which states are scheduled but not started yet (``ready``) is read off the run by
-:meth:`RunTracker.refresh`, which a view calls before it draws, so an engine that asks
-``bus.wants(StateScheduled)`` before building one builds no third event per state for a view.
-Waits and deadlocks are kept by its base, ``_trackwaits.WaitTracking`` (``WaitSpan`` and
-``Deadlock`` are imported from there).
+The tracker is the only event subscriber of a view, and it reads no event the engine makes for
+every state (``StateScheduled``, ``StateStarted``, ``StateFinished``): statuses, spans and
+durations are read off the run it follows when the tracker is read (a view's redraw, and once
+at the run's end; its base ``_trackruns.RunReading`` does it, in O(changed states) work after a
+pass in C), so a watched run costs the engine nothing per state and a quiet chain still steps
+in place. What happens rarely (a failure, a retry, a cancel, a block, a person's question and
+answer, a checkpoint, a resource sample, a remote placement, the run's start and end) comes as
+events, each a few dict writes; nothing is drawn here. Views compare ``version`` with what they
+last drew and redraw on their own ticker. The states of a child run (a sub-flow: ``parent/child``
+names, not in the run's own metadata) come from the per-state events, subscribed only while the
+agent has a sub-flow. Waits and deadlocks are kept by the base ``_trackwaits.WaitTracking``
+(``WaitSpan`` and ``Deadlock`` are imported from there).
 """
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from itertools import compress, repeat
-from operator import attrgetter, is_, neg
 from typing import Any
 
 from ..engine._errors import DeadlockError
@@ -43,39 +41,22 @@ from ..engine._events import (
     StateScheduled,
     StateStarted,
 )
+from ..engine._state import read_status
 from ..engine._status import StateStatus
+from ..engine._subflow import Subflow
 from ._layout import END_STATUSES
+from ._trackruns import STATUS_TEXT, RunReading, Span, SpanLog
 from ._trackwaits import Deadlock, WaitSpan, WaitTracking
 
 __all__ = ["Deadlock", "RunTracker", "Span", "WaitSpan"]
 
-#: a status enum member -> its text (a dict lookup, not the enum's slow ``.value``)
-_STATUS_TEXT: dict[Any, str] = {member: member.value for member in StateStatus}
-_READY = StateStatus.READY
+_STATUS_TEXT = STATUS_TEXT
 _FRESH = frozenset({StateStatus.PENDING})
-_status_of = attrgetter("status")
 #: statuses of a state in flight: with no run going they read as ready (the run relaunches them)
 _IN_FLIGHT = frozenset({"running", "retrying", "waiting_for_human"})
-# finished runs kept as flat entries before they are folded into per-state durations (each capped
-# at 10,000), so a run of millions of states holds a bounded amount of them
-_FOLD_AT = 20_000
 
 
-@dataclass(slots=True)
-class Span:
-    """One attempt of one state on the timeline (times in seconds since the run started)."""
-
-    state: str
-    attempt: int
-    start: float
-    end: float | None = None
-    outcome: str = "running"  # running, completed, failed, retried, cancelled, timeout
-    waited: float = 0.0  # seconds of it spent waiting for a person
-    waits: list[list[float | None]] | None = None  # [asked, answered] times while it waited
-    where: str | None = None  # the remote worker that ran it (a Dask worker address)
-
-
-class RunTracker(WaitTracking):
+class RunTracker(WaitTracking, RunReading):
     """Collects statuses, spans, samples and checkpoints of an agent's runs.
 
     Args:
@@ -93,10 +74,10 @@ class RunTracker(WaitTracking):
 
     def __init__(self, agent: Any, *, max_spans: int = 20_000) -> None:
         self.agent = agent
-        self.version = 0  # bumped by every event but resource samples (those bump samples_version)
+        self._version = 0  # bumped by every event but resource samples (those bump samples_version)
         self.samples_version = 0
-        self.status: dict[str, str] = {}
-        self.spans: deque[Span] = deque(maxlen=max_spans)
+        self._status: dict[str, str] = {}
+        self._spans = SpanLog(max_spans)
         self._open: dict[str, Span] = {}
         self.samples: deque[ResourceSample] = deque(maxlen=3600)
         self.checkpoints: list[CheckpointSaved] = []
@@ -127,6 +108,9 @@ class RunTracker(WaitTracking):
         self._folded = 0
         self.where: dict[str, str] = {}  # state -> the worker its latest remote attempt ran on
         self._reset_statuses()
+        self._pulled: Any = None  # the run whose metadata is read (``_trackruns``; set by _read_from)
+        self._spanned: dict[str, int] = {}
+        self._attempt: dict[str, int] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {
             RunStarted: self._run_started, RunFinished: self._run_finished, StateAdded: self._added,
             StateScheduled: self._scheduled, StateBlocked: self._blocked, StateStarted: self._on_started,
@@ -136,26 +120,62 @@ class RunTracker(WaitTracking):
             StatePlaced: self._placed,
         }
         self._sample_handler = self._handlers[ResourceSample]
-        # a state's started and finished events go straight to their handlers (they filter the run
-        # and count the version themselves); the rest but StateScheduled (see refresh) through ``on_event``
+        # the per-state events (a child run's states alone: the run's own are read off it) go
+        # straight to their handlers, subscribed only while the agent has a sub-flow (_watch_children)
         self._hot: dict[type, Callable[[Any], None]] = {
             StateStarted: self._on_started, StateFinished: self._on_finished}
         bus = agent.events
-        leave = [bus.subscribe(handler, types=(kind,)) for kind, handler in self._hot.items()]
-        leave.append(bus.subscribe(self.on_event, types=tuple(
-            k for k in self._handlers if k not in self._hot and k is not StateScheduled)))
-
-        def unsubscribe() -> None:
-            for leave_one in leave:
-                leave_one()
-
-        self._unsubscribe = unsubscribe
+        self._leave = [bus.subscribe(self.on_event, types=tuple(
+            k for k in self._handlers if k not in self._hot and k is not StateScheduled))]
+        self._children_watched = False
+        self._watch_children()
         latest = getattr(agent, "latest_run", None)
         if latest is not None and latest.active:  # attached to a run already going
             self._take(latest)
         elif latest is not None and latest.restored_from is not None:  # a restored checkpoint waits to run
             self.run = latest
-            self.status = self._agent_statuses(running=False)
+            self._status = self._agent_statuses(running=False)
+
+    def _watch_children(self) -> None:
+        """Subscribe to the per-state events once the agent has a sub-flow: its child runs' states
+        are not in the run's own metadata (they reach the parent's bus as ``parent/child``)."""
+        if self._children_watched or not any(isinstance(spec.func, Subflow) for spec in self.agent.states.values()):
+            return
+        self._children_watched = True
+        bus = self.agent.events
+        self._leave += [bus.subscribe(handler, types=(kind,)) for kind, handler in self._hot.items()]
+
+    def _unsubscribe(self) -> None:
+        for leave in self._leave:
+            leave()
+        self._leave = []
+
+    # -- what the views read (each read brings the run's states up to date first) ----------------
+    @property
+    def status(self) -> dict[str, str]:
+        """Each state's status word (``pending``, ``ready``, ``running``... ``skipped``), as of now."""
+        self._pull()
+        return self._status
+
+    @status.setter
+    def status(self, value: dict[str, str]) -> None:
+        self._status = value
+
+    @property
+    def spans(self) -> SpanLog:
+        """The run's state attempts, in start order (the timeline's), as of now."""
+        self._pull()
+        return self._spans
+
+    @property
+    def version(self) -> int:
+        """A number that changes whenever what the views show changes (read it to know whether to redraw)."""
+        self._pull()
+        return self._version
+
+    @version.setter
+    def version(self, value: int) -> None:
+        self._version = value
 
     def follow(self, run: Any) -> None:
         """Show ``run`` (from ``handle.run``) and ignore the agent's other runs."""
@@ -170,11 +190,13 @@ class RunTracker(WaitTracking):
             self.run_status = "running"
             self.t0 = run.started_at
             self.wall0 = time.perf_counter() - (self.agent.clock.monotonic() - run.started_at)
-        self.status = self._agent_statuses(running=run.active)
+        self._status = self._agent_statuses(running=run.active)
         self._statuses_of = None if run.begun else run  # still true at its RunStarted if nothing ran
+        if run.active:
+            self._read_from(run)
 
     def _reset_statuses(self) -> None:
-        self.status = {name: "pending" for name in self.agent.states}
+        self._status = {name: "pending" for name in self.agent.states}
 
     def _agent_statuses(self, *, running: bool) -> dict[str, str]:
         """Statuses as the agent knows them now (a restored checkpoint's completed states stay done).
@@ -185,7 +207,7 @@ class RunTracker(WaitTracking):
         agent = self.agent
         run = self.run if self.run is not None else getattr(agent, "latest_run", None)
         metas = run.metadata if run is not None else {}
-        if not (run is not None and run.completed_states) and set(map(_status_of, metas.values())) <= _FRESH:
+        if not (run is not None and run.completed_states) and set(map(read_status, metas.values())) <= _FRESH:
             return dict.fromkeys(agent.states, "pending")  # a fresh run (10,000 states: ~0.5 ms, not ~3)
         completed = set(run.completed_states) if run is not None else set()
         status: dict[str, str] = {}
@@ -209,11 +231,12 @@ class RunTracker(WaitTracking):
         """
         run = self.run if self.run is not None else getattr(self.agent, "latest_run", None)
         running = bool(run is not None and run.active)
-        self.status = self._agent_statuses(running=running)
+        self._pull()  # the spans of what ran since the last read, before the statuses are taken whole
+        self._status = self._agent_statuses(running=running)
         if not running and run is not None:
             self.run_status = run.status.value
             self.mark_skipped()
-        self.version += 1
+        self._version += 1
 
     def close(self) -> None:
         """Stop observing the agent."""
@@ -234,7 +257,7 @@ class RunTracker(WaitTracking):
         if handler is self._sample_handler:
             self.samples_version += 1  # a sample changes only the resources chart: no other redraw
         else:
-            self.version += 1
+            self._version += 1
 
     def _mine(self, event: Event) -> bool:
         """Whether ``event`` belongs to the run shown: a view shows one run of its agent."""
@@ -247,7 +270,7 @@ class RunTracker(WaitTracking):
     @property
     def events_seen(self) -> int:
         """How many events the tracker has taken in."""
-        return self.version + self.samples_version
+        return self._version + self.samples_version
 
     def _run_started(self, e: RunStarted) -> None:
         # the agent is set up for this run by now: all pending for a fresh run, the checkpoint's
@@ -255,9 +278,9 @@ class RunTracker(WaitTracking):
         runs = {r.run_id: r for r in getattr(self.agent, "runs", ())}
         run = self.run = runs.get(e.run_id, self.run)
         if not (run is not None and run is self._statuses_of and not run.steps and not run.completed_states):
-            self.status = self._agent_statuses(running=False)  # (10,000 states: ~3 ms; attach made them)
+            self._status = self._agent_statuses(running=False)  # (10,000 states: ~3 ms; attach made them)
         self._statuses_of = None
-        self.spans.clear()
+        self._spans.clear()
         self._open.clear()
         self.samples.clear()
         self.checkpoints.clear()
@@ -270,8 +293,12 @@ class RunTracker(WaitTracking):
         self.run_id, self.run_status, self.error, self.exception = e.run_id, "running", None, None
         self.t0, self.wall0, self.duration = e.time, time.perf_counter(), None
         self.completed_runs = self.retries = self.failures = 0
+        if run is not None:
+            self._read_from(run)
 
     def _run_finished(self, e: RunFinished) -> None:
+        self._pull()  # what ran since the last read: the picture of the end is whole
+        self._stop_reading()
         self.attention += 1
         self.run_status, self.error, self.duration = e.status, e.error, e.duration
         end = self._rel(e.time)
@@ -292,137 +319,102 @@ class RunTracker(WaitTracking):
         """
         if self.run_status != "completed":
             return
-        for state, st in self.status.items():
+        status = self._status
+        for state, st in status.items():
             if st in ("pending", "ready"):
-                self.status[state] = "skipped"
+                status[state] = "skipped"
 
     def _added(self, e: StateAdded) -> None:
-        self.status.setdefault(e.state, "pending")
+        self._status.setdefault(e.state, "pending")
+        self._watch_children()
 
     def _scheduled(self, e: StateScheduled) -> None:  # (passed to on_event by hand: not subscribed)
-        self.status[e.state] = "ready"
+        self._status[e.state] = "ready"
 
     def refresh(self) -> None:
-        """Mark the run's states that are scheduled but not started yet as ``ready``.
+        """Bring statuses, spans and durations up to date with the run (views call it before they draw).
 
-        No event tells the tracker (it does not subscribe to ``StateScheduled``); views call this
-        before they draw. One pass over the run's states, while the run goes.
+        No per-state event tells the tracker: the states that changed since the last read are
+        found in one pass over the run's states in C (10,000 states: ~0.5 ms) and read
+        (``_trackruns``). Reading ``status``, ``spans`` or ``version`` does the same.
         """
-        run = self.run
-        if run is None or not run.active:
-            return
-        status, metas = self.status, run.metadata
-        # the scan runs in C (10,000 states: ~0.3 ms); the loop only sees the ready ones
-        for name in compress(list(metas), map(is_, map(_status_of, list(metas.values())), repeat(_READY))):
-            if name in status:
-                status[name] = "ready"
+        self._pull()
 
     def _blocked(self, e: StateBlocked) -> None:
-        self.status[e.state] = "blocked"
+        self._pull_state(e.state)
+        self._status[e.state] = "blocked"
         self._begin_wait(e.state, e.kind or "blocked", e.time, e.reason, e.holders)
 
+    def _child(self, e: StateStarted | StateFinished) -> bool:
+        """Whether ``e`` is about a state of a child run of the run shown (what its handlers read)."""
+        run = self._pulled
+        return e.run_id == self.run_id and (run is None or e.state not in run.metadata)
+
     def _on_started(self, e: StateStarted) -> None:
-        if e.run_id != self.run_id:
+        if not self._child(e):
             return
         state = e.state
-        self.status[state] = "running"
+        self._status[state] = "running"
         if self.open_waits:
             self._end_wait(state, e.time)
         span = Span(state, e.attempt, e.time - (e.time if self.t0 is None else self.t0))
         self._open[state] = span
-        self.spans.append(span)
-        self.version += 1
+        self._spans.append(span)
+        self._version += 1
 
     def _placed(self, e: StatePlaced) -> None:
+        self._pull_state(e.state)
         self.where[e.state] = e.where
         span = self._open.get(e.state)
         if span is not None:
             span.where = e.where
 
-    def _close(self, state: str, t: float, outcome: str) -> None:
-        span = self._open.pop(state, None)
-        if span is not None:
-            span.end, span.outcome = self._rel(t), outcome
-
     def _on_finished(self, e: StateFinished) -> None:
-        if e.run_id != self.run_id:
+        if not self._child(e):
             return
         state = e.state
-        self.status[state] = "completed"
+        self._status[state] = "completed"
         self.completed_runs += 1
         ran = self._ran
         ran.append(state)
         self._took.append(e.duration)
-        if len(ran) >= _FOLD_AT:
-            self._fold()
+        self._fold_if_long()
         span = self._open.pop(state, None)
         if span is not None:
             span.end = e.time - (e.time if self.t0 is None else self.t0)
             span.outcome = "completed"
-        self.version += 1
-
-    @property
-    def durations(self) -> dict[str, list[float]]:
-        """Seconds of each finished run of each state in this run (at most 10,000 per state)."""
-        ran, took, out = self._ran, self._took, self._durations
-        if not out and not self._folded and len(set(ran)) == len(ran):  # each state ran once so far (a fan-out)
-            out.update(zip(ran, map(list, zip(took)), strict=True))  # in C: ~1 ms for 10,000 states, not ~5
-            self._folded = len(ran)
-        for i in range(self._folded, len(ran)):
-            runs = out.get(ran[i])
-            if runs is None:
-                out[ran[i]] = [took[i]]
-            elif len(runs) < 10_000:
-                runs.append(took[i])
-        self._folded = len(ran)
-        return out
-
-    @durations.setter
-    def durations(self, value: dict[str, list[float]]) -> None:
-        self._durations, self._folded = value, len(self._ran)
-
-    def _fold(self) -> None:
-        """Move the flat entries into ``durations`` and drop them."""
-        _ = self.durations
-        del self._ran[:], self._took[:]
-        self._folded = 0
-
-    def slowest(self, limit: int) -> tuple[dict[str, list[float]], int]:
-        """The durations of the ``limit`` states with the slowest p95 in this run (or more), and
-        how many states finished: what the live view's latency table shows.
-
-        When each state ran once (a fan-out) they are ranked straight from the finish order
-        (in C: ~1 ms for 10,000 states), without making a list per state.
-        """
-        ran, took = self._ran, self._took
-        if not self._durations and len(set(ran)) == len(ran):
-            top = heapq.nsmallest(limit, zip(map(neg, took), ran, strict=True))  # slowest first, ties by name
-            return {state: [-minus] for minus, state in top}, len(ran)
-        durations = self.durations
-        return durations, sum(1 for runs in durations.values() if runs)
+        self._version += 1
 
     def _failed(self, e: StateFailed) -> None:
+        self._pull_state(e.state)
         self.attention += 1
         if e.final:
-            self.status[e.state] = "timeout" if e.timed_out else "failed"
+            self._status[e.state] = "timeout" if e.timed_out else "failed"
             self.failures += 1
             self._end_wait(e.state, e.time)
         if isinstance(e.exception, DeadlockError):
             self._note_deadlock(e.exception, e.state)
-        self._close(e.state, e.time, ("timeout" if e.timed_out else "failed") if e.final else "retried")
+        outcome = ("timeout" if e.timed_out else "failed") if e.final else "retried"
+        self._attempt[e.state] = e.attempt
+        self._end_attempt(e.state, e.time, outcome, e.time - e.duration)
+        self._attempt.pop(e.state, None)
 
     def _retrying(self, e: StateRetrying) -> None:
-        self.status[e.state] = "retrying"
+        self._pull_state(e.state)
+        self._status[e.state] = "retrying"
+        self._attempt[e.state] = e.attempt  # the number of the attempt to come (its span's)
         self.retries += 1
 
     def _cancelled(self, e: StateCancelled) -> None:
-        self.status[e.state] = "cancelled"
+        self._pull_state(e.state)
+        self._status[e.state] = "cancelled"
         self._end_wait(e.state, e.time)
-        self._close(e.state, e.time, "cancelled")
+        self._end_attempt(e.state, e.time, "cancelled", None)
 
     def _asked(self, e: HumanRequested) -> None:
+        self._pull_state(e.state)
         self.attention += 1
-        self.status[e.state] = "waiting_for_human"
+        self._status[e.state] = "waiting_for_human"
         self.waiting[e.request_id] = e
         self._begin_wait(e.state, "person", e.time, f"a person: {e.prompt!r}", ())
         span = self._open.get(e.state)
@@ -432,10 +424,11 @@ class RunTracker(WaitTracking):
             span.waits.append([self._rel(e.time), None])
 
     def _answered(self, e: HumanAnswered) -> None:
+        self._pull_state(e.state)
         asked = self.waiting.pop(e.request_id, None)
         self._end_wait(e.state, e.time, "person")
-        if self.status.get(e.state) == "waiting_for_human":
-            self.status[e.state] = "running"
+        if self._status.get(e.state) == "waiting_for_human":
+            self._status[e.state] = "running"
         span = self._open.get(e.state)
         if span is not None and asked is not None:
             span.waited += max(0.0, e.time - asked.time)

@@ -47,7 +47,7 @@ class WaitTracking:
     run: Any
     run_id: str
     t0: float | None
-    status: dict[str, str]
+    _status: dict[str, str]
     open_waits: dict[str, WaitSpan]
     wait_spans: deque[WaitSpan]
     deadlocks: list[Deadlock]
@@ -120,7 +120,7 @@ class WaitTracking:
             kind = str(status.get("type", "lock"))
             for waiter in status.get("waiters", ()):
                 state = waiter.split("#", 1)[0]
-                if state in self.status and state not in out:
+                if state in self._status and state not in out:
                     reason_kind = kind if kind in ("barrier", "quota") else "lock"
                     out[state] = WaitReason(state, reason_kind, f"{kind} {prim.name!r} held by {list(owners)}",
                                             owners if reason_kind == "lock" else ())

@@ -99,9 +99,9 @@ async def test_the_views_latency_table_reads_the_same_from_the_slowest_states_al
 
 
 async def test_a_tracker_of_a_long_loop_keeps_every_duration_while_holding_a_bounded_backlog(monkeypatch) -> None:
-    from fluffy_nb.notebook import _tracker
+    from fluffy_nb.notebook import _tracker, _trackruns
 
-    monkeypatch.setattr(_tracker, "_FOLD_AT", 100)  # fold often, so a short run shows it
+    monkeypatch.setattr(_trackruns, "_FOLD_AT", 100)  # fold often, so a short run shows it
     agent = Agent("loop", max_steps=2_000)
 
     async def spin(ctx: Any) -> str | None:
