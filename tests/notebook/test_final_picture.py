@@ -321,10 +321,6 @@ def test_a_timeline_legend_of_every_wait_reason_stays_inside_the_picture():
     assert all(int(x) + 7 * len(text) <= 720 for x, text in legend)
 
 
-@pytest.mark.xfail(strict=True, reason="RunTracker keys its open spans by state name (_tracker.py, owned by another "
-                   "change this round): a mapped state's concurrent branches overwrite each other's open span, "
-                   "so the finished picture keeps them 'running'. Fix: one open span per branch, closed by the "
-                   "StateFinished whose time - duration matches its start")
 async def test_every_branch_of_a_mapped_state_ends_on_the_finished_timeline():
     agent = Agent("batch")
     release = asyncio.Event()
@@ -344,7 +340,7 @@ async def test_every_branch_of_a_mapped_state_ends_on_the_finished_timeline():
     view = LiveView(agent)
     handle = agent.start()
     view.attach(handle)
-    await until(lambda: sum(s.state == "score" for s in view.tracker.spans) == 5)
+    await until(lambda: "score" in handle.run.maps and handle.run.maps["score"].snapshot().running == 5)
     release.set()
     await handle
     await asyncio.sleep(0)
