@@ -96,10 +96,16 @@ def checkpoint_row(cp: Checkpoint) -> tuple[Any, ...]:
     )
 
 
+def wal_in_use(path: Path) -> bool:
+    """Whether ``path`` has a write-ahead log beside it (a connection has it open, or left it)."""
+    return Path(f"{path}-wal").exists()
+
+
 def check_file(path: Path) -> None:
     """Refuse a file that is not an intact SQLite database, without opening it for writing."""
     if not path.exists():
         return
+    busy = wal_in_use(path)  # looked at before and after the header is read: a checkpoint may start or end between
     if path.is_dir():
         raise CheckpointError(f"SQLiteStore({str(path)!r}): that is a directory; give a file path like 'runs.db'")
     size = path.stat().st_size
@@ -119,6 +125,11 @@ def check_file(path: Path) -> None:
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
+    if header[24:28] != header[92:96] or busy or wal_in_use(path):
+        # the header's page count is stale (SQLite's rule), or another connection may be copying its
+        # write-ahead log into the file this instant (the file grows past its header a page at a
+        # time): SQLite's own checks at open judge it then
+        pages = 0
     if page_size < 512 or size % page_size or (pages and size < pages * page_size):
         raise CheckpointError(
             f"SQLiteStore({str(path)!r}): the file is truncated or damaged ({size} bytes, page size "

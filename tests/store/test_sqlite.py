@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from fluffy_nb.engine import Checkpoint, CheckpointError, FluffyWarning
 from fluffy_nb.engine._bounds import MAX_JSON_BYTES
 from fluffy_nb.store import SQLiteStore
+from fluffy_nb.store._sqlfile import check_file
 
 
 def cp(run: str = "r1", seq: int = 1, **kw: object) -> Checkpoint:
@@ -76,6 +77,22 @@ def test_truncated_file_is_refused_and_left_untouched(filled: Path) -> None:
     with pytest.raises(CheckpointError, match=r"runs\.db.*truncated"):
         SQLiteStore(filled)
     assert digest(filled) == before
+
+
+def test_a_file_whose_log_another_connection_is_copying_in_is_not_taken_for_truncated(filled: Path) -> None:
+    """While another process copies its write-ahead log into the file (a checkpoint, e.g. as its
+    last connection closes), the header already counts pages the file does not have yet: opening
+    the store then must not call the file truncated (it did, now and then, for a second process
+    opening a shared file). With the log beside it, SQLite's own checks at open judge the file."""
+    data = filled.read_bytes()
+    page = int.from_bytes(data[16:18], "big")
+    filled.write_bytes(data[: len(data) // page // 2 * page])  # whole pages, fewer than the header says
+    with pytest.raises(CheckpointError, match=r"runs\.db.*truncated"):
+        check_file(filled)
+    Path(f"{filled}-wal").write_bytes(b"")  # a connection's log beside it
+    check_file(filled)
+    with pytest.raises(CheckpointError, match=r"runs\.db.*damaged"):
+        SQLiteStore(filled)  # and this one really is short: SQLite's quick_check says so
 
 
 def test_file_with_damaged_pages_is_refused_and_left_untouched(filled: Path) -> None:
