@@ -83,10 +83,12 @@ class LiveView:
             new samples arrived (a run that only waits for a person costs next to nothing).
 
     Attributes:
-        expand: Sub-workflow states drawn open in the graph (True: all; a list of state names;
-            False, the default: each is one node). Set it at any time; the next redraw uses it.
+        expand: Sub-workflow states drawn open in the graph (True: all; a list of state paths,
+            ``research/verify`` opening ``research`` too; False, the default: each is one node).
+            Set it at any time; the next redraw uses it and the button shows it.
         expand_toggle: The "open sub-workflows" button above the graph (None when the agent
-            has no state that is an agent): it sets ``expand`` and redraws the graph at once.
+            has no state that is an agent): it sets ``expand`` (on: the list last given, else
+            all) and redraws the graph at once.
 
     Example:
         >>> # view = LiveView(agent); view.display(); handle = agent.start(); view.attach(handle)
