@@ -114,6 +114,9 @@ class Checkpointer:
         self.last_id: str | None = None
         self.tracker = DeltaTracker(run)
         self._made = False  # make() chose for the store: the next delta may follow it
+        #: states in flight in the checkpoint this run was restored from -> their attempts there
+        #: (``resumes_inside``); empty for a run that was not restored
+        self.relaunched: dict[str, int] = {}
 
     # -- making and saving ---------------------------------------------------------------
     def make(self, trigger: str, error: BaseException | None = None,
@@ -259,9 +262,12 @@ class Checkpointer:
             raise exc
         # inside a state's completion or the interval task: raising here would lose the
         # error in a task and leave the run waiting; fail the run with it instead
+        # a run with a store keeps its history there whether or not it is durable: a hole in it
+        # (a route's, an interval's) stops the run, saying why
+        why = "durability was asked for" if run.durable else \
+            "its history in the store would have a hole (fix the store, or run without one)"
         run.control.fail("checkpoint", CheckpointError(
-            f"agent {run.name!r}: the {trigger} checkpoint could not be saved, so the run stopped "
-            f"(durability was asked for): {exc}"
+            f"agent {run.name!r}: the {trigger} checkpoint could not be saved, so the run stopped ({why}): {exc}"
         ), wrap=False)
         return None
 
@@ -301,6 +307,15 @@ class Checkpointer:
         # loaded, not running: a run that had not ended waits (PAUSED) for run()/resume() to continue it
         run.status = cp.agent_status if ended and not cp.pending else AgentStatus.PAUSED
         run.restored_from = cp
+        self.relaunched = {name: cp.state_attempts.get(name, 0) for name in cp.pending}
+
+    def resumes_inside(self, state: str) -> bool:
+        """Whether the attempt of ``state`` running now relaunches the one this run's restored
+        checkpoint had in flight (the first attempt since the restore): a sub-workflow state then
+        continues the child of that attempt. Any later entry (a retry, a route, a transition back)
+        starts a fresh child, as it does in a run that was never restored."""
+        before = self.relaunched.get(state)
+        return before is not None and before == self.run.meta(state).attempts - 1
 
     def relaunch(self, cp: Checkpoint) -> None:
         """Start the frontier of a restored checkpoint as branches of the root fan-out."""

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from ._attempt import error_route, next_states
 from ._errors import ConfigurationError, InvalidStateResultError, MaxStepsExceededError, StateNotFoundError
 from ._events import StateFinished
-from ._routes import track
-from ._status import StateStatus
+from ._routes import ended, track
+from ._status import AgentStatus, StateStatus
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -64,6 +64,8 @@ class Outcomes:
         if kind == "ok":
             self._succeeded(ex, meta, *value)
             return
+        if self.routed:  # a routed execution ends: its failure is not kept (_routes.py)
+            ended(self, ex)
         if kind == "failed":
             self.run.ended.add(ex.state)
             if not self._route_failure(ex, value):
@@ -78,6 +80,8 @@ class Outcomes:
 
     def _succeeded(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
         """``ex`` returned ``result``: route it, then launch what the queue allows or end the run."""
+        if self.routed:  # a routed execution ends: its failure is not kept (_routes.py)
+            ended(self, ex)
         self._finish_state(ex, meta, result, duration)
         if self.queue:
             self.dispatch()
@@ -87,8 +91,18 @@ class Outcomes:
     def _route_failure(self, ex: Execution, error: BaseException) -> bool:
         """Send the branch of a state that failed for good to its ``on_timeout``/``on_error`` state."""
         target = error_route(self.agent.states[ex.state], error)
-        if target is None or self.run.failure is not None:
+        run = self.run
+        if target is None or run.failure is not None or ex.cancel_reason is not None \
+                or run.status is AgentStatus.CANCELLED:  # a state or run being cancelled takes no route
             return False
+        run.steps += 1  # a route is a step: a state routing to itself stops at max_steps as a loop does
+        if run.steps >= self.agent.max_steps:
+            run.control.fail(ex.state, MaxStepsExceededError(
+                f"agent {run.name!r} ran {run.steps} states, the max_steps limit; state {ex.state!r} failed "
+                f"({type(error).__name__}) and its failure was to be routed to {target!r}. If the loop is "
+                "intended, raise Agent(max_steps=...); otherwise give the route an exit condition"
+            ), wrap=False)
+            return True
         graph = self.agent.graph
         if target not in graph.edges.get(ex.state, ()):
             graph.add_edge(ex.state, target, "runtime")

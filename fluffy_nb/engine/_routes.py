@@ -1,7 +1,9 @@
 """Routed failures across a restore: the error a route's state reads, noted in checkpoints.
 
 A state that ``on_error``/``on_timeout`` sent a branch to reads the failure as ``ctx.last_error``.
-While such a state is in flight, each checkpoint of its run notes the failure in
+The scheduler keeps such a failure (``Outcomes.routed``) only while its state is in flight: it
+is dropped as that execution ends, so a run that routes often holds none of them for long and a
+run without routes holds nothing. While such a state is in flight, each checkpoint of its run notes the failure in
 ``metadata["routed"]`` (state -> the state it failed in, the error's class name, message and
 plain arguments), so a run restored from that checkpoint (``restore``, ``resume_latest`` after a
 kill) starts the state with the error rebuilt: a ``StateTimeoutError`` or one of Python's built-in
@@ -20,6 +22,7 @@ from ._errors import CheckpointError, RoutedError, StateTimeoutError
 
 if TYPE_CHECKING:
     from ._outcomes import Outcomes
+    from ._runner import Execution
 
 _MAX_TEXT = 4000  # characters of a noted message
 _MAX_ARGS = 8
@@ -33,7 +36,23 @@ def track(sched: Outcomes, target: str, error: BaseException, source: str) -> No
     routed = sched.routed
     if routed is None:
         routed = sched.routed = {}
+    else:  # an entry the run dropped unstarted (a cancel, a failure) goes here: only live ones stay
+        for key, (other, _, failure) in list(routed.items()):
+            if not _live(sched, other, failure):
+                del routed[key]
     routed[ex.id] = (ex, source, error)
+
+
+def ended(sched: Outcomes, ex: Execution) -> None:
+    """``ex`` ended (returned, failed or was cancelled): forget the failure routed to it, if any."""
+    routed = sched.routed
+    if routed:
+        routed.pop(ex.id, None)
+
+
+def _live(sched: Outcomes, ex: Execution, error: BaseException) -> bool:
+    # still waiting or running the routed state (a chain stepping on in place clears ex.error)
+    return ex.error is error and (ex.id in sched.running or sched.pending.get(ex.state) is ex)
 
 
 def notes(sched: Outcomes) -> dict[str, Any]:
@@ -44,8 +63,7 @@ def notes(sched: Outcomes) -> dict[str, Any]:
     if not routed:
         return out
     for key, (ex, source, error) in list(routed.items()):
-        # still waiting or running the routed state (a chain stepping on in place clears ex.error)
-        if ex.error is error and (ex.id in sched.running or sched.pending.get(ex.state) is ex):
+        if _live(sched, ex, error):
             out[ex.state] = _note(error, source)
         else:
             del routed[key]
@@ -65,7 +83,8 @@ def rebuilt(state: str, note: Any) -> BaseException:
     """The error a restored route's ``state`` reads, from its checkpoint ``note``.
 
     Raises:
-        CheckpointError: the note is not what :func:`notes` writes.
+        CheckpointError: the note is not what :func:`notes` writes (its texts longer than the
+            writer lets them be included: arguments of 4,000 characters in all).
     """
     if not (isinstance(note, dict) and all(isinstance(note.get(k), str) for k in ("from", "type", "message"))
             and len(note["type"]) <= 200 and len(note["message"]) <= _MAX_TEXT and len(note["from"]) <= 1000):
@@ -74,7 +93,8 @@ def rebuilt(state: str, note: Any) -> BaseException:
     kind, message, source = note["type"], note["message"], note["from"]
     args = note.get("args")
     if args is not None and not (isinstance(args, list) and len(args) <= _MAX_ARGS and all(
-            a is None or type(a) in (str, int, float, bool) for a in args)):
+            a is None or type(a) in (str, int, float, bool) for a in args)
+            and sum(len(a) for a in args if isinstance(a, str)) <= _MAX_TEXT):  # as _note bounds them
         raise CheckpointError(f"the checkpoint's note of the failure routed to state {state!r} has damaged args")
     if kind == "StateTimeoutError":
         return StateTimeoutError(message, source)

@@ -234,7 +234,7 @@ def _child_run(sub: Subflow, parent: Run, ctx: Context) -> Run:
     run = Run(sub.child, run_id=child_run_id(parent, sub.state))
     link(run, parent, sub.state)
     cp = _stored(run)
-    if cp is None and ctx.attempt == 1 and parent.meta(sub.state).last_error is None:
+    if cp is None and ctx.attempt == 1 and parent.checkpoints.resumes_inside(sub.state):
         cp = _interrupted(sub, parent, run)
     if cp is None:
         _copy(parent, run, sub.inputs, f"state {sub.state!r}: input")
@@ -254,10 +254,10 @@ def _child_run(sub: Subflow, parent: Run, ctx: Context) -> Run:
 def _interrupted(sub: Subflow, parent: Run, run: Run) -> Checkpoint | None:
     """A resumed parent relaunches the state it was in as a new attempt (the checkpoint it resumed
     from counted the interrupted one): the child of that attempt, if it had not failed, is the one to
-    continue; ``run`` takes its id. Only the first attempt of a state with no failure in this run
-    looks back (a restored run starts with none): after a failure or timeout the earlier attempt
-    ended, so re-entering the state (a route back, say) runs a fresh child. A state another
-    state's failure was routed to (``ctx.last_error`` set, restored too) looks back all the same."""
+    continue; ``run`` takes its id. Only that relaunch looks back (``Checkpointer.resumes_inside``:
+    the first attempt of a state the restored checkpoint had in flight, a route's state included):
+    in a live run the earlier attempt ended (failed, timed out, cancelled by ``cancel_state``), so
+    re-entering the state (a retry, a route, a plain transition back) runs a fresh child."""
     entry = parent.meta(sub.state).attempts - 1
     if entry < 1:
         return None

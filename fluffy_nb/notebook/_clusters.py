@@ -59,10 +59,12 @@ def _walk(agent: Any, prefix: str, out: list[str], seen: frozenset[int]) -> None
 
 
 def is_expanded(expand: Expand, path: str) -> bool:
-    """Whether the cluster at ``path`` is drawn open."""
+    """Whether the cluster at ``path`` is drawn open: named, or an ancestor of a path named
+    (``research/verify`` opens ``research`` too: a nested cluster is drawn inside its parent's)."""
     if isinstance(expand, bool):
         return expand
-    return path in expand
+    inside = f"{path}/"
+    return any(p == path or p.startswith(inside) for p in expand)
 
 
 #: what a running sub-workflow state is coloured while its child runs: the first of these its child's
@@ -148,67 +150,107 @@ def mermaid_cluster(agent: Any, state: str, node_id: str, status: Mapping[str, s
 # -- plotly -------------------------------------------------------------------------------------------
 def add_plotly_clusters(fig: Any, lay: Any, agent: Any, status: Mapping[str, str], expand: Expand) -> None:
     """Draw the expanded sub-workflows of ``agent`` under their nodes: a dashed frame holding the
-    child's states (coloured by status) and its edges. Collapsed ones get their label in the hover."""
+    child's states (coloured by status) and its edges, an expanded nested cluster under its node
+    in that frame the same way (smaller). Collapsed ones get their label in the hover."""
     if not expand:
         return
-    import plotly.graph_objects as go
-
     for nid, node in lay.nodes.items():
         if node.is_group or child_agent(agent, nid) is None or not is_expanded(expand, nid):
             continue
-        x0, y0 = lay.position(nid)
-        child = child_agent(agent, nid)
-        inner = graph_layout(child.graph)
-        if not inner.nodes:
-            continue
-        pts = {n: inner.position(n) for n in inner.nodes}
-        min_x = min(p[0] for p in pts.values())
-        max_y = max(p[1] for p in pts.values())
-        scale = 0.35
-        placed = {n: (x0 + (x - min_x) * scale, y0 - 0.6 - (max_y - y) * scale) for n, (x, y) in pts.items()}
-        xs = [p[0] for p in placed.values()]
-        ys = [p[1] for p in placed.values()]
-        fig.add_shape(type="rect", x0=min(xs) - 0.15, x1=max(xs) + 0.15, y0=min(ys) - 0.2, y1=max(ys) + 0.25,
-                      line={"dash": "dot", "color": "#888"}, fillcolor="rgba(200,200,200,0.12)", layer="below")
-        ex: list[float | None] = []
-        ey: list[float | None] = []
-        for src, dst, _kind in child.graph.edge_list():
-            if src in placed and dst in placed:
-                ex.extend([placed[src][0], placed[dst][0], None])
-                ey.extend([placed[src][1], placed[dst][1], None])
-        fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", hoverinfo="skip", showlegend=False,
-                                 line={"color": "#999", "width": 1}))
-        names = list(placed)
-        statuses = [status.get(f"{nid}/{n}", "pending") for n in names]
-        low = min(ys) - 0.5
-        current = fig.layout.yaxis.range
-        if current is not None and low < current[0]:
-            fig.update_yaxes(range=[low, current[1]])
-        fig.add_trace(go.Scatter(
-            x=[placed[n][0] for n in names], y=[placed[n][1] for n in names], mode="markers+text",
-            text=[plotly_text(n) for n in names], textposition="bottom center", showlegend=False,
-            hovertext=[f"<b>{plotly_text(nid)}/{plotly_text(n)}</b><br>status: {status_label(s)}"
-                       for n, s in zip(names, statuses, strict=True)], hoverinfo="text",
-            marker={"size": 14, "color": [status_color(s) for s in statuses], "line": {"color": "#333", "width": 1}},
-            textfont={"size": 10}, name=f"{nid} (agent {child.name})",
-        ))
+        _plotly_cluster(fig, child_agent(agent, nid), nid, lay.position(nid), status, expand, 0.35, set())
+
+
+def _plotly_cluster(fig: Any, child: Any, path: str, at: tuple[float, float], status: Mapping[str, str],
+                    expand: Expand, scale: float, seen: set[int]) -> None:
+    """The cluster of ``child`` (the sub-workflow at ``path``) drawn under the node at ``at``."""
+    import plotly.graph_objects as go
+
+    inner = graph_layout(child.graph)
+    if not inner.nodes or id(child) in seen:  # (an agent nested in a cycle is drawn once on a path)
+        return
+    x0, y0 = at
+    pts = {n: inner.position(n) for n in inner.nodes}
+    min_x = min(p[0] for p in pts.values())
+    max_y = max(p[1] for p in pts.values())
+    drop = 0.6 * scale / 0.35
+    placed = {n: (x0 + (x - min_x) * scale, y0 - drop - (max_y - y) * scale) for n, (x, y) in pts.items()}
+    xs = [p[0] for p in placed.values()]
+    ys = [p[1] for p in placed.values()]
+    fig.add_shape(type="rect", x0=min(xs) - 0.15, x1=max(xs) + 0.15, y0=min(ys) - 0.2, y1=max(ys) + 0.25,
+                  line={"dash": "dot", "color": "#888"}, fillcolor="rgba(200,200,200,0.12)", layer="below")
+    ex: list[float | None] = []
+    ey: list[float | None] = []
+    for src, dst, _kind in child.graph.edge_list():
+        if src in placed and dst in placed:
+            ex.extend([placed[src][0], placed[dst][0], None])
+            ey.extend([placed[src][1], placed[dst][1], None])
+    fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", hoverinfo="skip", showlegend=False,
+                             line={"color": "#999", "width": 1}))
+    names = list(placed)
+    statuses = [status.get(f"{path}/{n}", "pending") for n in names]
+    low, right = min(ys) - 0.5, max(xs) + 0.3
+    current = fig.layout.yaxis.range
+    if current is not None and low < current[0]:
+        fig.update_yaxes(range=[low, current[1]])
+    across = fig.layout.xaxis.range
+    if across is not None and right > across[1]:  # a cluster reaching past the graph is not cut off
+        fig.update_xaxes(range=[across[0], right])
+    hover = [collapsed_label(child, n, status, f"{path}/") if child_agent(child, n) is not None else n
+             for n in names]
+    fig.add_trace(go.Scatter(
+        x=[placed[n][0] for n in names], y=[placed[n][1] for n in names], mode="markers+text",
+        text=[plotly_text(n) for n in names], textposition="bottom center", showlegend=False,
+        hovertext=[f"<b>{plotly_text(path)}/{plotly_text(h)}</b><br>status: {status_label(s)}"
+                   for h, s in zip(hover, statuses, strict=True)], hoverinfo="text",
+        marker={"size": 14, "color": [status_color(s) for s in statuses], "line": {"color": "#333", "width": 1}},
+        textfont={"size": 10}, name=f"{path} (agent {child.name})",
+    ))
+    for n in names:
+        grandchild = child_agent(child, n)
+        if grandchild is not None and is_expanded(expand, f"{path}/{n}"):
+            _plotly_cluster(fig, grandchild, f"{path}/{n}", placed[n], status, expand, scale * 0.6,
+                            seen | {id(child)})
 
 
 # -- live view ----------------------------------------------------------------------------------------
-def expand_toggle(view: Any) -> Any:
-    """A toggle button that opens and closes every sub-workflow cluster of a live view's graph and
-    redraws it at once (None when the view's agent has no sub-workflow state)."""
+class ExpandToggle:
+    """The "open sub-workflows" button of a live view (``button``), following the view's ``expand``.
+
+    Turning it on opens what ``expand`` was last given (a list of paths, or every cluster when it
+    was never given one); off closes them all; either redraws the graph at once. Setting
+    ``view.expand`` later (the view calls :meth:`follow`) shows on the button, without a redraw."""
+
+    def __init__(self, view: Any) -> None:
+        import ipywidgets as widgets
+
+        self.view = view
+        #: what turning the button on opens: the ``expand`` last given, else every cluster
+        self.opens: Expand = view.expand or True
+        self._following = False
+        self.button = widgets.ToggleButton(value=bool(view.expand), description="open sub-workflows",
+                                           tooltip="draw each agent used as a state as a cluster of its own states")
+        self.button.observe(self._clicked, names="value")
+
+    def follow(self, expand: Expand) -> None:
+        """The view's ``expand`` is now ``expand``: show it on the button (and remember a list to reopen)."""
+        if expand:
+            self.opens = expand
+        self._following = True
+        try:
+            self.button.value = bool(expand)
+        finally:
+            self._following = False
+
+    def _clicked(self, change: Mapping[str, Any]) -> None:
+        if self._following:
+            return
+        self.view.expand = self.opens if change["new"] else False
+        self.view.redraw_graph()
+
+
+def expand_toggle(view: Any) -> ExpandToggle | None:
+    """The "open sub-workflows" toggle of a live view's graph (None when the view's agent has no
+    sub-workflow state)."""
     if not subflow_states(view.agent):
         return None
-    import ipywidgets as widgets
-
-    toggle = widgets.ToggleButton(value=bool(view.expand), description="open sub-workflows",
-                                  tooltip="draw each agent used as a state as a cluster of its own states")
-
-    def changed(change: Mapping[str, Any]) -> None:
-        view.expand = bool(change["new"])
-        view.redraw_graph()
-
-    toggle.observe(changed, names="value")
-    return toggle
-
+    return ExpandToggle(view)

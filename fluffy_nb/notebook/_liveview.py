@@ -33,7 +33,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ._clusters import expand_toggle
+from ._clusters import ExpandToggle, expand_toggle
 from ._coordpanel import CoordinationPanel, coordination_html
 from ._figures import resource_figure, steady_samples, timeline_bundle, to_bundle
 from ._finals import update_final
@@ -83,10 +83,12 @@ class LiveView:
             new samples arrived (a run that only waits for a person costs next to nothing).
 
     Attributes:
-        expand: Sub-workflow states drawn open in the graph (True: all; a list of state names;
-            False, the default: each is one node). Set it at any time; the next redraw uses it.
+        expand: Sub-workflow states drawn open in the graph (True: all; a list of state paths,
+            ``research/verify`` opening ``research`` too; False, the default: each is one node).
+            Set it at any time; the next redraw uses it and the button shows it.
         expand_toggle: The "open sub-workflows" button above the graph (None when the agent
-            has no state that is an agent): it sets ``expand`` and redraws the graph at once.
+            has no state that is an agent): it sets ``expand`` (on: the list last given, else
+            all) and redraws the graph at once.
 
     Example:
         >>> # view = LiveView(agent); view.display(); handle = agent.start(); view.attach(handle)
@@ -96,7 +98,8 @@ class LiveView:
                  sample_interval: float = 0.5, graph: bool = True, show_result: bool = True,
                  resource_interval: float = 10.0) -> None:
         self.agent = agent
-        self.expand: Any = False
+        self._expand: Any = False
+        self._toggle: ExpandToggle | None = None
         self.tracker = RunTracker(agent)
         self.interval = interval
         self.figure_interval = figure_interval
@@ -134,7 +137,9 @@ class LiveView:
         self.forms = _forms_area(agent)
         self.result_out = widgets.Output()
         self.coordination = CoordinationPanel(agent, self.tracker)
-        self.expand_toggle = expand_toggle(self) if graph else None  # an agent with sub-workflow states
+        self._toggle = expand_toggle(self) if graph else None  # an agent with sub-workflow states
+        #: the "open sub-workflows" button (None without a sub-workflow state)
+        self.expand_toggle = None if self._toggle is None else self._toggle.button
         toggle = [] if self.expand_toggle is None else [self.expand_toggle]
         self.widget = widgets.VBox([self.header, self.progress, *toggle, self.graph_out, self.timeline_out,
                                     self.resources_out, self.usage, self.latency, self.coordination.widget,
@@ -334,6 +339,18 @@ class LiveView:
 
     def _bar_style(self) -> str:
         return {"completed": "success", "failed": "danger", "cancelled": "warning"}.get(self.tracker.run_status, "info")
+
+    @property
+    def expand(self) -> Any:
+        """Sub-workflow states drawn open in the graph (True: all; a list of paths; False: none).
+        Setting it shows on the "open sub-workflows" button; the next redraw draws it."""
+        return self._expand
+
+    @expand.setter
+    def expand(self, value: Any) -> None:
+        self._expand = value
+        if self._toggle is not None:
+            self._toggle.follow(value)
 
     def redraw_graph(self) -> None:
         """Draw the graph now (the ``expand`` toggle calls this: clusters open or close at once)."""

@@ -67,7 +67,7 @@ async def test_a_sub_workflow_is_one_node_by_default_and_a_subgraph_when_expande
     inner = [t for t in fig.data if t.name == "research (agent researcher)"]
     assert len(inner) == 1
     assert list(inner[0].text) == ["search", "summarise", "verify"]
-    assert len(fig.layout.shapes) == 1  # the cluster's frame
+    assert len(fig.layout.shapes) == 2  # the cluster's frame, and its nested cluster's (verify)
     assert not graph_figure(parent, tracker).layout.shapes  # collapsed: no frame
     gate.set()
     await handle.task
