@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import html
 import math
-from bisect import bisect_left
-from collections.abc import Collection
-from itertools import islice, pairwise, repeat
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Collection
+from itertools import accumulate, compress, islice, pairwise, repeat
 from operator import attrgetter, is_not
 from typing import Any
 
@@ -154,17 +154,17 @@ def state_usage(tracker: Any, only: Collection[str] | None = None) -> list[dict[
     between two samples still gets the rate of its window (``None`` only when no sample window
     covers it). ``only``: rows for these states alone (the few a table shows).
     """
-    spans = list(tracker.spans)
-    ran: dict[str, list[float]] = {}  # state -> [runs, seconds, waited seconds]
     end = tracker.duration if tracker.duration is not None else tracker.elapsed()
-    for s in spans:
-        if only is not None and s.state not in only:
-            continue
+    spans = tracker.spans
+    states, starts, ends = span_columns(spans, end)
+    chosen = list(spans) if only is None else list(compress(spans, map(only.__contains__, states)))
+    ran: dict[str, list[float]] = {}  # state -> [runs, seconds, waited seconds]
+    for s in chosen:
         acc = ran.setdefault(s.state, [0, 0.0, 0.0])
         acc[0] += 1
         acc[1] += max(0.0, (s.end if s.end is not None else end) - s.start)
         acc[2] += s.waited
-    shares = _sample_shares(tracker, spans, ran, end)
+    shares = _sample_shares(tracker, (starts, ends), chosen, end)
     rows = []
     for name, (runs, seconds, waited) in ran.items():
         spec = tracker.agent.states.get(name)
@@ -178,43 +178,61 @@ def state_usage(tracker: Any, only: Collection[str] | None = None) -> list[dict[
     return rows
 
 
-def _sample_shares(tracker: Any, spans: list[Any], ran: Collection[str],
+def span_columns(spans: Any, now: float) -> tuple[list[str], list[float], list[float]]:
+    """The state, start and end (``now`` while open) of each of ``spans`` (a tracker's), as lists."""
+    if hasattr(spans, "columns"):
+        return spans.columns(now)  # type: ignore[no-any-return]
+    listed = list(spans)
+    return ([s.state for s in listed], [s.start for s in listed],
+            [now if s.end is None else s.end for s in listed])
+
+
+def _busy_time(starts: list[float], ends: list[float]) -> Callable[[float], float]:
+    """``F(t)``: the seconds of state runs (all states, overlapping ones each counted) before ``t``,
+    from sorted starts and ends and their running sums (``O(log n)`` per call, built in C)."""
+    starts, ends = sorted(starts), sorted(ends)
+    start_sums, end_sums = [0.0, *accumulate(starts)], [0.0, *accumulate(ends)]
+
+    def before(t: float) -> float:
+        i, j = bisect_right(starts, t), bisect_right(ends, t)
+        return (t * i - start_sums[i]) - (t * j - end_sums[j])
+
+    return before
+
+
+def _sample_shares(tracker: Any, bounds: tuple[list[float], list[float]], chosen: list[Any],
                    end: float) -> dict[str, tuple[float, float, float, float, int]]:
-    """Per state of ``ran``: (CPU seconds, seconds inside sample windows, the cores rate of its
-    last window, memory change in MB, windows it was in), from the tracker's samples."""
+    """Per state of ``chosen`` spans: (CPU seconds, seconds inside sample windows, the cores rate
+    of its last window, memory change in MB, windows it was in), from the tracker's samples;
+    ``bounds``: every span's starts and ends (all states share a window's measure)."""
     t0 = tracker.t0
     samples = list(tracker.samples)
-    if t0 is None or not samples:
+    if t0 is None or not samples or not chosen:
         return {}
     times = [s.time - t0 for s in samples]  # window k: (times[k-1], times[k]], the first from 0
-    starts = [0.0, *times[:-1]]
+    window_starts = [0.0, *times[:-1]]
     cores = [s.process_cpu / 100.0 for s in samples]
     grown = [0.0, *(b.process_memory_mb - a.process_memory_mb for a, b in pairwise(samples))]
-    pieces: list[tuple[str, int, float]] = []  # (state, window, seconds of it in the window)
-    busy = [0.0] * len(samples)  # seconds of state runs in each window, all states
-    for s in spans:
+    busy_before = _busy_time(*bounds)
+    out: dict[str, list[float]] = {}
+    for s in chosen:
         a, b = s.start, s.end if s.end is not None else end
         k = bisect_left(times, a)
-        while k < len(times) and starts[k] <= b:
-            overlap = max(0.0, min(b, times[k]) - max(a, starts[k]))
-            busy[k] += overlap
-            if s.state in ran:
-                pieces.append((s.state, k, overlap))
+        while k < len(times) and window_starts[k] <= b:
+            length = times[k] - window_starts[k]
+            if length > 0:
+                busy = busy_before(times[k]) - busy_before(window_starts[k])
+                part = 1.0 / max(busy, length)  # concurrent runs split the window; one alone keeps its time's worth
+                overlap = max(0.0, min(b, times[k]) - max(a, window_starts[k]))
+                acc = out.setdefault(s.state, [0.0, 0.0, 0.0, 0.0, 0])
+                acc[0] += cores[k] * length * overlap * part
+                acc[1] += overlap
+                acc[2] = cores[k] * length * part
+                acc[3] += grown[k] * overlap * part
+                acc[4] += 1
             if times[k] >= b:
                 break
             k += 1
-    out: dict[str, list[float]] = {}
-    for state, k, overlap in pieces:
-        length = times[k] - starts[k]
-        if length <= 0:
-            continue
-        part = 1.0 / max(busy[k], length)  # concurrent runs split the window; one alone keeps its time's worth
-        acc = out.setdefault(state, [0.0, 0.0, 0.0, 0.0, 0])
-        acc[0] += cores[k] * length * overlap * part
-        acc[1] += overlap
-        acc[2] = cores[k] * length * part
-        acc[3] += grown[k] * overlap * part
-        acc[4] += 1
     return {state: (v[0], v[1], v[2], v[3], int(v[4])) for state, v in out.items()}
 
 
@@ -223,7 +241,7 @@ def usage_table_html(tracker: Any, *, limit: int = 30) -> str:
     states that ran, in the order they first ran (rows are made for those alone: a 10,000-state
     run costs one pass over its attempts)."""
     spans = tracker.spans
-    ran = dict.fromkeys(map(_state_of, spans))  # the passes over 10,000 spans and states run in C
+    ran = dict.fromkeys(span_columns(spans, 0.0)[0])  # the passes over 10,000 spans and states run in C
     rows = state_usage(tracker, only=set(islice(ran, limit)))
     if not rows:
         return ""

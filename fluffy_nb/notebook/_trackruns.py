@@ -128,6 +128,17 @@ class SpanLog:
     def __repr__(self) -> str:
         return f"<SpanLog of {len(self)} spans>"
 
+    def columns(self, now: float) -> tuple[list[str], list[float], list[float]]:
+        """Each span's state, start and end (``now`` for one still open), in log order, as three
+        lists read in C (a usage table weighs a 10,000-state run's spans without reading each)."""
+        states, starts, ends = list(self._states), list(self._starts), list(self._ends)
+        if any(self._objs):
+            for i, obj in enumerate(self._objs):
+                if obj is not None:  # (its own times: the tracker may have closed it since)
+                    starts[i] = obj.start
+                    ends[i] = now if obj.end is None else obj.end
+        return states, starts, ends
+
     def append(self, span: Span) -> None:
         """Add ``span`` (an object kept as it is: the tracker may close it later)."""
         self._objs.append(span)
