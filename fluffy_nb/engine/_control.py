@@ -67,15 +67,14 @@ class RunControl:
     def fail(self, state: str, exc: BaseException, *, attempts: int = 1, wrap: bool = True,
              payload: int | None = None) -> None:
         """The run fails because of ``state`` (the branch of map payload ``payload``, when one is
-        given): cancel the others, drop what waits, wake the run."""
+        given; ``attempts=0``: it never started): cancel the others, drop what waits, wake the run."""
         run, sched = self.run, self.scheduler
         if run.failure is not None:
             return
         if wrap:
             which = "" if payload is None else f" (payload {payload})"
-            err: BaseException = StateFailedError(
-                f"state {state!r}{which} failed after {attempts} attempt(s): {type(exc).__name__}: {exc}", state
-            )
+            what = f"failed after {attempts} attempt(s)" if attempts else "did not start"
+            err: BaseException = StateFailedError(f"state {state!r}{which} {what}: {type(exc).__name__}: {exc}", state)
             err.__cause__ = exc
         else:
             err = exc

@@ -321,7 +321,7 @@ class DependencyGates:
             f"state {ex.state!r} waited {seconds}s for its dependency {dep!r}, which did not "
             "complete; make sure something runs it, or raise the DependencyConfig timeout"
         )
-        self.run.control.fail(ex.state, err)
+        self.run.control.fail(ex.state, err, attempts=0)  # (it never started)
 
     # -- conditions: re-checked on context changes and on a timer --------------------------------
     def _watch(self) -> None:
@@ -461,7 +461,7 @@ class DependencyGates:
             f"state {ex.state!r} waited {seconds}s for the condition of its dependency {dep!r} to hold, "
             "with no other state left to run; it stayed false. Raise the DependencyConfig timeout, "
             "or make sure the condition can come true"
-        ))
+        ), attempts=0)
 
     def _end_condition_deadline(self, ex: Execution) -> None:
         task = self._condition_deadlines.pop(ex.id, None)

@@ -211,6 +211,7 @@ async def test_a_dependency_timeout_fires_with_nothing_else_running() -> None:
     assert isinstance(info.value.__cause__, DependencyTimeoutError)
     assert "'final_step'" in str(info.value.__cause__)
     assert "'prepare_data'" in str(info.value.__cause__)
+    assert str(info.value).startswith("state 'final_step' did not start: ")  # not "failed after 1 attempt(s)"
     assert agent.status is AgentStatus.FAILED
     assert agent.state_metadata["final_step"].status is StateStatus.TIMEOUT
 
