@@ -156,6 +156,11 @@ class HumanLoop:
             return list(self._open.values())
         return [r for r in self._open.values() if r.run_id == run_id]
 
+    def asks(self, run_id: str, state: str, payload_index: int | None = None) -> bool:
+        """Whether ``state`` of run ``run_id`` (its map branch ``payload_index``) waits for an answer."""
+        return any(r.run_id == run_id and r.state == state and r.payload_index == payload_index
+                   for r in self._open.values())
+
     def get(self, request_id: str) -> HumanRequest | None:
         """The open request with this id, or None."""
         return self._open.get(request_id)

@@ -29,6 +29,7 @@ class Outcomes:
     running: dict[int, Execution]
     queue: list[tuple[int, Execution]]
     pending: dict[str, Execution]
+    paused: bool
     _routing_error: BaseException | None
     #: executions started by a routed failure, by id, with the state that failed and the failure
     #: (``_routes.track``)
@@ -56,6 +57,10 @@ class Outcomes:
         """End the run, or a pause's drain, once no work is left (the scheduler's)."""
         raise NotImplementedError
 
+    def idle_while_paused(self) -> None:
+        """End a pause's drain once every running state is idle (the scheduler's)."""
+        raise NotImplementedError
+
     def _complete(self, ex: Execution, meta: StateMetadata, outcome: tuple[str, Any]) -> None:
         kind, value = outcome
         control = self.run.control
@@ -77,6 +82,8 @@ class Outcomes:
             self.dispatch()
         if not self.running:
             self.check_done()
+        elif self.paused:  # a pause may be waiting for this one alone
+            self.idle_while_paused()
 
     def _succeeded(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
         """``ex`` returned ``result``: route it, then launch what the queue allows or end the run."""
@@ -87,6 +94,8 @@ class Outcomes:
             self.dispatch()
         if not self.running:
             self.check_done()
+        elif self.paused:  # a pause may be waiting for this one alone
+            self.idle_while_paused()
 
     def _route_failure(self, ex: Execution, error: BaseException) -> bool:
         """Send the branch of a state that failed for good to its ``on_timeout``/``on_error`` state."""

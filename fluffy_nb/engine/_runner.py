@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 _ids = itertools.count(1)
 # read once: an enum member looked up on its class is a Python-level lookup in 3.11
 _READY = StateStatus.READY
-_WAITING = StateStatus.WAITING_FOR_HUMAN
 
 
 class Execution:
@@ -216,10 +215,10 @@ class Scheduler(Outcomes):
     def idle(self, ex: Execution) -> bool:
         """Whether the running ``ex`` is idle for a pause: it waits for a person (its form stays
         open: a pause need not wait for an answer that may never come) or hosts a paused child run."""
-        meta = self.run.metadata.get(ex.state)
-        if meta is not None and meta.status is _WAITING:
+        run = self.run
+        if run.human.asks(run.run_id, ex.state, getattr(ex, "index", None)):  # (a map branch: its own question)
             return True
-        child = self.run.children.get(ex.state)
+        child = run.children.get(ex.state)
         return child is not None and child.paused
 
     def idle_while_paused(self) -> None:

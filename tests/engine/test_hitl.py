@@ -383,6 +383,45 @@ async def test_pause_of_a_run_whose_only_state_waits_for_a_person_returns_at_onc
     assert (await handle)["answer"] == "ok"
 
 
+async def test_pause_in_a_map_waits_for_each_branch_but_not_for_one_asking_a_person():
+    """Idle is judged per branch: one branch of a map asking a person does not make its busy
+    sibling idle (found by a reviewer: pause returned with work in flight), and once only the
+    asking branch is left the pause returns (it had waited for the answer)."""
+    responder = ProgrammaticResponder()
+    agent = Agent("pm", responder=responder)
+    gate, asked = asyncio.Event(), asyncio.Event()
+
+    async def split(ctx):
+        return ctx.map("work", [0, 1])
+
+    async def work(ctx):
+        if ctx.payload == 0:
+            asked.set()
+            ctx.set_result(await ctx.human_in_the_loop("ok?"))
+            return None
+        await asked.wait()
+        await gate.wait()
+        ctx.set_result("worked")
+        return None
+
+    agent.add_state("split", split, next=["work"])
+    agent.add_state("work", work)
+    handle = agent.start()
+    request = await responder.next_request()
+    pausing = asyncio.ensure_future(agent.pause())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not pausing.done()  # branch 1 still works
+    gate.set()  # branch 1 ends: only the branch waiting for a person is left
+    checkpoint = await asyncio.wait_for(pausing, 5)
+    assert checkpoint is not None
+    assert agent.status.value == "paused"
+    request.answer("yes")
+    await agent.resume()
+    await asyncio.wait_for(handle, 5)
+    assert agent.latest_run.maps["work"].snapshot().done == 2
+
+
 # -- checkpoints and replay ---------------------------------------------------------------------
 def two_questions(agent: Agent, asked: list[str]) -> None:
     async def ask(ctx):
