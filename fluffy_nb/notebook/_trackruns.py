@@ -51,7 +51,6 @@ _RESCAN = 0.02
 # finished runs kept as flat entries before they are folded into per-state durations (each capped
 # at 10,000), so a run of millions of states holds a bounded amount of them
 _FOLD_AT = 20_000
-_start_of = attrgetter("start")
 #: statuses of a state with an attempt in flight
 _IN_FLIGHT = frozenset({StateStatus.RUNNING, StateStatus.WAITING_FOR_HUMAN})
 
@@ -140,11 +139,8 @@ class SpanLog:
         return states, starts, ends
 
     def append(self, span: Span) -> None:
-        """Add ``span`` (an object kept as it is: the tracker may close it later)."""
-        self._objs.append(span)
-        self._states.append(span.state)
-        self._starts.append(span.start)
-        self._ends.append(span.start if span.end is None else span.end)
+        """Add ``span`` (an object kept as it is: the tracker may close it later), in start order."""
+        self.add([span], [], [], [])
 
     def clear(self) -> None:
         """Drop every span (a new run begins)."""
@@ -152,30 +148,37 @@ class SpanLog:
             column.clear()
 
     def add(self, made: list[Span], states: list[str], starts: list[float], ends: list[float]) -> None:
-        """Add the spans ``made`` and the completed runs ``states`` (from ``starts`` to ``ends``),
-        all in start order (ties: in the order given, spans ``made`` last)."""
-        if not states:
-            made.sort(key=_start_of)
-            for span in made:
-                self.append(span)
-            return
-        count = len(states)
-        if not made and all(map(le, starts, islice(starts, 1, None))):  # (one pass in C: usually in order)
-            self._objs.extend(repeat(None, count))  # columns alone, in order (a large run's usual read)
+        """Add the spans ``made`` and the completed runs ``states`` (from ``starts`` to ``ends``).
+
+        The log stays in start order whatever order they come in (a failure's span is added
+        when its event comes, the runs that ended before it at the next read): ties keep the
+        order they were added in, but a sub-workflow's state (``research/search``) comes after
+        the parent's state it runs in, and runs given as columns come before spans ``made``."""
+        tail = self._starts[-1] if self._starts else None
+        if not made and states and all(map(le, starts, islice(starts, 1, None))) and (
+                tail is None or tail < starts[0] or (tail == starts[0] and "/" not in self._states[-1])):
+            self._objs.extend(repeat(None, len(states)))  # columns alone, after the rest (a large run's usual read)
             self._states.extend(states)
             self._starts.extend(starts)
             self._ends.extend(ends)
             return
-        keys = starts + [span.start for span in made]
-        order = sorted(range(len(keys)), key=keys.__getitem__)
-        for k in order:
-            if k >= count:
-                self.append(made[k - count])
-            else:
-                self._objs.append(None)
-                self._states.append(states[k])
-                self._starts.append(starts[k])
-                self._ends.append(ends[k])
+        entries: list[tuple[Span | None, str, float, float]] = list(zip(repeat(None), states, starts, ends))
+        entries += [(span, span.state, span.start, span.start if span.end is None else span.end) for span in made]
+        if not entries:
+            return
+        low = min(entry[2] for entry in entries)
+        back = []  # what the log holds after the earliest of these (few: the spans events added since the last read)
+        while self._starts and self._starts[-1] >= low:
+            back.append((self._objs.pop(), self._states.pop(), self._starts.pop(), self._ends.pop()))
+        for obj, state, start, end in sorted([*reversed(back), *entries], key=_start_then_depth):
+            self._objs.append(obj)
+            self._states.append(state)
+            self._starts.append(start)
+            self._ends.append(end)
+
+
+def _start_then_depth(entry: tuple[Any, str, float, float]) -> tuple[float, int]:
+    return entry[2], entry[1].count("/")
 
 
 class RunReading:

@@ -14,6 +14,7 @@ from fluffy_nb import Agent, ManualClock, RetryPolicy
 from fluffy_nb.engine._errors import StateFailedError
 from fluffy_nb.engine._events import StateFailed, StateFinished, StateStarted
 from fluffy_nb.notebook import LiveView
+from fluffy_nb.notebook._figures import _rows
 from fluffy_nb.notebook._tracker import RunTracker
 
 
@@ -242,3 +243,49 @@ async def test_only_a_reader_of_per_state_events_takes_a_chain_off_its_quiet_pat
     tracker.close()
     assert not bus.active
     assert not bus.stepwise
+
+
+async def test_spans_stay_in_start_order_when_a_failure_event_arrives_between_reads():
+    """The timeline's rows follow the spans' order: the state that ran first is the first row."""
+    clock = ManualClock()
+    agent = Agent("bad", clock=clock)
+
+    async def first(ctx):
+        await clock.advance(1)
+        return "broken"
+
+    async def broken(ctx):
+        await clock.advance(2)
+        raise ValueError("no")
+
+    agent.add_state("first", first, next=["broken"])
+    agent.add_state("broken", broken)
+    tracker = RunTracker(agent)
+    try:
+        await agent.run()
+    except StateFailedError:
+        pass
+    starts = [s.start for s in tracker.spans]
+    assert starts == sorted(starts)  # broken's span is added by its failure event, first's at the next read
+    assert _rows(list(tracker.spans), []) == ["first", "broken"]
+
+
+async def test_a_sub_flows_child_states_come_after_the_parent_state_that_ran_before_them():
+    clock = ManualClock()
+    child = Agent("child", clock=clock)
+
+    async def c1(ctx):
+        await clock.advance(1)
+
+    child.add_state("c1", c1)
+    agent = Agent("parent", clock=clock)
+
+    async def p0(ctx):
+        await clock.advance(1)
+        return "research"
+
+    agent.add_state("p0", p0, next=["research"])
+    agent.add_state("research", child)
+    tracker = RunTracker(agent)
+    await agent.run()
+    assert _rows(list(tracker.spans), []) == ["p0", "research", "research/c1"]  # child spans come by events
