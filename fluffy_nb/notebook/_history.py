@@ -38,11 +38,12 @@ def _child_path(agent_name: str | None, row_agent: str) -> str:
 class _Source:
     """Where a frame's checkpoints live; survives pandas' deep copies of ``attrs`` by identity."""
 
-    __slots__ = ("agent_name", "store")
+    __slots__ = ("agent_name", "full_ids", "store")
 
-    def __init__(self, store: Any, agent_name: str | None) -> None:
+    def __init__(self, store: Any, agent_name: str | None, full_ids: dict[str, str] | None = None) -> None:
         self.store = store
         self.agent_name = agent_name
+        self.full_ids = full_ids  # a frame showing short ids: short -> full checkpoint id
 
     def __deepcopy__(self, memo: Any) -> _Source:
         return self
@@ -163,11 +164,29 @@ def history_frame(source: Any, run_id: str | None = None, **_filters: Any) -> pd
     return frame
 
 
+#: characters of an id a shown frame keeps (``%fluffy restore NAME ID`` takes them)
+SHORT_ID = 12
+
+
+def with_short_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (a :func:`history_frame`) as a person reads it: its three id columns cut to
+    :data:`SHORT_ID` characters (the full ids stay known to :func:`restore_row`, :func:`fork_row`
+    and :func:`diff_rows` of this frame; ``%fluffy restore NAME ID`` takes a short id)."""
+    shown = frame.copy()
+    for column in ("checkpoint_id", "parent_id", "run_id"):
+        shown[column] = frame[column].str[:SHORT_ID]
+    source = frame.attrs.get("fluffy_source")
+    full = dict(zip(shown["checkpoint_id"], frame["checkpoint_id"], strict=True))
+    shown.attrs["fluffy_source"] = _Source(getattr(source, "store", None), getattr(source, "agent_name", None), full)
+    return shown
+
+
 def _checkpoint_at(frame: pd.DataFrame, i: int, agent: Any = None) -> Checkpoint:
     if not -len(frame) <= i < len(frame):
         raise CheckpointError(f"row {i} is not in this history frame (it has {len(frame)} rows: 0..{len(frame) - 1})")
     cid = frame["checkpoint_id"].iloc[i]
     source = frame.attrs.get("fluffy_source")
+    cid = (getattr(source, "full_ids", None) or {}).get(cid, cid)
     store = getattr(source, "store", None) or getattr(agent, "store", None)
     if store is None:
         raise CheckpointError(f"row {i} ({cid[:12]}): this frame does not know its store; build it with "

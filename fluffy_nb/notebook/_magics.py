@@ -375,7 +375,7 @@ def _history_of(agent: Agent, args: Any) -> Any:
     if agent.store is None:
         raise UsageError(f"agent {args.name!r} has no checkpoint store; define it with "
                          f"%%fluffy {args.name} --store runs.db")
-    return _history.history_frame(agent, run_id=args.run_id)
+    return _history.with_short_ids(_history.history_frame(agent, run_id=args.run_id))
 
 
 def _restore(agent: Agent, args: Any) -> Any:
@@ -388,7 +388,16 @@ def _restore(agent: Agent, args: Any) -> Any:
     if args.target.lstrip("-").isdigit():
         frame = _history.history_frame(agent)
         return _history.restore_row(agent, frame, int(args.target))
-    return agent.restore(args.target)
+    return agent.restore(_full_checkpoint_id(agent, args.target))
+
+
+def _full_checkpoint_id(agent: Agent, given: str) -> str:
+    """The checkpoint id ``given`` starts (a short id from ``%fluffy history``), else ``given``."""
+    found = [info.checkpoint_id for info in agent.store.list(agent.name) if info.checkpoint_id.startswith(given)]
+    if len(found) > 1 and given not in found:
+        raise UsageError(f"{len(found)} checkpoints of {agent.name!r} have ids starting with {given!r}: give more "
+                         f"of the id (e.g. {', '.join(f[:16] for f in found[:3])})")
+    return found[0] if len(found) == 1 else given
 
 
 def _monitor(agent: Agent, args: Any) -> None:

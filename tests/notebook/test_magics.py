@@ -9,6 +9,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from fluffy_nb import Agent, AgentStatus, Checkpoint, RunResult, StateFailedError
+from fluffy_nb.notebook._history import restore_row
 from fluffy_nb.notebook._magics import is_state_function
 
 PIPELINE = '''%%fluffy pipeline{flags}
@@ -164,11 +165,17 @@ def test_line_magics_graph_status_history_restore(ip, tmp_path):
     history, _ = run(ip, "%fluffy history pipeline")
     assert list(history["trigger"])[-1] == "completion"
     assert history["completed"].is_monotonic_increasing
+    assert list(history.columns[-3:]) == ["checkpoint_id", "parent_id", "run_id"]
+    assert {len(i) for i in history["checkpoint_id"]} == {12}  # short ids, last (a person reads the rest first)
     cp, err = run(ip, "%fluffy restore pipeline 1")
     assert err is None
     assert isinstance(cp, Checkpoint)
-    assert cp.checkpoint_id == history["checkpoint_id"].iloc[1]
+    assert cp.checkpoint_id.startswith(history["checkpoint_id"].iloc[1])
     assert ip.user_ns["pipeline"].completed_states == cp.completed_states
+    again, err = run(ip, f"%fluffy restore pipeline {history['checkpoint_id'].iloc[2]}")  # a short id, as shown
+    assert err is None
+    assert again.checkpoint_id.startswith(history["checkpoint_id"].iloc[2])
+    assert restore_row(agent, history, 1).checkpoint_id == cp.checkpoint_id  # the shown frame knows its full ids
 
 
 def test_state_rule_on_plain_functions():
