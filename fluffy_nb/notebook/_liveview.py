@@ -192,6 +192,18 @@ class LiveView:
         if latest is not None and latest.active and not self._sampler.running:
             self._sampler.start()
 
+    def _last_sample(self) -> None:
+        """Take the run's last resource sample for the final picture, handed to the tracker here:
+        drawn from inside the RunFinished event (``await agent.run()``), the sample the sampler
+        publishes would reach the bus after this view has drawn and left (``EventBus`` queues
+        what its subscribers publish), and the usage table had none."""
+        if self._sampler is None:
+            return
+        try:
+            self.tracker.on_event(self._sampler.sample())
+        except Exception:  # a broken probe must never break the picture
+            log.debug("fluffy_nb live view: the last resource sample failed", exc_info=True)
+
     def _stop_sampler(self) -> None:
         if self._sampler is not None:
             from ..engine._sampler import release_shared
@@ -238,6 +250,7 @@ class LiveView:
                 self._show_error(error)
             return
         self._final = True
+        self._last_sample()
         self._stop_sampler()
         if self._unsubscribe is not None:
             self._unsubscribe()

@@ -347,3 +347,35 @@ async def test_every_branch_of_a_mapped_state_ends_on_the_finished_timeline():
     scores = [s for s in view.tracker.spans if s.state == "score"]
     assert [s.outcome for s in scores] == ["completed"] * 5  # notebook 11's batch kept 126 of 200 "running"
     assert all(s.end is not None for s in scores)
+
+
+async def test_a_view_following_await_run_draws_the_runs_last_resource_sample():
+    """``await agent.run()`` in a cell: its view draws the end from inside the RunFinished event,
+    where the sampler's last sample would reach the bus only after the view had drawn and left
+    (the usage table of notebook 07's first run read "unsampled" on every row)."""
+    from fluffy_nb.engine import _hooks
+
+    agent = Agent("sampled")
+
+    async def step(ctx):
+        return None
+
+    agent.add_state("step", step)
+    views: list[LiveView] = []
+
+    def observe(observed):  # what the notebook's run observer does in a kernel (on_run_begun)
+        if observed is agent:
+            views.append(LiveView(agent, show_result=False).follow_run(agent.latest_run))
+
+    _hooks.run_observers.append(observe)
+    try:
+        await agent.run()
+    finally:
+        _hooks.run_observers.remove(observe)
+    [view] = views
+    assert view.finished
+    assert len(view.tracker.samples) >= 1
+    [row] = state_usage(view.tracker)
+    assert row["cpu_cores"] is not None
+    assert "unsampled" not in view.usage.value
+
