@@ -197,10 +197,12 @@ class LiveView:
         drawn from inside the RunFinished event (``await agent.run()``), the sample the sampler
         publishes would reach the bus after this view has drawn and left (``EventBus`` queues
         what its subscribers publish), and the usage table had none."""
-        if self._sampler is None:
-            return
+        if self._sampler is None or not self._sampler.running:
+            return  # (stopped at RunFinished before this view drew: its last sample came by the bus)
         try:
-            self.tracker.on_event(self._sampler.sample())
+            last = self._sampler.stop()  # what it does at RunFinished, done here first
+            if last is not None:
+                self.tracker.on_event(last)
         except Exception:  # a broken probe must never break the picture
             log.debug("fluffy_nb live view: the last resource sample failed", exc_info=True)
 
