@@ -20,7 +20,6 @@ from typing import Any
 from ._layout import status_color
 from ._waitview import WAIT_STYLE, wait_style
 
-_state_of = attrgetter("state")
 _waited_of = attrgetter("waited")
 
 #: timeline outcome -> colour (as on the interactive timeline)
