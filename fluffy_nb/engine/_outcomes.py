@@ -78,18 +78,18 @@ class Outcomes:
                              payload=None if ex.branch is None else ex.index)  # type: ignore[attr-defined]
         else:
             control.cancelled(ex, meta)
-        if self.queue:
-            self.dispatch()
-        if not self.running:
-            self.check_done()
-        elif self.paused:  # a pause may be waiting for this one alone
-            self.idle_while_paused()
+        self._settle()
 
     def _succeeded(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> None:
         """``ex`` returned ``result``: route it, then launch what the queue allows or end the run."""
         if self.routed:  # a routed execution ends: its failure is not kept (_routes.py)
             ended(self, ex)
         self._finish_state(ex, meta, result, duration)
+        self._settle()
+
+    def _settle(self) -> None:
+        """After an execution ended: launch what the queue allows, then end the run (or a pause's
+        drain) when nothing runs, or let a waiting pause see whether what runs is idle."""
         if self.queue:
             self.dispatch()
         if not self.running:
