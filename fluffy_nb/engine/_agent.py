@@ -221,9 +221,13 @@ class Agent:
             self.pattern_owners.pop(spec.name, None)
 
     def collect_class_states(self) -> None:
-        """Register methods marked with ``@state`` on this class and on the instance."""
+        """Register methods marked with ``@state`` on this class and on the instance (run again
+        by every ``run()``: a method or attribute marked since is found then). ``Agent`` itself
+        and ``object`` define none, and hold most of the names: they are not read."""
         seen: set[str] = set()
         for klass in type(self).__mro__:
+            if klass is Agent or klass is object:
+                continue
             for attr, value in vars(klass).items():
                 if attr in seen or attr.startswith("__"):
                     continue
@@ -231,7 +235,7 @@ class Agent:
                 if state_options(value) is not None and attr not in self.states:
                     self.add_state(attr, getattr(self, attr))
         for attr, value in list(vars(self).items()):
-            if state_options(value) is not None and attr not in self.states and callable(value):
+            if callable(value) and state_options(value) is not None and attr not in self.states:
                 self.add_state(attr, value)
 
     def remove_state(self, name: str) -> None:
