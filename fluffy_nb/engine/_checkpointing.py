@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from ._codec import encode_run_data, warn_not_saved
@@ -290,9 +289,9 @@ class Checkpointer:
         run.typed = {k: decode_typed(k, v) for k, v in cp.typed_data.items()}
         run.shared = TrackedDict(decode_context(cp.shared_state))
         run.completed_states = list(cp.completed_states)
-        run.completed_set = set(cp.completed_states)
         run.ended = set(cp.completed_states)
-        run.completion_counts = Counter(cp.completion_counts or dict.fromkeys(cp.completed_states, 1))
+        # (every completed state is counted: a checkpoint's counts name each at least once)
+        run.completion_counts = {**dict.fromkeys(cp.completed_states, 1), **cp.completion_counts}
         run.human_answers = list(cp.human_answers)
         run.steps = cp.steps
         self.sequence = cp.sequence

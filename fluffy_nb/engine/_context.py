@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -313,3 +314,7 @@ class Context:
 
 
 _set_context = Context._fluffy_context.__set__  # type: ignore[attr-defined]
+#: a context's two C-level makers, for a hot loop that makes one per state without a Python call
+#: (the chain loop of ``_runner``): ``fill(blank(), (shared, typed, run, agent, state, attempt,
+#: run_id, error))`` is what :meth:`Context.of_state` does
+blank, fill = functools.partial(_new, Context), _set_context

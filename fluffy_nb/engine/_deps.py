@@ -130,7 +130,7 @@ class DependencyGates:
         if kind is DependencyType.SEQUENTIAL:
             run = self.run
             return not self.is_active(dep) and (dep in run.completed_set or dep in run.ended)
-        count = self.run.completion_counts[dep]
+        count = self.run.completion_counts.get(dep, 0)
         if count == 0:
             return False
         if cfg.lifecycle is DependencyLifecycle.PERIODIC and count <= self.consumed[(state, dep)]:
@@ -182,7 +182,7 @@ class DependencyGates:
         # the timeout guards a dependency that never completes; one that did complete
         # (waiting now for a condition, an interval, or its next PERIODIC run) is not late
         counts = run.completion_counts
-        timeouts = [(c.timeout, d) for d, c in spec.dependencies.items() if c.timeout and not counts[d]]
+        timeouts = [(c.timeout, d) for d, c in spec.dependencies.items() if c.timeout and not counts.get(d, 0)]
         if timeouts:
             seconds, dep = min(timeouts)
             self._arm(ex, dep, seconds, seconds, condition=False)
@@ -205,7 +205,7 @@ class DependencyGates:
         for ex in self.parked:
             spec = run.agent.states[ex.state]
             (ready if self.satisfied(ex, spec) else still).append(ex)
-            if ex.deadline is not None and all(run.completion_counts[d] for d, c in spec.dependencies.items()
+            if ex.deadline is not None and all(run.completion_counts.get(d, 0) for d, c in spec.dependencies.items()
                                                if c.timeout):
                 ex.deadline.cancel()  # every timed dependency completed: no timeout any more
                 ex.deadline = None
@@ -253,7 +253,7 @@ class DependencyGates:
         """``state``'s body is about to run: PERIODIC completions are used up."""
         for dep, cfg in spec.dependencies.items():
             if cfg.lifecycle is DependencyLifecycle.PERIODIC:
-                self.consumed[(state, dep)] = self.run.completion_counts[dep]
+                self.consumed[(state, dep)] = self.run.completion_counts.get(dep, 0)
         self.last_started[state] = self.run.clock.monotonic()
 
     def mark_completed(self, state: str) -> None:
@@ -305,14 +305,14 @@ class DependencyGates:
         held, self._held = self._held, []
         counts = self.run.completion_counts
         for ex, dep, seconds, left, condition in held:
-            if ex in self.parked and (condition or not counts[dep]):
+            if ex in self.parked and (condition or not counts.get(dep, 0)):
                 self._arm(ex, dep, seconds, left, condition=condition)
 
     async def _deadline(self, ex: Execution, dep: str, seconds: float, due: float) -> None:
         clock = self.run.clock  # the agent's clock: a ManualClock makes this deterministic
         await clock.sleep(max(0.0, due - clock.monotonic()))
         self._timing.pop((ex.id, False), None)
-        if ex not in self.parked or self.run.completion_counts[dep]:
+        if ex not in self.parked or self.run.completion_counts.get(dep, 0):
             return
         self.parked.remove(ex)
         self.run.scheduler.pending.pop(ex.state, None)
@@ -410,7 +410,7 @@ class DependencyGates:
         if ex.deadline is not None or ex.id in self._condition_deadlines:
             return "wait"
         deps = run.agent.states[ex.state].dependencies
-        if run.completion_counts[ex.state] and any(c.lifecycle is DependencyLifecycle.PERIODIC
+        if run.completion_counts.get(ex.state, 0) and any(c.lifecycle is DependencyLifecycle.PERIODIC
                                                    for c in deps.values()):
             return None  # it ran; the next round it waits for will not come: a normal end
         now = run.clock.monotonic()
@@ -431,7 +431,7 @@ class DependencyGates:
 
     def _never(self, state: str, dep: str, cfg: DependencyConfig) -> DependencyNotSatisfiedError:
         run = self.run
-        if cfg.type is DependencyType.SEQUENTIAL or not run.completion_counts[dep]:
+        if cfg.type is DependencyType.SEQUENTIAL or not run.completion_counts.get(dep, 0):
             why = f"{dep!r} never completed and no state left will run it"
         elif cfg.expiry is not None:
             why = f"the completion of {dep!r} expired (expiry={cfg.expiry}s) and no state left will run it again"

@@ -11,7 +11,6 @@ queue, execute), :class:`RunControl` (pause, cancel, fail), :class:`DependencyGa
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from ._checkpointing import Checkpointer
@@ -28,6 +27,8 @@ from ._state import StateMetadata
 from ._status import AgentStatus, StateStatus
 
 if TYPE_CHECKING:
+    from collections.abc import KeysView
+
     from ._agent import Agent
     from ._checkpoint import Checkpoint, HumanAnswerRecord
     from ._hitl import HumanRequest
@@ -75,9 +76,9 @@ class Run:
         self.tracking_changes = False
         fresh = StateMetadata.fresh
         self.metadata: dict[str, StateMetadata] = {n: fresh(n, None) for n in agent.states}
-        self.completed_states: list[str] = []
-        self.completed_set: set[str] = set()
-        self.completion_counts: Counter[str] = Counter()
+        self.completed_states: list[str] = []  # in first-completion order
+        #: how many times each state completed (a state that has not is not in it)
+        self.completion_counts: dict[str, int] = {}
         self.ended: set[str] = set()  # states whose execution failed or was cancelled (completed: completed_set)
         self.human_answers: list[HumanAnswerRecord] = []
         self.steps = 0
@@ -98,6 +99,12 @@ class Run:
     def paused(self) -> bool:
         """Whether the run is paused (no new states start)."""
         return self.scheduler.paused
+
+    @property
+    def completed_set(self) -> KeysView[str]:
+        """The states that completed at least once: the keys of :attr:`completion_counts` (one
+        structure to keep up to date on every transition, not two)."""
+        return self.completion_counts.keys()
 
     def meta(self, state: str) -> StateMetadata:
         """The metadata of ``state`` in this run (states added while it runs get theirs here)."""
@@ -211,11 +218,13 @@ class Run:
         """``name`` completed in ``duration`` seconds: statuses, counts and timings. (A quiet chain's
         hop, in ``Scheduler._run_branch``, writes the same lists and counts in place.)"""
         meta.complete(duration, self.clock.time())
-        if name not in self.completed_set:
-            self.completed_set.add(name)
-            self.completed_states.append(name)
         counts = self.completion_counts
-        counts[name] = counts.get(name, 0) + 1
+        n = counts.get(name)
+        if n is None:
+            self.completed_states.append(name)
+            counts[name] = 1
+        else:
+            counts[name] = n + 1
         self.steps += 1
         if self.human_answers:
             self.agent.human.state_completed(self, name)

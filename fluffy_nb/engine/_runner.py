@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._admission import Admission
 from ._attempt import call_body, cancel_requested, self_cancelled
-from ._context import Context
+from ._context import Context, blank, fill
 from ._errors import (
     StateFailedError,
     StateTimeoutError,
@@ -279,8 +279,8 @@ class Scheduler(Outcomes):
         ex: Execution | None = first
         task = first.task  # this task: _launch made it for ``first`` (asyncio.current_task is Python-level in 3.11)
         run, agent = self.run, self.agent
-        (states, metadata, pending, running, bus, durable, edges, monotonic, wall, gated,
-         of_state) = self._branch_locals or self._read_branch_locals()
+        (states, metadata, pending, running, bus, durable, edges, monotonic, wall,
+         gated) = self._branch_locals or self._read_branch_locals()
         while ex is not None:
             name = ex.state
             spec = states[name]
@@ -299,11 +299,14 @@ class Scheduler(Outcomes):
             may_hop = group.parent is None and task is not None and not durable  # a root branch in its own task
             result: Any = None
             duration = 0.0
+            counts, done_order = run.completion_counts, run.completed_states  # (a restore replaces them, never mid-run)
             while True:  # this state, then each state a quiet chain hops to
                 if bus.stepwise:
                     bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
+                ctx = blank()  # Context.of_state(run, name, ex.attempt, ex.error), without its call
+                fill(ctx, (run.shared, run.typed, run, agent, name, ex.attempt, run.run_id, ex.error))
                 try:
-                    result = await spec.func(of_state(run, name, ex.attempt, ex.error))
+                    result = await spec.func(ctx)
                 except BaseException as exc:  # retries, a cancel, a failure: the general path, below
                     error: BaseException | None = exc
                     break
@@ -319,11 +322,12 @@ class Scheduler(Outcomes):
                     break
                 nxt = metadata.get(result) or run.meta(result)  # (a state added before a prepared run began)
                 meta.hand_over(duration, wall(), nxt)
-                if name not in run.completed_set:
-                    run.completed_set.add(name)
-                    run.completed_states.append(name)
-                counts = run.completion_counts
-                counts[name] = counts.get(name, 0) + 1
+                n = counts.get(name)  # run.record_completion's counts, in place
+                if n is None:
+                    done_order.append(name)
+                    counts[name] = 1
+                else:
+                    counts[name] = n + 1
                 run.steps += 1
                 active = group.active  # the lone branch's group: ``name`` is its only active state
                 del active[name]
@@ -345,7 +349,7 @@ class Scheduler(Outcomes):
         run, agent = self.run, self.agent
         self._branch_locals = (agent.states, run.metadata, self.pending, self.running, run.events,
                                run.durable and run.store is not None, agent.graph.edges, run.clock.monotonic,
-                               run.clock.time, self._gated, Context.of_state)
+                               run.clock.time, self._gated)
         return self._branch_locals
 
     def _ended(self, ex: Execution, task: asyncio.Task[None] | None, meta: StateMetadata,
