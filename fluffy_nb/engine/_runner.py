@@ -339,6 +339,8 @@ class Scheduler(Outcomes):
             # outside the handler, so a later attempt's error is not chained to this one
             outcome = None if error is None else await self._after_first(ex, spec, meta, error, t0)
             running.pop(ex.id, None)
+            if outcome is None and group.parent is not None and self.arrived(ex, task, meta, result, duration):
+                return  # a branch of a fan-out, waiting at its join
             ex = self._ended(ex, task, meta, outcome, result, duration)
 
     def _read_branch_locals(self) -> tuple[Any, ...]:

@@ -489,3 +489,59 @@ async def test_a_wide_fan_out_whose_branches_finish_last_first_joins_once_after_
     result = await agent.run()
     assert seen == [list(range(n - 1, -1, -1))]
     assert result.state_runs["join"] == 1
+
+
+def _arrivals(name: str, gate: asyncio.Event, **agent_kwargs) -> tuple[Agent, list[int]]:
+    """fan -> w0..w11 -> join; the odd branches wait for ``gate``; the join notes how many wrote."""
+    agent = Agent(name, **agent_kwargs)
+    names = [f"w{i}" for i in range(12)]
+    seen: list[int] = []
+
+    async def fan(ctx):
+        return names
+
+    async def worker(ctx):
+        if int(ctx.state_name[1:]) % 2:
+            await gate.wait()
+        ctx.set_state(ctx.state_name, True)
+        return "join"
+
+    async def join(ctx):
+        seen.append(sum(1 for n in names if ctx.get_state(n)))
+
+    agent.add_state("fan", fan)
+    for n in names:
+        agent.add_state(n, worker)
+    agent.add_state("join", join)
+    return agent, seen
+
+
+@pytest.mark.parametrize("agent_kwargs", [{}, {"max_concurrent": 4}], ids=["all_at_once", "max_concurrent"])
+async def test_branches_arriving_at_a_join_read_the_same_watched_or_not_and_through_a_pause(agent_kwargs):
+    """Branches that wait at their join are counted in one step when nobody reads per-state
+    events (``Outcomes.arrived``); a subscriber sends them the general way. Both must leave the
+    same run behind, with a pause taken while half the branches are still to arrive."""
+    outcomes = []
+    for watched in (False, True):
+        gate = asyncio.Event()
+        agent, seen = _arrivals(f"arrivals_{watched}", gate, **agent_kwargs)
+        unsubscribe = agent.events.subscribe(lambda e: None) if watched else None
+        task = asyncio.create_task(agent.run())
+        await until(lambda agent=agent: agent.latest_run is not None
+                    and agent.latest_run.completion_counts.get("w0") == 1, "an even branch arrived")
+        pausing = asyncio.create_task(agent.pause())
+        await until(lambda agent=agent: agent.latest_run.scheduler.paused, "pausing")
+        gate.set()  # the odd branches arrive while the pause drains
+        await asyncio.wait_for(pausing, 5)
+        assert agent.state_metadata["join"].attempts == 0  # nothing started while paused
+        await agent.resume()
+        result = await asyncio.wait_for(task, 5)
+        if unsubscribe is not None:
+            unsubscribe()
+        run = agent.latest_run
+        outcomes.append((result.status, sorted(result.completed_states), dict(sorted(run.completion_counts.items())),
+                         run.steps, {n: (m.status, m.attempts, m.runs) for n, m in run.metadata.items()}, seen))
+    quiet, watched_ = outcomes
+    assert quiet == watched_
+    assert quiet[5] == [12]  # the join ran once, after every branch wrote
+    assert quiet[3] == 14
