@@ -278,7 +278,7 @@ class Scheduler(Outcomes):
         """
         ex: Execution | None = first
         task = first.task  # this task: _launch made it for ``first`` (asyncio.current_task is Python-level in 3.11)
-        run, agent = self.run, self.agent
+        run, agent, run_id = self.run, self.agent, self.run.run_id
         (states, metadata, pending, running, bus, durable, edges, monotonic, wall,
          gated) = self._branch_locals or self._read_branch_locals()
         while ex is not None:
@@ -299,12 +299,13 @@ class Scheduler(Outcomes):
             may_hop = group.parent is None and task is not None and not durable  # a root branch in its own task
             result: Any = None
             duration = 0.0
-            counts, done_order = run.completion_counts, run.completed_states  # (a restore replaces them, never mid-run)
+            # (a restore replaces these, never while the run is live)
+            counts, done_order, shared, typed = run.completion_counts, run.completed_states, run.shared, run.typed
+            if bus.stepwise:  # (a hop is taken only when not: the states hopped to start unseen)
+                bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
             while True:  # this state, then each state a quiet chain hops to
-                if bus.stepwise:
-                    bus.publish(StateStarted(run.name, run.run_id, t0, name, ex.attempt))
                 ctx = blank()  # Context.of_state(run, name, ex.attempt, ex.error), without its call
-                fill(ctx, (run.shared, run.typed, run, agent, name, ex.attempt, run.run_id, ex.error))
+                fill(ctx, (shared, typed, run, agent, name, ex.attempt, run_id, ex.error))
                 try:
                     result = await spec.func(ctx)
                 except BaseException as exc:  # retries, a cancel, a failure: the general path, below
