@@ -290,8 +290,10 @@ class Checkpointer:
         run.shared = TrackedDict(decode_context(cp.shared_state))
         run.completed_states = list(cp.completed_states)
         run.ended = set(cp.completed_states)
-        # (every completed state is counted: a checkpoint's counts name each at least once)
-        run.completion_counts = {**dict.fromkeys(cp.completed_states, 1), **cp.completion_counts}
+        # the states in completed_states, each counted at least once: the counts' keys are the run's
+        # completed_set (a count of 0, or of a state not in the list, does not make a state completed)
+        counts = cp.completion_counts
+        run.completion_counts = {name: max(counts.get(name, 1), 1) for name in cp.completed_states}
         run.human_answers = list(cp.human_answers)
         run.steps = cp.steps
         self.sequence = cp.sequence

@@ -87,23 +87,22 @@ class Outcomes:
         self._finish_state(ex, meta, result, duration)
         self._settle()
 
-    def arrived(self, ex: Execution, task: Any, meta: StateMetadata, result: Any, duration: float) -> bool:
-        """A branch of a fan-out whose plain state's inline attempt (``_run_branch``) returned
-        ``result``, its fan-out's join, where other branches wait: it waits there too
-        (``Joins.arrive``), counted and settled here, in one call for what ``_ended`` ->
-        ``_succeeded`` -> ``_finish_state`` do for every branch but the last of a fan-out and
-        join. Only with nothing else to do (no reader of per-state events, durable run,
-        dependency, person's answer, routed failure, failure, cancel, or max_steps near); False,
-        with nothing done, for anything else."""
+    def arrived(self, ex: Execution, meta: StateMetadata, result: Any, duration: float) -> bool:
+        """A branch of a fan-out whose plain state's inline attempt returned ``result``, its
+        fan-out's join, where other branches wait: it waits there too (``Joins.arrive``),
+        counted and settled here, in one call for what ``_succeeded`` -> ``_finish_state`` do for
+        every branch but the last of a fan-out and join. Only with nothing else to do (no reader
+        of per-state events, durable run, dependency, person's answer, routed failure, failure,
+        queue, or max_steps near); False, with nothing done, for anything else. Called by
+        ``Scheduler._ended``, so a join this arrival starts runs next in the arriving branch's
+        task, as from ``_succeeded``."""
         run, agent = self.run, self.agent
-        name = ex.state
-        if (result.__class__ is not str or self.routed or run.events.stepwise or run.failure is not None
-                or self.queue or agent.has_dependents or run.human_answers or run.durable
-                or run.steps + 1 >= agent.max_steps
-                or result not in agent.graph.edges.get(name, ()) or task is None or task.cancelling()
-                or not self.joins.arrive(ex.token, result)):
+        if (result.__class__ is not str or ex.token.group.parent is None or self.routed or run.events.stepwise
+                or run.failure is not None or self.queue or agent.has_dependents or run.human_answers
+                or run.durable or run.steps + 1 >= agent.max_steps
+                or result not in agent.graph.edges.get(ex.state, ()) or not self.joins.arrive(ex.token, result)):
             return False
-        run.record_completion(name, meta, duration)  # (after arrive: the join a last arrival starts reads no counts)
+        run.record_completion(ex.state, meta, duration)  # (after arrive: a join it starts has not run yet)
         self._settle()
         return True
 

@@ -340,8 +340,6 @@ class Scheduler(Outcomes):
             # outside the handler, so a later attempt's error is not chained to this one
             outcome = None if error is None else await self._after_first(ex, spec, meta, error, t0)
             running.pop(ex.id, None)
-            if outcome is None and group.parent is not None and self.arrived(ex, task, meta, result, duration):
-                return  # a branch of a fan-out, waiting at its join
             ex = self._ended(ex, task, meta, outcome, result, duration)
 
     def _read_branch_locals(self) -> tuple[Any, ...]:
@@ -364,10 +362,10 @@ class Scheduler(Outcomes):
                 task.uncancel()
         self._carrier, self._next = task, None
         try:
-            if outcome is None:
-                self._succeeded(ex, meta, result, duration)
-            else:
+            if outcome is not None:
                 self._complete(ex, meta, outcome)
+            elif not self.arrived(ex, meta, result, duration):  # (a fan-out's branch waiting at its join)
+                self._succeeded(ex, meta, result, duration)
         finally:
             self._carrier = None
         nxt, self._next = self._next, None

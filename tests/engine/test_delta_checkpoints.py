@@ -286,3 +286,29 @@ async def test_built_checkpoints_keep_every_field_set_whatever_is_done_to_one_of
         assert cp.model_dump(exclude_unset=True) == cp.model_dump()
     assert made[0].trigger == "manual"
     assert made[1].trigger != "manual"
+
+
+async def test_a_checkpoint_counting_a_state_zero_times_restores_it_as_not_completed() -> None:
+    """A checkpoint may count a state 0 times (its counts are whole numbers >= 0): that state has
+    not completed. Restored, it is not in ``completed_set``; once it runs it is in
+    ``completed_states`` like any state that completed."""
+    data = json.loads((DATA / "checkpoint_v1.json").read_text())
+    data.update(completed_states=["a"], completion_counts={"a": 1, "b": 0}, pending=["b"],
+                state_status={"a": "completed", "b": "ready"})
+    agent = Agent("v1_fixture")
+
+    async def a(ctx: Any) -> Any:
+        return "b"
+
+    async def b(ctx: Any) -> Any:
+        return None
+
+    agent.add_state("a", a)
+    agent.add_state("b", b)
+    agent.restore(Checkpoint.from_dict(data))
+    run = agent.prepared_run
+    assert run is not None
+    assert set(run.completed_set) == {"a"}
+    result = await agent.run()
+    assert result.completed_states == ["a", "b"]
+    assert result.state_runs == {"a": 1, "b": 1}

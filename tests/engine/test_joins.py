@@ -545,3 +545,51 @@ async def test_branches_arriving_at_a_join_read_the_same_watched_or_not_and_thro
     assert quiet == watched_
     assert quiet[5] == [12]  # the join ran once, after every branch wrote
     assert quiet[3] == 14
+
+
+def _last_arrival(name: str) -> tuple[Agent, list[tuple[object, object]]]:
+    """fan -> a, b, c (to the join) and x, y (never to it); c wakes x and y, then arrives last."""
+    agent = Agent(name)
+    go = asyncio.Event()
+    seen: list[tuple[object, object]] = []
+
+    async def fan(ctx):
+        return ["a", "b", "c", "x", "y"]
+
+    async def early(ctx):
+        return "join"
+
+    async def last(ctx):
+        await asyncio.sleep(0)  # a and b are at the join first
+        go.set()
+        return "join"
+
+    async def elsewhere(ctx):
+        await go.wait()
+        ctx.set_state(ctx.state_name, True)
+
+    async def join(ctx):
+        seen.append((ctx.get_state("x"), ctx.get_state("y")))
+
+    agent.add_state("fan", fan)
+    agent.add_state("a", early)
+    agent.add_state("b", early)
+    agent.add_state("c", last)
+    agent.add_state("x", elsewhere)
+    agent.add_state("y", elsewhere)
+    agent.add_state("join", join)
+    return agent, seen
+
+
+async def test_the_last_arrival_starts_its_join_at_the_same_point_watched_or_not():
+    """The join that the last arrival starts runs where it did before ``Outcomes.arrived`` (in the
+    arriving branch's task, before the branches it woke run): the same data and completion order
+    with or without a subscriber (a live view subscribes)."""
+    outcomes = []
+    for watched in (False, True):
+        agent, seen = _last_arrival(f"last_arrival_{watched}")
+        if watched:
+            agent.events.subscribe(lambda e: None)
+        result = await asyncio.wait_for(agent.run(), 5)
+        outcomes.append((seen, result.completed_states))
+    assert outcomes[0] == outcomes[1]
