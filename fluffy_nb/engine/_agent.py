@@ -5,7 +5,8 @@ Each ``run()`` makes a :class:`~fluffy_nb.engine._run.Run` (one execution) and a
 many may be live at once. The spec's run-level names (``agent.status``, ``agent.get_state``,
 ``agent.pause()``...) act on the agent's latest run. Registration checks live here; the
 start-state rule is ``_starts.py``; travel through checkpoints ``_travel.py``; background
-runs ``_handle.py``; coordination ``coordination/_api.py``.
+runs ``_handle.py``; coordination ``coordination/_api.py``; what the agent says and does about
+its runs (the latest run's names, people, checkpoints) ``_agent_runs.py``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _hooks, _travel
+from ._agent_runs import AgentRuns
 from ._clock import Clock, SystemClock
-from ._context import Context
-from ._errors import AgentRunningError, ConfigurationError, StateNotFoundError
+from ._errors import ConfigurationError, StateNotFoundError
 from ._events import EventBus, StateAdded
 from ._executor import check_executors
 from ._graph import StateGraph
@@ -32,12 +33,9 @@ from ._resources import ResourcePool
 from ._run import Run
 from ._starts import start_states
 from ._state import StateMetadata, state_options
-from ._status import AgentStatus
 from ._subflow import check_no_subflow_options, make_subflow
 
 if TYPE_CHECKING:
-    from ._checkpoint import Checkpoint
-    from ._history import CheckpointDiff, CheckpointHistory
     from ._policies import StateSpec
     from ._result import RunResult
     from .coordination._coordinator import Coordinator
@@ -49,7 +47,7 @@ StateResult = str | list[str] | Send | Sequence[str | Send] | None
 run once per payload, beside any names), or None."""
 
 
-class Agent:
+class Agent(AgentRuns):
     """A workflow: named async states that hand control to each other.
 
     Args:
@@ -432,200 +430,6 @@ class Agent:
     @handle.setter
     def handle(self, handle: RunHandle) -> None:
         self._handle = handle
-
-    # -- runs ---------------------------------------------------------------------------------
-    def live_runs_count(self) -> int:
-        """How many runs of this agent are going on now."""
-        return len(self.registry.live)
-
-    @property
-    def runs(self) -> list[Run]:
-        """This agent's recent runs (live ones included), oldest first."""
-        return list(self.registry.recent)
-
-    @property
-    def latest_run(self) -> Run | None:
-        """The run the spec's agent-level names act on: the latest started (or restored) one."""
-        return self.registry.latest
-
-    @property
-    def prepared_run(self) -> Run | None:
-        """The restored or forked run the next :meth:`run` continues (None if there is none)."""
-        return self.registry.prepared
-
-    def running_state_names(self) -> set[str]:
-        """States whose body is running now, in any live run of this agent."""
-        return self.registry.running_state_names()
-
-    def running_owners(self) -> set[str]:
-        """Owner names of every state execution running in a live run (for coordination sweeps)."""
-        return self.registry.running_owners()
-
-    def _latest_or_raise(self, what: str) -> Run:
-        run = self.registry.latest
-        if run is None:
-            raise AgentRunningError(
-                f"{what}: agent {self.name!r} is not running (it has not run yet); start it with "
-                "`handle = agent.start()` first, then call this while it runs"
-            )
-        return run
-
-    # -- the latest run (the spec's agent-level names) ---------------------------------------------
-    @property
-    def status(self) -> AgentStatus:
-        """The latest run's status (IDLE before the first run)."""
-        return AgentStatus.IDLE if self.registry.latest is None else self.registry.latest.status
-
-    @property
-    def run_id(self) -> str:
-        """The latest run's id ('' before the first run)."""
-        return "" if self.registry.latest is None else self.registry.latest.run_id
-
-    @property
-    def state_metadata(self) -> dict[str, StateMetadata]:
-        """Per-state status, attempts and timings of the latest run."""
-        if self.registry.latest is None:
-            for n in self.states:
-                self._idle_meta.setdefault(n, StateMetadata(n))
-            return self._idle_meta
-        return self.registry.latest.metadata
-
-    @property
-    def completed_states(self) -> list[str]:
-        """States the latest run completed, in first-completion order."""
-        return [] if self.registry.latest is None else self.registry.latest.completed_states
-
-    @property
-    def completion_counts(self) -> dict[str, int]:
-        """How often each state completed in the latest run."""
-        return {} if self.registry.latest is None else dict(self.registry.latest.completion_counts)
-
-    @property
-    def priority_queue(self) -> list[tuple[int, Any]]:
-        """The latest run's queued executions as ``(-priority, execution)`` (a heap)."""
-        return [] if self.registry.latest is None else list(self.registry.latest.scheduler.queue)
-
-    @property
-    def context(self) -> Context:
-        """A context over the latest run's data (the initial values before any run)."""
-        if self.registry.latest is None:
-            return Context(self._initial, {})
-        return self.registry.latest.context
-
-    def get_state(self, key: str, default: Any = None) -> Any:
-        """Read a shared value of the latest run (or an initial value set before any run)."""
-        if self.registry.latest is None:
-            return self._initial.get(key, default)
-        return self.registry.latest.shared.get(key, default)
-
-    def set_state(self, key: str, value: Any) -> None:
-        """Set a shared value: for every later run, and for the latest run while it is live."""
-        self._initial[key] = value
-        latest = self.registry.latest
-        if latest is not None and (latest.active or latest is self.registry.prepared):
-            latest.shared[key] = value
-            if latest.deps.watching:
-                latest.deps.context_changed()  # a dependency condition may hold now
-
-    async def pause(self, timeout: float | None = None) -> Checkpoint:
-        """Pause the latest run: no new states, running ones finish; returns a checkpoint."""
-        return await self._latest_or_raise("pause()").pause(timeout)
-
-    async def resume(self) -> RunResult | None:
-        """Continue the paused latest run (returns at once), or run a restored checkpoint to the end."""
-        latest = self.registry.latest
-        if latest is not None and latest.active:
-            latest.resume()
-            return None
-        return await self.run()
-
-    def cancel_state(self, name: str) -> bool:
-        """Cancel the running, queued or waiting executions of ``name`` in the latest run."""
-        if name not in self.states:
-            known = ", ".join(sorted(self.states)[:12])
-            raise StateNotFoundError(
-                f"cancel_state({name!r}): agent {self.name!r} has no state {name!r} (known: {known}); "
-                "pass the name a state was added under"
-            )
-        latest = self.registry.latest
-        return latest is not None and latest.cancel_state(name)
-
-    async def cancel_all(self, cleanup_timeout: float | None = 10.0) -> None:
-        """Cancel every running and waiting state of every live run of this agent."""
-        for run in list(self.registry.live.values()):
-            await run.cancel_all(cleanup_timeout)
-
-    def create_checkpoint(self, trigger: str = "manual") -> Checkpoint:
-        """Snapshot the latest run: statuses, completed states, frontier, data and answers."""
-        latest = self.registry.latest
-        if latest is None:  # before any run: the checkpoint of a run that has not started
-            latest = Run(self, run_id="not-started", initial=self._initial)
-        return latest.create_checkpoint(trigger)
-
-    # -- people ---------------------------------------------------------------------------------
-    def pending_requests(self) -> list[Any]:
-        """Open human-in-the-loop requests of every run of this agent, oldest first."""
-        return self.human.pending()
-
-    def answer(self, request_id: str, value: Any, *, source: str = "person") -> bool:
-        """Answer an open human-in-the-loop request (from any thread); False if the validator rejected it."""
-        return self.human.answer(request_id, value, source=source)
-
-    # -- checkpoints ----------------------------------------------------------------------------
-    async def restore_from_checkpoint(self, checkpoint: Checkpoint | dict[str, Any]) -> None:
-        """Load ``checkpoint`` as the run the next ``run()`` or ``resume()`` continues.
-
-        Into an agent with no states yet (the spec's ``Agent("restored_workflow")``) only the data
-        is restored; add the states before ``run()`` (see :func:`_travel.prepare`)."""
-        _travel.prepare(self, checkpoint, "restore_from_checkpoint")
-
-    def restore(self, checkpoint: Any) -> Checkpoint:
-        """Load a checkpoint (object, dict, id or history row) so ``run()``/``resume()`` continue it.
-
-        The run keeps its run id: new checkpoints extend that run's history.
-
-        Raises:
-            CheckpointError: unknown id, newer format, or states this agent does not have.
-        """
-        return _travel.restore(self, checkpoint)
-
-    def fork(self, checkpoint: Any) -> Run:
-        """Prepare a NEW run from a checkpoint (fresh id, parent recorded); ``run()`` continues it."""
-        return _travel.fork(self, checkpoint)
-
-    def diff(self, a: Any, b: Any) -> CheckpointDiff:
-        """What changed from checkpoint ``a`` to ``b`` (objects, dicts, ids or history rows)."""
-        return _travel.diff(self, a, b)
-
-    def history(self, run_id: str | None = None) -> CheckpointHistory:
-        """Every checkpoint of this agent in its store (or of one run), oldest first.
-
-        A :class:`CheckpointHistory`: a list of rows, ``.to_pandas()`` for a DataFrame, and a
-        table when displayed in a notebook.
-        """
-        return _travel.history_records(self, run_id)
-
-    def history_records(self, run_id: str | None = None) -> CheckpointHistory:
-        """The same as :meth:`history`."""
-        return _travel.history_records(self, run_id)
-
-    async def resume_latest(self, store: Any = None, *, timeout: float | None = None) -> RunResult:
-        """Continue this agent's latest run from ``store`` (default: its own) to the end.
-
-        States the checkpoint records as completed are not run again. When the latest run
-        ended in failure or cancellation, it continues from that run's last checkpoint that
-        still had states in flight (so the failed state runs again).
-        """
-        if store is not None and self.store is None:
-            self.store = check_store(store, self.durable)
-        store = store if store is not None else _travel.require_store(self, "resume_latest")
-        cp = await _travel.latest_resumable(self, store)
-        run = _travel.prepare(self, cp, "resume_latest")
-        _travel.continue_sequence(self, run)
-        if not cp.pending and cp.agent_status is AgentStatus.COMPLETED:
-            self.registry.prepared = None  # nothing left to run; a later run() starts afresh
-            return run.result()
-        return await self.run(timeout=timeout)
 
     # -- display --------------------------------------------------------------------------
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
