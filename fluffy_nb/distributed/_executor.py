@@ -30,7 +30,7 @@ from typing import Any
 from distributed import Client, LocalCluster
 
 from ..engine._errors import ConfigurationError
-from ..engine._resources import ResourceType
+from ..engine._requirements import ResourceType
 from ._attempt import apply_outcome, remote_wrappers, run_attempt
 from ._connect import IgnoreSigint, connect, set_allowed_failures, start_cluster
 from ._coordination import ClusterSemaphore

@@ -28,7 +28,7 @@ from dataclasses import fields
 from typing import Any
 
 from ..engine._errors import ResourceError
-from ..engine._resources import ResourceRequirements, ResourceType
+from ..engine._requirements import ResourceRequirements, ResourceType
 
 DEFAULT_RESOURCE_NAMES: dict[ResourceType, str] = {
     ResourceType.CPU: "CPU",

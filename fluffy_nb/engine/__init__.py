@@ -52,7 +52,8 @@ from ._hitl import HumanLoopStatistics, HumanRequest, Responder
 from ._logging import disable_logging, enable_logging
 from ._map import MapCounts, Send
 from ._policies import DependencyConfig, DependencyLifecycle, DependencyType, RetryPolicy
-from ._resources import PoolStatistics, ResourcePool, ResourceRequirements, ResourceType, UsageStats
+from ._requirements import PoolStatistics, ResourceRequirements, ResourceType, UsageStats
+from ._resources import ResourcePool
 from ._responders import ConsoleResponder, ProgrammaticResponder, ScriptedResponder
 from ._result import RunResult
 from ._state import StateBuilder, StateMetadata, state

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import ConfigurationError, DuplicateStateError, StateNotFoundError
 from ._policies import RetryPolicy, StateSpec, check_timeout, normalize_dependencies
 from ._reader import code_mentions, state_targets
-from ._resources import ResourceRequirements
+from ._requirements import ResourceRequirements
 from ._state import normalize_options, state_options
 from ._status import Priority
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, TypeVar
 
-from ._resources import ResourceRequirements
+from ._requirements import ResourceRequirements
 from ._status import StateStatus
 
 F = TypeVar("F", bound=Callable[..., Any])
