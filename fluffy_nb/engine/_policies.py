@@ -186,9 +186,10 @@ def normalize_dependencies(
 class StateSpec:
     """Everything the agent knows about a registered state.
 
-    Read it; do not change it after ``add_state``: what a run needs from it (whether it runs
-    inline, where failures route, the definition checks) is worked out when it is added. To
-    change a state's options, ``remove_state`` it and ``add_state`` it again.
+    Read it; it cannot be changed after ``add_state`` (setting a field raises a
+    ``ConfigurationError``): what a run needs from it (whether it runs inline, where failures
+    route, the definition checks) is worked out when it is added, and a later change would be
+    half seen. To change a state's options, ``remove_state`` it and ``add_state`` it again.
     """
 
     name: str
@@ -206,6 +207,18 @@ class StateSpec:
     inline: bool = field(default=False, repr=False, compare=False)
     routes: tuple[str, ...] = field(default=(), repr=False, compare=False)
     offloaded: bool = field(default=False, repr=False, compare=False)
+
+    def seal(self) -> None:
+        """Fix every field (``add_state`` calls it once the spec is worked out)."""
+        object.__setattr__(self, "_sealed", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_sealed"):
+            raise ConfigurationError(
+                f"StateSpec({self.name!r}).{name} = {value!r}: a state's options are fixed once it is added "
+                f"(whether it runs inline, its routes and checks are worked out then); call "
+                f"agent.remove_state({self.name!r}) and add_state it again with the new options")
+        object.__setattr__(self, name, value)
 
 
 def check_max_concurrent(value: Any) -> int | None:

@@ -174,6 +174,7 @@ def build_spec(agent: Agent, name: Any, func: Callable[..., Any] | None, options
     spec.inline = plain(spec)
     spec.routes = tuple(_route_targets(spec))
     spec.offloaded = executor is not None or bool(spec.options.get("remote"))
+    spec.seal()
     return spec
 
 

@@ -37,6 +37,19 @@ def test_add_state_returns_its_spec_and_creates_pending_metadata():
     assert agent.states["a"] is spec
 
 
+async def test_a_state_spec_cannot_be_changed_after_add_state_and_the_error_says_what_to_do():
+    """A timeout set on the spec after add_state used to be half seen: the state still ran in the
+    quick inline path, which has no timeout. It is refused now, naming the way to change it."""
+    agent = Agent("sealed")
+    spec = agent.add_state("a", noop)
+    with pytest.raises(ConfigurationError, match=r"StateSpec\('a'\)\.timeout = 0\.5.*remove_state\('a'\)"):
+        spec.timeout = 0.5
+    assert agent.states["a"].timeout is None
+    agent.remove_state("a")
+    assert agent.add_state("a", noop, timeout=0.5).timeout == 0.5
+    assert (await agent.run()).state_runs == {"a": 1}
+
+
 def test_add_state_with_just_a_function_uses_its_name():
     agent = Agent("by_func")
     agent.add_state(noop)
