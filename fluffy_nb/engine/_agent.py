@@ -220,11 +220,12 @@ class Agent(AgentRuns):
 
     def collect_class_states(self) -> None:
         """Register methods marked with ``@state`` on this class and on the instance (run again
-        by every ``run()``: a method or attribute marked since is found then). ``Agent`` itself
-        and ``object`` define none, and hold most of the names: they are not read."""
+        by every ``run()``: a method or attribute marked since is found then). ``Agent`` and its
+        own bases define none, and hold most of the names: they are not read."""
         seen: set[str] = set()
+        library = Agent.__mro__
         for klass in type(self).__mro__:
-            if klass is Agent or klass is object:
+            if klass in library:
                 continue
             for attr, value in vars(klass).items():
                 if attr in seen or attr.startswith("__"):
