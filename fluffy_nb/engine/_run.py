@@ -139,6 +139,9 @@ class Run:
         self.started_at = self.clock.monotonic()
         self.begun = True
         agent.registry.began(self)
+        # again after the run observers: a live view made under the cell (its widgets, its first
+        # picture: 6-240 ms here) is not the run's time, and its timeline does not open on a gap
+        self.started_at = self.clock.monotonic()
         if self.events.active:
             self.events.publish(RunStarted(self.name, self.run_id, self.started_at, tuple(starts)))
         ticker = None

@@ -379,3 +379,56 @@ async def test_a_view_following_await_run_draws_the_runs_last_resource_sample():
     assert row["cpu_cores"] is not None
     assert "unsampled" not in view.usage.value
 
+
+
+class _SteppedClock:
+    """A clock that moves only when told to (synchronously, unlike ManualClock.advance)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now + 1_700_000_000.0
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+
+
+async def test_the_views_own_set_up_is_not_the_runs_time_and_its_timeline_opens_on_the_first_state():
+    """In a kernel the view of ``await agent.run()`` is made as the run begins (a run observer):
+    its widgets and first picture took 6-240 ms in the teaching notebooks, counted as the run's
+    time, and every timeline opened on that gap before the first state."""
+    from fluffy_nb.engine import _hooks
+
+    clock = _SteppedClock()
+    agent = Agent("set_up", clock=clock)
+
+    async def first(ctx):
+        clock.now += 0.5
+        return "second"
+
+    async def second(ctx):
+        clock.now += 0.25
+
+    agent.add_state("first", first)
+    agent.add_state("second", second)
+    views: list[LiveView] = []
+
+    def observe(observed):  # what the notebook's run observer does in a kernel (on_run_begun)
+        if observed is agent:
+            views.append(LiveView(agent, show_result=False).follow_run(agent.latest_run))
+            clock.now += 5.0  # a slow set-up, as on a kernel's first run (imports, widgets)
+
+    _hooks.run_observers.append(observe)
+    try:
+        result = await agent.run()
+    finally:
+        _hooks.run_observers.remove(observe)
+    [view] = views
+    assert result.duration == pytest.approx(0.75)
+    spans = {s.state: (s.start, s.end) for s in view.tracker.spans}
+    assert spans["first"] == pytest.approx((0.0, 0.5))
+    assert spans["second"] == pytest.approx((0.5, 0.75))
