@@ -20,6 +20,8 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ._registration import definition_key
+
 if TYPE_CHECKING:
     from ._agent import Agent
     from ._context import Context
@@ -85,8 +87,6 @@ def state_executor(agent: Agent, spec: StateSpec) -> Any:
 
 async def check_executors(agent: Agent) -> None:
     """Await ``check_state(spec)`` of each state's executor (when it has one) before a run."""
-    from ._registration import definition_key
-
     key = definition_key(agent)
     cached = agent.definition_cache.get("executors")
     if cached is None or cached[0] != key:  # the states that may have an executor, once per definition

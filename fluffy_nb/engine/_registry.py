@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from . import _hooks
 from ._errors import AgentRunningError
 from ._status import StateStatus
 
@@ -35,8 +36,6 @@ class RunRegistry:
 
     def began(self, run: Run) -> None:
         """``run`` started: it is live and the latest; monitors subscribe before RunStarted."""
-        from . import _hooks
-
         self.live[run.run_id] = run
         self.latest = run
         if run not in self.recent:
