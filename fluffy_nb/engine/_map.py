@@ -103,6 +103,11 @@ class PayloadMap:
         self.results: list[Any] = [None] * len(payloads)
         self.status = bytearray(len(payloads))  # _PENDING/_RUNNING/_DONE/_FAILED per payload
         self.counts = [len(payloads), 0, 0, 0]  # by status
+        # wall times (``clock.time()``, as ``StateMetadata``'s) of each payload's latest attempt's start
+        # and of its end (completed, failed or cut short; None while it runs): the branches share one
+        # StateMetadata, so these are what tells a view when each branch ran
+        self.starts: list[float | None] = [None] * len(payloads)
+        self.ends: list[float | None] = [None] * len(payloads)
         self.group: Group | None = None  # the fan-out its branches started in
         self.tokens: set[int] = set()  # ids of its branches' tokens: a map from inside one is nested
         # checkpoint encoding, kept between checkpoints so each value is encoded once
@@ -119,6 +124,15 @@ class PayloadMap:
             self.status[index] = status
             if status == _DONE:
                 self._fresh.append(index)
+
+    def reset(self) -> None:
+        """Statuses, results, counts and times for the payloads as they are now (none started)."""
+        n = len(self.payloads)
+        self.results = [None] * n
+        self.status = bytearray(n)
+        self.counts = [n, 0, 0, 0]
+        self.starts = [None] * n
+        self.ends = [None] * n
 
     def restore_done(self, index: int, result: Any) -> None:
         """Put back the result of payload ``index``, finished before a checkpoint (a restore)."""
@@ -169,18 +183,24 @@ class PayloadMap:
 class PayloadExecution(Execution):
     """An execution of one branch of a map: the state, its map and the payload's index."""
 
-    __slots__ = ("branch", "index", "value")
+    __slots__ = ("branch", "clock", "index", "value")
 
     def __init__(self, state: str, token: Token, source: str | None, branch: PayloadMap, index: int) -> None:
         super().__init__(state, token, source)
         self.branch: PayloadMap = branch  # type: ignore[assignment]
         self.index = index
         self.value: Any = None
+        self.clock: Any = None  # the run's, once an attempt of the mapped state began (its end is timed)
 
     def context(self, run: Run) -> Context:
         """The context of the next attempt (its payload set; a result set by a failed attempt is dropped)."""
         self.value = None
-        self.branch.mark(self.index, _RUNNING)
+        m, i = self.branch, self.index
+        m.mark(i, _RUNNING)
+        if self.state == m.state:  # (not a failure's route: that state's times are its own)
+            m.starts[i] = run.metadata[self.state].started_at  # (the scheduler's begin_attempt just set it)
+            m.ends[i] = None
+            self.clock = run.clock
         ctx = BranchContext(run.shared, run.typed, run=run, state_name=self.state, attempt=self.attempt,
                             error=self.error)
         object.__setattr__(ctx, "_ex", self)
@@ -189,6 +209,8 @@ class PayloadExecution(Execution):
     def ended(self, kind: str) -> None:
         """The execution ended as ``ok``, ``failed`` or ``cancelled``."""
         m = self.branch
+        if self.clock is not None:  # (none: cancelled before its attempt began, or a route's)
+            m.ends[self.index] = self.clock.time()
         if kind == "ok":
             m.results[self.index] = self.value
             m.mark(self.index, _DONE)
@@ -346,9 +368,7 @@ def start_map(sched: Scheduler, ex: Execution, fan: Fanout) -> None:
                 f"the two apart: map into another state (add_state a second one with the same function)"
             )
     for m in maps.values():
-        m.results = [None] * len(m.payloads)
-        m.status = bytearray(len(m.payloads))
-        m.counts = [len(m.payloads), 0, 0, 0]
+        m.reset()
         run.maps[m.state] = m
 
     def start(token: Token, k: int) -> None:
