@@ -1,0 +1,101 @@
+"""What a RunTracker reads off a payload map's branches: one span per branch attempt.
+
+The branches of a map (``ctx.map``/``Send``) run one state many times at once and share its one
+``StateMetadata``, whose ``started_at`` is only the latest branch's. So a mapped state's spans
+are not read from its metadata (:mod:`._trackruns` does that for the other states) but from its
+map (``run.maps[state]``, ``_map.PayloadMap``): each payload's status and the wall times its
+latest attempt began (``starts``) and ended (``ends``, also when it was cut short). At a read,
+the payloads whose status or start changed since the last read are brought up to date (found
+in passes in C, as the states are): a branch in flight is an open span from its own start; a
+branch that ended closes its span at its own end, ``completed``, ``failed`` or ``cancelled``
+(a cancelled branch goes back to pending, with an end). A failed attempt (an event) closes the
+span of its branch (the event names its payload). Durations still come from the metadata, as for any
+state. :class:`BranchReading` is a base of :class:`~fluffy_nb.notebook._tracker.RunTracker`
+beside ``_trackruns.RunReading``, whose reads call in here for mapped states only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import compress
+from operator import ne, or_
+from typing import Any
+
+from ._trackruns import Span
+
+# a payload's status in its map (``_map``'s): what its branch's span ends as, once it has an end
+# (running with an end: it failed and its failure's route runs for its payload now)
+_ENDED_AS = {0: "cancelled", 1: "failed", 2: "completed", 3: "failed"}
+
+
+class BranchReading:
+    """The part of a run tracker that draws a map's branches (see the module docstring)."""
+
+    t0: float | None
+    _shift: float
+    _attempt: dict[str, int]
+    _rel: Callable[[float], float]
+    _pulled: Any
+    _branch_open: dict[str, dict[int, Span]]  # mapped state -> payload index -> its open span
+    _branch_seen: dict[str, tuple[Any, bytes, list[float | None]]]  # state -> (map, statuses, starts) last read
+    _branch_tries: dict[str, dict[int, int]]  # mapped state -> payload index -> attempts seen
+
+    def _read_branches_from(self, run: Any) -> None:
+        """Start reading the maps of ``run`` (those it has so far taken as seen)."""
+        self._branch_open, self._branch_tries = {}, {}
+        self._branch_seen = {name: (m, bytes(m.status), list(m.starts)) for name, m in run.maps.items()}
+
+    def _maps_moved(self, run: Any) -> list[str]:
+        """The mapped states of ``run`` a branch of which began or ended since the last read."""
+        seen = self._branch_seen
+        out = []
+        for name, m in run.maps.items():
+            last = seen.get(name)
+            if last is None or last[0] is not m or last[1] != m.status or last[2] != m.starts:
+                out.append(name)
+        return out
+
+    def _pull_branches(self, name: str, m: Any, made: list[Span]) -> None:
+        """Bring the spans of map ``m``'s branches (of state ``name``) up to date; new ones go to ``made``."""
+        last = self._branch_seen.get(name)
+        status, starts, ends = m.status, m.starts, m.ends
+        n = len(status)
+        old_status: bytes
+        old_starts: list[float | None]
+        if last is None or last[0] is not m:  # a new map of this state (a loop maps it again)
+            old_status, old_starts = bytes(n), [None] * n
+            self._branch_tries[name] = {}
+        else:
+            old_status, old_starts = last[1], last[2]
+        self._branch_seen[name] = (m, bytes(status), list(starts))
+        self._attempt.pop(name, None)  # (a retry's number is counted per branch here)
+        opened = self._branch_open.setdefault(name, {})
+        tries = self._branch_tries.setdefault(name, {})
+        base = self._shift + (self.t0 or 0.0)
+        for i in compress(range(n), map(or_, map(ne, status, old_status), map(ne, starts, old_starts))):
+            span = opened.get(i)
+            start = starts[i]
+            if start is not None and start != old_starts[i]:  # an attempt began since the last read
+                if span is not None:  # the one before was cut short unseen (requeued): it ended as this began
+                    span.end, span.outcome = max(start - base, span.start), "cancelled"
+                tries[i] = tries.get(i, 0) + 1
+                span = opened[i] = Span(name, tries[i], start - base)
+                made.append(span)
+            end = ends[i]
+            if span is not None and end is not None:
+                span.end, span.outcome = max(end - base, span.start), _ENDED_AS[status[i]]
+                del opened[i]
+
+    def _end_branch_attempt(self, state: str, index: int, t: float, outcome: str) -> None:
+        """The attempt of payload ``index``'s branch of mapped ``state`` in flight ended at ``t``
+        (clock time) with ``outcome`` (a failure's event): its open span closes."""
+        span = self._branch_open.get(state, {}).pop(index, None)
+        if span is not None:
+            span.end, span.outcome = max(self._rel(t), span.start), outcome
+
+    def _end_branches(self, end: float) -> None:
+        """The run ended at ``end`` (seconds since its start): branches still open were cut short."""
+        for opened in self._branch_open.values():
+            for span in opened.values():
+                span.end, span.outcome = end, "cancelled"
+            opened.clear()
