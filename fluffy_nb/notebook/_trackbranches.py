@@ -4,23 +4,26 @@ The branches of a map (``ctx.map``/``Send``) run one state many times at once an
 ``StateMetadata``, whose ``started_at`` is only the latest branch's. So a mapped state's spans
 are not read from its metadata (:mod:`._trackruns` does that for the other states) but from its
 map (``run.maps[state]``, ``_map.PayloadMap``): each payload's status and the wall times its
-latest attempt began (``starts``) and ended (``ends``, also when it was cut short). At a read,
-the payloads whose status or start changed since the last read are brought up to date (found
-in passes in C, as the states are): a branch in flight is an open span from its own start; a
-branch that ended closes its span at its own end, ``completed``, ``failed`` or ``cancelled``
-(a cancelled branch goes back to pending, with an end). A failed attempt (an event) closes the
-span of its branch (the event names its payload). Durations still come from the metadata, as for any
-state. :class:`BranchReading` is a base of :class:`~fluffy_nb.notebook._tracker.RunTracker`
-beside ``_trackruns.RunReading``, whose reads call in here for mapped states only.
+latest attempt began (``starts``) and ended (``ends``, also when it was cut short; the engine
+times them while someone watches the run, as a tracker does). At a read, the payloads whose
+status or start changed since the last read are brought up to date (found in passes in C, as
+the states are): a branch in flight is an open span from its own start; a branch that ended
+closes its span at its own end, ``completed``, ``failed`` or ``cancelled`` (a cancelled branch
+goes back to pending, with an end). A failed attempt (an event naming its payload) closes its
+branch's span. Durations still come from the metadata, as for any state. :class:`BranchReading`
+is a base of :class:`~fluffy_nb.notebook._tracker.RunTracker` beside ``_trackruns.RunReading``,
+whose reads call in here for mapped states only.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from itertools import compress
 from operator import ne, or_
 from typing import Any
 
+from ..engine._map import NO_TIME
 from ._trackruns import Span
 
 # a payload's status in its map (``_map``'s): what its branch's span ends as, once it has an end
@@ -37,13 +40,15 @@ class BranchReading:
     _rel: Callable[[float], float]
     _pulled: Any
     _branch_open: dict[str, dict[int, Span]]  # mapped state -> payload index -> its open span
-    _branch_seen: dict[str, tuple[Any, bytes, list[float | None]]]  # state -> (map, statuses, starts) last read
+    _branch_seen: dict[str, tuple[Any, bytes, array[float]]]  # state -> (map, statuses, starts) last read
     _branch_tries: dict[str, dict[int, int]]  # mapped state -> payload index -> attempts seen
 
     def _read_branches_from(self, run: Any) -> None:
         """Start reading the maps of ``run`` (those it has so far taken as seen)."""
         self._branch_open, self._branch_tries = {}, {}
-        self._branch_seen = {name: (m, bytes(m.status), list(m.starts)) for name, m in run.maps.items()}
+        for m in run.maps.values():  # (a map that began before the view watched: timed from now on)
+            m.time_branches(run.clock)
+        self._branch_seen = {name: (m, bytes(m.status), m.starts[:]) for name, m in run.maps.items()}
 
     def _maps_moved(self, run: Any) -> list[str]:
         """The mapped states of ``run`` a branch of which began or ended since the last read."""
@@ -61,13 +66,13 @@ class BranchReading:
         status, starts, ends = m.status, m.starts, m.ends
         n = len(status)
         old_status: bytes
-        old_starts: list[float | None]
+        old_starts: Any
         if last is None or last[0] is not m:  # a new map of this state (a loop maps it again)
-            old_status, old_starts = bytes(n), [None] * n
+            old_status, old_starts = bytes(n), array("d", (NO_TIME,)) * n
             self._branch_tries[name] = {}
         else:
             old_status, old_starts = last[1], last[2]
-        self._branch_seen[name] = (m, bytes(status), list(starts))
+        self._branch_seen[name] = (m, bytes(status), starts[:])
         self._attempt.pop(name, None)  # (a retry's number is counted per branch here)
         opened = self._branch_open.setdefault(name, {})
         tries = self._branch_tries.setdefault(name, {})
@@ -75,14 +80,14 @@ class BranchReading:
         for i in compress(range(n), map(or_, map(ne, status, old_status), map(ne, starts, old_starts))):
             span = opened.get(i)
             start = starts[i]
-            if start is not None and start != old_starts[i]:  # an attempt began since the last read
+            if start != NO_TIME and start != old_starts[i]:  # an attempt began since the last read
                 if span is not None:  # the one before was cut short unseen (requeued): it ended as this began
                     span.end, span.outcome = max(start - base, span.start), "cancelled"
                 tries[i] = tries.get(i, 0) + 1
                 span = opened[i] = Span(name, tries[i], start - base)
                 made.append(span)
             end = ends[i]
-            if span is not None and end is not None:
+            if span is not None and end != NO_TIME:
                 span.end, span.outcome = max(end - base, span.start), _ENDED_AS[status[i]]
                 del opened[i]
 

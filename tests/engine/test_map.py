@@ -865,5 +865,5 @@ async def test_a_failed_branchs_event_names_its_payload_and_its_map_times_each_b
     assert [(e.state, e.payload) for e in failures] == [("score", 1)]
     m = agent.latest_run.maps["score"]
     wall0 = clock.time() - clock.monotonic()
-    assert m.starts == [wall0] * 3  # each began at 0.0 and ended (failed, or cut short by it) at 1.0
-    assert m.ends == [wall0 + 1.0] * 3
+    assert list(m.starts) == [wall0] * 3  # each began at 0.0 and ended (failed, or cut short by it) at 1.0
+    assert list(m.ends) == [wall0 + 1.0] * 3
