@@ -83,6 +83,7 @@ class BranchReading:
             if start != NO_TIME and start != old_starts[i]:  # an attempt began since the last read
                 if span is not None:  # the one before was cut short unseen (requeued): it ended as this began
                     span.end, span.outcome = max(start - base, span.start), "cancelled"
+                    tries[i] = 0
                 tries[i] = tries.get(i, 0) + 1
                 span = opened[i] = Span(name, tries[i], start - base)
                 made.append(span)
@@ -90,6 +91,8 @@ class BranchReading:
             if span is not None and end != NO_TIME:
                 span.end, span.outcome = max(end - base, span.start), _ENDED_AS[status[i]]
                 del opened[i]
+                if span.outcome == "cancelled":  # (run again after a pause: attempt 1, as the engine counts)
+                    tries[i] = 0
 
     def _end_branch_attempt(self, state: str, index: int, t: float, outcome: str) -> None:
         """The attempt of payload ``index``'s branch of mapped ``state`` in flight ended at ``t``

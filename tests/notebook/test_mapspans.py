@@ -164,3 +164,20 @@ async def test_a_maps_end_picture_keeps_each_completion_retry_and_failure_read_b
         (1, 0.0, 4.0, "retried"), (2, 2.5, 3.0, "completed"), (2, 4.5, 4.5, "failed")]
     assert sorted(tracker.durations["score"]) == [0.5, 1.0, 2.0]
     tracker.close()
+
+
+async def test_branches_cut_short_by_a_pause_with_timeout_end_as_cancelled_and_rerun_after_resume() -> None:
+    flow = Gated(4, max_concurrent=2)
+    tracker = RunTracker(flow.agent)
+    task = asyncio.create_task(flow.agent.run())
+    await until(lambda: len(flow.began) == 2, "two branches in flight")
+    await flow.clock.advance(1.0)
+    await flow.agent.pause(timeout=0.05)  # (real seconds: the pause's own wait) the two are cut short at 1.0
+    assert score_spans(tracker) == [(1, 0.0, 1.0, "cancelled")] * 2
+    await flow.clock.advance(1.0)
+    for gate in flow.gates:
+        gate.set()
+    await flow.agent.resume()
+    await task
+    assert score_spans(tracker) == [(1, 0.0, 1.0, "cancelled")] * 2 + [(1, 2.0, 2.0, "completed")] * 4
+    tracker.close()
