@@ -85,7 +85,7 @@ class BranchReading:
                     span.end, span.outcome = max(start - base, span.start), "cancelled"
                     tries[i] = 0
                 tries[i] = tries.get(i, 0) + 1
-                span = opened[i] = Span(name, tries[i], start - base)
+                span = opened[i] = Span(name, tries[i], start - base, payload=i)
                 made.append(span)
             end = ends[i]
             if span is not None and end != NO_TIME:

@@ -67,6 +67,7 @@ class Span:
     waited: float = 0.0  # seconds of it spent waiting for a person
     waits: list[list[float | None]] | None = None  # [asked, answered] times while it waited
     where: str | None = None  # the remote worker that ran it (a Dask worker address)
+    payload: int | None = None  # the payload index of the map branch it ran (None: not a map branch)
 
 
 class RanSpan(tuple[str, float, float]):
@@ -84,6 +85,7 @@ class RanSpan(tuple[str, float, float]):
     waited = 0.0
     waits = None
     where = None
+    payload = None
 
     def __repr__(self) -> str:
         return f"RanSpan(state={self.state!r}, start={self.start!r}, end={self.end!r})"

@@ -15,6 +15,7 @@ import pytest
 
 from fluffy_nb import Agent, ManualClock, RetryPolicy, StateFailedError
 from fluffy_nb.notebook import LiveView
+from fluffy_nb.notebook._figures import timeline_figure
 from fluffy_nb.notebook._tracker import RunTracker
 from tests._wait import until
 
@@ -83,6 +84,8 @@ async def test_each_branch_of_a_map_in_flight_is_its_own_open_span_from_its_own_
     await until(lambda: len(flow.began) == 6, "two more branches began")
     assert score_spans(tracker) == [(1, 0.0, 1.0, "completed")] * 2 + [(1, 0.0, None, "running")] * 2 + [
         (1, 1.0, None, "running")] * 2
+    hovers = [text for trace in timeline_figure(tracker).data for text in trace.hovertext or ()]
+    assert any(text.startswith("score payload 4 attempt 1: ") for text in hovers)  # which bar is which
     await flow.clock.advance(1.0)
     await flow.release(2, 3)
     await until(lambda: len(flow.began) == 8, "the last two branches began")
