@@ -9,10 +9,12 @@ times them while someone watches the run, as a tracker does). At a read, the pay
 status or start changed since the last read are brought up to date (found in passes in C, as
 the states are): a branch in flight is an open span from its own start; a branch that ended
 closes its span at its own end, ``completed``, ``failed`` or ``cancelled`` (a cancelled branch
-goes back to pending, with an end). A failed attempt (an event naming its payload) closes its
-branch's span. Durations still come from the metadata, as for any state. :class:`BranchReading`
-is a base of :class:`~fluffy_nb.notebook._tracker.RunTracker` beside ``_trackruns.RunReading``,
-whose reads call in here for mapped states only.
+goes back to pending, with an end); one that began and completed unseen (most of a large map's,
+read at its end) is kept as columns (``SpanLog``), with no span object. A failed attempt (an
+event naming its payload) closes its branch's span. Durations still come from the metadata, as
+for any state. :class:`BranchReading` is a base of
+:class:`~fluffy_nb.notebook._tracker.RunTracker` beside ``_trackruns.RunReading``, whose reads
+call in here for mapped states only.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..engine._map import NO_TIME
 from ._trackruns import Span
 
 # a payload's status in its map (``_map``'s): what its branch's span ends as, once it has an end
+_DONE = 2  # (``_map``'s status of a payload with its result)
 # (running with an end: it failed and its failure's route runs for its payload now)
 _ENDED_AS = {0: "cancelled", 1: "failed", 2: "completed", 3: "failed"}
 
@@ -42,6 +45,7 @@ class BranchReading:
     _branch_open: dict[str, dict[int, Span]]  # mapped state -> payload index -> its open span
     _branch_seen: dict[str, tuple[Any, bytes, array[float]]]  # state -> (map, statuses, starts) last read
     _branch_tries: dict[str, dict[int, int]]  # mapped state -> payload index -> attempts seen
+    _spans: Any  # (``_trackruns.SpanLog``)
 
     def _read_branches_from(self, run: Any) -> None:
         """Start reading the maps of ``run`` (those it has so far taken as seen)."""
@@ -77,22 +81,35 @@ class BranchReading:
         opened = self._branch_open.setdefault(name, {})
         tries = self._branch_tries.setdefault(name, {})
         base = self._shift + (self.t0 or 0.0)
+        ran: list[tuple[float, float]] = []  # (start, end) of the branches that began and completed unseen
         for i in compress(range(n), map(or_, map(ne, status, old_status), map(ne, starts, old_starts))):
             span = opened.get(i)
-            start = starts[i]
+            start, end = starts[i], ends[i]
             if start != NO_TIME and start != old_starts[i]:  # an attempt began since the last read
-                if span is not None:  # the one before was cut short unseen (requeued): it ended as this began
-                    span.end, span.outcome = max(start - base, span.start), "cancelled"
-                    tries[i] = 0
-                tries[i] = tries.get(i, 0) + 1
-                span = opened[i] = Span(name, tries[i], start - base, payload=i)
-                made.append(span)
-            end = ends[i]
+                if span is None and end != NO_TIME and status[i] == _DONE and not tries.get(i):
+                    ran.append((start - base, max(end, start) - base))  # (most of a large map's, at its end)
+                    continue
+                span = self._began(name, i, start - base, span, made)
             if span is not None and end != NO_TIME:
                 span.end, span.outcome = max(end - base, span.start), _ENDED_AS[status[i]]
                 del opened[i]
                 if span.outcome == "cancelled":  # (run again after a pause: attempt 1, as the engine counts)
                     tries[i] = 0
+        if ran:
+            ran.sort()
+            self._spans.add([], [name] * len(ran), [r[0] for r in ran], [r[1] for r in ran])
+
+    def _began(self, name: str, i: int, start: float, span: Span | None, made: list[Span]) -> Span:
+        """An attempt of payload ``i``'s branch of ``name`` began at ``start`` (``span``: the one
+        before, still open, was cut short unseen: requeued, it ended as this began)."""
+        tries = self._branch_tries[name]
+        if span is not None:
+            span.end, span.outcome = max(start, span.start), "cancelled"
+            tries[i] = 0
+        tries[i] = tries.get(i, 0) + 1
+        span = self._branch_open[name][i] = Span(name, tries[i], start, payload=i)
+        made.append(span)
+        return span
 
     def _end_branch_attempt(self, state: str, index: int, t: float, outcome: str) -> None:
         """The attempt of payload ``index``'s branch of mapped ``state`` in flight ended at ``t``
