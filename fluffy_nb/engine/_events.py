@@ -248,9 +248,11 @@ class StateFinished(Event):
 
 class StateFailed(Event):
     """A state attempt failed; ``final`` is False when a retry follows. ``exception`` is the error
-    itself (left out of equality, hash and repr)."""
+    itself (left out of equality, hash and repr). ``payload`` is the payload index of the map branch
+    that failed (None: not a map branch): the branches of a map share their state's name."""
 
-    __slots__ = ("state", "attempt", "duration", "error", "error_type", "final", "timed_out", "exception")
+    __slots__ = ("state", "attempt", "duration", "error", "error_type", "final", "timed_out", "exception",
+                 "payload")
     _HIDDEN = ("exception",)
     state: str
     attempt: int
@@ -260,10 +262,12 @@ class StateFailed(Event):
     final: bool
     timed_out: bool
     exception: BaseException | None
+    payload: int | None
 
     def __init__(self, agent: str, run_id: str, time: float,
                  state: str = "", attempt: int = 1, duration: float = 0.0, error: str = "", error_type: str = "",
-                 final: bool = True, timed_out: bool = False, exception: BaseException | None = None) -> None:
+                 final: bool = True, timed_out: bool = False, exception: BaseException | None = None,
+                 payload: int | None = None) -> None:
         ...  # the fields above: Event.__init_subclass__ compiles the body
 
 

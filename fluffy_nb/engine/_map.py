@@ -22,7 +22,9 @@ nothing.
 
 from __future__ import annotations
 
+import math
 import warnings
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,6 +45,12 @@ if TYPE_CHECKING:
     from ._runner import Scheduler
 
 _PENDING, _RUNNING, _DONE, _FAILED = 0, 1, 2, 3
+#: ``PayloadMap.starts``/``ends`` of a payload whose branch has not begun (or not ended)
+NO_TIME = -math.inf
+
+
+def _no_times(n: int) -> array[float]:
+    return array("d", (NO_TIME,)) * n
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +102,24 @@ class PayloadMap:
         state: The state run once per payload.
         source: The state that returned the ``Send`` list.
         payloads: The items, in order.
+        clock: The run's clock, to time each branch (``starts``/``ends``); None: not timed (nobody
+            watches the run: a live view's tracker is an event subscriber, see ``time_branches``).
     """
 
-    def __init__(self, state: str, source: str | None, payloads: list[Any]) -> None:
+    def __init__(self, state: str, source: str | None, payloads: list[Any], clock: Any = None) -> None:
         self.state = state
+        self.clock = clock  # the run's while someone watches it: its branches are timed (None: not timed)
         self.source = source
         self.payloads = payloads
         self.results: list[Any] = [None] * len(payloads)
         self.status = bytearray(len(payloads))  # _PENDING/_RUNNING/_DONE/_FAILED per payload
         self.counts = [len(payloads), 0, 0, 0]  # by status
+        # wall times (``clock.time()``, as ``StateMetadata``'s) of each payload's latest attempt's start
+        # and of its end (completed, failed or cut short; NO_TIME while it runs): the branches share one
+        # StateMetadata, so these are what tells a view when each branch ran
+        # (C doubles, NO_TIME for none: no float object kept per branch)
+        self.starts = _no_times(len(payloads))
+        self.ends = _no_times(len(payloads))
         self.group: Group | None = None  # the fan-out its branches started in
         self.tokens: set[int] = set()  # ids of its branches' tokens: a map from inside one is nested
         # checkpoint encoding, kept between checkpoints so each value is encoded once
@@ -119,6 +136,20 @@ class PayloadMap:
             self.status[index] = status
             if status == _DONE:
                 self._fresh.append(index)
+
+    def time_branches(self, clock: Any) -> None:
+        """Time each branch attempt that begins or ends from now on with ``clock`` (the run's): a
+        view that begins to watch a run whose map is under way calls it."""
+        self.clock = clock
+
+    def reset(self) -> None:
+        """Statuses, results, counts and times for the payloads as they are now (none started)."""
+        n = len(self.payloads)
+        self.results = [None] * n
+        self.status = bytearray(n)
+        self.counts = [n, 0, 0, 0]
+        self.starts = _no_times(n)
+        self.ends = _no_times(n)
 
     def restore_done(self, index: int, result: Any) -> None:
         """Put back the result of payload ``index``, finished before a checkpoint (a restore)."""
@@ -180,7 +211,11 @@ class PayloadExecution(Execution):
     def context(self, run: Run) -> Context:
         """The context of the next attempt (its payload set; a result set by a failed attempt is dropped)."""
         self.value = None
-        self.branch.mark(self.index, _RUNNING)
+        m, i = self.branch, self.index
+        m.mark(i, _RUNNING)
+        if m.clock is not None and self.state == m.state:  # (not a route's: that state's times are its own)
+            m.starts[i] = m.clock.time()  # (as the scheduler's begin_attempt just did)
+            m.ends[i] = NO_TIME
         ctx = BranchContext(run.shared, run.typed, run=run, state_name=self.state, attempt=self.attempt,
                             error=self.error)
         object.__setattr__(ctx, "_ex", self)
@@ -189,6 +224,8 @@ class PayloadExecution(Execution):
     def ended(self, kind: str) -> None:
         """The execution ended as ``ok``, ``failed`` or ``cancelled``."""
         m = self.branch
+        if m.clock is not None and self.state == m.state:  # (not a failure's route: its times are its own)
+            m.ends[self.index] = m.clock.time()
         if kind == "ok":
             m.results[self.index] = self.value
             m.mark(self.index, _DONE)
@@ -334,7 +371,8 @@ def start_map(sched: Scheduler, ex: Execution, fan: Fanout) -> None:
     for send in fan.sends:
         m = maps.get(send.state)
         if m is None:
-            m = maps[send.state] = PayloadMap(send.state, ex.state, [])
+            # (its branches are timed only while someone watches: it cost a 10,000-payload map 4%)
+            m = maps[send.state] = PayloadMap(send.state, ex.state, [], run.clock if run.events.active else None)
         slots.append((m, len(m.payloads)))
         m.payloads.append(send.payload)
     for m in maps.values():
@@ -346,9 +384,7 @@ def start_map(sched: Scheduler, ex: Execution, fan: Fanout) -> None:
                 f"the two apart: map into another state (add_state a second one with the same function)"
             )
     for m in maps.values():
-        m.results = [None] * len(m.payloads)
-        m.status = bytearray(len(m.payloads))
-        m.counts = [len(m.payloads), 0, 0, 0]
+        m.reset()
         run.maps[m.state] = m
 
     def start(token: Token, k: int) -> None:

@@ -101,7 +101,7 @@ def relaunch_maps(run: Run, records: list[MapRecord]) -> None:
     one fan-out (same ``group``) in one fan-out again."""
     fanouts: dict[int, list[tuple[PayloadMap, MapRecord, list[int]]]] = {}
     for n, r in enumerate(records):
-        m = PayloadMap(r.state, r.source, [None] * r.total)
+        m = PayloadMap(r.state, r.source, [None] * r.total, run.clock if run.events.active else None)
         for key, value in r.results.items():
             i = int(key)  # MapRecord checked every index
             m.restore_done(i, decode_value(value))

@@ -499,7 +499,8 @@ class Scheduler(Outcomes):
             meta.failures += 1
         if bus.active:
             bus.publish(StateFailed(run.name, run.run_id, run.clock.monotonic(), ex.state, ex.attempt, duration,
-                                    str(error), type(error).__name__, not retry, timed_out, error))
+                                    str(error), type(error).__name__, not retry, timed_out, error,
+                                    getattr(ex, "index", None)))
         if not retry:
             return None
         assert policy is not None

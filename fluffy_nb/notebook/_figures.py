@@ -60,7 +60,8 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
                 orientation="h", y=[shown[s.state] for s in mine], base=[s.start for s in mine],
                 x=[max(e - s.start, 1e-4) for s, e in zip(mine, ends, strict=True)], name=label,
                 marker={"color": colour, "line": {"color": "#333", "width": 0.5}},
-                hovertext=[f"{plotly_text(s.state)} attempt {s.attempt}: {label}<br>{s.start:.3f}s -> {e:.3f}s"
+                hovertext=[f"{plotly_text(s.state)}{_payload(s)} attempt {s.attempt}: {label}"
+                           f"<br>{s.start:.3f}s -> {e:.3f}s"
                            + (f"<br>waited for a person {s.waited:.1f}s" if s.waited else "")
                            + (f"<br>on worker {plotly_text(s.where)}" if s.where else "")
                            for s, e in zip(mine, ends, strict=True)],
@@ -76,6 +77,11 @@ def timeline_figure(tracker: Any, *, height: int | None = None) -> Any:
         return fig
     spec = _concurrency_spec(spans, waits, now, height)
     return go.Figure(data=spec["data"], layout={**spec["layout"], "template": plotly_template()})
+
+
+def _payload(span: Any) -> str:
+    """`` payload 3`` for a map branch's span (which of the state's overlapping bars it is), else ``""``."""
+    return "" if span.payload is None else f" payload {span.payload}"
 
 
 def _common_layout(title: str, height: int) -> dict[str, Any]:
@@ -141,7 +147,8 @@ def _add_instant_ticks(fig: Any, spans: list[Any], now: float, shown: dict[str, 
         name="took no time",
         marker={"symbol": "line-ns", "size": 16, "line": {"width": 3,
                 "color": [_OUTCOMES.get(s.outcome, ("", "#999"))[1] for s in tiny]}},
-        hovertext=[f"{plotly_text(s.state)} attempt {s.attempt}: took no time ({s.start:.3f}s)" for s in tiny],
+        hovertext=[f"{plotly_text(s.state)}{_payload(s)} attempt {s.attempt}: took no time ({s.start:.3f}s)"
+                   for s in tiny],
         hoverinfo="text"))
 
 

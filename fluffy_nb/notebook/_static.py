@@ -101,7 +101,8 @@ def timeline_svg(tracker: Any, *, width: int = 720) -> str:
         y = base + index[s.state] * row_h
         colour = _OUTCOME_COLOUR.get(s.outcome, "#999")
         x0, x1 = x(s.start), x(s.end if s.end is not None else end)
-        tip = f"{html.escape(s.state)} attempt {s.attempt}: {html.escape(s.outcome)} {s.start:.3f}s"
+        which = "" if s.payload is None else f" payload {s.payload}"
+        tip = f"{html.escape(s.state)}{which} attempt {s.attempt}: {html.escape(s.outcome)} {s.start:.3f}s"
         if x1 - x0 < 2:  # took (almost) no time: a tick, so it still shows
             out.append(f'<line x1="{x0:.1f}" y1="{y + 2}" x2="{x0:.1f}" y2="{y + 18}" stroke="{colour}" '
                        f'stroke-width="3"><title>{tip}</title></line>')

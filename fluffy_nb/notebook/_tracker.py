@@ -45,6 +45,7 @@ from ..engine._state import read_status
 from ..engine._status import StateStatus
 from ..engine._subflow import Subflow
 from ._layout import END_STATUSES
+from ._trackbranches import BranchReading
 from ._trackruns import STATUS_TEXT, RunReading, Span, SpanLog
 from ._trackwaits import Deadlock, WaitSpan, WaitTracking
 
@@ -56,7 +57,7 @@ _FRESH = frozenset({StateStatus.PENDING})
 _IN_FLIGHT = frozenset({"running", "retrying", "waiting_for_human"})
 
 
-class RunTracker(WaitTracking, RunReading):
+class RunTracker(WaitTracking, RunReading, BranchReading):
     """Collects statuses, spans, samples and checkpoints of an agent's runs.
 
     Args:
@@ -109,6 +110,7 @@ class RunTracker(WaitTracking, RunReading):
         self.where: dict[str, str] = {}  # state -> the worker its latest remote attempt ran on
         self._reset_statuses()
         self._pulled: Any = None  # the run whose metadata is read (``_trackruns``; set by _read_from)
+        self._branch_open, self._branch_seen, self._branch_tries = {}, {}, {}  # (``_trackbranches``)
         self._spanned: dict[str, int] = {}
         self._attempt: dict[str, int] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -305,6 +307,7 @@ class RunTracker(WaitTracking, RunReading):
         for span in self._open.values():
             span.end, span.outcome = end, "cancelled"
         self._open.clear()
+        self._end_branches(end)
         self.waiting.clear()
         for state in list(self.open_waits):
             self._end_wait(state, e.time)
@@ -396,7 +399,7 @@ class RunTracker(WaitTracking, RunReading):
             self._note_deadlock(e.exception, e.state)
         outcome = ("timeout" if e.timed_out else "failed") if e.final else "retried"
         self._attempt[e.state] = e.attempt
-        self._end_attempt(e.state, e.time, outcome, e.time - e.duration)
+        self._end_attempt(e.state, e.time, outcome, e.time - e.duration, e.payload)
         self._attempt.pop(e.state, None)
 
     def _retrying(self, e: StateRetrying) -> None:

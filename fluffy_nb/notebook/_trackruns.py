@@ -67,6 +67,7 @@ class Span:
     waited: float = 0.0  # seconds of it spent waiting for a person
     waits: list[list[float | None]] | None = None  # [asked, answered] times while it waited
     where: str | None = None  # the remote worker that ran it (a Dask worker address)
+    payload: int | None = None  # the payload index of the map branch it ran (None: not a map branch)
 
 
 class RanSpan(tuple[str, float, float]):
@@ -84,6 +85,7 @@ class RanSpan(tuple[str, float, float]):
     waited = 0.0
     waits = None
     where = None
+    payload = None
 
     def __repr__(self) -> str:
         return f"RanSpan(state={self.state!r}, start={self.start!r}, end={self.end!r})"
@@ -201,6 +203,11 @@ class RunReading:
     # (``_trackwaits.WaitTracking``'s, beside this in RunTracker's bases)
     _rel: Callable[[float], float]
     _end_wait: Callable[..., None]
+    # (``_trackbranches.BranchReading``'s: a mapped state's spans)
+    _read_branches_from: Callable[[Any], None]
+    _maps_moved: Callable[[Any], list[str]]
+    _pull_branches: Callable[[str, Any, list[Span]], None]
+    _end_branch_attempt: Callable[[str, int, float, str], None]
 
     def _read_from(self, run: Any) -> None:
         """Read ``run`` from now on, taking what it has done so far as seen (at its start, or when
@@ -221,6 +228,7 @@ class RunReading:
         self._scanned = 0.0  # perf_counter() at the last scan
         clock = run.clock
         self._shift = clock.time() - clock.monotonic()  # wall time - monotonic time: metadata holds wall times
+        self._read_branches_from(run)
 
     def _stop_reading(self) -> None:
         self._pulled = None
@@ -246,6 +254,8 @@ class RunReading:
         attempts = list(map(_attempts_of, values))
         seen_status, seen_attempts = self._seen_status, self._seen_attempts
         if statuses == seen_status and attempts == seen_attempts:
+            if run.maps:  # (a branch of a map may begin or end with its state's metadata as it was)
+                self._pull_maps(run)
             return
         changed = list(compress(range(len(values)), map(or_, map(is_not, statuses, seen_status),
                                                         map(ne, attempts, seen_attempts))))
@@ -262,15 +272,28 @@ class RunReading:
         runs = self._runs_seen
         once = list(map(and_, map(is_, statuses, repeat(_COMPLETED)), map(eq, map(_runs_of, metas), map(
             add, map(runs.get, names, repeat(0)), repeat(1)) if runs else repeat(1))))
-        if self._open or self.open_waits or self._attempt:
-            busy = self._open.keys() | self.open_waits.keys() | self._attempt.keys()
+        if self._open or self.open_waits or self._attempt or run.maps:  # (a mapped state's spans are its map's)
+            busy = self._open.keys() | self.open_waits.keys() | self._attempt.keys() | run.maps.keys()
             once = list(map(and_, once, map(not_, map(busy.__contains__, names))))
         made: list[Span] = []
         for j in compress(range(len(names)), map(not_, once)):
             self._pull_one(names[j], metas[j], statuses[j], made)
         names, metas = list(compress(names, once)), list(compress(metas, once))
         self._spans.add(made, names, *self._ran_once(names, metas))
+        if run.maps:
+            self._pull_maps(run)
         self._version += 1
+
+    def _pull_maps(self, run: Any) -> None:
+        """Bring the mapped states whose branches moved since the last read up to date."""
+        moved = self._maps_moved(run)
+        if moved:
+            made: list[Span] = []
+            for name in moved:
+                meta = run.metadata[name]
+                self._pull_one(name, meta, read_status(meta), made)
+            self._spans.add(made, [], [], [])
+            self._version += 1
 
     def _ran_once(self, names: list[str], metas: list[Any]) -> tuple[list[float], list[float]]:
         """The states ``names`` (their metadata ``metas``) each completed one run since the last
@@ -303,14 +326,34 @@ class RunReading:
     def _pull_one(self, name: str, meta: Any, st: StateStatus, made: list[Span]) -> None:
         """``name``'s status and spans from ``meta`` (its status ``st``); new spans go to ``made``."""
         self._status[name] = STATUS_TEXT[st]
-        spanned = self._spanned_of(name)
         runs = meta.runs
         done = runs - self._runs_seen.get(name, 0)
+        m = self._map_of(name)
+        if m is not None:  # its branches' spans are read off its map; its runs counted here
+            if done > 0:
+                self._runs_seen[name] = runs
+                self._count_runs(name, meta, done)
+            self._pull_branches(name, m, made)
+            return
+        spanned = self._spanned_of(name)
         if done > 0:
             self._runs_seen[name] = runs
             spanned = self._completed(name, meta, done, made, spanned)
         if st in _IN_FLIGHT and meta.attempts > spanned:
             self._begin_span(name, meta, made)
+
+    def _map_of(self, name: str) -> Any:
+        """The payload map of ``name`` in the run read (None: not a mapped state)."""
+        run = getattr(self, "_pulled", None)
+        return run.maps.get(name) if run is not None and run.maps else None
+
+    def _count_runs(self, name: str, meta: Any, done: int) -> None:
+        """``name`` completed ``done`` more runs (their spans drawn elsewhere): their durations."""
+        took = [meta.last_duration] if done == 1 else meta.durations[-done:]
+        self._ran += [name] * len(took)
+        self._took += took
+        self.completed_runs += done
+        self._fold_if_long()
 
     def _spanned_of(self, name: str) -> int:
         """How many attempts of ``name`` have a span (or ran before it was read): without an entry
@@ -418,10 +461,16 @@ class RunReading:
         durations = self.durations
         return durations, sum(1 for runs in durations.values() if runs)
 
-    def _end_attempt(self, state: str, t: float, outcome: str, began: float | None) -> None:
+    def _end_attempt(self, state: str, t: float, outcome: str, began: float | None,
+                     payload: int | None = None) -> None:
         """The attempt of ``state`` in flight ended at ``t`` (clock time) with ``outcome``: its open
         span closes, or, when it began since the last read (no span yet), one is made from
-        ``began`` (clock time; None: from its metadata's ``started_at``)."""
+        ``began`` (clock time; None: from its metadata's ``started_at``). For a mapped state, the
+        span of branch ``payload`` closes (None: the map tells how its branches ended)."""
+        if self._map_of(state) is not None:
+            if payload is not None:
+                self._end_branch_attempt(state, payload, t, outcome)
+            return
         span = self._open.pop(state, None)
         if span is not None:
             span.end, span.outcome = max(self._rel(t), span.start), outcome

@@ -830,3 +830,40 @@ async def test_a_restore_mid_map_replays_each_recorded_answer_only_into_its_own_
     result = await second.run()
     assert [r.prompt for r in script.asked] == ["ok 2?"]  # branch 1 replays its answer; branch 2 is asked
     assert result.shared_state["out"] == [(0, "answer 0"), (1, "answer 1"), (2, "answer 2")]
+
+
+async def test_a_failed_branchs_event_names_its_payload_and_its_map_times_each_branch() -> None:
+    from fluffy_nb.engine._events import StateFailed
+
+    clock = ManualClock()
+    gate = asyncio.Event()
+
+    async def split(ctx: Any) -> Any:
+        return ctx.map("score", range(3))
+
+    async def score(ctx: Any) -> str:
+        await gate.wait()
+        if ctx.payload == 1:
+            raise ValueError("item 1 is bad")
+        return "merge"
+
+    async def merge(ctx: Any) -> None:
+        pass
+
+    agent = Agent("mapfail", clock=clock)
+    for f in (split, score, merge):
+        agent.add_state(f.__name__, f)
+    failures: list[StateFailed] = []
+    agent.events.subscribe(lambda e: failures.append(e) if isinstance(e, StateFailed) else None)
+    task = asyncio.create_task(agent.run())
+    await until(lambda: agent.latest_run is not None and "score" in agent.latest_run.maps
+                and agent.latest_run.maps["score"].snapshot().running == 3, "three branches in flight")
+    await clock.advance(1.0)
+    gate.set()
+    with pytest.raises(StateFailedError, match="payload 1"):
+        await task
+    assert [(e.state, e.payload) for e in failures] == [("score", 1)]
+    m = agent.latest_run.maps["score"]
+    wall0 = clock.time() - clock.monotonic()
+    assert list(m.starts) == [wall0] * 3  # each began at 0.0 and ended (failed, or cut short by it) at 1.0
+    assert list(m.ends) == [wall0 + 1.0] * 3
