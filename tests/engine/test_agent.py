@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 
 import pytest
 
@@ -45,6 +46,10 @@ async def test_a_state_spec_cannot_be_changed_after_add_state_and_the_error_says
     with pytest.raises(ConfigurationError, match=r"StateSpec\('a'\)\.timeout = 0\.5.*remove_state\('a'\)"):
         spec.timeout = 0.5
     assert agent.states["a"].timeout is None
+    copied = pickle.loads(pickle.dumps(spec))  # (a spec shipped to a worker stays fixed, and equal)
+    assert copied == spec
+    with pytest.raises(ConfigurationError, match="remove_state"):
+        copied.priority = 3
     agent.remove_state("a")
     assert agent.add_state("a", noop, timeout=0.5).timeout == 0.5
     assert (await agent.run()).state_runs == {"a": 1}
