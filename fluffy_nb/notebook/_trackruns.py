@@ -52,7 +52,7 @@ _RESCAN = 0.02
 # at 10,000), so a run of millions of states holds a bounded amount of them
 _FOLD_AT = 20_000
 #: statuses of a state with an attempt in flight
-_IN_FLIGHT = frozenset({StateStatus.RUNNING, StateStatus.WAITING_FOR_HUMAN})
+IN_FLIGHT = frozenset({StateStatus.RUNNING, StateStatus.WAITING_FOR_HUMAN})
 
 
 @dataclass(slots=True)
@@ -206,7 +206,9 @@ class RunReading:
     # (``_trackbranches.BranchReading``'s: a mapped state's spans)
     _read_branches_from: Callable[[Any], None]
     _maps_moved: Callable[[Any], list[str]]
-    _pull_branches: Callable[[str, Any, list[Span]], None]
+    _pull_branches: Callable[[str, Any, list[Span]], int]
+    _map_of: Callable[[str], Any]
+    _pull_mapped: Callable[[str, Any, StateStatus, Any, int, list[Span]], int | None]
     _end_branch_attempt: Callable[[str, int, float, str], None]
 
     def _read_from(self, run: Any) -> None:
@@ -329,23 +331,17 @@ class RunReading:
         runs = meta.runs
         done = runs - self._runs_seen.get(name, 0)
         m = self._map_of(name)
-        if m is not None:  # its branches' spans are read off its map; its runs counted here
-            if done > 0:
-                self._runs_seen[name] = runs
-                self._count_runs(name, meta, done)
-            self._pull_branches(name, m, made)
-            return
+        if m is not None:  # its branches' spans are read off its map (and their runs counted)
+            left = self._pull_mapped(name, meta, st, m, done, made)
+            if left is None:
+                return
+            done = left
         spanned = self._spanned_of(name)
         if done > 0:
             self._runs_seen[name] = runs
             spanned = self._completed(name, meta, done, made, spanned)
-        if st in _IN_FLIGHT and meta.attempts > spanned:
+        if st in IN_FLIGHT and meta.attempts > spanned:
             self._begin_span(name, meta, made)
-
-    def _map_of(self, name: str) -> Any:
-        """The payload map of ``name`` in the run read (None: not a mapped state)."""
-        run = getattr(self, "_pulled", None)
-        return run.maps.get(name) if run is not None and run.maps else None
 
     def _count_runs(self, name: str, meta: Any, done: int) -> None:
         """``name`` completed ``done`` more runs (their spans drawn elsewhere): their durations."""
@@ -467,7 +463,7 @@ class RunReading:
         span closes, or, when it began since the last read (no span yet), one is made from
         ``began`` (clock time; None: from its metadata's ``started_at``). For a mapped state, the
         span of branch ``payload`` closes (None: the map tells how its branches ended)."""
-        if self._map_of(state) is not None:
+        if payload is not None or self._map_of(state) is not None:  # (a map's branch: the map tells how it ended)
             if payload is not None:
                 self._end_branch_attempt(state, payload, t, outcome)
             return
