@@ -78,6 +78,13 @@ class BranchReading:
                 span = opened[i] = Span(name, 1, now if starts[i] == NO_TIME else starts[i] - base, payload=i)
                 made.append(span)
 
+    def _stop_timing(self, run: Any) -> None:
+        """This tracker stopped watching ``run``: when nobody else subscribes to its events, its maps'
+        branches are not timed any more (the engine times them only while someone watches)."""
+        if run is not None and not run.events.active:
+            for m in run.maps.values():
+                m.time_branches(None)
+
     def _maps_moved(self, run: Any) -> list[str]:
         """The mapped states of ``run`` a branch of which began or ended since the last read."""
         seen = self._branch_seen

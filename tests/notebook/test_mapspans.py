@@ -184,3 +184,30 @@ async def test_branches_cut_short_by_a_pause_with_timeout_end_as_cancelled_and_r
     await task
     assert score_spans(tracker) == [(1, 0.0, 1.0, "cancelled")] * 2 + [(1, 2.0, 2.0, "completed")] * 4
     tracker.close()
+
+
+async def test_a_maps_branches_are_timed_only_while_a_view_watches_and_hold_no_times_unwatched() -> None:
+    # an unwatched map keeps no per-branch times (16 bytes a payload, kept by the recent runs); a
+    # view attached mid-map times it from then on; once the last view closes, timing stops
+    flow = Gated(4)
+    handle = flow.agent.start()
+    await until(lambda: len(flow.began) == 4, "four branches in flight")
+    m = flow.run.maps["score"]
+    assert (m.clock, len(m.starts), len(m.ends)) == (None, 0, 0)
+    first, second = RunTracker(flow.agent), RunTracker(flow.agent)
+    first.follow(flow.run)
+    second.follow(flow.run)
+    assert m.clock is not None
+    assert len(m.starts) == len(m.ends) == 4
+    await flow.clock.advance(1.0)
+    await flow.release(0)
+    first.close()
+    assert m.clock is not None  # the other view still watches
+    await flow.release(1)
+    second.close()
+    assert m.clock is None
+    await flow.clock.advance(1.0)
+    await flow.release(2, 3)
+    await handle
+    wall0 = flow.clock.time() - flow.clock.monotonic()
+    assert list(m.ends) == [wall0 + 1.0, wall0 + 1.0, float("-inf"), float("-inf")]  # not timed after
