@@ -211,3 +211,56 @@ async def test_a_maps_branches_are_timed_only_while_a_view_watches_and_hold_no_t
     await handle
     wall0 = flow.clock.time() - flow.clock.monotonic()
     assert list(m.ends) == [wall0 + 1.0, wall0 + 1.0, float("-inf"), float("-inf")]  # not timed after
+
+
+async def test_a_plain_run_of_a_mapped_state_that_fails_is_drawn_failed_once_its_map_ended() -> None:
+    # split maps score x2 -> merge -> score (plain), which fails at 1.0: its span ends failed
+    clock = ManualClock()
+    agent = Agent("plainfail", clock=clock)
+    gate = asyncio.Event()
+    merged = asyncio.Event()
+
+    async def split(ctx: Any) -> Any:
+        return ctx.map("score", range(2))
+
+    async def score(ctx: Any) -> Any:
+        if getattr(ctx, "payload", None) is None:
+            await gate.wait()
+            raise ValueError("the plain run fails")
+        return "merge"
+
+    async def merge(ctx: Any) -> str:
+        merged.set()
+        return "score"
+
+    for f in (split, score, merge):
+        agent.add_state(f.__name__, f)
+    tracker = RunTracker(agent)
+    task = asyncio.create_task(agent.run())
+    await merged.wait()
+    await until(lambda: tracker.status.get("score") == "running", "the plain score runs")
+    await clock.advance(1.0)
+    gate.set()
+    with pytest.raises(StateFailedError):
+        await task
+    assert (1, 0.0, 1.0, "failed") in score_spans(tracker)
+    assert len(score_spans(tracker)) == 3  # the two branches and the plain run
+    tracker.close()
+
+
+async def test_a_second_view_attached_mid_map_draws_the_branches_in_flight_from_their_timed_starts() -> None:
+    # a first view times the branches from 0.0; a second attaches at 1.0: its bars start at 0.0 too
+    flow = Gated(2)
+    first = RunTracker(flow.agent)
+    handle = flow.agent.start()
+    await until(lambda: len(flow.began) == 2, "two branches in flight")
+    await flow.clock.advance(1.0)
+    second = RunTracker(flow.agent)
+    second.follow(flow.run)
+    assert score_spans(second) == [(1, 0.0, None, "running")] * 2
+    await flow.clock.advance(1.0)
+    await flow.release(0, 1)
+    await handle
+    assert score_spans(second) == score_spans(first) == [(1, 0.0, 2.0, "completed")] * 2
+    first.close()
+    second.close()
