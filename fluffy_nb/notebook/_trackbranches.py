@@ -138,14 +138,14 @@ class BranchReading:
         opened = self._branch_open.setdefault(name, {})
         tries = self._branch_tries.setdefault(name, {})
         base = self._shift + (self.t0 or 0.0)
-        ran: list[tuple[float, float]] = []  # (start, end) of the branches that began and completed unseen
+        ran: list[tuple[float, float, int]] = []  # (start, end, payload) of branches begun and completed unseen
         for i in compress(range(n), map(or_, map(ne, status, old_status), map(ne, starts, old_starts))):
             span = opened.get(i)
             start, end = starts[i], ends[i]
             done += status[i] == _DONE and old_status[i] != _DONE
             if start != NO_TIME and start != old_starts[i]:  # an attempt began since the last read
                 if span is None and end != NO_TIME and status[i] == _DONE and not tries.get(i):
-                    ran.append((start - base, max(end, start) - base))  # (most of a large map's, at its end)
+                    ran.append((start - base, max(end, start) - base, i))  # (most of a large map's, at its end)
                     continue
                 span = self._began(name, i, start - base, span, made)
             if span is not None and end != NO_TIME:
@@ -155,7 +155,7 @@ class BranchReading:
                     tries[i] = 0
         if ran:
             ran.sort()
-            self._spans.add([], [name] * len(ran), [r[0] for r in ran], [r[1] for r in ran])
+            self._spans.add([], [name] * len(ran), [r[0] for r in ran], [r[1] for r in ran], [r[2] for r in ran])
         return done
 
     def _cut_left(self, name: str, m: Any) -> None:

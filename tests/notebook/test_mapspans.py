@@ -264,3 +264,20 @@ async def test_a_second_view_attached_mid_map_draws_the_branches_in_flight_from_
     assert score_spans(second) == score_spans(first) == [(1, 0.0, 2.0, "completed")] * 2
     first.close()
     second.close()
+
+
+async def test_branches_begun_and_completed_between_two_reads_keep_their_payload_in_the_hover() -> None:
+    # nothing reads the tracker while the 3 branches run: at the end each is a compact span that
+    # still names its payload (which of the state's overlapping bars is which)
+    flow = Gated(3)
+    tracker = RunTracker(flow.agent)
+    handle = flow.agent.start()
+    await until(lambda: len(flow.began) == 3, "three branches in flight")
+    await flow.clock.advance(1.0)
+    for gate in flow.gates:
+        gate.set()
+    await handle
+    assert sorted(s.payload for s in tracker.spans if s.state == "score") == [0, 1, 2]
+    hovers = [text for trace in timeline_figure(tracker).data for text in trace.hovertext or ()]
+    assert sum(text.startswith("score payload 2 attempt 1: ") for text in hovers) == 1
+    tracker.close()
