@@ -12,7 +12,11 @@ closes its span at its own end, ``completed``, ``failed`` or ``cancelled`` (a ca
 goes back to pending, with an end); one that began and completed unseen (most of a large map's,
 read at its end) is kept as columns (``SpanLog``), with no span object. A failed attempt (an
 event naming its payload) closes its branch's span. Durations still come from the metadata, as
-for any state. :class:`BranchReading` is a base of
+for any state. The map is read only while it is live (branches to run, or unseen ends): a run
+of the state after its map ended is a plain one (:mod:`._trackruns`). A branch in flight when
+the tracker begins reading opens from its start (from then, if its map was not timed yet); a
+map replaced by a new one of its state (a loop) is first brought up to date as it ended. The
+tracker's close stops the timing once nobody else watches. :class:`BranchReading` is a base of
 :class:`~fluffy_nb.notebook._tracker.RunTracker` beside ``_trackruns.RunReading``, whose reads
 call in here for mapped states only.
 """
