@@ -49,8 +49,11 @@ _PENDING, _RUNNING, _DONE, _FAILED = 0, 1, 2, 3
 NO_TIME = -math.inf
 
 
-def _no_times(n: int) -> array[float]:
-    return array("d", (NO_TIME,)) * n
+def _times(n: int, clock: Any) -> tuple[array[float], array[float]]:
+    """``starts`` and ``ends`` of ``n`` payloads none of which began: empty when not timed (``clock`` None)."""
+    if clock is None:
+        return array("d"), array("d")
+    return array("d", (NO_TIME,)) * n, array("d", (NO_TIME,)) * n
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +120,9 @@ class PayloadMap:
         # wall times (``clock.time()``, as ``StateMetadata``'s) of each payload's latest attempt's start
         # and of its end (completed, failed or cut short; NO_TIME while it runs): the branches share one
         # StateMetadata, so these are what tells a view when each branch ran
-        # (C doubles, NO_TIME for none: no float object kept per branch)
-        self.starts = _no_times(len(payloads))
-        self.ends = _no_times(len(payloads))
+        # (C doubles, NO_TIME for none: no float object kept per branch; empty while not timed)
+        # (allocated only once timed: an unwatched 10,000-payload map would keep 160 KB of them)
+        self.starts, self.ends = _times(len(payloads), clock)
         self.group: Group | None = None  # the fan-out its branches started in
         self.tokens: set[int] = set()  # ids of its branches' tokens: a map from inside one is nested
         # checkpoint encoding, kept between checkpoints so each value is encoded once
@@ -139,8 +142,11 @@ class PayloadMap:
 
     def time_branches(self, clock: Any) -> None:
         """Time each branch attempt that begins or ends from now on with ``clock`` (the run's): a
-        view that begins to watch a run whose map is under way calls it."""
+        view that begins to watch a run whose map is under way calls it; None: stop timing (nobody
+        watches the run any more; the times kept so far stay)."""
         self.clock = clock
+        if clock is not None and len(self.starts) != len(self.payloads):
+            self.starts, self.ends = _times(len(self.payloads), clock)
 
     def reset(self) -> None:
         """Statuses, results, counts and times for the payloads as they are now (none started)."""
@@ -148,8 +154,7 @@ class PayloadMap:
         self.results = [None] * n
         self.status = bytearray(n)
         self.counts = [n, 0, 0, 0]
-        self.starts = _no_times(n)
-        self.ends = _no_times(n)
+        self.starts, self.ends = _times(n, self.clock)
 
     def restore_done(self, index: int, result: Any) -> None:
         """Put back the result of payload ``index``, finished before a checkpoint (a restore)."""

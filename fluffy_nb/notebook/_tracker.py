@@ -241,8 +241,9 @@ class RunTracker(WaitTracking, RunReading, BranchReading):
         self._version += 1
 
     def close(self) -> None:
-        """Stop observing the agent."""
+        """Stop observing the agent (the last view of a run to close stops its maps' branch timing)."""
         self._unsubscribe()
+        self._stop_timing(self.run)
 
     # -- events ----------------------------------------------------------------------------
     def on_event(self, event: Event) -> None:

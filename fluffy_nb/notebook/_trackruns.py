@@ -52,7 +52,7 @@ _RESCAN = 0.02
 # at 10,000), so a run of millions of states holds a bounded amount of them
 _FOLD_AT = 20_000
 #: statuses of a state with an attempt in flight
-_IN_FLIGHT = frozenset({StateStatus.RUNNING, StateStatus.WAITING_FOR_HUMAN})
+IN_FLIGHT = frozenset({StateStatus.RUNNING, StateStatus.WAITING_FOR_HUMAN})
 
 
 @dataclass(slots=True)
@@ -70,10 +70,10 @@ class Span:
     payload: int | None = None  # the payload index of the map branch it ran (None: not a map branch)
 
 
-class RanSpan(tuple[str, float, float]):
-    """A span that tells only that a state ran once, from ``start`` to ``end``: what
-    :class:`SpanLog` keeps as columns, read. The fields of a :class:`Span` (``attempt`` 1,
-    ``outcome`` "completed", no waits, no worker), read-only; made in C from the columns
+class RanSpan(tuple[str, float, float, int | None]):
+    """A span that tells only that a state ran once, from ``start`` to ``end`` (a map's branch:
+    for ``payload``): what :class:`SpanLog` keeps as columns, read. The fields of a :class:`Span`
+    (``attempt`` 1, ``outcome`` "completed", no waits, no worker), read-only; made in C from the columns
     (a tenth of a :class:`Span`'s cost: a redraw passes over a 10,000-state run's spans five times)."""
 
     __slots__ = ()
@@ -85,10 +85,10 @@ class RanSpan(tuple[str, float, float]):
     waited = 0.0
     waits = None
     where = None
-    payload = None
+    payload = property(itemgetter(3), doc="The payload index of the map branch it ran (None: not a branch).")
 
     def __repr__(self) -> str:
-        return f"RanSpan(state={self.state!r}, start={self.start!r}, end={self.end!r})"
+        return f"RanSpan(state={self.state!r}, start={self.start!r}, end={self.end!r}, payload={self.payload!r})"
 
 
 class SpanLog:
@@ -104,7 +104,7 @@ class SpanLog:
     ``len()``, ``bool()``, iteration and ``list()`` read it as the deque of spans it replaces.
     """
 
-    __slots__ = ("_ends", "_objs", "_starts", "_states", "maxlen")
+    __slots__ = ("_ends", "_objs", "_payloads", "_starts", "_states", "maxlen")
 
     def __init__(self, maxlen: int | None = None) -> None:
         self.maxlen = maxlen
@@ -112,12 +112,13 @@ class SpanLog:
         self._states: deque[str] = deque(maxlen=maxlen)
         self._starts: deque[float] = deque(maxlen=maxlen)
         self._ends: deque[float] = deque(maxlen=maxlen)  # (a span object's own are its, not these)
+        self._payloads: deque[int | None] = deque(maxlen=maxlen)  # a map branch's payload index (None: not one)
 
     def __len__(self) -> int:
         return len(self._objs)
 
     def __iter__(self) -> Iterator[Span | RanSpan]:
-        ran = map(RanSpan, zip(self._states, self._starts, self._ends, strict=True))
+        ran = map(RanSpan, zip(self._states, self._starts, self._ends, self._payloads, strict=True))
         if not any(self._objs):
             return ran  # (a large run's usual log: all in C)
         return self._mixed(ran)
@@ -142,15 +143,17 @@ class SpanLog:
 
     def append(self, span: Span) -> None:
         """Add ``span`` (an object kept as it is: the tracker may close it later), in start order."""
-        self.add([span], [], [], [])
+        self.add([span], [], [], [])  # (its payload is its own)
 
     def clear(self) -> None:
         """Drop every span (a new run begins)."""
-        for column in (self._objs, self._states, self._starts, self._ends):
+        for column in (self._objs, self._states, self._starts, self._ends, self._payloads):
             column.clear()
 
-    def add(self, made: list[Span], states: list[str], starts: list[float], ends: list[float]) -> None:
-        """Add the spans ``made`` and the completed runs ``states`` (from ``starts`` to ``ends``).
+    def add(self, made: list[Span], states: list[str], starts: list[float], ends: list[float],
+            payloads: list[int] | None = None) -> None:
+        """Add the spans ``made`` and the completed runs ``states`` (from ``starts`` to ``ends``; the
+        runs of a map's branches: of ``payloads``).
 
         The log stays in start order whatever order they come in (a failure's span is added
         when its event comes, the runs that ended before it at the next read): ties keep the
@@ -163,23 +166,28 @@ class SpanLog:
             self._states.extend(states)
             self._starts.extend(starts)
             self._ends.extend(ends)
+            self._payloads.extend(repeat(None, len(states)) if payloads is None else payloads)
             return
-        entries: list[tuple[Span | None, str, float, float]] = list(zip(repeat(None), states, starts, ends))
-        entries += [(span, span.state, span.start, span.start if span.end is None else span.end) for span in made]
+        entries: list[tuple[Span | None, str, float, float, int | None]] = list(zip(
+            repeat(None), states, starts, ends, repeat(None) if payloads is None else payloads))
+        entries += [(span, span.state, span.start, span.start if span.end is None else span.end, None)
+                    for span in made]
         if not entries:
             return
         low = min(entry[2] for entry in entries)
         back = []  # what the log holds after the earliest of these (few: the spans events added since the last read)
         while self._starts and self._starts[-1] >= low:
-            back.append((self._objs.pop(), self._states.pop(), self._starts.pop(), self._ends.pop()))
-        for obj, state, start, end in sorted([*reversed(back), *entries], key=_start_then_depth):
+            back.append((self._objs.pop(), self._states.pop(), self._starts.pop(), self._ends.pop(),
+                         self._payloads.pop()))
+        for obj, state, start, end, payload in sorted([*reversed(back), *entries], key=_start_then_depth):
             self._objs.append(obj)
             self._states.append(state)
             self._starts.append(start)
             self._ends.append(end)
+            self._payloads.append(payload)
 
 
-def _start_then_depth(entry: tuple[Any, str, float, float]) -> tuple[float, int]:
+def _start_then_depth(entry: tuple[Any, str, float, float, Any]) -> tuple[float, int]:
     return entry[2], entry[1].count("/")
 
 
@@ -206,7 +214,9 @@ class RunReading:
     # (``_trackbranches.BranchReading``'s: a mapped state's spans)
     _read_branches_from: Callable[[Any], None]
     _maps_moved: Callable[[Any], list[str]]
-    _pull_branches: Callable[[str, Any, list[Span]], None]
+    _pull_branches: Callable[[str, Any, list[Span]], int]
+    _map_of: Callable[[str], Any]
+    _pull_mapped: Callable[[str, Any, StateStatus, Any, int, list[Span]], int | None]
     _end_branch_attempt: Callable[[str, int, float, str], None]
 
     def _read_from(self, run: Any) -> None:
@@ -329,23 +339,17 @@ class RunReading:
         runs = meta.runs
         done = runs - self._runs_seen.get(name, 0)
         m = self._map_of(name)
-        if m is not None:  # its branches' spans are read off its map; its runs counted here
-            if done > 0:
-                self._runs_seen[name] = runs
-                self._count_runs(name, meta, done)
-            self._pull_branches(name, m, made)
-            return
+        if m is not None:  # its branches' spans are read off its map (and their runs counted)
+            left = self._pull_mapped(name, meta, st, m, done, made)
+            if left is None:
+                return
+            done = left
         spanned = self._spanned_of(name)
         if done > 0:
             self._runs_seen[name] = runs
             spanned = self._completed(name, meta, done, made, spanned)
-        if st in _IN_FLIGHT and meta.attempts > spanned:
+        if st in IN_FLIGHT and meta.attempts > spanned:
             self._begin_span(name, meta, made)
-
-    def _map_of(self, name: str) -> Any:
-        """The payload map of ``name`` in the run read (None: not a mapped state)."""
-        run = getattr(self, "_pulled", None)
-        return run.maps.get(name) if run is not None and run.maps else None
 
     def _count_runs(self, name: str, meta: Any, done: int) -> None:
         """``name`` completed ``done`` more runs (their spans drawn elsewhere): their durations."""
@@ -467,7 +471,7 @@ class RunReading:
         span closes, or, when it began since the last read (no span yet), one is made from
         ``began`` (clock time; None: from its metadata's ``started_at``). For a mapped state, the
         span of branch ``payload`` closes (None: the map tells how its branches ended)."""
-        if self._map_of(state) is not None:
+        if payload is not None or self._map_of(state) is not None:  # (a map's branch: the map tells how it ended)
             if payload is not None:
                 self._end_branch_attempt(state, payload, t, outcome)
             return

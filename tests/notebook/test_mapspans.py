@@ -184,3 +184,100 @@ async def test_branches_cut_short_by_a_pause_with_timeout_end_as_cancelled_and_r
     await task
     assert score_spans(tracker) == [(1, 0.0, 1.0, "cancelled")] * 2 + [(1, 2.0, 2.0, "completed")] * 4
     tracker.close()
+
+
+async def test_a_maps_branches_are_timed_only_while_a_view_watches_and_hold_no_times_unwatched() -> None:
+    # an unwatched map keeps no per-branch times (16 bytes a payload, kept by the recent runs); a
+    # view attached mid-map times it from then on; once the last view closes, timing stops
+    flow = Gated(4)
+    handle = flow.agent.start()
+    await until(lambda: len(flow.began) == 4, "four branches in flight")
+    m = flow.run.maps["score"]
+    assert (m.clock, len(m.starts), len(m.ends)) == (None, 0, 0)
+    first, second = RunTracker(flow.agent), RunTracker(flow.agent)
+    first.follow(flow.run)
+    second.follow(flow.run)
+    assert m.clock is not None
+    assert len(m.starts) == len(m.ends) == 4
+    await flow.clock.advance(1.0)
+    await flow.release(0)
+    first.close()
+    assert m.clock is not None  # the other view still watches
+    await flow.release(1)
+    second.close()
+    assert m.clock is None
+    await flow.clock.advance(1.0)
+    await flow.release(2, 3)
+    await handle
+    wall0 = flow.clock.time() - flow.clock.monotonic()
+    assert list(m.ends) == [wall0 + 1.0, wall0 + 1.0, float("-inf"), float("-inf")]  # not timed after
+
+
+async def test_a_plain_run_of_a_mapped_state_that_fails_is_drawn_failed_once_its_map_ended() -> None:
+    # split maps score x2 -> merge -> score (plain), which fails at 1.0: its span ends failed
+    clock = ManualClock()
+    agent = Agent("plainfail", clock=clock)
+    gate = asyncio.Event()
+    merged = asyncio.Event()
+
+    async def split(ctx: Any) -> Any:
+        return ctx.map("score", range(2))
+
+    async def score(ctx: Any) -> Any:
+        if getattr(ctx, "payload", None) is None:
+            await gate.wait()
+            raise ValueError("the plain run fails")
+        return "merge"
+
+    async def merge(ctx: Any) -> str:
+        merged.set()
+        return "score"
+
+    for f in (split, score, merge):
+        agent.add_state(f.__name__, f)
+    tracker = RunTracker(agent)
+    task = asyncio.create_task(agent.run())
+    await merged.wait()
+    await until(lambda: tracker.status.get("score") == "running", "the plain score runs")
+    await clock.advance(1.0)
+    gate.set()
+    with pytest.raises(StateFailedError):
+        await task
+    assert (1, 0.0, 1.0, "failed") in score_spans(tracker)
+    assert len(score_spans(tracker)) == 3  # the two branches and the plain run
+    tracker.close()
+
+
+async def test_a_second_view_attached_mid_map_draws_the_branches_in_flight_from_their_timed_starts() -> None:
+    # a first view times the branches from 0.0; a second attaches at 1.0: its bars start at 0.0 too
+    flow = Gated(2)
+    first = RunTracker(flow.agent)
+    handle = flow.agent.start()
+    await until(lambda: len(flow.began) == 2, "two branches in flight")
+    await flow.clock.advance(1.0)
+    second = RunTracker(flow.agent)
+    second.follow(flow.run)
+    assert score_spans(second) == [(1, 0.0, None, "running")] * 2
+    await flow.clock.advance(1.0)
+    await flow.release(0, 1)
+    await handle
+    assert score_spans(second) == score_spans(first) == [(1, 0.0, 2.0, "completed")] * 2
+    first.close()
+    second.close()
+
+
+async def test_branches_begun_and_completed_between_two_reads_keep_their_payload_in_the_hover() -> None:
+    # nothing reads the tracker while the 3 branches run: at the end each is a compact span that
+    # still names its payload (which of the state's overlapping bars is which)
+    flow = Gated(3)
+    tracker = RunTracker(flow.agent)
+    handle = flow.agent.start()
+    await until(lambda: len(flow.began) == 3, "three branches in flight")
+    await flow.clock.advance(1.0)
+    for gate in flow.gates:
+        gate.set()
+    await handle
+    assert sorted(s.payload for s in tracker.spans if s.state == "score") == [0, 1, 2]
+    hovers = [text for trace in timeline_figure(tracker).data for text in trace.hovertext or ()]
+    assert sum(text.startswith("score payload 2 attempt 1: ") for text in hovers) == 1
+    tracker.close()
