@@ -70,10 +70,11 @@ class Span:
     payload: int | None = None  # the payload index of the map branch it ran (None: not a map branch)
 
 
-class RanSpan(tuple[str, float, float, int | None]):
+class RanSpan(tuple[Any, ...]):
     """A span that tells only that a state ran once, from ``start`` to ``end`` (a map's branch:
-    for ``payload``): what :class:`SpanLog` keeps as columns, read. The fields of a :class:`Span`
-    (``attempt`` 1, ``outcome`` "completed", no waits, no worker), read-only; made in C from the columns
+    for ``payload``, a fourth item only in a log that holds map branches): what :class:`SpanLog`
+    keeps as columns, read. The fields of a :class:`Span` (``attempt`` 1, ``outcome``
+    "completed", no waits, no worker), read-only; made in C from the columns
     (a tenth of a :class:`Span`'s cost: a redraw passes over a 10,000-state run's spans five times)."""
 
     __slots__ = ()
@@ -85,7 +86,10 @@ class RanSpan(tuple[str, float, float, int | None]):
     waited = 0.0
     waits = None
     where = None
-    payload = property(itemgetter(3), doc="The payload index of the map branch it ran (None: not a branch).")
+    @property
+    def payload(self) -> int | None:
+        """The payload index of the map branch it ran (None: not a branch)."""
+        return self[3] if len(self) > 3 else None
 
     def __repr__(self) -> str:
         return f"RanSpan(state={self.state!r}, start={self.start!r}, end={self.end!r}, payload={self.payload!r})"
@@ -112,13 +116,17 @@ class SpanLog:
         self._states: deque[str] = deque(maxlen=maxlen)
         self._starts: deque[float] = deque(maxlen=maxlen)
         self._ends: deque[float] = deque(maxlen=maxlen)  # (a span object's own are its, not these)
-        self._payloads: deque[int | None] = deque(maxlen=maxlen)  # a map branch's payload index (None: not one)
+        # a map branch's payload index (None: not one); no column until a map's branch is added
+        # (a 10,000-state run without maps read 4-tuples five times per redraw for nothing)
+        self._payloads: deque[int | None] | None = None
 
     def __len__(self) -> int:
         return len(self._objs)
 
     def __iter__(self) -> Iterator[Span | RanSpan]:
-        ran = map(RanSpan, zip(self._states, self._starts, self._ends, self._payloads, strict=True))
+        payloads = self._payloads
+        ran = map(RanSpan, zip(self._states, self._starts, self._ends, strict=True) if payloads is None
+                  else zip(self._states, self._starts, self._ends, payloads, strict=True))
         if not any(self._objs):
             return ran  # (a large run's usual log: all in C)
         return self._mixed(ran)
@@ -147,8 +155,9 @@ class SpanLog:
 
     def clear(self) -> None:
         """Drop every span (a new run begins)."""
-        for column in (self._objs, self._states, self._starts, self._ends, self._payloads):
+        for column in (self._objs, self._states, self._starts, self._ends):
             column.clear()
+        self._payloads = None
 
     def add(self, made: list[Span], states: list[str], starts: list[float], ends: list[float],
             payloads: list[int] | None = None) -> None:
@@ -159,6 +168,9 @@ class SpanLog:
         when its event comes, the runs that ended before it at the next read): ties keep the
         order they were added in, but a sub-workflow's state (``research/search``) comes after
         the parent's state it runs in, and runs given as columns come before spans ``made``."""
+        if payloads is not None and self._payloads is None:  # the first map branches: the column begins
+            self._payloads = deque(repeat(None, len(self._objs)), maxlen=self.maxlen)
+        column = self._payloads
         tail = self._starts[-1] if self._starts else None
         if not made and states and all(map(le, starts, islice(starts, 1, None))) and (
                 tail is None or tail < starts[0] or (tail == starts[0] and "/" not in self._states[-1])):
@@ -166,7 +178,8 @@ class SpanLog:
             self._states.extend(states)
             self._starts.extend(starts)
             self._ends.extend(ends)
-            self._payloads.extend(repeat(None, len(states)) if payloads is None else payloads)
+            if column is not None:
+                column.extend(repeat(None, len(states)) if payloads is None else payloads)
             return
         entries: list[tuple[Span | None, str, float, float, int | None]] = list(zip(
             repeat(None), states, starts, ends, repeat(None) if payloads is None else payloads))
@@ -178,13 +191,14 @@ class SpanLog:
         back = []  # what the log holds after the earliest of these (few: the spans events added since the last read)
         while self._starts and self._starts[-1] >= low:
             back.append((self._objs.pop(), self._states.pop(), self._starts.pop(), self._ends.pop(),
-                         self._payloads.pop()))
+                         None if column is None else column.pop()))
         for obj, state, start, end, payload in sorted([*reversed(back), *entries], key=_start_then_depth):
             self._objs.append(obj)
             self._states.append(state)
             self._starts.append(start)
             self._ends.append(end)
-            self._payloads.append(payload)
+            if column is not None:
+                column.append(payload)
 
 
 def _start_then_depth(entry: tuple[Any, str, float, float, Any]) -> tuple[float, int]:
